@@ -1,0 +1,189 @@
+/*
+ * flashsig.h — the only public header of FlashSig: fused attention kernels (softmax, sigmoid and
+ * other pointwise scores) for CPU and CUDA behind one C ABI.
+ *
+ * Conventions
+ *  - Every function returns an int status (FSIG_OK = 0). On error nothing is written to any output,
+ *    and fsig_last_error() holds a message (per thread) that names the argument and the rule broken.
+ *  - Tensors are described by fsig_tensor: dtype, device, shape, element strides and the number of
+ *    bytes addressable from the data pointer, so no call ever reads or writes outside that range.
+ *  - Layout BSHD: q [B, Nq, Hq, d], k and v [B, Nk, Hk, d], out [B, Nq, Hq, d], Hq % Hk == 0;
+ *    lse is fp32 [B, Hq, Nq] (natural log). q, k, v, out (and dout, dq, dk, dv) share one dtype.
+ *  - Parameters travel in fsig_attention_params, passed by pointer, struct_size first: initialise it
+ *    with fsig_attention_params_default() so that fields added later get their defaults.
+ */
+#ifndef FLASHSIG_H
+#define FLASHSIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define FSIG_API __declspec(dllexport)
+#else
+#define FSIG_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FSIG_VERSION_MAJOR 0
+#define FSIG_VERSION_MINOR 1
+#define FSIG_VERSION_PATCH 0
+
+/* ---- status codes ------------------------------------------------------------------------------ */
+typedef enum fsig_status {
+    FSIG_OK = 0,
+    FSIG_ERROR_NULL_ARGUMENT = 1,   /* a required pointer (tensor, data, params) is NULL */
+    FSIG_ERROR_INVALID_SHAPE = 2,   /* a dimension is < 1, rank is wrong or shapes disagree */
+    FSIG_ERROR_INVALID_DTYPE = 3,   /* unknown dtype, or tensors that must share a dtype do not */
+    FSIG_ERROR_INVALID_STRIDE = 4,  /* negative stride, overlapping output, overflowing extent */
+    FSIG_ERROR_INVALID_DEVICE = 5,  /* unknown device, or tensors on different devices */
+    FSIG_ERROR_BUFFER_TOO_SMALL = 6,/* shape and strides reach beyond capacity_bytes */
+    FSIG_ERROR_MISALIGNED = 7,      /* data pointer not aligned to its element size (or GPU rule) */
+    FSIG_ERROR_ALIASING = 8,        /* an output overlaps an input or another output */
+    FSIG_ERROR_INVALID_PARAMS = 9,  /* a parameter value is out of its range */
+    FSIG_ERROR_UNSUPPORTED = 10,    /* valid, but this backend has no kernel for it (dtype, d, ...) */
+    FSIG_ERROR_NO_DEVICE = 11,      /* a CUDA tensor but no CUDA device or driver is present */
+    FSIG_ERROR_OUT_OF_MEMORY = 12,  /* a host scratch allocation failed */
+    FSIG_ERROR_CUDA = 13,           /* the CUDA runtime reported an error */
+    FSIG_ERROR_INTERNAL = 14        /* a bug in FlashSig: please report it with fsig_last_error() */
+} fsig_status;
+
+/* ---- tensors ----------------------------------------------------------------------------------- */
+typedef enum fsig_dtype {
+    FSIG_DTYPE_FP32 = 0,
+    FSIG_DTYPE_FP16 = 1,  /* IEEE binary16 */
+    FSIG_DTYPE_BF16 = 2   /* bfloat16 */
+} fsig_dtype;
+
+typedef enum fsig_device_type {
+    FSIG_DEVICE_CPU = 0,
+    FSIG_DEVICE_CUDA = 1  /* device_index = CUDA ordinal */
+} fsig_device_type;
+
+#define FSIG_MAX_DIMS 4
+
+typedef struct fsig_tensor {
+    void* data;               /* first element; used by fsig_attention_forward/_backward */
+    int64_t capacity_bytes;   /* bytes addressable from data (>= extent of shape and strides) */
+    int32_t dtype;            /* fsig_dtype */
+    int32_t device_type;      /* fsig_device_type */
+    int32_t device_index;     /* CUDA ordinal; 0 for the CPU */
+    int32_t ndim;             /* 4 for q, k, v, out and gradients; 3 for lse */
+    int64_t shape[FSIG_MAX_DIMS];
+    int64_t strides[FSIG_MAX_DIMS]; /* in elements, >= 0; outputs must not overlap themselves */
+} fsig_tensor;
+
+/* ---- attention parameters ---------------------------------------------------------------------- */
+typedef enum fsig_score {
+    FSIG_SCORE_SOFTMAX = 0,   /* exp(S - LSE) over allowed keys */
+    FSIG_SCORE_SIGMOID = 1,   /* sigmoid(S + sigmoid_bias) */
+    FSIG_SCORE_RELU = 2,      /* relu(S) * Nk^-alpha */
+    FSIG_SCORE_RELU2 = 3,     /* relu(S)^2 * Nk^-alpha */
+    FSIG_SCORE_GELU = 4,      /* gelu(S) * Nk^-alpha, erf form */
+    FSIG_SCORE_SOFTPLUS = 5,  /* softplus(S) * Nk^-alpha */
+    FSIG_SCORE_IDENTITY = 6   /* S * Nk^-alpha */
+} fsig_score;
+
+typedef struct fsig_attention_params {
+    uint32_t struct_size;     /* sizeof(fsig_attention_params) of the caller's header */
+    int32_t score;            /* fsig_score */
+    float scale;              /* S = scale * q.k; NaN = 1/sqrt(d) */
+    float sigmoid_bias;       /* sigmoid only; NaN = -ln(Nk) */
+    float alpha;              /* pointwise scores are multiplied by Nk^-alpha; default 1 */
+    int32_t causal;           /* 0 or 1: key j allowed for query i iff j <= i + Nk - Nq */
+    int64_t window_left;      /* allowed iff i + Nk - Nq - window_left <= j; -1 = unbounded */
+    int64_t window_right;     /* allowed iff j <= i + Nk - Nq + window_right; -1 = unbounded */
+    int32_t deterministic;    /* backward: 1 = same bits every run. The CPU is always deterministic */
+    int32_t reserved0;        /* must be 0 */
+} fsig_attention_params;
+
+/* Defaults: softmax, scale NaN (1/sqrt(d)), sigmoid_bias NaN (-ln Nk), alpha 1, not causal,
+ * windows -1, not deterministic, struct_size = sizeof(fsig_attention_params). */
+FSIG_API fsig_attention_params fsig_attention_params_default(void);
+/* The same, written through a pointer (for callers that cannot receive structs by value). */
+FSIG_API int fsig_attention_params_init(fsig_attention_params* params);
+
+/* ---- attention --------------------------------------------------------------------------------- */
+/* O = P V with P the score of DESIGN.md §4. lse may be NULL; when given the score must be softmax.
+ * stream: a cudaStream_t for CUDA tensors (NULL = default stream); must be NULL for CPU tensors. */
+FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
+                                    const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
+                                    const fsig_tensor* out, const fsig_tensor* lse, void* stream);
+
+/* dQ, dK, dV from dO by recomputation. out and lse are required for softmax and may be NULL for
+ * the pointwise scores. GQA: dk and dv are summed over the query heads of each group. */
+FSIG_API int fsig_attention_backward(const fsig_attention_params* params,
+                                     const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
+                                     const fsig_tensor* out, const fsig_tensor* dout,
+                                     const fsig_tensor* lse, const fsig_tensor* dq,
+                                     const fsig_tensor* dk, const fsig_tensor* dv, void* stream);
+
+/* The same two calls with every buffer passed as an argument; the descriptors' data fields are
+ * ignored. Managed runtimes use these: a buffer that is a call argument stays alive (and a pinned
+ * heap array has no address before the call), which a pointer stored inside a struct cannot promise.
+ * A NULL buffer means "tensor absent" exactly where the descriptor may be NULL. */
+FSIG_API int fsig_attention_forward_buffers(const fsig_attention_params* params,
+                                            const fsig_tensor* q, const fsig_tensor* k,
+                                            const fsig_tensor* v, const fsig_tensor* out,
+                                            const fsig_tensor* lse, void* stream,
+                                            const void* q_data, const void* k_data,
+                                            const void* v_data, void* out_data, void* lse_data);
+
+FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params,
+                                             const fsig_tensor* q, const fsig_tensor* k,
+                                             const fsig_tensor* v, const fsig_tensor* out,
+                                             const fsig_tensor* dout, const fsig_tensor* lse,
+                                             const fsig_tensor* dq, const fsig_tensor* dk,
+                                             const fsig_tensor* dv, void* stream,
+                                             const void* q_data, const void* k_data,
+                                             const void* v_data, const void* out_data,
+                                             const void* dout_data, const void* lse_data,
+                                             void* dq_data, void* dk_data, void* dv_data);
+
+/* ---- library ----------------------------------------------------------------------------------- */
+typedef enum fsig_cpu_isa {
+    FSIG_CPU_ISA_AVX2 = 2,    /* x86-64-v3 baseline: AVX2 + FMA + F16C */
+    FSIG_CPU_ISA_AVX512 = 3   /* AVX-512 F/BW/DQ/VL kernels, chosen at run time by CPUID */
+} fsig_cpu_isa;
+
+#define FSIG_MAX_HEAD_DIM_LIST 8
+
+typedef struct fsig_capabilities {
+    uint32_t struct_size;           /* set by the caller to sizeof(fsig_capabilities) */
+    int32_t cpu_isa;                /* fsig_cpu_isa of the kernels in use */
+    int32_t cpu_threads;            /* threads the CPU backend uses now */
+    uint32_t cpu_dtypes;            /* bit (1 << fsig_dtype) per supported dtype */
+    int32_t cpu_min_head_dim;       /* the CPU supports every d in [min, max] */
+    int32_t cpu_max_head_dim;
+    int32_t cuda_compiled;          /* 1 when this build contains CUDA code */
+    int32_t cuda_device_count;      /* usable CUDA devices now (0 without a driver) */
+    uint32_t cuda_dtypes;           /* bit (1 << fsig_dtype) per dtype with CUDA kernels */
+    int32_t cuda_head_dim_count;    /* entries used in cuda_head_dims */
+    int32_t cuda_head_dims[FSIG_MAX_HEAD_DIM_LIST];
+} fsig_capabilities;
+
+/* Version as MAJOR * 10000 + MINOR * 100 + PATCH, and as "MAJOR.MINOR.PATCH". */
+FSIG_API int fsig_version(void);
+FSIG_API const char* fsig_version_string(void);
+
+FSIG_API int fsig_get_capabilities(fsig_capabilities* caps);
+
+/* Threads of the CPU backend: n >= 1, or 0 for the default (the CPUs this process may run on).
+ * Results never depend on the thread count. */
+FSIG_API int fsig_set_num_threads(int n);
+FSIG_API int fsig_get_num_threads(void);
+
+/* A constant string for a status code ("unknown status" for codes not listed above). */
+FSIG_API const char* fsig_status_string(int status);
+/* The message of this thread's most recent call that can fail ("" if it succeeded); valid until the
+ * thread's next FlashSig call. */
+FSIG_API const char* fsig_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHSIG_H */

@@ -1,0 +1,513 @@
+// The C ABI: every argument is validated here, before any backend runs, so that a bad call returns
+// a status and a message naming the argument and the rule, and writes nothing.
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cpu/cpu_backend.h"
+#include "cpu/thread_pool.h"
+#include "cuda/cuda_backend.h"
+#include "flashsig.h"
+#include "internal.h"
+
+namespace fsig {
+namespace {
+
+thread_local std::string t_last_error;
+
+// Records the message for fsig_last_error() and returns the status.
+[[gnu::format(printf, 2, 3)]] int fail(int status, const char* fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    t_last_error = buf;
+    return status;
+}
+
+const char* dtype_name(int32_t dtype) {
+    switch (dtype) {
+        case FSIG_DTYPE_FP32: return "fp32";
+        case FSIG_DTYPE_FP16: return "fp16";
+        case FSIG_DTYPE_BF16: return "bf16";
+        default: return "unknown";
+    }
+}
+
+int64_t dtype_size(int32_t dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : 2; }
+
+// A tensor argument after its own checks: the view the kernels use and the bytes it spans.
+struct Checked {
+    TensorView view;
+    const char* name = "";
+    int32_t device_type = FSIG_DEVICE_CPU, device_index = 0;
+    uintptr_t begin = 0, end = 0;  // byte range [begin, end) reachable through shape and strides
+};
+
+// Checks one descriptor and its data pointer: rank, dims, dtype, device, strides, extent within
+// capacity_bytes (with overflow checks), alignment.
+int check_tensor(const char* name, const fsig_tensor* t, const void* data, int rank, Checked* out) {
+    out->name = name;
+    if (t == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "%s is NULL", name);
+    if (data == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "%s: data pointer is NULL", name);
+    if (t->dtype != FSIG_DTYPE_FP32 && t->dtype != FSIG_DTYPE_FP16 && t->dtype != FSIG_DTYPE_BF16)
+        return fail(FSIG_ERROR_INVALID_DTYPE, "%s.dtype %d is not a fsig_dtype (fp32 = 0, fp16 = 1, bf16 = 2)", name,
+                    t->dtype);
+    if (t->device_type != FSIG_DEVICE_CPU && t->device_type != FSIG_DEVICE_CUDA)
+        return fail(FSIG_ERROR_INVALID_DEVICE, "%s.device_type %d is not a fsig_device_type (CPU = 0, CUDA = 1)",
+                    name, t->device_type);
+    if (t->device_index < 0 || (t->device_type == FSIG_DEVICE_CPU && t->device_index != 0))
+        return fail(FSIG_ERROR_INVALID_DEVICE, "%s.device_index %d is invalid (0 for the CPU, a CUDA ordinal >= 0)",
+                    name, t->device_index);
+    if (t->ndim != rank)
+        return fail(FSIG_ERROR_INVALID_SHAPE, "%s.ndim is %d but must be %d", name, t->ndim, rank);
+    const int64_t esize = dtype_size(t->dtype);
+    int64_t last = 0;  // offset of the last element, in elements
+    for (int i = 0; i < rank; ++i) {
+        if (t->shape[i] < 1)
+            return fail(FSIG_ERROR_INVALID_SHAPE, "%s.shape[%d] is %lld but every dimension must be >= 1", name, i,
+                        (long long)t->shape[i]);
+        if (t->strides[i] < 0)
+            return fail(FSIG_ERROR_INVALID_STRIDE, "%s.strides[%d] is %lld but strides must be >= 0", name, i,
+                        (long long)t->strides[i]);
+        int64_t span;
+        if (__builtin_mul_overflow(t->shape[i] - 1, t->strides[i], &span) || __builtin_add_overflow(last, span, &last))
+            return fail(FSIG_ERROR_INVALID_STRIDE, "%s: shape and strides address more than 2^63 elements", name);
+    }
+    int64_t extent_bytes;
+    if (__builtin_add_overflow(last, int64_t(1), &extent_bytes) ||
+        __builtin_mul_overflow(extent_bytes, esize, &extent_bytes))
+        return fail(FSIG_ERROR_INVALID_STRIDE, "%s: shape and strides address more than 2^63 bytes", name);
+    if (t->capacity_bytes < extent_bytes)
+        return fail(FSIG_ERROR_BUFFER_TOO_SMALL,
+                    "%s: shape and strides reach %lld bytes but capacity_bytes is %lld", name,
+                    (long long)extent_bytes, (long long)t->capacity_bytes);
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(data);
+    if (addr % uintptr_t(esize) != 0)
+        return fail(FSIG_ERROR_MISALIGNED, "%s: data address %p is not aligned to its %s element size (%lld bytes)",
+                    name, data, dtype_name(t->dtype), (long long)esize);
+    if (addr > UINTPTR_MAX - uintptr_t(extent_bytes))
+        return fail(FSIG_ERROR_INVALID_STRIDE, "%s: data address plus extent wraps around", name);
+    out->view.data = const_cast<void*>(data);
+    out->view.dtype = t->dtype;
+    for (int i = 0; i < rank; ++i) {
+        out->view.shape[i] = t->shape[i];
+        out->view.stride[i] = t->strides[i];
+    }
+    out->device_type = t->device_type;
+    out->device_index = t->device_index;
+    out->begin = addr;
+    out->end = addr + uintptr_t(extent_bytes);
+    return FSIG_OK;
+}
+
+// An output must not write one element twice: with dims sorted by stride, each stride must step
+// over everything the smaller dims span (sufficient, and true of every dense or sliced layout).
+int check_no_self_overlap(const Checked& c, int rank) {
+    int order[4] = {0, 1, 2, 3};
+    for (int i = 1; i < rank; ++i)
+        for (int j = i; j > 0 && c.view.stride[order[j]] < c.view.stride[order[j - 1]]; --j) std::swap(order[j], order[j - 1]);
+    int64_t span = 0;  // elements spanned by the dims so far, minus one
+    for (int i = 0; i < rank; ++i) {
+        const int dim = order[i];
+        if (c.view.shape[dim] == 1) continue;
+        if (c.view.stride[dim] <= span)
+            return fail(FSIG_ERROR_INVALID_STRIDE,
+                        "%s.strides[%d] = %lld makes elements overlap: an output needs strides that step over "
+                        "the smaller dimensions (dense or sliced layouts)",
+                        c.name, dim, (long long)c.view.stride[dim]);
+        span += (c.view.shape[dim] - 1) * c.view.stride[dim];
+    }
+    return FSIG_OK;
+}
+
+int check_disjoint(const Checked& out, const Checked& other) {
+    if (out.begin < other.end && other.begin < out.end)
+        return fail(FSIG_ERROR_ALIASING, "%s overlaps %s in memory: outputs must not share bytes with any other tensor",
+                    out.name, other.name);
+    return FSIG_OK;
+}
+
+int check_same_dtype(const Checked& a, const Checked& b) {
+    if (a.view.dtype != b.view.dtype)
+        return fail(FSIG_ERROR_INVALID_DTYPE, "%s is %s but %s is %s: q, k, v, out and the gradients share one dtype",
+                    b.name, dtype_name(b.view.dtype), a.name, dtype_name(a.view.dtype));
+    return FSIG_OK;
+}
+
+int check_same_device(const Checked& a, const Checked& b) {
+    if (a.device_type != b.device_type || a.device_index != b.device_index)
+        return fail(FSIG_ERROR_INVALID_DEVICE, "%s is on %s:%d but %s is on %s:%d: all tensors of a call share a device",
+                    b.name, b.device_type == FSIG_DEVICE_CPU ? "cpu" : "cuda", b.device_index, a.name,
+                    a.device_type == FSIG_DEVICE_CPU ? "cpu" : "cuda", a.device_index);
+    return FSIG_OK;
+}
+
+int check_dim(const Checked& t, int dim, int64_t expected, const char* what, const char* source) {
+    if (t.view.shape[dim] != expected)
+        return fail(FSIG_ERROR_INVALID_SHAPE, "%s.shape[%d] (%s) is %lld but must be %lld, as %s", t.name, dim, what,
+                    (long long)t.view.shape[dim], (long long)expected, source);
+    return FSIG_OK;
+}
+
+#define FSIG_CHECK(expr)              \
+    do {                              \
+        int fsig_status_ = (expr);    \
+        if (fsig_status_ != FSIG_OK) return fsig_status_; \
+    } while (0)
+
+// Params: size-versioned, every value in range; resolves the defaults that depend on the shapes.
+int check_params(const fsig_attention_params* params, Problem* p) {
+    if (params == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "params is NULL");
+    if (params->struct_size < sizeof(fsig_attention_params))
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.struct_size is %u but this library needs at least %zu: initialise params with "
+                    "fsig_attention_params_default()",
+                    params->struct_size, sizeof(fsig_attention_params));
+    // a newer caller's extra fields are fine as long as they hold their "off" value (zero)
+    const unsigned char* bytes = reinterpret_cast<const unsigned char*>(params);
+    for (size_t i = sizeof(fsig_attention_params); i < params->struct_size; ++i)
+        if (bytes[i] != 0)
+            return fail(FSIG_ERROR_UNSUPPORTED,
+                        "params sets a field at byte %zu that this library version (%s) does not know", i,
+                        fsig_version_string());
+    if (params->score < FSIG_SCORE_SOFTMAX || params->score > FSIG_SCORE_IDENTITY)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.score %d is not a fsig_score (0..6)", params->score);
+    if (!std::isnan(params->scale) && !std::isfinite(params->scale))
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.scale must be finite (or NaN for 1/sqrt(d))");
+    if (!std::isnan(params->sigmoid_bias) && !std::isfinite(params->sigmoid_bias))
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.sigmoid_bias must be finite (or NaN for -ln Nk)");
+    if (!std::isfinite(params->alpha))
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.alpha must be finite (default 1)");
+    if (params->causal != 0 && params->causal != 1)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.causal is %d but must be 0 or 1", params->causal);
+    if (params->window_left < -1)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.window_left is %lld but must be >= 0, or -1 for unbounded",
+                    (long long)params->window_left);
+    if (params->window_right < -1)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.window_right is %lld but must be >= 0, or -1 for unbounded",
+                    (long long)params->window_right);
+    if (params->deterministic != 0 && params->deterministic != 1)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.deterministic is %d but must be 0 or 1", params->deterministic);
+    if (params->reserved0 != 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.reserved0 is %d but must be 0", params->reserved0);
+    p->score = params->score;
+    p->causal = params->causal == 1;
+    p->window_left = params->window_left;
+    p->window_right = params->window_right;
+    p->deterministic = params->deterministic == 1;
+    return FSIG_OK;
+}
+
+// q [B, Nq, Hq, d], k and v [B, Nk, Hk, d]: the problem's sizes and its shape-dependent defaults.
+int check_qkv(const fsig_attention_params* params, const Checked& q, const Checked& k, const Checked& v, Problem* p) {
+    FSIG_CHECK(check_same_dtype(q, k));
+    FSIG_CHECK(check_same_dtype(q, v));
+    FSIG_CHECK(check_same_device(q, k));
+    FSIG_CHECK(check_same_device(q, v));
+    FSIG_CHECK(check_dim(k, 0, q.view.shape[0], "batch", "in q"));
+    FSIG_CHECK(check_dim(k, 3, q.view.shape[3], "head_dim", "in q"));
+    for (int dim = 0; dim < 4; ++dim) {
+        static const char* what[4] = {"batch", "seq_k", "heads_k", "head_dim"};
+        FSIG_CHECK(check_dim(v, dim, k.view.shape[dim], what[dim], "in k"));
+    }
+    if (q.view.shape[2] % k.view.shape[2] != 0)
+        return fail(FSIG_ERROR_INVALID_SHAPE,
+                    "q.shape[2] (heads_q = %lld) must be a multiple of k.shape[2] (heads_k = %lld) for GQA/MQA",
+                    (long long)q.view.shape[2], (long long)k.view.shape[2]);
+    p->batch = q.view.shape[0];
+    p->seq_q = q.view.shape[1];
+    p->heads_q = q.view.shape[2];
+    p->head_dim = q.view.shape[3];
+    p->seq_k = k.view.shape[1];
+    p->heads_k = k.view.shape[2];
+    p->dtype = q.view.dtype;
+    p->scale = std::isnan(params->scale) ? float(1.0 / std::sqrt(double(p->head_dim))) : params->scale;
+    p->sigmoid_bias = std::isnan(params->sigmoid_bias) ? float(-std::log(double(p->seq_k))) : params->sigmoid_bias;
+    p->pointwise_factor = float(std::pow(double(p->seq_k), -double(params->alpha)));
+    if (!std::isfinite(p->pointwise_factor))
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.alpha %g makes Nk^-alpha overflow for Nk = %lld",
+                    double(params->alpha), (long long)p->seq_k);
+    return FSIG_OK;
+}
+
+// The device every tensor shares: which backend runs, or why none can.
+int check_backend(const Checked& q, const void* stream, const Problem& p) {
+    if (q.device_type == FSIG_DEVICE_CUDA) {
+        if (!cuda::compiled())
+            return fail(FSIG_ERROR_NO_DEVICE, "q is a CUDA tensor but this build of libflashsig has no CUDA support");
+        const int devices = cuda::device_count();
+        if (devices <= 0)
+            return fail(FSIG_ERROR_NO_DEVICE, "q is on cuda:%d but no CUDA device or driver is present",
+                        q.device_index);
+        if (q.device_index >= devices)
+            return fail(FSIG_ERROR_INVALID_DEVICE, "q is on cuda:%d but only %d CUDA device(s) exist", q.device_index,
+                        devices);
+        return fail(FSIG_ERROR_UNSUPPORTED, "CUDA attention kernels are not in this version yet (q is on cuda:%d)",
+                    q.device_index);
+    }
+    if (stream != nullptr) return fail(FSIG_ERROR_INVALID_DEVICE, "stream must be NULL for CPU tensors");
+    if (p.head_dim > cpu::kMaxHeadDim)
+        return fail(FSIG_ERROR_UNSUPPORTED, "q.shape[3] (head_dim) is %lld but the CPU backend supports 1..%lld",
+                    (long long)p.head_dim, (long long)cpu::kMaxHeadDim);
+    return FSIG_OK;
+}
+
+int check_lse(const Checked& lse, const Problem& p, const Checked& q) {
+    if (lse.view.dtype != FSIG_DTYPE_FP32)
+        return fail(FSIG_ERROR_INVALID_DTYPE, "lse is %s but must be fp32", dtype_name(lse.view.dtype));
+    FSIG_CHECK(check_same_device(q, lse));
+    FSIG_CHECK(check_dim(lse, 0, p.batch, "batch", "in q"));
+    FSIG_CHECK(check_dim(lse, 1, p.heads_q, "heads_q", "in q"));
+    FSIG_CHECK(check_dim(lse, 2, p.seq_q, "seq_q", "in q"));
+    return FSIG_OK;
+}
+
+int check_like_q(const Checked& t, const Checked& q) {
+    FSIG_CHECK(check_same_dtype(q, t));
+    FSIG_CHECK(check_same_device(q, t));
+    static const char* what[4] = {"batch", "seq_q", "heads_q", "head_dim"};
+    for (int dim = 0; dim < 4; ++dim) FSIG_CHECK(check_dim(t, dim, q.view.shape[dim], what[dim], "in q"));
+    return FSIG_OK;
+}
+
+int check_like_k(const Checked& t, const Checked& k) {
+    FSIG_CHECK(check_same_dtype(k, t));
+    FSIG_CHECK(check_same_device(k, t));
+    static const char* what[4] = {"batch", "seq_k", "heads_k", "head_dim"};
+    for (int dim = 0; dim < 4; ++dim) FSIG_CHECK(check_dim(t, dim, k.view.shape[dim], what[dim], "in k"));
+    return FSIG_OK;
+}
+
+int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, const fsig_tensor* kd,
+                 const fsig_tensor* vd, const fsig_tensor* outd, const fsig_tensor* lsed, void* stream,
+                 const void* q_data, const void* k_data, const void* v_data, void* out_data, void* lse_data) {
+    t_last_error.clear();
+    ForwardArgs a;
+    FSIG_CHECK(check_params(params, &a.p));
+    Checked q, k, v, out, lse;
+    FSIG_CHECK(check_tensor("q", qd, q_data, 4, &q));
+    FSIG_CHECK(check_tensor("k", kd, k_data, 4, &k));
+    FSIG_CHECK(check_tensor("v", vd, v_data, 4, &v));
+    FSIG_CHECK(check_tensor("out", outd, out_data, 4, &out));
+    FSIG_CHECK(check_qkv(params, q, k, v, &a.p));
+    FSIG_CHECK(check_like_q(out, q));
+    FSIG_CHECK(check_no_self_overlap(out, 4));
+    for (const Checked* in : {&q, &k, &v}) FSIG_CHECK(check_disjoint(out, *in));
+    if (lsed != nullptr || lse_data != nullptr) {
+        if (a.p.score != FSIG_SCORE_SOFTMAX)
+            return fail(FSIG_ERROR_INVALID_PARAMS, "lse is given but params.score is not softmax (only softmax has an LSE)");
+        FSIG_CHECK(check_tensor("lse", lsed, lse_data, 3, &lse));
+        FSIG_CHECK(check_lse(lse, a.p, q));
+        FSIG_CHECK(check_no_self_overlap(lse, 3));
+        for (const Checked* other : {&q, &k, &v, &out}) FSIG_CHECK(check_disjoint(lse, *other));
+        a.has_lse = true;
+        a.lse = lse.view;
+    }
+    FSIG_CHECK(check_backend(q, stream, a.p));
+    a.q = q.view;
+    a.k = k.view;
+    a.v = v.view;
+    a.out = out.view;
+    const int status = cpu::forward(a);
+    if (status == FSIG_ERROR_OUT_OF_MEMORY) return fail(status, "the CPU backend could not allocate its scratch memory");
+    return status;
+}
+
+int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, const fsig_tensor* kd,
+                  const fsig_tensor* vd, const fsig_tensor* outd, const fsig_tensor* doutd, const fsig_tensor* lsed,
+                  const fsig_tensor* dqd, const fsig_tensor* dkd, const fsig_tensor* dvd, void* stream,
+                  const void* q_data, const void* k_data, const void* v_data, const void* out_data,
+                  const void* dout_data, const void* lse_data, void* dq_data, void* dk_data, void* dv_data) {
+    t_last_error.clear();
+    BackwardArgs a;
+    FSIG_CHECK(check_params(params, &a.p));
+    Checked q, k, v, out, dout, lse, dq, dk, dv;
+    FSIG_CHECK(check_tensor("q", qd, q_data, 4, &q));
+    FSIG_CHECK(check_tensor("k", kd, k_data, 4, &k));
+    FSIG_CHECK(check_tensor("v", vd, v_data, 4, &v));
+    FSIG_CHECK(check_tensor("dout", doutd, dout_data, 4, &dout));
+    FSIG_CHECK(check_tensor("dq", dqd, dq_data, 4, &dq));
+    FSIG_CHECK(check_tensor("dk", dkd, dk_data, 4, &dk));
+    FSIG_CHECK(check_tensor("dv", dvd, dv_data, 4, &dv));
+    FSIG_CHECK(check_qkv(params, q, k, v, &a.p));
+    const bool softmax = a.p.score == FSIG_SCORE_SOFTMAX;
+    if (softmax && (outd == nullptr || out_data == nullptr))
+        return fail(FSIG_ERROR_NULL_ARGUMENT, "out is NULL but softmax backward needs the forward output");
+    if (softmax && (lsed == nullptr || lse_data == nullptr))
+        return fail(FSIG_ERROR_NULL_ARGUMENT, "lse is NULL but softmax backward needs the forward LSE");
+    FSIG_CHECK(check_like_q(dout, q));
+    FSIG_CHECK(check_like_q(dq, q));
+    FSIG_CHECK(check_like_k(dk, k));
+    FSIG_CHECK(check_like_k(dv, k));
+    if (outd != nullptr || out_data != nullptr) {
+        FSIG_CHECK(check_tensor("out", outd, out_data, 4, &out));
+        FSIG_CHECK(check_like_q(out, q));
+        a.has_out = true;
+    }
+    if (lsed != nullptr || lse_data != nullptr) {
+        if (!softmax)
+            return fail(FSIG_ERROR_INVALID_PARAMS, "lse is given but params.score is not softmax (only softmax has an LSE)");
+        FSIG_CHECK(check_tensor("lse", lsed, lse_data, 3, &lse));
+        FSIG_CHECK(check_lse(lse, a.p, q));
+        a.has_lse = true;
+    }
+    const Checked* inputs[6] = {&q, &k, &v, &dout};
+    int n_inputs = 4;
+    if (a.has_out) inputs[n_inputs++] = &out;
+    if (a.has_lse) inputs[n_inputs++] = &lse;
+    for (const Checked* g : {&dq, &dk, &dv}) {
+        FSIG_CHECK(check_no_self_overlap(*g, 4));
+        for (int i = 0; i < n_inputs; ++i) FSIG_CHECK(check_disjoint(*g, *inputs[i]));
+    }
+    FSIG_CHECK(check_disjoint(dq, dk));
+    FSIG_CHECK(check_disjoint(dq, dv));
+    FSIG_CHECK(check_disjoint(dk, dv));
+    FSIG_CHECK(check_backend(q, stream, a.p));
+    a.q = q.view;
+    a.k = k.view;
+    a.v = v.view;
+    a.dout = dout.view;
+    a.dq = dq.view;
+    a.dk = dk.view;
+    a.dv = dv.view;
+    if (a.has_out) a.out = out.view;
+    if (a.has_lse) a.lse = lse.view;
+    const int status = cpu::backward(a);
+    if (status == FSIG_ERROR_OUT_OF_MEMORY) return fail(status, "the CPU backend could not allocate its scratch memory");
+    return status;
+}
+
+}  // namespace
+}  // namespace fsig
+
+using fsig::fail;
+
+extern "C" {
+
+FSIG_API fsig_attention_params fsig_attention_params_default(void) {
+    fsig_attention_params p;
+    std::memset(&p, 0, sizeof p);
+    p.struct_size = sizeof(fsig_attention_params);
+    p.score = FSIG_SCORE_SOFTMAX;
+    p.scale = NAN;
+    p.sigmoid_bias = NAN;
+    p.alpha = 1.f;
+    p.causal = 0;
+    p.window_left = -1;
+    p.window_right = -1;
+    p.deterministic = 0;
+    return p;
+}
+
+FSIG_API int fsig_attention_params_init(fsig_attention_params* params) {
+    fsig::t_last_error.clear();
+    if (params == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "params is NULL");
+    *params = fsig_attention_params_default();
+    return FSIG_OK;
+}
+
+FSIG_API int fsig_attention_forward(const fsig_attention_params* params, const fsig_tensor* q, const fsig_tensor* k,
+                                    const fsig_tensor* v, const fsig_tensor* out, const fsig_tensor* lse,
+                                    void* stream) {
+    return fsig::forward_impl(params, q, k, v, out, lse, stream, q ? q->data : nullptr, k ? k->data : nullptr,
+                              v ? v->data : nullptr, out ? out->data : nullptr, lse ? lse->data : nullptr);
+}
+
+FSIG_API int fsig_attention_forward_buffers(const fsig_attention_params* params, const fsig_tensor* q,
+                                            const fsig_tensor* k, const fsig_tensor* v, const fsig_tensor* out,
+                                            const fsig_tensor* lse, void* stream, const void* q_data,
+                                            const void* k_data, const void* v_data, void* out_data,
+                                            void* lse_data) {
+    return fsig::forward_impl(params, q, k, v, out, lse, stream, q_data, k_data, v_data, out_data, lse_data);
+}
+
+FSIG_API int fsig_attention_backward(const fsig_attention_params* params, const fsig_tensor* q, const fsig_tensor* k,
+                                     const fsig_tensor* v, const fsig_tensor* out, const fsig_tensor* dout,
+                                     const fsig_tensor* lse, const fsig_tensor* dq, const fsig_tensor* dk,
+                                     const fsig_tensor* dv, void* stream) {
+    auto data = [](const fsig_tensor* t) -> void* { return t ? t->data : nullptr; };
+    return fsig::backward_impl(params, q, k, v, out, dout, lse, dq, dk, dv, stream, data(q), data(k), data(v),
+                               data(out), data(dout), data(lse), data(dq), data(dk), data(dv));
+}
+
+FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params, const fsig_tensor* q,
+                                             const fsig_tensor* k, const fsig_tensor* v, const fsig_tensor* out,
+                                             const fsig_tensor* dout, const fsig_tensor* lse, const fsig_tensor* dq,
+                                             const fsig_tensor* dk, const fsig_tensor* dv, void* stream,
+                                             const void* q_data, const void* k_data, const void* v_data,
+                                             const void* out_data, const void* dout_data, const void* lse_data,
+                                             void* dq_data, void* dk_data, void* dv_data) {
+    return fsig::backward_impl(params, q, k, v, out, dout, lse, dq, dk, dv, stream, q_data, k_data, v_data, out_data,
+                               dout_data, lse_data, dq_data, dk_data, dv_data);
+}
+
+FSIG_API int fsig_version(void) {
+    return FSIG_VERSION_MAJOR * 10000 + FSIG_VERSION_MINOR * 100 + FSIG_VERSION_PATCH;
+}
+
+#define FSIG_STR2(x) #x
+#define FSIG_STR(x) FSIG_STR2(x)
+FSIG_API const char* fsig_version_string(void) {
+    return FSIG_STR(FSIG_VERSION_MAJOR) "." FSIG_STR(FSIG_VERSION_MINOR) "." FSIG_STR(FSIG_VERSION_PATCH);
+}
+
+FSIG_API int fsig_get_capabilities(fsig_capabilities* caps) {
+    fsig::t_last_error.clear();
+    if (caps == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "caps is NULL");
+    if (caps->struct_size < sizeof(fsig_capabilities))
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "caps->struct_size is %u but must be at least %zu (set it to sizeof(fsig_capabilities))",
+                    caps->struct_size, sizeof(fsig_capabilities));
+    const uint32_t size = caps->struct_size;
+    std::memset(caps, 0, size);  // fields of a newer header that this library does not know read as 0
+    caps->struct_size = size;
+    caps->cpu_isa = fsig::cpu::active_isa();
+    caps->cpu_threads = fsig::cpu::num_threads();
+    caps->cpu_dtypes = (1u << FSIG_DTYPE_FP32) | (1u << FSIG_DTYPE_FP16) | (1u << FSIG_DTYPE_BF16);
+    caps->cpu_min_head_dim = 1;
+    caps->cpu_max_head_dim = int32_t(fsig::cpu::kMaxHeadDim);
+    caps->cuda_compiled = fsig::cuda::compiled() ? 1 : 0;
+    caps->cuda_device_count = fsig::cuda::compiled() ? fsig::cuda::device_count() : 0;
+    caps->cuda_dtypes = 0;  // no CUDA kernels in this version
+    caps->cuda_head_dim_count = 0;
+    return FSIG_OK;
+}
+
+FSIG_API int fsig_set_num_threads(int n) {
+    fsig::t_last_error.clear();
+    if (n < 0 || n > 4096)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "n is %d but must be in 1..4096, or 0 for the default", n);
+    fsig::cpu::set_num_threads(n);
+    return FSIG_OK;
+}
+
+FSIG_API int fsig_get_num_threads(void) { return fsig::cpu::num_threads(); }
+
+FSIG_API const char* fsig_status_string(int status) {
+    switch (status) {
+        case FSIG_OK: return "ok";
+        case FSIG_ERROR_NULL_ARGUMENT: return "a required argument is NULL";
+        case FSIG_ERROR_INVALID_SHAPE: return "invalid shape";
+        case FSIG_ERROR_INVALID_DTYPE: return "invalid dtype";
+        case FSIG_ERROR_INVALID_STRIDE: return "invalid strides";
+        case FSIG_ERROR_INVALID_DEVICE: return "invalid device";
+        case FSIG_ERROR_BUFFER_TOO_SMALL: return "buffer too small for its shape and strides";
+        case FSIG_ERROR_MISALIGNED: return "misaligned data pointer";
+        case FSIG_ERROR_ALIASING: return "an output overlaps another tensor";
+        case FSIG_ERROR_INVALID_PARAMS: return "invalid parameter value";
+        case FSIG_ERROR_UNSUPPORTED: return "not supported by this backend";
+        case FSIG_ERROR_NO_DEVICE: return "no CUDA device";
+        case FSIG_ERROR_OUT_OF_MEMORY: return "out of memory";
+        case FSIG_ERROR_CUDA: return "CUDA error";
+        case FSIG_ERROR_INTERNAL: return "internal error";
+        default: return "unknown status";
+    }
+}
+
+FSIG_API const char* fsig_last_error(void) { return fsig::t_last_error.c_str(); }
+
+}  // extern "C"

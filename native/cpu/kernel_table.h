@@ -1,0 +1,37 @@
+// The interface between the CPU dispatcher (baseline ISA) and the per-ISA kernel translation units.
+// Each ISA unit fills one KernelTable; the dispatcher picks one at load time by CPUID.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../internal.h"
+
+namespace fsig::cpu {
+
+// Query rows per task (forward, dQ pass) and per q tile of the dK/dV pass.
+constexpr int64_t kBlockM = 64;
+
+// Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
+inline int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
+
+struct KernelTable {
+    const char* name;
+    int32_t isa;  // fsig_cpu_isa
+    // floats of per-thread scratch that the tasks below need for this problem
+    size_t (*scratch_floats)(const Problem& p);
+    // one (batch, query head, query tile): out rows [i0, i0 + kBlockM) and their LSE
+    void (*forward_task)(const ForwardArgs& a, int64_t b, int64_t h, int64_t i0, float* scratch);
+    // softmax only: D[b, h, i] = sum_c dO * O for one (batch, query head, query tile)
+    void (*backward_rowdot_task)(const BackwardArgs& a, int64_t b, int64_t h, int64_t i0, float* D);
+    // one (batch, kv head, key tile): dK, dV rows [j0, j0 + block_n) summed over the group's heads
+    void (*backward_dkdv_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t hk, int64_t j0,
+                               float* scratch);
+    // one (batch, query head, query tile): dQ rows [i0, i0 + kBlockM)
+    void (*backward_dq_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t h, int64_t i0,
+                             float* scratch);
+};
+
+const KernelTable& kernels_avx2();
+const KernelTable& kernels_avx512();
+
+}  // namespace fsig::cpu

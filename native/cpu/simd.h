@@ -1,0 +1,193 @@
+// A small float-vector vocabulary for the CPU kernels, one definition per ISA. This header is only
+// included from the per-ISA kernel translation units, inside their ISA namespace, so that no inline
+// function compiled with AVX-512 flags can be picked by the linker for the AVX2 path (SIGILL).
+// Everything here is exact to about 1 ulp where the math asks for it (DESIGN.md §5: "CPU: exact
+// functions"): exp2 by a degree-7 Taylor polynomial on [-0.5, 0.5], log1p by the atanh series.
+#pragma once
+#include <immintrin.h>
+#include <cstdint>
+
+#if defined(__AVX512F__)
+using vf = __m512;
+using vi = __m512i;
+constexpr int W = 16;
+static inline vf vzero() { return _mm512_setzero_ps(); }
+static inline vf vset(float x) { return _mm512_set1_ps(x); }
+static inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline void vstore(float* p, vf x) { _mm512_storeu_ps(p, x); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+static inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+static inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
+static inline vf vabs(vf a) { return _mm512_abs_ps(a); }
+static inline vf vround(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline float vhmax(vf a) { return _mm512_reduce_max_ps(a); }
+static inline float vhsum(vf a) { return _mm512_reduce_add_ps(a); }
+// a > 0 ? b : 0
+static inline vf vselect_pos(vf a, vf b) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), b);
+}
+// c >= 0 ? a : b
+static inline vf vselect_nonneg(vf c, vf a, vf b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(c, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
+}
+// x where x is NaN, else r
+static inline vf vkeep_nan(vf x, vf r) { return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); }
+static inline vf vpow2i(vf n) {  // 2^n for integral n in [-127, 128]; -127 gives 0, 128 gives inf
+    vi e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_castsi512_ps(e);
+}
+// fp16 / bf16 rows: 16 elements at a time
+static inline vf vload_fp16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+static inline void vstore_fp16(uint16_t* p, vf x) {
+    _mm256_storeu_si256((__m256i*)p, _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+static inline vf vload_bf16(const uint16_t* p) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+static inline void vstore_bf16(uint16_t* p, vf x) {  // round to nearest even; NaN stays NaN
+    __m512i b = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
+    _mm256_storeu_si256((__m256i*)p, _mm512_cvtepi32_epi16(r));
+}
+#else
+using vf = __m256;
+using vi = __m256i;
+constexpr int W = 8;
+static inline vf vzero() { return _mm256_setzero_ps(); }
+static inline vf vset(float x) { return _mm256_set1_ps(x); }
+static inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+static inline void vstore(float* p, vf x) { _mm256_storeu_ps(p, x); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+static inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+static inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
+static inline vf vabs(vf a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+static inline vf vround(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline float vhmax(vf a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+static inline float vhsum(vf a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline vf vselect_pos(vf a, vf b) {
+    return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ), b);
+}
+static inline vf vselect_nonneg(vf c, vf a, vf b) {
+    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(c, _mm256_setzero_ps(), _CMP_GE_OQ));
+}
+static inline vf vkeep_nan(vf x, vf r) { return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+static inline vf vpow2i(vf n) {
+    vi e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_castsi256_ps(e);
+}
+static inline vf vload_fp16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+static inline void vstore_fp16(uint16_t* p, vf x) {
+    _mm_storeu_si128((__m128i*)p, _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+static inline vf vload_bf16(const uint16_t* p) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+static inline void vstore_bf16(uint16_t* p, vf x) {
+    __m256i b = _mm256_castps_si256(x);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
+    // pack 8 x u32 (all < 65536) to 8 x u16
+    __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
+    _mm_storeu_si128((__m128i*)p, _mm_packus_epi32(lo, hi));
+}
+#endif
+
+// 2^x, |rel err| ~ 1e-7; x = -inf or x < -127 gives 0, x > 128 gives inf, NaN stays NaN.
+static inline vf vexp2(vf x) {
+    vf xc = vmin(vmax(x, vset(-127.f)), vset(128.f));
+    vf n = vround(xc);
+    vf f = vsub(xc, n);  // [-0.5, 0.5]
+    // Taylor series of 2^f = e^(f ln2) to degree 7: truncation < 6e-9 on [-0.5, 0.5]
+    vf p = vset(1.5252733804059841e-05f);
+    p = vfma(p, f, vset(1.5403530393381606e-04f));
+    p = vfma(p, f, vset(1.3333558146428443e-03f));
+    p = vfma(p, f, vset(9.6181291076284772e-03f));
+    p = vfma(p, f, vset(5.5504108664821580e-02f));
+    p = vfma(p, f, vset(2.4022650695910071e-01f));
+    p = vfma(p, f, vset(6.9314718055994531e-01f));
+    p = vfma(p, f, vset(1.0f));
+    vf r = vmul(p, vpow2i(n));
+    return vkeep_nan(x, r);  // min/max above turned a NaN into a number
+}
+
+static inline vf vexp(vf x) { return vexp2(vmul(x, vset(1.4426950408889634f))); }
+
+// log1p(t) for t in [0, 1]: 2 atanh(s), s = t / (2 + t) in [0, 1/3]; series to s^15 (< 1e-9).
+static inline vf vlog1p_unit(vf t) {
+    vf s = vdiv(t, vadd(vset(2.f), t));
+    vf s2 = vmul(s, s);
+    vf p = vset(1.f / 15);
+    p = vfma(p, s2, vset(1.f / 13));
+    p = vfma(p, s2, vset(1.f / 11));
+    p = vfma(p, s2, vset(1.f / 9));
+    p = vfma(p, s2, vset(1.f / 7));
+    p = vfma(p, s2, vset(1.f / 5));
+    p = vfma(p, s2, vset(1.f / 3));
+    p = vfma(p, s2, vset(1.f));
+    return vmul(vmul(vset(2.f), s), p);
+}
+
+// sigmoid(x) = 1 / (1 + e^-x)
+static inline vf vsigmoid(vf x) { return vdiv(vset(1.f), vadd(vset(1.f), vexp(vsub(vzero(), x)))); }
+
+// softplus(x) = max(x, 0) + log1p(e^-|x|), stable for every x
+static inline vf vsoftplus(vf x) {
+    return vadd(vmax(x, vzero()), vlog1p_unit(vexp(vsub(vzero(), vabs(x)))));
+}
+
+// erfc(z) for z >= 0 with relative error < 1.2e-7: the Chebyshev-fitted form
+// t exp(-z^2 + P(t)), t = 1 / (1 + z/2) (Numerical Recipes, "erfcc").
+static inline vf verfc_nonneg(vf z) {
+    vf t = vdiv(vset(1.f), vfma(vset(0.5f), z, vset(1.f)));
+    vf p = vset(0.17087277f);
+    p = vfma(p, t, vset(-0.82215223f));
+    p = vfma(p, t, vset(1.48851587f));
+    p = vfma(p, t, vset(-1.13520398f));
+    p = vfma(p, t, vset(0.27886807f));
+    p = vfma(p, t, vset(-0.18628806f));
+    p = vfma(p, t, vset(0.09678418f));
+    p = vfma(p, t, vset(0.37409196f));
+    p = vfma(p, t, vset(1.00002368f));
+    p = vfma(p, t, vset(-1.26551223f));
+    return vmul(t, vexp(vsub(p, vmul(z, z))));
+}
+
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2, computed from erfc on both sides so the negative tail keeps
+// its relative accuracy (1 + erf(x) would cancel).
+static inline vf vnormal_cdf(vf x) {
+    vf e = verfc_nonneg(vmul(vabs(x), vset(0.70710678118654752f)));
+    vf half_e = vmul(vset(0.5f), e);
+    return vselect_nonneg(x, vsub(vset(1.f), half_e), half_e);
+}
+
+// gelu(x) = x Phi(x); gelu'(x) = Phi(x) + x phi(x)
+static inline vf vgelu(vf x) { return vmul(x, vnormal_cdf(x)); }
+static inline vf vgelu_grad(vf x) {
+    vf pdf = vmul(vset(0.39894228040143268f), vexp(vmul(vset(-0.5f), vmul(x, x))));
+    return vfma(x, pdf, vnormal_cdf(x));
+}
