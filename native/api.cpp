@@ -4,7 +4,6 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
-#include <string>
 
 #include "cpu/cpu_backend.h"
 #include "cpu/thread_pool.h"
@@ -15,16 +14,18 @@
 namespace fsig {
 namespace {
 
-thread_local std::string t_last_error;
+// A plain buffer, not a std::string: a thread_local with a destructor would tie every thread that
+// ever called FlashSig to this library's code at thread exit.
+thread_local char t_last_error[512];
+
+void clear_error() { t_last_error[0] = '\0'; }
 
 // Records the message for fsig_last_error() and returns the status.
 [[gnu::format(printf, 2, 3)]] int fail(int status, const char* fmt, ...) {
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    std::vsnprintf(t_last_error, sizeof t_last_error, fmt, ap);
     va_end(ap);
-    t_last_error = buf;
     return status;
 }
 
@@ -285,7 +286,7 @@ int check_like_k(const Checked& t, const Checked& k) {
 int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, const fsig_tensor* kd,
                  const fsig_tensor* vd, const fsig_tensor* outd, const fsig_tensor* lsed, void* stream,
                  const void* q_data, const void* k_data, const void* v_data, void* out_data, void* lse_data) {
-    t_last_error.clear();
+    clear_error();
     ForwardArgs a;
     FSIG_CHECK(check_params(params, &a.p));
     Checked q, k, v, out, lse;
@@ -322,7 +323,7 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
                   const fsig_tensor* dqd, const fsig_tensor* dkd, const fsig_tensor* dvd, void* stream,
                   const void* q_data, const void* k_data, const void* v_data, const void* out_data,
                   const void* dout_data, const void* lse_data, void* dq_data, void* dk_data, void* dv_data) {
-    t_last_error.clear();
+    clear_error();
     BackwardArgs a;
     FSIG_CHECK(check_params(params, &a.p));
     Checked q, k, v, out, dout, lse, dq, dk, dv;
@@ -404,7 +405,7 @@ FSIG_API fsig_attention_params fsig_attention_params_default(void) {
 }
 
 FSIG_API int fsig_attention_params_init(fsig_attention_params* params) {
-    fsig::t_last_error.clear();
+    fsig::clear_error();
     if (params == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "params is NULL");
     *params = fsig_attention_params_default();
     return FSIG_OK;
@@ -456,7 +457,7 @@ FSIG_API const char* fsig_version_string(void) {
 }
 
 FSIG_API int fsig_get_capabilities(fsig_capabilities* caps) {
-    fsig::t_last_error.clear();
+    fsig::clear_error();
     if (caps == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "caps is NULL");
     if (caps->struct_size < sizeof(fsig_capabilities))
         return fail(FSIG_ERROR_INVALID_PARAMS,
@@ -478,7 +479,7 @@ FSIG_API int fsig_get_capabilities(fsig_capabilities* caps) {
 }
 
 FSIG_API int fsig_set_num_threads(int n) {
-    fsig::t_last_error.clear();
+    fsig::clear_error();
     if (n < 0 || n > 4096)
         return fail(FSIG_ERROR_INVALID_PARAMS, "n is %d but must be in 1..4096, or 0 for the default", n);
     fsig::cpu::set_num_threads(n);
@@ -508,6 +509,6 @@ FSIG_API const char* fsig_status_string(int status) {
     }
 }
 
-FSIG_API const char* fsig_last_error(void) { return fsig::t_last_error.c_str(); }
+FSIG_API const char* fsig_last_error(void) { return fsig::t_last_error; }
 
 }  // extern "C"
