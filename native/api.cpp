@@ -1,5 +1,7 @@
 // The C ABI: every argument is validated here, before any backend runs, so that a bad call returns
 // a status and a message naming the argument and the rule, and writes nothing.
+#include <xmmintrin.h>
+
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -39,6 +41,20 @@ const char* dtype_name(int32_t dtype) {
 }
 
 int64_t dtype_size(int32_t dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : 2; }
+
+// The calling thread computes defaults and runs tasks too, so its SSE control word (rounding, FTZ/DAZ)
+// would make results depend on the caller and on which thread ran a task. Each call computes under
+// the default control word (as the pool's workers do) and gives the caller its own back.
+class DefaultFloatMode {
+public:
+    DefaultFloatMode() : saved_(_mm_getcsr()) { _mm_setcsr(kDefault | (saved_ & kFlags)); }
+    ~DefaultFloatMode() { _mm_setcsr(saved_); }
+
+private:
+    static constexpr unsigned kDefault = 0x1F80;  // all exceptions masked, round to nearest, no FTZ/DAZ
+    static constexpr unsigned kFlags = 0x3F;      // sticky exception flags: left as the caller had them
+    const unsigned saved_;
+};
 
 // A tensor argument after its own checks: the view the kernels use and the bytes it spans.
 struct Checked {
@@ -287,6 +303,7 @@ int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, con
                  const fsig_tensor* vd, const fsig_tensor* outd, const fsig_tensor* lsed, void* stream,
                  const void* q_data, const void* k_data, const void* v_data, void* out_data, void* lse_data) {
     clear_error();
+    DefaultFloatMode float_mode;
     ForwardArgs a;
     FSIG_CHECK(check_params(params, &a.p));
     Checked q, k, v, out, lse;
@@ -324,6 +341,7 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
                   const void* q_data, const void* k_data, const void* v_data, const void* out_data,
                   const void* dout_data, const void* lse_data, void* dq_data, void* dk_data, void* dv_data) {
     clear_error();
+    DefaultFloatMode float_mode;
     BackwardArgs a;
     FSIG_CHECK(check_params(params, &a.p));
     Checked q, k, v, out, dout, lse, dq, dk, dv;

@@ -46,6 +46,7 @@ std::unique_ptr<float, FreeDeleter> alloc_scratch(size_t floats_per_worker, int 
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+
 }  // namespace
 
 int32_t active_isa() { return kernels().isa; }
