@@ -1,0 +1,174 @@
+package io.flashsig;
+
+import io.flashsig.ffi.FlashSigNative;
+import io.flashsig.ffi.fsig_attention_params;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.Objects;
+
+/**
+ * What an attention call computes (DESIGN.md §4): the score function, scale, sigmoid bias, α, and
+ * the mask (causal, sliding window). Immutable; each {@code with}-style method returns a new spec:
+ * <pre>{@code
+ * AttentionSpec spec = AttentionSpec.of(Score.SIGMOID).causal().window(256, 0);
+ * }</pre>
+ * Values are checked by the native library when the spec is used, so an out-of-range value (a
+ * window of −5, an infinite scale) fails the call with a message naming the parameter.
+ *
+ * <p>The native {@code fsig_attention_params} is built once per spec, on first use, and reused.
+ */
+public final class AttentionSpec {
+    private final Score score;
+    private final float scale;
+    private final float sigmoidBias;
+    private final float alpha;
+    private final boolean causal;
+    private final long windowLeft;
+    private final long windowRight;
+    private final boolean deterministic;
+    private volatile MemorySegment params;
+
+    private AttentionSpec(Score score, float scale, float sigmoidBias, float alpha, boolean causal, long windowLeft,
+                          long windowRight, boolean deterministic) {
+        this.score = score;
+        this.scale = scale;
+        this.sigmoidBias = sigmoidBias;
+        this.alpha = alpha;
+        this.causal = causal;
+        this.windowLeft = windowLeft;
+        this.windowRight = windowRight;
+        this.deterministic = deterministic;
+    }
+
+    /** Defaults for {@code score}: scale 1/√d, sigmoid bias −ln Nk, α = 1, no mask. */
+    public static AttentionSpec of(Score score) {
+        if (score == null) throw new FlashSigException(FlashSigException.Status.NULL_ARGUMENT, "score is null");
+        return new AttentionSpec(score, Float.NaN, Float.NaN, 1f, false, -1, -1, false);
+    }
+
+    /** Standard softmax attention. */
+    public static AttentionSpec softmax() {
+        return of(Score.SOFTMAX);
+    }
+
+    /** S = scale · q·k; NaN restores the default 1/√d. */
+    public AttentionSpec scale(float scale) {
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+    }
+
+    /** The b of σ(S + b) (sigmoid only); NaN restores the default −ln Nk. */
+    public AttentionSpec sigmoidBias(float bias) {
+        return new AttentionSpec(score, scale, bias, alpha, causal, windowLeft, windowRight, deterministic);
+    }
+
+    /** Pointwise scores (relu … identity) are multiplied by Nk^−α; default 1. */
+    public AttentionSpec alpha(float alpha) {
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+    }
+
+    /** Key j allowed for query i iff j ≤ i + Nk − Nq (bottom-right aligned, as FlashAttention ≥ 2.1). */
+    public AttentionSpec causal(boolean causal) {
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+    }
+
+    /** Same as {@code causal(true)}. */
+    public AttentionSpec causal() {
+        return causal(true);
+    }
+
+    /** Sliding window: key j allowed iff δ−left ≤ j ≤ δ+right, δ = i + Nk − Nq; −1 = unbounded on that side. */
+    public AttentionSpec window(long left, long right) {
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, left, right, deterministic);
+    }
+
+    /** Backward gives the same bits on every run (the CPU always does). */
+    public AttentionSpec deterministic(boolean deterministic) {
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+    }
+
+    public Score score() {
+        return score;
+    }
+
+    /** NaN when the default 1/√d applies. */
+    public float scale() {
+        return scale;
+    }
+
+    /** NaN when the default −ln Nk applies. */
+    public float sigmoidBias() {
+        return sigmoidBias;
+    }
+
+    public float alpha() {
+        return alpha;
+    }
+
+    public boolean isCausal() {
+        return causal;
+    }
+
+    public long windowLeft() {
+        return windowLeft;
+    }
+
+    public long windowRight() {
+        return windowRight;
+    }
+
+    public boolean isDeterministic() {
+        return deterministic;
+    }
+
+    /** The native params, built on first use (racing threads build identical copies; either is fine). */
+    MemorySegment nativeParams() {
+        MemorySegment p = params;
+        if (p == null) {
+            NativeLibrary.load();
+            p = Arena.ofAuto().allocate(fsig_attention_params.layout());
+            int status = FlashSigNative.fsig_attention_params_init(p); // defaults for fields a newer header adds
+            if (status != 0)
+                throw new FlashSigException(FlashSigException.Status.of(status), "fsig_attention_params_init failed");
+            fsig_attention_params.score(p, score.nativeCode());
+            fsig_attention_params.scale(p, scale);
+            fsig_attention_params.sigmoid_bias(p, sigmoidBias);
+            fsig_attention_params.alpha(p, alpha);
+            fsig_attention_params.causal(p, causal ? 1 : 0);
+            fsig_attention_params.window_left(p, windowLeft);
+            fsig_attention_params.window_right(p, windowRight);
+            fsig_attention_params.deterministic(p, deterministic ? 1 : 0);
+            params = p;
+        }
+        return p;
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof AttentionSpec s && score == s.score
+                && Float.floatToIntBits(scale) == Float.floatToIntBits(s.scale)
+                && Float.floatToIntBits(sigmoidBias) == Float.floatToIntBits(s.sigmoidBias)
+                && Float.floatToIntBits(alpha) == Float.floatToIntBits(s.alpha)
+                && causal == s.causal && windowLeft == s.windowLeft && windowRight == s.windowRight
+                && deterministic == s.deterministic;
+    }
+
+    @Override
+    public int hashCode() {
+        return Objects.hash(score, Float.floatToIntBits(scale), Float.floatToIntBits(sigmoidBias),
+                Float.floatToIntBits(alpha), causal, windowLeft, windowRight, deterministic);
+    }
+
+    @Override
+    public String toString() {
+        StringBuilder b = new StringBuilder("AttentionSpec[").append(score);
+        if (!Float.isNaN(scale)) b.append(", scale=").append(scale);
+        if (!Float.isNaN(sigmoidBias)) b.append(", sigmoidBias=").append(sigmoidBias);
+        if (alpha != 1f) b.append(", alpha=").append(alpha);
+        if (causal) b.append(", causal");
+        if (windowLeft != -1 || windowRight != -1) b.append(", window=(").append(windowLeft).append(", ")
+                .append(windowRight).append(')');
+        if (deterministic) b.append(", deterministic");
+        return b.append(']').toString();
+    }
+}

@@ -1,0 +1,381 @@
+package io.flashsig;
+
+import io.flashsig.ffi.FlashSigNative;
+import io.flashsig.ffi.fsig_capabilities;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandle;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Set;
+
+import static io.flashsig.FlashSigException.Status;
+
+/**
+ * Fused attention: forward and backward for softmax and pointwise scores (see {@link Score}), on
+ * {@link Tensor}s in BSHD layout.
+ * <pre>{@code
+ * try (Arena arena = Arena.ofConfined()) {
+ *     Tensor q = Tensor.allocate(arena, DType.BF16, 1, 1024, 8, 64), k = ..., v = ..., out = ...;
+ *     FlashSig.forward(AttentionSpec.of(Score.SIGMOID).causal(), q, k, v, out);
+ * }
+ * }</pre>
+ *
+ * <h2>Memory</h2>
+ * Every data buffer reaches the native call as a {@link MemorySegment} argument of the downcall
+ * ({@code fsig_attention_forward_buffers}), never as an address stored in a struct: that keeps each
+ * tensor's arena alive for the whole call and lets heap arrays take part.
+ * <ul>
+ * <li><b>Off-heap segments</b> (arenas, mapped files) are always used in place.</li>
+ * <li><b>Heap arrays, short calls</b>: used in place through a {@code Linker.Option.critical(true)}
+ * downcall, which pins them by holding off the garbage collector for the call's duration. That is
+ * cheap for short calls only, so it applies while the call's work — 4·B·Hq·Nq·Nk·d FLOPs forward,
+ * 2.5× that backward — is at most the system property {@value #CRITICAL_MAX_FLOPS_PROPERTY}
+ * (default {@value #DEFAULT_CRITICAL_MAX_FLOPS}). Calls on off-heap memory under that size use the
+ * critical downcall too (it skips the thread-state transition).</li>
+ * <li><b>Heap arrays, longer calls</b>: each heap input is copied to off-heap scratch (a confined
+ * arena freed when the call returns), the call runs as a normal downcall (the GC keeps running), and
+ * the elements of each heap output are copied back — only after the call succeeded.</li>
+ * </ul>
+ * Results are the same either way. CUDA tensors pass through to the native library (which reports
+ * {@code NO_DEVICE} without a GPU); Java-side CUDA memory management is not part of this version.
+ *
+ * <h2>Errors</h2>
+ * Every failure is a {@link FlashSigException} whose message names the argument and the rule, and no
+ * output element is written. Java checks what only Java can see (null tensors, closed arenas,
+ * thread confinement, heap alignment, overlap between heap arrays when they are copied); the native
+ * library checks everything else (shapes, dtypes, strides, sizes, parameters), so the rules live in
+ * one place. The calls are thread-safe; the thread count is process-wide.
+ */
+public final class FlashSig {
+    /** System property: largest work (FLOPs) for which heap arrays are passed in place (critical downcall). */
+    public static final String CRITICAL_MAX_FLOPS_PROPERTY = "io.flashsig.criticalMaxFlops";
+    static final double DEFAULT_CRITICAL_MAX_FLOPS = 5e7;
+
+    private static volatile double criticalMaxFlops = readCriticalMaxFlops();
+
+    private FlashSig() {}
+
+    /** Native functions, bound once after the library is loaded. */
+    private static final class Handles {
+        static final MethodHandle FORWARD;
+        static final MethodHandle FORWARD_CRITICAL;
+        static final MethodHandle BACKWARD;
+        static final MethodHandle BACKWARD_CRITICAL;
+
+        static {
+            Linker linker = Linker.nativeLinker();
+            var critical = Linker.Option.critical(true);
+            FORWARD = linker.downcallHandle(FlashSigNative.fsig_attention_forward_buffers$address(),
+                    FlashSigNative.fsig_attention_forward_buffers$descriptor());
+            FORWARD_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_forward_buffers$address(),
+                    FlashSigNative.fsig_attention_forward_buffers$descriptor(), critical);
+            BACKWARD = linker.downcallHandle(FlashSigNative.fsig_attention_backward_buffers$address(),
+                    FlashSigNative.fsig_attention_backward_buffers$descriptor());
+            BACKWARD_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_backward_buffers$address(),
+                    FlashSigNative.fsig_attention_backward_buffers$descriptor(), critical);
+        }
+    }
+
+    // ---- attention ---------------------------------------------------------------------------------
+
+    /** {@code out = attention(q, k, v)}. */
+    public static void forward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out) {
+        forward(spec, q, k, v, out, null);
+    }
+
+    /**
+     * {@code out = attention(q, k, v)}; for softmax, also the row log-sum-exp into {@code lse}
+     * (fp32 {@code [B, Hq, Nq]}, +inf for rows with no allowed key), which backward needs.
+     * {@code lse} may be null; it must be null for the other scores.
+     */
+    public static void forward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse) {
+        NativeLibrary.load();
+        MemorySegment params = paramsOf(spec);
+        usable(q, "q");
+        usable(k, "k");
+        usable(v, "v");
+        usable(out, "out");
+        if (lse != null) usable(lse, "lse");
+        boolean heap = !q.segment().isNative() || !k.segment().isNative() || !v.segment().isNative()
+                || !out.segment().isNative() || (lse != null && !lse.segment().isNative());
+        double work = forwardFlops(q, k);
+        int status;
+        if (work <= criticalMaxFlops) {
+            status = invokeForward(true, params, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
+                    out.segment(), data(lse));
+        } else if (!heap) {
+            status = invokeForward(false, params, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
+                    out.segment(), data(lse));
+        } else {
+            status = viaScratch(false, params, new Tensor[] {q, k, v, out, lse}, 3,
+                    new String[] {"q", "k", "v", "out", "lse"});
+        }
+        if (status != 0) throw nativeError(status);
+    }
+
+    /**
+     * Gradients {@code dq, dk, dv} of the attention output, given {@code dout}, by recomputation.
+     * Softmax needs the forward's {@code out} and {@code lse}; the pointwise scores need neither (pass
+     * null). GQA/MQA: dk and dv are summed over the query heads of each group.
+     */
+    public static void backward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout,
+                                Tensor lse, Tensor dq, Tensor dk, Tensor dv) {
+        NativeLibrary.load();
+        MemorySegment params = paramsOf(spec);
+        usable(q, "q");
+        usable(k, "k");
+        usable(v, "v");
+        if (out != null) usable(out, "out");
+        usable(dout, "dout");
+        if (lse != null) usable(lse, "lse");
+        usable(dq, "dq");
+        usable(dk, "dk");
+        usable(dv, "dv");
+        boolean heap = !q.segment().isNative() || !k.segment().isNative() || !v.segment().isNative()
+                || (out != null && !out.segment().isNative()) || !dout.segment().isNative()
+                || (lse != null && !lse.segment().isNative()) || !dq.segment().isNative()
+                || !dk.segment().isNative() || !dv.segment().isNative();
+        double work = 2.5 * forwardFlops(q, k);
+        int status;
+        if (work <= criticalMaxFlops) {
+            status = invokeBackward(true, params, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
+                    v.segment(), data(out), dout.segment(), data(lse), dq.segment(), dk.segment(), dv.segment());
+        } else if (!heap) {
+            status = invokeBackward(false, params, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
+                    v.segment(), data(out), dout.segment(), data(lse), dq.segment(), dk.segment(), dv.segment());
+        } else {
+            status = viaScratch(true, params, new Tensor[] {q, k, v, out, dout, lse, dq, dk, dv}, 6,
+                    new String[] {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv"});
+        }
+        if (status != 0) throw nativeError(status);
+    }
+
+    // ---- library -----------------------------------------------------------------------------------
+
+    /**
+     * What this build and machine support.
+     *
+     * @param cpuIsa          "avx2" or "avx512": the CPU kernels in use
+     * @param cpuThreads      threads the CPU backend uses now
+     * @param cpuDtypes       dtypes with CPU kernels
+     * @param cpuMinHeadDim   the CPU supports every head dim in [min, max]
+     * @param cpuMaxHeadDim   see cpuMinHeadDim
+     * @param cudaCompiled    whether the library contains CUDA code
+     * @param cudaDeviceCount usable CUDA devices now (0 without a driver)
+     * @param cudaDtypes      dtypes with CUDA kernels
+     * @param cudaHeadDims    head dims with CUDA kernels
+     */
+    public record Capabilities(String cpuIsa, int cpuThreads, Set<DType> cpuDtypes, int cpuMinHeadDim,
+                               int cpuMaxHeadDim, boolean cudaCompiled, int cudaDeviceCount, Set<DType> cudaDtypes,
+                               List<Integer> cudaHeadDims) {
+        /** Whether attention can run on a CUDA device now. */
+        public boolean cudaAvailable() {
+            return cudaDeviceCount > 0 && !cudaDtypes.isEmpty();
+        }
+    }
+
+    public static Capabilities capabilities() {
+        NativeLibrary.load();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment c = arena.allocate(fsig_capabilities.layout());
+            fsig_capabilities.struct_size(c, (int) fsig_capabilities.sizeof());
+            int status = FlashSigNative.fsig_get_capabilities(c);
+            if (status != 0) throw nativeError(status);
+            int isa = fsig_capabilities.cpu_isa(c);
+            String isaName = isa == FlashSigNative.FSIG_CPU_ISA_AVX512() ? "avx512"
+                    : isa == FlashSigNative.FSIG_CPU_ISA_AVX2() ? "avx2" : "isa" + isa;
+            List<Integer> dims = new ArrayList<>();
+            for (int i = 0; i < fsig_capabilities.cuda_head_dim_count(c); i++)
+                dims.add(fsig_capabilities.cuda_head_dims(c, i));
+            return new Capabilities(isaName, fsig_capabilities.cpu_threads(c),
+                    dtypes(fsig_capabilities.cpu_dtypes(c)), fsig_capabilities.cpu_min_head_dim(c),
+                    fsig_capabilities.cpu_max_head_dim(c), fsig_capabilities.cuda_compiled(c) != 0,
+                    fsig_capabilities.cuda_device_count(c), dtypes(fsig_capabilities.cuda_dtypes(c)),
+                    Collections.unmodifiableList(dims));
+        }
+    }
+
+    /** Threads of the CPU backend for the whole process: n ≥ 1, or 0 for the default (one per available CPU). */
+    public static void setNumThreads(int n) {
+        NativeLibrary.load();
+        int status = FlashSigNative.fsig_set_num_threads(n);
+        if (status != 0) throw nativeError(status);
+    }
+
+    public static int numThreads() {
+        NativeLibrary.load();
+        return FlashSigNative.fsig_get_num_threads();
+    }
+
+    /** The native library's version, "MAJOR.MINOR.PATCH". */
+    public static String version() {
+        NativeLibrary.load();
+        return FlashSigNative.fsig_version_string().getString(0);
+    }
+
+    // ---- internals ---------------------------------------------------------------------------------
+
+    /** Test hook: sets the critical-downcall threshold (FLOPs); returns the previous value. */
+    static double criticalMaxFlops(double flops) {
+        double old = criticalMaxFlops;
+        criticalMaxFlops = flops;
+        return old;
+    }
+
+    private static double readCriticalMaxFlops() {
+        String s = System.getProperty(CRITICAL_MAX_FLOPS_PROPERTY);
+        if (s == null || s.isBlank()) return DEFAULT_CRITICAL_MAX_FLOPS;
+        try {
+            return Double.parseDouble(s.trim());
+        } catch (NumberFormatException e) {
+            System.err.println("FlashSig: ignoring -D" + CRITICAL_MAX_FLOPS_PROPERTY + "=" + s
+                    + " (not a number); using " + DEFAULT_CRITICAL_MAX_FLOPS);
+            return DEFAULT_CRITICAL_MAX_FLOPS;
+        }
+    }
+
+    private static MemorySegment paramsOf(AttentionSpec spec) {
+        if (spec == null) throw new FlashSigException(Status.NULL_ARGUMENT, "spec is null");
+        return spec.nativeParams();
+    }
+
+    /** Only what the native side cannot see: null, liveness, confinement, heap alignment. */
+    private static void usable(Tensor t, String name) {
+        if (t == null) throw new FlashSigException(Status.NULL_ARGUMENT, name + " is null");
+        MemorySegment s = t.segment();
+        if (!s.scope().isAlive())
+            throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name + ": its arena is closed");
+        if (!s.isAccessibleBy(Thread.currentThread()))
+            throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name
+                    + ": its segment is confined to another thread (use a shared arena to call from several threads)");
+        if (!s.isNative() && s.maxByteAlignment() < t.dtype().byteSize())
+            throw new FlashSigException(Status.MISALIGNED, name + ": the heap segment is " + s.maxByteAlignment()
+                    + "-byte aligned but " + t.dtype() + " needs " + t.dtype().byteSize()
+                    + " (wrap a float[] for FP32, a short[] for FP16/BF16)");
+    }
+
+    private static MemorySegment data(Tensor t) {
+        return t == null ? MemorySegment.NULL : t.segment();
+    }
+
+    private static MemorySegment desc(Tensor t) {
+        return t == null ? MemorySegment.NULL : t.descriptor;
+    }
+
+    /** 4·B·Hq·Nq·Nk·d, or 0 when the shapes are not attention shapes (the native call then says why). */
+    private static double forwardFlops(Tensor q, Tensor k) {
+        if (q.rank() != 4 || k.rank() != 4) return 0;
+        return 4.0 * q.shape(0) * q.shape(2) * q.shape(1) * k.shape(1) * q.shape(3);
+    }
+
+    private static int invokeForward(boolean critical, MemorySegment params, Tensor q, Tensor k, Tensor v, Tensor out,
+                                     Tensor lse, MemorySegment qd, MemorySegment kd, MemorySegment vd,
+                                     MemorySegment outd, MemorySegment lsed) {
+        try {
+            return critical
+                    ? (int) Handles.FORWARD_CRITICAL.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                            out.descriptor, desc(lse), MemorySegment.NULL, qd, kd, vd, outd, lsed)
+                    : (int) Handles.FORWARD.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                            out.descriptor, desc(lse), MemorySegment.NULL, qd, kd, vd, outd, lsed);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new AssertionError(t);
+        }
+    }
+
+    private static int invokeBackward(boolean critical, MemorySegment params, Tensor q, Tensor k, Tensor v, Tensor out,
+                                      Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, MemorySegment qd,
+                                      MemorySegment kd, MemorySegment vd, MemorySegment outd, MemorySegment doutd,
+                                      MemorySegment lsed, MemorySegment dqd, MemorySegment dkd, MemorySegment dvd) {
+        try {
+            return critical
+                    ? (int) Handles.BACKWARD_CRITICAL.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                            desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
+                            MemorySegment.NULL, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd)
+                    : (int) Handles.BACKWARD.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                            desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
+                            MemorySegment.NULL, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new AssertionError(t);
+        }
+    }
+
+    /**
+     * The copy path for heap arrays in long calls: inputs to off-heap scratch, a normal downcall, then
+     * the elements of heap outputs back. {@code ts[firstOutput..]} are the outputs; null = absent.
+     */
+    private static int viaScratch(boolean backward, MemorySegment params, Tensor[] ts, int firstOutput,
+                                  String[] names) {
+        checkHeapOverlap(ts, firstOutput, names);
+        try (Arena scratch = Arena.ofConfined()) {
+            MemorySegment[] d = new MemorySegment[ts.length];
+            for (int i = 0; i < ts.length; i++) {
+                Tensor t = ts[i];
+                if (t == null) {
+                    d[i] = MemorySegment.NULL;
+                } else if (t.segment().isNative()) {
+                    d[i] = t.segment();
+                } else {
+                    d[i] = scratch.allocate(t.segment().byteSize(), 64);
+                    if (i < firstOutput) d[i].copyFrom(t.segment());
+                }
+            }
+            int status = backward
+                    ? invokeBackward(false, params, ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8],
+                            d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+                    : invokeForward(false, params, ts[0], ts[1], ts[2], ts[3], ts[4], d[0], d[1], d[2], d[3], d[4]);
+            if (status == 0) {
+                for (int i = firstOutput; i < ts.length; i++) {
+                    Tensor t = ts[i];
+                    if (t != null && !t.segment().isNative()) t.copyElements(d[i], t.segment());
+                }
+            }
+            return status;
+        }
+    }
+
+    /**
+     * Copies hide overlap between heap arrays from the native aliasing check, so it is repeated here:
+     * an output may not share bytes with any other tensor on the same array.
+     */
+    private static void checkHeapOverlap(Tensor[] ts, int firstOutput, String[] names) {
+        for (int o = firstOutput; o < ts.length; o++) {
+            Tensor out = ts[o];
+            if (out == null || out.segment().isNative()) continue;
+            Object base = out.segment().heapBase().orElseThrow();
+            long ob = out.segment().address(), oe = out.extentBytes();
+            if (oe < 0) continue; // the native check reports the bad strides
+            for (int i = 0; i < ts.length; i++) {
+                Tensor t = ts[i];
+                if (i == o || t == null || t.segment().isNative() || t.segment().heapBase().orElseThrow() != base)
+                    continue;
+                long tb = t.segment().address(), te = t.extentBytes();
+                if (te < 0) continue;
+                if (ob < tb + te && tb < ob + oe)
+                    throw new FlashSigException(Status.ALIASING, names[o] + " overlaps " + names[i]
+                            + " in memory: outputs must not share bytes with any other tensor");
+            }
+        }
+    }
+
+    /** The exception for a failed native call; reads this thread's fsig_last_error() at once. */
+    private static FlashSigException nativeError(int status) {
+        String msg = FlashSigNative.fsig_last_error().getString(0);
+        if (msg.isEmpty()) msg = FlashSigNative.fsig_status_string(status).getString(0);
+        return new FlashSigException(Status.of(status), msg);
+    }
+
+    private static Set<DType> dtypes(int mask) {
+        Set<DType> s = EnumSet.noneOf(DType.class);
+        for (DType t : DType.values()) if ((mask & (1 << t.nativeCode())) != 0) s.add(t);
+        return Collections.unmodifiableSet(s);
+    }
+}
