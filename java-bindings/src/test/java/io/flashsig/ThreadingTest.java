@@ -1,0 +1,113 @@
+package io.flashsig;
+
+import io.flashsig.FlashSigException.Status;
+import org.junit.jupiter.api.Test;
+
+import java.lang.foreign.Arena;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Results do not depend on the thread count, and calls from many threads at once are independent. */
+class ThreadingTest {
+    /** forward out + lse and backward dq, dk, dv of one fixed problem, as float arrays. */
+    static float[][] run(AttentionSpec spec, long seed) {
+        int b = 1, nq = 77, nk = 131, hq = 4, hk = 2, d = 48;
+        Random r = new Random(seed);
+        float[] q = TestSupport.toFloats(TestSupport.randn(r, DType.FP32, b * nq * hq * d));
+        float[] k = TestSupport.toFloats(TestSupport.randn(r, DType.FP32, b * nk * hk * d));
+        float[] v = TestSupport.toFloats(TestSupport.randn(r, DType.FP32, b * nk * hk * d));
+        float[] dout = TestSupport.toFloats(TestSupport.randn(r, DType.FP32, b * nq * hq * d));
+        float[] out = new float[q.length], dq = new float[q.length], dk = new float[k.length], dv = new float[v.length];
+        boolean softmax = spec.score() == Score.SOFTMAX;
+        float[] lse = new float[b * hq * nq];
+        Tensor tq = Tensor.of(q, b, nq, hq, d), tk = Tensor.of(k, b, nk, hk, d), tv = Tensor.of(v, b, nk, hk, d);
+        Tensor tout = Tensor.of(out, b, nq, hq, d), tlse = softmax ? Tensor.of(lse, b, hq, nq) : null;
+        FlashSig.forward(spec, tq, tk, tv, tout, tlse);
+        FlashSig.backward(spec, tq, tk, tv, tout, Tensor.of(dout, b, nq, hq, d), tlse, Tensor.of(dq, b, nq, hq, d),
+                Tensor.of(dk, b, nk, hk, d), Tensor.of(dv, b, nk, hk, d));
+        return new float[][] {out, lse, dq, dk, dv};
+    }
+
+    static final AttentionSpec[] SPECS = {AttentionSpec.softmax().causal(), AttentionSpec.of(Score.SIGMOID).window(20, 3),
+            AttentionSpec.of(Score.GELU)};
+
+    @Test
+    void resultsDoNotDependOnThreadCount() {
+        try {
+            for (AttentionSpec spec : SPECS) {
+                FlashSig.setNumThreads(1);
+                assertEquals(1, FlashSig.numThreads());
+                float[][] one = run(spec, 3);
+                for (int n : new int[] {2, 3, 5}) {
+                    FlashSig.setNumThreads(n);
+                    assertEquals(n, FlashSig.numThreads());
+                    float[][] many = run(spec, 3);
+                    for (int i = 0; i < one.length; i++)
+                        assertArrayEquals(one[i], many[i], spec + ": output " + i + " differs with " + n + " threads");
+                }
+            }
+        } finally {
+            FlashSig.setNumThreads(0);
+        }
+        assertTrue(FlashSig.numThreads() >= 1);
+    }
+
+    @Test
+    void eightThreadsAtOnce() throws Exception {
+        float[][][] expected = new float[SPECS.length][][];
+        for (int s = 0; s < SPECS.length; s++) expected[s] = run(SPECS[s], 100 + s);
+        ExecutorService pool = Executors.newFixedThreadPool(8);
+        try (Arena shared = Arena.ofShared()) {
+            Tensor sharedBad = Tensor.allocate(shared, DType.FP16, 1, 4, 1, 8); // fp16 next to fp32: an error
+            List<Future<?>> futures = new ArrayList<>();
+            for (int t = 0; t < 8; t++) {
+                int id = t;
+                futures.add(pool.submit(() -> {
+                    for (int it = 0; it < 6; it++) {
+                        int s = (id + it) % SPECS.length;
+                        float[][] got = run(SPECS[s], 100 + s);
+                        for (int i = 0; i < got.length; i++)
+                            assertArrayEquals(expected[s][i], got[i], "thread " + id + " " + SPECS[s] + " output " + i);
+                        // errors are per thread: this thread's message names this thread's argument
+                        String name = id % 2 == 0 ? "k" : "v";
+                        Tensor ok = Tensor.of(new float[32], 1, 4, 1, 8);
+                        FlashSigException e = assertThrows(FlashSigException.class, () -> FlashSig.forward(
+                                AttentionSpec.softmax(), ok, name.equals("k") ? sharedBad : ok,
+                                name.equals("v") ? sharedBad : ok, Tensor.of(new float[32], 1, 4, 1, 8)));
+                        assertEquals(Status.INVALID_DTYPE, e.status());
+                        assertTrue(e.getMessage().contains(name + " is fp16"), e.getMessage());
+                    }
+                    return null;
+                }));
+            }
+            for (Future<?> f : futures) f.get();
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
+    @Test
+    void heapPathsAgree() {
+        // the critical and the copy path give the same bits
+        float[][] crit = new float[0][], copy = new float[0][];
+        double old = FlashSig.criticalMaxFlops(Double.MAX_VALUE);
+        try {
+            crit = run(SPECS[0], 9);
+            FlashSig.criticalMaxFlops(-1);
+            copy = run(SPECS[0], 9);
+        } finally {
+            FlashSig.criticalMaxFlops(old);
+        }
+        for (int i = 0; i < crit.length; i++) assertTrue(Arrays.equals(crit[i], copy[i]), "output " + i);
+    }
+}
