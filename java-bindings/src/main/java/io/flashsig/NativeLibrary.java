@@ -21,7 +21,7 @@ import java.util.Properties;
  * <p>Order: the system property {@value #PATH_PROPERTY}, then the environment variable
  * {@value #PATH_ENV} (a path to a custom build), else the copy in the jar
  * ({@code io/flashsig/native/<os>-<arch>/libflashsig.so}), extracted once to
- * {@code ${java.io.tmpdir}/flashsig-<version>-<sha256 prefix>/} and reused while its hash matches.
+ * {@code ${java.io.tmpdir}/flashsig-<version>-<sha256 prefix>-<user>/} and reused while its hash matches.
  *
  * <p>The JVM lets one file be loaded by one class loader only. When a second class loader (an
  * application server, a test framework) loads FlashSig too, it gets a private copy of the file under a
@@ -91,7 +91,10 @@ final class NativeLibrary {
         }
 
         String sha = sha256(bytes);
-        Path dir = Path.of(System.getProperty("java.io.tmpdir"), "flashsig-" + version() + "-" + sha.substring(0, 16));
+        // per user too: another user's directory of the same name would not be writable
+        String user = System.getProperty("user.name", "user").replaceAll("[^A-Za-z0-9_.-]", "_");
+        Path dir = Path.of(System.getProperty("java.io.tmpdir"),
+                "flashsig-" + version() + "-" + sha.substring(0, 16) + "-" + user);
         Path file = dir.resolve(FILE_NAME);
         try {
             if (!Files.isRegularFile(file) || !sha.equals(sha256(Files.readAllBytes(file)))) {
