@@ -27,7 +27,8 @@ public final class AttentionSpec {
     private final long windowLeft;
     private final long windowRight;
     private final boolean deterministic;
-    private volatile MemorySegment params;
+    private volatile MemorySegment params;      // unscoped view of paramsOwner (see Tensor.descriptor)
+    private MemorySegment paramsOwner;          // written before params is published
 
     private AttentionSpec(Score score, float scale, float sigmoidBias, float alpha, boolean causal, long windowLeft,
                           long windowRight, boolean deterministic) {
@@ -121,7 +122,10 @@ public final class AttentionSpec {
         return deterministic;
     }
 
-    /** The native params, built on first use (racing threads build identical copies; either is fine). */
+    /**
+     * The native params, built on first use (racing threads build identical copies; either is fine).
+     * The caller keeps this spec reachable until its native call returns: the memory is freed with it.
+     */
     MemorySegment nativeParams() {
         MemorySegment p = params;
         if (p == null) {
@@ -138,6 +142,8 @@ public final class AttentionSpec {
             fsig_attention_params.window_left(p, windowLeft);
             fsig_attention_params.window_right(p, windowRight);
             fsig_attention_params.deterministic(p, deterministic ? 1 : 0);
+            paramsOwner = p;
+            p = MemorySegment.ofAddress(p.address()).reinterpret(p.byteSize());
             params = p;
         }
         return p;

@@ -95,7 +95,7 @@ public final class FlashSig {
      */
     public static void forward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse) {
         NativeLibrary.load();
-        MemorySegment params = paramsOf(spec);
+        checkSpec(spec);
         usable(q, "q");
         usable(k, "k");
         usable(v, "v");
@@ -106,13 +106,13 @@ public final class FlashSig {
         double work = forwardFlops(q, k);
         int status;
         if (work <= criticalMaxFlops) {
-            status = invokeForward(true, params, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
+            status = invokeForward(true, spec, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
                     out.segment(), data(lse));
         } else if (!heap) {
-            status = invokeForward(false, params, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
+            status = invokeForward(false, spec, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
                     out.segment(), data(lse));
         } else {
-            status = viaScratch(false, params, new Tensor[] {q, k, v, out, lse}, 3,
+            status = viaScratch(false, spec, new Tensor[] {q, k, v, out, lse}, 3,
                     new String[] {"q", "k", "v", "out", "lse"});
         }
         if (status != 0) throw nativeError(status);
@@ -126,7 +126,7 @@ public final class FlashSig {
     public static void backward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout,
                                 Tensor lse, Tensor dq, Tensor dk, Tensor dv) {
         NativeLibrary.load();
-        MemorySegment params = paramsOf(spec);
+        checkSpec(spec);
         usable(q, "q");
         usable(k, "k");
         usable(v, "v");
@@ -143,13 +143,13 @@ public final class FlashSig {
         double work = 2.5 * forwardFlops(q, k);
         int status;
         if (work <= criticalMaxFlops) {
-            status = invokeBackward(true, params, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
+            status = invokeBackward(true, spec, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
                     v.segment(), data(out), dout.segment(), data(lse), dq.segment(), dk.segment(), dv.segment());
         } else if (!heap) {
-            status = invokeBackward(false, params, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
+            status = invokeBackward(false, spec, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
                     v.segment(), data(out), dout.segment(), data(lse), dq.segment(), dk.segment(), dv.segment());
         } else {
-            status = viaScratch(true, params, new Tensor[] {q, k, v, out, dout, lse, dq, dk, dv}, 6,
+            status = viaScratch(true, spec, new Tensor[] {q, k, v, out, dout, lse, dq, dk, dv}, 6,
                     new String[] {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv"});
         }
         if (status != 0) throw nativeError(status);
@@ -239,9 +239,9 @@ public final class FlashSig {
         }
     }
 
-    private static MemorySegment paramsOf(AttentionSpec spec) {
+    private static void checkSpec(AttentionSpec spec) {
         if (spec == null) throw new FlashSigException(Status.NULL_ARGUMENT, "spec is null");
-        return spec.nativeParams();
+        spec.nativeParams(); // built here, so that a failure to build it comes before any copying
     }
 
     /** Only what the native side cannot see: null, liveness, confinement, heap alignment. */
@@ -273,38 +273,57 @@ public final class FlashSig {
         return 4.0 * q.shape(0) * q.shape(2) * q.shape(1) * k.shape(1) * q.shape(3);
     }
 
-    private static int invokeForward(boolean critical, MemorySegment params, Tensor q, Tensor k, Tensor v, Tensor out,
+    private static int invokeForward(boolean critical, AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out,
                                      Tensor lse, MemorySegment qd, MemorySegment kd, MemorySegment vd,
                                      MemorySegment outd, MemorySegment lsed) {
         try {
             return critical
-                    ? (int) Handles.FORWARD_CRITICAL.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                    ? (int) Handles.FORWARD_CRITICAL.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
                             out.descriptor, desc(lse), MemorySegment.NULL, qd, kd, vd, outd, lsed)
-                    : (int) Handles.FORWARD.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                    : (int) Handles.FORWARD.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
                             out.descriptor, desc(lse), MemorySegment.NULL, qd, kd, vd, outd, lsed);
         } catch (RuntimeException | Error e) {
             throw e;
         } catch (Throwable t) {
             throw new AssertionError(t);
+        } finally {
+            // the descriptors (and params) are unscoped views of memory these objects own
+            java.lang.ref.Reference.reachabilityFence(spec);
+            java.lang.ref.Reference.reachabilityFence(q);
+            java.lang.ref.Reference.reachabilityFence(k);
+            java.lang.ref.Reference.reachabilityFence(v);
+            java.lang.ref.Reference.reachabilityFence(out);
+            java.lang.ref.Reference.reachabilityFence(lse);
         }
     }
 
-    private static int invokeBackward(boolean critical, MemorySegment params, Tensor q, Tensor k, Tensor v, Tensor out,
+    private static int invokeBackward(boolean critical, AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out,
                                       Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, MemorySegment qd,
                                       MemorySegment kd, MemorySegment vd, MemorySegment outd, MemorySegment doutd,
                                       MemorySegment lsed, MemorySegment dqd, MemorySegment dkd, MemorySegment dvd) {
         try {
             return critical
-                    ? (int) Handles.BACKWARD_CRITICAL.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                    ? (int) Handles.BACKWARD_CRITICAL.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
                             desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
                             MemorySegment.NULL, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd)
-                    : (int) Handles.BACKWARD.invokeExact(params, q.descriptor, k.descriptor, v.descriptor,
+                    : (int) Handles.BACKWARD.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
                             desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
                             MemorySegment.NULL, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd);
         } catch (RuntimeException | Error e) {
             throw e;
         } catch (Throwable t) {
             throw new AssertionError(t);
+        } finally {
+            java.lang.ref.Reference.reachabilityFence(spec);
+            java.lang.ref.Reference.reachabilityFence(q);
+            java.lang.ref.Reference.reachabilityFence(k);
+            java.lang.ref.Reference.reachabilityFence(v);
+            java.lang.ref.Reference.reachabilityFence(out);
+            java.lang.ref.Reference.reachabilityFence(dout);
+            java.lang.ref.Reference.reachabilityFence(lse);
+            java.lang.ref.Reference.reachabilityFence(dq);
+            java.lang.ref.Reference.reachabilityFence(dk);
+            java.lang.ref.Reference.reachabilityFence(dv);
         }
     }
 
@@ -312,7 +331,7 @@ public final class FlashSig {
      * The copy path for heap arrays in long calls: inputs to off-heap scratch, a normal downcall, then
      * the elements of heap outputs back. {@code ts[firstOutput..]} are the outputs; null = absent.
      */
-    private static int viaScratch(boolean backward, MemorySegment params, Tensor[] ts, int firstOutput,
+    private static int viaScratch(boolean backward, AttentionSpec spec, Tensor[] ts, int firstOutput,
                                   String[] names) {
         checkHeapOverlap(ts, firstOutput, names);
         try (Arena scratch = Arena.ofConfined()) {
@@ -329,9 +348,9 @@ public final class FlashSig {
                 }
             }
             int status = backward
-                    ? invokeBackward(false, params, ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8],
+                    ? invokeBackward(false, spec, ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8],
                             d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-                    : invokeForward(false, params, ts[0], ts[1], ts[2], ts[3], ts[4], d[0], d[1], d[2], d[3], d[4]);
+                    : invokeForward(false, spec, ts[0], ts[1], ts[2], ts[3], ts[4], d[0], d[1], d[2], d[3], d[4]);
             if (status == 0) {
                 for (int i = firstOutput; i < ts.length; i++) {
                     Tensor t = ts[i];

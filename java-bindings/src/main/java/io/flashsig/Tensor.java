@@ -35,7 +35,14 @@ public final class Tensor {
     private final Device device;
     private final long[] shape;
     private final long[] strides;
-    final MemorySegment descriptor; // fsig_tensor with data = NULL; the data travel as call arguments
+    /**
+     * fsig_tensor with data = NULL (the data travel as call arguments), as an unscoped view: passing an
+     * arena-scoped segment would cost the downcall an atomic acquire/release of the automatic arena
+     * per argument. The memory belongs to {@link #descriptorOwner}; FlashSig keeps this Tensor reachable
+     * (Reference.reachabilityFence) until the call returns.
+     */
+    final MemorySegment descriptor;
+    private final MemorySegment descriptorOwner;
 
     private Tensor(MemorySegment segment, DType dtype, Device device, long[] shape, long[] strides) {
         this.segment = segment;
@@ -55,7 +62,8 @@ public final class Tensor {
             fsig_tensor.shape(d, i, shape[i]);
             fsig_tensor.strides(d, i, strides[i]);
         }
-        this.descriptor = d;
+        this.descriptorOwner = d;
+        this.descriptor = MemorySegment.ofAddress(d.address()).reinterpret(d.byteSize());
     }
 
     /** Zero-filled, contiguous, off-heap tensor owned by {@code arena}. */

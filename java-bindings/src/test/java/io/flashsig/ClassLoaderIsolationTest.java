@@ -4,12 +4,16 @@ import org.junit.jupiter.api.Test;
 
 import java.net.URL;
 import java.net.URLClassLoader;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
+import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNotSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Two class loaders that each load FlashSig (as application servers and plugin hosts do) both work:
@@ -42,5 +46,61 @@ class ClassLoaderIsolationTest {
         assertNotEquals(ph, pa);
         assertNotEquals(ph, pb);
         assertNotEquals(pa, pb);
+    }
+
+    /** Runs IsolatedProbe in a fresh loader over {@code urls}; rethrows what the probe threw. */
+    static String probeIn(URL... urls) throws Exception {
+        try (URLClassLoader loader = new URLClassLoader(urls, ClassLoader.getPlatformClassLoader())) {
+            @SuppressWarnings("unchecked")
+            Callable<String> c = (Callable<String>) loader.loadClass(IsolatedProbe.class.getName()).getConstructor()
+                    .newInstance();
+            return c.call();
+        }
+    }
+
+    static URL[] classpath() {
+        return new URL[] {FlashSig.class.getProtectionDomain().getCodeSource().getLocation(),
+                IsolatedProbe.class.getProtectionDomain().getCodeSource().getLocation()};
+    }
+
+    @Test
+    void libraryPathOverride() throws Exception {
+        String expected = new IsolatedProbe().call().split("\\|")[1];
+        Path existing = NativeLibrary.path();
+        try {
+            System.setProperty(NativeLibrary.PATH_PROPERTY, existing.toString());
+            String[] r = probeIn(classpath()).split("\\|");
+            assertEquals(expected, r[1]);
+            // a private copy beside the override, since this JVM has loaded that file already
+            assertEquals(existing.getParent(), Path.of(r[2]).getParent());
+
+            Path missing = existing.resolveSibling("no-such-libflashsig.so");
+            System.setProperty(NativeLibrary.PATH_PROPERTY, missing.toString());
+            RuntimeException e = assertThrows(RuntimeException.class, () -> probeIn(classpath()));
+            assertEquals(FlashSigException.class.getName(), e.getClass().getName());
+            assertTrue(e.getMessage().contains(missing.toString()) && e.getMessage().contains("Fix:"), e.getMessage());
+        } finally {
+            System.clearProperty(NativeLibrary.PATH_PROPERTY);
+        }
+    }
+
+    @Test
+    void missingResourceSaysWhatWasTried(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        Path classes = Path.of(classpath()[0].toURI());
+        try (Stream<Path> files = Files.walk(classes)) {
+            for (Path f : (Iterable<Path>) files::iterator) {
+                Path rel = classes.relativize(f);
+                if (rel.toString().contains("native")) continue; // the jar without its library
+                Path to = tmp.resolve(rel.toString());
+                if (Files.isDirectory(f)) Files.createDirectories(to);
+                else Files.copy(f, to);
+            }
+        }
+        if (System.getenv(NativeLibrary.PATH_ENV) != null) return; // the environment override would win
+        RuntimeException e = assertThrows(RuntimeException.class,
+                () -> probeIn(tmp.toUri().toURL(), classpath()[1]));
+        assertEquals(FlashSigException.class.getName(), e.getClass().getName());
+        assertTrue(e.getMessage().contains("io/flashsig/native/linux-x86_64/libflashsig.so")
+                && e.getMessage().contains(NativeLibrary.PATH_PROPERTY) && e.getMessage().contains("Fix:"), e.getMessage());
     }
 }
