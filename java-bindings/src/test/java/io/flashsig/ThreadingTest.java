@@ -110,4 +110,29 @@ class ThreadingTest {
         }
         for (int i = 0; i < crit.length; i++) assertTrue(Arrays.equals(crit[i], copy[i]), "output " + i);
     }
+
+    /**
+     * Tensors and specs made inline become unreachable during the call; their native descriptors must
+     * stay valid until it returns (FlashSig fences them) while the GC runs.
+     */
+    @Test
+    void inlineTensorsSurviveGc() throws Exception {
+        Thread gc = Thread.ofPlatform().daemon().start(() -> {
+            while (!Thread.currentThread().isInterrupted()) System.gc();
+        });
+        try {
+            float[] expected = null;
+            for (int i = 0; i < 100; i++) {
+                float[] q = new float[64 * 16], out = new float[64 * 16];
+                for (int j = 0; j < q.length; j++) q[j] = (float) Math.sin(j);
+                FlashSig.forward(AttentionSpec.of(Score.SIGMOID).scale(0.5f), Tensor.of(q, 1, 64, 1, 16),
+                        Tensor.of(q, 1, 64, 1, 16), Tensor.of(q, 1, 64, 1, 16), Tensor.of(out, 1, 64, 1, 16));
+                if (expected == null) expected = out;
+                else assertArrayEquals(expected, out, "iteration " + i);
+            }
+        } finally {
+            gc.interrupt();
+            gc.join();
+        }
+    }
 }
