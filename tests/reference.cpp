@@ -1,0 +1,531 @@
+// Naive attention for tests: S materialised per (batch, head), the score of §4 applied element-wise,
+// then plain matrix products. The loops run "k-outer, j-inner" (axpy form) so every element is
+// accumulated sequentially — the order a naive fp32 GEMM uses — and the compiler still vectorises.
+#include "reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <type_traits>
+
+namespace ref {
+
+const char* dtype_name(int dtype) {
+    switch (dtype) {
+        case kFp32: return "fp32";
+        case kFp16: return "fp16";
+        case kBf16: return "bf16";
+        default: return "?";
+    }
+}
+
+const char* score_name(int score) {
+    static const char* names[] = {"softmax", "sigmoid", "relu", "relu2", "gelu", "softplus", "identity"};
+    return score >= 0 && score < kScoreCount ? names[score] : "?";
+}
+
+// ---- 16-bit conversions ---------------------------------------------------------------------------
+
+uint16_t float_to_half(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN, quiet
+    if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: inf
+    const int exp = int(ax >> 23) - 127;
+    if (exp >= -14) {  // normal half: drop 13 mantissa bits, round half to even
+        uint32_t h = ((uint32_t(exp + 15) << 10) | ((ax >> 13) & 0x3ffu));
+        const uint32_t rest = ax & 0x1fffu;
+        if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is right
+        return uint16_t(sign | h);
+    }
+    if (exp < -25) return sign;  // below half the smallest subnormal: zero
+    // subnormal half: value = m · 2^-24 with m = round(mant · 2^(exp + 24))
+    const uint32_t mant = (ax & 0x7fffffu) | 0x800000u;  // 24 significant bits, value = mant · 2^(exp−23)
+    const int shift = -exp - 1;                          // 2^(exp−23) / 2^−24 = 2^(exp+1): shift right by −exp−1
+    uint32_t m = mant >> shift;
+    const uint32_t rest = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (m & 1u))) ++m;
+    return uint16_t(sign | m);
+}
+
+float half_to_float(uint16_t h) {
+    const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    float f;
+    if (exp == 0) {
+        f = std::ldexp(float(mant), -24);
+        uint32_t x;
+        std::memcpy(&x, &f, 4);
+        x |= sign;
+        std::memcpy(&f, &x, 4);
+        return f;
+    }
+    uint32_t x = exp == 31 ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112) << 23) | (mant << 13));
+    std::memcpy(&f, &x, 4);
+    return f;
+}
+
+uint16_t float_to_bf16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);  // NaN stays NaN (quiet)
+    const uint32_t rest = x & 0xffffu;
+    uint32_t h = x >> 16;
+    if (rest > 0x8000u || (rest == 0x8000u && (h & 1u))) ++h;  // overflow carries into inf, as it should
+    return uint16_t(h);
+}
+
+float bf16_to_float(uint16_t h) {
+    uint32_t x = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &x, 4);
+    return f;
+}
+
+float round_to(int dtype, float f) {
+    switch (dtype) {
+        case kFp16: return half_to_float(float_to_half(f));
+        case kBf16: return bf16_to_float(float_to_bf16(f));
+        default: return f;
+    }
+}
+
+// ---- Spec -----------------------------------------------------------------------------------------
+
+double Spec::eff_scale() const { return std::isnan(scale) ? 1.0 / std::sqrt(double(d)) : scale; }
+double Spec::eff_bias() const { return std::isnan(sigmoid_bias) ? -std::log(double(Nk)) : sigmoid_bias; }
+double Spec::pointwise_factor() const { return std::pow(double(Nk), -alpha); }
+
+bool Spec::allowed(int64_t i, int64_t j) const {
+    const int64_t diag = i + Nk - Nq;  // bottom-right alignment
+    if (causal && j > diag) return false;
+    if (window_left >= 0 && j < diag - window_left) return false;
+    if (window_right >= 0 && j > diag + window_right) return false;
+    return true;
+}
+
+std::string Spec::describe() const {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "B=%lld Nq=%lld Nk=%lld Hq=%lld Hk=%lld d=%lld %s%s wl=%lld wr=%lld",
+                  (long long)B, (long long)Nq, (long long)Nk, (long long)Hq, (long long)Hk, (long long)d,
+                  score_name(score), causal ? " causal" : "", (long long)window_left, (long long)window_right);
+    std::string s = buf;
+    if (!std::isnan(scale)) s += " scale=" + std::to_string(scale);
+    if (!std::isnan(sigmoid_bias)) s += " bias=" + std::to_string(sigmoid_bias);
+    if (alpha != 1.0) s += " alpha=" + std::to_string(alpha);
+    return s;
+}
+
+// ---- the core -------------------------------------------------------------------------------------
+namespace {
+
+// Runs fn(t) for t in [0, n) on up to hardware_concurrency threads (the fp64 reference is the slow
+// part of the numerics tests).
+template <class F>
+void parallel_for(int64_t n, F fn) {
+    const int64_t threads = std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
+    if (threads <= 1) {
+        for (int64_t t = 0; t < n; ++t) fn(t);
+        return;
+    }
+    std::vector<std::thread> pool;
+    for (int64_t w = 0; w < threads; ++w)
+        pool.emplace_back([&, w] {
+            for (int64_t t = w; t < n; t += threads) fn(t);
+        });
+    for (auto& th : pool) th.join();
+}
+
+template <class R>
+R sigmoid(R x) {
+    if (x >= 0) return R(1) / (R(1) + std::exp(-x));
+    const R e = std::exp(x);
+    return e / (R(1) + e);
+}
+template <class R>
+R softplus(R x) {
+    return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
+}
+template <class R>
+R gelu(R x) {
+    return R(0.5) * x * (R(1) + std::erf(x * R(0.70710678118654752440)));
+}
+template <class R>
+R gelu_grad(R x) {
+    return R(0.5) * (R(1) + std::erf(x * R(0.70710678118654752440))) +
+           x * std::exp(R(-0.5) * x * x) * R(0.39894228040143267794);
+}
+
+// R = double with dtype < 0: ref64. R = float: naive computation in dtype.
+template <class R>
+class Core {
+public:
+    Core(const Spec& s, int dtype) : s_(s), dtype_(dtype) {
+        scale_ = R(s.eff_scale());
+        bias_ = R(s.eff_bias());
+        factor_ = R(s.pointwise_factor());
+    }
+
+    R rnd(R x) const {
+        if constexpr (std::is_same_v<R, double>)
+            return x;
+        else
+            return round_to(dtype_, x);
+    }
+
+    // Per-(b, h) scratch: Q rows, Kᵀ, V, Vᵀ of that head, S, P, and one more Nq×Nk matrix.
+    struct Head {
+        std::vector<R> q, kt, v, vt, S, P, M2, lse;
+    };
+
+    // S, P (and lse) of one (b, h).
+    void scores(const R* q, const R* k, const R* v, int64_t b, int64_t h, Head& w) const {
+        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d, hk = h / (s_.Hq / s_.Hk);
+        w.q.resize(Nq * d);
+        w.kt.resize(d * Nk);
+        w.v.resize(Nk * d);
+        w.vt.resize(d * Nk);
+        w.S.assign(Nq * Nk, R(0));
+        w.P.assign(Nq * Nk, R(0));
+        w.lse.assign(Nq, R(0));
+        for (int64_t i = 0; i < Nq; ++i)
+            std::copy_n(q + ((b * Nq + i) * s_.Hq + h) * d, d, w.q.data() + i * d);
+        for (int64_t j = 0; j < Nk; ++j) {
+            const R* kr = k + ((b * Nk + j) * s_.Hk + hk) * d;
+            const R* vr = v + ((b * Nk + j) * s_.Hk + hk) * d;
+            for (int64_t c = 0; c < d; ++c) {
+                w.kt[c * Nk + j] = kr[c];
+                w.vt[c * Nk + j] = vr[c];
+            }
+            std::copy_n(vr, d, w.v.data() + j * d);
+        }
+        for (int64_t i = 0; i < Nq; ++i) {
+            R* Srow = w.S.data() + i * Nk;
+            for (int64_t c = 0; c < d; ++c) {
+                const R qc = w.q[i * d + c];
+                const R* kt = w.kt.data() + c * Nk;
+                for (int64_t j = 0; j < Nk; ++j) Srow[j] += qc * kt[j];
+            }
+            for (int64_t j = 0; j < Nk; ++j) Srow[j] = rnd(scale_ * Srow[j]);
+            R* Prow = w.P.data() + i * Nk;
+            if (s_.score == kSoftmax) {
+                R m = -std::numeric_limits<R>::infinity();
+                for (int64_t j = 0; j < Nk; ++j)
+                    if (s_.allowed(i, j)) m = std::max(m, Srow[j]);
+                if (m == -std::numeric_limits<R>::infinity()) {  // no allowed key: O = 0, LSE = +inf
+                    w.lse[i] = std::numeric_limits<R>::infinity();
+                    continue;
+                }
+                R sum = 0;
+                for (int64_t j = 0; j < Nk; ++j)
+                    if (s_.allowed(i, j)) {
+                        Prow[j] = std::exp(Srow[j] - m);
+                        sum += Prow[j];
+                    }
+                for (int64_t j = 0; j < Nk; ++j) Prow[j] = rnd(Prow[j] / sum);
+                w.lse[i] = m + std::log(sum);
+                continue;
+            }
+            for (int64_t j = 0; j < Nk; ++j) {
+                if (!s_.allowed(i, j)) continue;
+                const R x = Srow[j];
+                R p;
+                switch (s_.score) {
+                    case kSigmoid: p = sigmoid(x + bias_); break;
+                    case kRelu: p = std::max(x, R(0)) * factor_; break;
+                    case kRelu2: p = std::max(x, R(0)) * std::max(x, R(0)) * factor_; break;
+                    case kGelu: p = gelu(x) * factor_; break;
+                    case kSoftplus: p = softplus(x) * factor_; break;
+                    default: p = x * factor_; break;
+                }
+                Prow[j] = rnd(p);
+            }
+        }
+    }
+
+    // O rows of one head (unrounded accumulators) into o [Nq × d].
+    void pv(const Head& w, std::vector<R>& o) const {
+        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d;
+        o.assign(Nq * d, R(0));
+        for (int64_t i = 0; i < Nq; ++i)
+            for (int64_t j = 0; j < Nk; ++j) {
+                const R p = w.P[i * Nk + j];
+                if (p == R(0)) continue;  // skipping exact zeros changes no sum
+                const R* vr = w.v.data() + j * d;
+                R* orow = o.data() + i * d;
+                for (int64_t c = 0; c < d; ++c) orow[c] += p * vr[c];
+            }
+    }
+
+    Forward<R> forward(const R* q, const R* k, const R* v) const {
+        Forward<R> f;
+        f.out.assign(s_.q_elems(), R(0));
+        if (s_.score == kSoftmax) f.lse.assign(s_.lse_elems(), R(0));
+        parallel_for(s_.B * s_.Hq, [&](int64_t t) {
+            const int64_t b = t / s_.Hq, h = t % s_.Hq;
+            Head w;
+            std::vector<R> o;
+            scores(q, k, v, b, h, w);
+            pv(w, o);
+            for (int64_t i = 0; i < s_.Nq; ++i) {
+                R* dst = f.out.data() + ((b * s_.Nq + i) * s_.Hq + h) * s_.d;
+                for (int64_t c = 0; c < s_.d; ++c) dst[c] = rnd(o[i * s_.d + c]);
+                if (s_.score == kSoftmax) f.lse[(b * s_.Hq + h) * s_.Nq + i] = w.lse[i];
+            }
+        });
+        return f;
+    }
+
+    // out_given: the forward output used by softmax's D (naive); nullptr = recompute exactly (ref64).
+    Grads<R> backward(const R* q, const R* k, const R* v, const R* out_given, const R* dout) const {
+        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d, group = s_.Hq / s_.Hk;
+        Grads<R> g;
+        g.dq.assign(s_.q_elems(), R(0));
+        g.dk.assign(s_.kv_elems(), R(0));
+        g.dv.assign(s_.kv_elems(), R(0));
+        parallel_for(s_.B * s_.Hk, [&](int64_t t) {
+            const int64_t b = t / s_.Hk, hk = t % s_.Hk;
+            std::vector<R> dk_acc(Nk * d, R(0)), dv_acc(Nk * d, R(0)), dO(Nq * d), o, D(Nq), dq_acc(d);
+            Head w;
+            for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+                scores(q, k, v, b, h, w);
+                for (int64_t i = 0; i < Nq; ++i)
+                    std::copy_n(dout + ((b * Nq + i) * s_.Hq + h) * d, d, dO.data() + i * d);
+                if (s_.score == kSoftmax) {
+                    if (out_given == nullptr) {
+                        pv(w, o);
+                    } else {
+                        o.resize(Nq * d);
+                        for (int64_t i = 0; i < Nq; ++i)
+                            std::copy_n(out_given + ((b * Nq + i) * s_.Hq + h) * d, d, o.data() + i * d);
+                    }
+                    for (int64_t i = 0; i < Nq; ++i) {
+                        R acc = 0;
+                        for (int64_t c = 0; c < d; ++c) acc += dO[i * d + c] * o[i * d + c];
+                        D[i] = acc;
+                    }
+                }
+                // dS (in M2) from dP = dO Vᵀ
+                w.M2.assign(Nq * Nk, R(0));
+                for (int64_t i = 0; i < Nq; ++i) {
+                    R* row = w.M2.data() + i * Nk;
+                    for (int64_t c = 0; c < d; ++c) {
+                        const R g0 = dO[i * d + c];
+                        const R* vt = w.vt.data() + c * Nk;
+                        for (int64_t j = 0; j < Nk; ++j) row[j] += g0 * vt[j];
+                    }
+                    for (int64_t j = 0; j < Nk; ++j) {
+                        if (!s_.allowed(i, j)) {
+                            row[j] = 0;  // dS = 0 where masked
+                            continue;
+                        }
+                        const R dp = rnd(row[j]), p = w.P[i * Nk + j], x = w.S[i * Nk + j];
+                        R ds;
+                        switch (s_.score) {
+                            case kSoftmax: ds = p * (dp - D[i]); break;
+                            case kSigmoid: ds = p * (R(1) - p) * dp; break;
+                            case kRelu: ds = (x > 0 ? factor_ : R(0)) * dp; break;
+                            case kRelu2: ds = R(2) * std::max(x, R(0)) * factor_ * dp; break;
+                            case kGelu: ds = gelu_grad(x) * factor_ * dp; break;
+                            case kSoftplus: ds = sigmoid(x) * factor_ * dp; break;
+                            default: ds = factor_ * dp; break;
+                        }
+                        row[j] = rnd(ds);
+                    }
+                }
+                for (int64_t i = 0; i < Nq; ++i) {
+                    const R* dsrow = w.M2.data() + i * Nk;
+                    const R* prow = w.P.data() + i * Nk;
+                    std::fill(dq_acc.begin(), dq_acc.end(), R(0));
+                    for (int64_t j = 0; j < Nk; ++j) {
+                        const R ds = dsrow[j], p = prow[j];
+                        const R* kr = w.kt.data();  // Kᵀ: column j
+                        if (ds != R(0)) {
+                            for (int64_t c = 0; c < d; ++c) dq_acc[c] += ds * kr[c * Nk + j];
+                            R* dk = dk_acc.data() + j * d;
+                            const R* qi = w.q.data() + i * d;
+                            for (int64_t c = 0; c < d; ++c) dk[c] += ds * qi[c];
+                        }
+                        if (p != R(0)) {
+                            R* dvr = dv_acc.data() + j * d;
+                            const R* g0 = dO.data() + i * d;
+                            for (int64_t c = 0; c < d; ++c) dvr[c] += p * g0[c];
+                        }
+                    }
+                    R* dst = g.dq.data() + ((b * Nq + i) * s_.Hq + h) * d;
+                    for (int64_t c = 0; c < d; ++c) dst[c] = rnd(scale_ * dq_acc[c]);
+                }
+            }
+            for (int64_t j = 0; j < Nk; ++j) {
+                R* dk = g.dk.data() + ((b * Nk + j) * s_.Hk + hk) * d;
+                R* dv = g.dv.data() + ((b * Nk + j) * s_.Hk + hk) * d;
+                for (int64_t c = 0; c < d; ++c) {
+                    dk[c] = rnd(scale_ * dk_acc[j * d + c]);
+                    dv[c] = rnd(dv_acc[j * d + c]);
+                }
+            }
+        });
+        return g;
+    }
+
+private:
+    const Spec& s_;
+    int dtype_;
+    R scale_, bias_, factor_;
+};
+
+}  // namespace
+
+Forward<double> forward64(const Spec& s, const double* q, const double* k, const double* v) {
+    return Core<double>(s, -1).forward(q, k, v);
+}
+
+Grads<double> backward64(const Spec& s, const double* q, const double* k, const double* v, const double* dout) {
+    return Core<double>(s, -1).backward(q, k, v, nullptr, dout);
+}
+
+Forward<float> forward_naive(const Spec& s, int dtype, const float* q, const float* k, const float* v) {
+    return Core<float>(s, dtype).forward(q, k, v);
+}
+
+Grads<float> backward_naive(const Spec& s, int dtype, const float* q, const float* k, const float* v,
+                            const float* out, const float* dout) {
+    return Core<float>(s, dtype).backward(q, k, v, out, dout);
+}
+
+Grads<double> fd_grads(const Spec& s, const double* q, const double* k, const double* v, const double* dout,
+                       double h) {
+    std::vector<double> x[3] = {std::vector<double>(q, q + s.q_elems()), std::vector<double>(k, k + s.kv_elems()),
+                                std::vector<double>(v, v + s.kv_elems())};
+    auto loss = [&] {
+        const Forward<double> f = forward64(s, x[0].data(), x[1].data(), x[2].data());
+        double l = 0;
+        for (size_t i = 0; i < f.out.size(); ++i) l += dout[i] * f.out[i];
+        return l;
+    };
+    Grads<double> g;
+    std::vector<double>* dst[3] = {&g.dq, &g.dk, &g.dv};
+    for (int t = 0; t < 3; ++t) {
+        dst[t]->resize(x[t].size());
+        for (size_t i = 0; i < x[t].size(); ++i) {
+            const double x0 = x[t][i];
+            x[t][i] = x0 + h;
+            const double lp = loss();
+            x[t][i] = x0 - h;
+            const double lm = loss();
+            x[t][i] = x0;
+            (*dst[t])[i] = (lp - lm) / (2 * h);
+        }
+    }
+    return g;
+}
+
+double min_abs_score(const Spec& s, const double* q, const double* k) {
+    double m = std::numeric_limits<double>::infinity();
+    const double scale = s.eff_scale();
+    for (int64_t b = 0; b < s.B; ++b)
+        for (int64_t h = 0; h < s.Hq; ++h)
+            for (int64_t i = 0; i < s.Nq; ++i)
+                for (int64_t j = 0; j < s.Nk; ++j) {
+                    if (!s.allowed(i, j)) continue;
+                    const double* qi = q + ((b * s.Nq + i) * s.Hq + h) * s.d;
+                    const double* kj = k + ((b * s.Nk + j) * s.Hk + h / (s.Hq / s.Hk)) * s.d;
+                    double dot = 0;
+                    for (int64_t c = 0; c < s.d; ++c) dot += qi[c] * kj[c];
+                    m = std::min(m, std::fabs(scale * dot));
+                }
+    return m;
+}
+
+// ---- the §6 rule ----------------------------------------------------------------------------------
+
+namespace {
+std::string index_string(size_t idx, const std::vector<int64_t>& shape) {
+    if (shape.empty()) return std::to_string(idx);
+    std::vector<int64_t> coords(shape.size());
+    for (size_t a = shape.size(); a-- > 0;) {
+        coords[a] = int64_t(idx % size_t(shape[a]));
+        idx /= size_t(shape[a]);
+    }
+    std::string s = "[";
+    for (size_t a = 0; a < coords.size(); ++a) s += (a ? "," : "") + std::to_string(coords[a]);
+    return s + "]";
+}
+}  // namespace
+
+RuleResult check_rule(const std::string& case_name, const char* output, const float* ours, const double* ref64,
+                      const float* naive, size_t n, const std::vector<int64_t>& shape) {
+    RuleResult r;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(ref64[i])) continue;
+        const double e = std::fabs(double(naive[i]) - ref64[i]);
+        if (!(e <= r.naive_err)) r.naive_err = e;  // a NaN in naive makes the bound NaN: nothing passes
+    }
+    r.bound = 2 * r.naive_err + 1e-5;
+    long first_bad = -1;
+    for (size_t i = 0; i < n; ++i) {
+        bool bad;
+        if (!std::isfinite(ref64[i])) {
+            bad = !(double(ours[i]) == ref64[i]);  // same infinity (a NaN in ref64 would fail here: never expected)
+        } else {
+            const double e = std::fabs(double(ours[i]) - ref64[i]);
+            const bool worst_is_nan = std::isnan(r.our_err);
+            if (!worst_is_nan && (std::isnan(e) || e > r.our_err)) {  // the first NaN is the worst
+                r.our_err = e;
+                worst = i;
+            }
+            bad = !(e <= r.bound);
+        }
+        if (bad && first_bad < 0) first_bad = long(i);
+    }
+    r.ok = first_bad < 0;
+    if (!r.ok) {
+        const size_t fb = size_t(first_bad);
+        std::fprintf(stderr,
+                     "  RULE FAIL case=%s output=%s: max|ours-ref64| = %.3g at %s (ours %.9g, ref64 %.9g); bound "
+                     "2*%.3g + 1e-5 = %.3g; first bad index %s (ours %.9g, ref64 %.9g, naive %.9g)\n",
+                     case_name.c_str(), output, r.our_err, index_string(worst, shape).c_str(), double(ours[worst]),
+                     ref64[worst], r.naive_err, r.bound, index_string(fb, shape).c_str(), double(ours[fb]),
+                     ref64[fb], double(naive[fb]));
+    }
+    return r;
+}
+
+// ---- random numbers -------------------------------------------------------------------------------
+
+uint64_t Rng::next_u64() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double Rng::uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
+
+double Rng::normal() {
+    if (have_spare_) {
+        have_spare_ = false;
+        return spare_;
+    }
+    double u1;
+    do u1 = uniform();
+    while (u1 <= 0);
+    const double u2 = uniform(), r = std::sqrt(-2 * std::log(u1)), a = 6.283185307179586 * u2;
+    spare_ = r * std::sin(a);
+    have_spare_ = true;
+    return r * std::cos(a);
+}
+
+std::vector<float> random_values(Rng& rng, size_t n, int dtype, double sigma) {
+    std::vector<float> x(n);
+    for (auto& e : x) e = round_to(dtype, float(sigma * rng.normal()));
+    return x;
+}
+
+}  // namespace ref

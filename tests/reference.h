@@ -1,0 +1,111 @@
+// The naive attention of DESIGN.md §4 that materialises S — for tests only, never in the library.
+//
+// One templated core computes two things:
+//  - ref64: everything in fp64 (the exact math up to ~1e-15);
+//  - naive same dtype (§6): the computation as a framework does it in the dtype — inputs in the dtype,
+//    S by a matmul with fp32 accumulation rounded to the dtype, P in fp32 from that S rounded to the
+//    dtype, O by an fp32-accumulated matmul rounded to the dtype; backward likewise (dP, dS, dQ, dK,
+//    dV each fp32-accumulated, then rounded to the dtype). For fp32 "rounded" is the identity.
+// Dense tensors are contiguous BSHD: q/out/dout [B, Nq, Hq, d], k/v [B, Nk, Hk, d]; lse [B, Hq, Nq].
+// The §6 rule itself is check_rule below.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ref {
+
+enum Dtype : int { kFp32 = 0, kFp16 = 1, kBf16 = 2 };
+enum Score : int { kSoftmax = 0, kSigmoid, kRelu, kRelu2, kGelu, kSoftplus, kIdentity, kScoreCount };
+
+const char* dtype_name(int dtype);
+const char* score_name(int score);
+
+// ---- 16-bit float conversions (round to nearest even; NaN stays NaN, overflow goes to inf) ----
+uint16_t float_to_half(float f);
+float half_to_float(uint16_t h);
+uint16_t float_to_bf16(float f);
+float bf16_to_float(uint16_t h);
+// f rounded to the nearest value of dtype, returned as float (the identity for fp32).
+float round_to(int dtype, float f);
+
+// ---- one attention problem (the math of §4; no memory layout) ----
+struct Spec {
+    int64_t B = 1, Nq = 1, Nk = 1, Hq = 1, Hk = 1, d = 1;
+    int score = kSoftmax;
+    bool causal = false;
+    int64_t window_left = -1, window_right = -1;  // -1 = unbounded
+    double scale = 0.0 / 0.0;         // NaN = 1/sqrt(d)
+    double sigmoid_bias = 0.0 / 0.0;  // NaN = -ln Nk
+    double alpha = 1.0;
+
+    double eff_scale() const;
+    double eff_bias() const;
+    double pointwise_factor() const;  // Nk^-alpha
+    bool allowed(int64_t i, int64_t j) const;
+    size_t q_elems() const { return size_t(B * Nq * Hq * d); }
+    size_t kv_elems() const { return size_t(B * Nk * Hk * d); }
+    size_t lse_elems() const { return size_t(B * Hq * Nq); }
+    std::string describe() const;
+};
+
+template <class R>
+struct Forward {
+    std::vector<R> out, lse;  // lse only for softmax (+inf on a row with no allowed key)
+};
+
+template <class R>
+struct Grads {
+    std::vector<R> dq, dk, dv;
+};
+
+// fp64 reference. Inputs are dense BSHD doubles.
+Forward<double> forward64(const Spec& s, const double* q, const double* k, const double* v);
+// Backward of L = <dout, out>: recomputes S, P (and O, LSE for softmax) exactly.
+Grads<double> backward64(const Spec& s, const double* q, const double* k, const double* v, const double* dout);
+
+// Naive same-dtype computation; inputs hold values representable in dtype. backward_naive uses the
+// given out (in the dtype, as a framework's autograd would keep it) for softmax's D = rowsum(dO ∘ O).
+Forward<float> forward_naive(const Spec& s, int dtype, const float* q, const float* k, const float* v);
+Grads<float> backward_naive(const Spec& s, int dtype, const float* q, const float* k, const float* v,
+                            const float* out, const float* dout);
+
+// Gradients of L = <dout, out> by central differences of forward64 (step h on each input element).
+// Independent of the backward formulas: it validates backward64 and, through it, the library.
+Grads<double> fd_grads(const Spec& s, const double* q, const double* k, const double* v, const double* dout,
+                       double h = 1e-5);
+// min |S_ij| over allowed pairs (relu and relu2 have a kink at S = 0 that finite differences must avoid).
+double min_abs_score(const Spec& s, const double* q, const double* k);
+
+// ---- the §6 rule ----
+// max|ours − ref64| ≤ 2·max|naive − ref64| + 1e-5; a NaN (or inf) in ours where ref64 is finite fails;
+// where ref64 is not finite, ours must be the same value. Prints a diagnostic naming the case, the
+// output, our error, the bound and the first offending index (decoded with shape when given).
+struct RuleResult {
+    bool ok = true;
+    double our_err = 0, naive_err = 0, bound = 0;
+};
+RuleResult check_rule(const std::string& case_name, const char* output, const float* ours, const double* ref64,
+                      const float* naive, size_t n, const std::vector<int64_t>& shape = {});
+
+// Deterministic pseudo-random numbers (splitmix64 + Box–Muller) so a failing case reproduces from its seed.
+class Rng {
+public:
+    explicit Rng(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
+    uint64_t next_u64();
+    double uniform();  // [0, 1)
+    double normal();
+    int64_t below(int64_t n) { return int64_t(next_u64() % uint64_t(n)); }
+
+private:
+    uint64_t state_;
+    bool have_spare_ = false;
+    double spare_ = 0;
+};
+
+// n normal values scaled by sigma and rounded to dtype (returned as float).
+std::vector<float> random_values(Rng& rng, size_t n, int dtype, double sigma = 1.0);
+
+}  // namespace ref
