@@ -127,8 +127,8 @@ namespace {
 // Runs fn(t) for t in [0, n) on up to hardware_concurrency threads (the fp64 reference is the slow
 // part of the numerics tests).
 template <class F>
-void parallel_for(int64_t n, F fn) {
-    const int64_t threads = std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
+void parallel_for(int64_t n, F fn, bool serial = false) {
+    const int64_t threads = serial ? 1 : std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
     if (threads <= 1) {
         for (int64_t t = 0; t < n; ++t) fn(t);
         return;
@@ -178,23 +178,26 @@ public:
             return round_to(dtype_, x);
     }
 
-    // Per-(b, h) scratch: Q rows, Kᵀ, V, Vᵀ of that head, S, P, and one more Nq×Nk matrix.
+    // Per-task scratch: Q rows [r0, r1) of one head, its Kᵀ, V, Vᵀ, and S, P, dS of those rows.
     struct Head {
-        std::vector<R> q, kt, v, vt, S, P, M2, lse;
+        int64_t r0 = 0, r1 = 0;
+        std::vector<R> q, k, kt, v, vt, S, P, M2, lse;
     };
 
-    // S, P (and lse) of one (b, h).
-    void scores(const R* q, const R* k, const R* v, int64_t b, int64_t h, Head& w) const {
-        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d, hk = h / (s_.Hq / s_.Hk);
-        w.q.resize(Nq * d);
+    // S, P (and lse) of rows [r0, r1) of one (b, h); row i of the problem is row i − r0 here.
+    void scores(const R* q, const R* k, const R* v, int64_t b, int64_t h, int64_t r0, int64_t r1, Head& w) const {
+        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d, hk = h / (s_.Hq / s_.Hk), m = r1 - r0;
+        w.r0 = r0, w.r1 = r1;
+        w.q.resize(m * d);
+        w.k.resize(Nk * d);
         w.kt.resize(d * Nk);
         w.v.resize(Nk * d);
         w.vt.resize(d * Nk);
-        w.S.assign(Nq * Nk, R(0));
-        w.P.assign(Nq * Nk, R(0));
-        w.lse.assign(Nq, R(0));
-        for (int64_t i = 0; i < Nq; ++i)
-            std::copy_n(q + ((b * Nq + i) * s_.Hq + h) * d, d, w.q.data() + i * d);
+        w.S.assign(m * Nk, R(0));
+        w.P.assign(m * Nk, R(0));
+        w.lse.assign(m, R(0));
+        for (int64_t i = r0; i < r1; ++i)
+            std::copy_n(q + ((b * Nq + i) * s_.Hq + h) * d, d, w.q.data() + (i - r0) * d);
         for (int64_t j = 0; j < Nk; ++j) {
             const R* kr = k + ((b * Nk + j) * s_.Hk + hk) * d;
             const R* vr = v + ((b * Nk + j) * s_.Hk + hk) * d;
@@ -202,174 +205,218 @@ public:
                 w.kt[c * Nk + j] = kr[c];
                 w.vt[c * Nk + j] = vr[c];
             }
+            std::copy_n(kr, d, w.k.data() + j * d);
             std::copy_n(vr, d, w.v.data() + j * d);
         }
-        for (int64_t i = 0; i < Nq; ++i) {
-            R* Srow = w.S.data() + i * Nk;
+        for (int64_t i = r0; i < r1; ++i) {
+            const int64_t r = i - r0;
+            R* Srow = w.S.data() + r * Nk;
             for (int64_t c = 0; c < d; ++c) {
-                const R qc = w.q[i * d + c];
+                const R qc = w.q[r * d + c];
                 const R* kt = w.kt.data() + c * Nk;
                 for (int64_t j = 0; j < Nk; ++j) Srow[j] += qc * kt[j];
             }
             for (int64_t j = 0; j < Nk; ++j) Srow[j] = rnd(scale_ * Srow[j]);
-            R* Prow = w.P.data() + i * Nk;
+            R* Prow = w.P.data() + r * Nk;
             if (s_.score == kSoftmax) {
-                R m = -std::numeric_limits<R>::infinity();
+                R mx = -std::numeric_limits<R>::infinity();
                 for (int64_t j = 0; j < Nk; ++j)
-                    if (s_.allowed(i, j)) m = std::max(m, Srow[j]);
-                if (m == -std::numeric_limits<R>::infinity()) {  // no allowed key: O = 0, LSE = +inf
-                    w.lse[i] = std::numeric_limits<R>::infinity();
+                    if (s_.allowed(i, j)) mx = std::max(mx, Srow[j]);
+                if (mx == -std::numeric_limits<R>::infinity()) {  // no allowed key: O = 0, LSE = +inf
+                    w.lse[r] = std::numeric_limits<R>::infinity();
                     continue;
                 }
                 R sum = 0;
                 for (int64_t j = 0; j < Nk; ++j)
                     if (s_.allowed(i, j)) {
-                        Prow[j] = std::exp(Srow[j] - m);
+                        Prow[j] = std::exp(Srow[j] - mx);
                         sum += Prow[j];
                     }
                 for (int64_t j = 0; j < Nk; ++j) Prow[j] = rnd(Prow[j] / sum);
-                w.lse[i] = m + std::log(sum);
+                w.lse[r] = mx + std::log(sum);
                 continue;
             }
             for (int64_t j = 0; j < Nk; ++j) {
                 if (!s_.allowed(i, j)) continue;
                 const R x = Srow[j];
-                R p;
+                R pv;
                 switch (s_.score) {
-                    case kSigmoid: p = sigmoid(x + bias_); break;
-                    case kRelu: p = std::max(x, R(0)) * factor_; break;
-                    case kRelu2: p = std::max(x, R(0)) * std::max(x, R(0)) * factor_; break;
-                    case kGelu: p = gelu(x) * factor_; break;
-                    case kSoftplus: p = softplus(x) * factor_; break;
-                    default: p = x * factor_; break;
+                    case kSigmoid: pv = sigmoid(x + bias_); break;
+                    case kRelu: pv = std::max(x, R(0)) * factor_; break;
+                    case kRelu2: pv = std::max(x, R(0)) * std::max(x, R(0)) * factor_; break;
+                    case kGelu: pv = gelu(x) * factor_; break;
+                    case kSoftplus: pv = softplus(x) * factor_; break;
+                    default: pv = x * factor_; break;
                 }
-                Prow[j] = rnd(p);
+                Prow[j] = rnd(pv);
             }
         }
     }
 
-    // O rows of one head (unrounded accumulators) into o [Nq × d].
+    // O rows of the task (unrounded accumulators) into o [m × d].
     void pv(const Head& w, std::vector<R>& o) const {
-        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d;
-        o.assign(Nq * d, R(0));
-        for (int64_t i = 0; i < Nq; ++i)
+        const int64_t m = w.r1 - w.r0, Nk = s_.Nk, d = s_.d;
+        o.assign(m * d, R(0));
+        for (int64_t r = 0; r < m; ++r)
             for (int64_t j = 0; j < Nk; ++j) {
-                const R p = w.P[i * Nk + j];
+                const R p = w.P[r * Nk + j];
                 if (p == R(0)) continue;  // skipping exact zeros changes no sum
                 const R* vr = w.v.data() + j * d;
-                R* orow = o.data() + i * d;
+                R* orow = o.data() + r * d;
                 for (int64_t c = 0; c < d; ++c) orow[c] += p * vr[c];
             }
+    }
+
+    // Tasks: (b, h, row chunk); a head is split into chunks only when there are fewer heads than
+    // threads (the big single-head shapes), and never below 64 rows a chunk.
+    // Tiny problems (finite differences call forward thousands of times) run on the calling thread.
+    bool serial() const { return double(s_.B) * s_.Hq * s_.Nq * s_.Nk * s_.d < 2e5; }
+
+    int64_t chunks_per_head() const {
+        const int64_t threads = std::max(1u, std::thread::hardware_concurrency());
+        const int64_t heads = s_.B * s_.Hq;
+        int64_t c = heads >= threads ? 1 : (threads + heads - 1) / heads;
+        return std::max<int64_t>(1, std::min(c, s_.Nq / 64));
+    }
+    void chunk_rows(int64_t chunk, int64_t chunks, int64_t* r0, int64_t* r1) const {
+        *r0 = s_.Nq * chunk / chunks;
+        *r1 = s_.Nq * (chunk + 1) / chunks;
     }
 
     Forward<R> forward(const R* q, const R* k, const R* v) const {
         Forward<R> f;
         f.out.assign(s_.q_elems(), R(0));
         if (s_.score == kSoftmax) f.lse.assign(s_.lse_elems(), R(0));
-        parallel_for(s_.B * s_.Hq, [&](int64_t t) {
-            const int64_t b = t / s_.Hq, h = t % s_.Hq;
+        const int64_t chunks = chunks_per_head();
+        parallel_for(s_.B * s_.Hq * chunks, [&](int64_t t) {
+            const int64_t b = t / (s_.Hq * chunks), h = t / chunks % s_.Hq;
+            int64_t r0, r1;
+            chunk_rows(t % chunks, chunks, &r0, &r1);
             Head w;
             std::vector<R> o;
-            scores(q, k, v, b, h, w);
+            scores(q, k, v, b, h, r0, r1, w);
             pv(w, o);
-            for (int64_t i = 0; i < s_.Nq; ++i) {
+            for (int64_t i = r0; i < r1; ++i) {
                 R* dst = f.out.data() + ((b * s_.Nq + i) * s_.Hq + h) * s_.d;
-                for (int64_t c = 0; c < s_.d; ++c) dst[c] = rnd(o[i * s_.d + c]);
-                if (s_.score == kSoftmax) f.lse[(b * s_.Hq + h) * s_.Nq + i] = w.lse[i];
+                for (int64_t c = 0; c < s_.d; ++c) dst[c] = rnd(o[(i - r0) * s_.d + c]);
+                if (s_.score == kSoftmax) f.lse[(b * s_.Hq + h) * s_.Nq + i] = w.lse[i - r0];
             }
-        });
+        }, serial());
         return f;
     }
 
     // out_given: the forward output used by softmax's D (naive); nullptr = recompute exactly (ref64).
+    // dQ rows belong to one task; dK, dV are accumulated per task and summed afterwards in task order
+    // (fixed, so results do not depend on the thread count).
     Grads<R> backward(const R* q, const R* k, const R* v, const R* out_given, const R* dout) const {
-        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d, group = s_.Hq / s_.Hk;
+        const int64_t Nq = s_.Nq, Nk = s_.Nk, d = s_.d, group = s_.Hq / s_.Hk, chunks = chunks_per_head();
         Grads<R> g;
         g.dq.assign(s_.q_elems(), R(0));
         g.dk.assign(s_.kv_elems(), R(0));
         g.dv.assign(s_.kv_elems(), R(0));
+        const int64_t tasks = s_.B * s_.Hq * chunks;
+        std::vector<std::vector<R>> dk_part(tasks), dv_part(tasks);
+        parallel_for(tasks, [&](int64_t t) {
+            const int64_t b = t / (s_.Hq * chunks), h = t / chunks % s_.Hq;
+            int64_t r0, r1;
+            chunk_rows(t % chunks, chunks, &r0, &r1);
+            const int64_t m = r1 - r0;
+            std::vector<R>& dk_acc = dk_part[t];
+            std::vector<R>& dv_acc = dv_part[t];
+            dk_acc.assign(Nk * d, R(0));
+            dv_acc.assign(Nk * d, R(0));
+            std::vector<R> dO(m * d), o, D(m), dq_acc(d);
+            Head w;
+            scores(q, k, v, b, h, r0, r1, w);
+            for (int64_t i = r0; i < r1; ++i)
+                std::copy_n(dout + ((b * Nq + i) * s_.Hq + h) * d, d, dO.data() + (i - r0) * d);
+            if (s_.score == kSoftmax) {
+                if (out_given == nullptr) {
+                    pv(w, o);
+                } else {
+                    o.resize(m * d);
+                    for (int64_t i = r0; i < r1; ++i)
+                        std::copy_n(out_given + ((b * Nq + i) * s_.Hq + h) * d, d, o.data() + (i - r0) * d);
+                }
+                for (int64_t r = 0; r < m; ++r) {
+                    R acc = 0;
+                    for (int64_t c = 0; c < d; ++c) acc += dO[r * d + c] * o[r * d + c];
+                    D[r] = acc;
+                }
+            }
+            // dS (in M2) from dP = dO Vᵀ
+            w.M2.assign(m * Nk, R(0));
+            for (int64_t r = 0; r < m; ++r) {
+                const int64_t i = r0 + r;
+                R* row = w.M2.data() + r * Nk;
+                for (int64_t c = 0; c < d; ++c) {
+                    const R g0 = dO[r * d + c];
+                    const R* vt = w.vt.data() + c * Nk;
+                    for (int64_t j = 0; j < Nk; ++j) row[j] += g0 * vt[j];
+                }
+                for (int64_t j = 0; j < Nk; ++j) {
+                    if (!s_.allowed(i, j)) {
+                        row[j] = 0;  // dS = 0 where masked
+                        continue;
+                    }
+                    const R dp = rnd(row[j]), p = w.P[r * Nk + j], x = w.S[r * Nk + j];
+                    R ds;
+                    switch (s_.score) {
+                        case kSoftmax: ds = p * (dp - D[r]); break;
+                        case kSigmoid: ds = p * (R(1) - p) * dp; break;
+                        case kRelu: ds = (x > 0 ? factor_ : R(0)) * dp; break;
+                        case kRelu2: ds = R(2) * std::max(x, R(0)) * factor_ * dp; break;
+                        case kGelu: ds = gelu_grad(x) * factor_ * dp; break;
+                        case kSoftplus: ds = sigmoid(x) * factor_ * dp; break;
+                        default: ds = factor_ * dp; break;
+                    }
+                    row[j] = rnd(ds);
+                }
+            }
+            for (int64_t r = 0; r < m; ++r) {
+                const R* dsrow = w.M2.data() + r * Nk;
+                const R* prow = w.P.data() + r * Nk;
+                std::fill(dq_acc.begin(), dq_acc.end(), R(0));
+                for (int64_t j = 0; j < Nk; ++j) {
+                    const R ds = dsrow[j], p = prow[j];
+                    if (ds != R(0)) {
+                        const R* kj = w.k.data() + j * d;
+                        for (int64_t c = 0; c < d; ++c) dq_acc[c] += ds * kj[c];
+                        R* dk = dk_acc.data() + j * d;
+                        const R* qi = w.q.data() + r * d;
+                        for (int64_t c = 0; c < d; ++c) dk[c] += ds * qi[c];
+                    }
+                    if (p != R(0)) {
+                        R* dvr = dv_acc.data() + j * d;
+                        const R* g0 = dO.data() + r * d;
+                        for (int64_t c = 0; c < d; ++c) dvr[c] += p * g0[c];
+                    }
+                }
+                R* dst = g.dq.data() + ((b * Nq + r0 + r) * s_.Hq + h) * d;
+                for (int64_t c = 0; c < d; ++c) dst[c] = rnd(scale_ * dq_acc[c]);
+            }
+        }, serial());
+        // dK, dV of kv head hk: the partials of its group's heads and chunks, in order
         parallel_for(s_.B * s_.Hk, [&](int64_t t) {
             const int64_t b = t / s_.Hk, hk = t % s_.Hk;
-            std::vector<R> dk_acc(Nk * d, R(0)), dv_acc(Nk * d, R(0)), dO(Nq * d), o, D(Nq), dq_acc(d);
-            Head w;
-            for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-                scores(q, k, v, b, h, w);
-                for (int64_t i = 0; i < Nq; ++i)
-                    std::copy_n(dout + ((b * Nq + i) * s_.Hq + h) * d, d, dO.data() + i * d);
-                if (s_.score == kSoftmax) {
-                    if (out_given == nullptr) {
-                        pv(w, o);
-                    } else {
-                        o.resize(Nq * d);
-                        for (int64_t i = 0; i < Nq; ++i)
-                            std::copy_n(out_given + ((b * Nq + i) * s_.Hq + h) * d, d, o.data() + i * d);
-                    }
-                    for (int64_t i = 0; i < Nq; ++i) {
-                        R acc = 0;
-                        for (int64_t c = 0; c < d; ++c) acc += dO[i * d + c] * o[i * d + c];
-                        D[i] = acc;
+            std::vector<R> dk(Nk * d, R(0)), dv(Nk * d, R(0));
+            for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
+                for (int64_t ch = 0; ch < chunks; ++ch) {
+                    const int64_t task = (b * s_.Hq + h) * chunks + ch;
+                    for (size_t e = 0; e < dk.size(); ++e) {
+                        dk[e] += dk_part[task][e];
+                        dv[e] += dv_part[task][e];
                     }
                 }
-                // dS (in M2) from dP = dO Vᵀ
-                w.M2.assign(Nq * Nk, R(0));
-                for (int64_t i = 0; i < Nq; ++i) {
-                    R* row = w.M2.data() + i * Nk;
-                    for (int64_t c = 0; c < d; ++c) {
-                        const R g0 = dO[i * d + c];
-                        const R* vt = w.vt.data() + c * Nk;
-                        for (int64_t j = 0; j < Nk; ++j) row[j] += g0 * vt[j];
-                    }
-                    for (int64_t j = 0; j < Nk; ++j) {
-                        if (!s_.allowed(i, j)) {
-                            row[j] = 0;  // dS = 0 where masked
-                            continue;
-                        }
-                        const R dp = rnd(row[j]), p = w.P[i * Nk + j], x = w.S[i * Nk + j];
-                        R ds;
-                        switch (s_.score) {
-                            case kSoftmax: ds = p * (dp - D[i]); break;
-                            case kSigmoid: ds = p * (R(1) - p) * dp; break;
-                            case kRelu: ds = (x > 0 ? factor_ : R(0)) * dp; break;
-                            case kRelu2: ds = R(2) * std::max(x, R(0)) * factor_ * dp; break;
-                            case kGelu: ds = gelu_grad(x) * factor_ * dp; break;
-                            case kSoftplus: ds = sigmoid(x) * factor_ * dp; break;
-                            default: ds = factor_ * dp; break;
-                        }
-                        row[j] = rnd(ds);
-                    }
-                }
-                for (int64_t i = 0; i < Nq; ++i) {
-                    const R* dsrow = w.M2.data() + i * Nk;
-                    const R* prow = w.P.data() + i * Nk;
-                    std::fill(dq_acc.begin(), dq_acc.end(), R(0));
-                    for (int64_t j = 0; j < Nk; ++j) {
-                        const R ds = dsrow[j], p = prow[j];
-                        const R* kr = w.kt.data();  // Kᵀ: column j
-                        if (ds != R(0)) {
-                            for (int64_t c = 0; c < d; ++c) dq_acc[c] += ds * kr[c * Nk + j];
-                            R* dk = dk_acc.data() + j * d;
-                            const R* qi = w.q.data() + i * d;
-                            for (int64_t c = 0; c < d; ++c) dk[c] += ds * qi[c];
-                        }
-                        if (p != R(0)) {
-                            R* dvr = dv_acc.data() + j * d;
-                            const R* g0 = dO.data() + i * d;
-                            for (int64_t c = 0; c < d; ++c) dvr[c] += p * g0[c];
-                        }
-                    }
-                    R* dst = g.dq.data() + ((b * Nq + i) * s_.Hq + h) * d;
-                    for (int64_t c = 0; c < d; ++c) dst[c] = rnd(scale_ * dq_acc[c]);
-                }
-            }
             for (int64_t j = 0; j < Nk; ++j) {
-                R* dk = g.dk.data() + ((b * Nk + j) * s_.Hk + hk) * d;
-                R* dv = g.dv.data() + ((b * Nk + j) * s_.Hk + hk) * d;
+                R* dkd = g.dk.data() + ((b * Nk + j) * s_.Hk + hk) * d;
+                R* dvd = g.dv.data() + ((b * Nk + j) * s_.Hk + hk) * d;
                 for (int64_t c = 0; c < d; ++c) {
-                    dk[c] = rnd(scale_ * dk_acc[j * d + c]);
-                    dv[c] = rnd(dv_acc[j * d + c]);
+                    dkd[c] = rnd(scale_ * dk[j * d + c]);
+                    dvd[c] = rnd(dv[j * d + c]);
                 }
             }
-        });
+        }, serial());
         return g;
     }
 

@@ -1,0 +1,260 @@
+// Test-side tensors for calling the C ABI: storage with exactly the bytes a layout spans (so ASan
+// sees any access beyond it), strided views into it, dtype conversion, NaN poisoning of outputs and a
+// check that nothing outside an output's view was written.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flashsig.h"
+#include "harness.h"
+#include "reference.h"
+
+namespace tu {
+
+inline size_t esize(int dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : 2; }
+
+// A NaN bit pattern per dtype that a kernel could not produce by accident (payload 0xA5...).
+inline uint32_t poison_bits(int dtype) {
+    return dtype == FSIG_DTYPE_FP32 ? 0x7fa5a5a5u : dtype == FSIG_DTYPE_FP16 ? 0x7da5u : 0x7fa5u;
+}
+
+struct Storage {
+    unsigned char* mem = nullptr;
+    size_t bytes = 0;
+    explicit Storage(size_t n) : mem(static_cast<unsigned char*>(std::malloc(n ? n : 1))), bytes(n) {}
+    ~Storage() { std::free(mem); }
+    Storage(const Storage&) = delete;
+    Storage& operator=(const Storage&) = delete;
+};
+
+struct View {
+    std::shared_ptr<Storage> st;
+    int dtype = FSIG_DTYPE_FP32;
+    int ndim = 4;
+    int64_t offset = 0;  // elements from the storage start to the first element
+    int64_t shape[4] = {1, 1, 1, 1};
+    int64_t strides[4] = {0, 0, 0, 0};
+
+    void* data() const { return st->mem + offset * esize(dtype); }
+    size_t numel() const {
+        size_t n = 1;
+        for (int a = 0; a < ndim; ++a) n *= size_t(shape[a]);
+        return n;
+    }
+    int64_t extent_elems() const {  // offset of the last element + 1, from data()
+        int64_t last = 0;
+        for (int a = 0; a < ndim; ++a) last += (shape[a] - 1) * strides[a];
+        return last + 1;
+    }
+    fsig_tensor desc() const {
+        fsig_tensor t;
+        std::memset(&t, 0, sizeof t);
+        t.data = data();
+        t.capacity_bytes = int64_t(st->bytes) - offset * int64_t(esize(dtype));
+        t.dtype = dtype;
+        t.device_type = FSIG_DEVICE_CPU;
+        t.device_index = 0;
+        t.ndim = ndim;
+        for (int a = 0; a < ndim; ++a) {
+            t.shape[a] = shape[a];
+            t.strides[a] = strides[a];
+        }
+        return t;
+    }
+    // element offset (from data()) of the flat logical index (row-major over shape)
+    int64_t offset_of(size_t idx) const {
+        int64_t off = 0;
+        for (int a = ndim; a-- > 0;) {
+            off += int64_t(idx % size_t(shape[a])) * strides[a];
+            idx /= size_t(shape[a]);
+        }
+        return off;
+    }
+    void store(const std::vector<float>& dense) const {
+        unsigned char* base = static_cast<unsigned char*>(data());
+        for (size_t i = 0; i < dense.size(); ++i) {
+            const int64_t off = offset_of(i);
+            if (dtype == FSIG_DTYPE_FP32) {
+                std::memcpy(base + off * 4, &dense[i], 4);
+            } else {
+                const uint16_t h = dtype == FSIG_DTYPE_FP16 ? ref::float_to_half(dense[i]) : ref::float_to_bf16(dense[i]);
+                std::memcpy(base + off * 2, &h, 2);
+            }
+        }
+    }
+    std::vector<float> load() const {
+        std::vector<float> dense(numel());
+        const unsigned char* base = static_cast<const unsigned char*>(data());
+        for (size_t i = 0; i < dense.size(); ++i) {
+            const int64_t off = offset_of(i);
+            if (dtype == FSIG_DTYPE_FP32) {
+                std::memcpy(&dense[i], base + off * 4, 4);
+            } else {
+                uint16_t h;
+                std::memcpy(&h, base + off * 2, 2);
+                dense[i] = dtype == FSIG_DTYPE_FP16 ? ref::half_to_float(h) : ref::bf16_to_float(h);
+            }
+        }
+        return dense;
+    }
+};
+
+// Fills the whole storage of an output with the poison NaN.
+inline void poison(const View& v) {
+    const size_t es = esize(v.dtype), n = v.st->bytes / es;
+    const uint32_t bits = poison_bits(v.dtype);
+    for (size_t i = 0; i < n; ++i) std::memcpy(v.st->mem + i * es, &bits, es);
+}
+
+// Elements of the storage outside the view must still hold the poison (no stray writes). Returns the
+// number of changed elements.
+inline size_t count_stray_writes(const View& v) {
+    const size_t es = esize(v.dtype), n = v.st->bytes / es;
+    std::vector<char> in_view(n, 0);
+    for (size_t i = 0; i < v.numel(); ++i) in_view[size_t(v.offset + v.offset_of(i))] = 1;
+    const uint32_t bits = poison_bits(v.dtype);
+    size_t changed = 0;
+    for (size_t i = 0; i < n; ++i)
+        if (!in_view[i] && std::memcmp(v.st->mem + i * es, &bits, es) != 0) ++changed;
+    return changed;
+}
+
+// Memory layouts of a [B, N, H, d] tensor (BSHD logical order); see make_view.
+enum Layout : int {
+    kContiguous = 0,  // dense BSHD
+    kBHSD,            // heads-major memory [B, H, N, d], viewed as BSHD (transposed heads)
+    kPadded,          // rows padded: d+3 per head, H·(d+3) per token, 5 extra elements per batch
+    kPackedQKV,       // q, k, v heads of one token side by side in one buffer [B, N, Hq+2Hk, d]
+    kStrideD2,        // every other element: the last dimension has stride 2
+    kLayoutCount
+};
+inline const char* layout_name(int l) {
+    static const char* names[] = {"contig", "bhsd", "padded", "packedqkv", "dstride2"};
+    return names[l];
+}
+
+inline void set_strides(View& v, int layout, int64_t B, int64_t N, int64_t H, int64_t d) {
+    v.ndim = 4;
+    v.shape[0] = B, v.shape[1] = N, v.shape[2] = H, v.shape[3] = d;
+    int64_t* s = v.strides;
+    switch (layout) {
+        case kBHSD: s[0] = H * N * d, s[1] = d, s[2] = N * d, s[3] = 1; break;
+        case kPadded: s[3] = 1, s[2] = d + 3, s[1] = H * (d + 3), s[0] = N * H * (d + 3) + 5; break;
+        case kStrideD2: s[3] = 2, s[2] = 2 * d, s[1] = 2 * d * H, s[0] = 2 * d * H * N; break;
+        default: s[3] = 1, s[2] = d, s[1] = H * d, s[0] = N * H * d; break;
+    }
+}
+
+// A [B, N, H, d] view in its own storage of exactly the bytes the layout spans.
+inline View make_view(int dtype, int layout, int64_t B, int64_t N, int64_t H, int64_t d) {
+    View v;
+    v.dtype = dtype;
+    set_strides(v, layout == kPackedQKV ? kPadded : layout, B, N, H, d);
+    v.st = std::make_shared<Storage>(size_t(v.extent_elems()) * esize(dtype));
+    return v;
+}
+
+inline View make_lse_view(int layout, int64_t B, int64_t Hq, int64_t Nq) {
+    View v;
+    v.dtype = FSIG_DTYPE_FP32;
+    v.ndim = 3;
+    v.shape[0] = B, v.shape[1] = Hq, v.shape[2] = Nq;
+    const int64_t row = layout == kContiguous ? Nq : Nq + 1;
+    v.strides[2] = 1, v.strides[1] = row, v.strides[0] = Hq * row;
+    v.st = std::make_shared<Storage>(size_t(v.extent_elems()) * 4);
+    return v;
+}
+
+// q, k, v for a layout; packed-qkv needs Nq == Nk (otherwise padded is used).
+struct QKV {
+    View q, k, v;
+};
+inline QKV make_qkv(int dtype, int layout, const ref::Spec& s) {
+    QKV r;
+    if (layout == kPackedQKV && s.Nq == s.Nk) {
+        const int64_t H = s.Hq + 2 * s.Hk, d = s.d, N = s.Nq;
+        auto st = std::make_shared<Storage>(size_t(s.B * N * H * d) * esize(dtype));
+        View* views[3] = {&r.q, &r.k, &r.v};
+        const int64_t heads[3] = {s.Hq, s.Hk, s.Hk}, first[3] = {0, s.Hq, s.Hq + s.Hk};
+        for (int t = 0; t < 3; ++t) {
+            View& v = *views[t];
+            v.st = st;
+            v.dtype = dtype;
+            v.offset = first[t] * d;
+            v.shape[0] = s.B, v.shape[1] = N, v.shape[2] = heads[t], v.shape[3] = d;
+            v.strides[0] = N * H * d, v.strides[1] = H * d, v.strides[2] = d, v.strides[3] = 1;
+        }
+        return r;
+    }
+    r.q = make_view(dtype, layout, s.B, s.Nq, s.Hq, s.d);
+    r.k = make_view(dtype, layout, s.B, s.Nk, s.Hk, s.d);
+    r.v = make_view(dtype, layout, s.B, s.Nk, s.Hk, s.d);
+    return r;
+}
+
+inline std::vector<double> to_double(const std::vector<float>& x) { return std::vector<double>(x.begin(), x.end()); }
+
+inline std::vector<float> to_float_rounded(const std::vector<double>& x, int dtype) {
+    std::vector<float> r(x.size());
+    for (size_t i = 0; i < x.size(); ++i) r[i] = ref::round_to(dtype, float(x[i]));
+    return r;
+}
+
+// Byte snapshot of a storage (inputs must come back unchanged).
+inline std::vector<unsigned char> snapshot(const View& v) {
+    return std::vector<unsigned char>(v.st->mem, v.st->mem + v.st->bytes);
+}
+inline bool unchanged(const View& v, const std::vector<unsigned char>& snap) {
+    return snap.size() == v.st->bytes && std::memcmp(snap.data(), v.st->mem, snap.size()) == 0;
+}
+
+inline fsig_attention_params params_for(const ref::Spec& s) {
+    fsig_attention_params p = fsig_attention_params_default();
+    p.score = s.score;
+    p.causal = s.causal ? 1 : 0;
+    p.window_left = s.window_left;
+    p.window_right = s.window_right;
+    p.scale = float(s.scale);
+    p.sigmoid_bias = float(s.sigmoid_bias);
+    p.alpha = float(s.alpha);
+    return p;
+}
+
+// FSIG_CPU_ISA=avx512 on a CPU without AVX-512 F/BW/DQ/VL: the caller skips. Otherwise checks that the
+// library runs the ISA the environment asks for. Returns th::kSkip, 1 (wrong ISA) or 0.
+inline int check_isa_env() {
+    const char* want = std::getenv("FSIG_CPU_ISA");
+    if (want == nullptr) return 0;
+    __builtin_cpu_init();
+    const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    fsig_capabilities caps;
+    std::memset(&caps, 0, sizeof caps);
+    caps.struct_size = sizeof caps;
+    if (fsig_get_capabilities(&caps) != FSIG_OK) {
+        std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
+        return 1;
+    }
+    if (std::strcmp(want, "avx512") == 0) {
+        if (!has512) {
+            std::printf("SKIP: FSIG_CPU_ISA=avx512 but this CPU lacks AVX-512 F/BW/DQ/VL\n");
+            return th::kSkip;
+        }
+        if (caps.cpu_isa != FSIG_CPU_ISA_AVX512) {
+            std::fprintf(stderr, "FSIG_CPU_ISA=avx512 on an AVX-512 CPU but the library runs ISA %d\n", caps.cpu_isa);
+            return 1;
+        }
+    } else if (std::strcmp(want, "avx2") == 0 && caps.cpu_isa != FSIG_CPU_ISA_AVX2) {
+        std::fprintf(stderr, "FSIG_CPU_ISA=avx2 but the library runs ISA %d\n", caps.cpu_isa);
+        return 1;
+    }
+    std::printf("library CPU ISA: %s\n", caps.cpu_isa == FSIG_CPU_ISA_AVX512 ? "avx512" : "avx2");
+    return 0;
+}
+
+}  // namespace tu

@@ -1,0 +1,83 @@
+// Results never depend on the thread count (DESIGN.md §5): the same forward and backward with
+// fsig_set_num_threads(1), 2 and 3 give bitwise-equal outputs. Problems span several query and key
+// tiles, GQA groups and batches so that a thread-dependent partition or reduction order would show.
+#include <cstdio>
+#include <cstring>
+
+#include "harness.h"
+#include "lib_util.h"
+
+using namespace ref;
+
+namespace {
+
+struct Outputs {
+    std::vector<unsigned char> out, lse, dq, dk, dv;
+};
+
+Outputs run(const Spec& s, int dtype, int threads, uint64_t seed) {
+    Outputs r;
+    EXPECT(fsig_set_num_threads(threads) == FSIG_OK, "fsig_set_num_threads(%d): %s", threads, fsig_last_error());
+    EXPECT(fsig_get_num_threads() == threads, "fsig_get_num_threads() = %d after setting %d", fsig_get_num_threads(),
+           threads);
+    Rng rng(seed);
+    tu::View q = tu::make_view(dtype, tu::kPadded, s.B, s.Nq, s.Hq, s.d), k = tu::make_view(dtype, tu::kBHSD, s.B, s.Nk, s.Hk, s.d),
+             v = tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
+             out = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
+             dout = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
+             lse = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq),
+             dq = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
+             dk = tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
+             dv = tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+    q.store(random_values(rng, s.q_elems(), dtype));
+    k.store(random_values(rng, s.kv_elems(), dtype));
+    v.store(random_values(rng, s.kv_elems(), dtype));
+    dout.store(random_values(rng, s.q_elems(), dtype));
+    tu::poison(out), tu::poison(lse), tu::poison(dq), tu::poison(dk), tu::poison(dv);
+    const bool softmax = s.score == kSoftmax;
+    const fsig_attention_params p = tu::params_for(s);
+    const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(), tg = dout.desc(),
+                      tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+    int st = fsig_attention_forward(&p, &tq, &tk, &tv, &to, softmax ? &tl : nullptr, nullptr);
+    EXPECT(st == FSIG_OK, "forward: %s", fsig_last_error());
+    st = fsig_attention_backward(&p, &tq, &tk, &tv, &to, &tg, softmax ? &tl : nullptr, &tdq, &tdk, &tdv, nullptr);
+    EXPECT(st == FSIG_OK, "backward: %s", fsig_last_error());
+    r.out = tu::snapshot(out), r.dq = tu::snapshot(dq), r.dk = tu::snapshot(dk), r.dv = tu::snapshot(dv);
+    if (softmax) r.lse = tu::snapshot(lse);
+    return r;
+}
+
+void check_independent(const Spec& s, int dtype, uint64_t seed) {
+    const Outputs one = run(s, dtype, 1, seed);
+    for (int threads : {2, 3}) {
+        const Outputs many = run(s, dtype, threads, seed);
+        const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
+        const std::vector<unsigned char>* a[5] = {&one.out, &one.lse, &one.dq, &one.dk, &one.dv};
+        const std::vector<unsigned char>* b[5] = {&many.out, &many.lse, &many.dq, &many.dk, &many.dv};
+        for (int t = 0; t < 5; ++t)
+            EXPECT(*a[t] == *b[t], "%s %s: %s differs between 1 and %d threads", s.describe().c_str(), dtype_name(dtype),
+                   names[t], threads);
+    }
+}
+
+Spec spec(int score, int64_t Hq, int64_t Hk, int64_t d, bool causal, int64_t wl, int64_t wr) {
+    Spec s;
+    s.B = 2, s.Nq = 300, s.Nk = 333, s.Hq = Hq, s.Hk = Hk, s.d = d, s.score = score, s.causal = causal;
+    s.window_left = wl, s.window_right = wr;
+    return s;
+}
+
+}  // namespace
+
+TEST(softmax_fp32_gqa_causal_is_thread_count_independent) { check_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1), kFp32, 1); }
+TEST(sigmoid_bf16_mqa_window_is_thread_count_independent) { check_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 2); }
+TEST(gelu_fp16_mha_is_thread_count_independent) { check_independent(spec(kGelu, 2, 2, 128, false, -1, -1), kFp16, 3); }
+TEST(relu2_fp32_d256_is_thread_count_independent) { check_independent(spec(kRelu2, 4, 1, 256, true, 100, -1), kFp32, 4); }
+
+int main(int argc, char** argv) {
+    const int isa = tu::check_isa_env();
+    if (isa != 0) return isa;
+    const int rc = th::run_all(std::vector<std::string>(argv + 1, argv + argc));
+    fsig_set_num_threads(0);
+    return rc;
+}
