@@ -160,34 +160,26 @@ static inline vf vsoftplus(vf x) {
     return vadd(vmax(x, vzero()), vlog1p_unit(vexp(vsub(vzero(), vabs(x)))));
 }
 
-// erfc(z) for z >= 0 with relative error < 1.2e-7: the Chebyshev-fitted form
-// t exp(-z^2 + P(t)), t = 1 / (1 + z/2) (Numerical Recipes, "erfcc").
-static inline vf verfc_nonneg(vf z) {
-    vf t = vdiv(vset(1.f), vfma(vset(0.5f), z, vset(1.f)));
-    vf p = vset(0.17087277f);
-    p = vfma(p, t, vset(-0.82215223f));
-    p = vfma(p, t, vset(1.48851587f));
-    p = vfma(p, t, vset(-1.13520398f));
-    p = vfma(p, t, vset(0.27886807f));
-    p = vfma(p, t, vset(-0.18628806f));
-    p = vfma(p, t, vset(0.09678418f));
-    p = vfma(p, t, vset(0.37409196f));
-    p = vfma(p, t, vset(1.00002368f));
-    p = vfma(p, t, vset(-1.26551223f));
-    return vmul(t, vexp(vsub(p, vmul(z, z))));
+// GELU (erf form). Phi(x) = 1 - erfc(x/sqrt2)/2 for x >= 0 and erfc(|x|/sqrt2)/2 below, with
+// erfc(z) = t P(t) exp(-z^2), t = 1/(1 + p z) (Abramowitz & Stegun 7.1.26, |abs err| <= 1.5e-7 on
+// erf). exp(-z^2) = exp(-x^2/2) is also the normal density's exponent, so the gradient shares the one
+// exp with the value. The coefficients carry the 1/2 of erfc/2; p carries the 1/sqrt2 of z.
+struct GeluParts { vf cdf, e; };  // Phi(x) and exp(-x^2/2)
+static inline GeluParts vgelu_parts(vf x) {
+    vf e = vexp2(vmul(vmul(x, x), vset(-0.72134752044448170f)));  // -log2(e)/2
+    vf t = vdiv(vset(1.f), vfma(vset(0.23164188826636040f), vabs(x), vset(1.f)));
+    vf p = vset(0.5307027145f);
+    p = vfma(p, t, vset(-0.7265760135f));
+    p = vfma(p, t, vset(0.7107068705f));
+    p = vfma(p, t, vset(-0.1422483680f));
+    p = vfma(p, t, vset(0.1274147960f));
+    vf half_erfc = vmul(vmul(p, t), e);
+    return {vselect_nonneg(x, vsub(vset(1.f), half_erfc), half_erfc), e};
 }
 
-// Phi(x) = (1 + erf(x / sqrt 2)) / 2, computed from erfc on both sides so the negative tail keeps
-// its relative accuracy (1 + erf(x) would cancel).
-static inline vf vnormal_cdf(vf x) {
-    vf e = verfc_nonneg(vmul(vabs(x), vset(0.70710678118654752f)));
-    vf half_e = vmul(vset(0.5f), e);
-    return vselect_nonneg(x, vsub(vset(1.f), half_e), half_e);
-}
-
-// gelu(x) = x Phi(x); gelu'(x) = Phi(x) + x phi(x)
-static inline vf vgelu(vf x) { return vmul(x, vnormal_cdf(x)); }
+// gelu(x) = x Phi(x); gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
+static inline vf vgelu(vf x) { return vmul(x, vgelu_parts(x).cdf); }
 static inline vf vgelu_grad(vf x) {
-    vf pdf = vmul(vset(0.39894228040143268f), vexp(vmul(vset(-0.5f), vmul(x, x))));
-    return vfma(x, pdf, vnormal_cdf(x));
+    GeluParts g = vgelu_parts(x);
+    return vfma(vmul(x, vset(0.39894228040143268f)), g.e, g.cdf);
 }
