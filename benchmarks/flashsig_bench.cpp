@@ -506,7 +506,16 @@ struct Timing {
     double median_ms = 0, min_ms = 0;
     int iters = 0;
     bool ok = false;
+    bool unsupported = false;  // the library has no kernel for this case (e.g. backward on CUDA): skipped
 };
+
+// A case the library refuses as unsupported (FSIG_ERROR_UNSUPPORTED, e.g. the CUDA backward of this
+// version, or fp32 on CUDA) is reported and skipped, not counted as a failure.
+bool report_unsupported(int status, const Case& c) {
+    if (status != FSIG_ERROR_UNSUPPORTED) return false;
+    std::printf("skipped [%s]: %s\n", c.describe().c_str(), fsig_last_error());
+    return true;
+}
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -518,10 +527,14 @@ Timing time_case(const Problem& p, const Options& o) {
     Timing t;
     const Case& c = p.c;
     if (c.pass == kBwd && p.softmax) {  // backward needs a real O and LSE
-        if (report_failure(p.forward(), "forward (for backward's O, LSE)", c)) return t;
+        const int st = p.forward();
+        if ((t.unsupported = report_unsupported(st, c)) || report_failure(st, "forward (for backward's O, LSE)", c))
+            return t;
     }
-    for (int i = 0; i < o.warmup; ++i)
-        if (report_failure(p.run(c.pass), "warm-up", c)) return t;
+    for (int i = 0; i < o.warmup; ++i) {
+        const int st = p.run(c.pass);
+        if ((t.unsupported = report_unsupported(st, c)) || report_failure(st, "warm-up", c)) return t;
+    }
 #ifdef FSIG_BENCH_CUDA
     if (c.cuda && report_failure(cuda_sync(), "warm-up sync", c)) return t;
 #endif
@@ -554,7 +567,7 @@ Timing time_case(const Problem& p, const Options& o) {
             st = p.run(c.pass);
             elapsed = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         }
-        if (report_failure(st, "timed run", c)) return t;
+        if ((t.unsupported = report_unsupported(st, c)) || report_failure(st, "timed run", c)) return t;
         ms.push_back(elapsed);
     }
 #ifdef FSIG_BENCH_CUDA
@@ -593,6 +606,7 @@ bool check_case(const Case& full, uint64_t seed) {
 #ifdef FSIG_BENCH_CUDA
     if (st == FSIG_OK && c.cuda) st = cuda_sync();
 #endif
+    if (report_unsupported(st, c)) return true;  // time_case reports it skipped too
     if (report_failure(st, "check call", c)) return false;
 
     ref::Spec s;
@@ -775,7 +789,7 @@ int main(int argc, char** argv) {
                                 t = time_case(p, o);
                             }
                             if (!t.ok) {
-                                ++failures;
+                                failures += !t.unsupported;
                                 continue;
                             }
                             double flops = c.forward_flops() * kPassFactor[pass];

@@ -263,8 +263,7 @@ int check_backend(const Checked& q, const void* stream, const Problem& p) {
         if (q.device_index >= devices)
             return fail(FSIG_ERROR_INVALID_DEVICE, "q is on cuda:%d but only %d CUDA device(s) exist", q.device_index,
                         devices);
-        return fail(FSIG_ERROR_UNSUPPORTED, "CUDA attention kernels are not in this version yet (q is on cuda:%d)",
-                    q.device_index);
+        return FSIG_OK;  // what only the CUDA kernels need is checked by cuda::forward
     }
     if (stream != nullptr) return fail(FSIG_ERROR_INVALID_DEVICE, "stream must be NULL for CPU tensors");
     if (p.head_dim > cpu::kMaxHeadDim)
@@ -330,6 +329,11 @@ int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, con
     a.k = k.view;
     a.v = v.view;
     a.out = out.view;
+    if (q.device_type == FSIG_DEVICE_CUDA) {
+        char message[sizeof t_last_error];
+        const int status = cuda::forward(a, q.device_index, stream, message, sizeof message);
+        return status == FSIG_OK ? FSIG_OK : fail(status, "%s", message);
+    }
     const int status = cpu::forward(a);
     if (status == FSIG_ERROR_OUT_OF_MEMORY) return fail(status, "the CPU backend could not allocate its scratch memory");
     return status;
@@ -386,6 +390,11 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     FSIG_CHECK(check_disjoint(dq, dv));
     FSIG_CHECK(check_disjoint(dk, dv));
     FSIG_CHECK(check_backend(q, stream, a.p));
+    if (q.device_type == FSIG_DEVICE_CUDA)
+        return fail(FSIG_ERROR_UNSUPPORTED,
+                    "the backward pass on CUDA tensors is not in this version yet (q is on cuda:%d); only the "
+                    "forward runs on CUDA",
+                    q.device_index);
     a.q = q.view;
     a.k = k.view;
     a.v = v.view;
@@ -491,8 +500,8 @@ FSIG_API int fsig_get_capabilities(fsig_capabilities* caps) {
     caps->cpu_max_head_dim = int32_t(fsig::cpu::kMaxHeadDim);
     caps->cuda_compiled = fsig::cuda::compiled() ? 1 : 0;
     caps->cuda_device_count = fsig::cuda::compiled() ? fsig::cuda::device_count() : 0;
-    caps->cuda_dtypes = 0;  // no CUDA kernels in this version
-    caps->cuda_head_dim_count = 0;
+    caps->cuda_dtypes = fsig::cuda::forward_dtypes();  // 0 in a build without CUDA
+    caps->cuda_head_dim_count = fsig::cuda::forward_head_dims(caps->cuda_head_dims, FSIG_MAX_HEAD_DIM_LIST);
     return FSIG_OK;
 }
 

@@ -1,12 +1,29 @@
-// The CUDA backend as the C ABI layer sees it. Built from cuda_runtime.cu when CMake finds nvcc
-// (the CUDA runtime is linked statically, so the library still loads without a driver), otherwise
-// from no_cuda.cpp.
+// The CUDA backend as the C ABI layer sees it. Built from cuda_runtime.cu (and the generated kernel
+// units) when CMake finds nvcc — the CUDA runtime is linked statically, so the library still loads
+// without a driver — otherwise from no_cuda.cpp.
 #pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../internal.h"
 
 namespace fsig::cuda {
 
 bool compiled();
 // Usable CUDA devices now; 0 when no driver or device is present (never an error).
 int device_count();
+
+// dtypes (bit 1 << fsig_dtype) and head dims the CUDA forward has kernels for; dims receives at most
+// max entries, the return value is their number.
+uint32_t forward_dtypes();
+int forward_head_dims(int32_t* dims, int max);
+
+// Runs a forward problem that the C ABI layer validated (shapes, dtypes, extents, aliasing, one
+// device for all tensors, device index < device_count()) on the stream (NULL = default stream):
+// checks what only the CUDA kernels need (dtype, head dim, alignment and strides of DESIGN §3,
+// device-accessible pointers), launches asynchronously and restores the caller's current device.
+// On error returns a status and writes a message naming the argument and the rule into msg.
+int forward(const ForwardArgs& a, int device_index, void* stream, char* msg, size_t msg_size);
 
 }  // namespace fsig::cuda

@@ -1,9 +1,16 @@
-// CUDA runtime queries. The kernels arrive with later versions; this unit proves the CUDA toolchain
-// path of the build (static cudart, architectures from FSIG_CUDA_ARCHITECTURES) and lets the library
-// report devices. cudaGetDeviceCount fails cleanly (no device / insufficient driver) without libcuda.
+// The CUDA backend's host side: device queries, the checks only the CUDA kernels need, and the launch
+// of the forward kernels (fwd_kernel.cuh through the generated units fwd_<dtype>_hd<d>.cu).
+// cudaGetDeviceCount fails cleanly (no device / insufficient driver) without libcuda, so a library
+// built with CUDA still loads and runs its CPU backend on a machine with no GPU.
 #include <cuda_runtime.h>
 
+#include <climits>
+#include <cstdarg>
+#include <cstdio>
+
 #include "cuda_backend.h"
+#include "fwd_launch.h"
+#include "fwd_params.h"
 
 namespace fsig::cuda {
 
@@ -12,10 +19,194 @@ bool compiled() { return true; }
 int device_count() {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess) {
-        cudaGetLastError();  // clear the sticky-free error so later runtime calls start clean
+        cudaGetLastError();  // clear the error so later runtime calls start clean
         return 0;
     }
     return count;
+}
+
+uint32_t forward_dtypes() { return (1u << FSIG_DTYPE_FP16) | (1u << FSIG_DTYPE_BF16); }
+
+int forward_head_dims(int32_t* dims, int max) {
+    static const int32_t kDims[] = {64, 128};
+    int n = 0;
+    for (int32_t d : kDims)
+        if (n < max) dims[n++] = d;
+    return n;
+}
+
+namespace {
+
+struct Message {
+    char* buf;
+    size_t size;
+    [[gnu::format(printf, 3, 4)]] int fail(int status, const char* fmt, ...) const {
+        va_list ap;
+        va_start(ap, fmt);
+        std::vsnprintf(buf, size, fmt, ap);
+        va_end(ap);
+        return status;
+    }
+};
+
+// DESIGN §3's rule for GPU tensors: 16-byte-aligned base, last-dim stride 1, other strides multiples of
+// 8 elements (so every access is one aligned 16-byte vector). The stride of a dimension of size 1 is
+// never used and may be anything.
+int check_layout(const Message& m, const char* name, const TensorView& t) {
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(t.data);
+    if (addr % 16 != 0)
+        return m.fail(FSIG_ERROR_MISALIGNED,
+                      "%s: data address %p is not 16-byte aligned, which CUDA tensors need (DESIGN §3)", name, t.data);
+    if (t.stride[3] != 1)
+        return m.fail(FSIG_ERROR_INVALID_STRIDE,
+                      "%s.strides[3] is %lld but CUDA tensors need a last-dimension stride of 1 (DESIGN §3)", name,
+                      (long long)t.stride[3]);
+    for (int dim = 0; dim < 3; ++dim)
+        if (t.shape[dim] > 1 && t.stride[dim] % 8 != 0)
+            return m.fail(FSIG_ERROR_INVALID_STRIDE,
+                          "%s.strides[%d] is %lld but CUDA tensors need strides that are multiples of 8 elements "
+                          "(16 bytes) in every dimension but the last (DESIGN §3)",
+                          name, dim, (long long)t.stride[dim]);
+    return FSIG_OK;
+}
+
+// The pointer must be memory the kernel may read on this device: device memory of this ordinal,
+// managed memory, or page-locked host memory known to CUDA. A plain host pointer would fault the
+// kernel, and a fault poisons the CUDA context of the whole process.
+int check_pointer(const Message& m, const char* name, const void* data, int device) {
+    cudaPointerAttributes attr;
+    const cudaError_t e = cudaPointerGetAttributes(&attr, data);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_INVALID_DEVICE, "%s: CUDA does not know the address %p (%s: %s)", name, data,
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    switch (attr.type) {
+        case cudaMemoryTypeDevice:
+            if (attr.device != device)
+                return m.fail(FSIG_ERROR_INVALID_DEVICE,
+                              "%s is described as on cuda:%d but its memory belongs to cuda:%d", name, device,
+                              attr.device);
+            return FSIG_OK;
+        case cudaMemoryTypeManaged:
+            return FSIG_OK;
+        case cudaMemoryTypeHost:
+            if (attr.devicePointer == nullptr)
+                return m.fail(FSIG_ERROR_INVALID_DEVICE,
+                              "%s: page-locked host memory at %p is not mapped into cuda:%d's address space", name,
+                              data, device);
+            return FSIG_OK;
+        default:
+            return m.fail(FSIG_ERROR_INVALID_DEVICE,
+                          "%s is described as a CUDA tensor but %p is host memory unknown to CUDA (a host pointer "
+                          "must be a CPU tensor, or be page-locked with cudaHostRegister/cudaHostAlloc)",
+                          name, data);
+    }
+}
+
+// Makes `device` current for the guard's lifetime and gives the caller's back afterwards.
+class DeviceGuard {
+public:
+    cudaError_t enter(int device) {
+        cudaError_t e = cudaGetDevice(&saved_);
+        if (e != cudaSuccess) return e;
+        if (saved_ == device) return cudaSuccess;
+        e = cudaSetDevice(device);
+        if (e == cudaSuccess) switched_ = true;
+        return e;
+    }
+    ~DeviceGuard() {
+        if (switched_) cudaSetDevice(saved_);
+    }
+
+private:
+    int saved_ = 0;
+    bool switched_ = false;
+};
+
+int64_t clamp_window(int64_t w, int64_t limit) { return w > limit ? limit : w; }
+
+}  // namespace
+
+int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    const Problem& pr = a.p;
+    if (pr.dtype != FSIG_DTYPE_FP16 && pr.dtype != FSIG_DTYPE_BF16)
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "q.dtype is fp32 but the CUDA kernels take fp16 or bf16 (tensor cores); convert the tensors "
+                      "or pass CPU tensors");
+    if (pr.head_dim != 64 && pr.head_dim != 128)
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "q.shape[3] (head_dim) is %lld but the CUDA forward supports head_dim 64 and 128 "
+                      "(fsig_capabilities.cuda_head_dims); other head dims run on CPU tensors",
+                      (long long)pr.head_dim);
+    if (pr.seq_q > INT32_MAX || pr.seq_k > INT32_MAX)
+        return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be below 2^31 on CUDA",
+                      (long long)pr.seq_q, (long long)pr.seq_k);
+    const int64_t m_blocks = (pr.seq_q + kFwdBlockM - 1) / kFwdBlockM;
+    if (pr.heads_q > INT32_MAX || m_blocks * pr.heads_q > INT32_MAX / pr.batch)
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "batch %lld x heads_q %lld x %lld query tiles of %d rows exceed the 2^31 - 1 thread blocks "
+                      "of one CUDA launch; split the batch",
+                      (long long)pr.batch, (long long)pr.heads_q, (long long)m_blocks, kFwdBlockM);
+    const struct {
+        const char* name;
+        const TensorView* t;
+    } tensors[] = {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out}};
+    for (const auto& x : tensors)
+        if (int st = check_layout(m, x.name, *x.t); st != FSIG_OK) return st;
+
+    DeviceGuard guard;
+    if (cudaError_t e = guard.enter(device); e != cudaSuccess) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_CUDA, "cannot make cuda:%d the current device: %s: %s", device, cudaGetErrorName(e),
+                      cudaGetErrorString(e));
+    }
+    // An error left by an earlier asynchronous launch (ours or another library's) surfaces here rather
+    // than being blamed on this call's launch; the read clears it unless it is sticky.
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+        return m.fail(FSIG_ERROR_CUDA,
+                      "an earlier CUDA error was pending on cuda:%d before this call (an asynchronous error of an "
+                      "earlier launch): %s: %s",
+                      device, cudaGetErrorName(e), cudaGetErrorString(e));
+    for (const auto& x : tensors)
+        if (int st = check_pointer(m, x.name, x.t->data, device); st != FSIG_OK) return st;
+    if (a.has_lse)
+        if (int st = check_pointer(m, "lse", a.lse.data, device); st != FSIG_OK) return st;
+
+    FwdParams p{};
+    p.q = a.q.data, p.k = a.k.data, p.v = a.v.data, p.out = a.out.data;
+    p.lse = a.has_lse ? static_cast<float*>(a.lse.data) : nullptr;
+    p.q_batch = a.q.stride[0], p.q_row = a.q.stride[1], p.q_head = a.q.stride[2];
+    p.k_batch = a.k.stride[0], p.k_row = a.k.stride[1], p.k_head = a.k.stride[2];
+    p.v_batch = a.v.stride[0], p.v_row = a.v.stride[1], p.v_head = a.v.stride[2];
+    p.o_batch = a.out.stride[0], p.o_row = a.out.stride[1], p.o_head = a.out.stride[2];
+    if (a.has_lse) p.lse_batch = a.lse.stride[0], p.lse_head = a.lse.stride[1], p.lse_row = a.lse.stride[2];
+    p.batch = pr.batch, p.seq_q = pr.seq_q, p.seq_k = pr.seq_k;
+    p.diag_offset = pr.seq_k - pr.seq_q;
+    // a bound beyond Nq + Nk excludes nothing; clamping keeps i + Nk - Nq -/+ w inside int64
+    p.window_left = clamp_window(pr.window_left, pr.seq_q + pr.seq_k);
+    p.window_right = clamp_window(pr.window_right, pr.seq_q + pr.seq_k);
+    p.causal = pr.causal ? 1 : 0;
+    p.heads_q = int32_t(pr.heads_q);
+    p.group = int32_t(pr.group());
+    p.score = pr.score;
+    p.scale = pr.scale;
+    p.scale_log2 = pr.scale * 1.4426950408889634f;
+    p.factor = pr.pointwise_factor;
+    p.sigmoid_bias = pr.sigmoid_bias;
+
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const bool bf16 = pr.dtype == FSIG_DTYPE_BF16;
+    cudaError_t e;
+    if (pr.head_dim == 64) e = bf16 ? launch_fwd_bf16_hd64(p, s) : launch_fwd_fp16_hd64(p, s);
+    else e = bf16 ? launch_fwd_bf16_hd128(p, s) : launch_fwd_fp16_hd128(p, s);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    return FSIG_OK;
 }
 
 }  // namespace fsig::cuda

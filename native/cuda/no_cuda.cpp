@@ -1,6 +1,16 @@
+// The CUDA backend of a build without nvcc: no devices, no kernels (api.cpp refuses CUDA tensors
+// before it would call forward).
+#include <cstdio>
+
 #include "cuda_backend.h"
 
 namespace fsig::cuda {
 bool compiled() { return false; }
 int device_count() { return 0; }
+uint32_t forward_dtypes() { return 0; }
+int forward_head_dims(int32_t*, int) { return 0; }
+int forward(const ForwardArgs&, int, void*, char* msg, size_t msg_size) {
+    std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
+    return FSIG_ERROR_NO_DEVICE;
+}
 }  // namespace fsig::cuda

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""FlashSig's CUDA forward against PyTorch SDPA (flash and cuDNN backends) on the DESIGN §7 shapes.
+
+bf16, hidden 2048 (H = 2048 / d), batch = 16384 / seq, seq in 512 ... 16384, d in {64, 128}, causal and
+not; forward FLOPs = 4·B·H·N²·d, halved for causal. SDPA is timed here with CUDA events (warm-up, median
+of --iters runs); FlashSig through `flashsig-bench --device cuda` on the same shapes (a subprocess, same
+protocol, its CSV read back). Prints TFLOP/s per shape and the ratios FlashSig / SDPA. FlashSig's
+sigmoid is listed next to its softmax: SDPA has no sigmoid, so its softmax is the comparison, as in the
+FlashSigmoid paper.
+
+    python3 benchmarks/sdpa_compare.py --bench build/benchmarks/flashsig-bench
+    python3 benchmarks/sdpa_compare.py --bench build/benchmarks/flashsig-bench --seqs 1024,4096 --dims 128 --check
+
+Needs a CUDA GPU, PyTorch with CUDA, and a flashsig-bench built with CUDA (CMake finds nvcc).
+"""
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+TOKENS = 16384  # batch = 16384 / seq (DESIGN §7), as flashsig-bench does with --hidden
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", default="build/benchmarks/flashsig-bench", help="path of flashsig-bench")
+    ap.add_argument("--seqs", default="512,1024,2048,4096,8192,16384")
+    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--causal", default="both", choices=["0", "1", "both"])
+    ap.add_argument("--scores", default="softmax,sigmoid", help="FlashSig scores to time")
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--check", action="store_true", help="flashsig-bench --check (DESIGN §6 rule) before timing")
+    ap.add_argument("--csv", help="also write the table as CSV here")
+    return ap.parse_args()
+
+
+def flops(b, h, n, d, causal):
+    f = 4.0 * b * h * n * n * d
+    return f / 2 if causal else f
+
+
+def time_sdpa(torch, backend, b, h, n, d, causal, warmup, iters):
+    """Median ms of one SDPA forward with only `backend` allowed, or None when it cannot run the case."""
+    from torch.nn.attention import sdpa_kernel
+    import torch.nn.functional as F
+
+    g = torch.Generator(device="cuda").manual_seed(42)
+    # FlashSig's layout, BSHD, viewed as SDPA's [B, H, N, d] (last dim contiguous), as FA2 users do
+    q, k, v = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
+               for _ in range(3))
+    try:
+        with sdpa_kernel(backends=[backend]):
+            for _ in range(warmup):
+                F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(iters):
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                e1.record()
+                e1.synchronize()
+                times.append(e0.elapsed_time(e1))
+    except RuntimeError as e:  # this backend does not support the case (or this GPU)
+        print(f"  SDPA {backend.name} n/a for B={b} H={h} N={n} d={d} causal={causal}: {str(e).splitlines()[0]}",
+              file=sys.stderr)
+        return None
+    finally:
+        del q, k, v
+    return statistics.median(times)
+
+
+def run_flashsig(args, seqs, dims, causals):
+    """{(score, seq, d, causal): median ms} from one flashsig-bench run."""
+    fd, path = tempfile.mkstemp(suffix=".csv", prefix="flashsig-bench-")
+    os.close(fd)
+    os.unlink(path)  # flashsig-bench writes the header into a fresh file
+    cmd = [args.bench, "--device", "cuda", "--dtype", "bf16", "--hidden", str(args.hidden),
+           "--seq", ",".join(map(str, seqs)), "--d", ",".join(map(str, dims)),
+           "--causal", "both" if len(causals) == 2 else str(causals[0]), "--score", args.scores,
+           "--pass", "fwd", "--warmup", str(args.warmup), "--iters", str(args.iters), "--csv", path]
+    # flashsig-bench sizes the batch as 16384 / seq when --hidden is given and --batch is not
+    if args.check:
+        cmd.append("--check")
+    print("running:", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd)
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                key = (row["score"], int(row["Nq"]), int(row["d"]), int(row["causal"]))
+                results[key] = float(row["median_ms"])
+        os.unlink(path)
+    if proc.returncode != 0:
+        print(f"flashsig-bench exited {proc.returncode}; its rows that ran are still compared", file=sys.stderr)
+    return results
+
+
+def main():
+    args = parse_args()
+    seqs = [int(s) for s in args.seqs.split(",")]
+    dims = [int(d) for d in args.dims.split(",")]
+    causals = [0, 1] if args.causal == "both" else [int(args.causal)]
+    scores = args.scores.split(",")
+    try:
+        import torch
+        from torch.nn.attention import SDPBackend
+    except ImportError as e:
+        sys.exit(f"sdpa_compare: needs PyTorch ({e})")
+    if not torch.cuda.is_available():
+        sys.exit("sdpa_compare: no CUDA device visible to PyTorch")
+    if not os.access(args.bench, os.X_OK):
+        sys.exit(f"sdpa_compare: {args.bench} is not an executable flashsig-bench (see --bench)")
+    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, hidden {args.hidden}, "
+          f"batch {TOKENS}/seq, median of {args.iters} after {args.warmup} warm-up", flush=True)
+
+    fs = run_flashsig(args, seqs, dims, causals)
+    backends = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]
+    rows = []
+    for n in seqs:
+        for d in dims:
+            for causal in causals:
+                b, h = max(1, TOKENS // n), args.hidden // d
+                f = flops(b, h, n, d, causal)
+                row = {"seq": n, "d": d, "causal": causal, "B": b, "H": h}
+                for name, be in backends:
+                    ms = time_sdpa(torch, be, b, h, n, d, bool(causal), args.warmup, args.iters)
+                    row[f"sdpa_{name}"] = f / (ms * 1e-3) / 1e12 if ms else None
+                for sc in scores:
+                    ms = fs.get((sc, n, d, causal))
+                    row[f"fsig_{sc}"] = f / (ms * 1e-3) / 1e12 if ms else None
+                rows.append(row)
+                torch.cuda.empty_cache()
+
+    def fmt(x, w=8, p=1):
+        return f"{x:{w}.{p}f}" if x is not None else f"{'n/a':>{w}}"
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    head = f"{'seq':>6} {'d':>4} {'causal':>6} {'SDPA-fl':>8} {'SDPA-cu':>8}" + "".join(f" {'FS-' + s[:5]:>8}" for s in scores)
+    head += "".join(f" {s[:4] + '/fl':>8} {s[:4] + '/cu':>8}" for s in scores)
+    print("\nforward TFLOP/s (and FlashSig / SDPA ratios)")
+    print(head)
+    for r in rows:
+        line = f"{r['seq']:>6} {r['d']:>4} {r['causal']:>6} {fmt(r['sdpa_flash'])} {fmt(r['sdpa_cudnn'])}"
+        line += "".join(f" {fmt(r['fsig_' + s])}" for s in scores)
+        line += "".join(f" {fmt(ratio(r['fsig_' + s], r['sdpa_flash']), 8, 2)} {fmt(ratio(r['fsig_' + s], r['sdpa_cudnn']), 8, 2)}"
+                        for s in scores)
+        print(line)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"written: {args.csv}")
+
+
+if __name__ == "__main__":
+    main()

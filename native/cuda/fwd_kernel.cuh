@@ -1,0 +1,473 @@
+// The CUDA forward kernel (FlashAttention-2 design, DESIGN.md §5) for sm_80 and later (sm_90a runs
+// the same mma.sync code). Included by the generated units fwd_<dtype>_hd<d>.cu, one per (dtype, head
+// dim), each instantiating the 7 score policies: 28 kernels in all.
+//
+// Contract: q [B, Nq, Hq, d], k/v [B, Nk, Hk, d], out [B, Nq, Hq, d] in fp16 or bf16, last-dim stride 1,
+// other strides multiples of 8 elements, base pointers 16-byte aligned (validated on the host, so every
+// global access below is one aligned 16-byte cp.async or store); lse fp32 [B, Hq, Nq], any strides.
+// The math is exactly §4 as the CPU kernels compute it: S = scale·q·k, the mask an interval of keys
+// per row (causal and window, bottom-right aligned), P = score(S) (0 where masked), O = P V; softmax
+// divides by the row sum and writes LSE = ln Σ exp(S) (O = 0, LSE = +inf on a row with no allowed key).
+//
+// Algorithm. One block of 8 warps per (query tile of 128 rows, head, batch); warp w owns rows
+// 16w..16w+15, its Q fragments stay in registers for the whole block. Key tiles of 64 rows stream
+// through shared memory in two stages (cp.async: tile t+1 loads while tile t computes). Per tile:
+// S (16 x 64 per warp) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the
+// score policy applied to the accumulator registers, P packed to 16-bit in registers as the A operand
+// of O += P V (V fragments by ldmatrix.trans). Tiles no row of the block may see are never visited;
+// inside the range, a warp whose 16 rows see nothing of a tile skips it, and only boundary tiles
+// (ragged Nk, causal diagonal, window edges) evaluate the per-element mask. O is written once, staged
+// through shared memory as 16-byte stores.
+//
+// Softmax is online in the log2 domain: m = running max of S·log2e, l = running Σ 2^(S·log2e − m); each
+// thread keeps partial sums over its own columns (the 4 threads of a row share m, so the partial sums
+// rescale alike) and reduces them once at the end. A row whose scores so far are all masked has
+// m = −inf; the exponent base is then 0, so no −inf − (−inf) = NaN ever forms (as on the CPU).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "flashsig.h"
+#include "fragment.h"
+#include "fwd_launch.h"
+#include "fwd_params.h"
+
+namespace fsig::cuda {
+
+// ---- tile configuration --------------------------------------------------------------------------
+// 128 x 64 tiles with 8 warps of 16 query rows: each K/V tile read from global memory serves 128
+// query rows (FA2's forward uses 128-row tiles for d = 64 and 128 as well). Registers per thread for
+// d = 128: Q 32 + O 64 + S 32; the compiler report is in native/cuda/NOTES.md. Shared memory: K and V
+// of two stages (d = 64: 32 KiB, d = 128: 64 KiB). The Q tile is first staged in stage 1 (it is as
+// large as one stage's K + V) and O is staged through the whole buffer at the end.
+template <int kHeadDim_, class Elem_>
+struct FwdTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kWarps = 8;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kBlockM = 16 * kWarps;
+    static constexpr int kBlockN = 64;
+    static constexpr int kChunks = kHeadDim / 8;           // 16-byte chunks per row
+    static constexpr int kTileElems = kBlockN * kHeadDim;  // one K or V tile
+    static constexpr int kSmemElems = 4 * kTileElems;      // K0, V0, K1, V1
+    static constexpr int kSmemBytes = kSmemElems * 2;
+    static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S per warp
+    static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Q Kᵀ
+    static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
+    static constexpr int kPSteps = kBlockN / 16;   // k16 steps of P V
+    static_assert(kHeadDim % 64 == 0, "the swizzle needs rows of whole 128-byte lines");
+    static_assert(kBlockM * kHeadDim <= 2 * kTileElems, "the Q tile must fit in stage 1");
+    static_assert(kBlockM * kHeadDim <= kSmemElems, "the O tile must fit in the buffer");
+    static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
+                  "tile loads split evenly over the threads");
+};
+
+// ---- PTX wrappers --------------------------------------------------------------------------------
+
+template <class Elem>
+struct Mma;
+template <>
+struct Mma<__half> {
+    static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t*>(&h);
+    }
+};
+template <>
+struct Mma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t*>(&h);
+    }
+};
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+// 16 bytes global -> shared, bypassing L1; src_bytes = 0 writes zeros and reads nothing.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ float ex2(float x) {  // 2^x, one MUFU op; ex2(-inf) = +0
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float rcp(float x) {  // 1/x, one MUFU op; rcp(inf) = 0
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// ---- score policies (DESIGN.md §4; the CPU's are in native/cpu/kernels.inc) -----------------------
+// apply(acc, c): P from the raw accumulator q.k (scale not yet applied). Softmax is not pointwise: the
+// tile code runs its online statistics when kRowStats is set.
+
+struct ScoreConsts {
+    float scale, factor;
+    float sig_mul, sig_add;  // sigmoid: see SigmoidScore
+};
+
+inline __device__ ScoreConsts score_consts(const FwdParams& p) {
+#if FSIG_CUDA_SIGMOID_TANH
+    return {p.scale, p.factor, 0.5f * p.scale, 0.5f * p.sigmoid_bias};  // tanh(x/2)
+#else
+    return {p.scale, p.factor, -p.scale * 1.4426950408889634f, -p.sigmoid_bias * 1.4426950408889634f};  // -x log2e
+#endif
+}
+
+struct SoftmaxScore {
+    static constexpr bool kRowStats = true;
+};
+
+// Sigmoid σ(x), x = scale·acc + b, as 1 / (1 + 2^(−x·log2e)): one FFMA, two MUFU ops, relative error
+// a few ulp everywhere — also deep in the tail, where b = −ln Nk puts most scores. DESIGN §5 allows
+// 0.5·tanh.approx(x/2) + 0.5 only if it passes §6 at the default bias; its absolute error (~2^-11
+// relative to tanh) is of the order of σ itself there, so it is compiled only with
+// -DFSIG_CUDA_SIGMOID_TANH=1 for that measurement.
+struct SigmoidScore {
+    static constexpr bool kRowStats = false;
+    static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
+#if FSIG_CUDA_SIGMOID_TANH
+        float t;
+        asm("tanh.approx.f32 %0, %1;\n" : "=f"(t) : "f"(fmaf(acc, c.sig_mul, c.sig_add)));
+        return fmaf(0.5f, t, 0.5f);
+#else
+        return rcp(1.f + ex2(fmaf(acc, c.sig_mul, c.sig_add)));
+#endif
+    }
+};
+struct ReluScore {
+    static constexpr bool kRowStats = false;
+    static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
+        return fmaxf(acc * c.scale, 0.f) * c.factor;
+    }
+};
+struct Relu2Score {
+    static constexpr bool kRowStats = false;
+    static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
+        const float r = fmaxf(acc * c.scale, 0.f);
+        return r * r * c.factor;
+    }
+};
+// gelu(x) = x Φ(x), erf form, with the CPU's Φ (native/cpu/simd.h: Abramowitz & Stegun 7.1.26,
+// |error| <= 1.5e-7 on erf): Φ(x) = 1 − t P(t) exp(−x²/2) for x >= 0 and t P(t) exp(−x²/2) below,
+// t = 1 / (1 + 0.2316419 |x|). A few FFMAs and two MUFU ops; normcdff cost 30 more registers.
+struct GeluScore {
+    static constexpr bool kRowStats = false;
+    static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
+        const float x = acc * c.scale;
+        const float e = ex2(x * x * -0.72134752044448170f);  // exp(−x²/2)
+        const float t = rcp(fmaf(0.23164188826636040f, fabsf(x), 1.f));
+        float poly = fmaf(0.5307027145f, t, -0.7265760135f);
+        poly = fmaf(poly, t, 0.7107068705f);
+        poly = fmaf(poly, t, -0.1422483680f);
+        poly = fmaf(poly, t, 0.1274147960f);
+        const float half_erfc = poly * t * e;
+        return x * (x >= 0.f ? 1.f - half_erfc : half_erfc) * c.factor;
+    }
+};
+// softplus(x) = max(x, 0) + ln(1 + exp(−|x|)): no overflow; the log's absolute error (~1e-7) is far
+// below the 16-bit rounding of P.
+struct SoftplusScore {
+    static constexpr bool kRowStats = false;
+    static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
+        const float x = acc * c.scale;
+        return (fmaxf(x, 0.f) + __logf(1.f + ex2(fabsf(x) * -1.4426950408889634f))) * c.factor;
+    }
+};
+struct IdentityScore {
+    static constexpr bool kRowStats = false;
+    static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) { return acc * c.scale * c.factor; }
+};
+
+// ---- the kernel ----------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Rows [row0, row0 + kRows) of a [rows][d] global matrix (row stride in elements) into a swizzled
+// shared tile; rows at or past n_rows are zero-filled (so ragged edges hold finite zeros, never
+// garbage that 0 · NaN would spread).
+template <class T, int kRows>
+__device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
+                                          int64_t row0, int64_t n_rows, int tid) {
+#pragma unroll
+    for (int it = 0; it < kRows * T::kChunks / T::kThreads; ++it) {
+        const int c = tid + it * T::kThreads;
+        const int r = c / T::kChunks, col = (c % T::kChunks) * 8;
+        const bool ok = row0 + r < n_rows;
+        const typename T::Elem* src = ok ? base + (row0 + r) * row_stride + col : base;
+        cp_async_16(tile + 2 * frag::swizzle<T::kHeadDim>(r, col), src, ok ? 16 : 0);
+    }
+}
+
+template <class T, class Score>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __grid_constant__ FwdParams p) {
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    Elem* smem = reinterpret_cast<Elem*>(smem_raw);
+    const uint32_t smem_base = smem_addr(smem);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
+    int64_t bid = blockIdx.x;
+    const int m_block = p.m_blocks - 1 - int(bid % p.m_blocks);
+    bid /= p.m_blocks;
+    const int h = int(bid % p.heads_q);
+    const int64_t b = bid / p.heads_q;
+    const int hk = h / p.group;
+    const Elem* q = static_cast<const Elem*>(p.q) + b * p.q_batch + h * p.q_head;
+    const Elem* k = static_cast<const Elem*>(p.k) + b * p.k_batch + hk * p.k_head;
+    const Elem* v = static_cast<const Elem*>(p.v) + b * p.v_batch + hk * p.v_head;
+    Elem* out = static_cast<Elem*>(p.out) + b * p.o_batch + h * p.o_head;
+
+    const int64_t i0 = int64_t(m_block) * kBlockM;
+    const int64_t i_end = min(i0 + kBlockM, p.seq_q);  // rows [i0, i_end) are real
+    // keys any row of the block may see; first/last_key are monotone in i
+    const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
+    const int64_t n_first = key_lo / kBlockN;
+    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : n_first - 1;
+    // this warp's rows and their key range (rows past Nq compute harmlessly on zero Q and are not stored)
+    const int64_t w0 = i0 + warp * 16;
+    const int64_t warp_lo = first_key(p, w0), warp_hi = last_key(p, min(w0 + 15, p.seq_q - 1));
+    // the two rows of this thread's accumulator elements
+    const int64_t row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+
+    // ---- prologue: Q into stage 1, the first K/V tile into stage 0 ----
+    // stage s: K at smem_base + s·kStageBytes, V kTileBytes after it (no arrays: a run-time index
+    // into a register array would put it in local memory)
+    constexpr uint32_t kTileBytes = 2u * T::kTileElems, kStageBytes = 2u * kTileBytes;
+    const uint32_t stage1 = smem_base + kStageBytes;
+    load_tile<T, kBlockM>(stage1, q, p.q_row, i0, p.seq_q, tid);
+    if (n_first <= n_last) {
+        load_tile<T, kBlockN>(smem_base, k, p.k_row, n_first * kBlockN, p.seq_k, tid);
+        load_tile<T, kBlockN>(smem_base + kTileBytes, v, p.v_row, n_first * kBlockN, p.seq_k, tid);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+
+    uint32_t qf[T::kKSteps][4];
+    {
+        const frag::RowCol a = frag::ldsm_a(lane);
+#pragma unroll
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            ldsm_x4(qf[ks], stage1 + 2 * frag::swizzle<kD>(warp * 16 + a.row, ks * 16 + a.col));
+    }
+    __syncthreads();  // stage 1 is free for the second key tile
+
+    float o[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY};  // log2 domain (softmax)
+    float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
+    const ScoreConsts sc = score_consts(p);
+
+    uint32_t tile_k = smem_base, next_k = stage1;  // this tile's K (V follows it) and the other stage's
+    for (int64_t nb = n_first; nb <= n_last; ++nb) {
+        const int64_t j0 = nb * kBlockN;
+        if (nb < n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
+            load_tile<T, kBlockN>(next_k, k, p.k_row, j0 + kBlockN, p.seq_k, tid);
+            load_tile<T, kBlockN>(next_k + kTileBytes, v, p.v_row, j0 + kBlockN, p.seq_k, tid);
+        }
+        cp_async_commit();
+
+        // warp-uniform: skip a tile none of this warp's rows may see (P = 0 there changes nothing)
+        if (warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi) {
+            // ---- S = Q Kᵀ ----
+            float s[T::kNTiles][4];
+#pragma unroll
+            for (int nt = 0; nt < T::kNTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            const frag::RowCol bk = frag::ldsm_b(lane);
+#pragma unroll
+            for (int ks = 0; ks < T::kKSteps; ++ks) {
+#pragma unroll
+                for (int np = 0; np < T::kNTiles / 2; ++np) {
+                    uint32_t kb[4];
+                    ldsm_x4(kb, tile_k + 2 * frag::swizzle<kD>(np * 16 + bk.row, ks * 16 + bk.col));
+                    M::run(s[2 * np], qf[ks], kb[0], kb[1]);
+                    M::run(s[2 * np + 1], qf[ks], kb[2], kb[3]);
+                }
+            }
+
+            // ---- mask: only tiles that cross a row's bounds or the end of the keys ----
+            const bool interior = j0 + kBlockN <= p.seq_k && warp_hi >= j0 + kBlockN - 1 &&
+                                  first_key(p, min(w0 + 15, p.seq_q - 1)) <= j0 && last_key(p, w0) >= j0 + kBlockN - 1;
+            // ---- score, then (boundary tiles only, a warp-uniform branch) the mask ----
+            // masked: −inf before softmax's statistics, 0 after a pointwise score
+            auto apply_mask = [&](float masked_value) {
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const int64_t lo = first_key(p, row_i[r]) - j0, hi = last_key(p, row_i[r]) - j0;
+                    // allowed columns [col_lo, col_hi] of this tile, clamped into [-1, kBlockN]
+                    const int col_lo = int(max(min(lo, int64_t(kBlockN)), int64_t(-1)));
+                    const int col_hi = int(max(min(hi, int64_t(kBlockN)), int64_t(-1)));
+#pragma unroll
+                    for (int nt = 0; nt < T::kNTiles; ++nt)
+#pragma unroll
+                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                            const int col = nt * 8 + frag::acc_col(lane, e);
+                            if (col < col_lo || col > col_hi) s[nt][e] = masked_value;
+                        }
+                }
+            };
+            if constexpr (Score::kRowStats) {
+#pragma unroll
+                for (int nt = 0; nt < T::kNTiles; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) s[nt][e] *= p.scale_log2;
+                if (!interior) apply_mask(-INFINITY);
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    float mx = row_max[r];
+#pragma unroll
+                    for (int nt = 0; nt < T::kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    const float base = mx == -INFINITY ? 0.f : mx;  // all masked so far: keep exponents finite
+                    const float rescale = ex2(row_max[r] - base);
+                    row_max[r] = mx;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int nt = 0; nt < T::kNTiles; ++nt) {
+                        s[nt][2 * r] = ex2(s[nt][2 * r] - base);
+                        s[nt][2 * r + 1] = ex2(s[nt][2 * r + 1] - base);
+                        sum += s[nt][2 * r] + s[nt][2 * r + 1];
+                    }
+                    row_sum[r] = row_sum[r] * rescale + sum;
+#pragma unroll
+                    for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][2 * r] *= rescale, o[dt][2 * r + 1] *= rescale;
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < T::kNTiles; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) s[nt][e] = Score::apply(s[nt][e], sc);
+                if (!interior) apply_mask(0.f);
+            }
+
+            // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles ----
+            const frag::RowCol bv = frag::ldsm_bt(lane);
+#pragma unroll
+            for (int kp = 0; kp < T::kPSteps; ++kp) {
+                const uint32_t pa[4] = {M::pack(s[2 * kp][0], s[2 * kp][1]), M::pack(s[2 * kp][2], s[2 * kp][3]),
+                                        M::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]),
+                                        M::pack(s[2 * kp + 1][2], s[2 * kp + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
+                    uint32_t vb[4];
+                    ldsm_x4_trans(vb, tile_k + kTileBytes + 2 * frag::swizzle<kD>(kp * 16 + bv.row, dp * 16 + bv.col));
+                    M::run(o[2 * dp], pa, vb[0], vb[1]);
+                    M::run(o[2 * dp + 1], pa, vb[2], vb[3]);
+                }
+            }
+        }
+        cp_async_wait_all();  // the next tile has landed ...
+        __syncthreads();      // ... for every thread, and nobody reads this stage any more
+        const uint32_t t = tile_k;
+        tile_k = next_k, next_k = t;
+    }
+
+    // ---- epilogue: normalise (softmax), LSE, O through shared memory as 16-byte stores ----
+    float mul[2] = {1.f, 1.f};
+    if constexpr (Score::kRowStats) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float sum = row_sum[r];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            mul[r] = sum > 0.f ? 1.f / sum : 0.f;  // a row with no allowed key: O = 0
+            if (p.lse != nullptr && (lane & 3) == 0 && row_i[r] < p.seq_q) {
+                const float lse = sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : INFINITY;
+                p.lse[b * p.lse_batch + h * p.lse_head + row_i[r] * p.lse_row] = lse;
+            }
+        }
+    }
+    // every thread passed a barrier after its last read of K, V or Q: the buffer is free for O
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const uint32_t packed = M::pack(o[dt][2 * r] * mul[r], o[dt][2 * r + 1] * mul[r]);
+            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
+            *reinterpret_cast<uint32_t*>(smem + frag::swizzle<kD>(row, col)) = packed;
+        }
+    __syncwarp();  // each warp stores its own 16 rows
+#pragma unroll
+    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
+        const int c = lane + it * 32;
+        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
+        if (i0 + row < p.seq_q)
+            *reinterpret_cast<uint4*>(out + (i0 + row) * p.o_row + col) =
+                *reinterpret_cast<const uint4*>(smem + frag::swizzle<kD>(row, col));
+    }
+}
+
+// ---- launch --------------------------------------------------------------------------------------
+
+template <class T, class Score>
+cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
+    auto kernel = attention_fwd_kernel<T, Score>;
+    if (T::kSmemBytes > 48 * 1024) {
+        // per function and device; not a stream operation, so a graph capture may contain it
+        const cudaError_t e =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
+        if (e != cudaSuccess) return e;
+    }
+    kernel<<<dim3(unsigned(blocks)), dim3(T::kThreads), T::kSmemBytes, stream>>>(p);
+    return cudaGetLastError();
+}
+
+template <int kHeadDim, class Elem>
+cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
+    using T = FwdTraits<kHeadDim, Elem>;
+    static_assert(T::kBlockM == kFwdBlockM, "the host sizes the grid with kFwdBlockM");
+    FwdParams p = params;
+    p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
+    const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
+    switch (p.score) {
+        case FSIG_SCORE_SOFTMAX: return launch_score<T, SoftmaxScore>(p, blocks, stream);
+        case FSIG_SCORE_SIGMOID: return launch_score<T, SigmoidScore>(p, blocks, stream);
+        case FSIG_SCORE_RELU: return launch_score<T, ReluScore>(p, blocks, stream);
+        case FSIG_SCORE_RELU2: return launch_score<T, Relu2Score>(p, blocks, stream);
+        case FSIG_SCORE_GELU: return launch_score<T, GeluScore>(p, blocks, stream);
+        case FSIG_SCORE_SOFTPLUS: return launch_score<T, SoftplusScore>(p, blocks, stream);
+        case FSIG_SCORE_IDENTITY: return launch_score<T, IdentityScore>(p, blocks, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+}  // namespace fsig::cuda

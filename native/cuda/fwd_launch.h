@@ -1,0 +1,18 @@
+// The launchers of the generated units fwd_<dtype>_hd<d>.cu (one per dtype and head dim; CMake writes
+// them from native/cuda/fwd_instance.cu.in). Host code calls these; only the units see the kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "fwd_params.h"
+
+namespace fsig::cuda {
+
+constexpr int kFwdBlockM = 128;  // query rows per thread block (FwdTraits::kBlockM)
+
+cudaError_t launch_fwd_fp16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_fp16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_bf16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_bf16_hd128(const FwdParams& p, cudaStream_t stream);
+
+}  // namespace fsig::cuda

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The CUDA forward under compute-sanitizer: memcheck (out-of-bounds and misaligned accesses, leaks),
+# racecheck (shared-memory hazards between the threads of a block: the cp.async double buffer, the
+# Q and O staging) and synccheck (barriers in divergent code). A small subset of test_cuda_forward
+# (--quick: ragged shapes up to 257, every score, masks, GQA, both dtypes and head dims), since the
+# tools slow kernels down by orders of magnitude.
+#   tests/gpu/run-compute-sanitizer.sh [build-dir]      (default: build; Maven's is target/native)
+# Exits 77 when no CUDA device is present, non-zero when a tool reports an error.
+set -uo pipefail
+build=${1:-build}
+exe=$build/tests/gpu/test_cuda_forward
+if [[ ! -x $exe ]]; then
+  echo "no $exe: configure and build with CUDA first (cmake -S . -B $build && cmake --build $build)" >&2
+  exit 2
+fi
+cs=$(command -v compute-sanitizer || true)
+[[ -z $cs && -x /usr/local/cuda/bin/compute-sanitizer ]] && cs=/usr/local/cuda/bin/compute-sanitizer
+if [[ -z $cs ]]; then
+  echo "compute-sanitizer not found (it ships with the CUDA toolkit)" >&2
+  exit 2
+fi
+"$exe" --quick cuda_capabilities >/dev/null
+rc=$?
+if [[ $rc == 77 ]]; then
+  echo "SKIP: no CUDA device (test_cuda_forward skips)"
+  exit 77
+fi
+failed=0
+run() {
+  local tool=$1
+  shift
+  echo "=== compute-sanitizer --tool $tool: $*"
+  if ! "$cs" --tool "$tool" --error-exitcode 99 "$@"; then
+    echo "=== $tool FAILED" >&2
+    failed=1
+  fi
+}
+run memcheck --leak-check full "$exe" --quick
+run racecheck --racecheck-report all "$exe" --quick numerics_matrix numerics_targeted
+run synccheck "$exe" --quick numerics_matrix numerics_targeted
+if [[ $failed == 0 ]]; then echo "compute-sanitizer: memcheck, racecheck, synccheck clean"; fi
+exit $failed

@@ -1,0 +1,590 @@
+// The CUDA forward through the public C ABI, against the fp64 reference of tests/reference.h under the
+// DESIGN §6 rule: every score × causal × window × MHA/GQA/MQA × fp16/bf16 × d 64/128 on ragged shapes
+// (Nq, Nk ∈ {1, 17, 128, 257, 1000}), out and LSE; strided layouts; refusals (which must write
+// nothing); non-default streams, CUDA-graph capture and the caller's current device.
+//
+//   test_cuda_forward [--quick] [--device cpu] [--list] [--verbose] [name filters...]
+//
+// Exits 77 (CTest: skipped) with a message when the library has no CUDA or no device is present.
+// --quick: a small subset for compute-sanitizer (tests/gpu/run-compute-sanitizer.sh).
+// --device cpu: the same numerics cases through the CPU backend — checks this test itself on a machine
+//      without a GPU (the CUDA-only tests are left out).
+// Inputs are drawn from a fixed seed per case (its name reproduces it: pass it as a filter); outputs are
+// poisoned with NaN before every call, and the bytes around each output's view must stay poisoned.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flashsig.h"
+#include "harness.h"
+#include "lib_util.h"
+#include "reference.h"
+
+namespace {
+
+bool g_cuda = true;   // false: --device cpu
+bool g_quick = false;
+bool g_verbose = false;
+int g_device_count = 0;
+
+#define CUDA_OK(call)                                                                                  \
+    do {                                                                                               \
+        cudaError_t e_ = (call);                                                                       \
+        if (e_ != cudaSuccess) {                                                                       \
+            std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            std::exit(1);                                                                              \
+        }                                                                                              \
+    } while (0)
+
+// A tensor: its layout and host staging in a tu::View, its bytes mirrored on the device (cuda mode).
+struct Tensor {
+    tu::View host;
+    std::shared_ptr<void> dev;  // same byte size as host storage; nullptr in cpu mode
+
+    void* data() const {
+        if (!dev) return host.data();
+        return static_cast<unsigned char*>(dev.get()) + host.offset * int64_t(tu::esize(host.dtype));
+    }
+    fsig_tensor desc() const {
+        fsig_tensor t = host.desc();
+        t.data = data();
+        if (dev) t.device_type = FSIG_DEVICE_CUDA, t.device_index = 0;
+        return t;
+    }
+    void upload() const {
+        if (dev) CUDA_OK(cudaMemcpy(dev.get(), host.st->mem, host.st->bytes, cudaMemcpyHostToDevice));
+    }
+    void download() const {
+        if (dev) CUDA_OK(cudaMemcpy(host.st->mem, dev.get(), host.st->bytes, cudaMemcpyDeviceToHost));
+    }
+};
+
+std::shared_ptr<void> device_alloc(size_t bytes) {
+    void* p = nullptr;
+    CUDA_OK(cudaMalloc(&p, bytes ? bytes : 1));
+    return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+}
+
+// Tensors sharing one storage (packed qkv) share one device allocation.
+Tensor mirror(const tu::View& v, std::shared_ptr<void> shared_dev = nullptr) {
+    Tensor t;
+    t.host = v;
+    if (g_cuda) t.dev = shared_dev ? shared_dev : device_alloc(v.st->bytes);
+    return t;
+}
+
+void poison(const Tensor& t) {
+    tu::poison(t.host);
+    t.upload();
+}
+
+// [B, N, H, d] with every row padded to d + 8 and 16 more elements per batch: non-contiguous, every
+// stride a multiple of 8 (a layout the CUDA rule accepts).
+tu::View padded8_view(int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
+    tu::View v;
+    v.dtype = dtype;
+    v.shape[0] = B, v.shape[1] = N, v.shape[2] = H, v.shape[3] = d;
+    v.strides[3] = 1, v.strides[2] = d + 8, v.strides[1] = H * (d + 8), v.strides[0] = N * H * (d + 8) + 16;
+    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems()) * tu::esize(dtype));
+    return v;
+}
+
+enum Layout { kContig, kBhsd, kPadded8, kPacked, kLayouts };
+const char* kLayoutNames[] = {"contig", "bhsd", "padded8", "packed"};
+
+tu::View make_layout(int layout, int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
+    if (layout == kPadded8) return padded8_view(dtype, B, N, H, d);
+    return tu::make_view(dtype, layout == kBhsd ? tu::kBHSD : tu::kContiguous, B, N, H, d);
+}
+
+struct Case {
+    std::string name;
+    ref::Spec s;
+    int dtype = ref::kBf16;
+    int layout = kContig;
+    bool lse_strided = false;
+    bool with_lse = true;
+    uint64_t seed = 1;
+};
+
+// Runs one case; returns true when every check passed (failures are recorded in the harness).
+bool run_case(const Case& c) {
+    const int before = th::failures();
+    const ref::Spec& s = c.s;
+    const bool softmax = s.score == ref::kSoftmax;
+    ref::Rng rng(c.seed);
+    const std::vector<float> qf = ref::random_values(rng, s.q_elems(), c.dtype),
+                             kf = ref::random_values(rng, s.kv_elems(), c.dtype),
+                             vf = ref::random_values(rng, s.kv_elems(), c.dtype);
+    const std::vector<double> q64 = tu::to_double(qf), k64 = tu::to_double(kf), v64 = tu::to_double(vf);
+    const ref::Forward<double> r64 = ref::forward64(s, q64.data(), k64.data(), v64.data());
+    const ref::Forward<float> rn = ref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
+
+    Tensor q, k, v;
+    if (c.layout == kPacked && s.Nq == s.Nk) {
+        tu::QKV packed = tu::make_qkv(c.dtype, tu::kPackedQKV, s);
+        std::shared_ptr<void> dev = g_cuda ? device_alloc(packed.q.st->bytes) : nullptr;
+        q = mirror(packed.q, dev), k = mirror(packed.k, dev), v = mirror(packed.v, dev);
+    } else {
+        const int l = c.layout == kPacked ? kContig : c.layout;
+        q = mirror(make_layout(l, c.dtype, s.B, s.Nq, s.Hq, s.d));
+        k = mirror(make_layout(l, c.dtype, s.B, s.Nk, s.Hk, s.d));
+        v = mirror(make_layout(l, c.dtype, s.B, s.Nk, s.Hk, s.d));
+    }
+    q.host.store(qf), k.host.store(kf), v.host.store(vf);
+    q.upload(), k.upload(), v.upload();  // (packed: the same storage three times, harmless)
+    const int out_layout = c.layout == kPacked ? kPadded8 : c.layout;
+    Tensor out = mirror(make_layout(out_layout, c.dtype, s.B, s.Nq, s.Hq, s.d));
+    const bool want_lse = softmax && c.with_lse;
+    Tensor lse;
+    if (want_lse) lse = mirror(tu::make_lse_view(c.lse_strided ? tu::kPadded : tu::kContiguous, s.B, s.Hq, s.Nq));
+    poison(out);
+    if (want_lse) poison(lse);
+
+    const fsig_attention_params p = tu::params_for(s);
+    const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc();
+    fsig_tensor tl;
+    if (want_lse) tl = lse.desc();
+    const int st = fsig_attention_forward(&p, &tq, &tk, &tv, &to, want_lse ? &tl : nullptr, nullptr);
+    if (st != FSIG_OK) {
+        EXPECT(false, "%s: forward returned %d (%s): %s", c.name.c_str(), st, fsig_status_string(st), fsig_last_error());
+        return false;
+    }
+    if (g_cuda) {
+        const cudaError_t e = cudaDeviceSynchronize();
+        if (e != cudaSuccess) {
+            std::fprintf(stderr, "%s: the kernel failed: %s (the CUDA context is lost; stopping)\n", c.name.c_str(),
+                         cudaGetErrorString(e));
+            std::exit(1);
+        }
+    }
+    out.download();
+    const std::vector<int64_t> oshape{s.B, s.Nq, s.Hq, s.d}, lshape{s.B, s.Hq, s.Nq};
+    const std::vector<float> ours = out.host.load();
+    const ref::RuleResult ro = ref::check_rule(c.name, "out", ours.data(), r64.out.data(), rn.out.data(), ours.size(), oshape);
+    EXPECT(ro.ok, "%s: out breaks the §6 rule (%s)", c.name.c_str(), s.describe().c_str());
+    EXPECT(tu::count_stray_writes(out.host) == 0, "%s: elements outside out's view were written", c.name.c_str());
+    ref::RuleResult rl;
+    if (want_lse) {
+        lse.download();
+        const std::vector<float> l = lse.host.load();
+        rl = ref::check_rule(c.name, "lse", l.data(), r64.lse.data(), rn.lse.data(), l.size(), lshape);
+        EXPECT(rl.ok, "%s: lse breaks the §6 rule (%s)", c.name.c_str(), s.describe().c_str());
+        EXPECT(tu::count_stray_writes(lse.host) == 0, "%s: elements outside lse's view were written", c.name.c_str());
+    }
+    const bool ok = th::failures() == before;
+    if (g_verbose || !ok)
+        std::printf("  %s %s  out err %.3g / bound %.3g%s\n", ok ? "ok  " : "FAIL", c.name.c_str(), ro.our_err, ro.bound,
+                    want_lse ? th::format("  lse err %.3g / bound %.3g", rl.our_err, rl.bound).c_str() : "");
+    return ok;
+}
+
+const int64_t kLens[] = {1, 17, 128, 257, 1000};
+const int64_t kHeads[][2] = {{4, 4}, {4, 2}, {4, 1}};  // MHA, GQA, MQA
+const char* kHeadNames[] = {"mha", "gqa", "mqa"};
+const int kDtypes[] = {ref::kFp16, ref::kBf16};
+const int64_t kDims[] = {64, 128};
+// windows (left, right): a two-sided band, left only, right only
+const int64_t kWindows[][2] = {{40, 3}, {100, -1}, {-1, 20}};
+
+std::string name_of(const char* prefix, int idx, const Case& c, int heads) {
+    const ref::Spec& s = c.s;
+    std::string n = th::format("%s%03d_%s_%s_d%lld_%lldx%lld_%s", prefix, idx, ref::score_name(s.score),
+                               ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk,
+                               heads >= 0 ? kHeadNames[heads] : "h");
+    if (s.causal) n += "_causal";
+    if (s.window_left >= 0) n += th::format("_wl%lld", (long long)s.window_left);
+    if (s.window_right >= 0) n += th::format("_wr%lld", (long long)s.window_right);
+    if (c.layout != kContig) n += std::string("_") + kLayoutNames[c.layout];
+    if (c.lse_strided) n += "_lsestrided";
+    if (!std::isnan(s.scale)) n += "_scale";
+    if (!std::isnan(s.sigmoid_bias)) n += "_bias";
+    if (s.alpha != 1.0) n += "_alpha";
+    return n;
+}
+
+bool selected(const std::string& name, const std::vector<std::string>& filters) {
+    if (filters.empty()) return true;
+    for (const std::string& f : filters)
+        if (name.find(f) != std::string::npos) return true;
+    return false;
+}
+
+std::vector<std::string> g_filters;
+bool g_list = false;
+
+void run_cases(const std::vector<Case>& cases) {
+    int ran = 0, failed = 0;
+    for (const Case& c : cases) {
+        if (!selected(c.name, g_filters)) continue;
+        if (g_list) {
+            std::printf("%s\n", c.name.c_str());
+            continue;
+        }
+        ++ran;
+        failed += !run_case(c);
+    }
+    if (!g_list) std::printf("  %d case(s), %d failed\n", ran, failed);
+}
+
+// Every score × causal × window × heads × dtype × d (336 cases); the shape pair turns with the case
+// index so each (Nq, Nk) of kLens² meets every factor value several times.
+std::vector<Case> matrix_cases() {
+    std::vector<Case> cases;
+    int idx = 0;
+    for (int score = 0; score < ref::kScoreCount; ++score)
+        for (int causal = 0; causal < 2; ++causal)
+            for (int window = 0; window < 2; ++window)
+                for (int heads = 0; heads < 3; ++heads)
+                    for (int dtype : kDtypes)
+                        for (int64_t d : kDims) {
+                            Case c;
+                            ref::Spec& s = c.s;
+                            const int shape = (idx * 7 + idx / 25) % 25;
+                            s.B = 2, s.Hq = kHeads[heads][0], s.Hk = kHeads[heads][1], s.d = d;
+                            s.Nq = kLens[shape / 5], s.Nk = kLens[shape % 5];
+                            s.score = score, s.causal = causal != 0;
+                            if (window) s.window_left = kWindows[idx % 3][0], s.window_right = kWindows[idx % 3][1];
+                            c.dtype = dtype;
+                            c.layout = idx % 11 == 3 ? kBhsd : idx % 11 == 7 ? kPadded8 : kContig;
+                            c.lse_strided = idx % 5 == 2;
+                            c.seed = 1000 + uint64_t(idx);
+                            c.name = name_of("matrix", idx, c, heads);
+                            if (g_quick && (s.Nq * s.Nk > 257 * 257 || idx % 16 != 0)) {
+                                ++idx;
+                                continue;
+                            }
+                            if (g_quick) s.B = 1;
+                            cases.push_back(c);
+                            ++idx;
+                        }
+    return cases;
+}
+
+// Every (Nq, Nk) of kLens² for a few configurations, one head per kv head group to keep it fast.
+std::vector<Case> shape_cases() {
+    struct Config {
+        int score, dtype, heads;
+        int64_t d;
+        bool causal;
+        int64_t wl, wr;
+    };
+    const Config configs[] = {{ref::kSoftmax, ref::kBf16, 1, 128, true, -1, -1},
+                              {ref::kSoftmax, ref::kFp16, 0, 64, false, 64, 64},
+                              {ref::kSigmoid, ref::kFp16, 2, 64, false, -1, -1},
+                              {ref::kRelu2, ref::kBf16, 1, 128, true, 30, -1}};
+    std::vector<Case> cases;
+    int idx = 0;
+    for (const Config& cf : configs)
+        for (int64_t nq : kLens)
+            for (int64_t nk : kLens) {
+                Case c;
+                ref::Spec& s = c.s;
+                s.B = 1, s.Hq = kHeads[cf.heads][0], s.Hk = kHeads[cf.heads][1], s.d = cf.d;
+                s.Nq = nq, s.Nk = nk, s.score = cf.score, s.causal = cf.causal;
+                s.window_left = cf.wl, s.window_right = cf.wr;
+                c.dtype = cf.dtype;
+                c.seed = 5000 + uint64_t(idx);
+                c.name = name_of("shapes", idx++, c, cf.heads);
+                if (g_quick && ((nq != 17 && nq != 257) || (nk != 17 && nk != 257))) continue;
+                cases.push_back(c);
+            }
+    return cases;
+}
+
+// Parameters away from their defaults, packed qkv, tiles at exact multiples, windows of width 0.
+std::vector<Case> targeted_cases() {
+    std::vector<Case> cases;
+    auto add = [&](const char* tag, int score, int dtype, int64_t d, int64_t nq, int64_t nk, bool causal, int64_t wl,
+                   int64_t wr, int layout = kContig) -> Case& {
+        Case c;
+        c.s.B = 2, c.s.Hq = 4, c.s.Hk = 2, c.s.d = d, c.s.Nq = nq, c.s.Nk = nk;
+        c.s.score = score, c.s.causal = causal, c.s.window_left = wl, c.s.window_right = wr;
+        c.dtype = dtype, c.layout = layout;
+        c.seed = 9000 + cases.size();
+        c.name = name_of(tag, int(cases.size()), c, 1);
+        cases.push_back(c);
+        return cases.back();
+    };
+    add("target", ref::kSoftmax, ref::kBf16, 128, 256, 256, true, -1, -1, kPacked);
+    add("target", ref::kSigmoid, ref::kFp16, 64, 128, 128, false, -1, -1, kPacked);
+    add("target", ref::kSoftmax, ref::kFp16, 64, 128, 192, false, 0, 0);  // only the diagonal
+    add("target", ref::kIdentity, ref::kBf16, 128, 200, 64, true, 0, -1);
+    add("target", ref::kSoftmax, ref::kBf16, 64, 300, 20, true, -1, -1);   // most rows see no key
+    add("target", ref::kGelu, ref::kFp16, 128, 129, 65, false, 5000000000ll, 3);  // huge window = unbounded
+    {
+        Case& c = add("target", ref::kSoftmax, ref::kFp16, 128, 77, 333, false, -1, -1);
+        c.s.scale = -0.2;  // negative scale: the running max must be taken after scaling
+        c.name = name_of("target", int(cases.size()) - 1, c, 1);
+    }
+    {
+        Case& c = add("target", ref::kSigmoid, ref::kBf16, 64, 100, 700, true, -1, -1);
+        c.s.sigmoid_bias = 1.5, c.s.scale = 0.3;
+        c.name = name_of("target", int(cases.size()) - 1, c, 1);
+    }
+    for (int score = ref::kRelu; score < ref::kScoreCount; ++score) {
+        Case& c = add("target", score, ref::kBf16, 64, 65, 300, false, -1, -1);
+        c.s.alpha = 0.5;
+        c.name = name_of("target", int(cases.size()) - 1, c, 1);
+    }
+    {
+        Case& c = add("target", ref::kSoftmax, ref::kBf16, 64, 100, 100, false, -1, -1);
+        c.with_lse = false;
+        c.name += "_nolse";
+    }
+    if (g_quick) cases.resize(6);
+    return cases;
+}
+
+TEST(numerics_matrix) { run_cases(matrix_cases()); }
+TEST(numerics_shapes) { run_cases(shape_cases()); }
+TEST(numerics_targeted) { run_cases(targeted_cases()); }
+
+// ---- CUDA-only behaviour --------------------------------------------------------------------------
+
+struct Problem {
+    ref::Spec s;
+    int dtype = ref::kBf16;
+    Tensor q, k, v, out, lse;
+    fsig_attention_params p;
+
+    explicit Problem(int64_t d = 64, int dt = ref::kBf16, int score = ref::kSoftmax) {
+        s.B = 1, s.Hq = 2, s.Hk = 1, s.Nq = 70, s.Nk = 90, s.d = d, s.score = score;
+        dtype = dt;
+        ref::Rng rng(77);
+        q = mirror(tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, d));
+        k = mirror(tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, d));
+        v = mirror(tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, d));
+        out = mirror(tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, d));
+        lse = mirror(tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq));
+        for (Tensor* t : {&q, &k, &v}) {
+            t->host.store(ref::random_values(rng, t->host.numel(), dt));
+            t->upload();
+        }
+        poison(out), poison(lse);
+        p = tu::params_for(s);
+    }
+    int forward(const fsig_tensor& tq, const fsig_tensor& tk, const fsig_tensor& tv, const fsig_tensor& to,
+                const fsig_tensor* tl, void* stream = nullptr) {
+        return fsig_attention_forward(&p, &tq, &tk, &tv, &to, tl, stream);
+    }
+    int forward(void* stream = nullptr) {
+        const fsig_tensor tl = lse.desc();
+        return forward(q.desc(), k.desc(), v.desc(), out.desc(), s.score == ref::kSoftmax ? &tl : nullptr, stream);
+    }
+    std::vector<unsigned char> out_bytes() {
+        out.download();
+        return tu::snapshot(out.host);
+    }
+    bool out_untouched() {
+        const std::vector<unsigned char> b = out_bytes();
+        std::vector<unsigned char> poisoned(b.size());
+        const uint32_t bits = tu::poison_bits(dtype);
+        const size_t es = tu::esize(dtype);
+        for (size_t i = 0; i < b.size(); i += es) std::memcpy(&poisoned[i], &bits, es);
+        return b == poisoned;
+    }
+};
+
+void expect_refusal(const char* what, int status, int expected, const char* word, Problem& pr) {
+    EXPECT(status == expected, "%s: status %d (%s) but expected %d (%s); message: %s", what, status,
+           fsig_status_string(status), expected, fsig_status_string(expected), fsig_last_error());
+    EXPECT(std::strstr(fsig_last_error(), word) != nullptr, "%s: the message does not name '%s': %s", what, word,
+           fsig_last_error());
+    EXPECT(pr.out_untouched(), "%s: a refused call wrote to out", what);
+    std::printf("  refused as expected: %s -> %s\n", what, fsig_last_error());
+}
+
+TEST(cuda_refusals) {
+    if (!g_cuda) return;
+    {
+        Problem pr(64, ref::kFp32);
+        expect_refusal("fp32 tensors", pr.forward(), FSIG_ERROR_UNSUPPORTED, "fp32", pr);
+    }
+    {
+        Problem pr(96);
+        expect_refusal("head_dim 96", pr.forward(), FSIG_ERROR_UNSUPPORTED, "head_dim", pr);
+    }
+    {
+        Problem pr;
+        fsig_tensor tq = pr.q.desc();
+        tq.data = static_cast<unsigned char*>(tq.data) + 8;  // element-aligned, not 16-byte aligned
+        tq.capacity_bytes -= 8;
+        tq.shape[1] -= 1;
+        fsig_tensor to = pr.out.desc();
+        to.shape[1] -= 1;
+        expect_refusal("q misaligned by 8 bytes", pr.forward(tq, pr.k.desc(), pr.v.desc(), to, nullptr),
+                       FSIG_ERROR_MISALIGNED, "16-byte", pr);
+    }
+    {
+        Problem pr;
+        fsig_tensor tk = pr.k.desc();
+        tk.strides[1] = pr.s.d + 4, tk.shape[1] = pr.s.Nk - 2;  // row stride not a multiple of 8
+        fsig_tensor tv = pr.v.desc();
+        tv.shape[1] = tk.shape[1];
+        expect_refusal("k row stride d + 4", pr.forward(pr.q.desc(), tk, tv, pr.out.desc(), nullptr),
+                       FSIG_ERROR_INVALID_STRIDE, "strides[1]", pr);
+    }
+    {
+        Problem pr(128);  // d 128 viewed as 64 elements with stride 2: a valid CPU layout, not a CUDA one
+        fsig_tensor q2 = pr.q.desc(), k2 = pr.k.desc(), v2 = pr.v.desc(), o2 = pr.out.desc();
+        for (fsig_tensor* t : {&q2, &k2, &v2, &o2}) t->shape[3] = 64, t->strides[3] = 2;
+        expect_refusal("last-dim stride 2", pr.forward(q2, k2, v2, o2, nullptr), FSIG_ERROR_INVALID_STRIDE,
+                       "strides[3]", pr);
+    }
+    {
+        Problem pr;
+        std::vector<unsigned char> host(pr.q.host.st->bytes);
+        fsig_tensor tq = pr.q.desc();
+        tq.data = host.data() + (16 - reinterpret_cast<uintptr_t>(host.data()) % 16) % 16;
+        tq.capacity_bytes = int64_t(host.size()) - 16;
+        tq.shape[1] = pr.s.Nq - 1;
+        fsig_tensor to = pr.out.desc();
+        to.shape[1] = tq.shape[1];
+        expect_refusal("a plain host pointer as a CUDA tensor", pr.forward(tq, pr.k.desc(), pr.v.desc(), to, nullptr),
+                       FSIG_ERROR_INVALID_DEVICE, "host memory", pr);
+    }
+    {
+        Problem pr;
+        fsig_tensor tq = pr.q.desc(), tk = pr.k.desc(), tv = pr.v.desc(), to = pr.out.desc();
+        for (fsig_tensor* t : {&tq, &tk, &tv, &to}) t->device_index = g_device_count;
+        expect_refusal("device index = device count", pr.forward(tq, tk, tv, to, nullptr), FSIG_ERROR_INVALID_DEVICE,
+                       "cuda:", pr);
+    }
+    {
+        Problem pr;
+        fsig_tensor to = pr.out.desc();
+        to.device_index = 1;
+        expect_refusal("out on another device index", pr.forward(pr.q.desc(), pr.k.desc(), pr.v.desc(), to, nullptr),
+                       FSIG_ERROR_INVALID_DEVICE, "share a device", pr);
+    }
+    {
+        Problem pr;
+        auto grad = [&](int64_t n, int64_t h) { return mirror(tu::make_view(pr.dtype, tu::kContiguous, 1, n, h, pr.s.d)); };
+        Tensor dq = grad(pr.s.Nq, pr.s.Hq), dk = grad(pr.s.Nk, pr.s.Hk), dv = grad(pr.s.Nk, pr.s.Hk),
+               dout = grad(pr.s.Nq, pr.s.Hq);
+        const fsig_tensor tq = pr.q.desc(), tk = pr.k.desc(), tv = pr.v.desc(), to = pr.out.desc(), tl = pr.lse.desc(),
+                          tdo = dout.desc(), tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+        const int st = fsig_attention_backward(&pr.p, &tq, &tk, &tv, &to, &tdo, &tl, &tdq, &tdk, &tdv, nullptr);
+        expect_refusal("backward", st, FSIG_ERROR_UNSUPPORTED, "backward", pr);
+    }
+}
+
+// The same call on the default stream, a created stream and a CUDA graph replay gives the same bits;
+// the caller's current device is unchanged afterwards.
+TEST(cuda_streams_graphs_device) {
+    if (!g_cuda) return;
+    Problem pr(128, ref::kBf16, ref::kSoftmax);
+    int before = -1, after = -2;
+    CUDA_OK(cudaGetDevice(&before));
+    REQUIRE(pr.forward() == FSIG_OK, "default stream: %s", fsig_last_error());
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<unsigned char> ref_bytes = pr.out_bytes();
+    CUDA_OK(cudaGetDevice(&after));
+    EXPECT(before == after, "the current device changed from %d to %d", before, after);
+
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    poison(pr.out);
+    REQUIRE(pr.forward(stream) == FSIG_OK, "created stream: %s", fsig_last_error());
+    CUDA_OK(cudaStreamSynchronize(stream));
+    EXPECT(pr.out_bytes() == ref_bytes, "a created stream gave other bits than the default stream");
+
+    poison(pr.out);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    const int st = pr.forward(stream);
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    REQUIRE(st == FSIG_OK, "forward during graph capture: %s", fsig_last_error());
+    REQUIRE(end == cudaSuccess, "cudaStreamEndCapture: %s", cudaGetErrorString(end));
+    EXPECT(pr.out_untouched(), "capturing ran the kernel (out was written before the graph was launched)");
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int rep = 0; rep < 3; ++rep) {
+        poison(pr.out);
+        CUDA_OK(cudaGraphLaunch(exec, stream));
+        CUDA_OK(cudaStreamSynchronize(stream));
+        EXPECT(pr.out_bytes() == ref_bytes, "graph replay %d gave other bits than the direct call", rep);
+    }
+    CUDA_OK(cudaGraphExecDestroy(exec));
+    CUDA_OK(cudaGraphDestroy(graph));
+    CUDA_OK(cudaStreamDestroy(stream));
+
+    if (g_device_count >= 2) {  // tensors on cuda:0 while cuda:1 is current
+        CUDA_OK(cudaSetDevice(1));
+        poison(pr.out);  // (cudaMemcpy to cuda:0 memory works from any current device)
+        REQUIRE(pr.forward() == FSIG_OK, "call from cuda:1: %s", fsig_last_error());
+        int now = -1;
+        CUDA_OK(cudaGetDevice(&now));
+        EXPECT(now == 1, "the call did not restore the caller's device (cuda:1), now cuda:%d", now);
+        CUDA_OK(cudaSetDevice(0));
+        CUDA_OK(cudaDeviceSynchronize());
+        EXPECT(pr.out_bytes() == ref_bytes, "the call from another current device gave other bits");
+    } else {
+        std::printf("  one device: the other-current-device case is not run\n");
+    }
+}
+
+TEST(cuda_capabilities) {
+    if (!g_cuda) return;
+    fsig_capabilities caps;
+    std::memset(&caps, 0, sizeof caps);
+    caps.struct_size = sizeof caps;
+    REQUIRE(fsig_get_capabilities(&caps) == FSIG_OK, "%s", fsig_last_error());
+    EXPECT(caps.cuda_dtypes == ((1u << FSIG_DTYPE_FP16) | (1u << FSIG_DTYPE_BF16)), "cuda_dtypes is %u", caps.cuda_dtypes);
+    EXPECT(caps.cuda_head_dim_count == 2 && caps.cuda_head_dims[0] == 64 && caps.cuda_head_dims[1] == 128,
+           "cuda_head_dims are not {64, 128}");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> test_filters;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--quick") g_quick = true;
+        else if (a == "--verbose") g_verbose = true;
+        else if (a == "--list") g_list = true;
+        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
+        else if (a == "--help") {
+            std::printf("test_cuda_forward [--quick] [--device cpu] [--list] [--verbose] [name filters...]\n");
+            return 0;
+        } else g_filters.push_back(a);
+    }
+    if (g_cuda) {
+        fsig_capabilities caps;
+        std::memset(&caps, 0, sizeof caps);
+        caps.struct_size = sizeof caps;
+        if (fsig_get_capabilities(&caps) != FSIG_OK) {
+            std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
+            return 1;
+        }
+        if (!caps.cuda_compiled) {
+            std::printf("SKIP: this libflashsig was built without CUDA\n");
+            return th::kSkip;
+        }
+        if (caps.cuda_device_count < 1) {
+            std::printf("SKIP: no CUDA device or driver on this machine (the CUDA forward was not tested)\n");
+            return th::kSkip;
+        }
+        g_device_count = caps.cuda_device_count;
+        cudaDeviceProp prop;
+        CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+        std::printf("device cuda:0 %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor, g_device_count);
+    } else {
+        std::printf("--device cpu: the numerics cases through the CPU backend (checks this test, not CUDA)\n");
+    }
+    // filters that name a TEST select it; anything else filters the cases inside the numerics tests
+    std::vector<std::string> tests;
+    for (const std::string& f : g_filters)
+        for (const th::Test& t : th::registry())
+            if (f == t.name) tests.push_back(f);
+    if (!tests.empty()) g_filters.clear();
+    return th::run_all(tests);
+}
