@@ -425,7 +425,8 @@ TEST(cuda_refusals) {
     {
         Problem pr;
         fsig_tensor tk = pr.k.desc();
-        tk.strides[1] = pr.s.d + 4, tk.shape[1] = pr.s.Nk - 2;  // row stride not a multiple of 8
+        // row stride d + 4 (Hk = 1): not a multiple of 8; 8 rows fewer keep the extent inside the buffer
+        tk.strides[1] = pr.s.d + 4, tk.shape[1] = pr.s.Nk - 8;
         fsig_tensor tv = pr.v.desc();
         tv.shape[1] = tk.shape[1];
         expect_refusal("k row stride d + 4", pr.forward(pr.q.desc(), tk, tv, pr.out.desc(), nullptr),
