@@ -2,6 +2,7 @@
 
 #include <cpuid.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -38,13 +39,43 @@ struct FreeDeleter {
     void operator()(float* p) const { std::free(p); }
 };
 
-// Per-worker scratch, one 64-byte aligned block each; nullptr when the allocation fails.
-std::unique_ptr<float, FreeDeleter> alloc_scratch(size_t floats_per_worker, int workers) {
-    size_t bytes = (floats_per_worker * sizeof(float) + 63) / 64 * 64 * size_t(workers);
-    return std::unique_ptr<float, FreeDeleter>(static_cast<float*>(std::aligned_alloc(64, bytes)));
-}
+// Small calls reuse one scratch block per calling thread: a malloc/free pair of a few hundred KB costs
+// glibc a heap consolidation per call, a quarter of a tiny call's time. Large calls allocate, where
+// that cost is noise; the per-thread block never exceeds kMaxCachedScratch and is freed at thread exit.
+constexpr size_t kMaxCachedScratch = size_t(1) << 20;
+struct ThreadScratch {
+    std::unique_ptr<float, FreeDeleter> block;
+    size_t bytes = 0;
+};
+thread_local ThreadScratch t_scratch;
+
+class Scratch {
+public:
+    // floats_per_worker floats for each of `workers`, each worker's part 64-byte aligned
+    Scratch(size_t floats_per_worker, int workers) {
+        const size_t bytes = (floats_per_worker * sizeof(float) + 63) / 64 * 64 * size_t(workers);
+        if (bytes > kMaxCachedScratch) {
+            owned_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+            data_ = owned_.get();
+            return;
+        }
+        if (t_scratch.bytes < bytes) {
+            t_scratch.block.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+            t_scratch.bytes = t_scratch.block ? bytes : 0;
+        }
+        data_ = t_scratch.block.get();
+    }
+    float* get() const { return data_; }  // nullptr when the allocation failed
+
+private:
+    std::unique_ptr<float, FreeDeleter> owned_;
+    float* data_ = nullptr;
+};
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// No more workers (and worker scratch) than tasks.
+int workers_for(int64_t tasks) { return int(std::min<int64_t>(num_threads(), std::max<int64_t>(tasks, 1))); }
 
 
 }  // namespace
@@ -55,11 +86,11 @@ const char* active_isa_name() { return kernels().name; }
 int forward(const ForwardArgs& a) {
     const KernelTable& k = kernels();
     const Problem& p = a.p;
-    const int workers = num_threads();
-    const size_t per_worker = (k.scratch_floats(p) + 15) / 16 * 16;
-    auto scratch = alloc_scratch(per_worker, workers);
-    if (!scratch) return FSIG_ERROR_OUT_OF_MEMORY;
     const int64_t tiles = ceil_div(p.seq_q, kBlockM);
+    const int workers = workers_for(p.batch * p.heads_q * tiles);
+    const size_t per_worker = (k.scratch_floats(p) + 15) / 16 * 16;
+    const Scratch scratch(per_worker, workers);
+    if (!scratch.get()) return FSIG_ERROR_OUT_OF_MEMORY;
     parallel_for(p.batch * p.heads_q * tiles, workers, [&](int64_t t, int w) {
         const int64_t tile = t % tiles, bh = t / tiles;
         k.forward_task(a, bh / p.heads_q, bh % p.heads_q, tile * kBlockM, scratch.get() + size_t(w) * per_worker);
@@ -70,16 +101,16 @@ int forward(const ForwardArgs& a) {
 int backward(const BackwardArgs& a) {
     const KernelTable& k = kernels();
     const Problem& p = a.p;
-    const int workers = num_threads();
+    const int64_t q_tiles = ceil_div(p.seq_q, kBlockM);
+    const int64_t bn = block_n_for(p.head_dim), k_tiles = ceil_div(p.seq_k, bn);
+    const int workers = workers_for(std::max(p.batch * p.heads_q * q_tiles, p.batch * p.heads_k * k_tiles));
     const size_t per_worker = (k.scratch_floats(p) + 15) / 16 * 16;
-    auto scratch = alloc_scratch(per_worker, workers);
+    const Scratch scratch(per_worker, workers);
     const bool softmax = p.score == FSIG_SCORE_SOFTMAX;
     std::unique_ptr<float, FreeDeleter> D(
         softmax ? static_cast<float*>(std::malloc(sizeof(float) * size_t(p.batch * p.heads_q * p.seq_q))) : nullptr);
-    if (!scratch || (softmax && !D)) return FSIG_ERROR_OUT_OF_MEMORY;
+    if (!scratch.get() || (softmax && !D)) return FSIG_ERROR_OUT_OF_MEMORY;
 
-    const int64_t q_tiles = ceil_div(p.seq_q, kBlockM);
-    const int64_t bn = block_n_for(p.head_dim), k_tiles = ceil_div(p.seq_k, bn);
     if (softmax)
         parallel_for(p.batch * p.heads_q * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, bh = t / q_tiles;

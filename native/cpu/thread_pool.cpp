@@ -106,7 +106,10 @@ std::shared_ptr<Pool> pool() {
 
 }  // namespace
 
-int num_threads() { return pool()->threads(); }
+int num_threads() {
+    const int n = g_threads.load(std::memory_order_relaxed);  // no lock on every call once the pool exists
+    return n > 0 ? n : pool()->threads();
+}
 
 void set_num_threads(int n) {
     std::lock_guard<std::mutex> job(g_job_mutex);  // no job runs while the pool is replaced
