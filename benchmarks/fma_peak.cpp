@@ -28,6 +28,8 @@ __attribute__((target("avx512f"))) double fma512(double seconds, float* sink) {
     auto t0 = Clock::now();
     do {
         for (long i = 0; i < kInner; ++i)
+            // unrolled, or -O2 keeps the accumulators in memory and measures the stores
+#pragma GCC unroll 16
             for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
         flops += 2.0 * 16 * kChains * kInner;
     } while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds);
@@ -47,6 +49,8 @@ __attribute__((target("avx2,fma"))) double fma256(double seconds, float* sink) {
     auto t0 = Clock::now();
     do {
         for (long i = 0; i < kInner; ++i)
+            // unrolled, or -O2 keeps the accumulators in memory and measures the stores
+#pragma GCC unroll 16
             for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
         flops += 2.0 * 8 * kChains * kInner;
     } while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds);
