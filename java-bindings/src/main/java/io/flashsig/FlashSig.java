@@ -47,9 +47,9 @@ import static io.flashsig.FlashSigException.Status;
  * <h2>Errors</h2>
  * Every failure is a {@link FlashSigException} whose message names the argument and the rule, and no
  * output element is written. Java checks what only Java can see (null tensors, closed arenas,
- * thread confinement, heap alignment, overlap between heap arrays when they are copied); the native
- * library checks everything else (shapes, dtypes, strides, sizes, parameters), so the rules live in
- * one place. The calls are thread-safe; the thread count is process-wide.
+ * thread confinement, read-only output segments, heap alignment, overlap between heap arrays when
+ * they are copied); the native library checks everything else (shapes, dtypes, strides, sizes,
+ * parameters), so the rules live in one place. The calls are thread-safe; the thread count is process-wide.
  */
 public final class FlashSig {
     /** System property: largest work (FLOPs) for which heap arrays are passed in place (critical downcall). */
@@ -101,6 +101,8 @@ public final class FlashSig {
         usable(v, "v");
         usable(out, "out");
         if (lse != null) usable(lse, "lse");
+        writable(out, "out");
+        if (lse != null) writable(lse, "lse");
         boolean heap = !q.segment().isNative() || !k.segment().isNative() || !v.segment().isNative()
                 || !out.segment().isNative() || (lse != null && !lse.segment().isNative());
         double work = forwardFlops(q, k);
@@ -136,6 +138,9 @@ public final class FlashSig {
         usable(dq, "dq");
         usable(dk, "dk");
         usable(dv, "dv");
+        writable(dq, "dq");
+        writable(dk, "dk");
+        writable(dv, "dv");
         boolean heap = !q.segment().isNative() || !k.segment().isNative() || !v.segment().isNative()
                 || (out != null && !out.segment().isNative()) || !dout.segment().isNative()
                 || (lse != null && !lse.segment().isNative()) || !dq.segment().isNative()
@@ -259,6 +264,13 @@ public final class FlashSig {
                     + " (wrap a float[] for FP32, a short[] for FP16/BF16)");
     }
 
+    /** An output's segment must accept writes: the native code would otherwise write through a read-only view. */
+    private static void writable(Tensor t, String name) {
+        if (t.segment().isReadOnly())
+            throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name
+                    + ": its segment is read-only but " + name + " is an output");
+    }
+
     private static MemorySegment data(Tensor t) {
         return t == null ? MemorySegment.NULL : t.segment();
     }
@@ -369,20 +381,26 @@ public final class FlashSig {
         for (int o = firstOutput; o < ts.length; o++) {
             Tensor out = ts[o];
             if (out == null || out.segment().isNative()) continue;
-            Object base = out.segment().heapBase().orElseThrow();
-            long ob = out.segment().address(), oe = out.extentBytes();
-            if (oe < 0) continue; // the native check reports the bad strides
+            MemorySegment ob = reach(out);
+            if (ob == null) continue; // the native check reports the bad strides or size
             for (int i = 0; i < ts.length; i++) {
                 Tensor t = ts[i];
-                if (i == o || t == null || t.segment().isNative() || t.segment().heapBase().orElseThrow() != base)
-                    continue;
-                long tb = t.segment().address(), te = t.extentBytes();
-                if (te < 0) continue;
-                if (ob < tb + te && tb < ob + oe)
+                if (i == o || t == null || t.segment().isNative()) continue;
+                MemorySegment tb = reach(t);
+                // asOverlappingSlice compares the backing arrays; it works on read-only views too
+                // (heapBase() does not: it is empty for them)
+                if (tb != null && ob.asOverlappingSlice(tb).isPresent())
                     throw new FlashSigException(Status.ALIASING, names[o] + " overlaps " + names[i]
                             + " in memory: outputs must not share bytes with any other tensor");
             }
         }
+    }
+
+    /** The bytes a tensor's shape and strides reach in its segment, or null when they do not fit (or are empty). */
+    private static MemorySegment reach(Tensor t) {
+        long e = t.extentBytes();
+        if (e <= 0 || e > t.segment().byteSize()) return null;
+        return t.segment().asSlice(0, e);
     }
 
     /** The exception for a failed native call; reads this thread's fsig_last_error() at once. */

@@ -22,7 +22,10 @@ public final class FlashSigException extends RuntimeException {
         OUT_OF_MEMORY(12),
         CUDA(13),
         INTERNAL(14),
-        /** Java only: a tensor's segment is not usable here (its arena is closed, or it is confined to another thread). */
+        /**
+         * Java only: a tensor's segment is not usable here (its arena is closed, it is confined to another
+         * thread, or it is read-only and passed as an output).
+         */
         SEGMENT_NOT_ACCESSIBLE(-1),
         /** Java only: the native library could not be found or loaded. */
         LIBRARY_NOT_LOADED(-2);
