@@ -242,6 +242,10 @@ int check_qkv(const fsig_attention_params* params, const Checked& q, const Check
     p->seq_k = k.view.shape[1];
     p->heads_k = k.view.shape[2];
     p->dtype = q.view.dtype;
+    // A window of Nq + Nk or more bounds nothing; clamping it keeps diag ± window inside int64.
+    const int64_t no_bound = p->seq_q + p->seq_k;
+    if (p->window_left > no_bound) p->window_left = no_bound;
+    if (p->window_right > no_bound) p->window_right = no_bound;
     p->scale = std::isnan(params->scale) ? float(1.0 / std::sqrt(double(p->head_dim))) : params->scale;
     p->sigmoid_bias = std::isnan(params->sigmoid_bias) ? float(-std::log(double(p->seq_k))) : params->sigmoid_bias;
     p->pointwise_factor = float(std::pow(double(p->seq_k), -double(params->alpha)));
