@@ -1,7 +1,6 @@
 package io.flashsig;
 
 import io.flashsig.TestSupport.Memory;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -138,11 +137,9 @@ class NumericEdgeTest {
     }
 
     /**
-     * Found here: bf16 max (3.39e38) values in v give ±inf in out although the softmax output is a convex
-     * combination of v rows. The kernel accumulates O unnormalised (Σ exp(S − m)·v in fp32, divided by
-     * the row sum at the end), and two keys with weights near 1 already exceed fp32's range.
+     * Regression: bf16 max (3.39e38) values in v gave ±inf although the softmax output is a convex
+     * combination of v rows (the CPU kernel accumulated O unnormalised; it now keeps O normalised per tile).
      */
-    @Disabled("native limitation: unnormalised fp32 accumulator overflows for bf16 values near max; reported")
     @Test
     void bf16MaxInV() {
         float max = Float.intBitsToFloat(0x7F7F0000);
@@ -156,10 +153,10 @@ class NumericEdgeTest {
     }
 
     /**
-     * Found here: fp16 max (65504) values in q and k give NaN although S = scale·q·k ≈ 8.6e9 is finite
-     * in fp32 (the accumulation type). Minimal case: one query, two keys, d = 4, all ±65504.
+     * Regression: fp16 max (65504) values in q and k gave NaN although S = scale·q·k ≈ 8.6e9 is finite in
+     * fp32: exp2(S·log2 e − max) lost half an ulp of |S| (hundreds) and overflowed; the kernel now
+     * subtracts the max before scaling. Minimal case: one query, two keys, d = 4, all 65504.
      */
-    @Disabled("native bug: NaN for fp16 q, k at 65504 (S finite in fp32); reported")
     @Test
     void fp16MaxInQAndKMinimal() {
         try (Arena arena = Arena.ofConfined()) {
@@ -173,7 +170,6 @@ class NumericEdgeTest {
         }
     }
 
-    @Disabled("native bug: NaN for fp16 q, k at ±65504; see fp16MaxInQAndKMinimal")
     @Test
     void fp16MaxInQAndK() {
         // S = scale·q·k ≈ 65504² · d / √d ≈ 2e10 in fp32: finite, one-hot softmax
@@ -238,12 +234,10 @@ class NumericEdgeTest {
     }
 
     /**
-     * A window wider than every sequence is no bound at all. Found by ApiFuzzTest: the CPU mask computes
-     * δ − window_left and δ + window_right in int64 without clamping, so windows near 2^63 overflow and
-     * mask every key of rows that should see all of them (softmax: LSE +inf, out 0).
+     * A window wider than every sequence is no bound at all. Regression found by ApiFuzzTest: δ − window_left
+     * and δ + window_right overflowed int64 for windows near 2^63 and masked every key (the C ABI now clamps
+     * windows to Nq + Nk).
      */
-    @Disabled("native bug (CPU mask overflow for windows near 2^63), reported; enable once fixed "
-            + "(and run the fuzz tests with -Dflashsig.test.hugeWindowFixed=true)")
     @Test
     void hugeWindowIsUnbounded() {
         for (long[] w : new long[][] {{Long.MAX_VALUE, -1}, {-1, Long.MAX_VALUE}, {Long.MAX_VALUE, Long.MAX_VALUE},

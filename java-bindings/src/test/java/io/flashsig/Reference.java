@@ -22,8 +22,9 @@ final class Reference {
         boolean allowed(int i, int j) {
             long diag = (long) i + nk - nq;
             if (causal && j > diag) return false;
-            if (windowLeft >= 0 && j < diag - windowLeft) return false;
-            return windowRight < 0 || j <= diag + windowRight;
+            long ahead = j - diag; // compared with the windows this way, no window value can overflow
+            if (windowLeft >= 0 && -ahead > windowLeft) return false;
+            return windowRight < 0 || ahead <= windowRight;
         }
     }
 
