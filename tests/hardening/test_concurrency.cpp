@@ -215,7 +215,13 @@ void test_no_memory_growth() {
     round(100000);
     const long after = resident_kib();
     std::printf("resident memory: %ld KiB before, %ld KiB after 10^5 calls\n", before, after);
+#if defined(__SANITIZE_ADDRESS__)
+    // ASan keeps freed blocks in a quarantine (256 MiB by default), so RSS grows without a leak;
+    // LeakSanitizer checks this build for leaks at exit instead.
+    std::printf("resident memory bound not checked under AddressSanitizer\n");
+#else
     CHECK(before > 0 && after - before < 8 * 1024, "resident memory grew by %ld KiB over 10^5 calls", after - before);
+#endif
 }
 
 }  // namespace
