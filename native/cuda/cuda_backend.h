@@ -26,4 +26,10 @@ int forward_head_dims(int32_t* dims, int max);
 // On error returns a status and writes a message naming the argument and the rule into msg.
 int forward(const ForwardArgs& a, int device_index, void* stream, char* msg, size_t msg_size);
 
+// Runs a backward problem that the C ABI layer validated (as forward; softmax comes with out and lse)
+// on the stream: the same CUDA-only checks as forward for q, k, v, dout, dq, dk, dv (and out, lse for
+// softmax), then two asynchronous kernels (dK/dV, then dQ; no workspace, no allocation, no atomics:
+// deterministic, so params.deterministic holds either way), restoring the caller's current device.
+int backward(const BackwardArgs& a, int device_index, void* stream, char* msg, size_t msg_size);
+
 }  // namespace fsig::cuda

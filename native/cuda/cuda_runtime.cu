@@ -1,5 +1,6 @@
 // The CUDA backend's host side: device queries, the checks only the CUDA kernels need, and the launch
-// of the forward kernels (fwd_kernel.cuh through the generated units fwd_<dtype>_hd<d>.cu).
+// of the forward kernels (fwd_kernel.cuh through the generated units fwd_<dtype>_hd<d>.cu) and of the
+// backward kernels (bwd_kernel.cuh through bwd_{dkdv,dq}_<dtype>_hd<d>.cu).
 // cudaGetDeviceCount fails cleanly (no device / insufficient driver) without libcuda, so a library
 // built with CUDA still loads and runs its CPU backend on a machine with no GPU.
 #include <cuda_runtime.h>
@@ -8,6 +9,7 @@
 #include <cstdarg>
 #include <cstdio>
 
+#include "bwd_launch.h"
 #include "cuda_backend.h"
 #include "fwd_launch.h"
 #include "fwd_params.h"
@@ -126,20 +128,19 @@ private:
 
 int64_t clamp_window(int64_t w, int64_t limit) { return w > limit ? limit : w; }
 
-}  // namespace
 
-int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
-    const Message m{msg, msg_size};
-    const Problem& pr = a.p;
+// What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
+// grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages.
+int check_problem(const Message& m, const Problem& pr, const char* pass) {
     if (pr.dtype != FSIG_DTYPE_FP16 && pr.dtype != FSIG_DTYPE_BF16)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.dtype is fp32 but the CUDA kernels take fp16 or bf16 (tensor cores); convert the tensors "
                       "or pass CPU tensors");
     if (pr.head_dim != 64 && pr.head_dim != 128)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
-                      "q.shape[3] (head_dim) is %lld but the CUDA forward supports head_dim 64 and 128 "
+                      "q.shape[3] (head_dim) is %lld but the CUDA %s supports head_dim 64 and 128 "
                       "(fsig_capabilities.cuda_head_dims); other head dims run on CPU tensors",
-                      (long long)pr.head_dim);
+                      (long long)pr.head_dim, pass);
     if (pr.seq_q > INT32_MAX || pr.seq_k > INT32_MAX)
         return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be below 2^31 on CUDA",
                       (long long)pr.seq_q, (long long)pr.seq_k);
@@ -149,14 +150,16 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
                       "batch %lld x heads_q %lld x %lld query tiles of %d rows exceed the 2^31 - 1 thread blocks "
                       "of one CUDA launch; split the batch",
                       (long long)pr.batch, (long long)pr.heads_q, (long long)m_blocks, kFwdBlockM);
-    const struct {
-        const char* name;
-        const TensorView* t;
-    } tensors[] = {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out}};
-    for (const auto& x : tensors)
-        if (int st = check_layout(m, x.name, *x.t); st != FSIG_OK) return st;
+    return FSIG_OK;
+}
 
-    DeviceGuard guard;
+struct Named {
+    const char* name;
+    const TensorView* t;
+};
+
+// Device guard entered, no stale asynchronous error pending, every pointer usable on the device.
+int enter_device(const Message& m, DeviceGuard& guard, int device, const Named* tensors, int n) {
     if (cudaError_t e = guard.enter(device); e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "cannot make cuda:%d the current device: %s: %s", device, cudaGetErrorName(e),
@@ -169,19 +172,22 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
                       "an earlier CUDA error was pending on cuda:%d before this call (an asynchronous error of an "
                       "earlier launch): %s: %s",
                       device, cudaGetErrorName(e), cudaGetErrorString(e));
-    for (const auto& x : tensors)
-        if (int st = check_pointer(m, x.name, x.t->data, device); st != FSIG_OK) return st;
-    if (a.has_lse)
-        if (int st = check_pointer(m, "lse", a.lse.data, device); st != FSIG_OK) return st;
+    for (int i = 0; i < n; ++i)
+        if (int st = check_pointer(m, tensors[i].name, tensors[i].t->data, device); st != FSIG_OK) return st;
+    return FSIG_OK;
+}
 
+// The kernel parameters of q, k, v, out (lse when given) and the problem.
+FwdParams make_params(const Problem& pr, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TensorView* lse) {
     FwdParams p{};
-    p.q = a.q.data, p.k = a.k.data, p.v = a.v.data, p.out = a.out.data;
-    p.lse = a.has_lse ? static_cast<float*>(a.lse.data) : nullptr;
-    p.q_batch = a.q.stride[0], p.q_row = a.q.stride[1], p.q_head = a.q.stride[2];
-    p.k_batch = a.k.stride[0], p.k_row = a.k.stride[1], p.k_head = a.k.stride[2];
-    p.v_batch = a.v.stride[0], p.v_row = a.v.stride[1], p.v_head = a.v.stride[2];
-    p.o_batch = a.out.stride[0], p.o_row = a.out.stride[1], p.o_head = a.out.stride[2];
-    if (a.has_lse) p.lse_batch = a.lse.stride[0], p.lse_head = a.lse.stride[1], p.lse_row = a.lse.stride[2];
+    p.q = q.data, p.k = k.data, p.v = v.data, p.out = out.data;
+    p.lse = lse != nullptr ? static_cast<float*>(lse->data) : nullptr;
+    p.q_batch = q.stride[0], p.q_row = q.stride[1], p.q_head = q.stride[2];
+    p.k_batch = k.stride[0], p.k_row = k.stride[1], p.k_head = k.stride[2];
+    p.v_batch = v.stride[0], p.v_row = v.stride[1], p.v_head = v.stride[2];
+    p.o_batch = out.stride[0], p.o_row = out.stride[1], p.o_head = out.stride[2];
+    if (lse != nullptr) p.lse_batch = lse->stride[0], p.lse_head = lse->stride[1], p.lse_row = lse->stride[2];
     p.batch = pr.batch, p.seq_q = pr.seq_q, p.seq_k = pr.seq_k;
     p.diag_offset = pr.seq_k - pr.seq_q;
     // a bound beyond Nq + Nk excludes nothing; clamping keeps i + Nk - Nq -/+ w inside int64
@@ -195,7 +201,24 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     p.scale_log2 = pr.scale * 1.4426950408889634f;
     p.factor = pr.pointwise_factor;
     p.sigmoid_bias = pr.sigmoid_bias;
+    return p;
+}
 
+}  // namespace
+
+int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    const Problem& pr = a.p;
+    if (int st = check_problem(m, pr, "forward"); st != FSIG_OK) return st;
+    const Named tensors[] = {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out}, {"lse", &a.lse}};
+    const int n_layout = 4, n_pointers = a.has_lse ? 5 : 4;  // (lse: fp32, any strides)
+    for (int i = 0; i < n_layout; ++i)
+        if (int st = check_layout(m, tensors[i].name, *tensors[i].t); st != FSIG_OK) return st;
+
+    DeviceGuard guard;
+    if (int st = enter_device(m, guard, device, tensors, n_pointers); st != FSIG_OK) return st;
+
+    const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const bool bf16 = pr.dtype == FSIG_DTYPE_BF16;
     cudaError_t e;
@@ -204,6 +227,61 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    return FSIG_OK;
+}
+
+int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    const Problem& pr = a.p;
+    if (int st = check_problem(m, pr, "backward"); st != FSIG_OK) return st;
+    const bool softmax = pr.score == FSIG_SCORE_SOFTMAX;
+    if (softmax && (!a.has_out || !a.has_lse))  // (the C ABI layer already refuses this)
+        return m.fail(FSIG_ERROR_NULL_ARGUMENT, "softmax backward needs the forward's out and lse");
+    // grid of the dK/dV kernel, and its per-block tile count (query tiles of 32 rows x group) in int32
+    const int64_t n_blocks = (pr.seq_k + kBwdKvBlockN - 1) / kBwdKvBlockN;
+    if (pr.heads_k > INT32_MAX || n_blocks * pr.heads_k > INT32_MAX / pr.batch ||
+        pr.group() * ((pr.seq_q + 15) / 16) > INT32_MAX)
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "batch %lld x heads_k %lld x %lld key tiles of %d keys (or heads_q %lld x seq_q %lld) exceed "
+                      "the 2^31 - 1 limit of the CUDA backward's launch and loop counters; split the batch",
+                      (long long)pr.batch, (long long)pr.heads_k, (long long)n_blocks, kBwdKvBlockN,
+                      (long long)pr.heads_q, (long long)pr.seq_q);
+    // out and lse are read by softmax only; the pointwise scores ignore them (they may be absent)
+    const Named tensors[] = {{"q", &a.q},   {"k", &a.k},   {"v", &a.v},   {"dout", &a.dout}, {"dq", &a.dq},
+                             {"dk", &a.dk}, {"dv", &a.dv}, {"out", &a.out}, {"lse", &a.lse}};
+    const int n_layout = softmax ? 8 : 7, n_pointers = softmax ? 9 : 7;
+    for (int i = 0; i < n_layout; ++i)
+        if (int st = check_layout(m, tensors[i].name, *tensors[i].t); st != FSIG_OK) return st;
+
+    DeviceGuard guard;
+    if (int st = enter_device(m, guard, device, tensors, n_pointers); st != FSIG_OK) return st;
+
+    BwdParams p{};
+    p.f = make_params(pr, a.q, a.k, a.v, softmax ? a.out : a.q, softmax ? &a.lse : nullptr);
+    if (!softmax) p.f.out = nullptr;
+    p.dout = a.dout.data, p.dq = a.dq.data, p.dk = a.dk.data, p.dv = a.dv.data;
+    p.do_batch = a.dout.stride[0], p.do_row = a.dout.stride[1], p.do_head = a.dout.stride[2];
+    p.dq_batch = a.dq.stride[0], p.dq_row = a.dq.stride[1], p.dq_head = a.dq.stride[2];
+    p.dk_batch = a.dk.stride[0], p.dk_row = a.dk.stride[1], p.dk_head = a.dk.stride[2];
+    p.dv_batch = a.dv.stride[0], p.dv_row = a.dv.stride[1], p.dv_head = a.dv.stride[2];
+    p.heads_k = int32_t(pr.heads_k);
+
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const bool bf16 = pr.dtype == FSIG_DTYPE_BF16, d64 = pr.head_dim == 64;
+    // two independent kernels on the caller's stream: dK, dV (one block per key tile), then dQ
+    cudaError_t e = d64 ? (bf16 ? launch_bwd_dkdv_bf16_hd64(p, s) : launch_bwd_dkdv_fp16_hd64(p, s))
+                        : (bf16 ? launch_bwd_dkdv_bf16_hd128(p, s) : launch_bwd_dkdv_fp16_hd128(p, s));
+    const char* which = "dK/dV";
+    if (e == cudaSuccess) {
+        which = "dQ";
+        e = d64 ? (bf16 ? launch_bwd_dq_bf16_hd64(p, s) : launch_bwd_dq_fp16_hd64(p, s))
+                : (bf16 ? launch_bwd_dq_bf16_hd128(p, s) : launch_bwd_dq_fp16_hd128(p, s));
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_CUDA, "launching the backward %s kernel on cuda:%d failed: %s: %s", which, device,
                       cudaGetErrorName(e), cudaGetErrorString(e));
     }
     return FSIG_OK;

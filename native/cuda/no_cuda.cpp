@@ -1,5 +1,5 @@
 // The CUDA backend of a build without nvcc: no devices, no kernels (api.cpp refuses CUDA tensors
-// before it would call forward).
+// before it would call forward or backward).
 #include <cstdio>
 
 #include "cuda_backend.h"
@@ -10,6 +10,10 @@ int device_count() { return 0; }
 uint32_t forward_dtypes() { return 0; }
 int forward_head_dims(int32_t*, int) { return 0; }
 int forward(const ForwardArgs&, int, void*, char* msg, size_t msg_size) {
+    std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
+    return FSIG_ERROR_NO_DEVICE;
+}
+int backward(const BackwardArgs&, int, void*, char* msg, size_t msg_size) {
     std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
     return FSIG_ERROR_NO_DEVICE;
 }

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The CUDA forward under compute-sanitizer: memcheck (out-of-bounds and misaligned accesses, leaks),
-# racecheck (shared-memory hazards between the threads of a block: the cp.async double buffer, the
-# Q and O staging) and synccheck (barriers in divergent code). A small subset of test_cuda_forward
-# (--quick: ragged shapes up to 257, every score, masks, GQA, both dtypes and head dims), since the
-# tools slow kernels down by orders of magnitude.
+# The CUDA forward and backward under compute-sanitizer: memcheck (out-of-bounds and misaligned
+# accesses, leaks), racecheck (shared-memory hazards between the threads of a block: the cp.async
+# double buffers, the Q/O and dK/dV/dQ staging, the backward's shared D) and synccheck (barriers in
+# divergent code). Small subsets of test_cuda_forward and test_cuda_backward (--quick: ragged shapes,
+# every score, masks, GQA, both dtypes and head dims), since the tools slow kernels down by orders of
+# magnitude.
 #   tests/gpu/run-compute-sanitizer.sh [build-dir]      (default: build; Maven's is target/native)
 # Exits 77 when no CUDA device is present, non-zero when a tool reports an error.
 set -uo pipefail
 build=${1:-build}
 exe=$build/tests/gpu/test_cuda_forward
-if [[ ! -x $exe ]]; then
-  echo "no $exe: configure and build with CUDA first (cmake -S . -B $build && cmake --build $build)" >&2
-  exit 2
-fi
+bwd=$build/tests/gpu/test_cuda_backward
+for x in "$exe" "$bwd"; do
+  if [[ ! -x $x ]]; then
+    echo "no $x: configure and build with CUDA first (cmake -S . -B $build && cmake --build $build)" >&2
+    exit 2
+  fi
+done
 cs=$(command -v compute-sanitizer || true)
 [[ -z $cs && -x /usr/local/cuda/bin/compute-sanitizer ]] && cs=/usr/local/cuda/bin/compute-sanitizer
 if [[ -z $cs ]]; then
@@ -38,5 +42,8 @@ run() {
 run memcheck --leak-check full "$exe" --quick
 run racecheck --racecheck-report all "$exe" --quick numerics_matrix numerics_targeted
 run synccheck "$exe" --quick numerics_matrix numerics_targeted
+run memcheck --leak-check full "$bwd" --quick
+run racecheck --racecheck-report all "$bwd" --quick numerics_matrix numerics_targeted
+run synccheck "$bwd" --quick numerics_matrix numerics_targeted
 if [[ $failed == 0 ]]; then echo "compute-sanitizer: memcheck, racecheck, synccheck clean"; fi
 exit $failed

@@ -3,6 +3,7 @@
 // them (the layouts are restated independently below), and one warp's share of the forward kernel —
 // Q fragments, S = Q Kᵀ, P from the accumulators as the A operand, O += P V, the O staging and the
 // 16-byte copy-out — runs over swizzled shared-memory tiles exactly as fwd_kernel.cuh indexes them.
+// The backward's dK/dV warp (transposed products: Sᵀ = K_w Qᵀ, dV_w += Sᵀ dO) is replayed the same way.
 // Small integers make every product exact, so any index slip shows as a wrong value. Also checks that
 // the swizzle is a bijection that keeps 16-byte chunks whole, and that every ldmatrix phase (8 lanes,
 // one 8x8 matrix) touches all 32 banks once (no bank conflicts).
@@ -220,6 +221,99 @@ void check_head_dim() {
 
 TEST(fragment_layout_d64) { check_head_dim<64>(); }
 TEST(fragment_layout_d128) { check_head_dim<128>(); }
+
+// One warp of the backward's dK/dV kernel (bwd_kernel.cuh), transposed orientation: Sᵀ = K_w Qᵀ with K_w
+// (the warp's 16 keys of a 128-key tile) by ldsm_a and Q (kRowsQ query rows) by ldsm_b, then
+// dV_w += Sᵀ dO with Sᵀ's accumulators packed as the A operand and dO by ldsm_bt (.trans).
+template <int kD, int kRowsQ>
+void check_dkdv_warp() {
+    constexpr int kKeys = 128;
+    const int warp = 6;
+    std::srand(kD * 3 + kRowsQ);
+    auto rnd = [] { return float(std::rand() % 7 - 3); };
+    std::vector<float> K(kKeys * kD), Q(kRowsQ * kD), G(kRowsQ * kD);
+    for (float& x : K) x = rnd();
+    for (float& x : Q) x = rnd();
+    for (float& x : G) x = rnd();
+    auto to_smem = [](const std::vector<float>& m, int rows) {
+        std::vector<float> sm(size_t(rows) * kD, NAN);
+        for (int r = 0; r < rows; ++r)
+            for (int c = 0; c < kD; ++c) sm[size_t(swz<kD>(r, c))] = m[size_t(r * kD + c)];
+        return sm;
+    };
+    const std::vector<float> sK = to_smem(K, kKeys), sQ = to_smem(Q, kRowsQ), sG = to_smem(G, kRowsQ);
+    auto split = [](const Frag4& f, std::vector<std::array<Reg, 2>>& b0, std::vector<std::array<Reg, 2>>& b1) {
+        b0.resize(32), b1.resize(32);
+        for (int l = 0; l < 32; ++l) b0[l] = {f[l][0], f[l][1]}, b1[l] = {f[l][2], f[l][3]};
+    };
+    std::vector<std::vector<std::array<float, 4>>> st(kRowsQ / 8, std::vector<std::array<float, 4>>(32, {0, 0, 0, 0}));
+    for (int ks = 0; ks < kD / 16; ++ks) {
+        std::vector<int> aaddr(32);
+        for (int l = 0; l < 32; ++l) {
+            const RowCol a = fsig::cuda::frag::ldsm_a(l);
+            aaddr[l] = swz<kD>(warp * 16 + a.row, ks * 16 + a.col);
+        }
+        const Frag4 ka = ldmatrix_x4(sK, aaddr, false);
+        for (int np = 0; np < kRowsQ / 16; ++np) {
+            std::vector<int> addr(32);
+            for (int l = 0; l < 32; ++l) {
+                const RowCol b = fsig::cuda::frag::ldsm_b(l);
+                addr[l] = swz<kD>(np * 16 + b.row, ks * 16 + b.col);
+            }
+            std::vector<std::array<Reg, 2>> b0, b1;
+            split(ldmatrix_x4(sQ, addr, false), b0, b1);
+            mma(st[2 * np], ka, b0);
+            mma(st[2 * np + 1], ka, b1);
+        }
+    }
+    int bad_s = 0;
+    for (int nt = 0; nt < kRowsQ / 8; ++nt)
+        for (int l = 0; l < 32; ++l)
+            for (int e = 0; e < 4; ++e) {
+                const int key = warp * 16 + acc_row(l, e), qi = nt * 8 + acc_col(l, e);
+                double want = 0;
+                for (int c = 0; c < kD; ++c) want += double(K[size_t(key * kD + c)]) * Q[size_t(qi * kD + c)];
+                bad_s += st[nt][size_t(l)][size_t(e)] != float(want);
+            }
+    EXPECT(bad_s == 0, "d=%d rows=%d: %d elements of Sᵀ = K_w Qᵀ are wrong", kD, kRowsQ, bad_s);
+
+    std::vector<std::vector<std::array<float, 4>>> dv(kD / 8, std::vector<std::array<float, 4>>(32, {0, 0, 0, 0}));
+    for (int kp = 0; kp < kRowsQ / 16; ++kp) {
+        std::vector<std::array<Reg, 4>> pa(32);
+        for (int l = 0; l < 32; ++l) {
+            const auto &s0 = st[2 * kp][size_t(l)], &s1 = st[2 * kp + 1][size_t(l)];
+            pa[l] = {Reg{s0[0], s0[1]}, Reg{s0[2], s0[3]}, Reg{s1[0], s1[1]}, Reg{s1[2], s1[3]}};
+        }
+        for (int dp = 0; dp < kD / 16; ++dp) {
+            std::vector<int> addr(32);
+            for (int l = 0; l < 32; ++l) {
+                const RowCol b = fsig::cuda::frag::ldsm_bt(l);
+                addr[l] = swz<kD>(kp * 16 + b.row, dp * 16 + b.col);
+            }
+            std::vector<std::array<Reg, 2>> b0, b1;
+            split(ldmatrix_x4(sG, addr, true), b0, b1);
+            mma(dv[2 * dp], pa, b0);
+            mma(dv[2 * dp + 1], pa, b1);
+        }
+    }
+    int bad_dv = 0;
+    for (int dt = 0; dt < kD / 8; ++dt)
+        for (int l = 0; l < 32; ++l)
+            for (int e = 0; e < 4; ++e) {
+                const int key = warp * 16 + acc_row(l, e), c = dt * 8 + acc_col(l, e);
+                double want = 0;
+                for (int i = 0; i < kRowsQ; ++i) {
+                    double sv = 0;
+                    for (int x = 0; x < kD; ++x) sv += double(K[size_t(key * kD + x)]) * Q[size_t(i * kD + x)];
+                    want += sv * G[size_t(i * kD + c)];
+                }
+                bad_dv += dv[dt][size_t(l)][size_t(e)] != float(want);
+            }
+    EXPECT(bad_dv == 0, "d=%d rows=%d: %d elements of dV_w = Sᵀ dO are wrong", kD, kRowsQ, bad_dv);
+}
+
+TEST(bwd_dkdv_warp_d64) { check_dkdv_warp<64, 64>(); }
+TEST(bwd_dkdv_warp_d128) { check_dkdv_warp<128, 32>(); }
 
 }  // namespace
 

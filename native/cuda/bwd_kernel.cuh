@@ -1,0 +1,668 @@
+// The CUDA backward kernels (FlashAttention-2 design with recomputation, DESIGN.md §5) for sm_80 and
+// later. Included by the generated units bwd_{dkdv,dq}_<dtype>_hd<d>.cu, one per (kernel, dtype, head
+// dim), each instantiating the 7 score policies: 2 × 2 × 2 × 7 = 56 kernels in all.
+//
+// Contract: the forward's (fwd_kernel.cuh) plus dO [B, Nq, Hq, d], dQ [B, Nq, Hq, d], dK, dV
+// [B, Nk, Hk, d] in the same dtype and under the same layout rule (16-byte-aligned bases, last-dim
+// stride 1, other strides multiples of 8 elements: every global access is one aligned 16-byte
+// vector); softmax also reads O and the forward's LSE (fp32 [B, Hq, Nq], any strides).
+// The math is DESIGN §4's table, exactly as the CPU backward (native/cpu/kernels.inc) computes it:
+//   S = scale·q·k, P = score(S) (softmax: P = min(exp(S − LSE), 1), recomputed from the forward's LSE),
+//   dP = dO Vᵀ, dS = grad(S, P, dP) (softmax: P ∘ (dP − D), D_i = Σ_c dO_ic O_ic), P = dS = 0 where
+//   masked; dV = Pᵀ dO, dK = scale · dSᵀ Q (summed over the query heads of the kv head's group),
+//   dQ = scale · dS K.
+//
+// No workspace (the C ABI has no workspace argument yet, and a call must not allocate), no atomics:
+//  - dK/dV kernel: one block of 8 warps per (key tile of 128 keys, kv head, batch); warp w owns keys
+//    16w..16w+15 and accumulates their dK, dV rows (16 × d each, fp32) in registers. The block loops
+//    over every query head of the group and every query tile (kKvBlockM rows) that can see the key
+//    tile (query_range of bwd_params.h); Q, dO (and for softmax O and LSE) tiles stream through
+//    shared memory in two cp.async stages. Per tile and warp, in the transposed orientation so that no
+//    value crosses warps: Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (16 × kKvBlockM, K_w and V_w by ldmatrix as A
+//    operands, Q and dO as B operands like K in the forward), Pᵀ and dSᵀ elementwise in registers,
+//    then dV_w += Pᵀ dO and dK_w += dSᵀ Q with Pᵀ, dSᵀ repacked to 16-bit A operands and dO, Q as
+//    B operands by ldmatrix.trans (like V in the forward). Softmax's D for a tile's rows is computed
+//    once per tile by the whole block from the staged O and dO (O(d) per row) into shared memory.
+//    dK, dV are written once, through shared memory, as 16-byte stores.
+//  - dQ kernel: one block of 8 warps per (query tile of 128 rows, query head, batch); warp w owns rows
+//    16w..16w+15 and their dQ (16 × d, fp32) in registers, its D and LSE in registers. Key tiles of 64
+//    stream through two cp.async stages as in the forward; per tile: S = Q_w Kᵀ, dP = dO_w Vᵀ, dS,
+//    dQ_w += dS K (K by ldmatrix.trans). dQ is written once.
+// Both are deterministic (a fixed loop order, every output element written by one thread), so the
+// `deterministic` flag holds trivially. The faster FA2 variant — one kernel, dQ accumulated with fp32
+// atomics in a workspace — needs a workspace argument in the C ABI and is not in this version.
+//
+// Tiles no element of which is allowed are skipped (by the block's query range, then per warp); only
+// boundary tiles (ragged Nq or Nk, causal diagonal, window edges) evaluate the per-element mask.
+// Rows and keys past the ends are zero-filled in shared memory, so they hold finite values and the
+// mask zeroes their P and dS.
+#pragma once
+
+#include <cstring>
+
+#include "bwd_launch.h"
+#include "bwd_params.h"
+#include "fwd_kernel.cuh"
+
+namespace fsig::cuda {
+
+// ---- tile configuration --------------------------------------------------------------------------
+// Accumulator registers per thread (the compiler's counts are in native/cuda/NOTES.md):
+//   dK/dV kernel: dK + dV (16 × d each per warp) = d, Sᵀ + dPᵀ (16 × kKvBlockM each) = kKvBlockM:
+//   d = 64: 64 + 64; d = 128: 128 + 32 (at the 255 limit: int32 row indices and a rolled k-step loop
+//   of Sᵀ keep it from spilling).
+//   dQ kernel: dQ (16 × d) = d / 2, S + dP (16 × 64 each) = 64: 96 (d = 64), 128 (d = 128).
+// 8 warps of 255 registers at most: one block per SM, as the forward.
+template <int kHeadDim_, class Elem_>
+struct BwdTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kWarps = 8;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
+    static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of a product over d
+    static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of a d-wide accumulator
+
+    // dK/dV kernel: kKvBlockN keys per block (16 per warp), query tiles of kKvBlockM rows
+    static constexpr int kKvBlockN = 16 * kWarps;
+    static constexpr int kKvBlockM = kHeadDim <= 64 ? 64 : 32;
+    static constexpr int kKvKeyBytes = kKvBlockN * kHeadDim * 2;  // one K or V tile
+    static constexpr int kKvRowBytes = kKvBlockM * kHeadDim * 2;  // one Q, dO or O tile
+    static constexpr int kKvStageBytes = 3 * kKvRowBytes;         // Q, dO, O
+    static constexpr int kKvStage0 = 2 * kKvKeyBytes;             // byte offsets in shared memory
+    static constexpr int kKvStage1 = kKvStage0 + kKvStageBytes;
+    static constexpr int kKvLse0 = kKvStage1 + kKvStageBytes;     // fp32 LSE of stage 0, then stage 1
+    static constexpr int kKvD = kKvLse0 + 2 * kKvBlockM * 4;      // fp32 D of the current tile
+    static constexpr int kKvSmemBytes = kKvD + kKvBlockM * 4;
+    static constexpr int kKvMTiles = kKvBlockM / 8;  // n8 tiles of Sᵀ (query columns) per warp
+    static constexpr int kKvThreadsPerRow = kThreads / kKvBlockM;  // D: threads sharing one query row
+    static constexpr int kKvChunksPerThread = kChunks / kKvThreadsPerRow;
+
+    // dQ kernel: kQBlockM query rows per block (16 per warp), key tiles of kQBlockN
+    static constexpr int kQBlockM = 16 * kWarps;
+    static constexpr int kQBlockN = 64;
+    static constexpr int kQRowBytes = kQBlockM * kHeadDim * 2;  // Q or dO
+    static constexpr int kQKeyBytes = kQBlockN * kHeadDim * 2;  // one K or V tile
+    static constexpr int kQStage0 = 2 * kQRowBytes;             // K0, V0, then K1, V1
+    static constexpr int kQStage1 = kQStage0 + 2 * kQKeyBytes;
+    static constexpr int kQSmemBytes = kQStage1 + 2 * kQKeyBytes;
+    static constexpr int kQNTiles = kQBlockN / 8;
+
+    static_assert(kHeadDim % 64 == 0, "the swizzle needs rows of whole 128-byte lines");
+    static_assert(kKvBlockM % 16 == 0 && kQBlockN % 16 == 0, "k16 steps over the tiles");
+    static_assert((kKvBlockN * kChunks) % kThreads == 0 && (kKvBlockM * kChunks) % kThreads == 0 &&
+                      (kQBlockM * kChunks) % kThreads == 0 && (kQBlockN * kChunks) % kThreads == 0,
+                  "tile loads split evenly over the threads");
+    static_assert(kKvBlockM <= kThreads, "one thread per row loads the LSE");
+    static_assert(kThreads % kKvBlockM == 0 && kKvThreadsPerRow <= 32 && kChunks % kKvThreadsPerRow == 0,
+                  "D: the threads of a row are adjacent lanes of one warp and split its chunks evenly");
+    static_assert(kKvSmemBytes <= 227 * 1024 && kQSmemBytes <= 227 * 1024, "shared memory of one block");
+};
+
+// ---- helpers -------------------------------------------------------------------------------------
+
+// 4 bytes global -> shared (the LSE, whose strides are arbitrary); src_bytes = 0 writes a zero.
+__device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+
+template <class Elem>
+struct Cvt;
+template <>
+struct Cvt<__half> {
+    static __device__ __forceinline__ float2 f2(uint32_t w) {
+        __half2 h;
+        memcpy(&h, &w, 4);
+        return __half22float2(h);
+    }
+};
+template <>
+struct Cvt<__nv_bfloat16> {
+    static __device__ __forceinline__ float2 f2(uint32_t w) {
+        __nv_bfloat162 h;
+        memcpy(&h, &w, 4);
+        return __bfloat1622float2(h);
+    }
+};
+
+// acc + Σ of the 8 products of two 16-byte vectors of 16-bit elements
+template <class Elem>
+__device__ __forceinline__ float dot8(uint4 a, uint4 b, float acc) {
+    const uint32_t aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+        const float2 x = Cvt<Elem>::f2(aw[w]), y = Cvt<Elem>::f2(bw[w]);
+        acc = fmaf(x.x, y.x, acc);
+        acc = fmaf(x.y, y.y, acc);
+    }
+    return acc;
+}
+
+// ---- score gradients (DESIGN §4 table; the CPU's grad of native/cpu/kernels.inc) -------------------
+// eval(acc, dp, c, p, ds): P and dS from the raw accumulator q·k (scale not applied) and dP, with P
+// exactly the forward policy's value. Softmax (row statistics) is in the kernels.
+template <class Score>
+struct BwdScore;
+template <>
+struct BwdScore<SigmoidScore> {
+    static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
+        p = SigmoidScore::apply(acc, c);
+        ds = p * (1.f - p) * dp;
+    }
+};
+template <>
+struct BwdScore<ReluScore> {
+    static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
+        const float x = acc * c.scale;
+        p = fmaxf(x, 0.f) * c.factor;
+        ds = x > 0.f ? c.factor * dp : 0.f;
+    }
+};
+template <>
+struct BwdScore<Relu2Score> {
+    static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
+        const float r = fmaxf(acc * c.scale, 0.f);
+        p = r * r * c.factor;
+        ds = 2.f * r * (c.factor * dp);
+    }
+};
+// gelu′(x) = Φ(x) + x φ(x), φ(x) = exp(−x²/2)/√(2π): Φ and exp(−x²/2) as in GeluScore::apply, shared.
+template <>
+struct BwdScore<GeluScore> {
+    static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
+        const float x = acc * c.scale;
+        const float e = ex2(x * x * -0.72134752044448170f);  // exp(−x²/2)
+        const float t = rcp(fmaf(0.23164188826636040f, fabsf(x), 1.f));
+        float poly = fmaf(0.5307027145f, t, -0.7265760135f);
+        poly = fmaf(poly, t, 0.7107068705f);
+        poly = fmaf(poly, t, -0.1422483680f);
+        poly = fmaf(poly, t, 0.1274147960f);
+        const float half_erfc = poly * t * e;
+        const float cdf = x >= 0.f ? 1.f - half_erfc : half_erfc;
+        p = x * cdf * c.factor;
+        ds = fmaf(x * 0.39894228040143268f, e, cdf) * (c.factor * dp);
+    }
+};
+// softplus′(x) = σ(x) = (x >= 0 ? 1 : u) / (1 + u), u = exp(−|x|): the value's exp, shared.
+template <>
+struct BwdScore<SoftplusScore> {
+    static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
+        const float x = acc * c.scale;
+        const float u = ex2(fabsf(x) * -1.4426950408889634f);
+        p = (fmaxf(x, 0.f) + __logf(1.f + u)) * c.factor;
+        ds = (x >= 0.f ? 1.f : u) * rcp(1.f + u) * (c.factor * dp);
+    }
+};
+template <>
+struct BwdScore<IdentityScore> {
+    static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
+        p = acc * c.scale * c.factor;
+        ds = c.factor * dp;
+    }
+};
+
+// P and dS of one element; nl = −LSE·log2e and dd = D of its query row (softmax only).
+template <class Score>
+__device__ __forceinline__ void probs_grads(float acc, float dp, const ScoreConsts& c, float scale_log2, float nl,
+                                            float dd, float& p, float& ds) {
+    if constexpr (Score::kRowStats) {
+        // LSE = +inf (a row with no allowed key) gives P = 0; P <= 1 always, as on the CPU (an ulp of
+        // difference between the forward's S and this one must not push it past 1 where |S| is huge)
+        p = fminf(ex2(fmaf(acc, scale_log2, nl)), 1.f);
+        ds = p * (dp - dd);
+    } else {
+        BwdScore<Score>::eval(acc, dp, c, p, ds);
+    }
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- kernel 1: dK, dV ----------------------------------------------------------------------------
+
+template <class T, class Score>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(const __grid_constant__ BwdParams p) {
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockN = T::kKvBlockN, kBlockM = T::kKvBlockM;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    const uint32_t smem_base = smem_addr(smem_raw);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const FwdParams& f = p.f;
+
+    // block -> (key tile, kv head, batch)
+    int64_t bid = blockIdx.x;
+    const int n_block = int(bid % p.n_blocks);
+    bid /= p.n_blocks;
+    const int hk = int(bid % p.heads_k);
+    const int64_t b = bid / p.heads_k;
+    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
+    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
+
+    // query rows any key of the tile may see, as whole query tiles; each query head of the group
+    // (row and key indices and tile counts fit in int32: Nq, Nk < 2^31 and Hq·⌈Nq/kKvBlockM⌉ < 2^31 are
+    // checked on the host; fewer live 64-bit values keep the d = 128 kernel from spilling)
+    const int j0 = n_block * kBlockN;
+    int64_t q_first, q_last;
+    query_range(f, j0, min(int64_t(j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
+    const int m_first = int(q_first / kBlockM);
+    const int n_m = q_last >= q_first ? int(q_last / kBlockM) - m_first + 1 : 0;
+    const int n_tiles = n_m * f.group;
+    // this warp's keys and the query rows they may see (none when its keys lie past Nk)
+    const int jw = j0 + warp * 16;
+    int wq_first = 0, wq_last = -1;
+    if (jw < f.seq_k) {
+        int64_t lo, hi;
+        query_range(f, jw, min(int64_t(jw) + 15, f.seq_k - 1), &lo, &hi);
+        wq_first = int(lo), wq_last = int(hi);
+    }
+
+    // tile t -> (query head, first row); its Q, dO (softmax: O, LSE) into the stage at byte offset `stage`
+    auto tile_head = [&](int t) { return hk * f.group + t / n_m; };
+    auto tile_row0 = [&](int t) { return (m_first + t % n_m) * kBlockM; };
+    auto load_query_tile = [&](int t, uint32_t stage, uint32_t lse_off) {
+        const int h = tile_head(t);
+        const int i0 = tile_row0(t);
+        const uint32_t st = smem_base + stage;
+        load_tile<T, kBlockM>(st, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row, i0,
+                              f.seq_q, tid);
+        load_tile<T, kBlockM>(st + T::kKvRowBytes,
+                              static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head, p.do_row, i0,
+                              f.seq_q, tid);
+        if constexpr (Score::kRowStats) {
+            load_tile<T, kBlockM>(st + 2 * T::kKvRowBytes,
+                                  static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head, f.o_row, i0,
+                                  f.seq_q, tid);
+            if (tid < kBlockM) {
+                const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
+                const bool ok = i0 + tid < f.seq_q;
+                cp_async_4(smem_base + lse_off + 4 * tid, ok ? lse + (i0 + tid) * f.lse_row : lse, ok ? 4 : 0);
+            }
+        }
+    };
+
+    // ---- prologue: K, V of this key tile (resident for the whole block), the first query tile ----
+    load_tile<T, kBlockN>(smem_base, k, f.k_row, j0, f.seq_k, tid);
+    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, v, f.v_row, j0, f.seq_k, tid);
+    if (n_tiles > 0) load_query_tile(0, T::kKvStage0, T::kKvLse0);
+    cp_async_commit();
+
+    float dk[T::kDTiles][4], dv[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[dt][e] = dv[dt][e] = 0.f;
+    const ScoreConsts sc = score_consts(f);
+    const float* lse_sm0 = reinterpret_cast<const float*>(smem_raw + T::kKvLse0);
+    float* d_sm = reinterpret_cast<float*>(smem_raw + T::kKvD);
+    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
+    const int key_j[2] = {jw + frag::acc_row(lane, 0), jw + frag::acc_row(lane, 2)};
+
+    for (int t = 0; t < n_tiles; ++t) {
+        const int s = t & 1;
+        const uint32_t stage = s ? T::kKvStage1 : T::kKvStage0;
+        cp_async_wait_all();  // tile t has landed ...
+        __syncthreads();      // ... for every thread, and nobody reads tile t − 1 (the other stage) any more
+        if (t + 1 < n_tiles) load_query_tile(t + 1, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
+        cp_async_commit();
+        const int i0 = tile_row0(t);
+        const uint32_t q_tile = smem_base + stage, do_tile = q_tile + T::kKvRowBytes;
+        const float* lse_sm = lse_sm0 + s * kBlockM;
+
+        if constexpr (Score::kRowStats) {
+            // D_i = Σ_c dO_ic O_ic of the tile's rows, kKvThreadsPerRow adjacent lanes per row
+            constexpr int kTpr = T::kKvThreadsPerRow, kCpt = T::kKvChunksPerThread;
+            const int r = tid / kTpr, part = tid % kTpr;
+            const unsigned char* o_tile = smem_raw + stage + 2 * T::kKvRowBytes;
+            const unsigned char* g_tile = smem_raw + stage + T::kKvRowBytes;
+            float acc = 0.f;
+#pragma unroll
+            for (int c = 0; c < kCpt; ++c) {
+                const int off = 2 * frag::swizzle<kD>(r, (part * kCpt + c) * 8);
+                acc = dot8<Elem>(*reinterpret_cast<const uint4*>(o_tile + off),
+                                 *reinterpret_cast<const uint4*>(g_tile + off), acc);
+            }
+#pragma unroll
+            for (int m = kTpr / 2; m >= 1; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+            if (part == 0) d_sm[r] = acc;
+            __syncthreads();
+        }
+
+        // warp-uniform: skip a tile none of this warp's keys may see
+        if (i0 > wq_last || i0 + kBlockM - 1 < wq_first) continue;
+
+        // ---- Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (16 keys × kBlockM queries) ----
+        float st_[T::kKvMTiles][4], dpt[T::kKvMTiles][4];
+#pragma unroll
+        for (int nt = 0; nt < T::kKvMTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) st_[nt][e] = dpt[nt][e] = 0.f;
+        // not unrolled: with every k-step's fragments hoisted the d = 128 kernel spilled (NOTES.md)
+#pragma unroll 1
+        for (int ks = 0; ks < T::kKSteps; ++ks) {
+            uint32_t ka[4], va[4];
+            ldsm_x4(ka, smem_base + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
+            ldsm_x4(va, smem_base + T::kKvKeyBytes + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
+#pragma unroll
+            for (int np = 0; np < kBlockM / 16; ++np) {
+                uint32_t qb[4], gb[4];
+                const int off = 2 * frag::swizzle<kD>(np * 16 + fb.row, ks * 16 + fb.col);
+                ldsm_x4(qb, q_tile + off);
+                M::run(st_[2 * np], ka, qb[0], qb[1]);
+                M::run(st_[2 * np + 1], ka, qb[2], qb[3]);
+                ldsm_x4(gb, do_tile + off);
+                M::run(dpt[2 * np], va, gb[0], gb[1]);
+                M::run(dpt[2 * np + 1], va, gb[2], gb[3]);
+            }
+        }
+
+        // ---- Pᵀ and dSᵀ; the mask on boundary tiles only (element (key j, query i)) ----
+        const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
+#pragma unroll
+        for (int nt = 0; nt < T::kKvMTiles; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+                const int col = nt * 8 + frag::acc_col(lane, c);  // query row i0 + col
+                float nl = 0.f, dd = 0.f;
+                if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
+#pragma unroll
+                for (int e = c; e < 4; e += 2) probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd,
+                                                                   st_[nt][e], dpt[nt][e]);
+                if (!interior) {
+                    const int i = i0 + col;
+                    const int64_t lo = first_key(f, i), hi = last_key(f, i);
+                    const bool row_ok = i < f.seq_q;
+#pragma unroll
+                    for (int r = 0; r < 2; ++r)
+                        if (!row_ok || key_j[r] < lo || key_j[r] > hi) st_[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
+                }
+            }
+
+        // ---- dV_w += Pᵀ dO, dK_w += dSᵀ Q: the accumulators are the A operands (k = query rows) ----
+#pragma unroll
+        for (int kp = 0; kp < kBlockM / 16; ++kp) {
+            const uint32_t pa[4] = {M::pack(st_[2 * kp][0], st_[2 * kp][1]), M::pack(st_[2 * kp][2], st_[2 * kp][3]),
+                                    M::pack(st_[2 * kp + 1][0], st_[2 * kp + 1][1]),
+                                    M::pack(st_[2 * kp + 1][2], st_[2 * kp + 1][3])};
+            const uint32_t da[4] = {M::pack(dpt[2 * kp][0], dpt[2 * kp][1]), M::pack(dpt[2 * kp][2], dpt[2 * kp][3]),
+                                    M::pack(dpt[2 * kp + 1][0], dpt[2 * kp + 1][1]),
+                                    M::pack(dpt[2 * kp + 1][2], dpt[2 * kp + 1][3])};
+#pragma unroll
+            for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
+                uint32_t gb[4], qb[4];
+                const int off = 2 * frag::swizzle<kD>(kp * 16 + fbt.row, dp * 16 + fbt.col);
+                ldsm_x4_trans(gb, do_tile + off);
+                M::run(dv[2 * dp], pa, gb[0], gb[1]);
+                M::run(dv[2 * dp + 1], pa, gb[2], gb[3]);
+                ldsm_x4_trans(qb, q_tile + off);
+                M::run(dk[2 * dp], da, qb[0], qb[1]);
+                M::run(dk[2 * dp + 1], da, qb[2], qb[3]);
+            }
+        }
+    }
+
+    // ---- epilogue: dK (× scale) and dV through shared memory (each warp its own K, V rows) ----
+    cp_async_wait_all();  // with no query tile the K, V copies were never waited for
+    __syncthreads();
+    Elem* dk_out = static_cast<Elem*>(p.dk) + b * p.dk_batch + hk * p.dk_head;
+    Elem* dv_out = static_cast<Elem*>(p.dv) + b * p.dv_batch + hk * p.dv_head;
+    Elem* k_sm = reinterpret_cast<Elem*>(smem_raw);
+    Elem* v_sm = reinterpret_cast<Elem*>(smem_raw + T::kKvKeyBytes);
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
+            const int at = frag::swizzle<kD>(row, col);
+            *reinterpret_cast<uint32_t*>(k_sm + at) = M::pack(dk[dt][2 * r] * f.scale, dk[dt][2 * r + 1] * f.scale);
+            *reinterpret_cast<uint32_t*>(v_sm + at) = M::pack(dv[dt][2 * r], dv[dt][2 * r + 1]);
+        }
+    __syncwarp();
+#pragma unroll
+    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
+        const int c = lane + it * 32;
+        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
+        const int64_t j = j0 + row;
+        if (j < f.seq_k) {
+            const int at = frag::swizzle<kD>(row, col);
+            *reinterpret_cast<uint4*>(dk_out + j * p.dk_row + col) = *reinterpret_cast<const uint4*>(k_sm + at);
+            *reinterpret_cast<uint4*>(dv_out + j * p.dv_row + col) = *reinterpret_cast<const uint4*>(v_sm + at);
+        }
+    }
+}
+
+// ---- kernel 2: dQ --------------------------------------------------------------------------------
+
+template <class T, class Score>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const __grid_constant__ BwdParams p) {
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockM = T::kQBlockM, kBlockN = T::kQBlockN;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    const uint32_t smem_base = smem_addr(smem_raw);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const FwdParams& f = p.f;
+
+    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
+    int64_t bid = blockIdx.x;
+    const int m_block = f.m_blocks - 1 - int(bid % f.m_blocks);
+    bid /= f.m_blocks;
+    const int h = int(bid % f.heads_q);
+    const int64_t b = bid / f.heads_q;
+    const int hk = h / f.group;
+    const Elem* q = static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head;
+    const Elem* dout = static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head;
+    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
+    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
+
+    const int64_t i0 = int64_t(m_block) * kBlockM;
+    const int64_t i_end = min(i0 + kBlockM, f.seq_q);
+    const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
+    const int64_t n_first = key_lo / kBlockN;
+    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : n_first - 1;
+    const int64_t w0 = i0 + warp * 16;
+    const int64_t warp_lo = first_key(f, w0), warp_hi = last_key(f, min(w0 + 15, f.seq_q - 1));
+    const int64_t row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+
+    // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 ----
+    const uint32_t q_tile = smem_base, do_tile = smem_base + T::kQRowBytes;
+    load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, tid);
+    load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, tid);
+    if (n_first <= n_last) {
+        load_tile<T, kBlockN>(smem_base + T::kQStage0, k, f.k_row, n_first * kBlockN, f.seq_k, tid);
+        load_tile<T, kBlockN>(smem_base + T::kQStage0 + T::kQKeyBytes, v, f.v_row, n_first * kBlockN, f.seq_k, tid);
+    }
+    cp_async_commit();
+
+    // softmax: −LSE·log2e and D = Σ_c dO_ic O_ic of this thread's two rows, from global memory while the
+    // copies fly; the 4 lanes of a row (a quad) take a quarter of it each
+    float nl[2] = {0.f, 0.f}, dd[2] = {0.f, 0.f};
+    if constexpr (Score::kRowStats) {
+        const Elem* o = static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head;
+        constexpr int kPart = kD / 4;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float acc = 0.f;
+            if (row_i[r] < f.seq_q) {
+                nl[r] = -f.lse[b * f.lse_batch + h * f.lse_head + row_i[r] * f.lse_row] * kLog2e;
+                const Elem* orow = o + row_i[r] * f.o_row + (lane & 3) * kPart;
+                const Elem* grow = dout + row_i[r] * p.do_row + (lane & 3) * kPart;
+#pragma unroll
+                for (int c = 0; c < kPart; c += 8)
+                    acc = dot8<Elem>(*reinterpret_cast<const uint4*>(orow + c), *reinterpret_cast<const uint4*>(grow + c),
+                                     acc);
+            }
+            acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+            acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+            dd[r] = acc;
+        }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+
+    float dq[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+    const ScoreConsts sc = score_consts(f);
+    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
+
+    uint32_t tile_k = smem_base + T::kQStage0, next_k = smem_base + T::kQStage1;  // V follows K in a stage
+    for (int64_t nb = n_first; nb <= n_last; ++nb) {
+        const int64_t j0 = nb * kBlockN;
+        if (nb < n_last) {
+            load_tile<T, kBlockN>(next_k, k, f.k_row, j0 + kBlockN, f.seq_k, tid);
+            load_tile<T, kBlockN>(next_k + T::kQKeyBytes, v, f.v_row, j0 + kBlockN, f.seq_k, tid);
+        }
+        cp_async_commit();
+
+        if (warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi) {
+            // ---- S = Q_w Kᵀ, dP = dO_w Vᵀ (16 rows × kBlockN keys) ----
+            float s[T::kQNTiles][4], dps[T::kQNTiles][4];
+#pragma unroll
+            for (int nt = 0; nt < T::kQNTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[nt][e] = dps[nt][e] = 0.f;
+            // not unrolled, as in the dK/dV kernel: d = 128 sigmoid spilled with every k-step hoisted
+#pragma unroll 1
+            for (int ks = 0; ks < T::kKSteps; ++ks) {
+                uint32_t qa[4], ga[4];
+                const int aoff = 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col);
+                ldsm_x4(qa, q_tile + aoff);
+                ldsm_x4(ga, do_tile + aoff);
+#pragma unroll
+                for (int np = 0; np < kBlockN / 16; ++np) {
+                    uint32_t kb[4], vb[4];
+                    const int off = 2 * frag::swizzle<kD>(np * 16 + fb.row, ks * 16 + fb.col);
+                    ldsm_x4(kb, tile_k + off);
+                    M::run(s[2 * np], qa, kb[0], kb[1]);
+                    M::run(s[2 * np + 1], qa, kb[2], kb[3]);
+                    ldsm_x4(vb, tile_k + T::kQKeyBytes + off);
+                    M::run(dps[2 * np], ga, vb[0], vb[1]);
+                    M::run(dps[2 * np + 1], ga, vb[2], vb[3]);
+                }
+            }
+
+            // ---- dS (into dps); the mask on boundary tiles only ----
+#pragma unroll
+            for (int nt = 0; nt < T::kQNTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    float pr;
+                    probs_grads<Score>(s[nt][e], dps[nt][e], sc, f.scale_log2, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
+                }
+            if (!tile_interior(f, w0, 16, j0, kBlockN)) {
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const int64_t lo = first_key(f, row_i[r]) - j0, hi = last_key(f, row_i[r]) - j0;
+                    const int col_lo = int(max(min(lo, int64_t(kBlockN)), int64_t(-1)));
+                    const int col_hi = int(max(min(hi, int64_t(kBlockN)), int64_t(-1)));
+#pragma unroll
+                    for (int nt = 0; nt < T::kQNTiles; ++nt)
+#pragma unroll
+                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                            const int col = nt * 8 + frag::acc_col(lane, e);
+                            if (col < col_lo || col > col_hi) dps[nt][e] = 0.f;
+                        }
+                }
+            }
+
+            // ---- dQ_w += dS K: dS's accumulators are the A operand (k = keys), K by ldmatrix.trans ----
+#pragma unroll
+            for (int kp = 0; kp < kBlockN / 16; ++kp) {
+                const uint32_t da[4] = {M::pack(dps[2 * kp][0], dps[2 * kp][1]), M::pack(dps[2 * kp][2], dps[2 * kp][3]),
+                                        M::pack(dps[2 * kp + 1][0], dps[2 * kp + 1][1]),
+                                        M::pack(dps[2 * kp + 1][2], dps[2 * kp + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
+                    uint32_t kb[4];
+                    ldsm_x4_trans(kb, tile_k + 2 * frag::swizzle<kD>(kp * 16 + fbt.row, dp * 16 + fbt.col));
+                    M::run(dq[2 * dp], da, kb[0], kb[1]);
+                    M::run(dq[2 * dp + 1], da, kb[2], kb[3]);
+                }
+            }
+        }
+        cp_async_wait_all();
+        __syncthreads();
+        const uint32_t t = tile_k;
+        tile_k = next_k, next_k = t;
+    }
+
+    // ---- epilogue: dQ × scale through this warp's own Q rows in shared memory, 16-byte stores ----
+    Elem* dq_out = static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head;
+    Elem* q_sm = reinterpret_cast<Elem*>(smem_raw);
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
+            *reinterpret_cast<uint32_t*>(q_sm + frag::swizzle<kD>(row, col)) =
+                M::pack(dq[dt][2 * r] * f.scale, dq[dt][2 * r + 1] * f.scale);
+        }
+    __syncwarp();
+#pragma unroll
+    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
+        const int c = lane + it * 32;
+        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
+        if (i0 + row < f.seq_q)
+            *reinterpret_cast<uint4*>(dq_out + (i0 + row) * p.dq_row + col) =
+                *reinterpret_cast<const uint4*>(q_sm + frag::swizzle<kD>(row, col));
+    }
+}
+
+// ---- launch --------------------------------------------------------------------------------------
+
+template <class Kernel>
+cudaError_t launch_kernel(Kernel kernel, int smem_bytes, const BwdParams& p, int64_t blocks, int threads,
+                          cudaStream_t stream) {
+    if (smem_bytes > 48 * 1024) {
+        // per function and device; not a stream operation, so a graph capture may contain it
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+        if (e != cudaSuccess) return e;
+    }
+    kernel<<<dim3(unsigned(blocks)), dim3(threads), smem_bytes, stream>>>(p);
+    return cudaGetLastError();
+}
+
+template <class T, template <class, class> class KernelOf>
+cudaError_t with_bwd_score(const BwdParams& p, int smem_bytes, int64_t blocks, cudaStream_t stream) {
+    switch (p.f.score) {
+        case FSIG_SCORE_SOFTMAX: return launch_kernel(KernelOf<T, SoftmaxScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SIGMOID: return launch_kernel(KernelOf<T, SigmoidScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_RELU: return launch_kernel(KernelOf<T, ReluScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_RELU2: return launch_kernel(KernelOf<T, Relu2Score>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_GELU: return launch_kernel(KernelOf<T, GeluScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SOFTPLUS: return launch_kernel(KernelOf<T, SoftplusScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_IDENTITY: return launch_kernel(KernelOf<T, IdentityScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+template <class T, class Score>
+struct DkDvKernel {
+    static auto get() { return attention_bwd_dkdv_kernel<T, Score>; }
+};
+template <class T, class Score>
+struct DqKernel {
+    static auto get() { return attention_bwd_dq_kernel<T, Score>; }
+};
+
+template <int kHeadDim, class Elem>
+cudaError_t launch_bwd_dkdv(const BwdParams& params, cudaStream_t stream) {
+    using T = BwdTraits<kHeadDim, Elem>;
+    static_assert(T::kKvBlockN == kBwdKvBlockN, "the host sizes the grid with kBwdKvBlockN");
+    BwdParams p = params;
+    p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
+    const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+    return with_bwd_score<T, DkDvKernel>(p, T::kKvSmemBytes, blocks, stream);
+}
+
+template <int kHeadDim, class Elem>
+cudaError_t launch_bwd_dq(const BwdParams& params, cudaStream_t stream) {
+    using T = BwdTraits<kHeadDim, Elem>;
+    static_assert(T::kQBlockM == kBwdQBlockM, "the host sizes the grid with kBwdQBlockM");
+    BwdParams p = params;
+    p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
+    const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
+    return with_bwd_score<T, DqKernel>(p, T::kQSmemBytes, blocks, stream);
+}
+
+}  // namespace fsig::cuda

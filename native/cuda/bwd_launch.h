@@ -1,0 +1,24 @@
+// The launchers of the generated units bwd_{dkdv,dq}_<dtype>_hd<d>.cu (one per kernel, dtype and head
+// dim; CMake writes them from native/cuda/bwd_instance.cu.in). Host code calls these; only the units
+// see the kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "bwd_params.h"
+
+namespace fsig::cuda {
+
+constexpr int kBwdKvBlockN = 128;  // keys per block of the dK/dV kernel (BwdTraits::kKvBlockN)
+constexpr int kBwdQBlockM = 128;   // query rows per block of the dQ kernel (BwdTraits::kQBlockM)
+
+cudaError_t launch_bwd_dkdv_fp16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_bf16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_fp16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_bf16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+
+}  // namespace fsig::cuda

@@ -1,0 +1,673 @@
+// The CUDA backward through the public C ABI, against the fp64 reference of tests/reference.h under the
+// DESIGN §6 rule for dQ, dK and dV: every score × causal × window × MHA/GQA/MQA × fp16/bf16 × d 64/128
+// on ragged shapes (Nq, Nk ∈ {1, 17, 129, 300}, Nq ≠ Nk), more shapes for a few configurations, then
+// targeted cases (parameters off their defaults, width-0 and huge windows, rows that see no key,
+// big GQA groups, exact tile multiples, strided LSE); determinism (two runs, same bits); refusals
+// (which must write nothing); a created stream, CUDA-graph capture and the caller's current device.
+// out and lse come from ref64 (out rounded to the dtype), as tests/numerics.cpp does for the CPU, so the
+// check isolates the backward.
+//
+//   test_cuda_backward [--quick] [--device cpu] [--list] [--verbose] [name filters...]
+//
+// Exits 77 (CTest: skipped) with a message when the library has no CUDA or no device is present.
+// --quick: a small subset for compute-sanitizer (tests/gpu/run-compute-sanitizer.sh).
+// --device cpu: the same numerics cases through the CPU backend — checks this test itself on a machine
+//      without a GPU (the CUDA-only tests are left out).
+// Inputs are drawn from a fixed seed per case (its name reproduces it: pass it as a filter); the
+// references of a batch of cases are computed on all host threads before the device runs them.
+// Outputs are poisoned with NaN before every call, and the bytes around each output's view must stay
+// poisoned.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "flashsig.h"
+#include "harness.h"
+#include "lib_util.h"
+#include "reference.h"
+
+namespace {
+
+bool g_cuda = true;  // false: --device cpu
+bool g_quick = false;
+bool g_verbose = false;
+int g_device_count = 0;
+
+#define CUDA_OK(call)                                                                                          \
+    do {                                                                                                       \
+        cudaError_t e_ = (call);                                                                               \
+        if (e_ != cudaSuccess) {                                                                               \
+            std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            std::exit(1);                                                                                      \
+        }                                                                                                      \
+    } while (0)
+
+// A tensor: its layout and host staging in a tu::View, its bytes mirrored on the device (cuda mode).
+struct Tensor {
+    tu::View host;
+    std::shared_ptr<void> dev;  // same byte size as host storage; nullptr in cpu mode
+
+    void* data() const {
+        if (!dev) return host.data();
+        return static_cast<unsigned char*>(dev.get()) + host.offset * int64_t(tu::esize(host.dtype));
+    }
+    fsig_tensor desc() const {
+        fsig_tensor t = host.desc();
+        t.data = data();
+        if (dev) t.device_type = FSIG_DEVICE_CUDA, t.device_index = 0;
+        return t;
+    }
+    void upload() const {
+        if (dev) CUDA_OK(cudaMemcpy(dev.get(), host.st->mem, host.st->bytes, cudaMemcpyHostToDevice));
+    }
+    void download() const {
+        if (dev) CUDA_OK(cudaMemcpy(host.st->mem, dev.get(), host.st->bytes, cudaMemcpyDeviceToHost));
+    }
+};
+
+std::shared_ptr<void> device_alloc(size_t bytes) {
+    void* p = nullptr;
+    CUDA_OK(cudaMalloc(&p, bytes ? bytes : 1));
+    return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+}
+
+Tensor mirror(const tu::View& v) {
+    Tensor t;
+    t.host = v;
+    if (g_cuda) t.dev = device_alloc(v.st->bytes);
+    return t;
+}
+
+Tensor with_values(const tu::View& v, const std::vector<float>& dense) {
+    Tensor t = mirror(v);
+    t.host.store(dense);
+    t.upload();
+    return t;
+}
+
+void poison(const Tensor& t) {
+    tu::poison(t.host);
+    t.upload();
+}
+
+bool untouched(const Tensor& t) {
+    t.download();
+    const std::vector<unsigned char> b = tu::snapshot(t.host);
+    const uint32_t bits = tu::poison_bits(t.host.dtype);
+    const size_t es = tu::esize(t.host.dtype);
+    for (size_t i = 0; i < b.size(); i += es)
+        if (std::memcmp(&b[i], &bits, es) != 0) return false;
+    return true;
+}
+
+// [B, N, H, d] with every row padded to d + 8 and 16 more elements per batch: non-contiguous, every
+// stride a multiple of 8 (a layout the CUDA rule accepts).
+tu::View padded8_view(int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
+    tu::View v;
+    v.dtype = dtype;
+    v.shape[0] = B, v.shape[1] = N, v.shape[2] = H, v.shape[3] = d;
+    v.strides[3] = 1, v.strides[2] = d + 8, v.strides[1] = H * (d + 8), v.strides[0] = N * H * (d + 8) + 16;
+    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems()) * tu::esize(dtype));
+    return v;
+}
+
+enum Layout { kContig, kBhsd, kPadded8, kLayouts };
+const char* kLayoutNames[] = {"contig", "bhsd", "padded8"};
+
+tu::View make_layout(int layout, int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
+    if (layout == kPadded8) return padded8_view(dtype, B, N, H, d);
+    return tu::make_view(dtype, layout == kBhsd ? tu::kBHSD : tu::kContiguous, B, N, H, d);
+}
+
+struct Case {
+    std::string name;
+    ref::Spec s;
+    int dtype = ref::kBf16;
+    int layout = kContig;  // q, k, v, dout; the gradients take the next layout in turn
+    bool lse_strided = false;
+    bool pass_out = false;  // pointwise scores: pass out anyway (it must be ignored)
+    uint64_t seed = 1;
+};
+
+// Inputs and references of a case, computed on a host thread.
+struct Prepared {
+    std::vector<float> q, k, v, dout, out;  // out: ref64's rounded to the dtype
+    std::vector<float> lse;
+    ref::Grads<double> g64;
+    ref::Grads<float> gn;
+};
+
+Prepared prepare(const Case& c) {
+    const ref::Spec& s = c.s;
+    Prepared r;
+    ref::Rng rng(c.seed);
+    r.q = ref::random_values(rng, s.q_elems(), c.dtype);
+    r.k = ref::random_values(rng, s.kv_elems(), c.dtype);
+    r.v = ref::random_values(rng, s.kv_elems(), c.dtype);
+    r.dout = ref::random_values(rng, s.q_elems(), c.dtype);
+    const std::vector<double> q64 = tu::to_double(r.q), k64 = tu::to_double(r.k), v64 = tu::to_double(r.v),
+                              g64 = tu::to_double(r.dout);
+    const ref::Forward<double> f64 = ref::forward64(s, q64.data(), k64.data(), v64.data());
+    r.out = tu::to_float_rounded(f64.out, c.dtype);
+    if (s.score == ref::kSoftmax) r.lse.assign(f64.lse.begin(), f64.lse.end());
+    r.g64 = ref::backward64(s, q64.data(), k64.data(), v64.data(), g64.data());
+    r.gn = ref::backward_naive(s, c.dtype, r.q.data(), r.k.data(), r.v.data(), r.out.data(), r.dout.data());
+    return r;
+}
+
+// The device tensors of one case, gradients poisoned.
+struct Run {
+    Tensor q, k, v, out, dout, lse, dq, dk, dv;
+    bool softmax = false, pass_out = false;
+    fsig_attention_params p;
+
+    Run(const Case& c, const Prepared& in) {
+        const ref::Spec& s = c.s;
+        softmax = s.score == ref::kSoftmax;
+        pass_out = softmax || c.pass_out;
+        const int l = c.layout, gl = (c.layout + 1) % kLayouts;
+        q = with_values(make_layout(l, c.dtype, s.B, s.Nq, s.Hq, s.d), in.q);
+        k = with_values(make_layout(l, c.dtype, s.B, s.Nk, s.Hk, s.d), in.k);
+        v = with_values(make_layout(l, c.dtype, s.B, s.Nk, s.Hk, s.d), in.v);
+        dout = with_values(make_layout(l, c.dtype, s.B, s.Nq, s.Hq, s.d), in.dout);
+        if (pass_out) out = with_values(make_layout(gl, c.dtype, s.B, s.Nq, s.Hq, s.d), in.out);
+        if (softmax)
+            lse = with_values(tu::make_lse_view(c.lse_strided ? tu::kPadded : tu::kContiguous, s.B, s.Hq, s.Nq), in.lse);
+        dq = mirror(make_layout(gl, c.dtype, s.B, s.Nq, s.Hq, s.d));
+        dk = mirror(make_layout(gl, c.dtype, s.B, s.Nk, s.Hk, s.d));
+        dv = mirror(make_layout(l, c.dtype, s.B, s.Nk, s.Hk, s.d));
+        poison_grads();
+        p = tu::params_for(s);
+    }
+    void poison_grads() { poison(dq), poison(dk), poison(dv); }
+    int backward(void* stream = nullptr) const {
+        const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tdo = dout.desc(), tdq = dq.desc(),
+                          tdk = dk.desc(), tdv = dv.desc();
+        fsig_tensor to, tl;
+        if (pass_out) to = out.desc();
+        if (softmax) tl = lse.desc();
+        return fsig_attention_backward(&p, &tq, &tk, &tv, pass_out ? &to : nullptr, &tdo, softmax ? &tl : nullptr,
+                                       &tdq, &tdk, &tdv, stream);
+    }
+    std::vector<unsigned char> grad_bytes() const {
+        dq.download(), dk.download(), dv.download();
+        std::vector<unsigned char> b = tu::snapshot(dq.host), bk = tu::snapshot(dk.host), bv = tu::snapshot(dv.host);
+        b.insert(b.end(), bk.begin(), bk.end());
+        b.insert(b.end(), bv.begin(), bv.end());
+        return b;
+    }
+};
+
+void sync_or_die(const std::string& what) {
+    if (!g_cuda) return;
+    const cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+        std::fprintf(stderr, "%s: the kernel failed: %s (the CUDA context is lost; stopping)\n", what.c_str(),
+                     cudaGetErrorString(e));
+        std::exit(1);
+    }
+}
+
+bool run_case(const Case& c, const Prepared& in) {
+    const int before = th::failures();
+    const ref::Spec& s = c.s;
+    Run r(c, in);
+    const int st = r.backward();
+    if (st != FSIG_OK) {
+        EXPECT(false, "%s: backward returned %d (%s): %s", c.name.c_str(), st, fsig_status_string(st), fsig_last_error());
+        return false;
+    }
+    sync_or_die(c.name);
+    const std::vector<int64_t> qshape{s.B, s.Nq, s.Hq, s.d}, kshape{s.B, s.Nk, s.Hk, s.d};
+    const struct {
+        const char* name;
+        const Tensor* t;
+        const std::vector<double>* r64;
+        const std::vector<float>* naive;
+        const std::vector<int64_t>* shape;
+    } outs[] = {{"dq", &r.dq, &in.g64.dq, &in.gn.dq, &qshape},
+                {"dk", &r.dk, &in.g64.dk, &in.gn.dk, &kshape},
+                {"dv", &r.dv, &in.g64.dv, &in.gn.dv, &kshape}};
+    std::string summary;
+    for (const auto& o : outs) {
+        o.t->download();
+        const std::vector<float> ours = o.t->host.load();
+        const ref::RuleResult rr =
+            ref::check_rule(c.name, o.name, ours.data(), o.r64->data(), o.naive->data(), ours.size(), *o.shape);
+        EXPECT(rr.ok, "%s: %s breaks the §6 rule (%s)", c.name.c_str(), o.name, s.describe().c_str());
+        EXPECT(tu::count_stray_writes(o.t->host) == 0, "%s: elements outside %s's view were written", c.name.c_str(),
+               o.name);
+        summary += th::format("  %s %.3g/%.3g", o.name, rr.our_err, rr.bound);
+    }
+    const bool ok = th::failures() == before;
+    if (g_verbose || !ok) std::printf("  %s %s %s\n", ok ? "ok  " : "FAIL", c.name.c_str(), summary.c_str());
+    return ok;
+}
+
+const int64_t kLens[] = {1, 17, 129, 300};
+const int64_t kHeads[][2] = {{4, 4}, {4, 2}, {4, 1}};  // MHA, GQA, MQA
+const char* kHeadNames[] = {"mha", "gqa", "mqa"};
+const int kDtypes[] = {ref::kFp16, ref::kBf16};
+const int64_t kDims[] = {64, 128};
+const int64_t kWindows[][2] = {{40, 3}, {100, -1}, {-1, 20}};  // a two-sided band, left only, right only
+
+std::string name_of(const char* prefix, int idx, const Case& c, const char* heads) {
+    const ref::Spec& s = c.s;
+    std::string n = th::format("%s%03d_%s_%s_d%lld_%lldx%lld_%s", prefix, idx, ref::score_name(s.score),
+                               ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk, heads);
+    if (s.causal) n += "_causal";
+    if (s.window_left >= 0) n += th::format("_wl%lld", (long long)s.window_left);
+    if (s.window_right >= 0) n += th::format("_wr%lld", (long long)s.window_right);
+    if (c.layout != kContig) n += std::string("_") + kLayoutNames[c.layout];
+    if (c.lse_strided) n += "_lsestrided";
+    if (c.pass_out) n += "_without";
+    if (!std::isnan(s.scale)) n += "_scale";
+    if (!std::isnan(s.sigmoid_bias)) n += "_bias";
+    if (s.alpha != 1.0) n += "_alpha";
+    return n;
+}
+
+std::vector<std::string> g_filters;
+bool g_list = false;
+
+bool selected(const std::string& name) {
+    if (g_filters.empty()) return true;
+    for (const std::string& f : g_filters)
+        if (name.find(f) != std::string::npos) return true;
+    return false;
+}
+
+// References in parallel batches on the host, device runs in order.
+void run_cases(const std::vector<Case>& all) {
+    std::vector<const Case*> cases;
+    for (const Case& c : all)
+        if (selected(c.name)) {
+            if (g_list) std::printf("%s\n", c.name.c_str());
+            else cases.push_back(&c);
+        }
+    if (g_list) return;
+    const size_t batch = std::max(1u, std::thread::hardware_concurrency());
+    int failed = 0;
+    for (size_t first = 0; first < cases.size(); first += batch) {
+        const size_t last = std::min(cases.size(), first + batch);
+        std::vector<std::future<Prepared>> refs;
+        for (size_t i = first; i < last; ++i) refs.push_back(std::async(std::launch::async, prepare, std::cref(*cases[i])));
+        for (size_t i = first; i < last; ++i) failed += !run_case(*cases[i], refs[i - first].get());
+    }
+    std::printf("  %zu case(s), %d failed\n", cases.size(), failed);
+}
+
+// Every score × causal × window × heads × dtype × d (336 cases); the (Nq, Nk) pair turns with the case
+// index so each pair of kLens² meets every factor value several times.
+std::vector<Case> matrix_cases() {
+    std::vector<Case> cases;
+    int idx = 0;
+    for (int score = 0; score < ref::kScoreCount; ++score)
+        for (int causal = 0; causal < 2; ++causal)
+            for (int window = 0; window < 2; ++window)
+                for (int heads = 0; heads < 3; ++heads)
+                    for (int dtype : kDtypes)
+                        for (int64_t d : kDims) {
+                            Case c;
+                            ref::Spec& s = c.s;
+                            const int shape = (idx * 5 + idx / 16) % 16;
+                            s.B = 1, s.Hq = kHeads[heads][0], s.Hk = kHeads[heads][1], s.d = d;
+                            s.Nq = kLens[shape / 4], s.Nk = kLens[shape % 4];
+                            s.score = score, s.causal = causal != 0;
+                            if (window) s.window_left = kWindows[idx % 3][0], s.window_right = kWindows[idx % 3][1];
+                            c.dtype = dtype;
+                            c.layout = idx % 7 == 3 ? kBhsd : idx % 7 == 5 ? kPadded8 : kContig;
+                            c.lse_strided = idx % 5 == 2;
+                            c.pass_out = score != ref::kSoftmax && idx % 3 == 1;
+                            c.seed = 2000 + uint64_t(idx);
+                            c.name = name_of("matrix", idx, c, kHeadNames[heads]);
+                            const bool keep = !g_quick || (s.Nq * s.Nk <= 129 * 300 && idx % 12 == 0);
+                            ++idx;
+                            if (keep) cases.push_back(c);
+                        }
+    return cases;
+}
+
+// More (Nq, Nk) pairs — tile multiples and one past them — for a few configurations.
+std::vector<Case> shape_cases() {
+    struct Config {
+        int score, dtype, heads;
+        int64_t d;
+        bool causal;
+        int64_t wl, wr;
+    };
+    const Config configs[] = {{ref::kSoftmax, ref::kBf16, 1, 128, true, -1, -1},
+                              {ref::kSoftmax, ref::kFp16, 0, 64, false, 64, 64},
+                              {ref::kSigmoid, ref::kFp16, 2, 64, false, -1, -1},
+                              {ref::kRelu2, ref::kBf16, 1, 128, true, 30, -1}};
+    const int64_t lens[] = {1, 31, 64, 128, 129, 257};
+    std::vector<Case> cases;
+    int idx = 0;
+    for (const Config& cf : configs)
+        for (int64_t nq : lens)
+            for (int64_t nk : lens) {
+                Case c;
+                ref::Spec& s = c.s;
+                s.B = 1, s.Hq = kHeads[cf.heads][0], s.Hk = kHeads[cf.heads][1], s.d = cf.d;
+                s.Nq = nq, s.Nk = nk, s.score = cf.score, s.causal = cf.causal;
+                s.window_left = cf.wl, s.window_right = cf.wr;
+                c.dtype = cf.dtype;
+                c.seed = 6000 + uint64_t(idx);
+                c.name = name_of("shapes", idx++, c, kHeadNames[cf.heads]);
+                if (g_quick && ((nq != 31 && nq != 129) || (nk != 31 && nk != 129))) continue;
+                cases.push_back(c);
+            }
+    return cases;
+}
+
+std::vector<Case> targeted_cases() {
+    std::vector<Case> cases;
+    auto add = [&](int score, int dtype, int64_t d, int64_t nq, int64_t nk, bool causal, int64_t wl, int64_t wr,
+                   int64_t hq = 4, int64_t hk = 2, int64_t batch = 2) -> Case& {
+        Case c;
+        c.s.B = batch, c.s.Hq = hq, c.s.Hk = hk, c.s.d = d, c.s.Nq = nq, c.s.Nk = nk;
+        c.s.score = score, c.s.causal = causal, c.s.window_left = wl, c.s.window_right = wr;
+        c.dtype = dtype;
+        c.seed = 9500 + cases.size();
+        cases.push_back(c);
+        return cases.back();
+    };
+    add(ref::kSoftmax, ref::kBf16, 128, 256, 256, true, -1, -1);               // exact tile multiples
+    add(ref::kSoftmax, ref::kFp16, 64, 128, 192, false, 0, 0);                 // only the diagonal
+    add(ref::kIdentity, ref::kBf16, 128, 200, 64, true, 0, -1);
+    add(ref::kSoftmax, ref::kBf16, 64, 300, 20, true, -1, -1);                 // most rows see no key (LSE inf)
+    add(ref::kSigmoid, ref::kFp16, 64, 20, 300, true, -1, -1);                 // most keys seen by no row
+    add(ref::kGelu, ref::kFp16, 128, 129, 65, false, 5000000000ll, 3);         // huge window = unbounded
+    add(ref::kSoftmax, ref::kBf16, 64, 300, 129, false, -1, -1, 8, 1, 1);      // MQA, group of 8
+    add(ref::kSoftplus, ref::kFp16, 128, 129, 300, true, 50, -1, 6, 2, 1);     // group of 3
+    add(ref::kSoftmax, ref::kFp16, 128, 1, 300, false, -1, -1, 4, 1, 3);      // one query row
+    add(ref::kRelu, ref::kBf16, 64, 300, 1, false, -1, -1);                    // one key
+    {
+        Case& c = add(ref::kSoftmax, ref::kFp16, 128, 77, 333, false, -1, -1);
+        c.s.scale = -0.2;
+    }
+    {
+        Case& c = add(ref::kSigmoid, ref::kBf16, 64, 100, 700, true, -1, -1);
+        c.s.sigmoid_bias = 1.5, c.s.scale = 0.3;
+    }
+    for (int score = ref::kRelu; score < ref::kScoreCount; ++score) {
+        Case& c = add(score, ref::kBf16, 64, 65, 300, false, -1, -1);
+        c.s.alpha = 0.5;
+    }
+    {
+        Case& c = add(ref::kSoftmax, ref::kBf16, 128, 129, 129, true, 20, 20);
+        c.lse_strided = true, c.layout = kPadded8;
+    }
+    for (size_t i = 0; i < cases.size(); ++i) cases[i].name = name_of("target", int(i), cases[i], "h");
+    if (g_quick) cases.resize(6);
+    return cases;
+}
+
+TEST(numerics_matrix) { run_cases(matrix_cases()); }
+TEST(numerics_shapes) { run_cases(shape_cases()); }
+TEST(numerics_targeted) { run_cases(targeted_cases()); }
+
+// ---- determinism and CUDA-only behaviour ----------------------------------------------------------
+
+Case small_case(int score = ref::kSoftmax, int64_t d = 64, int dtype = ref::kBf16) {
+    Case c;
+    c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.Nq = 70, c.s.Nk = 90, c.s.d = d, c.s.score = score;
+    c.dtype = dtype;
+    c.seed = 77;
+    c.name = "small";
+    return c;
+}
+
+// Two runs of the same call give the same bits (no atomics, fixed order): larger problems, every
+// kernel path (softmax and pointwise, both head dims, GQA).
+TEST(determinism) {
+    if (g_quick) return;
+    struct D {
+        int score;
+        int64_t d, n;
+        bool causal;
+    };
+    const D ds[] = {{ref::kSoftmax, 128, 1024, false}, {ref::kSoftmax, 64, 777, true}, {ref::kSigmoid, 128, 600, true},
+                    {ref::kGelu, 64, 513, false}};
+    for (const D& x : ds) {
+        Case c;
+        c.s.B = 2, c.s.Hq = 8, c.s.Hk = 2, c.s.Nq = x.n, c.s.Nk = x.n, c.s.d = x.d, c.s.score = x.score,
+        c.s.causal = x.causal;
+        c.dtype = ref::kBf16;
+        c.seed = 4242;
+        // inputs only (no reference needed): out and lse of the CUDA forward for softmax
+        Prepared in;
+        ref::Rng rng(c.seed);
+        in.q = ref::random_values(rng, c.s.q_elems(), c.dtype);
+        in.k = ref::random_values(rng, c.s.kv_elems(), c.dtype);
+        in.v = ref::random_values(rng, c.s.kv_elems(), c.dtype);
+        in.dout = ref::random_values(rng, c.s.q_elems(), c.dtype);
+        in.out.assign(c.s.q_elems(), 0.f);
+        in.lse.assign(c.s.lse_elems(), 0.f);
+        Run r(c, in);
+        if (r.softmax) {
+            const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(), tl = r.lse.desc();
+            REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
+                    fsig_last_error());
+        }
+        REQUIRE(r.backward() == FSIG_OK, "backward: %s", fsig_last_error());
+        sync_or_die("determinism");
+        const std::vector<unsigned char> first = r.grad_bytes();
+        for (int rep = 0; rep < 2; ++rep) {
+            r.poison_grads();
+            REQUIRE(r.backward() == FSIG_OK, "backward: %s", fsig_last_error());
+            sync_or_die("determinism");
+            EXPECT(r.grad_bytes() == first, "%s d%lld n%lld: run %d gave other bits than the first",
+                   ref::score_name(x.score), (long long)x.d, (long long)x.n, rep + 2);
+        }
+        std::printf("  %s d%lld n%lld%s: 3 runs, same bits\n", ref::score_name(x.score), (long long)x.d, (long long)x.n,
+                    x.causal ? " causal" : "");
+    }
+}
+
+void expect_refusal(const char* what, int status, int expected, const char* word, const Run& r) {
+    EXPECT(status == expected, "%s: status %d (%s) but expected %d (%s); message: %s", what, status,
+           fsig_status_string(status), expected, fsig_status_string(expected), fsig_last_error());
+    EXPECT(std::strstr(fsig_last_error(), word) != nullptr, "%s: the message does not name '%s': %s", what, word,
+           fsig_last_error());
+    EXPECT(untouched(r.dq) && untouched(r.dk) && untouched(r.dv), "%s: a refused call wrote a gradient", what);
+    std::printf("  refused as expected: %s -> %s\n", what, fsig_last_error());
+}
+
+struct Descs {
+    fsig_tensor q, k, v, out, dout, lse, dq, dk, dv;
+    explicit Descs(const Run& r)
+        : q(r.q.desc()), k(r.k.desc()), v(r.v.desc()), out(r.out.desc()), dout(r.dout.desc()), lse(r.lse.desc()),
+          dq(r.dq.desc()), dk(r.dk.desc()), dv(r.dv.desc()) {}
+    int call(const Run& r) const {
+        return fsig_attention_backward(&r.p, &q, &k, &v, &out, &dout, &lse, &dq, &dk, &dv, nullptr);
+    }
+};
+
+TEST(cuda_refusals) {
+    if (!g_cuda) return;
+    const Case c = small_case();
+    const Prepared in = prepare(c);
+    {
+        Case c32 = c;
+        c32.dtype = ref::kFp32;
+        const Prepared in32 = prepare(c32);
+        Run r(c32, in32);
+        expect_refusal("fp32 tensors", r.backward(), FSIG_ERROR_UNSUPPORTED, "fp32", r);
+    }
+    {
+        Case c96 = c;
+        c96.s.d = 96;
+        const Prepared in96 = prepare(c96);
+        Run r(c96, in96);
+        expect_refusal("head_dim 96", r.backward(), FSIG_ERROR_UNSUPPORTED, "head_dim", r);
+    }
+    {
+        Run r(c, in);
+        Descs t(r);
+        t.dq.data = static_cast<unsigned char*>(t.dq.data) + 8;  // element-aligned, not 16-byte aligned
+        t.dq.capacity_bytes -= 8;
+        t.dq.shape[1] -= 1, t.q.shape[1] -= 1, t.out.shape[1] -= 1, t.dout.shape[1] -= 1, t.lse.shape[2] -= 1;
+        expect_refusal("dq misaligned by 8 bytes", t.call(r), FSIG_ERROR_MISALIGNED, "16-byte", r);
+    }
+    {
+        Run r(c, in);
+        Descs t(r);
+        t.dout.data = static_cast<unsigned char*>(t.dout.data) + 8;
+        t.dout.capacity_bytes -= 8;
+        t.dout.shape[1] -= 1, t.q.shape[1] -= 1, t.out.shape[1] -= 1, t.dq.shape[1] -= 1, t.lse.shape[2] -= 1;
+        expect_refusal("dout misaligned by 8 bytes", t.call(r), FSIG_ERROR_MISALIGNED, "dout", r);
+    }
+    {
+        Run r(c, in);
+        Descs t(r);
+        // row stride d + 4 (Hk = 1): not a multiple of 8; 8 rows fewer keep the extent inside the buffer
+        for (fsig_tensor* x : {&t.dk, &t.k, &t.v, &t.dv}) x->shape[1] = c.s.Nk - 8;
+        t.dk.strides[1] = c.s.d + 4;
+        expect_refusal("dk row stride d + 4", t.call(r), FSIG_ERROR_INVALID_STRIDE, "dk.strides[1]", r);
+    }
+    {
+        Run r(c, in);
+        Descs t(r);
+        for (fsig_tensor* x : {&t.out, &t.q, &t.dout, &t.dq}) x->shape[1] = c.s.Nq - 8;
+        t.lse.shape[2] = c.s.Nq - 8;
+        t.out.strides[1] = c.s.Hq * c.s.d - 4;  // (Hq = 2: row stride 2d - 4)
+        expect_refusal("out row stride 2d - 4", t.call(r), FSIG_ERROR_INVALID_STRIDE, "out.strides[1]", r);
+    }
+    {
+        Case c128 = c;
+        c128.s.d = 128;
+        const Prepared in128 = prepare(c128);
+        Run r(c128, in128);  // d 128 viewed as 64 elements with stride 2: a valid CPU layout, not a CUDA one
+        Descs t(r);
+        for (fsig_tensor* x : {&t.q, &t.k, &t.v, &t.out, &t.dout, &t.dq, &t.dk, &t.dv}) x->shape[3] = 64, x->strides[3] = 2;
+        expect_refusal("last-dim stride 2", t.call(r), FSIG_ERROR_INVALID_STRIDE, "strides[3]", r);
+    }
+    {
+        Run r(c, in);
+        Descs t(r);
+        std::vector<unsigned char> host(r.dv.host.st->bytes + 16);
+        t.dv.data = host.data() + (16 - reinterpret_cast<uintptr_t>(host.data()) % 16) % 16;
+        t.dv.capacity_bytes = int64_t(r.dv.host.st->bytes);
+        expect_refusal("a plain host pointer as a CUDA dv", t.call(r), FSIG_ERROR_INVALID_DEVICE, "host memory", r);
+    }
+    {
+        Run r(c, in);
+        Descs t(r);
+        t.lse.data = nullptr;  // (the C ABI layer's rule; listed so the CUDA path is seen to keep it)
+        expect_refusal("softmax without lse", t.call(r), FSIG_ERROR_NULL_ARGUMENT, "lse", r);
+    }
+}
+
+// The same call on the default stream, a created stream and a CUDA graph replay gives the same bits;
+// the caller's current device is unchanged afterwards.
+TEST(cuda_streams_graphs_device) {
+    if (!g_cuda) return;
+    const Case c = small_case(ref::kSoftmax, 128);
+    const Prepared in = prepare(c);
+    Run r(c, in);
+    int before = -1, after = -2;
+    CUDA_OK(cudaGetDevice(&before));
+    REQUIRE(r.backward() == FSIG_OK, "default stream: %s", fsig_last_error());
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<unsigned char> ref_bytes = r.grad_bytes();
+    CUDA_OK(cudaGetDevice(&after));
+    EXPECT(before == after, "the current device changed from %d to %d", before, after);
+
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    r.poison_grads();
+    REQUIRE(r.backward(stream) == FSIG_OK, "created stream: %s", fsig_last_error());
+    CUDA_OK(cudaStreamSynchronize(stream));
+    EXPECT(r.grad_bytes() == ref_bytes, "a created stream gave other bits than the default stream");
+
+    r.poison_grads();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    const int st = r.backward(stream);
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    REQUIRE(st == FSIG_OK, "backward during graph capture: %s", fsig_last_error());
+    REQUIRE(end == cudaSuccess, "cudaStreamEndCapture: %s", cudaGetErrorString(end));
+    EXPECT(untouched(r.dq) && untouched(r.dk) && untouched(r.dv),
+           "capturing ran the kernels (a gradient was written before the graph was launched)");
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int rep = 0; rep < 3; ++rep) {
+        r.poison_grads();
+        CUDA_OK(cudaGraphLaunch(exec, stream));
+        CUDA_OK(cudaStreamSynchronize(stream));
+        EXPECT(r.grad_bytes() == ref_bytes, "graph replay %d gave other bits than the direct call", rep);
+    }
+    CUDA_OK(cudaGraphExecDestroy(exec));
+    CUDA_OK(cudaGraphDestroy(graph));
+    CUDA_OK(cudaStreamDestroy(stream));
+
+    if (g_device_count >= 2) {  // tensors on cuda:0 while cuda:1 is current
+        CUDA_OK(cudaSetDevice(1));
+        r.poison_grads();
+        REQUIRE(r.backward() == FSIG_OK, "call from cuda:1: %s", fsig_last_error());
+        int now = -1;
+        CUDA_OK(cudaGetDevice(&now));
+        EXPECT(now == 1, "the call did not restore the caller's device (cuda:1), now cuda:%d", now);
+        CUDA_OK(cudaSetDevice(0));
+        CUDA_OK(cudaDeviceSynchronize());
+        EXPECT(r.grad_bytes() == ref_bytes, "the call from another current device gave other bits");
+    } else {
+        std::printf("  one device: the other-current-device case is not run\n");
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--quick") g_quick = true;
+        else if (a == "--verbose") g_verbose = true;
+        else if (a == "--list") g_list = true;
+        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
+        else if (a == "--help") {
+            std::printf("test_cuda_backward [--quick] [--device cpu] [--list] [--verbose] [name filters...]\n");
+            return 0;
+        } else g_filters.push_back(a);
+    }
+    if (g_cuda) {
+        fsig_capabilities caps;
+        std::memset(&caps, 0, sizeof caps);
+        caps.struct_size = sizeof caps;
+        if (fsig_get_capabilities(&caps) != FSIG_OK) {
+            std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
+            return 1;
+        }
+        if (!caps.cuda_compiled) {
+            std::printf("SKIP: this libflashsig was built without CUDA\n");
+            return th::kSkip;
+        }
+        if (caps.cuda_device_count < 1) {
+            std::printf("no CUDA device: skipped (the CUDA backward was not tested)\n");
+            return th::kSkip;
+        }
+        g_device_count = caps.cuda_device_count;
+        cudaDeviceProp prop;
+        CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+        std::printf("device cuda:0 %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor, g_device_count);
+    } else {
+        std::printf("--device cpu: the numerics cases through the CPU backend (checks this test, not CUDA)\n");
+    }
+    // filters that name a TEST select it; anything else filters the cases inside the numerics tests
+    std::vector<std::string> tests;
+    for (const std::string& f : g_filters)
+        for (const th::Test& t : th::registry())
+            if (f == t.name) tests.push_back(f);
+    if (!tests.empty()) g_filters.clear();
+    return th::run_all(tests);
+}
