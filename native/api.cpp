@@ -394,11 +394,6 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     FSIG_CHECK(check_disjoint(dq, dv));
     FSIG_CHECK(check_disjoint(dk, dv));
     FSIG_CHECK(check_backend(q, stream, a.p));
-    if (q.device_type == FSIG_DEVICE_CUDA)
-        return fail(FSIG_ERROR_UNSUPPORTED,
-                    "the backward pass on CUDA tensors is not in this version yet (q is on cuda:%d); only the "
-                    "forward runs on CUDA",
-                    q.device_index);
     a.q = q.view;
     a.k = k.view;
     a.v = v.view;
@@ -408,6 +403,11 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     a.dv = dv.view;
     if (a.has_out) a.out = out.view;
     if (a.has_lse) a.lse = lse.view;
+    if (q.device_type == FSIG_DEVICE_CUDA) {
+        char message[sizeof t_last_error];
+        const int status = cuda::backward(a, q.device_index, stream, message, sizeof message);
+        return status == FSIG_OK ? FSIG_OK : fail(status, "%s", message);
+    }
     const int status = cpu::backward(a);
     if (status == FSIG_ERROR_OUT_OF_MEMORY) return fail(status, "the CPU backend could not allocate its scratch memory");
     return status;

@@ -465,16 +465,6 @@ TEST(cuda_refusals) {
         expect_refusal("out on another device index", pr.forward(pr.q.desc(), pr.k.desc(), pr.v.desc(), to, nullptr),
                        FSIG_ERROR_INVALID_DEVICE, "share a device", pr);
     }
-    {
-        Problem pr;
-        auto grad = [&](int64_t n, int64_t h) { return mirror(tu::make_view(pr.dtype, tu::kContiguous, 1, n, h, pr.s.d)); };
-        Tensor dq = grad(pr.s.Nq, pr.s.Hq), dk = grad(pr.s.Nk, pr.s.Hk), dv = grad(pr.s.Nk, pr.s.Hk),
-               dout = grad(pr.s.Nq, pr.s.Hq);
-        const fsig_tensor tq = pr.q.desc(), tk = pr.k.desc(), tv = pr.v.desc(), to = pr.out.desc(), tl = pr.lse.desc(),
-                          tdo = dout.desc(), tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
-        const int st = fsig_attention_backward(&pr.p, &tq, &tk, &tv, &to, &tdo, &tl, &tdq, &tdk, &tdv, nullptr);
-        expect_refusal("backward", st, FSIG_ERROR_UNSUPPORTED, "backward", pr);
-    }
 }
 
 // The same call on the default stream, a created stream and a CUDA graph replay gives the same bits;
