@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""FlashSig's CUDA forward against PyTorch SDPA (flash and cuDNN backends) on the DESIGN §7 shapes.
+"""FlashSig's CUDA forward and forward+backward against PyTorch SDPA (flash and cuDNN backends) on the
+DESIGN §7 shapes.
 
 bf16, hidden 2048 (H = 2048 / d), batch = 16384 / seq, seq in 512 ... 16384, d in {64, 128}, causal and
-not; forward FLOPs = 4·B·H·N²·d, halved for causal. SDPA is timed here with CUDA events (warm-up, median
-of --iters runs); FlashSig through `flashsig-bench --device cuda` on the same shapes (a subprocess, same
-protocol, its CSV read back). Prints TFLOP/s per shape and the ratios FlashSig / SDPA. FlashSig's
-sigmoid is listed next to its softmax: SDPA has no sigmoid, so its softmax is the comparison, as in the
+not; forward FLOPs = 4·B·H·N²·d, halved for causal; forward+backward = 3.5 × forward (FlashAttention's
+count: backward = 2.5 × forward). SDPA is timed here with CUDA events (warm-up, median of --iters runs;
+fwdbwd = SDPA forward + autograd backward with a random dO); FlashSig through
+`flashsig-bench --device cuda --pass fwd,fwdbwd` on the same shapes (a subprocess, same protocol, its
+CSV read back). Prints TFLOP/s per shape and pass and the ratios FlashSig / SDPA. FlashSig's sigmoid is
+listed next to its softmax: SDPA has no sigmoid, so its softmax is the comparison, as in the
 FlashSigmoid paper.
 
     python3 benchmarks/sdpa_compare.py --bench build/benchmarks/flashsig-bench
     python3 benchmarks/sdpa_compare.py --bench build/benchmarks/flashsig-bench --seqs 1024,4096 --dims 128 --check
+    python3 benchmarks/sdpa_compare.py --bench build/benchmarks/flashsig-bench --passes fwdbwd
 
 Needs a CUDA GPU, PyTorch with CUDA, and a flashsig-bench built with CUDA (CMake finds nvcc).
 """
@@ -31,6 +35,7 @@ def parse_args():
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--causal", default="both", choices=["0", "1", "both"])
     ap.add_argument("--scores", default="softmax,sigmoid", help="FlashSig scores to time")
+    ap.add_argument("--passes", default="fwd,fwdbwd", help="fwd, fwdbwd or both (comma list)")
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
@@ -39,51 +44,65 @@ def parse_args():
     return ap.parse_args()
 
 
-def flops(b, h, n, d, causal):
-    f = 4.0 * b * h * n * n * d
+PASS_FACTOR = {"fwd": 1.0, "fwdbwd": 3.5}
+
+
+def flops(b, h, n, d, causal, pass_="fwd"):
+    f = 4.0 * b * h * n * n * d * PASS_FACTOR[pass_]
     return f / 2 if causal else f
 
 
-def time_sdpa(torch, backend, b, h, n, d, causal, warmup, iters):
-    """Median ms of one SDPA forward with only `backend` allowed, or None when it cannot run the case."""
+def time_sdpa(torch, backend, b, h, n, d, causal, warmup, iters, pass_="fwd"):
+    """Median ms of one SDPA forward (pass fwd) or forward + backward (fwdbwd) with only `backend`
+    allowed, or None when it cannot run the case."""
     from torch.nn.attention import sdpa_kernel
     import torch.nn.functional as F
 
     g = torch.Generator(device="cuda").manual_seed(42)
+    bwd = pass_ == "fwdbwd"
     # FlashSig's layout, BSHD, viewed as SDPA's [B, H, N, d] (last dim contiguous), as FA2 users do
     q, k, v = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
-               for _ in range(3))
+               .requires_grad_(bwd) for _ in range(3))
+    dout = torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2) if bwd else None
+
+    def step():
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if bwd:
+            torch.autograd.backward(o, dout)
+
     try:
         with sdpa_kernel(backends=[backend]):
             for _ in range(warmup):
-                F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                step()
             torch.cuda.synchronize()
             times = []
             for _ in range(iters):
                 e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 e0.record()
-                F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                step()
                 e1.record()
                 e1.synchronize()
                 times.append(e0.elapsed_time(e1))
+                if bwd:
+                    q.grad = k.grad = v.grad = None
     except RuntimeError as e:  # this backend does not support the case (or this GPU)
-        print(f"  SDPA {backend.name} n/a for B={b} H={h} N={n} d={d} causal={causal}: {str(e).splitlines()[0]}",
-              file=sys.stderr)
+        print(f"  SDPA {backend.name} {pass_} n/a for B={b} H={h} N={n} d={d} causal={causal}: "
+              f"{str(e).splitlines()[0]}", file=sys.stderr)
         return None
     finally:
-        del q, k, v
+        del q, k, v, dout
     return statistics.median(times)
 
 
-def run_flashsig(args, seqs, dims, causals):
-    """{(score, seq, d, causal): median ms} from one flashsig-bench run."""
+def run_flashsig(args, seqs, dims, causals, passes):
+    """{(score, seq, d, causal, pass): median ms} from one flashsig-bench run."""
     fd, path = tempfile.mkstemp(suffix=".csv", prefix="flashsig-bench-")
     os.close(fd)
     os.unlink(path)  # flashsig-bench writes the header into a fresh file
     cmd = [args.bench, "--device", "cuda", "--dtype", "bf16", "--hidden", str(args.hidden),
            "--seq", ",".join(map(str, seqs)), "--d", ",".join(map(str, dims)),
            "--causal", "both" if len(causals) == 2 else str(causals[0]), "--score", args.scores,
-           "--pass", "fwd", "--warmup", str(args.warmup), "--iters", str(args.iters), "--csv", path]
+           "--pass", ",".join(passes), "--warmup", str(args.warmup), "--iters", str(args.iters), "--csv", path]
     # flashsig-bench sizes the batch as 16384 / seq when --hidden is given and --batch is not
     if args.check:
         cmd.append("--check")
@@ -93,7 +112,7 @@ def run_flashsig(args, seqs, dims, causals):
     if os.path.exists(path):
         with open(path) as f:
             for row in csv.DictReader(f):
-                key = (row["score"], int(row["Nq"]), int(row["d"]), int(row["causal"]))
+                key = (row["score"], int(row["Nq"]), int(row["d"]), int(row["causal"]), row["pass"])
                 results[key] = float(row["median_ms"])
         os.unlink(path)
     if proc.returncode != 0:
@@ -107,6 +126,9 @@ def main():
     dims = [int(d) for d in args.dims.split(",")]
     causals = [0, 1] if args.causal == "both" else [int(args.causal)]
     scores = args.scores.split(",")
+    passes = args.passes.split(",")
+    if any(p not in PASS_FACTOR for p in passes):
+        sys.exit(f"sdpa_compare: --passes takes fwd and/or fwdbwd, not {args.passes}")
     try:
         import torch
         from torch.nn.attention import SDPBackend
@@ -119,23 +141,24 @@ def main():
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, hidden {args.hidden}, "
           f"batch {TOKENS}/seq, median of {args.iters} after {args.warmup} warm-up", flush=True)
 
-    fs = run_flashsig(args, seqs, dims, causals)
+    fs = run_flashsig(args, seqs, dims, causals, passes)
     backends = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]
     rows = []
-    for n in seqs:
-        for d in dims:
-            for causal in causals:
-                b, h = max(1, TOKENS // n), args.hidden // d
-                f = flops(b, h, n, d, causal)
-                row = {"seq": n, "d": d, "causal": causal, "B": b, "H": h}
-                for name, be in backends:
-                    ms = time_sdpa(torch, be, b, h, n, d, bool(causal), args.warmup, args.iters)
-                    row[f"sdpa_{name}"] = f / (ms * 1e-3) / 1e12 if ms else None
-                for sc in scores:
-                    ms = fs.get((sc, n, d, causal))
-                    row[f"fsig_{sc}"] = f / (ms * 1e-3) / 1e12 if ms else None
-                rows.append(row)
-                torch.cuda.empty_cache()
+    for pass_ in passes:
+        for n in seqs:
+            for d in dims:
+                for causal in causals:
+                    b, h = max(1, TOKENS // n), args.hidden // d
+                    f = flops(b, h, n, d, causal, pass_)
+                    row = {"pass": pass_, "seq": n, "d": d, "causal": causal, "B": b, "H": h}
+                    for name, be in backends:
+                        ms = time_sdpa(torch, be, b, h, n, d, bool(causal), args.warmup, args.iters, pass_)
+                        row[f"sdpa_{name}"] = f / (ms * 1e-3) / 1e12 if ms else None
+                    for sc in scores:
+                        ms = fs.get((sc, n, d, causal, pass_))
+                        row[f"fsig_{sc}"] = f / (ms * 1e-3) / 1e12 if ms else None
+                    rows.append(row)
+                    torch.cuda.empty_cache()
 
     def fmt(x, w=8, p=1):
         return f"{x:{w}.{p}f}" if x is not None else f"{'n/a':>{w}}"
@@ -143,16 +166,21 @@ def main():
     def ratio(a, b):
         return a / b if a is not None and b else None
 
-    head = f"{'seq':>6} {'d':>4} {'causal':>6} {'SDPA-fl':>8} {'SDPA-cu':>8}" + "".join(f" {'FS-' + s[:5]:>8}" for s in scores)
-    head += "".join(f" {s[:4] + '/fl':>8} {s[:4] + '/cu':>8}" for s in scores)
-    print("\nforward TFLOP/s (and FlashSig / SDPA ratios)")
-    print(head)
-    for r in rows:
+    def line_of(r):
         line = f"{r['seq']:>6} {r['d']:>4} {r['causal']:>6} {fmt(r['sdpa_flash'])} {fmt(r['sdpa_cudnn'])}"
         line += "".join(f" {fmt(r['fsig_' + s])}" for s in scores)
         line += "".join(f" {fmt(ratio(r['fsig_' + s], r['sdpa_flash']), 8, 2)} {fmt(ratio(r['fsig_' + s], r['sdpa_cudnn']), 8, 2)}"
                         for s in scores)
-        print(line)
+        return line
+
+    head = f"{'seq':>6} {'d':>4} {'causal':>6} {'SDPA-fl':>8} {'SDPA-cu':>8}" + "".join(f" {'FS-' + s[:5]:>8}" for s in scores)
+    head += "".join(f" {s[:4] + '/fl':>8} {s[:4] + '/cu':>8}" for s in scores)
+    for pass_ in passes:
+        print(f"\n{'forward' if pass_ == 'fwd' else 'forward + backward'} TFLOP/s (and FlashSig / SDPA ratios)")
+        print(head)
+        for r in rows:
+            if r["pass"] == pass_:
+                print(line_of(r))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
