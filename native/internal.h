@@ -27,21 +27,49 @@ struct Problem {
     int64_t window_left = -1, window_right = -1;
     bool deterministic = false;
 
-    int64_t group() const { return heads_q / heads_k; }
+    // ---- extensions (DESIGN.md §4); all off by default, CPU only for now ----
+    // ALiBi: beta_ij -= slope(b, h) * |delta_i - j|, slope = alibi[b * alibi_stride_b + h * alibi_stride_h]
+    const float* alibi = nullptr;
+    int64_t alibi_stride_b = 0, alibi_stride_h = 0;
+    // Additive bias (fp32/fp16/bf16) and boolean mask (1 byte, nonzero = allowed), both logically
+    // [B, Hq, Nq, Nk] with stride 0 on every broadcast dimension.
+    bool has_bias = false, has_mask = false;
+    TensorView bias, mask;
+    int64_t strided = 0;           // strided (atrous) mask |delta_i - j| mod strided == 0; 0 = off
+    int64_t block_m = 0, block_n = 0;  // block-sparse: 0 = off; layout 1 byte [1|Hq, ceil(Nq/bm), ceil(Nk/bn)]
+    TensorView block_layout;       // stride[0] = 0 when the layout is shared by every head
+    int64_t logn_train = 0;        // log-n scaling: lambda_i = max(1, ln n_i / ln logn_train); 0 = off
 
-    // Keys allowed to query row i form one interval [first, last] (empty when last < first):
-    // causal and window are both bounds around the bottom-right diagonal delta_i = i + Nk - Nq.
-    int64_t first_key(int64_t i) const {
+    int64_t group() const { return heads_q / heads_k; }
+    bool window_given() const { return window_left >= 0 || window_right >= 0; }
+    // window ∪ strided counts as one mask when both are given (DESIGN.md §4)
+    bool strided_with_window() const { return strided > 0 && window_given(); }
+    // masks that are not an interval of keys per row: checked element by element inside a tile
+    bool elementwise() const { return strided > 0 || block_m > 0 || has_mask || has_bias; }
+    bool has_extensions() const { return elementwise() || alibi != nullptr || logn_train > 0; }
+
+    // Causal and window alone allow query row i the interval [cw_first, cw_last] (empty when
+    // last < first): both are bounds around the bottom-right diagonal delta_i = i + Nk - Nq.
+    int64_t cw_first(int64_t i) const {
         int64_t diag = i + seq_k - seq_q;
         int64_t lo = window_left >= 0 ? diag - window_left : 0;
         return lo > 0 ? lo : 0;
     }
-    int64_t last_key(int64_t i) const {
+    int64_t cw_last(int64_t i) const {
         int64_t diag = i + seq_k - seq_q;
         int64_t hi = seq_k - 1;
         if (causal && diag < hi) hi = diag;
         if (window_right >= 0 && diag + window_right < hi) hi = diag + window_right;
         return hi;
+    }
+    // Every key allowed to row i lies in [first_key, last_key]; both are non-decreasing in i. Without
+    // extensions that is exactly the allowed set; with strided + window the window is no bound (the
+    // union reaches past it), only causal is.
+    int64_t first_key(int64_t i) const { return strided_with_window() ? 0 : cw_first(i); }
+    int64_t last_key(int64_t i) const {
+        if (!strided_with_window()) return cw_last(i);
+        const int64_t diag = i + seq_k - seq_q;
+        return causal && diag < seq_k - 1 ? diag : seq_k - 1;
     }
 };
 
@@ -57,6 +85,9 @@ struct BackwardArgs {
     TensorView q, k, v, out, dout, dq, dk, dv;
     bool has_out = false, has_lse = false;
     TensorView lse;
+    // dBias = dS summed over the bias's broadcast dims; the bias's shape and dtype, strides of the caller
+    bool has_dbias = false;
+    TensorView dbias;
 };
 
 }  // namespace fsig

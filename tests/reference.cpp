@@ -109,6 +109,48 @@ bool Spec::allowed(int64_t i, int64_t j) const {
     return true;
 }
 
+bool Spec::allowed_at(int64_t b, int64_t h, int64_t i, int64_t j) const {
+    const int64_t diag = i + Nk - Nq;
+    if (causal && j > diag) return false;
+    const bool window = window_left >= 0 || window_right >= 0;
+    if (strided > 0) {
+        const int64_t dist = diag > j ? diag - j : j - diag;
+        // with a window, window ∪ strided is the one mask
+        if (!(dist % strided == 0 || (window && allowed(i, j)))) return false;
+    } else if (!allowed(i, j)) {
+        return false;
+    }
+    if (block_m > 0) {
+        const int64_t rows = (Nq + block_m - 1) / block_m, cols = (Nk + block_n - 1) / block_n;
+        if (!layout[size_t(((layout_h == 1 ? 0 : h) * rows + i / block_m) * cols + j / block_n)]) return false;
+    }
+    if (!mask.empty() &&
+        !mask[size_t((((mask_b == 1 ? 0 : b) * mask_h + (mask_h == 1 ? 0 : h)) * mask_q + (mask_q == 1 ? 0 : i)) * Nk + j)])
+        return false;
+    if (!bias.empty() && beta(b, h, i, j) == -std::numeric_limits<double>::infinity()) return false;
+    return true;
+}
+
+double Spec::beta(int64_t b, int64_t h, int64_t i, int64_t j) const {
+    double x = 0;
+    if (!alibi_slopes.empty()) {
+        const double slope = alibi_slopes[size_t(alibi_per_batch ? b * Hq + h : h)];
+        const int64_t diag = i + Nk - Nq;
+        x -= slope * double(diag > j ? diag - j : j - diag);
+    }
+    if (!bias.empty())
+        x += bias[size_t((((bias_b == 1 ? 0 : b) * bias_h + (bias_h == 1 ? 0 : h)) * bias_q + (bias_q == 1 ? 0 : i)) * Nk + j)];
+    return x;
+}
+
+double Spec::lambda(int64_t i) const {
+    if (logn_train <= 0) return 1.0;
+    int64_t n = 0;
+    for (int64_t j = 0; j < Nk; ++j) n += allowed(i, j);
+    if (n <= 1) return 1.0;
+    return std::max(1.0, std::log(double(n)) / std::log(double(logn_train)));
+}
+
 std::string Spec::describe() const {
     char buf[256];
     std::snprintf(buf, sizeof buf, "B=%lld Nq=%lld Nk=%lld Hq=%lld Hk=%lld d=%lld %s%s wl=%lld wr=%lld",
@@ -118,6 +160,12 @@ std::string Spec::describe() const {
     if (!std::isnan(scale)) s += " scale=" + std::to_string(scale);
     if (!std::isnan(sigmoid_bias)) s += " bias=" + std::to_string(sigmoid_bias);
     if (alpha != 1.0) s += " alpha=" + std::to_string(alpha);
+    if (!alibi_slopes.empty()) s += alibi_per_batch ? " alibi[B,H]" : " alibi[H]";
+    if (!bias.empty()) s += " bias[" + std::to_string(bias_b) + "," + std::to_string(bias_h) + "," + std::to_string(bias_q) + ",Nk]";
+    if (!mask.empty()) s += " mask[" + std::to_string(mask_b) + "," + std::to_string(mask_h) + "," + std::to_string(mask_q) + ",Nk]";
+    if (strided > 0) s += " strided=" + std::to_string(strided);
+    if (block_m > 0) s += " blocks=" + std::to_string(block_m) + "x" + std::to_string(block_n);
+    if (logn_train > 0) s += " logn=" + std::to_string(logn_train);
     return s;
 }
 
@@ -169,6 +217,7 @@ public:
         scale_ = R(s.eff_scale());
         bias_ = R(s.eff_bias());
         factor_ = R(s.pointwise_factor());
+        ext_ = !s.alibi_slopes.empty() || !s.bias.empty();
     }
 
     R rnd(R x) const {
@@ -216,19 +265,22 @@ public:
                 const R* kt = w.kt.data() + c * Nk;
                 for (int64_t j = 0; j < Nk; ++j) Srow[j] += qc * kt[j];
             }
-            for (int64_t j = 0; j < Nk; ++j) Srow[j] = rnd(scale_ * Srow[j]);
+            const R sl = R(scale_ * R(s_.lambda(i)));
+            for (int64_t j = 0; j < Nk; ++j) Srow[j] = rnd(sl * Srow[j]);
+            if (ext_)
+                for (int64_t j = 0; j < Nk; ++j) Srow[j] = rnd(Srow[j] + R(s_.beta(b, h, i, j)));
             R* Prow = w.P.data() + r * Nk;
             if (s_.score == kSoftmax) {
                 R mx = -std::numeric_limits<R>::infinity();
                 for (int64_t j = 0; j < Nk; ++j)
-                    if (s_.allowed(i, j)) mx = std::max(mx, Srow[j]);
+                    if (s_.allowed_at(b, h, i, j)) mx = std::max(mx, Srow[j]);
                 if (mx == -std::numeric_limits<R>::infinity()) {  // no allowed key: O = 0, LSE = +inf
                     w.lse[r] = std::numeric_limits<R>::infinity();
                     continue;
                 }
                 R sum = 0;
                 for (int64_t j = 0; j < Nk; ++j)
-                    if (s_.allowed(i, j)) {
+                    if (s_.allowed_at(b, h, i, j)) {
                         Prow[j] = std::exp(Srow[j] - mx);
                         sum += Prow[j];
                     }
@@ -237,7 +289,7 @@ public:
                 continue;
             }
             for (int64_t j = 0; j < Nk; ++j) {
-                if (!s_.allowed(i, j)) continue;
+                if (!s_.allowed_at(b, h, i, j)) continue;
                 const R x = Srow[j];
                 R pv;
                 switch (s_.score) {
@@ -316,6 +368,7 @@ public:
         g.dv.assign(s_.kv_elems(), R(0));
         const int64_t tasks = s_.B * s_.Hq * chunks;
         std::vector<std::vector<R>> dk_part(tasks), dv_part(tasks);
+        std::vector<R> ds_all(s_.want_dbias ? size_t(s_.B * s_.Hq * Nq * Nk) : 0);
         parallel_for(tasks, [&](int64_t t) {
             const int64_t b = t / (s_.Hq * chunks), h = t / chunks % s_.Hq;
             int64_t r0, r1;
@@ -355,7 +408,7 @@ public:
                     for (int64_t j = 0; j < Nk; ++j) row[j] += g0 * vt[j];
                 }
                 for (int64_t j = 0; j < Nk; ++j) {
-                    if (!s_.allowed(i, j)) {
+                    if (!s_.allowed_at(b, h, i, j)) {
                         row[j] = 0;  // dS = 0 where masked
                         continue;
                     }
@@ -373,9 +426,12 @@ public:
                     row[j] = rnd(ds);
                 }
             }
+            if (s_.want_dbias)  // dS rows of (b, h): reduced over the broadcast dims after the tasks
+                std::copy_n(w.M2.data(), m * Nk, ds_all.data() + ((b * s_.Hq + h) * Nq + r0) * Nk);
             for (int64_t r = 0; r < m; ++r) {
                 const R* dsrow = w.M2.data() + r * Nk;
                 const R* prow = w.P.data() + r * Nk;
+                const R lam = R(s_.lambda(r0 + r));
                 std::fill(dq_acc.begin(), dq_acc.end(), R(0));
                 for (int64_t j = 0; j < Nk; ++j) {
                     const R ds = dsrow[j], p = prow[j];
@@ -384,7 +440,8 @@ public:
                         for (int64_t c = 0; c < d; ++c) dq_acc[c] += ds * kj[c];
                         R* dk = dk_acc.data() + j * d;
                         const R* qi = w.q.data() + r * d;
-                        for (int64_t c = 0; c < d; ++c) dk[c] += ds * qi[c];
+                        const R dsl = ds * lam;  // dK_j = scale·sum_i lambda_i dS_ij q_i
+                        for (int64_t c = 0; c < d; ++c) dk[c] += dsl * qi[c];
                     }
                     if (p != R(0)) {
                         R* dvr = dv_acc.data() + j * d;
@@ -393,7 +450,8 @@ public:
                     }
                 }
                 R* dst = g.dq.data() + ((b * Nq + r0 + r) * s_.Hq + h) * d;
-                for (int64_t c = 0; c < d; ++c) dst[c] = rnd(scale_ * dq_acc[c]);
+                const R sl = R(scale_ * lam);  // dQ_i = scale·lambda_i·sum_j dS_ij k_j
+                for (int64_t c = 0; c < d; ++c) dst[c] = rnd(sl * dq_acc[c]);
             }
         }, serial());
         // dK, dV of kv head hk: the partials of its group's heads and chunks, in order
@@ -417,6 +475,19 @@ public:
                 }
             }
         }, serial());
+        if (s_.want_dbias) {  // dBias = dS summed over the broadcast dims, in index order
+            std::vector<R> acc(s_.bias_elems(), R(0));
+            for (int64_t b = 0; b < s_.B; ++b)
+                for (int64_t h = 0; h < s_.Hq; ++h)
+                    for (int64_t i = 0; i < Nq; ++i) {
+                        R* dst = acc.data() + (((s_.bias_b == 1 ? 0 : b) * s_.bias_h + (s_.bias_h == 1 ? 0 : h)) * s_.bias_q +
+                                               (s_.bias_q == 1 ? 0 : i)) * Nk;
+                        const R* src = ds_all.data() + ((b * s_.Hq + h) * Nq + i) * Nk;
+                        for (int64_t j = 0; j < Nk; ++j) dst[j] += src[j];
+                    }
+            g.dbias.resize(acc.size());
+            for (size_t e = 0; e < acc.size(); ++e) g.dbias[e] = rnd(acc[e]);
+        }
         return g;
     }
 
@@ -424,6 +495,7 @@ private:
     const Spec& s_;
     int dtype_;
     R scale_, bias_, factor_;
+    bool ext_ = false;  // beta (ALiBi, bias) is added to S
 };
 
 }  // namespace
@@ -472,6 +544,29 @@ Grads<double> fd_grads(const Spec& s, const double* q, const double* k, const do
     return g;
 }
 
+std::vector<double> fd_dbias(const Spec& s, const double* q, const double* k, const double* v, const double* dout,
+                             double h) {
+    Spec t = s;
+    auto loss = [&] {
+        const Forward<double> f = forward64(t, q, k, v);
+        double l = 0;
+        for (size_t i = 0; i < f.out.size(); ++i) l += dout[i] * f.out[i];
+        return l;
+    };
+    std::vector<double> g(s.bias.size());
+    for (size_t e = 0; e < g.size(); ++e) {
+        const double x0 = t.bias[e];
+        if (!std::isfinite(x0)) continue;  // a masked element has no gradient: 0
+        t.bias[e] = x0 + h;
+        const double lp = loss();
+        t.bias[e] = x0 - h;
+        const double lm = loss();
+        t.bias[e] = x0;
+        g[e] = (lp - lm) / (2 * h);
+    }
+    return g;
+}
+
 double min_abs_score(const Spec& s, const double* q, const double* k) {
     double m = std::numeric_limits<double>::infinity();
     const double scale = s.eff_scale();
@@ -479,12 +574,12 @@ double min_abs_score(const Spec& s, const double* q, const double* k) {
         for (int64_t h = 0; h < s.Hq; ++h)
             for (int64_t i = 0; i < s.Nq; ++i)
                 for (int64_t j = 0; j < s.Nk; ++j) {
-                    if (!s.allowed(i, j)) continue;
+                    if (!s.allowed_at(b, h, i, j)) continue;
                     const double* qi = q + ((b * s.Nq + i) * s.Hq + h) * s.d;
                     const double* kj = k + ((b * s.Nk + j) * s.Hk + h / (s.Hq / s.Hk)) * s.d;
                     double dot = 0;
                     for (int64_t c = 0; c < s.d; ++c) dot += qi[c] * kj[c];
-                    m = std::min(m, std::fabs(scale * dot));
+                    m = std::min(m, std::fabs(scale * s.lambda(i) * dot + s.beta(b, h, i, j)));
                 }
     return m;
 }

@@ -41,6 +41,29 @@ struct Spec {
     double sigmoid_bias = 0.0 / 0.0;  // NaN = -ln Nk
     double alpha = 1.0;
 
+    // ---- extensions of DESIGN.md §4 (tests/test_masks.cpp); all off by default ----
+    std::vector<double> alibi_slopes;    // [Hq], or [B, Hq] when alibi_per_batch; empty = no ALiBi
+    bool alibi_per_batch = false;
+    std::vector<double> bias;            // dense [bias_b, bias_h, bias_q, Nk]; empty = none; -inf masks
+    int64_t bias_b = 1, bias_h = 1, bias_q = 1;  // each 1 (broadcast) or B, Hq, Nq
+    std::vector<unsigned char> mask;     // dense [mask_b, mask_h, mask_q, Nk], nonzero = allowed; empty = none
+    int64_t mask_b = 1, mask_h = 1, mask_q = 1;
+    int64_t strided = 0;                 // |δ_i − j| mod strided = 0; given with a window: window ∪ strided
+    int64_t block_m = 0, block_n = 0;    // block-sparse: layout [layout_h, ⌈Nq/bm⌉, ⌈Nk/bn⌉], nonzero = allowed
+    std::vector<unsigned char> layout;
+    int64_t layout_h = 1;
+    int64_t logn_train = 0;              // λ_i = max(1, ln n_i / ln logn_train), n_i by causal and window; 0 = off
+    bool want_dbias = false;             // backward also returns dBias (needs a bias)
+
+    // every mask of §4 (a bias of −inf included); allowed() is causal and window alone
+    bool allowed_at(int64_t b, int64_t h, int64_t i, int64_t j) const;
+    double beta(int64_t b, int64_t h, int64_t i, int64_t j) const;  // ALiBi + bias
+    double lambda(int64_t i) const;                                  // log-n factor (1 when off)
+    size_t bias_elems() const { return size_t(bias_b * bias_h * bias_q * Nk); }
+    bool extended() const {
+        return !alibi_slopes.empty() || !bias.empty() || !mask.empty() || strided > 0 || block_m > 0 || logn_train > 0;
+    }
+
     double eff_scale() const;
     double eff_bias() const;
     double pointwise_factor() const;  // Nk^-alpha
@@ -59,6 +82,7 @@ struct Forward {
 template <class R>
 struct Grads {
     std::vector<R> dq, dk, dv;
+    std::vector<R> dbias;  // Spec::want_dbias: dS summed over the bias's broadcast dims, the bias's shape
 };
 
 // fp64 reference. Inputs are dense BSHD doubles.
@@ -76,6 +100,9 @@ Grads<float> backward_naive(const Spec& s, int dtype, const float* q, const floa
 // Independent of the backward formulas: it validates backward64 and, through it, the library.
 Grads<double> fd_grads(const Spec& s, const double* q, const double* k, const double* v, const double* dout,
                        double h = 1e-5);
+// dL/dbias by central differences of forward64 (Spec::bias perturbed element by element).
+std::vector<double> fd_dbias(const Spec& s, const double* q, const double* k, const double* v, const double* dout,
+                             double h = 1e-5);
 // min |S_ij| over allowed pairs (relu and relu2 have a kink at S = 0 that finite differences must avoid).
 double min_abs_score(const Spec& s, const double* q, const double* k);
 

@@ -126,6 +126,14 @@ int backward(const BackwardArgs& a) {
         k.backward_dq_task(a, D.get(), bh / p.heads_q, bh % p.heads_q, tile * kBlockM,
                            scratch.get() + size_t(w) * per_worker);
     });
+    // dbias broadcast over batch or heads (else the dQ pass wrote it): tasks own whole output rows
+    const int64_t bias_b = a.has_dbias ? a.dbias.shape[0] : 0, bias_h = a.has_dbias ? a.dbias.shape[1] : 0;
+    if (a.has_dbias && (bias_b != p.batch || bias_h != p.heads_q))
+        parallel_for(bias_b * bias_h * q_tiles, workers, [&](int64_t t, int w) {
+            const int64_t tile = t % q_tiles, bh = t / q_tiles;
+            k.backward_dbias_task(a, D.get(), bh / bias_h, bh % bias_h, tile * kBlockM,
+                                  scratch.get() + size_t(w) * per_worker);
+        });
     return FSIG_OK;
 }
 

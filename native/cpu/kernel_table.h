@@ -29,6 +29,10 @@ struct KernelTable {
     // one (batch, query head, query tile): dQ rows [i0, i0 + kBlockM)
     void (*backward_dq_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t h, int64_t i0,
                              float* scratch);
+    // dbias broadcast over batch and/or heads: one (dbias batch, dbias head, query tile) — rows
+    // [i0, i0 + kBlockM) of dbias, dS summed over the batches and heads they stand for
+    void (*backward_dbias_task)(const BackwardArgs& a, const float* D, int64_t bo, int64_t ho, int64_t i0,
+                                float* scratch);
 };
 
 const KernelTable& kernels_avx2();
