@@ -84,7 +84,11 @@ typedef enum fsig_score {
     FSIG_SCORE_RELU2 = 3,     /* relu(S)^2 * Nk^-alpha */
     FSIG_SCORE_GELU = 4,      /* gelu(S) * Nk^-alpha, erf form */
     FSIG_SCORE_SOFTPLUS = 5,  /* softplus(S) * Nk^-alpha */
-    FSIG_SCORE_IDENTITY = 6   /* S * Nk^-alpha */
+    FSIG_SCORE_IDENTITY = 6,  /* S * Nk^-alpha */
+    /* Linear attention, O(N) (DESIGN.md §4): O_i = sum_j (qf_i . kf_j) v_j / max(sum_j qf_i . kf_j, eps)
+     * over all keys, or keys j <= i + Nk - Nq when causal. CPU only; no window, no lse, scale NaN. */
+    FSIG_SCORE_COSFORMER = 7, /* qf_i = relu(q_i) [sin, cos](pi p_i / 2M), p_i = i + Nk - Nq; kf_j likewise, p_j = j */
+    FSIG_SCORE_LINEAR_ELU = 8 /* qf_i = elu(q_i) + 1, kf_j = elu(k_j) + 1 */
 } fsig_score;
 
 typedef struct fsig_attention_params {
@@ -98,23 +102,31 @@ typedef struct fsig_attention_params {
     int64_t window_right;     /* allowed iff j <= i + Nk - Nq + window_right; -1 = unbounded */
     int32_t deterministic;    /* backward: 1 = same bits every run. The CPU is always deterministic */
     int32_t reserved0;        /* must be 0 */
+    /* ---- added in 0.2 (a caller with the 0.1 struct, struct_size 48, gets the defaults) ---- */
+    int64_t linear_length;    /* cosFormer's M: 0 = max(Nq, Nk); else >= max(Nq, Nk). cosFormer only */
+    float linear_epsilon;     /* cosFormer, linear_elu: normaliser floor eps > 0; NaN = 1e-6 */
+    int32_t reserved1;        /* must be 0 */
 } fsig_attention_params;
 
 /* Defaults: softmax, scale NaN (1/sqrt(d)), sigmoid_bias NaN (-ln Nk), alpha 1, not causal,
- * windows -1, not deterministic, struct_size = sizeof(fsig_attention_params). */
+ * windows -1, not deterministic, linear_length 0 (max(Nq, Nk)), linear_epsilon NaN (1e-6),
+ * struct_size = sizeof(fsig_attention_params).
+ * The linear scores (cosFormer, linear_elu) are scale-free: scale and sigmoid_bias must stay NaN,
+ * alpha 1 and the windows -1 (an error names the field otherwise). */
 FSIG_API fsig_attention_params fsig_attention_params_default(void);
 /* The same, written through a pointer (for callers that cannot receive structs by value). */
 FSIG_API int fsig_attention_params_init(fsig_attention_params* params);
 
 /* ---- attention --------------------------------------------------------------------------------- */
 /* O = P V with P the score of DESIGN.md §4. lse may be NULL; when given the score must be softmax.
+ * The linear scores (cosFormer, linear_elu) run on the CPU only (CUDA: FSIG_ERROR_UNSUPPORTED).
  * stream: a cudaStream_t for CUDA tensors (NULL = default stream); must be NULL for CPU tensors. */
 FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
                                     const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
                                     const fsig_tensor* out, const fsig_tensor* lse, void* stream);
 
 /* dQ, dK, dV from dO by recomputation. out and lse are required for softmax and may be NULL for
- * the pointwise scores. GQA: dk and dv are summed over the query heads of each group. */
+ * the pointwise and linear scores (which never read them). GQA: dk and dv are summed over the query heads of each group. */
 FSIG_API int fsig_attention_backward(const fsig_attention_params* params,
                                      const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
                                      const fsig_tensor* out, const fsig_tensor* dout,

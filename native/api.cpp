@@ -4,10 +4,12 @@
 
 #include <cmath>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 
 #include "cpu/cpu_backend.h"
+#include "cpu/linear.h"
 #include "cpu/thread_pool.h"
 #include "cuda/cuda_backend.h"
 #include "flashsig.h"
@@ -176,23 +178,47 @@ int check_dim(const Checked& t, int dim, int64_t expected, const char* what, con
         if (fsig_status_ != FSIG_OK) return fsig_status_; \
     } while (0)
 
+bool is_linear(int32_t score) { return score == FSIG_SCORE_COSFORMER || score == FSIG_SCORE_LINEAR_ELU; }
+
+const char* score_name(int32_t score) {
+    static const char* names[] = {"softmax", "sigmoid", "relu", "relu2", "gelu", "softplus", "identity", "cosformer",
+                                  "linear_elu"};
+    return score >= 0 && score <= FSIG_SCORE_LINEAR_ELU ? names[score] : "unknown";
+}
+
+// The size of fsig_attention_params in FlashSig 0.1 (before the linear-attention fields): callers
+// compiled against that header keep working, the new fields taking their defaults.
+constexpr size_t kParamsSizeV01 = offsetof(fsig_attention_params, linear_length);
+static_assert(kParamsSizeV01 == 48, "the 0.1 layout of fsig_attention_params must not change");
+
 // Params: size-versioned, every value in range; resolves the defaults that depend on the shapes.
-int check_params(const fsig_attention_params* params, Problem* p) {
-    if (params == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "params is NULL");
-    if (params->struct_size < sizeof(fsig_attention_params))
+// *out receives the caller's struct over the defaults (fields of an older, smaller struct keep them).
+int check_params(const fsig_attention_params* params_in, fsig_attention_params* out, Problem* p) {
+    if (params_in == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "params is NULL");
+    const uint32_t size = params_in->struct_size;
+    if (size < kParamsSizeV01)
         return fail(FSIG_ERROR_INVALID_PARAMS,
                     "params.struct_size is %u but this library needs at least %zu: initialise params with "
                     "fsig_attention_params_default()",
-                    params->struct_size, sizeof(fsig_attention_params));
+                    size, kParamsSizeV01);
+    if (size > kParamsSizeV01 && size < sizeof(fsig_attention_params))
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.struct_size is %u, which is no version of fsig_attention_params (%zu in 0.1, %zu now): "
+                    "initialise params with fsig_attention_params_default()",
+                    size, kParamsSizeV01, sizeof(fsig_attention_params));
     // a newer caller's extra fields are fine as long as they hold their "off" value (zero)
-    const unsigned char* bytes = reinterpret_cast<const unsigned char*>(params);
-    for (size_t i = sizeof(fsig_attention_params); i < params->struct_size; ++i)
+    const unsigned char* bytes = reinterpret_cast<const unsigned char*>(params_in);
+    for (size_t i = sizeof(fsig_attention_params); i < size; ++i)
         if (bytes[i] != 0)
             return fail(FSIG_ERROR_UNSUPPORTED,
                         "params sets a field at byte %zu that this library version (%s) does not know", i,
                         fsig_version_string());
-    if (params->score < FSIG_SCORE_SOFTMAX || params->score > FSIG_SCORE_IDENTITY)
-        return fail(FSIG_ERROR_INVALID_PARAMS, "params.score %d is not a fsig_score (0..6)", params->score);
+    *out = fsig_attention_params_default();
+    std::memcpy(out, params_in, size < sizeof(fsig_attention_params) ? size : sizeof(fsig_attention_params));
+    out->struct_size = sizeof(fsig_attention_params);
+    const fsig_attention_params* params = out;
+    if (params->score < FSIG_SCORE_SOFTMAX || params->score > FSIG_SCORE_LINEAR_ELU)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.score %d is not a fsig_score (0..8)", params->score);
     if (!std::isnan(params->scale) && !std::isfinite(params->scale))
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.scale must be finite (or NaN for 1/sqrt(d))");
     if (!std::isnan(params->sigmoid_bias) && !std::isfinite(params->sigmoid_bias))
@@ -211,11 +237,68 @@ int check_params(const fsig_attention_params* params, Problem* p) {
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.deterministic is %d but must be 0 or 1", params->deterministic);
     if (params->reserved0 != 0)
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.reserved0 is %d but must be 0", params->reserved0);
+    if (params->reserved1 != 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.reserved1 is %d but must be 0", params->reserved1);
+    if (params->linear_length < 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.linear_length is %lld but must be >= max(Nq, Nk), or 0 for the default max(Nq, Nk)",
+                    (long long)params->linear_length);
+    if (!std::isnan(params->linear_epsilon) && !(std::isfinite(params->linear_epsilon) && params->linear_epsilon > 0))
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.linear_epsilon is %g but must be finite and > 0 (or NaN for 1e-6)",
+                    double(params->linear_epsilon));
+    const char* name = score_name(params->score);
+    if (is_linear(params->score)) {
+        // The linear scores are scale-free (O is a ratio of sums of φ(q)·φ(k)) and take no mask but causal.
+        if (!std::isnan(params->scale))
+            return fail(FSIG_ERROR_INVALID_PARAMS,
+                        "params.scale is %g but params.score = %s has no scale: leave it NaN (the default)",
+                        double(params->scale), name);
+        if (!std::isnan(params->sigmoid_bias))
+            return fail(FSIG_ERROR_INVALID_PARAMS,
+                        "params.sigmoid_bias is %g but it is for the sigmoid score only (params.score = %s): leave it NaN",
+                        double(params->sigmoid_bias), name);
+        if (params->alpha != 1.f)
+            return fail(FSIG_ERROR_INVALID_PARAMS,
+                        "params.alpha is %g but it is for the pointwise scores only (params.score = %s): leave it 1",
+                        double(params->alpha), name);
+        if (params->window_left != -1 || params->window_right != -1)
+            return fail(FSIG_ERROR_INVALID_PARAMS,
+                        "params.window_left/window_right are %lld/%lld but params.score = %s takes no window (only "
+                        "causal): leave them -1",
+                        (long long)params->window_left, (long long)params->window_right, name);
+        if (params->score == FSIG_SCORE_LINEAR_ELU && params->linear_length != 0)
+            return fail(FSIG_ERROR_INVALID_PARAMS,
+                        "params.linear_length is %lld but only cosformer re-weights by position (params.score = "
+                        "linear_elu): leave it 0",
+                        (long long)params->linear_length);
+    } else {
+        if (params->linear_length != 0)
+            return fail(FSIG_ERROR_INVALID_PARAMS,
+                        "params.linear_length is %lld but it is for params.score = cosformer only (score is %s): leave it 0",
+                        (long long)params->linear_length, name);
+        if (!std::isnan(params->linear_epsilon))
+            return fail(FSIG_ERROR_INVALID_PARAMS,
+                        "params.linear_epsilon is %g but it is for the linear scores only (score is %s): leave it NaN",
+                        double(params->linear_epsilon), name);
+    }
     p->score = params->score;
     p->causal = params->causal == 1;
     p->window_left = params->window_left;
     p->window_right = params->window_right;
     p->deterministic = params->deterministic == 1;
+    return FSIG_OK;
+}
+
+// cosFormer's M >= max(Nq, Nk) keeps |p_i - p_j| < M, so every cos(pi (p_i - p_j) / 2M) > 0.
+int check_linear(const fsig_attention_params& params, const Problem& p, cpu::LinearOptions* o) {
+    const int64_t longest = p.seq_q > p.seq_k ? p.seq_q : p.seq_k;
+    if (params.linear_length != 0 && params.linear_length < longest)
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.linear_length (M) is %lld but must be >= max(Nq, Nk) = %lld (Nq = %lld, Nk = %lld), or 0 "
+                    "for that default",
+                    (long long)params.linear_length, (long long)longest, (long long)p.seq_q, (long long)p.seq_k);
+    o->length = params.linear_length != 0 ? params.linear_length : longest;
+    o->epsilon = std::isnan(params.linear_epsilon) ? 1e-6f : params.linear_epsilon;
     return FSIG_OK;
 }
 
@@ -258,6 +341,11 @@ int check_qkv(const fsig_attention_params* params, const Checked& q, const Check
 // The device every tensor shares: which backend runs, or why none can.
 int check_backend(const Checked& q, const void* stream, const Problem& p) {
     if (q.device_type == FSIG_DEVICE_CUDA) {
+        if (is_linear(p.score))
+            return fail(FSIG_ERROR_UNSUPPORTED,
+                        "params.score = %s is not yet implemented on CUDA (q is on cuda:%d): the linear scores run on "
+                        "CPU tensors only",
+                        score_name(p.score), q.device_index);
         if (!cuda::compiled())
             return fail(FSIG_ERROR_NO_DEVICE, "q is a CUDA tensor but this build of libflashsig has no CUDA support");
         const int devices = cuda::device_count();
@@ -308,13 +396,17 @@ int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, con
     clear_error();
     DefaultFloatMode float_mode;
     ForwardArgs a;
-    FSIG_CHECK(check_params(params, &a.p));
+    fsig_attention_params resolved;
+    FSIG_CHECK(check_params(params, &resolved, &a.p));
+    params = &resolved;
     Checked q, k, v, out, lse;
     FSIG_CHECK(check_tensor("q", qd, q_data, 4, &q));
     FSIG_CHECK(check_tensor("k", kd, k_data, 4, &k));
     FSIG_CHECK(check_tensor("v", vd, v_data, 4, &v));
     FSIG_CHECK(check_tensor("out", outd, out_data, 4, &out));
     FSIG_CHECK(check_qkv(params, q, k, v, &a.p));
+    cpu::LinearOptions linear;
+    if (is_linear(a.p.score)) FSIG_CHECK(check_linear(*params, a.p, &linear));
     FSIG_CHECK(check_like_q(out, q));
     FSIG_CHECK(check_no_self_overlap(out, 4));
     for (const Checked* in : {&q, &k, &v}) FSIG_CHECK(check_disjoint(out, *in));
@@ -338,7 +430,7 @@ int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, con
         const int status = cuda::forward(a, q.device_index, stream, message, sizeof message);
         return status == FSIG_OK ? FSIG_OK : fail(status, "%s", message);
     }
-    const int status = cpu::forward(a);
+    const int status = is_linear(a.p.score) ? cpu::linear_forward(a, linear) : cpu::forward(a);
     if (status == FSIG_ERROR_OUT_OF_MEMORY) return fail(status, "the CPU backend could not allocate its scratch memory");
     return status;
 }
@@ -351,7 +443,9 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     clear_error();
     DefaultFloatMode float_mode;
     BackwardArgs a;
-    FSIG_CHECK(check_params(params, &a.p));
+    fsig_attention_params resolved;
+    FSIG_CHECK(check_params(params, &resolved, &a.p));
+    params = &resolved;
     Checked q, k, v, out, dout, lse, dq, dk, dv;
     FSIG_CHECK(check_tensor("q", qd, q_data, 4, &q));
     FSIG_CHECK(check_tensor("k", kd, k_data, 4, &k));
@@ -361,6 +455,8 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     FSIG_CHECK(check_tensor("dk", dkd, dk_data, 4, &dk));
     FSIG_CHECK(check_tensor("dv", dvd, dv_data, 4, &dv));
     FSIG_CHECK(check_qkv(params, q, k, v, &a.p));
+    cpu::LinearOptions linear;
+    if (is_linear(a.p.score)) FSIG_CHECK(check_linear(*params, a.p, &linear));
     const bool softmax = a.p.score == FSIG_SCORE_SOFTMAX;
     if (softmax && (outd == nullptr || out_data == nullptr))
         return fail(FSIG_ERROR_NULL_ARGUMENT, "out is NULL but softmax backward needs the forward output");
@@ -408,7 +504,7 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
         const int status = cuda::backward(a, q.device_index, stream, message, sizeof message);
         return status == FSIG_OK ? FSIG_OK : fail(status, "%s", message);
     }
-    const int status = cpu::backward(a);
+    const int status = is_linear(a.p.score) ? cpu::linear_backward(a, linear) : cpu::backward(a);
     if (status == FSIG_ERROR_OUT_OF_MEMORY) return fail(status, "the CPU backend could not allocate its scratch memory");
     return status;
 }
@@ -432,6 +528,8 @@ FSIG_API fsig_attention_params fsig_attention_params_default(void) {
     p.window_left = -1;
     p.window_right = -1;
     p.deterministic = 0;
+    p.linear_length = 0;
+    p.linear_epsilon = NAN;
     return p;
 }
 

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "kernel_table.h"
+#include "linear.h"
 #include "thread_pool.h"
 
 namespace fsig::cpu {
@@ -134,6 +135,137 @@ int backward(const BackwardArgs& a) {
             k.backward_dbias_task(a, D.get(), bh / bias_h, bh % bias_h, tile * kBlockM,
                                   scratch.get() + size_t(w) * per_worker);
         });
+    return FSIG_OK;
+}
+
+// ---- linear attention (cosFormer, elu + 1): linear.h, linear.inc -------------------------------------
+
+namespace {
+
+const LinearTable& linear_kernels() {
+    return kernels().isa == FSIG_CPU_ISA_AVX512 ? linear_avx512() : linear_avx2();
+}
+
+// Segments of the position space: enough units for ~32 threads when B·Hk is small, whole chunks each,
+// and a function of the problem alone (never of the thread count), so the sums' order is fixed.
+LinearGeom linear_geometry(const Problem& p, const LinearOptions& o) {
+    LinearGeom g;
+    g.d = p.head_dim;
+    g.dp = ceil_div(g.d, 16) * 16;
+    g.cosformer = p.score == FSIG_SCORE_COSFORMER;
+    g.F = g.cosformer ? 2 * g.dp : g.dp;
+    g.dv = ceil_div(g.d + 1, 16) * 16;
+    g.state_floats = g.F * g.dv;
+    g.causal = p.causal;
+    g.length = double(o.length);
+    g.epsilon = o.epsilon;
+    const int64_t positions = std::max(p.seq_q, p.seq_k), chunks = ceil_div(positions, g.C);
+    const int64_t want = std::max<int64_t>(1, ceil_div(32, p.batch * p.heads_k));
+    g.seg_len = ceil_div(chunks, std::min(chunks, want)) * g.C;
+    g.nseg = ceil_div(positions, g.seg_len);
+    return g;
+}
+
+// states[b][hk][·]: exclusive prefix (forward sweep), exclusive suffix (reverse sweep) or, non-causal,
+// the total in slot nseg; each (b, hk) adds its segments in index order.
+void combine_states(const LinearCall& c, bool reverse, int workers) {
+    const LinearGeom& g = c.g;
+    const int64_t n = g.state_floats;
+    parallel_for(c.p->batch * c.p->heads_k, workers, [&](int64_t bh, int) {
+        float* base = c.states + bh * (g.nseg + 1) * n;
+        float* total = base + g.nseg * n;
+        std::memset(total, 0, sizeof(float) * size_t(n));
+        for (int64_t s = 0; s < g.nseg; ++s) {
+            float* seg = base + (reverse ? g.nseg - 1 - s : s) * n;
+            for (int64_t e = 0; e < n; ++e) {
+                const float local = seg[e];
+                if (g.causal) seg[e] = total[e];
+                total[e] += local;
+            }
+        }
+    });
+}
+
+struct LinearRun {
+    LinearCall c;
+    int workers = 1;
+    size_t per_worker = 0;
+    std::unique_ptr<Scratch> scratch;
+    float* worker(int w) const { return c.rowstats + ceil_div(c.p->batch * c.p->heads_q * c.p->seq_q * 2, 16) * 16 + size_t(w) * per_worker; }
+
+    // One block: states | rowstats | per-worker scratch (small calls reuse the thread's cached block).
+    bool allocate(const Problem& p, int64_t max_tasks) {
+        workers = workers_for(max_tasks);
+        per_worker = (linear_kernels().scratch_floats(c.g) + 15) / 16 * 16;
+        const int64_t states = p.batch * p.heads_k * (c.g.nseg + 1) * c.g.state_floats;
+        const int64_t rows = ceil_div(p.batch * p.heads_q * p.seq_q * 2, 16) * 16;
+        scratch = std::make_unique<Scratch>(size_t(states + rows) + per_worker * size_t(workers), 1);
+        if (!scratch->get()) return false;
+        c.states = scratch->get();
+        c.rowstats = c.states + states;
+        return true;
+    }
+
+    void segment_states(bool keys) {
+        const LinearTable& t = linear_kernels();
+        const Problem& p = *c.p;
+        const int64_t nseg = c.g.nseg;
+        parallel_for(p.batch * p.heads_k * nseg, workers, [&](int64_t task, int w) {
+            const int64_t seg = task % nseg, bh = task / nseg;
+            t.segment_state(c, keys, bh / p.heads_k, bh % p.heads_k, seg, c.states + (bh * (nseg + 1) + seg) * c.g.state_floats,
+                            worker(w));
+        });
+        combine_states(c, !keys, workers);
+    }
+};
+
+}  // namespace
+
+int linear_forward(const ForwardArgs& a, const LinearOptions& o) {
+    const Problem& p = a.p;
+    LinearRun run;
+    run.c.p = &p;
+    run.c.g = linear_geometry(p, o);
+    run.c.q = a.q, run.c.k = a.k, run.c.v = a.v, run.c.out = a.out;
+    const int64_t tile = run.c.g.C * kLinearTileChunks;
+    const int64_t units = p.causal ? run.c.g.nseg : ceil_div(p.seq_q, tile);
+    if (!run.allocate(p, std::max(p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * units)))
+        return FSIG_ERROR_OUT_OF_MEMORY;
+    run.segment_states(true);
+    const LinearTable& t = linear_kernels();
+    parallel_for(p.batch * p.heads_q * units, run.workers, [&](int64_t task, int w) {
+        const int64_t unit = task % units, bh = task / units;
+        t.query_task(run.c, false, bh / p.heads_q, bh % p.heads_q, unit, run.worker(w));
+    });
+    return FSIG_OK;
+}
+
+int linear_backward(const BackwardArgs& a, const LinearOptions& o) {
+    const Problem& p = a.p;
+    LinearRun run;
+    run.c.p = &p;
+    run.c.g = linear_geometry(p, o);
+    run.c.q = a.q, run.c.k = a.k, run.c.v = a.v, run.c.dout = a.dout;
+    run.c.dq = a.dq, run.c.dk = a.dk, run.c.dv = a.dv;
+    const int64_t tile = run.c.g.C * kLinearTileChunks;
+    const int64_t q_units = p.causal ? run.c.g.nseg : ceil_div(p.seq_q, tile);
+    const int64_t k_units = p.causal ? run.c.g.nseg : ceil_div(p.seq_k, tile);
+    if (!run.allocate(p, std::max({p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * q_units,
+                                   p.batch * p.heads_k * k_units})))
+        return FSIG_ERROR_OUT_OF_MEMORY;
+    const LinearTable& t = linear_kernels();
+    // 1. key states; dQ by the forward sweep, which also leaves (n_i, r_i) per query row
+    run.segment_states(true);
+    parallel_for(p.batch * p.heads_q * q_units, run.workers, [&](int64_t task, int w) {
+        const int64_t unit = task % q_units, bh = task / q_units;
+        t.query_task(run.c, true, bh / p.heads_q, bh % p.heads_q, unit, run.worker(w));
+    });
+    // 2. query states (summed over each GQA group); dK, dV by the reverse sweep
+    run.segment_states(false);
+    parallel_for(p.batch * p.heads_k * k_units, run.workers, [&](int64_t task, int w) {
+        const int64_t unit = task % k_units, bh = task / k_units;
+        t.key_task(run.c, bh / p.heads_k, bh % p.heads_k, unit, run.worker(w));
+    });
     return FSIG_OK;
 }
 

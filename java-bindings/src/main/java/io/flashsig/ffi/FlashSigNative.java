@@ -311,6 +311,24 @@ public class FlashSigNative extends FlashSigNative$shared {
     public static int FSIG_SCORE_IDENTITY() {
         return FSIG_SCORE_IDENTITY;
     }
+    private static final int FSIG_SCORE_COSFORMER = (int)7L;
+    /**
+     * {@snippet lang=c :
+     * enum fsig_score.FSIG_SCORE_COSFORMER = 7
+     * }
+     */
+    public static int FSIG_SCORE_COSFORMER() {
+        return FSIG_SCORE_COSFORMER;
+    }
+    private static final int FSIG_SCORE_LINEAR_ELU = (int)8L;
+    /**
+     * {@snippet lang=c :
+     * enum fsig_score.FSIG_SCORE_LINEAR_ELU = 8
+     * }
+     */
+    public static int FSIG_SCORE_LINEAR_ELU() {
+        return FSIG_SCORE_LINEAR_ELU;
+    }
 
     private static class fsig_attention_params_default {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(

@@ -25,6 +25,9 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int64_t window_right;
  *     int32_t deterministic;
  *     int32_t reserved0;
+ *     int64_t linear_length;
+ *     float linear_epsilon;
+ *     int32_t reserved1;
  * }
  * }
  */
@@ -44,7 +47,10 @@ public class fsig_attention_params {
         FlashSigNative.C_LONG.withName("window_left"),
         FlashSigNative.C_LONG.withName("window_right"),
         FlashSigNative.C_INT.withName("deterministic"),
-        FlashSigNative.C_INT.withName("reserved0")
+        FlashSigNative.C_INT.withName("reserved0"),
+        FlashSigNative.C_LONG.withName("linear_length"),
+        FlashSigNative.C_FLOAT.withName("linear_epsilon"),
+        FlashSigNative.C_INT.withName("reserved1")
     ).withName("fsig_attention_params");
 
     /**
@@ -492,6 +498,138 @@ public class fsig_attention_params {
      */
     public static void reserved0(MemorySegment struct, int fieldValue) {
         struct.set(reserved0$LAYOUT, reserved0$OFFSET, fieldValue);
+    }
+
+    private static final OfLong linear_length$LAYOUT = (OfLong)$LAYOUT.select(groupElement("linear_length"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t linear_length
+     * }
+     */
+    public static final OfLong linear_length$layout() {
+        return linear_length$LAYOUT;
+    }
+
+    private static final long linear_length$OFFSET = $LAYOUT.byteOffset(groupElement("linear_length"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t linear_length
+     * }
+     */
+    public static final long linear_length$offset() {
+        return linear_length$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t linear_length
+     * }
+     */
+    public static long linear_length(MemorySegment struct) {
+        return struct.get(linear_length$LAYOUT, linear_length$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t linear_length
+     * }
+     */
+    public static void linear_length(MemorySegment struct, long fieldValue) {
+        struct.set(linear_length$LAYOUT, linear_length$OFFSET, fieldValue);
+    }
+
+    private static final OfFloat linear_epsilon$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("linear_epsilon"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * float linear_epsilon
+     * }
+     */
+    public static final OfFloat linear_epsilon$layout() {
+        return linear_epsilon$LAYOUT;
+    }
+
+    private static final long linear_epsilon$OFFSET = $LAYOUT.byteOffset(groupElement("linear_epsilon"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * float linear_epsilon
+     * }
+     */
+    public static final long linear_epsilon$offset() {
+        return linear_epsilon$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * float linear_epsilon
+     * }
+     */
+    public static float linear_epsilon(MemorySegment struct) {
+        return struct.get(linear_epsilon$LAYOUT, linear_epsilon$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * float linear_epsilon
+     * }
+     */
+    public static void linear_epsilon(MemorySegment struct, float fieldValue) {
+        struct.set(linear_epsilon$LAYOUT, linear_epsilon$OFFSET, fieldValue);
+    }
+
+    private static final OfInt reserved1$LAYOUT = (OfInt)$LAYOUT.select(groupElement("reserved1"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int32_t reserved1
+     * }
+     */
+    public static final OfInt reserved1$layout() {
+        return reserved1$LAYOUT;
+    }
+
+    private static final long reserved1$OFFSET = $LAYOUT.byteOffset(groupElement("reserved1"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int32_t reserved1
+     * }
+     */
+    public static final long reserved1$offset() {
+        return reserved1$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int32_t reserved1
+     * }
+     */
+    public static int reserved1(MemorySegment struct) {
+        return struct.get(reserved1$LAYOUT, reserved1$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int32_t reserved1
+     * }
+     */
+    public static void reserved1(MemorySegment struct, int fieldValue) {
+        struct.set(reserved1$LAYOUT, reserved1$OFFSET, fieldValue);
     }
 
     /**
