@@ -12,6 +12,7 @@ import java.util.Objects;
  * the mask (causal, sliding window). Immutable; each {@code with}-style method returns a new spec:
  * <pre>{@code
  * AttentionSpec spec = AttentionSpec.of(Score.SIGMOID).causal().window(256, 0);
+ * AttentionSpec linear = AttentionSpec.of(Score.COSFORMER).causal().linearLength(8192);
  * }</pre>
  * Values are checked by the native library when the spec is used, so an out-of-range value (a
  * window of −5, an infinite scale) fails the call with a message naming the parameter.
@@ -27,11 +28,20 @@ public final class AttentionSpec {
     private final long windowLeft;
     private final long windowRight;
     private final boolean deterministic;
+    private final long linearLength;
+    private final float linearEpsilon;
     private volatile MemorySegment params;      // unscoped view of paramsOwner (see Tensor.descriptor)
     private MemorySegment paramsOwner;          // written before params is published
 
     private AttentionSpec(Score score, float scale, float sigmoidBias, float alpha, boolean causal, long windowLeft,
                           long windowRight, boolean deterministic) {
+        this(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic, 0, Float.NaN);
+    }
+
+    private AttentionSpec(Score score, float scale, float sigmoidBias, float alpha, boolean causal, long windowLeft,
+                          long windowRight, boolean deterministic, long linearLength, float linearEpsilon) {
+        this.linearLength = linearLength;
+        this.linearEpsilon = linearEpsilon;
         this.score = score;
         this.scale = scale;
         this.sigmoidBias = sigmoidBias;
@@ -42,7 +52,10 @@ public final class AttentionSpec {
         this.deterministic = deterministic;
     }
 
-    /** Defaults for {@code score}: scale 1/√d, sigmoid bias −ln Nk, α = 1, no mask. */
+    /**
+     * Defaults for {@code score}: scale 1/√d, sigmoid bias −ln Nk, α = 1, no mask; for the linear
+     * scores M = max(Nq, Nk) and ε = 1e-6 (they take no scale, bias, α or window: leave those unset).
+     */
     public static AttentionSpec of(Score score) {
         if (score == null) throw new FlashSigException(FlashSigException.Status.NULL_ARGUMENT, "score is null");
         return new AttentionSpec(score, Float.NaN, Float.NaN, 1f, false, -1, -1, false);
@@ -55,22 +68,26 @@ public final class AttentionSpec {
 
     /** S = scale · q·k; NaN restores the default 1/√d. */
     public AttentionSpec scale(float scale) {
-        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
+                linearLength, linearEpsilon);
     }
 
     /** The b of σ(S + b) (sigmoid only); NaN restores the default −ln Nk. */
     public AttentionSpec sigmoidBias(float bias) {
-        return new AttentionSpec(score, scale, bias, alpha, causal, windowLeft, windowRight, deterministic);
+        return new AttentionSpec(score, scale, bias, alpha, causal, windowLeft, windowRight, deterministic, linearLength,
+                linearEpsilon);
     }
 
     /** Pointwise scores (relu … identity) are multiplied by Nk^−α; default 1. */
     public AttentionSpec alpha(float alpha) {
-        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
+                linearLength, linearEpsilon);
     }
 
     /** Key j allowed for query i iff j ≤ i + Nk − Nq (bottom-right aligned, as FlashAttention ≥ 2.1). */
     public AttentionSpec causal(boolean causal) {
-        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
+                linearLength, linearEpsilon);
     }
 
     /** Same as {@code causal(true)}. */
@@ -80,12 +97,43 @@ public final class AttentionSpec {
 
     /** Sliding window: key j allowed iff δ−left ≤ j ≤ δ+right, δ = i + Nk − Nq; −1 = unbounded on that side. */
     public AttentionSpec window(long left, long right) {
-        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, left, right, deterministic);
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, left, right, deterministic, linearLength,
+                linearEpsilon);
     }
 
     /** Backward gives the same bits on every run (the CPU always does). */
     public AttentionSpec deterministic(boolean deterministic) {
-        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic);
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
+                linearLength, linearEpsilon);
+    }
+
+    /**
+     * cosFormer's M, the length its position angles π p / 2M are relative to; 0 (the default) means
+     * max(Nq, Nk). A call fails unless M ≥ max(Nq, Nk), so every cos(π(p_i − p_j)/2M) stays > 0.
+     * Only {@link Score#COSFORMER} may set it.
+     *
+     * @throws FlashSigException INVALID_PARAMS when {@code length < 0}
+     */
+    public AttentionSpec linearLength(long length) {
+        if (length < 0)
+            throw new FlashSigException(FlashSigException.Status.INVALID_PARAMS,
+                    "linearLength (M) is " + length + " but must be >= max(Nq, Nk), or 0 for that default");
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic, length,
+                linearEpsilon);
+    }
+
+    /**
+     * The floor ε of the linear scores' normaliser max(Σ_j q̃_i·k̃_j, ε); NaN restores the default 1e-6.
+     * Only {@link Score#COSFORMER} and {@link Score#LINEAR_ELU} may set it.
+     *
+     * @throws FlashSigException INVALID_PARAMS unless {@code epsilon} is NaN or finite and &gt; 0
+     */
+    public AttentionSpec linearEpsilon(float epsilon) {
+        if (!Float.isNaN(epsilon) && !(Float.isFinite(epsilon) && epsilon > 0))
+            throw new FlashSigException(FlashSigException.Status.INVALID_PARAMS,
+                    "linearEpsilon is " + epsilon + " but must be finite and > 0 (or NaN for 1e-6)");
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
+                linearLength, epsilon);
     }
 
     public Score score() {
@@ -122,6 +170,16 @@ public final class AttentionSpec {
         return deterministic;
     }
 
+    /** cosFormer's M; 0 when the default max(Nq, Nk) applies. */
+    public long linearLength() {
+        return linearLength;
+    }
+
+    /** NaN when the default 1e-6 applies. */
+    public float linearEpsilon() {
+        return linearEpsilon;
+    }
+
     /**
      * The native params, built on first use (racing threads build identical copies; either is fine).
      * The caller keeps this spec reachable until its native call returns: the memory is freed with it.
@@ -142,6 +200,8 @@ public final class AttentionSpec {
             fsig_attention_params.window_left(p, windowLeft);
             fsig_attention_params.window_right(p, windowRight);
             fsig_attention_params.deterministic(p, deterministic ? 1 : 0);
+            fsig_attention_params.linear_length(p, linearLength);
+            fsig_attention_params.linear_epsilon(p, linearEpsilon);
             paramsOwner = p;
             p = MemorySegment.ofAddress(p.address()).reinterpret(p.byteSize());
             params = p;
@@ -156,13 +216,15 @@ public final class AttentionSpec {
                 && Float.floatToIntBits(sigmoidBias) == Float.floatToIntBits(s.sigmoidBias)
                 && Float.floatToIntBits(alpha) == Float.floatToIntBits(s.alpha)
                 && causal == s.causal && windowLeft == s.windowLeft && windowRight == s.windowRight
-                && deterministic == s.deterministic;
+                && deterministic == s.deterministic && linearLength == s.linearLength
+                && Float.floatToIntBits(linearEpsilon) == Float.floatToIntBits(s.linearEpsilon);
     }
 
     @Override
     public int hashCode() {
         return Objects.hash(score, Float.floatToIntBits(scale), Float.floatToIntBits(sigmoidBias),
-                Float.floatToIntBits(alpha), causal, windowLeft, windowRight, deterministic);
+                Float.floatToIntBits(alpha), causal, windowLeft, windowRight, deterministic, linearLength,
+                Float.floatToIntBits(linearEpsilon));
     }
 
     @Override
@@ -175,6 +237,8 @@ public final class AttentionSpec {
         if (windowLeft != -1 || windowRight != -1) b.append(", window=(").append(windowLeft).append(", ")
                 .append(windowRight).append(')');
         if (deterministic) b.append(", deterministic");
+        if (linearLength != 0) b.append(", linearLength=").append(linearLength);
+        if (!Float.isNaN(linearEpsilon)) b.append(", linearEpsilon=").append(linearEpsilon);
         return b.append(']').toString();
     }
 }

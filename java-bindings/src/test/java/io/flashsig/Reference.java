@@ -107,6 +107,7 @@ final class Reference {
             case GELU -> 0.5 * x * (1 + erf(x / Math.sqrt(2))) * f;
             case SOFTPLUS -> (x > 0 ? x + Math.log1p(Math.exp(-x)) : Math.log1p(Math.exp(x))) * f;
             case IDENTITY -> x * f;
+            case COSFORMER, LINEAR_ELU -> throw new AssertionError("linear scores: see LinearReference");
         };
     }
 
@@ -121,6 +122,7 @@ final class Reference {
             case GELU -> (0.5 * (1 + erf(x / Math.sqrt(2))) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI)) * f * dp;
             case SOFTPLUS -> sigmoid(x) * f * dp;
             case IDENTITY -> f * dp;
+            case COSFORMER, LINEAR_ELU -> throw new AssertionError("linear scores: see LinearReference");
         };
     }
 
