@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 #endif
 #ifdef FSIG_BENCH_REFERENCE
+#include "linear_reference.h"
 #include "reference.h"
 #endif
 
@@ -30,7 +31,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const char* const kScoreNames[] = {"softmax", "sigmoid", "relu", "relu2", "gelu", "softplus", "identity"};
+const char* const kScoreNames[] = {"softmax", "sigmoid", "relu",     "relu2",     "gelu",
+                                   "softplus", "identity", "cosformer", "linear_elu"};
+constexpr int kScoreCount = 9;
+bool is_linear(int score) { return score == FSIG_SCORE_COSFORMER || score == FSIG_SCORE_LINEAR_ELU; }
 const char* const kDtypeNames[] = {"fp32", "fp16", "bf16"};
 enum Pass { kFwd = 0, kBwd = 1, kFwdBwd = 2 };
 const char* const kPassNames[] = {"fwd", "bwd", "fwdbwd"};
@@ -46,7 +50,8 @@ const double kPassFactor[] = {1.0, 2.5, 3.5};
 void print_help() {
     std::printf(
         "flashsig-bench: time FlashSig attention through its C ABI\n"
-        "  --score S        softmax|sigmoid|relu|relu2|gelu|softplus|identity, a comma list, or all (softmax)\n"
+        "  --score S        softmax|sigmoid|relu|relu2|gelu|softplus|identity|cosformer|linear_elu, a comma\n"
+        "                   list, or all (softmax); the last two are linear attention (CPU only)\n"
         "  --dtype T        fp32|fp16|bf16 or a comma list (fp32; bf16 with --protocol design)\n"
         "  --causal C       0|1|both (0)\n"
         "  --d LIST         head dims, e.g. 64,128 (64)\n"
@@ -173,7 +178,7 @@ Options parse_args(int argc, char** argv) {
         o.passes = {kFwd, kFwdBwd};
     }
     for (const auto& [key, val] : kv) {
-        if (key == "score") o.scores = parse_names(val, kScoreNames, 7, "score"), have[kScore] = true;
+        if (key == "score") o.scores = parse_names(val, kScoreNames, kScoreCount, "score"), have[kScore] = true;
         else if (key == "dtype") o.dtypes = parse_names(val, kDtypeNames, 3, "dtype"), have[kDtype] = true;
         else if (key == "causal") {
             if (val == "both") o.causals = {0, 1};
@@ -402,7 +407,18 @@ struct Case {
 
     // Forward FLOPs: 4·B·H·Nq·Nk·d, halved for causal with Nq == Nk (FlashAttention's count). With a
     // window or a causal mask on Nq != Nk, 4·B·H·d per allowed (i, j) pair instead (work actually due).
+    // Linear attention counts the work its algorithm does (native/cpu/linear.inc), per query head:
+    // the state Σ k̃ ⊗ [v, 1] (2·Nk·F·(d+1)) and its product with every q̃ (2·Nq·F·(d+1)), F = 2d for
+    // cosFormer (sin and cos halves), d for elu+1; causal adds the intra-chunk quadratic part of
+    // chunks of C = 64 keys, P = q̃ k̃ᵀ and P·[v, 1] over whole C×C blocks: 2·Nq·C·(F + d + 1).
+    // Non-causal cosFormer with Nq = Nk = N: ≈ 8·N·d² per head. Backward: the same 2.5× as softmax.
     double forward_flops() const {
+        if (is_linear(score)) {
+            const double F = score == FSIG_SCORE_COSFORMER ? 2.0 * double(d) : double(d), dv = double(d + 1);
+            double per_head = 2.0 * F * dv * double(Nq + Nk);
+            if (causal) per_head += 2.0 * double(Nq) * 64.0 * (F + dv);
+            return double(B) * double(H) * per_head;
+        }
         double full = 4.0 * double(B) * double(H) * double(Nq) * double(Nk) * double(d);
         if (wl < 0 && wr < 0 && (!causal || Nq == Nk)) return causal ? full / 2 : full;
         double pairs = 0;
@@ -591,6 +607,42 @@ std::vector<float> host_values(const Buffer& b, int dtype) {
     return r;
 }
 
+// cosFormer / linear_elu: the library's outputs of p against the quadratic form of tests/linear_reference.h.
+bool check_linear(const Case& c, const Problem& p, const std::string& name) {
+    lref::Spec s;
+    s.B = c.B, s.Nq = c.Nq, s.Nk = c.Nk, s.Hq = c.H, s.Hk = c.Hk, s.d = c.d;
+    s.map = c.score == FSIG_SCORE_COSFORMER ? lref::kCosformer : lref::kLinearElu, s.causal = c.causal != 0;
+    auto qf = host_values(p.q, c.dtype), kf = host_values(p.k, c.dtype), vf = host_values(p.v, c.dtype);
+    std::vector<double> q64(qf.begin(), qf.end()), k64(kf.begin(), kf.end()), v64(vf.begin(), vf.end());
+    std::vector<int64_t> oshape{c.B, c.Nq, c.H, c.d}, kshape{c.B, c.Nk, c.Hk, c.d};
+    bool ok = true;
+    std::string line;
+    auto rep = [&](const char* what, const ref::RuleResult& r) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%s%s %.2g/%.2g%s", line.empty() ? "" : ", ", what, r.our_err, r.bound,
+                      r.ok ? "" : " FAIL");
+        line += buf;
+        ok = ok && r.ok;
+    };
+    auto out = host_values(p.out, c.dtype);
+    auto o64 = lref::forward64(s, q64.data(), k64.data(), v64.data());
+    auto on = lref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
+    rep("out", ref::check_rule(name, "out", out.data(), o64.data(), on.data(), out.size(), oshape));
+    if (c.pass != kFwd) {
+        auto dof = host_values(p.dout, c.dtype);
+        std::vector<double> do64(dof.begin(), dof.end());
+        auto g64 = lref::backward64(s, q64.data(), k64.data(), v64.data(), do64.data());
+        auto gn = lref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), dof.data());
+        auto dq = host_values(p.dq, c.dtype), dk = host_values(p.dk, c.dtype), dv = host_values(p.dv, c.dtype);
+        rep("dq", ref::check_rule(name, "dq", dq.data(), g64.dq.data(), gn.dq.data(), dq.size(), oshape));
+        rep("dk", ref::check_rule(name, "dk", dk.data(), g64.dk.data(), gn.dk.data(), dk.size(), kshape));
+        rep("dv", ref::check_rule(name, "dv", dv.data(), g64.dv.data(), gn.dv.data(), dv.size(), kshape));
+    }
+    std::printf("  check %s (Nq=%lld Nk=%lld, error/bound): %s%s\n", ok ? "ok" : "FAILED", (long long)c.Nq,
+                (long long)c.Nk, line.c_str(), ok ? "" : "  <-- DESIGN §6 rule broken");
+    return ok;
+}
+
 // The case with its lengths cut to <= 256 and B = 1, Hk <= 2 (the GQA ratio kept), so the fp64
 // reference stays fast; score, dtype, d, masks and pass are the case's own.
 bool check_case(const Case& full, uint64_t seed) {
@@ -609,6 +661,7 @@ bool check_case(const Case& full, uint64_t seed) {
     if (report_unsupported(st, c)) return true;  // time_case reports it skipped too
     if (report_failure(st, "check call", c)) return false;
 
+    if (is_linear(c.score)) return check_linear(c, p, name);
     ref::Spec s;
     s.B = c.B, s.Nq = c.Nq, s.Nk = c.Nk, s.Hq = c.H, s.Hk = c.Hk, s.d = c.d;
     s.score = c.score, s.causal = c.causal != 0, s.window_left = c.wl, s.window_right = c.wr;
