@@ -97,6 +97,13 @@ int check_pointer(const Message& m, const char* name, const void* data, int devi
                 return m.fail(FSIG_ERROR_INVALID_DEVICE,
                               "%s: page-locked host memory at %p is not mapped into cuda:%d's address space", name,
                               data, device);
+            // the kernels dereference the address itself: registered memory may be mapped at another device
+            // address (cudaDevAttrCanUseHostPointerForRegisteredMem = 0), which would fault
+            if (attr.devicePointer != data)
+                return m.fail(FSIG_ERROR_INVALID_DEVICE,
+                              "%s: page-locked host memory at %p is mapped at another address (%p) on cuda:%d; pass "
+                              "that device address (cudaHostGetDevicePointer)",
+                              name, data, attr.devicePointer, device);
             return FSIG_OK;
         default:
             return m.fail(FSIG_ERROR_INVALID_DEVICE,

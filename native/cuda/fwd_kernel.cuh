@@ -324,8 +324,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
             }
 
             // ---- mask: only tiles that cross a row's bounds or the end of the keys ----
-            const bool interior = j0 + kBlockN <= p.seq_k && warp_hi >= j0 + kBlockN - 1 &&
-                                  first_key(p, min(w0 + 15, p.seq_q - 1)) <= j0 && last_key(p, w0) >= j0 + kBlockN - 1;
+            const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
             // ---- score, then (boundary tiles only, a warp-uniform branch) the mask ----
             // masked: −inf before softmax's statistics, 0 after a pointwise score
             auto apply_mask = [&](float masked_value) {

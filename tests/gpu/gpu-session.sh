@@ -25,6 +25,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"
 cat "$out/gpu.txt"
 step configure cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFSIG_CUDA_RESOURCE_USAGE=ON || exit 1
 step build cmake --build "$build" --parallel "$(nproc)" || exit 1
+# first, alone in a fresh process: a graph capture that is the first use of its kernel (lazy loading and
+# cudaFuncSetAttribute inside the capture)
+step graph_cold "$build/tests/gpu/test_cuda_forward" cuda_graph_capture_cold
 step gpu_tests ctest --test-dir "$build" -L gpu --output-on-failure
 grep -E "case\(s\)|same bits|FAIL|refused as expected" "$out/gpu_tests.log" | head -n 40 >"$out/gpu_tests.short"
 if [[ -z ${SKIP_SANITIZER:-} ]]; then

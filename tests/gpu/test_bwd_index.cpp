@@ -7,7 +7,9 @@
 //    query tiles of 64 or 32 rows over the group's heads, per-warp skips of 16 keys; dQ: query tile of
 //    128, key tiles of 64, per-warp skips of 16 rows): every allowed (i, j) is visited exactly once per
 //    query head by each kernel, a skipped (warp, tile) holds no allowed element, and a tile taken as
-//    interior holds only existing, allowed elements.
+//    interior holds only existing, allowed elements;
+//  - the forward kernel's plan (fwd_kernel.cuh: the dQ kernel's walk with fwd_warp_interior, which looks
+//    at a warp's real rows only) the same way.
 // Over causal × window (both sides, one side, width 0, wider than the sequences) × many (Nq, Nk).
 #include <cstdio>
 #include <vector>
@@ -234,6 +236,62 @@ void replay_dq(const fsig::Problem& pr, Coverage& cov) {
         }
 }
 
+// attention_fwd_kernel's walk (fwd_kernel.cuh: kBlockM = 128 rows, 8 warps of 16 rows, key tiles of 64):
+// the dQ kernel's plan, but the per-element mask is skipped by fwd_warp_interior, which looks at the
+// warp's real rows only (rows past Nq are computed on zero Q and never stored), so the pieces given to
+// the coverage check are the real rows.
+void replay_fwd(const fsig::Problem& pr, Coverage& cov) {
+    const FwdParams f = params_of(pr);
+    constexpr int64_t kBlockM = 128, kBlockN = 64;
+    for (int64_t h = 0; h < pr.heads_q; ++h)
+        for (int64_t i0 = 0; i0 < pr.seq_q; i0 += kBlockM) {
+            const int64_t i_end = i0 + kBlockM < pr.seq_q ? i0 + kBlockM : pr.seq_q;
+            const int64_t key_lo = fsig::cuda::first_key(f, i0), key_hi = fsig::cuda::last_key(f, i_end - 1);
+            const int64_t n_first = key_lo / kBlockN;
+            const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : n_first - 1;
+            for (int64_t nb = 0; nb * kBlockN < pr.seq_k; ++nb) {
+                const int64_t j0 = nb * kBlockN;
+                for (int warp = 0; warp < 8; ++warp) {
+                    const int64_t w0 = i0 + warp * 16;
+                    const int64_t warp_lo = fsig::cuda::first_key(f, w0),
+                                  warp_hi = fsig::cuda::last_key(f, w0 + 15 < pr.seq_q - 1 ? w0 + 15 : pr.seq_q - 1);
+                    const bool in_block = nb >= n_first && nb <= n_last;
+                    const bool taken = in_block && warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi;
+                    const int64_t real_rows = pr.seq_q - w0 < 16 ? pr.seq_q - w0 : 16;
+                    if (real_rows <= 0) continue;
+                    const int64_t keys = pr.seq_k - j0 < kBlockN ? pr.seq_k - j0 : kBlockN;
+                    const bool interior = fsig::cuda::fwd_warp_interior(f, w0, j0, kBlockN);
+                    // an interior tile's keys must all exist (the kernel leaves keys past Nk unmasked there)
+                    if (taken && interior && keys < kBlockN && cov.ok) {
+                        EXPECT(false, "fwd: tile at key %lld taken as interior but only %lld of its keys exist",
+                               (long long)j0, (long long)keys);
+                        cov.ok = false;
+                    }
+                    cov.piece(h, w0, real_rows, j0, keys, taken, interior, "fwd");
+                }
+            }
+        }
+}
+
+TEST(fwd_warp_interior_matches_scan) {
+    for (const Mask& m : masks())
+        for (int64_t nq : {int64_t(1), int64_t(17), int64_t(64), int64_t(129)})
+            for (int64_t nk : {int64_t(16), int64_t(65), int64_t(200)}) {
+                const fsig::Problem pr = problem_of(nq, nk, m);
+                const FwdParams f = params_of(pr);
+                for (int64_t w0 = 0; w0 < nq; w0 += 16)
+                    for (int64_t j0 = 0; j0 < nk; j0 += 16)
+                        for (int64_t cols : {int64_t(16), int64_t(64)}) {
+                            const int64_t rows = nq - w0 < 16 ? nq - w0 : 16;
+                            const bool got = fsig::cuda::fwd_warp_interior(f, w0, j0, cols);
+                            EXPECT(got == interior_scan(pr, w0, rows, j0, cols),
+                                   "fwd_warp_interior(%lld, %lld, %lld) = %d (Nq %lld Nk %lld causal %d wl %lld wr %lld)",
+                                   (long long)w0, (long long)j0, (long long)cols, got, (long long)nq, (long long)nk,
+                                   m.causal, (long long)m.wl, (long long)m.wr);
+                        }
+            }
+}
+
 TEST(tile_plans_cover_every_allowed_pair_once) {
     int problems = 0;
     const int64_t lens[] = {1, 17, 64, 129, 200, 300};
@@ -255,13 +313,17 @@ TEST(tile_plans_cover_every_allowed_pair_once) {
                             return;
                         }
                     }
-                    Coverage cov(pr);
-                    replay_dq(pr, cov);
-                    if (cov.ok) cov.expect_once("dq");
-                    if (!cov.ok) {
-                        std::printf("  failing problem: Nq %lld Nk %lld causal %d wl %lld wr %lld\n", (long long)nq,
-                                    (long long)nk, m.causal, (long long)m.wl, (long long)m.wr);
-                        return;
+                    for (int fwd = 0; fwd < 2; ++fwd) {
+                        Coverage cov(pr);
+                        if (fwd) replay_fwd(pr, cov);
+                        else replay_dq(pr, cov);
+                        if (cov.ok) cov.expect_once(fwd ? "fwd" : "dq");
+                        if (!cov.ok) {
+                            std::printf("  failing problem (%s): Nq %lld Nk %lld causal %d wl %lld wr %lld\n",
+                                        fwd ? "fwd" : "dq", (long long)nq, (long long)nk, m.causal, (long long)m.wl,
+                                        (long long)m.wr);
+                            return;
+                        }
                     }
                     ++problems;
                 }

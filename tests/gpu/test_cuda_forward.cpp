@@ -522,6 +522,37 @@ TEST(cuda_streams_graphs_device) {
     }
 }
 
+// A graph capture that is the process's first use of its kernel: with lazy module loading (the CUDA 12+
+// default) the kernel is loaded, and for d = 128 its shared-memory limit raised by cudaFuncSetAttribute,
+// inside the capture. Run it alone in a fresh process to make it cold (gpu-session.sh does):
+//   test_cuda_forward cuda_graph_capture_cold
+// (in a full run other tests have loaded the kernels before it; it still checks graph == direct then).
+TEST(cuda_graph_capture_cold) {
+    if (!g_cuda) return;
+    Problem pr(128, ref::kFp16, ref::kRelu2);
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    const int st = pr.forward(stream);
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    REQUIRE(st == FSIG_OK, "forward as the first call, during graph capture: %s", fsig_last_error());
+    REQUIRE(end == cudaSuccess, "cudaStreamEndCapture: %s", cudaGetErrorString(end));
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    const std::vector<unsigned char> graph_bytes = pr.out_bytes();
+    poison(pr.out);
+    REQUIRE(pr.forward(stream) == FSIG_OK, "direct call: %s", fsig_last_error());
+    CUDA_OK(cudaStreamSynchronize(stream));
+    EXPECT(pr.out_bytes() == graph_bytes, "the cold graph replay gave other bits than the direct call");
+    EXPECT(!pr.out_untouched(), "the direct call wrote nothing");
+    CUDA_OK(cudaGraphExecDestroy(exec));
+    CUDA_OK(cudaGraphDestroy(graph));
+    CUDA_OK(cudaStreamDestroy(stream));
+}
+
 TEST(cuda_capabilities) {
     if (!g_cuda) return;
     fsig_capabilities caps;
