@@ -55,7 +55,10 @@ typedef enum fsig_status {
 typedef enum fsig_dtype {
     FSIG_DTYPE_FP32 = 0,
     FSIG_DTYPE_FP16 = 1,  /* IEEE binary16 */
-    FSIG_DTYPE_BF16 = 2   /* bfloat16 */
+    FSIG_DTYPE_BF16 = 2,  /* bfloat16 */
+    /* 1 byte, nonzero = true: the mask and block-layout tensors only (numbered apart from the float
+     * types). q, k, v, out, lse, the gradients, bias and ALiBi slopes refuse it. */
+    FSIG_DTYPE_BOOL = 16
 } fsig_dtype;
 
 typedef enum fsig_device_type {
@@ -106,6 +109,16 @@ typedef struct fsig_attention_params {
     int64_t linear_length;    /* cosFormer's M: 0 = max(Nq, Nk); else >= max(Nq, Nk). cosFormer only */
     float linear_epsilon;     /* cosFormer, linear_elu: normaliser floor eps > 0; NaN = 1e-6 */
     int32_t reserved1;        /* must be 0 */
+    /* ---- masks and positions (DESIGN.md §4 "Extensions"); a caller with struct_size 48 or 64 gets
+     * them off. The tensor-valued ones (ALiBi slopes, bias, mask, block layout) are arguments of the
+     * _ex calls below. CPU only for now (CUDA tensors: FSIG_ERROR_UNSUPPORTED). ---- */
+    int64_t sparse_block_m;   /* block-sparse: query rows per layout block >= 1; 0 = off (with sparse_block_n) */
+    int64_t sparse_block_n;   /* block-sparse: keys per layout block >= 1; 0 = off */
+    int64_t strided;          /* strided (atrous) mask: allowed iff |i + Nk - Nq - j| mod strided == 0; 0 = off.
+                                 Given with a window, window OR strided is the one mask (then causal) */
+    int64_t logn_train;       /* log-n scaling: S = scale * lambda_i * q.k (+ bias), lambda_i =
+                                 max(1, ln n_i / ln logn_train), n_i = keys that causal and the window alone
+                                 allow row i; 0 = off, else >= 2 */
 } fsig_attention_params;
 
 /* Defaults: softmax, scale NaN (1/sqrt(d)), sigmoid_bias NaN (-ln Nk), alpha 1, not causal,
@@ -154,6 +167,71 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
                                              const void* v_data, const void* out_data,
                                              const void* dout_data, const void* lse_data,
                                              void* dq_data, void* dk_data, void* dv_data);
+
+/* ---- masks and positions (DESIGN.md §4 "Extensions") --------------------------------------------
+ * The same calls with four optional input tensors (NULL = absent), and dbias as an output of backward:
+ *  - alibi_slopes: fp32 [Hq] or [B, Hq]; adds -slope(b, h) * |i + Nk - Nq - j| to S (ALiBi, FA2 convention).
+ *  - bias: fp32, fp16 or bf16 (any of them, whatever q's dtype), rank 4 [B|1, Hq|1, Nq|1, Nk]: a dim of
+ *    size 1 broadcasts (so a key-padding bias is [B, 1, 1, Nk]); a stride of 0 broadcasts too. Added to
+ *    S after the scale; -inf masks the element (dS = 0 there).
+ *  - mask: FSIG_DTYPE_BOOL, the bias's shape rule; nonzero = allowed.
+ *  - block_layout: FSIG_DTYPE_BOOL [1 or Hq, ceil(Nq / sparse_block_m), ceil(Nk / sparse_block_n)];
+ *    nonzero = the block is allowed. Given exactly when params.sparse_block_m/n are set.
+ * Every mask given (causal, window, strided, block layout, mask tensor, bias -inf) is intersected, except
+ * window and strided together, which are one mask (their union). Key tiles that the block layout or the
+ * mask leaves empty for a whole query tile are skipped, so time falls with density.
+ * dbias (backward, optional): dL/dbias = dS summed over the bias's broadcast dims, deterministic; the
+ * bias's shape and dtype, its own strides; requires bias, and a bias not broadcast over Nq
+ * (bias.shape[2] == Nq: FSIG_ERROR_UNSUPPORTED otherwise). Every element is written (0 where masked).
+ * fsig_attention_forward(...) is fsig_attention_forward_ex(...) with every extension NULL, and likewise
+ * for backward. The linear scores take none of these (FSIG_ERROR_INVALID_PARAMS). */
+FSIG_API int fsig_attention_forward_ex(const fsig_attention_params* params,
+                                       const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
+                                       const fsig_tensor* out, const fsig_tensor* lse,
+                                       const fsig_tensor* alibi_slopes, const fsig_tensor* bias,
+                                       const fsig_tensor* mask, const fsig_tensor* block_layout, void* stream);
+
+FSIG_API int fsig_attention_backward_ex(const fsig_attention_params* params,
+                                        const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
+                                        const fsig_tensor* out, const fsig_tensor* dout,
+                                        const fsig_tensor* lse, const fsig_tensor* dq,
+                                        const fsig_tensor* dk, const fsig_tensor* dv,
+                                        const fsig_tensor* alibi_slopes, const fsig_tensor* bias,
+                                        const fsig_tensor* mask, const fsig_tensor* block_layout,
+                                        const fsig_tensor* dbias, void* stream);
+
+/* Every buffer as an argument (see fsig_attention_forward_buffers); NULL data = tensor absent. */
+FSIG_API int fsig_attention_forward_ex_buffers(const fsig_attention_params* params,
+                                               const fsig_tensor* q, const fsig_tensor* k,
+                                               const fsig_tensor* v, const fsig_tensor* out,
+                                               const fsig_tensor* lse, const fsig_tensor* alibi_slopes,
+                                               const fsig_tensor* bias, const fsig_tensor* mask,
+                                               const fsig_tensor* block_layout, void* stream,
+                                               const void* q_data, const void* k_data,
+                                               const void* v_data, void* out_data, void* lse_data,
+                                               const void* alibi_slopes_data, const void* bias_data,
+                                               const void* mask_data, const void* block_layout_data);
+
+FSIG_API int fsig_attention_backward_ex_buffers(const fsig_attention_params* params,
+                                                const fsig_tensor* q, const fsig_tensor* k,
+                                                const fsig_tensor* v, const fsig_tensor* out,
+                                                const fsig_tensor* dout, const fsig_tensor* lse,
+                                                const fsig_tensor* dq, const fsig_tensor* dk,
+                                                const fsig_tensor* dv, const fsig_tensor* alibi_slopes,
+                                                const fsig_tensor* bias, const fsig_tensor* mask,
+                                                const fsig_tensor* block_layout, const fsig_tensor* dbias,
+                                                void* stream, const void* q_data, const void* k_data,
+                                                const void* v_data, const void* out_data,
+                                                const void* dout_data, const void* lse_data,
+                                                void* dq_data, void* dk_data, void* dv_data,
+                                                const void* alibi_slopes_data, const void* bias_data,
+                                                const void* mask_data, const void* block_layout_data,
+                                                void* dbias_data);
+
+/* The standard ALiBi slopes (Press et al.) for `heads` heads into slopes[0 .. heads): with n the
+ * largest power of two <= heads, slope_h = 2^(-8 (h + 1) / n) for h < n, and the remaining heads take
+ * 2^(-8 (2 (h - n) + 1) / 2n) (every other slope of the 2n schedule). heads >= 1. */
+FSIG_API int fsig_alibi_slopes(int64_t heads, float* slopes);
 
 /* ---- library ----------------------------------------------------------------------------------- */
 typedef enum fsig_cpu_isa {

@@ -38,11 +38,12 @@ const char* dtype_name(int32_t dtype) {
         case FSIG_DTYPE_FP32: return "fp32";
         case FSIG_DTYPE_FP16: return "fp16";
         case FSIG_DTYPE_BF16: return "bf16";
+        case FSIG_DTYPE_BOOL: return "bool";
         default: return "unknown";
     }
 }
 
-int64_t dtype_size(int32_t dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : 2; }
+int64_t dtype_size(int32_t dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : dtype == FSIG_DTYPE_BOOL ? 1 : 2; }
 
 // The calling thread computes defaults and runs tasks too, so its SSE control word (rounding, FTZ/DAZ)
 // would make results depend on the caller and on which thread ran a task. Each call computes under
@@ -68,13 +69,21 @@ struct Checked {
 
 // Checks one descriptor and its data pointer: rank, dims, dtype, device, strides, extent within
 // capacity_bytes (with overflow checks), alignment.
-int check_tensor(const char* name, const fsig_tensor* t, const void* data, int rank, Checked* out) {
+// bytes: the tensor must be FSIG_DTYPE_BOOL (mask, block layout); otherwise a float dtype.
+int check_tensor(const char* name, const fsig_tensor* t, const void* data, int rank, Checked* out, bool bytes = false) {
     out->name = name;
     if (t == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "%s is NULL", name);
     if (data == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "%s: data pointer is NULL", name);
-    if (t->dtype != FSIG_DTYPE_FP32 && t->dtype != FSIG_DTYPE_FP16 && t->dtype != FSIG_DTYPE_BF16)
+    if (t->dtype != FSIG_DTYPE_FP32 && t->dtype != FSIG_DTYPE_FP16 && t->dtype != FSIG_DTYPE_BF16 &&
+        t->dtype != FSIG_DTYPE_BOOL)
         return fail(FSIG_ERROR_INVALID_DTYPE, "%s.dtype %d is not a fsig_dtype (fp32 = 0, fp16 = 1, bf16 = 2)", name,
                     t->dtype);
+    if (bytes && t->dtype != FSIG_DTYPE_BOOL)
+        return fail(FSIG_ERROR_INVALID_DTYPE, "%s is %s but must be bool (FSIG_DTYPE_BOOL: 1 byte, nonzero = allowed)",
+                    name, dtype_name(t->dtype));
+    if (!bytes && t->dtype == FSIG_DTYPE_BOOL)
+        return fail(FSIG_ERROR_INVALID_DTYPE, "%s is bool but must be fp32, fp16 or bf16 (bool is for mask and block_layout)",
+                    name);
     if (t->device_type != FSIG_DEVICE_CPU && t->device_type != FSIG_DEVICE_CUDA)
         return fail(FSIG_ERROR_INVALID_DEVICE, "%s.device_type %d is not a fsig_device_type (CPU = 0, CUDA = 1)",
                     name, t->device_type);
@@ -186,10 +195,38 @@ const char* score_name(int32_t score) {
     return score >= 0 && score <= FSIG_SCORE_LINEAR_ELU ? names[score] : "unknown";
 }
 
+// Masks and positions: the scalar parameters alone.
+int check_extension_params(const fsig_attention_params& prm) {
+    if (prm.sparse_block_m < 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.sparse_block_m is %lld but must be >= 1, or 0 for no block-sparse layout",
+                    (long long)prm.sparse_block_m);
+    if (prm.sparse_block_n < 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.sparse_block_n is %lld but must be >= 1, or 0 for no block-sparse layout",
+                    (long long)prm.sparse_block_n);
+    if ((prm.sparse_block_m == 0) != (prm.sparse_block_n == 0))
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.sparse_block_m is %lld and params.sparse_block_n is %lld: set both (>= 1) or neither (0)",
+                    (long long)prm.sparse_block_m, (long long)prm.sparse_block_n);
+    if (prm.strided < 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.strided is %lld but must be >= 1, or 0 for no strided mask",
+                    (long long)prm.strided);
+    if (prm.logn_train < 0 || prm.logn_train == 1)
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.logn_train is %lld but must be >= 2 (lambda divides by ln logn_train), or 0 for no log-n "
+                    "scaling",
+                    (long long)prm.logn_train);
+    return FSIG_OK;
+}
+
 // The size of fsig_attention_params in FlashSig 0.1 (before the linear-attention fields): callers
 // compiled against that header keep working, the new fields taking their defaults.
 constexpr size_t kParamsSizeV01 = offsetof(fsig_attention_params, linear_length);
 static_assert(kParamsSizeV01 == 48, "the 0.1 layout of fsig_attention_params must not change");
+// ... and with the linear-attention fields, before the masks-and-positions ones
+constexpr size_t kParamsSizeV02 = offsetof(fsig_attention_params, sparse_block_m);
+static_assert(kParamsSizeV02 == 64, "the 0.2 layout of fsig_attention_params must not change");
 
 // Params: size-versioned, every value in range; resolves the defaults that depend on the shapes.
 // *out receives the caller's struct over the defaults (fields of an older, smaller struct keep them).
@@ -201,7 +238,7 @@ int check_params(const fsig_attention_params* params_in, fsig_attention_params* 
                     "params.struct_size is %u but this library needs at least %zu: initialise params with "
                     "fsig_attention_params_default()",
                     size, kParamsSizeV01);
-    if (size > kParamsSizeV01 && size < sizeof(fsig_attention_params))
+    if (size > kParamsSizeV01 && size != kParamsSizeV02 && size < sizeof(fsig_attention_params))
         return fail(FSIG_ERROR_INVALID_PARAMS,
                     "params.struct_size is %u, which is no version of fsig_attention_params (%zu in 0.1, %zu now): "
                     "initialise params with fsig_attention_params_default()",
@@ -239,6 +276,7 @@ int check_params(const fsig_attention_params* params_in, fsig_attention_params* 
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.reserved0 is %d but must be 0", params->reserved0);
     if (params->reserved1 != 0)
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.reserved1 is %d but must be 0", params->reserved1);
+    FSIG_CHECK(check_extension_params(*params));
     if (params->linear_length < 0)
         return fail(FSIG_ERROR_INVALID_PARAMS,
                     "params.linear_length is %lld but must be >= max(Nq, Nk), or 0 for the default max(Nq, Nk)",
@@ -364,6 +402,141 @@ int check_backend(const Checked& q, const void* stream, const Problem& p) {
     return FSIG_OK;
 }
 
+// The tensor-valued extensions of a call (NULL descriptor and NULL data = absent).
+struct ExtensionArgs {
+    const fsig_tensor* slopes = nullptr;
+    const fsig_tensor* bias = nullptr;
+    const fsig_tensor* mask = nullptr;
+    const fsig_tensor* layout = nullptr;
+    const fsig_tensor* dbias = nullptr;
+    const void* slopes_data = nullptr;
+    const void* bias_data = nullptr;
+    const void* mask_data = nullptr;
+    const void* layout_data = nullptr;
+    void* dbias_data = nullptr;
+};
+
+// The checked extension inputs (for the aliasing checks of the outputs).
+struct ExtensionInputs {
+    Checked t[4];
+    int n = 0;
+};
+
+// [B|1, Hq|1, Nq|1, Nk]: a size-1 dim broadcasts (its stride becomes 0 in the view).
+int check_broadcast_shape(Checked* c, const Problem& p) {
+    const int64_t full[4] = {p.batch, p.heads_q, p.seq_q, p.seq_k};
+    static const char* what[4] = {"batch", "heads_q", "seq_q", "seq_k"};
+    for (int dim = 0; dim < 3; ++dim)
+        if (c->view.shape[dim] != 1 && c->view.shape[dim] != full[dim])
+            return fail(FSIG_ERROR_INVALID_SHAPE,
+                        "%s.shape[%d] is %lld but must be 1 (broadcast) or %s = %lld: %s is [B|1, Hq|1, Nq|1, Nk]",
+                        c->name, dim, (long long)c->view.shape[dim], what[dim], (long long)full[dim], c->name);
+    if (c->view.shape[3] != p.seq_k)
+        return fail(FSIG_ERROR_INVALID_SHAPE, "%s.shape[3] is %lld but must be seq_k = %lld (Nk of k)", c->name,
+                    (long long)c->view.shape[3], (long long)p.seq_k);
+    for (int dim = 0; dim < 4; ++dim)
+        if (c->view.shape[dim] == 1) c->view.stride[dim] = 0;
+    return FSIG_OK;
+}
+
+int ceil_div(int64_t a, int64_t b, int64_t* out) {
+    *out = a / b + (a % b != 0);
+    return FSIG_OK;
+}
+
+// Validates the extension tensors against the problem and fills its extension fields.
+int check_extensions(const fsig_attention_params& prm, const ExtensionArgs& x, const Checked& q, Problem* p,
+                     ExtensionInputs* in) {
+    const bool has_slopes = x.slopes != nullptr || x.slopes_data != nullptr;
+    const bool has_bias = x.bias != nullptr || x.bias_data != nullptr;
+    const bool has_mask = x.mask != nullptr || x.mask_data != nullptr;
+    const bool has_layout = x.layout != nullptr || x.layout_data != nullptr;
+    const bool any = has_slopes || has_bias || has_mask || has_layout || prm.sparse_block_m != 0 || prm.strided != 0 ||
+                     prm.logn_train != 0;
+    if (!any) return FSIG_OK;
+    if (is_linear(p->score))
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.score = %s takes none of the masks-and-positions extensions (alibi_slopes, bias, mask, "
+                    "block_layout, params.sparse_block_m/n, params.strided, params.logn_train): they are for the "
+                    "softmax and pointwise scores",
+                    score_name(p->score));
+    if (has_slopes) {
+        Checked& c = in->t[in->n++];
+        const int rank = x.slopes != nullptr && x.slopes->ndim == 2 ? 2 : 1;
+        if (x.slopes != nullptr && x.slopes->ndim != 1 && x.slopes->ndim != 2)
+            return fail(FSIG_ERROR_INVALID_SHAPE, "alibi_slopes.ndim is %d but must be 1 ([Hq]) or 2 ([B, Hq])",
+                        x.slopes->ndim);
+        FSIG_CHECK(check_tensor("alibi_slopes", x.slopes, x.slopes_data, rank, &c));
+        if (c.view.dtype != FSIG_DTYPE_FP32)
+            return fail(FSIG_ERROR_INVALID_DTYPE, "alibi_slopes is %s but must be fp32", dtype_name(c.view.dtype));
+        FSIG_CHECK(check_same_device(q, c));
+        if (rank == 2 && c.view.shape[0] != p->batch)
+            return fail(FSIG_ERROR_INVALID_SHAPE, "alibi_slopes.shape[0] is %lld but must be batch = %lld ([B, Hq])",
+                        (long long)c.view.shape[0], (long long)p->batch);
+        if (c.view.shape[rank - 1] != p->heads_q)
+            return fail(FSIG_ERROR_INVALID_SHAPE, "alibi_slopes.shape[%d] is %lld but must be heads_q = %lld", rank - 1,
+                        (long long)c.view.shape[rank - 1], (long long)p->heads_q);
+        p->alibi = static_cast<const float*>(c.view.data);
+        p->alibi_stride_b = rank == 2 ? c.view.stride[0] : 0;
+        p->alibi_stride_h = c.view.stride[rank - 1];
+    }
+    if (has_bias) {
+        Checked& c = in->t[in->n++];
+        FSIG_CHECK(check_tensor("bias", x.bias, x.bias_data, 4, &c));
+        FSIG_CHECK(check_same_device(q, c));
+        FSIG_CHECK(check_broadcast_shape(&c, *p));
+        p->has_bias = true;
+        p->bias = c.view;
+    }
+    if (has_mask) {
+        Checked& c = in->t[in->n++];
+        FSIG_CHECK(check_tensor("mask", x.mask, x.mask_data, 4, &c, true));
+        FSIG_CHECK(check_same_device(q, c));
+        FSIG_CHECK(check_broadcast_shape(&c, *p));
+        p->has_mask = true;
+        p->mask = c.view;
+    }
+    if (has_layout && prm.sparse_block_m == 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "block_layout is given but params.sparse_block_m/n are 0: set the block sizes or pass no layout");
+    if (prm.sparse_block_m != 0) {
+        if (!has_layout)
+            return fail(FSIG_ERROR_NULL_ARGUMENT,
+                        "block_layout is NULL but params.sparse_block_m/n are %lld/%lld: pass the layout [1 or Hq, "
+                        "ceil(Nq/bm), ceil(Nk/bn)]",
+                        (long long)prm.sparse_block_m, (long long)prm.sparse_block_n);
+        Checked& c = in->t[in->n++];
+        FSIG_CHECK(check_tensor("block_layout", x.layout, x.layout_data, 3, &c, true));
+        FSIG_CHECK(check_same_device(q, c));
+        int64_t rows, cols;
+        ceil_div(p->seq_q, prm.sparse_block_m, &rows);
+        ceil_div(p->seq_k, prm.sparse_block_n, &cols);
+        if (c.view.shape[0] != 1 && c.view.shape[0] != p->heads_q)
+            return fail(FSIG_ERROR_INVALID_SHAPE, "block_layout.shape[0] is %lld but must be 1 (every head) or heads_q = %lld",
+                        (long long)c.view.shape[0], (long long)p->heads_q);
+        if (c.view.shape[1] != rows)
+            return fail(FSIG_ERROR_INVALID_SHAPE,
+                        "block_layout.shape[1] is %lld but must be ceil(Nq / sparse_block_m) = ceil(%lld / %lld) = %lld",
+                        (long long)c.view.shape[1], (long long)p->seq_q, (long long)prm.sparse_block_m, (long long)rows);
+        if (c.view.shape[2] != cols)
+            return fail(FSIG_ERROR_INVALID_SHAPE,
+                        "block_layout.shape[2] is %lld but must be ceil(Nk / sparse_block_n) = ceil(%lld / %lld) = %lld",
+                        (long long)c.view.shape[2], (long long)p->seq_k, (long long)prm.sparse_block_n, (long long)cols);
+        if (c.view.shape[0] == 1) c.view.stride[0] = 0;
+        p->block_m = prm.sparse_block_m;
+        p->block_n = prm.sparse_block_n;
+        p->block_layout = c.view;
+    }
+    p->strided = prm.strided;
+    p->logn_train = prm.logn_train;
+    if (q.device_type == FSIG_DEVICE_CUDA)
+        return fail(FSIG_ERROR_UNSUPPORTED,
+                    "the masks-and-positions extensions (ALiBi, bias, mask, block-sparse, strided, log-n) are not yet "
+                    "on CUDA (q is on cuda:%d): run them on CPU tensors",
+                    q.device_index);
+    return FSIG_OK;
+}
+
 int check_lse(const Checked& lse, const Problem& p, const Checked& q) {
     if (lse.view.dtype != FSIG_DTYPE_FP32)
         return fail(FSIG_ERROR_INVALID_DTYPE, "lse is %s but must be fp32", dtype_name(lse.view.dtype));
@@ -392,7 +565,8 @@ int check_like_k(const Checked& t, const Checked& k) {
 
 int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, const fsig_tensor* kd,
                  const fsig_tensor* vd, const fsig_tensor* outd, const fsig_tensor* lsed, void* stream,
-                 const void* q_data, const void* k_data, const void* v_data, void* out_data, void* lse_data) {
+                 const void* q_data, const void* k_data, const void* v_data, void* out_data, void* lse_data,
+                 const ExtensionArgs& ext = ExtensionArgs()) {
     clear_error();
     DefaultFloatMode float_mode;
     ForwardArgs a;
@@ -420,6 +594,12 @@ int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, con
         a.has_lse = true;
         a.lse = lse.view;
     }
+    ExtensionInputs ext_in;
+    FSIG_CHECK(check_extensions(*params, ext, q, &a.p, &ext_in));
+    for (int e = 0; e < ext_in.n; ++e) {
+        FSIG_CHECK(check_disjoint(out, ext_in.t[e]));
+        if (a.has_lse) FSIG_CHECK(check_disjoint(lse, ext_in.t[e]));
+    }
     FSIG_CHECK(check_backend(q, stream, a.p));
     a.q = q.view;
     a.k = k.view;
@@ -439,7 +619,8 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
                   const fsig_tensor* vd, const fsig_tensor* outd, const fsig_tensor* doutd, const fsig_tensor* lsed,
                   const fsig_tensor* dqd, const fsig_tensor* dkd, const fsig_tensor* dvd, void* stream,
                   const void* q_data, const void* k_data, const void* v_data, const void* out_data,
-                  const void* dout_data, const void* lse_data, void* dq_data, void* dk_data, void* dv_data) {
+                  const void* dout_data, const void* lse_data, void* dq_data, void* dk_data, void* dv_data,
+                  const ExtensionArgs& ext = ExtensionArgs()) {
     clear_error();
     DefaultFloatMode float_mode;
     BackwardArgs a;
@@ -478,10 +659,36 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
         FSIG_CHECK(check_lse(lse, a.p, q));
         a.has_lse = true;
     }
-    const Checked* inputs[6] = {&q, &k, &v, &dout};
+    ExtensionInputs ext_in;
+    FSIG_CHECK(check_extensions(*params, ext, q, &a.p, &ext_in));
+    Checked dbias;
+    if (ext.dbias != nullptr || ext.dbias_data != nullptr) {
+        if (!a.p.has_bias)
+            return fail(FSIG_ERROR_INVALID_PARAMS, "dbias is given but bias is NULL: dbias is the gradient of the bias");
+        FSIG_CHECK(check_tensor("dbias", ext.dbias, ext.dbias_data, 4, &dbias));
+        FSIG_CHECK(check_same_device(q, dbias));
+        const Checked* b = nullptr;
+        for (int e = 0; e < ext_in.n; ++e)
+            if (std::strcmp(ext_in.t[e].name, "bias") == 0) b = &ext_in.t[e];
+        for (int dim = 0; dim < 4; ++dim)
+            FSIG_CHECK(check_dim(dbias, dim, b->view.shape[dim], "the bias's shape", "in bias"));
+        if (dbias.view.dtype != b->view.dtype)
+            return fail(FSIG_ERROR_INVALID_DTYPE, "dbias is %s but bias is %s: dbias has the bias's dtype",
+                        dtype_name(dbias.view.dtype), dtype_name(b->view.dtype));
+        if (b->view.shape[2] != a.p.seq_q)
+            return fail(FSIG_ERROR_UNSUPPORTED,
+                        "dbias for a bias broadcast over Nq (bias.shape[2] = 1, Nq = %lld) is not supported: pass the "
+                        "bias as [B|1, Hq|1, Nq, Nk] to get its gradient",
+                        (long long)a.p.seq_q);
+        FSIG_CHECK(check_no_self_overlap(dbias, 4));
+        a.has_dbias = true;
+        a.dbias = dbias.view;
+    }
+    const Checked* inputs[11] = {&q, &k, &v, &dout};
     int n_inputs = 4;
     if (a.has_out) inputs[n_inputs++] = &out;
     if (a.has_lse) inputs[n_inputs++] = &lse;
+    for (int e = 0; e < ext_in.n; ++e) inputs[n_inputs++] = &ext_in.t[e];
     for (const Checked* g : {&dq, &dk, &dv}) {
         FSIG_CHECK(check_no_self_overlap(*g, 4));
         for (int i = 0; i < n_inputs; ++i) FSIG_CHECK(check_disjoint(*g, *inputs[i]));
@@ -489,6 +696,10 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     FSIG_CHECK(check_disjoint(dq, dk));
     FSIG_CHECK(check_disjoint(dq, dv));
     FSIG_CHECK(check_disjoint(dk, dv));
+    if (a.has_dbias) {
+        for (int i = 0; i < n_inputs; ++i) FSIG_CHECK(check_disjoint(dbias, *inputs[i]));
+        for (const Checked* g : {&dq, &dk, &dv}) FSIG_CHECK(check_disjoint(dbias, *g));
+    }
     FSIG_CHECK(check_backend(q, stream, a.p));
     a.q = q.view;
     a.k = k.view;
@@ -573,6 +784,77 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
                                              void* dq_data, void* dk_data, void* dv_data) {
     return fsig::backward_impl(params, q, k, v, out, dout, lse, dq, dk, dv, stream, q_data, k_data, v_data, out_data,
                                dout_data, lse_data, dq_data, dk_data, dv_data);
+}
+
+FSIG_API int fsig_attention_forward_ex(const fsig_attention_params* params, const fsig_tensor* q, const fsig_tensor* k,
+                                       const fsig_tensor* v, const fsig_tensor* out, const fsig_tensor* lse,
+                                       const fsig_tensor* alibi_slopes, const fsig_tensor* bias, const fsig_tensor* mask,
+                                       const fsig_tensor* block_layout, void* stream) {
+    auto data = [](const fsig_tensor* t) -> void* { return t ? t->data : nullptr; };
+    fsig::ExtensionArgs x;
+    x.slopes = alibi_slopes, x.bias = bias, x.mask = mask, x.layout = block_layout;
+    x.slopes_data = data(alibi_slopes), x.bias_data = data(bias), x.mask_data = data(mask), x.layout_data = data(block_layout);
+    return fsig::forward_impl(params, q, k, v, out, lse, stream, data(q), data(k), data(v), data(out), data(lse), x);
+}
+
+FSIG_API int fsig_attention_forward_ex_buffers(const fsig_attention_params* params, const fsig_tensor* q,
+                                               const fsig_tensor* k, const fsig_tensor* v, const fsig_tensor* out,
+                                               const fsig_tensor* lse, const fsig_tensor* alibi_slopes,
+                                               const fsig_tensor* bias, const fsig_tensor* mask,
+                                               const fsig_tensor* block_layout, void* stream, const void* q_data,
+                                               const void* k_data, const void* v_data, void* out_data, void* lse_data,
+                                               const void* alibi_slopes_data, const void* bias_data,
+                                               const void* mask_data, const void* block_layout_data) {
+    fsig::ExtensionArgs x;
+    x.slopes = alibi_slopes, x.bias = bias, x.mask = mask, x.layout = block_layout;
+    x.slopes_data = alibi_slopes_data, x.bias_data = bias_data, x.mask_data = mask_data, x.layout_data = block_layout_data;
+    return fsig::forward_impl(params, q, k, v, out, lse, stream, q_data, k_data, v_data, out_data, lse_data, x);
+}
+
+FSIG_API int fsig_attention_backward_ex(const fsig_attention_params* params, const fsig_tensor* q, const fsig_tensor* k,
+                                        const fsig_tensor* v, const fsig_tensor* out, const fsig_tensor* dout,
+                                        const fsig_tensor* lse, const fsig_tensor* dq, const fsig_tensor* dk,
+                                        const fsig_tensor* dv, const fsig_tensor* alibi_slopes, const fsig_tensor* bias,
+                                        const fsig_tensor* mask, const fsig_tensor* block_layout,
+                                        const fsig_tensor* dbias, void* stream) {
+    auto data = [](const fsig_tensor* t) -> void* { return t ? t->data : nullptr; };
+    fsig::ExtensionArgs x;
+    x.slopes = alibi_slopes, x.bias = bias, x.mask = mask, x.layout = block_layout, x.dbias = dbias;
+    x.slopes_data = data(alibi_slopes), x.bias_data = data(bias), x.mask_data = data(mask), x.layout_data = data(block_layout);
+    x.dbias_data = data(dbias);
+    return fsig::backward_impl(params, q, k, v, out, dout, lse, dq, dk, dv, stream, data(q), data(k), data(v),
+                               data(out), data(dout), data(lse), data(dq), data(dk), data(dv), x);
+}
+
+FSIG_API int fsig_attention_backward_ex_buffers(
+    const fsig_attention_params* params, const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
+    const fsig_tensor* out, const fsig_tensor* dout, const fsig_tensor* lse, const fsig_tensor* dq,
+    const fsig_tensor* dk, const fsig_tensor* dv, const fsig_tensor* alibi_slopes, const fsig_tensor* bias,
+    const fsig_tensor* mask, const fsig_tensor* block_layout, const fsig_tensor* dbias, void* stream,
+    const void* q_data, const void* k_data, const void* v_data, const void* out_data, const void* dout_data,
+    const void* lse_data, void* dq_data, void* dk_data, void* dv_data, const void* alibi_slopes_data,
+    const void* bias_data, const void* mask_data, const void* block_layout_data, void* dbias_data) {
+    fsig::ExtensionArgs x;
+    x.slopes = alibi_slopes, x.bias = bias, x.mask = mask, x.layout = block_layout, x.dbias = dbias;
+    x.slopes_data = alibi_slopes_data, x.bias_data = bias_data, x.mask_data = mask_data, x.layout_data = block_layout_data;
+    x.dbias_data = dbias_data;
+    return fsig::backward_impl(params, q, k, v, out, dout, lse, dq, dk, dv, stream, q_data, k_data, v_data, out_data,
+                               dout_data, lse_data, dq_data, dk_data, dv_data, x);
+}
+
+FSIG_API int fsig_alibi_slopes(int64_t heads, float* slopes) {
+    fsig::clear_error();
+    if (slopes == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "slopes is NULL");
+    if (heads < 1 || heads > (int64_t(1) << 40))
+        return fail(FSIG_ERROR_INVALID_PARAMS, "heads is %lld but must be >= 1", (long long)heads);
+    int64_t n = 1;  // the largest power of two <= heads
+    while (n * 2 <= heads) n *= 2;
+    for (int64_t h = 0; h < heads; ++h) {
+        // the first n heads: 2^(-8 (h+1) / n); the rest: the odd steps of the 2n schedule
+        const double e = h < n ? -8.0 * double(h + 1) / double(n) : -8.0 * double(2 * (h - n) + 1) / double(2 * n);
+        slopes[h] = float(std::exp2(e));
+    }
+    return FSIG_OK;
 }
 
 FSIG_API int fsig_version(void) {

@@ -230,6 +230,15 @@ public class FlashSigNative extends FlashSigNative$shared {
     public static int FSIG_DTYPE_BF16() {
         return FSIG_DTYPE_BF16;
     }
+    private static final int FSIG_DTYPE_BOOL = (int)16L;
+    /**
+     * {@snippet lang=c :
+     * enum fsig_dtype.FSIG_DTYPE_BOOL = 16
+     * }
+     */
+    public static int FSIG_DTYPE_BOOL() {
+        return FSIG_DTYPE_BOOL;
+    }
     private static final int FSIG_DEVICE_CPU = (int)0L;
     /**
      * {@snippet lang=c :
@@ -727,6 +736,380 @@ public class FlashSigNative extends FlashSigNative$shared {
                 traceDowncall("fsig_attention_backward_buffers", params, q, k, v, out, dout, lse, dq, dk, dv, stream, q_data, k_data, v_data, out_data, dout_data, lse_data, dq_data, dk_data, dv_data);
             }
             return (int)mh$.invokeExact(params, q, k, v, out, dout, lse, dq, dk, dv, stream, q_data, k_data, v_data, out_data, dout_data, lse_data, dq_data, dk_data, dv_data);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_attention_forward_ex {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_attention_forward_ex");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream)
+     * }
+     */
+    public static FunctionDescriptor fsig_attention_forward_ex$descriptor() {
+        return fsig_attention_forward_ex.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream)
+     * }
+     */
+    public static MethodHandle fsig_attention_forward_ex$handle() {
+        return fsig_attention_forward_ex.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream)
+     * }
+     */
+    public static MemorySegment fsig_attention_forward_ex$address() {
+        return fsig_attention_forward_ex.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream)
+     * }
+     */
+    public static int fsig_attention_forward_ex(MemorySegment params, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out, MemorySegment lse, MemorySegment alibi_slopes, MemorySegment bias, MemorySegment mask, MemorySegment block_layout, MemorySegment stream) {
+        var mh$ = fsig_attention_forward_ex.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_attention_forward_ex", params, q, k, v, out, lse, alibi_slopes, bias, mask, block_layout, stream);
+            }
+            return (int)mh$.invokeExact(params, q, k, v, out, lse, alibi_slopes, bias, mask, block_layout, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_attention_backward_ex {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_attention_backward_ex");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream)
+     * }
+     */
+    public static FunctionDescriptor fsig_attention_backward_ex$descriptor() {
+        return fsig_attention_backward_ex.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream)
+     * }
+     */
+    public static MethodHandle fsig_attention_backward_ex$handle() {
+        return fsig_attention_backward_ex.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream)
+     * }
+     */
+    public static MemorySegment fsig_attention_backward_ex$address() {
+        return fsig_attention_backward_ex.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream)
+     * }
+     */
+    public static int fsig_attention_backward_ex(MemorySegment params, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out, MemorySegment dout, MemorySegment lse, MemorySegment dq, MemorySegment dk, MemorySegment dv, MemorySegment alibi_slopes, MemorySegment bias, MemorySegment mask, MemorySegment block_layout, MemorySegment dbias, MemorySegment stream) {
+        var mh$ = fsig_attention_backward_ex.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_attention_backward_ex", params, q, k, v, out, dout, lse, dq, dk, dv, alibi_slopes, bias, mask, block_layout, dbias, stream);
+            }
+            return (int)mh$.invokeExact(params, q, k, v, out, dout, lse, dq, dk, dv, alibi_slopes, bias, mask, block_layout, dbias, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_attention_forward_ex_buffers {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_attention_forward_ex_buffers");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream, const void *q_data, const void *k_data, const void *v_data, void *out_data, void *lse_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data)
+     * }
+     */
+    public static FunctionDescriptor fsig_attention_forward_ex_buffers$descriptor() {
+        return fsig_attention_forward_ex_buffers.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream, const void *q_data, const void *k_data, const void *v_data, void *out_data, void *lse_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data)
+     * }
+     */
+    public static MethodHandle fsig_attention_forward_ex_buffers$handle() {
+        return fsig_attention_forward_ex_buffers.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream, const void *q_data, const void *k_data, const void *v_data, void *out_data, void *lse_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data)
+     * }
+     */
+    public static MemorySegment fsig_attention_forward_ex_buffers$address() {
+        return fsig_attention_forward_ex_buffers.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_attention_forward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *lse, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, void *stream, const void *q_data, const void *k_data, const void *v_data, void *out_data, void *lse_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data)
+     * }
+     */
+    public static int fsig_attention_forward_ex_buffers(MemorySegment params, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out, MemorySegment lse, MemorySegment alibi_slopes, MemorySegment bias, MemorySegment mask, MemorySegment block_layout, MemorySegment stream, MemorySegment q_data, MemorySegment k_data, MemorySegment v_data, MemorySegment out_data, MemorySegment lse_data, MemorySegment alibi_slopes_data, MemorySegment bias_data, MemorySegment mask_data, MemorySegment block_layout_data) {
+        var mh$ = fsig_attention_forward_ex_buffers.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_attention_forward_ex_buffers", params, q, k, v, out, lse, alibi_slopes, bias, mask, block_layout, stream, q_data, k_data, v_data, out_data, lse_data, alibi_slopes_data, bias_data, mask_data, block_layout_data);
+            }
+            return (int)mh$.invokeExact(params, q, k, v, out, lse, alibi_slopes, bias, mask, block_layout, stream, q_data, k_data, v_data, out_data, lse_data, alibi_slopes_data, bias_data, mask_data, block_layout_data);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_attention_backward_ex_buffers {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_attention_backward_ex_buffers");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream, const void *q_data, const void *k_data, const void *v_data, const void *out_data, const void *dout_data, const void *lse_data, void *dq_data, void *dk_data, void *dv_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data, void *dbias_data)
+     * }
+     */
+    public static FunctionDescriptor fsig_attention_backward_ex_buffers$descriptor() {
+        return fsig_attention_backward_ex_buffers.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream, const void *q_data, const void *k_data, const void *v_data, const void *out_data, const void *dout_data, const void *lse_data, void *dq_data, void *dk_data, void *dv_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data, void *dbias_data)
+     * }
+     */
+    public static MethodHandle fsig_attention_backward_ex_buffers$handle() {
+        return fsig_attention_backward_ex_buffers.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream, const void *q_data, const void *k_data, const void *v_data, const void *out_data, const void *dout_data, const void *lse_data, void *dq_data, void *dk_data, void *dv_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data, void *dbias_data)
+     * }
+     */
+    public static MemorySegment fsig_attention_backward_ex_buffers$address() {
+        return fsig_attention_backward_ex_buffers.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_attention_backward_ex_buffers(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *k, const fsig_tensor *v, const fsig_tensor *out, const fsig_tensor *dout, const fsig_tensor *lse, const fsig_tensor *dq, const fsig_tensor *dk, const fsig_tensor *dv, const fsig_tensor *alibi_slopes, const fsig_tensor *bias, const fsig_tensor *mask, const fsig_tensor *block_layout, const fsig_tensor *dbias, void *stream, const void *q_data, const void *k_data, const void *v_data, const void *out_data, const void *dout_data, const void *lse_data, void *dq_data, void *dk_data, void *dv_data, const void *alibi_slopes_data, const void *bias_data, const void *mask_data, const void *block_layout_data, void *dbias_data)
+     * }
+     */
+    public static int fsig_attention_backward_ex_buffers(MemorySegment params, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out, MemorySegment dout, MemorySegment lse, MemorySegment dq, MemorySegment dk, MemorySegment dv, MemorySegment alibi_slopes, MemorySegment bias, MemorySegment mask, MemorySegment block_layout, MemorySegment dbias, MemorySegment stream, MemorySegment q_data, MemorySegment k_data, MemorySegment v_data, MemorySegment out_data, MemorySegment dout_data, MemorySegment lse_data, MemorySegment dq_data, MemorySegment dk_data, MemorySegment dv_data, MemorySegment alibi_slopes_data, MemorySegment bias_data, MemorySegment mask_data, MemorySegment block_layout_data, MemorySegment dbias_data) {
+        var mh$ = fsig_attention_backward_ex_buffers.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_attention_backward_ex_buffers", params, q, k, v, out, dout, lse, dq, dk, dv, alibi_slopes, bias, mask, block_layout, dbias, stream, q_data, k_data, v_data, out_data, dout_data, lse_data, dq_data, dk_data, dv_data, alibi_slopes_data, bias_data, mask_data, block_layout_data, dbias_data);
+            }
+            return (int)mh$.invokeExact(params, q, k, v, out, dout, lse, dq, dk, dv, alibi_slopes, bias, mask, block_layout, dbias, stream, q_data, k_data, v_data, out_data, dout_data, lse_data, dq_data, dk_data, dv_data, alibi_slopes_data, bias_data, mask_data, block_layout_data, dbias_data);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_alibi_slopes {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_LONG,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_alibi_slopes");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_alibi_slopes(int64_t heads, float *slopes)
+     * }
+     */
+    public static FunctionDescriptor fsig_alibi_slopes$descriptor() {
+        return fsig_alibi_slopes.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_alibi_slopes(int64_t heads, float *slopes)
+     * }
+     */
+    public static MethodHandle fsig_alibi_slopes$handle() {
+        return fsig_alibi_slopes.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_alibi_slopes(int64_t heads, float *slopes)
+     * }
+     */
+    public static MemorySegment fsig_alibi_slopes$address() {
+        return fsig_alibi_slopes.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_alibi_slopes(int64_t heads, float *slopes)
+     * }
+     */
+    public static int fsig_alibi_slopes(long heads, MemorySegment slopes) {
+        var mh$ = fsig_alibi_slopes.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_alibi_slopes", heads, slopes);
+            }
+            return (int)mh$.invokeExact(heads, slopes);
         } catch (Error | RuntimeException ex) {
            throw ex;
         } catch (Throwable ex$) {

@@ -28,6 +28,10 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int64_t linear_length;
  *     float linear_epsilon;
  *     int32_t reserved1;
+ *     int64_t sparse_block_m;
+ *     int64_t sparse_block_n;
+ *     int64_t strided;
+ *     int64_t logn_train;
  * }
  * }
  */
@@ -50,7 +54,11 @@ public class fsig_attention_params {
         FlashSigNative.C_INT.withName("reserved0"),
         FlashSigNative.C_LONG.withName("linear_length"),
         FlashSigNative.C_FLOAT.withName("linear_epsilon"),
-        FlashSigNative.C_INT.withName("reserved1")
+        FlashSigNative.C_INT.withName("reserved1"),
+        FlashSigNative.C_LONG.withName("sparse_block_m"),
+        FlashSigNative.C_LONG.withName("sparse_block_n"),
+        FlashSigNative.C_LONG.withName("strided"),
+        FlashSigNative.C_LONG.withName("logn_train")
     ).withName("fsig_attention_params");
 
     /**
@@ -630,6 +638,182 @@ public class fsig_attention_params {
      */
     public static void reserved1(MemorySegment struct, int fieldValue) {
         struct.set(reserved1$LAYOUT, reserved1$OFFSET, fieldValue);
+    }
+
+    private static final OfLong sparse_block_m$LAYOUT = (OfLong)$LAYOUT.select(groupElement("sparse_block_m"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_m
+     * }
+     */
+    public static final OfLong sparse_block_m$layout() {
+        return sparse_block_m$LAYOUT;
+    }
+
+    private static final long sparse_block_m$OFFSET = $LAYOUT.byteOffset(groupElement("sparse_block_m"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_m
+     * }
+     */
+    public static final long sparse_block_m$offset() {
+        return sparse_block_m$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_m
+     * }
+     */
+    public static long sparse_block_m(MemorySegment struct) {
+        return struct.get(sparse_block_m$LAYOUT, sparse_block_m$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_m
+     * }
+     */
+    public static void sparse_block_m(MemorySegment struct, long fieldValue) {
+        struct.set(sparse_block_m$LAYOUT, sparse_block_m$OFFSET, fieldValue);
+    }
+
+    private static final OfLong sparse_block_n$LAYOUT = (OfLong)$LAYOUT.select(groupElement("sparse_block_n"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_n
+     * }
+     */
+    public static final OfLong sparse_block_n$layout() {
+        return sparse_block_n$LAYOUT;
+    }
+
+    private static final long sparse_block_n$OFFSET = $LAYOUT.byteOffset(groupElement("sparse_block_n"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_n
+     * }
+     */
+    public static final long sparse_block_n$offset() {
+        return sparse_block_n$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_n
+     * }
+     */
+    public static long sparse_block_n(MemorySegment struct) {
+        return struct.get(sparse_block_n$LAYOUT, sparse_block_n$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t sparse_block_n
+     * }
+     */
+    public static void sparse_block_n(MemorySegment struct, long fieldValue) {
+        struct.set(sparse_block_n$LAYOUT, sparse_block_n$OFFSET, fieldValue);
+    }
+
+    private static final OfLong strided$LAYOUT = (OfLong)$LAYOUT.select(groupElement("strided"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t strided
+     * }
+     */
+    public static final OfLong strided$layout() {
+        return strided$LAYOUT;
+    }
+
+    private static final long strided$OFFSET = $LAYOUT.byteOffset(groupElement("strided"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t strided
+     * }
+     */
+    public static final long strided$offset() {
+        return strided$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t strided
+     * }
+     */
+    public static long strided(MemorySegment struct) {
+        return struct.get(strided$LAYOUT, strided$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t strided
+     * }
+     */
+    public static void strided(MemorySegment struct, long fieldValue) {
+        struct.set(strided$LAYOUT, strided$OFFSET, fieldValue);
+    }
+
+    private static final OfLong logn_train$LAYOUT = (OfLong)$LAYOUT.select(groupElement("logn_train"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t logn_train
+     * }
+     */
+    public static final OfLong logn_train$layout() {
+        return logn_train$LAYOUT;
+    }
+
+    private static final long logn_train$OFFSET = $LAYOUT.byteOffset(groupElement("logn_train"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t logn_train
+     * }
+     */
+    public static final long logn_train$offset() {
+        return logn_train$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t logn_train
+     * }
+     */
+    public static long logn_train(MemorySegment struct) {
+        return struct.get(logn_train$LAYOUT, logn_train$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t logn_train
+     * }
+     */
+    public static void logn_train(MemorySegment struct, long fieldValue) {
+        struct.set(logn_train$LAYOUT, logn_train$OFFSET, fieldValue);
     }
 
     /**

@@ -1,0 +1,848 @@
+// Masks and positions (DESIGN.md §4 "Extensions", issue 9): ALiBi, the bias and mask tensors with
+// broadcasting and dBias, strided (atrous) and block-sparse masks, log-n scaling — through the public
+// C ABI (fsig_attention_forward_ex / _backward_ex and their _buffers forms) against the fp64 reference
+// under the §6 rule, plus finite differences, thread-count independence, the struct_size versions and
+// every refusal (with nothing written).
+//
+//   test_masks [--list] [--verbose] [name filters...]
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+#include "lib_util.h"
+
+namespace {
+
+using ref::Spec;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+bool g_verbose = false;
+
+// A 1-byte tensor (mask, block layout): storage of exactly its extent.
+struct Bytes {
+    std::shared_ptr<tu::Storage> st;
+    fsig_tensor t{};
+    void make(int ndim, const int64_t* shape, const int64_t* strides) {
+        std::memset(&t, 0, sizeof t);
+        int64_t last = 0;
+        for (int a = 0; a < ndim; ++a) last += (shape[a] - 1) * strides[a];
+        st = std::make_shared<tu::Storage>(size_t(last + 1));
+        std::memset(st->mem, 0, st->bytes);
+        t.data = st->mem;
+        t.capacity_bytes = int64_t(st->bytes);
+        t.dtype = FSIG_DTYPE_BOOL;
+        t.ndim = ndim;
+        for (int a = 0; a < ndim; ++a) t.shape[a] = shape[a], t.strides[a] = strides[a];
+    }
+    // dense row-major values into the strided storage
+    void store(const std::vector<unsigned char>& dense) {
+        for (size_t i = 0; i < dense.size(); ++i) {
+            size_t idx = i;
+            int64_t off = 0;
+            for (int a = t.ndim; a-- > 0;) off += int64_t(idx % size_t(t.shape[a])) * t.strides[a], idx /= size_t(t.shape[a]);
+            st->mem[off] = dense[i];
+        }
+    }
+};
+
+// A rank-n view of any float dtype, row-major with the last dimension padded by `pad` elements.
+tu::View make_nd(int dtype, int ndim, const int64_t* shape, int64_t pad) {
+    tu::View v;
+    v.dtype = dtype;
+    v.ndim = ndim;
+    int64_t stride = 1;
+    for (int a = ndim; a-- > 0;) {
+        v.shape[a] = shape[a];
+        v.strides[a] = stride;
+        stride *= shape[a] + (a == ndim - 1 ? pad : 0);
+    }
+    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems()) * tu::esize(dtype));
+    return v;
+}
+
+// One case: a Spec with its extensions; the test draws the tensors from the seed.
+struct MCase {
+    std::string name;
+    Spec s;
+    int dtype = ref::kFp32;
+    int bias_dtype = -1;  // -1: the dtype of q
+    bool buffers_api = false;
+    bool backward = true;
+    uint64_t seed = 1;
+};
+
+// What a case needs for the extension tensors, filled from Spec.
+struct Extras {
+    tu::View slopes, bias, dbias;
+    Bytes mask, layout;
+    bool has_slopes = false, has_bias = false, has_mask = false, has_layout = false;
+    fsig_tensor ts{}, tb{}, tdb{};
+    const fsig_tensor* slopes_t() const { return has_slopes ? &ts : nullptr; }
+    const fsig_tensor* bias_t() const { return has_bias ? &tb : nullptr; }
+    const fsig_tensor* mask_t() const { return has_mask ? &mask.t : nullptr; }
+    const fsig_tensor* layout_t() const { return has_layout ? &layout.t : nullptr; }
+    void* slopes_d() const { return has_slopes ? slopes.data() : nullptr; }
+    void* bias_d() const { return has_bias ? bias.data() : nullptr; }
+    void* mask_d() const { return has_mask ? mask.t.data : nullptr; }
+    void* layout_d() const { return has_layout ? layout.t.data : nullptr; }
+};
+
+Extras make_extras(const Spec& s, int bias_dtype) {
+    Extras e;
+    if (!s.alibi_slopes.empty()) {
+        const int64_t shape[2] = {s.B, s.Hq};
+        e.slopes = s.alibi_per_batch ? make_nd(FSIG_DTYPE_FP32, 2, shape, 1) : make_nd(FSIG_DTYPE_FP32, 1, shape + 1, 0);
+        e.slopes.store(std::vector<float>(s.alibi_slopes.begin(), s.alibi_slopes.end()));
+        e.has_slopes = true;
+        e.ts = e.slopes.desc();
+    }
+    if (!s.bias.empty()) {
+        const int64_t shape[4] = {s.bias_b, s.bias_h, s.bias_q, s.Nk};
+        e.bias = make_nd(bias_dtype, 4, shape, 3);
+        e.bias.store(std::vector<float>(s.bias.begin(), s.bias.end()));
+        e.has_bias = true;
+        e.tb = e.bias.desc();
+        if (s.want_dbias) {
+            e.dbias = make_nd(bias_dtype, 4, shape, 0);
+            tu::poison(e.dbias);
+            e.tdb = e.dbias.desc();
+        }
+    }
+    if (!s.mask.empty()) {
+        const int64_t shape[4] = {s.mask_b, s.mask_h, s.mask_q, s.Nk};
+        const int64_t strides[4] = {s.mask_h * s.mask_q * (s.Nk + 1), s.mask_q * (s.Nk + 1), s.Nk + 1, 1};
+        e.mask.make(4, shape, strides);
+        e.mask.store(s.mask);
+        e.has_mask = true;
+    }
+    if (s.block_m > 0) {
+        const int64_t rows = (s.Nq + s.block_m - 1) / s.block_m, cols = (s.Nk + s.block_n - 1) / s.block_n;
+        const int64_t shape[3] = {s.layout_h, rows, cols}, strides[3] = {rows * cols, cols, 1};
+        e.layout.make(3, shape, strides);
+        e.layout.store(s.layout);
+        e.has_layout = true;
+    }
+    return e;
+}
+
+fsig_attention_params params_of(const Spec& s) {
+    fsig_attention_params p = tu::params_for(s);
+    p.sparse_block_m = s.block_m;
+    p.sparse_block_n = s.block_n;
+    p.strided = s.strided;
+    p.logn_train = s.logn_train;
+    return p;
+}
+
+bool check_out(const MCase& c, const char* output, const tu::View& v, const std::vector<double>& r64,
+               const std::vector<float>& naive) {
+    const std::vector<float> ours = v.load();
+    std::vector<int64_t> shape(v.shape, v.shape + v.ndim);
+    const ref::RuleResult r = ref::check_rule(c.name, output, ours.data(), r64.data(), naive.data(), ours.size(), shape);
+    EXPECT(r.ok, "%s: %s breaks the §6 rule (%s)", c.name.c_str(), output, c.s.describe().c_str());
+    const size_t stray = tu::count_stray_writes(v);
+    EXPECT(stray == 0, "%s: %zu element(s) outside the %s view were written", c.name.c_str(), stray, output);
+    return r.ok && stray == 0;
+}
+
+// Runs forward and backward of the case through the _ex C ABI and checks every output.
+void run_case(const MCase& c) {
+    const int before = th::failures();
+    const Spec& s = c.s;
+    const int bias_dtype = c.bias_dtype < 0 ? c.dtype : c.bias_dtype;
+    const bool softmax = s.score == ref::kSoftmax;
+    ref::Rng rng(c.seed);
+    const std::vector<float> qf = ref::random_values(rng, s.q_elems(), c.dtype),
+                             kf = ref::random_values(rng, s.kv_elems(), c.dtype),
+                             vf = ref::random_values(rng, s.kv_elems(), c.dtype),
+                             gf = ref::random_values(rng, s.q_elems(), c.dtype);
+    const std::vector<double> q = tu::to_double(qf), k = tu::to_double(kf), v = tu::to_double(vf), g = tu::to_double(gf);
+    const ref::Forward<double> f64 = ref::forward64(s, q.data(), k.data(), v.data());
+    const ref::Forward<float> fn = ref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
+
+    tu::QKV in = tu::make_qkv(c.dtype, tu::kPadded, s);
+    in.q.store(qf), in.k.store(kf), in.v.store(vf);
+    tu::View out = tu::make_view(c.dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d);
+    tu::View lse = tu::make_lse_view(tu::kPadded, s.B, s.Hq, s.Nq);
+    tu::poison(out), tu::poison(lse);
+    Extras e = make_extras(s, bias_dtype);
+    const fsig_attention_params p = params_of(s);
+    const fsig_tensor tq = in.q.desc(), tk = in.k.desc(), tv = in.v.desc(), to = out.desc(), tl = lse.desc();
+    int st = c.buffers_api
+                 ? fsig_attention_forward_ex_buffers(&p, &tq, &tk, &tv, &to, softmax ? &tl : nullptr, e.slopes_t(),
+                                                     e.bias_t(), e.mask_t(), e.layout_t(), nullptr, in.q.data(),
+                                                     in.k.data(), in.v.data(), out.data(),
+                                                     softmax ? lse.data() : nullptr, e.slopes_d(), e.bias_d(),
+                                                     e.mask_d(), e.layout_d())
+                 : fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, softmax ? &tl : nullptr, e.slopes_t(), e.bias_t(),
+                                             e.mask_t(), e.layout_t(), nullptr);
+    if (st != FSIG_OK) {
+        EXPECT(false, "%s: forward_ex returned %d: %s", c.name.c_str(), st, fsig_last_error());
+        return;
+    }
+    check_out(c, "out", out, f64.out, fn.out);
+    if (softmax) check_out(c, "lse", lse, f64.lse, fn.lse);
+
+    if (c.backward) {
+        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data());
+        const std::vector<float> out_in = tu::to_float_rounded(f64.out, c.dtype);
+        const ref::Grads<float> gn = ref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), out_in.data(), gf.data());
+        tu::View o_in = tu::make_view(c.dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d);
+        o_in.store(out_in);
+        tu::View l_in = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq);
+        l_in.store(std::vector<float>(f64.lse.begin(), f64.lse.end()));
+        tu::View dout = tu::make_view(c.dtype, tu::kBHSD, s.B, s.Nq, s.Hq, s.d);
+        dout.store(gf);
+        tu::View dq = tu::make_view(c.dtype, tu::kPadded, s.B, s.Nq, s.Hq, s.d),
+                 dk = tu::make_view(c.dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
+                 dv = tu::make_view(c.dtype, tu::kBHSD, s.B, s.Nk, s.Hk, s.d);
+        tu::poison(dq), tu::poison(dk), tu::poison(dv);
+        const fsig_tensor toi = o_in.desc(), tli = l_in.desc(), tdo = dout.desc(), tdq = dq.desc(), tdk = dk.desc(),
+                          tdv = dv.desc();
+        const fsig_tensor* tdb = s.want_dbias ? &e.tdb : nullptr;
+        st = c.buffers_api
+                 ? fsig_attention_backward_ex_buffers(
+                       &p, &tq, &tk, &tv, softmax ? &toi : nullptr, &tdo, softmax ? &tli : nullptr, &tdq, &tdk, &tdv,
+                       e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(), tdb, nullptr, in.q.data(), in.k.data(),
+                       in.v.data(), softmax ? o_in.data() : nullptr, dout.data(), softmax ? l_in.data() : nullptr,
+                       dq.data(), dk.data(), dv.data(), e.slopes_d(), e.bias_d(), e.mask_d(), e.layout_d(),
+                       s.want_dbias ? e.dbias.data() : nullptr)
+                 : fsig_attention_backward_ex(&p, &tq, &tk, &tv, softmax ? &toi : nullptr, &tdo,
+                                              softmax ? &tli : nullptr, &tdq, &tdk, &tdv, e.slopes_t(), e.bias_t(),
+                                              e.mask_t(), e.layout_t(), tdb, nullptr);
+        if (st != FSIG_OK) {
+            EXPECT(false, "%s: backward_ex returned %d: %s", c.name.c_str(), st, fsig_last_error());
+            return;
+        }
+        check_out(c, "dq", dq, g64.dq, gn.dq);
+        check_out(c, "dk", dk, g64.dk, gn.dk);
+        check_out(c, "dv", dv, g64.dv, gn.dv);
+        if (s.want_dbias) check_out(c, "dbias", e.dbias, g64.dbias, gn.dbias);
+    }
+    const bool ok = th::failures() == before;
+    if (g_verbose || !ok) std::printf("  %s %s\n", ok ? "ok  " : "FAIL", c.name.c_str());
+}
+
+// ---- building cases ----------------------------------------------------------------------------------
+
+enum Option { kAlibiH, kAlibiBH, kBias, kMask, kStrided, kBlock, kLogn, kAll, kOptionCount };
+const char* kOptionNames[] = {"alibiH", "alibiBH", "bias", "mask", "strided", "blocks", "logn", "all"};
+enum MaskMode { kPlain, kCausal, kWindow, kCausalWindow, kModeCount };
+const char* kModeNames[] = {"plain", "causal", "window", "causalwindow"};
+
+// Odd shapes crossing the 64-row and 128-key tiles: (B, Nq, Nk, Hq, Hk, d)
+const int64_t kShapes[][6] = {{2, 37, 150, 4, 2, 24}, {1, 130, 300, 3, 1, 40}, {2, 65, 64, 2, 2, 59},
+                              {1, 200, 131, 2, 1, 32}, {1, 1, 257, 4, 4, 16}};
+
+void add_bias(Spec& s, ref::Rng& rng, int64_t bb, int64_t bh, int64_t bq, int dtype, double masked_fraction) {
+    s.bias_b = bb, s.bias_h = bh, s.bias_q = bq;
+    s.bias.resize(s.bias_elems());
+    for (double& x : s.bias) {
+        x = ref::round_to(dtype, float(rng.normal()));
+        if (rng.uniform() < masked_fraction) x = -kInf;
+    }
+}
+
+void add_mask(Spec& s, ref::Rng& rng, int64_t mb, int64_t mh, int64_t mq, double density) {
+    s.mask_b = mb, s.mask_h = mh, s.mask_q = mq;
+    s.mask.resize(size_t(mb * mh * mq * s.Nk));
+    for (auto& x : s.mask) x = rng.uniform() < density ? (unsigned char)(1 + rng.below(255)) : 0;
+}
+
+void add_blocks(Spec& s, ref::Rng& rng, int64_t bm, int64_t bn, bool per_head, double density) {
+    s.block_m = bm, s.block_n = bn, s.layout_h = per_head ? s.Hq : 1;
+    const int64_t rows = (s.Nq + bm - 1) / bm, cols = (s.Nk + bn - 1) / bn;
+    s.layout.resize(size_t(s.layout_h * rows * cols));
+    for (auto& x : s.layout) x = rng.uniform() < density ? 1 : 0;
+}
+
+void add_alibi(Spec& s, bool per_batch) {
+    const int64_t n = per_batch ? s.B * s.Hq : s.Hq;
+    std::vector<float> geo(size_t(s.Hq));
+    fsig_alibi_slopes(s.Hq, geo.data());
+    s.alibi_per_batch = per_batch;
+    s.alibi_slopes.resize(size_t(n));
+    for (int64_t e = 0; e < n; ++e) s.alibi_slopes[size_t(e)] = geo[size_t(e % s.Hq)] * (1.0 + 0.25 * double(e / s.Hq));
+}
+
+MCase make_case(int option, int score, int mode, int idx) {
+    MCase c;
+    c.seed = 1000 + uint64_t(idx);
+    ref::Rng rng(c.seed * 7919);
+    const int64_t* sh = kShapes[idx % 5];
+    Spec& s = c.s;
+    s.B = sh[0], s.Nq = sh[1], s.Nk = sh[2], s.Hq = sh[3], s.Hk = sh[4], s.d = sh[5];
+    s.score = score;
+    s.causal = mode == kCausal || mode == kCausalWindow;
+    if (mode == kWindow || mode == kCausalWindow) s.window_left = 9 + idx % 20, s.window_right = mode == kWindow ? 5 : -1;
+    c.dtype = (idx / 3) % 3;
+    c.buffers_api = idx % 2 == 1;
+    const int o = option;
+    if (o == kAlibiH || o == kAll) add_alibi(s, false);
+    if (o == kAlibiBH) add_alibi(s, true);
+    if (o == kBias || o == kAll) {
+        // the broadcast shapes in turn; dBias wherever it is defined (not broadcast over Nq)
+        const int form = idx % 5;
+        const int64_t bb = form == 1 || form == 3 ? 1 : s.B, bh = form == 2 || form == 3 ? 1 : s.Hq,
+                      bq = form == 4 ? 1 : s.Nq;
+        if (idx % 7 == 3) c.bias_dtype = ref::kFp32;  // a bias dtype other than q's
+        add_bias(s, rng, bb, bh, bq, c.bias_dtype < 0 ? c.dtype : c.bias_dtype, idx % 3 == 0 ? 0.05 : 0.0);
+        s.want_dbias = bq != 1;
+    }
+    if (o == kMask || o == kAll) {
+        const int form = idx % 3;  // key padding [B,1,1,Nk], per head [1,H,Nq,Nk], full
+        if (form == 0) add_mask(s, rng, s.B, 1, 1, 0.8);
+        else if (form == 1) add_mask(s, rng, 1, s.Hq, s.Nq, 0.7);
+        else add_mask(s, rng, s.B, s.Hq, s.Nq, 0.6);
+    }
+    if (o == kStrided || o == kAll) s.strided = 2 + idx % 5;
+    if (o == kBlock || o == kAll) {
+        const int64_t bms[] = {16, 7, 64, 48, 100}, bns[] = {32, 128, 5, 77, 64};
+        add_blocks(s, rng, bms[idx % 5], bns[(idx / 5) % 5], idx % 2 == 0, 0.55);
+    }
+    if (o == kLogn || o == kAll) s.logn_train = 2 + idx % 40;
+    if (score == ref::kRelu || score == ref::kIdentity) s.alpha = 0.5;  // keep pointwise outputs O(1)
+    c.name = th::format("%s_%s_%s_%s_%lldx%lld_%03d", kOptionNames[option], ref::score_name(score), kModeNames[mode],
+                        ref::dtype_name(c.dtype), (long long)s.Nq, (long long)s.Nk, idx);
+    return c;
+}
+
+// Every option × score × causal/window, forward and backward (the "all" option combines them).
+TEST(options_scores_masks) {
+    int idx = 0;
+    for (int option = 0; option < kOptionCount; ++option)
+        for (int score = 0; score < ref::kScoreCount; ++score)
+            for (int mode = 0; mode < kModeCount; ++mode) run_case(make_case(option, score, mode, idx++));
+}
+
+// A bias of -inf masks; rows whose every key is masked give O = 0 and LSE = +inf (softmax) or O = 0.
+TEST(fully_masked_rows) {
+    for (int score : {int(ref::kSoftmax), int(ref::kSigmoid), int(ref::kGelu)}) {
+        MCase c;
+        Spec& s = c.s;
+        s.B = 1, s.Nq = 70, s.Nk = 140, s.Hq = 2, s.Hk = 1, s.d = 32, s.score = score;
+        ref::Rng rng(5);
+        add_bias(s, rng, 1, s.Hq, s.Nq, ref::kFp32, 0.0);
+        for (int64_t i = 0; i < s.Nq; i += 3)
+            for (int64_t j = 0; j < s.Nk; ++j) s.bias[size_t(i * s.Nk + j)] = -kInf;  // head 0: rows 0, 3, ...
+        add_mask(s, rng, 1, 1, s.Nq, 1.0);
+        for (int64_t j = 0; j < s.Nk; ++j) s.mask[size_t(1 * s.Nk + j)] = 0;  // row 1 of every head
+        s.want_dbias = true;
+        c.name = th::format("fully_masked_%s", ref::score_name(score));
+        run_case(c);
+    }
+}
+
+// Block layouts at the extremes: all allowed (= no layout), none allowed, and a diagonal band.
+TEST(block_sparse_extremes) {
+    int idx = 0;
+    for (double density : {1.0, 0.0}) {
+        for (int score : {int(ref::kSoftmax), int(ref::kRelu2)}) {
+            MCase c;
+            Spec& s = c.s;
+            s.B = 1, s.Nq = 150, s.Nk = 260, s.Hq = 2, s.Hk = 2, s.d = 32, s.score = score, s.causal = idx % 2 == 1;
+            ref::Rng rng(9 + uint64_t(idx));
+            add_blocks(s, rng, 64, 128, true, density);
+            c.name = th::format("blocks_density%.0f_%s_%d", density, ref::score_name(score), idx++);
+            run_case(c);
+        }
+    }
+}
+
+// Strided 1 allows everything; strided with a window is the union; strided alone, causal.
+TEST(strided_forms) {
+    int idx = 0;
+    for (int64_t stride : {1, 3, 64, 1000})
+        for (int64_t wl : {-1, 0, 10}) {
+            MCase c;
+            Spec& s = c.s;
+            s.B = 1, s.Nq = 100, s.Nk = 180, s.Hq = 2, s.Hk = 1, s.d = 40, s.score = idx % 2 ? ref::kSigmoid : ref::kSoftmax;
+            s.causal = true, s.strided = stride, s.window_left = wl;
+            c.dtype = idx % 3;
+            c.name = th::format("strided%lld_wl%lld", (long long)stride, (long long)wl);
+            ++idx;
+            run_case(c);
+        }
+}
+
+// log-n: n_train below, at and above the row lengths (lambda = 1 everywhere when n_train >= Nk).
+TEST(logn_values) {
+    int idx = 0;
+    for (int64_t n_train : {2, 16, 100, 10000})
+        for (int mode : {kPlain, kCausal, kCausalWindow}) {
+            MCase c;
+            Spec& s = c.s;
+            // lambda up to ln 200 / ln 2 = 7.6 multiplies |S| by 7.6: in fp32 the softmax backward's
+            // P = exp(S - LSE) then loses ~1.3x more than the naive computation (as it does for an
+            // explicit scale 7.6/sqrt(d) without log-n), so the extreme n_train = 2 runs pointwise only.
+            s.B = 2, s.Nq = 90, s.Nk = 200, s.Hq = 2, s.Hk = 2, s.d = 32;
+            s.score = idx % 3 == 0 && n_train > 2 ? ref::kSoftmax : ref::kSoftplus;
+            s.causal = mode != kPlain;
+            if (mode == kCausalWindow) s.window_left = 30;
+            s.logn_train = n_train;
+            c.name = th::format("logn%lld_%s", (long long)n_train, kModeNames[mode]);
+            ++idx;
+            run_case(c);
+        }
+}
+
+// The fp64 reference's dBias and lambda against central differences (tiny fp64 cases), which
+// validates the formulas the library is checked against above.
+TEST(finite_differences) {
+    for (int score : {int(ref::kSoftmax), int(ref::kSigmoid), int(ref::kGelu)}) {
+        Spec s;
+        s.B = 2, s.Nq = 5, s.Nk = 7, s.Hq = 2, s.Hk = 1, s.d = 3, s.score = score, s.causal = true, s.window_left = 4;
+        ref::Rng rng(77 + uint64_t(score));
+        add_bias(s, rng, 1, s.Hq, s.Nq, ref::kFp32, 0.1);  // broadcast over batch, some -inf
+        add_alibi(s, true);
+        add_mask(s, rng, s.B, 1, 1, 0.9);
+        s.strided = 3;
+        s.logn_train = 2;  // lambda_i > 1 on the longer rows
+        s.want_dbias = true;
+        std::vector<double> q(s.q_elems()), k(s.kv_elems()), v(s.kv_elems()), g(s.q_elems());
+        for (auto* x : {&q, &k, &v, &g})
+            for (double& e : *x) e = rng.normal();
+        const ref::Grads<double> an = ref::backward64(s, q.data(), k.data(), v.data(), g.data());
+        const ref::Grads<double> fd = ref::fd_grads(s, q.data(), k.data(), v.data(), g.data());
+        const std::vector<double> fdb = ref::fd_dbias(s, q.data(), k.data(), v.data(), g.data());
+        auto max_err = [](const std::vector<double>& a, const std::vector<double>& b) {
+            double m = 0;
+            for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+            return m;
+        };
+        EXPECT(max_err(an.dq, fd.dq) < 1e-6, "%s: dq vs finite differences %.3g", s.describe().c_str(), max_err(an.dq, fd.dq));
+        EXPECT(max_err(an.dk, fd.dk) < 1e-6, "%s: dk vs finite differences %.3g", s.describe().c_str(), max_err(an.dk, fd.dk));
+        EXPECT(max_err(an.dv, fd.dv) < 1e-6, "%s: dv vs finite differences %.3g", s.describe().c_str(), max_err(an.dv, fd.dv));
+        EXPECT(max_err(an.dbias, fdb) < 1e-6, "%s: dbias vs finite differences %.3g", s.describe().c_str(), max_err(an.dbias, fdb));
+        bool lambda_used = false;
+        for (int64_t i = 0; i < s.Nq; ++i) lambda_used |= s.lambda(i) > 1.0;
+        EXPECT(lambda_used, "the finite-difference case must have a lambda > 1");
+        // and the library on the same tiny case (fp32) under the §6 rule
+        MCase c;
+        c.s = s;
+        c.name = th::format("fd_tiny_%s", ref::score_name(score));
+        run_case(c);
+    }
+}
+
+// Bitwise the same results at 1, 2, 3 and 5 threads, dBias broadcast over batch and over heads included.
+TEST(thread_count_independence) {
+    for (int form = 0; form < 3; ++form) {
+        Spec s;
+        s.B = 2, s.Nq = 150, s.Nk = 270, s.Hq = 4, s.Hk = 2, s.d = 40, s.score = form == 1 ? ref::kSigmoid : ref::kSoftmax;
+        s.causal = form != 2;
+        ref::Rng rng(31 + uint64_t(form));
+        add_bias(s, rng, form == 0 ? 1 : s.B, form == 1 ? 1 : s.Hq, s.Nq, ref::kFp32, 0.02);
+        add_alibi(s, false);
+        add_blocks(s, rng, 32, 64, true, 0.7);
+        add_mask(s, rng, s.B, 1, 1, 0.9);
+        s.logn_train = 32;
+        s.strided = form == 2 ? 4 : 0;
+        s.window_left = form == 2 ? 20 : -1;
+        s.want_dbias = true;
+        std::vector<std::vector<unsigned char>> first;
+        for (int threads : {1, 2, 3, 5}) {
+            REQUIRE(fsig_set_num_threads(threads) == FSIG_OK, "set threads");
+            ref::Rng r2(4);
+            const int dt = FSIG_DTYPE_FP32;
+            tu::View q = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), k = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
+                     v = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d), out = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
+                     g = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), dq = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
+                     dk = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d), dv = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+            tu::View lse = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq);
+            q.store(ref::random_values(r2, s.q_elems(), dt)), k.store(ref::random_values(r2, s.kv_elems(), dt));
+            v.store(ref::random_values(r2, s.kv_elems(), dt)), g.store(ref::random_values(r2, s.q_elems(), dt));
+            tu::poison(out), tu::poison(lse), tu::poison(dq), tu::poison(dk), tu::poison(dv);
+            Extras e = make_extras(s, dt);
+            const fsig_attention_params p = params_of(s);
+            const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(), tg = g.desc(),
+                              tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+            const bool sm = s.score == ref::kSoftmax;
+            REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, sm ? &tl : nullptr, e.slopes_t(), e.bias_t(), e.mask_t(),
+                                              e.layout_t(), nullptr) == FSIG_OK,
+                    "forward_ex: %s", fsig_last_error());
+            REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, sm ? &tl : nullptr, &tdq, &tdk, &tdv, e.slopes_t(),
+                                               e.bias_t(), e.mask_t(), e.layout_t(), &e.tdb, nullptr) == FSIG_OK,
+                    "backward_ex: %s", fsig_last_error());
+            std::vector<std::vector<unsigned char>> now = {tu::snapshot(out), tu::snapshot(lse), tu::snapshot(dq),
+                                                          tu::snapshot(dk), tu::snapshot(dv), tu::snapshot(e.dbias)};
+            if (first.empty()) first = now;
+            const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
+            for (size_t t = 0; t < now.size(); ++t)
+                EXPECT(now[t] == first[t], "form %d: %s differs between 1 and %d threads", form, names[t], threads);
+        }
+    }
+    fsig_set_num_threads(0);
+}
+
+// The helper's schedule (Press et al.): 2^(-8h/n) for n a power of two; otherwise the power of two
+// below n, then every other slope of twice that.
+TEST(alibi_slopes_helper) {
+    float s8[8];
+    REQUIRE(fsig_alibi_slopes(8, s8) == FSIG_OK, "fsig_alibi_slopes(8): %s", fsig_last_error());
+    for (int h = 0; h < 8; ++h) EXPECT(s8[h] == std::ldexp(1.0f, -(h + 1)), "8 heads: slope %d is %g", h, double(s8[h]));
+    float s12[12];
+    REQUIRE(fsig_alibi_slopes(12, s12) == FSIG_OK, "fsig_alibi_slopes(12)");
+    const double want12[12] = {std::pow(2, -1), std::pow(2, -2), std::pow(2, -3), std::pow(2, -4), std::pow(2, -5),
+                               std::pow(2, -6), std::pow(2, -7), std::pow(2, -8), std::pow(2, -0.5), std::pow(2, -1.5),
+                               std::pow(2, -2.5), std::pow(2, -3.5)};
+    for (int h = 0; h < 12; ++h)
+        EXPECT(std::fabs(s12[h] - want12[h]) <= 1e-7 * want12[h], "12 heads: slope %d is %.9g, want %.9g", h, double(s12[h]), want12[h]);
+    float one;
+    EXPECT(fsig_alibi_slopes(1, &one) == FSIG_OK && one == 0.00390625f, "1 head: slope %g (want 2^-8)", double(one));
+    EXPECT(fsig_alibi_slopes(0, s8) == FSIG_ERROR_INVALID_PARAMS, "0 heads must be refused");
+    EXPECT(fsig_alibi_slopes(4, nullptr) == FSIG_ERROR_NULL_ARGUMENT, "NULL slopes must be refused");
+}
+
+// The old entry points equal the _ex ones with no extensions, and callers with the 0.1 and 0.2 params
+// struct (struct_size 48, 64) keep working with every extension off.
+TEST(old_entry_points_and_struct_sizes) {
+    Spec s;
+    s.B = 2, s.Nq = 70, s.Nk = 130, s.Hq = 2, s.Hk = 1, s.d = 32, s.causal = true;
+    ref::Rng rng(3);
+    const int dt = FSIG_DTYPE_FP32;
+    tu::View q = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), k = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
+             v = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d), g = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d);
+    q.store(ref::random_values(rng, s.q_elems(), dt)), k.store(ref::random_values(rng, s.kv_elems(), dt));
+    v.store(ref::random_values(rng, s.kv_elems(), dt)), g.store(ref::random_values(rng, s.q_elems(), dt));
+    const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc();
+    std::vector<std::vector<unsigned char>> results;
+    for (int variant = 0; variant < 4; ++variant) {
+        fsig_attention_params p = tu::params_for(s);
+        if (variant == 2) p.struct_size = 48;  // a 0.1 caller
+        if (variant == 3) p.struct_size = 64;  // a 0.2 caller (linear-attention fields, no extensions)
+        tu::View out = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), lse = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq),
+                 dq = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), dk = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
+                 dv = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+        tu::poison(out), tu::poison(lse), tu::poison(dq), tu::poison(dk), tu::poison(dv);
+        const fsig_tensor to = out.desc(), tl = lse.desc(), tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+        int st;
+        if (variant == 0) {
+            st = fsig_attention_forward(&p, &tq, &tk, &tv, &to, &tl, nullptr);
+            if (st == FSIG_OK) st = fsig_attention_backward(&p, &tq, &tk, &tv, &to, &tg, &tl, &tdq, &tdk, &tdv, nullptr);
+        } else {
+            st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, &tl, nullptr, nullptr, nullptr, nullptr, nullptr);
+            if (st == FSIG_OK)
+                st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, &tl, &tdq, &tdk, &tdv, nullptr, nullptr, nullptr,
+                                                nullptr, nullptr, nullptr);
+        }
+        EXPECT(st == FSIG_OK, "variant %d: %s", variant, fsig_last_error());
+        results.push_back(tu::snapshot(out));
+        for (const tu::View* x : {&lse, &dq, &dk, &dv}) {
+            const auto snap = tu::snapshot(*x);
+            results.back().insert(results.back().end(), snap.begin(), snap.end());
+        }
+    }
+    for (size_t r = 1; r < results.size(); ++r) EXPECT(results[r] == results[0], "variant %zu differs from the old entry points", r);
+}
+
+// ---- refusals: the status, a message naming the rule, and nothing written --------------------------
+
+struct BadCall {
+    Spec s;
+    fsig_attention_params p;
+    tu::View q, k, v, out, lse, g, dq, dk, dv, slopes, bias, dbias;
+    Bytes mask, layout;
+    const fsig_tensor* ts = nullptr;
+    const fsig_tensor* tb = nullptr;
+    const fsig_tensor* tm = nullptr;
+    const fsig_tensor* tlay = nullptr;
+    const fsig_tensor* tdb = nullptr;
+    fsig_tensor d_slopes{}, d_bias{}, d_dbias{};
+    BadCall() {
+        s.B = 2, s.Nq = 40, s.Nk = 70, s.Hq = 4, s.Hk = 2, s.d = 16;
+        p = fsig_attention_params_default();
+        const int dt = FSIG_DTYPE_FP32;
+        q = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), k = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+        v = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d), g = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d);
+        out = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), lse = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq);
+        dq = tu::make_view(dt, tu::kContiguous, s.B, s.Nq, s.Hq, s.d), dk = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+        dv = tu::make_view(dt, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+        ref::Rng rng(1);
+        for (tu::View* x : {&q, &k, &v, &g}) x->store(ref::random_values(rng, x->numel(), dt));
+        out.store(ref::random_values(rng, out.numel(), dt));
+        lse.store(ref::random_values(rng, lse.numel(), dt));
+    }
+    void set_slopes(int ndim, const int64_t* shape, int dtype = FSIG_DTYPE_FP32) {
+        slopes = make_nd(dtype, ndim, shape, 0);
+        slopes.store(std::vector<float>(slopes.numel(), 0.5f));
+        d_slopes = slopes.desc();
+        ts = &d_slopes;
+    }
+    void set_bias(const int64_t* shape, int dtype = FSIG_DTYPE_FP32, int ndim = 4) {
+        bias = make_nd(dtype, ndim, shape, 0);
+        bias.store(std::vector<float>(bias.numel(), 0.25f));
+        d_bias = bias.desc();
+        tb = &d_bias;
+    }
+    void set_dbias(const int64_t* shape, int dtype = FSIG_DTYPE_FP32) {
+        dbias = make_nd(dtype, 4, shape, 0);
+        tu::poison(dbias);
+        d_dbias = dbias.desc();
+        tdb = &d_dbias;
+    }
+    void set_mask(const int64_t* shape, int ndim = 4) {
+        int64_t strides[4], st = 1;
+        for (int a = ndim; a-- > 0;) strides[a] = st, st *= shape[a];
+        mask.make(ndim, shape, strides);
+        std::memset(mask.st->mem, 1, mask.st->bytes);
+        tm = &mask.t;
+    }
+    void set_layout(const int64_t* shape) {
+        const int64_t strides[3] = {shape[1] * shape[2], shape[2], 1};
+        layout.make(3, shape, strides);
+        std::memset(layout.st->mem, 1, layout.st->bytes);
+        tlay = &layout.t;
+    }
+    // forward (backward when `backward`) must fail with `status` and a message containing `needle`;
+    // every output keeps its poison.
+    void expect(const char* what, bool backward, int status, const char* needle) {
+        for (tu::View* x : {&out, &lse, &dq, &dk, &dv}) tu::poison(*x);
+        if (tdb) tu::poison(dbias);
+        const auto snaps = std::vector<std::vector<unsigned char>>{tu::snapshot(out), tu::snapshot(lse), tu::snapshot(dq),
+                                                                  tu::snapshot(dk), tu::snapshot(dv)};
+        const auto snap_db = tdb ? tu::snapshot(dbias) : std::vector<unsigned char>();
+        const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(), tg = g.desc(),
+                          tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+        int st;
+        if (!backward) {
+            st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, p.score == FSIG_SCORE_SOFTMAX ? &tl : nullptr, ts, tb, tm,
+                                           tlay, nullptr);
+        } else {
+            tu::View o2 = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, s.B, s.Nq, s.Hq, s.d);
+            tu::View l2 = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq);
+            o2.store(std::vector<float>(o2.numel(), 0.f));
+            l2.store(std::vector<float>(l2.numel(), 1.f));
+            const fsig_tensor to2 = o2.desc(), tl2 = l2.desc();
+            st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to2, &tg, &tl2, &tdq, &tdk, &tdv, ts, tb, tm, tlay, tdb,
+                                            nullptr);
+        }
+        const char* msg = fsig_last_error();
+        EXPECT(st == status, "%s: status %d, want %d (%s)", what, st, status, msg);
+        EXPECT(std::strstr(msg, needle) != nullptr, "%s: message \"%s\" lacks \"%s\"", what, msg, needle);
+        const std::vector<std::vector<unsigned char>> after = {tu::snapshot(out), tu::snapshot(lse), tu::snapshot(dq),
+                                                               tu::snapshot(dk), tu::snapshot(dv)};
+        EXPECT(after == snaps, "%s: an output was written on error", what);
+        if (tdb) EXPECT(tu::snapshot(dbias) == snap_db, "%s: dbias was written on error", what);
+        if (g_verbose) std::printf("  %s -> %s\n", what, msg);
+    }
+};
+
+TEST(refusals) {
+    {
+        BadCall c;
+        const int64_t sh[1] = {3};
+        c.set_slopes(1, sh);
+        c.expect("slopes [3] for Hq 4", false, FSIG_ERROR_INVALID_SHAPE, "alibi_slopes");
+    }
+    {
+        BadCall c;
+        const int64_t sh[2] = {1, 4};
+        c.set_slopes(2, sh);
+        c.expect("slopes [1, 4] for B 2", false, FSIG_ERROR_INVALID_SHAPE, "alibi_slopes.shape[0]");
+    }
+    {
+        BadCall c;
+        const int64_t sh[1] = {4};
+        c.set_slopes(1, sh, FSIG_DTYPE_FP16);
+        c.expect("fp16 slopes", false, FSIG_ERROR_INVALID_DTYPE, "alibi_slopes is fp16 but must be fp32");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {2, 4, 40, 71};
+        c.set_bias(sh);
+        c.expect("bias Nk wrong", false, FSIG_ERROR_INVALID_SHAPE, "bias.shape[3]");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {2, 2, 40, 70};
+        c.set_bias(sh);
+        c.expect("bias heads 2 of 4", false, FSIG_ERROR_INVALID_SHAPE, "bias.shape[1]");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {3, 4, 40, 70};
+        c.set_bias(sh);
+        c.expect("bias batch 3", false, FSIG_ERROR_INVALID_SHAPE, "bias.shape[0]");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {2, 4, 39, 70};
+        c.set_bias(sh);
+        c.expect("bias Nq 39", false, FSIG_ERROR_INVALID_SHAPE, "bias.shape[2]");
+    }
+    {
+        BadCall c;
+        const int64_t sh[3] = {4, 40, 70};
+        c.set_bias(sh, FSIG_DTYPE_FP32, 3);
+        c.expect("bias rank 3", false, FSIG_ERROR_INVALID_SHAPE, "bias.ndim");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {1, 1, 1, 70};
+        c.set_mask(sh);
+        c.mask.t.dtype = FSIG_DTYPE_FP32;
+        c.mask.t.capacity_bytes = 4 * 70;
+        c.expect("mask fp32", false, FSIG_ERROR_INVALID_DTYPE, "mask is fp32 but must be bool");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {2, 1, 1, 70};
+        c.set_bias(sh);
+        c.bias.dtype = FSIG_DTYPE_FP32;
+        c.d_bias.dtype = FSIG_DTYPE_BOOL;
+        c.expect("bias bool", false, FSIG_ERROR_INVALID_DTYPE, "bias is bool");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {2, 1, 1, 69};
+        c.set_mask(sh);
+        c.expect("mask Nk wrong", false, FSIG_ERROR_INVALID_SHAPE, "mask.shape[3]");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {1, 1, 1, 70};
+        c.set_mask(sh);
+        c.set_bias(sh);
+        c.p.score = FSIG_SCORE_LINEAR_ELU;
+        c.expect("linear score with a mask", false, FSIG_ERROR_INVALID_PARAMS, "linear_elu");
+    }
+    {
+        BadCall c;
+        const int64_t sh[3] = {1, 3, 5};
+        c.set_layout(sh);
+        c.expect("layout without block sizes", false, FSIG_ERROR_INVALID_PARAMS, "sparse_block_m");
+    }
+    {
+        BadCall c;
+        c.p.sparse_block_m = 16, c.p.sparse_block_n = 16;
+        c.expect("block sizes without layout", false, FSIG_ERROR_NULL_ARGUMENT, "block_layout is NULL");
+    }
+    {
+        BadCall c;
+        c.p.sparse_block_m = 16, c.p.sparse_block_n = 0;
+        const int64_t sh[3] = {1, 3, 5};
+        c.set_layout(sh);
+        c.expect("block_n 0", false, FSIG_ERROR_INVALID_PARAMS, "sparse_block_n");
+    }
+    {
+        BadCall c;
+        c.p.sparse_block_m = -4, c.p.sparse_block_n = 16;
+        const int64_t sh[3] = {1, 3, 5};
+        c.set_layout(sh);
+        c.expect("block_m negative", false, FSIG_ERROR_INVALID_PARAMS, "sparse_block_m");
+    }
+    {
+        BadCall c;
+        c.p.sparse_block_m = 16, c.p.sparse_block_n = 16;
+        const int64_t sh[3] = {1, 3, 4};  // ceil(70 / 16) = 5
+        c.set_layout(sh);
+        c.expect("layout columns", false, FSIG_ERROR_INVALID_SHAPE, "block_layout.shape[2]");
+    }
+    {
+        BadCall c;
+        c.p.sparse_block_m = 16, c.p.sparse_block_n = 16;
+        const int64_t sh[3] = {2, 3, 5};  // 1 or Hq = 4
+        c.set_layout(sh);
+        c.expect("layout heads", false, FSIG_ERROR_INVALID_SHAPE, "block_layout.shape[0]");
+    }
+    {
+        BadCall c;
+        c.p.strided = -1;
+        c.expect("strided < 0", false, FSIG_ERROR_INVALID_PARAMS, "params.strided");
+    }
+    {
+        BadCall c;
+        c.p.logn_train = 1;
+        c.expect("logn_train 1", false, FSIG_ERROR_INVALID_PARAMS, "params.logn_train");
+    }
+    {
+        BadCall c;
+        c.p.logn_train = -5;
+        c.expect("logn_train < 0", false, FSIG_ERROR_INVALID_PARAMS, "params.logn_train");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {1, 4, 40, 70};
+        c.set_dbias(sh);
+        c.expect("dbias without bias", true, FSIG_ERROR_INVALID_PARAMS, "dbias is given but bias is NULL");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {1, 4, 40, 70}, sh2[4] = {2, 4, 40, 70};
+        c.set_bias(sh);
+        c.set_dbias(sh2);
+        c.expect("dbias shape", true, FSIG_ERROR_INVALID_SHAPE, "dbias.shape[0]");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {1, 4, 40, 70};
+        c.set_bias(sh);
+        c.set_dbias(sh, FSIG_DTYPE_BF16);
+        c.expect("dbias dtype", true, FSIG_ERROR_INVALID_DTYPE, "dbias is bf16 but bias is fp32");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {2, 1, 1, 70};
+        c.set_bias(sh);
+        c.set_dbias(sh);
+        c.expect("dbias broadcast over Nq", true, FSIG_ERROR_UNSUPPORTED, "broadcast over Nq");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {1, 4, 40, 70};
+        c.set_bias(sh);
+        c.set_dbias(sh);
+        c.d_dbias.data = c.bias.data();  // dbias overlapping the bias
+        c.d_dbias.capacity_bytes = c.d_bias.capacity_bytes;
+        c.tdb = &c.d_dbias;
+        c.dbias = c.bias;
+        c.expect("dbias aliasing bias", true, FSIG_ERROR_ALIASING, "dbias overlaps bias");
+    }
+    {
+        BadCall c;
+        const int64_t sh[4] = {1, 4, 40, 70};
+        c.set_bias(sh);
+        c.d_bias.strides[3] = 0;  // fine for an input (stride-0 broadcast)...
+        c.set_dbias(sh);
+        c.d_dbias.strides[3] = 0;  // ...but an output may not overlap itself
+        c.expect("dbias self-overlap", true, FSIG_ERROR_INVALID_STRIDE, "dbias.strides[3]");
+    }
+}
+
+// Forward on a bias given with stride 0 on a full-size dimension (broadcast by stride) equals the
+// same bias given with size 1.
+TEST(stride_zero_broadcast) {
+    BadCall c;  // the fixture's tensors, valid this time
+    const int64_t one[4] = {1, 1, c.s.Nq, c.s.Nk};
+    c.set_bias(one);
+    const fsig_tensor tq = c.q.desc(), tk = c.k.desc(), tv = c.v.desc(), to = c.out.desc();
+    REQUIRE(fsig_attention_forward_ex(&c.p, &tq, &tk, &tv, &to, nullptr, nullptr, c.tb, nullptr, nullptr, nullptr) == FSIG_OK,
+            "%s", fsig_last_error());
+    const auto a = tu::snapshot(c.out);
+    fsig_tensor wide = c.d_bias;
+    wide.shape[0] = c.s.B, wide.shape[1] = c.s.Hq, wide.strides[0] = 0, wide.strides[1] = 0;
+    tu::poison(c.out);
+    REQUIRE(fsig_attention_forward_ex(&c.p, &tq, &tk, &tv, &to, nullptr, nullptr, &wide, nullptr, nullptr, nullptr) == FSIG_OK,
+            "%s", fsig_last_error());
+    EXPECT(tu::snapshot(c.out) == a, "a stride-0 broadcast bias differs from the size-1 one");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> filters;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--verbose") == 0) g_verbose = true;
+        else if (std::strcmp(argv[i], "--list") == 0) {
+            for (const th::Test& t : th::registry()) std::printf("%s\n", t.name);
+            return 0;
+        } else filters.push_back(argv[i]);
+    }
+    const int isa = tu::check_isa_env();
+    if (isa != 0) return isa;
+    return th::run_all(filters);
+}
