@@ -32,14 +32,23 @@ public final class AttentionSpec {
     private final float linearEpsilon;
     private volatile MemorySegment params;      // unscoped view of paramsOwner (see Tensor.descriptor)
     private MemorySegment paramsOwner;          // written before params is published
+    private final Positions positions;          // block-sparse sizes, strided, log-n (DESIGN.md §4 Extensions)
 
-    private AttentionSpec(Score score, float scale, float sigmoidBias, float alpha, boolean causal, long windowLeft,
-                          long windowRight, boolean deterministic) {
-        this(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic, 0, Float.NaN);
+    /** The scalar masks-and-positions options; the tensors travel in {@link AttentionExtras}. */
+    private record Positions(long blockM, long blockN, long strided, long lognTrain) {
+        static final Positions NONE = new Positions(0, 0, 0, 0);
     }
 
     private AttentionSpec(Score score, float scale, float sigmoidBias, float alpha, boolean causal, long windowLeft,
-                          long windowRight, boolean deterministic, long linearLength, float linearEpsilon) {
+                          long windowRight, boolean deterministic) {
+        this(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic, 0, Float.NaN,
+                Positions.NONE);
+    }
+
+    private AttentionSpec(Score score, float scale, float sigmoidBias, float alpha, boolean causal, long windowLeft,
+                          long windowRight, boolean deterministic, long linearLength, float linearEpsilon,
+                          Positions positions) {
+        this.positions = positions;
         this.linearLength = linearLength;
         this.linearEpsilon = linearEpsilon;
         this.score = score;
@@ -69,25 +78,25 @@ public final class AttentionSpec {
     /** S = scale · q·k; NaN restores the default 1/√d. */
     public AttentionSpec scale(float scale) {
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
-                linearLength, linearEpsilon);
+                linearLength, linearEpsilon, positions);
     }
 
     /** The b of σ(S + b) (sigmoid only); NaN restores the default −ln Nk. */
     public AttentionSpec sigmoidBias(float bias) {
         return new AttentionSpec(score, scale, bias, alpha, causal, windowLeft, windowRight, deterministic, linearLength,
-                linearEpsilon);
+                linearEpsilon, positions);
     }
 
     /** Pointwise scores (relu … identity) are multiplied by Nk^−α; default 1. */
     public AttentionSpec alpha(float alpha) {
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
-                linearLength, linearEpsilon);
+                linearLength, linearEpsilon, positions);
     }
 
     /** Key j allowed for query i iff j ≤ i + Nk − Nq (bottom-right aligned, as FlashAttention ≥ 2.1). */
     public AttentionSpec causal(boolean causal) {
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
-                linearLength, linearEpsilon);
+                linearLength, linearEpsilon, positions);
     }
 
     /** Same as {@code causal(true)}. */
@@ -98,13 +107,13 @@ public final class AttentionSpec {
     /** Sliding window: key j allowed iff δ−left ≤ j ≤ δ+right, δ = i + Nk − Nq; −1 = unbounded on that side. */
     public AttentionSpec window(long left, long right) {
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, left, right, deterministic, linearLength,
-                linearEpsilon);
+                linearEpsilon, positions);
     }
 
     /** Backward gives the same bits on every run (the CPU always does). */
     public AttentionSpec deterministic(boolean deterministic) {
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
-                linearLength, linearEpsilon);
+                linearLength, linearEpsilon, positions);
     }
 
     /**
@@ -119,7 +128,7 @@ public final class AttentionSpec {
             throw new FlashSigException(FlashSigException.Status.INVALID_PARAMS,
                     "linearLength (M) is " + length + " but must be >= max(Nq, Nk), or 0 for that default");
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic, length,
-                linearEpsilon);
+                linearEpsilon, positions);
     }
 
     /**
@@ -133,7 +142,74 @@ public final class AttentionSpec {
             throw new FlashSigException(FlashSigException.Status.INVALID_PARAMS,
                     "linearEpsilon is " + epsilon + " but must be finite and > 0 (or NaN for 1e-6)");
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
-                linearLength, epsilon);
+                linearLength, epsilon, positions);
+    }
+
+    /**
+     * Block-sparse attention: query rows and keys fall into blocks of {@code blockM} × {@code blockN};
+     * the layout of allowed blocks, {@code [1 or Hq, ⌈Nq/blockM⌉, ⌈Nk/blockN⌉]}, is the call's
+     * {@link AttentionExtras#blockLayout(Mask)}. Key tiles with no allowed block are skipped, so time
+     * falls with density. (0, 0) switches it off.
+     *
+     * @throws FlashSigException INVALID_PARAMS unless both are ≥ 1 (or both 0)
+     */
+    public AttentionSpec blockSparse(long blockM, long blockN) {
+        if (!(blockM == 0 && blockN == 0) && (blockM < 1 || blockN < 1))
+            throw new FlashSigException(FlashSigException.Status.INVALID_PARAMS, "blockSparse block sizes are " + blockM
+                    + " x " + blockN + " but both must be >= 1 (or both 0 for no block-sparse layout)");
+        return withPositions(new Positions(blockM, blockN, positions.strided(), positions.lognTrain()));
+    }
+
+    /**
+     * Strided (atrous) mask: key j allowed for query i iff |i + Nk − Nq − j| mod {@code stride} = 0.
+     * With a {@link #window window}, window ∪ strided is the one mask (Sparse Transformer's local +
+     * strided); causal still applies. 0 switches it off.
+     *
+     * @throws FlashSigException INVALID_PARAMS when {@code stride < 0}
+     */
+    public AttentionSpec strided(long stride) {
+        if (stride < 0)
+            throw new FlashSigException(FlashSigException.Status.INVALID_PARAMS,
+                    "strided is " + stride + " but must be >= 1, or 0 for no strided mask");
+        return withPositions(new Positions(positions.blockM(), positions.blockN(), stride, positions.lognTrain()));
+    }
+
+    /**
+     * log-n scaling: S = scale·λ_i·q·k with λ_i = max(1, ln n_i / ln {@code nTrain}), n_i the keys that
+     * causal and the window alone allow query i; the gradients include λ_i. 0 switches it off.
+     *
+     * @throws FlashSigException INVALID_PARAMS when {@code nTrain} is negative or 1 (ln 1 = 0)
+     */
+    public AttentionSpec lognScaling(long nTrain) {
+        if (nTrain < 0 || nTrain == 1)
+            throw new FlashSigException(FlashSigException.Status.INVALID_PARAMS, "lognScaling nTrain is " + nTrain
+                    + " but must be >= 2 (lambda divides by ln nTrain), or 0 for off");
+        return withPositions(new Positions(positions.blockM(), positions.blockN(), positions.strided(), nTrain));
+    }
+
+    private AttentionSpec withPositions(Positions p) {
+        return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
+                linearLength, linearEpsilon, p);
+    }
+
+    /** Block-sparse rows per block; 0 when off. */
+    public long blockM() {
+        return positions.blockM();
+    }
+
+    /** Block-sparse keys per block; 0 when off. */
+    public long blockN() {
+        return positions.blockN();
+    }
+
+    /** The strided mask's stride; 0 when off. */
+    public long strided() {
+        return positions.strided();
+    }
+
+    /** log-n scaling's n_train; 0 when off. */
+    public long lognTrain() {
+        return positions.lognTrain();
     }
 
     public Score score() {
@@ -202,6 +278,10 @@ public final class AttentionSpec {
             fsig_attention_params.deterministic(p, deterministic ? 1 : 0);
             fsig_attention_params.linear_length(p, linearLength);
             fsig_attention_params.linear_epsilon(p, linearEpsilon);
+            fsig_attention_params.sparse_block_m(p, positions.blockM());
+            fsig_attention_params.sparse_block_n(p, positions.blockN());
+            fsig_attention_params.strided(p, positions.strided());
+            fsig_attention_params.logn_train(p, positions.lognTrain());
             paramsOwner = p;
             p = MemorySegment.ofAddress(p.address()).reinterpret(p.byteSize());
             params = p;
@@ -217,14 +297,15 @@ public final class AttentionSpec {
                 && Float.floatToIntBits(alpha) == Float.floatToIntBits(s.alpha)
                 && causal == s.causal && windowLeft == s.windowLeft && windowRight == s.windowRight
                 && deterministic == s.deterministic && linearLength == s.linearLength
-                && Float.floatToIntBits(linearEpsilon) == Float.floatToIntBits(s.linearEpsilon);
+                && Float.floatToIntBits(linearEpsilon) == Float.floatToIntBits(s.linearEpsilon)
+                && positions.equals(s.positions);
     }
 
     @Override
     public int hashCode() {
         return Objects.hash(score, Float.floatToIntBits(scale), Float.floatToIntBits(sigmoidBias),
                 Float.floatToIntBits(alpha), causal, windowLeft, windowRight, deterministic, linearLength,
-                Float.floatToIntBits(linearEpsilon));
+                Float.floatToIntBits(linearEpsilon), positions);
     }
 
     @Override
@@ -239,6 +320,9 @@ public final class AttentionSpec {
         if (deterministic) b.append(", deterministic");
         if (linearLength != 0) b.append(", linearLength=").append(linearLength);
         if (!Float.isNaN(linearEpsilon)) b.append(", linearEpsilon=").append(linearEpsilon);
+        if (positions.blockM() != 0) b.append(", blockSparse=").append(positions.blockM()).append('x').append(positions.blockN());
+        if (positions.strided() != 0) b.append(", strided=").append(positions.strided());
+        if (positions.lognTrain() != 0) b.append(", lognTrain=").append(positions.lognTrain());
         return b.append(']').toString();
     }
 }

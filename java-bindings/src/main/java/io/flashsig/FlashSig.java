@@ -6,6 +6,7 @@ import io.flashsig.ffi.fsig_capabilities;
 import java.lang.foreign.Arena;
 import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -66,6 +67,10 @@ public final class FlashSig {
         static final MethodHandle FORWARD_CRITICAL;
         static final MethodHandle BACKWARD;
         static final MethodHandle BACKWARD_CRITICAL;
+        static final MethodHandle FORWARD_EX;
+        static final MethodHandle FORWARD_EX_CRITICAL;
+        static final MethodHandle BACKWARD_EX;
+        static final MethodHandle BACKWARD_EX_CRITICAL;
 
         static {
             Linker linker = Linker.nativeLinker();
@@ -78,6 +83,14 @@ public final class FlashSig {
                     FlashSigNative.fsig_attention_backward_buffers$descriptor());
             BACKWARD_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_backward_buffers$address(),
                     FlashSigNative.fsig_attention_backward_buffers$descriptor(), critical);
+            FORWARD_EX = linker.downcallHandle(FlashSigNative.fsig_attention_forward_ex_buffers$address(),
+                    FlashSigNative.fsig_attention_forward_ex_buffers$descriptor());
+            FORWARD_EX_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_forward_ex_buffers$address(),
+                    FlashSigNative.fsig_attention_forward_ex_buffers$descriptor(), critical);
+            BACKWARD_EX = linker.downcallHandle(FlashSigNative.fsig_attention_backward_ex_buffers$address(),
+                    FlashSigNative.fsig_attention_backward_ex_buffers$descriptor());
+            BACKWARD_EX_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_backward_ex_buffers$address(),
+                    FlashSigNative.fsig_attention_backward_ex_buffers$descriptor(), critical);
         }
     }
 
@@ -158,6 +171,186 @@ public final class FlashSig {
                     new String[] {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv"});
         }
         if (status != 0) throw nativeError(status);
+    }
+
+    // ---- masks and positions (DESIGN.md §4 "Extensions") ---------------------------------------------
+
+    /**
+     * {@link #forward(AttentionSpec, Tensor, Tensor, Tensor, Tensor, Tensor)} with the ALiBi slopes,
+     * bias, mask and block layout of {@code extras} (each optional; see {@link AttentionExtras}); the
+     * scalar options (block sizes, strided, log-n) come from {@code spec}. CPU tensors only for now.
+     */
+    public static void forward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
+                               Tensor lse) {
+        NativeLibrary.load();
+        checkSpec(spec);
+        AttentionExtras x = extras == null ? AttentionExtras.none() : extras;
+        usable(q, "q");
+        usable(k, "k");
+        usable(v, "v");
+        usable(out, "out");
+        if (lse != null) usable(lse, "lse");
+        usableExtras(x);
+        writable(out, "out");
+        if (lse != null) writable(lse, "lse");
+        Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
+        int status = callEx(false, spec, args, new int[] {3, 4}, forwardFlops(q, k),
+                new String[] {"q", "k", "v", "out", "lse", "alibi_slopes", "bias", "mask", "block_layout"});
+        if (status != 0) throw nativeError(status);
+    }
+
+    /**
+     * {@link #backward(AttentionSpec, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)}
+     * with the tensors of {@code extras}, and the bias gradient: {@code dbias} (may be null) receives
+     * dL/dbias = dS summed over the bias's broadcast dimensions — the bias's shape and dtype, a bias not
+     * broadcast over Nq; every element is written (0 where masked); deterministic.
+     */
+    public static void backward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
+                                Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, Tensor dbias) {
+        NativeLibrary.load();
+        checkSpec(spec);
+        AttentionExtras x = extras == null ? AttentionExtras.none() : extras;
+        usable(q, "q");
+        usable(k, "k");
+        usable(v, "v");
+        if (out != null) usable(out, "out");
+        usable(dout, "dout");
+        if (lse != null) usable(lse, "lse");
+        usable(dq, "dq");
+        usable(dk, "dk");
+        usable(dv, "dv");
+        if (dbias != null) usable(dbias, "dbias");
+        usableExtras(x);
+        writable(dq, "dq");
+        writable(dk, "dk");
+        writable(dv, "dv");
+        if (dbias != null) writable(dbias, "dbias");
+        Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
+        int status = callEx(true, spec, args, new int[] {6, 7, 8, 13}, 2.5 * forwardFlops(q, k),
+                new String[] {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv", "alibi_slopes", "bias", "mask",
+                        "block_layout", "dbias"});
+        if (status != 0) throw nativeError(status);
+    }
+
+    /**
+     * The standard ALiBi slopes (Press et al.) for {@code heads} heads: with n the largest power of two
+     * ≤ heads, 2^(−8(h+1)/n) for the first n heads, then every other slope of the 2n schedule.
+     */
+    public static float[] alibiSlopes(int heads) {
+        NativeLibrary.load();
+        if (heads < 1) throw new FlashSigException(Status.INVALID_PARAMS, "heads is " + heads + " but must be >= 1");
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment s = arena.allocate(ValueLayout.JAVA_FLOAT, heads);
+            int status = FlashSigNative.fsig_alibi_slopes(heads, s);
+            if (status != 0) throw nativeError(status);
+            return s.toArray(ValueLayout.JAVA_FLOAT);
+        }
+    }
+
+    private static void usableExtras(AttentionExtras x) {
+        if (x.alibi() != null) usable(x.alibi(), "alibi_slopes");
+        if (x.bias() != null) usable(x.bias(), "bias");
+        if (x.mask() != null) usableMask(x.mask(), "mask");
+        if (x.blockLayout() != null) usableMask(x.blockLayout(), "block_layout");
+    }
+
+    private static void usableMask(Mask m, String name) {
+        MemorySegment s = m.segment();
+        if (!s.scope().isAlive())
+            throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name + ": its arena is closed");
+        if (!s.isAccessibleBy(Thread.currentThread()))
+            throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name
+                    + ": its segment is confined to another thread (use a shared arena to call from several threads)");
+    }
+
+    private static MemorySegment segOf(Object o) {
+        return o == null ? MemorySegment.NULL : o instanceof Tensor t ? t.segment() : ((Mask) o).segment();
+    }
+
+    private static MemorySegment descOf(Object o) {
+        return o == null ? MemorySegment.NULL : o instanceof Tensor t ? t.descriptor : ((Mask) o).descriptor;
+    }
+
+    /**
+     * An _ex call with the same three memory paths as the plain calls: critical downcall for short
+     * calls, a normal one for off-heap memory, and heap arrays copied through off-heap scratch
+     * otherwise (inputs in, then the outputs' elements back after success). {@code outputs}: indexes of
+     * the output arguments.
+     */
+    private static int callEx(boolean backward, AttentionSpec spec, Object[] args, int[] outputs, double work,
+                              String[] names) {
+        boolean heap = false;
+        for (Object o : args) heap |= o != null && !segOf(o).isNative();
+        MemorySegment[] d = new MemorySegment[args.length];
+        if (work <= criticalMaxFlops || !heap) {
+            for (int i = 0; i < args.length; i++) d[i] = segOf(args[i]);
+            return invokeEx(backward, work <= criticalMaxFlops, spec, args, d);
+        }
+        boolean[] isOut = new boolean[args.length];
+        for (int o : outputs) isOut[o] = true;
+        Tensor[] ts = new Tensor[args.length];
+        for (int i = 0; i < args.length; i++) if (args[i] instanceof Tensor t) ts[i] = t;
+        checkHeapOverlapEx(ts, isOut, names);
+        try (Arena scratch = Arena.ofConfined()) {
+            for (int i = 0; i < args.length; i++) {
+                MemorySegment s = segOf(args[i]);
+                if (args[i] == null || s.isNative()) {
+                    d[i] = s;
+                } else {
+                    d[i] = scratch.allocate(s.byteSize(), 64);
+                    if (!isOut[i]) d[i].copyFrom(s);
+                }
+            }
+            int status = invokeEx(backward, false, spec, args, d);
+            if (status == 0)
+                for (int o : outputs) {
+                    Tensor t = ts[o];
+                    if (t != null && !t.segment().isNative()) t.copyElements(d[o], t.segment());
+                }
+            return status;
+        }
+    }
+
+    /** As checkHeapOverlap, for outputs marked in isOut (Masks are inputs; the native check sees off-heap ones). */
+    private static void checkHeapOverlapEx(Tensor[] ts, boolean[] isOut, String[] names) {
+        for (int o = 0; o < ts.length; o++) {
+            Tensor out = ts[o];
+            if (!isOut[o] || out == null || out.segment().isNative()) continue;
+            MemorySegment ob = reach(out);
+            if (ob == null) continue;
+            for (int i = 0; i < ts.length; i++) {
+                Tensor t = ts[i];
+                if (i == o || t == null || t.segment().isNative()) continue;
+                MemorySegment tb = reach(t);
+                if (tb != null && ob.asOverlappingSlice(tb).isPresent())
+                    throw new FlashSigException(Status.ALIASING, names[o] + " overlaps " + names[i]
+                            + " in memory: outputs must not share bytes with any other tensor");
+            }
+        }
+    }
+
+    private static int invokeEx(boolean backward, boolean critical, AttentionSpec spec, Object[] a, MemorySegment[] d) {
+        try {
+            if (!backward) {
+                MethodHandle h = critical ? Handles.FORWARD_EX_CRITICAL : Handles.FORWARD_EX;
+                return (int) h.invokeExact(spec.nativeParams(), descOf(a[0]), descOf(a[1]), descOf(a[2]), descOf(a[3]),
+                        descOf(a[4]), descOf(a[5]), descOf(a[6]), descOf(a[7]), descOf(a[8]), MemorySegment.NULL,
+                        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8]);
+            }
+            MethodHandle h = critical ? Handles.BACKWARD_EX_CRITICAL : Handles.BACKWARD_EX;
+            return (int) h.invokeExact(spec.nativeParams(), descOf(a[0]), descOf(a[1]), descOf(a[2]), descOf(a[3]),
+                    descOf(a[4]), descOf(a[5]), descOf(a[6]), descOf(a[7]), descOf(a[8]), descOf(a[9]), descOf(a[10]),
+                    descOf(a[11]), descOf(a[12]), descOf(a[13]), MemorySegment.NULL, d[0], d[1], d[2], d[3], d[4], d[5],
+                    d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13]);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new AssertionError(t);
+        } finally {
+            // descriptors and params are unscoped views of memory these objects own
+            java.lang.ref.Reference.reachabilityFence(spec);
+            java.lang.ref.Reference.reachabilityFence(a);
+        }
     }
 
     // ---- library -----------------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+package io.flashsig;
+
+import java.util.Objects;
+
+/**
+ * The tensor-valued masks and positions of a call (DESIGN.md §4 "Extensions"), each optional:
+ * <ul>
+ * <li>{@link #alibi(Tensor) ALiBi slopes}: fp32 {@code [Hq]} or {@code [B, Hq]}; S gets
+ * −slope·|i + Nk − Nq − j| ({@link FlashSig#alibiSlopes(int)} gives the standard schedule);</li>
+ * <li>{@link #bias(Tensor) bias}: fp32/fp16/bf16 {@code [B|1, Hq|1, Nq|1, Nk]}, added to S; a size-1
+ * dimension broadcasts (a key-padding bias is {@code [B, 1, 1, Nk]}), −∞ masks the element;</li>
+ * <li>{@link #mask(Mask) mask}: a {@link Mask} with the bias's shape rule, nonzero = allowed;</li>
+ * <li>{@link #blockLayout(Mask) block layout}: {@code [1|Hq, ⌈Nq/bm⌉, ⌈Nk/bn⌉]} for the block sizes
+ * of {@link AttentionSpec#blockSparse(long, long)}, nonzero = the block is allowed.</li>
+ * </ul>
+ * The scalar options (block sizes, {@link AttentionSpec#strided(long) strided},
+ * {@link AttentionSpec#lognScaling(long) log-n}) live in {@link AttentionSpec}. These are apart from it
+ * because a spec is a value — immutable, comparable, shared between threads and calls, with its native
+ * params built once — whereas tensors are per-call data whose memory belongs to an arena: a spec holding
+ * them would keep stale arenas reachable and make equality meaningless. Like every tensor of a call,
+ * these reach the native call as downcall arguments (DESIGN.md §3). Immutable; each method returns a
+ * new object. CPU tensors only for now (CUDA: UNSUPPORTED).
+ */
+public final class AttentionExtras {
+    private static final AttentionExtras NONE = new AttentionExtras(null, null, null, null);
+
+    private final Tensor alibi;
+    private final Tensor bias;
+    private final Mask mask;
+    private final Mask blockLayout;
+
+    private AttentionExtras(Tensor alibi, Tensor bias, Mask mask, Mask blockLayout) {
+        this.alibi = alibi;
+        this.bias = bias;
+        this.mask = mask;
+        this.blockLayout = blockLayout;
+    }
+
+    /** No extension tensors. */
+    public static AttentionExtras none() {
+        return NONE;
+    }
+
+    /** ALiBi slopes: an fp32 tensor [Hq] (per head) or [B, Hq] (per batch and head); null removes them. */
+    public AttentionExtras alibi(Tensor slopes) {
+        return new AttentionExtras(slopes, bias, mask, blockLayout);
+    }
+
+    /** ALiBi slopes per head, [Hq] (the array is viewed, not copied). */
+    public AttentionExtras alibi(float[] slopes) {
+        if (slopes == null) throw new FlashSigException(FlashSigException.Status.NULL_ARGUMENT, "slopes is null");
+        return alibi(Tensor.of(slopes, slopes.length));
+    }
+
+    /** Additive bias [B|1, Hq|1, Nq|1, Nk]; null removes it. */
+    public AttentionExtras bias(Tensor bias) {
+        return new AttentionExtras(alibi, bias, mask, blockLayout);
+    }
+
+    /** Boolean mask [B|1, Hq|1, Nq|1, Nk], nonzero = allowed; null removes it. */
+    public AttentionExtras mask(Mask mask) {
+        return new AttentionExtras(alibi, bias, mask, blockLayout);
+    }
+
+    /** Block-sparse layout [1|Hq, ⌈Nq/bm⌉, ⌈Nk/bn⌉] for {@link AttentionSpec#blockSparse(long, long)}; null removes it. */
+    public AttentionExtras blockLayout(Mask layout) {
+        return new AttentionExtras(alibi, bias, mask, layout);
+    }
+
+    public Tensor alibi() {
+        return alibi;
+    }
+
+    public Tensor bias() {
+        return bias;
+    }
+
+    public Mask mask() {
+        return mask;
+    }
+
+    public Mask blockLayout() {
+        return blockLayout;
+    }
+
+    boolean isEmpty() {
+        return alibi == null && bias == null && mask == null && blockLayout == null;
+    }
+
+    @Override
+    public String toString() {
+        StringBuilder b = new StringBuilder("AttentionExtras[");
+        String sep = "";
+        if (alibi != null) { b.append("alibi=").append(alibi); sep = ", "; }
+        if (bias != null) { b.append(sep).append("bias=").append(bias); sep = ", "; }
+        if (mask != null) { b.append(sep).append("mask=").append(mask); sep = ", "; }
+        if (blockLayout != null) b.append(sep).append("blockLayout=").append(blockLayout);
+        return b.append(']').toString();
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof AttentionExtras e && Objects.equals(alibi, e.alibi) && Objects.equals(bias, e.bias)
+                && Objects.equals(mask, e.mask) && Objects.equals(blockLayout, e.blockLayout);
+    }
+
+    @Override
+    public int hashCode() {
+        return Objects.hash(alibi, bias, mask, blockLayout);
+    }
+}
