@@ -813,6 +813,26 @@ TEST(refusals) {
     }
 }
 
+// CUDA tensors with an extension: refused as not yet on CUDA (before any device is touched).
+TEST(cuda_refused) {
+    BadCall c;
+    const int64_t sh[4] = {1, 1, 1, 70};
+    c.set_bias(sh);
+    fsig_tensor tq = c.q.desc(), tk = c.k.desc(), tv = c.v.desc(), to = c.out.desc(), tg = c.g.desc(), tdq = c.dq.desc(),
+                tdk = c.dk.desc(), tdv = c.dv.desc(), tb = c.d_bias;
+    for (fsig_tensor* t : {&tq, &tk, &tv, &to, &tg, &tdq, &tdk, &tdv, &tb}) t->device_type = FSIG_DEVICE_CUDA;
+    fsig_attention_params p = c.p;
+    p.score = FSIG_SCORE_SIGMOID;
+    int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, nullptr, &tb, nullptr, nullptr, nullptr);
+    EXPECT(st == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "not yet on CUDA") != nullptr,
+           "forward: status %d, message %s", st, fsig_last_error());
+    p.strided = 2;
+    st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, nullptr, &tg, nullptr, &tdq, &tdk, &tdv, nullptr, nullptr, nullptr,
+                                    nullptr, nullptr, nullptr);
+    EXPECT(st == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "not yet on CUDA") != nullptr,
+           "backward: status %d, message %s", st, fsig_last_error());
+}
+
 // Forward on a bias given with stride 0 on a full-size dimension (broadcast by stride) equals the
 // same bias given with size 1.
 TEST(stride_zero_broadcast) {
