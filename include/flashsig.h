@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define FSIG_VERSION_MAJOR 0
-#define FSIG_VERSION_MINOR 1
+#define FSIG_VERSION_MINOR 2
 #define FSIG_VERSION_PATCH 0
 
 /* ---- status codes ------------------------------------------------------------------------------ */

@@ -32,10 +32,10 @@ public class FlashSigNative extends FlashSigNative$shared {
     public static int FSIG_VERSION_MAJOR() {
         return FSIG_VERSION_MAJOR;
     }
-    private static final int FSIG_VERSION_MINOR = (int)1L;
+    private static final int FSIG_VERSION_MINOR = (int)2L;
     /**
      * {@snippet lang=c :
-     * #define FSIG_VERSION_MINOR 1
+     * #define FSIG_VERSION_MINOR 2
      * }
      */
     public static int FSIG_VERSION_MINOR() {
