@@ -1,10 +1,12 @@
 package io.flashsig.nd4j;
 
+import io.flashsig.AttentionExtras;
 import io.flashsig.AttentionSpec;
 import io.flashsig.DType;
 import io.flashsig.FlashSig;
 import io.flashsig.FlashSigException;
 import io.flashsig.FlashSigException.Status;
+import io.flashsig.Mask;
 import io.flashsig.Tensor;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -52,8 +54,15 @@ import java.util.Arrays;
  *
  * <h2>Errors</h2>
  * Every failure is a {@link FlashSigException} naming the argument in the caller's layout, and no output
- * element is written. A mask is refused ({@link Status#UNSUPPORTED}): FlashSig has no boolean mask
- * input yet (causal and sliding-window masks are {@link AttentionSpec} options).
+ * element is written.
+ *
+ * <h2>Masks</h2>
+ * The {@code mask} argument is ND4J's key mask of {@code DotProductAttention}: shape {@code [B, Nk]},
+ * nonzero = the key takes part. It becomes FlashSig's boolean mask {@code [B, 1, 1, Nk]} (broadcast over
+ * heads and queries). A BOOL, BYTE or UBYTE mask is read in place; a mask of any other type is first
+ * turned into B·Nk bytes (its values compared with 0) — small beside q, k, v. A query row whose keys
+ * are all masked gives 0 (softmax: LSE = +inf). Causal and sliding-window masks are
+ * {@link AttentionSpec} options and combine with it.
  */
 public final class FlashSigNd4j {
     private FlashSigNd4j() {}
@@ -111,18 +120,21 @@ public final class FlashSigNd4j {
     /**
      * {@code out = attention(q, k, v)}; for softmax, also the row log-sum-exp into {@code lse} (FLOAT,
      * {@code [B, H, Nq]}, any strides), which {@link #backward} needs. {@code lse} may be null, and
-     * must be null for the other scores. {@code mask} must be null (see the class comment).
+     * must be null for the other scores. {@code mask} is ND4J's key mask {@code [B, Nk]} or null (see the
+     * class comment).
      */
     public static void forward(AttentionSpec spec, Layout layout, INDArray q, INDArray k, INDArray v, INDArray mask,
                                INDArray out, INDArray lse) {
         try {
-            checkCall(spec, layout, mask);
+            checkCall(spec, layout);
             checkShapes(layout, q, k, v, out, "out");
             Tensor tq = tensor(q, layout, "q"), tk = tensor(k, layout, "k"), tv = tensor(v, layout, "v");
             Tensor tout = tensor(out, layout, "out");
             Tensor tlse = lse == null ? null : lseTensor(lse, layout, q);
-            FlashSig.forward(spec, tq, tk, tv, tout, tlse);
+            AttentionExtras extras = extras(mask, layout, q, k);
+            FlashSig.forward(spec, extras, tq, tk, tv, tout, tlse);
         } finally {
+            Reference.reachabilityFence(mask);
             Reference.reachabilityFence(q);
             Reference.reachabilityFence(k);
             Reference.reachabilityFence(v);
@@ -140,12 +152,12 @@ public final class FlashSigNd4j {
     /**
      * {@code dq, dk, dv} from {@code dout}, by recomputation, written into the given arrays. Softmax needs
      * the forward's {@code out} and {@code lse}; the pointwise scores need neither (null). dq is laid
-     * out like q, dk and dv like k. {@code mask} must be null.
+     * out like q, dk and dv like k. {@code mask}: the forward's key mask {@code [B, Nk]}, or null.
      */
     public static void backward(AttentionSpec spec, Layout layout, INDArray q, INDArray k, INDArray v, INDArray mask,
                                 INDArray out, INDArray dout, INDArray lse, INDArray dq, INDArray dk, INDArray dv) {
         try {
-            checkCall(spec, layout, mask);
+            checkCall(spec, layout);
             checkShapes(layout, q, k, v, dout, "dout");
             if (out != null) sameShape(q, out, "out", layout);
             sameShape(q, dq, "dq", layout);
@@ -156,8 +168,10 @@ public final class FlashSigNd4j {
             Tensor tdout = tensor(dout, layout, "dout");
             Tensor tlse = lse == null ? null : lseTensor(lse, layout, q);
             Tensor tdq = tensor(dq, layout, "dq"), tdk = tensor(dk, layout, "dk"), tdv = tensor(dv, layout, "dv");
-            FlashSig.backward(spec, tq, tk, tv, tout, tdout, tlse, tdq, tdk, tdv);
+            AttentionExtras extras = extras(mask, layout, q, k);
+            FlashSig.backward(spec, extras, tq, tk, tv, tout, tdout, tlse, tdq, tdk, tdv, null);
         } finally {
+            Reference.reachabilityFence(mask);
             Reference.reachabilityFence(q);
             Reference.reachabilityFence(k);
             Reference.reachabilityFence(v);
@@ -226,12 +240,27 @@ public final class FlashSigNd4j {
 
     // ---- internals ---------------------------------------------------------------------------------
 
-    private static void checkCall(AttentionSpec spec, Layout layout, INDArray mask) {
+    private static void checkCall(AttentionSpec spec, Layout layout) {
         if (spec == null) throw new FlashSigException(Status.NULL_ARGUMENT, "spec is null");
         if (layout == null) throw new FlashSigException(Status.NULL_ARGUMENT, "layout is null");
-        if (mask != null)
-            throw new FlashSigException(Status.UNSUPPORTED, "mask: FlashSig has no boolean mask input yet; pass null"
-                    + " and use AttentionSpec.causal() or window(left, right) for causal and sliding-window masks");
+    }
+
+    /** No extras, or ND4J's key mask {@code [B, Nk]} as FlashSig's mask {@code [B, 1, 1, Nk]}. */
+    private static AttentionExtras extras(INDArray mask, Layout l, INDArray q, INDArray k) {
+        if (mask == null) return AttentionExtras.none();
+        long b = q.size(l.batchDim()), nk = k.size(l.seqDim());
+        if (mask.rank() != 2 || mask.size(0) != b || mask.size(1) != nk)
+            throw new FlashSigException(Status.INVALID_SHAPE, "mask has shape " + Arrays.toString(mask.shape())
+                    + " but a key mask must be [B, Nk] = [" + b + ", " + nk + "] (layout " + l + " " + l.dims() + ")");
+        long[] shape = {b, 1, 1, nk};
+        DataType t = mask.dataType();
+        if (t == DataType.BOOL || t == DataType.BYTE || t == DataType.UBYTE) // one byte per key: in place
+            return AttentionExtras.none().mask(Mask.wrap(segment(mask, "mask"), shape,
+                    new long[] {mask.stride(0), 0, 0, mask.stride(1)}));
+        byte[] bytes = new byte[Math.toIntExact(b * nk)];
+        for (long i = 0; i < b; i++)
+            for (long j = 0; j < nk; j++) bytes[(int) (i * nk + j)] = mask.getDouble(i, j) != 0 ? (byte) 1 : 0;
+        return AttentionExtras.none().mask(Mask.of(bytes, shape));
     }
 
     /** q, k, v and q's twin (out or dout) in the caller's layout: rank 4, same B and d, k like v, heads divide. */

@@ -107,6 +107,86 @@ class FlashSigNd4jTest {
         assertClose("out", values(l, out), ref64, theirs);
     }
 
+    // ---- ND4J's key mask --------------------------------------------------------------------------
+
+    /** A random key mask [B, Nk] with at least one allowed key per batch, as 0/1 doubles. */
+    static double[][] keyMask(long seed, int b, int nk) {
+        Random r = new Random(seed);
+        double[][] m = new double[b][nk];
+        for (int i = 0; i < b; i++) {
+            for (int j = 0; j < nk; j++) m[i][j] = r.nextInt(3) == 0 ? 0 : 1;
+            m[i][r.nextInt(nk)] = 1;
+        }
+        return m;
+    }
+
+    @ParameterizedTest(name = "mask {0}")
+    @EnumSource(value = DataType.class, names = {"BOOL", "FLOAT", "INT"})
+    void keyMaskAgreesWithNd4jDotProductAttention(DataType maskType) {
+        int b = 2, h = 3, d = 24, nq = 19, nk = 45;
+        Case c = Case.random(5, DataType.FLOAT, b, nq, nk, h, h, d);
+        Layout l = Layout.BHDN;
+        INDArray q = array(l, DataType.FLOAT, 'c', c.q, b, nq, h, d);
+        INDArray k = array(l, DataType.FLOAT, 'c', c.k, b, nk, h, d);
+        INDArray v = array(l, DataType.FLOAT, 'c', c.v, b, nk, h, d);
+        INDArray mask = Nd4j.createFromArray(keyMask(7, b, nk)).castTo(maskType);
+        INDArray maskBefore = mask.dup();
+        INDArray out = poisoned(l, DataType.FLOAT, 'c', b, nq, h, d);
+
+        FlashSigNd4j.forward(AttentionSpec.softmax(), l, q, k, v, mask, out, null);
+        INDArray nd4j = Nd4j.exec(new DotProductAttention(q, k, v, mask.castTo(DataType.FLOAT), true, false))[0];
+
+        assertEquals(maskBefore, mask, "the mask changed");
+        double[] ours = values(l, out), theirs = values(l, nd4j);
+        for (int i = 0; i < ours.length; i++)
+            assertEquals(theirs[i], ours[i], 2e-5 * (1 + Math.abs(theirs[i])), "out[" + i + "]");
+    }
+
+    /** With B = 1 a key mask equals dropping the masked keys: out and dq agree, dk and dv of masked keys are 0. */
+    @Test
+    void keyMaskEqualsDroppingTheKeysForwardAndBackward() {
+        int h = 2, d = 16, nq = 13, nk = 30;
+        Case c = Case.random(9, DataType.FLOAT, 1, nq, nk, h, h, d);
+        Layout l = Layout.BHND;
+        INDArray q = array(l, DataType.FLOAT, 'c', c.q, 1, nq, h, d);
+        INDArray k = array(l, DataType.FLOAT, 'c', c.k, 1, nk, h, d);
+        INDArray v = array(l, DataType.FLOAT, 'c', c.v, 1, nk, h, d);
+        double[] m = keyMask(11, 1, nk)[0];
+        long[] kept = java.util.stream.IntStream.range(0, nk).filter(j -> m[j] != 0).asLongStream().toArray();
+        INDArray mask = Nd4j.createFromArray(new double[][] {m}).castTo(DataType.BOOL);
+        INDArray ks = k.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.indices(kept), NDArrayIndex.all()).dup();
+        INDArray vs = v.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.indices(kept), NDArrayIndex.all()).dup();
+        INDArray dout = Nd4j.rand(DataType.FLOAT, q.shape()).subi(0.5);
+        AttentionSpec sm = AttentionSpec.softmax();
+
+        INDArray out = Nd4j.create(DataType.FLOAT, q.shape()), lse = Nd4j.create(DataType.FLOAT, 1, h, nq);
+        INDArray dq = Nd4j.create(DataType.FLOAT, q.shape()), dk = Nd4j.create(DataType.FLOAT, k.shape());
+        INDArray dv = Nd4j.create(DataType.FLOAT, v.shape());
+        FlashSigNd4j.forward(sm, l, q, k, v, mask, out, lse);
+        FlashSigNd4j.backward(sm, l, q, k, v, mask, out, dout, lse, dq, dk, dv);
+
+        INDArray out2 = Nd4j.create(DataType.FLOAT, q.shape()), lse2 = Nd4j.create(DataType.FLOAT, 1, h, nq);
+        INDArray dq2 = Nd4j.create(DataType.FLOAT, q.shape()), dk2 = Nd4j.create(DataType.FLOAT, ks.shape());
+        INDArray dv2 = Nd4j.create(DataType.FLOAT, vs.shape());
+        FlashSigNd4j.forward(sm, l, q, ks, vs, null, out2, lse2);
+        FlashSigNd4j.backward(sm, l, q, ks, vs, null, out2, dout, lse2, dq2, dk2, dv2);
+
+        assertTrue(out.equalsWithEps(out2, 1e-5), "out");
+        assertTrue(dq.equalsWithEps(dq2, 1e-5), "dq");
+        INDArray dkKept = dk.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.indices(kept), NDArrayIndex.all());
+        INDArray dvKept = dv.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.indices(kept), NDArrayIndex.all());
+        assertTrue(dkKept.equalsWithEps(dk2, 1e-5), "dk of kept keys");
+        assertTrue(dvKept.equalsWithEps(dv2, 1e-5), "dv of kept keys");
+        double masked = 0;
+        for (int j = 0; j < nk; j++)
+            if (m[j] == 0)
+                masked += dk.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(j), NDArrayIndex.all())
+                        .amaxNumber().doubleValue()
+                        + dv.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(j), NDArrayIndex.all())
+                        .amaxNumber().doubleValue();
+        assertEquals(0.0, masked, "dk, dv of masked keys");
+    }
+
     // ---- every score, dtype, layout -----------------------------------------------------------------
 
     static Stream<Arguments> scoresDtypesLayouts() {
@@ -261,8 +341,10 @@ class FlashSigNd4jTest {
                 () -> FlashSigNd4j.forward(sm, l, q, k.castTo(DataType.INT), v, out));
         expect(Status.INVALID_DTYPE, "", out,
                 () -> FlashSigNd4j.forward(sm, l, q, k.castTo(DataType.HALF), v, out)); // native: dtypes differ
-        expect(Status.UNSUPPORTED, "mask", out,
-                () -> FlashSigNd4j.forward(sm, l, q, k, v, Nd4j.ones(DataType.BOOL, b, n), out, null));
+        expect(Status.INVALID_SHAPE, "mask has shape", out,
+                () -> FlashSigNd4j.forward(sm, l, q, k, v, Nd4j.ones(DataType.BOOL, b, n + 1), out, null));
+        expect(Status.INVALID_SHAPE, "mask has shape", out,
+                () -> FlashSigNd4j.forward(sm, l, q, k, v, Nd4j.ones(DataType.BOOL, b, 1, n), out, null));
         expect(Status.NULL_ARGUMENT, "k is null", out, () -> FlashSigNd4j.forward(sm, l, q, null, v, out));
         expect(Status.INVALID_SHAPE, "lse", out, () -> FlashSigNd4j.forward(sm, l, q, k, v, null, out,
                 Nd4j.create(DataType.FLOAT, b, h, n + 1)));
@@ -274,10 +356,10 @@ class FlashSigNd4jTest {
                 () -> FlashSigNd4j.forward(sm, l, q, k, v, broadcastOut));
         assertTrue(Arrays.stream(flat.data().asDouble()).allMatch(x -> x == 42), "broadcast out was written");
 
-        // backward: mask and softmax without out/lse
+        // backward: a mask of the wrong shape, and softmax without out/lse
         INDArray dq = Nd4j.create(DataType.FLOAT, q.shape()).assign(42);
-        expect(Status.UNSUPPORTED, "mask", dq, () -> FlashSigNd4j.backward(sm, l, q, k, v,
-                Nd4j.ones(DataType.BOOL, b, n), out, out, null, dq, k.dup(), v.dup()));
+        expect(Status.INVALID_SHAPE, "mask has shape", dq, () -> FlashSigNd4j.backward(sm, l, q, k, v,
+                Nd4j.ones(DataType.BOOL, b + 1, n), out, out, null, dq, k.dup(), v.dup()));
         expect(null, "", dq, () -> FlashSigNd4j.backward(sm, l, q, k, v, out, dq, k.dup(), v.dup()));
     }
 
