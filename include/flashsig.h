@@ -46,7 +46,7 @@ typedef enum fsig_status {
     FSIG_ERROR_INVALID_PARAMS = 9,  /* a parameter value is out of its range */
     FSIG_ERROR_UNSUPPORTED = 10,    /* valid, but this backend has no kernel for it (dtype, d, ...) */
     FSIG_ERROR_NO_DEVICE = 11,      /* a CUDA tensor but no CUDA device or driver is present */
-    FSIG_ERROR_OUT_OF_MEMORY = 12,  /* a host scratch allocation failed */
+    FSIG_ERROR_OUT_OF_MEMORY = 12,  /* an allocation failed: host scratch, or fsig_cuda_malloc */
     FSIG_ERROR_CUDA = 13,           /* the CUDA runtime reported an error */
     FSIG_ERROR_INTERNAL = 14        /* a bug in FlashSig: please report it with fsig_last_error() */
 } fsig_status;
@@ -232,6 +232,25 @@ FSIG_API int fsig_attention_backward_ex_buffers(const fsig_attention_params* par
  * largest power of two <= heads, slope_h = 2^(-8 (h + 1) / n) for h < n, and the remaining heads take
  * 2^(-8 (2 (h - n) + 1) / 2n) (every other slope of the 2n schedule). heads >= 1. */
 FSIG_API int fsig_alibi_slopes(int64_t heads, float* slopes);
+
+/* ---- CUDA memory and streams -------------------------------------------------------------------- */
+/* For callers without a CUDA runtime of their own (the JVM): device memory, copies and streams on
+ * cuda:device_index. Each keeps the caller's current device, and fails with FSIG_ERROR_NO_DEVICE in a
+ * build without CUDA or on a machine without a device. Memory from fsig_cuda_malloc is 256-byte
+ * aligned and freed only by fsig_cuda_free; streams are non-blocking (they do not wait for the
+ * legacy default stream). */
+FSIG_API int fsig_cuda_malloc(int32_t device_index, int64_t bytes, void** ptr);
+FSIG_API int fsig_cuda_free(int32_t device_index, void* ptr); /* ptr NULL: nothing to do */
+/* Copies bytes from src to dst, either of them host or device memory (unified addressing), in stream
+ * order (NULL = the default stream). With ordinary (pageable) host memory the call returns once the
+ * host side is done with it; page-locked host memory must stay valid until the stream has reached the
+ * copy (fsig_cuda_synchronize). src and dst must not overlap. */
+FSIG_API int fsig_cuda_memcpy(int32_t device_index, void* dst, const void* src, int64_t bytes, void* stream);
+FSIG_API int fsig_cuda_stream_create(int32_t device_index, void** stream);
+FSIG_API int fsig_cuda_stream_destroy(int32_t device_index, void* stream);
+/* Waits until stream (NULL: the whole device) has finished, and reports an asynchronous error of the
+ * work before it (a kernel fault) with a message: FSIG_ERROR_CUDA. */
+FSIG_API int fsig_cuda_synchronize(int32_t device_index, void* stream);
 
 /* ---- library ----------------------------------------------------------------------------------- */
 typedef enum fsig_cpu_isa {

@@ -889,6 +889,87 @@ FSIG_API int fsig_get_capabilities(fsig_capabilities* caps) {
     return FSIG_OK;
 }
 
+// ---- CUDA memory and streams ----
+
+namespace {
+// The device of an fsig_cuda_* call: compiled in, present, in range.
+int check_cuda_device(int32_t device_index) {
+    if (!fsig::cuda::compiled())
+        return fail(FSIG_ERROR_NO_DEVICE, "this build of libflashsig has no CUDA support");
+    const int devices = fsig::cuda::device_count();
+    if (device_index < 0)
+        return fail(FSIG_ERROR_INVALID_DEVICE, "device_index is %d but must be a CUDA ordinal >= 0", device_index);
+    if (devices <= 0)
+        return fail(FSIG_ERROR_NO_DEVICE, "cuda:%d was asked for but no CUDA device or driver is present",
+                    device_index);
+    if (device_index >= devices)
+        return fail(FSIG_ERROR_INVALID_DEVICE, "device_index is %d but only %d CUDA device(s) exist", device_index,
+                    devices);
+    return FSIG_OK;
+}
+
+// A backend status with its message recorded for fsig_last_error().
+int cuda_result(int status, const char* msg) { return status == FSIG_OK ? FSIG_OK : fail(status, "%s", msg); }
+}  // namespace
+
+FSIG_API int fsig_cuda_malloc(int32_t device_index, int64_t bytes, void** ptr) {
+    fsig::clear_error();
+    if (ptr == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "ptr is NULL");
+    *ptr = nullptr;
+    if (bytes < 1) return fail(FSIG_ERROR_INVALID_PARAMS, "bytes is %lld but must be >= 1", (long long)bytes);
+    FSIG_CHECK(check_cuda_device(device_index));
+    char msg[256];
+    return cuda_result(fsig::cuda::malloc_device(device_index, bytes, ptr, msg, sizeof msg), msg);
+}
+
+FSIG_API int fsig_cuda_free(int32_t device_index, void* ptr) {
+    fsig::clear_error();
+    if (ptr == nullptr) return FSIG_OK;
+    FSIG_CHECK(check_cuda_device(device_index));
+    char msg[256];
+    return cuda_result(fsig::cuda::free_device(device_index, ptr, msg, sizeof msg), msg);
+}
+
+FSIG_API int fsig_cuda_memcpy(int32_t device_index, void* dst, const void* src, int64_t bytes, void* stream) {
+    fsig::clear_error();
+    if (dst == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "dst is NULL");
+    if (src == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "src is NULL");
+    if (bytes < 1) return fail(FSIG_ERROR_INVALID_PARAMS, "bytes is %lld but must be >= 1", (long long)bytes);
+    const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+    if (d > UINTPTR_MAX - uint64_t(bytes) || s > UINTPTR_MAX - uint64_t(bytes))
+        return fail(FSIG_ERROR_INVALID_PARAMS, "bytes is %lld: the range wraps around the address space",
+                    (long long)bytes);
+    if (d < s + uint64_t(bytes) && s < d + uint64_t(bytes))
+        return fail(FSIG_ERROR_ALIASING, "dst and src overlap (%lld bytes)", (long long)bytes);
+    FSIG_CHECK(check_cuda_device(device_index));
+    char msg[256];
+    return cuda_result(fsig::cuda::memcpy_async(device_index, dst, src, bytes, stream, msg, sizeof msg), msg);
+}
+
+FSIG_API int fsig_cuda_stream_create(int32_t device_index, void** stream) {
+    fsig::clear_error();
+    if (stream == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "stream is NULL");
+    *stream = nullptr;
+    FSIG_CHECK(check_cuda_device(device_index));
+    char msg[256];
+    return cuda_result(fsig::cuda::stream_create(device_index, stream, msg, sizeof msg), msg);
+}
+
+FSIG_API int fsig_cuda_stream_destroy(int32_t device_index, void* stream) {
+    fsig::clear_error();
+    if (stream == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "stream is NULL (the default stream is not destroyed)");
+    FSIG_CHECK(check_cuda_device(device_index));
+    char msg[256];
+    return cuda_result(fsig::cuda::stream_destroy(device_index, stream, msg, sizeof msg), msg);
+}
+
+FSIG_API int fsig_cuda_synchronize(int32_t device_index, void* stream) {
+    fsig::clear_error();
+    FSIG_CHECK(check_cuda_device(device_index));
+    char msg[256];
+    return cuda_result(fsig::cuda::synchronize(device_index, stream, msg, sizeof msg), msg);
+}
+
 FSIG_API int fsig_set_num_threads(int n) {
     fsig::clear_error();
     if (n < 0 || n > 4096)

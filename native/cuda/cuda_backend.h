@@ -32,4 +32,14 @@ int forward(const ForwardArgs& a, int device_index, void* stream, char* msg, siz
 // deterministic, so params.deterministic holds either way), restoring the caller's current device.
 int backward(const BackwardArgs& a, int device_index, void* stream, char* msg, size_t msg_size);
 
+// Memory, copies and streams for callers without a CUDA runtime of their own (the C ABI's fsig_cuda_*):
+// the C ABI layer checked device < device_count() and the pointer and size arguments; each call keeps
+// the caller's current device and writes a message on error.
+int malloc_device(int device, int64_t bytes, void** ptr, char* msg, size_t msg_size);
+int free_device(int device, void* ptr, char* msg, size_t msg_size);
+int memcpy_async(int device, void* dst, const void* src, int64_t bytes, void* stream, char* msg, size_t msg_size);
+int stream_create(int device, void** stream, char* msg, size_t msg_size);
+int stream_destroy(int device, void* stream, char* msg, size_t msg_size);
+int synchronize(int device, void* stream, char* msg, size_t msg_size);
+
 }  // namespace fsig::cuda

@@ -294,4 +294,85 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     return FSIG_OK;
 }
 
+// ---- memory and streams (fsig_cuda_*) ----
+
+namespace {
+int runtime_error(const Message& m, cudaError_t e, const char* what, int device) {
+    cudaGetLastError();  // a non-sticky error must not be blamed on the next call
+    return m.fail(FSIG_ERROR_CUDA, "%s on cuda:%d failed: %s: %s", what, device, cudaGetErrorName(e),
+                  cudaGetErrorString(e));
+}
+
+int enter(const Message& m, DeviceGuard& guard, int device) {
+    if (cudaError_t e = guard.enter(device); e != cudaSuccess) return runtime_error(m, e, "cudaSetDevice", device);
+    return FSIG_OK;
+}
+}  // namespace
+
+int malloc_device(int device, int64_t bytes, void** ptr, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    DeviceGuard guard;
+    if (int st = enter(m, guard, device); st != FSIG_OK) return st;
+    void* p = nullptr;
+    if (cudaError_t e = cudaMalloc(&p, size_t(bytes)); e != cudaSuccess) {
+        cudaGetLastError();
+        return m.fail(e == cudaErrorMemoryAllocation ? FSIG_ERROR_OUT_OF_MEMORY : FSIG_ERROR_CUDA,
+                      "cudaMalloc of %lld bytes on cuda:%d failed: %s: %s", (long long)bytes, device,
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    *ptr = p;
+    return FSIG_OK;
+}
+
+int free_device(int device, void* ptr, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    DeviceGuard guard;
+    if (int st = enter(m, guard, device); st != FSIG_OK) return st;
+    if (cudaError_t e = cudaFree(ptr); e != cudaSuccess) return runtime_error(m, e, "cudaFree", device);
+    return FSIG_OK;
+}
+
+int memcpy_async(int device, void* dst, const void* src, int64_t bytes, void* stream, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    DeviceGuard guard;
+    if (int st = enter(m, guard, device); st != FSIG_OK) return st;
+    if (cudaError_t e = cudaMemcpyAsync(dst, src, size_t(bytes), cudaMemcpyDefault, static_cast<cudaStream_t>(stream));
+        e != cudaSuccess)
+        return runtime_error(m, e, "cudaMemcpyAsync", device);
+    return FSIG_OK;
+}
+
+int stream_create(int device, void** stream, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    DeviceGuard guard;
+    if (int st = enter(m, guard, device); st != FSIG_OK) return st;
+    cudaStream_t s = nullptr;
+    if (cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking); e != cudaSuccess)
+        return runtime_error(m, e, "cudaStreamCreateWithFlags", device);
+    *stream = s;
+    return FSIG_OK;
+}
+
+int stream_destroy(int device, void* stream, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    DeviceGuard guard;
+    if (int st = enter(m, guard, device); st != FSIG_OK) return st;
+    if (cudaError_t e = cudaStreamDestroy(static_cast<cudaStream_t>(stream)); e != cudaSuccess)
+        return runtime_error(m, e, "cudaStreamDestroy", device);
+    return FSIG_OK;
+}
+
+int synchronize(int device, void* stream, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    DeviceGuard guard;
+    if (int st = enter(m, guard, device); st != FSIG_OK) return st;
+    const cudaError_t e = stream != nullptr ? cudaStreamSynchronize(static_cast<cudaStream_t>(stream))
+                                            : cudaDeviceSynchronize();
+    if (e != cudaSuccess)
+        return m.fail(FSIG_ERROR_CUDA,
+                      "an asynchronous CUDA error on cuda:%d (a kernel or copy before this synchronise failed): "
+                      "%s: %s", device, cudaGetErrorName(e), cudaGetErrorString(e));
+    return FSIG_OK;
+}
+
 }  // namespace fsig::cuda

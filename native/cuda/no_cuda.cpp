@@ -17,4 +17,16 @@ int backward(const BackwardArgs&, int, void*, char* msg, size_t msg_size) {
     std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
     return FSIG_ERROR_NO_DEVICE;
 }
+namespace {
+int no_cuda(char* msg, size_t msg_size) {
+    std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
+    return FSIG_ERROR_NO_DEVICE;
+}
+}  // namespace
+int malloc_device(int, int64_t, void**, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
+int free_device(int, void*, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
+int memcpy_async(int, void*, const void*, int64_t, void*, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
+int stream_create(int, void**, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
+int stream_destroy(int, void*, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
+int synchronize(int, void*, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
 }  // namespace fsig::cuda

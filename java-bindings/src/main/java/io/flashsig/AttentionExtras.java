@@ -19,21 +19,24 @@ import java.util.Objects;
  * params built once — whereas tensors are per-call data whose memory belongs to an arena: a spec holding
  * them would keep stale arenas reachable and make equality meaningless. Like every tensor of a call,
  * these reach the native call as downcall arguments (DESIGN.md §3). Immutable; each method returns a
- * new object. CPU tensors only for now (CUDA: UNSUPPORTED).
+ * new object. The extension tensors are CPU-only for now (with CUDA tensors: UNSUPPORTED); the stream
+ * ({@link #stream(CudaStream)}) is for CUDA calls.
  */
 public final class AttentionExtras {
-    private static final AttentionExtras NONE = new AttentionExtras(null, null, null, null);
+    private static final AttentionExtras NONE = new AttentionExtras(null, null, null, null, null);
 
     private final Tensor alibi;
     private final Tensor bias;
     private final Mask mask;
     private final Mask blockLayout;
+    private final CudaStream stream;
 
-    private AttentionExtras(Tensor alibi, Tensor bias, Mask mask, Mask blockLayout) {
+    private AttentionExtras(Tensor alibi, Tensor bias, Mask mask, Mask blockLayout, CudaStream stream) {
         this.alibi = alibi;
         this.bias = bias;
         this.mask = mask;
         this.blockLayout = blockLayout;
+        this.stream = stream;
     }
 
     /** No extension tensors. */
@@ -43,7 +46,7 @@ public final class AttentionExtras {
 
     /** ALiBi slopes: an fp32 tensor [Hq] (per head) or [B, Hq] (per batch and head); null removes them. */
     public AttentionExtras alibi(Tensor slopes) {
-        return new AttentionExtras(slopes, bias, mask, blockLayout);
+        return new AttentionExtras(slopes, bias, mask, blockLayout, stream);
     }
 
     /** ALiBi slopes per head, [Hq] (the array is viewed, not copied). */
@@ -54,17 +57,29 @@ public final class AttentionExtras {
 
     /** Additive bias [B|1, Hq|1, Nq|1, Nk]; null removes it. */
     public AttentionExtras bias(Tensor bias) {
-        return new AttentionExtras(alibi, bias, mask, blockLayout);
+        return new AttentionExtras(alibi, bias, mask, blockLayout, stream);
     }
 
     /** Boolean mask [B|1, Hq|1, Nq|1, Nk], nonzero = allowed; null removes it. */
     public AttentionExtras mask(Mask mask) {
-        return new AttentionExtras(alibi, bias, mask, blockLayout);
+        return new AttentionExtras(alibi, bias, mask, blockLayout, stream);
     }
 
     /** Block-sparse layout [1|Hq, ⌈Nq/bm⌉, ⌈Nk/bn⌉] for {@link AttentionSpec#blockSparse(long, long)}; null removes it. */
     public AttentionExtras blockLayout(Mask layout) {
-        return new AttentionExtras(alibi, bias, mask, layout);
+        return new AttentionExtras(alibi, bias, mask, layout, stream);
+    }
+
+    /**
+     * The CUDA stream the call is queued on (CUDA tensors; null = the default stream). A call with a
+     * stream returns at once: synchronise the stream before reading results or freeing its tensors.
+     */
+    public AttentionExtras stream(CudaStream stream) {
+        return new AttentionExtras(alibi, bias, mask, blockLayout, stream);
+    }
+
+    public CudaStream stream() {
+        return stream;
     }
 
     public Tensor alibi() {
@@ -94,18 +109,20 @@ public final class AttentionExtras {
         if (alibi != null) { b.append("alibi=").append(alibi); sep = ", "; }
         if (bias != null) { b.append(sep).append("bias=").append(bias); sep = ", "; }
         if (mask != null) { b.append(sep).append("mask=").append(mask); sep = ", "; }
-        if (blockLayout != null) b.append(sep).append("blockLayout=").append(blockLayout);
+        if (blockLayout != null) { b.append(sep).append("blockLayout=").append(blockLayout); sep = ", "; }
+        if (stream != null) b.append(sep).append("stream=").append(stream);
         return b.append(']').toString();
     }
 
     @Override
     public boolean equals(Object o) {
         return o instanceof AttentionExtras e && Objects.equals(alibi, e.alibi) && Objects.equals(bias, e.bias)
-                && Objects.equals(mask, e.mask) && Objects.equals(blockLayout, e.blockLayout);
+                && Objects.equals(mask, e.mask) && Objects.equals(blockLayout, e.blockLayout)
+                && Objects.equals(stream, e.stream);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(alibi, bias, mask, blockLayout);
+        return Objects.hash(alibi, bias, mask, blockLayout, stream);
     }
 }

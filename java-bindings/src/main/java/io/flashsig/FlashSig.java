@@ -178,7 +178,8 @@ public final class FlashSig {
     /**
      * {@link #forward(AttentionSpec, Tensor, Tensor, Tensor, Tensor, Tensor)} with the ALiBi slopes,
      * bias, mask and block layout of {@code extras} (each optional; see {@link AttentionExtras}); the
-     * scalar options (block sizes, strided, log-n) come from {@code spec}. CPU tensors only for now.
+     * scalar options (block sizes, strided, log-n) come from {@code spec}. The extension tensors are
+     * CPU-only for now; {@code extras.stream()} queues a CUDA call on that stream.
      */
     public static void forward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
                                Tensor lse) {
@@ -194,7 +195,7 @@ public final class FlashSig {
         writable(out, "out");
         if (lse != null) writable(lse, "lse");
         Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
-        int status = callEx(false, spec, args, new int[] {3, 4}, forwardFlops(q, k),
+        int status = callEx(false, spec, args, streamOf(x), new int[] {3, 4}, forwardFlops(q, k),
                 new String[] {"q", "k", "v", "out", "lse", "alibi_slopes", "bias", "mask", "block_layout"});
         if (status != 0) throw nativeError(status);
     }
@@ -226,7 +227,7 @@ public final class FlashSig {
         writable(dv, "dv");
         if (dbias != null) writable(dbias, "dbias");
         Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
-        int status = callEx(true, spec, args, new int[] {6, 7, 8, 13}, 2.5 * forwardFlops(q, k),
+        int status = callEx(true, spec, args, streamOf(x), new int[] {6, 7, 8, 13}, 2.5 * forwardFlops(q, k),
                 new String[] {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv", "alibi_slopes", "bias", "mask",
                         "block_layout", "dbias"});
         if (status != 0) throw nativeError(status);
@@ -277,14 +278,20 @@ public final class FlashSig {
      * otherwise (inputs in, then the outputs' elements back after success). {@code outputs}: indexes of
      * the output arguments.
      */
-    private static int callEx(boolean backward, AttentionSpec spec, Object[] args, int[] outputs, double work,
+    /** The extras' CUDA stream handle, or NULL (the default stream; CPU calls need NULL). */
+    private static MemorySegment streamOf(AttentionExtras x) {
+        return x.stream() == null ? MemorySegment.NULL : x.stream().handle();
+    }
+
+    private static int callEx(boolean backward, AttentionSpec spec, Object[] args, MemorySegment stream, int[] outputs,
+                              double work,
                               String[] names) {
         boolean heap = false;
         for (Object o : args) heap |= o != null && !segOf(o).isNative();
         MemorySegment[] d = new MemorySegment[args.length];
         if (work <= criticalMaxFlops || !heap) {
             for (int i = 0; i < args.length; i++) d[i] = segOf(args[i]);
-            return invokeEx(backward, work <= criticalMaxFlops, spec, args, d);
+            return invokeEx(backward, work <= criticalMaxFlops, spec, args, d, stream);
         }
         boolean[] isOut = new boolean[args.length];
         for (int o : outputs) isOut[o] = true;
@@ -301,7 +308,7 @@ public final class FlashSig {
                     if (!isOut[i]) d[i].copyFrom(s);
                 }
             }
-            int status = invokeEx(backward, false, spec, args, d);
+            int status = invokeEx(backward, false, spec, args, d, stream);
             if (status == 0)
                 for (int o : outputs) {
                     Tensor t = ts[o];
@@ -329,18 +336,19 @@ public final class FlashSig {
         }
     }
 
-    private static int invokeEx(boolean backward, boolean critical, AttentionSpec spec, Object[] a, MemorySegment[] d) {
+    private static int invokeEx(boolean backward, boolean critical, AttentionSpec spec, Object[] a, MemorySegment[] d,
+                                MemorySegment stream) {
         try {
             if (!backward) {
                 MethodHandle h = critical ? Handles.FORWARD_EX_CRITICAL : Handles.FORWARD_EX;
                 return (int) h.invokeExact(spec.nativeParams(), descOf(a[0]), descOf(a[1]), descOf(a[2]), descOf(a[3]),
-                        descOf(a[4]), descOf(a[5]), descOf(a[6]), descOf(a[7]), descOf(a[8]), MemorySegment.NULL,
+                        descOf(a[4]), descOf(a[5]), descOf(a[6]), descOf(a[7]), descOf(a[8]), stream,
                         d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8]);
             }
             MethodHandle h = critical ? Handles.BACKWARD_EX_CRITICAL : Handles.BACKWARD_EX;
             return (int) h.invokeExact(spec.nativeParams(), descOf(a[0]), descOf(a[1]), descOf(a[2]), descOf(a[3]),
                     descOf(a[4]), descOf(a[5]), descOf(a[6]), descOf(a[7]), descOf(a[8]), descOf(a[9]), descOf(a[10]),
-                    descOf(a[11]), descOf(a[12]), descOf(a[13]), MemorySegment.NULL, d[0], d[1], d[2], d[3], d[4], d[5],
+                    descOf(a[11]), descOf(a[12]), descOf(a[13]), stream, d[0], d[1], d[2], d[3], d[4], d[5],
                     d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13]);
         } catch (RuntimeException | Error e) {
             throw e;
@@ -597,7 +605,7 @@ public final class FlashSig {
     }
 
     /** The exception for a failed native call; reads this thread's fsig_last_error() at once. */
-    private static FlashSigException nativeError(int status) {
+    static FlashSigException nativeError(int status) {
         String msg = FlashSigNative.fsig_last_error().getString(0);
         if (msg.isEmpty()) msg = FlashSigNative.fsig_status_string(status).getString(0);
         return new FlashSigException(Status.of(status), msg);

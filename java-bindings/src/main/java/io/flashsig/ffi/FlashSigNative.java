@@ -1116,6 +1116,376 @@ public class FlashSigNative extends FlashSigNative$shared {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+
+    private static class fsig_cuda_malloc {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_INT,
+            FlashSigNative.C_LONG,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_cuda_malloc");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_cuda_malloc(int32_t device_index, int64_t bytes, void **ptr)
+     * }
+     */
+    public static FunctionDescriptor fsig_cuda_malloc$descriptor() {
+        return fsig_cuda_malloc.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_cuda_malloc(int32_t device_index, int64_t bytes, void **ptr)
+     * }
+     */
+    public static MethodHandle fsig_cuda_malloc$handle() {
+        return fsig_cuda_malloc.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_cuda_malloc(int32_t device_index, int64_t bytes, void **ptr)
+     * }
+     */
+    public static MemorySegment fsig_cuda_malloc$address() {
+        return fsig_cuda_malloc.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_cuda_malloc(int32_t device_index, int64_t bytes, void **ptr)
+     * }
+     */
+    public static int fsig_cuda_malloc(int device_index, long bytes, MemorySegment ptr) {
+        var mh$ = fsig_cuda_malloc.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_cuda_malloc", device_index, bytes, ptr);
+            }
+            return (int)mh$.invokeExact(device_index, bytes, ptr);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_cuda_free {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_cuda_free");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_cuda_free(int32_t device_index, void *ptr)
+     * }
+     */
+    public static FunctionDescriptor fsig_cuda_free$descriptor() {
+        return fsig_cuda_free.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_cuda_free(int32_t device_index, void *ptr)
+     * }
+     */
+    public static MethodHandle fsig_cuda_free$handle() {
+        return fsig_cuda_free.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_cuda_free(int32_t device_index, void *ptr)
+     * }
+     */
+    public static MemorySegment fsig_cuda_free$address() {
+        return fsig_cuda_free.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_cuda_free(int32_t device_index, void *ptr)
+     * }
+     */
+    public static int fsig_cuda_free(int device_index, MemorySegment ptr) {
+        var mh$ = fsig_cuda_free.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_cuda_free", device_index, ptr);
+            }
+            return (int)mh$.invokeExact(device_index, ptr);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_cuda_memcpy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_LONG,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_cuda_memcpy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_cuda_memcpy(int32_t device_index, void *dst, const void *src, int64_t bytes, void *stream)
+     * }
+     */
+    public static FunctionDescriptor fsig_cuda_memcpy$descriptor() {
+        return fsig_cuda_memcpy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_cuda_memcpy(int32_t device_index, void *dst, const void *src, int64_t bytes, void *stream)
+     * }
+     */
+    public static MethodHandle fsig_cuda_memcpy$handle() {
+        return fsig_cuda_memcpy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_cuda_memcpy(int32_t device_index, void *dst, const void *src, int64_t bytes, void *stream)
+     * }
+     */
+    public static MemorySegment fsig_cuda_memcpy$address() {
+        return fsig_cuda_memcpy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_cuda_memcpy(int32_t device_index, void *dst, const void *src, int64_t bytes, void *stream)
+     * }
+     */
+    public static int fsig_cuda_memcpy(int device_index, MemorySegment dst, MemorySegment src, long bytes, MemorySegment stream) {
+        var mh$ = fsig_cuda_memcpy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_cuda_memcpy", device_index, dst, src, bytes, stream);
+            }
+            return (int)mh$.invokeExact(device_index, dst, src, bytes, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_cuda_stream_create {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_cuda_stream_create");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_create(int32_t device_index, void **stream)
+     * }
+     */
+    public static FunctionDescriptor fsig_cuda_stream_create$descriptor() {
+        return fsig_cuda_stream_create.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_create(int32_t device_index, void **stream)
+     * }
+     */
+    public static MethodHandle fsig_cuda_stream_create$handle() {
+        return fsig_cuda_stream_create.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_create(int32_t device_index, void **stream)
+     * }
+     */
+    public static MemorySegment fsig_cuda_stream_create$address() {
+        return fsig_cuda_stream_create.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_create(int32_t device_index, void **stream)
+     * }
+     */
+    public static int fsig_cuda_stream_create(int device_index, MemorySegment stream) {
+        var mh$ = fsig_cuda_stream_create.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_cuda_stream_create", device_index, stream);
+            }
+            return (int)mh$.invokeExact(device_index, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_cuda_stream_destroy {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_cuda_stream_destroy");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_destroy(int32_t device_index, void *stream)
+     * }
+     */
+    public static FunctionDescriptor fsig_cuda_stream_destroy$descriptor() {
+        return fsig_cuda_stream_destroy.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_destroy(int32_t device_index, void *stream)
+     * }
+     */
+    public static MethodHandle fsig_cuda_stream_destroy$handle() {
+        return fsig_cuda_stream_destroy.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_destroy(int32_t device_index, void *stream)
+     * }
+     */
+    public static MemorySegment fsig_cuda_stream_destroy$address() {
+        return fsig_cuda_stream_destroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_cuda_stream_destroy(int32_t device_index, void *stream)
+     * }
+     */
+    public static int fsig_cuda_stream_destroy(int device_index, MemorySegment stream) {
+        var mh$ = fsig_cuda_stream_destroy.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_cuda_stream_destroy", device_index, stream);
+            }
+            return (int)mh$.invokeExact(device_index, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_cuda_synchronize {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_cuda_synchronize");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_cuda_synchronize(int32_t device_index, void *stream)
+     * }
+     */
+    public static FunctionDescriptor fsig_cuda_synchronize$descriptor() {
+        return fsig_cuda_synchronize.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_cuda_synchronize(int32_t device_index, void *stream)
+     * }
+     */
+    public static MethodHandle fsig_cuda_synchronize$handle() {
+        return fsig_cuda_synchronize.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_cuda_synchronize(int32_t device_index, void *stream)
+     * }
+     */
+    public static MemorySegment fsig_cuda_synchronize$address() {
+        return fsig_cuda_synchronize.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_cuda_synchronize(int32_t device_index, void *stream)
+     * }
+     */
+    public static int fsig_cuda_synchronize(int device_index, MemorySegment stream) {
+        var mh$ = fsig_cuda_synchronize.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_cuda_synchronize", device_index, stream);
+            }
+            return (int)mh$.invokeExact(device_index, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
     private static final int FSIG_CPU_ISA_AVX2 = (int)2L;
     /**
      * {@snippet lang=c :

@@ -1,0 +1,137 @@
+package io.flashsig;
+
+import io.flashsig.FlashSigException.Status;
+import io.flashsig.ffi.FlashSigNative;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.Objects;
+
+/**
+ * CUDA memory, copies, streams and synchronisation for Java programs, which have no CUDA runtime of
+ * their own: the device half of FlashSig's Java API. Everything here goes through the C ABI's
+ * {@code fsig_cuda_*} functions, so it works without any other CUDA binding on the class path.
+ *
+ * <pre>{@code
+ * Device gpu = Device.cuda(0);
+ * try (Arena arena = Arena.ofConfined(); CudaStream stream = CudaStream.create(gpu)) {
+ *     Tensor q = Cuda.allocate(arena, DType.BF16, gpu, B, N, H, d);   // freed when the arena closes
+ *     ...
+ *     Cuda.copy(hostQ, q, stream);                                     // host -> device
+ *     FlashSig.forward(spec, AttentionExtras.none().stream(stream), q, k, v, out, lse);
+ *     Cuda.copy(out, hostOut, stream);                                 // device -> host
+ *     stream.synchronize();                                            // asynchronous errors surface here
+ * }
+ * }</pre>
+ *
+ * <p>A device tensor's {@link Tensor#segment()} holds a device address: never read or write it from
+ * Java (element access on a CUDA tensor is refused). Device memory of another framework is wrapped with
+ * {@link Tensor#wrap(MemorySegment, DType, Device, long[], long[])}: the byte size given bounds every
+ * access, and the memory must stay allocated until the stream has finished the calls that use it.
+ */
+public final class Cuda {
+    private Cuda() {}
+
+    /**
+     * A zero-filled, contiguous tensor in the memory of {@code device} (a CUDA device), freed when
+     * {@code arena} closes. The arena's close must come after the last call that uses the tensor has
+     * finished on its stream (synchronise first).
+     */
+    public static Tensor allocate(Arena arena, DType dtype, Device device, long... shape) {
+        Objects.requireNonNull(arena, "arena");
+        if (dtype == null) throw new FlashSigException(Status.NULL_ARGUMENT, "dtype is null");
+        if (device == null) throw new FlashSigException(Status.NULL_ARGUMENT, "device is null");
+        if (device.isCpu()) return Tensor.allocate(arena, dtype, shape);
+        long[] s = shape == null ? null : shape.clone();
+        if (s == null) throw new FlashSigException(Status.NULL_ARGUMENT, "shape is null");
+        long count = 1;
+        try {
+            for (long n : s) {
+                if (n < 1) throw new FlashSigException(Status.INVALID_SHAPE, "shape " + Arrays.toString(s)
+                        + " has a dimension < 1");
+                count = Math.multiplyExact(count, n);
+            }
+            count = Math.multiplyExact(count, dtype.byteSize());
+        } catch (ArithmeticException e) {
+            throw new FlashSigException(Status.INVALID_SHAPE, "shape " + Arrays.toString(s) + " has more than 2^63 bytes");
+        }
+        long bytes = count;
+        NativeLibrary.load();
+        int ordinal = device.index();
+        MemorySegment address;
+        try (Arena tmp = Arena.ofConfined()) {
+            MemorySegment out = tmp.allocate(ValueLayout.ADDRESS);
+            int status = FlashSigNative.fsig_cuda_malloc(ordinal, bytes, out);
+            if (status != 0) throw FlashSig.nativeError(status);
+            address = out.get(ValueLayout.ADDRESS, 0);
+        }
+        // the arena owns the allocation: its close frees it (a failed free is reported to nobody, as
+        // with any close-time cleanup; fsig_cuda_synchronize reports the device's errors)
+        MemorySegment segment = address.reinterpret(bytes, arena, seg -> FlashSigNative.fsig_cuda_free(ordinal, seg));
+        try (Arena tmp = Arena.ofConfined()) {
+            // zero it, as Tensor.allocate does on the host: a host buffer of zeros copied over
+            MemorySegment zeros = tmp.allocate(Math.min(bytes, 1 << 20));
+            for (long off = 0; off < bytes; off += zeros.byteSize()) {
+                long n = Math.min(zeros.byteSize(), bytes - off);
+                int status = FlashSigNative.fsig_cuda_memcpy(ordinal, MemorySegment.ofAddress(address.address() + off),
+                        zeros, n, MemorySegment.NULL);
+                if (status != 0) throw FlashSig.nativeError(status);
+            }
+        }
+        return Tensor.wrap(segment, dtype, device, s, Tensor.contiguousStrides(s));
+    }
+
+    /**
+     * Copies {@code src} into {@code dst}: the same dtype and shape, both contiguous, at least one of
+     * them on a CUDA device, host tensors off-heap (not heap arrays). In stream order ({@code stream}
+     * null = the default stream); with ordinary off-heap host memory the call returns once the host side
+     * is done with it.
+     */
+    public static void copy(Tensor src, Tensor dst, CudaStream stream) {
+        if (src == null) throw new FlashSigException(Status.NULL_ARGUMENT, "src is null");
+        if (dst == null) throw new FlashSigException(Status.NULL_ARGUMENT, "dst is null");
+        if (src.dtype() != dst.dtype())
+            throw new FlashSigException(Status.INVALID_DTYPE, "src is " + src.dtype() + " but dst is " + dst.dtype());
+        if (!Arrays.equals(src.shape(), dst.shape()))
+            throw new FlashSigException(Status.INVALID_SHAPE, "src has shape " + Arrays.toString(src.shape())
+                    + " but dst has " + Arrays.toString(dst.shape()));
+        if (!src.isContiguous() || !dst.isContiguous())
+            throw new FlashSigException(Status.INVALID_STRIDE, (src.isContiguous() ? "dst" : "src")
+                    + " is not contiguous: copies take whole contiguous tensors");
+        if (src.device().isCpu() && dst.device().isCpu())
+            throw new FlashSigException(Status.INVALID_DEVICE, "src and dst are both host tensors: use MemorySegment.copy");
+        if (!src.device().isCpu() && !dst.device().isCpu() && src.device().index() != dst.device().index())
+            throw new FlashSigException(Status.INVALID_DEVICE, "src is on " + src.device() + " but dst on "
+                    + dst.device() + ": copies between devices are not supported");
+        for (Tensor t : new Tensor[] {src, dst})
+            if (t.device().isCpu() && !t.segment().isNative())
+                throw new FlashSigException(Status.INVALID_DEVICE, (t == src ? "src" : "dst")
+                        + " is a heap tensor: host ends of a device copy must be off-heap (Arena) memory");
+        Device device = src.device().isCpu() ? dst.device() : src.device();
+        if (stream != null && !stream.device().equals(device))
+            throw new FlashSigException(Status.INVALID_DEVICE, "stream is on " + stream.device() + " but the copy on "
+                    + device);
+        long bytes = Math.multiplyExact(src.elementCount(), src.dtype().byteSize());
+        if (bytes > src.segment().byteSize() || bytes > dst.segment().byteSize())
+            throw new FlashSigException(Status.BUFFER_TOO_SMALL, (bytes > src.segment().byteSize() ? "src" : "dst")
+                    + "'s segment is smaller than its " + bytes + " bytes");
+        NativeLibrary.load();
+        int status = FlashSigNative.fsig_cuda_memcpy(device.index(), dst.segment(), src.segment(), bytes,
+                stream == null ? MemorySegment.NULL : stream.handle());
+        if (status != 0) throw FlashSig.nativeError(status);
+    }
+
+    /**
+     * Waits until the work queued on {@code device} (every stream) has finished, and throws a
+     * {@link FlashSigException} ({@link Status#CUDA}) for an asynchronous error of that work.
+     */
+    public static void synchronize(Device device) {
+        if (device == null) throw new FlashSigException(Status.NULL_ARGUMENT, "device is null");
+        if (device.isCpu()) return; // CPU calls are synchronous
+        NativeLibrary.load();
+        int status = FlashSigNative.fsig_cuda_synchronize(device.index(), MemorySegment.NULL);
+        if (status != 0) throw FlashSig.nativeError(status);
+    }
+}
