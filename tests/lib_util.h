@@ -124,6 +124,19 @@ inline size_t count_stray_writes(const View& v) {
     return changed;
 }
 
+// One output of a case against its references: the §6 rule and no stray writes. `spec` describes the
+// problem for the message.
+inline bool check_output(const std::string& case_name, const std::string& spec, const char* output, const View& v,
+                         const std::vector<double>& r64, const std::vector<float>& naive) {
+    const std::vector<float> ours = v.load();
+    std::vector<int64_t> shape(v.shape, v.shape + v.ndim);
+    const ref::RuleResult r = ref::check_rule(case_name, output, ours.data(), r64.data(), naive.data(), ours.size(), shape);
+    EXPECT(r.ok, "%s: %s breaks the §6 rule (%s)", case_name.c_str(), output, spec.c_str());
+    const size_t stray = count_stray_writes(v);
+    EXPECT(stray == 0, "%s: %zu element(s) outside the %s view were written", case_name.c_str(), stray, output);
+    return r.ok && stray == 0;
+}
+
 // Memory layouts of a [B, N, H, d] tensor (BSHD logical order); see make_view.
 enum Layout : int {
     kContiguous = 0,  // dense BSHD

@@ -24,13 +24,7 @@ int output_layout(int layout) { return layout == tu::kPackedQKV ? tu::kPadded : 
 
 bool check(const Case& c, const char* output, const View& v, const std::vector<double>& r64,
            const std::vector<float>& naive) {
-    const std::vector<float> ours = v.load();
-    std::vector<int64_t> shape(v.shape, v.shape + v.ndim);
-    const ref::RuleResult r = ref::check_rule(c.name, output, ours.data(), r64.data(), naive.data(), ours.size(), shape);
-    EXPECT(r.ok, "%s: %s breaks the §6 rule (%s)", c.name.c_str(), output, c.s.describe().c_str());
-    const size_t stray = tu::count_stray_writes(v);
-    EXPECT(stray == 0, "%s: %zu element(s) outside the %s view were written", c.name.c_str(), stray, output);
-    return r.ok && stray == 0;
+    return tu::check_output(c.name, c.s.describe(), output, v, r64, naive);
 }
 
 }  // namespace

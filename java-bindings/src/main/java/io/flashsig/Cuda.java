@@ -44,20 +44,11 @@ public final class Cuda {
         if (dtype == null) throw new FlashSigException(Status.NULL_ARGUMENT, "dtype is null");
         if (device == null) throw new FlashSigException(Status.NULL_ARGUMENT, "device is null");
         if (device.isCpu()) return Tensor.allocate(arena, dtype, shape);
-        long[] s = shape == null ? null : shape.clone();
-        if (s == null) throw new FlashSigException(Status.NULL_ARGUMENT, "shape is null");
-        long count = 1;
-        try {
-            for (long n : s) {
-                if (n < 1) throw new FlashSigException(Status.INVALID_SHAPE, "shape " + Arrays.toString(s)
-                        + " has a dimension < 1");
-                count = Math.multiplyExact(count, n);
-            }
-            count = Math.multiplyExact(count, dtype.byteSize());
-        } catch (ArithmeticException e) {
-            throw new FlashSigException(Status.INVALID_SHAPE, "shape " + Arrays.toString(s) + " has more than 2^63 bytes");
-        }
-        long bytes = count;
+        long[] s = Tensor.checkShape(shape);
+        for (long n : s)  // device memory of 0 bytes does not exist
+            if (n < 1) throw new FlashSigException(Status.INVALID_SHAPE, "shape " + Arrays.toString(s)
+                    + " has a dimension < 1");
+        long bytes = Tensor.byteSize(dtype, s);
         NativeLibrary.load();
         int ordinal = device.index();
         MemorySegment address;

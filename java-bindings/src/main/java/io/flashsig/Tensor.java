@@ -71,13 +71,7 @@ public final class Tensor {
         Objects.requireNonNull(arena, "arena");
         requireDtype(dtype);
         long[] s = checkShape(shape);
-        long bytes;
-        try {
-            bytes = Math.multiplyExact(elementCount(s), dtype.byteSize());
-        } catch (ArithmeticException e) {
-            throw new FlashSigException(INVALID_SHAPE, "shape " + Arrays.toString(s) + " has more than 2^63 bytes");
-        }
-        MemorySegment seg = arena.allocate(bytes, 64);
+        MemorySegment seg = arena.allocate(byteSize(dtype, s), 64);
         seg.fill((byte) 0); // JDK arenas zero already; a custom arena may not
         return new Tensor(seg, dtype, Device.CPU, s, contiguousStrides(s));
     }
@@ -315,7 +309,16 @@ public final class Tensor {
         if (dtype == null) throw new FlashSigException(NULL_ARGUMENT, "dtype is null");
     }
 
-    private static long[] checkShape(long[] shape) {
+    /** Bytes of a contiguous tensor of {@code shape}, or an INVALID_SHAPE error past 2^63. */
+    static long byteSize(DType dtype, long[] shape) {
+        try {
+            return Math.multiplyExact(elementCount(shape), dtype.byteSize());
+        } catch (ArithmeticException e) {
+            throw new FlashSigException(INVALID_SHAPE, "shape " + Arrays.toString(shape) + " has more than 2^63 bytes");
+        }
+    }
+
+    static long[] checkShape(long[] shape) {
         if (shape == null) throw new FlashSigException(NULL_ARGUMENT, "shape is null");
         if (shape.length < 1 || shape.length > 4)
             throw new FlashSigException(INVALID_SHAPE, "rank is " + shape.length
