@@ -439,10 +439,7 @@ int check_broadcast_shape(Checked* c, const Problem& p) {
     return FSIG_OK;
 }
 
-int ceil_div(int64_t a, int64_t b, int64_t* out) {
-    *out = a / b + (a % b != 0);
-    return FSIG_OK;
-}
+int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 // Validates the extension tensors against the problem and fills its extension fields.
 int check_extensions(const fsig_attention_params& prm, const ExtensionArgs& x, const Checked& q, Problem* p,
@@ -508,9 +505,7 @@ int check_extensions(const fsig_attention_params& prm, const ExtensionArgs& x, c
         Checked& c = in->t[in->n++];
         FSIG_CHECK(check_tensor("block_layout", x.layout, x.layout_data, 3, &c, true));
         FSIG_CHECK(check_same_device(q, c));
-        int64_t rows, cols;
-        ceil_div(p->seq_q, prm.sparse_block_m, &rows);
-        ceil_div(p->seq_k, prm.sparse_block_n, &cols);
+        const int64_t rows = ceil_div(p->seq_q, prm.sparse_block_m), cols = ceil_div(p->seq_k, prm.sparse_block_n);
         if (c.view.shape[0] != 1 && c.view.shape[0] != p->heads_q)
             return fail(FSIG_ERROR_INVALID_SHAPE, "block_layout.shape[0] is %lld but must be 1 (every head) or heads_q = %lld",
                         (long long)c.view.shape[0], (long long)p->heads_q);

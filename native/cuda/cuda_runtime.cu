@@ -133,7 +133,6 @@ private:
     bool switched_ = false;
 };
 
-int64_t clamp_window(int64_t w, int64_t limit) { return w > limit ? limit : w; }
 
 
 // What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
@@ -197,9 +196,9 @@ FwdParams make_params(const Problem& pr, const TensorView& q, const TensorView& 
     if (lse != nullptr) p.lse_batch = lse->stride[0], p.lse_head = lse->stride[1], p.lse_row = lse->stride[2];
     p.batch = pr.batch, p.seq_q = pr.seq_q, p.seq_k = pr.seq_k;
     p.diag_offset = pr.seq_k - pr.seq_q;
-    // a bound beyond Nq + Nk excludes nothing; clamping keeps i + Nk - Nq -/+ w inside int64
-    p.window_left = clamp_window(pr.window_left, pr.seq_q + pr.seq_k);
-    p.window_right = clamp_window(pr.window_right, pr.seq_q + pr.seq_k);
+    // the C ABI layer clamped the windows to Nq + Nk (check_qkv), so i + Nk - Nq -/+ w stays in int64
+    p.window_left = pr.window_left;
+    p.window_right = pr.window_right;
     p.causal = pr.causal ? 1 : 0;
     p.heads_q = int32_t(pr.heads_q);
     p.group = int32_t(pr.group());
