@@ -62,6 +62,8 @@ void print_help() {
         "  --hidden D       heads = D/d per head dim (DESIGN §7 uses 2048)\n"
         "  --gqa-kv-heads K key/value heads, H %% K == 0 (= H)\n"
         "  --window L,R     sliding window (-1 = unbounded side)\n"
+        "  --strided LIST   strided (atrous) mask |i - j| mod s == 0, a comma list (0 = off); with --window\n"
+        "                   the union window u strided; GFLOP/s still counts the work without it\n"
         "  --device DEV     cpu|cuda (cpu)\n"
         "  --pass P         fwd|bwd|fwdbwd, a comma list, or all (fwd)\n"
         "  --threads N      CPU backend threads (library default: all CPUs of the process)\n"
@@ -130,7 +132,7 @@ std::vector<int> parse_names(const std::string& s, const char* const* names, int
 
 struct Options {
     std::vector<int> scores{0}, dtypes{0}, causals{0}, passes{kFwd};
-    std::vector<int64_t> ds{64}, seqs{1024}, nks;
+    std::vector<int64_t> ds{64}, seqs{1024}, nks, strides{0};
     int64_t batch = 0, heads = 8, hidden = 0, kv_heads = 0;
     int64_t window_left = -1, window_right = -1;
     bool cuda = false, check = false, overhead = false;
@@ -187,6 +189,7 @@ Options parse_args(int argc, char** argv) {
         } else if (key == "d") o.ds = parse_int_list(val, "--d", 1);
         else if (key == "seq") o.seqs = parse_int_list(val, "--seq", 1);
         else if (key == "nk") o.nks = parse_int_list(val, "--nk", 1);
+        else if (key == "strided") o.strides = parse_int_list(val, "--strided", 0);
         else if (key == "batch") o.batch = parse_int(val, "--batch"), have[kBatch] = true;
         else if (key == "heads") o.heads = parse_int(val, "--heads"), have[kHeads] = true;
         else if (key == "hidden") o.hidden = parse_int(val, "--hidden"), have[kHidden] = true;
@@ -385,15 +388,15 @@ fsig_tensor lse_tensor(const Buffer& b, bool cuda, int64_t B, int64_t H, int64_t
 
 struct Case {
     int score, dtype, causal, pass;
-    int64_t B, H, Hk, Nq, Nk, d, wl, wr;
+    int64_t B, H, Hk, Nq, Nk, d, wl, wr, strided = 0;
     bool cuda;
 
     std::string describe() const {
         char s[256];
-        std::snprintf(s, sizeof s, "%s %s B=%lld H=%lld Hk=%lld Nq=%lld Nk=%lld d=%lld causal=%d window=%lld,%lld %s",
+        std::snprintf(s, sizeof s, "%s %s B=%lld H=%lld Hk=%lld Nq=%lld Nk=%lld d=%lld causal=%d window=%lld,%lld%s %s",
                       kScoreNames[score], kDtypeNames[dtype], (long long)B, (long long)H, (long long)Hk,
                       (long long)Nq, (long long)Nk, (long long)d, causal, (long long)wl, (long long)wr,
-                      kPassNames[pass]);
+                      strided > 0 ? (" strided=" + std::to_string(strided)).c_str() : "", kPassNames[pass]);
         return s;
     }
 
@@ -481,6 +484,7 @@ struct Problem {
         params.causal = c.causal;
         params.window_left = c.wl;
         params.window_right = c.wr;
+        params.strided = c.strided;
     }
 
     // Softmax forward also writes LSE, as training does (backward needs it).
@@ -664,7 +668,7 @@ bool check_case(const Case& full, uint64_t seed) {
     if (is_linear(c.score)) return check_linear(c, p, name);
     ref::Spec s;
     s.B = c.B, s.Nq = c.Nq, s.Nk = c.Nk, s.Hq = c.H, s.Hk = c.Hk, s.d = c.d;
-    s.score = c.score, s.causal = c.causal != 0, s.window_left = c.wl, s.window_right = c.wr;
+    s.score = c.score, s.causal = c.causal != 0, s.window_left = c.wl, s.window_right = c.wr, s.strided = c.strided;
     auto qf = host_values(p.q, c.dtype), kf = host_values(p.k, c.dtype), vf = host_values(p.v, c.dtype);
     std::vector<double> q64(qf.begin(), qf.end()), k64(kf.begin(), kf.end()), v64(vf.begin(), vf.end());
     bool ok = true;
@@ -802,66 +806,71 @@ int main(int argc, char** argv) {
         if (!csv) usage_error("cannot open --csv file " + o.csv);
         if (fresh)
             std::fprintf(csv, "device,isa,threads,score,dtype,B,H,Hk,Nq,Nk,d,causal,window_left,window_right,"
-                              "pass,iters,median_ms,min_ms,gflop,rate\n");
+                              "pass,iters,median_ms,min_ms,gflop,rate,strided\n");
     }
     const char* unit = o.cuda ? "TFLOP/s" : "GFLOP/s";
     const double unit_div = o.cuda ? 1e12 : 1e9;
-    std::printf("%-8s %-4s %5s %4s %6s %6s %4s %6s %-6s %10s %10s %9s\n", "score", "type", "B", "H", "Nq", "Nk", "d",
-                "causal", "pass", "median ms", "min ms", unit);
+    const bool show_strided = o.strides.size() > 1 || o.strides[0] != 0;
+    std::printf("%-8s %-4s %5s %4s %6s %6s %4s %6s %-6s %10s %10s %9s%s\n", "score", "type", "B", "H", "Nq", "Nk", "d",
+                "causal", "pass", "median ms", "min ms", unit, show_strided ? "  strided" : "");
     int failures = 0;
     for (size_t si = 0; si < o.seqs.size(); ++si)
         for (int64_t d : o.ds)
             for (int dtype : o.dtypes)
                 for (int causal : o.causals)
                     for (int score : o.scores)
-                        for (int pass : o.passes) {
-                            Case c;
-                            c.score = score, c.dtype = dtype, c.causal = causal, c.pass = pass, c.d = d;
-                            c.Nq = o.seqs[si];
-                            c.Nk = o.nks.empty() ? c.Nq : o.nks[o.nks.size() == 1 ? 0 : si];
-                            if (o.hidden > 0) {
-                                if (o.hidden % d) usage_error("--hidden " + std::to_string(o.hidden) + " is not a multiple of d " + std::to_string(d));
-                                c.H = o.hidden / d;
-                            } else {
-                                c.H = o.heads;
-                            }
-                            c.B = o.batch > 0 ? o.batch : (o.hidden > 0 ? std::max<int64_t>(1, 16384 / c.Nq) : 1);
-                            c.Hk = o.kv_heads > 0 ? o.kv_heads : c.H;
-                            if (c.H % c.Hk) usage_error("heads " + std::to_string(c.H) + " not a multiple of --gqa-kv-heads");
-                            c.wl = o.window_left, c.wr = o.window_right;
-                            c.cuda = o.cuda;
+                        for (int64_t strided : o.strides)
+                            for (int pass : o.passes) {
+                                Case c;
+                                c.score = score, c.dtype = dtype, c.causal = causal, c.pass = pass, c.d = d;
+                                c.Nq = o.seqs[si];
+                                c.Nk = o.nks.empty() ? c.Nq : o.nks[o.nks.size() == 1 ? 0 : si];
+                                if (o.hidden > 0) {
+                                    if (o.hidden % d) usage_error("--hidden " + std::to_string(o.hidden) + " is not a multiple of d " + std::to_string(d));
+                                    c.H = o.hidden / d;
+                                } else {
+                                    c.H = o.heads;
+                                }
+                                c.B = o.batch > 0 ? o.batch : (o.hidden > 0 ? std::max<int64_t>(1, 16384 / c.Nq) : 1);
+                                c.Hk = o.kv_heads > 0 ? o.kv_heads : c.H;
+                                if (c.H % c.Hk) usage_error("heads " + std::to_string(c.H) + " not a multiple of --gqa-kv-heads");
+                                c.wl = o.window_left, c.wr = o.window_right;
+                                c.strided = strided;
+                                c.cuda = o.cuda;
 #ifdef FSIG_BENCH_REFERENCE
-                            if (o.check && !check_case(c, o.seed)) {
-                                ++failures;
-                                continue;
-                            }
+                                if (o.check && !check_case(c, o.seed)) {
+                                    ++failures;
+                                    continue;
+                                }
 #endif
-                            Timing t;
-                            {
-                                Problem p(c, o.seed);
-                                t = time_case(p, o);
+                                Timing t;
+                                {
+                                    Problem p(c, o.seed);
+                                    t = time_case(p, o);
+                                }
+                                if (!t.ok) {
+                                    failures += !t.unsupported;
+                                    continue;
+                                }
+                                double flops = c.forward_flops() * kPassFactor[pass];
+                                double rate = flops / (t.median_ms * 1e-3) / unit_div;
+                                std::printf("%-8s %-4s %5lld %4lld %6lld %6lld %4lld %6d %-6s %10.3f %10.3f %9.2f",
+                                            kScoreNames[score], kDtypeNames[dtype], (long long)c.B, (long long)c.H,
+                                            (long long)c.Nq, (long long)c.Nk, (long long)d, causal, kPassNames[pass],
+                                            t.median_ms, t.min_ms, rate);
+                                if (show_strided) std::printf(" %8lld", (long long)strided);
+                                std::printf("\n");
+                                std::fflush(stdout);
+                                if (csv) {
+                                    std::fprintf(csv, "%s,%s,%d,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%d,%lld,%lld,%s,%d,%.6f,%.6f,%.4f,%.4f,%lld\n",
+                                                 o.cuda ? "cuda" : "cpu", isa, caps.cpu_threads, kScoreNames[score],
+                                                 kDtypeNames[dtype], (long long)c.B, (long long)c.H, (long long)c.Hk,
+                                                 (long long)c.Nq, (long long)c.Nk, (long long)d, causal, (long long)c.wl,
+                                                 (long long)c.wr, kPassNames[pass], t.iters, t.median_ms, t.min_ms,
+                                                 flops / 1e9, rate, (long long)strided);
+                                    std::fflush(csv);
+                                }
                             }
-                            if (!t.ok) {
-                                failures += !t.unsupported;
-                                continue;
-                            }
-                            double flops = c.forward_flops() * kPassFactor[pass];
-                            double rate = flops / (t.median_ms * 1e-3) / unit_div;
-                            std::printf("%-8s %-4s %5lld %4lld %6lld %6lld %4lld %6d %-6s %10.3f %10.3f %9.2f\n",
-                                        kScoreNames[score], kDtypeNames[dtype], (long long)c.B, (long long)c.H,
-                                        (long long)c.Nq, (long long)c.Nk, (long long)d, causal, kPassNames[pass],
-                                        t.median_ms, t.min_ms, rate);
-                            std::fflush(stdout);
-                            if (csv) {
-                                std::fprintf(csv, "%s,%s,%d,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%d,%lld,%lld,%s,%d,%.6f,%.6f,%.4f,%.4f\n",
-                                             o.cuda ? "cuda" : "cpu", isa, caps.cpu_threads, kScoreNames[score],
-                                             kDtypeNames[dtype], (long long)c.B, (long long)c.H, (long long)c.Hk,
-                                             (long long)c.Nq, (long long)c.Nk, (long long)d, causal, (long long)c.wl,
-                                             (long long)c.wr, kPassNames[pass], t.iters, t.median_ms, t.min_ms,
-                                             flops / 1e9, rate);
-                                std::fflush(csv);
-                            }
-                        }
     if (csv) std::fclose(csv);
     if (failures) std::fprintf(stderr, "flashsig-bench: %d case(s) failed\n", failures);
     return failures ? 1 : 0;
