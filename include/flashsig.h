@@ -181,8 +181,8 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
  * window and strided together, which are one mask (their union). Key tiles that the block layout or the
  * mask leaves empty for a whole query tile are skipped, so time falls with density.
  * dbias (backward, optional): dL/dbias = dS summed over the bias's broadcast dims, deterministic; the
- * bias's shape and dtype, its own strides; requires bias, and a bias not broadcast over Nq
- * (bias.shape[2] == Nq: FSIG_ERROR_UNSUPPORTED otherwise). Every element is written (0 where masked).
+ * bias's shape and dtype, its own strides; requires bias. A bias broadcast over Nq ([B|1, Hq|1, 1, Nk],
+ * e.g. key padding) gets dS summed over every query row. Every element is written (0 where masked).
  * fsig_attention_forward(...) is fsig_attention_forward_ex(...) with every extension NULL, and likewise
  * for backward. The linear scores take none of these (FSIG_ERROR_INVALID_PARAMS). */
 FSIG_API int fsig_attention_forward_ex(const fsig_attention_params* params,

@@ -670,11 +670,6 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
         if (dbias.view.dtype != b->view.dtype)
             return fail(FSIG_ERROR_INVALID_DTYPE, "dbias is %s but bias is %s: dbias has the bias's dtype",
                         dtype_name(dbias.view.dtype), dtype_name(b->view.dtype));
-        if (b->view.shape[2] != a.p.seq_q)
-            return fail(FSIG_ERROR_UNSUPPORTED,
-                        "dbias for a bias broadcast over Nq (bias.shape[2] = 1, Nq = %lld) is not supported: pass the "
-                        "bias as [B|1, Hq|1, Nq, Nk] to get its gradient",
-                        (long long)a.p.seq_q);
         FSIG_CHECK(check_no_self_overlap(dbias, 4));
         a.has_dbias = true;
         a.dbias = dbias.view;

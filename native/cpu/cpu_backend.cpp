@@ -110,7 +110,11 @@ int backward(const BackwardArgs& a) {
     const bool softmax = p.score == FSIG_SCORE_SOFTMAX;
     std::unique_ptr<float, FreeDeleter> D(
         softmax ? static_cast<float*>(std::malloc(sizeof(float) * size_t(p.batch * p.heads_q * p.seq_q))) : nullptr);
-    if (!scratch.get() || (softmax && !D)) return FSIG_ERROR_OUT_OF_MEMORY;
+    // dbias broadcast over Nq: the dK/dV pass leaves dS summed over the query rows per (b, h, key)
+    const bool dbias_cols = a.has_dbias && a.dbias.shape[2] != p.seq_q;
+    std::unique_ptr<float, FreeDeleter> ds_cols(
+        dbias_cols ? static_cast<float*>(std::malloc(sizeof(float) * size_t(p.batch * p.heads_q * p.seq_k))) : nullptr);
+    if (!scratch.get() || (softmax && !D) || (dbias_cols && !ds_cols)) return FSIG_ERROR_OUT_OF_MEMORY;
 
     if (softmax)
         parallel_for(p.batch * p.heads_q * q_tiles, workers, [&](int64_t t, int) {
@@ -119,7 +123,7 @@ int backward(const BackwardArgs& a) {
         });
     parallel_for(p.batch * p.heads_k * k_tiles, workers, [&](int64_t t, int w) {
         const int64_t tile = t % k_tiles, bh = t / k_tiles;
-        k.backward_dkdv_task(a, D.get(), bh / p.heads_k, bh % p.heads_k, tile * bn,
+        k.backward_dkdv_task(a, D.get(), bh / p.heads_k, bh % p.heads_k, tile * bn, ds_cols.get(),
                              scratch.get() + size_t(w) * per_worker);
     });
     parallel_for(p.batch * p.heads_q * q_tiles, workers, [&](int64_t t, int w) {
@@ -127,9 +131,16 @@ int backward(const BackwardArgs& a) {
         k.backward_dq_task(a, D.get(), bh / p.heads_q, bh % p.heads_q, tile * kBlockM,
                            scratch.get() + size_t(w) * per_worker);
     });
-    // dbias broadcast over batch or heads (else the dQ pass wrote it): tasks own whole output rows
+    // dbias broadcast over Nq: the column sums added over the broadcast batches and heads, by key tile
     const int64_t bias_b = a.has_dbias ? a.dbias.shape[0] : 0, bias_h = a.has_dbias ? a.dbias.shape[1] : 0;
-    if (a.has_dbias && (bias_b != p.batch || bias_h != p.heads_q))
+    if (dbias_cols)
+        parallel_for(bias_b * bias_h * k_tiles, workers, [&](int64_t t, int w) {
+            const int64_t tile = t % k_tiles, bh = t / k_tiles;
+            k.backward_dbias_cols_task(a, ds_cols.get(), bh / bias_h, bh % bias_h, tile * bn,
+                                       scratch.get() + size_t(w) * per_worker);
+        });
+    // dbias broadcast over batch or heads only (with none, the dQ pass wrote it): tasks own whole rows
+    else if (a.has_dbias && (bias_b != p.batch || bias_h != p.heads_q))
         parallel_for(bias_b * bias_h * q_tiles, workers, [&](int64_t t, int w) {
             const int64_t tile = t % q_tiles, bh = t / q_tiles;
             k.backward_dbias_task(a, D.get(), bh / bias_h, bh % bias_h, tile * kBlockM,

@@ -23,9 +23,11 @@ struct KernelTable {
     void (*forward_task)(const ForwardArgs& a, int64_t b, int64_t h, int64_t i0, float* scratch);
     // softmax only: D[b, h, i] = sum_c dO * O for one (batch, query head, query tile)
     void (*backward_rowdot_task)(const BackwardArgs& a, int64_t b, int64_t h, int64_t i0, float* D);
-    // one (batch, kv head, key tile): dK, dV rows [j0, j0 + block_n) summed over the group's heads
+    // one (batch, kv head, key tile): dK, dV rows [j0, j0 + block_n) summed over the group's heads;
+    // ds_cols (nullptr unless dbias is broadcast over Nq): [B, Hq, Nk], gets dS summed over every query
+    // row for keys [j0, j0 + block_n) of each head of the group
     void (*backward_dkdv_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t hk, int64_t j0,
-                               float* scratch);
+                               float* ds_cols, float* scratch);
     // one (batch, query head, query tile): dQ rows [i0, i0 + kBlockM)
     void (*backward_dq_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t h, int64_t i0,
                              float* scratch);
@@ -33,6 +35,10 @@ struct KernelTable {
     // [i0, i0 + kBlockM) of dbias, dS summed over the batches and heads they stand for
     void (*backward_dbias_task)(const BackwardArgs& a, const float* D, int64_t bo, int64_t ho, int64_t i0,
                                 float* scratch);
+    // dbias broadcast over Nq: one (dbias batch, dbias head, key tile) — dbias(bo, ho, 0, [j0, j0 +
+    // block_n)) = ds_cols summed over the batches and heads it stands for
+    void (*backward_dbias_cols_task)(const BackwardArgs& a, const float* ds_cols, int64_t bo, int64_t ho, int64_t j0,
+                                     float* scratch);
 };
 
 const KernelTable& kernels_avx2();

@@ -203,8 +203,9 @@ public final class FlashSig {
     /**
      * {@link #backward(AttentionSpec, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)}
      * with the tensors of {@code extras}, and the bias gradient: {@code dbias} (may be null) receives
-     * dL/dbias = dS summed over the bias's broadcast dimensions — the bias's shape and dtype, a bias not
-     * broadcast over Nq; every element is written (0 where masked); deterministic.
+     * dL/dbias = dS summed over the bias's broadcast dimensions (over every query row too for a bias
+     * broadcast over Nq, such as a key-padding bias) — the bias's shape and dtype; every element is
+     * written (0 where masked); deterministic.
      */
     public static void backward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
                                 Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, Tensor dbias) {
