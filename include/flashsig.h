@@ -178,8 +178,8 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
  *  - block_layout: FSIG_DTYPE_BOOL [1 or Hq, ceil(Nq / sparse_block_m), ceil(Nk / sparse_block_n)];
  *    nonzero = the block is allowed. Given exactly when params.sparse_block_m/n are set.
  * Every mask given (causal, window, strided, block layout, mask tensor, bias -inf) is intersected, except
- * window and strided together, which are one mask (their union). Key tiles that the block layout or the
- * mask leaves empty for a whole query tile are skipped, so time falls with density.
+ * window and strided together, which are one mask (their union). Key tiles that the block layout, the
+ * mask or the strided pattern leave empty for a whole query tile are skipped, so time falls with density.
  * dbias (backward, optional): dL/dbias = dS summed over the bias's broadcast dims, deterministic; the
  * bias's shape and dtype, its own strides; requires bias. A bias broadcast over Nq ([B|1, Hq|1, 1, Nk],
  * e.g. key padding) gets dS summed over every query row. Every element is written (0 where masked).

@@ -5,6 +5,7 @@
 // every refusal (with nothing written).
 //
 //   test_masks [--list] [--verbose] [name filters...]
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../native/cpu/strided.h"
 #include "harness.h"
 #include "lib_util.h"
 
@@ -359,6 +361,129 @@ TEST(strided_forms) {
             c.name = th::format("strided%lld_wl%lld", (long long)stride, (long long)wl);
             ++idx;
             run_case(c);
+        }
+}
+
+// The tile predicate of the strided pattern (native/cpu/strided.h) against a scan of every element with
+// the reference's mask, over random lengths, strides, causal and window bounds and tiles of any size:
+// it must be exact (a tile it calls empty has no allowed element, and every tile without one is called
+// empty), whatever the stride is next to the tile.
+TEST(strided_tile_predicate) {
+    ref::Rng rng(2024);
+    int64_t empty = 0, nonempty = 0;
+    const int64_t bounds[] = {-1, -1, 0, 1, 3, 17, 60, 200};
+    for (int trial = 0; trial < 3000; ++trial) {
+        Spec s;
+        s.Nq = 1 + rng.below(trial % 3 == 0 ? 9 : 260), s.Nk = 1 + rng.below(trial % 5 == 0 ? 9 : 300);
+        s.strided = 1 + rng.below(trial % 2 ? 40 : 500);
+        s.causal = rng.below(2) == 1;
+        s.window_left = bounds[rng.below(8)], s.window_right = bounds[rng.below(8)];
+        fsig::Problem p;
+        p.seq_q = s.Nq, p.seq_k = s.Nk, p.causal = s.causal, p.strided = s.strided;
+        p.window_left = s.window_left, p.window_right = s.window_right;
+        for (int tile = 0; tile < 8; ++tile) {
+            const int64_t i0 = rng.below(s.Nq), j0 = rng.below(s.Nk);
+            const int64_t m = 1 + rng.below(std::min<int64_t>(s.Nq - i0, tile % 2 ? 64 : 7));
+            const int64_t n = 1 + rng.below(std::min<int64_t>(s.Nk - j0, tile % 2 ? 128 : 9));
+            bool any = false;
+            for (int64_t i = i0; i < i0 + m && !any; ++i)
+                for (int64_t j = j0; j < j0 + n && !any; ++j) any = s.allowed_at(0, 0, i, j);
+            const bool said_empty = fsig::cpu::strided_tile_empty(p, i0, m, j0, n);
+            (any ? nonempty : empty) += 1;
+            EXPECT(said_empty == !any, "%s: tile rows [%lld, %lld) keys [%lld, %lld): predicate says %s, the scan %s",
+                   s.describe().c_str(), (long long)i0, (long long)(i0 + m), (long long)j0, (long long)(j0 + n),
+                   said_empty ? "empty" : "not empty", any ? "finds an allowed element" : "finds none");
+        }
+    }
+    EXPECT(empty > 2000 && nonempty > 2000, "the random tiles must cover both answers: %lld empty, %lld not",
+           (long long)empty, (long long)nonempty);
+}
+
+// Strides larger than the kernel tiles (64 query rows × 128 keys, 64 keys for d > 128), so whole key tiles
+// are skipped in the forward, the dK/dV and the dQ pass: alone, causal, with a window (the union) and
+// with a bias broadcast over Nq (its dBias built from the dK/dV pass's column sums, skipped tiles 0).
+// Rows without any allowed key occur (stride > Nk). §6 rule against the fp64 reference.
+TEST(strided_tile_skipping) {
+    int idx = 0;
+    for (int64_t stride : {150, 200, 333, 700, 5000})
+        for (int mode = 0; mode < kModeCount; ++mode) {
+            MCase c;
+            Spec& s = c.s;
+            const bool wide = idx % 3 == 2;  // d > 128: 64-key tiles
+            s.B = 1 + idx % 2, s.Nq = 300 + 37 * (idx % 4), s.Nk = 420 + 53 * (idx % 3), s.Hq = 2, s.Hk = 1 + idx % 2;
+            s.d = wide ? 144 : 24 + 8 * (idx % 3);
+            const int scores[] = {ref::kSoftmax, ref::kSigmoid, ref::kRelu2, ref::kSoftmax, ref::kGelu};
+            s.score = scores[idx % 5];
+            s.causal = mode == kCausal || mode == kCausalWindow;
+            if (mode == kWindow || mode == kCausalWindow) s.window_left = 5 + idx % 11, s.window_right = mode == kWindow ? 3 : -1;
+            s.strided = stride;
+            c.dtype = idx % 3;
+            if (idx % 4 == 1) {
+                ref::Rng rng(600 + uint64_t(idx));
+                add_bias(s, rng, s.B, 1, 1, c.dtype, 0.0);  // a key-padding bias, with its gradient
+                s.want_dbias = true;
+            }
+            c.seed = 500 + uint64_t(idx);
+            c.name = th::format("strided%lld_%s_%s_%s_d%lld_%03d", (long long)stride, kModeNames[mode],
+                                ref::score_name(s.score), ref::dtype_name(c.dtype), (long long)s.d, idx);
+            ++idx;
+            run_case(c);
+        }
+}
+
+// The strided pattern (its tiles skipped by the analytic predicate) gives bitwise the results of the
+// same pattern written out as a boolean mask tensor (its tiles skipped by scanning the mask): a tile
+// skipped wrongly, or an empty one computed with a different result, would show.
+TEST(strided_equals_mask_tensor) {
+    int idx = 0;
+    for (int64_t stride : {3, 130, 250, 1000})
+        for (int mode = 0; mode < kModeCount; ++mode) {
+            Spec s;
+            s.B = 1, s.Nq = 260, s.Nk = 390, s.Hq = 2, s.Hk = 1, s.d = 32, s.score = idx % 2 ? ref::kSigmoid : ref::kSoftmax;
+            s.causal = mode == kCausal || mode == kCausalWindow;
+            if (mode == kWindow || mode == kCausalWindow) s.window_left = 7, s.window_right = mode == kWindow ? 2 : -1;
+            s.strided = stride;
+            Spec m = s;  // the same allowed set: strided (∪ window) as a mask, causal kept as causal
+            m.strided = 0, m.window_left = -1, m.window_right = -1;
+            m.mask_b = m.mask_h = 1, m.mask_q = m.Nq;
+            m.mask.assign(size_t(m.Nq * m.Nk), 0);
+            for (int64_t i = 0; i < s.Nq; ++i)
+                for (int64_t j = 0; j < s.Nk; ++j) m.mask[size_t(i * s.Nk + j)] = s.allowed_at(0, 0, i, j) ? 1 : 0;
+            std::vector<std::vector<unsigned char>> results;
+            for (const Spec* x : {&s, &m}) {
+                ref::Rng r2(77 + uint64_t(idx));
+                const int dt = FSIG_DTYPE_FP32;
+                tu::View q = tu::make_view(dt, tu::kContiguous, x->B, x->Nq, x->Hq, x->d),
+                         k = tu::make_view(dt, tu::kContiguous, x->B, x->Nk, x->Hk, x->d),
+                         v = tu::make_view(dt, tu::kContiguous, x->B, x->Nk, x->Hk, x->d),
+                         out = tu::make_view(dt, tu::kContiguous, x->B, x->Nq, x->Hq, x->d),
+                         g = tu::make_view(dt, tu::kContiguous, x->B, x->Nq, x->Hq, x->d),
+                         dq = tu::make_view(dt, tu::kContiguous, x->B, x->Nq, x->Hq, x->d),
+                         dk = tu::make_view(dt, tu::kContiguous, x->B, x->Nk, x->Hk, x->d),
+                         dv = tu::make_view(dt, tu::kContiguous, x->B, x->Nk, x->Hk, x->d);
+                tu::View lse = tu::make_lse_view(tu::kContiguous, x->B, x->Hq, x->Nq);
+                q.store(ref::random_values(r2, x->q_elems(), dt)), k.store(ref::random_values(r2, x->kv_elems(), dt));
+                v.store(ref::random_values(r2, x->kv_elems(), dt)), g.store(ref::random_values(r2, x->q_elems(), dt));
+                tu::poison(out), tu::poison(lse), tu::poison(dq), tu::poison(dk), tu::poison(dv);
+                Extras e = make_extras(*x, dt);
+                const fsig_attention_params p = params_of(*x);
+                const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(),
+                                  tg = g.desc(), tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+                const bool sm = x->score == ref::kSoftmax;
+                REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, sm ? &tl : nullptr, nullptr, nullptr, e.mask_t(),
+                                                  nullptr, nullptr) == FSIG_OK,
+                        "forward_ex: %s", fsig_last_error());
+                REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, sm ? &tl : nullptr, &tdq, &tdk, &tdv, nullptr,
+                                                   nullptr, e.mask_t(), nullptr, nullptr, nullptr) == FSIG_OK,
+                        "backward_ex: %s", fsig_last_error());
+                results.emplace_back();
+                for (const tu::View* y : {&out, &lse, &dq, &dk, &dv}) {
+                    const auto snap = tu::snapshot(*y);
+                    results.back().insert(results.back().end(), snap.begin(), snap.end());
+                }
+            }
+            EXPECT(results[0] == results[1], "%s: strided and the same mask tensor differ", s.describe().c_str());
+            ++idx;
         }
 }
 

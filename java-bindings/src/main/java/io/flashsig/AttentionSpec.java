@@ -163,7 +163,8 @@ public final class AttentionSpec {
     /**
      * Strided (atrous) mask: key j allowed for query i iff |i + Nk − Nq − j| mod {@code stride} = 0.
      * With a {@link #window window}, window ∪ strided is the one mask (Sparse Transformer's local +
-     * strided); causal still applies. 0 switches it off.
+     * strided); causal still applies. Key tiles without an allowed element are skipped, so time falls
+     * with the stride once it exceeds a kernel tile. 0 switches it off.
      *
      * @throws FlashSigException INVALID_PARAMS when {@code stride < 0}
      */
