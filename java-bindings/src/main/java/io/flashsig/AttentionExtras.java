@@ -19,8 +19,16 @@ import java.util.Objects;
  * params built once — whereas tensors are per-call data whose memory belongs to an arena: a spec holding
  * them would keep stale arenas reachable and make equality meaningless. Like every tensor of a call,
  * these reach the native call as downcall arguments (DESIGN.md §3). Immutable; each method returns a
- * new object. The extension tensors are CPU-only for now (with CUDA tensors: UNSUPPORTED); the stream
- * ({@link #stream(CudaStream)}) is for CUDA calls.
+ * new object.
+ *
+ * <p>The extension tensors must be on the call's device, q's: host tensors and masks for a CPU call,
+ * device ones for a CUDA call ({@link Cuda#allocate(java.lang.foreign.Arena, DType, Device, long...)},
+ * {@link Cuda#allocateMask}, filled with {@code Cuda.copy}) — another device gives
+ * {@link FlashSigException.Status#INVALID_DEVICE} naming the tensor. On CUDA the bias gradient
+ * ({@code dbias} of {@link FlashSig#backward(AttentionSpec, AttentionExtras, Tensor, Tensor, Tensor, Tensor,
+ * Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) backward}) must have the bias's full shape
+ * {@code [B, Hq, Nq, Nk]}: a broadcast dbias gives {@link FlashSigException.Status#UNSUPPORTED} there (the
+ * CPU takes it). The stream ({@link #stream(CudaStream)}) is for CUDA calls.
  */
 public final class AttentionExtras {
     private static final AttentionExtras NONE = new AttentionExtras(null, null, null, null, null);

@@ -8,6 +8,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import java.util.Objects;
+import java.util.function.LongSupplier;
 
 /**
  * CUDA memory, copies, streams and synchronisation for Java programs, which have no CUDA runtime of
@@ -30,6 +31,9 @@ import java.util.Objects;
  * Java (element access on a CUDA tensor is refused). Device memory of another framework is wrapped with
  * {@link Tensor#wrap(MemorySegment, DType, Device, long[], long[])}: the byte size given bounds every
  * access, and the memory must stay allocated until the stream has finished the calls that use it.
+ * Masks and block layouts of a CUDA call are device {@link Mask}s, the same way:
+ * {@link #allocateMask}, {@link #copy(Mask, Mask, CudaStream)} and
+ * {@link Mask#wrap(MemorySegment, Device, long[], long[])}.
  */
 public final class Cuda {
     private Cuda() {}
@@ -44,11 +48,103 @@ public final class Cuda {
         if (dtype == null) throw new FlashSigException(Status.NULL_ARGUMENT, "dtype is null");
         if (device == null) throw new FlashSigException(Status.NULL_ARGUMENT, "device is null");
         if (device.isCpu()) return Tensor.allocate(arena, dtype, shape);
-        long[] s = Tensor.checkShape(shape);
-        for (long n : s)  // device memory of 0 bytes does not exist
+        long[] s = checkDeviceShape(Tensor.checkShape(shape));
+        MemorySegment segment = zeroedDeviceMemory(arena, device, Tensor.byteSize(dtype, s));
+        return Tensor.wrap(segment, dtype, device, s, Tensor.contiguousStrides(s));
+    }
+
+    /**
+     * A zero-filled (all-false), contiguous {@link Mask} in the memory of {@code device}, freed when
+     * {@code arena} closes — as {@link #allocate(Arena, DType, Device, long...)}, for a mask or block
+     * layout of a CUDA call; fill it with {@link #copy(Mask, Mask, CudaStream)}.
+     */
+    public static Mask allocateMask(Arena arena, Device device, long... shape) {
+        Objects.requireNonNull(arena, "arena");
+        if (device == null) throw new FlashSigException(Status.NULL_ARGUMENT, "device is null");
+        if (device.isCpu()) return Mask.allocate(arena, shape);
+        long[] s = checkDeviceShape(Mask.checkShape(shape));
+        MemorySegment segment = zeroedDeviceMemory(arena, device, Mask.count(s));
+        return Mask.wrap(segment, device, s, Tensor.contiguousStrides(s));
+    }
+
+    /**
+     * Copies {@code src} into {@code dst}: the same dtype and shape, both contiguous, at least one of
+     * them on a CUDA device, host tensors off-heap (not heap arrays). In stream order ({@code stream}
+     * null = the default stream); with ordinary off-heap host memory the call returns once the host side
+     * is done with it.
+     */
+    public static void copy(Tensor src, Tensor dst, CudaStream stream) {
+        if (src == null) throw new FlashSigException(Status.NULL_ARGUMENT, "src is null");
+        if (dst == null) throw new FlashSigException(Status.NULL_ARGUMENT, "dst is null");
+        if (src.dtype() != dst.dtype())
+            throw new FlashSigException(Status.INVALID_DTYPE, "src is " + src.dtype() + " but dst is " + dst.dtype());
+        copy("tensor", new End(src.segment(), src.device(), src.shape(), src.isContiguous()),
+                new End(dst.segment(), dst.device(), dst.shape(), dst.isContiguous()),
+                () -> Tensor.byteSize(src.dtype(), src.shape()), stream);
+    }
+
+    /**
+     * Copies the mask {@code src} into {@code dst}, with the rules of
+     * {@link #copy(Tensor, Tensor, CudaStream)}: the same shape, both contiguous, at least one of them on
+     * a CUDA device, a host mask off-heap (not a {@code byte[]}: copy one into {@link Mask#allocate}
+     * first); in stream order.
+     */
+    public static void copy(Mask src, Mask dst, CudaStream stream) {
+        if (src == null) throw new FlashSigException(Status.NULL_ARGUMENT, "src is null");
+        if (dst == null) throw new FlashSigException(Status.NULL_ARGUMENT, "dst is null");
+        copy("mask", new End(src.segment(), src.device(), src.shape(), src.isContiguous()),
+                new End(dst.segment(), dst.device(), dst.shape(), dst.isContiguous()),
+                () -> Mask.count(src.shape()), stream);
+    }
+
+    /** One end of a copy: the memory of a tensor or mask, as the checks of copy see it. */
+    private record End(MemorySegment segment, Device device, long[] shape, boolean contiguous) {}
+
+    /** The checks and the copy shared by tensors and masks ({@code what}); {@code size}: src's bytes. */
+    private static void copy(String what, End src, End dst, LongSupplier size, CudaStream stream) {
+        if (!Arrays.equals(src.shape(), dst.shape()))
+            throw new FlashSigException(Status.INVALID_SHAPE, "src has shape " + Arrays.toString(src.shape())
+                    + " but dst has " + Arrays.toString(dst.shape()));
+        if (!src.contiguous() || !dst.contiguous())
+            throw new FlashSigException(Status.INVALID_STRIDE, (src.contiguous() ? "dst" : "src")
+                    + " is not contiguous: copies take whole contiguous " + what + "s");
+        if (src.device().isCpu() && dst.device().isCpu())
+            throw new FlashSigException(Status.INVALID_DEVICE, "src and dst are both host " + what
+                    + "s: use MemorySegment.copy");
+        if (!src.device().isCpu() && !dst.device().isCpu() && src.device().index() != dst.device().index())
+            throw new FlashSigException(Status.INVALID_DEVICE, "src is on " + src.device() + " but dst on "
+                    + dst.device() + ": copies between devices are not supported");
+        for (End e : new End[] {src, dst}) {
+            String name = e == src ? "src" : "dst";
+            FlashSig.usableSegment(e.segment(), name);
+            if (e.device().isCpu() && !e.segment().isNative())
+                throw new FlashSigException(Status.INVALID_DEVICE, name + " is a heap " + what
+                        + ": host ends of a device copy must be off-heap (Arena) memory");
+        }
+        Device device = src.device().isCpu() ? dst.device() : src.device();
+        if (stream != null && !stream.device().equals(device))
+            throw new FlashSigException(Status.INVALID_DEVICE, "stream is on " + stream.device() + " but the copy on "
+                    + device);
+        long bytes = size.getAsLong();
+        if (bytes > src.segment().byteSize() || bytes > dst.segment().byteSize())
+            throw new FlashSigException(Status.BUFFER_TOO_SMALL, (bytes > src.segment().byteSize() ? "src" : "dst")
+                    + "'s segment is smaller than its " + bytes + " bytes");
+        NativeLibrary.load();
+        int status = FlashSigNative.fsig_cuda_memcpy(device.index(), dst.segment(), src.segment(), bytes,
+                stream == null ? MemorySegment.NULL : stream.handle());
+        if (status != 0) throw FlashSig.nativeError(status);
+    }
+
+    /** Device memory of 0 bytes does not exist: every dimension of a device allocation is >= 1. */
+    private static long[] checkDeviceShape(long[] s) {
+        for (long n : s)
             if (n < 1) throw new FlashSigException(Status.INVALID_SHAPE, "shape " + Arrays.toString(s)
                     + " has a dimension < 1");
-        long bytes = Tensor.byteSize(dtype, s);
+        return s;
+    }
+
+    /** {@code bytes} of zeroed memory on {@code device} (CUDA), freed when {@code arena} closes. */
+    private static MemorySegment zeroedDeviceMemory(Arena arena, Device device, long bytes) {
         NativeLibrary.load();
         int ordinal = device.index();
         MemorySegment address;
@@ -71,47 +167,7 @@ public final class Cuda {
                 if (status != 0) throw FlashSig.nativeError(status);
             }
         }
-        return Tensor.wrap(segment, dtype, device, s, Tensor.contiguousStrides(s));
-    }
-
-    /**
-     * Copies {@code src} into {@code dst}: the same dtype and shape, both contiguous, at least one of
-     * them on a CUDA device, host tensors off-heap (not heap arrays). In stream order ({@code stream}
-     * null = the default stream); with ordinary off-heap host memory the call returns once the host side
-     * is done with it.
-     */
-    public static void copy(Tensor src, Tensor dst, CudaStream stream) {
-        if (src == null) throw new FlashSigException(Status.NULL_ARGUMENT, "src is null");
-        if (dst == null) throw new FlashSigException(Status.NULL_ARGUMENT, "dst is null");
-        if (src.dtype() != dst.dtype())
-            throw new FlashSigException(Status.INVALID_DTYPE, "src is " + src.dtype() + " but dst is " + dst.dtype());
-        if (!Arrays.equals(src.shape(), dst.shape()))
-            throw new FlashSigException(Status.INVALID_SHAPE, "src has shape " + Arrays.toString(src.shape())
-                    + " but dst has " + Arrays.toString(dst.shape()));
-        if (!src.isContiguous() || !dst.isContiguous())
-            throw new FlashSigException(Status.INVALID_STRIDE, (src.isContiguous() ? "dst" : "src")
-                    + " is not contiguous: copies take whole contiguous tensors");
-        if (src.device().isCpu() && dst.device().isCpu())
-            throw new FlashSigException(Status.INVALID_DEVICE, "src and dst are both host tensors: use MemorySegment.copy");
-        if (!src.device().isCpu() && !dst.device().isCpu() && src.device().index() != dst.device().index())
-            throw new FlashSigException(Status.INVALID_DEVICE, "src is on " + src.device() + " but dst on "
-                    + dst.device() + ": copies between devices are not supported");
-        for (Tensor t : new Tensor[] {src, dst})
-            if (t.device().isCpu() && !t.segment().isNative())
-                throw new FlashSigException(Status.INVALID_DEVICE, (t == src ? "src" : "dst")
-                        + " is a heap tensor: host ends of a device copy must be off-heap (Arena) memory");
-        Device device = src.device().isCpu() ? dst.device() : src.device();
-        if (stream != null && !stream.device().equals(device))
-            throw new FlashSigException(Status.INVALID_DEVICE, "stream is on " + stream.device() + " but the copy on "
-                    + device);
-        long bytes = Math.multiplyExact(src.elementCount(), src.dtype().byteSize());
-        if (bytes > src.segment().byteSize() || bytes > dst.segment().byteSize())
-            throw new FlashSigException(Status.BUFFER_TOO_SMALL, (bytes > src.segment().byteSize() ? "src" : "dst")
-                    + "'s segment is smaller than its " + bytes + " bytes");
-        NativeLibrary.load();
-        int status = FlashSigNative.fsig_cuda_memcpy(device.index(), dst.segment(), src.segment(), bytes,
-                stream == null ? MemorySegment.NULL : stream.handle());
-        if (status != 0) throw FlashSig.nativeError(status);
+        return segment;
     }
 
     /**

@@ -178,8 +178,8 @@ public final class FlashSig {
     /**
      * {@link #forward(AttentionSpec, Tensor, Tensor, Tensor, Tensor, Tensor)} with the ALiBi slopes,
      * bias, mask and block layout of {@code extras} (each optional; see {@link AttentionExtras}); the
-     * scalar options (block sizes, strided, log-n) come from {@code spec}. The extension tensors are
-     * CPU-only for now; {@code extras.stream()} queues a CUDA call on that stream.
+     * scalar options (block sizes, strided, log-n) come from {@code spec}. The extension tensors are on
+     * q's device (CPU or CUDA); {@code extras.stream()} queues a CUDA call on that stream.
      */
     public static void forward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
                                Tensor lse) {
@@ -205,7 +205,8 @@ public final class FlashSig {
      * with the tensors of {@code extras}, and the bias gradient: {@code dbias} (may be null) receives
      * dL/dbias = dS summed over the bias's broadcast dimensions (over every query row too for a bias
      * broadcast over Nq, such as a key-padding bias) — the bias's shape and dtype; every element is
-     * written (0 where masked); deterministic.
+     * written (0 where masked); deterministic. On a CUDA device {@code dbias} needs the bias's full shape
+     * {@code [B, Hq, Nq, Nk]} (a broadcast one gives {@link Status#UNSUPPORTED}; the CPU takes it).
      */
     public static void backward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
                                 Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, Tensor dbias) {
@@ -257,12 +258,7 @@ public final class FlashSig {
     }
 
     private static void usableMask(Mask m, String name) {
-        MemorySegment s = m.segment();
-        if (!s.scope().isAlive())
-            throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name + ": its arena is closed");
-        if (!s.isAccessibleBy(Thread.currentThread()))
-            throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name
-                    + ": its segment is confined to another thread (use a shared arena to call from several threads)");
+        usableSegment(m.segment(), name);
     }
 
     private static MemorySegment segOf(Object o) {
@@ -455,15 +451,20 @@ public final class FlashSig {
     private static void usable(Tensor t, String name) {
         if (t == null) throw new FlashSigException(Status.NULL_ARGUMENT, name + " is null");
         MemorySegment s = t.segment();
+        usableSegment(s, name);
+        if (!s.isNative() && s.maxByteAlignment() < t.dtype().byteSize())
+            throw new FlashSigException(Status.MISALIGNED, name + ": the heap segment is " + s.maxByteAlignment()
+                    + "-byte aligned but " + t.dtype() + " needs " + t.dtype().byteSize()
+                    + " (wrap a float[] for FP32, a short[] for FP16/BF16)");
+    }
+
+    /** The segment of a tensor or mask can be passed now: its arena is open and this thread may use it. */
+    static void usableSegment(MemorySegment s, String name) {
         if (!s.scope().isAlive())
             throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name + ": its arena is closed");
         if (!s.isAccessibleBy(Thread.currentThread()))
             throw new FlashSigException(Status.SEGMENT_NOT_ACCESSIBLE, name
                     + ": its segment is confined to another thread (use a shared arena to call from several threads)");
-        if (!s.isNative() && s.maxByteAlignment() < t.dtype().byteSize())
-            throw new FlashSigException(Status.MISALIGNED, name + ": the heap segment is " + s.maxByteAlignment()
-                    + "-byte aligned but " + t.dtype() + " needs " + t.dtype().byteSize()
-                    + " (wrap a float[] for FP32, a short[] for FP16/BF16)");
     }
 
     /** An output's segment must accept writes: the native code would otherwise write through a read-only view. */

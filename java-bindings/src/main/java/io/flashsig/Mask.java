@@ -1,7 +1,6 @@
 package io.flashsig;
 
 import io.flashsig.ffi.FlashSigNative;
-import io.flashsig.ffi.fsig_tensor;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -19,33 +18,29 @@ import static io.flashsig.FlashSigException.Status.NULL_ARGUMENT;
  * takes no part in the attention arithmetic, and {@link DType} stays the set of element types q, k, v
  * may have. Like a tensor it never copies: it views off-heap memory, a {@code byte[]} or any segment,
  * and the native library checks its shape and strides when it is used.
+ *
+ * <p>Like a tensor it has a {@link Device}: a mask for a CUDA call lives in that device's memory
+ * ({@link Cuda#allocateMask}, filled with {@link Cuda#copy(Mask, Mask, CudaStream)}, or another
+ * framework's memory through {@link #wrap(MemorySegment, Device, long[], long[])}); its segment then
+ * holds a device address, and element access from Java is refused.
  */
 public final class Mask {
     private final MemorySegment segment;
+    private final Device device;
     private final long[] shape;
     private final long[] strides;
     /** fsig_tensor with data = NULL, as for {@link Tensor#descriptor}. */
     final MemorySegment descriptor;
     private final MemorySegment descriptorOwner;
 
-    private Mask(MemorySegment segment, long[] shape, long[] strides) {
+    private Mask(MemorySegment segment, Device device, long[] shape, long[] strides) {
         this.segment = segment;
+        this.device = device;
         this.shape = shape;
         this.strides = strides;
-        NativeLibrary.load();
-        MemorySegment d = Arena.ofAuto().allocate(fsig_tensor.layout());
-        fsig_tensor.data(d, MemorySegment.NULL);
-        fsig_tensor.capacity_bytes(d, segment.byteSize());
-        fsig_tensor.dtype(d, FlashSigNative.FSIG_DTYPE_BOOL());
-        fsig_tensor.device_type(d, FlashSigNative.FSIG_DEVICE_CPU());
-        fsig_tensor.device_index(d, 0);
-        fsig_tensor.ndim(d, shape.length);
-        for (int i = 0; i < shape.length; i++) {
-            fsig_tensor.shape(d, i, shape[i]);
-            fsig_tensor.strides(d, i, strides[i]);
-        }
-        this.descriptorOwner = d;
-        this.descriptor = MemorySegment.ofAddress(d.address()).reinterpret(d.byteSize());
+        NativeLibrary.load(); // before FlashSigNative is initialised
+        this.descriptorOwner = Tensor.newDescriptor(segment, FlashSigNative.FSIG_DTYPE_BOOL(), device, shape, strides);
+        this.descriptor = MemorySegment.ofAddress(descriptorOwner.address()).reinterpret(descriptorOwner.byteSize());
     }
 
     /** All-false (zero), contiguous, off-heap, owned by {@code arena}. */
@@ -54,7 +49,7 @@ public final class Mask {
         long[] s = checkShape(shape);
         MemorySegment seg = arena.allocate(Math.max(count(s), 1), 64);
         seg.fill((byte) 0);
-        return new Mask(seg, s, Tensor.contiguousStrides(s));
+        return new Mask(seg, Device.CPU, s, Tensor.contiguousStrides(s));
     }
 
     /** A contiguous view of {@code data} (nonzero = true), zero-copy: writes go to the array. */
@@ -64,7 +59,7 @@ public final class Mask {
         if (count(s) != data.length)
             throw new FlashSigException(INVALID_SHAPE, "data has " + data.length + " elements but shape "
                     + Arrays.toString(s) + " needs " + count(s));
-        return new Mask(MemorySegment.ofArray(data), s, Tensor.contiguousStrides(s));
+        return new Mask(MemorySegment.ofArray(data), Device.CPU, s, Tensor.contiguousStrides(s));
     }
 
     /** A copy of {@code data} (row-major) in a new byte[]. */
@@ -77,17 +72,29 @@ public final class Mask {
 
     /** A view of any host segment, zero-copy. Strides are in elements (bytes). */
     public static Mask wrap(MemorySegment segment, long[] shape, long[] strides) {
+        return wrap(segment, Device.CPU, shape, strides);
+    }
+
+    /**
+     * A view of a segment on {@code device}, as {@link Tensor#wrap(MemorySegment, DType, Device, long[], long[])}:
+     * for CUDA the segment holds a device address and its byte size
+     * ({@code MemorySegment.ofAddress(ptr).reinterpret(bytes)}), which bounds every access; not a heap segment.
+     */
+    public static Mask wrap(MemorySegment segment, Device device, long[] shape, long[] strides) {
         if (segment == null) throw new FlashSigException(NULL_ARGUMENT, "segment is null");
+        if (device == null) throw new FlashSigException(NULL_ARGUMENT, "device is null");
         long[] s = checkShape(shape);
-        if (strides == null) throw new FlashSigException(NULL_ARGUMENT, "strides is null");
-        if (strides.length != s.length)
-            throw new FlashSigException(INVALID_SHAPE, "strides has " + strides.length + " entries but shape has "
-                    + s.length);
-        return new Mask(segment, s, strides.clone());
+        long[] st = Tensor.checkStrides(strides, s);
+        Tensor.checkSegmentDevice(segment, device, "mask");
+        return new Mask(segment, device, s, st);
     }
 
     public MemorySegment segment() {
         return segment;
+    }
+
+    public Device device() {
+        return device;
     }
 
     public long[] shape() {
@@ -98,17 +105,33 @@ public final class Mask {
         return strides.clone();
     }
 
-    public boolean get(long... index) {
-        return segment.get(ValueLayout.JAVA_BYTE, offsetOf(index)) != 0;
+    /** Product of the shape. */
+    public long elementCount() {
+        return count(shape);
     }
 
+    /** Whether the elements are dense in row-major order. */
+    public boolean isContiguous() {
+        return Arrays.equals(strides, Tensor.contiguousStrides(shape));
+    }
+
+    /** The element at {@code index} (one entry per dimension); host masks only. */
+    public boolean get(long... index) {
+        long off = offsetOf(index);
+        Tensor.requireHost(device, "mask");
+        return segment.get(ValueLayout.JAVA_BYTE, off) != 0;
+    }
+
+    /** Stores {@code value} at {@code index}; host masks only. */
     public void set(boolean value, long... index) {
-        segment.set(ValueLayout.JAVA_BYTE, offsetOf(index), value ? (byte) 1 : 0);
+        long off = offsetOf(index);
+        Tensor.requireHost(device, "mask");
+        segment.set(ValueLayout.JAVA_BYTE, off, value ? (byte) 1 : 0);
     }
 
     @Override
     public String toString() {
-        return "Mask[" + Arrays.toString(shape) + " strides " + Arrays.toString(strides)
+        return "Mask[" + Arrays.toString(shape) + " strides " + Arrays.toString(strides) + " on " + device
                 + (segment.isNative() ? ", off-heap" : ", heap") + "]";
     }
 
@@ -126,7 +149,7 @@ public final class Mask {
         return off;
     }
 
-    private static long[] checkShape(long[] shape) {
+    static long[] checkShape(long[] shape) {
         if (shape == null) throw new FlashSigException(NULL_ARGUMENT, "shape is null");
         if (shape.length < 1 || shape.length > 4)
             throw new FlashSigException(INVALID_SHAPE, "rank is " + shape.length
@@ -137,7 +160,8 @@ public final class Mask {
         return shape.clone();
     }
 
-    private static long count(long[] shape) {
+    /** Elements (= bytes) of {@code shape}, or an INVALID_SHAPE error past 2^63. */
+    static long count(long[] shape) {
         long n = 1;
         try {
             for (long s : shape) n = Math.multiplyExact(n, s);

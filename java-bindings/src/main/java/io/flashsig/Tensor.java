@@ -50,11 +50,21 @@ public final class Tensor {
         this.device = device;
         this.shape = shape;
         this.strides = strides;
+        this.descriptorOwner = newDescriptor(segment, dtype.nativeCode(), device, shape, strides);
+        this.descriptor = MemorySegment.ofAddress(descriptorOwner.address()).reinterpret(descriptorOwner.byteSize());
+    }
+
+    /**
+     * A new fsig_tensor (owned by an automatic arena) with data = NULL describing {@code segment} as
+     * {@code dtypeCode} elements on {@code device}; shared with {@link Mask}.
+     */
+    static MemorySegment newDescriptor(MemorySegment segment, int dtypeCode, Device device, long[] shape,
+                                       long[] strides) {
         NativeLibrary.load(); // before any io.flashsig.ffi class is initialised
         MemorySegment d = Arena.ofAuto().allocate(fsig_tensor.layout());
         fsig_tensor.data(d, MemorySegment.NULL);
         fsig_tensor.capacity_bytes(d, segment.byteSize());
-        fsig_tensor.dtype(d, dtype.nativeCode());
+        fsig_tensor.dtype(d, dtypeCode);
         fsig_tensor.device_type(d, device.type().nativeCode());
         fsig_tensor.device_index(d, device.index());
         fsig_tensor.ndim(d, shape.length);
@@ -62,8 +72,7 @@ public final class Tensor {
             fsig_tensor.shape(d, i, shape[i]);
             fsig_tensor.strides(d, i, strides[i]);
         }
-        this.descriptorOwner = d;
-        this.descriptor = MemorySegment.ofAddress(d.address()).reinterpret(d.byteSize());
+        return d;
     }
 
     /** Zero-filled, contiguous, off-heap tensor owned by {@code arena}. */
@@ -90,14 +99,9 @@ public final class Tensor {
         requireDtype(dtype);
         if (device == null) throw new FlashSigException(NULL_ARGUMENT, "device is null");
         long[] s = checkShape(shape);
-        if (strides == null) throw new FlashSigException(NULL_ARGUMENT, "strides is null");
-        if (strides.length != s.length)
-            throw new FlashSigException(INVALID_SHAPE, "strides has " + strides.length + " entries but shape has "
-                    + s.length);
-        if (!device.isCpu() && !segment.isNative())
-            throw new FlashSigException(FlashSigException.Status.INVALID_DEVICE,
-                    "a heap segment cannot be a " + device + " tensor: CUDA tensors wrap device addresses");
-        return new Tensor(segment, dtype, device, s, strides.clone());
+        long[] st = checkStrides(strides, s);
+        checkSegmentDevice(segment, device, "tensor");
+        return new Tensor(segment, dtype, device, s, st);
     }
 
     /** A contiguous fp32 tensor over {@code data}, zero-copy (writes go to the array). */
@@ -300,9 +304,14 @@ public final class Tensor {
     }
 
     private void requireHost() {
+        requireHost(device, "tensor");
+    }
+
+    /** Element access from Java: refused for device memory ({@code what}: "tensor" or "mask"). */
+    static void requireHost(Device device, String what) {
         if (!device.isCpu())
             throw new FlashSigException(FlashSigException.Status.INVALID_DEVICE,
-                    "element access needs host memory but this tensor is on " + device);
+                    "element access needs host memory but this " + what + " is on " + device);
     }
 
     private static void requireDtype(DType dtype) {
@@ -316,6 +325,22 @@ public final class Tensor {
         } catch (ArithmeticException e) {
             throw new FlashSigException(INVALID_SHAPE, "shape " + Arrays.toString(shape) + " has more than 2^63 bytes");
         }
+    }
+
+    /** A copy of {@code strides}, which must have one entry per dimension of {@code shape}. */
+    static long[] checkStrides(long[] strides, long[] shape) {
+        if (strides == null) throw new FlashSigException(NULL_ARGUMENT, "strides is null");
+        if (strides.length != shape.length)
+            throw new FlashSigException(INVALID_SHAPE, "strides has " + strides.length + " entries but shape has "
+                    + shape.length);
+        return strides.clone();
+    }
+
+    /** A device view must hold an address: a heap segment cannot ({@code what}: "tensor" or "mask"). */
+    static void checkSegmentDevice(MemorySegment segment, Device device, String what) {
+        if (!device.isCpu() && !segment.isNative())
+            throw new FlashSigException(FlashSigException.Status.INVALID_DEVICE, "a heap segment cannot be a "
+                    + device + " " + what + ": CUDA " + what + "s wrap device addresses");
     }
 
     static long[] checkShape(long[] shape) {
