@@ -51,7 +51,7 @@ void print_help() {
     std::printf(
         "flashsig-bench: time FlashSig attention through its C ABI\n"
         "  --score S        softmax|sigmoid|relu|relu2|gelu|softplus|identity|cosformer|linear_elu, a comma\n"
-        "                   list, or all (softmax); the last two are linear attention (CPU only)\n"
+        "                   list, or all (softmax); the last two are linear attention\n"
         "  --dtype T        fp32|fp16|bf16 or a comma list (fp32; bf16 with --protocol design)\n"
         "  --causal C       0|1|both (0)\n"
         "  --d LIST         head dims, e.g. 64,128 (64)\n"

@@ -379,11 +379,6 @@ int check_qkv(const fsig_attention_params* params, const Checked& q, const Check
 // The device every tensor shares: which backend runs, or why none can.
 int check_backend(const Checked& q, const void* stream, const Problem& p) {
     if (q.device_type == FSIG_DEVICE_CUDA) {
-        if (is_linear(p.score))
-            return fail(FSIG_ERROR_UNSUPPORTED,
-                        "params.score = %s is not yet implemented on CUDA (q is on cuda:%d): the linear scores run on "
-                        "CPU tensors only",
-                        score_name(p.score), q.device_index);
         if (!cuda::compiled())
             return fail(FSIG_ERROR_NO_DEVICE, "q is a CUDA tensor but this build of libflashsig has no CUDA support");
         const int devices = cuda::device_count();
@@ -602,7 +597,9 @@ int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, con
     a.out = out.view;
     if (q.device_type == FSIG_DEVICE_CUDA) {
         char message[sizeof t_last_error];
-        const int status = cuda::forward(a, q.device_index, stream, message, sizeof message);
+        const int status = is_linear(a.p.score) ? cuda::linear_forward(a, linear.length, linear.epsilon, q.device_index,
+                                                                       stream, message, sizeof message)
+                                                : cuda::forward(a, q.device_index, stream, message, sizeof message);
         return status == FSIG_OK ? FSIG_OK : fail(status, "%s", message);
     }
     const int status = is_linear(a.p.score) ? cpu::linear_forward(a, linear) : cpu::forward(a);
@@ -702,7 +699,9 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     if (a.has_lse) a.lse = lse.view;
     if (q.device_type == FSIG_DEVICE_CUDA) {
         char message[sizeof t_last_error];
-        const int status = cuda::backward(a, q.device_index, stream, message, sizeof message);
+        const int status = is_linear(a.p.score) ? cuda::linear_backward(a, linear.length, linear.epsilon,
+                                                                        q.device_index, stream, message, sizeof message)
+                                                : cuda::backward(a, q.device_index, stream, message, sizeof message);
         return status == FSIG_OK ? FSIG_OK : fail(status, "%s", message);
     }
     const int status = is_linear(a.p.score) ? cpu::linear_backward(a, linear) : cpu::backward(a);

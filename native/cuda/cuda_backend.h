@@ -32,6 +32,16 @@ int forward(const ForwardArgs& a, int device_index, void* stream, char* msg, siz
 // deterministic, so params.deterministic holds either way), restoring the caller's current device.
 int backward(const BackwardArgs& a, int device_index, void* stream, char* msg, size_t msg_size);
 
+// Linear attention (params.score cosformer / linear_elu, DESIGN.md §4) of a problem the C ABI layer
+// validated, with M (length) and ε resolved: the same CUDA-only checks as forward/backward, then
+// asynchronous launches on the stream (forward: one kernel; backward: five, dq's rows carrying the
+// per-row statistics between them before they receive dq), no allocation, deterministic, the
+// caller's current device restored. out, when given to the backward, is not read.
+int linear_forward(const ForwardArgs& a, int64_t length, float epsilon, int device_index, void* stream, char* msg,
+                   size_t msg_size);
+int linear_backward(const BackwardArgs& a, int64_t length, float epsilon, int device_index, void* stream, char* msg,
+                    size_t msg_size);
+
 // Memory, copies and streams for callers without a CUDA runtime of their own (the C ABI's fsig_cuda_*):
 // the C ABI layer checked device < device_count() and the pointer and size arguments; each call keeps
 // the caller's current device and writes a message on error.

@@ -12,6 +12,7 @@
 #include "bwd_launch.h"
 #include "cuda_backend.h"
 #include "fwd_launch.h"
+#include "linear_launch.h"
 #include "fwd_params.h"
 
 namespace fsig::cuda {
@@ -371,6 +372,65 @@ int synchronize(int device, void* stream, char* msg, size_t msg_size) {
         return m.fail(FSIG_ERROR_CUDA,
                       "an asynchronous CUDA error on cuda:%d (a kernel or copy before this synchronise failed): "
                       "%s: %s", device, cudaGetErrorName(e), cudaGetErrorString(e));
+    return FSIG_OK;
+}
+
+// ---- linear attention (cosFormer, elu+1): kernels in linear_kernel.h, launches in linear_runtime.cu ----
+
+namespace {
+int check_linear_grid(const Message& m, const Problem& pr) {
+    if (linear_max_blocks(pr) > INT32_MAX)
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "batch %lld x heads %lld x seq_q %lld exceed the 2^31 - 1 thread blocks of one CUDA launch of "
+                      "the linear-attention kernels; split the batch",
+                      (long long)pr.batch, (long long)(pr.heads_q > pr.heads_k ? pr.heads_q : pr.heads_k),
+                      (long long)pr.seq_q);
+    return FSIG_OK;
+}
+}  // namespace
+
+int linear_forward(const ForwardArgs& a, int64_t length, float epsilon, int device, void* stream, char* msg,
+                   size_t msg_size) {
+    const Message m{msg, msg_size};
+    const Problem& pr = a.p;
+    if (int st = check_problem(m, pr, "linear attention"); st != FSIG_OK) return st;
+    if (int st = check_linear_grid(m, pr); st != FSIG_OK) return st;
+    const Named tensors[] = {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out}};
+    for (const Named& t : tensors)
+        if (int st = check_layout(m, t.name, *t.t); st != FSIG_OK) return st;
+    DeviceGuard guard;
+    if (int st = enter_device(m, guard, device, tensors, 4); st != FSIG_OK) return st;
+    if (const cudaError_t e = launch_linear_forward(a, length, epsilon, static_cast<cudaStream_t>(stream));
+        e != cudaSuccess) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_CUDA, "launching the %s forward kernel on cuda:%d failed: %s: %s",
+                      pr.score == FSIG_SCORE_COSFORMER ? "cosformer" : "linear_elu", device, cudaGetErrorName(e),
+                      cudaGetErrorString(e));
+    }
+    return FSIG_OK;
+}
+
+int linear_backward(const BackwardArgs& a, int64_t length, float epsilon, int device, void* stream, char* msg,
+                    size_t msg_size) {
+    const Message m{msg, msg_size};
+    const Problem& pr = a.p;
+    if (int st = check_problem(m, pr, "linear attention"); st != FSIG_OK) return st;
+    if (int st = check_linear_grid(m, pr); st != FSIG_OK) return st;
+    // out (optional) is not read: the backward recomputes what it needs
+    const Named tensors[] = {{"q", &a.q},       {"k", &a.k},   {"v", &a.v},  {"dout", &a.dout},
+                             {"dq", &a.dq},     {"dk", &a.dk}, {"dv", &a.dv}};
+    for (const Named& t : tensors)
+        if (int st = check_layout(m, t.name, *t.t); st != FSIG_OK) return st;
+    DeviceGuard guard;
+    if (int st = enter_device(m, guard, device, tensors, 7); st != FSIG_OK) return st;
+    const char* which = "";
+    if (const cudaError_t e = launch_linear_backward(a, length, epsilon, static_cast<cudaStream_t>(stream), &which);
+        e != cudaSuccess) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_CUDA, "launching the %s backward's %s kernel on cuda:%d failed: %s: %s",
+                      pr.score == FSIG_SCORE_COSFORMER ? "cosformer" : "linear_elu", which, device,
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+    }
     return FSIG_OK;
 }
 

@@ -17,6 +17,14 @@ int backward(const BackwardArgs&, int, void*, char* msg, size_t msg_size) {
     std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
     return FSIG_ERROR_NO_DEVICE;
 }
+int linear_forward(const ForwardArgs&, int64_t, float, int, void*, char* msg, size_t msg_size) {
+    std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
+    return FSIG_ERROR_NO_DEVICE;
+}
+int linear_backward(const BackwardArgs&, int64_t, float, int, void*, char* msg, size_t msg_size) {
+    std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");
+    return FSIG_ERROR_NO_DEVICE;
+}
 namespace {
 int no_cuda(char* msg, size_t msg_size) {
     std::snprintf(msg, msg_size, "this build of libflashsig has no CUDA support");

@@ -1,0 +1,73 @@
+// The linear-attention kernels (linear_kernel.h's block program on the GPU) and their launch, included
+// by the two units linear_fp16.cu and linear_bf16.cu (20 block kernels each: 5 roles x head dim 64/128 x
+// cosFormer/elu+1, plus the row-statistics reduction).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "linear_kernel.h"
+#include "linear_launch.h"
+
+namespace fsig::cuda::lin {
+namespace {
+
+// (kThreads, 1): without the minimum-blocks hint ptxas held some roles to 128 registers and spilled;
+// shared memory (28 to 114 KB) bounds the blocks per SM anyway
+template <int Role, int D, bool COS, bool BF16>
+__global__ void __launch_bounds__(kThreads, 1) linear_kernel(const LinParams p) {
+    extern __shared__ float4 linear_smem[];  // (float4: 16-byte aligned)
+    DeviceExec ex;
+    run_block<Role, D, COS, BF16>(p, int64_t(blockIdx.x), reinterpret_cast<float*>(linear_smem), ex);
+}
+
+constexpr int kReduceThreads = 256;
+
+template <int D, bool COS>
+__global__ void __launch_bounds__(kReduceThreads) linear_reduce_kernel(const LinParams p, int64_t rows) {
+    const int64_t row = int64_t(blockIdx.x) * kReduceThreads + threadIdx.x;
+    if (row < rows) reduce_row<D, COS>(p, row);
+}
+
+template <int Role, int D, bool COS, bool BF16>
+cudaError_t launch_role(LinParams p, cudaStream_t stream) {
+    using G = Cfg<Role, D, COS>;
+    const int heads = block_heads<Role>(p);
+    p.nseg = choose_segments(p, G::kSlices, heads, G::kReverse ? p.seq_k : p.seq_q);
+    const int64_t blocks = int64_t(p.nseg) * G::kSlices * heads * p.batch;
+    auto kernel = linear_kernel<Role, D, COS, BF16>;
+    if (G::kBytes > 48 * 1024) {
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kBytes);
+        if (e != cudaSuccess) return e;
+    }
+    kernel<<<unsigned(blocks), kThreads, G::kBytes, stream>>>(p);
+    return cudaGetLastError();
+}
+
+template <int D, bool COS, bool BF16>
+cudaError_t launch_by_role(int role, const LinParams& p, cudaStream_t stream) {
+    switch (role) {
+        case kFwd: return launch_role<kFwd, D, COS, BF16>(p, stream);
+        case kStats: return launch_role<kStats, D, COS, BF16>(p, stream);
+        case kDv: return launch_role<kDv, D, COS, BF16>(p, stream);
+        case kDk: return launch_role<kDk, D, COS, BF16>(p, stream);
+        case kDq: return launch_role<kDq, D, COS, BF16>(p, stream);
+        case kReduce: {
+            const int64_t rows = int64_t(p.batch) * p.seq_q * p.heads_q;
+            linear_reduce_kernel<D, COS>
+                <<<unsigned((rows + kReduceThreads - 1) / kReduceThreads), kReduceThreads, 0, stream>>>(p, rows);
+            return cudaGetLastError();
+        }
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+template <bool BF16>
+cudaError_t launch_linear_dtype(int role, int d, bool cosformer, const LinParams& p, cudaStream_t stream) {
+    if (d == 64) return cosformer ? launch_by_role<64, true, BF16>(role, p, stream) : launch_by_role<64, false, BF16>(role, p, stream);
+    if (d == 128)
+        return cosformer ? launch_by_role<128, true, BF16>(role, p, stream) : launch_by_role<128, false, BF16>(role, p, stream);
+    return cudaErrorInvalidValue;
+}
+
+}  // namespace
+}  // namespace fsig::cuda::lin

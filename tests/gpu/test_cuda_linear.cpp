@@ -1,0 +1,409 @@
+// cosFormer and elu+1 linear attention on CUDA tensors through the public C ABI, forward and backward,
+// against the fp64 quadratic form of tests/linear_reference.h under the DESIGN §6 rule: every
+// map × causal × MHA/GQA/MQA × fp16/bf16 × d 64/128, the lengths turning over ragged pairs (one chunk,
+// several, Nq < Nk, Nq > Nk); strided (padded) layouts; M and ε given; refusals that must write
+// nothing; a created stream, CUDA-graph capture and the caller's current device.
+//
+//   test_cuda_linear [--quick] [--device cpu] [--verbose] [name filters...]
+//
+// Exits 77 (CTest: skipped) with a message when the library has no CUDA or no device is present.
+// --device cpu: the same numerics cases on CPU tensors (checks this test itself where there is no GPU).
+// Outputs are poisoned with NaN before every call and the bytes around each output's view must stay
+// poisoned; inputs are drawn from a fixed seed per case.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flashsig.h"
+#include "harness.h"
+#include "lib_util.h"
+#include "linear_reference.h"
+#include "reference.h"
+
+namespace {
+
+bool g_cuda = true;  // false: --device cpu
+bool g_quick = false;
+bool g_verbose = false;
+int g_device_count = 0;
+std::vector<std::string> g_filters;
+
+#define CUDA_OK(call)                                                                                           \
+    do {                                                                                                        \
+        cudaError_t e_ = (call);                                                                                \
+        if (e_ != cudaSuccess) {                                                                                \
+            std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            std::exit(1);                                                                                       \
+        }                                                                                                       \
+    } while (0)
+
+// A tensor: layout and host staging in a tu::View, its bytes mirrored on the device (cuda mode).
+struct Tensor {
+    tu::View host;
+    std::shared_ptr<void> dev;
+
+    void* data() const {
+        if (!dev) return host.data();
+        return static_cast<unsigned char*>(dev.get()) + host.offset * int64_t(tu::esize(host.dtype));
+    }
+    fsig_tensor desc() const {
+        fsig_tensor t = host.desc();
+        t.data = data();
+        if (dev) t.device_type = FSIG_DEVICE_CUDA, t.device_index = 0;
+        return t;
+    }
+    void upload() const {
+        if (dev) CUDA_OK(cudaMemcpy(dev.get(), host.st->mem, host.st->bytes, cudaMemcpyHostToDevice));
+    }
+    void download() const {
+        if (dev) CUDA_OK(cudaMemcpy(host.st->mem, dev.get(), host.st->bytes, cudaMemcpyDeviceToHost));
+    }
+    std::vector<unsigned char> bytes() const {
+        download();
+        return std::vector<unsigned char>(host.st->mem, host.st->mem + host.st->bytes);
+    }
+};
+
+Tensor mirror(const tu::View& v) {
+    Tensor t;
+    t.host = v;
+    if (g_cuda) {
+        void* p = nullptr;
+        CUDA_OK(cudaMalloc(&p, v.st->bytes ? v.st->bytes : 1));
+        t.dev = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+    }
+    return t;
+}
+
+void poison(const Tensor& t) {
+    tu::poison(t.host);
+    t.upload();
+}
+
+// [B, N, H, d], rows padded to d + 8 and 16 more elements per batch: strides multiples of 8 (CUDA's rule)
+tu::View padded8(int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
+    tu::View v;
+    v.dtype = dtype;
+    v.shape[0] = B, v.shape[1] = N, v.shape[2] = H, v.shape[3] = d;
+    v.strides[3] = 1, v.strides[2] = d + 8, v.strides[1] = H * (d + 8), v.strides[0] = N * H * (d + 8) + 16;
+    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems()) * tu::esize(dtype));
+    return v;
+}
+
+struct Case {
+    std::string name;
+    lref::Spec s;
+    int dtype = ref::kBf16;
+    bool padded = false;
+    uint64_t seed = 1;
+};
+
+fsig_attention_params params_for(const lref::Spec& s) {
+    fsig_attention_params p = fsig_attention_params_default();
+    p.score = s.map == lref::kCosformer ? FSIG_SCORE_COSFORMER : FSIG_SCORE_LINEAR_ELU;
+    p.causal = s.causal ? 1 : 0;
+    p.linear_length = s.length;
+    p.linear_epsilon = s.epsilon == 1e-6 ? NAN : float(s.epsilon);
+    return p;
+}
+
+tu::View layout(const Case& c, int64_t N, int64_t H) {
+    return c.padded ? padded8(c.dtype, c.s.B, N, H, c.s.d) : tu::make_view(c.dtype, tu::kContiguous, c.s.B, N, H, c.s.d);
+}
+
+void synchronize_or_die(const std::string& name) {
+    if (!g_cuda) return;
+    const cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+        std::fprintf(stderr, "%s: a kernel failed: %s (the CUDA context is lost; stopping)\n", name.c_str(),
+                     cudaGetErrorString(e));
+        std::exit(1);
+    }
+}
+
+bool run_case(const Case& c) {
+    const int before = th::failures();
+    const lref::Spec& s = c.s;
+    ref::Rng rng(c.seed);
+    const std::vector<float> qf = ref::random_values(rng, s.q_elems(), c.dtype),
+                             kf = ref::random_values(rng, s.kv_elems(), c.dtype),
+                             vf = ref::random_values(rng, s.kv_elems(), c.dtype),
+                             gf = ref::random_values(rng, s.q_elems(), c.dtype);
+    Tensor q = mirror(layout(c, s.Nq, s.Hq)), k = mirror(layout(c, s.Nk, s.Hk)), v = mirror(layout(c, s.Nk, s.Hk)),
+           g = mirror(layout(c, s.Nq, s.Hq)), out = mirror(layout(c, s.Nq, s.Hq)), dq = mirror(layout(c, s.Nq, s.Hq)),
+           dk = mirror(layout(c, s.Nk, s.Hk)), dv = mirror(layout(c, s.Nk, s.Hk));
+    q.host.store(qf), k.host.store(kf), v.host.store(vf), g.host.store(gf);
+    for (const Tensor* t : {&q, &k, &v, &g}) t->upload();
+    for (const Tensor* t : {&out, &dq, &dk, &dv}) poison(*t);
+    const fsig_attention_params p = params_for(s);
+    const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc(), to = out.desc(), tdq = dq.desc(),
+                      tdk = dk.desc(), tdv = dv.desc();
+    int st = fsig_attention_forward(&p, &tq, &tk, &tv, &to, nullptr, nullptr);
+    EXPECT(st == FSIG_OK, "%s: forward returned %d: %s", c.name.c_str(), st, fsig_last_error());
+    if (st != FSIG_OK) return false;
+    st = fsig_attention_backward(&p, &tq, &tk, &tv, nullptr, &tg, nullptr, &tdq, &tdk, &tdv, nullptr);
+    EXPECT(st == FSIG_OK, "%s: backward returned %d: %s", c.name.c_str(), st, fsig_last_error());
+    if (st != FSIG_OK) return false;
+    synchronize_or_die(c.name);
+    for (const Tensor* t : {&out, &dq, &dk, &dv}) t->download();
+
+    const auto q64 = tu::to_double(qf), k64 = tu::to_double(kf), v64 = tu::to_double(vf), g64v = tu::to_double(gf);
+    const std::vector<double> o64 = lref::forward64(s, q64.data(), k64.data(), v64.data());
+    const std::vector<float> onv = lref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
+    const lref::Grads<double> g64 = lref::backward64(s, q64.data(), k64.data(), v64.data(), g64v.data());
+    const lref::Grads<float> gnv = lref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), gf.data());
+    const std::string spec = s.describe();
+    tu::check_output(c.name, spec, "out", out.host, o64, onv);
+    tu::check_output(c.name, spec, "dq", dq.host, g64.dq, gnv.dq);
+    tu::check_output(c.name, spec, "dk", dk.host, g64.dk, gnv.dk);
+    tu::check_output(c.name, spec, "dv", dv.host, g64.dv, gnv.dv);
+    const bool ok = th::failures() == before;
+    if (g_verbose || !ok) std::printf("  %s %s\n", ok ? "ok  " : "FAIL", c.name.c_str());
+    return ok;
+}
+
+bool selected(const std::string& name) {
+    if (g_filters.empty()) return true;
+    for (const std::string& f : g_filters)
+        if (name.find(f) != std::string::npos) return true;
+    return false;
+}
+
+const char* map_name(int map) { return map == lref::kCosformer ? "cosformer" : "linear_elu"; }
+
+// map × causal × heads × dtype × d (48 cases), the length pair turning with the index.
+std::vector<Case> matrix_cases() {
+    struct Shape { int64_t Nq, Nk; };
+    const Shape shapes[] = {{1, 1}, {17, 17}, {128, 257}, {257, 128}, {1000, 1000}, {1, 257}, {333, 31}, {96, 1000}};
+    const int64_t heads[][2] = {{4, 4}, {4, 2}, {4, 1}};
+    const char* head_names[] = {"mha", "gqa", "mqa"};
+    std::vector<Case> cases;
+    int idx = 0;
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal)
+            for (int hh = 0; hh < 3; ++hh)
+                for (int dtype : {ref::kFp16, ref::kBf16})
+                    for (int64_t d : {64, 128}) {
+                        Case c;
+                        const Shape sh = shapes[idx % 8];
+                        c.s.B = 1 + idx % 2, c.s.Nq = sh.Nq, c.s.Nk = sh.Nk, c.s.Hq = heads[hh][0], c.s.Hk = heads[hh][1];
+                        c.s.d = d, c.s.map = map, c.s.causal = causal;
+                        c.dtype = dtype, c.padded = idx % 5 == 3, c.seed = 1000 + idx;
+                        c.name = th::format("lin%02d_%s%s_%s_d%lld_%lldx%lld_%s%s", idx, map_name(map),
+                                            causal ? "_causal" : "", ref::dtype_name(dtype), (long long)d,
+                                            (long long)sh.Nq, (long long)sh.Nk, head_names[hh], c.padded ? "_padded8" : "");
+                        ++idx;
+                        if (g_quick && idx % 6 != 1) continue;
+                        cases.push_back(c);
+                    }
+    // M and ε given (ε binding on some rows), and a long causal case spanning many segments
+    for (int map = 0; map < 2; ++map) {
+        Case c;
+        c.s.B = 1, c.s.Nq = 200, c.s.Nk = 300, c.s.Hq = 2, c.s.Hk = 1, c.s.d = 64, c.s.map = map, c.s.causal = 1;
+        c.s.length = map == lref::kCosformer ? 900 : 0, c.s.epsilon = map == lref::kCosformer ? 40.0 : 150.0;
+        c.seed = 2000 + map, c.dtype = ref::kFp16;
+        c.name = th::format("options_%s_M%lld_eps", map_name(map), (long long)c.s.length);
+        cases.push_back(c);
+        Case l;
+        l.s.B = 1, l.s.Nq = 2048, l.s.Nk = 2048, l.s.Hq = 2, l.s.Hk = 2, l.s.d = 128, l.s.map = map, l.s.causal = 1;
+        l.seed = 2100 + map, l.dtype = ref::kBf16;
+        l.name = th::format("long_%s_causal_2048", map_name(map));
+        if (!g_quick) cases.push_back(l);
+    }
+    return cases;
+}
+
+TEST(linear_numerics) {
+    int ran = 0, failed = 0;
+    for (const Case& c : matrix_cases()) {
+        if (!selected(c.name)) continue;
+        ++ran;
+        failed += !run_case(c);
+    }
+    std::printf("  %d case(s), %d failed\n", ran, failed);
+}
+
+// A small problem on the device, with helpers for the stream / graph test.
+struct Small {
+    Case c;
+    Tensor q, k, v, g, out, dq, dk, dv;
+    fsig_attention_params p;
+    explicit Small(int dtype, int64_t d) {
+        c.s.B = 1, c.s.Nq = 100, c.s.Nk = 77, c.s.Hq = 4, c.s.Hk = 2, c.s.d = d, c.s.causal = 1, c.dtype = dtype;
+        q = mirror(layout(c, 100, 4)), g = mirror(layout(c, 100, 4)), out = mirror(layout(c, 100, 4));
+        dq = mirror(layout(c, 100, 4));
+        k = mirror(layout(c, 77, 2)), v = mirror(layout(c, 77, 2)), dk = mirror(layout(c, 77, 2)), dv = mirror(layout(c, 77, 2));
+        ref::Rng rng(99);
+        q.host.store(ref::random_values(rng, c.s.q_elems(), dtype));
+        k.host.store(ref::random_values(rng, c.s.kv_elems(), dtype));
+        v.host.store(ref::random_values(rng, c.s.kv_elems(), dtype));
+        g.host.store(ref::random_values(rng, c.s.q_elems(), dtype));
+        for (const Tensor* t : {&q, &k, &v, &g}) t->upload();
+        p = params_for(c.s);
+    }
+    void poison_outputs() {
+        for (const Tensor* t : {&out, &dq, &dk, &dv}) poison(*t);
+    }
+    int call(cudaStream_t stream) {
+        const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc(), to = out.desc(), tdq = dq.desc(),
+                          tdk = dk.desc(), tdv = dv.desc();
+        const int st = fsig_attention_forward(&p, &tq, &tk, &tv, &to, nullptr, stream);
+        if (st != FSIG_OK) return st;
+        return fsig_attention_backward(&p, &tq, &tk, &tv, nullptr, &tg, nullptr, &tdq, &tdk, &tdv, stream);
+    }
+    std::vector<unsigned char> all_bytes() const {
+        std::vector<unsigned char> b;
+        for (const Tensor* t : {&out, &dq, &dk, &dv}) {
+            const auto x = t->bytes();
+            b.insert(b.end(), x.begin(), x.end());
+        }
+        return b;
+    }
+};
+
+// Default stream, created stream, graph replay: the same bits; the caller's device unchanged; a
+// second call is bit-identical (deterministic).
+TEST(linear_streams_graphs_device) {
+    if (!g_cuda) return;
+    Small s(ref::kBf16, 128);
+    int before = -1, after = -2;
+    CUDA_OK(cudaGetDevice(&before));
+    s.poison_outputs();
+    REQUIRE(s.call(nullptr) == FSIG_OK, "default stream: %s", fsig_last_error());
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<unsigned char> want = s.all_bytes();
+    CUDA_OK(cudaGetDevice(&after));
+    EXPECT(before == after, "the current device changed from %d to %d", before, after);
+    s.poison_outputs();
+    REQUIRE(s.call(nullptr) == FSIG_OK, "second call: %s", fsig_last_error());
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT(s.all_bytes() == want, "a second call gave other bits (not deterministic)");
+
+    cudaStream_t stream;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    s.poison_outputs();
+    REQUIRE(s.call(stream) == FSIG_OK, "created stream: %s", fsig_last_error());
+    CUDA_OK(cudaStreamSynchronize(stream));
+    EXPECT(s.all_bytes() == want, "a created stream gave other bits");
+
+    s.poison_outputs();
+    const std::vector<unsigned char> poisoned = s.all_bytes();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    const int st = s.call(stream);
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    REQUIRE(st == FSIG_OK, "forward + backward during graph capture: %s", fsig_last_error());
+    REQUIRE(end == cudaSuccess, "cudaStreamEndCapture: %s", cudaGetErrorString(end));
+    EXPECT(s.all_bytes() == poisoned, "capturing ran a kernel");
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int rep = 0; rep < 2; ++rep) {
+        s.poison_outputs();
+        CUDA_OK(cudaGraphLaunch(exec, stream));
+        CUDA_OK(cudaStreamSynchronize(stream));
+        EXPECT(s.all_bytes() == want, "graph replay %d gave other bits than the direct call", rep);
+    }
+    CUDA_OK(cudaGraphExecDestroy(exec));
+    CUDA_OK(cudaGraphDestroy(graph));
+    CUDA_OK(cudaStreamDestroy(stream));
+    if (g_device_count >= 2) {
+        CUDA_OK(cudaSetDevice(1));
+        s.poison_outputs();
+        REQUIRE(s.call(nullptr) == FSIG_OK, "call from cuda:1: %s", fsig_last_error());
+        int now = -1;
+        CUDA_OK(cudaGetDevice(&now));
+        EXPECT(now == 1, "the call did not restore the caller's device (cuda:1), now cuda:%d", now);
+        CUDA_OK(cudaSetDevice(0));
+        CUDA_OK(cudaDeviceSynchronize());
+        EXPECT(s.all_bytes() == want, "the call from another current device gave other bits");
+    }
+}
+
+// Refused with a message naming the rule, nothing written: fp32, head dim 96, a stride not a multiple of
+// 8, a misaligned base.
+TEST(linear_refusals) {
+    if (!g_cuda) return;
+    struct Bad {
+        const char* what;
+        int dtype;
+        int64_t d;
+        int tweak;  // 0 none, 1 q row stride 4 elements off, 2 q base + 2 bytes
+        int status;
+        const char* word;
+    } bads[] = {{"fp32", ref::kFp32, 64, 0, FSIG_ERROR_UNSUPPORTED, "fp32"},
+                {"head dim 96", ref::kFp16, 96, 0, FSIG_ERROR_UNSUPPORTED, "head_dim"},
+                {"head stride", ref::kBf16, 64, 1, FSIG_ERROR_INVALID_STRIDE, "multiples of 8"},
+                {"misaligned q", ref::kBf16, 64, 2, FSIG_ERROR_MISALIGNED, "16-byte"}};
+    for (const Bad& b : bads) {
+        Small s(b.dtype, b.d);
+        fsig_tensor tq = s.q.desc();
+        if (b.tweak == 1) tq.strides[2] = b.d + 4, tq.strides[1] = 4 * (b.d + 4), tq.shape[1] = 50;
+        if (b.tweak == 2) tq.data = static_cast<char*>(tq.data) + 2, tq.shape[1] = 50, tq.capacity_bytes -= 2;
+        const fsig_tensor tk = s.k.desc(), tv = s.v.desc(), tg = s.g.desc(), to = s.out.desc(), tdq = s.dq.desc(),
+                          tdk = s.dk.desc(), tdv = s.dv.desc();
+        fsig_tensor to2 = to, tg2 = tg, tdq2 = tdq;
+        if (b.tweak) to2.shape[1] = tg2.shape[1] = tdq2.shape[1] = 50;
+        s.poison_outputs();
+        const std::vector<unsigned char> poisoned = s.all_bytes();
+        int st = fsig_attention_forward(&s.p, &tq, &tk, &tv, &to2, nullptr, nullptr);
+        EXPECT(st == b.status && std::strstr(fsig_last_error(), b.word) != nullptr,
+               "%s (forward): status %d, message \"%s\" (want %d naming \"%s\")", b.what, st, fsig_last_error(), b.status,
+               b.word);
+        st = fsig_attention_backward(&s.p, &tq, &tk, &tv, nullptr, &tg2, nullptr, &tdq2, &tdk, &tdv, nullptr);
+        EXPECT(st == b.status && std::strstr(fsig_last_error(), b.word) != nullptr,
+               "%s (backward): status %d, message \"%s\" (want %d naming \"%s\")", b.what, st, fsig_last_error(),
+               b.status, b.word);
+        CUDA_OK(cudaDeviceSynchronize());
+        EXPECT(s.all_bytes() == poisoned, "%s: a refused call wrote an output", b.what);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--quick") g_quick = true;
+        else if (a == "--verbose") g_verbose = true;
+        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
+        else if (a == "--help") {
+            std::printf("test_cuda_linear [--quick] [--device cpu] [--verbose] [name filters...]\n");
+            return 0;
+        } else g_filters.push_back(a);
+    }
+    if (g_cuda) {
+        fsig_capabilities caps;
+        std::memset(&caps, 0, sizeof caps);
+        caps.struct_size = sizeof caps;
+        if (fsig_get_capabilities(&caps) != FSIG_OK) {
+            std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
+            return 1;
+        }
+        if (!caps.cuda_compiled) {
+            std::printf("SKIP: this libflashsig was built without CUDA (the CUDA linear attention was not tested)\n");
+            return th::kSkip;
+        }
+        if (caps.cuda_device_count < 1) {
+            std::printf("SKIP: no CUDA device or driver on this machine (the CUDA linear attention was not tested)\n");
+            return th::kSkip;
+        }
+        g_device_count = caps.cuda_device_count;
+        cudaDeviceProp prop;
+        CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+        std::printf("device cuda:0 %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor, g_device_count);
+    } else {
+        std::printf("--device cpu: the numerics cases through the CPU backend (checks this test, not CUDA)\n");
+    }
+    std::vector<std::string> tests;
+    for (const std::string& f : g_filters)
+        for (const th::Test& t : th::registry())
+            if (f == t.name) tests.push_back(f);
+    if (!tests.empty()) g_filters.clear();
+    return th::run_all(tests);
+}

@@ -1,0 +1,393 @@
+// The CUDA linear-attention kernels (native/cuda/linear_kernel.h) executed on the CPU: every kernel of a
+// call (forward: kFwd; backward: kStats, the row-statistics reduction, kDv, kDk, kDq) is replayed block
+// by block with HostExec — the same block program, index math, chunk recurrence, masks, segment
+// prefixes and fp16/bf16 rounding as on the GPU, each phase run for all 128 thread indices before the
+// next (what __syncthreads guarantees) — and checked against the fp64 quadratic form of
+// tests/linear_reference.h by the DESIGN §6 rule. No GPU needed; what it cannot see: races between the
+// threads of one phase, shared-memory bank conflicts, the device math library, launch configuration.
+//
+// Against false confidence: blocks of one kernel run in a shuffled order (a block reading what another
+// block of the same kernel writes would change results), shared memory is NaN-filled before each block
+// (a read of an unwritten word turns the output NaN), outputs are poisoned and the bytes around every
+// view must stay poisoned, the segment count is varied (results must be bit-identical for 1, 2, 3, 5
+// segments, and for the threads of each phase run in reverse order), and a negative control (a wrong M)
+// must break the rule.
+//
+//   test_linear_emulation [--verbose] [name filters...]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+#include "linear_kernel.h"
+#include "linear_reference.h"
+#include "reference.h"
+
+namespace lin = fsig::cuda::lin;
+
+namespace {
+
+bool g_verbose = false;
+bool g_reverse_threads = false;  // HostExec runs each phase's thread indices last to first
+std::vector<std::string> g_filters;
+
+constexpr uint16_t kPoison16 = 0x7da5;  // an fp16 NaN (bf16 tensors use 0x7fa5)
+
+// A [B, N, H, d] 16-bit tensor in storage with padding around every row (strides multiples of 8, the
+// CUDA rule), poisoned outside the view.
+struct Tensor {
+    std::vector<uint16_t> mem;
+    int64_t B = 1, N = 1, H = 1, d = 1, sb = 0, sr = 0, sh = 0, base = 8;
+    bool bf16 = false;
+
+    Tensor(bool is_bf16, int64_t b, int64_t n, int64_t h, int64_t dd, bool padded) : B(b), N(n), H(h), d(dd), bf16(is_bf16) {
+        sh = padded ? d + 8 : d;
+        sr = H * sh;
+        sb = N * sr + (padded ? 16 : 0);
+        mem.assign(size_t(base + B * sb + 8), poison());
+    }
+    uint16_t poison() const { return bf16 ? 0x7fa5 : kPoison16; }
+    int64_t at(int64_t b, int64_t n, int64_t h, int64_t c) const { return base + b * sb + n * sr + h * sh + c; }
+    lin::LinTensor view() {
+        lin::LinTensor t;
+        t.data = mem.data() + base;
+        t.sb = sb, t.sr = sr, t.sh = sh;
+        return t;
+    }
+    void store(const std::vector<float>& x) {  // dense BSHD values (already representable in the dtype)
+        size_t i = 0;
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t n = 0; n < N; ++n)
+                for (int64_t h = 0; h < H; ++h)
+                    for (int64_t c = 0; c < d; ++c) {
+                        if (bf16) lin::store16<true>(mem.data(), at(b, n, h, c), x[i++]);
+                        else lin::store16<false>(mem.data(), at(b, n, h, c), x[i++]);
+                    }
+    }
+    std::vector<float> load() const {
+        std::vector<float> x;
+        x.reserve(size_t(B * N * H * d));
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t n = 0; n < N; ++n)
+                for (int64_t h = 0; h < H; ++h)
+                    for (int64_t c = 0; c < d; ++c)
+                        x.push_back(bf16 ? lin::load16<true>(mem.data(), at(b, n, h, c))
+                                         : lin::load16<false>(mem.data(), at(b, n, h, c)));
+        return x;
+    }
+    void poison_all() { std::fill(mem.begin(), mem.end(), poison()); }
+    // elements outside the view that are no longer the poison
+    size_t stray() const {
+        std::vector<char> in(mem.size(), 0);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t n = 0; n < N; ++n)
+                for (int64_t h = 0; h < H; ++h)
+                    for (int64_t c = 0; c < d; ++c) in[size_t(at(b, n, h, c))] = 1;
+        size_t k = 0;
+        for (size_t i = 0; i < mem.size(); ++i) k += !in[i] && mem[i] != poison();
+        return k;
+    }
+};
+
+struct Case {
+    std::string name;
+    lref::Spec s;
+    bool bf16 = false;
+    bool padded = false;
+    int nseg = 0;  // 0: choose_segments, as the launcher does
+    uint64_t seed = 1;
+};
+
+struct Tensors {
+    Tensor q, k, v, dout, out, dq, dk, dv;
+    Tensors(const Case& c)
+        : q(c.bf16, c.s.B, c.s.Nq, c.s.Hq, c.s.d, c.padded), k(c.bf16, c.s.B, c.s.Nk, c.s.Hk, c.s.d, false),
+          v(c.bf16, c.s.B, c.s.Nk, c.s.Hk, c.s.d, c.padded), dout(c.bf16, c.s.B, c.s.Nq, c.s.Hq, c.s.d, c.padded),
+          out(c.bf16, c.s.B, c.s.Nq, c.s.Hq, c.s.d, c.padded), dq(c.bf16, c.s.B, c.s.Nq, c.s.Hq, c.s.d, c.padded),
+          dk(c.bf16, c.s.B, c.s.Nk, c.s.Hk, c.s.d, c.padded), dv(c.bf16, c.s.B, c.s.Nk, c.s.Hk, c.s.d, false) {}
+};
+
+// What linear_runtime.cu's linear_params does, from the test's spec.
+lin::LinParams params_of(const Case& c, Tensors& t) {
+    const lref::Spec& s = c.s;
+    lin::LinParams p;
+    p.q = t.q.view(), p.k = t.k.view(), p.v = t.v.view(), p.dout = t.dout.view();
+    p.out = t.out.view(), p.dq = t.dq.view(), p.dk = t.dk.view(), p.dv = t.dv.view();
+    p.batch = int32_t(s.B), p.seq_q = int32_t(s.Nq), p.seq_k = int32_t(s.Nk);
+    p.heads_q = int32_t(s.Hq), p.heads_k = int32_t(s.Hk), p.group = int32_t(s.Hq / s.Hk);
+    p.causal = s.causal ? 1 : 0;
+    p.angle = 1.0 / (2.0 * s.eff_length());
+    p.epsilon = float(s.epsilon);
+    return p;
+}
+
+// One kernel's whole grid on the CPU, blocks in a shuffled order, shared memory NaN-filled per block.
+template <int Role, int D, bool COS, bool BF16>
+void emulate_kernel(lin::LinParams p, int nseg, uint64_t seed) {
+    using G = lin::Cfg<Role, D, COS>;
+    const int heads = lin::block_heads<Role>(p);
+    p.nseg = nseg > 0 ? nseg : lin::choose_segments(p, G::kSlices, heads, G::kReverse ? p.seq_k : p.seq_q);
+    const int64_t blocks = int64_t(p.nseg) * G::kSlices * heads * p.batch;
+    std::vector<int64_t> order(static_cast<size_t>(blocks));
+    std::iota(order.begin(), order.end(), 0);
+    ref::Rng rng(seed);
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(rng.next_u64() % i)]);
+    std::vector<float> smem(size_t(G::kFloats));
+    lin::HostExec ex;
+    ex.reverse = g_reverse_threads;
+    for (int64_t bid : order) {
+        std::fill(smem.begin(), smem.end(), std::nanf(""));
+        lin::run_block<Role, D, COS, BF16>(p, bid, smem.data(), ex);
+    }
+}
+
+template <int D, bool COS, bool BF16>
+void emulate_call(const lin::LinParams& p, bool backward, int nseg, uint64_t seed) {
+    if (!backward) {
+        emulate_kernel<lin::kFwd, D, COS, BF16>(p, nseg, seed);
+        return;
+    }
+    emulate_kernel<lin::kStats, D, COS, BF16>(p, nseg, seed + 1);
+    const int64_t rows = int64_t(p.batch) * p.seq_q * p.heads_q;
+    for (int64_t r = rows; r-- > 0;) lin::reduce_row<D, COS>(p, r);
+    emulate_kernel<lin::kDv, D, COS, BF16>(p, nseg, seed + 2);
+    emulate_kernel<lin::kDk, D, COS, BF16>(p, nseg, seed + 3);
+    emulate_kernel<lin::kDq, D, COS, BF16>(p, nseg, seed + 4);
+}
+
+void emulate(const Case& c, const lin::LinParams& p, bool backward) {
+    const bool cos = c.s.map == lref::kCosformer;
+    const int d = int(c.s.d);
+#define FSIG_EMU(D, COS, BF)                                                         \
+    if (d == D && cos == COS && c.bf16 == BF) return emulate_call<D, COS, BF>(p, backward, c.nseg, c.seed * 7);
+    FSIG_EMU(64, true, false) FSIG_EMU(64, true, true) FSIG_EMU(64, false, false) FSIG_EMU(64, false, true)
+    FSIG_EMU(128, true, false) FSIG_EMU(128, true, true) FSIG_EMU(128, false, false) FSIG_EMU(128, false, true)
+#undef FSIG_EMU
+    REQUIRE(false, "no kernel for d = %d", d);
+}
+
+struct Result {
+    std::vector<float> out, dq, dk, dv;
+};
+
+struct Inputs {
+    std::vector<float> q, k, v, g;
+};
+
+Inputs inputs_of(const Case& c) {
+    ref::Rng rng(c.seed);
+    const int dt = c.bf16 ? ref::kBf16 : ref::kFp16;
+    Inputs in;
+    in.q = ref::random_values(rng, c.s.q_elems(), dt);
+    in.k = ref::random_values(rng, c.s.kv_elems(), dt);
+    in.v = ref::random_values(rng, c.s.kv_elems(), dt);
+    in.g = ref::random_values(rng, c.s.q_elems(), dt);
+    return in;
+}
+
+// Forward, then backward, emulated; inputs must come back unchanged and nothing outside a view written.
+Result run(const Case& c, const Inputs& in, double angle_factor = 1.0) {
+    Tensors t(c);
+    t.q.store(in.q), t.k.store(in.k), t.v.store(in.v), t.dout.store(in.g);
+    const std::vector<uint16_t> q0 = t.q.mem, k0 = t.k.mem, v0 = t.v.mem, g0 = t.dout.mem;
+    lin::LinParams p = params_of(c, t);
+    p.angle *= angle_factor;
+    emulate(c, p, false);
+    emulate(c, p, true);
+    EXPECT(t.q.mem == q0 && t.k.mem == k0 && t.v.mem == v0 && t.dout.mem == g0, "%s: an input changed", c.name.c_str());
+    for (const Tensor* o : {&t.out, &t.dq, &t.dk, &t.dv})
+        EXPECT(o->stray() == 0, "%s: %zu element(s) outside an output's view were written", c.name.c_str(), o->stray());
+    return Result{t.out.load(), t.dq.load(), t.dk.load(), t.dv.load()};
+}
+
+bool selected(const std::string& name) {
+    if (g_filters.empty()) return true;
+    for (const std::string& f : g_filters)
+        if (name.find(f) != std::string::npos) return true;
+    return false;
+}
+
+void check_case(const Case& c) {
+    if (!selected(c.name)) return;
+    const lref::Spec& s = c.s;
+    const Inputs in = inputs_of(c);
+    const Result r = run(c, in);
+    const int dt = c.bf16 ? ref::kBf16 : ref::kFp16;
+    std::vector<double> q(in.q.begin(), in.q.end()), k(in.k.begin(), in.k.end()), v(in.v.begin(), in.v.end()),
+        g(in.g.begin(), in.g.end());
+    const std::vector<double> o64 = lref::forward64(s, q.data(), k.data(), v.data());
+    const std::vector<float> onv = lref::forward_naive(s, dt, in.q.data(), in.k.data(), in.v.data());
+    const lref::Grads<double> g64 = lref::backward64(s, q.data(), k.data(), v.data(), g.data());
+    const lref::Grads<float> gnv = lref::backward_naive(s, dt, in.q.data(), in.k.data(), in.v.data(), in.g.data());
+    const std::vector<int64_t> qs = {s.B, s.Nq, s.Hq, s.d}, ks = {s.B, s.Nk, s.Hk, s.d};
+    const std::string name = c.name + " [" + s.describe() + (c.bf16 ? " bf16]" : " fp16]");
+    const ref::RuleResult ro = ref::check_rule(name, "out", r.out.data(), o64.data(), onv.data(), o64.size(), qs);
+    const ref::RuleResult rq = ref::check_rule(name, "dq", r.dq.data(), g64.dq.data(), gnv.dq.data(), g64.dq.size(), qs);
+    const ref::RuleResult rk = ref::check_rule(name, "dk", r.dk.data(), g64.dk.data(), gnv.dk.data(), g64.dk.size(), ks);
+    const ref::RuleResult rv = ref::check_rule(name, "dv", r.dv.data(), g64.dv.data(), gnv.dv.data(), g64.dv.size(), ks);
+    EXPECT(ro.ok, "%s: out breaks the §6 rule", name.c_str());
+    EXPECT(rq.ok, "%s: dq breaks the §6 rule", name.c_str());
+    EXPECT(rk.ok, "%s: dk breaks the §6 rule", name.c_str());
+    EXPECT(rv.ok, "%s: dv breaks the §6 rule", name.c_str());
+    if (g_verbose || !(ro.ok && rq.ok && rk.ok && rv.ok))
+        std::printf("  %s %s  err/bound out %.2g/%.2g dq %.2g/%.2g dk %.2g/%.2g dv %.2g/%.2g\n",
+                    ro.ok && rq.ok && rk.ok && rv.ok ? "ok  " : "FAIL", name.c_str(), ro.our_err, ro.bound, rq.our_err,
+                    rq.bound, rk.our_err, rk.bound, rv.our_err, rv.bound);
+}
+
+const char* map_name(int map) { return map == lref::kCosformer ? "cosformer" : "linear_elu"; }
+
+// map × causal × heads (MHA, GQA, MQA) × dtype × d, the shape turning with the index: odd lengths, Nq < Nk
+// and Nq > Nk (rows with δ_i < 0), one chunk and several, a partial last chunk.
+std::vector<Case> matrix() {
+    struct Shape { int64_t Nq, Nk; };
+    const Shape shapes[] = {{1, 1}, {37, 37}, {33, 95}, {101, 45}, {130, 131}, {1, 70}, {70, 1}, {96, 64}};
+    const int64_t heads[][2] = {{2, 2}, {4, 2}, {3, 1}};
+    const char* head_names[] = {"mha", "gqa", "mqa"};
+    std::vector<Case> cases;
+    int idx = 0;
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal)
+            for (int d : {64, 128})
+                for (int bf = 0; bf < 2; ++bf, ++idx) {
+                    Case c;
+                    const Shape sh = shapes[idx % 8];
+                    const int hh = idx % 3;
+                    c.s.B = 1 + idx % 2, c.s.Nq = sh.Nq, c.s.Nk = sh.Nk, c.s.Hq = heads[hh][0], c.s.Hk = heads[hh][1];
+                    c.s.d = d, c.s.map = map, c.s.causal = causal;
+                    c.bf16 = bf, c.padded = idx % 4 == 1, c.seed = 300 + idx;
+                    c.nseg = idx % 5 == 2 ? 3 : 0;
+                    c.name = th::format("emu%02d_%s%s_d%d_%s_%lldx%lld_%s%s%s", idx, map_name(map), causal ? "_causal" : "",
+                                        d, bf ? "bf16" : "fp16", (long long)sh.Nq, (long long)sh.Nk, head_names[hh],
+                                        c.padded ? "_padded8" : "", c.nseg ? "_seg3" : "");
+                    cases.push_back(c);
+                }
+    return cases;
+}
+
+}  // namespace
+
+TEST(emulated_linear_matrix) {
+    for (const Case& c : matrix()) check_case(c);
+}
+
+// Several segments per row of blocks: causal prefixes recomputed by each segment, non-causal full state;
+// M and ε given (ε binding on some rows).
+TEST(emulated_linear_segments_and_options) {
+    int idx = 0;
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal, ++idx) {
+            Case c;
+            c.s.B = 1, c.s.Nq = 300, c.s.Nk = 290, c.s.Hq = 2, c.s.Hk = 1, c.s.d = 64, c.s.map = map, c.s.causal = causal;
+            c.bf16 = idx % 2, c.nseg = 4, c.seed = 700 + idx;
+            c.name = th::format("segments4_%s%s_300x290", map_name(map), causal ? "_causal" : "");
+            check_case(c);
+            Case e = c;
+            e.s.Nq = 40, e.s.Nk = 75, e.s.length = map == lref::kCosformer ? 200 : 0, e.nseg = 2;
+            e.s.epsilon = map == lref::kCosformer ? 40.0 : 120.0;
+            e.seed = 720 + idx;
+            e.name = th::format("options_%s%s_M%lld_eps%g", map_name(map), causal ? "_causal" : "", (long long)e.s.length,
+                                e.s.epsilon);
+            check_case(e);
+        }
+}
+
+// The segment count changes which block computes what, never a bit of the result; nor does the order in
+// which the emulation runs the threads of a phase (on the GPU they run at once: a thread reading in a
+// phase what another writes in the same phase would make the result depend on that order).
+TEST(emulated_linear_segment_count_independence) {
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal) {
+            Case c;
+            c.s.B = 1, c.s.Nq = 250, c.s.Nk = 230, c.s.Hq = 4, c.s.Hk = 2, c.s.d = 64, c.s.map = map, c.s.causal = causal;
+            c.bf16 = causal, c.seed = 800 + map * 2 + causal;
+            c.name = th::format("segcount_%s%s", map_name(map), causal ? "_causal" : "");
+            if (!selected(c.name)) continue;
+            const Inputs in = inputs_of(c);
+            c.nseg = 1;
+            const Result r1 = run(c, in);
+            for (int nseg : {2, 3, 5}) {
+                c.nseg = nseg;
+                const Result rn = run(c, in);
+                auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+                    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+                };
+                EXPECT(same(r1.out, rn.out) && same(r1.dq, rn.dq) && same(r1.dk, rn.dk) && same(r1.dv, rn.dv),
+                       "%s: %d segments give other bits than 1", c.name.c_str(), nseg);
+            }
+            c.nseg = 1;
+            g_reverse_threads = true;
+            const Result rr = run(c, in);
+            g_reverse_threads = false;
+            auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+                return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+            };
+            EXPECT(same(r1.out, rr.out) && same(r1.dq, rr.dq) && same(r1.dk, rr.dk) && same(r1.dv, rr.dv),
+                   "%s: running each phase's threads in reverse order gives other bits", c.name.c_str());
+        }
+}
+
+// Negative control: the same harness must see a wrong kernel. A cosFormer angle for M · 1.5 instead of M
+// (a plausible bug: the wrong length) breaks the §6 rule on out.
+TEST(emulated_linear_negative_control) {
+    Case c;
+    c.s.B = 1, c.s.Nq = 90, c.s.Nk = 90, c.s.Hq = 2, c.s.Hk = 2, c.s.d = 64, c.s.map = lref::kCosformer, c.s.causal = 1;
+    c.seed = 900, c.name = "negative_control";
+    if (!selected(c.name)) return;
+    const Inputs in = inputs_of(c);
+    const Result r = run(c, in, 1.0 / 1.5);
+    std::vector<double> q(in.q.begin(), in.q.end()), k(in.k.begin(), in.k.end()), v(in.v.begin(), in.v.end());
+    const std::vector<double> o64 = lref::forward64(c.s, q.data(), k.data(), v.data());
+    const std::vector<float> onv = lref::forward_naive(c.s, ref::kFp16, in.q.data(), in.k.data(), in.v.data());
+    double naive = 0, ours = 0;
+    for (size_t i = 0; i < o64.size(); ++i) {
+        naive = std::max(naive, std::fabs(double(onv[i]) - o64[i]));
+        ours = std::max(ours, std::fabs(double(r.out[i]) - o64[i]));
+    }
+    EXPECT(ours > 2 * naive + 1e-5, "a wrong M passed the §6 rule (err %.3g, bound %.3g): the check cannot fail", ours,
+           2 * naive + 1e-5);
+    std::printf("  negative control: wrong M gives err %.3g against the bound %.3g (must exceed it)\n", ours,
+                2 * naive + 1e-5);
+}
+
+// The host-side 16-bit conversions (the emulation's stand-ins for __float2half_rn / __float2bfloat16_rn)
+// against the test reference's.
+TEST(emulated_linear_conversions) {
+    ref::Rng rng(5);
+    for (int i = 0; i < 200000; ++i) {
+        uint32_t u = uint32_t(rng.next_u64());
+        if (i % 3 == 0) u = (u & 0x807fffffu) | (uint32_t(100 + i % 60) << 23);  // the fp16 range and its edges
+        float f;
+        std::memcpy(&f, &u, 4);
+        if (std::isnan(f)) continue;
+        uint16_t h = 0, b = 0;
+        lin::store16<false>(&h, 0, f);
+        lin::store16<true>(&b, 0, f);
+        const float hf = lin::load16<false>(&h, 0), bf = lin::load16<true>(&b, 0);
+        const float want_h = ref::half_to_float(ref::float_to_half(f)), want_b = ref::bf16_to_float(ref::float_to_bf16(f));
+        if (!(hf == want_h || (std::isnan(hf) && std::isnan(want_h))) || !(bf == want_b)) {
+            EXPECT(false, "%a: fp16 %a (want %a), bf16 %a (want %a)", double(f), double(hf), double(want_h), double(bf),
+                   double(want_b));
+            break;
+        }
+    }
+}
+
+int main(int argc, char** argv) {
+    std::vector<std::string> tests;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--verbose") g_verbose = true;
+        else g_filters.push_back(a);
+    }
+    for (const std::string& f : g_filters)
+        for (const th::Test& t : th::registry())
+            if (f == t.name) tests.push_back(f);
+    if (!tests.empty()) g_filters.clear();
+    return th::run_all(tests);
+}
