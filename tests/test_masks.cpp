@@ -348,10 +348,11 @@ TEST(block_sparse_extremes) {
     }
 }
 
-// Strided 1 allows everything; strided with a window is the union; strided alone, causal.
+// Strided 1 allows everything; strided with a window is the union; strided alone, causal; a stride of
+// 2^62 (only the diagonal; no overflow stepping from one kept key to the next).
 TEST(strided_forms) {
     int idx = 0;
-    for (int64_t stride : {1, 3, 64, 1000})
+    for (int64_t stride : {int64_t(1), int64_t(3), int64_t(64), int64_t(1000), int64_t(1) << 62})
         for (int64_t wl : {-1, 0, 10}) {
             MCase c;
             Spec& s = c.s;
