@@ -519,11 +519,6 @@ int check_extensions(const fsig_attention_params& prm, const ExtensionArgs& x, c
     }
     p->strided = prm.strided;
     p->logn_train = prm.logn_train;
-    if (q.device_type == FSIG_DEVICE_CUDA)
-        return fail(FSIG_ERROR_UNSUPPORTED,
-                    "the masks-and-positions extensions (ALiBi, bias, mask, block-sparse, strided, log-n) are not yet "
-                    "on CUDA (q is on cuda:%d): run them on CPU tensors",
-                    q.device_index);
     return FSIG_OK;
 }
 

@@ -1,6 +1,6 @@
 // The CUDA backward kernels (FlashAttention-2 design with recomputation, DESIGN.md §5) for sm_80 and
-// later. Included by the generated units bwd_{dkdv,dq}_<dtype>_hd<d>.cu, one per (kernel, dtype, head
-// dim), each instantiating the 7 score policies: 2 × 2 × 2 × 7 = 56 kernels in all.
+// later. Included by the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu, one per (kernel, dtype,
+// head dim, plain or extended), each instantiating the 7 score policies: 2 × 2 × 2 × 2 × 7 = 112 kernels.
 //
 // Contract: the forward's (fwd_kernel.cuh) plus dO [B, Nq, Hq, d], dQ [B, Nq, Hq, d], dK, dV
 // [B, Nk, Hk, d] in the same dtype and under the same layout rule (16-byte-aligned bases, last-dim
@@ -36,6 +36,13 @@
 // boundary tiles (ragged Nq or Nk, causal diagonal, window edges) evaluate the per-element mask.
 // Rows and keys past the ends are zero-filled in shared memory, so they hold finite values and the
 // mask zeroes their P and dS.
+//
+// Extended kernels (kExt; fwd_kernel.cuh and ext_params.h): P and dS = ∂L/∂x are computed from
+// x = λ_i·scale·q·k + β_ij, zero where an extension disallows the element; dS·λ_i feeds dK and dQ (the
+// chain rule through x). dBias = ∂L/∂x is written by the dQ kernel, which owns every (b, h, i, j) of
+// its query tile: it zeroes the tile's rows of dBias first (skipped tiles and masked elements read 0),
+// then each visited element once. Only a dBias of the bias's full shape [B, Hq, Nq, Nk] (the host
+// refuses a broadcast one: summing across blocks needs a reduction this version does not have).
 #pragma once
 
 #include <cstring>
@@ -217,9 +224,40 @@ __device__ __forceinline__ void probs_grads(float acc, float dp, const ScoreCons
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// dBias (the bias's dtype, its strides) of element (b, h, i, j)
+__device__ __forceinline__ void store_dbias(const ExtParams& e, int64_t b, int h, int64_t i, int64_t j, float v) {
+    const int64_t at = b * e.dbias_stride[0] + h * e.dbias_stride[1] + i * e.dbias_stride[2] + j * e.dbias_stride[3];
+    if (e.bias_dtype == FSIG_DTYPE_FP32) static_cast<float*>(e.dbias)[at] = v;
+    else if (e.bias_dtype == FSIG_DTYPE_FP16) static_cast<uint16_t*>(e.dbias)[at] = float_to_half_bits(v);
+    else static_cast<uint16_t*>(e.dbias)[at] = float_to_bf16_bits(v);
+}
+
+// dK/dV orientation of fwd_kernel.cuh's stage_beta: β of keys [jw, jw + 16) × query rows [i0, i0 + kRows)
+// into the warp's staging tile β[key][query] (row stride kBetaStride<kRows>); the two half-warps take
+// alternate query rows, the 16 lanes of a half the keys. Returns, warp-uniform, whether any is allowed.
+template <int kRows>
+__device__ __forceinline__ bool stage_beta_keys(const FwdParams& f, int64_t b, int h, int64_t i0, int64_t jw, int lane,
+                                                float* beta) {
+    const int r = lane & 15;
+    int q = lane >> 4;
+    uint32_t phase = strided_phase(f.ext, i0 + q + f.seq_k - f.seq_q, jw);
+    bool any = false;
+#pragma unroll 1
+    for (; q < kRows; q += 2) {
+        const int64_t i = i0 + q;
+        const ExtBetaRow row = ext_beta_row(f.ext, b, h, i, phase, f.seq_q, f.seq_k);
+        const float x = i < f.seq_q && jw + r < f.seq_k ? ext_beta(f.ext, row, jw, r) : -INFINITY;
+        beta[r * kBetaStride<kRows> + q] = x;
+        any |= x != -INFINITY;
+        phase = strided_phase_next(f.ext, strided_phase_next(f.ext, phase));  // row i + 2
+    }
+    __syncwarp();  // the tile is read by other lanes of the warp
+    return __any_sync(0xffffffffu, any);
+}
+
 // ---- kernel 1: dK, dV ----------------------------------------------------------------------------
 
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(const __grid_constant__ BwdParams p) {
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
@@ -280,10 +318,26 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         }
     };
 
+    // extended: query tiles the block layout or the strided pattern leave empty are never loaded
+    auto tile_live = [&](int t) {
+        if constexpr (kExt) {
+            const int i0 = tile_row0(t);
+            return ext_tile_live(f.ext, tile_head(t), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
+                                 min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
+        } else {
+            return true;
+        }
+    };
+    auto next_live = [&](int t) {
+        while (t < n_tiles && !tile_live(t)) ++t;
+        return t;
+    };
+
     // ---- prologue: K, V of this key tile (resident for the whole block), the first query tile ----
     load_tile<T, kBlockN>(smem_base, k, f.k_row, j0, f.seq_k, tid);
     load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, v, f.v_row, j0, f.seq_k, tid);
-    if (n_tiles > 0) load_query_tile(0, T::kKvStage0, T::kKvLse0);
+    int t = next_live(0);
+    if (t < n_tiles) load_query_tile(t, T::kKvStage0, T::kKvLse0);
     cp_async_commit();
 
     float dk[T::kDTiles][4], dv[T::kDTiles][4];
@@ -291,18 +345,21 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     for (int dt = 0; dt < T::kDTiles; ++dt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) dk[dt][e] = dv[dt][e] = 0.f;
-    const ScoreConsts sc = score_consts(f);
+    const ScoreConsts sc = score_consts(f), sc_x = score_consts(f, 1.f);  // sc_x: extended, of x
     const float* lse_sm0 = reinterpret_cast<const float*>(smem_raw + T::kKvLse0);
     float* d_sm = reinterpret_cast<float*>(smem_raw + T::kKvD);
+    // extended: λ of the tile's query rows (log-n), then this warp's β staging tile
+    float* lambda_sm = reinterpret_cast<float*>(smem_raw + T::kKvSmemBytes);
+    float* beta_tile = lambda_sm + kBlockM + warp * 16 * kBetaStride<kBlockM>;
     const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
     const int key_j[2] = {jw + frag::acc_row(lane, 0), jw + frag::acc_row(lane, 2)};
 
-    for (int t = 0; t < n_tiles; ++t) {
-        const int s = t & 1;
+    for (int s = 0, t_next; t < n_tiles; s ^= 1, t = t_next) {  // s: the stage of tile t
         const uint32_t stage = s ? T::kKvStage1 : T::kKvStage0;
         cp_async_wait_all();  // tile t has landed ...
-        __syncthreads();      // ... for every thread, and nobody reads tile t − 1 (the other stage) any more
-        if (t + 1 < n_tiles) load_query_tile(t + 1, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
+        __syncthreads();      // ... for every thread, and nobody reads the previous tile (the other stage) any more
+        t_next = next_live(t + 1);
+        if (t_next < n_tiles) load_query_tile(t_next, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
         cp_async_commit();
         const int i0 = tile_row0(t);
         const uint32_t q_tile = smem_base + stage, do_tile = q_tile + T::kKvRowBytes;
@@ -324,11 +381,22 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 #pragma unroll
             for (int m = kTpr / 2; m >= 1; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
             if (part == 0) d_sm[r] = acc;
-            __syncthreads();
         }
+        bool rows_staged = Score::kRowStats;
+        if constexpr (kExt) {
+            if (f.ext.logn_train > 0) {  // λ of the tile's rows, once per tile for every warp
+                if (tid < kBlockM) lambda_sm[tid] = logn_lambda(f.ext, i0 + tid + f.seq_k - f.seq_q, f.seq_k);
+                rows_staged = true;
+            }
+        }
+        if (rows_staged) __syncthreads();  // (a block-uniform condition)
 
-        // warp-uniform: skip a tile none of this warp's keys may see
+        // warp-uniform: skip a tile none of this warp's keys may see (by the interval; extended, also when
+        // the element-wise extensions leave none of its elements: β all −inf)
         if (i0 > wq_last || i0 + kBlockM - 1 < wq_first) continue;
+        if constexpr (kExt) {
+            if (f.ext.elementwise && !stage_beta_keys<kBlockM>(f, b, tile_head(t), i0, jw, lane, beta_tile)) continue;
+        }
 
         // ---- Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (16 keys × kBlockM queries) ----
         float st_[T::kKvMTiles][4], dpt[T::kKvMTiles][4];
@@ -357,6 +425,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 
         // ---- Pᵀ and dSᵀ; the mask on boundary tiles only (element (key j, query i)) ----
         const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
+        // extended: ALiBi |δ_i − j| = |dist0[r] + col| for key key_j[r] and query i0 + col
+        float slope = 0.f, dist0[2] = {0.f, 0.f};
+        if constexpr (kExt) {
+            if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + tile_head(t) * f.ext.alibi_h];
+            dist0[0] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[0]);
+            dist0[1] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[1]);
+        }
 #pragma unroll
         for (int nt = 0; nt < T::kKvMTiles; ++nt)
 #pragma unroll
@@ -364,9 +439,24 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                 const int col = nt * 8 + frag::acc_col(lane, c);  // query row i0 + col
                 float nl = 0.f, dd = 0.f;
                 if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
+                if constexpr (kExt) {
+                    // x = λ_i·scale·q·k − slope·|δ_i − j| + β (−inf where disallowed); P, dS = ∂L/∂x, then
+                    // dS·λ_i for dK
+                    const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
 #pragma unroll
-                for (int e = c; e < 4; e += 2) probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd,
-                                                                   st_[nt][e], dpt[nt][e]);
+                    for (int e = c; e < 4; e += 2) {
+                        float x = fmaf(-slope, fabsf(dist0[e >> 1] + float(col)), st_[nt][e] * f.scale * lambda);
+                        if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<kBlockM> + col];
+                        float pr, ds;
+                        probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
+                        st_[nt][e] = x == -INFINITY ? 0.f : pr;
+                        dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                    }
+                } else {
+#pragma unroll
+                    for (int e = c; e < 4; e += 2)
+                        probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st_[nt][e], dpt[nt][e]);
+                }
                 if (!interior) {
                     const int i = i0 + col;
                     const int64_t lo = first_key(f, i), hi = last_key(f, i);
@@ -432,7 +522,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 
 // ---- kernel 2: dQ --------------------------------------------------------------------------------
 
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const __grid_constant__ BwdParams p) {
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
@@ -457,8 +547,19 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     const int64_t i0 = int64_t(m_block) * kBlockM;
     const int64_t i_end = min(i0 + kBlockM, f.seq_q);
     const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
-    const int64_t n_first = key_lo / kBlockN;
-    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : n_first - 1;
+    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1;
+    auto tile_live = [&](int64_t nb) {  // extended: as in the forward
+        if constexpr (kExt)
+            return ext_tile_live(f.ext, h, i0, i_end - 1, nb * kBlockN, min(nb * kBlockN + kBlockN, f.seq_k) - 1,
+                                 f.seq_q, f.seq_k);
+        else
+            return true;
+    };
+    auto next_live = [&](int64_t nb) {
+        while (nb <= n_last && !tile_live(nb)) ++nb;
+        return nb;
+    };
+    const int64_t n_first = next_live(key_lo / kBlockN);
     const int64_t w0 = i0 + warp * 16;
     const int64_t warp_lo = first_key(f, w0), warp_hi = last_key(f, min(w0 + 15, f.seq_q - 1));
     const int64_t row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
@@ -496,25 +597,40 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
             dd[r] = acc;
         }
     }
+    // dBias: this block owns rows [i0, i_end) of (b, h) (CUDA takes no broadcast dBias); zero them all
+    // first, the visited tiles overwrite their elements after the barrier below
+    if constexpr (kExt) {
+        if (f.ext.dbias != nullptr) {
+            const int64_t n = (i_end - i0) * f.seq_k;
+            for (int64_t x = tid; x < n; x += T::kThreads) store_dbias(f.ext, b, h, i0 + x / f.seq_k, x % f.seq_k, 0.f);
+        }
+    }
     cp_async_wait_all();
     __syncthreads();
 
     float dq[T::kDTiles][4];
 #pragma unroll
     for (int dt = 0; dt < T::kDTiles; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
-    const ScoreConsts sc = score_consts(f);
+    const ScoreConsts sc = score_consts(f), sc_x = score_consts(f, 1.f);  // sc_x: extended, of x
     const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
+    // extended: this warp's β (and dBias) staging tile, after the Q, dO and K/V buffers
+    float* beta_tile = reinterpret_cast<float*>(smem_raw + T::kQSmemBytes) + warp * 16 * kBetaStride<kBlockN>;
 
     uint32_t tile_k = smem_base + T::kQStage0, next_k = smem_base + T::kQStage1;  // V follows K in a stage
-    for (int64_t nb = n_first; nb <= n_last; ++nb) {
+    for (int64_t nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
         const int64_t j0 = nb * kBlockN;
-        if (nb < n_last) {
-            load_tile<T, kBlockN>(next_k, k, f.k_row, j0 + kBlockN, f.seq_k, tid);
-            load_tile<T, kBlockN>(next_k + T::kQKeyBytes, v, f.v_row, j0 + kBlockN, f.seq_k, tid);
+        nb_next = next_live(nb + 1);
+        if (nb_next <= n_last) {
+            load_tile<T, kBlockN>(next_k, k, f.k_row, nb_next * kBlockN, f.seq_k, tid);
+            load_tile<T, kBlockN>(next_k + T::kQKeyBytes, v, f.v_row, nb_next * kBlockN, f.seq_k, tid);
         }
         cp_async_commit();
 
-        if (warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi) {
+        bool warp_live = warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi;
+        if constexpr (kExt) {  // as in the forward: β staged, a warp with none allowed skips the tile
+            if (f.ext.elementwise && warp_live) warp_live = stage_beta<kBlockN>(f, b, h, w0, j0, lane, beta_tile);
+        }
+        if (warp_live) {
             // ---- S = Q_w Kᵀ, dP = dO_w Vᵀ (16 rows × kBlockN keys) ----
             float s[T::kQNTiles][4], dps[T::kQNTiles][4];
 #pragma unroll
@@ -542,12 +658,22 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
             }
 
             // ---- dS (into dps); the mask on boundary tiles only ----
+            float lambda[2] = {1.f, 1.f};
+            if constexpr (kExt) {  // s = x = λ_i·scale·q·k − ALiBi + β, −inf where disallowed; dS = ∂L/∂x
+                extend_tile<T::kQNTiles>(f, b, h, row_i, j0, lane, f.ext.elementwise ? beta_tile : nullptr, s, lambda);
+            }
 #pragma unroll
             for (int nt = 0; nt < T::kQNTiles; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     float pr;
-                    probs_grads<Score>(s[nt][e], dps[nt][e], sc, f.scale_log2, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
+                    if constexpr (kExt) {
+                        probs_grads<Score>(s[nt][e], dps[nt][e], sc_x, kLog2e, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
+                        if (s[nt][e] == -INFINITY) dps[nt][e] = 0.f;
+                    } else {
+                        probs_grads<Score>(s[nt][e], dps[nt][e], sc, f.scale_log2, nl[e >> 1], dd[e >> 1], pr,
+                                           dps[nt][e]);
+                    }
                 }
             if (!tile_interior(f, w0, 16, j0, kBlockN)) {
 #pragma unroll
@@ -563,6 +689,31 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                             if (col < col_lo || col > col_hi) dps[nt][e] = 0.f;
                         }
                 }
+            }
+            if constexpr (kExt) {
+                // dBias = ∂L/∂x: through the warp's staging tile (β was read), then stored row by row with
+                // lanes along the keys; then dS·λ_i for dQ
+                if (f.ext.dbias != nullptr) {
+                    __syncwarp();  // every lane has read its β
+#pragma unroll
+                    for (int nt = 0; nt < T::kQNTiles; ++nt)
+#pragma unroll
+                        for (int r = 0; r < 2; ++r)
+                            *reinterpret_cast<float2*>(beta_tile + frag::acc_row(lane, 2 * r) * kBetaStride<kBlockN> +
+                                                       nt * 8 + frag::acc_col(lane, 0)) =
+                                make_float2(dps[nt][2 * r], dps[nt][2 * r + 1]);
+                    __syncwarp();
+#pragma unroll 1
+                    for (int r = 0; r < 16; ++r)
+#pragma unroll 1
+                        for (int c = lane; c < kBlockN; c += 32)
+                            if (w0 + r < f.seq_q && j0 + c < f.seq_k)
+                                store_dbias(f.ext, b, h, w0 + r, j0 + c, beta_tile[r * kBetaStride<kBlockN> + c]);
+                }
+#pragma unroll
+                for (int nt = 0; nt < T::kQNTiles; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) dps[nt][e] *= lambda[e >> 1];
             }
 
             // ---- dQ_w += dS K: dS's accumulators are the A operand (k = keys), K by ldmatrix.trans ----
@@ -622,47 +773,54 @@ cudaError_t launch_kernel(Kernel kernel, int smem_bytes, const BwdParams& p, int
     return cudaGetLastError();
 }
 
-template <class T, template <class, class> class KernelOf>
+template <class T, bool kExt, template <class, class, bool> class KernelOf>
 cudaError_t with_bwd_score(const BwdParams& p, int smem_bytes, int64_t blocks, cudaStream_t stream) {
     switch (p.f.score) {
-        case FSIG_SCORE_SOFTMAX: return launch_kernel(KernelOf<T, SoftmaxScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_SIGMOID: return launch_kernel(KernelOf<T, SigmoidScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_RELU: return launch_kernel(KernelOf<T, ReluScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_RELU2: return launch_kernel(KernelOf<T, Relu2Score>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_GELU: return launch_kernel(KernelOf<T, GeluScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_SOFTPLUS: return launch_kernel(KernelOf<T, SoftplusScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_IDENTITY: return launch_kernel(KernelOf<T, IdentityScore>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SOFTMAX: return launch_kernel(KernelOf<T, SoftmaxScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SIGMOID: return launch_kernel(KernelOf<T, SigmoidScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_RELU: return launch_kernel(KernelOf<T, ReluScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_RELU2: return launch_kernel(KernelOf<T, Relu2Score, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_GELU: return launch_kernel(KernelOf<T, GeluScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SOFTPLUS: return launch_kernel(KernelOf<T, SoftplusScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_IDENTITY: return launch_kernel(KernelOf<T, IdentityScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
         default: return cudaErrorInvalidValue;
     }
 }
 
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 struct DkDvKernel {
-    static auto get() { return attention_bwd_dkdv_kernel<T, Score>; }
+    static auto get() { return attention_bwd_dkdv_kernel<T, Score, kExt>; }
 };
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 struct DqKernel {
-    static auto get() { return attention_bwd_dq_kernel<T, Score>; }
+    static auto get() { return attention_bwd_dq_kernel<T, Score, kExt>; }
 };
 
-template <int kHeadDim, class Elem>
+template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dkdv(const BwdParams& params, cudaStream_t stream) {
     using T = BwdTraits<kHeadDim, Elem>;
     static_assert(T::kKvBlockN == kBwdKvBlockN, "the host sizes the grid with kBwdKvBlockN");
     BwdParams p = params;
     p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
-    return with_bwd_score<T, DkDvKernel>(p, T::kKvSmemBytes, blocks, stream);
+    // extended: λ of a query tile, then one β staging tile per warp, after the kernel's buffers
+    constexpr int kSmem =
+        T::kKvSmemBytes + (kExt ? (T::kKvBlockM + T::kWarps * 16 * kBetaStride<T::kKvBlockM>) * 4 : 0);
+    static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
+    return with_bwd_score<T, kExt, DkDvKernel>(p, kSmem, blocks, stream);
 }
 
-template <int kHeadDim, class Elem>
+template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dq(const BwdParams& params, cudaStream_t stream) {
     using T = BwdTraits<kHeadDim, Elem>;
     static_assert(T::kQBlockM == kBwdQBlockM, "the host sizes the grid with kBwdQBlockM");
     BwdParams p = params;
     p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
     const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
-    return with_bwd_score<T, DqKernel>(p, T::kQSmemBytes, blocks, stream);
+    // extended: one β staging tile per warp after the Q, dO and K/V buffers
+    constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kQBlockN> * 4 : 0);
+    static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
+    return with_bwd_score<T, kExt, DqKernel>(p, kSmem, blocks, stream);
 }
 
 }  // namespace fsig::cuda

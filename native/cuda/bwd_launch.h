@@ -1,4 +1,4 @@
-// The launchers of the generated units bwd_{dkdv,dq}_<dtype>_hd<d>.cu (one per kernel, dtype and head
+// The launchers of the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu (one per kernel, kind, dtype and head
 // dim; CMake writes them from native/cuda/bwd_instance.cu.in). Host code calls these; only the units
 // see the kernels.
 #pragma once
@@ -20,5 +20,14 @@ cudaError_t launch_bwd_dq_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+// the extended kernels (masks and positions, p.f.ext.on), units bwd_{dkdv,dq}_ext_<dtype>_hd<d>.cu
+cudaError_t launch_bwd_dkdv_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 
 }  // namespace fsig::cuda

@@ -14,6 +14,7 @@
 #include "fwd_launch.h"
 #include "linear_launch.h"
 #include "fwd_params.h"
+#include "host_params.h"
 
 namespace fsig::cuda {
 
@@ -184,32 +185,38 @@ int enter_device(const Message& m, DeviceGuard& guard, int device, const Named* 
     return FSIG_OK;
 }
 
-// The kernel parameters of q, k, v, out (lse when given) and the problem.
-FwdParams make_params(const Problem& pr, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& out, const TensorView* lse) {
-    FwdParams p{};
-    p.q = q.data, p.k = k.data, p.v = v.data, p.out = out.data;
-    p.lse = lse != nullptr ? static_cast<float*>(lse->data) : nullptr;
-    p.q_batch = q.stride[0], p.q_row = q.stride[1], p.q_head = q.stride[2];
-    p.k_batch = k.stride[0], p.k_row = k.stride[1], p.k_head = k.stride[2];
-    p.v_batch = v.stride[0], p.v_row = v.stride[1], p.v_head = v.stride[2];
-    p.o_batch = out.stride[0], p.o_row = out.stride[1], p.o_head = out.stride[2];
-    if (lse != nullptr) p.lse_batch = lse->stride[0], p.lse_head = lse->stride[1], p.lse_row = lse->stride[2];
-    p.batch = pr.batch, p.seq_q = pr.seq_q, p.seq_k = pr.seq_k;
-    p.diag_offset = pr.seq_k - pr.seq_q;
-    // the C ABI layer clamped the windows to Nq + Nk (check_qkv), so i + Nk - Nq -/+ w stays in int64
-    p.window_left = pr.window_left;
-    p.window_right = pr.window_right;
-    p.causal = pr.causal ? 1 : 0;
-    p.heads_q = int32_t(pr.heads_q);
-    p.group = int32_t(pr.group());
-    p.score = pr.score;
-    p.scale = pr.scale;
-    p.scale_log2 = pr.scale * 1.4426950408889634f;
-    p.factor = pr.pointwise_factor;
-    p.sigmoid_bias = pr.sigmoid_bias;
-    return p;
+// The extension tensors (alibi slopes, bias, mask, block layout; dbias) must be usable on the device as
+// well; their layout is free (the kernels read them element by element).
+int check_extension_pointers(const Message& m, const Problem& pr, const TensorView* dbias, int device) {
+    const struct {
+        const char* name;
+        const void* data;
+    } ext[] = {{"alibi_slopes", pr.alibi},
+               {"bias", pr.has_bias ? pr.bias.data : nullptr},
+               {"mask", pr.has_mask ? pr.mask.data : nullptr},
+               {"block_layout", pr.block_m > 0 ? pr.block_layout.data : nullptr},
+               {"dbias", dbias != nullptr ? dbias->data : nullptr}};
+    for (const auto& x : ext)
+        if (x.data != nullptr)
+            if (int st = check_pointer(m, x.name, x.data, device); st != FSIG_OK) return st;
+    return FSIG_OK;
 }
+
+using FwdLauncher = cudaError_t (*)(const FwdParams&, cudaStream_t);
+using BwdLauncher = cudaError_t (*)(const BwdParams&, cudaStream_t);
+
+// The generated units' launchers, by [extended][bf16][head dim 128]
+constexpr FwdLauncher kFwd[2][2][2] = {
+    {{launch_fwd_fp16_hd64, launch_fwd_fp16_hd128}, {launch_fwd_bf16_hd64, launch_fwd_bf16_hd128}},
+    {{launch_fwd_ext_fp16_hd64, launch_fwd_ext_fp16_hd128}, {launch_fwd_ext_bf16_hd64, launch_fwd_ext_bf16_hd128}}};
+constexpr BwdLauncher kBwdDkDv[2][2][2] = {
+    {{launch_bwd_dkdv_fp16_hd64, launch_bwd_dkdv_fp16_hd128}, {launch_bwd_dkdv_bf16_hd64, launch_bwd_dkdv_bf16_hd128}},
+    {{launch_bwd_dkdv_ext_fp16_hd64, launch_bwd_dkdv_ext_fp16_hd128},
+     {launch_bwd_dkdv_ext_bf16_hd64, launch_bwd_dkdv_ext_bf16_hd128}}};
+constexpr BwdLauncher kBwdDq[2][2][2] = {
+    {{launch_bwd_dq_fp16_hd64, launch_bwd_dq_fp16_hd128}, {launch_bwd_dq_bf16_hd64, launch_bwd_dq_bf16_hd128}},
+    {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128},
+     {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128}}};
 
 }  // namespace
 
@@ -224,13 +231,11 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
 
     DeviceGuard guard;
     if (int st = enter_device(m, guard, device, tensors, n_pointers); st != FSIG_OK) return st;
+    if (int st = check_extension_pointers(m, pr, nullptr, device); st != FSIG_OK) return st;
 
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
-    const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const bool bf16 = pr.dtype == FSIG_DTYPE_BF16;
-    cudaError_t e;
-    if (pr.head_dim == 64) e = bf16 ? launch_fwd_bf16_hd64(p, s) : launch_fwd_fp16_hd64(p, s);
-    else e = bf16 ? launch_fwd_bf16_hd128(p, s) : launch_fwd_fp16_hd128(p, s);
+    const cudaError_t e = kFwd[p.ext.on][pr.dtype == FSIG_DTYPE_BF16][pr.head_dim == 128](
+        p, static_cast<cudaStream_t>(stream));
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,
@@ -255,6 +260,16 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
                       "the 2^31 - 1 limit of the CUDA backward's launch and loop counters; split the batch",
                       (long long)pr.batch, (long long)pr.heads_k, (long long)n_blocks, kBwdKvBlockN,
                       (long long)pr.heads_q, (long long)pr.seq_q);
+    // dBias on CUDA: one element per thread of the dQ kernel, which owns (batch, head, query tile); a bias
+    // broadcast over batch, heads or queries would need a reduction across blocks (not yet)
+    if (a.has_dbias && (a.dbias.shape[0] != pr.batch || a.dbias.shape[1] != pr.heads_q || a.dbias.shape[2] != pr.seq_q))
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "dbias of shape [%lld, %lld, %lld, %lld] is broadcast (the bias's shape); on CUDA the gradient of "
+                      "the bias needs its full shape [B, Hq, Nq, Nk] = [%lld, %lld, %lld, %lld] (a broadcast dbias "
+                      "runs on CPU tensors)",
+                      (long long)a.dbias.shape[0], (long long)a.dbias.shape[1], (long long)a.dbias.shape[2],
+                      (long long)a.dbias.shape[3], (long long)pr.batch, (long long)pr.heads_q, (long long)pr.seq_q,
+                      (long long)pr.seq_k);
     // out and lse are read by softmax only; the pointwise scores ignore them (they may be absent)
     const Named tensors[] = {{"q", &a.q},   {"k", &a.k},   {"v", &a.v},   {"dout", &a.dout}, {"dq", &a.dq},
                              {"dk", &a.dk}, {"dv", &a.dv}, {"out", &a.out}, {"lse", &a.lse}};
@@ -264,9 +279,11 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
 
     DeviceGuard guard;
     if (int st = enter_device(m, guard, device, tensors, n_pointers); st != FSIG_OK) return st;
+    const TensorView* dbias = a.has_dbias ? &a.dbias : nullptr;
+    if (int st = check_extension_pointers(m, pr, dbias, device); st != FSIG_OK) return st;
 
     BwdParams p{};
-    p.f = make_params(pr, a.q, a.k, a.v, softmax ? a.out : a.q, softmax ? &a.lse : nullptr);
+    p.f = make_params(pr, a.q, a.k, a.v, softmax ? a.out : a.q, softmax ? &a.lse : nullptr, dbias);
     if (!softmax) p.f.out = nullptr;
     p.dout = a.dout.data, p.dq = a.dq.data, p.dk = a.dk.data, p.dv = a.dv.data;
     p.do_batch = a.dout.stride[0], p.do_row = a.dout.stride[1], p.do_head = a.dout.stride[2];
@@ -276,15 +293,13 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     p.heads_k = int32_t(pr.heads_k);
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const bool bf16 = pr.dtype == FSIG_DTYPE_BF16, d64 = pr.head_dim == 64;
-    // two independent kernels on the caller's stream: dK, dV (one block per key tile), then dQ
-    cudaError_t e = d64 ? (bf16 ? launch_bwd_dkdv_bf16_hd64(p, s) : launch_bwd_dkdv_fp16_hd64(p, s))
-                        : (bf16 ? launch_bwd_dkdv_bf16_hd128(p, s) : launch_bwd_dkdv_fp16_hd128(p, s));
+    const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
+    // two independent kernels on the caller's stream: dK, dV (one block per key tile), then dQ (and dBias)
+    cudaError_t e = kBwdDkDv[ext][bf16][d128](p, s);
     const char* which = "dK/dV";
     if (e == cudaSuccess) {
         which = "dQ";
-        e = d64 ? (bf16 ? launch_bwd_dq_bf16_hd64(p, s) : launch_bwd_dq_fp16_hd64(p, s))
-                : (bf16 ? launch_bwd_dq_bf16_hd128(p, s) : launch_bwd_dq_fp16_hd128(p, s));
+        e = kBwdDq[ext][bf16][d128](p, s);
     }
     if (e != cudaSuccess) {
         cudaGetLastError();

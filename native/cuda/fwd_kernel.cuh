@@ -1,6 +1,6 @@
 // The CUDA forward kernel (FlashAttention-2 design, DESIGN.md §5) for sm_80 and later (sm_90a runs
-// the same mma.sync code). Included by the generated units fwd_<dtype>_hd<d>.cu, one per (dtype, head
-// dim), each instantiating the 7 score policies: 28 kernels in all.
+// the same mma.sync code). Included by the generated units fwd[_ext]_<dtype>_hd<d>.cu, one per (dtype,
+// head dim, plain or extended), each instantiating the 7 score policies: 56 kernels in all.
 //
 // Contract: q [B, Nq, Hq, d], k/v [B, Nk, Hk, d], out [B, Nq, Hq, d] in fp16 or bf16, last-dim stride 1,
 // other strides multiples of 8 elements, base pointers 16-byte aligned (validated on the host, so every
@@ -18,6 +18,13 @@
 // inside the range, a warp whose 16 rows see nothing of a tile skips it, and only boundary tiles
 // (ragged Nk, causal diagonal, window edges) evaluate the per-element mask. O is written once, staged
 // through shared memory as 16-byte stores.
+//
+// Extended kernels (kExt, chosen when the call has masks or positions, DESIGN §4): S becomes
+// x = λ_i·scale·q·k − slope·|δ_i − j| + β_ij, with β the bias tensor or −inf where the strided pattern,
+// the block layout, the mask tensor or a bias of −inf disallows the key (ext_params.h); the score is
+// applied to x and a masked element gets P = 0 explicitly. λ and ALiBi are applied in registers; β is
+// staged per warp and tile in shared memory by a rolled loop. Key tiles the layout or the strided
+// pattern leave empty for all 128 rows are never loaded; a warp whose β is all −inf skips the tile.
 //
 // Softmax is online in the log2 domain: m = running max of S·log2e, l = running Σ 2^(S·log2e − m); each
 // thread keeps partial sums over its own columns (the 4 threads of a row share m, so the partial sums
@@ -137,13 +144,16 @@ struct ScoreConsts {
     float sig_mul, sig_add;  // sigmoid: see SigmoidScore
 };
 
-inline __device__ ScoreConsts score_consts(const FwdParams& p) {
+// scale = 1 gives the constants of a score applied to x = scale·q·k itself (the extended kernels, which
+// add the extensions to x before the score)
+inline __device__ ScoreConsts score_consts(const FwdParams& p, float scale) {
 #if FSIG_CUDA_SIGMOID_TANH
-    return {p.scale, p.factor, 0.5f * p.scale, 0.5f * p.sigmoid_bias};  // tanh(x/2)
+    return {scale, p.factor, 0.5f * scale, 0.5f * p.sigmoid_bias};  // tanh(x/2)
 #else
-    return {p.scale, p.factor, -p.scale * 1.4426950408889634f, -p.sigmoid_bias * 1.4426950408889634f};  // -x log2e
+    return {scale, p.factor, -scale * 1.4426950408889634f, -p.sigmoid_bias * 1.4426950408889634f};  // -x log2e
 #endif
 }
+inline __device__ ScoreConsts score_consts(const FwdParams& p) { return score_consts(p, p.scale); }
 
 struct SoftmaxScore {
     static constexpr bool kRowStats = true;
@@ -232,7 +242,63 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem*
     }
 }
 
-template <class T, class Score>
+// ---- the extensions (ext_params.h) -----------------------------------------------------------------
+
+// Row stride (floats) of a warp's β staging tile: even, so a lane's two adjacent columns are one 8-byte
+// load; 4 more than the columns, which leaves at most 2-way bank conflicts on those loads.
+template <int kCols>
+constexpr int kBetaStride = kCols + 4;
+
+// β (ext_beta) of rows [w0, w0 + 16) × keys [j0, j0 + kCols) into this warp's staging tile, lanes along
+// the keys (coalesced bias and mask reads), one row at a time (a rolled loop: small code); −inf past Nq
+// or Nk. Returns, warp-uniform, whether any element is allowed (false: the warp skips the tile).
+template <int kCols>
+__device__ __forceinline__ bool stage_beta(const FwdParams& p, int64_t b, int h, int64_t w0, int64_t j0, int lane,
+                                           float* beta) {
+    uint32_t phase = strided_phase(p.ext, w0 + p.seq_k - p.seq_q, j0);
+    bool any = false;
+#pragma unroll 1
+    for (int r = 0; r < 16; ++r, phase = strided_phase_next(p.ext, phase)) {
+        const int64_t i = w0 + r;
+        const ExtBetaRow row = ext_beta_row(p.ext, b, h, i, phase, p.seq_q, p.seq_k);
+#pragma unroll 1
+        for (int c = lane; c < kCols; c += 32) {
+            const float x = i < p.seq_q && j0 + c < p.seq_k ? ext_beta(p.ext, row, j0, c) : -INFINITY;
+            beta[r * kBetaStride<kCols> + c] = x;
+            any |= x != -INFINITY;
+        }
+    }
+    __syncwarp();  // the tile is read by other lanes of the warp
+    return __any_sync(0xffffffffu, any);
+}
+
+// x = scale·acc of the thread's elements of a 16-row tile with the positions (λ, ALiBi) applied and,
+// when the call has element-wise extensions, β added from the warp's staging tile (nullptr: none).
+// Returns λ of the thread's two rows (the backward scales dS by it).
+template <int kNTiles>
+__device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h, const int64_t (&row_i)[2],
+                                            int64_t j0, int lane, const float* beta, float (&s)[kNTiles][4],
+                                            float (&lambda)[2]) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const ExtRow row = ext_row(p.ext, b, h, row_i[r], j0, p.seq_q, p.seq_k);
+        lambda[r] = row.lambda;
+        const int srow = frag::acc_row(lane, 2 * r);
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+            const int c = nt * 8 + frag::acc_col(lane, 2 * r);
+            float x0 = ext_position(row, c, s[nt][2 * r] * p.scale);
+            float x1 = ext_position(row, c + 1, s[nt][2 * r + 1] * p.scale);
+            if (beta != nullptr) {
+                const float2 bb = *reinterpret_cast<const float2*>(beta + srow * kBetaStride<kNTiles * 8> + c);
+                x0 += bb.x, x1 += bb.y;
+            }
+            s[nt][2 * r] = x0, s[nt][2 * r + 1] = x1;
+        }
+    }
+}
+
+template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __grid_constant__ FwdParams p) {
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
@@ -258,8 +324,21 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     const int64_t i_end = min(i0 + kBlockM, p.seq_q);  // rows [i0, i_end) are real
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
-    const int64_t n_first = key_lo / kBlockN;
-    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : n_first - 1;
+    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1;
+    // extended: tiles the block layout or the strided pattern leave empty for every row are skipped
+    // without being loaded (the same answer in every thread)
+    auto tile_live = [&](int64_t nb) {
+        if constexpr (kExt)
+            return ext_tile_live(p.ext, h, i0, i_end - 1, nb * kBlockN, min(nb * kBlockN + kBlockN, p.seq_k) - 1,
+                                 p.seq_q, p.seq_k);
+        else
+            return true;
+    };
+    auto next_live = [&](int64_t nb) {
+        while (nb <= n_last && !tile_live(nb)) ++nb;
+        return nb;
+    };
+    const int64_t n_first = next_live(key_lo / kBlockN);
     // this warp's rows and their key range (rows past Nq compute harmlessly on zero Q and are not stored)
     const int64_t w0 = i0 + warp * 16;
     const int64_t warp_lo = first_key(p, w0), warp_hi = last_key(p, min(w0 + 15, p.seq_q - 1));
@@ -296,17 +375,29 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
     const ScoreConsts sc = score_consts(p);
 
+    // extended: this warp's β staging tile, after the K/V stages (FwdTraits::kSmemBytes); recomputed
+    // where used (a pointer live across the loop costs the d = 128 kernel two of its last registers)
+    auto beta_tile = [&] {
+        return reinterpret_cast<float*>(smem_raw + T::kSmemBytes) + warp * 16 * kBetaStride<kBlockN>;
+    };
+
     uint32_t tile_k = smem_base, next_k = stage1;  // this tile's K (V follows it) and the other stage's
-    for (int64_t nb = n_first; nb <= n_last; ++nb) {
+    for (int64_t nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
         const int64_t j0 = nb * kBlockN;
-        if (nb < n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
-            load_tile<T, kBlockN>(next_k, k, p.k_row, j0 + kBlockN, p.seq_k, tid);
-            load_tile<T, kBlockN>(next_k + kTileBytes, v, p.v_row, j0 + kBlockN, p.seq_k, tid);
+        nb_next = next_live(nb + 1);
+        if (nb_next <= n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
+            load_tile<T, kBlockN>(next_k, k, p.k_row, nb_next * kBlockN, p.seq_k, tid);
+            load_tile<T, kBlockN>(next_k + kTileBytes, v, p.v_row, nb_next * kBlockN, p.seq_k, tid);
         }
         cp_async_commit();
 
-        // warp-uniform: skip a tile none of this warp's rows may see (P = 0 there changes nothing)
-        if (warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi) {
+        // warp-uniform: skip a tile none of this warp's rows may see (P = 0 there changes nothing),
+        // by the interval and, extended, by the element-wise extensions (β all −inf)
+        bool warp_live = warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi;
+        if constexpr (kExt) {
+            if (p.ext.elementwise && warp_live) warp_live = stage_beta<kBlockN>(p, b, h, w0, j0, lane, beta_tile());
+        }
+        if (warp_live) {
             // ---- S = Q Kᵀ ----
             float s[T::kNTiles][4];
 #pragma unroll
@@ -343,11 +434,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                         }
                 }
             };
+            if constexpr (kExt) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
+                float lambda[2];
+                extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s, lambda);
+            }
             if constexpr (Score::kRowStats) {
+                const float to_log2 = kExt ? 1.4426950408889634f : p.scale_log2;
 #pragma unroll
                 for (int nt = 0; nt < T::kNTiles; ++nt)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) s[nt][e] *= p.scale_log2;
+                    for (int e = 0; e < 4; ++e) s[nt][e] *= to_log2;
                 if (!interior) apply_mask(-INFINITY);
 #pragma unroll
                 for (int r = 0; r < 2; ++r) {
@@ -374,7 +470,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
 #pragma unroll
                 for (int nt = 0; nt < T::kNTiles; ++nt)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) s[nt][e] = Score::apply(s[nt][e], sc);
+                    for (int e = 0; e < 4; ++e) {
+                        if constexpr (kExt)  // masked: P = 0 explicitly (gelu(−inf), identity(−inf) are not 0)
+                            s[nt][e] = s[nt][e] == -INFINITY ? 0.f : Score::apply(s[nt][e], score_consts(p, 1.f));
+                        else
+                            s[nt][e] = Score::apply(s[nt][e], sc);
+                    }
                 if (!interior) apply_mask(0.f);
             }
 
@@ -437,20 +538,23 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
 
 // ---- launch --------------------------------------------------------------------------------------
 
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
-    auto kernel = attention_fwd_kernel<T, Score>;
-    if (T::kSmemBytes > 48 * 1024) {
+    auto kernel = attention_fwd_kernel<T, Score, kExt>;
+    // extended: one β staging tile per warp after the K/V stages
+    constexpr int kSmem = T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
+    static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
+    if (kSmem > 48 * 1024) {
         // per function and device; not a stream operation, so a graph capture may contain it
-        const cudaError_t e =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
         if (e != cudaSuccess) return e;
     }
-    kernel<<<dim3(unsigned(blocks)), dim3(T::kThreads), T::kSmemBytes, stream>>>(p);
+    kernel<<<dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream>>>(p);
     return cudaGetLastError();
 }
 
-template <int kHeadDim, class Elem>
+// kExt: the extended kernels (p.ext.on), generated in their own units fwd_ext_<dtype>_hd<d>.cu
+template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
     using T = FwdTraits<kHeadDim, Elem>;
     static_assert(T::kBlockM == kFwdBlockM, "the host sizes the grid with kFwdBlockM");
@@ -458,13 +562,13 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
     switch (p.score) {
-        case FSIG_SCORE_SOFTMAX: return launch_score<T, SoftmaxScore>(p, blocks, stream);
-        case FSIG_SCORE_SIGMOID: return launch_score<T, SigmoidScore>(p, blocks, stream);
-        case FSIG_SCORE_RELU: return launch_score<T, ReluScore>(p, blocks, stream);
-        case FSIG_SCORE_RELU2: return launch_score<T, Relu2Score>(p, blocks, stream);
-        case FSIG_SCORE_GELU: return launch_score<T, GeluScore>(p, blocks, stream);
-        case FSIG_SCORE_SOFTPLUS: return launch_score<T, SoftplusScore>(p, blocks, stream);
-        case FSIG_SCORE_IDENTITY: return launch_score<T, IdentityScore>(p, blocks, stream);
+        case FSIG_SCORE_SOFTMAX: return launch_score<T, SoftmaxScore, kExt>(p, blocks, stream);
+        case FSIG_SCORE_SIGMOID: return launch_score<T, SigmoidScore, kExt>(p, blocks, stream);
+        case FSIG_SCORE_RELU: return launch_score<T, ReluScore, kExt>(p, blocks, stream);
+        case FSIG_SCORE_RELU2: return launch_score<T, Relu2Score, kExt>(p, blocks, stream);
+        case FSIG_SCORE_GELU: return launch_score<T, GeluScore, kExt>(p, blocks, stream);
+        case FSIG_SCORE_SOFTPLUS: return launch_score<T, SoftplusScore, kExt>(p, blocks, stream);
+        case FSIG_SCORE_IDENTITY: return launch_score<T, IdentityScore, kExt>(p, blocks, stream);
         default: return cudaErrorInvalidValue;
     }
 }

@@ -1,4 +1,4 @@
-// The launchers of the generated units fwd_<dtype>_hd<d>.cu (one per dtype and head dim; CMake writes
+// The launchers of the generated units fwd[_ext]_<dtype>_hd<d>.cu (one per dtype, head dim and kind; CMake writes
 // them from native/cuda/fwd_instance.cu.in). Host code calls these; only the units see the kernels.
 #pragma once
 
@@ -14,5 +14,10 @@ cudaError_t launch_fwd_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd128(const FwdParams& p, cudaStream_t stream);
+// the extended kernels (masks and positions, p.ext.on), units fwd_ext_<dtype>_hd<d>.cu
+cudaError_t launch_fwd_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 
 }  // namespace fsig::cuda

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "ext_params.h"
+
 namespace fsig::cuda {
 
 struct FwdParams {
@@ -21,7 +23,8 @@ struct FwdParams {
     int64_t batch;          // B
     int64_t seq_q, seq_k;   // both < 2^31 (checked on the host)
     int64_t diag_offset;    // Nk - Nq: the diagonal of row i is i + diag_offset (bottom-right aligned)
-    int64_t window_left;    // -1 = unbounded; else clamped to <= Nq + Nk so no bound arithmetic overflows
+    int64_t window_left;    // -1 = unbounded; else clamped to <= Nq + Nk so no bound arithmetic overflows;
+                            // with strided ∪ window both are -1 here (the union is wider; ext has them)
     int64_t window_right;   // likewise
     int32_t causal;         // 0 or 1
     int32_t heads_q;        // Hq
@@ -32,6 +35,7 @@ struct FwdParams {
     float scale_log2;       // scale * log2(e): softmax works in the log2 domain
     float factor;           // Nk^-alpha (relu, relu2, gelu, softplus, identity)
     float sigmoid_bias;     // b of sigmoid(S + b)
+    ExtParams ext;          // masks and positions (ext_params.h); ext.on = 0: none, the plain kernels run
 };
 
 // Keys allowed to query row i form one interval [first_key, last_key] (empty when last < first):

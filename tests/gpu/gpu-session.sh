@@ -40,6 +40,8 @@ if [[ -z ${SKIP_BENCH:-} ]]; then
   step bench_linear "$build/benchmarks/flashsig-bench" --device cuda --dtype bf16 --hidden 2048 --d 128 \
     --seq 4096,8192,16384 --causal 1 --score sigmoid,cosformer,linear_elu --pass fwd,fwdbwd --warmup 2 --iters 10 \
     --csv "$out/bench_linear.csv"
+  # masks and positions (issue 9): ALiBi overhead and block-sparse time vs density at N = 16k
+  step bench_masks "$build/benchmarks/cuda-masks-bench" 16384 10
 fi
 echo
 echo "== summary"

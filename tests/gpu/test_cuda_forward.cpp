@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_harness.h"
 #include "flashsig.h"
 #include "harness.h"
 #include "lib_util.h"
@@ -28,61 +29,15 @@
 
 namespace {
 
-bool g_cuda = true;   // false: --device cpu
+using gt::g_cuda;
 bool g_quick = false;
 bool g_verbose = false;
 int g_device_count = 0;
 
-#define CUDA_OK(call)                                                                                  \
-    do {                                                                                               \
-        cudaError_t e_ = (call);                                                                       \
-        if (e_ != cudaSuccess) {                                                                       \
-            std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                              \
-        }                                                                                              \
-    } while (0)
-
-// A tensor: its layout and host staging in a tu::View, its bytes mirrored on the device (cuda mode).
-struct Tensor {
-    tu::View host;
-    std::shared_ptr<void> dev;  // same byte size as host storage; nullptr in cpu mode
-
-    void* data() const {
-        if (!dev) return host.data();
-        return static_cast<unsigned char*>(dev.get()) + host.offset * int64_t(tu::esize(host.dtype));
-    }
-    fsig_tensor desc() const {
-        fsig_tensor t = host.desc();
-        t.data = data();
-        if (dev) t.device_type = FSIG_DEVICE_CUDA, t.device_index = 0;
-        return t;
-    }
-    void upload() const {
-        if (dev) CUDA_OK(cudaMemcpy(dev.get(), host.st->mem, host.st->bytes, cudaMemcpyHostToDevice));
-    }
-    void download() const {
-        if (dev) CUDA_OK(cudaMemcpy(host.st->mem, dev.get(), host.st->bytes, cudaMemcpyDeviceToHost));
-    }
-};
-
-std::shared_ptr<void> device_alloc(size_t bytes) {
-    void* p = nullptr;
-    CUDA_OK(cudaMalloc(&p, bytes ? bytes : 1));
-    return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
-}
-
-// Tensors sharing one storage (packed qkv) share one device allocation.
-Tensor mirror(const tu::View& v, std::shared_ptr<void> shared_dev = nullptr) {
-    Tensor t;
-    t.host = v;
-    if (g_cuda) t.dev = shared_dev ? shared_dev : device_alloc(v.st->bytes);
-    return t;
-}
-
-void poison(const Tensor& t) {
-    tu::poison(t.host);
-    t.upload();
-}
+using gt::device_alloc;
+using gt::mirror;
+using gt::poison;
+using gt::Tensor;
 
 // [B, N, H, d] with every row padded to d + 8 and 16 more elements per batch: non-contiguous, every
 // stride a multiple of 8 (a layout the CUDA rule accepts).
@@ -579,29 +534,7 @@ int main(int argc, char** argv) {
             return 0;
         } else g_filters.push_back(a);
     }
-    if (g_cuda) {
-        fsig_capabilities caps;
-        std::memset(&caps, 0, sizeof caps);
-        caps.struct_size = sizeof caps;
-        if (fsig_get_capabilities(&caps) != FSIG_OK) {
-            std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
-            return 1;
-        }
-        if (!caps.cuda_compiled) {
-            std::printf("SKIP: this libflashsig was built without CUDA\n");
-            return th::kSkip;
-        }
-        if (caps.cuda_device_count < 1) {
-            std::printf("SKIP: no CUDA device or driver on this machine (the CUDA forward was not tested)\n");
-            return th::kSkip;
-        }
-        g_device_count = caps.cuda_device_count;
-        cudaDeviceProp prop;
-        CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-        std::printf("device cuda:0 %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor, g_device_count);
-    } else {
-        std::printf("--device cpu: the numerics cases through the CPU backend (checks this test, not CUDA)\n");
-    }
+    if (const int st = gt::setup_device("forward", &g_device_count); st != 0) return st;
     // filters that name a TEST select it; anything else filters the cases inside the numerics tests
     std::vector<std::string> tests;
     for (const std::string& f : g_filters)

@@ -72,8 +72,19 @@ class CudaTest {
     @Test
     void roundTripAgreesWithTheCpu() {
         assumeTrue(gpu(), "no CUDA device: the device round trip is skipped");
+        roundTrip(AttentionSpec.of(Score.SIGMOID).causal(), false);
+    }
+
+    /** The same with masks and positions: ALiBi slopes in device memory and log-n scaling, softmax. */
+    @Test
+    void alibiAndLognOnTheDeviceAgreeWithTheCpu() {
+        assumeTrue(gpu(), "no CUDA device: the device round trip is skipped");
+        roundTrip(AttentionSpec.of(Score.SOFTMAX).causal().lognScaling(32), true);
+    }
+
+    private static void roundTrip(AttentionSpec spec, boolean alibi) {
         Random r = new Random(3);
-        AttentionSpec spec = AttentionSpec.of(Score.SIGMOID).causal();
+        long[] lseShape = {SHAPE[0], SHAPE[2], SHAPE[1]};
         try (Arena arena = Arena.ofConfined(); CudaStream stream = CudaStream.create(GPU)) {
             Tensor[] host = new Tensor[4]; // q, k, v, dout
             for (int i = 0; i < 4; i++) {
@@ -82,10 +93,22 @@ class CudaTest {
             }
             Tensor[] dev = new Tensor[8]; // q, k, v, dout, out, dq, dk, dv
             for (int i = 0; i < 8; i++) dev[i] = Cuda.allocate(arena, DType.BF16, GPU, SHAPE);
+            boolean softmax = spec.score() == Score.SOFTMAX; // only softmax has an LSE
+            Tensor devLse = softmax ? Cuda.allocate(arena, DType.FP32, GPU, lseShape) : null;
             for (int i = 0; i < 4; i++) Cuda.copy(host[i], dev[i], stream);
-            AttentionExtras onStream = AttentionExtras.none().stream(stream);
-            FlashSig.forward(spec, onStream, dev[0], dev[1], dev[2], dev[4], null);
-            FlashSig.backward(spec, onStream, dev[0], dev[1], dev[2], null, dev[3], null, dev[5], dev[6], dev[7], null);
+            AttentionExtras onDevice = AttentionExtras.none().stream(stream), onCpu = AttentionExtras.none();
+            if (alibi) {
+                float[] slopes = FlashSig.alibiSlopes((int) SHAPE[2]);
+                Tensor hostSlopes = Tensor.allocate(arena, DType.FP32, SHAPE[2]);
+                hostSlopes.copyFrom(slopes);
+                Tensor devSlopes = Cuda.allocate(arena, DType.FP32, GPU, SHAPE[2]);
+                Cuda.copy(hostSlopes, devSlopes, stream);
+                onDevice = onDevice.alibi(devSlopes);
+                onCpu = onCpu.alibi(slopes);
+            }
+            FlashSig.forward(spec, onDevice, dev[0], dev[1], dev[2], dev[4], devLse);
+            FlashSig.backward(spec, onDevice, dev[0], dev[1], dev[2], dev[4], dev[3], devLse, dev[5], dev[6], dev[7],
+                    null);
             Tensor[] back = new Tensor[4]; // out, dq, dk, dv
             for (int i = 0; i < 4; i++) {
                 back[i] = Tensor.allocate(arena, DType.BF16, SHAPE);
@@ -95,14 +118,16 @@ class CudaTest {
 
             Tensor[] cpu = new Tensor[4];
             for (int i = 0; i < 4; i++) cpu[i] = Tensor.allocate(arena, DType.BF16, SHAPE);
-            FlashSig.forward(spec, host[0], host[1], host[2], cpu[0]);
-            FlashSig.backward(spec, host[0], host[1], host[2], null, host[3], null, cpu[1], cpu[2], cpu[3]);
+            Tensor cpuLse = softmax ? Tensor.allocate(arena, DType.FP32, lseShape) : null;
+            FlashSig.forward(spec, onCpu, host[0], host[1], host[2], cpu[0], cpuLse);
+            FlashSig.backward(spec, onCpu, host[0], host[1], host[2], cpu[0], host[3], cpuLse, cpu[1], cpu[2], cpu[3],
+                    null);
             String[] names = {"out", "dq", "dk", "dv"};
             for (int i = 0; i < 4; i++) {
                 float[] g = back[i].toFloatArray(), c = cpu[i].toFloatArray();
                 for (int j = 0; j < g.length; j++)
                     assertTrue(Math.abs(g[j] - c[j]) <= 2e-2 * (1 + Math.abs(c[j])),
-                            names[i] + "[" + j + "]: gpu " + g[j] + ", cpu " + c[j]);
+                            spec + " " + names[i] + "[" + j + "]: gpu " + g[j] + ", cpu " + c[j]);
             }
         }
         Cuda.synchronize(GPU);

@@ -1,0 +1,261 @@
+// The masks-and-positions extensions of DESIGN.md §4 as the CUDA kernels evaluate them: ALiBi, the
+// additive bias and boolean mask tensors, the strided (atrous) pattern, the block-sparse layout and
+// log-n scaling. Plain C++ with __host__ __device__ functions, so the kernels and their CPU-side check
+// (tests/gpu/test_ext_math.cpp, against the fp64 reference) run the same code. The host fills ExtParams from a validated Problem (fill_ext, native/cuda/host_params.h).
+//
+// Per element (query row i, key j, bottom-right diagonal δ_i = i + Nk − Nq), with x = scale·q_i·k_j:
+//   x ← λ_i·x − slope·|δ_i − j| + bias_ij, or −inf where the strided pattern (|δ_i − j| mod s ≠ 0 and,
+//   when a window is given, j outside row i's causal/window interval) or the layout disallows (i, j).
+// Causal and window alone stay the kernels' interval [first_key, last_key] of fwd_params.h; with
+// strided and a window together the host widens that interval to causal alone (Problem::first_key).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "flashsig.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define FSIG_EXT_HD __host__ __device__ __forceinline__
+#else
+#define FSIG_EXT_HD inline
+#endif
+
+namespace fsig::cuda {
+
+struct ExtParams {
+    int32_t on;           // any extension: selects the extended instantiation on the host
+    int32_t elementwise;  // bias, mask, strided or layout: the kernels stage β (ext_beta) per tile
+    // ALiBi: slope(b, h) = alibi[b·alibi_b + h·alibi_h] (fp32), nullptr = off
+    const float* alibi;
+    int64_t alibi_b, alibi_h;
+    // additive bias [B|1, Hq|1, Nq|1, Nk], element strides (0 on broadcast dims), nullptr = off
+    const void* bias;
+    int32_t bias_dtype;  // fsig_dtype: fp32, fp16 or bf16
+    int64_t bias_stride[4];
+    // boolean mask (1 byte, nonzero = allowed), same broadcasting, nullptr = off
+    const uint8_t* mask;
+    int64_t mask_stride[4];
+    // block-sparse layout [1|Hq, ⌈Nq/bm⌉, ⌈Nk/bn⌉] (stride[0] = 0 when shared by the heads), nullptr = off
+    const uint8_t* layout;
+    int64_t layout_stride[3];
+    int32_t block_m, block_n;  // clamped to Nq, Nk (a larger block is the same single block)
+    // strided pattern: s in [2, 2^31) (1 allows everything and is passed as 0 = off); magic =
+    // ⌊2^32 / s⌋ + 1 divides exactly by s every n < 2^16 (strided_hit)
+    int64_t strided;
+    uint32_t strided_magic;
+    // the caller's causal and window (the strided union and log-n's n_i use them, whatever interval
+    // the kernel iterates)
+    int32_t causal;
+    int64_t window_left, window_right;  // -1 = unbounded
+    // log-n: λ_i = max(1, ln n_i / ln n_train) with n_i = keys of row i by causal and window alone; 0 = off
+    int64_t logn_train;
+    float inv_ln_train;
+    // dBias (backward only): the bias's shape [B, Hq, Nq, Nk] (no broadcast on CUDA), element strides
+    void* dbias;
+    int64_t dbias_stride[4];
+};
+
+// ---- 16-bit floats (the bias tensor's storage) ----
+FSIG_EXT_HD float half_bits_to_float(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+    return __half2float(__ushort_as_half(h));
+#else
+    const uint32_t sign = uint32_t(h >> 15) << 31, exp = (h >> 10) & 31u, man = h & 1023u;
+    float f;
+    if (exp == 31) {
+        const uint32_t bits = sign | 0x7f800000u | (man << 13);
+        std::memcpy(&f, &bits, 4);
+    } else if (exp == 0) {
+        f = std::ldexp(float(man), -24);  // zero or subnormal
+        if (sign) f = -f;
+    } else {
+        const uint32_t bits = sign | ((exp + 112u) << 23) | (man << 13);
+        std::memcpy(&f, &bits, 4);
+    }
+    return f;
+#endif
+}
+FSIG_EXT_HD float bf16_bits_to_float(uint16_t h) {
+    const uint32_t bits = uint32_t(h) << 16;
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(bits);
+#else
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+#endif
+}
+FSIG_EXT_HD uint16_t float_to_half_bits(float x) {
+#if defined(__CUDA_ARCH__)
+    return __half_as_ushort(__float2half_rn(x));
+#else
+    (void)x;
+    return 0;  // the host never writes dBias
+#endif
+}
+FSIG_EXT_HD uint16_t float_to_bf16_bits(float x) {
+#if defined(__CUDA_ARCH__)
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+#else
+    (void)x;
+    return 0;
+#endif
+}
+
+FSIG_EXT_HD int64_t ext_min(int64_t a, int64_t b) { return a < b ? a : b; }
+FSIG_EXT_HD int64_t ext_max(int64_t a, int64_t b) { return a > b ? a : b; }
+// ⌊a / b⌋ for b > 0 and any sign of a
+FSIG_EXT_HD int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Causal and window alone: row i's interval [cw_first, cw_last] (Problem::cw_first/cw_last).
+FSIG_EXT_HD int64_t cw_first(const ExtParams& e, int64_t diag) {
+    return e.window_left >= 0 ? ext_max(diag - e.window_left, 0) : 0;
+}
+FSIG_EXT_HD int64_t cw_last(const ExtParams& e, int64_t diag, int64_t seq_k) {
+    int64_t hi = seq_k - 1;
+    if (e.causal && diag < hi) hi = diag;
+    if (e.window_right >= 0 && diag + e.window_right < hi) hi = diag + e.window_right;
+    return hi;
+}
+
+// The kernels split the extensions in two. Positions (log-n λ_i and ALiBi) are per row or linear in the
+// key, so they are applied to the accumulators in registers at a few operations per element:
+//   x ← λ_i·x − slope·|δ_i − j|                                          (ext_position)
+// Everything element-wise (bias tensor, mask tensor, strided pattern, block layout) is one additive term
+//   β_ij = bias_ij, or −inf where a mask disallows (i, j)                  (ext_beta)
+// that a warp computes in a rolled loop into shared memory, lanes along the keys (coalesced reads of
+// the bias and mask rows), and adds from there: small code, whatever the number of elements per thread.
+
+// Per row and key tile, in registers (positions only).
+struct ExtRow {
+    float lambda;  // λ_i (1 without log-n)
+    float slope;   // ALiBi slope of (b, h) (0 without ALiBi)
+    float dist0;   // δ_i − j0: key j0 + c is |dist0 − c| from the diagonal (exact below 2^24)
+};
+
+FSIG_EXT_HD float logn_lambda(const ExtParams& e, int64_t diag, int64_t seq_k) {
+    if (e.logn_train <= 0) return 1.f;
+    const int64_t n = cw_last(e, diag, seq_k) - cw_first(e, diag) + 1;
+    if (n <= 1) return 1.f;
+    const float l = logf(float(n)) * e.inv_ln_train;
+    return l > 1.f ? l : 1.f;
+}
+
+// Row i of (b, h) for the key tile starting at j0 (seq_q, seq_k: the problem's lengths).
+FSIG_EXT_HD ExtRow ext_row(const ExtParams& e, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t seq_q,
+                           int64_t seq_k) {
+    const int64_t diag = i + seq_k - seq_q;
+    ExtRow r;
+    r.lambda = logn_lambda(e, diag, seq_k);
+    r.slope = e.alibi != nullptr ? e.alibi[b * e.alibi_b + h * e.alibi_h] : 0.f;
+    r.dist0 = float(diag - j0);
+    return r;
+}
+
+// x = scale·q·k of key j0 + c with the positions applied (no branch: slope 0 and λ 1 when off).
+FSIG_EXT_HD float ext_position(const ExtRow& r, int c, float x) {
+    return fmaf(-r.slope, fabsf(r.dist0 - float(c)), x * r.lambda);
+}
+
+// Per row and key tile, for the element-wise part. Positions are int32 (Nq, Nk < 2^31 on CUDA).
+struct ExtBetaRow {
+    int64_t bias_off;    // element offset of (b, h, i, j = 0) in the bias
+    int64_t mask_off;    // byte offset of (b, h, i, j = 0) in the mask
+    int64_t layout_off;  // byte offset of row block ⌊i / bm⌋ of head h
+    int32_t w_lo, w_hi;  // the window part of the strided union: j in [w_lo, w_hi] (empty: w_hi < w_lo)
+    uint32_t phase;      // (j0 − δ_i) mod s: key j0 + c is on the strided pattern iff (c + phase) mod s = 0
+};
+
+// (j0 − δ_i) mod s in [0, s). Row i + 1 has phase − 1 (mod s): strided_phase_next.
+FSIG_EXT_HD uint32_t strided_phase(const ExtParams& e, int64_t diag, int64_t j0) {
+    if (e.strided <= 0) return 0;
+    const int64_t m = (j0 - diag) % e.strided;
+    return uint32_t(m < 0 ? m + e.strided : m);
+}
+FSIG_EXT_HD uint32_t strided_phase_next(const ExtParams& e, uint32_t phase) {
+    return phase == 0 ? uint32_t(e.strided > 0 ? e.strided - 1 : 0) : phase - 1;
+}
+
+// Row i of (b, h) for the key tile at j0, given its strided phase.
+FSIG_EXT_HD ExtBetaRow ext_beta_row(const ExtParams& e, int64_t b, int64_t h, int64_t i, uint32_t phase,
+                                    int64_t seq_q, int64_t seq_k) {
+    ExtBetaRow r;
+    const int64_t diag = i + seq_k - seq_q;
+    r.bias_off = b * e.bias_stride[0] + h * e.bias_stride[1] + i * e.bias_stride[2];
+    r.mask_off = b * e.mask_stride[0] + h * e.mask_stride[1] + i * e.mask_stride[2];
+    r.layout_off = e.layout != nullptr ? h * e.layout_stride[0] + (i / e.block_m) * e.layout_stride[1] : 0;
+    const bool window = e.window_left >= 0 || e.window_right >= 0;
+    // cw_first, cw_last lie in [0, Nk] and [-1, Nk - 1] (clamped by the window arithmetic)
+    r.w_lo = window ? int32_t(ext_min(cw_first(e, diag), seq_k)) : 0;
+    r.w_hi = window ? int32_t(ext_max(cw_last(e, diag, seq_k), -1)) : -1;
+    r.phase = phase;
+    return r;
+}
+
+// n ≡ 0 (mod s) for n = c + phase, c < 2^15 (a key's offset inside its tile) and phase < s < 2^31: for
+// s < 2^16 − 2^15 every such n is below 2^16, where the magic multiply is exact (its error
+// n·(magic − 2^32/s)/2^32 < 2^-16 < 1/s cannot reach the next integer); for larger s, n < 2s so
+// the only multiples are 0 and s.
+FSIG_EXT_HD bool strided_hit(const ExtParams& e, uint32_t n) {
+    if (e.strided >= 32768) return n == 0 || n == uint32_t(e.strided);
+#if defined(__CUDA_ARCH__)
+    const uint32_t q = __umulhi(n, e.strided_magic);
+#else
+    const uint32_t q = uint32_t((uint64_t(n) * e.strided_magic) >> 32);
+#endif
+    return n == q * uint32_t(e.strided);
+}
+
+// β of key j = j0 + c (c < 2^15, j < Nk): the bias, or −inf where the strided pattern, the block layout
+// or the mask tensor disallows the key (a bias of −inf masks as well). 0 with none of them.
+FSIG_EXT_HD float ext_beta(const ExtParams& e, const ExtBetaRow& r, int64_t j0, int c) {
+    const int32_t j = int32_t(j0) + c;
+    if (e.strided > 0 && !strided_hit(e, uint32_t(c) + r.phase) && !(j >= r.w_lo && j <= r.w_hi)) return -INFINITY;
+    if (e.layout != nullptr && e.layout[r.layout_off + (j / e.block_n) * e.layout_stride[2]] == 0) return -INFINITY;
+    if (e.mask != nullptr && e.mask[r.mask_off + j * e.mask_stride[3]] == 0) return -INFINITY;
+    if (e.bias == nullptr) return 0.f;
+    const int64_t at = r.bias_off + j * e.bias_stride[3];
+    if (e.bias_dtype == FSIG_DTYPE_FP32) return static_cast<const float*>(e.bias)[at];
+    if (e.bias_dtype == FSIG_DTYPE_FP16) return half_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
+    return bf16_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
+}
+
+// False only when neither the block layout nor the strided pattern allows any element of rows
+// [i0, i1] × keys [j0, j1] (inclusive, inside the problem): the kernels then skip the tile without
+// loading it. Conservative otherwise (true may still hold no allowed element; the elements decide),
+// and for a layout only when the tile spans at most kMaxLayoutBlocksPerTile of its blocks.
+// Layout blocks a tile may span before ext_tile_live stops reading them (every thread of a block reads
+// them; with tiny blocks the warps' β staging skips what is empty instead).
+constexpr int64_t kMaxLayoutBlocksPerTile = 64;
+
+FSIG_EXT_HD bool ext_tile_live(const ExtParams& e, int64_t h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                               int64_t seq_q, int64_t seq_k) {
+    if (e.layout != nullptr &&
+        (i1 / e.block_m - i0 / e.block_m + 1) * (j1 / e.block_n - j0 / e.block_n + 1) <= kMaxLayoutBlocksPerTile) {
+        bool any = false;
+        for (int64_t br = i0 / e.block_m; br <= i1 / e.block_m && !any; ++br)
+            for (int64_t bc = j0 / e.block_n; bc <= j1 / e.block_n; ++bc)
+                if (e.layout[h * e.layout_stride[0] + br * e.layout_stride[1] + bc * e.layout_stride[2]] != 0) {
+                    any = true;
+                    break;
+                }
+        if (!any) return false;
+    }
+    if (e.strided > 0) {
+        // δ_i − j over the tile is every integer of [lo, hi]; it holds a multiple of s iff ⌊hi/s⌋·s >= lo
+        const int64_t off = seq_k - seq_q, lo = i0 + off - j1, hi = i1 + off - j0;
+        const bool hit = floor_div(hi, e.strided) * e.strided >= lo;
+        // the window part: cw_first and cw_last are non-decreasing in i, so some row's window meets
+        // [j0, j1] only if the first row's window starts by j1 and the last row's ends at j0 or later
+        const bool window = (e.window_left >= 0 || e.window_right >= 0) && cw_first(e, i0 + off) <= j1 &&
+                            cw_last(e, i1 + off, seq_k) >= j0;
+        if (!hit && !window) return false;
+    }
+    return true;
+}
+
+}  // namespace fsig::cuda

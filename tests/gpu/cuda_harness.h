@@ -1,0 +1,110 @@
+// What the GPU tests share: tensors staged on the host (tu::View) and mirrored on the device, and the
+// start-up check that skips (exit 77) where the library has no CUDA or no device is present. With
+// g_cuda = false (--device cpu) nothing touches CUDA: the same cases run through the CPU backend, which
+// checks the test itself on machines without a GPU.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "flashsig.h"
+#include "harness.h"
+#include "lib_util.h"
+
+namespace gt {
+
+inline bool g_cuda = true;  // false: --device cpu
+
+#define CUDA_OK(call)                                                                                          \
+    do {                                                                                                       \
+        cudaError_t e_ = (call);                                                                               \
+        if (e_ != cudaSuccess) {                                                                               \
+            std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            std::exit(1);                                                                                      \
+        }                                                                                                      \
+    } while (0)
+
+inline std::shared_ptr<void> device_alloc(size_t bytes) {
+    void* p = nullptr;
+    CUDA_OK(cudaMalloc(&p, bytes ? bytes : 1));
+    return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+}
+
+// A tensor: its layout and host staging in a tu::View, its bytes mirrored on the device (cuda mode).
+struct Tensor {
+    tu::View host;
+    std::shared_ptr<void> dev;  // same byte size as host storage; nullptr in cpu mode
+
+    void* data() const {
+        if (!dev) return host.data();
+        return static_cast<unsigned char*>(dev.get()) + host.offset * int64_t(tu::esize(host.dtype));
+    }
+    fsig_tensor desc() const {
+        fsig_tensor t = host.desc();
+        t.data = data();
+        if (dev) t.device_type = FSIG_DEVICE_CUDA, t.device_index = 0;
+        return t;
+    }
+    void upload() const {
+        if (dev) CUDA_OK(cudaMemcpy(dev.get(), host.st->mem, host.st->bytes, cudaMemcpyHostToDevice));
+    }
+    void download() const {
+        if (dev) CUDA_OK(cudaMemcpy(host.st->mem, dev.get(), host.st->bytes, cudaMemcpyDeviceToHost));
+    }
+};
+
+// Views sharing one storage (packed qkv) share one device allocation: pass it as shared_dev.
+inline Tensor mirror(const tu::View& v, std::shared_ptr<void> shared_dev = nullptr) {
+    Tensor t;
+    t.host = v;
+    if (g_cuda) t.dev = shared_dev ? shared_dev : device_alloc(v.st->bytes);
+    return t;
+}
+
+inline Tensor with_values(const tu::View& v, const std::vector<float>& dense) {
+    Tensor t = mirror(v);
+    t.host.store(dense);
+    t.upload();
+    return t;
+}
+
+inline void poison(const Tensor& t) {
+    tu::poison(t.host);
+    t.upload();
+}
+
+// In cuda mode: th::kSkip with a message when there is no CUDA build or device, 1 on error, else 0
+// with *device_count set and the device printed. what: the pass under test, for the skip message.
+inline int setup_device(const char* what, int* device_count) {
+    if (!g_cuda) {
+        std::printf("--device cpu: the numerics cases through the CPU backend (checks this test, not CUDA)\n");
+        return 0;
+    }
+    fsig_capabilities caps;
+    std::memset(&caps, 0, sizeof caps);
+    caps.struct_size = sizeof caps;
+    if (fsig_get_capabilities(&caps) != FSIG_OK) {
+        std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
+        return 1;
+    }
+    if (!caps.cuda_compiled) {
+        std::printf("SKIP: this libflashsig was built without CUDA\n");
+        return th::kSkip;
+    }
+    if (caps.cuda_device_count < 1) {
+        std::printf("SKIP: no CUDA device or driver on this machine (the CUDA %s was not tested)\n", what);
+        return th::kSkip;
+    }
+    *device_count = caps.cuda_device_count;
+    cudaDeviceProp prop;
+    CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("device cuda:0 %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor, *device_count);
+    return 0;
+}
+
+}  // namespace gt

@@ -1,0 +1,387 @@
+// The CUDA kernels' masks and positions (DESIGN.md §4: ALiBi, bias and mask tensors with broadcasting
+// and dBias, strided, block-sparse, log-n) through the public C ABI (fsig_attention_forward_ex /
+// backward_ex) against the fp64 reference under the §6 rule: every score × extension set × causal and
+// windows × fp16/bf16 × d 64/128 × ragged shapes, forward (out, LSE) and backward (dQ, dK, dV, dBias),
+// outputs poisoned first and the bytes around each output's view checked untouched.
+//
+//   test_cuda_masks [--quick] [--device cpu] [--list] [--verbose] [name filters...]
+//
+// Exits 77 (CTest: skipped) with a message when the library has no CUDA or no device is present.
+// --device cpu runs the same cases through the CPU backend: it checks this test on machines without a
+// GPU. On CUDA a dBias is asked for only with a bias of full shape [B, Hq, Nq, Nk] (a broadcast dBias
+// is refused there, which cuda_refusals checks).
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cuda_harness.h"
+#include "flashsig.h"
+#include "harness.h"
+#include "lib_util.h"
+#include "reference.h"
+
+namespace {
+
+using gt::g_cuda;
+using gt::Tensor;
+bool g_quick = false, g_verbose = false, g_list = false;
+int g_device_count = 0;
+std::vector<std::string> g_filters;
+
+// A 1-byte (FSIG_DTYPE_BOOL) tensor, dense, mirrored on the device in cuda mode.
+struct ByteTensor {
+    std::vector<unsigned char> host;
+    std::shared_ptr<void> dev;
+    fsig_tensor t{};
+    void make(int ndim, const int64_t* shape, const std::vector<unsigned char>& values) {
+        host = values;
+        std::memset(&t, 0, sizeof t);
+        t.dtype = FSIG_DTYPE_BOOL, t.ndim = ndim, t.capacity_bytes = int64_t(host.size());
+        int64_t stride = 1;
+        for (int a = ndim; a-- > 0;) t.shape[a] = shape[a], t.strides[a] = stride, stride *= shape[a];
+        t.data = host.data();
+        if (g_cuda) {
+            dev = gt::device_alloc(host.size());
+            CUDA_OK(cudaMemcpy(dev.get(), host.data(), host.size(), cudaMemcpyHostToDevice));
+            t.data = dev.get(), t.device_type = FSIG_DEVICE_CUDA;
+        }
+    }
+};
+
+// An n-d float tensor of dtype, dense, as a tu::View mirrored on the device.
+Tensor dense_tensor(int dtype, int ndim, const int64_t* shape, const std::vector<float>* values) {
+    tu::View v;
+    v.dtype = dtype, v.ndim = ndim;
+    int64_t stride = 1;
+    for (int a = ndim; a-- > 0;) v.shape[a] = shape[a], v.strides[a] = stride, stride *= shape[a];
+    v.st = std::make_shared<tu::Storage>(size_t(stride) * tu::esize(dtype));
+    Tensor t = gt::mirror(v);
+    if (values != nullptr) {
+        t.host.store(*values);
+        t.upload();
+    }
+    return t;
+}
+
+struct Case {
+    std::string name;
+    ref::Spec s;
+    int dtype = ref::kBf16;
+    int bias_dtype = ref::kFp32;
+    uint64_t seed = 1;
+};
+
+struct Extras {
+    Tensor slopes, bias, dbias;
+    ByteTensor mask, layout;
+    bool has_slopes = false, has_bias = false, has_mask = false, has_layout = false;
+    fsig_tensor ts{}, tb{}, tdb{};
+    const fsig_tensor* slopes_t() const { return has_slopes ? &ts : nullptr; }
+    const fsig_tensor* bias_t() const { return has_bias ? &tb : nullptr; }
+    const fsig_tensor* mask_t() const { return has_mask ? &mask.t : nullptr; }
+    const fsig_tensor* layout_t() const { return has_layout ? &layout.t : nullptr; }
+    const fsig_tensor* dbias_t() const { return has_bias && tdb.data != nullptr ? &tdb : nullptr; }
+};
+
+Extras make_extras(const Case& c) {
+    const ref::Spec& s = c.s;
+    Extras e;
+    if (!s.alibi_slopes.empty()) {
+        const int64_t shape[2] = {s.B, s.Hq};
+        const std::vector<float> v(s.alibi_slopes.begin(), s.alibi_slopes.end());
+        e.slopes = s.alibi_per_batch ? dense_tensor(FSIG_DTYPE_FP32, 2, shape, &v)
+                                     : dense_tensor(FSIG_DTYPE_FP32, 1, shape + 1, &v);
+        e.has_slopes = true, e.ts = e.slopes.desc();
+    }
+    if (!s.bias.empty()) {
+        const int64_t shape[4] = {s.bias_b, s.bias_h, s.bias_q, s.Nk};
+        const std::vector<float> v(s.bias.begin(), s.bias.end());
+        e.bias = dense_tensor(c.bias_dtype, 4, shape, &v);
+        e.has_bias = true, e.tb = e.bias.desc();
+        if (s.want_dbias) {
+            e.dbias = dense_tensor(c.bias_dtype, 4, shape, nullptr);
+            gt::poison(e.dbias);
+            e.tdb = e.dbias.desc();
+        }
+    }
+    if (!s.mask.empty()) {
+        const int64_t shape[4] = {s.mask_b, s.mask_h, s.mask_q, s.Nk};
+        e.mask.make(4, shape, s.mask);
+        e.has_mask = true;
+    }
+    if (s.block_m > 0) {
+        const int64_t shape[3] = {s.layout_h, (s.Nq + s.block_m - 1) / s.block_m, (s.Nk + s.block_n - 1) / s.block_n};
+        e.layout.make(3, shape, s.layout);
+        e.has_layout = true;
+    }
+    return e;
+}
+
+fsig_attention_params params_of(const ref::Spec& s) {
+    fsig_attention_params p = tu::params_for(s);
+    p.sparse_block_m = s.block_m, p.sparse_block_n = s.block_n;
+    p.strided = s.strided;
+    p.logn_train = s.logn_train;
+    return p;
+}
+
+bool check(const Case& c, const char* what, const Tensor& t, const std::vector<double>& r64,
+           const std::vector<float>& naive) {
+    t.download();
+    return tu::check_output(c.name, c.s.describe(), what, t.host, r64, naive);
+}
+
+void sync_or_die(const Case& c) {
+    if (!g_cuda) return;
+    const cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+        std::fprintf(stderr, "%s: the kernel failed: %s (the CUDA context is lost; stopping)\n", c.name.c_str(),
+                     cudaGetErrorString(e));
+        std::exit(1);
+    }
+}
+
+// Forward, then backward on the reference's out and LSE (as a framework passes its saved forward).
+bool run_case(const Case& c) {
+    const int before = th::failures();
+    const ref::Spec& s = c.s;
+    const bool softmax = s.score == ref::kSoftmax;
+    ref::Rng rng(c.seed);
+    const std::vector<float> qf = ref::random_values(rng, s.q_elems(), c.dtype),
+                             kf = ref::random_values(rng, s.kv_elems(), c.dtype),
+                             vf = ref::random_values(rng, s.kv_elems(), c.dtype),
+                             gf = ref::random_values(rng, s.q_elems(), c.dtype);
+    const std::vector<double> q64 = tu::to_double(qf), k64 = tu::to_double(kf), v64 = tu::to_double(vf),
+                              g64v = tu::to_double(gf);
+    const ref::Forward<double> f64 = ref::forward64(s, q64.data(), k64.data(), v64.data());
+    const ref::Forward<float> fn = ref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
+
+    auto qkv_view = [&](int64_t n, int64_t h) { return tu::make_view(c.dtype, tu::kContiguous, s.B, n, h, s.d); };
+    const Tensor q = gt::with_values(qkv_view(s.Nq, s.Hq), qf), k = gt::with_values(qkv_view(s.Nk, s.Hk), kf),
+                 v = gt::with_values(qkv_view(s.Nk, s.Hk), vf), dout = gt::with_values(qkv_view(s.Nq, s.Hq), gf);
+    const Tensor out = gt::mirror(qkv_view(s.Nq, s.Hq));
+    const Tensor lse = gt::mirror(tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq));
+    gt::poison(out), gt::poison(lse);
+    Extras e = make_extras(c);
+
+    const fsig_attention_params p = params_of(s);
+    const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(), tg = dout.desc();
+    int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, softmax ? &tl : nullptr, e.slopes_t(), e.bias_t(),
+                                       e.mask_t(), e.layout_t(), nullptr);
+    if (st != FSIG_OK) {
+        EXPECT(false, "%s: forward_ex returned %d (%s): %s", c.name.c_str(), st, fsig_status_string(st),
+               fsig_last_error());
+        return false;
+    }
+    sync_or_die(c);
+    check(c, "out", out, f64.out, fn.out);
+    if (softmax) check(c, "lse", lse, f64.lse, fn.lse);
+
+    const ref::Grads<double> g64 = ref::backward64(s, q64.data(), k64.data(), v64.data(), g64v.data());
+    const std::vector<float> out_in = tu::to_float_rounded(f64.out, c.dtype);
+    const ref::Grads<float> gn = ref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), out_in.data(), gf.data());
+    const Tensor o_in = gt::with_values(qkv_view(s.Nq, s.Hq), out_in);
+    const std::vector<float> lse_in(f64.lse.begin(), f64.lse.end());
+    const Tensor l_in = gt::with_values(tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq), lse_in);
+    const Tensor dq = gt::mirror(qkv_view(s.Nq, s.Hq)), dk = gt::mirror(qkv_view(s.Nk, s.Hk)),
+                 dv = gt::mirror(qkv_view(s.Nk, s.Hk));
+    gt::poison(dq), gt::poison(dk), gt::poison(dv);
+    const fsig_tensor toi = o_in.desc(), tli = l_in.desc(), tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+    st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, softmax ? &toi : nullptr, &tg, softmax ? &tli : nullptr, &tdq,
+                                    &tdk, &tdv, e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(), e.dbias_t(),
+                                    nullptr);
+    if (st != FSIG_OK) {
+        EXPECT(false, "%s: backward_ex returned %d (%s): %s", c.name.c_str(), st, fsig_status_string(st),
+               fsig_last_error());
+        return false;
+    }
+    sync_or_die(c);
+    check(c, "dq", dq, g64.dq, gn.dq);
+    check(c, "dk", dk, g64.dk, gn.dk);
+    check(c, "dv", dv, g64.dv, gn.dv);
+    if (s.want_dbias) check(c, "dbias", e.dbias, g64.dbias, gn.dbias);
+    const bool ok = th::failures() == before;
+    if (g_verbose || !ok) std::printf("  %s %s  (%s)\n", ok ? "ok  " : "FAIL", c.name.c_str(), s.describe().c_str());
+    return ok;
+}
+
+// ---- the cases --------------------------------------------------------------------------------------
+
+enum Ext : int {
+    kAlibi,        // ALiBi per head
+    kAlibiBatch,   // ALiBi per batch × head, causal
+    kBiasFull,     // bias [B, Hq, Nq, Nk] with −inf entries, and its dBias
+    kBiasHeads,    // bias [1, Hq, Nq, Nk] (relative-position style), fp16/bf16 storage
+    kKeyPadBias,   // bias [B, 1, 1, Nk]: 0 or −inf (a key-padding bias)
+    kKeyPadMask,   // mask [B, 1, 1, Nk]
+    kMaskFull,     // mask [B, Hq, Nq, Nk], sparse
+    kStrided,      // strided pattern alone
+    kStridedWin,   // window ∪ strided, causal
+    kLayoutHeads,  // block layout per head, blocks that do not divide the tiles
+    kLayoutShared, // one layout for every head, 64 × 64 blocks (whole kernel tiles skip)
+    kLogn,         // log-n scaling with a window
+    kAll,          // ALiBi + full bias (dBias) + mask + layout + log-n, causal
+    kExtCount
+};
+const char* kExtNames[] = {"alibi", "alibih", "biasfull", "biasheads", "keypadbias", "keypadmask", "maskfull",
+                           "strided", "stridedwin", "layouth", "layout", "logn", "all"};
+
+void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
+    auto slopes = [&](bool per_batch) {
+        s.alibi_per_batch = per_batch;
+        s.alibi_slopes.clear();
+        const int64_t n = per_batch ? s.B * s.Hq : s.Hq;
+        for (int64_t h = 0; h < n; ++h) s.alibi_slopes.push_back(std::ldexp(1.0, -int(1 + h % 8)) * (1 + 0.1 * (h / 8)));
+    };
+    auto bias = [&](int64_t bb, int64_t bh, int64_t bq, bool pad) {
+        s.bias_b = bb, s.bias_h = bh, s.bias_q = bq;
+        s.bias.clear();
+        for (size_t i = 0; i < s.bias_elems(); ++i) {
+            double x = pad ? (rng.below(4) == 0 ? -INFINITY : 0.0) : rng.below(16) == 0 ? -INFINITY : rng.normal();
+            s.bias.push_back(ref::round_to(*bias_dtype, float(x)));
+        }
+        // keep a key allowed in every row, so every row is exercised (rows with none are tested elsewhere)
+        if (pad) for (int64_t b = 0; b < bb; ++b) s.bias[size_t(b * s.Nk + s.Nk - 1)] = 0;
+    };
+    auto mask = [&](int64_t mb, int64_t mh, int64_t mq, int density) {
+        s.mask_b = mb, s.mask_h = mh, s.mask_q = mq;
+        s.mask.clear();
+        for (int64_t i = 0; i < mb * mh * mq * s.Nk; ++i) s.mask.push_back(rng.below(8) < density ? 1 : 0);
+    };
+    auto layout = [&](int64_t bm, int64_t bn, int64_t lh) {
+        s.block_m = bm, s.block_n = bn, s.layout_h = lh;
+        const int64_t rows = (s.Nq + bm - 1) / bm, cols = (s.Nk + bn - 1) / bn;
+        s.layout.clear();
+        for (int64_t i = 0; i < lh * rows * cols; ++i) s.layout.push_back(rng.below(3) != 0 ? 1 : 0);
+    };
+    switch (ext) {
+        case kAlibi: slopes(false); break;
+        case kAlibiBatch: slopes(true), s.causal = true; break;
+        case kBiasFull: bias(s.B, s.Hq, s.Nq, false), s.want_dbias = true; break;
+        case kBiasHeads: *bias_dtype = s.score % 2 == 0 ? ref::kFp16 : ref::kBf16, bias(1, s.Hq, s.Nq, false); break;
+        case kKeyPadBias: bias(s.B, 1, 1, true); break;
+        case kKeyPadMask: mask(s.B, 1, 1, 6); break;
+        case kMaskFull: mask(s.B, s.Hq, s.Nq, 3); break;
+        case kStrided: s.strided = 3 + rng.below(9); break;
+        case kStridedWin: s.strided = 16 + rng.below(40), s.causal = true, s.window_left = 20; break;
+        case kLayoutHeads: layout(24 + rng.below(20), 40 + rng.below(50), s.Hq); break;
+        case kLayoutShared: layout(64, 64, 1); break;
+        case kLogn: s.logn_train = 16, s.window_left = 50, s.window_right = 10; break;
+        case kAll:
+            s.causal = true;
+            slopes(false);
+            bias(s.B, s.Hq, s.Nq, false), s.want_dbias = true;
+            mask(s.B, 1, 1, 7);
+            layout(32, 48, s.Hq);
+            s.logn_train = 32;
+            break;
+    }
+    if (g_cuda && s.want_dbias && !(s.bias_b == s.B && s.bias_h == s.Hq && s.bias_q == s.Nq)) s.want_dbias = false;
+}
+
+std::vector<Case> all_cases() {
+    const int64_t shapes[][2] = {{257, 257}, {130, 300}, {17, 200}, {300, 129}, {1, 64}, {200, 17}};
+    std::vector<Case> cases;
+    for (int ext = 0; ext < kExtCount; ++ext)
+        for (int score = 0; score < ref::kScoreCount; ++score) {
+            const int n = int(cases.size());
+            Case c;
+            c.seed = 4000 + uint64_t(n);
+            ref::Rng rng(c.seed * 7919);
+            ref::Spec& s = c.s;
+            s.score = score;
+            s.B = 2, s.Hq = 4, s.Hk = n % 3 == 0 ? 4 : n % 3 == 1 ? 2 : 1;
+            s.d = n % 2 == 0 ? 64 : 128;
+            s.Nq = shapes[n % 6][0], s.Nk = shapes[n % 6][1];
+            s.causal = n % 4 == 1;
+            c.dtype = n % 2 == 0 ? ref::kBf16 : ref::kFp16;
+            c.bias_dtype = ref::kFp32;
+            add_extension(s, ext, rng, &c.bias_dtype);
+            c.name = th::format("%03d_%s_%s_%s_d%lld_%lldx%lld_hk%lld%s", n, kExtNames[ext], ref::score_name(score),
+                                ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk,
+                                (long long)s.Hk, s.causal ? "_causal" : "");
+            cases.push_back(c);
+        }
+    if (g_quick) {  // one score per extension set, turning
+        std::vector<Case> few;
+        for (size_t i = 0; i < cases.size(); ++i)
+            if (int(i % ref::kScoreCount) == int((i / ref::kScoreCount) % ref::kScoreCount)) few.push_back(cases[i]);
+        return few;
+    }
+    return cases;
+}
+
+bool selected(const std::string& name) {
+    if (g_filters.empty()) return true;
+    for (const std::string& f : g_filters)
+        if (name.find(f) != std::string::npos) return true;
+    return false;
+}
+
+TEST(masks_numerics) {
+    int ran = 0, failed = 0;
+    for (const Case& c : all_cases()) {
+        if (!selected(c.name)) continue;
+        if (g_list) {
+            std::printf("%s\n", c.name.c_str());
+            continue;
+        }
+        ++ran;
+        failed += !run_case(c);
+    }
+    if (!g_list) std::printf("  %d case(s), %d failed\n", ran, failed);
+    EXPECT(g_list || ran > 0 || !g_filters.empty(), "no case ran");
+}
+
+// What the CUDA backend refuses with extensions (a broadcast dBias); the CPU takes it.
+TEST(cuda_refusals) {
+    if (!g_cuda) return;
+    Case c;
+    ref::Spec& s = c.s;
+    s.B = 2, s.Hq = 2, s.Hk = 2, s.d = 64, s.Nq = 40, s.Nk = 70, s.score = ref::kSigmoid;
+    ref::Rng rng(5);
+    int bias_dtype = ref::kFp32;
+    add_extension(s, kBiasHeads, rng, &bias_dtype);
+    c.bias_dtype = bias_dtype;
+    s.want_dbias = true;
+    Extras e = make_extras(c);
+    auto view = [&](int64_t n) { return gt::mirror(tu::make_view(c.dtype, tu::kContiguous, s.B, n, s.Hq, s.d)); };
+    const Tensor q = view(s.Nq), k = view(s.Nk), v = view(s.Nk), g = view(s.Nq), dq = view(s.Nq), dk = view(s.Nk),
+                 dv = view(s.Nk);
+    gt::poison(dq);
+    const std::vector<unsigned char> before = tu::snapshot(dq.host);
+    const fsig_attention_params p = params_of(s);
+    const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc(), tdq = dq.desc(), tdk = dk.desc(),
+                      tdv = dv.desc();
+    const int st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, nullptr, &tg, nullptr, &tdq, &tdk, &tdv, nullptr,
+                                              e.bias_t(), nullptr, nullptr, e.dbias_t(), nullptr);
+    EXPECT(st == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "dbias") != nullptr,
+           "broadcast dbias on CUDA: status %d, %s", st, fsig_last_error());
+    dq.download();
+    EXPECT(tu::unchanged(dq.host, before), "a refused call wrote dq");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--quick") g_quick = true;
+        else if (a == "--verbose") g_verbose = true;
+        else if (a == "--list") g_list = true;
+        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
+        else if (a == "--help") {
+            std::printf("test_cuda_masks [--quick] [--device cpu] [--list] [--verbose] [name filters...]\n");
+            return 0;
+        } else g_filters.push_back(a);
+    }
+    if (const int st = gt::setup_device("masks-and-positions path", &g_device_count); st != 0) return st;
+    std::vector<std::string> tests;
+    for (const std::string& f : g_filters)
+        for (const th::Test& t : th::registry())
+            if (f == t.name) tests.push_back(f);
+    if (!tests.empty()) g_filters.clear();
+    return th::run_all(tests);
+}
