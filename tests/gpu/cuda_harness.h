@@ -56,6 +56,10 @@ struct Tensor {
     void download() const {
         if (dev) CUDA_OK(cudaMemcpy(host.st->mem, dev.get(), host.st->bytes, cudaMemcpyDeviceToHost));
     }
+    std::vector<unsigned char> bytes() const {  // the whole storage, after a download
+        download();
+        return std::vector<unsigned char>(host.st->mem, host.st->mem + host.st->bytes);
+    }
 };
 
 // Views sharing one storage (packed qkv) share one device allocation: pass it as shared_dev.
@@ -76,6 +80,17 @@ inline Tensor with_values(const tu::View& v, const std::vector<float>& dense) {
 inline void poison(const Tensor& t) {
     tu::poison(t.host);
     t.upload();
+}
+
+// [B, N, H, d] with every row padded to d + 8 and 16 more elements per batch: non-contiguous, every
+// stride a multiple of 8 (a layout the CUDA rule accepts).
+inline tu::View padded8_view(int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
+    tu::View v;
+    v.dtype = dtype;
+    v.shape[0] = B, v.shape[1] = N, v.shape[2] = H, v.shape[3] = d;
+    v.strides[3] = 1, v.strides[2] = d + 8, v.strides[1] = H * (d + 8), v.strides[0] = N * H * (d + 8) + 16;
+    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems()) * tu::esize(dtype));
+    return v;
 }
 
 // In cuda mode: th::kSkip with a message when there is no CUDA build or device, 1 on error, else 0

@@ -59,16 +59,7 @@ bool untouched(const Tensor& t) {
     return true;
 }
 
-// [B, N, H, d] with every row padded to d + 8 and 16 more elements per batch: non-contiguous, every
-// stride a multiple of 8 (a layout the CUDA rule accepts).
-tu::View padded8_view(int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
-    tu::View v;
-    v.dtype = dtype;
-    v.shape[0] = B, v.shape[1] = N, v.shape[2] = H, v.shape[3] = d;
-    v.strides[3] = 1, v.strides[2] = d + 8, v.strides[1] = H * (d + 8), v.strides[0] = N * H * (d + 8) + 16;
-    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems()) * tu::esize(dtype));
-    return v;
-}
+using gt::padded8_view;
 
 enum Layout { kContig, kBhsd, kPadded8, kLayouts };
 const char* kLayoutNames[] = {"contig", "bhsd", "padded8"};

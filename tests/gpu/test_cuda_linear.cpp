@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_harness.h"
 #include "flashsig.h"
 #include "harness.h"
 #include "lib_util.h"
@@ -28,73 +29,15 @@
 
 namespace {
 
-bool g_cuda = true;  // false: --device cpu
+using gt::g_cuda;
 bool g_quick = false;
 bool g_verbose = false;
 int g_device_count = 0;
 std::vector<std::string> g_filters;
 
-#define CUDA_OK(call)                                                                                           \
-    do {                                                                                                        \
-        cudaError_t e_ = (call);                                                                                \
-        if (e_ != cudaSuccess) {                                                                                \
-            std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                                       \
-        }                                                                                                       \
-    } while (0)
-
-// A tensor: layout and host staging in a tu::View, its bytes mirrored on the device (cuda mode).
-struct Tensor {
-    tu::View host;
-    std::shared_ptr<void> dev;
-
-    void* data() const {
-        if (!dev) return host.data();
-        return static_cast<unsigned char*>(dev.get()) + host.offset * int64_t(tu::esize(host.dtype));
-    }
-    fsig_tensor desc() const {
-        fsig_tensor t = host.desc();
-        t.data = data();
-        if (dev) t.device_type = FSIG_DEVICE_CUDA, t.device_index = 0;
-        return t;
-    }
-    void upload() const {
-        if (dev) CUDA_OK(cudaMemcpy(dev.get(), host.st->mem, host.st->bytes, cudaMemcpyHostToDevice));
-    }
-    void download() const {
-        if (dev) CUDA_OK(cudaMemcpy(host.st->mem, dev.get(), host.st->bytes, cudaMemcpyDeviceToHost));
-    }
-    std::vector<unsigned char> bytes() const {
-        download();
-        return std::vector<unsigned char>(host.st->mem, host.st->mem + host.st->bytes);
-    }
-};
-
-Tensor mirror(const tu::View& v) {
-    Tensor t;
-    t.host = v;
-    if (g_cuda) {
-        void* p = nullptr;
-        CUDA_OK(cudaMalloc(&p, v.st->bytes ? v.st->bytes : 1));
-        t.dev = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
-    }
-    return t;
-}
-
-void poison(const Tensor& t) {
-    tu::poison(t.host);
-    t.upload();
-}
-
-// [B, N, H, d], rows padded to d + 8 and 16 more elements per batch: strides multiples of 8 (CUDA's rule)
-tu::View padded8(int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {
-    tu::View v;
-    v.dtype = dtype;
-    v.shape[0] = B, v.shape[1] = N, v.shape[2] = H, v.shape[3] = d;
-    v.strides[3] = 1, v.strides[2] = d + 8, v.strides[1] = H * (d + 8), v.strides[0] = N * H * (d + 8) + 16;
-    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems()) * tu::esize(dtype));
-    return v;
-}
+using gt::mirror;
+using gt::poison;
+using gt::Tensor;
 
 struct Case {
     std::string name;
@@ -114,7 +57,7 @@ fsig_attention_params params_for(const lref::Spec& s) {
 }
 
 tu::View layout(const Case& c, int64_t N, int64_t H) {
-    return c.padded ? padded8(c.dtype, c.s.B, N, H, c.s.d) : tu::make_view(c.dtype, tu::kContiguous, c.s.B, N, H, c.s.d);
+    return c.padded ? gt::padded8_view(c.dtype, c.s.B, N, H, c.s.d) : tu::make_view(c.dtype, tu::kContiguous, c.s.B, N, H, c.s.d);
 }
 
 void synchronize_or_die(const std::string& name) {
@@ -377,29 +320,7 @@ int main(int argc, char** argv) {
             return 0;
         } else g_filters.push_back(a);
     }
-    if (g_cuda) {
-        fsig_capabilities caps;
-        std::memset(&caps, 0, sizeof caps);
-        caps.struct_size = sizeof caps;
-        if (fsig_get_capabilities(&caps) != FSIG_OK) {
-            std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
-            return 1;
-        }
-        if (!caps.cuda_compiled) {
-            std::printf("SKIP: this libflashsig was built without CUDA (the CUDA linear attention was not tested)\n");
-            return th::kSkip;
-        }
-        if (caps.cuda_device_count < 1) {
-            std::printf("SKIP: no CUDA device or driver on this machine (the CUDA linear attention was not tested)\n");
-            return th::kSkip;
-        }
-        g_device_count = caps.cuda_device_count;
-        cudaDeviceProp prop;
-        CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-        std::printf("device cuda:0 %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor, g_device_count);
-    } else {
-        std::printf("--device cpu: the numerics cases through the CPU backend (checks this test, not CUDA)\n");
-    }
+    if (const int st = gt::setup_device("linear attention", &g_device_count); st != 0) return st;
     std::vector<std::string> tests;
     for (const std::string& f : g_filters)
         for (const th::Test& t : th::registry())
