@@ -195,7 +195,7 @@ template <>
 struct BwdScore<SoftplusScore> {
     static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
         const float x = acc * c.scale;
-        const float u = ex2(fabsf(x) * -1.4426950408889634f);
+        const float u = ex2(fabsf(x) * -kLog2e);
         p = (fmaxf(x, 0.f) + __logf(1.f + u)) * c.factor;
         ds = (x >= 0.f ? 1.f : u) * rcp(1.f + u) * (c.factor * dp);
     }
@@ -222,7 +222,6 @@ __device__ __forceinline__ void probs_grads(float acc, float dp, const ScoreCons
     }
 }
 
-constexpr float kLog2e = 1.4426950408889634f;
 
 // dBias (the bias's dtype, its strides) of element (b, h, i, j)
 __device__ __forceinline__ void store_dbias(const ExtParams& e, int64_t b, int h, int64_t i, int64_t j, float v) {
@@ -445,7 +444,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                     const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
 #pragma unroll
                     for (int e = c; e < 4; e += 2) {
-                        float x = fmaf(-slope, fabsf(dist0[e >> 1] + float(col)), st_[nt][e] * f.scale * lambda);
+                        float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(col), st_[nt][e] * f.scale);
                         if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<kBlockM> + col];
                         float pr, ds;
                         probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
@@ -601,8 +600,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     // first, the visited tiles overwrite their elements after the barrier below
     if constexpr (kExt) {
         if (f.ext.dbias != nullptr) {
-            const int64_t n = (i_end - i0) * f.seq_k;
-            for (int64_t x = tid; x < n; x += T::kThreads) store_dbias(f.ext, b, h, i0 + x / f.seq_k, x % f.seq_k, 0.f);
+            for (int64_t i = i0; i < i_end; ++i)
+                for (int64_t j = tid; j < f.seq_k; j += T::kThreads) store_dbias(f.ext, b, h, i, j, 0.f);
         }
     }
     cp_async_wait_all();

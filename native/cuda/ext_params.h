@@ -1,11 +1,13 @@
 // The masks-and-positions extensions of DESIGN.md §4 as the CUDA kernels evaluate them: ALiBi, the
 // additive bias and boolean mask tensors, the strided (atrous) pattern, the block-sparse layout and
 // log-n scaling. Plain C++ with __host__ __device__ functions, so the kernels and their CPU-side check
-// (tests/gpu/test_ext_math.cpp, against the fp64 reference) run the same code. The host fills ExtParams from a validated Problem (fill_ext, native/cuda/host_params.h).
+// (tests/gpu/test_ext_math.cpp, against the fp64 reference) run the same code. The host fills ExtParams
+// from a validated Problem (fill_ext, native/cuda/host_params.h).
 //
 // Per element (query row i, key j, bottom-right diagonal δ_i = i + Nk − Nq), with x = scale·q_i·k_j:
 //   x ← λ_i·x − slope·|δ_i − j| + bias_ij, or −inf where the strided pattern (|δ_i − j| mod s ≠ 0 and,
-//   when a window is given, j outside row i's causal/window interval) or the layout disallows (i, j).
+//   when a window is given, j outside row i's causal/window interval), the block layout or the mask
+//   tensor disallows (i, j).
 // Causal and window alone stay the kernels' interval [first_key, last_key] of fwd_params.h; with
 // strided and a window together the host widens that interval to causal alone (Problem::first_key).
 #pragma once
@@ -156,9 +158,14 @@ FSIG_EXT_HD ExtRow ext_row(const ExtParams& e, int64_t b, int64_t h, int64_t i, 
     return r;
 }
 
-// x = scale·q·k of key j0 + c with the positions applied (no branch: slope 0 and λ 1 when off).
+// x = scale·q·k with the positions applied, dist = δ_i − j (no branch: slope 0 and λ 1 when off).
+FSIG_EXT_HD float ext_position_at(float slope, float lambda, float dist, float x) {
+    return fmaf(-slope, fabsf(dist), x * lambda);
+}
+// ... of key j0 + c of a row (the forward and dQ kernels; the dK/dV kernel, whose rows are keys, calls
+// ext_position_at with its own dist)
 FSIG_EXT_HD float ext_position(const ExtRow& r, int c, float x) {
-    return fmaf(-r.slope, fabsf(r.dist0 - float(c)), x * r.lambda);
+    return ext_position_at(r.slope, r.lambda, r.dist0 - float(c), x);
 }
 
 // Per row and key tile, for the element-wise part. Positions are int32 (Nq, Nk < 2^31 on CUDA).
@@ -224,14 +231,14 @@ FSIG_EXT_HD float ext_beta(const ExtParams& e, const ExtBetaRow& r, int64_t j0, 
     return bf16_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
 }
 
-// False only when neither the block layout nor the strided pattern allows any element of rows
-// [i0, i1] × keys [j0, j1] (inclusive, inside the problem): the kernels then skip the tile without
-// loading it. Conservative otherwise (true may still hold no allowed element; the elements decide),
-// and for a layout only when the tile spans at most kMaxLayoutBlocksPerTile of its blocks.
 // Layout blocks a tile may span before ext_tile_live stops reading them (every thread of a block reads
 // them; with tiny blocks the warps' β staging skips what is empty instead).
 constexpr int64_t kMaxLayoutBlocksPerTile = 64;
 
+// False only when neither the block layout nor the strided pattern allows any element of rows
+// [i0, i1] × keys [j0, j1] (inclusive, inside the problem): the kernels then skip the tile without
+// loading it. Conservative otherwise (true may still hold no allowed element; the elements decide),
+// and for a layout only when the tile spans at most kMaxLayoutBlocksPerTile of its blocks.
 FSIG_EXT_HD bool ext_tile_live(const ExtParams& e, int64_t h, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
                                int64_t seq_q, int64_t seq_k) {
     if (e.layout != nullptr &&

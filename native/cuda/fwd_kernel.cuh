@@ -124,6 +124,8 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int s
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
+constexpr float kLog2e = 1.4426950408889634f;
+
 __device__ __forceinline__ float ex2(float x) {  // 2^x, one MUFU op; ex2(-inf) = +0
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
@@ -150,7 +152,7 @@ inline __device__ ScoreConsts score_consts(const FwdParams& p, float scale) {
 #if FSIG_CUDA_SIGMOID_TANH
     return {scale, p.factor, 0.5f * scale, 0.5f * p.sigmoid_bias};  // tanh(x/2)
 #else
-    return {scale, p.factor, -scale * 1.4426950408889634f, -p.sigmoid_bias * 1.4426950408889634f};  // -x log2e
+    return {scale, p.factor, -scale * kLog2e, -p.sigmoid_bias * kLog2e};  // -x log2e
 #endif
 }
 inline __device__ ScoreConsts score_consts(const FwdParams& p) { return score_consts(p, p.scale); }
@@ -212,7 +214,7 @@ struct SoftplusScore {
     static constexpr bool kRowStats = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
         const float x = acc * c.scale;
-        return (fmaxf(x, 0.f) + __logf(1.f + ex2(fabsf(x) * -1.4426950408889634f))) * c.factor;
+        return (fmaxf(x, 0.f) + __logf(1.f + ex2(fabsf(x) * -kLog2e))) * c.factor;
     }
 };
 struct IdentityScore {
@@ -439,7 +441,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                 extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s, lambda);
             }
             if constexpr (Score::kRowStats) {
-                const float to_log2 = kExt ? 1.4426950408889634f : p.scale_log2;
+                const float to_log2 = kExt ? kLog2e : p.scale_log2;
 #pragma unroll
                 for (int nt = 0; nt < T::kNTiles; ++nt)
 #pragma unroll
@@ -472,6 +474,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
                         if constexpr (kExt)  // masked: P = 0 explicitly (gelu(−inf), identity(−inf) are not 0)
+                            // (the constants are rebuilt from the grid constants here rather than held across
+                            // the loop: the d = 128 kernels have no register to spare)
                             s[nt][e] = s[nt][e] == -INFINITY ? 0.f : Score::apply(s[nt][e], score_consts(p, 1.f));
                         else
                             s[nt][e] = Score::apply(s[nt][e], sc);

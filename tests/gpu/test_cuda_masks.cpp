@@ -50,13 +50,19 @@ struct ByteTensor {
     }
 };
 
-// An n-d float tensor of dtype, dense, as a tu::View mirrored on the device.
-Tensor dense_tensor(int dtype, int ndim, const int64_t* shape, const std::vector<float>* values) {
+// An n-d float tensor of dtype as a tu::View mirrored on the device: dense, or with `gapped` a last
+// dimension of stride 2 and 3 spare elements after every row (so the kernels' strided reads and writes
+// are exercised and stray writes land in bytes the test checks).
+Tensor dense_tensor(int dtype, int ndim, const int64_t* shape, const std::vector<float>* values, bool gapped = false) {
     tu::View v;
     v.dtype = dtype, v.ndim = ndim;
-    int64_t stride = 1;
-    for (int a = ndim; a-- > 0;) v.shape[a] = shape[a], v.strides[a] = stride, stride *= shape[a];
-    v.st = std::make_shared<tu::Storage>(size_t(stride) * tu::esize(dtype));
+    int64_t stride = gapped ? 2 : 1;
+    for (int a = ndim; a-- > 0;) {
+        v.shape[a] = shape[a], v.strides[a] = stride;
+        stride *= shape[a];
+        if (gapped && a == ndim - 1) stride += 3;
+    }
+    v.st = std::make_shared<tu::Storage>(size_t(v.extent_elems() + 3) * tu::esize(dtype));
     Tensor t = gt::mirror(v);
     if (values != nullptr) {
         t.host.store(*values);
@@ -70,6 +76,7 @@ struct Case {
     ref::Spec s;
     int dtype = ref::kBf16;
     int bias_dtype = ref::kFp32;
+    bool gapped = false;  // bias and dBias with a last-dim stride of 2 and padded rows
     uint64_t seed = 1;
 };
 
@@ -98,10 +105,10 @@ Extras make_extras(const Case& c) {
     if (!s.bias.empty()) {
         const int64_t shape[4] = {s.bias_b, s.bias_h, s.bias_q, s.Nk};
         const std::vector<float> v(s.bias.begin(), s.bias.end());
-        e.bias = dense_tensor(c.bias_dtype, 4, shape, &v);
+        e.bias = dense_tensor(c.bias_dtype, 4, shape, &v, c.gapped);
         e.has_bias = true, e.tb = e.bias.desc();
         if (s.want_dbias) {
-            e.dbias = dense_tensor(c.bias_dtype, 4, shape, nullptr);
+            e.dbias = dense_tensor(c.bias_dtype, 4, shape, nullptr, c.gapped);
             gt::poison(e.dbias);
             e.tdb = e.dbias.desc();
         }
@@ -223,10 +230,13 @@ enum Ext : int {
     kLayoutShared, // one layout for every head, 64 × 64 blocks (whole kernel tiles skip)
     kLogn,         // log-n scaling with a window
     kAll,          // ALiBi + full bias (dBias) + mask + layout + log-n, causal
+    kStridedWide,  // stride 200–400 at N = 1024: whole tiles skipped unloaded, warps skipped
+    kLayoutRuns,   // 64 × 64 layout at density ~1/4 in runs, first block column empty, N = 1024
     kExtCount
 };
 const char* kExtNames[] = {"alibi", "alibih", "biasfull", "biasheads", "keypadbias", "keypadmask", "maskfull",
-                           "strided", "stridedwin", "layouth", "layout", "logn", "all"};
+                           "strided", "stridedwin", "layouth", "layout", "logn", "all", "stridedwide",
+                           "layoutruns"};
 
 void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
     auto slopes = [&](bool per_batch) {
@@ -269,6 +279,15 @@ void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
         case kLayoutHeads: layout(24 + rng.below(20), 40 + rng.below(50), s.Hq); break;
         case kLayoutShared: layout(64, 64, 1); break;
         case kLogn: s.logn_train = 16, s.window_left = 50, s.window_right = 10; break;
+        case kStridedWide: s.strided = 200 + rng.below(201); break;
+        case kLayoutRuns: {
+            layout(64, 64, 1);
+            const int64_t rows = (s.Nq + 63) / 64, cols = (s.Nk + 63) / 64;
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t q = 0; q < cols; ++q)  // runs of 3 empty columns in 4, shifted by row; column 0 empty
+                    s.layout[size_t(r * cols + q)] = q != 0 && (q + r) % 4 == 0 ? 1 : 0;
+            break;
+        }
         case kAll:
             s.causal = true;
             slopes(false);
@@ -292,12 +311,16 @@ std::vector<Case> all_cases() {
             ref::Rng rng(c.seed * 7919);
             ref::Spec& s = c.s;
             s.score = score;
-            s.B = 2, s.Hq = 4, s.Hk = n % 3 == 0 ? 4 : n % 3 == 1 ? 2 : 1;
+            // independent digits of n choose d, dtype, shape, heads and causal, so every extended unit
+            // (dtype × d) meets every shape and mask
+            s.B = 2, s.Hq = 4, s.Hk = (n / 3) % 3 == 0 ? 4 : (n / 3) % 3 == 1 ? 2 : 1;
             s.d = n % 2 == 0 ? 64 : 128;
-            s.Nq = shapes[n % 6][0], s.Nk = shapes[n % 6][1];
-            s.causal = n % 4 == 1;
-            c.dtype = n % 2 == 0 ? ref::kBf16 : ref::kFp16;
+            c.dtype = (n / 2) % 2 == 0 ? ref::kBf16 : ref::kFp16;
+            s.Nq = shapes[(n / 4) % 6][0], s.Nk = shapes[(n / 4) % 6][1];
+            s.causal = (n / 5) % 2 == 1;
+            if (ext == kStridedWide || ext == kLayoutRuns) s.B = 1, s.Hq = 2, s.Hk = 1, s.Nq = s.Nk = 1024;
             c.bias_dtype = ref::kFp32;
+            c.gapped = ext == kBiasFull || (ext == kBiasHeads && score % 2 == 1);
             add_extension(s, ext, rng, &c.bias_dtype);
             c.name = th::format("%03d_%s_%s_%s_d%lld_%lldx%lld_hk%lld%s", n, kExtNames[ext], ref::score_name(score),
                                 ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk,

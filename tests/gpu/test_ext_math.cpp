@@ -215,8 +215,16 @@ bool kernel_element(const FwdParams& f, const Walk& w, int64_t b, int64_t h, int
     if (j < fsig::cuda::first_key(f, i) || j > fsig::cuda::last_key(f, i)) return false;
     const ExtParams& e = f.ext;
     const int64_t j0 = j / w.key_tile * w.key_tile, off = f.seq_k - f.seq_q;
-    const ExtRow row = fsig::cuda::ext_row(e, b, h, i, j0, f.seq_q, f.seq_k);
-    float v = fsig::cuda::ext_position(row, int(j - j0), x);
+    float v;
+    if (w.step == 1) {  // fwd, dQ: rows are queries, ext_row per row and key tile
+        const ExtRow row = fsig::cuda::ext_row(e, b, h, i, j0, f.seq_q, f.seq_k);
+        v = fsig::cuda::ext_position(row, int(j - j0), x);
+    } else {  // dK/dV: rows are keys; λ per query, |δ_i − j| = |dist0(key) + column| from the query tile's start
+        const int64_t i0 = i / w.row_tile * w.row_tile;
+        const float slope = e.alibi != nullptr ? e.alibi[b * e.alibi_b + h * e.alibi_h] : 0.f;
+        const float lambda = fsig::cuda::logn_lambda(e, i + off, f.seq_k);
+        v = fsig::cuda::ext_position_at(slope, lambda, float(i0 + off - j) + float(i - i0), x);
+    }
     if (e.elementwise) {
         const int64_t first = i / w.row_tile * w.row_tile + (i % w.row_tile) % w.step;  // the lane's first row
         uint32_t phase = fsig::cuda::strided_phase(e, first + off, j0);
