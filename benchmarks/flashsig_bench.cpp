@@ -744,8 +744,9 @@ int run_overhead() {
     };
     std::printf("tiny call: B=1 H=1 Nq=1 Nk=1 d=8 fp32 sigmoid, host memory, %d rounds x %d calls\n", rounds, batch);
     bench("fsig_attention_forward", [&] { return fsig_attention_forward(&prm, &tq, &tk, &tv, &to, nullptr, nullptr); });
-    bench("fsig_attention_forward_buffers (the Java path)", [&] {
-        return fsig_attention_forward_buffers(&prm, &tq, &tk, &tv, &to, nullptr, nullptr, q, k, v, out, nullptr);
+    bench("fsig_attention_forward_ex_buffers (the Java path)", [&] {
+        return fsig_attention_forward_ex_buffers(&prm, &tq, &tk, &tv, &to, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                                 nullptr, q, k, v, out, nullptr, nullptr, nullptr, nullptr, nullptr);
     });
     bench("fsig_get_num_threads (library call floor)", [&] { return fsig_get_num_threads() > 0 ? FSIG_OK : 1; });
     if (std::isnan(out[0])) {

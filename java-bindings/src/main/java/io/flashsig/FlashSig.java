@@ -28,7 +28,7 @@ import static io.flashsig.FlashSigException.Status;
  *
  * <h2>Memory</h2>
  * Every data buffer reaches the native call as a {@link MemorySegment} argument of the downcall
- * ({@code fsig_attention_forward_buffers}), never as an address stored in a struct: that keeps each
+ * ({@code fsig_attention_forward_ex_buffers}), never as an address stored in a struct: that keeps each
  * tensor's arena alive for the whole call and lets heap arrays take part.
  * <ul>
  * <li><b>Off-heap segments</b> (arenas, mapped files) are always used in place.</li>
@@ -61,32 +61,33 @@ public final class FlashSig {
 
     private FlashSig() {}
 
-    /** Native functions, bound once after the library is loaded. */
+    /**
+     * Native functions, bound once after the library is loaded, each as a critical and a normal downcall.
+     * Every call goes through the _ex_buffers entry points (the C ABI's plain calls are these with NULL
+     * extensions) except a backward without extensions, which takes fsig_attention_backward_buffers: C2
+     * on JDK 25 will not compile a method holding the critical (heap-access) downcall with the _ex
+     * backward's 30 pointers ("COMPILE SKIPPED: unsupported calling sequence"), and the C1 code it falls
+     * back to cost 0.5–1 µs more per tiny call (CallOverhead.offHeapBackward, 2026-11-30).
+     */
     private static final class Handles {
         static final MethodHandle FORWARD;
         static final MethodHandle FORWARD_CRITICAL;
         static final MethodHandle BACKWARD;
         static final MethodHandle BACKWARD_CRITICAL;
-        static final MethodHandle FORWARD_EX;
-        static final MethodHandle FORWARD_EX_CRITICAL;
         static final MethodHandle BACKWARD_EX;
         static final MethodHandle BACKWARD_EX_CRITICAL;
 
         static {
             Linker linker = Linker.nativeLinker();
             var critical = Linker.Option.critical(true);
-            FORWARD = linker.downcallHandle(FlashSigNative.fsig_attention_forward_buffers$address(),
-                    FlashSigNative.fsig_attention_forward_buffers$descriptor());
-            FORWARD_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_forward_buffers$address(),
-                    FlashSigNative.fsig_attention_forward_buffers$descriptor(), critical);
+            FORWARD = linker.downcallHandle(FlashSigNative.fsig_attention_forward_ex_buffers$address(),
+                    FlashSigNative.fsig_attention_forward_ex_buffers$descriptor());
+            FORWARD_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_forward_ex_buffers$address(),
+                    FlashSigNative.fsig_attention_forward_ex_buffers$descriptor(), critical);
             BACKWARD = linker.downcallHandle(FlashSigNative.fsig_attention_backward_buffers$address(),
                     FlashSigNative.fsig_attention_backward_buffers$descriptor());
             BACKWARD_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_backward_buffers$address(),
                     FlashSigNative.fsig_attention_backward_buffers$descriptor(), critical);
-            FORWARD_EX = linker.downcallHandle(FlashSigNative.fsig_attention_forward_ex_buffers$address(),
-                    FlashSigNative.fsig_attention_forward_ex_buffers$descriptor());
-            FORWARD_EX_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_forward_ex_buffers$address(),
-                    FlashSigNative.fsig_attention_forward_ex_buffers$descriptor(), critical);
             BACKWARD_EX = linker.downcallHandle(FlashSigNative.fsig_attention_backward_ex_buffers$address(),
                     FlashSigNative.fsig_attention_backward_ex_buffers$descriptor());
             BACKWARD_EX_CRITICAL = linker.downcallHandle(FlashSigNative.fsig_attention_backward_ex_buffers$address(),
@@ -98,7 +99,7 @@ public final class FlashSig {
 
     /** {@code out = attention(q, k, v)}. */
     public static void forward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out) {
-        forward(spec, q, k, v, out, null);
+        forward(spec, AttentionExtras.none(), q, k, v, out, null);
     }
 
     /**
@@ -107,30 +108,7 @@ public final class FlashSig {
      * {@code lse} may be null; it must be null for the other scores.
      */
     public static void forward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse) {
-        NativeLibrary.load();
-        checkSpec(spec);
-        usable(q, "q");
-        usable(k, "k");
-        usable(v, "v");
-        usable(out, "out");
-        if (lse != null) usable(lse, "lse");
-        writable(out, "out");
-        if (lse != null) writable(lse, "lse");
-        boolean heap = !q.segment().isNative() || !k.segment().isNative() || !v.segment().isNative()
-                || !out.segment().isNative() || (lse != null && !lse.segment().isNative());
-        double work = forwardFlops(q, k);
-        int status;
-        if (work <= criticalMaxFlops) {
-            status = invokeForward(true, spec, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
-                    out.segment(), data(lse));
-        } else if (!heap) {
-            status = invokeForward(false, spec, q, k, v, out, lse, q.segment(), k.segment(), v.segment(),
-                    out.segment(), data(lse));
-        } else {
-            status = viaScratch(false, spec, new Tensor[] {q, k, v, out, lse}, 3,
-                    new String[] {"q", "k", "v", "out", "lse"});
-        }
-        if (status != 0) throw nativeError(status);
+        forward(spec, AttentionExtras.none(), q, k, v, out, lse);
     }
 
     /**
@@ -140,37 +118,7 @@ public final class FlashSig {
      */
     public static void backward(AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout,
                                 Tensor lse, Tensor dq, Tensor dk, Tensor dv) {
-        NativeLibrary.load();
-        checkSpec(spec);
-        usable(q, "q");
-        usable(k, "k");
-        usable(v, "v");
-        if (out != null) usable(out, "out");
-        usable(dout, "dout");
-        if (lse != null) usable(lse, "lse");
-        usable(dq, "dq");
-        usable(dk, "dk");
-        usable(dv, "dv");
-        writable(dq, "dq");
-        writable(dk, "dk");
-        writable(dv, "dv");
-        boolean heap = !q.segment().isNative() || !k.segment().isNative() || !v.segment().isNative()
-                || (out != null && !out.segment().isNative()) || !dout.segment().isNative()
-                || (lse != null && !lse.segment().isNative()) || !dq.segment().isNative()
-                || !dk.segment().isNative() || !dv.segment().isNative();
-        double work = 2.5 * forwardFlops(q, k);
-        int status;
-        if (work <= criticalMaxFlops) {
-            status = invokeBackward(true, spec, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
-                    v.segment(), data(out), dout.segment(), data(lse), dq.segment(), dk.segment(), dv.segment());
-        } else if (!heap) {
-            status = invokeBackward(false, spec, q, k, v, out, dout, lse, dq, dk, dv, q.segment(), k.segment(),
-                    v.segment(), data(out), dout.segment(), data(lse), dq.segment(), dk.segment(), dv.segment());
-        } else {
-            status = viaScratch(true, spec, new Tensor[] {q, k, v, out, dout, lse, dq, dk, dv}, 6,
-                    new String[] {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv"});
-        }
-        if (status != 0) throw nativeError(status);
+        backward(spec, AttentionExtras.none(), q, k, v, out, dout, lse, dq, dk, dv, null);
     }
 
     // ---- masks and positions (DESIGN.md §4 "Extensions") ---------------------------------------------
@@ -194,9 +142,21 @@ public final class FlashSig {
         usableExtras(x);
         writable(out, "out");
         if (lse != null) writable(lse, "lse");
-        Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
-        int status = callEx(false, spec, args, streamOf(x), new int[] {3, 4}, forwardFlops(q, k),
-                new String[] {"q", "k", "v", "out", "lse", "alibi_slopes", "bias", "mask", "block_layout"});
+        MemorySegment stream = streamOf(x);
+        double work = forwardFlops(q, k);
+        int status;
+        if (work <= criticalMaxFlops || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(lse)
+                || onHeap(x))) {
+            status = invokeForward(work <= criticalMaxFlops, spec, x, stream, q, k, v, out, lse, null);
+        } else {
+            Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
+            checkHeapOverlap(args, FORWARD_OUTPUTS, FORWARD_NAMES);
+            try (Arena scratch = Arena.ofConfined()) {
+                MemorySegment[] d = scratchCopies(scratch, args, FORWARD_OUTPUTS);
+                status = invokeForward(false, spec, x, stream, q, k, v, out, lse, d);
+                if (status == 0) copyBack(args, d, FORWARD_OUTPUTS);
+            }
+        }
         if (status != 0) throw nativeError(status);
     }
 
@@ -228,10 +188,22 @@ public final class FlashSig {
         writable(dk, "dk");
         writable(dv, "dv");
         if (dbias != null) writable(dbias, "dbias");
-        Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
-        int status = callEx(true, spec, args, streamOf(x), new int[] {6, 7, 8, 13}, 2.5 * forwardFlops(q, k),
-                new String[] {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv", "alibi_slopes", "bias", "mask",
-                        "block_layout", "dbias"});
+        MemorySegment stream = streamOf(x);
+        double work = 2.5 * forwardFlops(q, k);
+        int status;
+        if (work <= criticalMaxFlops || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(dout)
+                || onHeap(lse) || onHeap(dq) || onHeap(dk) || onHeap(dv) || onHeap(dbias) || onHeap(x))) {
+            status = invokeBackward(work <= criticalMaxFlops, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv,
+                    dbias, null);
+        } else {
+            Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
+            checkHeapOverlap(args, BACKWARD_OUTPUTS, BACKWARD_NAMES);
+            try (Arena scratch = Arena.ofConfined()) {
+                MemorySegment[] d = scratchCopies(scratch, args, BACKWARD_OUTPUTS);
+                status = invokeBackward(false, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv, dbias, d);
+                if (status == 0) copyBack(args, d, BACKWARD_OUTPUTS);
+            }
+        }
         if (status != 0) throw nativeError(status);
     }
 
@@ -253,109 +225,13 @@ public final class FlashSig {
     private static void usableExtras(AttentionExtras x) {
         if (x.alibi() != null) usable(x.alibi(), "alibi_slopes");
         if (x.bias() != null) usable(x.bias(), "bias");
-        if (x.mask() != null) usableMask(x.mask(), "mask");
-        if (x.blockLayout() != null) usableMask(x.blockLayout(), "block_layout");
+        if (x.mask() != null) usableSegment(x.mask().segment(), "mask");
+        if (x.blockLayout() != null) usableSegment(x.blockLayout().segment(), "block_layout");
     }
 
-    private static void usableMask(Mask m, String name) {
-        usableSegment(m.segment(), name);
-    }
-
-    private static MemorySegment segOf(Object o) {
-        return o == null ? MemorySegment.NULL : o instanceof Tensor t ? t.segment() : ((Mask) o).segment();
-    }
-
-    private static MemorySegment descOf(Object o) {
-        return o == null ? MemorySegment.NULL : o instanceof Tensor t ? t.descriptor : ((Mask) o).descriptor;
-    }
-
-    /**
-     * An _ex call with the same three memory paths as the plain calls: critical downcall for short
-     * calls, a normal one for off-heap memory, and heap arrays copied through off-heap scratch
-     * otherwise (inputs in, then the outputs' elements back after success). {@code outputs}: indexes of
-     * the output arguments.
-     */
     /** The extras' CUDA stream handle, or NULL (the default stream; CPU calls need NULL). */
     private static MemorySegment streamOf(AttentionExtras x) {
         return x.stream() == null ? MemorySegment.NULL : x.stream().handle();
-    }
-
-    private static int callEx(boolean backward, AttentionSpec spec, Object[] args, MemorySegment stream, int[] outputs,
-                              double work,
-                              String[] names) {
-        boolean heap = false;
-        for (Object o : args) heap |= o != null && !segOf(o).isNative();
-        MemorySegment[] d = new MemorySegment[args.length];
-        if (work <= criticalMaxFlops || !heap) {
-            for (int i = 0; i < args.length; i++) d[i] = segOf(args[i]);
-            return invokeEx(backward, work <= criticalMaxFlops, spec, args, d, stream);
-        }
-        boolean[] isOut = new boolean[args.length];
-        for (int o : outputs) isOut[o] = true;
-        Tensor[] ts = new Tensor[args.length];
-        for (int i = 0; i < args.length; i++) if (args[i] instanceof Tensor t) ts[i] = t;
-        checkHeapOverlapEx(ts, isOut, names);
-        try (Arena scratch = Arena.ofConfined()) {
-            for (int i = 0; i < args.length; i++) {
-                MemorySegment s = segOf(args[i]);
-                if (args[i] == null || s.isNative()) {
-                    d[i] = s;
-                } else {
-                    d[i] = scratch.allocate(s.byteSize(), 64);
-                    if (!isOut[i]) d[i].copyFrom(s);
-                }
-            }
-            int status = invokeEx(backward, false, spec, args, d, stream);
-            if (status == 0)
-                for (int o : outputs) {
-                    Tensor t = ts[o];
-                    if (t != null && !t.segment().isNative()) t.copyElements(d[o], t.segment());
-                }
-            return status;
-        }
-    }
-
-    /** As checkHeapOverlap, for outputs marked in isOut (Masks are inputs; the native check sees off-heap ones). */
-    private static void checkHeapOverlapEx(Tensor[] ts, boolean[] isOut, String[] names) {
-        for (int o = 0; o < ts.length; o++) {
-            Tensor out = ts[o];
-            if (!isOut[o] || out == null || out.segment().isNative()) continue;
-            MemorySegment ob = reach(out);
-            if (ob == null) continue;
-            for (int i = 0; i < ts.length; i++) {
-                Tensor t = ts[i];
-                if (i == o || t == null || t.segment().isNative()) continue;
-                MemorySegment tb = reach(t);
-                if (tb != null && ob.asOverlappingSlice(tb).isPresent())
-                    throw new FlashSigException(Status.ALIASING, names[o] + " overlaps " + names[i]
-                            + " in memory: outputs must not share bytes with any other tensor");
-            }
-        }
-    }
-
-    private static int invokeEx(boolean backward, boolean critical, AttentionSpec spec, Object[] a, MemorySegment[] d,
-                                MemorySegment stream) {
-        try {
-            if (!backward) {
-                MethodHandle h = critical ? Handles.FORWARD_EX_CRITICAL : Handles.FORWARD_EX;
-                return (int) h.invokeExact(spec.nativeParams(), descOf(a[0]), descOf(a[1]), descOf(a[2]), descOf(a[3]),
-                        descOf(a[4]), descOf(a[5]), descOf(a[6]), descOf(a[7]), descOf(a[8]), stream,
-                        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8]);
-            }
-            MethodHandle h = critical ? Handles.BACKWARD_EX_CRITICAL : Handles.BACKWARD_EX;
-            return (int) h.invokeExact(spec.nativeParams(), descOf(a[0]), descOf(a[1]), descOf(a[2]), descOf(a[3]),
-                    descOf(a[4]), descOf(a[5]), descOf(a[6]), descOf(a[7]), descOf(a[8]), descOf(a[9]), descOf(a[10]),
-                    descOf(a[11]), descOf(a[12]), descOf(a[13]), stream, d[0], d[1], d[2], d[3], d[4], d[5],
-                    d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13]);
-        } catch (RuntimeException | Error e) {
-            throw e;
-        } catch (Throwable t) {
-            throw new AssertionError(t);
-        } finally {
-            // descriptors and params are unscoped views of memory these objects own
-            java.lang.ref.Reference.reachabilityFence(spec);
-            java.lang.ref.Reference.reachabilityFence(a);
-        }
     }
 
     // ---- library -----------------------------------------------------------------------------------
@@ -474,12 +350,34 @@ public final class FlashSig {
                     + ": its segment is read-only but " + name + " is an output");
     }
 
-    private static MemorySegment data(Tensor t) {
-        return t == null ? MemorySegment.NULL : t.segment();
+    /** Whether an argument (null = absent) lives on the Java heap, so the copy path may need to copy it. */
+    private static boolean onHeap(Tensor t) {
+        return t != null && !t.segment().isNative();
+    }
+
+    private static boolean onHeap(Mask m) {
+        return m != null && !m.segment().isNative();
+    }
+
+    private static boolean onHeap(AttentionExtras x) {
+        return onHeap(x.alibi()) || onHeap(x.bias()) || onHeap(x.mask()) || onHeap(x.blockLayout());
     }
 
     private static MemorySegment desc(Tensor t) {
         return t == null ? MemorySegment.NULL : t.descriptor;
+    }
+
+    private static MemorySegment desc(Mask m) {
+        return m == null ? MemorySegment.NULL : m.descriptor;
+    }
+
+    /** Argument {@code i}'s data: its own segment, or its stand-in in {@code scratch} (the copy path). */
+    private static MemorySegment data(Tensor t, MemorySegment[] scratch, int i) {
+        return scratch != null ? scratch[i] : t == null ? MemorySegment.NULL : t.segment();
+    }
+
+    private static MemorySegment data(Mask m, MemorySegment[] scratch, int i) {
+        return scratch != null ? scratch[i] : m == null ? MemorySegment.NULL : m.segment();
     }
 
     /** 4·B·Hq·Nq·Nk·d, or 0 when the shapes are not attention shapes (the native call then says why). */
@@ -488,22 +386,42 @@ public final class FlashSig {
         return 4.0 * q.shape(0) * q.shape(2) * q.shape(1) * k.shape(1) * q.shape(3);
     }
 
-    private static int invokeForward(boolean critical, AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out,
-                                     Tensor lse, MemorySegment qd, MemorySegment kd, MemorySegment vd,
-                                     MemorySegment outd, MemorySegment lsed) {
+    // The argument orders of the _ex_buffers entry points; the copy path's Object[] follows them.
+    private static final int[] FORWARD_OUTPUTS = {3, 4};
+    private static final String[] FORWARD_NAMES =
+            {"q", "k", "v", "out", "lse", "alibi_slopes", "bias", "mask", "block_layout"};
+    private static final int[] BACKWARD_OUTPUTS = {6, 7, 8, 13};
+    private static final String[] BACKWARD_NAMES = {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv",
+            "alibi_slopes", "bias", "mask", "block_layout", "dbias"};
+
+    /**
+     * The one forward downcall (the plain call is this with no extensions). Arguments are passed one by
+     * one and each handle is a constant at its call site, so a call allocates nothing and the JIT can
+     * inline the downcall; {@code scratch} (the copy path) replaces every data segment, else null.
+     */
+    private static int invokeForward(boolean critical, AttentionSpec spec, AttentionExtras x, MemorySegment stream,
+                                     Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, MemorySegment[] scratch) {
+        MemorySegment p = spec.nativeParams();
+        MemorySegment qd = data(q, scratch, 0), kd = data(k, scratch, 1), vd = data(v, scratch, 2);
+        MemorySegment outd = data(out, scratch, 3), lsed = data(lse, scratch, 4);
+        MemorySegment alibid = data(x.alibi(), scratch, 5), biasd = data(x.bias(), scratch, 6);
+        MemorySegment maskd = data(x.mask(), scratch, 7), layoutd = data(x.blockLayout(), scratch, 8);
         try {
             return critical
-                    ? (int) Handles.FORWARD_CRITICAL.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
-                            out.descriptor, desc(lse), MemorySegment.NULL, qd, kd, vd, outd, lsed)
-                    : (int) Handles.FORWARD.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
-                            out.descriptor, desc(lse), MemorySegment.NULL, qd, kd, vd, outd, lsed);
+                    ? (int) Handles.FORWARD_CRITICAL.invokeExact(p, q.descriptor, k.descriptor, v.descriptor,
+                            out.descriptor, desc(lse), desc(x.alibi()), desc(x.bias()), desc(x.mask()),
+                            desc(x.blockLayout()), stream, qd, kd, vd, outd, lsed, alibid, biasd, maskd, layoutd)
+                    : (int) Handles.FORWARD.invokeExact(p, q.descriptor, k.descriptor, v.descriptor,
+                            out.descriptor, desc(lse), desc(x.alibi()), desc(x.bias()), desc(x.mask()),
+                            desc(x.blockLayout()), stream, qd, kd, vd, outd, lsed, alibid, biasd, maskd, layoutd);
         } catch (RuntimeException | Error e) {
             throw e;
         } catch (Throwable t) {
             throw new AssertionError(t);
         } finally {
-            // the descriptors (and params) are unscoped views of memory these objects own
+            // the descriptors (and params) are unscoped views of memory these objects own (x holds its tensors)
             java.lang.ref.Reference.reachabilityFence(spec);
+            java.lang.ref.Reference.reachabilityFence(x);
             java.lang.ref.Reference.reachabilityFence(q);
             java.lang.ref.Reference.reachabilityFence(k);
             java.lang.ref.Reference.reachabilityFence(v);
@@ -512,24 +430,38 @@ public final class FlashSig {
         }
     }
 
-    private static int invokeBackward(boolean critical, AttentionSpec spec, Tensor q, Tensor k, Tensor v, Tensor out,
-                                      Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, MemorySegment qd,
-                                      MemorySegment kd, MemorySegment vd, MemorySegment outd, MemorySegment doutd,
-                                      MemorySegment lsed, MemorySegment dqd, MemorySegment dkd, MemorySegment dvd) {
+    /** The one backward downcall, as {@link #invokeForward} (for the two entry points see Handles). */
+    private static int invokeBackward(boolean critical, AttentionSpec spec, AttentionExtras x, MemorySegment stream,
+                                      Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout, Tensor lse, Tensor dq,
+                                      Tensor dk, Tensor dv, Tensor dbias, MemorySegment[] scratch) {
+        MemorySegment p = spec.nativeParams();
+        MemorySegment qd = data(q, scratch, 0), kd = data(k, scratch, 1), vd = data(v, scratch, 2);
+        MemorySegment outd = data(out, scratch, 3), doutd = data(dout, scratch, 4), lsed = data(lse, scratch, 5);
+        MemorySegment dqd = data(dq, scratch, 6), dkd = data(dk, scratch, 7), dvd = data(dv, scratch, 8);
+        MemorySegment alibid = data(x.alibi(), scratch, 9), biasd = data(x.bias(), scratch, 10);
+        MemorySegment maskd = data(x.mask(), scratch, 11), layoutd = data(x.blockLayout(), scratch, 12);
+        MemorySegment dbiasd = data(dbias, scratch, 13);
         try {
-            return critical
-                    ? (int) Handles.BACKWARD_CRITICAL.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
-                            desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
-                            MemorySegment.NULL, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd)
-                    : (int) Handles.BACKWARD.invokeExact(spec.nativeParams(), q.descriptor, k.descriptor, v.descriptor,
-                            desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
-                            MemorySegment.NULL, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd);
+            if (x.isEmpty() && dbias == null) // see Handles
+                return critical
+                        ? (int) Handles.BACKWARD_CRITICAL.invokeExact(p, q.descriptor, k.descriptor, v.descriptor,
+                                desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
+                                stream, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd)
+                        : (int) Handles.BACKWARD.invokeExact(p, q.descriptor, k.descriptor, v.descriptor,
+                                desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor, dv.descriptor,
+                                stream, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd);
+            return backwardEx(critical ? Handles.BACKWARD_EX_CRITICAL : Handles.BACKWARD_EX, p, q.descriptor,
+                    k.descriptor, v.descriptor, desc(out), dout.descriptor, desc(lse), dq.descriptor, dk.descriptor,
+                    dv.descriptor, desc(x.alibi()), desc(x.bias()), desc(x.mask()), desc(x.blockLayout()),
+                    desc(dbias), stream, qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd, alibid, biasd, maskd, layoutd,
+                    dbiasd);
         } catch (RuntimeException | Error e) {
             throw e;
         } catch (Throwable t) {
             throw new AssertionError(t);
         } finally {
             java.lang.ref.Reference.reachabilityFence(spec);
+            java.lang.ref.Reference.reachabilityFence(x);
             java.lang.ref.Reference.reachabilityFence(q);
             java.lang.ref.Reference.reachabilityFence(k);
             java.lang.ref.Reference.reachabilityFence(v);
@@ -539,56 +471,66 @@ public final class FlashSig {
             java.lang.ref.Reference.reachabilityFence(dq);
             java.lang.ref.Reference.reachabilityFence(dk);
             java.lang.ref.Reference.reachabilityFence(dv);
+            java.lang.ref.Reference.reachabilityFence(dbias);
         }
     }
 
+    /** The _ex backward downcall, in a method of its own so that C2 failing on it (see Handles) spares invokeBackward. */
+    private static int backwardEx(MethodHandle h, MemorySegment p, MemorySegment q, MemorySegment k, MemorySegment v,
+                                  MemorySegment out, MemorySegment dout, MemorySegment lse, MemorySegment dq,
+                                  MemorySegment dk, MemorySegment dv, MemorySegment alibi, MemorySegment bias,
+                                  MemorySegment mask, MemorySegment layout, MemorySegment dbias, MemorySegment stream,
+                                  MemorySegment qd, MemorySegment kd, MemorySegment vd, MemorySegment outd,
+                                  MemorySegment doutd, MemorySegment lsed, MemorySegment dqd, MemorySegment dkd,
+                                  MemorySegment dvd, MemorySegment alibid, MemorySegment biasd, MemorySegment maskd,
+                                  MemorySegment layoutd, MemorySegment dbiasd) throws Throwable {
+        return (int) h.invokeExact(p, q, k, v, out, dout, lse, dq, dk, dv, alibi, bias, mask, layout, dbias, stream,
+                qd, kd, vd, outd, doutd, lsed, dqd, dkd, dvd, alibid, biasd, maskd, layoutd, dbiasd);
+    }
+
     /**
-     * The copy path for heap arrays in long calls: inputs to off-heap scratch, a normal downcall, then
-     * the elements of heap outputs back. {@code ts[firstOutput..]} are the outputs; null = absent.
+     * The copy path for heap arrays in long calls: each argument's data (a {@link Tensor} or {@link Mask},
+     * null = absent) in place when off-heap, else in {@code scratch} — inputs copied in, outputs left for
+     * {@link #copyBack} after a successful call.
      */
-    private static int viaScratch(boolean backward, AttentionSpec spec, Tensor[] ts, int firstOutput,
-                                  String[] names) {
-        checkHeapOverlap(ts, firstOutput, names);
-        try (Arena scratch = Arena.ofConfined()) {
-            MemorySegment[] d = new MemorySegment[ts.length];
-            for (int i = 0; i < ts.length; i++) {
-                Tensor t = ts[i];
-                if (t == null) {
-                    d[i] = MemorySegment.NULL;
-                } else if (t.segment().isNative()) {
-                    d[i] = t.segment();
-                } else {
-                    d[i] = scratch.allocate(t.segment().byteSize(), 64);
-                    if (i < firstOutput) d[i].copyFrom(t.segment());
-                }
+    private static MemorySegment[] scratchCopies(Arena scratch, Object[] args, int[] outputs) {
+        MemorySegment[] d = new MemorySegment[args.length];
+        for (int i = 0; i < args.length; i++) {
+            MemorySegment s = args[i] == null ? MemorySegment.NULL
+                    : args[i] instanceof Tensor t ? t.segment() : ((Mask) args[i]).segment();
+            if (args[i] == null || s.isNative()) {
+                d[i] = s;
+            } else {
+                d[i] = scratch.allocate(s.byteSize(), 64);
+                if (!isOutput(i, outputs)) d[i].copyFrom(s);
             }
-            int status = backward
-                    ? invokeBackward(false, spec, ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ts[6], ts[7], ts[8],
-                            d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-                    : invokeForward(false, spec, ts[0], ts[1], ts[2], ts[3], ts[4], d[0], d[1], d[2], d[3], d[4]);
-            if (status == 0) {
-                for (int i = firstOutput; i < ts.length; i++) {
-                    Tensor t = ts[i];
-                    if (t != null && !t.segment().isNative()) t.copyElements(d[i], t.segment());
-                }
-            }
-            return status;
         }
+        return d;
+    }
+
+    /** The elements of each heap output from its scratch copy (gaps between them untouched). */
+    private static void copyBack(Object[] args, MemorySegment[] d, int[] outputs) {
+        for (int o : outputs)
+            if (args[o] instanceof Tensor t && !t.segment().isNative()) t.copyElements(d[o], t.segment());
+    }
+
+    private static boolean isOutput(int i, int[] outputs) {
+        for (int o : outputs) if (o == i) return true;
+        return false;
     }
 
     /**
      * Copies hide overlap between heap arrays from the native aliasing check, so it is repeated here:
-     * an output may not share bytes with any other tensor on the same array.
+     * an output may not share bytes with any other tensor on the same array (masks are inputs; the
+     * native check sees off-heap ones).
      */
-    private static void checkHeapOverlap(Tensor[] ts, int firstOutput, String[] names) {
-        for (int o = firstOutput; o < ts.length; o++) {
-            Tensor out = ts[o];
-            if (out == null || out.segment().isNative()) continue;
+    private static void checkHeapOverlap(Object[] args, int[] outputs, String[] names) {
+        for (int o : outputs) {
+            if (!(args[o] instanceof Tensor out) || out.segment().isNative()) continue;
             MemorySegment ob = reach(out);
             if (ob == null) continue; // the native check reports the bad strides or size
-            for (int i = 0; i < ts.length; i++) {
-                Tensor t = ts[i];
-                if (i == o || t == null || t.segment().isNative()) continue;
+            for (int i = 0; i < args.length; i++) {
+                if (i == o || !(args[i] instanceof Tensor t) || t.segment().isNative()) continue;
                 MemorySegment tb = reach(t);
                 // asOverlappingSlice compares the backing arrays; it works on read-only views too
                 // (heapBase() does not: it is empty for them)

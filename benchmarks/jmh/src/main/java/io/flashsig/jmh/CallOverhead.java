@@ -1,5 +1,6 @@
 package io.flashsig.jmh;
 
+import io.flashsig.AttentionExtras;
 import io.flashsig.AttentionSpec;
 import io.flashsig.DType;
 import io.flashsig.FlashSig;
@@ -26,7 +27,7 @@ import java.util.concurrent.TimeUnit;
  * Cost of one Java call for the tiniest attention (B = H = Nq = Nk = 1, d = 8, fp32, sigmoid), i.e.
  * the Java layer + FFM downcall + the library's validation, with next to no kernel work. Compare with
  * the same call from C++, {@code flashsig-bench --overhead} (which prints the same three calls:
- * forward, forward_buffers as Java calls it, and fsig_get_num_threads as a floor). DESIGN.md §7 target:
+ * forward, forward_ex_buffers as Java calls it, and fsig_get_num_threads as a floor). DESIGN.md §7 target:
  * at most 100 ns over C++.
  *
  * <p>The default threshold (5e7 FLOPs) sends a 32-FLOP call through the critical downcall for both
@@ -35,7 +36,7 @@ import java.util.concurrent.TimeUnit;
  * show the price of the ordinary downcall (thread-state transition) and of the copy path.
  *
  * <pre>java -jar benchmarks/jmh/target/flashsig-jmh.jar CallOverhead [-prof gc]</pre>
- * {@code -prof gc} should show ~0 B/op for the off-heap and heap critical paths.
+ * {@code -prof gc} should show ~0 B/op for every critical path, with or without extensions.
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.NANOSECONDS)
@@ -49,6 +50,8 @@ public class CallOverhead {
     private Arena arena;
     private Tensor q, k, v, out;              // off-heap (confined arena of the benchmark thread)
     private Tensor hq, hk, hv, hout;          // heap float[]
+    private Tensor dout, dq, dk, dv;          // off-heap, for backward
+    private AttentionExtras alibi;            // one off-heap extension tensor: ALiBi slope [1]
     private final AttentionSpec spec = AttentionSpec.of(Score.SIGMOID);
 
     @Setup(Level.Trial)
@@ -62,14 +65,25 @@ public class CallOverhead {
         hk = Fixtures.heap(2, 1, 1, 1, D);
         hv = Fixtures.heap(3, 1, 1, 1, D);
         hout = Fixtures.heapOutput(1, 1, 1, D);
+        dout = Fixtures.offHeap(arena, DType.FP32, 4, 1, 1, 1, D);
+        dq = Fixtures.offHeapOutput(arena, DType.FP32, 1, 1, 1, D);
+        dk = Fixtures.offHeapOutput(arena, DType.FP32, 1, 1, 1, D);
+        dv = Fixtures.offHeapOutput(arena, DType.FP32, 1, 1, 1, D);
+        Tensor slope = Tensor.allocate(arena, DType.FP32, 1);
+        slope.set(0.5f, 0);
+        alibi = AttentionExtras.none().alibi(slope);
         FlashSig.forward(spec, q, k, v, out);        // loads the library, binds the handles
         FlashSig.forward(spec, hq, hk, hv, hout);
+        FlashSig.backward(spec, q, k, v, null, dout, null, dq, dk, dv); // so every trial's tearDown finds dq, dk, dv set
     }
 
     @TearDown(Level.Trial)
     public void tearDown() {
         Fixtures.requireFinite(out, "off-heap out");
         Fixtures.requireFinite(hout, "heap out");
+        Fixtures.requireFinite(dq, "dq");
+        Fixtures.requireFinite(dk, "dk");
+        Fixtures.requireFinite(dv, "dv");
         arena.close();
     }
 
@@ -77,6 +91,18 @@ public class CallOverhead {
     @Benchmark
     public void offHeap() {
         FlashSig.forward(spec, q, k, v, out);
+    }
+
+    /** The same with an extension tensor (ALiBi slopes): the extended call. */
+    @Benchmark
+    public void offHeapAlibi() {
+        FlashSig.forward(spec, alibi, q, k, v, out, null);
+    }
+
+    /** Backward of the same call (sigmoid: no out, no lse), off-heap, critical downcall. */
+    @Benchmark
+    public void offHeapBackward() {
+        FlashSig.backward(spec, q, k, v, null, dout, null, dq, dk, dv);
     }
 
     /** Heap arrays passed in place by the critical downcall. */
