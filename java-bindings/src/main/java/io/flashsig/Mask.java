@@ -117,14 +117,14 @@ public final class Mask {
 
     /** The element at {@code index} (one entry per dimension); host masks only. */
     public boolean get(long... index) {
-        long off = offsetOf(index);
+        long off = Tensor.elementOffset(shape, strides, index);
         Tensor.requireHost(device, "mask");
         return segment.get(ValueLayout.JAVA_BYTE, off) != 0;
     }
 
     /** Stores {@code value} at {@code index}; host masks only. */
     public void set(boolean value, long... index) {
-        long off = offsetOf(index);
+        long off = Tensor.elementOffset(shape, strides, index);
         Tensor.requireHost(device, "mask");
         segment.set(ValueLayout.JAVA_BYTE, off, value ? (byte) 1 : 0);
     }
@@ -135,29 +135,12 @@ public final class Mask {
                 + (segment.isNative() ? ", off-heap" : ", heap") + "]";
     }
 
-    private long offsetOf(long[] index) {
-        if (index == null || index.length != shape.length)
-            throw new FlashSigException(INVALID_SHAPE, "index needs " + shape.length + " entries, got "
-                    + (index == null ? "null" : Arrays.toString(index)));
-        long off = 0;
-        for (int i = 0; i < shape.length; i++) {
-            if (index[i] < 0 || index[i] >= shape[i])
-                throw new FlashSigException(INVALID_SHAPE, "index " + Arrays.toString(index) + " is outside shape "
-                        + Arrays.toString(shape));
-            off += index[i] * strides[i];
-        }
-        return off;
-    }
-
     static long[] checkShape(long[] shape) {
-        if (shape == null) throw new FlashSigException(NULL_ARGUMENT, "shape is null");
-        if (shape.length < 1 || shape.length > 4)
-            throw new FlashSigException(INVALID_SHAPE, "rank is " + shape.length
-                    + " but a mask has 1 to 4 dimensions (4 for a mask, 3 for a block layout)");
-        for (long s : shape)
-            if (s < 0) throw new FlashSigException(INVALID_SHAPE, "shape " + Arrays.toString(shape)
+        long[] s = Tensor.checkRank(shape, "a mask has 1 to 4 dimensions (4 for a mask, 3 for a block layout)");
+        for (long n : s)
+            if (n < 0) throw new FlashSigException(INVALID_SHAPE, "shape " + Arrays.toString(s)
                     + " has a negative dimension");
-        return shape.clone();
+        return s;
     }
 
     /** Elements (= bytes) of {@code shape}, or an INVALID_SHAPE error past 2^63. */

@@ -272,6 +272,11 @@ public final class Tensor {
     }
 
     private long offsetOf(long[] index) {
+        return elementOffset(shape, strides, index) * dtype.byteSize();
+    }
+
+    /** Offset in elements of {@code index} (checked against {@code shape}); shared with {@link Mask}. */
+    static long elementOffset(long[] shape, long[] strides, long[] index) {
         if (index == null || index.length != shape.length)
             throw new FlashSigException(INVALID_SHAPE, "index needs " + shape.length + " entries, got "
                     + (index == null ? "null" : Arrays.toString(index)));
@@ -282,7 +287,7 @@ public final class Tensor {
                         + Arrays.toString(shape));
             off += index[i] * strides[i];
         }
-        return off * dtype.byteSize();
+        return off;
     }
 
     private float load(long byteOffset) {
@@ -344,10 +349,14 @@ public final class Tensor {
     }
 
     static long[] checkShape(long[] shape) {
+        return checkRank(shape, "a tensor has 1 to 4 dimensions (4 for q, k, v, out and gradients; 3 for lse)");
+    }
+
+    /** A copy of {@code shape}, which must have 1 to 4 entries ({@code rule} says so in the error); shared with {@link Mask}. */
+    static long[] checkRank(long[] shape, String rule) {
         if (shape == null) throw new FlashSigException(NULL_ARGUMENT, "shape is null");
         if (shape.length < 1 || shape.length > 4)
-            throw new FlashSigException(INVALID_SHAPE, "rank is " + shape.length
-                    + " but a tensor has 1 to 4 dimensions (4 for q, k, v, out and gradients; 3 for lse)");
+            throw new FlashSigException(INVALID_SHAPE, "rank is " + shape.length + " but " + rule);
         return shape.clone();
     }
 
