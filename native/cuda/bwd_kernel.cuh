@@ -547,17 +547,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     const int64_t i_end = min(i0 + kBlockM, f.seq_q);
     const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
     const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1;
-    auto tile_live = [&](int64_t nb) {  // extended: as in the forward
-        if constexpr (kExt)
-            return ext_tile_live(f.ext, h, i0, i_end - 1, nb * kBlockN, min(nb * kBlockN + kBlockN, f.seq_k) - 1,
-                                 f.seq_q, f.seq_k);
-        else
-            return true;
-    };
-    auto next_live = [&](int64_t nb) {
-        while (nb <= n_last && !tile_live(nb)) ++nb;
-        return nb;
-    };
+    auto next_live = [&](int64_t nb) { return next_live_key_tile<kExt, kBlockN>(f, h, i0, i_end - 1, nb, n_last); };
     const int64_t n_first = next_live(key_lo / kBlockN);
     const int64_t w0 = i0 + warp * 16;
     const int64_t warp_lo = first_key(f, w0), warp_hi = last_key(f, min(w0 + 15, f.seq_q - 1));

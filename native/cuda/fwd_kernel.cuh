@@ -300,6 +300,19 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
     }
 }
 
+// The first key tile from nb on (up to n_last, past it when none) that is not empty for rows [i0, i1]:
+// extended, tiles the block layout or the strided pattern leave empty for every row are skipped without
+// being loaded (every thread gets the same answer); plain, nb itself. Forward and dQ kernel.
+template <bool kExt, int kBlockN>
+__device__ __forceinline__ int64_t next_live_key_tile(const FwdParams& p, int h, int64_t i0, int64_t i1, int64_t nb,
+                                                      int64_t n_last) {
+    if constexpr (kExt)
+        while (nb <= n_last && !ext_tile_live(p.ext, h, i0, i1, nb * kBlockN,
+                                              min(nb * kBlockN + kBlockN, p.seq_k) - 1, p.seq_q, p.seq_k))
+            ++nb;
+    return nb;
+}
+
 template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __grid_constant__ FwdParams p) {
     using Elem = typename T::Elem;
@@ -327,19 +340,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1;
-    // extended: tiles the block layout or the strided pattern leave empty for every row are skipped
-    // without being loaded (the same answer in every thread)
-    auto tile_live = [&](int64_t nb) {
-        if constexpr (kExt)
-            return ext_tile_live(p.ext, h, i0, i_end - 1, nb * kBlockN, min(nb * kBlockN + kBlockN, p.seq_k) - 1,
-                                 p.seq_q, p.seq_k);
-        else
-            return true;
-    };
-    auto next_live = [&](int64_t nb) {
-        while (nb <= n_last && !tile_live(nb)) ++nb;
-        return nb;
-    };
+    auto next_live = [&](int64_t nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last); };
     const int64_t n_first = next_live(key_lo / kBlockN);
     // this warp's rows and their key range (rows past Nq compute harmlessly on zero Q and are not stored)
     const int64_t w0 = i0 + warp * 16;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "flashsig.h"
@@ -19,6 +20,10 @@
 namespace gt {
 
 inline bool g_cuda = true;  // false: --device cpu
+// the command line every GPU test takes (run_main)
+inline bool g_quick = false, g_verbose = false, g_list = false;
+inline int g_device_count = 0;
+inline std::vector<std::string> g_filters;  // case filters (those naming a TEST select the test instead)
 
 #define CUDA_OK(call)                                                                                          \
     do {                                                                                                       \
@@ -120,6 +125,30 @@ inline int setup_device(const char* what, int* device_count) {
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
     std::printf("device cuda:0 %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor, *device_count);
     return 0;
+}
+
+// The main of every GPU test: [--quick] [--device cpu] [--list] [--verbose] [name filters...]; then the
+// device check (skip, exit 77, without one) and the tests — a filter that names a TEST selects it,
+// any other filters the cases inside the tests. what: the pass under test, for the skip message.
+inline int run_main(int argc, char** argv, const char* what) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--quick") g_quick = true;
+        else if (a == "--verbose") g_verbose = true;
+        else if (a == "--list") g_list = true;
+        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
+        else if (a == "--help") {
+            std::printf("%s [--quick] [--device cpu] [--list] [--verbose] [name filters...]\n", argv[0]);
+            return 0;
+        } else g_filters.push_back(a);
+    }
+    if (const int st = setup_device(what, &g_device_count); st != 0) return st;
+    std::vector<std::string> tests;
+    for (const std::string& f : g_filters)
+        for (const th::Test& t : th::registry())
+            if (f == t.name) tests.push_back(f);
+    if (!tests.empty()) g_filters.clear();
+    return th::run_all(tests);
 }
 
 }  // namespace gt

@@ -39,9 +39,11 @@
 namespace {
 
 using gt::g_cuda;
-bool g_quick = false;
-bool g_verbose = false;
-int g_device_count = 0;
+using gt::g_device_count;
+using gt::g_filters;
+using gt::g_list;
+using gt::g_quick;
+using gt::g_verbose;
 
 using gt::device_alloc;
 using gt::mirror;
@@ -217,8 +219,6 @@ std::string name_of(const char* prefix, int idx, const Case& c, const char* head
     return n;
 }
 
-std::vector<std::string> g_filters;
-bool g_list = false;
 
 bool selected(const std::string& name) {
     if (g_filters.empty()) return true;
@@ -581,24 +581,4 @@ TEST(cuda_streams_graphs_device) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--quick") g_quick = true;
-        else if (a == "--verbose") g_verbose = true;
-        else if (a == "--list") g_list = true;
-        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
-        else if (a == "--help") {
-            std::printf("test_cuda_backward [--quick] [--device cpu] [--list] [--verbose] [name filters...]\n");
-            return 0;
-        } else g_filters.push_back(a);
-    }
-    if (const int st = gt::setup_device("backward", &g_device_count); st != 0) return st;
-    // filters that name a TEST select it; anything else filters the cases inside the numerics tests
-    std::vector<std::string> tests;
-    for (const std::string& f : g_filters)
-        for (const th::Test& t : th::registry())
-            if (f == t.name) tests.push_back(f);
-    if (!tests.empty()) g_filters.clear();
-    return th::run_all(tests);
-}
+int main(int argc, char** argv) { return gt::run_main(argc, argv, "backward"); }

@@ -30,10 +30,10 @@
 namespace {
 
 using gt::g_cuda;
-bool g_quick = false;
-bool g_verbose = false;
-int g_device_count = 0;
-std::vector<std::string> g_filters;
+using gt::g_device_count;
+using gt::g_filters;
+using gt::g_quick;
+using gt::g_verbose;
 
 using gt::mirror;
 using gt::poison;
@@ -309,22 +309,4 @@ TEST(linear_refusals) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--quick") g_quick = true;
-        else if (a == "--verbose") g_verbose = true;
-        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
-        else if (a == "--help") {
-            std::printf("test_cuda_linear [--quick] [--device cpu] [--verbose] [name filters...]\n");
-            return 0;
-        } else g_filters.push_back(a);
-    }
-    if (const int st = gt::setup_device("linear attention", &g_device_count); st != 0) return st;
-    std::vector<std::string> tests;
-    for (const std::string& f : g_filters)
-        for (const th::Test& t : th::registry())
-            if (f == t.name) tests.push_back(f);
-    if (!tests.empty()) g_filters.clear();
-    return th::run_all(tests);
-}
+int main(int argc, char** argv) { return gt::run_main(argc, argv, "linear attention"); }

@@ -25,10 +25,12 @@
 namespace {
 
 using gt::g_cuda;
+using gt::g_device_count;
+using gt::g_filters;
+using gt::g_list;
+using gt::g_quick;
+using gt::g_verbose;
 using gt::Tensor;
-bool g_quick = false, g_verbose = false, g_list = false;
-int g_device_count = 0;
-std::vector<std::string> g_filters;
 
 // A 1-byte (FSIG_DTYPE_BOOL) tensor, dense, mirrored on the device in cuda mode.
 struct ByteTensor {
@@ -388,23 +390,4 @@ TEST(cuda_refusals) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--quick") g_quick = true;
-        else if (a == "--verbose") g_verbose = true;
-        else if (a == "--list") g_list = true;
-        else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
-        else if (a == "--help") {
-            std::printf("test_cuda_masks [--quick] [--device cpu] [--list] [--verbose] [name filters...]\n");
-            return 0;
-        } else g_filters.push_back(a);
-    }
-    if (const int st = gt::setup_device("masks-and-positions path", &g_device_count); st != 0) return st;
-    std::vector<std::string> tests;
-    for (const std::string& f : g_filters)
-        for (const th::Test& t : th::registry())
-            if (f == t.name) tests.push_back(f);
-    if (!tests.empty()) g_filters.clear();
-    return th::run_all(tests);
-}
+int main(int argc, char** argv) { return gt::run_main(argc, argv, "masks-and-positions path"); }
