@@ -28,23 +28,31 @@ import java.util.Objects;
  * ({@code dbias} of {@link FlashSig#backward(AttentionSpec, AttentionExtras, Tensor, Tensor, Tensor, Tensor,
  * Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) backward}) must have the bias's full shape
  * {@code [B, Hq, Nq, Nk]}: a broadcast dbias gives {@link FlashSigException.Status#UNSUPPORTED} there (the
- * CPU takes it). The stream ({@link #stream(CudaStream)}) is for CUDA calls.
+ * CPU takes it).
+ *
+ * <p>Besides the tensors, the two things a call runs with: the {@link #stream(CudaStream) stream} of a
+ * CUDA call, and the {@link #workspace(BackwardWorkspace) workspace} of the fast CUDA backward (which
+ * the forward ignores), so that one {@code AttentionExtras}, built once, serves every call of a training
+ * step.
  */
 public final class AttentionExtras {
-    private static final AttentionExtras NONE = new AttentionExtras(null, null, null, null, null);
+    private static final AttentionExtras NONE = new AttentionExtras(null, null, null, null, null, null);
 
     private final Tensor alibi;
     private final Tensor bias;
     private final Mask mask;
     private final Mask blockLayout;
     private final CudaStream stream;
+    private final BackwardWorkspace workspace;
 
-    private AttentionExtras(Tensor alibi, Tensor bias, Mask mask, Mask blockLayout, CudaStream stream) {
+    private AttentionExtras(Tensor alibi, Tensor bias, Mask mask, Mask blockLayout, CudaStream stream,
+                            BackwardWorkspace workspace) {
         this.alibi = alibi;
         this.bias = bias;
         this.mask = mask;
         this.blockLayout = blockLayout;
         this.stream = stream;
+        this.workspace = workspace;
     }
 
     /** No extension tensors. */
@@ -54,7 +62,7 @@ public final class AttentionExtras {
 
     /** ALiBi slopes: an fp32 tensor [Hq] (per head) or [B, Hq] (per batch and head); null removes them. */
     public AttentionExtras alibi(Tensor slopes) {
-        return new AttentionExtras(slopes, bias, mask, blockLayout, stream);
+        return new AttentionExtras(slopes, bias, mask, blockLayout, stream, workspace);
     }
 
     /** ALiBi slopes per head, [Hq] (the array is viewed, not copied). */
@@ -65,17 +73,17 @@ public final class AttentionExtras {
 
     /** Additive bias [B|1, Hq|1, Nq|1, Nk]; null removes it. */
     public AttentionExtras bias(Tensor bias) {
-        return new AttentionExtras(alibi, bias, mask, blockLayout, stream);
+        return new AttentionExtras(alibi, bias, mask, blockLayout, stream, workspace);
     }
 
     /** Boolean mask [B|1, Hq|1, Nq|1, Nk], nonzero = allowed; null removes it. */
     public AttentionExtras mask(Mask mask) {
-        return new AttentionExtras(alibi, bias, mask, blockLayout, stream);
+        return new AttentionExtras(alibi, bias, mask, blockLayout, stream, workspace);
     }
 
     /** Block-sparse layout [1|Hq, ⌈Nq/bm⌉, ⌈Nk/bn⌉] for {@link AttentionSpec#blockSparse(long, long)}; null removes it. */
     public AttentionExtras blockLayout(Mask layout) {
-        return new AttentionExtras(alibi, bias, mask, layout, stream);
+        return new AttentionExtras(alibi, bias, mask, layout, stream, workspace);
     }
 
     /**
@@ -83,11 +91,24 @@ public final class AttentionExtras {
      * stream returns at once: synchronise the stream before reading results or freeing its tensors.
      */
     public AttentionExtras stream(CudaStream stream) {
-        return new AttentionExtras(alibi, bias, mask, blockLayout, stream);
+        return new AttentionExtras(alibi, bias, mask, blockLayout, stream, workspace);
     }
 
     public CudaStream stream() {
         return stream;
+    }
+
+    /**
+     * The workspace of the fast CUDA backward (see {@link BackwardWorkspace}; null = none: the
+     * deterministic kernels run). It must be on q's device; an empty one (CPU, deterministic spec)
+     * changes nothing. The forward ignores it.
+     */
+    public AttentionExtras workspace(BackwardWorkspace workspace) {
+        return new AttentionExtras(alibi, bias, mask, blockLayout, stream, workspace);
+    }
+
+    public BackwardWorkspace workspace() {
+        return workspace;
     }
 
     public Tensor alibi() {
@@ -106,6 +127,7 @@ public final class AttentionExtras {
         return blockLayout;
     }
 
+    /** No extension tensors (stream and workspace aside). */
     boolean isEmpty() {
         return alibi == null && bias == null && mask == null && blockLayout == null;
     }
@@ -118,7 +140,8 @@ public final class AttentionExtras {
         if (bias != null) { b.append(sep).append("bias=").append(bias); sep = ", "; }
         if (mask != null) { b.append(sep).append("mask=").append(mask); sep = ", "; }
         if (blockLayout != null) { b.append(sep).append("blockLayout=").append(blockLayout); sep = ", "; }
-        if (stream != null) b.append(sep).append("stream=").append(stream);
+        if (stream != null) { b.append(sep).append("stream=").append(stream); sep = ", "; }
+        if (workspace != null) b.append(sep).append("workspace=").append(workspace);
         return b.append(']').toString();
     }
 
@@ -126,11 +149,11 @@ public final class AttentionExtras {
     public boolean equals(Object o) {
         return o instanceof AttentionExtras e && Objects.equals(alibi, e.alibi) && Objects.equals(bias, e.bias)
                 && Objects.equals(mask, e.mask) && Objects.equals(blockLayout, e.blockLayout)
-                && Objects.equals(stream, e.stream);
+                && Objects.equals(stream, e.stream) && Objects.equals(workspace, e.workspace);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(alibi, bias, mask, blockLayout, stream);
+        return Objects.hash(alibi, bias, mask, blockLayout, stream, workspace);
     }
 }

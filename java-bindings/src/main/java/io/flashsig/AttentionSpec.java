@@ -110,7 +110,10 @@ public final class AttentionSpec {
                 linearEpsilon, positions);
     }
 
-    /** Backward gives the same bits on every run (the CPU always does). */
+    /**
+     * Backward gives the same bits on every run (the CPU always does): on CUDA the two deterministic
+     * kernels run even when a {@link BackwardWorkspace} is given.
+     */
     public AttentionSpec deterministic(boolean deterministic) {
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,
                 linearLength, linearEpsilon, positions);

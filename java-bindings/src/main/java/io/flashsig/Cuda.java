@@ -68,6 +68,33 @@ public final class Cuda {
     }
 
     /**
+     * A workspace for the fast CUDA backward of problems like {@code q}'s under {@code spec} (see
+     * {@link BackwardWorkspace}): {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)} bytes on
+     * q's device, freed when {@code arena} closes. An empty one (0 bytes, nothing allocated on the device)
+     * where the call needs none: a CPU q, a deterministic spec, a linear score.
+     */
+    public static BackwardWorkspace allocateBackwardWorkspace(Arena arena, AttentionSpec spec, Tensor q) {
+        Objects.requireNonNull(arena, "arena");
+        long bytes = FlashSig.backwardWorkspaceBytes(spec, q);
+        return allocateBackwardWorkspace(arena, q.device(), bytes);
+    }
+
+    /**
+     * A workspace of {@code bytes} on {@code device}, freed when {@code arena} closes: one sized for the
+     * largest problem ({@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)}) serves every
+     * smaller one. The CPU needs none: {@link Device#CPU} (or {@code bytes} 0) gives an empty workspace,
+     * which every call accepts and ignores. Its content is undefined (each call overwrites it).
+     */
+    public static BackwardWorkspace allocateBackwardWorkspace(Arena arena, Device device, long bytes) {
+        Objects.requireNonNull(arena, "arena");
+        if (device == null) throw new FlashSigException(Status.NULL_ARGUMENT, "device is null");
+        if (bytes < 0) throw new FlashSigException(Status.INVALID_PARAMS, "bytes is " + bytes + " but must be >= 0");
+        MemorySegment params = BackwardWorkspace.newParams(arena); // first: a closed arena fails before cudaMalloc
+        MemorySegment memory = device.isCpu() || bytes == 0 ? MemorySegment.NULL : deviceMemory(arena, device, bytes);
+        return BackwardWorkspace.of(device, memory, params);
+    }
+
+    /**
      * Copies {@code src} into {@code dst}: the same dtype and shape, both contiguous, at least one of
      * them on a CUDA device, host tensors off-heap (not heap arrays). In stream order ({@code stream}
      * null = the default stream); with ordinary off-heap host memory the call returns once the host side
@@ -143,8 +170,8 @@ public final class Cuda {
         return s;
     }
 
-    /** {@code bytes} of zeroed memory on {@code device} (CUDA), freed when {@code arena} closes. */
-    private static MemorySegment zeroedDeviceMemory(Arena arena, Device device, long bytes) {
+    /** {@code bytes} of memory on {@code device} (CUDA), uninitialised, freed when {@code arena} closes. */
+    private static MemorySegment deviceMemory(Arena arena, Device device, long bytes) {
         NativeLibrary.load();
         int ordinal = device.index();
         MemorySegment address;
@@ -156,13 +183,19 @@ public final class Cuda {
         }
         // the arena owns the allocation: its close frees it (a failed free is reported to nobody, as
         // with any close-time cleanup; fsig_cuda_synchronize reports the device's errors)
-        MemorySegment segment = address.reinterpret(bytes, arena, seg -> FlashSigNative.fsig_cuda_free(ordinal, seg));
+        return address.reinterpret(bytes, arena, seg -> FlashSigNative.fsig_cuda_free(ordinal, seg));
+    }
+
+    /** {@code bytes} of zeroed memory on {@code device} (CUDA), freed when {@code arena} closes. */
+    private static MemorySegment zeroedDeviceMemory(Arena arena, Device device, long bytes) {
+        MemorySegment segment = deviceMemory(arena, device, bytes);
+        int ordinal = device.index();
         try (Arena tmp = Arena.ofConfined()) {
             // zero it, as Tensor.allocate does on the host: a host buffer of zeros copied over
             MemorySegment zeros = tmp.allocate(Math.min(bytes, 1 << 20));
             for (long off = 0; off < bytes; off += zeros.byteSize()) {
                 long n = Math.min(zeros.byteSize(), bytes - off);
-                int status = FlashSigNative.fsig_cuda_memcpy(ordinal, MemorySegment.ofAddress(address.address() + off),
+                int status = FlashSigNative.fsig_cuda_memcpy(ordinal, MemorySegment.ofAddress(segment.address() + off),
                         zeros, n, MemorySegment.NULL);
                 if (status != 0) throw FlashSig.nativeError(status);
             }

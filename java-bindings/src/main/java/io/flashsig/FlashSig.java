@@ -43,7 +43,8 @@ import static io.flashsig.FlashSigException.Status;
  * the elements of each heap output are copied back — only after the call succeeded.</li>
  * </ul>
  * Results are the same either way. CUDA tensors pass through to the native library (which reports
- * {@code NO_DEVICE} without a GPU); Java-side CUDA memory management is not part of this version.
+ * {@code NO_DEVICE} without a GPU); device memory, copies and streams are {@link Cuda}'s, and the fast
+ * CUDA backward's scratch memory is a {@link BackwardWorkspace}.
  *
  * <h2>Errors</h2>
  * Every failure is a {@link FlashSigException} whose message names the argument and the rule, and no
@@ -167,6 +168,10 @@ public final class FlashSig {
      * broadcast over Nq, such as a key-padding bias) — the bias's shape and dtype; every element is
      * written (0 where masked); deterministic. On a CUDA device {@code dbias} needs the bias's full shape
      * {@code [B, Hq, Nq, Nk]} (a broadcast one gives {@link Status#UNSUPPORTED}; the CPU takes it).
+     *
+     * <p>On CUDA, {@code extras.workspace()} selects the fast backward (one dK/dV kernel adding dQ with
+     * atomics; see {@link BackwardWorkspace}) unless the spec is deterministic or {@code dbias} is given;
+     * without it the two deterministic kernels run. The CPU ignores a workspace.
      */
     public static void backward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
                                 Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, Tensor dbias) {
@@ -184,27 +189,68 @@ public final class FlashSig {
         usable(dv, "dv");
         if (dbias != null) usable(dbias, "dbias");
         usableExtras(x);
+        BackwardWorkspace ws = x.workspace();
+        if (ws != null) usableWorkspace(ws, q);
         writable(dq, "dq");
         writable(dk, "dk");
         writable(dv, "dv");
         if (dbias != null) writable(dbias, "dbias");
         MemorySegment stream = streamOf(x);
-        double work = 2.5 * forwardFlops(q, k);
         int status;
-        if (work <= criticalMaxFlops || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(dout)
-                || onHeap(lse) || onHeap(dq) || onHeap(dk) || onHeap(dv) || onHeap(dbias) || onHeap(x))) {
-            status = invokeBackward(work <= criticalMaxFlops, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv,
-                    dbias, null);
+        if (ws == null || ws.byteSize() == 0) {
+            status = backwardCall(spec.nativeParams(), spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv, dbias);
         } else {
-            Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
-            checkHeapOverlap(args, BACKWARD_OUTPUTS, BACKWARD_NAMES);
-            try (Arena scratch = Arena.ofConfined()) {
-                MemorySegment[] d = scratchCopies(scratch, args, BACKWARD_OUTPUTS);
-                status = invokeBackward(false, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv, dbias, d);
-                if (status == 0) copyBack(args, d, BACKWARD_OUTPUTS);
+            // the workspace's params slot is filled per call; one call at a time uses it (see BackwardWorkspace)
+            synchronized (ws) {
+                status = backwardCall(ws.params(spec.nativeParams()), spec, x, stream, q, k, v, out, dout, lse, dq, dk,
+                        dv, dbias);
             }
         }
         if (status != 0) throw nativeError(status);
+    }
+
+    /**
+     * Bytes of the workspace that the fast CUDA backward needs for problems like {@code q}'s under
+     * {@code spec}: B·Hq·Nq·d·4 (an fp32 dQ) for a CUDA q, a softmax or pointwise score and a
+     * non-deterministic spec; 0 where a backward would use none (a CPU q, a deterministic spec, the
+     * linear scores). Reads q's shape, dtype and device only. See {@link BackwardWorkspace} and
+     * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor)}.
+     */
+    public static long backwardWorkspaceBytes(AttentionSpec spec, Tensor q) {
+        NativeLibrary.load();
+        checkSpec(spec);
+        if (q == null) throw new FlashSigException(Status.NULL_ARGUMENT, "q is null");
+        try (Arena tmp = Arena.ofConfined()) {
+            MemorySegment bytes = tmp.allocate(ValueLayout.JAVA_LONG);
+            int status;
+            try {
+                status = FlashSigNative.fsig_attention_backward_workspace_size(spec.nativeParams(), q.descriptor, bytes);
+            } finally {
+                java.lang.ref.Reference.reachabilityFence(spec);
+                java.lang.ref.Reference.reachabilityFence(q);
+            }
+            if (status != 0) throw nativeError(status);
+            return bytes.get(ValueLayout.JAVA_LONG, 0);
+        }
+    }
+
+    /** The backward with params {@code p} (the spec's, or a workspace's copy): in place, or by the copy path. */
+    private static int backwardCall(MemorySegment p, AttentionSpec spec, AttentionExtras x, MemorySegment stream,
+                                    Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout, Tensor lse, Tensor dq,
+                                    Tensor dk, Tensor dv, Tensor dbias) {
+        double work = 2.5 * forwardFlops(q, k);
+        if (work <= criticalMaxFlops || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(dout)
+                || onHeap(lse) || onHeap(dq) || onHeap(dk) || onHeap(dv) || onHeap(dbias) || onHeap(x)))
+            return invokeBackward(work <= criticalMaxFlops, p, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv,
+                    dbias, null);
+        Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
+        checkHeapOverlap(args, BACKWARD_OUTPUTS, BACKWARD_NAMES);
+        try (Arena scratch = Arena.ofConfined()) {
+            MemorySegment[] d = scratchCopies(scratch, args, BACKWARD_OUTPUTS);
+            int status = invokeBackward(false, p, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv, dbias, d);
+            if (status == 0) copyBack(args, d, BACKWARD_OUTPUTS);
+            return status;
+        }
     }
 
     /**
@@ -227,6 +273,17 @@ public final class FlashSig {
         if (x.bias() != null) usable(x.bias(), "bias");
         if (x.mask() != null) usableSegment(x.mask().segment(), "mask");
         if (x.blockLayout() != null) usableSegment(x.blockLayout().segment(), "block_layout");
+    }
+
+    /**
+     * What Java can see about a workspace: its arena is open and usable by this thread, and it is on the
+     * call's device. Its size, alignment and disjointness are the native library's to check.
+     */
+    private static void usableWorkspace(BackwardWorkspace ws, Tensor q) {
+        usableSegment(ws.scopeSegment(), "workspace");
+        if (!ws.device().equals(q.device()))
+            throw new FlashSigException(Status.INVALID_DEVICE, "workspace is on " + ws.device() + " but q is on "
+                    + q.device() + ": a workspace serves calls on its own device");
     }
 
     /** The extras' CUDA stream handle, or NULL (the default stream; CPU calls need NULL). */
@@ -430,11 +487,14 @@ public final class FlashSig {
         }
     }
 
-    /** The one backward downcall, as {@link #invokeForward} (for the two entry points see Handles). */
-    private static int invokeBackward(boolean critical, AttentionSpec spec, AttentionExtras x, MemorySegment stream,
-                                      Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout, Tensor lse, Tensor dq,
-                                      Tensor dk, Tensor dv, Tensor dbias, MemorySegment[] scratch) {
-        MemorySegment p = spec.nativeParams();
+    /**
+     * The one backward downcall, as {@link #invokeForward} (for the two entry points see Handles), with
+     * params {@code p}: the spec's, or a workspace's slot (an arena segment: the downcall holds its arena open).
+     */
+    private static int invokeBackward(boolean critical, MemorySegment p, AttentionSpec spec, AttentionExtras x,
+                                      MemorySegment stream, Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout,
+                                      Tensor lse, Tensor dq, Tensor dk, Tensor dv, Tensor dbias,
+                                      MemorySegment[] scratch) {
         MemorySegment qd = data(q, scratch, 0), kd = data(k, scratch, 1), vd = data(v, scratch, 2);
         MemorySegment outd = data(out, scratch, 3), doutd = data(dout, scratch, 4), lsed = data(lse, scratch, 5);
         MemorySegment dqd = data(dq, scratch, 6), dkd = data(dk, scratch, 7), dvd = data(dv, scratch, 8);

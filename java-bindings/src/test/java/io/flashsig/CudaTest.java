@@ -13,8 +13,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
- * The device half of the Java API (Cuda, CudaStream, AttentionExtras.stream): its refusals everywhere,
- * and on a machine with a CUDA device a round trip host → device → attention → host against the CPU.
+ * The device half of the Java API (Cuda, CudaStream, AttentionExtras.stream, BackwardWorkspace): its
+ * refusals everywhere, and on a machine with a CUDA device a round trip host → device → attention → host
+ * against the CPU, and the fast backward (with a workspace) against the deterministic one.
  */
 class CudaTest {
     static final Device GPU = Device.cuda(0);
@@ -37,6 +38,11 @@ class CudaTest {
                     SHAPE, Tensor.contiguousStrides(SHAPE));
             Tensor host = Tensor.allocate(arena, DType.BF16, SHAPE);
             expect(Status.NO_DEVICE, () -> Cuda.copy(host, foreign, null), why);
+            // a workspace with bytes needs the device; the size query does not
+            expect(Status.NO_DEVICE, () -> Cuda.allocateBackwardWorkspace(arena, GPU, 1 << 20), why);
+            expect(Status.NO_DEVICE, () -> Cuda.allocateBackwardWorkspace(arena, AttentionSpec.softmax(), foreign), why);
+            assertEquals(SHAPE[0] * SHAPE[1] * SHAPE[2] * SHAPE[3] * 4,
+                    FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), foreign));
         }
     }
 
@@ -129,6 +135,82 @@ class CudaTest {
                     assertTrue(Math.abs(g[j] - c[j]) <= 2e-2 * (1 + Math.abs(c[j])),
                             spec + " " + names[i] + "[" + j + "]: gpu " + g[j] + ", cpu " + c[j]);
             }
+        }
+        Cuda.synchronize(GPU);
+    }
+
+    /**
+     * The fast backward (a workspace, one dK/dV kernel adding dQ with atomics) against the deterministic
+     * one on the same device data: dK and dV bit for bit, dQ within the tolerance of the round trip above;
+     * twice on one stream with the same workspace (each call clears it), for softmax (GQA) and sigmoid.
+     */
+    @Test
+    void fastBackwardMatchesTheDeterministicOne() {
+        assumeTrue(gpu(), "no CUDA device: the fast backward is skipped");
+        fastVsDeterministic(AttentionSpec.softmax().causal(), new long[] {2, 200, 4, 64}, 2, DType.BF16);
+        fastVsDeterministic(AttentionSpec.of(Score.SIGMOID), new long[] {1, 129, 2, 128}, 2, DType.FP16);
+    }
+
+    private static void fastVsDeterministic(AttentionSpec spec, long[] qShape, long hk, DType dtype) {
+        long[] kvShape = {qShape[0], qShape[1], hk, qShape[3]};
+        long[] lseShape = {qShape[0], qShape[2], qShape[1]};
+        Random r = new Random(11);
+        try (Arena arena = Arena.ofConfined(); CudaStream stream = CudaStream.create(GPU)) {
+            long[][] shapes = {qShape, kvShape, kvShape, qShape}; // q, k, v, dout
+            Tensor[] dev = new Tensor[4];
+            for (int i = 0; i < 4; i++) {
+                Tensor host = Tensor.allocate(arena, dtype, shapes[i]);
+                host.copyFrom(TestSupport.toFloats(TestSupport.randn(r, dtype, (int) host.elementCount())));
+                dev[i] = Cuda.allocate(arena, dtype, GPU, shapes[i]);
+                Cuda.copy(host, dev[i], stream);
+            }
+            Tensor out = Cuda.allocate(arena, dtype, GPU, qShape);
+            Tensor lse = spec.score() == Score.SOFTMAX ? Cuda.allocate(arena, DType.FP32, GPU, lseShape) : null;
+            AttentionExtras onStream = AttentionExtras.none().stream(stream);
+            FlashSig.forward(spec, onStream, dev[0], dev[1], dev[2], out, lse);
+
+            long need = qShape[0] * qShape[2] * qShape[1] * qShape[3] * 4;
+            assertEquals(need, FlashSig.backwardWorkspaceBytes(spec, dev[0]));
+            assertEquals(0, FlashSig.backwardWorkspaceBytes(spec.deterministic(true), dev[0]));
+            BackwardWorkspace ws = Cuda.allocateBackwardWorkspace(arena, spec, dev[0]);
+            assertEquals(need, ws.byteSize());
+            assertEquals(GPU, ws.device());
+
+            // [run][dq, dk, dv]: the deterministic run, then the fast one twice
+            float[][][] got = new float[3][][];
+            for (int run = 0; run < 3; run++) {
+                Tensor dq = Cuda.allocate(arena, dtype, GPU, qShape), dk = Cuda.allocate(arena, dtype, GPU, kvShape);
+                Tensor dv = Cuda.allocate(arena, dtype, GPU, kvShape);
+                if (run == 0)
+                    FlashSig.backward(spec.deterministic(true), onStream.workspace(ws), dev[0], dev[1], dev[2], out,
+                            dev[3], lse, dq, dk, dv, null);
+                else
+                    FlashSig.backward(spec, onStream.workspace(ws), dev[0], dev[1], dev[2], out, dev[3], lse, dq, dk,
+                            dv, null);
+                Tensor[] back = {Tensor.allocate(arena, dtype, qShape), Tensor.allocate(arena, dtype, kvShape),
+                        Tensor.allocate(arena, dtype, kvShape)};
+                Cuda.copy(dq, back[0], stream);
+                Cuda.copy(dk, back[1], stream);
+                Cuda.copy(dv, back[2], stream);
+                stream.synchronize();
+                got[run] = new float[][] {back[0].toFloatArray(), back[1].toFloatArray(), back[2].toFloatArray()};
+            }
+            for (int run = 1; run < 3; run++) {
+                org.junit.jupiter.api.Assertions.assertArrayEquals(got[0][1], got[run][1], spec + " dk: fast run " + run);
+                org.junit.jupiter.api.Assertions.assertArrayEquals(got[0][2], got[run][2], spec + " dv: fast run " + run);
+                float[] det = got[0][0], fast = got[run][0];
+                for (int j = 0; j < det.length; j++)
+                    assertTrue(Math.abs(fast[j] - det[j]) <= 2e-2 * (1 + Math.abs(det[j])),
+                            spec + " dq[" + j + "]: fast " + fast[j] + ", deterministic " + det[j] + " (run " + run + ")");
+            }
+
+            // too small a workspace: the native check names it, nothing runs
+            BackwardWorkspace small = Cuda.allocateBackwardWorkspace(arena, GPU, need - 256);
+            Tensor dq = Cuda.allocate(arena, dtype, GPU, qShape), dk = Cuda.allocate(arena, dtype, GPU, kvShape);
+            Tensor dv = Cuda.allocate(arena, dtype, GPU, kvShape);
+            expect(Status.BUFFER_TOO_SMALL, () -> FlashSig.backward(spec, onStream.workspace(small), dev[0], dev[1],
+                    dev[2], out, dev[3], lse, dq, dk, dv, null), "params.workspace_bytes");
+            stream.synchronize();
         }
         Cuda.synchronize(GPU);
     }

@@ -1,5 +1,6 @@
 package io.flashsig;
 
+import io.flashsig.ffi.fsig_attention_params;
 import org.junit.jupiter.api.Test;
 
 import java.nio.file.Files;
@@ -10,7 +11,7 @@ import java.util.HexFormat;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The committed io.flashsig.ffi bindings were generated from the header as it is now. */
+/** The committed io.flashsig.ffi bindings were generated from the header as it is now, and lay out 0.3's structs. */
 class HeaderBindingsTest {
     @Test
     void bindingsMatchHeader() throws Exception {
@@ -23,5 +24,18 @@ class HeaderBindingsTest {
         assertEquals(Files.readString(recorded).trim(), actual,
                 "include/flashsig.h changed since io.flashsig.ffi was generated: run scripts/regen-bindings.sh "
                         + "and commit the regenerated bindings with the header");
+    }
+
+    /**
+     * fsig_attention_params of 0.3: 0.2's 96 bytes (up to logn_train) and the backward's workspace. The
+     * C side holds the older prefixes with static_asserts; AttentionSpec and BackwardWorkspace write this one.
+     */
+    @Test
+    void paramsLayoutIsThatOf03() {
+        NativeLibrary.load();
+        assertEquals(88, fsig_attention_params.logn_train$offset());
+        assertEquals(96, fsig_attention_params.workspace$offset());
+        assertEquals(104, fsig_attention_params.workspace_bytes$offset());
+        assertEquals(112, fsig_attention_params.sizeof());
     }
 }

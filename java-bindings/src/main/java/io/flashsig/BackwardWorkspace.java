@@ -1,0 +1,118 @@
+package io.flashsig;
+
+import io.flashsig.ffi.fsig_attention_params;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+
+/**
+ * Scratch memory for the fast CUDA backward: an fp32 dQ of B·Hq·Nq·d floats in the memory of the
+ * call's device, into which one dK/dV kernel adds each key tile's share of dQ with atomics (the header's
+ * {@code params.workspace}; DESIGN.md §5). Without one, or with {@link AttentionSpec#deterministic(boolean)
+ * deterministic} specs, or when {@code dbias} is asked for, the CUDA backward runs its two deterministic
+ * kernels instead. dK and dV are the same bits either way; dQ may differ in its last bits from run to run
+ * on the fast path (the order of the atomic additions varies), within DESIGN.md §6 of the deterministic one.
+ *
+ * <p>Allocate one once, outside the training loop, and pass it with every backward through
+ * {@link AttentionExtras#workspace(BackwardWorkspace)}; a call then allocates nothing:
+ * <pre>{@code
+ * BackwardWorkspace ws = Cuda.allocateBackwardWorkspace(arena, spec, q);   // B·Hq·Nq·d·4 bytes on q's device
+ * AttentionExtras x = AttentionExtras.none().stream(stream).workspace(ws);
+ * for (...) {
+ *     FlashSig.forward(spec, x, q, k, v, out, lse);                          // the forward ignores it
+ *     FlashSig.backward(spec, x, q, k, v, out, dout, lse, dq, dk, dv, null);
+ * }
+ * }</pre>
+ *
+ * <ul>
+ * <li><b>Size.</b> {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)}: B·Hq·Nq·d·4 for a CUDA q,
+ * a softmax or pointwise score and a non-deterministic spec; 0 otherwise (CPU tensors, deterministic
+ * specs, the linear scores — which never use one). A larger workspace serves smaller problems too, so one
+ * sized for the largest batch and sequence length serves them all
+ * ({@link Cuda#allocateBackwardWorkspace(Arena, Device, long)}); a smaller one fails the call with
+ * {@link FlashSigException.Status#BUFFER_TOO_SMALL} naming {@code params.workspace_bytes}.</li>
+ * <li><b>Empty workspaces.</b> A workspace of 0 bytes (what a CPU device, a deterministic spec or a linear
+ * score gets) is accepted by every call and changes nothing: the call runs as without one. So code that
+ * runs on the CPU or the GPU can allocate and pass a workspace either way.</li>
+ * <li><b>Device.</b> A workspace serves calls on its own device (q's): another device gives
+ * {@link FlashSigException.Status#INVALID_DEVICE} naming {@code workspace}, before the native call.</li>
+ * <li><b>Sharing.</b> Calls queued one after another on one stream may share a workspace (each call
+ * overwrites it); calls that can run at the same time — on different streams — need one each. Java
+ * threads may share one: the calls that use it are made one at a time.</li>
+ * <li><b>Lifetime.</b> The workspace belongs to the arena it was allocated in and is freed when that closes;
+ * close it only after the stream has finished the calls that used it (synchronise first). A call with a
+ * non-empty workspace holds the arena open while it runs, so a shared arena closed by another thread fails
+ * that close instead of freeing memory under the call; a workspace whose arena is closed is refused.</li>
+ * </ul>
+ * The forward ignores a workspace, so one {@link AttentionExtras} can serve both directions.
+ */
+public final class BackwardWorkspace {
+    private final Device device;
+    private final MemorySegment memory;   // B·Hq·Nq·d·4 bytes (or more) on device; NULL when empty
+    private final long bytes;
+    /**
+     * This workspace's own fsig_attention_params (in its arena): a call copies its spec's params here and
+     * sets workspace and workspace_bytes, under {@code this} lock (a spec's params are shared and
+     * immutable). It is the downcall's params argument, so the downcall holds the arena open.
+     */
+    private final MemorySegment params;
+
+    private BackwardWorkspace(Device device, MemorySegment memory, long bytes, MemorySegment params) {
+        this.device = device;
+        this.memory = memory;
+        this.bytes = bytes;
+        this.params = params;
+    }
+
+    /**
+     * A workspace over {@code memory} ({@code memory.byteSize()} bytes; NULL or empty for none) on
+     * {@code device}, with {@code params} from {@link #newParams} of the arena that owns {@code memory}, so
+     * that one scope covers both. For {@link Cuda}; tests make host ones (which CPU calls ignore).
+     */
+    static BackwardWorkspace of(Device device, MemorySegment memory, MemorySegment params) {
+        long bytes = memory.byteSize();
+        return new BackwardWorkspace(device, bytes == 0 ? MemorySegment.NULL : memory, bytes, params);
+    }
+
+    /** A workspace's params slot, in {@code arena}. */
+    static MemorySegment newParams(Arena arena) {
+        NativeLibrary.load(); // before fsig_attention_params is initialised
+        return arena.allocate(fsig_attention_params.layout());
+    }
+
+    /** The device whose calls this workspace serves. */
+    public Device device() {
+        return device;
+    }
+
+    /** Its size in bytes; 0 for an empty workspace (which changes nothing). */
+    public long byteSize() {
+        return bytes;
+    }
+
+    /** Whether its arena is still open. */
+    public boolean isAlive() {
+        return params.scope().isAlive();
+    }
+
+    /** The segment whose scope is the workspace's arena, for the liveness and thread checks of a call. */
+    MemorySegment scopeSegment() {
+        return params;
+    }
+
+    /**
+     * {@code specParams} with this workspace in it, in this workspace's params slot; the caller holds the
+     * lock on {@code this} from here until the native call has returned.
+     */
+    MemorySegment params(MemorySegment specParams) {
+        MemorySegment.copy(specParams, 0, params, 0, params.byteSize());
+        fsig_attention_params.workspace(params, memory);
+        fsig_attention_params.workspace_bytes(params, bytes);
+        return params;
+    }
+
+    @Override
+    public String toString() {
+        return "BackwardWorkspace[" + device + ", " + bytes + " bytes" + (isAlive() ? "" : ", closed") + "]";
+    }
+}
