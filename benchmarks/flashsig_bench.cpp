@@ -66,6 +66,7 @@ void print_help() {
         "                   the union window u strided; GFLOP/s still counts the work without it\n"
         "  --device DEV     cpu|cuda (cpu)\n"
         "  --pass P         fwd|bwd|fwdbwd, a comma list, or all (fwd)\n"
+        "  --bwd-path P     CUDA backward: fast (a workspace, dQ by atomics), deterministic, or both (fast)\n"
         "  --threads N      CPU backend threads (library default: all CPUs of the process)\n"
         "  --warmup N       untimed runs first (1)\n"
         "  --iters N        timed runs (0 = as many as fit in --min-time, at least 3, at most 1000)\n"
@@ -133,6 +134,7 @@ std::vector<int> parse_names(const std::string& s, const char* const* names, int
 struct Options {
     std::vector<int> scores{0}, dtypes{0}, causals{0}, passes{kFwd};
     std::vector<int64_t> ds{64}, seqs{1024}, nks, strides{0};
+    std::vector<int> bwd_paths{0};  // 0 = fast (workspace), 1 = deterministic
     int64_t batch = 0, heads = 8, hidden = 0, kv_heads = 0;
     int64_t window_left = -1, window_right = -1;
     bool cuda = false, check = false, overhead = false;
@@ -202,6 +204,11 @@ Options parse_args(int argc, char** argv) {
             if (val != "cpu" && val != "cuda") usage_error("--device: cpu or cuda");
             o.cuda = val == "cuda";
         } else if (key == "pass") o.passes = parse_names(val, kPassNames, 3, "pass");
+        else if (key == "bwd-path") {
+            if (val == "both") o.bwd_paths = {0, 1};
+            else if (val == "fast" || val == "deterministic") o.bwd_paths = {val == "deterministic"};
+            else usage_error("--bwd-path: fast, deterministic or both");
+        }
         else if (key == "threads") o.threads = int(parse_int(val, "--threads"));
         else if (key == "warmup") o.warmup = int(parse_int(val, "--warmup"));
         else if (key == "iters") o.iters = int(parse_int(val, "--iters"));
@@ -390,6 +397,7 @@ struct Case {
     int score, dtype, causal, pass;
     int64_t B, H, Hk, Nq, Nk, d, wl, wr, strided = 0;
     bool cuda;
+    bool deterministic = false;  // backward: params.deterministic (CUDA: no workspace, two kernels)
 
     std::string describe() const {
         char s[256];
@@ -439,7 +447,7 @@ struct Case {
 
 struct Problem {
     Case c;
-    Buffer q, k, v, out, lse, dout, dq, dk, dv;
+    Buffer q, k, v, out, lse, dout, dq, dk, dv, workspace;
     fsig_tensor tq, tk, tv, tout, tlse, tdout, tdq, tdk, tdv;
     fsig_attention_params params;
     bool softmax;
@@ -485,6 +493,12 @@ struct Problem {
         params.window_left = c.wl;
         params.window_right = c.wr;
         params.strided = c.strided;
+        params.deterministic = c.deterministic;
+        int64_t ws_bytes = 0;  // the fast CUDA backward's workspace (0 on the CPU, or when deterministic)
+        if (bwd && fsig_attention_backward_workspace_size(&params, &tq, &ws_bytes) == FSIG_OK && ws_bytes > 0) {
+            workspace = Buffer(size_t(ws_bytes), c.cuda);
+            params.workspace = workspace.dev, params.workspace_bytes = ws_bytes;
+        }
     }
 
     // Softmax forward also writes LSE, as training does (backward needs it).
@@ -807,13 +821,15 @@ int main(int argc, char** argv) {
         if (!csv) usage_error("cannot open --csv file " + o.csv);
         if (fresh)
             std::fprintf(csv, "device,isa,threads,score,dtype,B,H,Hk,Nq,Nk,d,causal,window_left,window_right,"
-                              "pass,iters,median_ms,min_ms,gflop,rate,strided\n");
+                              "pass,iters,median_ms,min_ms,gflop,rate,strided,bwd_path\n");
     }
     const char* unit = o.cuda ? "TFLOP/s" : "GFLOP/s";
     const double unit_div = o.cuda ? 1e12 : 1e9;
     const bool show_strided = o.strides.size() > 1 || o.strides[0] != 0;
-    std::printf("%-8s %-4s %5s %4s %6s %6s %4s %6s %-6s %10s %10s %9s%s\n", "score", "type", "B", "H", "Nq", "Nk", "d",
-                "causal", "pass", "median ms", "min ms", unit, show_strided ? "  strided" : "");
+    const bool show_path = o.bwd_paths.size() > 1 || o.bwd_paths[0] != 0;
+    std::printf("%-8s %-4s %5s %4s %6s %6s %4s %6s %-6s %10s %10s %9s%s%s\n", "score", "type", "B", "H", "Nq", "Nk",
+                "d", "causal", "pass", "median ms", "min ms", unit, show_strided ? "  strided" : "",
+                show_path ? "  bwd path" : "");
     int failures = 0;
     for (size_t si = 0; si < o.seqs.size(); ++si)
         for (int64_t d : o.ds)
@@ -821,57 +837,62 @@ int main(int argc, char** argv) {
                 for (int causal : o.causals)
                     for (int score : o.scores)
                         for (int64_t strided : o.strides)
-                            for (int pass : o.passes) {
-                                Case c;
-                                c.score = score, c.dtype = dtype, c.causal = causal, c.pass = pass, c.d = d;
-                                c.Nq = o.seqs[si];
-                                c.Nk = o.nks.empty() ? c.Nq : o.nks[o.nks.size() == 1 ? 0 : si];
-                                if (o.hidden > 0) {
-                                    if (o.hidden % d) usage_error("--hidden " + std::to_string(o.hidden) + " is not a multiple of d " + std::to_string(d));
-                                    c.H = o.hidden / d;
-                                } else {
-                                    c.H = o.heads;
+                            for (int pass : o.passes)
+                                for (int bwd_path : o.bwd_paths) {
+                                    if (pass == kFwd && bwd_path != o.bwd_paths[0]) continue;  // no backward in it
+                                    Case c;
+                                    c.score = score, c.dtype = dtype, c.causal = causal, c.pass = pass, c.d = d;
+                                    c.Nq = o.seqs[si];
+                                    c.Nk = o.nks.empty() ? c.Nq : o.nks[o.nks.size() == 1 ? 0 : si];
+                                    if (o.hidden > 0) {
+                                        if (o.hidden % d) usage_error("--hidden " + std::to_string(o.hidden) + " is not a multiple of d " + std::to_string(d));
+                                        c.H = o.hidden / d;
+                                    } else {
+                                        c.H = o.heads;
+                                    }
+                                    c.B = o.batch > 0 ? o.batch : (o.hidden > 0 ? std::max<int64_t>(1, 16384 / c.Nq) : 1);
+                                    c.Hk = o.kv_heads > 0 ? o.kv_heads : c.H;
+                                    if (c.H % c.Hk) usage_error("heads " + std::to_string(c.H) + " not a multiple of --gqa-kv-heads");
+                                    c.wl = o.window_left, c.wr = o.window_right;
+                                    c.strided = strided;
+                                    c.cuda = o.cuda;
+                                    c.deterministic = bwd_path == 1;
+    #ifdef FSIG_BENCH_REFERENCE
+                                    if (o.check && !check_case(c, o.seed)) {
+                                        ++failures;
+                                        continue;
+                                    }
+    #endif
+                                    Timing t;
+                                    {
+                                        Problem p(c, o.seed);
+                                        t = time_case(p, o);
+                                    }
+                                    if (!t.ok) {
+                                        failures += !t.unsupported;
+                                        continue;
+                                    }
+                                    double flops = c.forward_flops() * kPassFactor[pass];
+                                    double rate = flops / (t.median_ms * 1e-3) / unit_div;
+                                    std::printf("%-8s %-4s %5lld %4lld %6lld %6lld %4lld %6d %-6s %10.3f %10.3f %9.2f",
+                                                kScoreNames[score], kDtypeNames[dtype], (long long)c.B, (long long)c.H,
+                                                (long long)c.Nq, (long long)c.Nk, (long long)d, causal, kPassNames[pass],
+                                                t.median_ms, t.min_ms, rate);
+                                    if (show_strided) std::printf(" %8lld", (long long)strided);
+                                    if (show_path && pass != kFwd) std::printf("  %s", bwd_path ? "deterministic" : "fast");
+                                    std::printf("\n");
+                                    std::fflush(stdout);
+                                    if (csv) {
+                                        std::fprintf(csv, "%s,%s,%d,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%d,%lld,%lld,%s,%d,%.6f,%.6f,%.4f,%.4f,%lld,%s\n",
+                                                     o.cuda ? "cuda" : "cpu", isa, caps.cpu_threads, kScoreNames[score],
+                                                     kDtypeNames[dtype], (long long)c.B, (long long)c.H, (long long)c.Hk,
+                                                     (long long)c.Nq, (long long)c.Nk, (long long)d, causal, (long long)c.wl,
+                                                     (long long)c.wr, kPassNames[pass], t.iters, t.median_ms, t.min_ms,
+                                                     flops / 1e9, rate, (long long)strided,
+                                                     pass == kFwd ? "" : bwd_path ? "deterministic" : "fast");
+                                        std::fflush(csv);
+                                    }
                                 }
-                                c.B = o.batch > 0 ? o.batch : (o.hidden > 0 ? std::max<int64_t>(1, 16384 / c.Nq) : 1);
-                                c.Hk = o.kv_heads > 0 ? o.kv_heads : c.H;
-                                if (c.H % c.Hk) usage_error("heads " + std::to_string(c.H) + " not a multiple of --gqa-kv-heads");
-                                c.wl = o.window_left, c.wr = o.window_right;
-                                c.strided = strided;
-                                c.cuda = o.cuda;
-#ifdef FSIG_BENCH_REFERENCE
-                                if (o.check && !check_case(c, o.seed)) {
-                                    ++failures;
-                                    continue;
-                                }
-#endif
-                                Timing t;
-                                {
-                                    Problem p(c, o.seed);
-                                    t = time_case(p, o);
-                                }
-                                if (!t.ok) {
-                                    failures += !t.unsupported;
-                                    continue;
-                                }
-                                double flops = c.forward_flops() * kPassFactor[pass];
-                                double rate = flops / (t.median_ms * 1e-3) / unit_div;
-                                std::printf("%-8s %-4s %5lld %4lld %6lld %6lld %4lld %6d %-6s %10.3f %10.3f %9.2f",
-                                            kScoreNames[score], kDtypeNames[dtype], (long long)c.B, (long long)c.H,
-                                            (long long)c.Nq, (long long)c.Nk, (long long)d, causal, kPassNames[pass],
-                                            t.median_ms, t.min_ms, rate);
-                                if (show_strided) std::printf(" %8lld", (long long)strided);
-                                std::printf("\n");
-                                std::fflush(stdout);
-                                if (csv) {
-                                    std::fprintf(csv, "%s,%s,%d,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%d,%lld,%lld,%s,%d,%.6f,%.6f,%.4f,%.4f,%lld\n",
-                                                 o.cuda ? "cuda" : "cpu", isa, caps.cpu_threads, kScoreNames[score],
-                                                 kDtypeNames[dtype], (long long)c.B, (long long)c.H, (long long)c.Hk,
-                                                 (long long)c.Nq, (long long)c.Nk, (long long)d, causal, (long long)c.wl,
-                                                 (long long)c.wr, kPassNames[pass], t.iters, t.median_ms, t.min_ms,
-                                                 flops / 1e9, rate, (long long)strided);
-                                    std::fflush(csv);
-                                }
-                            }
     if (csv) std::fclose(csv);
     if (failures) std::fprintf(stderr, "flashsig-bench: %d case(s) failed\n", failures);
     return failures ? 1 : 0;

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define FSIG_VERSION_MAJOR 0
-#define FSIG_VERSION_MINOR 2
+#define FSIG_VERSION_MINOR 3
 #define FSIG_VERSION_PATCH 0
 
 /* ---- status codes ------------------------------------------------------------------------------ */
@@ -89,7 +89,7 @@ typedef enum fsig_score {
     FSIG_SCORE_SOFTPLUS = 5,  /* softplus(S) * Nk^-alpha */
     FSIG_SCORE_IDENTITY = 6,  /* S * Nk^-alpha */
     /* Linear attention, O(N) (DESIGN.md §4): O_i = sum_j (qf_i . kf_j) v_j / max(sum_j qf_i . kf_j, eps)
-     * over all keys, or keys j <= i + Nk - Nq when causal. CPU only; no window, no lse, scale NaN. */
+     * over all keys, or keys j <= i + Nk - Nq when causal. No window, no lse, scale NaN. */
     FSIG_SCORE_COSFORMER = 7, /* qf_i = relu(q_i) [sin, cos](pi p_i / 2M), p_i = i + Nk - Nq; kf_j likewise, p_j = j */
     FSIG_SCORE_LINEAR_ELU = 8 /* qf_i = elu(q_i) + 1, kf_j = elu(k_j) + 1 */
 } fsig_score;
@@ -111,7 +111,7 @@ typedef struct fsig_attention_params {
     int32_t reserved1;        /* must be 0 */
     /* ---- masks and positions (DESIGN.md §4 "Extensions"); a caller with struct_size 48 or 64 gets
      * them off. The tensor-valued ones (ALiBi slopes, bias, mask, block layout) are arguments of the
-     * _ex calls below. CPU only for now (CUDA tensors: FSIG_ERROR_UNSUPPORTED). ---- */
+     * _ex calls below. CPU and CUDA (on CUDA, dbias only in the bias's full shape). ---- */
     int64_t sparse_block_m;   /* block-sparse: query rows per layout block >= 1; 0 = off (with sparse_block_n) */
     int64_t sparse_block_n;   /* block-sparse: keys per layout block >= 1; 0 = off */
     int64_t strided;          /* strided (atrous) mask: allowed iff |i + Nk - Nq - j| mod strided == 0; 0 = off.
@@ -119,11 +119,19 @@ typedef struct fsig_attention_params {
     int64_t logn_train;       /* log-n scaling: S = scale * lambda_i * q.k (+ bias), lambda_i =
                                  max(1, ln n_i / ln logn_train), n_i = keys that causal and the window alone
                                  allow row i; 0 = off, else >= 2 */
+    /* ---- added in 0.3: the backward's workspace (a caller with an older struct has none) ---- */
+    void* workspace;          /* fast CUDA backward (deterministic 0, no dbias): device memory on q's
+                                 device, 16-byte aligned, at least fsig_attention_backward_workspace_size()
+                                 bytes, sharing no byte with a tensor of the call or with another call in
+                                 flight; its content on entry does not matter, on return it is undefined.
+                                 NULL: the deterministic kernels run instead. Read by the backward only;
+                                 the CPU and the linear scores need none and ignore it */
+    int64_t workspace_bytes;  /* bytes at workspace; 0 when workspace is NULL */
 } fsig_attention_params;
 
 /* Defaults: softmax, scale NaN (1/sqrt(d)), sigmoid_bias NaN (-ln Nk), alpha 1, not causal,
- * windows -1, not deterministic, linear_length 0 (max(Nq, Nk)), linear_epsilon NaN (1e-6),
- * struct_size = sizeof(fsig_attention_params).
+ * windows -1, not deterministic, linear_length 0 (max(Nq, Nk)), linear_epsilon NaN (1e-6), no
+ * workspace, struct_size = sizeof(fsig_attention_params).
  * The linear scores (cosFormer, linear_elu) are scale-free: scale and sigmoid_bias must stay NaN,
  * alpha 1 and the windows -1 (an error names the field otherwise). */
 FSIG_API fsig_attention_params fsig_attention_params_default(void);
@@ -132,14 +140,21 @@ FSIG_API int fsig_attention_params_init(fsig_attention_params* params);
 
 /* ---- attention --------------------------------------------------------------------------------- */
 /* O = P V with P the score of DESIGN.md §4. lse may be NULL; when given the score must be softmax.
- * The linear scores (cosFormer, linear_elu) run on the CPU only (CUDA: FSIG_ERROR_UNSUPPORTED).
+ * On CUDA: fp16 and bf16, head dims 64 and 128 (fsig_get_capabilities); the linear scores likewise.
  * stream: a cudaStream_t for CUDA tensors (NULL = default stream); must be NULL for CPU tensors. */
 FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
                                     const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
                                     const fsig_tensor* out, const fsig_tensor* lse, void* stream);
 
 /* dQ, dK, dV from dO by recomputation. out and lse are required for softmax and may be NULL for
- * the pointwise and linear scores (which never read them). GQA: dk and dv are summed over the query heads of each group. */
+ * the pointwise and linear scores (which never read them). GQA: dk and dv are summed over the query heads of each group.
+ * On CUDA two kernel paths give the same results within DESIGN.md §6:
+ *  - fast (params.deterministic 0 and params.workspace given): one kernel per key tile computes dK, dV
+ *    and adds each tile's share of dQ to an fp32 copy in the workspace with atomics (the order of those
+ *    additions varies, so dq may differ in its last bits from run to run), then a small kernel writes dq;
+ *  - deterministic (params.deterministic 1, or no workspace, or dbias asked for): dK/dV and dQ by two
+ *    kernels that each recompute the scores, no atomics, the same bits on every run.
+ * The CPU backward is always deterministic. */
 FSIG_API int fsig_attention_backward(const fsig_attention_params* params,
                                      const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
                                      const fsig_tensor* out, const fsig_tensor* dout,
@@ -167,6 +182,13 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
                                              const void* v_data, const void* out_data,
                                              const void* dout_data, const void* lse_data,
                                              void* dq_data, void* dk_data, void* dv_data);
+
+/* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * d * 4 (an
+ * fp32 dQ) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
+ * call would not use a workspace (CPU tensors, deterministic, linear scores). q is the call's q
+ * descriptor (its shape, dtype and device are read, its data pointer is not). */
+FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params* params, const fsig_tensor* q,
+                                                    int64_t* bytes);
 
 /* ---- masks and positions (DESIGN.md §4 "Extensions") --------------------------------------------
  * The same calls with four optional input tensors (NULL = absent), and dbias as an output of backward:

@@ -227,6 +227,9 @@ static_assert(kParamsSizeV01 == 48, "the 0.1 layout of fsig_attention_params mus
 // ... and with the linear-attention fields, before the masks-and-positions ones
 constexpr size_t kParamsSizeV02 = offsetof(fsig_attention_params, sparse_block_m);
 static_assert(kParamsSizeV02 == 64, "the 0.2 layout of fsig_attention_params must not change");
+// ... and with masks and positions, before the backward's workspace
+constexpr size_t kParamsSizeV03 = offsetof(fsig_attention_params, workspace);
+static_assert(kParamsSizeV03 == 96, "the 0.2 layout with masks and positions must not change");
 
 // Params: size-versioned, every value in range; resolves the defaults that depend on the shapes.
 // *out receives the caller's struct over the defaults (fields of an older, smaller struct keep them).
@@ -238,11 +241,11 @@ int check_params(const fsig_attention_params* params_in, fsig_attention_params* 
                     "params.struct_size is %u but this library needs at least %zu: initialise params with "
                     "fsig_attention_params_default()",
                     size, kParamsSizeV01);
-    if (size > kParamsSizeV01 && size != kParamsSizeV02 && size < sizeof(fsig_attention_params))
+    if (size > kParamsSizeV01 && size != kParamsSizeV02 && size != kParamsSizeV03 && size < sizeof(fsig_attention_params))
         return fail(FSIG_ERROR_INVALID_PARAMS,
-                    "params.struct_size is %u, which is no version of fsig_attention_params (%zu in 0.1, %zu now): "
-                    "initialise params with fsig_attention_params_default()",
-                    size, kParamsSizeV01, sizeof(fsig_attention_params));
+                    "params.struct_size is %u, which is no version of fsig_attention_params (%zu, %zu or %zu before, "
+                    "%zu now): initialise params with fsig_attention_params_default()",
+                    size, kParamsSizeV01, kParamsSizeV02, kParamsSizeV03, sizeof(fsig_attention_params));
     // a newer caller's extra fields are fine as long as they hold their "off" value (zero)
     const unsigned char* bytes = reinterpret_cast<const unsigned char*>(params_in);
     for (size_t i = sizeof(fsig_attention_params); i < size; ++i)
@@ -276,6 +279,14 @@ int check_params(const fsig_attention_params* params_in, fsig_attention_params* 
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.reserved0 is %d but must be 0", params->reserved0);
     if (params->reserved1 != 0)
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.reserved1 is %d but must be 0", params->reserved1);
+    if (params->workspace_bytes < 0)
+        return fail(FSIG_ERROR_INVALID_PARAMS, "params.workspace_bytes is %lld but must be >= 0",
+                    (long long)params->workspace_bytes);
+    if ((params->workspace == nullptr) != (params->workspace_bytes == 0))
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "params.workspace is %p but params.workspace_bytes is %lld: give both (the fast CUDA backward's "
+                    "memory and its size) or neither",
+                    params->workspace, (long long)params->workspace_bytes);
     FSIG_CHECK(check_extension_params(*params));
     if (params->linear_length < 0)
         return fail(FSIG_ERROR_INVALID_PARAMS,
@@ -373,6 +384,34 @@ int check_qkv(const fsig_attention_params* params, const Checked& q, const Check
     if (!std::isfinite(p->pointwise_factor))
         return fail(FSIG_ERROR_INVALID_PARAMS, "params.alpha %g makes Nk^-alpha overflow for Nk = %lld",
                     double(params->alpha), (long long)p->seq_k);
+    return FSIG_OK;
+}
+
+// Bytes of the fast CUDA backward's workspace: an fp32 dQ, B * Hq * Nq * d floats (fits: q's extent
+// in bytes was checked against int64).
+int64_t workspace_bytes_needed(const Problem& p) { return p.batch * p.heads_q * p.seq_q * p.head_dim * 4; }
+
+// The fast CUDA backward runs with params.workspace: when asked for (not deterministic) and possible
+// (attention scores; dbias comes from the deterministic dQ kernel). Then the workspace must be big
+// enough, aligned and disjoint from every tensor of the call.
+int check_workspace(const fsig_attention_params& params, const Checked& q, const Checked* const* tensors, int n,
+                    BackwardArgs* a) {
+    if (params.workspace == nullptr || q.device_type != FSIG_DEVICE_CUDA || a->p.deterministic ||
+        is_linear(a->p.score) || a->has_dbias)
+        return FSIG_OK;
+    const int64_t need = workspace_bytes_needed(a->p);
+    if (params.workspace_bytes < need)
+        return fail(FSIG_ERROR_BUFFER_TOO_SMALL,
+                    "params.workspace_bytes is %lld but this backward needs %lld (fsig_attention_backward_workspace_size)",
+                    (long long)params.workspace_bytes, (long long)need);
+    if (reinterpret_cast<uintptr_t>(params.workspace) % 16 != 0)
+        return fail(FSIG_ERROR_MISALIGNED, "params.workspace (%p) must be 16-byte aligned", params.workspace);
+    Checked ws;
+    ws.name = "params.workspace";
+    ws.begin = reinterpret_cast<uintptr_t>(params.workspace);
+    ws.end = ws.begin + uintptr_t(need);
+    for (int i = 0; i < n; ++i) FSIG_CHECK(check_disjoint(ws, *tensors[i]));
+    a->workspace = params.workspace;
     return FSIG_OK;
 }
 
@@ -683,6 +722,13 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
         for (const Checked* g : {&dq, &dk, &dv}) FSIG_CHECK(check_disjoint(dbias, *g));
     }
     FSIG_CHECK(check_backend(q, stream, a.p));
+    {
+        const Checked* all[16];
+        int n = 0;
+        for (int i = 0; i < n_inputs; ++i) all[n++] = inputs[i];
+        for (const Checked* g : {&dq, &dk, &dv}) all[n++] = g;
+        FSIG_CHECK(check_workspace(*params, q, all, n, &a));
+    }
     a.q = q.view;
     a.k = k.view;
     a.v = v.view;
@@ -726,6 +772,29 @@ FSIG_API fsig_attention_params fsig_attention_params_default(void) {
     p.linear_length = 0;
     p.linear_epsilon = NAN;
     return p;
+}
+
+FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params* params, const fsig_tensor* q,
+                                                    int64_t* bytes) {
+    fsig::clear_error();
+    if (bytes == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "bytes is NULL");
+    fsig_attention_params resolved;
+    fsig::Problem p;
+    FSIG_CHECK(fsig::check_params(params, &resolved, &p));
+    if (q == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "q is NULL");
+    if (q->ndim != 4) return fail(FSIG_ERROR_INVALID_SHAPE, "q.ndim is %d but must be 4 ([B, Nq, Hq, d])", q->ndim);
+    if (q->device_type != FSIG_DEVICE_CPU && q->device_type != FSIG_DEVICE_CUDA)
+        return fail(FSIG_ERROR_INVALID_DEVICE, "q.device_type %d is not a fsig_device_type", q->device_type);
+    int64_t elements = 1;
+    for (int i = 0; i < 4; ++i) {
+        if (q->shape[i] < 1)
+            return fail(FSIG_ERROR_INVALID_SHAPE, "q.shape[%d] is %lld but must be >= 1", i, (long long)q->shape[i]);
+        if (__builtin_mul_overflow(elements, q->shape[i], &elements) || elements > INT64_MAX / 4)
+            return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in bytes");
+    }
+    const bool uses = q->device_type == FSIG_DEVICE_CUDA && !p.deterministic && !fsig::is_linear(p.score);
+    *bytes = uses ? elements * 4 : 0;
+    return FSIG_OK;
 }
 
 FSIG_API int fsig_attention_params_init(fsig_attention_params* params) {

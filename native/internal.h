@@ -27,7 +27,7 @@ struct Problem {
     int64_t window_left = -1, window_right = -1;
     bool deterministic = false;
 
-    // ---- extensions (DESIGN.md §4); all off by default, CPU only for now ----
+    // ---- extensions (DESIGN.md §4); all off by default ----
     // ALiBi: beta_ij -= slope(b, h) * |delta_i - j|, slope = alibi[b * alibi_stride_b + h * alibi_stride_h]
     const float* alibi = nullptr;
     int64_t alibi_stride_b = 0, alibi_stride_h = 0;
@@ -88,6 +88,9 @@ struct BackwardArgs {
     // dBias = dS summed over the bias's broadcast dims; the bias's shape and dtype, strides of the caller
     bool has_dbias = false;
     TensorView dbias;
+    // the fast CUDA backward's fp32 dQ (B * Hq * Nq * d floats), checked by the C ABI layer; NULL: the
+    // deterministic kernels run
+    void* workspace = nullptr;
 };
 
 }  // namespace fsig

@@ -1,6 +1,7 @@
 // The CUDA backward kernels (FlashAttention-2 design with recomputation, DESIGN.md §5) for sm_80 and
 // later. Included by the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu, one per (kernel, dtype,
-// head dim, plain or extended), each instantiating the 7 score policies: 2 × 2 × 2 × 2 × 7 = 112 kernels.
+// head dim, plain or extended), each instantiating the 7 score policies: 2 × 2 × 2 × 2 × 7 = 112 kernels;
+// the fast path is a run-time branch of the dK/dV kernels (no further instantiations).
 //
 // Contract: the forward's (fwd_kernel.cuh) plus dO [B, Nq, Hq, d], dQ [B, Nq, Hq, d], dK, dV
 // [B, Nk, Hk, d] in the same dtype and under the same layout rule (16-byte-aligned bases, last-dim
@@ -12,7 +13,10 @@
 //   masked; dV = Pᵀ dO, dK = scale · dSᵀ Q (summed over the query heads of the kv head's group),
 //   dQ = scale · dS K.
 //
-// No workspace (the C ABI has no workspace argument yet, and a call must not allocate), no atomics:
+// Two paths. Deterministic (no workspace, no atomics): the dK/dV kernel, then the dQ kernel, each
+// recomputing S and P — 7 tile products per (query tile, key tile) instead of 5. Fast (p.dq_accum, the
+// caller's workspace): the dK/dV kernel alone, which also adds each tile's dS K to an fp32 dQ with
+// atomics (accumulate_dq), then a conversion kernel (bwd_dq_convert.cu) — FlashAttention-2's design.
 //  - dK/dV kernel: one block of 8 warps per (key tile of 128 keys, kv head, batch); warp w owns keys
 //    16w..16w+15 and accumulates their dK, dV rows (16 × d each, fp32) in registers. The block loops
 //    over every query head of the group and every query tile (kKvBlockM rows) that can see the key
@@ -23,14 +27,15 @@
 //    then dV_w += Pᵀ dO and dK_w += dSᵀ Q with Pᵀ, dSᵀ repacked to 16-bit A operands and dO, Q as
 //    B operands by ldmatrix.trans (like V in the forward). Softmax's D for a tile's rows is computed
 //    once per tile by the whole block from the staged O and dO (O(d) per row) into shared memory.
-//    dK, dV are written once, through shared memory, as 16-byte stores.
+//    dK, dV are written once, through shared memory, as 16-byte stores. Fast path: each warp also stores
+//    its dSᵀ (16 keys × kKvBlockM) to shared memory; after a barrier the block computes the tile's
+//    kKvBlockM × d share of dQ = dS K (the warps split it by rows and columns) and adds it to dq_accum.
 //  - dQ kernel: one block of 8 warps per (query tile of 128 rows, query head, batch); warp w owns rows
 //    16w..16w+15 and their dQ (16 × d, fp32) in registers, its D and LSE in registers. Key tiles of 64
 //    stream through two cp.async stages as in the forward; per tile: S = Q_w Kᵀ, dP = dO_w Vᵀ, dS,
 //    dQ_w += dS K (K by ldmatrix.trans). dQ is written once.
-// Both are deterministic (a fixed loop order, every output element written by one thread), so the
-// `deterministic` flag holds trivially. The faster FA2 variant — one kernel, dQ accumulated with fp32
-// atomics in a workspace — needs a workspace argument in the C ABI and is not in this version.
+// The deterministic path has a fixed loop order and every output element written by one thread: the
+// same bits on every run. The fast path's dq depends on the order of the atomics (dK, dV do not).
 //
 // Tiles no element of which is allowed are skipped (by the block's query range, then per warp); only
 // boundary tiles (ragged Nq or Nk, causal diagonal, window edges) evaluate the per-element mask.
@@ -80,7 +85,15 @@ struct BwdTraits {
     static constexpr int kKvStage1 = kKvStage0 + kKvStageBytes;
     static constexpr int kKvLse0 = kKvStage1 + kKvStageBytes;     // fp32 LSE of stage 0, then stage 1
     static constexpr int kKvD = kKvLse0 + 2 * kKvBlockM * 4;      // fp32 D of the current tile
-    static constexpr int kKvSmemBytes = kKvD + kKvBlockM * 4;
+    // fast path: the tile's dSᵀ [key][query] in 16 bits, rows padded by 16 bytes (ldmatrix phases and
+    // the accumulators' 32-bit stores hit every bank once), and a flag per warp: its 16 keys have dS
+    static constexpr int kKvDsStride = kKvBlockM + 8;
+    static constexpr int kKvDs = kKvD + kKvBlockM * 4;
+    static constexpr int kKvLive = kKvDs + kKvBlockN * kKvDsStride * 2;
+    static constexpr int kKvSmemBytes = kKvLive + kWarps * 4;
+    // ... and dQ_tile += dS K split over the warps: 16 query rows × kKvDqCols columns each
+    static constexpr int kKvDqRowGroups = kKvBlockM / 16;
+    static constexpr int kKvDqCols = kHeadDim / (kWarps / kKvDqRowGroups);
     static constexpr int kKvMTiles = kKvBlockM / 8;  // n8 tiles of Sᵀ (query columns) per warp
     static constexpr int kKvThreadsPerRow = kThreads / kKvBlockM;  // D: threads sharing one query row
     static constexpr int kKvChunksPerThread = kChunks / kKvThreadsPerRow;
@@ -101,6 +114,8 @@ struct BwdTraits {
                       (kQBlockM * kChunks) % kThreads == 0 && (kQBlockN * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
     static_assert(kKvBlockM <= kThreads, "one thread per row loads the LSE");
+    static_assert(kWarps % kKvDqRowGroups == 0 && kKvDqCols % 16 == 0 && kKvBlockN == 16 * kWarps,
+                  "fast dQ: whole n16 column pairs per warp, one k16 step per warp's keys");
     static_assert(kThreads % kKvBlockM == 0 && kKvThreadsPerRow <= 32 && kChunks % kKvThreadsPerRow == 0,
                   "D: the threads of a row are adjacent lanes of one warp and split its chunks evenly");
     static_assert(kKvSmemBytes <= 227 * 1024 && kQSmemBytes <= 227 * 1024, "shared memory of one block");
@@ -254,6 +269,58 @@ __device__ __forceinline__ bool stage_beta_keys(const FwdParams& f, int64_t b, i
     return __any_sync(0xffffffffu, any);
 }
 
+// Fast path (p.dq_accum): dQ rows [i0, i0 + kKvBlockM) of query head h += dS K over the block's keys,
+// from the dSᵀ tile the warps left in shared memory (A operands by ldmatrix.trans) and the resident K
+// tile (B operands by ldmatrix.trans, like V in the forward). Warp w takes 16 rows × kKvDqCols columns
+// and skips the k16 steps (one per warp's 16 keys) of warps that had no dS this tile. The sums go to
+// dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number.
+template <class T>
+__device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int h, int i0, uint32_t smem_base,
+                                              const int* live_sm, int lane, int warp) {
+    using M = Mma<typename T::Elem>;
+    constexpr int kD = T::kHeadDim, kNTiles = T::kKvDqCols / 8;
+    const int rg = warp % T::kKvDqRowGroups, c0 = (warp / T::kKvDqRowGroups) * T::kKvDqCols;
+    const frag::RowCol fat = frag::ldsm_at(lane), fbt = frag::ldsm_bt(lane);
+    float acc[kNTiles][4];
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+    bool any = false;
+    // rolled: unrolled, the hoisted fragments spilled the extended kernels (d = 64: 32–60 bytes, 0 rolled)
+#pragma unroll 1
+    for (int ks = 0; ks < T::kWarps; ++ks) {
+        if (!live_sm[ks]) continue;  // (the same for every lane)
+        any = true;
+        uint32_t a[4];
+        ldsm_x4_trans(a, smem_base + T::kKvDs + 2 * ((ks * 16 + fat.row) * T::kKvDsStride + rg * 16 + fat.col));
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+            uint32_t kb[4];
+            ldsm_x4_trans(kb, smem_base + 2 * frag::swizzle<kD>(ks * 16 + fbt.row, c0 + np * 16 + fbt.col));
+            M::run(acc[2 * np], a, kb[0], kb[1]);
+            M::run(acc[2 * np + 1], a, kb[2], kb[3]);
+        }
+    }
+    if (!any) return;
+    float* rows = p.dq_accum + (b * p.f.heads_q + h) * p.f.seq_q * kD;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int64_t i = i0 + rg * 16 + frag::acc_row(lane, 2 * r);
+        if (i >= p.f.seq_q) continue;
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+            float* at = rows + i * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
+#if __CUDA_ARCH__ >= 900
+            atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]));
+#else
+            atomicAdd(at, acc[nt][2 * r]);
+            atomicAdd(at + 1, acc[nt][2 * r + 1]);
+#endif
+        }
+    }
+}
+
 // ---- kernel 1: dK, dV ----------------------------------------------------------------------------
 
 template <class T, class Score, bool kExt>
@@ -352,6 +419,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     float* beta_tile = lambda_sm + kBlockM + warp * 16 * kBetaStride<kBlockM>;
     const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
     const int key_j[2] = {jw + frag::acc_row(lane, 0), jw + frag::acc_row(lane, 2)};
+    // fast path: this tile's dSᵀ (32-bit pairs of 16-bit elements) and the warps' flags for accumulate_dq
+    const bool fast = p.dq_accum != nullptr;
+    uint32_t* ds_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvDs);
+    int* live_sm = reinterpret_cast<int*>(smem_raw + T::kKvLive);
 
     for (int s = 0, t_next; t < n_tiles; s ^= 1, t = t_next) {  // s: the stage of tile t
         const uint32_t stage = s ? T::kKvStage1 : T::kKvStage0;
@@ -390,102 +461,117 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         }
         if (rows_staged) __syncthreads();  // (a block-uniform condition)
 
-        // warp-uniform: skip a tile none of this warp's keys may see (by the interval; extended, also when
-        // the element-wise extensions leave none of its elements: β all −inf)
-        if (i0 > wq_last || i0 + kBlockM - 1 < wq_first) continue;
+        // warp-uniform: a tile none of this warp's keys may see is skipped (by the interval; extended, also
+        // when the element-wise extensions leave none of its elements: β all −inf)
+        bool live = i0 <= wq_last && i0 + kBlockM - 1 >= wq_first;
         if constexpr (kExt) {
-            if (f.ext.elementwise && !stage_beta_keys<kBlockM>(f, b, tile_head(t), i0, jw, lane, beta_tile)) continue;
+            if (live && f.ext.elementwise) live = stage_beta_keys<kBlockM>(f, b, tile_head(t), i0, jw, lane, beta_tile);
         }
-
-        // ---- Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (16 keys × kBlockM queries) ----
-        float st_[T::kKvMTiles][4], dpt[T::kKvMTiles][4];
+        if (live) {
+            // ---- Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (16 keys × kBlockM queries) ----
+            float st_[T::kKvMTiles][4], dpt[T::kKvMTiles][4];
 #pragma unroll
-        for (int nt = 0; nt < T::kKvMTiles; ++nt)
+            for (int nt = 0; nt < T::kKvMTiles; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) st_[nt][e] = dpt[nt][e] = 0.f;
-        // not unrolled: with every k-step's fragments hoisted the d = 128 kernel spilled (NOTES.md)
+                for (int e = 0; e < 4; ++e) st_[nt][e] = dpt[nt][e] = 0.f;
+            // not unrolled: with every k-step's fragments hoisted the d = 128 kernel spilled (NOTES.md)
 #pragma unroll 1
-        for (int ks = 0; ks < T::kKSteps; ++ks) {
-            uint32_t ka[4], va[4];
-            ldsm_x4(ka, smem_base + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
-            ldsm_x4(va, smem_base + T::kKvKeyBytes + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
+            for (int ks = 0; ks < T::kKSteps; ++ks) {
+                uint32_t ka[4], va[4];
+                ldsm_x4(ka, smem_base + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
+                ldsm_x4(va, smem_base + T::kKvKeyBytes + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
 #pragma unroll
-            for (int np = 0; np < kBlockM / 16; ++np) {
-                uint32_t qb[4], gb[4];
-                const int off = 2 * frag::swizzle<kD>(np * 16 + fb.row, ks * 16 + fb.col);
-                ldsm_x4(qb, q_tile + off);
-                M::run(st_[2 * np], ka, qb[0], qb[1]);
-                M::run(st_[2 * np + 1], ka, qb[2], qb[3]);
-                ldsm_x4(gb, do_tile + off);
-                M::run(dpt[2 * np], va, gb[0], gb[1]);
-                M::run(dpt[2 * np + 1], va, gb[2], gb[3]);
+                for (int np = 0; np < kBlockM / 16; ++np) {
+                    uint32_t qb[4], gb[4];
+                    const int off = 2 * frag::swizzle<kD>(np * 16 + fb.row, ks * 16 + fb.col);
+                    ldsm_x4(qb, q_tile + off);
+                    M::run(st_[2 * np], ka, qb[0], qb[1]);
+                    M::run(st_[2 * np + 1], ka, qb[2], qb[3]);
+                    ldsm_x4(gb, do_tile + off);
+                    M::run(dpt[2 * np], va, gb[0], gb[1]);
+                    M::run(dpt[2 * np + 1], va, gb[2], gb[3]);
+                }
             }
-        }
 
-        // ---- Pᵀ and dSᵀ; the mask on boundary tiles only (element (key j, query i)) ----
-        const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
-        // extended: ALiBi |δ_i − j| = |dist0[r] + col| for key key_j[r] and query i0 + col
-        float slope = 0.f, dist0[2] = {0.f, 0.f};
-        if constexpr (kExt) {
-            if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + tile_head(t) * f.ext.alibi_h];
-            dist0[0] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[0]);
-            dist0[1] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[1]);
-        }
+            // ---- Pᵀ and dSᵀ; the mask on boundary tiles only (element (key j, query i)) ----
+            const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
+            // extended: ALiBi |δ_i − j| = |dist0[r] + col| for key key_j[r] and query i0 + col
+            float slope = 0.f, dist0[2] = {0.f, 0.f};
+            if constexpr (kExt) {
+                if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + tile_head(t) * f.ext.alibi_h];
+                dist0[0] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[0]);
+                dist0[1] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[1]);
+            }
 #pragma unroll
-        for (int nt = 0; nt < T::kKvMTiles; ++nt)
+            for (int nt = 0; nt < T::kKvMTiles; ++nt)
 #pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                const int col = nt * 8 + frag::acc_col(lane, c);  // query row i0 + col
-                float nl = 0.f, dd = 0.f;
-                if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
-                if constexpr (kExt) {
-                    // x = λ_i·scale·q·k − slope·|δ_i − j| + β (−inf where disallowed); P, dS = ∂L/∂x, then
-                    // dS·λ_i for dK
-                    const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
+                for (int c = 0; c < 2; ++c) {
+                    const int col = nt * 8 + frag::acc_col(lane, c);  // query row i0 + col
+                    float nl = 0.f, dd = 0.f;
+                    if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
+                    if constexpr (kExt) {
+                        // x = λ_i·scale·q·k − slope·|δ_i − j| + β (−inf where disallowed); P, dS = ∂L/∂x, then
+                        // dS·λ_i for dK
+                        const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
 #pragma unroll
-                    for (int e = c; e < 4; e += 2) {
-                        float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(col), st_[nt][e] * f.scale);
-                        if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<kBlockM> + col];
-                        float pr, ds;
-                        probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
-                        st_[nt][e] = x == -INFINITY ? 0.f : pr;
-                        dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                        for (int e = c; e < 4; e += 2) {
+                            float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(col), st_[nt][e] * f.scale);
+                            if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<kBlockM> + col];
+                            float pr, ds;
+                            probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
+                            st_[nt][e] = x == -INFINITY ? 0.f : pr;
+                            dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                        }
+                    } else {
+#pragma unroll
+                        for (int e = c; e < 4; e += 2)
+                            probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st_[nt][e], dpt[nt][e]);
                     }
-                } else {
+                    if (!interior) {
+                        const int i = i0 + col;
+                        const int64_t lo = first_key(f, i), hi = last_key(f, i);
+                        const bool row_ok = i < f.seq_q;
 #pragma unroll
-                    for (int e = c; e < 4; e += 2)
-                        probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st_[nt][e], dpt[nt][e]);
+                        for (int r = 0; r < 2; ++r)
+                            if (!row_ok || key_j[r] < lo || key_j[r] > hi) st_[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
+                    }
                 }
-                if (!interior) {
-                    const int i = i0 + col;
-                    const int64_t lo = first_key(f, i), hi = last_key(f, i);
-                    const bool row_ok = i < f.seq_q;
-#pragma unroll
-                    for (int r = 0; r < 2; ++r)
-                        if (!row_ok || key_j[r] < lo || key_j[r] > hi) st_[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
-                }
-            }
 
-        // ---- dV_w += Pᵀ dO, dK_w += dSᵀ Q: the accumulators are the A operands (k = query rows) ----
+            // ---- dV_w += Pᵀ dO, dK_w += dSᵀ Q: the accumulators are the A operands (k = query rows) ----
 #pragma unroll
-        for (int kp = 0; kp < kBlockM / 16; ++kp) {
-            const uint32_t pa[4] = {M::pack(st_[2 * kp][0], st_[2 * kp][1]), M::pack(st_[2 * kp][2], st_[2 * kp][3]),
-                                    M::pack(st_[2 * kp + 1][0], st_[2 * kp + 1][1]),
-                                    M::pack(st_[2 * kp + 1][2], st_[2 * kp + 1][3])};
-            const uint32_t da[4] = {M::pack(dpt[2 * kp][0], dpt[2 * kp][1]), M::pack(dpt[2 * kp][2], dpt[2 * kp][3]),
-                                    M::pack(dpt[2 * kp + 1][0], dpt[2 * kp + 1][1]),
-                                    M::pack(dpt[2 * kp + 1][2], dpt[2 * kp + 1][3])};
+            for (int kp = 0; kp < kBlockM / 16; ++kp) {
+                const uint32_t pa[4] = {M::pack(st_[2 * kp][0], st_[2 * kp][1]), M::pack(st_[2 * kp][2], st_[2 * kp][3]),
+                                        M::pack(st_[2 * kp + 1][0], st_[2 * kp + 1][1]),
+                                        M::pack(st_[2 * kp + 1][2], st_[2 * kp + 1][3])};
+                const uint32_t da[4] = {M::pack(dpt[2 * kp][0], dpt[2 * kp][1]), M::pack(dpt[2 * kp][2], dpt[2 * kp][3]),
+                                        M::pack(dpt[2 * kp + 1][0], dpt[2 * kp + 1][1]),
+                                        M::pack(dpt[2 * kp + 1][2], dpt[2 * kp + 1][3])};
+                if (fast) {  // dSᵀ [key][query] for accumulate_dq: each register's pair where it came from
 #pragma unroll
-            for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
-                uint32_t gb[4], qb[4];
-                const int off = 2 * frag::swizzle<kD>(kp * 16 + fbt.row, dp * 16 + fbt.col);
-                ldsm_x4_trans(gb, do_tile + off);
-                M::run(dv[2 * dp], pa, gb[0], gb[1]);
-                M::run(dv[2 * dp + 1], pa, gb[2], gb[3]);
-                ldsm_x4_trans(qb, q_tile + off);
-                M::run(dk[2 * dp], da, qb[0], qb[1]);
-                M::run(dk[2 * dp + 1], da, qb[2], qb[3]);
+                    for (int reg = 0; reg < 4; ++reg) {
+                        const frag::RowCol at = frag::a_pack_pos(lane, reg);
+                        ds_sm[((warp * 16 + at.row) * T::kKvDsStride + kp * 16 + at.col) / 2] = da[reg];
+                    }
+                }
+#pragma unroll
+                for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
+                    uint32_t gb[4], qb[4];
+                    const int off = 2 * frag::swizzle<kD>(kp * 16 + fbt.row, dp * 16 + fbt.col);
+                    ldsm_x4_trans(gb, do_tile + off);
+                    M::run(dv[2 * dp], pa, gb[0], gb[1]);
+                    M::run(dv[2 * dp + 1], pa, gb[2], gb[3]);
+                    ldsm_x4_trans(qb, q_tile + off);
+                    M::run(dk[2 * dp], da, qb[0], qb[1]);
+                    M::run(dk[2 * dp + 1], da, qb[2], qb[3]);
+                }
             }
+        }
+
+        // ---- fast path: dQ_tile += dS K over the warps' live keys, added to dq_accum with atomics ----
+        if (fast) {
+            if (lane == 0) live_sm[warp] = live;
+            __syncthreads();  // every warp's dSᵀ and flag are in shared memory
+            accumulate_dq<T>(p, b, tile_head(t), i0, smem_base, live_sm, lane, warp);
         }
     }
 

@@ -22,6 +22,10 @@ struct BwdParams {
     int64_t dv_batch, dv_row, dv_head;
     int32_t heads_k;   // Hk
     int32_t n_blocks;  // key tiles of the dK/dV kernel, set by its launcher
+    // fast path: the dK/dV kernel also adds each tile's dS·K (λ applied, scale not) to this fp32
+    // [B, Hq, Nq, d] (zeroed before it) with atomics, and launch_bwd_dq_convert writes dq from it;
+    // nullptr: the deterministic dQ kernel computes dq
+    float* dq_accum;
 };
 
 // Query rows whose allowed keys meet [j_lo, j_hi] (0 <= j_lo <= j_hi): the rows i with

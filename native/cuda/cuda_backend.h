@@ -28,8 +28,10 @@ int forward(const ForwardArgs& a, int device_index, void* stream, char* msg, siz
 
 // Runs a backward problem that the C ABI layer validated (as forward; softmax comes with out and lse)
 // on the stream: the same CUDA-only checks as forward for q, k, v, dout, dq, dk, dv (and out, lse for
-// softmax), then two asynchronous kernels (dK/dV, then dQ; no workspace, no allocation, no atomics:
-// deterministic, so params.deterministic holds either way), restoring the caller's current device.
+// softmax), then, restoring the caller's current device, asynchronous work without allocation: with
+// a.workspace (the fast path, which the C ABI layer chose and checked) a memset, the dK/dV kernel that
+// also adds dQ into the workspace with atomics, and dq's conversion; without, the deterministic dK/dV
+// and dQ kernels (no atomics, the same bits every run).
 int backward(const BackwardArgs& a, int device_index, void* stream, char* msg, size_t msg_size);
 
 // Linear attention (params.score cosformer / linear_elu, DESIGN.md §4) of a problem the C ABI layer

@@ -281,6 +281,8 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     if (int st = enter_device(m, guard, device, tensors, n_pointers); st != FSIG_OK) return st;
     const TensorView* dbias = a.has_dbias ? &a.dbias : nullptr;
     if (int st = check_extension_pointers(m, pr, dbias, device); st != FSIG_OK) return st;
+    if (a.workspace != nullptr)
+        if (int st = check_pointer(m, "params.workspace", a.workspace, device); st != FSIG_OK) return st;
 
     BwdParams p{};
     p.f = make_params(pr, a.q, a.k, a.v, softmax ? a.out : a.q, softmax ? &a.lse : nullptr, dbias);
@@ -291,15 +293,25 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     p.dk_batch = a.dk.stride[0], p.dk_row = a.dk.stride[1], p.dk_head = a.dk.stride[2];
     p.dv_batch = a.dv.stride[0], p.dv_row = a.dv.stride[1], p.dv_head = a.dv.stride[2];
     p.heads_k = int32_t(pr.heads_k);
+    p.dq_accum = static_cast<float*>(a.workspace);  // the C ABI layer passes it on for the fast path only
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
-    // two independent kernels on the caller's stream: dK, dV (one block per key tile), then dQ (and dBias)
-    cudaError_t e = kBwdDkDv[ext][bf16][d128](p, s);
-    const char* which = "dK/dV";
-    if (e == cudaSuccess) {
-        which = "dQ";
-        e = kBwdDq[ext][bf16][d128](p, s);
+    cudaError_t e;
+    const char* which;
+    if (p.dq_accum != nullptr) {
+        // fast: zero the fp32 dQ, dK/dV kernel adding dS K to it, conversion into dq (stream order)
+        which = "workspace clearing";
+        e = cudaMemsetAsync(p.dq_accum, 0, size_t(pr.batch * pr.heads_q * pr.seq_q * pr.head_dim * 4), s);
+        if (e == cudaSuccess) which = "dK/dV/dQ", e = kBwdDkDv[ext][bf16][d128](p, s);
+        if (e == cudaSuccess)
+            which = "dQ conversion", e = (bf16 ? launch_bwd_dq_convert_bf16 : launch_bwd_dq_convert_fp16)(
+                                         p, int(pr.head_dim), s);
+    } else {
+        // deterministic: two independent kernels, dK, dV (one block per key tile), then dQ (and dBias)
+        which = "dK/dV";
+        e = kBwdDkDv[ext][bf16][d128](p, s);
+        if (e == cudaSuccess) which = "dQ", e = kBwdDq[ext][bf16][d128](p, s);
     }
     if (e != cudaSuccess) {
         cudaGetLastError();

@@ -43,9 +43,19 @@ FSIG_FRAG_HD RowCol ldsm_bt(int lane) { return ldsm_a(lane); }
 // Without .trans from an [n][k] tile (K, so that B = Kᵀ): matrices (n 0-7, k 0-7), (n 0-7, k 8-15),
 // (n 8-15, k 0-7), (n 8-15, k 8-15) = b0, b1 of n-tile 0, then b0, b1 of n-tile 1.
 FSIG_FRAG_HD RowCol ldsm_b(int lane) { return {(lane >> 4) * 8 + (lane & 7), ((lane >> 3) & 1) * 8}; }
+// With .trans from a [k][m] tile (the backward's dSᵀ, so that A = dS): matrices (k 0-7, m 0-7),
+// (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15) = a0..a3 — row k, column m: ldsm_b's pattern.
+FSIG_FRAG_HD RowCol ldsm_at(int lane) { return ldsm_b(lane); }
 
 // Row and column of accumulator element e (0..3) of a lane inside its 16x8 C tile.
 FSIG_FRAG_HD int acc_row(int lane, int e) { return (lane >> 2) + (e >> 1) * 8; }
 FSIG_FRAG_HD int acc_col(int lane, int e) { return (lane & 3) * 2 + (e & 1); }
+
+// Two 16x8 accumulator tiles side by side packed into one A operand (registers: tile 0 rows g, tile 0
+// rows g + 8, tile 1 rows g, tile 1 rows g + 8): the row and first column of the element pair that
+// register reg holds, inside the 16x16 block.
+FSIG_FRAG_HD RowCol a_pack_pos(int lane, int reg) {
+    return {acc_row(lane, 0) + (reg & 1) * 8, acc_col(lane, 0) + (reg >> 1) * 8};
+}
 
 }  // namespace fsig::cuda::frag

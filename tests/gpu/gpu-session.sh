@@ -35,7 +35,7 @@ if [[ -z ${SKIP_SANITIZER:-} ]]; then
 fi
 if [[ -z ${SKIP_BENCH:-} ]]; then
   step bench "$build/benchmarks/flashsig-bench" --device cuda --dtype bf16 --hidden 2048 --seq 1024,4096 --d 64,128 \
-    --causal both --score softmax,sigmoid --pass fwd,bwd,fwdbwd --warmup 3 --iters 20 --csv "$out/bench.csv"
+    --causal both --score softmax,sigmoid --pass fwd,bwd,fwdbwd --bwd-path both --warmup 3 --iters 20 --csv "$out/bench.csv"
   # linear attention vs the causal sigmoid forward (issue 6: linear growth 4k..16k; cosFormer faster at 16k?)
   step bench_linear "$build/benchmarks/flashsig-bench" --device cuda --dtype bf16 --hidden 2048 --d 128 \
     --seq 4096,8192,16384 --causal 1 --score sigmoid,cosformer,linear_elu --pass fwd,fwdbwd --warmup 2 --iters 10 \

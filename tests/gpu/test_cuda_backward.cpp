@@ -4,6 +4,8 @@
 // targeted cases (parameters off their defaults, width-0 and huge windows, rows that see no key,
 // big GQA groups, exact tile multiples, strided LSE); determinism (two runs, same bits); refusals
 // (which must write nothing); a created stream, CUDA-graph capture and the caller's current device.
+// Every numerics case runs both CUDA paths: the deterministic kernels (no workspace) and the fast
+// path (params.workspace: dQ by atomics), whose dK and dV must equal the deterministic ones bit for bit.
 // out and lse come from ref64 (out rounded to the dtype), as tests/numerics.cpp does for the CPU, so the
 // check isolates the backward.
 //
@@ -131,6 +133,22 @@ struct Run {
         poison_grads();
         p = tu::params_for(s);
     }
+    // the fast path's workspace (CUDA: the size fsig_attention_backward_workspace_size asks for; on the
+    // CPU that is 0 and the call runs as without one)
+    std::shared_ptr<void> workspace;
+    void use_workspace(bool fast, const ref::Spec& s) {
+        p.workspace = nullptr, p.workspace_bytes = 0;
+        if (!fast) return;
+        const fsig_tensor tq = q.desc();
+        int64_t bytes = -1;
+        REQUIRE(fsig_attention_backward_workspace_size(&p, &tq, &bytes) == FSIG_OK, "workspace size: %s",
+                fsig_last_error());
+        const int64_t expected = g_cuda ? s.B * s.Hq * s.Nq * s.d * 4 : 0;
+        REQUIRE(bytes == expected, "workspace size %lld, expected %lld", (long long)bytes, (long long)expected);
+        if (bytes == 0) return;
+        if (!workspace) workspace = gt::device_alloc(size_t(bytes));
+        p.workspace = workspace.get(), p.workspace_bytes = bytes;
+    }
     void poison_grads() { poison(dq), poison(dk), poison(dv); }
     int backward(void* stream = nullptr) const {
         const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tdo = dout.desc(), tdq = dq.desc(),
@@ -160,16 +178,9 @@ void sync_or_die(const std::string& what) {
     }
 }
 
-bool run_case(const Case& c, const Prepared& in) {
-    const int before = th::failures();
+// The gradients of r (after its backward) against the references by the §6 rule; a summary for the log.
+std::string check_grads(const Case& c, const Prepared& in, const Run& r, const char* path) {
     const ref::Spec& s = c.s;
-    Run r(c, in);
-    const int st = r.backward();
-    if (st != FSIG_OK) {
-        EXPECT(false, "%s: backward returned %d (%s): %s", c.name.c_str(), st, fsig_status_string(st), fsig_last_error());
-        return false;
-    }
-    sync_or_die(c.name);
     const std::vector<int64_t> qshape{s.B, s.Nq, s.Hq, s.d}, kshape{s.B, s.Nk, s.Hk, s.d};
     const struct {
         const char* name;
@@ -186,10 +197,39 @@ bool run_case(const Case& c, const Prepared& in) {
         const std::vector<float> ours = o.t->host.load();
         const ref::RuleResult rr =
             ref::check_rule(c.name, o.name, ours.data(), o.r64->data(), o.naive->data(), ours.size(), *o.shape);
-        EXPECT(rr.ok, "%s: %s breaks the §6 rule (%s)", c.name.c_str(), o.name, s.describe().c_str());
-        EXPECT(tu::count_stray_writes(o.t->host) == 0, "%s: elements outside %s's view were written", c.name.c_str(),
-               o.name);
+        EXPECT(rr.ok, "%s (%s path): %s breaks the §6 rule (%s)", c.name.c_str(), path, o.name, s.describe().c_str());
+        EXPECT(tu::count_stray_writes(o.t->host) == 0, "%s (%s path): elements outside %s's view were written",
+               c.name.c_str(), path, o.name);
         summary += th::format("  %s %.3g/%.3g", o.name, rr.our_err, rr.bound);
+    }
+    return summary;
+}
+
+// One case by both paths: deterministic, then fast (on CUDA; the CPU has one path), whose dK and dV come
+// from the same dK/dV kernel code and must be the same bits.
+bool run_case(const Case& c, const Prepared& in) {
+    const int before = th::failures();
+    Run r(c, in);
+    std::string summary;
+    std::vector<unsigned char> dk_dv;
+    for (bool fast : {false, true}) {
+        if (fast && !g_cuda) break;
+        r.use_workspace(fast, c.s);
+        r.poison_grads();
+        const int st = r.backward();
+        if (st != FSIG_OK) {
+            EXPECT(false, "%s: backward (%s path) returned %d (%s): %s", c.name.c_str(), fast ? "fast" : "deterministic",
+                   st, fsig_status_string(st), fsig_last_error());
+            return false;
+        }
+        sync_or_die(c.name);
+        summary += check_grads(c, in, r, fast ? "fast" : "deterministic");
+        r.dk.download(), r.dv.download();
+        std::vector<unsigned char> b = tu::snapshot(r.dk.host), bv = tu::snapshot(r.dv.host);
+        b.insert(b.end(), bv.begin(), bv.end());
+        if (!fast) dk_dv = b;
+        else EXPECT(b == dk_dv, "%s: the fast path's dK, dV differ from the deterministic ones", c.name.c_str());
+        if (fast) summary += " (fast)";
     }
     const bool ok = th::failures() == before;
     if (g_verbose || !ok) std::printf("  %s %s %s\n", ok ? "ok  " : "FAIL", c.name.c_str(), summary.c_str());
@@ -368,8 +408,9 @@ Case small_case(int score = ref::kSoftmax, int64_t d = 64, int dtype = ref::kBf1
     return c;
 }
 
-// Two runs of the same call give the same bits (no atomics, fixed order): larger problems, every
-// kernel path (softmax and pointwise, both head dims, GQA).
+// Two runs of the same call with params.deterministic = 1 give the same bits (no atomics, fixed order):
+// larger problems, every kernel path (softmax and pointwise, both head dims, GQA). A workspace, were
+// one given, would not be used.
 TEST(determinism) {
     if (g_quick) return;
     struct D {
@@ -395,6 +436,7 @@ TEST(determinism) {
         in.out.assign(c.s.q_elems(), 0.f);
         in.lse.assign(c.s.lse_elems(), 0.f);
         Run r(c, in);
+        r.p.deterministic = 1;
         if (r.softmax) {
             const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(), tl = r.lse.desc();
             REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
@@ -513,6 +555,25 @@ TEST(cuda_refusals) {
         t.dv.capacity_bytes = int64_t(r.dv.host.st->bytes);
         expect_refusal("a plain host pointer as a CUDA dv", t.call(r), FSIG_ERROR_INVALID_DEVICE, "host memory", r);
     }
+    {  // the fast path's workspace: one byte short, misaligned, overlapping dq, host memory (all CUDA-only
+       // rules: the CPU ignores a workspace)
+        const int64_t need = c.s.B * c.s.Hq * c.s.Nq * c.s.d * 4;
+        std::vector<float> host_ws(size_t(need / 4) + 16);  // (--device cpu: any memory does)
+        std::shared_ptr<void> ws = g_cuda ? gt::device_alloc(size_t(need) + 64) : nullptr;
+        void* base = g_cuda ? ws.get() : host_ws.data() + (4 - reinterpret_cast<uintptr_t>(host_ws.data()) / 4 % 4) % 4;
+        Run r(c, in);
+        Descs t(r);
+        r.p.workspace = base, r.p.workspace_bytes = need - 1;
+        expect_refusal("workspace one byte short", t.call(r), FSIG_ERROR_BUFFER_TOO_SMALL, "params.workspace_bytes", r);
+        r.p.workspace = static_cast<unsigned char*>(base) + 8, r.p.workspace_bytes = need;
+        expect_refusal("workspace misaligned by 8 bytes", t.call(r), FSIG_ERROR_MISALIGNED, "params.workspace", r);
+        r.p.workspace = t.dq.data, r.p.workspace_bytes = need;
+        expect_refusal("workspace overlapping dq", t.call(r), FSIG_ERROR_ALIASING, "params.workspace", r);
+        std::vector<float> host(size_t(need / 4) + 4);
+        r.p.workspace = host.data() + (4 - reinterpret_cast<uintptr_t>(host.data()) / 4 % 4) % 4;
+        r.p.workspace_bytes = need;
+        expect_refusal("workspace in plain host memory", t.call(r), FSIG_ERROR_INVALID_DEVICE, "params.workspace", r);
+    }
     {
         Run r(c, in);
         Descs t(r);
@@ -563,6 +624,32 @@ TEST(cuda_streams_graphs_device) {
     CUDA_OK(cudaGraphExecDestroy(exec));
     CUDA_OK(cudaGraphDestroy(graph));
     CUDA_OK(cudaStreamDestroy(stream));
+
+    {  // the fast path (memset, dK/dV kernel with atomics, conversion) captured and replayed: dK, dV the same
+       // bits as the deterministic path, dQ by the §6 rule
+        r.use_workspace(true, c.s);
+        CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+        const int st_fast = r.backward(stream);
+        const cudaError_t end_fast = cudaStreamEndCapture(stream, &graph);
+        REQUIRE(st_fast == FSIG_OK, "fast backward during graph capture: %s", fsig_last_error());
+        REQUIRE(end_fast == cudaSuccess, "cudaStreamEndCapture: %s", cudaGetErrorString(end_fast));
+        CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+        for (int rep = 0; rep < 2; ++rep) {
+            r.poison_grads();
+            CUDA_OK(cudaGraphLaunch(exec, stream));
+            CUDA_OK(cudaStreamSynchronize(stream));
+            const std::vector<unsigned char> b = r.grad_bytes();
+            const size_t dq_bytes = r.dq.host.st->bytes;
+            EXPECT(std::equal(b.begin() + dq_bytes, b.end(), ref_bytes.begin() + dq_bytes),
+                   "fast graph replay %d: dK, dV differ from the deterministic path", rep);
+            check_grads(c, in, r, "fast, graph replay");
+        }
+        CUDA_OK(cudaGraphExecDestroy(exec));
+        CUDA_OK(cudaGraphDestroy(graph));
+        CUDA_OK(cudaStreamDestroy(stream));
+        r.use_workspace(false, c.s);
+    }
 
     if (g_device_count >= 2) {  // tensors on cuda:0 while cuda:1 is current
         CUDA_OK(cudaSetDevice(1));

@@ -3,7 +3,8 @@
 // them (the layouts are restated independently below), and one warp's share of the forward kernel —
 // Q fragments, S = Q Kᵀ, P from the accumulators as the A operand, O += P V, the O staging and the
 // 16-byte copy-out — runs over swizzled shared-memory tiles exactly as fwd_kernel.cuh indexes them.
-// The backward's dK/dV warp (transposed products: Sᵀ = K_w Qᵀ, dV_w += Sᵀ dO) is replayed the same way.
+// The backward's dK/dV warp (transposed products: Sᵀ = K_w Qᵀ, dV_w += Sᵀ dO) is replayed the same way,
+// and the fast path's dQ step of a whole dK/dV block (dSᵀ to shared memory, then dS K split over the warps).
 // Small integers make every product exact, so any index slip shows as a wrong value. Also checks that
 // the swizzle is a bijection that keeps 16-byte chunks whole, and that every ldmatrix phase (8 lanes,
 // one 8x8 matrix) touches all 32 banks once (no bank conflicts).
@@ -314,6 +315,102 @@ void check_dkdv_warp() {
 
 TEST(bwd_dkdv_warp_d64) { check_dkdv_warp<64, 64>(); }
 TEST(bwd_dkdv_warp_d128) { check_dkdv_warp<128, 32>(); }
+
+// The fast backward's dQ step (bwd_kernel.cuh: the dSᵀ stores, then accumulate_dq), for a whole block.
+// Each live warp stores its dSᵀ accumulators (16 keys × kRowsQ queries; registers packed as for dK) into
+// the padded [key][query] tile at a_pack_pos; then warp w computes rows 16 (w % groups).., columns
+// kCols (w / groups).. of dS K, dS by ldsm_at (.trans), K by ldsm_bt (.trans), skipping the k16 steps
+// of warps without dS, whose part of the tile holds stale values (NaN here). Checked against the plain
+// product over the live keys; every element of the tile is computed by exactly one warp; the ldmatrix
+// phases and the 32-bit stores are bank-conflict free. The constants restate BwdTraits (kKvBlockN,
+// kKvDsStride, kKvDqRowGroups, kKvDqCols).
+template <int kD, int kRowsQ>
+void check_fast_dq() {
+    constexpr int kKeys = 128, kWarps = 8, kStride = kRowsQ + 8;
+    constexpr int kGroups = kRowsQ / 16, kCols = kD / (kWarps / kGroups);
+    const bool live[kWarps] = {true, true, false, true, true, true, false, true};
+    std::srand(kD * 7 + kRowsQ);
+    auto rnd = [] { return float(std::rand() % 7 - 3); };
+    std::vector<float> K(kKeys * kD), dS(kRowsQ * kKeys);  // dS [query][key]
+    for (float& x : K) x = rnd();
+    for (float& x : dS) x = rnd();
+    std::vector<float> sK(size_t(kKeys) * kD, NAN);
+    for (int r = 0; r < kKeys; ++r)
+        for (int c = 0; c < kD; ++c) sK[size_t(swz<kD>(r, c))] = K[size_t(r * kD + c)];
+
+    // the stores: accumulator pairs of dSᵀ (tile nt: keys acc_row, queries nt·8 + acc_col) as A registers
+    std::vector<float> sDs(size_t(kKeys) * kStride, NAN);
+    bool banks = true;
+    for (int w = 0; w < kWarps; ++w) {
+        if (!live[w]) continue;
+        for (int kp = 0; kp < kRowsQ / 16; ++kp)
+            for (int reg = 0; reg < 4; ++reg) {
+                int hits[32] = {};
+                for (int l = 0; l < 32; ++l) {
+                    const int nt = 2 * kp + (reg >> 1), e = (reg & 1) * 2;  // da[reg] = pack(dpt[nt][e], dpt[nt][e + 1])
+                    const float lo = dS[size_t((nt * 8 + acc_col(l, e)) * kKeys + w * 16 + acc_row(l, e))];
+                    const float hi = dS[size_t((nt * 8 + acc_col(l, e + 1)) * kKeys + w * 16 + acc_row(l, e + 1))];
+                    const RowCol at = fsig::cuda::frag::a_pack_pos(l, reg);
+                    const int elem = (w * 16 + at.row) * kStride + kp * 16 + at.col;
+                    EXPECT(elem % 2 == 0, "d=%d: a dSᵀ pair at an odd element offset", kD);
+                    sDs[size_t(elem)] = lo, sDs[size_t(elem) + 1] = hi;
+                    ++hits[(elem / 2) % 32];
+                }
+                for (int b = 0; b < 32; ++b) banks = banks && hits[b] == 1;
+            }
+    }
+    EXPECT(banks, "d=%d rows=%d: the dSᵀ stores have a shared-memory bank conflict", kD, kRowsQ);
+
+    // the block's dQ tile, warp by warp
+    std::vector<int> covered(kRowsQ * kD, 0);
+    int bad = 0;
+    bool ld_banks = true;
+    for (int w = 0; w < kWarps; ++w) {
+        const int rg = w % kGroups, c0 = (w / kGroups) * kCols;
+        std::vector<std::vector<std::array<float, 4>>> acc(kCols / 8, std::vector<std::array<float, 4>>(32, {0, 0, 0, 0}));
+        for (int ks = 0; ks < kWarps; ++ks) {
+            if (!live[ks]) continue;
+            std::vector<int> addr(32);
+            for (int l = 0; l < 32; ++l) {
+                const RowCol a = fsig::cuda::frag::ldsm_at(l);
+                addr[l] = (ks * 16 + a.row) * kStride + rg * 16 + a.col;
+            }
+            for (int m = 0; m < 4; ++m) ld_banks = ld_banks && conflict_free(addr, 8 * m);
+            const Frag4 a = ldmatrix_x4(sDs, addr, true);
+            for (int np = 0; np < kCols / 16; ++np) {
+                for (int l = 0; l < 32; ++l) {
+                    const RowCol b = fsig::cuda::frag::ldsm_bt(l);
+                    addr[l] = swz<kD>(ks * 16 + b.row, c0 + np * 16 + b.col);
+                }
+                for (int m = 0; m < 4; ++m) ld_banks = ld_banks && conflict_free(addr, 8 * m);
+                const Frag4 kb = ldmatrix_x4(sK, addr, true);
+                std::vector<std::array<Reg, 2>> b0(32), b1(32);
+                for (int l = 0; l < 32; ++l) b0[l] = {kb[l][0], kb[l][1]}, b1[l] = {kb[l][2], kb[l][3]};
+                mma(acc[2 * np], a, b0);
+                mma(acc[2 * np + 1], a, b1);
+            }
+        }
+        for (int nt = 0; nt < kCols / 8; ++nt)
+            for (int l = 0; l < 32; ++l)
+                for (int e = 0; e < 4; ++e) {
+                    const int i = rg * 16 + acc_row(l, e), c = c0 + nt * 8 + acc_col(l, e);
+                    double want = 0;
+                    for (int j = 0; j < kKeys; ++j)
+                        if (live[j / 16]) want += double(dS[size_t(i * kKeys + j)]) * K[size_t(j * kD + c)];
+                    bad += !(acc[nt][size_t(l)][size_t(e)] == float(want));
+                    ++covered[size_t(i * kD + c)];
+                }
+    }
+    int cover_bad = 0;
+    for (int x : covered) cover_bad += x != 1;
+    EXPECT(bad == 0, "d=%d rows=%d: %d elements of the dQ tile dS K are wrong", kD, kRowsQ, bad);
+    EXPECT(cover_bad == 0, "d=%d rows=%d: %d elements of the dQ tile are computed by no warp or by several", kD,
+           kRowsQ, cover_bad);
+    EXPECT(ld_banks, "d=%d rows=%d: an ldmatrix phase of the dQ step has a bank conflict", kD, kRowsQ);
+}
+
+TEST(bwd_fast_dq_d64) { check_fast_dq<64, 64>(); }
+TEST(bwd_fast_dq_d128) { check_fast_dq<128, 32>(); }
 
 }  // namespace
 

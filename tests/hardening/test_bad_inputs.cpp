@@ -43,6 +43,8 @@ struct HasLinearFields<T, std::void_t<decltype(&T::linear_length)>> : std::true_
 constexpr bool kParamsV02 = HasLinearFields<fsig_attention_params>::value;
 constexpr int kMaxScore = kParamsV02 ? 8 : 6;
 constexpr size_t kParamsSizeV01 = 48;
+constexpr size_t kParamsSizeV02 = 64;  // with the linear-attention fields
+constexpr size_t kParamsSizeV03 = 96;  // with masks and positions, before the backward's workspace
 constexpr size_t kMinParamsSize = kParamsV02 ? kParamsSizeV01 : sizeof(fsig_attention_params);
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
@@ -310,9 +312,21 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
     if (kParamsV02)  // between the 0.1 size and the current one: no layout has that size
         add("struct_size one byte short of the current layout", kBwd, F32, SM,
             [=](Fx&, Call& c) { c.params.struct_size = uint32_t(psize - 1); }, PARAMS,
-            fmt("params.struct_size is %zu, which is no version of fsig_attention_params (%zu in 0.1, %zu now): "
-                "initialise params with fsig_attention_params_default()",
-                psize - 1, kParamsSizeV01, psize));
+            fmt("params.struct_size is %zu, which is no version of fsig_attention_params (%zu, %zu or %zu before, "
+                "%zu now): initialise params with fsig_attention_params_default()",
+                psize - 1, kParamsSizeV01, kParamsSizeV02, kParamsSizeV03, psize));
+    // the fast CUDA backward's workspace: size and pointer given together, size >= 0 (checked on every device)
+    add("workspace_bytes -16 (backward)", kBwd, F32, SM, [](Fx&, Call& c) { c.params.workspace_bytes = -16; }, PARAMS,
+        "params.workspace_bytes is -16 but must be >= 0");
+    add("workspace_bytes without workspace (backward)", kBwd, F32, RELU,
+        [](Fx&, Call& c) { c.params.workspace_bytes = 4096; }, PARAMS,
+        "params.workspace is (nil) but params.workspace_bytes is 4096: give both (the fast CUDA backward's memory and "
+        "its size) or neither");
+    add("workspace without workspace_bytes (forward)", kFwd, F32, SM,
+        [](Fx& f, Call& c) { c.msg_ptr = c.params.workspace = f.block("ws", 64, false, FSIG_DTYPE_FP32)->payload; },
+        PARAMS,
+        "params.workspace is {ptr} but params.workspace_bytes is 0: give both (the fast CUDA backward's memory and "
+        "its size) or neither");
     for (size_t at : {size_t(0), size_t(15)}) {
         add(fmt("newer header sets unknown byte %zu", psize + at), kFwd, F32, SM,
             [=](Fx&, Call& c) {
@@ -749,6 +763,59 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
             PARAMS, fmt("caps->struct_size is %u but must be at least %zu (set it to sizeof(fsig_capabilities))", size,
                         sizeof(fsig_capabilities)));
     }
+    {  // fsig_attention_backward_workspace_size: q is read for its shape and device only
+        auto ws_case = [&](const std::string& name, std::function<int(fsig_attention_params*, fsig_tensor*, int64_t*)> call,
+                           int status, const std::string& msg) {
+            add("fsig_attention_backward_workspace_size: " + name, kOther, F32, SM,
+                [=](Fx&, Call& c) {
+                    c.other = [=] {
+                        fsig_attention_params p = fsig_attention_params_default();
+                        fsig_tensor q{};
+                        q.ndim = 4, q.dtype = FSIG_DTYPE_BF16, q.device_type = FSIG_DEVICE_CUDA;
+                        for (int i = 0; i < 4; ++i) q.shape[i] = 8;
+                        int64_t bytes = 0;
+                        return call(&p, &q, &bytes);
+                    };
+                },
+                status, msg);
+        };
+        ws_case("bytes NULL", [](auto* p, auto* q, auto*) { return fsig_attention_backward_workspace_size(p, q, nullptr); },
+                NUL, "bytes is NULL");
+        ws_case("params NULL", [](auto*, auto* q, auto* b) { return fsig_attention_backward_workspace_size(nullptr, q, b); },
+                NUL, "params is NULL");
+        ws_case("q NULL", [](auto* p, auto*, auto* b) { return fsig_attention_backward_workspace_size(p, nullptr, b); },
+                NUL, "q is NULL");
+        ws_case("q.ndim 3",
+                [](auto* p, auto* q, auto* b) {
+                    q->ndim = 3;
+                    return fsig_attention_backward_workspace_size(p, q, b);
+                },
+                SHAPE, "q.ndim is 3 but must be 4 ([B, Nq, Hq, d])");
+        ws_case("q.shape[2] 0",
+                [](auto* p, auto* q, auto* b) {
+                    q->shape[2] = 0;
+                    return fsig_attention_backward_workspace_size(p, q, b);
+                },
+                SHAPE, "q.shape[2] is 0 but must be >= 1");
+        ws_case("q.device_type 7",
+                [](auto* p, auto* q, auto* b) {
+                    q->device_type = 7;
+                    return fsig_attention_backward_workspace_size(p, q, b);
+                },
+                DEVICE, "q.device_type 7 is not a fsig_device_type");
+        ws_case("params.deterministic 2",
+                [](auto* p, auto* q, auto* b) {
+                    p->deterministic = 2;
+                    return fsig_attention_backward_workspace_size(p, q, b);
+                },
+                PARAMS, "params.deterministic is 2 but must be 0 or 1");
+        ws_case("shape overflowing int64 bytes",
+                [](auto* p, auto* q, auto* b) {
+                    q->shape[0] = int64_t(1) << 40, q->shape[1] = int64_t(1) << 22;
+                    return fsig_attention_backward_workspace_size(p, q, b);
+                },
+                SHAPE, "q's shape has more elements than int64 can count in bytes");
+    }
     for (int n : {-1, 4097, INT_MIN, INT_MAX})
         add(fmt("fsig_set_num_threads(%d)", n), kOther, F32, SM,
             [=](Fx&, Call& c) { c.other = [=] { return fsig_set_num_threads(n); }; }, PARAMS,
@@ -803,14 +870,48 @@ void check_baselines(const std::vector<Case>& cases) {
         const int st = invoke(c);
         CHECK(st == FSIG_OK && std::strcmp(fsig_last_error(), "") == 0, "valid unusual call refused: %d \"%s\"", st,
               fsig_last_error());
-        if (kParamsV02) {  // a caller compiled against the 0.1 header (48-byte params) keeps working
+        // callers compiled against older headers (the 0.1 params, then with the linear-attention fields,
+        // then with masks and positions) keep working
+        for (size_t size : {kParamsSizeV01, kParamsSizeV02, kParamsSizeV03}) {
             Fx f1(FSIG_DTYPE_FP32);
             Call c1;
             baseline(f1, c1, kBwd, FSIG_SCORE_SOFTMAX);
-            c1.params.struct_size = uint32_t(kParamsSizeV01);
+            c1.params.struct_size = uint32_t(size);
             const int st1 = invoke(c1);
-            CHECK(st1 == FSIG_OK && std::strcmp(fsig_last_error(), "") == 0, "0.1-sized params refused: %d \"%s\"", st1,
-                  fsig_last_error());
+            CHECK(st1 == FSIG_OK && std::strcmp(fsig_last_error(), "") == 0, "%zu-byte params refused: %d \"%s\"", size,
+                  st1, fsig_last_error());
+        }
+        {  // a workspace on CPU tensors is allowed and unused (the CPU backward needs none)
+            Fx f1(FSIG_DTYPE_FP32);
+            Call c1;
+            baseline(f1, c1, kBwd, FSIG_SCORE_SIGMOID);
+            std::vector<float> ws(64);
+            c1.params.workspace = ws.data();
+            c1.params.workspace_bytes = int64_t(ws.size() * sizeof(float));
+            const int st1 = invoke(c1);
+            CHECK(st1 == FSIG_OK && std::strcmp(fsig_last_error(), "") == 0, "CPU backward with a workspace: %d \"%s\"",
+                  st1, fsig_last_error());
+        }
+        {  // the workspace size: 0 for CPU tensors and wherever the fast CUDA path does not apply
+            fsig_attention_params p = fsig_attention_params_default();
+            fsig_tensor q{};
+            q.ndim = 4, q.dtype = FSIG_DTYPE_FP16, q.device_type = FSIG_DEVICE_CUDA;
+            const int64_t shape[4] = {3, 5, 4, 64};
+            for (int i = 0; i < 4; ++i) q.shape[i] = shape[i];
+            int64_t bytes = -1;
+            CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 3 * 5 * 4 * 64 * 4,
+                  "workspace size of a CUDA fp16 problem: %lld (%s)", (long long)bytes, fsig_last_error());
+            p.deterministic = 1;
+            CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,
+                  "workspace size when deterministic: %lld (%s)", (long long)bytes, fsig_last_error());
+            p = fsig_attention_params_default();
+            p.score = FSIG_SCORE_COSFORMER;
+            CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,
+                  "workspace size of cosformer: %lld (%s)", (long long)bytes, fsig_last_error());
+            p = fsig_attention_params_default();
+            q.device_type = FSIG_DEVICE_CPU;
+            CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,
+                  "workspace size on the CPU: %lld (%s)", (long long)bytes, fsig_last_error());
         }
         struct {
             fsig_capabilities c;

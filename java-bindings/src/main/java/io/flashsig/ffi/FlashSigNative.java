@@ -32,10 +32,10 @@ public class FlashSigNative extends FlashSigNative$shared {
     public static int FSIG_VERSION_MAJOR() {
         return FSIG_VERSION_MAJOR;
     }
-    private static final int FSIG_VERSION_MINOR = (int)2L;
+    private static final int FSIG_VERSION_MINOR = (int)3L;
     /**
      * {@snippet lang=c :
-     * #define FSIG_VERSION_MINOR 2
+     * #define FSIG_VERSION_MINOR 3
      * }
      */
     public static int FSIG_VERSION_MINOR() {
@@ -736,6 +736,68 @@ public class FlashSigNative extends FlashSigNative$shared {
                 traceDowncall("fsig_attention_backward_buffers", params, q, k, v, out, dout, lse, dq, dk, dv, stream, q_data, k_data, v_data, out_data, dout_data, lse_data, dq_data, dk_data, dv_data);
             }
             return (int)mh$.invokeExact(params, q, k, v, out, dout, lse, dq, dk, dv, stream, q_data, k_data, v_data, out_data, dout_data, lse_data, dq_data, dk_data, dv_data);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fsig_attention_backward_workspace_size {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_attention_backward_workspace_size");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size(const fsig_attention_params *params, const fsig_tensor *q, int64_t *bytes)
+     * }
+     */
+    public static FunctionDescriptor fsig_attention_backward_workspace_size$descriptor() {
+        return fsig_attention_backward_workspace_size.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size(const fsig_attention_params *params, const fsig_tensor *q, int64_t *bytes)
+     * }
+     */
+    public static MethodHandle fsig_attention_backward_workspace_size$handle() {
+        return fsig_attention_backward_workspace_size.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size(const fsig_attention_params *params, const fsig_tensor *q, int64_t *bytes)
+     * }
+     */
+    public static MemorySegment fsig_attention_backward_workspace_size$address() {
+        return fsig_attention_backward_workspace_size.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size(const fsig_attention_params *params, const fsig_tensor *q, int64_t *bytes)
+     * }
+     */
+    public static int fsig_attention_backward_workspace_size(MemorySegment params, MemorySegment q, MemorySegment bytes) {
+        var mh$ = fsig_attention_backward_workspace_size.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_attention_backward_workspace_size", params, q, bytes);
+            }
+            return (int)mh$.invokeExact(params, q, bytes);
         } catch (Error | RuntimeException ex) {
            throw ex;
         } catch (Throwable ex$) {

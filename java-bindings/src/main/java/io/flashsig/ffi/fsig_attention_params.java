@@ -32,6 +32,8 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int64_t sparse_block_n;
  *     int64_t strided;
  *     int64_t logn_train;
+ *     void *workspace;
+ *     int64_t workspace_bytes;
  * }
  * }
  */
@@ -58,7 +60,9 @@ public class fsig_attention_params {
         FlashSigNative.C_LONG.withName("sparse_block_m"),
         FlashSigNative.C_LONG.withName("sparse_block_n"),
         FlashSigNative.C_LONG.withName("strided"),
-        FlashSigNative.C_LONG.withName("logn_train")
+        FlashSigNative.C_LONG.withName("logn_train"),
+        FlashSigNative.C_POINTER.withName("workspace"),
+        FlashSigNative.C_LONG.withName("workspace_bytes")
     ).withName("fsig_attention_params");
 
     /**
@@ -814,6 +818,94 @@ public class fsig_attention_params {
      */
     public static void logn_train(MemorySegment struct, long fieldValue) {
         struct.set(logn_train$LAYOUT, logn_train$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout workspace$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("workspace"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * void *workspace
+     * }
+     */
+    public static final AddressLayout workspace$layout() {
+        return workspace$LAYOUT;
+    }
+
+    private static final long workspace$OFFSET = $LAYOUT.byteOffset(groupElement("workspace"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * void *workspace
+     * }
+     */
+    public static final long workspace$offset() {
+        return workspace$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * void *workspace
+     * }
+     */
+    public static MemorySegment workspace(MemorySegment struct) {
+        return struct.get(workspace$LAYOUT, workspace$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * void *workspace
+     * }
+     */
+    public static void workspace(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(workspace$LAYOUT, workspace$OFFSET, fieldValue);
+    }
+
+    private static final OfLong workspace_bytes$LAYOUT = (OfLong)$LAYOUT.select(groupElement("workspace_bytes"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t workspace_bytes
+     * }
+     */
+    public static final OfLong workspace_bytes$layout() {
+        return workspace_bytes$LAYOUT;
+    }
+
+    private static final long workspace_bytes$OFFSET = $LAYOUT.byteOffset(groupElement("workspace_bytes"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t workspace_bytes
+     * }
+     */
+    public static final long workspace_bytes$offset() {
+        return workspace_bytes$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t workspace_bytes
+     * }
+     */
+    public static long workspace_bytes(MemorySegment struct) {
+        return struct.get(workspace_bytes$LAYOUT, workspace_bytes$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t workspace_bytes
+     * }
+     */
+    public static void workspace_bytes(MemorySegment struct, long fieldValue) {
+        struct.set(workspace_bytes$LAYOUT, workspace_bytes$OFFSET, fieldValue);
     }
 
     /**
