@@ -1,9 +1,7 @@
 package io.flashsig.examples;
 
 import io.flashsig.AttentionSpec;
-import io.flashsig.FlashSig;
 import io.flashsig.Score;
-import io.flashsig.Tensor;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -14,18 +12,26 @@ import java.util.Random;
  * <pre>
  *   X = E[token] + P[position]                      embeddings, [B·N, D], D = H·d
  *   Q = X Wq,  K = X Wk,  V = X Wv                  [B, N, H, d] (BSHD, what FlashSig takes)
- *   A = attention(Q, K, V)                           FlashSig forward, softmax or sigmoid
+ *   A = attention(Q, K, V)                           FlashSig forward, softmax or sigmoid (an AttentionBackend)
  *   Y = X + A Wo                                     residual
  *   logits = Y Wu + bu,  loss = cross-entropy       mean over B·N positions
  * </pre>
  * Backward is written out here, with FlashSig's backward for the attention (dQ, dK, dV from dA);
- * the parameters are updated with Adam. All arrays are float[] on the heap, viewed zero-copy by
- * {@link Tensor#of(float[], long...)}.
+ * the parameters are updated with Adam. All arrays are fp32 float[] on the heap; the attention runs where
+ * its {@link AttentionBackend} puts it (fp32 on the CPU over these arrays, or bf16 on a GPU).
  */
 final class AttentionModel {
-    final int vocab, n, heads, headDim, dim;
+    /** The model's sizes: vocabulary, sequence length, batch, heads and head dim (D = heads · headDim). */
+    record Dims(int vocab, int n, int batch, int heads, int headDim) {
+        /** [B, N, H, d]: the shape of every attention call. */
+        long[] attentionShape() {
+            return new long[] {batch, n, heads, headDim};
+        }
+    }
+
+    final int vocab, n, batch, heads, headDim, dim;
     final Score score;
-    private final AttentionSpec spec;
+    private final AttentionBackend attention;
     private final List<Param> params = new ArrayList<>();
     private final Param emb, pos, wq, wk, wv, wo, wu, bu;
     private final float lr;
@@ -43,14 +49,16 @@ final class AttentionModel {
         }
     }
 
-    AttentionModel(Score score, int vocab, int n, int heads, int headDim, float lr, long seed) {
+    /** A model with weights drawn from {@code seed}, its attention from {@code backends}. */
+    AttentionModel(Score score, Dims dims, float lr, long seed, AttentionBackend.Factory backends) {
         this.score = score;
-        this.spec = AttentionSpec.of(score);
-        this.vocab = vocab;
-        this.n = n;
-        this.heads = heads;
-        this.headDim = headDim;
+        this.vocab = dims.vocab();
+        this.n = dims.n();
+        this.batch = dims.batch();
+        this.heads = dims.heads();
+        this.headDim = dims.headDim();
         this.dim = heads * headDim;
+        this.attention = backends.create(AttentionSpec.of(score), dims.attentionShape());
         this.lr = lr;
         Random r = new Random(seed);
         emb = param(vocab * dim, 0.5, r);
@@ -70,13 +78,18 @@ final class AttentionModel {
         return p;
     }
 
+    /** Where the attention runs, for the log. */
+    String attentionDescription() {
+        return attention.describe();
+    }
+
     /**
      * One training step on {@code tokens} → {@code targets} (both [batch][n]); returns the mean
      * cross-entropy before the update.
      */
     float step(int[][] tokens, int[][] targets) {
-        int b = tokens.length, rows = b * n;
-        long[] shape = {b, n, heads, headDim};
+        if (tokens.length != batch) throw new IllegalArgumentException(tokens.length + " sequences, not " + batch);
+        int b = batch, rows = b * n;
 
         // ---- forward ----
         float[] x = new float[rows * dim];
@@ -87,11 +100,7 @@ final class AttentionModel {
         float[] q = matmul(x, wq.w, rows, dim, dim), k = matmul(x, wk.w, rows, dim, dim),
                 v = matmul(x, wv.w, rows, dim, dim);
         float[] a = new float[rows * dim];
-        boolean softmax = score == Score.SOFTMAX;
-        float[] lse = softmax ? new float[b * heads * n] : null;
-        Tensor tq = Tensor.of(q, shape), tk = Tensor.of(k, shape), tv = Tensor.of(v, shape), ta = Tensor.of(a, shape);
-        Tensor tlse = softmax ? Tensor.of(lse, b, heads, n) : null;
-        FlashSig.forward(spec, tq, tk, tv, ta, tlse);
+        attention.forward(q, k, v, a);
         float[] y = matmul(a, wo.w, rows, dim, dim);
         for (int i = 0; i < y.length; i++) y[i] += x[i];
         float[] logits = matmul(y, wu.w, rows, dim, vocab);
@@ -125,8 +134,7 @@ final class AttentionModel {
         addMatmulTA(a, dy, wo.g, rows, dim, dim);
         float[] da = matmulTB(dy, wo.w, rows, dim, dim);
         float[] dq = new float[rows * dim], dk = new float[rows * dim], dv = new float[rows * dim];
-        FlashSig.backward(spec, tq, tk, tv, softmax ? ta : null, Tensor.of(da, shape), tlse, Tensor.of(dq, shape),
-                Tensor.of(dk, shape), Tensor.of(dv, shape));
+        attention.backward(da, dq, dk, dv);
         addMatmulTA(x, dq, wq.g, rows, dim, dim);
         addMatmulTA(x, dk, wk.g, rows, dim, dim);
         addMatmulTA(x, dv, wv.g, rows, dim, dim);
