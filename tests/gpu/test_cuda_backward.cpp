@@ -3,8 +3,8 @@
 // on ragged shapes (Nq, Nk ∈ {1, 17, 129, 300}, Nq ≠ Nk), more shapes for a few configurations, then
 // targeted cases (parameters off their defaults, width-0 and huge windows, rows that see no key,
 // big GQA groups, exact tile multiples, strided LSE); determinism (two runs, same bits); refusals
-// (which must write nothing); a created stream, CUDA-graph capture and the caller's current device.
-// Every numerics case runs both CUDA paths: the deterministic kernels (no workspace) and the fast
+// (which must write nothing); a created stream, CUDA-graph capture and the caller's current device;
+// finite differences of the library's own forward on tiny fp16 problems. Every numerics case runs both CUDA paths: the deterministic kernels (no workspace) and the fast
 // path (params.workspace: dQ by atomics), whose dK and dV must equal the deterministic ones bit for bit.
 // out and lse come from ref64 (out rounded to the dtype), as tests/numerics.cpp does for the CPU, so the
 // check isolates the backward.
@@ -455,6 +455,96 @@ TEST(determinism) {
         std::printf("  %s d%lld n%lld%s: 3 runs, same bits\n", ref::score_name(x.score), (long long)x.d, (long long)x.n,
                     x.causal ? " causal" : "");
     }
+}
+
+// Finite differences on tiny fp16 problems, one per score (causal on every other): the directional
+// derivative of L = Σ dO ∘ O along u = sign(grad) for q, k and v — every element's gradient counts with
+// its full size (a random ±1 direction would cancel to ≈ 1/√n of it, hiding a wrong magnitude), a wrong
+// sign flips its term — from central differences of the library's own forward (fp16 O summed in fp64;
+// X± = X ± h u rounded to fp16, so the step taken is exactly X+ − X−), against Σ grad ∘ (X+ − X−) from
+// its backward, both CUDA paths. Independent of the fp64 reference: it checks the gradient against the
+// forward it belongs to. h = 1/64 moves each score by ≈ 0.015: relu's kink crossings (all pushed the same
+// way by this u: an error ∝ h, 2.6 % at h = 1/16), O's fp16 rounding (∝ 1/h) and the O(h³) term each stay
+// under 1 % of the difference (--device cpu, fp16: largest 0.7 %).
+TEST(finite_differences) {
+    constexpr double kH = 1.0 / 64, kTol = 0.02;
+    double worst = 0;
+    for (int score = 0; score < ref::kScoreCount; ++score) {
+        Case c;
+        c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.Nq = 33, c.s.Nk = 40, c.s.d = 64, c.s.score = score;
+        c.s.causal = score % 2 == 1;
+        c.dtype = ref::kFp16;
+        c.seed = 31000 + uint64_t(score);
+        const ref::Spec& s = c.s;
+        ref::Rng rng(c.seed);
+        Prepared in;
+        in.q = ref::random_values(rng, s.q_elems(), c.dtype);
+        in.k = ref::random_values(rng, s.kv_elems(), c.dtype);
+        in.v = ref::random_values(rng, s.kv_elems(), c.dtype);
+        in.dout = ref::random_values(rng, s.q_elems(), c.dtype);
+        in.out.assign(s.q_elems(), 0.f);
+        in.lse.assign(s.lse_elems(), 0.f);
+        // L at (q, k, v) by the library's forward
+        auto loss = [&](const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v) -> double {
+            const Tensor tq = with_values(make_layout(kContig, c.dtype, s.B, s.Nq, s.Hq, s.d), q),
+                         tk = with_values(make_layout(kContig, c.dtype, s.B, s.Nk, s.Hk, s.d), k),
+                         tv = with_values(make_layout(kContig, c.dtype, s.B, s.Nk, s.Hk, s.d), v),
+                         to = mirror(make_layout(kContig, c.dtype, s.B, s.Nq, s.Hq, s.d));
+            const fsig_attention_params p = tu::params_for(s);
+            const fsig_tensor dq = tq.desc(), dk = tk.desc(), dv = tv.desc(), d_o = to.desc();
+            const int st = fsig_attention_forward(&p, &dq, &dk, &dv, &d_o, nullptr, nullptr);
+            EXPECT(st == FSIG_OK, "forward: %s", fsig_last_error());
+            if (st != FSIG_OK) return NAN;  // (fails the comparison below)
+            sync_or_die("finite differences");
+            to.download();
+            const std::vector<float> o = to.host.load();
+            double l = 0;
+            for (size_t i = 0; i < o.size(); ++i) l += double(o[i]) * in.dout[i];
+            return l;
+        };
+        // the gradients at (q, k, v): out and lse from the library's forward, then each path's backward
+        Run r(c, in);
+        if (r.softmax) {
+            const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(), tl = r.lse.desc();
+            REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
+                    fsig_last_error());
+        }
+        for (bool fast : {false, true}) {
+            if (fast && !g_cuda) break;
+            r.use_workspace(fast, s);
+            r.poison_grads();
+            REQUIRE(r.backward() == FSIG_OK, "backward: %s", fsig_last_error());
+            sync_or_die("finite differences");
+            std::string line;
+            for (int which = 0; which < 3; ++which) {  // q, k, v
+                const std::vector<float>& x = which == 0 ? in.q : which == 1 ? in.k : in.v;
+                const Tensor& grad = which == 0 ? r.dq : which == 1 ? r.dk : r.dv;
+                grad.download();
+                const std::vector<float> g = grad.host.load();
+                std::vector<double> plus(x.size()), minus(x.size());
+                for (size_t i = 0; i < x.size(); ++i) {
+                    const double u = g[i] < 0 ? -1.0 : 1.0;
+                    plus[i] = x[i] + kH * u, minus[i] = x[i] - kH * u;
+                }
+                const std::vector<float> xp = tu::to_float_rounded(plus, c.dtype), xm = tu::to_float_rounded(minus, c.dtype);
+                double analytic = 0;
+                for (size_t i = 0; i < x.size(); ++i) analytic += double(g[i]) * (double(xp[i]) - xm[i]);
+                const double numeric = which == 0 ? loss(xp, in.k, in.v) - loss(xm, in.k, in.v)
+                                       : which == 1 ? loss(in.q, xp, in.v) - loss(in.q, xm, in.v)
+                                                    : loss(in.q, in.k, xp) - loss(in.q, in.k, xm);
+                const double rel = std::fabs(numeric - analytic) / std::fabs(analytic);
+                worst = std::max(worst, rel);
+                const char* name = which == 0 ? "dq" : which == 1 ? "dk" : "dv";
+                EXPECT(rel <= kTol, "%s %s (%s path): directional derivative %.6g by differences, %.6g by the backward "
+                       "(relative difference %.3g > %.2g)", ref::score_name(score), name, fast ? "fast" : "deterministic",
+                       numeric, analytic, rel, kTol);
+                line += th::format("  %s %.2e", name, rel);
+            }
+            if (g_verbose) std::printf("  %s%s%s:%s\n", ref::score_name(score), s.causal ? " causal" : "",
+                                       fast ? " (fast)" : "", line.c_str());
+        }
+    }
+    std::printf("  7 scores x q, k, v: largest relative difference %.3g (tolerance %.2g)\n", worst, kTol);
 }
 
 // CUDA: the call is refused with `expected`, a message naming `word`, and no gradient byte written.
