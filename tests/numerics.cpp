@@ -1,5 +1,6 @@
 #include "numerics.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -41,12 +42,23 @@ bool run_case(const Case& c, bool verbose) {
                              gf = ref::random_values(rng, s.q_elems(), c.dtype);
     // relu's derivative jumps at S = 0: a score within fp32 rounding of 0 (seen: |S| = 2e-8) can take
     // either side in our fp32 sum and in the fp64 reference, and dQ, dK then differ by a whole dP·k — a
-    // property of the function, not an error. q is redrawn (a few times at most) until every allowed
-    // |S| clears the accumulation error by far.
+    // property of the function, not an error. The q rows holding an allowed |S| <= 1e-5 are redrawn (a
+    // few times at most) until every allowed |S| clears the accumulation error by far. Row by row, not
+    // all of q: S ~ N(0, 1) puts ~0.8e-5 of the scores within 1e-5 of 0, so a big case (256×512 causal,
+    // 4 heads: ~4e5 scores) almost never gets a whole q without one, and redrawing all of q ran out of
+    // attempts (full5_806 kept S64 = -9.4e-9, +7.8e-8 in fp32); a row of <= 2048 keys holds one with
+    // probability <= 2 %, so a redraw or two clears it.
     for (int attempt = 0; s.score == ref::kRelu && attempt < 8; ++attempt) {
         const std::vector<double> q64 = tu::to_double(qf), k64 = tu::to_double(kf);
-        if (ref::min_abs_score(s, q64.data(), k64.data()) > 1e-5) break;
-        qf = ref::random_values(rng, s.q_elems(), c.dtype);
+        const std::vector<double> row_min = ref::min_abs_score_rows(s, q64.data(), k64.data());
+        bool redrawn = false;
+        for (size_t r = 0; r < row_min.size(); ++r)
+            if (row_min[r] <= 1e-5) {
+                const std::vector<float> fresh = ref::random_values(rng, size_t(s.d), c.dtype);
+                std::copy(fresh.begin(), fresh.end(), qf.begin() + std::ptrdiff_t(r * size_t(s.d)));
+                redrawn = true;
+            }
+        if (!redrawn) break;
     }
     const std::vector<double> q = tu::to_double(qf), k = tu::to_double(kf), v = tu::to_double(vf),
                               g = tu::to_double(gf);

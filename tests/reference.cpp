@@ -567,20 +567,29 @@ std::vector<double> fd_dbias(const Spec& s, const double* q, const double* k, co
     return g;
 }
 
-double min_abs_score(const Spec& s, const double* q, const double* k) {
-    double m = std::numeric_limits<double>::infinity();
+std::vector<double> min_abs_score_rows(const Spec& s, const double* q, const double* k) {
+    std::vector<double> m(size_t(s.B * s.Nq * s.Hq), std::numeric_limits<double>::infinity());
     const double scale = s.eff_scale();
     for (int64_t b = 0; b < s.B; ++b)
         for (int64_t h = 0; h < s.Hq; ++h)
-            for (int64_t i = 0; i < s.Nq; ++i)
+            for (int64_t i = 0; i < s.Nq; ++i) {
+                double& row_min = m[size_t((b * s.Nq + i) * s.Hq + h)];
+                const double* qi = q + ((b * s.Nq + i) * s.Hq + h) * s.d;
                 for (int64_t j = 0; j < s.Nk; ++j) {
                     if (!s.allowed_at(b, h, i, j)) continue;
-                    const double* qi = q + ((b * s.Nq + i) * s.Hq + h) * s.d;
                     const double* kj = k + ((b * s.Nk + j) * s.Hk + h / (s.Hq / s.Hk)) * s.d;
                     double dot = 0;
                     for (int64_t c = 0; c < s.d; ++c) dot += qi[c] * kj[c];
-                    m = std::min(m, std::fabs(scale * s.lambda(i) * dot + s.beta(b, h, i, j)));
+                    row_min = std::min(row_min, std::fabs(scale * s.lambda(i) * dot + s.beta(b, h, i, j)));
                 }
+            }
+    return m;
+}
+
+double min_abs_score(const Spec& s, const double* q, const double* k) {
+    const std::vector<double> rows = min_abs_score_rows(s, q, k);
+    double m = std::numeric_limits<double>::infinity();
+    for (double r : rows) m = std::min(m, r);
     return m;
 }
 

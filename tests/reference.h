@@ -105,6 +105,9 @@ std::vector<double> fd_dbias(const Spec& s, const double* q, const double* k, co
                              double h = 1e-5);
 // min |S_ij| over allowed pairs (relu and relu2 have a kink at S = 0 that finite differences must avoid).
 double min_abs_score(const Spec& s, const double* q, const double* k);
+// The same per query row: element (b * Nq + i) * Hq + h is min_j |S_ij| of row i of head h in batch b
+// (+inf where the row allows no key), indexed like q's rows, so a caller can redraw just those rows.
+std::vector<double> min_abs_score_rows(const Spec& s, const double* q, const double* k);
 
 // ---- the §6 rule ----
 // max|ours − ref64| ≤ 2·max|naive − ref64| + 1e-5; a NaN (or inf) in ours where ref64 is finite fails;
