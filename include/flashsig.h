@@ -103,7 +103,8 @@ typedef struct fsig_attention_params {
     int32_t causal;           /* 0 or 1: key j allowed for query i iff j <= i + Nk - Nq */
     int64_t window_left;      /* allowed iff i + Nk - Nq - window_left <= j; -1 = unbounded */
     int64_t window_right;     /* allowed iff j <= i + Nk - Nq + window_right; -1 = unbounded */
-    int32_t deterministic;    /* backward: 1 = same bits every run. The CPU is always deterministic */
+    int32_t deterministic;    /* backward: 1 = same bits every run. 0 with a workspace (CUDA): dq may differ
+                                 in its last bits from run to run. The CPU is always deterministic */
     int32_t reserved0;        /* must be 0 */
     /* ---- added in 0.2 (a caller with the 0.1 struct, struct_size 48, gets the defaults) ---- */
     int64_t linear_length;    /* cosFormer's M: 0 = max(Nq, Nk); else >= max(Nq, Nk). cosFormer only */
@@ -124,8 +125,9 @@ typedef struct fsig_attention_params {
                                  device, 16-byte aligned, at least fsig_attention_backward_workspace_size()
                                  bytes, sharing no byte with a tensor of the call or with another call in
                                  flight; its content on entry does not matter, on return it is undefined.
-                                 NULL: the deterministic kernels run instead. Read by the backward only;
-                                 the CPU and the linear scores need none and ignore it */
+                                 NULL: the deterministic kernels run instead. Used by the backward only
+                                 (every call checks that workspace and workspace_bytes come together); the
+                                 CPU and the linear scores need none and ignore it */
     int64_t workspace_bytes;  /* bytes at workspace; 0 when workspace is NULL */
 } fsig_attention_params;
 
@@ -186,7 +188,9 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
 /* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * d * 4 (an
  * fp32 dQ) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
  * call would not use a workspace (CPU tensors, deterministic, linear scores). q is the call's q
- * descriptor (its shape, dtype and device are read, its data pointer is not). */
+ * descriptor (its shape and device are read, its data pointer is not). It does not know the rest of the
+ * call: a backward with dbias runs the deterministic kernels and leaves the workspace unused, and a dtype
+ * or head dim the CUDA kernels lack is refused by the call itself. */
 FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params* params, const fsig_tensor* q,
                                                     int64_t* bytes);
 

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 #include "cpu/cpu_backend.h"
 #include "cpu/linear.h"
@@ -227,9 +228,9 @@ static_assert(kParamsSizeV01 == 48, "the 0.1 layout of fsig_attention_params mus
 // ... and with the linear-attention fields, before the masks-and-positions ones
 constexpr size_t kParamsSizeV02 = offsetof(fsig_attention_params, sparse_block_m);
 static_assert(kParamsSizeV02 == 64, "the 0.2 layout of fsig_attention_params must not change");
-// ... and with masks and positions, before the backward's workspace
-constexpr size_t kParamsSizeV03 = offsetof(fsig_attention_params, workspace);
-static_assert(kParamsSizeV03 == 96, "the 0.2 layout with masks and positions must not change");
+// ... and with masks and positions, before the backward's workspace (0.3)
+constexpr size_t kParamsSizeMasks = offsetof(fsig_attention_params, workspace);
+static_assert(kParamsSizeMasks == 96, "the layout with masks and positions must not change");
 
 // Params: size-versioned, every value in range; resolves the defaults that depend on the shapes.
 // *out receives the caller's struct over the defaults (fields of an older, smaller struct keep them).
@@ -241,11 +242,11 @@ int check_params(const fsig_attention_params* params_in, fsig_attention_params* 
                     "params.struct_size is %u but this library needs at least %zu: initialise params with "
                     "fsig_attention_params_default()",
                     size, kParamsSizeV01);
-    if (size > kParamsSizeV01 && size != kParamsSizeV02 && size != kParamsSizeV03 && size < sizeof(fsig_attention_params))
+    if (size > kParamsSizeV01 && size != kParamsSizeV02 && size != kParamsSizeMasks && size < sizeof(fsig_attention_params))
         return fail(FSIG_ERROR_INVALID_PARAMS,
                     "params.struct_size is %u, which is no version of fsig_attention_params (%zu, %zu or %zu before, "
                     "%zu now): initialise params with fsig_attention_params_default()",
-                    size, kParamsSizeV01, kParamsSizeV02, kParamsSizeV03, sizeof(fsig_attention_params));
+                    size, kParamsSizeV01, kParamsSizeV02, kParamsSizeMasks, sizeof(fsig_attention_params));
     // a newer caller's extra fields are fine as long as they hold their "off" value (zero)
     const unsigned char* bytes = reinterpret_cast<const unsigned char*>(params_in);
     for (size_t i = sizeof(fsig_attention_params); i < size; ++i)
@@ -387,9 +388,16 @@ int check_qkv(const fsig_attention_params* params, const Checked& q, const Check
     return FSIG_OK;
 }
 
-// Bytes of the fast CUDA backward's workspace: an fp32 dQ, B * Hq * Nq * d floats (fits: q's extent
-// in bytes was checked against int64).
-int64_t workspace_bytes_needed(const Problem& p) { return p.batch * p.heads_q * p.seq_q * p.head_dim * 4; }
+// Bytes of the fast CUDA backward's workspace, an fp32 dQ: B * Hq * Nq * d * 4 from q's shape [B, Nq, Hq, d]
+// (all >= 1); false when that does not fit in int64 (q may broadcast with stride 0, so its extent does
+// not bound it).
+bool workspace_bytes_needed(const int64_t shape[4], int64_t* bytes) {
+    int64_t n = 4;
+    for (int i = 0; i < 4; ++i)
+        if (__builtin_mul_overflow(n, shape[i], &n)) return false;
+    *bytes = n;
+    return true;
+}
 
 // The fast CUDA backward runs with params.workspace: when asked for (not deterministic) and possible
 // (attention scores; dbias comes from the deterministic dQ kernel). Then the workspace must be big
@@ -399,7 +407,10 @@ int check_workspace(const fsig_attention_params& params, const Checked& q, const
     if (params.workspace == nullptr || q.device_type != FSIG_DEVICE_CUDA || a->p.deterministic ||
         is_linear(a->p.score) || a->has_dbias)
         return FSIG_OK;
-    const int64_t need = workspace_bytes_needed(a->p);
+    const int64_t shape[4] = {a->p.batch, a->p.seq_q, a->p.heads_q, a->p.head_dim};
+    int64_t need = 0;
+    if (!workspace_bytes_needed(shape, &need))
+        return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
     if (params.workspace_bytes < need)
         return fail(FSIG_ERROR_BUFFER_TOO_SMALL,
                     "params.workspace_bytes is %lld but this backward needs %lld (fsig_attention_backward_workspace_size)",
@@ -412,6 +423,7 @@ int check_workspace(const fsig_attention_params& params, const Checked& q, const
     ws.end = ws.begin + uintptr_t(need);
     for (int i = 0; i < n; ++i) FSIG_CHECK(check_disjoint(ws, *tensors[i]));
     a->workspace = params.workspace;
+    a->workspace_bytes = need;
     return FSIG_OK;
 }
 
@@ -723,7 +735,7 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     }
     FSIG_CHECK(check_backend(q, stream, a.p));
     {
-        const Checked* all[16];
+        const Checked* all[std::size(inputs) + 3];
         int n = 0;
         for (int i = 0; i < n_inputs; ++i) all[n++] = inputs[i];
         for (const Checked* g : {&dq, &dk, &dv}) all[n++] = g;
@@ -785,15 +797,14 @@ FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params*
     if (q->ndim != 4) return fail(FSIG_ERROR_INVALID_SHAPE, "q.ndim is %d but must be 4 ([B, Nq, Hq, d])", q->ndim);
     if (q->device_type != FSIG_DEVICE_CPU && q->device_type != FSIG_DEVICE_CUDA)
         return fail(FSIG_ERROR_INVALID_DEVICE, "q.device_type %d is not a fsig_device_type", q->device_type);
-    int64_t elements = 1;
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 4; ++i)
         if (q->shape[i] < 1)
             return fail(FSIG_ERROR_INVALID_SHAPE, "q.shape[%d] is %lld but must be >= 1", i, (long long)q->shape[i]);
-        if (__builtin_mul_overflow(elements, q->shape[i], &elements) || elements > INT64_MAX / 4)
-            return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in bytes");
-    }
+    int64_t need = 0;
+    if (!fsig::workspace_bytes_needed(q->shape, &need))
+        return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
     const bool uses = q->device_type == FSIG_DEVICE_CUDA && !p.deterministic && !fsig::is_linear(p.score);
-    *bytes = uses ? elements * 4 : 0;
+    *bytes = uses ? need : 0;
     return FSIG_OK;
 }
 

@@ -88,9 +88,10 @@ struct BackwardArgs {
     // dBias = dS summed over the bias's broadcast dims; the bias's shape and dtype, strides of the caller
     bool has_dbias = false;
     TensorView dbias;
-    // the fast CUDA backward's fp32 dQ (B * Hq * Nq * d floats), checked by the C ABI layer; NULL: the
-    // deterministic kernels run
+    // the fast CUDA backward's fp32 dQ (workspace_bytes = B * Hq * Nq * d * 4), checked by the C ABI
+    // layer; NULL: the deterministic kernels run
     void* workspace = nullptr;
+    int64_t workspace_bytes = 0;
 };
 
 }  // namespace fsig

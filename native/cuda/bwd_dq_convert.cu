@@ -1,20 +1,21 @@
 // The fast backward's last step (bwd_kernel.cuh, p.dq_accum): dq[b, i, h, :] = Elem(scale · dq_accum[b, h, i, :]),
 // dq_accum being the fp32 [B, Hq, Nq, d] the dK/dV kernel's atomics summed into. Memory-bound: 8
 // elements per thread — two 16-byte loads, one 16-byte store in dq's layout (DESIGN §3 strides).
-#include "bwd_kernel.cuh"
+#include "bwd_launch.h"
+#include "fwd_kernel.cuh"  // Mma<Elem>::pack
 
 namespace fsig::cuda {
 namespace {
 
-template <class Elem>
-__global__ void __launch_bounds__(256) dq_convert_kernel(const __grid_constant__ BwdParams p, int head_dim) {
+template <class Elem, int kHeadDim>
+__global__ void __launch_bounds__(256) dq_convert_kernel(const __grid_constant__ BwdParams p) {
     using M = Mma<Elem>;
+    constexpr int kChunks = kHeadDim / 8;
     const FwdParams& f = p.f;
-    const int chunks = head_dim / 8;
     const int64_t chunk = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // over [B, Hq, Nq, d / 8]
-    if (chunk >= f.batch * f.heads_q * f.seq_q * chunks) return;
-    int64_t rest = chunk / chunks;
-    const int c = int(chunk % chunks) * 8;
+    if (chunk >= f.batch * f.heads_q * f.seq_q * kChunks) return;
+    const int c = int(chunk % kChunks) * 8;
+    int64_t rest = chunk / kChunks;
     const int64_t i = rest % f.seq_q;
     rest /= f.seq_q;
     const int64_t h = rest % f.heads_q, b = rest / f.heads_q;
@@ -29,8 +30,10 @@ __global__ void __launch_bounds__(256) dq_convert_kernel(const __grid_constant__
 template <class Elem>
 cudaError_t launch(const BwdParams& p, int head_dim, cudaStream_t stream) {
     const int64_t chunks = p.f.batch * p.f.heads_q * p.f.seq_q * (head_dim / 8);
-    const int64_t blocks = (chunks + 255) / 256;  // < 2^31 - 1 for any dq that fits in memory
-    dq_convert_kernel<Elem><<<dim3(unsigned(blocks)), dim3(256), 0, stream>>>(p, head_dim);
+    const dim3 grid(unsigned((chunks + 255) / 256));  // < 2^31 - 1 blocks for any dq that fits in memory
+    if (head_dim == 64) dq_convert_kernel<Elem, 64><<<grid, dim3(256), 0, stream>>>(p);
+    else if (head_dim == 128) dq_convert_kernel<Elem, 128><<<grid, dim3(256), 0, stream>>>(p);
+    else return cudaErrorInvalidValue;  // (the host allows 64 and 128 only)
     return cudaGetLastError();
 }
 

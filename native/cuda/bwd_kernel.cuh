@@ -85,12 +85,13 @@ struct BwdTraits {
     static constexpr int kKvStage1 = kKvStage0 + kKvStageBytes;
     static constexpr int kKvLse0 = kKvStage1 + kKvStageBytes;     // fp32 LSE of stage 0, then stage 1
     static constexpr int kKvD = kKvLse0 + 2 * kKvBlockM * 4;      // fp32 D of the current tile
-    // fast path: the tile's dSᵀ [key][query] in 16 bits, rows padded by 16 bytes (ldmatrix phases and
-    // the accumulators' 32-bit stores hit every bank once), and a flag per warp: its 16 keys have dS
-    static constexpr int kKvDsStride = kKvBlockM + 8;
-    static constexpr int kKvDs = kKvD + kKvBlockM * 4;
-    static constexpr int kKvLive = kKvDs + kKvBlockN * kKvDsStride * 2;
-    static constexpr int kKvSmemBytes = kKvLive + kWarps * 4;
+    static constexpr int kKvSmemBytes = kKvD + kKvBlockM * 4;
+    // extended kernels, after those: λ of a query tile, then one β staging tile per warp
+    static constexpr int kKvExtBytes = (kKvBlockM + kWarps * 16 * kBetaStride<kKvBlockM>) * 4;
+    // fast path, last (allocated only when it runs): the tile's dSᵀ [key][query] (frag::ds_offset) and a
+    // flag per warp, set when its 16 keys have dS
+    static constexpr int kKvDsBytes = kKvBlockN * frag::kDsStride<kKvBlockM> * 2;
+    static constexpr int kKvFastBytes = kKvDsBytes + kWarps * 4;
     // ... and dQ_tile += dS K split over the warps: 16 query rows × kKvDqCols columns each
     static constexpr int kKvDqRowGroups = kKvBlockM / 16;
     static constexpr int kKvDqCols = kHeadDim / (kWarps / kKvDqRowGroups);
@@ -114,11 +115,12 @@ struct BwdTraits {
                       (kQBlockM * kChunks) % kThreads == 0 && (kQBlockN * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
     static_assert(kKvBlockM <= kThreads, "one thread per row loads the LSE");
-    static_assert(kWarps % kKvDqRowGroups == 0 && kKvDqCols % 16 == 0 && kKvBlockN == 16 * kWarps,
-                  "fast dQ: whole n16 column pairs per warp, one k16 step per warp's keys");
+    static_assert(kWarps % kKvDqRowGroups == 0 && kKvDqCols % 16 == 0,
+                  "fast dQ: the warps split the tile into whole 16-row groups and n16 column pairs");
     static_assert(kThreads % kKvBlockM == 0 && kKvThreadsPerRow <= 32 && kChunks % kKvThreadsPerRow == 0,
                   "D: the threads of a row are adjacent lanes of one warp and split its chunks evenly");
-    static_assert(kKvSmemBytes <= 227 * 1024 && kQSmemBytes <= 227 * 1024, "shared memory of one block");
+    static_assert(kKvSmemBytes + kKvExtBytes + kKvFastBytes <= 163 * 1024 && kQSmemBytes <= 227 * 1024,
+                  "shared memory of one block (the dK/dV kernel's on sm_80 too)");
 };
 
 // ---- helpers -------------------------------------------------------------------------------------
@@ -275,8 +277,8 @@ __device__ __forceinline__ bool stage_beta_keys(const FwdParams& f, int64_t b, i
 // and skips the k16 steps (one per warp's 16 keys) of warps that had no dS this tile. The sums go to
 // dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number.
 template <class T>
-__device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int h, int i0, uint32_t smem_base,
-                                              const int* live_sm, int lane, int warp) {
+__device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int h, int i0, uint32_t ds_tile,
+                                              const int* live_sm, uint32_t k_tile, int lane, int warp) {
     using M = Mma<typename T::Elem>;
     constexpr int kD = T::kHeadDim, kNTiles = T::kKvDqCols / 8;
     const int rg = warp % T::kKvDqRowGroups, c0 = (warp / T::kKvDqRowGroups) * T::kKvDqCols;
@@ -287,17 +289,18 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
     bool any = false;
-    // rolled: unrolled, the hoisted fragments spilled the extended kernels (d = 64: 32–60 bytes, 0 rolled)
+    // rolled: unrolled, its hoisted fragments made the extended kernels spill (d = 64: 32–60 bytes; 0–12
+    // rolled)
 #pragma unroll 1
     for (int ks = 0; ks < T::kWarps; ++ks) {
         if (!live_sm[ks]) continue;  // (the same for every lane)
         any = true;
         uint32_t a[4];
-        ldsm_x4_trans(a, smem_base + T::kKvDs + 2 * ((ks * 16 + fat.row) * T::kKvDsStride + rg * 16 + fat.col));
+        ldsm_x4_trans(a, ds_tile + 2 * frag::ds_offset<T::kKvBlockM>(ks * 16 + fat.row, rg * 16 + fat.col));
 #pragma unroll
         for (int np = 0; np < kNTiles / 2; ++np) {
             uint32_t kb[4];
-            ldsm_x4_trans(kb, smem_base + 2 * frag::swizzle<kD>(ks * 16 + fbt.row, c0 + np * 16 + fbt.col));
+            ldsm_x4_trans(kb, k_tile + 2 * frag::swizzle<kD>(ks * 16 + fbt.row, c0 + np * 16 + fbt.col));
             M::run(acc[2 * np], a, kb[0], kb[1]);
             M::run(acc[2 * np + 1], a, kb[2], kb[3]);
         }
@@ -419,10 +422,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     float* beta_tile = lambda_sm + kBlockM + warp * 16 * kBetaStride<kBlockM>;
     const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
     const int key_j[2] = {jw + frag::acc_row(lane, 0), jw + frag::acc_row(lane, 2)};
-    // fast path: this tile's dSᵀ (32-bit pairs of 16-bit elements) and the warps' flags for accumulate_dq
+    // fast path: this tile's dSᵀ (32-bit pairs of 16-bit elements) and the warps' flags for accumulate_dq,
+    // after everything else
     const bool fast = p.dq_accum != nullptr;
-    uint32_t* ds_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvDs);
-    int* live_sm = reinterpret_cast<int*>(smem_raw + T::kKvLive);
+    constexpr int kDsAt = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
+    uint32_t* ds_sm = reinterpret_cast<uint32_t*>(smem_raw + kDsAt);
+    int* live_sm = reinterpret_cast<int*>(smem_raw + kDsAt + T::kKvDsBytes);
 
     for (int s = 0, t_next; t < n_tiles; s ^= 1, t = t_next) {  // s: the stage of tile t
         const uint32_t stage = s ? T::kKvStage1 : T::kKvStage0;
@@ -550,7 +555,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 #pragma unroll
                     for (int reg = 0; reg < 4; ++reg) {
                         const frag::RowCol at = frag::a_pack_pos(lane, reg);
-                        ds_sm[((warp * 16 + at.row) * T::kKvDsStride + kp * 16 + at.col) / 2] = da[reg];
+                        ds_sm[frag::ds_offset<kBlockM>(warp * 16 + at.row, kp * 16 + at.col) / 2] = da[reg];
                     }
                 }
 #pragma unroll
@@ -571,7 +576,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         if (fast) {
             if (lane == 0) live_sm[warp] = live;
             __syncthreads();  // every warp's dSᵀ and flag are in shared memory
-            accumulate_dq<T>(p, b, tile_head(t), i0, smem_base, live_sm, lane, warp);
+            accumulate_dq<T>(p, b, tile_head(t), i0, smem_base + kDsAt, live_sm, smem_base, lane, warp);
         }
     }
 
@@ -878,11 +883,10 @@ cudaError_t launch_bwd_dkdv(const BwdParams& params, cudaStream_t stream) {
     BwdParams p = params;
     p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
-    // extended: λ of a query tile, then one β staging tile per warp, after the kernel's buffers
-    constexpr int kSmem =
-        T::kKvSmemBytes + (kExt ? (T::kKvBlockM + T::kWarps * 16 * kBetaStride<T::kKvBlockM>) * 4 : 0);
-    static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
-    return with_bwd_score<T, kExt, DkDvKernel>(p, kSmem, blocks, stream);
+    // extended: λ and the β staging tiles; fast path: the dSᵀ tile (not asked for otherwise, which keeps
+    // the deterministic d = 64 kernel within the 99 KiB of sm_86/sm_89)
+    const int smem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0) + (p.dq_accum != nullptr ? T::kKvFastBytes : 0);
+    return with_bwd_score<T, kExt, DkDvKernel>(p, smem, blocks, stream);
 }
 
 template <int kHeadDim, class Elem, bool kExt>

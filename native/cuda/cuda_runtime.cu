@@ -281,8 +281,17 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     if (int st = enter_device(m, guard, device, tensors, n_pointers); st != FSIG_OK) return st;
     const TensorView* dbias = a.has_dbias ? &a.dbias : nullptr;
     if (int st = check_extension_pointers(m, pr, dbias, device); st != FSIG_OK) return st;
-    if (a.workspace != nullptr)
+    if (a.workspace != nullptr) {
+        // device memory only: the atomics into managed or mapped host memory would cross the bus
         if (int st = check_pointer(m, "params.workspace", a.workspace, device); st != FSIG_OK) return st;
+        cudaPointerAttributes attr;
+        if (cudaPointerGetAttributes(&attr, a.workspace) != cudaSuccess || attr.type != cudaMemoryTypeDevice) {
+            cudaGetLastError();
+            return m.fail(FSIG_ERROR_INVALID_DEVICE,
+                          "params.workspace (%p) must be device memory of cuda:%d (cudaMalloc, fsig_cuda_malloc), "
+                          "not managed or host memory", a.workspace, device);
+        }
+    }
 
     BwdParams p{};
     p.f = make_params(pr, a.q, a.k, a.v, softmax ? a.out : a.q, softmax ? &a.lse : nullptr, dbias);
@@ -302,7 +311,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     if (p.dq_accum != nullptr) {
         // fast: zero the fp32 dQ, dK/dV kernel adding dS K to it, conversion into dq (stream order)
         which = "workspace clearing";
-        e = cudaMemsetAsync(p.dq_accum, 0, size_t(pr.batch * pr.heads_q * pr.seq_q * pr.head_dim * 4), s);
+        e = cudaMemsetAsync(p.dq_accum, 0, size_t(a.workspace_bytes), s);
         if (e == cudaSuccess) which = "dK/dV/dQ", e = kBwdDkDv[ext][bf16][d128](p, s);
         if (e == cudaSuccess)
             which = "dQ conversion", e = (bf16 ? launch_bwd_dq_convert_bf16 : launch_bwd_dq_convert_fp16)(

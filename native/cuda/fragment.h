@@ -47,6 +47,14 @@ FSIG_FRAG_HD RowCol ldsm_b(int lane) { return {(lane >> 4) * 8 + (lane & 7), ((l
 // (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15) = a0..a3 — row k, column m: ldsm_b's pattern.
 FSIG_FRAG_HD RowCol ldsm_at(int lane) { return ldsm_b(lane); }
 
+// The fast backward's dSᵀ tile [key][query] of 16-bit elements, kRows queries per row padded by 8
+// elements (16 bytes), so that ldmatrix phases and 32-bit stores of accumulator pairs each hit every
+// bank once: the element offset of (key, query).
+template <int kRows>
+constexpr int kDsStride = kRows + 8;
+template <int kRows>
+FSIG_FRAG_HD int ds_offset(int key, int query) { return key * kDsStride<kRows> + query; }
+
 // Row and column of accumulator element e (0..3) of a lane inside its 16x8 C tile.
 FSIG_FRAG_HD int acc_row(int lane, int e) { return (lane >> 2) + (e >> 1) * 8; }
 FSIG_FRAG_HD int acc_col(int lane, int e) { return (lane & 3) * 2 + (e & 1); }

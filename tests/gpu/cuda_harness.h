@@ -87,6 +87,39 @@ inline void poison(const Tensor& t) {
     t.upload();
 }
 
+// The fast backward's workspace for params p and q (the size fsig_attention_backward_workspace_size
+// asks for; on the CPU that is 0 and nothing is allocated), filled with 0xFF bytes before each call so
+// that touched() tells whether the fast path ran (it zeroes the workspace, then adds into it).
+struct Workspace {
+    std::shared_ptr<void> mem;
+    int64_t bytes = 0;
+
+    Workspace() = default;
+    Workspace(const fsig_attention_params& p, const fsig_tensor& q) {
+        REQUIRE(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK, "workspace size: %s",
+                fsig_last_error());
+        if (bytes > 0) mem = device_alloc(size_t(bytes));
+    }
+    // p with this workspace (none when empty)
+    fsig_attention_params attach(fsig_attention_params p) const {
+        p.workspace = bytes > 0 ? mem.get() : nullptr, p.workspace_bytes = bytes > 0 ? bytes : 0;
+        return p;
+    }
+    void fill_ff() const {
+        if (bytes == 0) return;
+        CUDA_OK(cudaMemset(mem.get(), 0xFF, size_t(bytes)));
+        CUDA_OK(cudaDeviceSynchronize());  // before calls on any stream (non-blocking ones included)
+    }
+    bool touched() const {
+        if (bytes == 0) return false;
+        std::vector<unsigned char> h(static_cast<size_t>(bytes));
+        CUDA_OK(cudaMemcpy(h.data(), mem.get(), h.size(), cudaMemcpyDeviceToHost));
+        for (unsigned char c : h)
+            if (c != 0xFF) return true;
+        return false;
+    }
+};
+
 // [B, N, H, d] with every row padded to d + 8 and 16 more elements per batch: non-contiguous, every
 // stride a multiple of 8 (a layout the CUDA rule accepts).
 inline tu::View padded8_view(int dtype, int64_t B, int64_t N, int64_t H, int64_t d) {

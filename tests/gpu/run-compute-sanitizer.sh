@@ -2,8 +2,9 @@
 # The CUDA forward and backward under compute-sanitizer: memcheck (out-of-bounds and misaligned
 # accesses, leaks), racecheck (shared-memory hazards between the threads of a block: the cp.async
 # double buffers, the Q/O and dK/dV/dQ staging, the backward's shared D) and synccheck (barriers in
-# divergent code). Small subsets of test_cuda_forward and test_cuda_backward (--quick: ragged shapes,
-# every score, masks, GQA, both dtypes and head dims), since the tools slow kernels down by orders of
+# divergent code). Small subsets of test_cuda_forward, test_cuda_backward and test_cuda_masks (--quick:
+# ragged shapes, every score, masks, GQA, both dtypes and head dims; the backward's and the masks'
+# cases run the deterministic and the fast path), since the tools slow kernels down by orders of
 # magnitude.
 #   tests/gpu/run-compute-sanitizer.sh [build-dir]      (default: build; Maven's is target/native)
 # Exits 77 when no CUDA device is present, non-zero when a tool reports an error.
@@ -11,7 +12,8 @@ set -uo pipefail
 build=${1:-build}
 exe=$build/tests/gpu/test_cuda_forward
 bwd=$build/tests/gpu/test_cuda_backward
-for x in "$exe" "$bwd"; do
+masks=$build/tests/gpu/test_cuda_masks
+for x in "$exe" "$bwd" "$masks"; do
   if [[ ! -x $x ]]; then
     echo "no $x: configure and build with CUDA first (cmake -S . -B $build && cmake --build $build)" >&2
     exit 2
@@ -45,5 +47,7 @@ run synccheck "$exe" --quick numerics_matrix numerics_targeted
 run memcheck --leak-check full "$bwd" --quick
 run racecheck --racecheck-report all "$bwd" --quick numerics_matrix numerics_targeted
 run synccheck "$bwd" --quick numerics_matrix numerics_targeted
+run memcheck --leak-check full "$masks" --quick
+run racecheck --racecheck-report all "$masks" --quick
 if [[ $failed == 0 ]]; then echo "compute-sanitizer: memcheck, racecheck, synccheck clean"; fi
 exit $failed

@@ -134,22 +134,18 @@ struct Run {
         p = tu::params_for(s);
     }
     // the fast path's workspace (CUDA: the size fsig_attention_backward_workspace_size asks for; on the
-    // CPU that is 0 and the call runs as without one)
-    std::shared_ptr<void> workspace;
+    // CPU that is 0 and the call runs as without one), filled with 0xFF before each call by poison_grads
+    gt::Workspace workspace;
     void use_workspace(bool fast, const ref::Spec& s) {
         p.workspace = nullptr, p.workspace_bytes = 0;
         if (!fast) return;
-        const fsig_tensor tq = q.desc();
-        int64_t bytes = -1;
-        REQUIRE(fsig_attention_backward_workspace_size(&p, &tq, &bytes) == FSIG_OK, "workspace size: %s",
-                fsig_last_error());
+        if (workspace.bytes == 0) workspace = gt::Workspace(p, q.desc());
         const int64_t expected = g_cuda ? s.B * s.Hq * s.Nq * s.d * 4 : 0;
-        REQUIRE(bytes == expected, "workspace size %lld, expected %lld", (long long)bytes, (long long)expected);
-        if (bytes == 0) return;
-        if (!workspace) workspace = gt::device_alloc(size_t(bytes));
-        p.workspace = workspace.get(), p.workspace_bytes = bytes;
+        REQUIRE(workspace.bytes == expected, "workspace size %lld, expected %lld", (long long)workspace.bytes,
+                (long long)expected);
+        p = workspace.attach(p);
     }
-    void poison_grads() { poison(dq), poison(dk), poison(dv); }
+    void poison_grads() { poison(dq), poison(dk), poison(dv), workspace.fill_ff(); }
     int backward(void* stream = nullptr) const {
         const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tdo = dout.desc(), tdq = dq.desc(),
                           tdk = dk.desc(), tdv = dv.desc();
@@ -223,6 +219,9 @@ bool run_case(const Case& c, const Prepared& in) {
             return false;
         }
         sync_or_die(c.name);
+        // the fast path ran (it wrote the workspace), and only then
+        EXPECT(r.workspace.touched() == fast, "%s: the workspace was %s by the %s path", c.name.c_str(),
+               fast ? "not written" : "written", fast ? "fast" : "deterministic");
         summary += check_grads(c, in, r, fast ? "fast" : "deterministic");
         r.dk.download(), r.dv.download();
         std::vector<unsigned char> b = tu::snapshot(r.dk.host), bv = tu::snapshot(r.dv.host);
@@ -409,8 +408,8 @@ Case small_case(int score = ref::kSoftmax, int64_t d = 64, int dtype = ref::kBf1
 }
 
 // Two runs of the same call with params.deterministic = 1 give the same bits (no atomics, fixed order):
-// larger problems, every kernel path (softmax and pointwise, both head dims, GQA). A workspace, were
-// one given, would not be used.
+// larger problems, every kernel path (softmax and pointwise, both head dims, GQA). A workspace is given
+// and must stay unused.
 TEST(determinism) {
     if (g_quick) return;
     struct D {
@@ -436,14 +435,21 @@ TEST(determinism) {
         in.out.assign(c.s.q_elems(), 0.f);
         in.lse.assign(c.s.lse_elems(), 0.f);
         Run r(c, in);
+        // deterministic 1 with a workspace given: the workspace must stay unused
+        if (g_cuda) {
+            r.workspace = gt::Workspace(r.p, r.q.desc());  // (sized while deterministic is still 0)
+            r.p = r.workspace.attach(r.p);
+        }
         r.p.deterministic = 1;
         if (r.softmax) {
             const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(), tl = r.lse.desc();
             REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
                     fsig_last_error());
         }
+        r.poison_grads();
         REQUIRE(r.backward() == FSIG_OK, "backward: %s", fsig_last_error());
         sync_or_die("determinism");
+        EXPECT(!r.workspace.touched(), "deterministic = 1 with a workspace: the workspace was written");
         const std::vector<unsigned char> first = r.grad_bytes();
         for (int rep = 0; rep < 2; ++rep) {
             r.poison_grads();

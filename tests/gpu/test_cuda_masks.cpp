@@ -2,7 +2,9 @@
 // and dBias, strided, block-sparse, log-n) through the public C ABI (fsig_attention_forward_ex /
 // backward_ex) against the fp64 reference under the §6 rule: every score × extension set × causal and
 // windows × fp16/bf16 × d 64/128 × ragged shapes, forward (out, LSE) and backward (dQ, dK, dV, dBias),
-// outputs poisoned first and the bytes around each output's view checked untouched.
+// outputs poisoned first and the bytes around each output's view checked untouched. On CUDA each
+// backward runs twice: the deterministic kernels, then the fast path (a workspace: dK, dV the same bits,
+// dQ by the rule; with dbias the deterministic kernels again, the workspace unused).
 //
 //   test_cuda_masks [--quick] [--device cpu] [--list] [--verbose] [name filters...]
 //
@@ -211,6 +213,33 @@ bool run_case(const Case& c) {
     check(c, "dk", dk, g64.dk, gn.dk);
     check(c, "dv", dv, g64.dv, gn.dv);
     if (s.want_dbias) check(c, "dbias", e.dbias, g64.dbias, gn.dbias);
+
+    // the fast path (CUDA): the extended dK/dV kernel adding dQ into a workspace — dK, dV the same bits as
+    // above, dQ by the rule; with dbias asked for the deterministic kernels run and the workspace stays unused
+    if (g_cuda) {
+        const gt::Workspace ws(p, tq);
+        const fsig_attention_params pf = ws.attach(p);
+        dk.download(), dv.download();
+        const std::vector<unsigned char> dk_bits = tu::snapshot(dk.host), dv_bits = tu::snapshot(dv.host);
+        gt::poison(dq), gt::poison(dk), gt::poison(dv);
+        if (s.want_dbias) gt::poison(e.dbias);
+        ws.fill_ff();
+        st = fsig_attention_backward_ex(&pf, &tq, &tk, &tv, softmax ? &toi : nullptr, &tg, softmax ? &tli : nullptr,
+                                        &tdq, &tdk, &tdv, e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(),
+                                        e.dbias_t(), nullptr);
+        EXPECT(st == FSIG_OK, "%s: fast backward_ex returned %d (%s): %s", c.name.c_str(), st, fsig_status_string(st),
+               fsig_last_error());
+        if (st == FSIG_OK) {
+            sync_or_die(c);
+            EXPECT(ws.touched() == !s.want_dbias, "%s: the workspace was %s", c.name.c_str(),
+                   s.want_dbias ? "written although dbias was asked for" : "not written (the fast path did not run)");
+            check(c, "dq (fast path)", dq, g64.dq, gn.dq);
+            dk.download(), dv.download();
+            EXPECT(tu::snapshot(dk.host) == dk_bits && tu::snapshot(dv.host) == dv_bits,
+                   "%s: the fast path's dK, dV differ from the deterministic ones", c.name.c_str());
+            if (s.want_dbias) check(c, "dbias (workspace given)", e.dbias, g64.dbias, gn.dbias);
+        }
+    }
     const bool ok = th::failures() == before;
     if (g_verbose || !ok) std::printf("  %s %s  (%s)\n", ok ? "ok  " : "FAIL", c.name.c_str(), s.describe().c_str());
     return ok;

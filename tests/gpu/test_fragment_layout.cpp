@@ -322,11 +322,12 @@ TEST(bwd_dkdv_warp_d128) { check_dkdv_warp<128, 32>(); }
 // kCols (w / groups).. of dS K, dS by ldsm_at (.trans), K by ldsm_bt (.trans), skipping the k16 steps
 // of warps without dS, whose part of the tile holds stale values (NaN here). Checked against the plain
 // product over the live keys; every element of the tile is computed by exactly one warp; the ldmatrix
-// phases and the 32-bit stores are bank-conflict free. The constants restate BwdTraits (kKvBlockN,
-// kKvDsStride, kKvDqRowGroups, kKvDqCols).
+// phases and the 32-bit stores are bank-conflict free. The tile's addressing is the kernel's own
+// (frag::ds_offset); the split constants restate BwdTraits (kKvBlockN, kKvDqRowGroups, kKvDqCols).
 template <int kD, int kRowsQ>
 void check_fast_dq() {
-    constexpr int kKeys = 128, kWarps = 8, kStride = kRowsQ + 8;
+    constexpr int kKeys = 128, kWarps = 8;
+    using fsig::cuda::frag::ds_offset;
     constexpr int kGroups = kRowsQ / 16, kCols = kD / (kWarps / kGroups);
     const bool live[kWarps] = {true, true, false, true, true, true, false, true};
     std::srand(kD * 7 + kRowsQ);
@@ -339,7 +340,7 @@ void check_fast_dq() {
         for (int c = 0; c < kD; ++c) sK[size_t(swz<kD>(r, c))] = K[size_t(r * kD + c)];
 
     // the stores: accumulator pairs of dSᵀ (tile nt: keys acc_row, queries nt·8 + acc_col) as A registers
-    std::vector<float> sDs(size_t(kKeys) * kStride, NAN);
+    std::vector<float> sDs(size_t(kKeys) * fsig::cuda::frag::kDsStride<kRowsQ>, NAN);
     bool banks = true;
     for (int w = 0; w < kWarps; ++w) {
         if (!live[w]) continue;
@@ -351,7 +352,7 @@ void check_fast_dq() {
                     const float lo = dS[size_t((nt * 8 + acc_col(l, e)) * kKeys + w * 16 + acc_row(l, e))];
                     const float hi = dS[size_t((nt * 8 + acc_col(l, e + 1)) * kKeys + w * 16 + acc_row(l, e + 1))];
                     const RowCol at = fsig::cuda::frag::a_pack_pos(l, reg);
-                    const int elem = (w * 16 + at.row) * kStride + kp * 16 + at.col;
+                    const int elem = ds_offset<kRowsQ>(w * 16 + at.row, kp * 16 + at.col);
                     EXPECT(elem % 2 == 0, "d=%d: a dSᵀ pair at an odd element offset", kD);
                     sDs[size_t(elem)] = lo, sDs[size_t(elem) + 1] = hi;
                     ++hits[(elem / 2) % 32];
@@ -373,7 +374,7 @@ void check_fast_dq() {
             std::vector<int> addr(32);
             for (int l = 0; l < 32; ++l) {
                 const RowCol a = fsig::cuda::frag::ldsm_at(l);
-                addr[l] = (ks * 16 + a.row) * kStride + rg * 16 + a.col;
+                addr[l] = ds_offset<kRowsQ>(ks * 16 + a.row, rg * 16 + a.col);
             }
             for (int m = 0; m < 4; ++m) ld_banks = ld_banks && conflict_free(addr, 8 * m);
             const Frag4 a = ldmatrix_x4(sDs, addr, true);

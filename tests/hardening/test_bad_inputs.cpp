@@ -44,7 +44,7 @@ constexpr bool kParamsV02 = HasLinearFields<fsig_attention_params>::value;
 constexpr int kMaxScore = kParamsV02 ? 8 : 6;
 constexpr size_t kParamsSizeV01 = 48;
 constexpr size_t kParamsSizeV02 = 64;  // with the linear-attention fields
-constexpr size_t kParamsSizeV03 = 96;  // with masks and positions, before the backward's workspace
+constexpr size_t kParamsSizeMasks = 96;  // with masks and positions, before the backward's workspace
 constexpr size_t kMinParamsSize = kParamsV02 ? kParamsSizeV01 : sizeof(fsig_attention_params);
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
@@ -314,7 +314,7 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
             [=](Fx&, Call& c) { c.params.struct_size = uint32_t(psize - 1); }, PARAMS,
             fmt("params.struct_size is %zu, which is no version of fsig_attention_params (%zu, %zu or %zu before, "
                 "%zu now): initialise params with fsig_attention_params_default()",
-                psize - 1, kParamsSizeV01, kParamsSizeV02, kParamsSizeV03, psize));
+                psize - 1, kParamsSizeV01, kParamsSizeV02, kParamsSizeMasks, psize));
     // the fast CUDA backward's workspace: size and pointer given together, size >= 0 (checked on every device)
     add("workspace_bytes -16 (backward)", kBwd, F32, SM, [](Fx&, Call& c) { c.params.workspace_bytes = -16; }, PARAMS,
         "params.workspace_bytes is -16 but must be >= 0");
@@ -814,7 +814,7 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
                     q->shape[0] = int64_t(1) << 40, q->shape[1] = int64_t(1) << 22;
                     return fsig_attention_backward_workspace_size(p, q, b);
                 },
-                SHAPE, "q's shape has more elements than int64 can count in bytes");
+                SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
     }
     for (int n : {-1, 4097, INT_MIN, INT_MAX})
         add(fmt("fsig_set_num_threads(%d)", n), kOther, F32, SM,
@@ -872,7 +872,7 @@ void check_baselines(const std::vector<Case>& cases) {
               fsig_last_error());
         // callers compiled against older headers (the 0.1 params, then with the linear-attention fields,
         // then with masks and positions) keep working
-        for (size_t size : {kParamsSizeV01, kParamsSizeV02, kParamsSizeV03}) {
+        for (size_t size : {kParamsSizeV01, kParamsSizeV02, kParamsSizeMasks}) {
             Fx f1(FSIG_DTYPE_FP32);
             Call c1;
             baseline(f1, c1, kBwd, FSIG_SCORE_SOFTMAX);
