@@ -763,58 +763,39 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
             PARAMS, fmt("caps->struct_size is %u but must be at least %zu (set it to sizeof(fsig_capabilities))", size,
                         sizeof(fsig_capabilities)));
     }
-    {  // fsig_attention_backward_workspace_size: q is read for its shape and device only
-        auto ws_case = [&](const std::string& name, std::function<int(fsig_attention_params*, fsig_tensor*, int64_t*)> call,
-                           int status, const std::string& msg) {
+    {  // fsig_attention_backward_workspace_size: q is read for its shape and device only. Each case changes
+       // valid arguments (default params, a bf16 CUDA q of shape 8^4, an output) and makes the call.
+        using Args = std::function<void(fsig_attention_params*&, fsig_tensor*&, int64_t*&)>;
+        auto ws_case = [&](const std::string& name, Args change, int status, const std::string& msg) {
             add("fsig_attention_backward_workspace_size: " + name, kOther, F32, SM,
                 [=](Fx&, Call& c) {
                     c.other = [=] {
-                        fsig_attention_params p = fsig_attention_params_default();
+                        fsig_attention_params params = fsig_attention_params_default();
                         fsig_tensor q{};
                         q.ndim = 4, q.dtype = FSIG_DTYPE_BF16, q.device_type = FSIG_DEVICE_CUDA;
                         for (int i = 0; i < 4; ++i) q.shape[i] = 8;
                         int64_t bytes = 0;
-                        return call(&p, &q, &bytes);
+                        fsig_attention_params* pp = &params;
+                        fsig_tensor* qp = &q;
+                        int64_t* bp = &bytes;
+                        change(pp, qp, bp);
+                        return fsig_attention_backward_workspace_size(pp, qp, bp);
                     };
                 },
                 status, msg);
         };
-        ws_case("bytes NULL", [](auto* p, auto* q, auto*) { return fsig_attention_backward_workspace_size(p, q, nullptr); },
-                NUL, "bytes is NULL");
-        ws_case("params NULL", [](auto*, auto* q, auto* b) { return fsig_attention_backward_workspace_size(nullptr, q, b); },
-                NUL, "params is NULL");
-        ws_case("q NULL", [](auto* p, auto*, auto* b) { return fsig_attention_backward_workspace_size(p, nullptr, b); },
-                NUL, "q is NULL");
-        ws_case("q.ndim 3",
-                [](auto* p, auto* q, auto* b) {
-                    q->ndim = 3;
-                    return fsig_attention_backward_workspace_size(p, q, b);
-                },
-                SHAPE, "q.ndim is 3 but must be 4 ([B, Nq, Hq, d])");
-        ws_case("q.shape[2] 0",
-                [](auto* p, auto* q, auto* b) {
-                    q->shape[2] = 0;
-                    return fsig_attention_backward_workspace_size(p, q, b);
-                },
-                SHAPE, "q.shape[2] is 0 but must be >= 1");
-        ws_case("q.device_type 7",
-                [](auto* p, auto* q, auto* b) {
-                    q->device_type = 7;
-                    return fsig_attention_backward_workspace_size(p, q, b);
-                },
-                DEVICE, "q.device_type 7 is not a fsig_device_type");
-        ws_case("params.deterministic 2",
-                [](auto* p, auto* q, auto* b) {
-                    p->deterministic = 2;
-                    return fsig_attention_backward_workspace_size(p, q, b);
-                },
-                PARAMS, "params.deterministic is 2 but must be 0 or 1");
+        ws_case("bytes NULL", [](auto&, auto&, auto*& b) { b = nullptr; }, NUL, "bytes is NULL");
+        ws_case("params NULL", [](auto*& p, auto&, auto&) { p = nullptr; }, NUL, "params is NULL");
+        ws_case("q NULL", [](auto&, auto*& q, auto&) { q = nullptr; }, NUL, "q is NULL");
+        ws_case("q.ndim 3", [](auto&, auto* q, auto&) { q->ndim = 3; }, SHAPE, "q.ndim is 3 but must be 4 ([B, Nq, Hq, d])");
+        ws_case("q.shape[2] 0", [](auto&, auto* q, auto&) { q->shape[2] = 0; }, SHAPE, "q.shape[2] is 0 but must be >= 1");
+        ws_case("q.device_type 7", [](auto&, auto* q, auto&) { q->device_type = 7; }, DEVICE,
+                "q.device_type 7 is not a fsig_device_type");
+        ws_case("params.deterministic 2", [](auto* p, auto&, auto&) { p->deterministic = 2; }, PARAMS,
+                "params.deterministic is 2 but must be 0 or 1");
         ws_case("shape overflowing int64 bytes",
-                [](auto* p, auto* q, auto* b) {
-                    q->shape[0] = int64_t(1) << 40, q->shape[1] = int64_t(1) << 22;
-                    return fsig_attention_backward_workspace_size(p, q, b);
-                },
-                SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
+                [](auto&, auto* q, auto&) { q->shape[0] = int64_t(1) << 40, q->shape[1] = int64_t(1) << 22; }, SHAPE,
+                "q's shape has more elements than int64 can count in workspace bytes");
     }
     for (int n : {-1, 4097, INT_MIN, INT_MAX})
         add(fmt("fsig_set_num_threads(%d)", n), kOther, F32, SM,
