@@ -282,14 +282,15 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     const TensorView* dbias = a.has_dbias ? &a.dbias : nullptr;
     if (int st = check_extension_pointers(m, pr, dbias, device); st != FSIG_OK) return st;
     if (a.workspace != nullptr) {
-        // device memory only: the atomics into managed or mapped host memory would cross the bus
-        if (int st = check_pointer(m, "params.workspace", a.workspace, device); st != FSIG_OK) return st;
+        // device memory of this device only (one query): atomics into managed or mapped host memory would
+        // cross the bus
         cudaPointerAttributes attr;
-        if (cudaPointerGetAttributes(&attr, a.workspace) != cudaSuccess || attr.type != cudaMemoryTypeDevice) {
+        if (cudaPointerGetAttributes(&attr, a.workspace) != cudaSuccess || attr.type != cudaMemoryTypeDevice ||
+            attr.device != device) {
             cudaGetLastError();
             return m.fail(FSIG_ERROR_INVALID_DEVICE,
                           "params.workspace (%p) must be device memory of cuda:%d (cudaMalloc, fsig_cuda_malloc), "
-                          "not managed or host memory", a.workspace, device);
+                          "not another device's, managed or host memory", a.workspace, device);
         }
     }
 
