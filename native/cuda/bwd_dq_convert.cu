@@ -31,9 +31,9 @@ template <class Elem>
 cudaError_t launch(const BwdParams& p, int head_dim, cudaStream_t stream) {
     const int64_t chunks = p.f.batch * p.f.heads_q * p.f.seq_q * (head_dim / 8);
     const dim3 grid(unsigned((chunks + 255) / 256));  // < 2^31 - 1 blocks for any dq that fits in memory
-    if (head_dim == 64) dq_convert_kernel<Elem, 64><<<grid, dim3(256), 0, stream>>>(p);
-    else if (head_dim == 128) dq_convert_kernel<Elem, 128><<<grid, dim3(256), 0, stream>>>(p);
-    else return cudaErrorInvalidValue;  // (the host allows 64 and 128 only)
+    if (head_dim != 64 && head_dim != 128) return cudaErrorInvalidValue;  // (the host allows 64 and 128 only)
+    auto kernel = head_dim == 64 ? dq_convert_kernel<Elem, 64> : dq_convert_kernel<Elem, 128>;
+    FSIG_LAUNCH(kernel, grid, dim3(256), 0, stream, p);
     return cudaGetLastError();
 }
 

@@ -126,9 +126,11 @@ struct BwdTraits {
 // ---- helpers -------------------------------------------------------------------------------------
 
 // 4 bytes global -> shared (the LSE, whose strides are arbitrary); src_bytes = 0 writes a zero.
+#if !defined(FSIG_CUDA_EMULATION)  // (the emulator supplies it, tests/emu/cuda_emu.h)
 __device__ __forceinline__ void cp_async_4(uint32_t dst, const void* src, int src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
+#endif
 
 template <class Elem>
 struct Cvt;
@@ -849,7 +851,7 @@ cudaError_t launch_kernel(Kernel kernel, int smem_bytes, const BwdParams& p, int
         const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
         if (e != cudaSuccess) return e;
     }
-    kernel<<<dim3(unsigned(blocks)), dim3(threads), smem_bytes, stream>>>(p);
+    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(threads), smem_bytes, stream, p);
     return cudaGetLastError();
 }
 

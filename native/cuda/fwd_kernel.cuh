@@ -42,6 +42,7 @@
 #include "fragment.h"
 #include "fwd_launch.h"
 #include "fwd_params.h"
+#include "launch.h"
 
 namespace fsig::cuda {
 
@@ -75,7 +76,8 @@ struct FwdTraits {
 };
 
 // ---- PTX wrappers --------------------------------------------------------------------------------
-
+// (the SIMT emulator, tests/emu/cuda_emu.h, supplies these same functions outside nvcc)
+#if !defined(FSIG_CUDA_EMULATION)
 template <class Elem>
 struct Mma;
 template <>
@@ -123,9 +125,11 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int s
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+#endif
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+#if !defined(FSIG_CUDA_EMULATION)
 __device__ __forceinline__ float ex2(float x) {  // 2^x, one MUFU op; ex2(-inf) = +0
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
@@ -136,6 +140,7 @@ __device__ __forceinline__ float rcp(float x) {  // 1/x, one MUFU op; rcp(inf) =
     asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
+#endif
 
 // ---- score policies (DESIGN.md §4; the CPU's are in native/cpu/kernels.inc) -----------------------
 // apply(acc, c): P from the raw accumulator q.k (scale not yet applied). Softmax is not pointwise: the
@@ -554,7 +559,7 @@ cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream
         const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
         if (e != cudaSuccess) return e;
     }
-    kernel<<<dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream>>>(p);
+    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);
     return cudaGetLastError();
 }
 

@@ -176,7 +176,7 @@ FSIG_LIN_HD float floor_max(float x, float floor) { return x != x ? x : (x > flo
 
 // ---- executors -----------------------------------------------------------------------------------------
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(FSIG_CUDA_EMULATION)
 struct DeviceExec {
     template <class Body>
     __device__ __forceinline__ void phase(const Body& body) {

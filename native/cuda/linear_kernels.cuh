@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "linear_kernel.h"
+#include "launch.h"
 #include "linear_launch.h"
 
 namespace fsig::cuda::lin {
@@ -39,7 +40,7 @@ cudaError_t launch_role(LinParams p, cudaStream_t stream) {
         const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kBytes);
         if (e != cudaSuccess) return e;
     }
-    kernel<<<unsigned(blocks), kThreads, G::kBytes, stream>>>(p);
+    FSIG_LAUNCH(kernel, unsigned(blocks), kThreads, G::kBytes, stream, p);
     return cudaGetLastError();
 }
 
@@ -53,8 +54,8 @@ cudaError_t launch_by_role(int role, const LinParams& p, cudaStream_t stream) {
         case kDq: return launch_role<kDq, D, COS, BF16>(p, stream);
         case kReduce: {
             const int64_t rows = int64_t(p.batch) * p.seq_q * p.heads_q;
-            linear_reduce_kernel<D, COS>
-                <<<unsigned((rows + kReduceThreads - 1) / kReduceThreads), kReduceThreads, 0, stream>>>(p, rows);
+            auto kernel = linear_reduce_kernel<D, COS>;
+            FSIG_LAUNCH(kernel, unsigned((rows + kReduceThreads - 1) / kReduceThreads), kReduceThreads, 0, stream, p, rows);
             return cudaGetLastError();
         }
         default: return cudaErrorInvalidValue;

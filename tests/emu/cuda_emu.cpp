@@ -1,0 +1,820 @@
+// The SIMT emulator's runtime (libfsig_cuda_emu.so): the subset of the CUDA runtime API that libflashsig
+// and the GPU tests call, and the execution of kernels compiled as C++ (cuda_emu.h) — each thread block
+// in turn, each CUDA thread a fiber on its own stack, switching only at synchronisation points. Device
+// memory is host memory between guard pages; streams run in order at the call; stream capture records
+// launches and copies into a graph that cudaGraphLaunch replays. Linked instead of cudart by
+// libflashsig_emu and the GPU tests' *_emu executables, so they run unchanged on a machine without a GPU.
+// One emulated device: cuda:0, reported as sm_90 with 227 KiB of shared memory per block.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <vector>
+
+#include "cuda_emu.h"
+
+namespace fsig::cuda {
+// the dynamic shared memory every attention kernel declares (extern __shared__ smem_raw[])
+constexpr size_t kSharedMax = 227 * 1024;
+alignas(128) unsigned char smem_raw[kSharedMax + 4096];
+}  // namespace fsig::cuda
+
+// ---- fiber switching (x86-64 System V): callee-saved registers, MXCSR and the x87 control word ----
+extern "C" void fsig_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl fsig_emu_switch
+    .hidden fsig_emu_switch
+    .type fsig_emu_switch, @function
+fsig_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $16, %rsp
+    stmxcsr 8(%rsp)
+    fnstcw (%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr 8(%rsp)
+    fldcw (%rsp)
+    addq $16, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size fsig_emu_switch, .-fsig_emu_switch
+)");
+
+namespace fsig::emu {
+namespace {
+
+[[noreturn]] void die(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::fprintf(stderr, "cuda emulator: ");
+    std::vfprintf(stderr, fmt, ap);
+    std::fprintf(stderr, "\n");
+    va_end(ap);
+    std::abort();
+}
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr int kMaxThreads = 1024;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+enum class Op { kNone, kSyncWarp, kShfl, kAny, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16 };
+const char* op_name(Op op) {
+    switch (op) {
+        case Op::kSyncWarp: return "__syncwarp";
+        case Op::kShfl: return "__shfl_xor_sync";
+        case Op::kAny: return "__any_sync";
+        case Op::kLdmatrix: return "ldmatrix.x4";
+        case Op::kLdmatrixTrans: return "ldmatrix.x4.trans";
+        case Op::kMmaF16: return "mma.m16n8k16.f16";
+        case Op::kMmaBf16: return "mma.m16n8k16.bf16";
+        default: return "?";
+    }
+}
+
+struct Copy {  // a pending cp.async
+    uint32_t dst;
+    const void* src;
+    int bytes, src_bytes;
+};
+
+struct Thread {
+    void* sp = nullptr;
+    unsigned char* stack = nullptr;  // kStackBytes above a guard page
+    int tid = 0;
+    bool done = false;
+    // what it waits for: a warp collective's or the block barrier's generation to move on
+    const uint64_t* wait_gen = nullptr;
+    uint64_t wait_value = 0;
+    const char* wait_what = "";
+    std::vector<Copy> copies;
+};
+
+struct Warp {
+    int arrived = 0;
+    uint64_t gen = 0;
+    Op op = Op::kNone;
+    uint32_t in_u[32][6];
+    float in_f[32][4];
+    uint32_t out_u[32][4];
+    float out_f[32][4];
+};
+
+struct Launch {
+    dim3 grid, block;
+    size_t smem_bytes = 0;
+    uint3 block_idx{};
+    std::function<void()> body;
+    int threads = 0, live = 0;
+    std::vector<Warp> warps;
+    int bar_arrived = 0;
+    uint64_t bar_gen = 0;
+    bool failed = false;
+};
+
+struct Allocation {
+    size_t bytes;
+    bool device;  // false: page-locked host memory (cudaHostAlloc)
+    void* map;
+    size_t map_bytes;
+};
+
+struct State {
+    std::recursive_mutex lock;
+    std::vector<Thread> threads;
+    void* scheduler_sp = nullptr;
+    Thread* current = nullptr;
+    Launch* launch = nullptr;
+    std::mt19937_64 rng;
+    bool shuffle = true;
+    cudaError_t sticky = cudaSuccess, last = cudaSuccess;
+    int device = 0;
+    std::map<uintptr_t, Allocation> allocations;  // by start address
+    std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute, per kernel
+    uint64_t launches = 0;
+};
+
+State& state() {
+    static State* s = [] {
+        auto* st = new State;
+        const char* seed = std::getenv("FSIG_EMU_SEED");
+        const unsigned long long v = seed != nullptr ? std::strtoull(seed, nullptr, 10) : 1;
+        st->rng.seed(v);
+        st->shuffle = v != 0;
+        return st;
+    }();
+    return *s;
+}
+
+Thread& me() { return *state().current; }
+Launch& launch_of_me() { return *state().launch; }
+
+void fail(const char* fmt, ...) {
+    State& s = state();
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[512];
+    std::vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const Launch* l = s.launch;
+    if (l != nullptr && s.current != nullptr)
+        std::fprintf(stderr, "cuda emulator: launch %llu, block (%u, %u, %u), thread %d: %s\n",
+                     (unsigned long long)s.launches, l->block_idx.x, l->block_idx.y, l->block_idx.z, s.current->tid,
+                     msg);
+    else
+        std::fprintf(stderr, "cuda emulator: %s\n", msg);
+    if (s.launch != nullptr) s.launch->failed = true;
+    s.sticky = cudaErrorLaunchFailure;
+}
+
+// back to the scheduler until *gen moves past its current value
+void block_on(const uint64_t* gen, const char* what) {
+    Thread& t = me();
+    t.wait_gen = gen;
+    t.wait_value = *gen;
+    t.wait_what = what;
+    fsig_emu_switch(&t.sp, state().scheduler_sp);
+}
+
+[[noreturn]] void fiber_entry() {
+    State& s = state();
+    Launch& l = *s.launch;
+    l.body();
+    Thread& t = me();
+    t.done = true;
+    --l.live;
+    if (l.bar_arrived > 0 && l.bar_arrived == l.live) l.bar_arrived = 0, ++l.bar_gen;
+    fsig_emu_switch(&t.sp, s.scheduler_sp);
+    die("a finished thread was resumed");
+}
+
+void prepare_fiber(Thread& t) {
+    if (t.stack == nullptr) {
+        const size_t page = size_t(sysconf(_SC_PAGESIZE));
+        void* m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) die("no memory for a fiber stack");
+        mprotect(m, page, PROT_NONE);  // overflow faults instead of corrupting a neighbour
+        t.stack = static_cast<unsigned char*>(m) + page;
+    }
+    // the first switch pops 6 zero registers and the control words, then returns into fiber_entry with
+    // the stack aligned as after a call
+    auto* top = reinterpret_cast<uint64_t*>(t.stack + kStackBytes);
+    top[-1] = 0;
+    top[-2] = reinterpret_cast<uint64_t>(&fiber_entry);
+    for (int i = 3; i <= 8; ++i) top[-i] = 0;
+    auto* ctl = reinterpret_cast<uint32_t*>(top - 10);
+    ctl[0] = 0x037F;  // x87 control word (fnstcw stores 16 bits at 0(%rsp))
+    ctl[1] = 0;
+    ctl[2] = 0x1F80;  // MXCSR at 8(%rsp)
+    ctl[3] = 0;
+    t.sp = top - 10;
+    t.done = false;
+    t.wait_gen = nullptr;
+    t.copies.clear();
+}
+
+bool runnable(const Thread& t) { return !t.done && (t.wait_gen == nullptr || *t.wait_gen != t.wait_value); }
+
+void land(const Copy& c) {
+    unsigned char* dst = fsig::cuda::smem_raw + c.dst;
+    if (c.src_bytes > 0) std::memcpy(dst, c.src, size_t(c.src_bytes));
+    if (c.src_bytes < c.bytes) std::memset(dst + c.src_bytes, 0, size_t(c.bytes - c.src_bytes));
+}
+
+void run_block(Launch& l) {
+    State& s = state();
+    std::memset(fsig::cuda::smem_raw, 0xFF, sizeof fsig::cuda::smem_raw);
+    l.live = l.threads;
+    l.bar_arrived = 0;
+    for (Warp& w : l.warps) w.arrived = 0, w.op = Op::kNone;
+    std::vector<int> order(size_t(l.threads));
+    for (int i = 0; i < l.threads; ++i) {
+        s.threads[size_t(i)].tid = i;
+        prepare_fiber(s.threads[size_t(i)]);
+        order[size_t(i)] = i;
+    }
+    while (l.live > 0 && !l.failed) {
+        if (s.shuffle) std::shuffle(order.begin(), order.end(), s.rng);
+        bool progress = false;
+        for (int i : order) {
+            Thread& t = s.threads[size_t(i)];
+            if (!runnable(t)) continue;
+            t.wait_gen = nullptr;
+            s.current = &t;
+            fsig_emu_switch(&s.scheduler_sp, t.sp);
+            s.current = nullptr;
+            progress = true;
+            if (l.failed) break;
+        }
+        if (!progress && !l.failed) {
+            for (int i = 0; i < l.threads; ++i) {
+                const Thread& t = s.threads[size_t(i)];
+                if (!t.done) {
+                    std::fprintf(stderr, "cuda emulator: deadlock in block (%u, %u, %u): thread %d waits at %s "
+                                 "(%d of %d live threads at the barrier)\n",
+                                 l.block_idx.x, l.block_idx.y, l.block_idx.z, i, t.wait_what, l.bar_arrived, l.live);
+                    break;
+                }
+            }
+            l.failed = true;
+            s.sticky = cudaErrorLaunchFailure;
+        }
+    }
+    for (size_t b = l.smem_bytes; b < sizeof fsig::cuda::smem_raw; ++b)
+        if (fsig::cuda::smem_raw[b] != 0xFF) {
+            fail("shared memory byte %zu was written, past the launch's %zu bytes", b, l.smem_bytes);
+            break;
+        }
+}
+
+// A warp collective: every lane of the warp stores its inputs, the last to arrive computes every
+// lane's outputs, the others wait until it has.
+void arrive(Op op, unsigned mask, const std::function<void(Warp&)>& compute) {
+    Launch& l = launch_of_me();
+    Thread& t = me();
+    if (mask != kFullMask) fail("%s with mask %#x: the kernels use full warps only", op_name(op), mask);
+    Warp& w = l.warps[size_t(t.tid / 32)];
+    if (w.arrived == 0) {
+        w.op = op;
+        for (int lane = 0; lane < 32; ++lane) {
+            const int tid = t.tid / 32 * 32 + lane;
+            if (tid >= l.threads || state().threads[size_t(tid)].done)
+                fail("%s in a warp whose lane %d has exited or does not exist", op_name(op), lane);
+        }
+    } else if (w.op != op) {
+        fail("divergent warp: lane %d is at %s while other lanes are at %s", t.tid % 32, op_name(op), op_name(w.op));
+    }
+    if (++w.arrived == 32) {
+        compute(w);
+        w.arrived = 0;
+        ++w.gen;
+        return;
+    }
+    block_on(&w.gen, op_name(op));
+}
+
+float half_bits_to_float(uint32_t h, bool bf16) {
+    if (bf16) {
+        const uint32_t u = h << 16;
+        float f;
+        std::memcpy(&f, &u, 4);
+        return f;
+    }
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+}
+
+bool in_shared(uint32_t addr, uint32_t bytes) {
+    const Launch& l = launch_of_me();
+    return uint64_t(addr) + bytes <= l.smem_bytes;
+}
+
+}  // namespace
+
+// ---- device side (cuda_emu.h) ----
+
+uint3 thread_idx() { return uint3{unsigned(me().tid), 0, 0}; }
+uint3 block_idx() { return launch_of_me().block_idx; }
+dim3 block_dim() { return launch_of_me().block; }
+dim3 grid_dim() { return launch_of_me().grid; }
+
+void sync_threads() {
+    Launch& l = launch_of_me();
+    if (++l.bar_arrived == l.live) {
+        l.bar_arrived = 0;
+        ++l.bar_gen;
+        return;
+    }
+    block_on(&l.bar_gen, "__syncthreads");
+}
+
+void sync_warp(unsigned mask) {
+    arrive(Op::kSyncWarp, mask, [](Warp&) {});
+}
+
+float shfl_xor(unsigned mask, float value, int lane_mask) {
+    Launch& l = launch_of_me();
+    const int lane = me().tid % 32;
+    Warp& w = l.warps[size_t(me().tid / 32)];
+    w.in_f[lane][0] = value;
+    w.in_u[lane][0] = uint32_t(lane_mask);
+    arrive(Op::kShfl, mask, [](Warp& x) {
+        for (int i = 0; i < 32; ++i) {
+            const int from = i ^ int(x.in_u[i][0] & 31);
+            x.out_f[i][0] = x.in_f[from][0];
+        }
+    });
+    return w.out_f[lane][0];
+}
+
+bool any(unsigned mask, bool predicate) {
+    Launch& l = launch_of_me();
+    const int lane = me().tid % 32;
+    Warp& w = l.warps[size_t(me().tid / 32)];
+    w.in_u[lane][0] = predicate ? 1 : 0;
+    arrive(Op::kAny, mask, [](Warp& x) {
+        uint32_t r = 0;
+        for (int i = 0; i < 32; ++i) r |= x.in_u[i][0];
+        for (int i = 0; i < 32; ++i) x.out_u[i][0] = r;
+    });
+    return w.out_u[lane][0] != 0;
+}
+
+uint32_t shared_offset(const void* p) {
+    const auto* c = static_cast<const unsigned char*>(p);
+    if (c < fsig::cuda::smem_raw || c > fsig::cuda::smem_raw + fsig::cuda::kSharedMax) {
+        fail("__cvta_generic_to_shared of %p, which is not shared memory", p);
+        return 0;
+    }
+    return uint32_t(c - fsig::cuda::smem_raw);
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (PTX ISA): lanes 8m..8m+7 hold the addresses of
+// rows 0..7 of 8x8 matrix m (16-byte aligned); register m of lane l gets, without .trans, row l/4,
+// elements 2(l%4) and 2(l%4)+1; with .trans, element l/4 of rows 2(l%4) and 2(l%4)+1 (lower half first).
+void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans) {
+    Launch& l = launch_of_me();
+    const int lane = me().tid % 32;
+    Warp& w = l.warps[size_t(me().tid / 32)];
+    if (addr % 16 != 0 || !in_shared(addr, 16)) {
+        fail("ldmatrix row address %u is misaligned or outside the %zu bytes of shared memory", addr, l.smem_bytes);
+        addr = 0;
+    }
+    w.in_u[lane][0] = addr;
+    arrive(trans ? Op::kLdmatrixTrans : Op::kLdmatrix, kFullMask, [trans](Warp& x) {
+        auto elem = [&](int m, int row, int col) {
+            uint16_t h;
+            std::memcpy(&h, fsig::cuda::smem_raw + x.in_u[8 * m + row][0] + 2 * col, 2);
+            return uint32_t(h);
+        };
+        for (int i = 0; i < 32; ++i)
+            for (int m = 0; m < 4; ++m) {
+                uint32_t lo, hi;
+                if (!trans) lo = elem(m, i / 4, 2 * (i % 4)), hi = elem(m, i / 4, 2 * (i % 4) + 1);
+                else lo = elem(m, 2 * (i % 4), i / 4), hi = elem(m, 2 * (i % 4) + 1, i / 4);
+                x.out_u[i][m] = lo | hi << 16;
+            }
+    });
+    for (int m = 0; m < 4; ++m) r[m] = w.out_u[lane][m];
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16} (PTX ISA, g = lane/4, t = lane%4): A 16x16 in
+// a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B 16x8 in b0 = (k 2t..2t+1,
+// n g), b1 = (k 2t+8..2t+9, n g); C/D c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, 2t..2t+1). The products are
+// exact in fp32 and the sum is taken in double, then rounded once.
+void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16) {
+    Launch& l = launch_of_me();
+    const int lane = me().tid % 32;
+    Warp& w = l.warps[size_t(me().tid / 32)];
+    for (int i = 0; i < 4; ++i) w.in_u[lane][i] = a[i], w.in_f[lane][i] = d[i];
+    w.in_u[lane][4] = b0, w.in_u[lane][5] = b1;
+    arrive(bf16 ? Op::kMmaBf16 : Op::kMmaF16, kFullMask, [bf16](Warp& x) {
+        double A[16][16], B[16][8], C[16][8];
+        auto lo = [&](uint32_t u) { return double(half_bits_to_float(u & 0xFFFF, bf16)); };
+        auto hi = [&](uint32_t u) { return double(half_bits_to_float(u >> 16, bf16)); };
+        for (int i = 0; i < 32; ++i) {
+            const int g = i / 4, t = i % 4;
+            const uint32_t* u = x.in_u[i];
+            A[g][2 * t] = lo(u[0]), A[g][2 * t + 1] = hi(u[0]);
+            A[g + 8][2 * t] = lo(u[1]), A[g + 8][2 * t + 1] = hi(u[1]);
+            A[g][2 * t + 8] = lo(u[2]), A[g][2 * t + 9] = hi(u[2]);
+            A[g + 8][2 * t + 8] = lo(u[3]), A[g + 8][2 * t + 9] = hi(u[3]);
+            B[2 * t][g] = lo(u[4]), B[2 * t + 1][g] = hi(u[4]);
+            B[2 * t + 8][g] = lo(u[5]), B[2 * t + 9][g] = hi(u[5]);
+            C[g][2 * t] = x.in_f[i][0], C[g][2 * t + 1] = x.in_f[i][1];
+            C[g + 8][2 * t] = x.in_f[i][2], C[g + 8][2 * t + 1] = x.in_f[i][3];
+        }
+        for (int i = 0; i < 32; ++i) {
+            const int g = i / 4, t = i % 4;
+            for (int e = 0; e < 4; ++e) {
+                const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+                double acc = C[row][col];
+                for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+                x.out_f[i][e] = float(acc);
+            }
+        }
+    });
+    for (int i = 0; i < 4; ++i) d[i] = w.out_f[lane][i];
+}
+
+bool readable(const void* p, size_t bytes);
+
+void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes) {
+    if (dst % uint32_t(bytes) != 0 || !in_shared(dst, uint32_t(bytes))) {
+        fail("cp.async to shared address %u (%d bytes): misaligned or outside the launch's %zu bytes", dst, bytes,
+             launch_of_me().smem_bytes);
+        return;
+    }
+    if (src_bytes > 0 && (reinterpret_cast<uintptr_t>(src) % uintptr_t(bytes) != 0 || !readable(src, size_t(src_bytes)))) {
+        fail("cp.async reads %d bytes at %p: misaligned or outside every allocation", src_bytes, src);
+        return;
+    }
+    const Copy c{dst, src, bytes, src_bytes};
+    State& s = state();
+    // the copy lands now or at the wait (either is what the hardware may do)
+    if (s.shuffle && (s.rng() & 1)) land(c);
+    else me().copies.push_back(c);
+}
+
+void cp_async_wait_all() {
+    for (const Copy& c : me().copies) land(c);
+    me().copies.clear();
+}
+
+// ---- memory ----
+
+namespace {
+const Allocation* find(const void* p, uintptr_t* start) {
+    State& s = state();
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = s.allocations.upper_bound(a);
+    if (it == s.allocations.begin()) return nullptr;
+    --it;
+    if (a >= it->first + std::max<size_t>(it->second.bytes, 1)) return nullptr;
+    if (start != nullptr) *start = it->first;
+    return &it->second;
+}
+
+// Device memory between guard pages, its end at the end of the last usable page rounded to 256 bytes
+// (cudaMalloc's alignment): an access past it faults.
+void* map_allocation(size_t bytes, bool device) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+    const size_t body = (rounded + page - 1) / page * page;
+    const size_t total = body + 2 * page;
+    void* m = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    auto* base = static_cast<unsigned char*>(m);
+    mprotect(base, page, PROT_NONE);
+    mprotect(base + page + body, page, PROT_NONE);
+    unsigned char* p = base + page + body - rounded;
+    std::memset(p, 0xA5, rounded);  // cudaMalloc leaves memory undefined: not zeros
+    state().allocations[reinterpret_cast<uintptr_t>(p)] = Allocation{bytes, device, m, total};
+    return p;
+}
+
+struct Stream {
+    bool capturing = false;
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+    bool invalidated = false;
+    std::vector<std::function<void()>> ops;
+};
+Stream g_default_stream;
+Stream* stream_of(cudaStream_t s) {
+    if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return &g_default_stream;
+    return reinterpret_cast<Stream*>(s);
+}
+std::vector<Stream*>& live_streams() {
+    static std::vector<Stream*> v{&g_default_stream};
+    return v;
+}
+// a synchronous call while some stream captures in global mode: forbidden, and it ends that capture
+bool capture_violation() {
+    bool any = false;
+    for (Stream* s : live_streams())
+        if (s->capturing && s->mode == cudaStreamCaptureModeGlobal) s->invalidated = true, any = true;
+    return any;
+}
+
+cudaError_t set_last(cudaError_t e) {
+    if (e != cudaSuccess) state().last = e;
+    return e;
+}
+
+// in stream order: now, or recorded into the capturing stream's graph
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> op) {
+    Stream* s = stream_of(stream);
+    if (s == &g_default_stream && capture_violation()) return set_last(cudaErrorStreamCaptureImplicit);
+    if (s->capturing) {
+        s->ops.push_back(std::move(op));
+        return cudaSuccess;
+    }
+    op();
+    return cudaSuccess;
+}
+
+struct Graph {
+    std::vector<std::function<void()>> ops;
+};
+}  // namespace
+
+bool readable(const void* p, size_t bytes) {
+    uintptr_t start = 0;
+    const Allocation* a = find(p, &start);
+    return a != nullptr && reinterpret_cast<uintptr_t>(p) + bytes <= start + a->bytes;
+}
+
+cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                   std::function<void()> thread_body) {
+    State& s = state();
+    std::lock_guard<std::recursive_mutex> hold(s.lock);
+    const int threads = int(block.x * block.y * block.z);
+    if (block.y != 1 || block.z != 1 || threads < 1 || threads > kMaxThreads || grid.x < 1 || grid.y != 1 ||
+        grid.z != 1)
+        return set_last(cudaErrorInvalidConfiguration);
+    if (smem_bytes > fsig::cuda::kSharedMax) return set_last(cudaErrorInvalidValue);
+    if (smem_bytes > 48 * 1024) {
+        auto it = s.max_dynamic_smem.find(kernel);
+        if (it == s.max_dynamic_smem.end() || size_t(it->second) < smem_bytes) {
+            std::fprintf(stderr, "cuda emulator: a launch asks for %zu bytes of dynamic shared memory without "
+                         "cudaFuncSetAttribute(MaxDynamicSharedMemorySize) allowing it\n", smem_bytes);
+            return set_last(cudaErrorInvalidValue);
+        }
+    }
+    auto run = [grid, block, smem_bytes, threads, body = std::move(thread_body)] {
+        State& st = state();
+        std::lock_guard<std::recursive_mutex> hold2(st.lock);
+        if (st.sticky != cudaSuccess) return;  // a failed context runs nothing more
+        ++st.launches;
+        if (st.threads.size() < size_t(threads)) st.threads.resize(size_t(threads));
+        Launch l;
+        l.grid = grid, l.block = block, l.smem_bytes = smem_bytes, l.body = body, l.threads = threads;
+        l.warps.resize(size_t((threads + 31) / 32));
+        st.launch = &l;
+        for (unsigned b = 0; b < grid.x && !l.failed; ++b) {
+            l.block_idx = uint3{b, 0, 0};
+            run_block(l);
+        }
+        st.launch = nullptr;
+    };
+    return enqueue(stream, std::move(run));
+}
+
+}  // namespace fsig::emu
+
+// ---- the runtime API (C linkage, as cuda_runtime_api.h declares it) ----
+
+using fsig::emu::State;
+using fsig::emu::state;
+
+namespace {
+cudaError_t sync_result() {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    if (fsig::emu::capture_violation()) return fsig::emu::set_last(cudaErrorStreamCaptureUnsupported);
+    return state().sticky;
+}
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+    *device = state().device;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+    if (device != 0) return fsig::emu::set_last(cudaErrorInvalidDevice);
+    state().device = device;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+    if (device != 0) return fsig::emu::set_last(cudaErrorInvalidDevice);
+    std::memset(prop, 0, sizeof *prop);
+    std::snprintf(prop->name, sizeof prop->name, "FlashSig SIMT emulator (CPU)");
+    prop->major = 9, prop->minor = 0;
+    prop->multiProcessorCount = 1;
+    prop->sharedMemPerBlock = 48 * 1024;
+    prop->sharedMemPerBlockOptin = fsig::cuda::kSharedMax;
+    prop->maxThreadsPerBlock = 1024;
+    prop->warpSize = 32;
+    return cudaSuccess;
+}
+cudaError_t cudaGetLastError(void) {
+    State& s = state();
+    const cudaError_t e = s.sticky != cudaSuccess ? s.sticky : s.last;
+    s.last = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) {
+    State& s = state();
+    return s.sticky != cudaSuccess ? s.sticky : s.last;
+}
+const char* cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "cudaSuccess";
+        case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+        case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+        case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+        case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+        case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+        case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+        case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+        case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+        case cudaErrorIllegalState: return "cudaErrorIllegalState";
+        default: return "cudaErrorUnknown";
+    }
+}
+const char* cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorLaunchFailure: return "unspecified launch failure (see the emulator's message above)";
+        default: return cudaGetErrorName(e);
+    }
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    *ptr = fsig::emu::map_allocation(bytes, true);
+    return *ptr != nullptr ? cudaSuccess : fsig::emu::set_last(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int flags) {
+    (void)flags;
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    *ptr = fsig::emu::map_allocation(bytes, false);
+    return *ptr != nullptr ? cudaSuccess : fsig::emu::set_last(cudaErrorMemoryAllocation);
+}
+static cudaError_t release(void* ptr, bool device) {
+    if (ptr == nullptr) return cudaSuccess;
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    auto& all = state().allocations;
+    auto it = all.find(reinterpret_cast<uintptr_t>(ptr));
+    if (it == all.end() || it->second.device != device) return fsig::emu::set_last(cudaErrorInvalidValue);
+    munmap(it->second.map, it->second.map_bytes);
+    all.erase(it);
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void* ptr) { return release(ptr, true); }
+cudaError_t cudaFreeHost(void* ptr) { return release(ptr, false); }
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    std::memset(attr, 0, sizeof *attr);
+    const fsig::emu::Allocation* a = fsig::emu::find(ptr, nullptr);
+    if (a == nullptr) {
+        attr->type = cudaMemoryTypeUnregistered;
+        attr->device = -2;
+        return cudaSuccess;
+    }
+    attr->type = a->device ? cudaMemoryTypeDevice : cudaMemoryTypeHost;
+    attr->device = 0;
+    attr->devicePointer = const_cast<void*>(ptr);
+    attr->hostPointer = a->device ? nullptr : const_cast<void*>(ptr);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+    (void)kind;
+    if (cudaError_t e = sync_result(); e != cudaSuccess) return e;
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+    (void)kind;
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    return fsig::emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); });
+}
+cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+    if (cudaError_t e = sync_result(); e != cudaSuccess) return e;
+    std::memset(dst, value, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    if (!fsig::emu::readable(dst, bytes)) return fsig::emu::set_last(cudaErrorInvalidValue);
+    return fsig::emu::enqueue(stream, [=] { std::memset(dst, value, bytes); });
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value < 0 || size_t(value) > fsig::cuda::kSharedMax) return fsig::emu::set_last(cudaErrorInvalidValue);
+        state().max_dynamic_smem[func] = value;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+    (void)flags;
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    auto* s = new fsig::emu::Stream;
+    fsig::emu::live_streams().push_back(s);
+    *stream = reinterpret_cast<cudaStream_t>(s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    auto& v = fsig::emu::live_streams();
+    auto* s = reinterpret_cast<fsig::emu::Stream*>(stream);
+    auto it = std::find(v.begin(), v.end(), s);
+    if (it == v.end() || s == &fsig::emu::g_default_stream) return fsig::emu::set_last(cudaErrorInvalidValue);
+    v.erase(it);
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    (void)stream;
+    return sync_result();
+}
+cudaError_t cudaDeviceSynchronize(void) { return sync_result(); }
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    fsig::emu::Stream* s = fsig::emu::stream_of(stream);
+    if (s == &fsig::emu::g_default_stream || s->capturing) return fsig::emu::set_last(cudaErrorIllegalState);
+    s->capturing = true, s->mode = mode, s->invalidated = false;
+    s->ops.clear();
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    fsig::emu::Stream* s = fsig::emu::stream_of(stream);
+    if (!s->capturing) return fsig::emu::set_last(cudaErrorIllegalState);
+    s->capturing = false;
+    if (s->invalidated) {
+        *graph = nullptr;
+        return fsig::emu::set_last(cudaErrorStreamCaptureInvalidated);
+    }
+    auto* g = new fsig::emu::Graph{std::move(s->ops)};
+    s->ops.clear();
+    *graph = reinterpret_cast<cudaGraph_t>(g);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
+    (void)flags;
+    if (graph == nullptr) return fsig::emu::set_last(cudaErrorInvalidValue);
+    *exec = reinterpret_cast<cudaGraphExec_t>(new fsig::emu::Graph(*reinterpret_cast<fsig::emu::Graph*>(graph)));
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    for (const auto& op : reinterpret_cast<fsig::emu::Graph*>(exec)->ops)
+        if (cudaError_t e = fsig::emu::enqueue(stream, op); e != cudaSuccess) return e;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete reinterpret_cast<fsig::emu::Graph*>(exec);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    delete reinterpret_cast<fsig::emu::Graph*>(graph);
+    return cudaSuccess;
+}
+
+}  // extern "C"

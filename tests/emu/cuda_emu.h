@@ -1,0 +1,152 @@
+// The device side of the SIMT emulator (tests/emu): force-included (g++ -include) into the CUDA units when
+// they are compiled as plain C++ for libflashsig_emu, so that the unchanged kernels run on the CPU, one
+// fiber per CUDA thread, under the emulated runtime of cuda_emu.cpp. It supplies what nvcc would: the
+// built-in indices, __syncthreads and the warp intrinsics, atomics, and — in place of the inline PTX that
+// fwd_kernel.cuh and bwd_kernel.cuh compile only under nvcc — ldmatrix, mma.sync m16n8k16, cp.async,
+// ex2/rcp.approx, each replayed lane by lane as the PTX ISA defines it (restated in cuda_emu.cpp, not
+// taken from native/cuda/fragment.h, so that the kernel's own index math is checked, not assumed).
+//
+// What it checks beyond the numbers (each a launch failure, reported with the thread and the reason):
+// __syncthreads that not every live thread reaches (deadlock), warp collectives reached by only part
+// of a warp or by different collectives, ldmatrix/cp.async addresses outside the launch's dynamic shared
+// memory or misaligned, cp.async reads outside every allocation, shared memory written past the launch's
+// size, launches above 48 KiB of shared memory without cudaFuncSetAttribute. Shared memory is poisoned
+// (0xFF: NaN in fp16, bf16 and fp32) before every block; cp.async copies land either when issued or at
+// cp.async.wait (chosen at random per copy), and threads run in a random order between synchronisation
+// points (FSIG_EMU_SEED; 0: fixed order, late copies), so a missing wait or barrier changes the result.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define __launch_bounds__(...)
+
+namespace fsig::emu {
+
+// ---- the running thread (cuda_emu.cpp) ----
+uint3 thread_idx();
+uint3 block_idx();
+dim3 block_dim();
+dim3 grid_dim();
+void sync_threads();
+void sync_warp(unsigned mask);
+float shfl_xor(unsigned mask, float value, int lane_mask);
+bool any(unsigned mask, bool predicate);
+// the block's dynamic shared memory: fsig::cuda::smem_raw (defined in cuda_emu.cpp)
+uint32_t shared_offset(const void* p);
+// warp-collective PTX (elements are 16-bit: bf16 selects the format of mma's inputs)
+void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans);
+void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16);
+void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes);
+void cp_async_wait_all();
+
+// ---- launches (FSIG_LAUNCH in native/cuda/launch.h) ----
+cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                   std::function<void()> thread_body);
+
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+            Args&&... args) {
+    std::tuple<std::decay_t<Params>...> bound(std::forward<Args>(args)...);
+    submit(reinterpret_cast<const void*>(kernel), grid, block, smem_bytes, stream,
+           [kernel, bound] { std::apply(kernel, bound); });
+}
+
+}  // namespace fsig::emu
+
+// ---- CUDA built-ins ----
+#define threadIdx (::fsig::emu::thread_idx())
+#define blockIdx (::fsig::emu::block_idx())
+#define blockDim (::fsig::emu::block_dim())
+#define gridDim (::fsig::emu::grid_dim())
+
+inline void __syncthreads() { fsig::emu::sync_threads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { fsig::emu::sync_warp(mask); }
+inline float __shfl_xor_sync(unsigned mask, float value, int lane_mask, int width = 32) {
+    (void)width;
+    return fsig::emu::shfl_xor(mask, value, lane_mask);
+}
+inline int __any_sync(unsigned mask, int predicate) { return fsig::emu::any(mask, predicate != 0) ? 1 : 0; }
+// one OS thread runs every fiber, switching only at synchronisation points: a plain add is atomic
+inline float atomicAdd(float* address, float value) {
+    const float old = *address;
+    *address = old + value;
+    return old;
+}
+// cuda_runtime.h's typed overload, which it declares under nvcc only
+template <class... Params>
+inline cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {
+    return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
+}
+inline size_t __cvta_generic_to_shared(const void* p) { return fsig::emu::shared_offset(p); }
+inline float __logf(float x) { return std::log(x); }
+template <class A, class B>
+inline std::common_type_t<A, B> min(A a, B b) {
+    return b < a ? b : a;
+}
+template <class A, class B>
+inline std::common_type_t<A, B> max(A a, B b) {
+    return a < b ? b : a;
+}
+
+// ---- the PTX wrappers of fwd_kernel.cuh / bwd_kernel.cuh ----
+namespace fsig::cuda {
+
+template <class Elem>
+struct Mma;
+template <>
+struct Mma<__half> {
+    static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        emu::mma_m16n8k16(d, a, b0, b1, false);
+    }
+    static uint32_t pack(float lo, float hi) {
+        const __half2 h = __floats2half2_rn(lo, hi);
+        uint32_t u;
+        std::memcpy(&u, &h, 4);
+        return u;
+    }
+};
+template <>
+struct Mma<__nv_bfloat16> {
+    static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        emu::mma_m16n8k16(d, a, b0, b1, true);
+    }
+    static uint32_t pack(float lo, float hi) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        uint32_t u;
+        std::memcpy(&u, &h, 4);
+        return u;
+    }
+};
+
+inline void ldsm_x4(uint32_t (&r)[4], uint32_t addr) { emu::ldmatrix_x4(r, addr, false); }
+inline void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) { emu::ldmatrix_x4(r, addr, true); }
+inline void cp_async_16(uint32_t dst, const void* src, int src_bytes) { emu::cp_async(dst, src, 16, src_bytes); }
+inline void cp_async_4(uint32_t dst, const void* src, int src_bytes) { emu::cp_async(dst, src, 4, src_bytes); }
+inline void cp_async_commit() {}  // the kernels wait for all groups (wait_group 0) only
+inline void cp_async_wait_all() { emu::cp_async_wait_all(); }
+
+// ex2.approx.ftz / rcp.approx.ftz: the exact values (the hardware's error, ~2 ulp, is far below the
+// 16-bit rounding of P) with subnormal results flushed to zero, as .ftz does
+inline float ftz(float x) { return std::fabs(x) < 1.17549435e-38f ? std::copysign(0.f, x) : x; }
+inline float ex2(float x) { return ftz(std::exp2(ftz(x))); }
+inline float rcp(float x) { return ftz(1.f / ftz(x)); }
+
+}  // namespace fsig::cuda
+
+// The linear-attention kernels declare their shared memory inside an unnamed namespace, which gives the
+// name internal linkage outside nvcc: each unit gets its own (the largest role needs < 128 KiB)
+namespace fsig::cuda::lin {
+namespace {
+[[maybe_unused]] alignas(128) float4 linear_smem[128 * 1024 / sizeof(float4)];
+}
+}  // namespace fsig::cuda::lin
