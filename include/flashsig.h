@@ -112,7 +112,7 @@ typedef struct fsig_attention_params {
     int32_t reserved1;        /* must be 0 */
     /* ---- masks and positions (DESIGN.md §4 "Extensions"); a caller with struct_size 48 or 64 gets
      * them off. The tensor-valued ones (ALiBi slopes, bias, mask, block layout) are arguments of the
-     * _ex calls below. CPU and CUDA (on CUDA, dbias only in the bias's full shape). ---- */
+     * _ex calls below. CPU and CUDA (on CUDA a broadcast dbias needs params.workspace). ---- */
     int64_t sparse_block_m;   /* block-sparse: query rows per layout block >= 1; 0 = off (with sparse_block_n) */
     int64_t sparse_block_n;   /* block-sparse: keys per layout block >= 1; 0 = off */
     int64_t strided;          /* strided (atrous) mask: allowed iff |i + Nk - Nq - j| mod strided == 0; 0 = off.
@@ -121,7 +121,8 @@ typedef struct fsig_attention_params {
                                  max(1, ln n_i / ln logn_train), n_i = keys that causal and the window alone
                                  allow row i; 0 = off, else >= 2 */
     /* ---- added in 0.3: the backward's workspace (a caller with an older struct has none) ---- */
-    void* workspace;          /* fast CUDA backward (deterministic 0, no dbias): device memory on q's
+    void* workspace;          /* CUDA backward: the fast path's (deterministic 0, no dbias) or a broadcast
+                                 dbias's (fsig_attention_backward_workspace_size_ex): device memory on q's
                                  device, 16-byte aligned, at least fsig_attention_backward_workspace_size()
                                  bytes, sharing no byte with a tensor of the call or with another call in
                                  flight; its content on entry does not matter, on return it is undefined.
@@ -155,7 +156,8 @@ FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
  *    and adds each tile's share of dQ to an fp32 copy in the workspace with atomics (the order of those
  *    additions varies, so dq may differ in its last bits from run to run), then a small kernel writes dq;
  *  - deterministic (params.deterministic 1, or no workspace, or dbias asked for): dK/dV and dQ by two
- *    kernels that each recompute the scores, no atomics, the same bits on every run.
+ *    kernels that each recompute the scores, no atomics, the same bits on every run (a broadcast dbias
+ *    then uses the workspace for its partial sums: fsig_attention_backward_workspace_size_ex).
  * The CPU backward is always deterministic. */
 FSIG_API int fsig_attention_backward(const fsig_attention_params* params,
                                      const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
@@ -193,6 +195,15 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
  * or head dim the CUDA kernels lack is refused by the call itself. */
 FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params* params, const fsig_tensor* q,
                                                     int64_t* bytes);
+
+/* The same for a backward with dbias (fsig_attention_backward_ex; dbias NULL: as above). On CUDA a dbias
+ * broadcast over B, Hq or Nq is summed in two deterministic steps through params.workspace, which it then
+ * requires (any params.deterministic): B * Hq * G * Nk * 4 bytes of fp32 partial sums, G = Nq when dbias
+ * keeps Nq and ceil(Nq / 16) when it broadcasts Nq (so a key-padding dbias [B, 1, 1, Nk] needs
+ * B * Hq * ceil(Nq / 16) * Nk * 4). A full-shaped dbias [B, Hq, Nq, Nk], and any dbias on the CPU, needs
+ * none (0). dbias's shape is read (rank 4, each of its first three dims 1 or q's), its data pointer is not. */
+FSIG_API int fsig_attention_backward_workspace_size_ex(const fsig_attention_params* params, const fsig_tensor* q,
+                                                       const fsig_tensor* dbias, int64_t* bytes);
 
 /* ---- masks and positions (DESIGN.md §4 "Extensions") --------------------------------------------
  * The same calls with four optional input tensors (NULL = absent), and dbias as an output of backward:

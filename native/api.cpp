@@ -399,22 +399,47 @@ bool workspace_bytes_needed(const int64_t shape[4], int64_t* bytes) {
     return true;
 }
 
-// The fast CUDA backward runs with params.workspace: when asked for (not deterministic) and possible
-// (attention scores; dbias comes from the deterministic dQ kernel). Then the workspace must be big
-// enough, aligned and disjoint from every tensor of the call.
+// Bytes of a CUDA dbias's partial sums (internal.h, dbias_row_groups): B * Hq * G * Nk * 4; 0 when dbias
+// has the full shape [B, Hq, Nq, Nk] (the dQ kernel writes it directly); false when that overflows int64.
+bool dbias_workspace_bytes(int64_t batch, int64_t heads_q, int64_t seq_q, const int64_t dbias_shape[4],
+                           int64_t* bytes) {
+    *bytes = 0;
+    if (dbias_shape[0] == batch && dbias_shape[1] == heads_q && dbias_shape[2] == seq_q) return true;
+    const int64_t factors[4] = {batch, heads_q, dbias_row_groups(seq_q, dbias_shape[2]), dbias_shape[3]};
+    int64_t n = 4;
+    for (int64_t f : factors)
+        if (__builtin_mul_overflow(n, f, &n)) return false;
+    *bytes = n;
+    return true;
+}
+
+// params.workspace on CUDA: the fast backward's fp32 dQ when asked for (not deterministic) and possible
+// (attention scores, no dbias); the partial sums of a broadcast dbias, which need it. The workspace must
+// then be big enough, aligned and disjoint from every tensor of the call.
 int check_workspace(const fsig_attention_params& params, const Checked& q, const Checked* const* tensors, int n,
                     BackwardArgs* a) {
-    if (params.workspace == nullptr || q.device_type != FSIG_DEVICE_CUDA || a->p.deterministic ||
-        is_linear(a->p.score) || a->has_dbias)
-        return FSIG_OK;
-    const int64_t shape[4] = {a->p.batch, a->p.seq_q, a->p.heads_q, a->p.head_dim};
+    if (q.device_type != FSIG_DEVICE_CUDA || is_linear(a->p.score)) return FSIG_OK;
     int64_t need = 0;
-    if (!workspace_bytes_needed(shape, &need))
-        return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
+    if (a->has_dbias) {
+        if (!dbias_workspace_bytes(a->p.batch, a->p.heads_q, a->p.seq_q, a->dbias.shape, &need))
+            return fail(FSIG_ERROR_INVALID_SHAPE, "dbias's partial sums have more bytes than int64 can count");
+        if (need == 0) return FSIG_OK;  // full-shaped dbias: no workspace used
+        if (params.workspace == nullptr)
+            return fail(FSIG_ERROR_BUFFER_TOO_SMALL,
+                        "dbias of shape [%lld, %lld, %lld, %lld] broadcasts over batch, heads or queries; on CUDA its "
+                        "sums need params.workspace of %lld bytes (fsig_attention_backward_workspace_size_ex)",
+                        (long long)a->dbias.shape[0], (long long)a->dbias.shape[1], (long long)a->dbias.shape[2],
+                        (long long)a->dbias.shape[3], (long long)need);
+    } else {
+        if (params.workspace == nullptr || a->p.deterministic) return FSIG_OK;
+        const int64_t shape[4] = {a->p.batch, a->p.seq_q, a->p.heads_q, a->p.head_dim};
+        if (!workspace_bytes_needed(shape, &need))
+            return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
+    }
     if (params.workspace_bytes < need)
         return fail(FSIG_ERROR_BUFFER_TOO_SMALL,
-                    "params.workspace_bytes is %lld but this backward needs %lld (fsig_attention_backward_workspace_size)",
-                    (long long)params.workspace_bytes, (long long)need);
+                    "params.workspace_bytes is %lld but this backward needs %lld (fsig_attention_backward_workspace_size%s)",
+                    (long long)params.workspace_bytes, (long long)need, a->has_dbias ? "_ex" : "");
     if (reinterpret_cast<uintptr_t>(params.workspace) % 16 != 0)
         return fail(FSIG_ERROR_MISALIGNED, "params.workspace (%p) must be 16-byte aligned", params.workspace);
     Checked ws;
@@ -805,6 +830,27 @@ FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params*
         return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
     const bool uses = q->device_type == FSIG_DEVICE_CUDA && !p.deterministic && !fsig::is_linear(p.score);
     *bytes = uses ? need : 0;
+    return FSIG_OK;
+}
+
+FSIG_API int fsig_attention_backward_workspace_size_ex(const fsig_attention_params* params, const fsig_tensor* q,
+                                                       const fsig_tensor* dbias, int64_t* bytes) {
+    FSIG_CHECK(fsig_attention_backward_workspace_size(params, q, bytes));
+    if (dbias == nullptr) return FSIG_OK;
+    *bytes = 0;
+    if (dbias->ndim != 4)
+        return fail(FSIG_ERROR_INVALID_SHAPE, "dbias.ndim is %d but must be 4 ([B|1, Hq|1, Nq|1, Nk])", dbias->ndim);
+    const int64_t full[3] = {q->shape[0], q->shape[2], q->shape[1]};  // B, Hq, Nq
+    static const char* const kDims[3] = {"B", "Hq", "Nq"};
+    for (int i = 0; i < 3; ++i)
+        if (dbias->shape[i] != 1 && dbias->shape[i] != full[i])
+            return fail(FSIG_ERROR_INVALID_SHAPE, "dbias.shape[%d] is %lld but must be 1 or %s = %lld (from q)", i,
+                        (long long)dbias->shape[i], kDims[i], (long long)full[i]);
+    if (dbias->shape[3] < 1)
+        return fail(FSIG_ERROR_INVALID_SHAPE, "dbias.shape[3] (Nk) is %lld but must be >= 1", (long long)dbias->shape[3]);
+    if (q->device_type != FSIG_DEVICE_CUDA) return FSIG_OK;
+    if (!fsig::dbias_workspace_bytes(full[0], full[1], full[2], dbias->shape, bytes))
+        return fail(FSIG_ERROR_INVALID_SHAPE, "dbias's partial sums have more bytes than int64 can count");
     return FSIG_OK;
 }
 

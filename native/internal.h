@@ -88,10 +88,19 @@ struct BackwardArgs {
     // dBias = dS summed over the bias's broadcast dims; the bias's shape and dtype, strides of the caller
     bool has_dbias = false;
     TensorView dbias;
-    // the fast CUDA backward's fp32 dQ (workspace_bytes = B * Hq * Nq * d * 4), checked by the C ABI
-    // layer; NULL: the deterministic kernels run
+    // CUDA, checked by the C ABI layer: the fast backward's fp32 dQ (B * Hq * Nq * d * 4 bytes), or with a
+    // broadcast dbias its fp32 partial sums (dbias_row_groups); NULL: the deterministic kernels run
     void* workspace = nullptr;
     int64_t workspace_bytes = 0;
 };
+
+// A dbias broadcast over B, Hq or Nq is summed on CUDA in two deterministic steps: the dQ kernel writes
+// fp32 partial sums [B, Hq, G, Nk] into the workspace, G row groups per (batch, head) — every query row
+// its own group when dbias keeps Nq, groups of kDbiasGroupRows rows (one warp's) when it broadcasts Nq —
+// and a reduction kernel adds them up in a fixed order. dbias_rows: dbias.shape[2] (1 or Nq).
+constexpr int64_t kDbiasGroupRows = 16;
+inline int64_t dbias_row_groups(int64_t seq_q, int64_t dbias_rows) {
+    return dbias_rows == seq_q ? seq_q : (seq_q + kDbiasGroupRows - 1) / kDbiasGroupRows;
+}
 
 }  // namespace fsig

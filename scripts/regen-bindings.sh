@@ -13,7 +13,7 @@ symbols=(fsig_attention_params_default fsig_attention_params_init fsig_attention
   fsig_attention_forward_ex fsig_attention_backward_ex fsig_attention_forward_ex_buffers
   fsig_attention_backward_ex_buffers fsig_alibi_slopes
   fsig_cuda_malloc fsig_cuda_free fsig_cuda_memcpy fsig_cuda_stream_create fsig_cuda_stream_destroy
-  fsig_cuda_synchronize fsig_attention_backward_workspace_size)
+  fsig_cuda_synchronize fsig_attention_backward_workspace_size fsig_attention_backward_workspace_size_ex)
 args=(--target-package io.flashsig.ffi --header-class-name FlashSigNative --output "$out")
 for f in "${symbols[@]}"; do args+=(--include-function "$f"); done
 for s in fsig_tensor fsig_attention_params fsig_capabilities; do args+=(--include-struct "$s"); done

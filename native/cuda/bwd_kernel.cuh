@@ -250,6 +250,30 @@ __device__ __forceinline__ void store_dbias(const ExtParams& e, int64_t b, int h
     else static_cast<uint16_t*>(e.dbias)[at] = float_to_bf16_bits(v);
 }
 
+// A broadcast dBias's partial sums (BwdParams::dbias_partial) of this warp's 16 rows [w0, w0 + 16) and
+// keys [j0, j0 + kCols), from dS staged in the warp's tile (rows past Nq hold no allowed key): each row its
+// own group, or the 16 rows (one group, w0 a multiple of 16) summed in order; lanes along the keys.
+template <int kCols>
+__device__ __forceinline__ void store_dbias_partial(const BwdParams& p, int64_t b, int h, int64_t w0, int64_t j0,
+                                                    int lane, const float* ds_tile) {
+    const FwdParams& f = p.f;
+    float* rows = p.dbias_partial + (b * f.heads_q + h) * p.dbias_groups * f.seq_k;
+#pragma unroll 1
+    for (int c = lane; c < kCols; c += 32) {
+        if (j0 + c >= f.seq_k) break;
+        if (p.dbias_group_rows == 1) {
+#pragma unroll 1
+            for (int r = 0; r < 16 && w0 + r < f.seq_q; ++r)
+                rows[(w0 + r) * f.seq_k + j0 + c] = ds_tile[r * kBetaStride<kCols> + c];
+        } else {
+            float sum = 0.f;
+#pragma unroll 1
+            for (int r = 0; r < 16 && w0 + r < f.seq_q; ++r) sum += ds_tile[r * kBetaStride<kCols> + c];
+            rows[(w0 / 16) * f.seq_k + j0 + c] = sum;
+        }
+    }
+}
+
 // dK/dV orientation of fwd_kernel.cuh's stage_beta: β of keys [jw, jw + 16) × query rows [i0, i0 + kRows)
 // into the warp's staging tile β[key][query] (row stride kBetaStride<kRows>); the two half-warps take
 // alternate query rows, the 16 lanes of a half the keys. Returns, warp-uniform, whether any is allowed.
@@ -679,10 +703,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
             dd[r] = acc;
         }
     }
-    // dBias: this block owns rows [i0, i_end) of (b, h) (CUDA takes no broadcast dBias); zero them all
-    // first, the visited tiles overwrite their elements after the barrier below
+    // dBias in the full shape: this block owns rows [i0, i_end) of (b, h); zero them all first, the
+    // visited tiles overwrite their elements after the barrier below (partial sums: zeroed by the host)
     if constexpr (kExt) {
-        if (f.ext.dbias != nullptr) {
+        if (f.ext.dbias != nullptr && p.dbias_partial == nullptr) {
             for (int64_t i = i0; i < i_end; ++i)
                 for (int64_t j = tid; j < f.seq_k; j += T::kThreads) store_dbias(f.ext, b, h, i, j, 0.f);
         }
@@ -785,12 +809,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                                                        nt * 8 + frag::acc_col(lane, 0)) =
                                 make_float2(dps[nt][2 * r], dps[nt][2 * r + 1]);
                     __syncwarp();
+                    if (p.dbias_partial == nullptr) {
 #pragma unroll 1
-                    for (int r = 0; r < 16; ++r)
+                        for (int r = 0; r < 16; ++r)
 #pragma unroll 1
-                        for (int c = lane; c < kBlockN; c += 32)
-                            if (w0 + r < f.seq_q && j0 + c < f.seq_k)
-                                store_dbias(f.ext, b, h, w0 + r, j0 + c, beta_tile[r * kBetaStride<kBlockN> + c]);
+                            for (int c = lane; c < kBlockN; c += 32)
+                                if (w0 + r < f.seq_q && j0 + c < f.seq_k)
+                                    store_dbias(f.ext, b, h, w0 + r, j0 + c, beta_tile[r * kBetaStride<kBlockN> + c]);
+                    } else {
+                        store_dbias_partial<kBlockN>(p, b, h, w0, j0, lane, beta_tile);
+                    }
                 }
 #pragma unroll
                 for (int nt = 0; nt < T::kQNTiles; ++nt)

@@ -32,5 +32,8 @@ cudaError_t launch_bwd_dq_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream
 // the fast path's last step (p.dq_accum set): dq = Elem(scale · dq_accum), native/cuda/bwd_dq_convert.cu
 cudaError_t launch_bwd_dq_convert_fp16(const BwdParams& p, int head_dim, cudaStream_t stream);
 cudaError_t launch_bwd_dq_convert_bf16(const BwdParams& p, int head_dim, cudaStream_t stream);
+// a broadcast dbias's last step (p.dbias_partial set): the partial sums added into dbias,
+// native/cuda/bwd_dbias_reduce.cu
+cudaError_t launch_bwd_dbias_reduce(const BwdParams& p, cudaStream_t stream);
 
 }  // namespace fsig::cuda

@@ -26,6 +26,14 @@ struct BwdParams {
     // [B, Hq, Nq, d] (zeroed before it) with atomics, and launch_bwd_dq_convert writes dq from it;
     // nullptr: the deterministic dQ kernel computes dq
     float* dq_accum;
+    // a dbias broadcast over B, Hq or Nq (internal.h, dbias_row_groups): the dQ kernel writes fp32 partial
+    // sums [B, Hq, dbias_groups, Nk] here (zeroed before it; dbias_group_rows = 1 or kDbiasGroupRows query
+    // rows per group), and launch_bwd_dbias_reduce adds them into f.ext.dbias, whose first three dims are
+    // dbias_shape; nullptr: the dQ kernel writes the full-shaped dbias itself
+    float* dbias_partial;
+    int64_t dbias_groups;
+    int32_t dbias_group_rows;
+    int64_t dbias_shape[3];
 };
 
 // Query rows whose allowed keys meet [j_lo, j_hi] (0 <= j_lo <= j_hi): the rows i with

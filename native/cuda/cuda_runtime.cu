@@ -260,16 +260,6 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
                       "the 2^31 - 1 limit of the CUDA backward's launch and loop counters; split the batch",
                       (long long)pr.batch, (long long)pr.heads_k, (long long)n_blocks, kBwdKvBlockN,
                       (long long)pr.heads_q, (long long)pr.seq_q);
-    // dBias on CUDA: one element per thread of the dQ kernel, which owns (batch, head, query tile); a bias
-    // broadcast over batch, heads or queries would need a reduction across blocks (not yet)
-    if (a.has_dbias && (a.dbias.shape[0] != pr.batch || a.dbias.shape[1] != pr.heads_q || a.dbias.shape[2] != pr.seq_q))
-        return m.fail(FSIG_ERROR_UNSUPPORTED,
-                      "dbias of shape [%lld, %lld, %lld, %lld] is broadcast (the bias's shape); on CUDA the gradient of "
-                      "the bias needs its full shape [B, Hq, Nq, Nk] = [%lld, %lld, %lld, %lld] (a broadcast dbias "
-                      "runs on CPU tensors)",
-                      (long long)a.dbias.shape[0], (long long)a.dbias.shape[1], (long long)a.dbias.shape[2],
-                      (long long)a.dbias.shape[3], (long long)pr.batch, (long long)pr.heads_q, (long long)pr.seq_q,
-                      (long long)pr.seq_k);
     // out and lse are read by softmax only; the pointwise scores ignore them (they may be absent)
     const Named tensors[] = {{"q", &a.q},   {"k", &a.k},   {"v", &a.v},   {"dout", &a.dout}, {"dq", &a.dq},
                              {"dk", &a.dk}, {"dv", &a.dv}, {"out", &a.out}, {"lse", &a.lse}};
@@ -303,7 +293,16 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     p.dk_batch = a.dk.stride[0], p.dk_row = a.dk.stride[1], p.dk_head = a.dk.stride[2];
     p.dv_batch = a.dv.stride[0], p.dv_row = a.dv.stride[1], p.dv_head = a.dv.stride[2];
     p.heads_k = int32_t(pr.heads_k);
-    p.dq_accum = static_cast<float*>(a.workspace);  // the C ABI layer passes it on for the fast path only
+    // the C ABI layer passes the workspace on for the fast path, or for a broadcast dbias's partial sums
+    const bool dbias_sums = a.has_dbias && a.workspace != nullptr;
+    p.dq_accum = dbias_sums ? nullptr : static_cast<float*>(a.workspace);
+    if (dbias_sums) {
+        static_assert(kDbiasGroupRows == 16, "the dQ kernel's warps sum their 16 rows");
+        p.dbias_partial = static_cast<float*>(a.workspace);
+        p.dbias_groups = dbias_row_groups(pr.seq_q, a.dbias.shape[2]);
+        p.dbias_group_rows = a.dbias.shape[2] == pr.seq_q ? 1 : int32_t(kDbiasGroupRows);
+        for (int dim = 0; dim < 3; ++dim) p.dbias_shape[dim] = a.dbias.shape[dim];
+    }
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
@@ -318,10 +317,13 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
             which = "dQ conversion", e = (bf16 ? launch_bwd_dq_convert_bf16 : launch_bwd_dq_convert_fp16)(
                                          p, int(pr.head_dim), s);
     } else {
-        // deterministic: two independent kernels, dK, dV (one block per key tile), then dQ (and dBias)
-        which = "dK/dV";
-        e = kBwdDkDv[ext][bf16][d128](p, s);
+        // deterministic: two independent kernels, dK, dV (one block per key tile), then dQ (and dBias; a
+        // broadcast one as partial sums into the zeroed workspace, then added up by a third kernel)
+        which = "workspace clearing";
+        e = dbias_sums ? cudaMemsetAsync(p.dbias_partial, 0, size_t(a.workspace_bytes), s) : cudaSuccess;
+        if (e == cudaSuccess) which = "dK/dV", e = kBwdDkDv[ext][bf16][d128](p, s);
         if (e == cudaSuccess) which = "dQ", e = kBwdDq[ext][bf16][d128](p, s);
+        if (e == cudaSuccess && dbias_sums) which = "dbias reduction", e = launch_bwd_dbias_reduce(p, s);
     }
     if (e != cudaSuccess) {
         cudaGetLastError();

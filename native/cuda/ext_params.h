@@ -92,15 +92,15 @@ FSIG_EXT_HD float bf16_bits_to_float(uint16_t h) {
 #endif
 }
 FSIG_EXT_HD uint16_t float_to_half_bits(float x) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(FSIG_CUDA_EMULATION)  // (cuda_fp16.h's host versions)
     return __half_as_ushort(__float2half_rn(x));
 #else
     (void)x;
-    return 0;  // the host never writes dBias
+    return 0;  // the host never writes dBias (the CPU backend has its own conversions)
 #endif
 }
 FSIG_EXT_HD uint16_t float_to_bf16_bits(float x) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(FSIG_CUDA_EMULATION)  // (cuda_fp16.h's host versions)
     return __bfloat16_as_ushort(__float2bfloat16_rn(x));
 #else
     (void)x;

@@ -95,8 +95,9 @@ struct Workspace {
     int64_t bytes = 0;
 
     Workspace() = default;
-    Workspace(const fsig_attention_params& p, const fsig_tensor& q) {
-        REQUIRE(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK, "workspace size: %s",
+    // the size the call needs (with dbias: fsig_attention_backward_workspace_size_ex); in cpu mode 0
+    Workspace(const fsig_attention_params& p, const fsig_tensor& q, const fsig_tensor* dbias = nullptr) {
+        REQUIRE(fsig_attention_backward_workspace_size_ex(&p, &q, dbias, &bytes) == FSIG_OK, "workspace size: %s",
                 fsig_last_error());
         if (bytes > 0) mem = device_alloc(size_t(bytes));
     }

@@ -4,14 +4,15 @@
 // windows × fp16/bf16 × d 64/128 × ragged shapes, forward (out, LSE) and backward (dQ, dK, dV, dBias),
 // outputs poisoned first and the bytes around each output's view checked untouched. On CUDA each
 // backward runs twice: the deterministic kernels, then the fast path (a workspace: dK, dV the same bits,
-// dQ by the rule; with dbias the deterministic kernels again, the workspace unused).
+// dQ by the rule; with dbias the deterministic kernels again: a full-shaped dBias leaves the workspace
+// unused, a broadcast one sums its partial sums there, and must come out with the same bits).
 //
 //   test_cuda_masks [--quick] [--device cpu] [--list] [--verbose] [name filters...]
 //
 // Exits 77 (CTest: skipped) with a message when the library has no CUDA or no device is present.
 // --device cpu runs the same cases through the CPU backend: it checks this test on machines without a
-// GPU. On CUDA a dBias is asked for only with a bias of full shape [B, Hq, Nq, Nk] (a broadcast dBias
-// is refused there, which cuda_refusals checks).
+// GPU. A broadcast dBias on CUDA needs the workspace of fsig_attention_backward_workspace_size_ex;
+// cuda_refusals checks the calls without it (or with a bad one).
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -200,7 +201,22 @@ bool run_case(const Case& c) {
                  dv = gt::mirror(qkv_view(s.Nk, s.Hk));
     gt::poison(dq), gt::poison(dk), gt::poison(dv);
     const fsig_tensor toi = o_in.desc(), tli = l_in.desc(), tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
-    st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, softmax ? &toi : nullptr, &tg, softmax ? &tli : nullptr, &tdq,
+    // a broadcast dbias on CUDA needs the workspace for its partial sums (deterministic mode included)
+    fsig_attention_params pd = p;
+    pd.deterministic = 1;
+    const gt::Workspace dbias_ws(pd, tq, e.dbias_t());
+    const bool dbias_sums = dbias_ws.bytes > 0;
+    EXPECT(dbias_sums == (g_cuda && s.want_dbias && !(s.bias_b == s.B && s.bias_h == s.Hq && s.bias_q == s.Nq)),
+           "%s: the workspace size query says %lld bytes for dbias", c.name.c_str(), (long long)dbias_ws.bytes);
+    if (dbias_sums) {  // without it the call is refused, naming the size query
+        st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, softmax ? &toi : nullptr, &tg, softmax ? &tli : nullptr,
+                                        &tdq, &tdk, &tdv, e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(),
+                                        e.dbias_t(), nullptr);
+        EXPECT(st == FSIG_ERROR_BUFFER_TOO_SMALL && std::strstr(fsig_last_error(), "workspace_size_ex") != nullptr,
+               "%s: broadcast dbias without a workspace: %d %s", c.name.c_str(), st, fsig_last_error());
+    }
+    const fsig_attention_params pw = dbias_ws.attach(p);
+    st = fsig_attention_backward_ex(&pw, &tq, &tk, &tv, softmax ? &toi : nullptr, &tg, softmax ? &tli : nullptr, &tdq,
                                     &tdk, &tdv, e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(), e.dbias_t(),
                                     nullptr);
     if (st != FSIG_OK) {
@@ -213,11 +229,14 @@ bool run_case(const Case& c) {
     check(c, "dk", dk, g64.dk, gn.dk);
     check(c, "dv", dv, g64.dv, gn.dv);
     if (s.want_dbias) check(c, "dbias", e.dbias, g64.dbias, gn.dbias);
+    std::vector<unsigned char> dbias_bits;
+    if (s.want_dbias) e.dbias.download(), dbias_bits = tu::snapshot(e.dbias.host);
 
     // the fast path (CUDA): the extended dK/dV kernel adding dQ into a workspace — dK, dV the same bits as
-    // above, dQ by the rule; with dbias asked for the deterministic kernels run and the workspace stays unused
+    // above, dQ by the rule; with dbias asked for the deterministic kernels run: a full-shaped dbias leaves
+    // the (fast path's) workspace unused, a broadcast one fills its own with partial sums, same bits again
     if (g_cuda) {
-        const gt::Workspace ws(p, tq);
+        const gt::Workspace ws = dbias_sums ? gt::Workspace(p, tq, e.dbias_t()) : gt::Workspace(p, tq);
         const fsig_attention_params pf = ws.attach(p);
         dk.download(), dv.download();
         const std::vector<unsigned char> dk_bits = tu::snapshot(dk.host), dv_bits = tu::snapshot(dv.host);
@@ -231,13 +250,17 @@ bool run_case(const Case& c) {
                fsig_last_error());
         if (st == FSIG_OK) {
             sync_or_die(c);
-            EXPECT(ws.touched() == !s.want_dbias, "%s: the workspace was %s", c.name.c_str(),
-                   s.want_dbias ? "written although dbias was asked for" : "not written (the fast path did not run)");
+            EXPECT(ws.touched() == (!s.want_dbias || dbias_sums), "%s: the workspace was %s", c.name.c_str(),
+                   ws.touched() ? "written although a full-shaped dbias was asked for" : "not written");
             check(c, "dq (fast path)", dq, g64.dq, gn.dq);
             dk.download(), dv.download();
             EXPECT(tu::snapshot(dk.host) == dk_bits && tu::snapshot(dv.host) == dv_bits,
                    "%s: the fast path's dK, dV differ from the deterministic ones", c.name.c_str());
-            if (s.want_dbias) check(c, "dbias (workspace given)", e.dbias, g64.dbias, gn.dbias);
+            if (s.want_dbias) {
+                check(c, "dbias (workspace given)", e.dbias, g64.dbias, gn.dbias);
+                e.dbias.download();
+                EXPECT(tu::snapshot(e.dbias.host) == dbias_bits, "%s: dbias differs between two runs", c.name.c_str());
+            }
         }
     }
     const bool ok = th::failures() == before;
@@ -301,8 +324,10 @@ void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
         case kAlibi: slopes(false); break;
         case kAlibiBatch: slopes(true), s.causal = true; break;
         case kBiasFull: bias(s.B, s.Hq, s.Nq, false), s.want_dbias = true; break;
-        case kBiasHeads: *bias_dtype = s.score % 2 == 0 ? ref::kFp16 : ref::kBf16, bias(1, s.Hq, s.Nq, false); break;
-        case kKeyPadBias: bias(s.B, 1, 1, true); break;
+        case kBiasHeads:  // dBias summed over the batch (on CUDA: per-row partial sums, then the reduction)
+            *bias_dtype = s.score % 2 == 0 ? ref::kFp16 : ref::kBf16, bias(1, s.Hq, s.Nq, false), s.want_dbias = true;
+            break;
+        case kKeyPadBias: bias(s.B, 1, 1, true), s.want_dbias = true; break;  // summed over heads and queries
         case kKeyPadMask: mask(s.B, 1, 1, 6); break;
         case kMaskFull: mask(s.B, s.Hq, s.Nq, 3); break;
         case kStrided: s.strided = 3 + rng.below(9); break;
@@ -328,7 +353,6 @@ void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
             s.logn_train = 32;
             break;
     }
-    if (g_cuda && s.want_dbias && !(s.bias_b == s.B && s.bias_h == s.Hq && s.bias_q == s.Nq)) s.want_dbias = false;
 }
 
 std::vector<Case> all_cases() {
@@ -353,6 +377,8 @@ std::vector<Case> all_cases() {
             c.bias_dtype = ref::kFp32;
             c.gapped = ext == kBiasFull || (ext == kBiasHeads && score % 2 == 1);
             add_extension(s, ext, rng, &c.bias_dtype);
+            // the reference rounds dBias to q's dtype: a 16-bit bias of the other kind is checked without it
+            if (c.bias_dtype != ref::kFp32 && c.bias_dtype != c.dtype) s.want_dbias = false;
             c.name = th::format("%03d_%s_%s_%s_d%lld_%lldx%lld_hk%lld%s", n, kExtNames[ext], ref::score_name(score),
                                 ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk,
                                 (long long)s.Hk, s.causal ? "_causal" : "");
@@ -389,7 +415,7 @@ TEST(masks_numerics) {
     EXPECT(g_list || ran > 0 || !g_filters.empty(), "no case ran");
 }
 
-// What the CUDA backend refuses with extensions (a broadcast dBias); the CPU takes it.
+// A broadcast dBias on CUDA without the workspace its partial sums need (or with a bad one) is refused.
 TEST(cuda_refusals) {
     if (!g_cuda) return;
     Case c;
@@ -409,10 +435,30 @@ TEST(cuda_refusals) {
     const fsig_attention_params p = params_of(s);
     const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc(), tdq = dq.desc(), tdk = dk.desc(),
                       tdv = dv.desc();
-    const int st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, nullptr, &tg, nullptr, &tdq, &tdk, &tdv, nullptr,
-                                              e.bias_t(), nullptr, nullptr, e.dbias_t(), nullptr);
-    EXPECT(st == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "dbias") != nullptr,
-           "broadcast dbias on CUDA: status %d, %s", st, fsig_last_error());
+    const gt::Workspace ws(p, tq, e.dbias_t());
+    EXPECT(ws.bytes == s.B * s.Hq * s.Nq * s.Nk * 4, "dbias [1, Hq, Nq, Nk] partial sums: %lld bytes",
+           (long long)ws.bytes);
+    std::vector<unsigned char> host_ws(size_t(ws.bytes) + 16);
+    struct Refusal {
+        const char* what;
+        void* workspace;
+        int64_t bytes;
+        int status;
+        const char* names;
+    } refusals[] = {
+        {"no workspace", nullptr, 0, FSIG_ERROR_BUFFER_TOO_SMALL, "workspace_size_ex"},
+        {"workspace one byte short", ws.mem.get(), ws.bytes - 1, FSIG_ERROR_BUFFER_TOO_SMALL, "workspace_bytes"},
+        {"workspace in host memory", host_ws.data(), ws.bytes, FSIG_ERROR_INVALID_DEVICE, "params.workspace"},
+    };
+    for (const Refusal& r : refusals) {
+        fsig_attention_params pw = p;
+        pw.workspace = r.workspace, pw.workspace_bytes = r.bytes;
+        const int st = fsig_attention_backward_ex(&pw, &tq, &tk, &tv, nullptr, &tg, nullptr, &tdq, &tdk, &tdv, nullptr,
+                                                  e.bias_t(), nullptr, nullptr, e.dbias_t(), nullptr);
+        EXPECT(st == r.status && std::strstr(fsig_last_error(), r.names) != nullptr,
+               "broadcast dbias on CUDA, %s: status %d, %s", r.what, st, fsig_last_error());
+        if (g_verbose) std::printf("  refused as expected: %s -> %s\n", r.what, fsig_last_error());
+    }
     dq.download();
     EXPECT(tu::unchanged(dq.host, before), "a refused call wrote dq");
 }

@@ -797,6 +797,37 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
                 [](auto&, auto* q, auto&) { q->shape[0] = int64_t(1) << 40, q->shape[1] = int64_t(1) << 22; }, SHAPE,
                 "q's shape has more elements than int64 can count in workspace bytes");
     }
+    {  // fsig_attention_backward_workspace_size_ex: the same checks first, then dbias's shape against q's
+        // (q: a bf16 CUDA q of shape 8^4; dbias: a [1, 8, 1, 8] descriptor)
+        auto ws_ex_case = [&](const std::string& name, std::function<void(fsig_tensor*)> change, int status,
+                              const std::string& msg) {
+            add("fsig_attention_backward_workspace_size_ex: " + name, kOther, F32, SM,
+                [=](Fx&, Call& c) {
+                    c.other = [=] {
+                        fsig_attention_params params = fsig_attention_params_default();
+                        fsig_tensor q{}, dbias{};
+                        q.ndim = 4, q.dtype = FSIG_DTYPE_BF16, q.device_type = FSIG_DEVICE_CUDA;
+                        for (int i = 0; i < 4; ++i) q.shape[i] = 8;
+                        dbias.ndim = 4, dbias.dtype = FSIG_DTYPE_FP32, dbias.device_type = FSIG_DEVICE_CUDA;
+                        dbias.shape[0] = 1, dbias.shape[1] = 8, dbias.shape[2] = 1, dbias.shape[3] = 8;
+                        change(&dbias);
+                        int64_t bytes = 0;
+                        return fsig_attention_backward_workspace_size_ex(&params, &q, &dbias, &bytes);
+                    };
+                },
+                status, msg);
+        };
+        ws_ex_case("dbias.ndim 3", [](fsig_tensor* t) { t->ndim = 3; }, SHAPE,
+                   "dbias.ndim is 3 but must be 4 ([B|1, Hq|1, Nq|1, Nk])");
+        ws_ex_case("dbias.shape[1] 3", [](fsig_tensor* t) { t->shape[1] = 3; }, SHAPE,
+                   "dbias.shape[1] is 3 but must be 1 or Hq = 8 (from q)");
+        ws_ex_case("dbias.shape[2] 0", [](fsig_tensor* t) { t->shape[2] = 0; }, SHAPE,
+                   "dbias.shape[2] is 0 but must be 1 or Nq = 8 (from q)");
+        ws_ex_case("dbias.shape[3] 0", [](fsig_tensor* t) { t->shape[3] = 0; }, SHAPE,
+                   "dbias.shape[3] (Nk) is 0 but must be >= 1");
+        ws_ex_case("partial sums overflowing int64 bytes", [](fsig_tensor* t) { t->shape[3] = int64_t(1) << 60; }, SHAPE,
+                   "dbias's partial sums have more bytes than int64 can count");
+    }
     for (int n : {-1, 4097, INT_MIN, INT_MAX})
         add(fmt("fsig_set_num_threads(%d)", n), kOther, F32, SM,
             [=](Fx&, Call& c) { c.other = [=] { return fsig_set_num_threads(n); }; }, PARAMS,
@@ -893,6 +924,40 @@ void check_baselines(const std::vector<Case>& cases) {
             q.device_type = FSIG_DEVICE_CPU;
             CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,
                   "workspace size on the CPU: %lld (%s)", (long long)bytes, fsig_last_error());
+        }
+        {  // with dbias (q [B 3, Nq 5, Hq 4, 64], Nk 7): the partial sums of a broadcast dbias on CUDA, else 0
+            fsig_attention_params p = fsig_attention_params_default();
+            fsig_tensor q{}, dbias{};
+            q.ndim = 4, q.dtype = FSIG_DTYPE_FP16, q.device_type = FSIG_DEVICE_CUDA;
+            const int64_t shape[4] = {3, 5, 4, 64};
+            for (int i = 0; i < 4; ++i) q.shape[i] = shape[i];
+            dbias.ndim = 4, dbias.dtype = FSIG_DTYPE_FP32, dbias.device_type = FSIG_DEVICE_CUDA;
+            struct {
+                int64_t b, h, n;
+                int64_t want;
+            } cases[] = {{3, 4, 5, 0},                   // full shape: written directly
+                         {1, 4, 5, 3 * 4 * 5 * 7 * 4},   // over the batch: a partial row per query row
+                         {3, 1, 1, 3 * 4 * 1 * 7 * 4},   // key padding: a partial row per 16 query rows
+                         {1, 1, 1, 3 * 4 * 1 * 7 * 4}};
+            for (const auto& k : cases) {
+                dbias.shape[0] = k.b, dbias.shape[1] = k.h, dbias.shape[2] = k.n, dbias.shape[3] = 7;
+                for (int det : {0, 1}) {
+                    p.deterministic = det;
+                    int64_t bytes = -1;
+                    CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, &dbias, &bytes) == FSIG_OK && bytes == k.want,
+                          "workspace size with dbias [%lld, %lld, %lld, 7], deterministic %d: %lld, want %lld (%s)",
+                          (long long)k.b, (long long)k.h, (long long)k.n, det, (long long)bytes, (long long)k.want,
+                          fsig_last_error());
+                }
+            }
+            int64_t bytes = -1;
+            p.deterministic = 0;
+            CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, nullptr, &bytes) == FSIG_OK &&
+                      bytes == 3 * 5 * 4 * 64 * 4,
+                  "workspace size without dbias is the fast path's: %lld (%s)", (long long)bytes, fsig_last_error());
+            q.device_type = FSIG_DEVICE_CPU;
+            CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, &dbias, &bytes) == FSIG_OK && bytes == 0,
+                  "workspace size with dbias on the CPU: %lld (%s)", (long long)bytes, fsig_last_error());
         }
         struct {
             fsig_capabilities c;

@@ -805,6 +805,69 @@ public class FlashSigNative extends FlashSigNative$shared {
         }
     }
 
+    private static class fsig_attention_backward_workspace_size_ex {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_attention_backward_workspace_size_ex");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *dbias, int64_t *bytes)
+     * }
+     */
+    public static FunctionDescriptor fsig_attention_backward_workspace_size_ex$descriptor() {
+        return fsig_attention_backward_workspace_size_ex.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *dbias, int64_t *bytes)
+     * }
+     */
+    public static MethodHandle fsig_attention_backward_workspace_size_ex$handle() {
+        return fsig_attention_backward_workspace_size_ex.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *dbias, int64_t *bytes)
+     * }
+     */
+    public static MemorySegment fsig_attention_backward_workspace_size_ex$address() {
+        return fsig_attention_backward_workspace_size_ex.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_attention_backward_workspace_size_ex(const fsig_attention_params *params, const fsig_tensor *q, const fsig_tensor *dbias, int64_t *bytes)
+     * }
+     */
+    public static int fsig_attention_backward_workspace_size_ex(MemorySegment params, MemorySegment q, MemorySegment dbias, MemorySegment bytes) {
+        var mh$ = fsig_attention_backward_workspace_size_ex.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_attention_backward_workspace_size_ex", params, q, dbias, bytes);
+            }
+            return (int)mh$.invokeExact(params, q, dbias, bytes);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class fsig_attention_forward_ex {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             FlashSigNative.C_INT,
