@@ -30,7 +30,7 @@ class CudaMaskTest {
     static final long MASK_BYTES = (long) B * H * N * N;
 
     static boolean gpu() {
-        return FlashSig.capabilities().cudaAvailable();
+        return TestSupport.cudaDevice();
     }
 
     static float[] filled(long n, float x) {

@@ -15,14 +15,15 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 /**
  * The device half of the Java API (Cuda, CudaStream, AttentionExtras.stream, BackwardWorkspace): its
  * refusals everywhere, and on a machine with a CUDA device a round trip host → device → attention → host
- * against the CPU, and the fast backward (with a workspace) against the deterministic one.
+ * against the CPU, another framework's device memory and stream used in place, and the fast backward (with a
+ * workspace) against the deterministic one. The cuda-emulated surefire execution runs it on libflashsig_emu.
  */
 class CudaTest {
     static final Device GPU = Device.cuda(0);
     static final long[] SHAPE = {1, 100, 2, 64};
 
     static boolean gpu() {
-        return FlashSig.capabilities().cudaAvailable();
+        return TestSupport.cudaDevice();
     }
 
     @Test
@@ -129,14 +130,106 @@ class CudaTest {
             FlashSig.backward(spec, onCpu, host[0], host[1], host[2], cpu[0], host[3], cpuLse, cpu[1], cpu[2], cpu[3],
                     null);
             String[] names = {"out", "dq", "dk", "dv"};
-            for (int i = 0; i < 4; i++) {
-                float[] g = back[i].toFloatArray(), c = cpu[i].toFloatArray();
-                for (int j = 0; j < g.length; j++)
-                    assertTrue(Math.abs(g[j] - c[j]) <= 2e-2 * (1 + Math.abs(c[j])),
-                            spec + " " + names[i] + "[" + j + "]: gpu " + g[j] + ", cpu " + c[j]);
-            }
+            for (int i = 0; i < 4; i++)
+                assertClose(back[i].toFloatArray(), cpu[i].toFloatArray(), spec + " " + names[i]);
         }
         Cuda.synchronize(GPU);
+    }
+
+    /**
+     * Another framework's device memory and stream, used in place (Tensor.wrap over a raw device address,
+     * CudaStream.wrap over a raw cudaStream_t), forward and backward on the wrapped stream against the CPU:
+     * q, k and v are strided views into one fused QKV buffer [B, N, 3·H, d] (as a fused projection writes
+     * them), dq a strided view into the first half of a [B, N, 2·H, d] buffer whose other half must stay
+     * untouched (zero), the rest bare addresses. A view's byte size bounds every access (one 2 bytes short
+     * is refused by name), and closing the wrapped stream leaves it to its owner. The "framework" is
+     * FlashSig's own allocator, known to this test only by the raw addresses it hands out.
+     */
+    @Test
+    void foreignDeviceMemoryAndStreamAreUsedInPlace() {
+        assumeTrue(gpu(), "no CUDA device: foreign device memory is skipped");
+        long b = SHAPE[0], n = SHAPE[1], h = SHAPE[2], d = SHAPE[3];
+        long[] fused = {b, n, 3 * h, d}, padded = {b, n, 2 * h, d}, lseShape = {b, h, n};
+        long[] qkvStrides = Tensor.contiguousStrides(fused), dqStrides = Tensor.contiguousStrides(padded);
+        long fusedBytes = Tensor.byteSize(DType.BF16, fused), paddedBytes = Tensor.byteSize(DType.BF16, padded);
+        long bytes = Tensor.byteSize(DType.BF16, SHAPE), group = h * d * 2; // bytes of one head group
+        AttentionSpec spec = AttentionSpec.softmax().causal();
+        Random r = new Random(5);
+        try (Arena arena = Arena.ofConfined(); CudaStream owner = CudaStream.create(GPU)) {
+            Tensor hostFused = Tensor.allocate(arena, DType.BF16, fused);
+            Tensor hostDout = Tensor.allocate(arena, DType.BF16, SHAPE);
+            hostFused.copyFrom(TestSupport.toFloats(TestSupport.randn(r, DType.BF16, (int) hostFused.elementCount())));
+            hostDout.copyFrom(TestSupport.toFloats(TestSupport.randn(r, DType.BF16, (int) hostDout.elementCount())));
+            // the framework's allocations and stream, seen from here as addresses only
+            long qkvPtr = Cuda.allocate(arena, DType.BF16, GPU, fused).segment().address();
+            long dqPtr = Cuda.allocate(arena, DType.BF16, GPU, padded).segment().address();
+            long[] ptrs = new long[4]; // out, dout, dk, dv
+            for (int i = 0; i < 4; i++) ptrs[i] = Cuda.allocate(arena, DType.BF16, GPU, SHAPE).segment().address();
+            long lsePtr = Cuda.allocate(arena, DType.FP32, GPU, lseShape).segment().address();
+            CudaStream stream = CudaStream.wrap(GPU, owner.handle().address());
+
+            Tensor[] qkv = new Tensor[3];
+            for (int i = 0; i < 3; i++)
+                qkv[i] = Tensor.wrap(MemorySegment.ofAddress(qkvPtr + i * group).reinterpret(fusedBytes - i * group),
+                        DType.BF16, GPU, SHAPE, qkvStrides);
+            Tensor dq = Tensor.wrap(MemorySegment.ofAddress(dqPtr).reinterpret(paddedBytes), DType.BF16, GPU, SHAPE,
+                    dqStrides);
+            Tensor[] t = new Tensor[4]; // out, dout, dk, dv
+            for (int i = 0; i < 4; i++)
+                t[i] = Tensor.wrap(MemorySegment.ofAddress(ptrs[i]).reinterpret(bytes), DType.BF16, GPU, SHAPE,
+                        Tensor.contiguousStrides(SHAPE));
+            Tensor lse = Tensor.wrap(MemorySegment.ofAddress(lsePtr).reinterpret(b * h * n * 4), DType.FP32, GPU,
+                    lseShape, Tensor.contiguousStrides(lseShape));
+            Cuda.copy(hostFused, Tensor.wrap(MemorySegment.ofAddress(qkvPtr).reinterpret(fusedBytes), DType.BF16, GPU,
+                    fused, qkvStrides), stream);
+            Cuda.copy(hostDout, t[1], stream);
+
+            AttentionExtras onStream = AttentionExtras.none().stream(stream);
+            long vBytes = fusedBytes - 2 * group; // v's view, from its first element to the buffer's end
+            Tensor shortV = Tensor.wrap(MemorySegment.ofAddress(qkvPtr + 2 * group).reinterpret(vBytes - 2), DType.BF16,
+                    GPU, SHAPE, qkvStrides);
+            expect(Status.BUFFER_TOO_SMALL, () -> FlashSig.forward(spec, onStream, qkv[0], qkv[1], shortV, t[0], lse),
+                    "v:", "capacity_bytes");
+            FlashSig.forward(spec, onStream, qkv[0], qkv[1], qkv[2], t[0], lse);
+            FlashSig.backward(spec, onStream, qkv[0], qkv[1], qkv[2], t[0], t[1], lse, dq, t[2], t[3], null);
+            Tensor[] back = new Tensor[3]; // out, dk, dv
+            for (int i = 0; i < 3; i++) {
+                back[i] = Tensor.allocate(arena, DType.BF16, SHAPE);
+                Cuda.copy(t[i == 0 ? 0 : i + 1], back[i], stream);
+            }
+            Tensor backDq = Tensor.allocate(arena, DType.BF16, padded);
+            Cuda.copy(Tensor.wrap(MemorySegment.ofAddress(dqPtr).reinterpret(paddedBytes), DType.BF16, GPU, padded,
+                    dqStrides), backDq, stream);
+            stream.close(); // wrapped: not destroyed, the owner's stream goes on
+            owner.synchronize();
+
+            // the CPU on host views of the same layouts
+            Tensor[] hostQkv = new Tensor[3];
+            for (int i = 0; i < 3; i++)
+                hostQkv[i] = Tensor.wrap(hostFused.segment().asSlice(i * group), DType.BF16, SHAPE, qkvStrides);
+            Tensor cpuDqPadded = Tensor.allocate(arena, DType.BF16, padded);
+            Tensor cpuDq = Tensor.wrap(cpuDqPadded.segment(), DType.BF16, SHAPE, dqStrides);
+            Tensor[] cpu = new Tensor[3]; // out, dk, dv
+            for (int i = 0; i < 3; i++) cpu[i] = Tensor.allocate(arena, DType.BF16, SHAPE);
+            Tensor cpuLse = Tensor.allocate(arena, DType.FP32, lseShape);
+            FlashSig.forward(spec, hostQkv[0], hostQkv[1], hostQkv[2], cpu[0], cpuLse);
+            FlashSig.backward(spec, hostQkv[0], hostQkv[1], hostQkv[2], cpu[0], hostDout, cpuLse, cpuDq, cpu[1],
+                    cpu[2]);
+            String[] names = {"out", "dk", "dv"};
+            for (int i = 0; i < 3; i++)
+                assertClose(back[i].toFloatArray(), cpu[i].toFloatArray(), spec + " " + names[i]);
+            // the padded dq buffer: its first half against the CPU's, its second half still zero
+            assertClose(backDq.toFloatArray(), cpuDqPadded.toFloatArray(), spec + " dq (padded buffer)");
+        }
+        Cuda.synchronize(GPU);
+    }
+
+    /** The round trips' tolerance: |gpu - cpu| <= 2e-2 (1 + |cpu|) elementwise. */
+    static void assertClose(float[] gpu, float[] cpu, String what) {
+        assertEquals(cpu.length, gpu.length, what);
+        for (int j = 0; j < gpu.length; j++)
+            assertTrue(Math.abs(gpu[j] - cpu[j]) <= 2e-2 * (1 + Math.abs(cpu[j])),
+                    what + "[" + j + "]: gpu " + gpu[j] + ", cpu " + cpu[j]);
     }
 
     /**

@@ -19,6 +19,19 @@ final class TestSupport {
         OFF_HEAP
     }
 
+    /**
+     * Whether FlashSig reports a CUDA device, for the device tests' assumptions. Where the system property
+     * {@code flashsig.test.requireCuda} is true (the cuda-emulated surefire execution, on libflashsig_emu) a
+     * missing device fails instead of skipping: that run is there to run the device tests.
+     */
+    static boolean cudaDevice() {
+        FlashSig.Capabilities caps = FlashSig.capabilities();
+        if (!caps.cudaAvailable() && Boolean.getBoolean("flashsig.test.requireCuda"))
+            fail("flashsig.test.requireCuda is set, but " + NativeLibrary.path() + " reports no CUDA device ("
+                    + caps + ")");
+        return caps.cudaAvailable();
+    }
+
     /** Random N(0, 1) values, already representable in {@code dtype}. */
     static double[] randn(Random r, DType dtype, int n) {
         double[] a = new double[n];

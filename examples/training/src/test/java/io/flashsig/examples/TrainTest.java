@@ -17,6 +17,7 @@ import java.util.Set;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
@@ -29,8 +30,15 @@ class TrainTest {
     static final String[] NAMES = {"softmax", "sigmoid"};
     static final Score[] SCORES = {Score.SOFTMAX, Score.SIGMOID};
 
+    /**
+     * Whether the GPU run can run here. Where the system property {@code flashsig.test.requireCuda} is true
+     * (the cuda-emulated surefire execution, on libflashsig_emu) a missing device fails instead of skipping.
+     */
     static boolean gpu() {
-        return Train.whyNoGpu(FlashSig.capabilities()) == null;
+        String why = Train.whyNoGpu(FlashSig.capabilities());
+        if (why != null && Boolean.getBoolean("flashsig.test.requireCuda"))
+            fail("flashsig.test.requireCuda is set, but the GPU run cannot run: " + why);
+        return why == null;
     }
 
     /** 60 fp32 steps (at a larger learning rate than the example's 300) cut both losses by 4x or more. */
