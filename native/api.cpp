@@ -760,10 +760,11 @@ int backward_impl(const fsig_attention_params* params, const fsig_tensor* qd, co
     }
     FSIG_CHECK(check_backend(q, stream, a.p));
     {
-        const Checked* all[std::size(inputs) + 3];
+        const Checked* all[std::size(inputs) + 4];
         int n = 0;
         for (int i = 0; i < n_inputs; ++i) all[n++] = inputs[i];
         for (const Checked* g : {&dq, &dk, &dv}) all[n++] = g;
+        if (a.has_dbias) all[n++] = &dbias;
         FSIG_CHECK(check_workspace(*params, q, all, n, &a));
     }
     a.q = q.view;

@@ -2,7 +2,9 @@
 // [B, Hq, G, Nk] that the dQ kernel wrote, added over every batch, head and row group the element stands
 // for, in one fixed order (deterministic), in double, then rounded to the bias's dtype. One thread per dbias
 // element, keys fastest: reads of the partial sums and writes of a contiguous dbias are coalesced.
-#include "bwd_kernel.cuh"  // store_dbias
+#include "bwd_launch.h"
+#include "bwd_params.h"
+#include "launch.h"
 
 namespace fsig::cuda {
 namespace {
@@ -18,14 +20,14 @@ __global__ void __launch_bounds__(kThreads) dbias_reduce_kernel(const __grid_con
     // the summed ranges: a dim of size 1 stands for all of its indices
     const int64_t b_lo = bb == 1 ? 0 : bo, b_hi = bb == 1 ? f.batch : bo + 1;
     const int64_t h_lo = hb == 1 ? 0 : ho, h_hi = hb == 1 ? f.heads_q : ho + 1;
-    const int64_t g_lo = qb == f.seq_q ? io : 0, g_hi = qb == f.seq_q ? io + 1 : p.dbias_groups;
+    const int64_t g_lo = p.dbias_group_rows == 1 ? io : 0, g_hi = p.dbias_group_rows == 1 ? io + 1 : p.dbias_groups;
     double sum = 0.0;
     for (int64_t b = b_lo; b < b_hi; ++b)
         for (int64_t h = h_lo; h < h_hi; ++h) {
             const float* groups = p.dbias_partial + ((b * f.heads_q + h) * p.dbias_groups) * nk + j;
             for (int64_t g = g_lo; g < g_hi; ++g) sum += groups[g * nk];
         }
-    store_dbias(f.ext, bo, int(ho), io, j, float(sum));
+    store_dbias(f.ext, bo, ho, io, j, float(sum));
 }
 
 }  // namespace

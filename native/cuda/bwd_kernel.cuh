@@ -242,14 +242,6 @@ __device__ __forceinline__ void probs_grads(float acc, float dp, const ScoreCons
 }
 
 
-// dBias (the bias's dtype, its strides) of element (b, h, i, j)
-__device__ __forceinline__ void store_dbias(const ExtParams& e, int64_t b, int h, int64_t i, int64_t j, float v) {
-    const int64_t at = b * e.dbias_stride[0] + h * e.dbias_stride[1] + i * e.dbias_stride[2] + j * e.dbias_stride[3];
-    if (e.bias_dtype == FSIG_DTYPE_FP32) static_cast<float*>(e.dbias)[at] = v;
-    else if (e.bias_dtype == FSIG_DTYPE_FP16) static_cast<uint16_t*>(e.dbias)[at] = float_to_half_bits(v);
-    else static_cast<uint16_t*>(e.dbias)[at] = float_to_bf16_bits(v);
-}
-
 // A broadcast dBias's partial sums (BwdParams::dbias_partial) of this warp's 16 rows [w0, w0 + 16) and
 // keys [j0, j0 + kCols), from dS staged in the warp's tile (rows past Nq hold no allowed key): each row its
 // own group, or the 16 rows (one group, w0 a multiple of 16) summed in order; lanes along the keys.
@@ -257,6 +249,7 @@ template <int kCols>
 __device__ __forceinline__ void store_dbias_partial(const BwdParams& p, int64_t b, int h, int64_t w0, int64_t j0,
                                                     int lane, const float* ds_tile) {
     const FwdParams& f = p.f;
+    if (w0 >= f.seq_q) return;  // (such a warp stages no allowed key; its group index would be >= G)
     float* rows = p.dbias_partial + (b * f.heads_q + h) * p.dbias_groups * f.seq_k;
 #pragma unroll 1
     for (int c = lane; c < kCols; c += 32) {
@@ -357,7 +350,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockN = T::kKvBlockN, kBlockM = T::kKvBlockM;
-    extern __shared__ __align__(128) unsigned char smem_raw[];
     const uint32_t smem_base = smem_addr(smem_raw);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const FwdParams& f = p.f;
@@ -643,7 +635,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kQBlockM, kBlockN = T::kQBlockN;
-    extern __shared__ __align__(128) unsigned char smem_raw[];
     const uint32_t smem_base = smem_addr(smem_raw);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const FwdParams& f = p.f;

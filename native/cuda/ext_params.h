@@ -108,6 +108,15 @@ FSIG_EXT_HD uint16_t float_to_bf16_bits(float x) {
 #endif
 }
 
+// dBias (the bias's dtype, its strides) of element (b, h, i, j): the backward's dQ kernel, or for a broadcast
+// dbias the reduction of its partial sums (bwd_dbias_reduce.cu)
+FSIG_EXT_HD void store_dbias(const ExtParams& e, int64_t b, int64_t h, int64_t i, int64_t j, float v) {
+    const int64_t at = b * e.dbias_stride[0] + h * e.dbias_stride[1] + i * e.dbias_stride[2] + j * e.dbias_stride[3];
+    if (e.bias_dtype == FSIG_DTYPE_FP32) static_cast<float*>(e.dbias)[at] = v;
+    else if (e.bias_dtype == FSIG_DTYPE_FP16) static_cast<uint16_t*>(e.dbias)[at] = float_to_half_bits(v);
+    else static_cast<uint16_t*>(e.dbias)[at] = float_to_bf16_bits(v);
+}
+
 FSIG_EXT_HD int64_t ext_min(int64_t a, int64_t b) { return a < b ? a : b; }
 FSIG_EXT_HD int64_t ext_max(int64_t a, int64_t b) { return a > b ? a : b; }
 // ⌊a / b⌋ for b > 0 and any sign of a

@@ -323,7 +323,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN;
-    extern __shared__ __align__(128) unsigned char smem_raw[];
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;

@@ -16,9 +16,8 @@ namespace {
 // shared memory (28 to 114 KB) bounds the blocks per SM anyway
 template <int Role, int D, bool COS, bool BF16>
 __global__ void __launch_bounds__(kThreads, 1) linear_kernel(const LinParams p) {
-    extern __shared__ float4 linear_smem[];  // (float4: 16-byte aligned)
     DeviceExec ex;
-    run_block<Role, D, COS, BF16>(p, int64_t(blockIdx.x), reinterpret_cast<float*>(linear_smem), ex);
+    run_block<Role, D, COS, BF16>(p, int64_t(blockIdx.x), reinterpret_cast<float*>(smem_raw), ex);
 }
 
 constexpr int kReduceThreads = 256;

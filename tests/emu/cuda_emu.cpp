@@ -4,7 +4,8 @@
 // memory is host memory between guard pages; streams run in order at the call; stream capture records
 // launches and copies into a graph that cudaGraphLaunch replays. Linked instead of cudart by
 // libflashsig_emu and the GPU tests' *_emu executables, so they run unchanged on a machine without a GPU.
-// One emulated device: cuda:0, reported as sm_90 with 227 KiB of shared memory per block.
+// One emulated device: cuda:0, with the shared memory of the smallest compiled target (sm_80: 163 KiB
+// per block), so a kernel that only an H100 could launch fails here too.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -28,8 +29,8 @@
 #include "cuda_emu.h"
 
 namespace fsig::cuda {
-// the dynamic shared memory every attention kernel declares (extern __shared__ smem_raw[])
-constexpr size_t kSharedMax = 227 * 1024;
+// the dynamic shared memory of every kernel (native/cuda/launch.h)
+constexpr size_t kSharedMax = 163 * 1024;
 alignas(128) unsigned char smem_raw[kSharedMax + 4096];
 }  // namespace fsig::cuda
 
@@ -104,6 +105,7 @@ struct Copy {  // a pending cp.async
 
 struct Thread {
     void* sp = nullptr;
+    const void* site = nullptr;  // the call site of the warp collective it waits at
     unsigned char* stack = nullptr;  // kStackBytes above a guard page
     int tid = 0;
     bool done = false;
@@ -111,13 +113,14 @@ struct Thread {
     const uint64_t* wait_gen = nullptr;
     uint64_t wait_value = 0;
     const char* wait_what = "";
-    std::vector<Copy> copies;
+    std::vector<Copy> issued, committed;  // cp.async not yet committed / committed, both pending
 };
 
 struct Warp {
     int arrived = 0;
     uint64_t gen = 0;
     Op op = Op::kNone;
+    const void* site = nullptr;
     uint32_t in_u[32][6];
     float in_f[32][4];
     uint32_t out_u[32][4];
@@ -234,7 +237,7 @@ void prepare_fiber(Thread& t) {
     t.sp = top - 10;
     t.done = false;
     t.wait_gen = nullptr;
-    t.copies.clear();
+    t.issued.clear(), t.committed.clear();
 }
 
 bool runnable(const Thread& t) { return !t.done && (t.wait_gen == nullptr || *t.wait_gen != t.wait_value); }
@@ -293,20 +296,23 @@ void run_block(Launch& l) {
 
 // A warp collective: every lane of the warp stores its inputs, the last to arrive computes every
 // lane's outputs, the others wait until it has.
-void arrive(Op op, unsigned mask, const std::function<void(Warp&)>& compute) {
+// site: the kernel's call site, so that lanes at two different instructions of one kind are caught too.
+void arrive(Op op, unsigned mask, const void* site, const std::function<void(Warp&)>& compute) {
     Launch& l = launch_of_me();
     Thread& t = me();
     if (mask != kFullMask) fail("%s with mask %#x: the kernels use full warps only", op_name(op), mask);
     Warp& w = l.warps[size_t(t.tid / 32)];
     if (w.arrived == 0) {
         w.op = op;
+        w.site = site;
         for (int lane = 0; lane < 32; ++lane) {
             const int tid = t.tid / 32 * 32 + lane;
             if (tid >= l.threads || state().threads[size_t(tid)].done)
                 fail("%s in a warp whose lane %d has exited or does not exist", op_name(op), lane);
         }
-    } else if (w.op != op) {
-        fail("divergent warp: lane %d is at %s while other lanes are at %s", t.tid % 32, op_name(op), op_name(w.op));
+    } else if (w.op != op || w.site != site) {
+        fail("divergent warp: lane %d is at %s (%p) while other lanes are at %s (%p)", t.tid % 32, op_name(op), site,
+             op_name(w.op), w.site);
     }
     if (++w.arrived == 32) {
         compute(w);
@@ -352,7 +358,7 @@ void sync_threads() {
 }
 
 void sync_warp(unsigned mask) {
-    arrive(Op::kSyncWarp, mask, [](Warp&) {});
+    arrive(Op::kSyncWarp, mask, __builtin_return_address(0), [](Warp&) {});
 }
 
 float shfl_xor(unsigned mask, float value, int lane_mask) {
@@ -361,7 +367,7 @@ float shfl_xor(unsigned mask, float value, int lane_mask) {
     Warp& w = l.warps[size_t(me().tid / 32)];
     w.in_f[lane][0] = value;
     w.in_u[lane][0] = uint32_t(lane_mask);
-    arrive(Op::kShfl, mask, [](Warp& x) {
+    arrive(Op::kShfl, mask, __builtin_return_address(0), [](Warp& x) {
         for (int i = 0; i < 32; ++i) {
             const int from = i ^ int(x.in_u[i][0] & 31);
             x.out_f[i][0] = x.in_f[from][0];
@@ -375,7 +381,7 @@ bool any(unsigned mask, bool predicate) {
     const int lane = me().tid % 32;
     Warp& w = l.warps[size_t(me().tid / 32)];
     w.in_u[lane][0] = predicate ? 1 : 0;
-    arrive(Op::kAny, mask, [](Warp& x) {
+    arrive(Op::kAny, mask, __builtin_return_address(0), [](Warp& x) {
         uint32_t r = 0;
         for (int i = 0; i < 32; ++i) r |= x.in_u[i][0];
         for (int i = 0; i < 32; ++i) x.out_u[i][0] = r;
@@ -404,7 +410,7 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans) {
         addr = 0;
     }
     w.in_u[lane][0] = addr;
-    arrive(trans ? Op::kLdmatrixTrans : Op::kLdmatrix, kFullMask, [trans](Warp& x) {
+    arrive(trans ? Op::kLdmatrixTrans : Op::kLdmatrix, kFullMask, __builtin_return_address(0), [trans](Warp& x) {
         auto elem = [&](int m, int row, int col) {
             uint16_t h;
             std::memcpy(&h, fsig::cuda::smem_raw + x.in_u[8 * m + row][0] + 2 * col, 2);
@@ -431,7 +437,7 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
     Warp& w = l.warps[size_t(me().tid / 32)];
     for (int i = 0; i < 4; ++i) w.in_u[lane][i] = a[i], w.in_f[lane][i] = d[i];
     w.in_u[lane][4] = b0, w.in_u[lane][5] = b1;
-    arrive(bf16 ? Op::kMmaBf16 : Op::kMmaF16, kFullMask, [bf16](Warp& x) {
+    arrive(bf16 ? Op::kMmaBf16 : Op::kMmaF16, kFullMask, __builtin_return_address(0), [bf16](Warp& x) {
         double A[16][16], B[16][8], C[16][8];
         auto lo = [&](uint32_t u) { return double(half_bits_to_float(u & 0xFFFF, bf16)); };
         auto hi = [&](uint32_t u) { return double(half_bits_to_float(u >> 16, bf16)); };
@@ -474,14 +480,21 @@ void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes) {
     }
     const Copy c{dst, src, bytes, src_bytes};
     State& s = state();
-    // the copy lands now or at the wait (either is what the hardware may do)
+    // the copy lands now or once waited for (either is what the hardware may do)
     if (s.shuffle && (s.rng() & 1)) land(c);
-    else me().copies.push_back(c);
+    else me().issued.push_back(c);
 }
 
+void cp_async_commit() {
+    Thread& t = me();
+    t.committed.insert(t.committed.end(), t.issued.begin(), t.issued.end());
+    t.issued.clear();
+}
+
+// cp.async.wait_group 0: the committed groups; copies issued after the last commit stay pending
 void cp_async_wait_all() {
-    for (const Copy& c : me().copies) land(c);
-    me().copies.clear();
+    for (const Copy& c : me().committed) land(c);
+    me().committed.clear();
 }
 
 // ---- memory ----
@@ -511,7 +524,7 @@ void* map_allocation(size_t bytes, bool device) {
     mprotect(base, page, PROT_NONE);
     mprotect(base + page + body, page, PROT_NONE);
     unsigned char* p = base + page + body - rounded;
-    std::memset(p, 0xA5, rounded);  // cudaMalloc leaves memory undefined: not zeros
+    std::memset(p, 0xFF, rounded);  // cudaMalloc leaves memory undefined: NaN in every float format
     state().allocations[reinterpret_cast<uintptr_t>(p)] = Allocation{bytes, device, m, total};
     return p;
 }
@@ -594,7 +607,12 @@ cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
         l.grid = grid, l.block = block, l.smem_bytes = smem_bytes, l.body = body, l.threads = threads;
         l.warps.resize(size_t((threads + 31) / 32));
         st.launch = &l;
-        for (unsigned b = 0; b < grid.x && !l.failed; ++b) {
+        // blocks in a random order too (the hardware promises none)
+        std::vector<unsigned> blocks(grid.x);
+        for (unsigned b = 0; b < grid.x; ++b) blocks[b] = b;
+        if (st.shuffle) std::shuffle(blocks.begin(), blocks.end(), st.rng);
+        for (unsigned b : blocks) {
+            if (l.failed) break;
             l.block_idx = uint3{b, 0, 0};
             run_block(l);
         }
@@ -637,7 +655,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     if (device != 0) return fsig::emu::set_last(cudaErrorInvalidDevice);
     std::memset(prop, 0, sizeof *prop);
     std::snprintf(prop->name, sizeof prop->name, "FlashSig SIMT emulator (CPU)");
-    prop->major = 9, prop->minor = 0;
+    prop->major = 8, prop->minor = 0;
     prop->multiProcessorCount = 1;
     prop->sharedMemPerBlock = 48 * 1024;
     prop->sharedMemPerBlockOptin = fsig::cuda::kSharedMax;

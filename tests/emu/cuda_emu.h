@@ -8,12 +8,15 @@
 //
 // What it checks beyond the numbers (each a launch failure, reported with the thread and the reason):
 // __syncthreads that not every live thread reaches (deadlock), warp collectives reached by only part
-// of a warp or by different collectives, ldmatrix/cp.async addresses outside the launch's dynamic shared
-// memory or misaligned, cp.async reads outside every allocation, shared memory written past the launch's
-// size, launches above 48 KiB of shared memory without cudaFuncSetAttribute. Shared memory is poisoned
-// (0xFF: NaN in fp16, bf16 and fp32) before every block; cp.async copies land either when issued or at
-// cp.async.wait (chosen at random per copy), and threads run in a random order between synchronisation
-// points (FSIG_EMU_SEED; 0: fixed order, late copies), so a missing wait or barrier changes the result.
+// of a warp or at different collectives (kind or call site), ldmatrix/cp.async addresses outside the
+// launch's dynamic shared memory or misaligned, cp.async reads outside every allocation, shared memory
+// written past the launch's size, launches above 48 KiB of shared memory without cudaFuncSetAttribute,
+// writes past a device allocation (guard pages: the process faults). Shared memory is poisoned
+// (0xFF: NaN in fp16, bf16 and fp32) before every block, device memory at allocation; a cp.async copy
+// lands either when issued or at the cp.async.wait_group 0 after its commit (chosen at random per copy);
+// blocks, and threads between synchronisation points, run in a random order (FSIG_EMU_SEED; 0: fixed
+// order, late copies), so a missing wait, commit or barrier changes the result. The emulated device has
+// sm_80's 163 KiB of shared memory per block (the smallest compiled target).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -47,6 +50,7 @@ uint32_t shared_offset(const void* p);
 void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans);
 void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16);
 void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes);
+void cp_async_commit();
 void cp_async_wait_all();
 
 // ---- launches (FSIG_LAUNCH in native/cuda/launch.h) ----
@@ -132,7 +136,7 @@ inline void ldsm_x4(uint32_t (&r)[4], uint32_t addr) { emu::ldmatrix_x4(r, addr,
 inline void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) { emu::ldmatrix_x4(r, addr, true); }
 inline void cp_async_16(uint32_t dst, const void* src, int src_bytes) { emu::cp_async(dst, src, 16, src_bytes); }
 inline void cp_async_4(uint32_t dst, const void* src, int src_bytes) { emu::cp_async(dst, src, 4, src_bytes); }
-inline void cp_async_commit() {}  // the kernels wait for all groups (wait_group 0) only
+inline void cp_async_commit() { emu::cp_async_commit(); }
 inline void cp_async_wait_all() { emu::cp_async_wait_all(); }
 
 // ex2.approx.ftz / rcp.approx.ftz: the exact values (the hardware's error, ~2 ulp, is far below the
@@ -142,11 +146,3 @@ inline float ex2(float x) { return ftz(std::exp2(ftz(x))); }
 inline float rcp(float x) { return ftz(1.f / ftz(x)); }
 
 }  // namespace fsig::cuda
-
-// The linear-attention kernels declare their shared memory inside an unnamed namespace, which gives the
-// name internal linkage outside nvcc: each unit gets its own (the largest role needs < 128 KiB)
-namespace fsig::cuda::lin {
-namespace {
-[[maybe_unused]] alignas(128) float4 linear_smem[128 * 1024 / sizeof(float4)];
-}
-}  // namespace fsig::cuda::lin

@@ -47,13 +47,22 @@ uint16_t to_half(float x) {
 }
 
 // ---- tensor cores: D = A B + C, fragments per the PTX ISA (g = lane / 4, t = lane % 4) ----
+uint16_t to_bf16(float x) {
+    const __nv_bfloat16 h = __float2bfloat16_rn(x);
+    uint16_t u;
+    std::memcpy(&u, &h, 2);
+    return u;
+}
+
 struct MmaArgs {
     const float *a, *b, *c;  // A 16x16, B 16x8 (k x n), C 16x8, row-major
     float* d;
+    bool bf16;
 };
 void mma_kernel(MmaArgs p) {
     const int lane = int(threadIdx.x), g = lane / 4, t = lane % 4;
-    auto pack = [](float lo, float hi) { return uint32_t(to_half(lo)) | uint32_t(to_half(hi)) << 16; };
+    auto bits = [&](float x) { return uint32_t(p.bf16 ? to_bf16(x) : to_half(x)); };
+    auto pack = [&](float lo, float hi) { return bits(lo) | bits(hi) << 16; };
     const uint32_t a[4] = {pack(p.a[g * 16 + 2 * t], p.a[g * 16 + 2 * t + 1]),
                            pack(p.a[(g + 8) * 16 + 2 * t], p.a[(g + 8) * 16 + 2 * t + 1]),
                            pack(p.a[g * 16 + 2 * t + 8], p.a[g * 16 + 2 * t + 9]),
@@ -61,7 +70,8 @@ void mma_kernel(MmaArgs p) {
     const uint32_t b0 = pack(p.b[(2 * t) * 8 + g], p.b[(2 * t + 1) * 8 + g]);
     const uint32_t b1 = pack(p.b[(2 * t + 8) * 8 + g], p.b[(2 * t + 9) * 8 + g]);
     float d[4] = {p.c[g * 8 + 2 * t], p.c[g * 8 + 2 * t + 1], p.c[(g + 8) * 8 + 2 * t], p.c[(g + 8) * 8 + 2 * t + 1]};
-    fsig::cuda::Mma<__half>::run(d, a, b0, b1);
+    if (p.bf16) fsig::cuda::Mma<__nv_bfloat16>::run(d, a, b0, b1);
+    else fsig::cuda::Mma<__half>::run(d, a, b0, b1);
     p.d[g * 8 + 2 * t] = d[0], p.d[g * 8 + 2 * t + 1] = d[1];
     p.d[(g + 8) * 8 + 2 * t] = d[2], p.d[(g + 8) * 8 + 2 * t + 1] = d[3];
 }
@@ -74,13 +84,16 @@ void check_mma() {
     cudaMalloc(reinterpret_cast<void**>(&d), 128 * 4);
     for (int i = 0; i < 256; ++i) a[i] = float((i * 7) % 11 - 5);
     for (int i = 0; i < 128; ++i) b[i] = float((i * 5) % 9 - 4), c[i] = float(i % 3);
-    CHECK(run(mma_kernel, 32, 0, MmaArgs{a, b, c, d}) == cudaSuccess, "mma launch");
-    for (int r = 0; r < 16; ++r)
-        for (int n = 0; n < 8; ++n) {
-            float want = c[r * 8 + n];
-            for (int k = 0; k < 16; ++k) want += a[r * 16 + k] * b[k * 8 + n];
-            CHECK(d[r * 8 + n] == want, "mma D[%d][%d] = %g, want %g", r, n, d[r * 8 + n], want);
-        }
+    for (bool bf16 : {false, true}) {
+        CHECK(run(mma_kernel, 32, 0, MmaArgs{a, b, c, d, bf16}) == cudaSuccess, "mma launch");
+        for (int r = 0; r < 16; ++r)
+            for (int n = 0; n < 8; ++n) {
+                float want = c[r * 8 + n];
+                for (int k = 0; k < 16; ++k) want += a[r * 16 + k] * b[k * 8 + n];
+                CHECK(d[r * 8 + n] == want, "mma (%s) D[%d][%d] = %g, want %g", bf16 ? "bf16" : "f16", r, n,
+                      d[r * 8 + n], want);
+            }
+    }
     cudaFree(a), cudaFree(b), cudaFree(c), cudaFree(d);
 }
 
@@ -120,7 +133,7 @@ void check_ldmatrix() {
 // ---- cp.async: with FSIG_EMU_SEED=0 a copy lands at the wait, so a read before it sees the poison ----
 struct CopyArgs {
     const uint32_t* src;
-    uint32_t* out;  // [0]: read before the wait, [1]: after
+    uint32_t* out;  // [0]: read before the wait, [1]: after; [2]: a copy waited for but never committed
 };
 void copy_kernel(CopyArgs p) {
     if (threadIdx.x != 0) return;
@@ -129,16 +142,20 @@ void copy_kernel(CopyArgs p) {
     p.out[0] = reinterpret_cast<const uint32_t*>(smem_raw)[0];
     fsig::cuda::cp_async_wait_all();
     p.out[1] = reinterpret_cast<const uint32_t*>(smem_raw)[0];
+    fsig::cuda::cp_async_16(16, p.src, 16);  // no commit: wait_group 0 does not wait for it
+    fsig::cuda::cp_async_wait_all();
+    p.out[2] = reinterpret_cast<const uint32_t*>(smem_raw)[4];
 }
 
 void check_cp_async_late() {
     uint32_t *src, *out;
     cudaMalloc(reinterpret_cast<void**>(&src), 16);
-    cudaMalloc(reinterpret_cast<void**>(&out), 8);
+    cudaMalloc(reinterpret_cast<void**>(&out), 12);
     src[0] = 0x12345678u;
     CHECK(run(copy_kernel, 32, 64, CopyArgs{src, out}) == cudaSuccess, "cp.async launch");
     CHECK(out[0] == 0xFFFFFFFFu, "before the wait shared memory holds the poison, not %#x", out[0]);
     CHECK(out[1] == 0x12345678u, "after the wait the copy has landed (%#x)", out[1]);
+    CHECK(out[2] == 0xFFFFFFFFu, "an uncommitted copy landed at the wait (%#x)", out[2]);
     cudaFree(src), cudaFree(out);
 }
 
@@ -182,6 +199,10 @@ void divergent_kernel(NoArgs) {
     if (threadIdx.x % 32 < 16) (void)__shfl_xor_sync(0xffffffffu, 1.f, 1);
     else __syncwarp();
 }
+void divergent_site_kernel(NoArgs) {  // the same collective at two call sites
+    if (threadIdx.x % 32 < 16) (void)__shfl_xor_sync(0xffffffffu, 1.f, 1);
+    else (void)__shfl_xor_sync(0xffffffffu, 2.f, 2);
+}
 void deadlock_kernel(NoArgs) {
     if (threadIdx.x == 0) __syncthreads();
     else __syncwarp();
@@ -223,6 +244,8 @@ bool child_fails(const std::function<cudaError_t()>& fn) {
 
 void check_detectors() {
     CHECK(child_fails([] { return run(divergent_kernel, 64, 0, NoArgs{}); }), "divergent collectives not reported");
+    CHECK(child_fails([] { return run(divergent_site_kernel, 64, 0, NoArgs{}); }),
+          "one collective at two call sites not reported");
     CHECK(child_fails([] { return run(deadlock_kernel, 64, 0, NoArgs{}); }), "deadlock not reported");
     CHECK(child_fails([] { return run(smem_overrun_kernel, 32, 1024, NoArgs{}); }),
           "shared memory written past the launch's size not reported");
@@ -266,6 +289,6 @@ int main() {
         std::printf("%d check(s) failed\n", g_failures);
         return 1;
     }
-    std::printf("emulator self-check: tensor cores, ldmatrix, cp.async, capture and 10 detectors ok\n");
+    std::printf("emulator self-check: tensor cores (f16, bf16), ldmatrix, cp.async, capture and 9 detectors ok\n");
     return 0;
 }

@@ -449,6 +449,7 @@ TEST(cuda_refusals) {
         {"no workspace", nullptr, 0, FSIG_ERROR_BUFFER_TOO_SMALL, "workspace_size_ex"},
         {"workspace one byte short", ws.mem.get(), ws.bytes - 1, FSIG_ERROR_BUFFER_TOO_SMALL, "workspace_bytes"},
         {"workspace in host memory", host_ws.data(), ws.bytes, FSIG_ERROR_INVALID_DEVICE, "params.workspace"},
+        {"workspace overlapping dbias", e.dbias.data(), ws.bytes, FSIG_ERROR_ALIASING, "params.workspace overlaps"},
     };
     for (const Refusal& r : refusals) {
         fsig_attention_params pw = p;
