@@ -42,7 +42,8 @@ typedef enum fsig_status {
     FSIG_ERROR_INVALID_DEVICE = 5,  /* unknown device, or tensors on different devices */
     FSIG_ERROR_BUFFER_TOO_SMALL = 6,/* shape and strides reach beyond capacity_bytes */
     FSIG_ERROR_MISALIGNED = 7,      /* data pointer not aligned to its element size (or GPU rule) */
-    FSIG_ERROR_ALIASING = 8,        /* an output overlaps an input or another output */
+    FSIG_ERROR_ALIASING = 8,        /* an output shares an element with an input or another output
+                                       (views into one fused buffer that share none are fine) */
     FSIG_ERROR_INVALID_PARAMS = 9,  /* a parameter value is out of its range */
     FSIG_ERROR_UNSUPPORTED = 10,    /* valid, but this backend has no kernel for it (dtype, d, ...) */
     FSIG_ERROR_NO_DEVICE = 11,      /* a CUDA tensor but no CUDA device or driver is present */

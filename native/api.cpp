@@ -15,6 +15,7 @@
 #include "cuda/cuda_backend.h"
 #include "flashsig.h"
 #include "internal.h"
+#include "overlap.h"
 
 namespace fsig {
 namespace {
@@ -153,8 +154,19 @@ int check_no_self_overlap(const Checked& c, int rank) {
     return FSIG_OK;
 }
 
+ViewShape view_shape(const Checked& c) {
+    ViewShape v{};
+    v.base = reinterpret_cast<uintptr_t>(c.view.data);
+    v.esize = c.view.data != nullptr ? dtype_size(c.view.dtype) : 0;  // 0: a raw byte range (the workspace)
+    v.rank = 4;
+    for (int i = 0; i < 4; ++i) v.shape[i] = c.view.shape[i], v.stride[i] = c.view.stride[i];
+    v.begin = c.begin, v.end = c.end;
+    return v;
+}
+
+// No shared byte (overlap.h: exact for views into one fused buffer, else by byte range).
 int check_disjoint(const Checked& out, const Checked& other) {
-    if (out.begin < other.end && other.begin < out.end)
+    if (views_overlap(view_shape(out), view_shape(other)))
         return fail(FSIG_ERROR_ALIASING, "%s overlaps %s in memory: outputs must not share bytes with any other tensor",
                     out.name, other.name);
     return FSIG_OK;
