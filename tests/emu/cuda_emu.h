@@ -32,6 +32,10 @@
 #include <utility>
 
 #define __launch_bounds__(...)
+// A static __shared__ variable would become a per-thread local here: the kernels use the dynamic shared
+// memory only (native/cuda/launch.h: smem_raw), and this makes any other a compile error.
+#undef __shared__
+#define __shared__ static_shared_memory_is_not_emulated_use_smem_raw
 
 namespace fsig::emu {
 
