@@ -24,16 +24,19 @@ import java.util.Objects;
  * <p>The extension tensors must be on the call's device, q's: host tensors and masks for a CPU call,
  * device ones for a CUDA call ({@link Cuda#allocate(java.lang.foreign.Arena, DType, Device, long...)},
  * {@link Cuda#allocateMask}, filled with {@code Cuda.copy}) — another device gives
- * {@link FlashSigException.Status#INVALID_DEVICE} naming the tensor. On CUDA the bias gradient
+ * {@link FlashSigException.Status#INVALID_DEVICE} naming the tensor. On CUDA a bias gradient
  * ({@code dbias} of {@link FlashSig#backward(AttentionSpec, AttentionExtras, Tensor, Tensor, Tensor, Tensor,
- * Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) backward}) must have the bias's full shape
- * {@code [B, Hq, Nq, Nk]}: a broadcast dbias gives {@link FlashSigException.Status#UNSUPPORTED} there (the
- * CPU takes it).
+ * Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) backward}) broadcast over B, Hq or Nq — any shape but the
+ * bias's full {@code [B, Hq, Nq, Nk]}, a key-padding {@code [B, 1, 1, Nk]} for one — needs the
+ * {@link #workspace(BackwardWorkspace) workspace} for its partial sums, sized by
+ * {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)} (allocated by
+ * {@link Cuda#allocateBackwardWorkspace(java.lang.foreign.Arena, AttentionSpec, Tensor, Tensor)}); without
+ * it the backward fails with {@link FlashSigException.Status#BUFFER_TOO_SMALL}. The CPU needs none.
  *
  * <p>Besides the tensors, the two things a call runs with: the {@link #stream(CudaStream) stream} of a
- * CUDA call, and the {@link #workspace(BackwardWorkspace) workspace} of the fast CUDA backward (which
- * the forward ignores), so that one {@code AttentionExtras}, built once, serves every call of a training
- * step.
+ * CUDA call, and the {@link #workspace(BackwardWorkspace) workspace} of the CUDA backward (the fast
+ * path's, a broadcast dbias's; the forward ignores it), so that one {@code AttentionExtras}, built once,
+ * serves every call of a training step.
  */
 public final class AttentionExtras {
     private static final AttentionExtras NONE = new AttentionExtras(null, null, null, null, null, null);
@@ -99,9 +102,9 @@ public final class AttentionExtras {
     }
 
     /**
-     * The workspace of the fast CUDA backward (see {@link BackwardWorkspace}; null = none: the
-     * deterministic kernels run). It must be on q's device; an empty one (CPU, deterministic spec)
-     * changes nothing. The forward ignores it.
+     * The workspace of the CUDA backward (see {@link BackwardWorkspace}; null = none: the deterministic
+     * kernels run, and a broadcast dbias is refused). It must be on q's device; an empty one (CPU,
+     * deterministic spec without a broadcast dbias) changes nothing. The forward ignores it.
      */
     public AttentionExtras workspace(BackwardWorkspace workspace) {
         return new AttentionExtras(alibi, bias, mask, blockLayout, stream, workspace);

@@ -112,7 +112,8 @@ public final class AttentionSpec {
 
     /**
      * Backward gives the same bits on every run (the CPU always does): on CUDA the two deterministic
-     * kernels run even when a {@link BackwardWorkspace} is given.
+     * kernels run even when a {@link BackwardWorkspace} is given (a broadcast dbias still sums its partial
+     * sums there, deterministically).
      */
     public AttentionSpec deterministic(boolean deterministic) {
         return new AttentionSpec(score, scale, sigmoidBias, alpha, causal, windowLeft, windowRight, deterministic,

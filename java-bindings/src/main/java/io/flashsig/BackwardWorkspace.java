@@ -6,12 +6,20 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
- * Scratch memory for the fast CUDA backward: an fp32 dQ of B·Hq·Nq·d floats in the memory of the
- * call's device, into which one dK/dV kernel adds each key tile's share of dQ with atomics (the header's
- * {@code params.workspace}; DESIGN.md §5). Without one, or with {@link AttentionSpec#deterministic(boolean)
- * deterministic} specs, or when {@code dbias} is asked for, the CUDA backward runs its two deterministic
- * kernels instead. dK and dV are the same bits either way; dQ may differ in its last bits from run to run
- * on the fast path (the order of the atomic additions varies), within DESIGN.md §6 of the deterministic one.
+ * Scratch memory for the fast CUDA backward (and for a broadcast bias gradient; below): an fp32 dQ of
+ * B·Hq·Nq·d floats in the memory of the call's device, into which one dK/dV kernel adds each key tile's
+ * share of dQ with atomics (the header's {@code params.workspace}; DESIGN.md §5). Without one, or with
+ * {@link AttentionSpec#deterministic(boolean) deterministic} specs, or when {@code dbias} is asked for,
+ * the CUDA backward runs its two deterministic kernels instead. dK and dV are the same bits either way; dQ
+ * may differ in its last bits from run to run on the fast path (the order of the atomic additions varies),
+ * within DESIGN.md §6 of the deterministic one.
+ *
+ * <p>It also holds the partial sums of a bias gradient broadcast over B, Hq or Nq (a {@code dbias} of any
+ * shape but the full {@code [B, Hq, Nq, Nk]}, such as a key-padding {@code [B, 1, 1, Nk]}): on CUDA such a
+ * dbias is summed in two deterministic steps through the workspace, and a backward asking for one without
+ * a workspace of {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)} bytes fails with
+ * {@link FlashSigException.Status#BUFFER_TOO_SMALL} naming that size query, deterministic spec or not;
+ * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor, Tensor)} allocates one.
  *
  * <p>Allocate one once, outside the training loop, and pass it with every backward through
  * {@link AttentionExtras#workspace(BackwardWorkspace)}; a call then allocates nothing:
@@ -27,8 +35,11 @@ import java.lang.foreign.MemorySegment;
  * <ul>
  * <li><b>Size.</b> {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)}: B·Hq·Nq·d·4 for a CUDA q,
  * a softmax or pointwise score and a non-deterministic spec; 0 otherwise (CPU tensors, deterministic
- * specs, the linear scores — which never use one). A larger workspace serves smaller problems too, so one
- * sized for the largest batch and sequence length serves them all
+ * specs, the linear scores — which never use one). With a broadcast dbias,
+ * {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)}: B·Hq·G·Nk·4, G = Nq when dbias
+ * keeps Nq and ⌈Nq/16⌉ when it broadcasts Nq; 0 for a full-shaped dbias or CPU tensors. A larger
+ * workspace serves smaller problems too, so one sized for the largest batch and sequence length — and,
+ * where calls with and without dbias share it, the larger of the two sizes — serves them all
  * ({@link Cuda#allocateBackwardWorkspace(Arena, Device, long)}); a smaller one fails the call with
  * {@link FlashSigException.Status#BUFFER_TOO_SMALL} naming {@code params.workspace_bytes}.</li>
  * <li><b>Empty workspaces.</b> A workspace of 0 bytes (what a CPU device, a deterministic spec or a linear
@@ -48,7 +59,7 @@ import java.lang.foreign.MemorySegment;
  */
 public final class BackwardWorkspace {
     private final Device device;
-    private final MemorySegment memory;   // B·Hq·Nq·d·4 bytes (or more) on device; NULL when empty
+    private final MemorySegment memory;   // backwardWorkspaceBytes (or more) on device; NULL when empty
     private final long bytes;
     /**
      * This workspace's own fsig_attention_params (in its arena): a call copies its spec's params here and

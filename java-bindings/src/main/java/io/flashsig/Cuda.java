@@ -71,17 +71,34 @@ public final class Cuda {
      * A workspace for the fast CUDA backward of problems like {@code q}'s under {@code spec} (see
      * {@link BackwardWorkspace}): {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)} bytes on
      * q's device, freed when {@code arena} closes. An empty one (0 bytes, nothing allocated on the device)
-     * where the call needs none: a CPU q, a deterministic spec, a linear score.
+     * where the call needs none: a CPU q, a deterministic spec, a linear score. The same as
+     * {@link #allocateBackwardWorkspace(Arena, AttentionSpec, Tensor, Tensor)} with {@code dbias} null.
      */
     public static BackwardWorkspace allocateBackwardWorkspace(Arena arena, AttentionSpec spec, Tensor q) {
+        return allocateBackwardWorkspace(arena, spec, q, null);
+    }
+
+    /**
+     * A workspace for CUDA backwards with the bias gradient {@code dbias} of problems like {@code q}'s under
+     * {@code spec} ({@code dbias} null: {@link #allocateBackwardWorkspace(Arena, AttentionSpec, Tensor)}):
+     * {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)} bytes on q's device, freed when
+     * {@code arena} closes — the partial sums of a dbias broadcast over B, Hq or Nq, which needs one. An
+     * empty one where the call needs none: a CPU q, a full-shaped dbias {@code [B, Hq, Nq, Nk]}. A call
+     * without dbias given it (a non-deterministic spec) takes the fast backward, which needs
+     * {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)} bytes and fails with
+     * {@link Status#BUFFER_TOO_SMALL} on fewer: for both kinds of call allocate the larger of the two sizes
+     * ({@link #allocateBackwardWorkspace(Arena, Device, long)}).
+     */
+    public static BackwardWorkspace allocateBackwardWorkspace(Arena arena, AttentionSpec spec, Tensor q,
+                                                              Tensor dbias) {
         Objects.requireNonNull(arena, "arena");
-        long bytes = FlashSig.backwardWorkspaceBytes(spec, q);
+        long bytes = FlashSig.backwardWorkspaceBytes(spec, q, dbias);
         return allocateBackwardWorkspace(arena, q.device(), bytes);
     }
 
     /**
      * A workspace of {@code bytes} on {@code device}, freed when {@code arena} closes: one sized for the
-     * largest problem ({@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)}) serves every
+     * largest problem ({@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)}) serves every
      * smaller one. The CPU needs none: {@link Device#CPU} (or {@code bytes} 0) gives an empty workspace,
      * which every call accepts and ignores. Its content is undefined (each call overwrites it).
      */

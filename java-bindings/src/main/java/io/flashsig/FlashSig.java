@@ -44,7 +44,7 @@ import static io.flashsig.FlashSigException.Status;
  * </ul>
  * Results are the same either way. CUDA tensors pass through to the native library (which reports
  * {@code NO_DEVICE} without a GPU); device memory, copies and streams are {@link Cuda}'s, and the fast
- * CUDA backward's scratch memory is a {@link BackwardWorkspace}.
+ * CUDA backward's scratch memory (and that of a broadcast bias gradient) is a {@link BackwardWorkspace}.
  *
  * <h2>Errors</h2>
  * Every failure is a {@link FlashSigException} whose message names the argument and the rule, and no
@@ -166,8 +166,10 @@ public final class FlashSig {
      * with the tensors of {@code extras}, and the bias gradient: {@code dbias} (may be null) receives
      * dL/dbias = dS summed over the bias's broadcast dimensions (over every query row too for a bias
      * broadcast over Nq, such as a key-padding bias) — the bias's shape and dtype; every element is
-     * written (0 where masked); deterministic. On a CUDA device {@code dbias} needs the bias's full shape
-     * {@code [B, Hq, Nq, Nk]} (a broadcast one gives {@link Status#UNSUPPORTED}; the CPU takes it).
+     * written (0 where masked); deterministic. On a CUDA device a {@code dbias} broadcast over B, Hq or Nq
+     * (any shape but the full {@code [B, Hq, Nq, Nk]}) is summed through {@code extras.workspace()}, which it
+     * then needs: {@link #backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)} bytes, whatever the spec's
+     * determinism; without it the call fails with {@link Status#BUFFER_TOO_SMALL} and writes nothing.
      *
      * <p>On CUDA, {@code extras.workspace()} selects the fast backward (one dK/dV kernel adding dQ with
      * atomics; see {@link BackwardWorkspace}) unless the spec is deterministic or {@code dbias} is given;
@@ -214,9 +216,24 @@ public final class FlashSig {
      * {@code spec}: B·Hq·Nq·d·4 (an fp32 dQ) for a CUDA q, a softmax or pointwise score and a
      * non-deterministic spec; 0 where a backward would use none (a CPU q, a deterministic spec, the
      * linear scores). Reads q's shape, dtype and device only. See {@link BackwardWorkspace} and
-     * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor)}.
+     * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor)}. The same as
+     * {@link #backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)} with {@code dbias} null.
      */
     public static long backwardWorkspaceBytes(AttentionSpec spec, Tensor q) {
+        return backwardWorkspaceBytes(spec, q, null);
+    }
+
+    /**
+     * Bytes of the workspace a backward with the bias gradient {@code dbias} needs for problems like
+     * {@code q}'s under {@code spec} ({@code dbias} null: {@link #backwardWorkspaceBytes(AttentionSpec,
+     * Tensor)}). On CUDA a {@code dbias} broadcast over B, Hq or Nq is summed in two deterministic steps
+     * through the workspace, whatever the spec's determinism: B·Hq·G·Nk·4 bytes of fp32 partial sums, G = Nq
+     * when dbias keeps Nq and ⌈Nq/16⌉ when it broadcasts Nq (a key-padding dbias {@code [B, 1, 1, Nk]} needs
+     * B·Hq·⌈Nq/16⌉·Nk·4). A full-shaped dbias {@code [B, Hq, Nq, Nk]}, and any dbias with a CPU q, needs
+     * none: 0. Reads q's and dbias's shapes and q's device only (not their data); a dbias that is not
+     * {@code [B|1, Hq|1, Nq|1, Nk]} for q fails with {@link Status#INVALID_SHAPE} naming it.
+     */
+    public static long backwardWorkspaceBytes(AttentionSpec spec, Tensor q, Tensor dbias) {
         NativeLibrary.load();
         checkSpec(spec);
         if (q == null) throw new FlashSigException(Status.NULL_ARGUMENT, "q is null");
@@ -224,10 +241,12 @@ public final class FlashSig {
             MemorySegment bytes = tmp.allocate(ValueLayout.JAVA_LONG);
             int status;
             try {
-                status = FlashSigNative.fsig_attention_backward_workspace_size(spec.nativeParams(), q.descriptor, bytes);
+                status = FlashSigNative.fsig_attention_backward_workspace_size_ex(spec.nativeParams(), q.descriptor,
+                        dbias == null ? MemorySegment.NULL : dbias.descriptor, bytes);
             } finally {
                 java.lang.ref.Reference.reachabilityFence(spec);
                 java.lang.ref.Reference.reachabilityFence(q);
+                java.lang.ref.Reference.reachabilityFence(dbias);
             }
             if (status != 0) throw nativeError(status);
             return bytes.get(ValueLayout.JAVA_LONG, 0);

@@ -26,9 +26,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The fast CUDA backward's workspace through the Java API, as far as a machine without a GPU can see it:
- * the size query, empty workspaces, the CPU ignoring a workspace (results bit for bit those of a call
- * without one, through every downcall path), the per-call params that carry it, and the refusals. The
- * device half is in {@link CudaTest}.
+ * the size query (with and without a bias gradient), empty workspaces, the CPU ignoring a workspace
+ * (results bit for bit those of a call without one, through every downcall path), the per-call params
+ * that carry it, and the refusals. The device half is in {@link CudaTest}, a broadcast dbias's in
+ * {@link CudaMaskTest}.
  */
 class BackwardWorkspaceTest {
     static final Device GPU = Device.cuda(0);
@@ -83,6 +84,77 @@ class BackwardWorkspaceTest {
                 foreignDeviceTensor(DType.BF16, 100, 4, 64)), "q.ndim is 3");
         expect(Status.INVALID_PARAMS, () -> FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax().window(-5, 0), dev),
                 "params.window_left");
+    }
+
+    /**
+     * The size query with a bias gradient: on CUDA a dbias broadcast over B, Hq or Nq needs B·Hq·G·Nk·4
+     * bytes of partial sums (G = Nq when dbias keeps Nq, ⌈Nq/16⌉ when it broadcasts it), deterministic spec
+     * or not; a full-shaped dbias and CPU tensors need none; dbias null is the query without it.
+     */
+    @Test
+    void sizeQueryWithDbias() {
+        long b = 2, nq = 100, hq = 4, nk = 47, groups = (nq + 15) / 16; // 7 groups of 16 query rows
+        long[] shape = {b, nq, hq, 64};
+        Tensor dev = foreignDeviceTensor(DType.BF16, shape);
+        long[][] dbiasShapes = {{b, 1, 1, nk}, {1, 1, 1, nk}, {b, hq, 1, nk}, {1, hq, nq, nk}, {b, 1, nq, nk},
+                {1, 1, nq, nk}, {b, hq, nq, nk}};
+        long[] want = {b * hq * groups * nk * 4, b * hq * groups * nk * 4, b * hq * groups * nk * 4,
+                b * hq * nq * nk * 4, b * hq * nq * nk * 4, b * hq * nq * nk * 4, 0};
+        try (Arena arena = Arena.ofConfined()) {
+            Tensor cpu = Tensor.allocate(arena, DType.FP32, shape);
+            for (int i = 0; i < dbiasShapes.length; i++) {
+                String what = "dbias " + java.util.Arrays.toString(dbiasShapes[i]);
+                Tensor dbias = foreignDeviceTensor(DType.FP32, dbiasShapes[i]);
+                for (AttentionSpec spec : new AttentionSpec[] {AttentionSpec.softmax(),
+                        AttentionSpec.softmax().deterministic(true), AttentionSpec.of(Score.SIGMOID).causal()}) {
+                    assertEquals(want[i], FlashSig.backwardWorkspaceBytes(spec, dev, dbias), what + ", " + spec);
+                    assertEquals(0, FlashSig.backwardWorkspaceBytes(spec, cpu, Tensor.allocate(arena, DType.FP32,
+                            dbiasShapes[i])), "the CPU needs none: " + what + ", " + spec);
+                }
+                // the dtype of dbias does not change it
+                assertEquals(want[i], FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), dev,
+                        foreignDeviceTensor(DType.BF16, dbiasShapes[i])), what + " bf16");
+            }
+            // dbias null: the query without it (the fast backward's fp32 dQ, or 0 when deterministic)
+            assertEquals(b * hq * nq * 64 * 4, FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), dev, null));
+            assertEquals(0, FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax().deterministic(true), dev, null));
+            // dbias's data are not read: its arena may be closed
+            Tensor closed;
+            try (Arena a = Arena.ofConfined()) {
+                closed = Tensor.allocate(a, DType.FP32, b, 1, 1, nk);
+            }
+            assertEquals(0, FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), cpu, closed));
+        }
+        Tensor keyPadding = foreignDeviceTensor(DType.FP32, b, 1, 1, nk);
+        expect(Status.NULL_ARGUMENT, () -> FlashSig.backwardWorkspaceBytes(null, dev, keyPadding), "spec is null");
+        expect(Status.NULL_ARGUMENT, () -> FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), null, keyPadding),
+                "q is null");
+        expect(Status.INVALID_SHAPE, () -> FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), dev,
+                foreignDeviceTensor(DType.FP32, b, 1, nk)), "dbias.ndim is 3");
+        expect(Status.INVALID_SHAPE, () -> FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), dev,
+                foreignDeviceTensor(DType.FP32, b, 3, 1, nk)), "dbias.shape[1] is 3 but must be 1 or Hq = 4");
+        expect(Status.INVALID_SHAPE, () -> FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), dev,
+                foreignDeviceTensor(DType.FP32, b, hq, nq + 1, nk)), "dbias.shape[2] is 101 but must be 1 or Nq = 100");
+        try (Arena arena = Arena.ofConfined()) {
+            // the factory: the query's bytes on q's device; nothing allocated where it is 0
+            BackwardWorkspace full = Cuda.allocateBackwardWorkspace(arena, AttentionSpec.softmax(), dev,
+                    foreignDeviceTensor(DType.FP32, b, hq, nq, nk));
+            assertEquals(0, full.byteSize(), "a full-shaped dbias needs no workspace");
+            assertEquals(GPU, full.device());
+            Tensor cpu = Tensor.allocate(arena, DType.FP32, shape);
+            BackwardWorkspace onCpu = Cuda.allocateBackwardWorkspace(arena, AttentionSpec.softmax(), cpu,
+                    Tensor.allocate(arena, DType.FP32, b, 1, 1, nk));
+            assertEquals(0, onCpu.byteSize());
+            assertEquals(Device.CPU, onCpu.device());
+            expect(Status.NULL_ARGUMENT, () -> Cuda.allocateBackwardWorkspace(arena, null, dev, keyPadding),
+                    "spec is null");
+            expect(Status.NULL_ARGUMENT, () -> Cuda.allocateBackwardWorkspace(arena, AttentionSpec.softmax(), null,
+                    keyPadding), "q is null");
+            expect(Status.INVALID_SHAPE, () -> Cuda.allocateBackwardWorkspace(arena, AttentionSpec.softmax(), dev,
+                    foreignDeviceTensor(DType.FP32, b, 3, 1, nk)), "dbias.shape[1] is 3");
+            assertThrows(NullPointerException.class, () -> Cuda.allocateBackwardWorkspace(null,
+                    AttentionSpec.softmax(), dev, keyPadding));
+        }
     }
 
     @Test

@@ -18,7 +18,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 /**
  * Masks and block layouts in device memory ({@link Cuda#allocateMask}, {@link Cuda#copy(Mask, Mask, CudaStream)},
  * {@link Mask#wrap(MemorySegment, Device, long[], long[])}): their refusals everywhere, and on a machine
- * with a CUDA device a masked, block-sparse forward and backward against the same call on the CPU.
+ * with a CUDA device a masked, block-sparse forward and backward against the same call on the CPU, and
+ * the gradient of a bias broadcast over B, Hq or Nq (which needs the workspace) against the CPU's.
  */
 class CudaMaskTest {
     static final Device GPU = Device.cuda(0);
@@ -230,6 +231,132 @@ class CudaMaskTest {
                 for (int j = 0; j < g.length; j++)
                     assertTrue(Math.abs(g[j] - c[j]) <= 2e-2 * (1 + Math.abs(c[j])),
                             score + " " + names[i] + "[" + j + "]: gpu " + g[j] + ", cpu " + c[j]);
+            }
+        }
+        Cuda.synchronize(GPU);
+    }
+
+    /** The broadcast biases whose gradient the device sums through the workspace: shape, dtype, score. */
+    enum BroadcastBias {
+        /** [B, 1, 1, Nk], fp32, the last keys of batch 1 padded (−∞): dbias sums dS over Hq and every query row. */
+        KEY_PADDING(new long[] {DB, 1, 1, DNK}, DType.FP32, AttentionSpec.softmax().causal()),
+        /** [1, Hq, Nq, Nk], bf16 as q: dbias sums dS over the batch. */
+        PER_HEAD(new long[] {1, H, DNQ, DNK}, DType.BF16, AttentionSpec.of(Score.SIGMOID));
+
+        final long[] shape;
+        final DType dtype;
+        final AttentionSpec spec;
+
+        BroadcastBias(long[] shape, DType dtype, AttentionSpec spec) {
+            this.shape = shape;
+            this.dtype = dtype;
+            this.spec = spec;
+        }
+
+        /** The workspace the header promises: B·Hq·G·Nk·4, G = Nq when dbias keeps Nq, else ⌈Nq/16⌉. */
+        long workspaceBytes() {
+            long groups = shape[2] == DNQ ? DNQ : (DNQ + 15) / 16;
+            return (long) DB * H * groups * DNK * 4;
+        }
+    }
+
+    // the dbias problem: Nq = 40 (three groups of 16 query rows, the last one partial), Nk = 56, two batches
+    static final int DB = 2, DNQ = 40, DNK = 56;
+
+    /**
+     * A bias broadcast over B, Hq or Nq on the device, with its gradient: the size query gives the header's
+     * bytes (0 for a full-shaped dbias and for CPU tensors); without a workspace — or with one too small,
+     * deterministic spec or not — the backward is refused by name and writes nothing; with
+     * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor, Tensor)}'s it runs, and dq, dk, dv
+     * and dbias agree with the CPU backward of the same inputs (the device forward's out and lse too).
+     */
+    @ParameterizedTest
+    @EnumSource(BroadcastBias.class)
+    void broadcastDbiasOnTheDeviceAgreesWithTheCpu(BroadcastBias c) {
+        assumeTrue(gpu(), "no CUDA device: the device dbias is skipped");
+        Random r = new Random(23);
+        AttentionSpec spec = c.spec;
+        boolean softmax = spec.score() == Score.SOFTMAX;
+        long[] qShape = {DB, DNQ, H, D}, kvShape = {DB, DNK, H, D}, lseShape = {DB, H, DNQ};
+        try (Arena arena = Arena.ofConfined(); CudaStream stream = CudaStream.create(GPU)) {
+            long[][] inShapes = {qShape, kvShape, kvShape, qShape}; // q, k, v, dout
+            Tensor[] host = new Tensor[4], dev = new Tensor[4];
+            for (int i = 0; i < 4; i++) {
+                host[i] = Tensor.allocate(arena, DType.BF16, inShapes[i]);
+                host[i].copyFrom(TestSupport.toFloats(TestSupport.randn(r, DType.BF16, (int) host[i].elementCount())));
+                dev[i] = Cuda.allocate(arena, DType.BF16, GPU, inShapes[i]);
+                Cuda.copy(host[i], dev[i], stream);
+            }
+            Tensor hostBias = Tensor.allocate(arena, c.dtype, c.shape);
+            float[] bias = TestSupport.toFloats(TestSupport.randn(r, c.dtype, (int) hostBias.elementCount()));
+            if (c == BroadcastBias.KEY_PADDING)
+                for (int j = DNK - 6; j < DNK; j++) bias[DNK + j] = Float.NEGATIVE_INFINITY; // batch 1's padding
+            hostBias.copyFrom(bias);
+            Tensor devBias = Cuda.allocate(arena, c.dtype, GPU, c.shape);
+            Cuda.copy(hostBias, devBias, stream);
+            Tensor out = Cuda.allocate(arena, DType.BF16, GPU, qShape);
+            Tensor lse = softmax ? Cuda.allocate(arena, DType.FP32, GPU, lseShape) : null;
+            AttentionExtras onDevice = AttentionExtras.none().bias(devBias).stream(stream);
+            FlashSig.forward(spec, onDevice, dev[0], dev[1], dev[2], out, lse);
+
+            // outputs filled with 7, so that a refused call is seen to write nothing
+            long[][] outShapes = {qShape, kvShape, kvShape, c.shape}; // dq, dk, dv, dbias
+            DType[] outTypes = {DType.BF16, DType.BF16, DType.BF16, c.dtype};
+            Tensor[] grads = new Tensor[4], back = new Tensor[4];
+            for (int i = 0; i < 4; i++) {
+                back[i] = Tensor.allocate(arena, outTypes[i], outShapes[i]);
+                back[i].copyFrom(filled(back[i].elementCount(), 7f));
+                grads[i] = Cuda.allocate(arena, outTypes[i], GPU, outShapes[i]);
+                Cuda.copy(back[i], grads[i], stream);
+            }
+
+            long need = c.workspaceBytes();
+            assertEquals(need, FlashSig.backwardWorkspaceBytes(spec, dev[0], grads[3]), c + ": the size query");
+            assertEquals(need, FlashSig.backwardWorkspaceBytes(spec.deterministic(true), dev[0], grads[3]),
+                    c + ": the size query, deterministic");
+            assertEquals(0, FlashSig.backwardWorkspaceBytes(spec, dev[0],
+                    Cuda.allocate(arena, c.dtype, GPU, DB, H, DNQ, DNK)), c + ": a full-shaped dbias needs none");
+            assertEquals(0, FlashSig.backwardWorkspaceBytes(spec, host[0], hostBias), c + ": the CPU needs none");
+
+            BackwardWorkspace short16 = Cuda.allocateBackwardWorkspace(arena, GPU, need - 16);
+            for (AttentionSpec s : new AttentionSpec[] {spec, spec.deterministic(true)}) {
+                expect(Status.BUFFER_TOO_SMALL, () -> FlashSig.backward(s, onDevice, dev[0], dev[1], dev[2],
+                        softmax ? out : null, dev[3], lse, grads[0], grads[1], grads[2], grads[3]),
+                        "dbias of shape " + java.util.Arrays.toString(c.shape),
+                        "params.workspace of " + need + " bytes", "fsig_attention_backward_workspace_size_ex");
+                expect(Status.BUFFER_TOO_SMALL, () -> FlashSig.backward(s, onDevice.workspace(short16), dev[0], dev[1],
+                        dev[2], softmax ? out : null, dev[3], lse, grads[0], grads[1], grads[2], grads[3]),
+                        "params.workspace_bytes is " + (need - 16) + " but this backward needs " + need,
+                        "fsig_attention_backward_workspace_size_ex");
+            }
+            for (int i = 0; i < 4; i++) Cuda.copy(grads[i], back[i], stream);
+            stream.synchronize();
+            for (int i = 0; i < 4; i++)
+                for (float x : back[i].toFloatArray()) assertEquals(7f, x, c + ": a refused call wrote output " + i);
+
+            BackwardWorkspace ws = Cuda.allocateBackwardWorkspace(arena, spec, dev[0], grads[3]);
+            assertEquals(need, ws.byteSize());
+            assertEquals(GPU, ws.device());
+            FlashSig.backward(spec, onDevice.workspace(ws), dev[0], dev[1], dev[2], softmax ? out : null, dev[3], lse,
+                    grads[0], grads[1], grads[2], grads[3]);
+            for (int i = 0; i < 4; i++) Cuda.copy(grads[i], back[i], stream);
+            Tensor hostOut = Tensor.allocate(arena, DType.BF16, qShape);
+            Tensor hostLse = softmax ? Tensor.allocate(arena, DType.FP32, lseShape) : null;
+            Cuda.copy(out, hostOut, stream);
+            if (softmax) Cuda.copy(lse, hostLse, stream);
+            stream.synchronize();
+
+            // the CPU backward of the same inputs, the device forward's out and lse among them
+            Tensor[] cpu = new Tensor[4];
+            for (int i = 0; i < 4; i++) cpu[i] = Tensor.allocate(arena, outTypes[i], outShapes[i]);
+            FlashSig.backward(spec, AttentionExtras.none().bias(hostBias), host[0], host[1], host[2],
+                    softmax ? hostOut : null, host[3], hostLse, cpu[0], cpu[1], cpu[2], cpu[3]);
+            String[] names = {"dq", "dk", "dv", "dbias"};
+            for (int i = 0; i < 4; i++)
+                CudaTest.assertClose(back[i].toFloatArray(), cpu[i].toFloatArray(), c + " " + spec + " " + names[i]);
+            if (c == BroadcastBias.KEY_PADDING) {
+                float[] g = back[3].toFloatArray();
+                for (int j = DNK - 6; j < DNK; j++) assertEquals(0f, g[DNK + j], "dbias of a padded key");
             }
         }
         Cuda.synchronize(GPU);
