@@ -861,7 +861,7 @@ FSIG_API int fsig_attention_backward_workspace_size_ex(const fsig_attention_para
                         (long long)dbias->shape[i], kDims[i], (long long)full[i]);
     if (dbias->shape[3] < 1)
         return fail(FSIG_ERROR_INVALID_SHAPE, "dbias.shape[3] (Nk) is %lld but must be >= 1", (long long)dbias->shape[3]);
-    if (q->device_type != FSIG_DEVICE_CUDA) return FSIG_OK;
+    if (q->device_type != FSIG_DEVICE_CUDA || fsig::is_linear(params->score)) return FSIG_OK;  // (no bias there)
     if (!fsig::dbias_workspace_bytes(full[0], full[1], full[2], dbias->shape, bytes))
         return fail(FSIG_ERROR_INVALID_SHAPE, "dbias's partial sums have more bytes than int64 can count");
     return FSIG_OK;

@@ -958,6 +958,10 @@ void check_baselines(const std::vector<Case>& cases) {
             q.device_type = FSIG_DEVICE_CPU;
             CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, &dbias, &bytes) == FSIG_OK && bytes == 0,
                   "workspace size with dbias on the CPU: %lld (%s)", (long long)bytes, fsig_last_error());
+            q.device_type = FSIG_DEVICE_CUDA;
+            p.score = FSIG_SCORE_COSFORMER;  // the linear scores take no bias: no workspace either
+            CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, &dbias, &bytes) == FSIG_OK && bytes == 0,
+                  "workspace size with dbias for cosformer: %lld (%s)", (long long)bytes, fsig_last_error());
         }
         struct {
             fsig_capabilities c;
