@@ -99,8 +99,13 @@ struct BackwardArgs {
 // its own group when dbias keeps Nq, groups of kDbiasGroupRows rows (one warp's) when it broadcasts Nq —
 // and a reduction kernel adds them up in a fixed order. dbias_rows: dbias.shape[2] (1 or Nq).
 constexpr int64_t kDbiasGroupRows = 16;
+// query rows per group: 1 when dbias keeps Nq, else kDbiasGroupRows
+inline int64_t dbias_group_rows(int64_t seq_q, int64_t dbias_rows) {
+    return dbias_rows == seq_q ? 1 : kDbiasGroupRows;
+}
 inline int64_t dbias_row_groups(int64_t seq_q, int64_t dbias_rows) {
-    return dbias_rows == seq_q ? seq_q : (seq_q + kDbiasGroupRows - 1) / kDbiasGroupRows;
+    const int64_t rows = dbias_group_rows(seq_q, dbias_rows);
+    return (seq_q + rows - 1) / rows;
 }
 
 }  // namespace fsig

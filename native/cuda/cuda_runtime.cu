@@ -300,7 +300,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         static_assert(kDbiasGroupRows == 16, "the dQ kernel's warps sum their 16 rows");
         p.dbias_partial = static_cast<float*>(a.workspace);
         p.dbias_groups = dbias_row_groups(pr.seq_q, a.dbias.shape[2]);
-        p.dbias_group_rows = a.dbias.shape[2] == pr.seq_q ? 1 : int32_t(kDbiasGroupRows);
+        p.dbias_group_rows = int32_t(dbias_group_rows(pr.seq_q, a.dbias.shape[2]));
         for (int dim = 0; dim < 3; ++dim) p.dbias_shape[dim] = a.dbias.shape[dim];
     }
 

@@ -297,7 +297,8 @@ void run_block(Launch& l) {
 // A warp collective: every lane of the warp stores its inputs, the last to arrive computes every
 // lane's outputs, the others wait until it has.
 // site: the kernel's call site, so that lanes at two different instructions of one kind are caught too.
-void arrive(Op op, unsigned mask, const void* site, const std::function<void(Warp&)>& compute) {
+template <class Compute>  // (a template: one collective per mma, no std::function on that path)
+void arrive(Op op, unsigned mask, const void* site, const Compute& compute) {
     Launch& l = launch_of_me();
     Thread& t = me();
     if (mask != kFullMask) fail("%s with mask %#x: the kernels use full warps only", op_name(op), mask);

@@ -109,29 +109,22 @@ inline std::common_type_t<A, B> max(A a, B b) {
 // ---- the PTX wrappers of fwd_kernel.cuh / bwd_kernel.cuh ----
 namespace fsig::cuda {
 
+// mma.sync and the packing of two floats into one 16-bit pair register, for __half or __nv_bfloat16
 template <class Elem>
-struct Mma;
-template <>
-struct Mma<__half> {
+struct Mma {
+    static constexpr bool kBf16 = std::is_same_v<Elem, __nv_bfloat16>;
     static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-        emu::mma_m16n8k16(d, a, b0, b1, false);
+        emu::mma_m16n8k16(d, a, b0, b1, kBf16);
     }
     static uint32_t pack(float lo, float hi) {
-        const __half2 h = __floats2half2_rn(lo, hi);
         uint32_t u;
-        std::memcpy(&u, &h, 4);
-        return u;
-    }
-};
-template <>
-struct Mma<__nv_bfloat16> {
-    static void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-        emu::mma_m16n8k16(d, a, b0, b1, true);
-    }
-    static uint32_t pack(float lo, float hi) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        uint32_t u;
-        std::memcpy(&u, &h, 4);
+        if constexpr (kBf16) {
+            const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+            std::memcpy(&u, &h, 4);
+        } else {
+            const __half2 h = __floats2half2_rn(lo, hi);
+            std::memcpy(&u, &h, 4);
+        }
         return u;
     }
 };

@@ -14,23 +14,14 @@
 #include <functional>
 #include <vector>
 
+#include "harness.h"
+
 namespace fsig::cuda {
 extern unsigned char smem_raw[];
 }
 using fsig::cuda::smem_raw;
 
 namespace {
-
-int g_failures = 0;
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);     \
-            std::fprintf(stderr, __VA_ARGS__);                            \
-            std::fprintf(stderr, "\n");                                   \
-            ++g_failures;                                                 \
-        }                                                                 \
-    } while (0)
 
 template <class Kernel, class... Args>
 cudaError_t run(Kernel kernel, unsigned threads, size_t smem, Args... args) {
@@ -85,12 +76,12 @@ void check_mma() {
     for (int i = 0; i < 256; ++i) a[i] = float((i * 7) % 11 - 5);
     for (int i = 0; i < 128; ++i) b[i] = float((i * 5) % 9 - 4), c[i] = float(i % 3);
     for (bool bf16 : {false, true}) {
-        CHECK(run(mma_kernel, 32, 0, MmaArgs{a, b, c, d, bf16}) == cudaSuccess, "mma launch");
+        EXPECT(run(mma_kernel, 32, 0, MmaArgs{a, b, c, d, bf16}) == cudaSuccess, "mma launch");
         for (int r = 0; r < 16; ++r)
             for (int n = 0; n < 8; ++n) {
                 float want = c[r * 8 + n];
                 for (int k = 0; k < 16; ++k) want += a[r * 16 + k] * b[k * 8 + n];
-                CHECK(d[r * 8 + n] == want, "mma (%s) D[%d][%d] = %g, want %g", bf16 ? "bf16" : "f16", r, n,
+                EXPECT(d[r * 8 + n] == want, "mma (%s) D[%d][%d] = %g, want %g", bf16 ? "bf16" : "f16", r, n,
                       d[r * 8 + n], want);
             }
     }
@@ -117,14 +108,14 @@ void ldsm_kernel(LdsmArgs p) {
 void check_ldmatrix() {
     uint32_t* out;
     cudaMalloc(reinterpret_cast<void**>(&out), 256 * 4);
-    CHECK(run(ldsm_kernel, 32, 512, LdsmArgs{out}) == cudaSuccess, "ldmatrix launch");
+    EXPECT(run(ldsm_kernel, 32, 512, LdsmArgs{out}) == cudaSuccess, "ldmatrix launch");
     auto value = [](int m, int row, int col) { return uint32_t(100 * m + 10 * row + col); };
     for (int l = 0; l < 32; ++l)
         for (int m = 0; m < 4; ++m) {
             const uint32_t plain = value(m, l / 4, 2 * (l % 4)) | value(m, l / 4, 2 * (l % 4) + 1) << 16;
             const uint32_t trans = value(m, 2 * (l % 4), l / 4) | value(m, 2 * (l % 4) + 1, l / 4) << 16;
-            CHECK(out[l * 4 + m] == plain, "ldmatrix lane %d reg %d: %#x, want %#x", l, m, out[l * 4 + m], plain);
-            CHECK(out[128 + l * 4 + m] == trans, "ldmatrix.trans lane %d reg %d: %#x, want %#x", l, m,
+            EXPECT(out[l * 4 + m] == plain, "ldmatrix lane %d reg %d: %#x, want %#x", l, m, out[l * 4 + m], plain);
+            EXPECT(out[128 + l * 4 + m] == trans, "ldmatrix.trans lane %d reg %d: %#x, want %#x", l, m,
                   out[128 + l * 4 + m], trans);
         }
     cudaFree(out);
@@ -152,10 +143,10 @@ void check_cp_async_late() {
     cudaMalloc(reinterpret_cast<void**>(&src), 16);
     cudaMalloc(reinterpret_cast<void**>(&out), 12);
     src[0] = 0x12345678u;
-    CHECK(run(copy_kernel, 32, 64, CopyArgs{src, out}) == cudaSuccess, "cp.async launch");
-    CHECK(out[0] == 0xFFFFFFFFu, "before the wait shared memory holds the poison, not %#x", out[0]);
-    CHECK(out[1] == 0x12345678u, "after the wait the copy has landed (%#x)", out[1]);
-    CHECK(out[2] == 0xFFFFFFFFu, "an uncommitted copy landed at the wait (%#x)", out[2]);
+    EXPECT(run(copy_kernel, 32, 64, CopyArgs{src, out}) == cudaSuccess, "cp.async launch");
+    EXPECT(out[0] == 0xFFFFFFFFu, "before the wait shared memory holds the poison, not %#x", out[0]);
+    EXPECT(out[1] == 0x12345678u, "after the wait the copy has landed (%#x)", out[1]);
+    EXPECT(out[2] == 0xFFFFFFFFu, "an uncommitted copy landed at the wait (%#x)", out[2]);
     cudaFree(src), cudaFree(out);
 }
 
@@ -171,22 +162,22 @@ void check_capture() {
     *x = 0.f;
     cudaStream_t s;
     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin capture");
+    EXPECT(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin capture");
     fsig::emu::launch(add_kernel, dim3(2), dim3(64), 0, s, AddArgs{x});
-    CHECK(*x == 0.f, "a captured launch ran at capture time");
+    EXPECT(*x == 0.f, "a captured launch ran at capture time");
     cudaGraph_t g;
-    CHECK(cudaStreamEndCapture(s, &g) == cudaSuccess, "end capture");
+    EXPECT(cudaStreamEndCapture(s, &g) == cudaSuccess, "end capture");
     cudaGraphExec_t exec;
-    CHECK(cudaGraphInstantiate(&exec, g, 0) == cudaSuccess, "instantiate");
-    CHECK(cudaGraphLaunch(exec, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess, "graph launch");
-    CHECK(cudaGraphLaunch(exec, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess, "graph launch");
-    CHECK(*x == 256.f, "two replays of 2 x 64 threads add 256, not %g", *x);
+    EXPECT(cudaGraphInstantiate(&exec, g, 0) == cudaSuccess, "instantiate");
+    EXPECT(cudaGraphLaunch(exec, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess, "graph launch");
+    EXPECT(cudaGraphLaunch(exec, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess, "graph launch");
+    EXPECT(*x == 256.f, "two replays of 2 x 64 threads add 256, not %g", *x);
     // a synchronous copy during a global capture is refused and invalidates it
-    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin capture");
+    EXPECT(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin capture");
     float y = 0.f;
-    CHECK(cudaMemcpy(&y, x, 4, cudaMemcpyDeviceToHost) != cudaSuccess, "cudaMemcpy during a capture");
+    EXPECT(cudaMemcpy(&y, x, 4, cudaMemcpyDeviceToHost) != cudaSuccess, "cudaMemcpy during a capture");
     cudaGraph_t g2;
-    CHECK(cudaStreamEndCapture(s, &g2) == cudaErrorStreamCaptureInvalidated, "the capture is invalidated");
+    EXPECT(cudaStreamEndCapture(s, &g2) == cudaErrorStreamCaptureInvalidated, "the capture is invalidated");
     cudaGetLastError();
     cudaGraphExecDestroy(exec), cudaGraphDestroy(g), cudaStreamDestroy(s), cudaFree(x);
 }
@@ -243,37 +234,37 @@ bool child_fails(const std::function<cudaError_t()>& fn) {
 }
 
 void check_detectors() {
-    CHECK(child_fails([] { return run(divergent_kernel, 64, 0, NoArgs{}); }), "divergent collectives not reported");
-    CHECK(child_fails([] { return run(divergent_site_kernel, 64, 0, NoArgs{}); }),
+    EXPECT(child_fails([] { return run(divergent_kernel, 64, 0, NoArgs{}); }), "divergent collectives not reported");
+    EXPECT(child_fails([] { return run(divergent_site_kernel, 64, 0, NoArgs{}); }),
           "one collective at two call sites not reported");
-    CHECK(child_fails([] { return run(deadlock_kernel, 64, 0, NoArgs{}); }), "deadlock not reported");
-    CHECK(child_fails([] { return run(smem_overrun_kernel, 32, 1024, NoArgs{}); }),
+    EXPECT(child_fails([] { return run(deadlock_kernel, 64, 0, NoArgs{}); }), "deadlock not reported");
+    EXPECT(child_fails([] { return run(smem_overrun_kernel, 32, 1024, NoArgs{}); }),
           "shared memory written past the launch's size not reported");
-    CHECK(child_fails([] { return run(ldsm_misaligned_kernel, 32, 1024, NoArgs{}); }), "misaligned ldmatrix not reported");
-    CHECK(child_fails([] { return run(ldsm_outside_kernel, 32, 1024, NoArgs{}); }), "ldmatrix past shared memory not reported");
+    EXPECT(child_fails([] { return run(ldsm_misaligned_kernel, 32, 1024, NoArgs{}); }), "misaligned ldmatrix not reported");
+    EXPECT(child_fails([] { return run(ldsm_outside_kernel, 32, 1024, NoArgs{}); }), "ldmatrix past shared memory not reported");
     static std::vector<unsigned char> host(64);
-    CHECK(child_fails([] { return run(cp_async_wild_kernel, 4, 64, PtrArgs{host.data()}); }),
+    EXPECT(child_fails([] { return run(cp_async_wild_kernel, 4, 64, PtrArgs{host.data()}); }),
           "cp.async from memory outside every allocation not reported");
-    CHECK(child_fails([] {
+    EXPECT(child_fails([] {
               void* p;
               cudaMalloc(&p, 4096);
               return run(global_overrun_kernel, 32, 0, PtrArgs{p});
           }),
           "a write past the end of device memory did not fault");
     // and the same launches done right succeed
-    CHECK(!child_fails([] {
+    EXPECT(!child_fails([] {
               void* p;
               cudaMalloc(&p, 64);
               return run(cp_async_wild_kernel, 4, 64, PtrArgs{p});
           }),
           "cp.async from device memory failed");
-    CHECK(!child_fails([] { return run(smem_overrun_kernel, 32, 1025, NoArgs{}); }), "in-range shared store failed");
+    EXPECT(!child_fails([] { return run(smem_overrun_kernel, 32, 1025, NoArgs{}); }), "in-range shared store failed");
     // above 48 KiB of dynamic shared memory a launch needs the function's attribute
-    CHECK(run(smem_overrun_kernel, 32, 64 * 1024, NoArgs{}) != cudaSuccess, "64 KiB launch without the attribute ran");
+    EXPECT(run(smem_overrun_kernel, 32, 64 * 1024, NoArgs{}) != cudaSuccess, "64 KiB launch without the attribute ran");
     cudaGetLastError();
-    CHECK(cudaFuncSetAttribute(smem_overrun_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) ==
+    EXPECT(cudaFuncSetAttribute(smem_overrun_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) ==
               cudaSuccess, "set the attribute");
-    CHECK(run(smem_overrun_kernel, 32, 64 * 1024, NoArgs{}) == cudaSuccess, "64 KiB launch with the attribute");
+    EXPECT(run(smem_overrun_kernel, 32, 64 * 1024, NoArgs{}) == cudaSuccess, "64 KiB launch with the attribute");
 }
 
 }  // namespace
@@ -285,8 +276,8 @@ int main() {
     check_cp_async_late();
     check_capture();
     check_detectors();
-    if (g_failures != 0) {
-        std::printf("%d check(s) failed\n", g_failures);
+    if (th::failures() != 0) {
+        std::printf("%d check(s) failed\n", th::failures());
         return 1;
     }
     std::printf("emulator self-check: tensor cores (f16, bf16), ldmatrix, cp.async, capture and 9 detectors ok\n");
