@@ -1,24 +1,37 @@
-// CUDA linear attention (cosFormer, elu+1; DESIGN.md §4), forward and backward, written as one thread
-// block's program of barrier-separated phases so that the same code runs on the GPU (DeviceExec: the
-// phase body on threadIdx.x, then __syncthreads) and on the CPU (HostExec: the body for every thread
-// index in turn — tests/gpu/test_linear_emulation.cpp replays whole grids that way against the fp64
-// reference). Plain C++ outside nvcc; no tensor cores in this first version (fp32 FMA on shared memory).
+// CUDA linear attention (cosFormer, elu+1; DESIGN.md §4), forward and backward, on tensor cores
+// (mma.sync m16n8k16 with ldmatrix, fp32 accumulation). Compiled by nvcc, and by g++ for the SIMT
+// emulator (tests/emu), where tests/gpu/test_cuda_linear_emu and test_linear_emulation run it.
 //
 // Notation as native/cpu/linear.h: feature rows qf_i = φ(q_i)·[sin θ_i, cos θ_i] (cosFormer, θ = π p / 2M,
-// p_i = δ_i = i + Nk − Nq, p_j = j) or φ(q_i) (elu+1), F = 2d or d floats; va_j = [v_j, 1];
-// backward rows ga_i = [dO_i / n_i, −r_i], n_i = max(den_i, ε), r_i = [den_i > ε] (dO_i·num_i) / n_i².
+// p_i = δ_i = i + Nk − Nq, p_j = j) or φ(q_i) (elu+1), F = 2d or d floats; n_i = max(den_i, ε);
+// s_i = [den_i > ε] (dO_i·num_i) / n_i, so that dP_ij = (dO_i·v_j − s_i) / n_i.
 //
 // One primitive serves all five kernels: rows X against columns Y,
 //     out_r = Σ_{c allowed for r} (a_r · b_c) u_c,      a, b: K-wide feature rows, u: 32-wide value rows,
 // computed chunk by chunk (C = 32 positions) as an inter-chunk part a_r·S with the running state
-// S = Σ_{c in earlier chunks} b_c ⊗ u_c (K × 32, fp32, shared memory) and an exact intra-chunk part
-// (P = A Bᵀ masked, then P U). The kernels differ in what a, b, u are and what is done with out:
-//   kFwd   rows queries, a = qf, b = kf, u = v[32-column slice] (+ den column): out = num / max(den, ε)
+// S = Σ_{c in earlier chunks} b_c ⊗ u_c (K × 32) and an exact intra-chunk part (P = A Bᵀ masked, then
+// P U). The kernels differ in what a, b, u are and what is done with out:
+//   kFwd   rows queries, a = qf, b = kf, u = v[32-column slice] (+ den): out = num / max(den, ε)
 //   kStats the same, writes Σ_slice dO·num and den as fp32 into dq's row (reduced by reduce_row)
-//   kDv    rows keys (reverse scan), a = kf, b = qf, u = ga[slice]: dV = Σ_i (qf_i·kf_j) dO_i / n_i
-//   kDk    rows keys (reverse), a = va, b = ga, u = qf[q-dim slice]: dkf_j = Σ_i (ga_i·va_j) qf_i
-//   kDq    rows queries, a = ga, b = va, u = kf[q-dim slice]: dqf_i = Σ_j (ga_i·va_j) kf_j
-// (ga_i·va_j = dP_ij = dO_i·v_j / n_i − r_i). dk, dq = φ'(x) ∘ (sin θ dF_sin + cos θ dF_cos).
+//   kDv    rows keys (reverse scan), a = kf, b = qf / n, u = dO[slice]: dV_j = Σ_i (qf_i·kf_j) dO_i / n_i
+//   kDk    rows keys (reverse), a = v, b = dO, u = qf[q-dim slice] / n, pair −s_i: dkf_j = Σ_i dP_ij qf_i
+//   kDq    rows queries, a = dO, b = v, u = kf[q-dim slice], pair −s_i, out / n_i: dqf_i = Σ_j dP_ij kf_j
+// dk, dq = φ'(x) ∘ (sin θ dF_sin + cos θ dF_cos). The 1/n_i sits where the 16-bit operands stay within
+// the inputs' range (dO / n would overflow fp16 on rows where ε binds). The −s_i of dP stays fp32:
+// inside the pair before P is rounded (intra), and as an fp32 offset state w = Σ_c u_c (kDq, times
+// s_r) or Σ_c s_c u_c (kDk) subtracted from A·S (inter) — dO·v − s cancels (exactly, with one key),
+// and a 16-bit s would leave its rounding error in the gradient.
+//
+// Precision, against the naive same-dtype computation of DESIGN §6 (tests/linear_reference.h): a, b, u
+// are rounded to the storage dtype (as the naive rounds the features), P to the dtype (as the naive
+// rounds its scores); the state S is fp32 in registers and enters A·S as two 16-bit terms
+// (hi + lo, each n-tile of 8 columns scaled by a power of two so that fp16 cannot overflow), so the
+// inter-chunk part carries about fp32 accuracy; den is fp32 (A·z + rowsum P).
+//
+// A block (4 warps) works on one (value or q-dim slice, head, batch, segment of chunks). Per chunk: the
+// row and column operands land in shared memory as 16-bit tiles (A, B as [position][feature], U as
+// [position][u]); warp w computes P and O for rows 16·(w % 2) and columns 16·(w / 2) (P from A·Bᵀ,
+// then O = A·S + P·U), and updates columns 8w..8w+7 of the state for all K rows (Bᵀ by ldmatrix.trans).
 // GQA: kDv/kDk columns are the queries of every head of the kv head's group, summed in the state and
 // in the chunk. Causal: forward-direction chunk t holds keys [tC, tC + C) and the queries whose δ_i
 // lies in that range (rows with δ_i < 0 see no key: 0); reverse-direction kernels visit the chunks last
@@ -43,6 +56,14 @@
 #define FSIG_LIN_UNROLL
 #endif
 
+#if defined(__CUDACC__) || defined(FSIG_CUDA_EMULATION)
+#include <type_traits>
+
+#include "fragment.h"
+#include "ptx.h"
+#define FSIG_LIN_DEVICE_CODE 1
+#endif
+
 namespace fsig::cuda::lin {
 
 constexpr int kC = 32;         // positions per chunk
@@ -53,36 +74,44 @@ constexpr int kValSlice = 32;  // kFwd, kStats, kDv: value columns per block
 template <int D, bool COS>
 struct Dims {
     static constexpr int F = COS ? 2 * D : D;        // feature width
-    static constexpr int KAug = D + 8;               // [x, ±1 or −r, 0…], a multiple of 8
     static constexpr int QSlice = COS ? 16 : 32;     // kDq, kDk: columns of q/k per block (u = sin | cos halves)
     static constexpr int kValSlices = D / kValSlice; // stats slots before the den slot in a dq row
-    static constexpr int kQSlices = D / QSlice;      // replicas of (n, r) in a dq row
+    static constexpr int kQSlices = D / QSlice;      // replicas of (1/n, s) in a dq row
     static constexpr int kRepFloats = QSlice / 2;    // fp32 spacing of the replicas (their slice's columns)
 };
 
-// Everything derived from (role, head dim, map) in one place: shared-memory layout in floats.
+// Row stride in 16-bit elements of a tile with `cols` columns: an odd number of 16-byte chunks, so that
+// the 8 row addresses of one ldmatrix phase fall in 8 different chunks of the 128-byte bank line.
+constexpr int ld16(int cols) { return (cols / 8) % 2 == 0 ? cols + 8 : cols + 16; }
+
+// Everything derived from (role, head dim, map) in one place: the shared-memory layout in bytes.
 template <int Role, int D, bool COS>
 struct Cfg {
     using Dm = Dims<D, COS>;
     static constexpr bool kReverse = Role == kDv || Role == kDk;  // rows are keys, columns queries
-    static constexpr bool kAugmented = Role == kDq || Role == kDk;
-    static constexpr int K = kAugmented ? Dm::KAug : Dm::F;
-    static constexpr int kSlices = kAugmented ? Dm::kQSlices : Dm::kValSlices;
+    static constexpr bool kOffset = Role == kDq || Role == kDk;  // dP's −s_i term (q-dim slices)
+    static constexpr int K = kOffset ? D : Dm::F;
+    static constexpr int kSlices = kOffset ? Dm::kQSlices : Dm::kValSlices;
     static constexpr bool kDen = Role == kFwd || Role == kStats;
-    static constexpr int kLdA = K + 1, kLdB = kC + 1, kLdP = kC + 1, kLdO = kU + 1;  // +1: no bank conflicts
-    static constexpr int kA = 0;                      // A [kC][K] row features
-    static constexpr int kB = kA + kC * kLdA;         // Bt [K][kC] column features, transposed
-    static constexpr int kUo = kB + K * kLdB;         // U [kC][kU] column values
-    static constexpr int kP = kUo + kC * kU;          // P [kC][kC]
-    static constexpr int kO = kP + kC * kLdP;         // O [kC][kU + 1] (column kU: den)
-    static constexpr int kS = kO + kC * kLdO;         // S [K][kU]
-    static constexpr int kZ = kS + K * kU;            // z [K] = Σ b (den's state)
-    static constexpr int kRow = kZ + K;               // row info [4][kC]: sin, cos, 1/n, r
-    static constexpr int kCol = kRow + 4 * kC;        // column info [4][kC]
-    static constexpr int kFloats = kCol + 4 * kC;
-    static constexpr int kBytes = kFloats * 4;
-    static_assert(K % 8 == 0, "the state update takes 8 state rows per warp");
-    static_assert(kC == 32 && kThreads == 128 && kU == 32, "the phase mappings assume 4 warps of 32 lanes, C = 32");
+    static constexpr int kKTiles = K / 16;                      // k16 steps of A·Bᵀ and A·S; m16 tiles of S
+    static constexpr int kLdK = ld16(K), kLdU = ld16(kU), kLdC = ld16(kC), kLdO = kU + 1;
+    static constexpr int kA = 0;                                // A [kC][kLdK] 16-bit row operands
+    static constexpr int kB = kA + kC * kLdK * 2;               // B [kC][kLdK] 16-bit column operands
+    static constexpr int kUo = kB + kC * kLdK * 2;              // U [kC][kLdU] 16-bit column values
+    static constexpr int kP = kUo + kC * kLdU * 2;              // P [kC][kLdC] 16-bit, masked
+    static constexpr int kShi = kP + kC * kLdC * 2;             // S hi [K][kLdU] 16-bit, scaled per n-tile
+    static constexpr int kSlo = kShi + K * kLdU * 2;            // S lo
+    static constexpr int kO = kSlo + K * kLdU * 2;              // O [kC][kLdO] fp32 (column kU: den)
+    static constexpr int kZ = kO + kC * kLdO * 4;               // z [K] fp32 = Σ b (den's state)
+    static constexpr int kW = kZ + K * 4;                       // w [kU] fp32: the offset state (kOffset)
+    static constexpr int kRow = kW + kU * 4;                    // row info [4][kC] fp32: sin, cos, 1/n, s
+    static constexpr int kCol = kRow + 4 * kC * 4;              // column info [4][kC]
+    static constexpr int kScale = kCol + 4 * kC * 4;            // [4] fp32: 2^e of each state n-tile
+    static constexpr int kBytes = kScale + 4 * 4;
+    static_assert(K % 16 == 0, "features must fill whole k16 steps");
+    static_assert(kShi % 16 == 0 && kSlo % 16 == 0 && kP % 16 == 0 && kUo % 16 == 0 && kB % 16 == 0,
+                  "ldmatrix rows start on 16-byte boundaries");
+    static_assert(kC == 32 && kThreads == 128 && kU == 32, "the warp mappings assume 4 warps, C = 32, 32 value columns");
     static_assert(D % 32 == 0, "head dim must be a multiple of 32");
 };
 
@@ -157,6 +186,14 @@ FSIG_LIN_HD void store16(void* base, int64_t off, float f) {
     static_cast<uint16_t*>(base)[off] = h;
 }
 
+// f rounded to the storage dtype, as a float
+template <bool BF16>
+FSIG_LIN_HD float round16(float f) {
+    uint16_t h;
+    store16<BF16>(&h, 0, f);
+    return load16<BF16>(&h, 0);
+}
+
 // ---- the feature map ---------------------------------------------------------------------------------
 
 // relu or elu + 1 (NaN stays NaN: no comparison is true for it)
@@ -173,26 +210,6 @@ FSIG_LIN_HD float phi_grad(float x) {
 }
 // max(x, floor) keeping a NaN x
 FSIG_LIN_HD float floor_max(float x, float floor) { return x != x ? x : (x > floor ? x : floor); }
-
-// ---- executors -----------------------------------------------------------------------------------------
-
-#if defined(__CUDACC__) || defined(FSIG_CUDA_EMULATION)
-struct DeviceExec {
-    template <class Body>
-    __device__ __forceinline__ void phase(const Body& body) {
-        body(int(threadIdx.x));
-        __syncthreads();
-    }
-};
-#endif
-
-struct HostExec {
-    bool reverse = false;  // thread indices last to first: a write-read hazard inside a phase changes bits
-    template <class Body>
-    void phase(const Body& body) {
-        for (int i = 0; i < kThreads; ++i) body(reverse ? kThreads - 1 - i : i);
-    }
-};
 
 // ---- one block ---------------------------------------------------------------------------------------
 
@@ -236,16 +253,17 @@ FSIG_LIN_HD void causal_chunk(const LinParams& p, int t, bool reverse, Chunk* ch
     else ch->r0 = j0, ch->nr = nk, ch->rpos0 = j0, ch->c0 = i0, ch->nc = nq, ch->cpos0 = i0 + off;
 }
 
-// What a side of the primitive loads (see the header comment).
-enum Kind : int { kQf, kKf, kVa, kGa, kVs, kGs, kKq, kQq };
+#if defined(FSIG_LIN_DEVICE_CODE)
 
-FSIG_LIN_HD bool query_side(int kind) { return kind == kQf || kind == kGa || kind == kGs || kind == kQq; }
-FSIG_LIN_HD bool needs_stats(int kind) { return kind == kGa || kind == kGs; }
+// What a side of the primitive loads (see the header comment).
+enum Kind : int { kQf, kQn, kKf, kV, kG, kVs, kGs, kKq, kQq };
+
+FSIG_LIN_HD bool needs_stats(int kind) { return kind == kQn || kind == kG || kind == kQq; }
 
 template <int Role>
 struct Kinds {
-    static constexpr int A = Role == kFwd || Role == kStats ? kQf : Role == kDq ? kGa : Role == kDv ? kKf : kVa;
-    static constexpr int B = Role == kFwd || Role == kStats ? kKf : Role == kDq ? kVa : Role == kDv ? kQf : kGa;
+    static constexpr int A = Role == kFwd || Role == kStats ? kQf : Role == kDq ? kG : Role == kDv ? kKf : kV;
+    static constexpr int B = Role == kFwd || Role == kStats ? kKf : Role == kDq ? kV : Role == kDv ? kQn : kG;
     static constexpr int U = Role == kFwd || Role == kStats ? kVs : Role == kDq ? kKq : Role == kDv ? kGs : kQq;
 };
 
@@ -258,40 +276,44 @@ FSIG_LIN_HD float* stats_row(const LinParams& p, int b, int i, int h) {
     return reinterpret_cast<float*>(static_cast<uint16_t*>(p.dq.data) + row_off(p.dq, b, i, h));
 }
 
-// Element k of the feature / value row of kind `kind` at index idx (query i or key j) of head h;
-// info = that row's [sin, cos, 1/n, r] at stride kC.
+// Element k of the operand row of kind `kind` at index idx (query i or key j) of head h;
+// info = that row's [sin, cos, 1/n, s] at stride kC.
 template <int D, bool COS, bool BF16>
-FSIG_LIN_HD float element(const LinParams& p, int kind, int b, int h, int idx, int k, int slice, const float* info) {
+__device__ __forceinline__ float element(const LinParams& p, int kind, int b, int h, int idx, int k, int slice,
+                                         const float* info) {
     using Dm = Dims<D, COS>;
     switch (kind) {
         case kQf:
+        case kQn:
         case kKf: {
-            const LinTensor& t = kind == kQf ? p.q : p.k;
+            const LinTensor& t = kind == kKf ? p.k : p.q;
             const int c = COS && k >= D ? k - D : k;
-            const float f = phi<COS>(load16<BF16>(t.data, row_off(t, b, idx, h) + c));
-            return COS ? f * info[k >= D ? kC : 0] : f;
+            float f = phi<COS>(load16<BF16>(t.data, row_off(t, b, idx, h) + c));
+            if (COS) f *= info[k >= D ? kC : 0];
+            return kind == kQn ? f * info[2 * kC] : f;
         }
-        case kVa:
-            return k < D ? load16<BF16>(p.v.data, row_off(p.v, b, idx, h) + k) : (k == D ? 1.f : 0.f);
-        case kGa:
-            return k < D ? load16<BF16>(p.dout.data, row_off(p.dout, b, idx, h) + k) * info[2 * kC]
-                         : (k == D ? -info[3 * kC] : 0.f);
+        case kV:
+            return load16<BF16>(p.v.data, row_off(p.v, b, idx, h) + k);
+        case kG:
+            return load16<BF16>(p.dout.data, row_off(p.dout, b, idx, h) + k);
         case kVs:
             return load16<BF16>(p.v.data, row_off(p.v, b, idx, h) + slice * kValSlice + k);
         case kGs:
-            return load16<BF16>(p.dout.data, row_off(p.dout, b, idx, h) + slice * kValSlice + k) * info[2 * kC];
-        default: {  // kKq, kQq: u = [φ(x) sin θ | φ(x) cos θ] over the slice's columns, or φ(x)
+            return load16<BF16>(p.dout.data, row_off(p.dout, b, idx, h) + slice * kValSlice + k);
+        default: {  // kKq, kQq: u = [φ(x) sin θ | φ(x) cos θ] over the slice's columns, or φ(x); kQq / n
             const LinTensor& t = kind == kQq ? p.q : p.k;
             const int c = slice * Dm::QSlice + (COS && k >= Dm::QSlice ? k - Dm::QSlice : k);
-            const float f = phi<COS>(load16<BF16>(t.data, row_off(t, b, idx, h) + c));
-            return COS ? f * info[k >= Dm::QSlice ? kC : 0] : f;
+            float f = phi<COS>(load16<BF16>(t.data, row_off(t, b, idx, h) + c));
+            if (COS) f *= info[k >= Dm::QSlice ? kC : 0];
+            return kind == kQq ? f * info[2 * kC] : f;
         }
     }
 }
 
-// sin, cos of the position; 1/n and r from the (b, i, h) replica `rep` when the side needs them
+// sin, cos of the position; 1/n and s from the (b, i, h) replica `rep` when the side needs them
 template <int D, bool COS>
-FSIG_LIN_HD void fill_info(const LinParams& p, float* info, int x, int pos, bool stats, int b, int i, int h, int rep) {
+__device__ __forceinline__ void fill_info(const LinParams& p, float* info, int x, int pos, bool stats, int b, int i,
+                                          int h, int rep) {
     if (COS) {  // θ = π · pos / 2M, |θ| ≤ π/2; sincospi needs no slow-path argument reduction (local memory)
         const double half_turns = double(pos) * p.angle;
 #if defined(__CUDA_ARCH__)
@@ -305,226 +327,332 @@ FSIG_LIN_HD void fill_info(const LinParams& p, float* info, int x, int pos, bool
     }
     if (stats) {
         const float* st = stats_row(p, b, i, h) + rep * Dims<D, COS>::kRepFloats;
-        info[2 * kC + x] = 1.f / st[0];
+        info[2 * kC + x] = st[0];
         info[3 * kC + x] = st[1];
     }
 }
 
-#if defined(__CUDACC__)
-#pragma nv_exec_check_disable
-#endif
-template <int Role, int D, bool COS, bool BF16, class Exec>
-FSIG_LIN_HD void run_block(const LinParams& p, int64_t bid, float* sm, Exec& ex) {
+// A chunk step's parts: which products run (see run_block).
+struct Step {
+    bool rows = false;    // this chunk's rows produce output: inter (g = 0) and intra parts
+    bool update = false;  // the chunk's columns enter the state
+    bool publish = false; // the state is written to shared memory for a later chunk's rows
+};
+
+template <int Role, int D, bool COS, bool BF16>
+__device__ __forceinline__ void run_block(const LinParams& p, unsigned char* smem) {
     using G = Cfg<Role, D, COS>;
     using Dm = Dims<D, COS>;
     using Kd = Kinds<Role>;
-    constexpr int K = G::K;
+    using M = Mma<std::conditional_t<BF16, __nv_bfloat16, __half>>;
+    constexpr int K = G::K, kT = G::kKTiles;
     constexpr bool kRev = G::kReverse;
-    const BlockId id = decode_block(bid, p.nseg, G::kSlices, block_heads<Role>(p));
-    const int b = id.b, slice = id.slice;
+    const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int mt = warp & 1, nh = warp >> 1;  // this warp's P / O tile: rows 16·mt, columns 16·nh
+    const BlockId id = decode_block(int64_t(blockIdx.x), p.nseg, G::kSlices, block_heads<Role>(p));
+    const int b = id.b, slice = id.slice, row_head = id.head;
     const int off = p.seq_k - p.seq_q;
     const int ngroups = kRev ? p.group : 1;
-    // heads of the row side and of column group g
-    const int row_head = id.head;
-    float* A = sm + G::kA;
-    float* Bt = sm + G::kB;
-    float* U = sm + G::kUo;
-    float* P = sm + G::kP;
-    float* O = sm + G::kO;
-    float* S = sm + G::kS;
-    float* z = sm + G::kZ;
-    float* rinfo = sm + G::kRow;
-    float* cinfo = sm + G::kCol;
-    const int rep = Role == kDq ? slice : 0;  // which (n, r) replica this kernel reads
+    uint16_t* A = reinterpret_cast<uint16_t*>(smem + G::kA);
+    uint16_t* Bm = reinterpret_cast<uint16_t*>(smem + G::kB);
+    uint16_t* U = reinterpret_cast<uint16_t*>(smem + G::kUo);
+    uint16_t* P = reinterpret_cast<uint16_t*>(smem + G::kP);
+    uint16_t* Shi = reinterpret_cast<uint16_t*>(smem + G::kShi);
+    uint16_t* Slo = reinterpret_cast<uint16_t*>(smem + G::kSlo);
+    float* O = reinterpret_cast<float*>(smem + G::kO);
+    float* z = reinterpret_cast<float*>(smem + G::kZ);
+    float* w = reinterpret_cast<float*>(smem + G::kW);
+    float* rinfo = reinterpret_cast<float*>(smem + G::kRow);
+    float* cinfo = reinterpret_cast<float*>(smem + G::kCol);
+    float* scale = reinterpret_cast<float*>(smem + G::kScale);
+    const uint32_t sA = smem_addr(A), sB = smem_addr(Bm), sU = smem_addr(U), sP = smem_addr(P);
+    const uint32_t sShi = smem_addr(Shi), sSlo = smem_addr(Slo);
+    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane),
+                       fat = frag::ldsm_at(lane);
+    const int rep = Role == kDq ? slice : 0;  // which (1/n, s) replica this kernel reads
+
+    float sacc[kT][4];  // the state, rows 16·m.., columns 8·warp.. (fp32 for the whole scan)
+    float oacc[2][4];   // O of this warp's tile
+    float den = 0.f;    // quarter of den of row tid / 4 (kDen roles)
+FSIG_LIN_UNROLL
+    for (int m = 0; m < kT; ++m) sacc[m][0] = sacc[m][1] = sacc[m][2] = sacc[m][3] = 0.f;
+    for (int e = tid; e < K; e += kThreads) z[e] = 0.f;
+    if (tid < kU) w[tid] = 0.f;
 
     auto col_head = [&](int g) { return kRev ? row_head * p.group + g : row_head / p.group; };
 
-    // ---- the phases -----------------------------------------------------------------------------------
-    auto prep = [&](const Chunk& ch, bool rows, int g) {
-        ex.phase([&](int t) {
-            if (t < kC) {
-                if (rows && t < ch.nr) {
-                    const int idx = ch.r0 + t;
-                    fill_info<D, COS>(p, rinfo, t, ch.rpos0 + t, needs_stats(Kd::A), b, idx, row_head, rep);
-                }
-            } else if (t < 2 * kC) {
-                const int c = t - kC;
-                if (c < ch.nc)
-                    fill_info<D, COS>(p, cinfo, c, ch.cpos0 + c, needs_stats(Kd::B) || needs_stats(Kd::U), b,
-                                      ch.c0 + c, col_head(g), rep);
+    // Row and column information, then the 16-bit operand tiles (zero past the chunk's end, so that
+    // ragged rows and columns contribute exact zeros).
+    auto load = [&](const Chunk& ch, bool rows, int g) {
+        if (tid < kC) {
+            if (rows && tid < ch.nr)
+                fill_info<D, COS>(p, rinfo, tid, ch.rpos0 + tid, needs_stats(Kd::A), b, ch.r0 + tid, row_head, rep);
+        } else if (tid < 2 * kC) {
+            const int c = tid - kC;
+            if (c < ch.nc)
+                fill_info<D, COS>(p, cinfo, c, ch.cpos0 + c, needs_stats(Kd::B) || needs_stats(Kd::U), b, ch.c0 + c,
+                                  col_head(g), rep);
+        }
+        __syncthreads();
+        if (rows)
+            for (int e = tid; e < kC * K; e += kThreads) {
+                const int r = e / K, k = e - r * K;
+                store16<BF16>(A, r * G::kLdK + k,
+                              r < ch.nr ? element<D, COS, BF16>(p, Kd::A, b, row_head, ch.r0 + r, k, slice, rinfo + r) : 0.f);
             }
-        });
-    };
-    auto load = [&](const Chunk& ch, bool rows, bool cols, int g) {
-        ex.phase([&](int t) {
-            if (rows)
-                for (int e = t; e < kC * K; e += kThreads) {
-                    const int r = e / K, k = e - r * K;
-                    A[r * G::kLdA + k] =
-                        r < ch.nr ? element<D, COS, BF16>(p, Kd::A, b, row_head, ch.r0 + r, k, slice, rinfo + r) : 0.f;
-                }
-            if (cols) {
-                const int hc = col_head(g);
-                for (int e = t; e < kC * K; e += kThreads) {
-                    const int c = e / K, k = e - c * K;
-                    Bt[k * G::kLdB + c] =
-                        c < ch.nc ? element<D, COS, BF16>(p, Kd::B, b, hc, ch.c0 + c, k, slice, cinfo + c) : 0.f;
-                }
-                for (int e = t; e < kC * kU; e += kThreads) {
-                    const int c = e / kU, u = e - c * kU;
-                    U[c * kU + u] =
-                        c < ch.nc ? element<D, COS, BF16>(p, Kd::U, b, hc, ch.c0 + c, u, slice, cinfo + c) : 0.f;
-                }
-            }
-        });
-    };
-    // O = A S (inter-chunk, with den = A z) and/or P = A Btᵀ masked (intra-chunk scores)
-    auto multiply = [&](const Chunk& ch, bool inter, bool scores) {
-        if (!inter && !scores) return;
-        ex.phase([&](int t) {
-            const int lane = t & 31, warp = t >> 5, rd = warp + 4 * (lane & 7);
-            if (inter) {
-                float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-                float accd = 0.f;
-                for (int k = 0; k < K; ++k) {
-                    const float s = S[k * kU + lane];
-FSIG_LIN_UNROLL
-                    for (int m = 0; m < 8; ++m) acc[m] += A[(warp + 4 * m) * G::kLdA + k] * s;
-                    if (G::kDen) accd += A[rd * G::kLdA + k] * z[k];
-                }
-FSIG_LIN_UNROLL
-                for (int m = 0; m < 8; ++m) O[(warp + 4 * m) * G::kLdO + lane] = acc[m];
-                if (G::kDen && lane < 8) O[rd * G::kLdO + kU] = accd;
-            }
-            if (scores) {
-                float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-                for (int k = 0; k < K; ++k) {
-                    const float bb = Bt[k * G::kLdB + lane];
-FSIG_LIN_UNROLL
-                    for (int m = 0; m < 8; ++m) acc[m] += A[(warp + 4 * m) * G::kLdA + k] * bb;
-                }
-FSIG_LIN_UNROLL
-                for (int m = 0; m < 8; ++m) {
-                    const int r = warp + 4 * m;
-                    const int rpos = ch.rpos0 + r, cpos = ch.cpos0 + lane;
-                    const bool ok = r < ch.nr && lane < ch.nc && (kRev ? rpos <= cpos : cpos <= rpos);
-                    P[r * G::kLdP + lane] = ok ? acc[m] : 0.f;
-                }
-            }
-        });
-    };
-    // O += P U (and den += rowsum P); S += Btᵀ U (and z += Σ_c Bt)
-    auto accumulate = [&](bool intra, bool update) {
-        if (!intra && !update) return;
-        ex.phase([&](int t) {
-            const int lane = t & 31, warp = t >> 5, rd = warp + 4 * (lane & 7);
-            if (intra) {
-                float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-                float accd = 0.f;
-                for (int c = 0; c < kC; ++c) {
-                    const float uu = U[c * kU + lane];
-FSIG_LIN_UNROLL
-                    for (int m = 0; m < 8; ++m) acc[m] += P[(warp + 4 * m) * G::kLdP + c] * uu;
-                    if (G::kDen) accd += P[rd * G::kLdP + c];
-                }
-FSIG_LIN_UNROLL
-                for (int m = 0; m < 8; ++m) O[(warp + 4 * m) * G::kLdO + lane] += acc[m];
-                if (G::kDen && lane < 8) O[rd * G::kLdO + kU] += accd;
-            }
-            if (update)
-                for (int k0 = warp * 8; k0 < K; k0 += 32) {
-                    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-                    float zd = 0.f;
-                    for (int c = 0; c < kC; ++c) {
-                        const float uu = U[c * kU + lane];
-FSIG_LIN_UNROLL
-                        for (int m = 0; m < 8; ++m) acc[m] += Bt[(k0 + m) * G::kLdB + c] * uu;
-                        if (G::kDen) zd += Bt[(k0 + (lane & 7)) * G::kLdB + c];
-                    }
-FSIG_LIN_UNROLL
-                    for (int m = 0; m < 8; ++m) S[(k0 + m) * kU + lane] += acc[m];
-                    if (G::kDen && lane < 8) z[k0 + lane] += zd;
-                }
-        });
-    };
-    // rows of the chunk from O to global memory
-    auto finalize = [&](const Chunk& ch) {
-        ex.phase([&](int t) {
-            if (Role == kFwd) {
-                for (int e = t; e < ch.nr * kU; e += kThreads) {
-                    const int r = e / kU, u = e - r * kU;
-                    const float val = O[r * G::kLdO + u] / floor_max(O[r * G::kLdO + kU], p.epsilon);
-                    store16<BF16>(p.out.data, row_off(p.out, b, ch.r0 + r, row_head) + slice * kValSlice + u, val);
-                }
-            } else if (Role == kStats) {
-                if (t < ch.nr) {
-                    const int i = ch.r0 + t;
-                    const int64_t go = row_off(p.dout, b, i, row_head) + slice * kValSlice;
-                    float dot = 0.f;
-                    for (int u = 0; u < kU; ++u) dot += load16<BF16>(p.dout.data, go + u) * O[t * G::kLdO + u];
-                    float* st = stats_row(p, b, i, row_head);
-                    st[slice] = dot;
-                    if (slice == 0) st[Dm::kValSlices] = O[t * G::kLdO + kU];
-                }
-            } else if (Role == kDv) {
-                for (int e = t; e < ch.nr * kU; e += kThreads) {
-                    const int r = e / kU, u = e - r * kU;
-                    store16<BF16>(p.dv.data, row_off(p.dv, b, ch.r0 + r, row_head) + slice * kValSlice + u,
-                                  O[r * G::kLdO + u]);
-                }
-            } else {  // kDk, kDq: dx = φ'(x) ∘ (sin θ dF_sin + cos θ dF_cos) over the slice's columns
-                const LinTensor& x = Role == kDk ? p.k : p.q;
-                const LinTensor& dx = Role == kDk ? p.dk : p.dq;
-                for (int e = t; e < ch.nr * Dm::QSlice; e += kThreads) {
-                    const int r = e / Dm::QSlice, c = e - r * Dm::QSlice;
-                    const int col = slice * Dm::QSlice + c;
-                    const float xv = load16<BF16>(x.data, row_off(x, b, ch.r0 + r, row_head) + col);
-                    const float df = COS ? rinfo[r] * O[r * G::kLdO + c] + rinfo[kC + r] * O[r * G::kLdO + Dm::QSlice + c]
-                                         : O[r * G::kLdO + c];
-                    store16<BF16>(dx.data, row_off(dx, b, ch.r0 + r, row_head) + col, phi_grad<COS>(xv) * df);
-                }
-            }
-        });
+        const int hc = col_head(g);
+        for (int e = tid; e < kC * K; e += kThreads) {
+            const int c = e / K, k = e - c * K;
+            store16<BF16>(Bm, c * G::kLdK + k,
+                          c < ch.nc ? element<D, COS, BF16>(p, Kd::B, b, hc, ch.c0 + c, k, slice, cinfo + c) : 0.f);
+        }
+        for (int e = tid; e < kC * kU; e += kThreads) {
+            const int c = e / kU, u = e - c * kU;
+            store16<BF16>(U, c * G::kLdU + u,
+                          c < ch.nc ? element<D, COS, BF16>(p, Kd::U, b, hc, ch.c0 + c, u, slice, cinfo + c) : 0.f);
+        }
+        __syncthreads();
     };
 
-    // ---- the scan -----------------------------------------------------------------------------------
-    ex.phase([&](int t) {
-        for (int e = t; e < K * kU; e += kThreads) S[e] = 0.f;
-        for (int e = t; e < K; e += kThreads) z[e] = 0.f;
-    });
+    // O = A·S (inter, g = 0) and P = A·Bᵀ masked (intra), sharing each A fragment; the state update
+    // S += Bᵀ U in registers; den's inter part A·z. S and z in shared memory hold the state before
+    // this chunk and are not written here.
+    auto products = [&](const Chunk& ch, bool inter, bool intra, bool update) {
+        if (inter || intra) {
+            float pacc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+FSIG_LIN_UNROLL
+            for (int ks = 0; ks < kT; ++ks) {
+                uint32_t a[4];
+                ldsm_x4(a, sA + 2 * ((16 * mt + fa.row) * G::kLdK + 16 * ks + fa.col));
+                if (intra) {
+                    uint32_t bb[4];
+                    ldsm_x4(bb, sB + 2 * ((16 * nh + fb.row) * G::kLdK + 16 * ks + fb.col));
+                    M::run(pacc[0], a, bb[0], bb[1]);
+                    M::run(pacc[1], a, bb[2], bb[3]);
+                }
+                if (inter) {
+                    const uint32_t s_off = 2 * ((16 * ks + fbt.row) * G::kLdU + 16 * nh + fbt.col);
+                    uint32_t hi[4], lo[4];
+                    ldsm_x4_trans(hi, sShi + s_off);
+                    ldsm_x4_trans(lo, sSlo + s_off);
+                    M::run(oacc[0], a, hi[0], hi[1]);
+                    M::run(oacc[1], a, hi[2], hi[3]);
+                    M::run(oacc[0], a, lo[0], lo[1]);
+                    M::run(oacc[1], a, lo[2], lo[3]);
+                }
+            }
+            if (inter) {
+FSIG_LIN_UNROLL
+                for (int j = 0; j < 2; ++j)
+FSIG_LIN_UNROLL
+                    for (int e = 0; e < 4; ++e) {
+                        oacc[j][e] *= scale[2 * nh + j];
+                        if (G::kOffset) {
+                            const float sr = Role == kDq ? rinfo[3 * kC + 16 * mt + frag::acc_row(lane, e)] : 1.f;
+                            oacc[j][e] -= sr * w[16 * nh + 8 * j + frag::acc_col(lane, e)];
+                        }
+                    }
+            }
+            if (intra) {
+FSIG_LIN_UNROLL
+                for (int j = 0; j < 2; ++j)
+FSIG_LIN_UNROLL
+                    for (int h2 = 0; h2 < 2; ++h2) {
+                        const int r = 16 * mt + frag::acc_row(lane, 2 * h2), c = 16 * nh + 8 * j + frag::acc_col(lane, 0);
+                        const int rpos = ch.rpos0 + r;
+                        float v[2];
+FSIG_LIN_UNROLL
+                        for (int x = 0; x < 2; ++x) {
+                            const int cpos = ch.cpos0 + c + x;
+                            const bool ok = r < ch.nr && c + x < ch.nc && (kRev ? rpos <= cpos : cpos <= rpos);
+                            float pv = pacc[j][2 * h2 + x];
+                            if (G::kOffset) pv -= Role == kDq ? rinfo[3 * kC + r] : cinfo[3 * kC + c + x];
+                            v[x] = ok ? pv : 0.f;
+                        }
+                        *reinterpret_cast<uint32_t*>(P + r * G::kLdC + c) = M::pack(v[0], v[1]);
+                    }
+            }
+        }
+        if (G::kDen && inter) {
+            const int r = tid >> 2;
+            float acc = 0.f;
+            for (int k = tid & 3; k < K; k += 4) acc += load16<BF16>(A, r * G::kLdK + k) * z[k];
+            den += acc;
+        }
+        if (update) {
+            uint32_t ub[4];  // U rows 0..31, columns 8·warp..: b0, b1 of k-step 0, then of k-step 1
+            ldsm_x4_trans(ub, sU + 2 * (lane * G::kLdU + 8 * warp));
+FSIG_LIN_UNROLL
+            for (int m = 0; m < kT; ++m)
+FSIG_LIN_UNROLL
+                for (int ks = 0; ks < 2; ++ks) {
+                    uint32_t a[4];
+                    ldsm_x4_trans(a, sB + 2 * ((16 * ks + fat.row) * G::kLdK + 16 * m + fat.col));
+                    M::run(sacc[m], a, ub[2 * ks], ub[2 * ks + 1]);
+                }
+        }
+        __syncthreads();
+    };
+
+    // O += P·U (intra), den's intra part rowsum P, z += Σ b, w += Σ (s) u.
+    auto accumulate = [&](const Chunk& ch, bool intra, bool update) {
+        if (intra) {
+FSIG_LIN_UNROLL
+            for (int ks = 0; ks < 2; ++ks) {
+                uint32_t a[4], ub[4];
+                ldsm_x4(a, sP + 2 * ((16 * mt + fa.row) * G::kLdC + 16 * ks + fa.col));
+                ldsm_x4_trans(ub, sU + 2 * ((16 * ks + fbt.row) * G::kLdU + 16 * nh + fbt.col));
+                M::run(oacc[0], a, ub[0], ub[1]);
+                M::run(oacc[1], a, ub[2], ub[3]);
+            }
+            if (G::kDen) {
+                const int r = tid >> 2;
+                float acc = 0.f;
+                for (int c = tid & 3; c < kC; c += 4) acc += load16<BF16>(P, r * G::kLdC + c);
+                den += acc;
+            }
+        }
+        if (G::kDen && update)
+            for (int k = tid; k < K; k += kThreads) {
+                float acc = 0.f;
+                for (int c = 0; c < kC; ++c) acc += load16<BF16>(Bm, c * G::kLdK + k);
+                z[k] += acc;
+            }
+        if (G::kOffset && update && tid < kU) {
+            float acc = 0.f;
+            for (int c = 0; c < ch.nc; ++c) acc += (Role == kDk ? cinfo[3 * kC + c] : 1.f) * load16<BF16>(U, c * G::kLdU + tid);
+            w[tid] += acc;
+        }
+        __syncthreads();
+    };
+
+    // The state to shared memory as scaled hi + lo 16-bit terms (this warp's 8 columns: the scale is a
+    // power of two from their largest magnitude, so scaling is exact and fp16 cannot overflow); the
+    // chunk's O (and den) to shared memory for the row writer.
+    auto publish = [&](bool state, bool rows) {
+        if (state) {
+            float mx = 0.f;
+FSIG_LIN_UNROLL
+            for (int m = 0; m < kT; ++m)
+FSIG_LIN_UNROLL
+                for (int e = 0; e < 4; ++e) mx = fmaxf(mx, fabsf(sacc[m][e]));
+            for (int x = 16; x > 0; x >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
+            int ex = 0;
+            if (mx > 0.f && mx <= 3.4e38f) frexpf(mx, &ex);  // mx < 2^ex
+            ex = ex < -100 ? -100 : ex;                       // 2^(14 - ex) stays finite
+            const float down = ldexpf(1.f, 14 - ex);          // largest magnitude below 2^14
+            if (lane == 0) scale[warp] = ldexpf(1.f, ex - 14);
+FSIG_LIN_UNROLL
+            for (int m = 0; m < kT; ++m)
+FSIG_LIN_UNROLL
+                for (int h2 = 0; h2 < 2; ++h2) {
+                    const int k = 16 * m + frag::acc_row(lane, 2 * h2), c = 8 * warp + frag::acc_col(lane, 0);
+                    const float x0 = sacc[m][2 * h2] * down, x1 = sacc[m][2 * h2 + 1] * down;
+                    const float h0 = round16<BF16>(x0), h1 = round16<BF16>(x1);
+                    *reinterpret_cast<uint32_t*>(Shi + k * G::kLdU + c) = M::pack(h0, h1);
+                    *reinterpret_cast<uint32_t*>(Slo + k * G::kLdU + c) = M::pack(x0 - h0, x1 - h1);
+                }
+        }
+        if (rows) {
+FSIG_LIN_UNROLL
+            for (int j = 0; j < 2; ++j)
+FSIG_LIN_UNROLL
+                for (int e = 0; e < 4; ++e)
+                    O[(16 * mt + frag::acc_row(lane, e)) * G::kLdO + 16 * nh + 8 * j + frag::acc_col(lane, e)] = oacc[j][e];
+            if (G::kDen) {
+                den += __shfl_xor_sync(0xffffffffu, den, 1);
+                den += __shfl_xor_sync(0xffffffffu, den, 2);
+                if ((tid & 3) == 0) O[(tid >> 2) * G::kLdO + kU] = den;
+            }
+        }
+        __syncthreads();
+    };
+
+    // rows of the chunk from O to global memory
+    auto finalize = [&](const Chunk& ch) {
+        if (Role == kFwd) {
+            for (int e = tid; e < ch.nr * kU; e += kThreads) {
+                const int r = e / kU, u = e - r * kU;
+                const float val = O[r * G::kLdO + u] / floor_max(O[r * G::kLdO + kU], p.epsilon);
+                store16<BF16>(p.out.data, row_off(p.out, b, ch.r0 + r, row_head) + slice * kValSlice + u, val);
+            }
+        } else if (Role == kStats) {
+            if (tid < ch.nr) {
+                const int i = ch.r0 + tid;
+                const int64_t go = row_off(p.dout, b, i, row_head) + slice * kValSlice;
+                float dot = 0.f;
+                for (int u = 0; u < kU; ++u) dot += load16<BF16>(p.dout.data, go + u) * O[tid * G::kLdO + u];
+                float* st = stats_row(p, b, i, row_head);
+                st[slice] = dot;
+                if (slice == 0) st[Dm::kValSlices] = O[tid * G::kLdO + kU];
+            }
+        } else if (Role == kDv) {
+            for (int e = tid; e < ch.nr * kU; e += kThreads) {
+                const int r = e / kU, u = e - r * kU;
+                store16<BF16>(p.dv.data, row_off(p.dv, b, ch.r0 + r, row_head) + slice * kValSlice + u,
+                              O[r * G::kLdO + u]);
+            }
+        } else {  // kDk, kDq: dx = φ'(x) ∘ (sin θ dF_sin + cos θ dF_cos) over the slice's columns (kDq: / n)
+            const LinTensor& x = Role == kDk ? p.k : p.q;
+            const LinTensor& dx = Role == kDk ? p.dk : p.dq;
+            for (int e = tid; e < ch.nr * Dm::QSlice; e += kThreads) {
+                const int r = e / Dm::QSlice, c = e - r * Dm::QSlice;
+                const int col = slice * Dm::QSlice + c;
+                const float xv = load16<BF16>(x.data, row_off(x, b, ch.r0 + r, row_head) + col);
+                float df = COS ? rinfo[r] * O[r * G::kLdO + c] + rinfo[kC + r] * O[r * G::kLdO + Dm::QSlice + c]
+                               : O[r * G::kLdO + c];
+                if (Role == kDq) df *= rinfo[2 * kC + r];
+                store16<BF16>(dx.data, row_off(dx, b, ch.r0 + r, row_head) + col, phi_grad<COS>(xv) * df);
+            }
+        }
+        __syncthreads();
+    };
+
+    // One chunk: for each column group, operands in, products, accumulation; then publish and write.
+    auto chunk_step = [&](const Chunk& ch, const Step& st) {
+FSIG_LIN_UNROLL
+        for (int j = 0; j < 2; ++j) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
+        den = 0.f;
+        for (int g = 0; g < ngroups; ++g) {
+            load(ch, st.rows && g == 0, g);
+            products(ch, st.rows && g == 0, st.rows, st.update);
+            accumulate(ch, st.rows, st.update);
+        }
+        if (st.publish || st.rows) publish(st.publish, st.rows);
+        if (st.rows) finalize(ch);
+    };
+
+    __syncthreads();  // z
     if (p.causal) {
         const int nchunks = (p.seq_k + kC - 1) / kC;
         const int per_seg = (nchunks + p.nseg - 1) / p.nseg;
         const int t_begin = id.seg * per_seg, t_end = imin(nchunks, t_begin + per_seg);
         if (!kRev && id.seg == 0 && off < 0) {  // query rows with δ_i < 0: no key
             const int nzero = imin(-off, p.seq_q);
-            ex.phase([&](int t) {
-                if (Role == kFwd)
-                    for (int e = t; e < nzero * kU; e += kThreads)
-                        store16<BF16>(p.out.data, row_off(p.out, b, e / kU, row_head) + slice * kValSlice + e % kU, 0.f);
-                else if (Role == kStats)
-                    for (int i = t; i < nzero; i += kThreads) {
-                        float* st = stats_row(p, b, i, row_head);
-                        st[slice] = 0.f;
-                        if (slice == 0) st[Dm::kValSlices] = 0.f;
-                    }
-                else if (Role == kDq)
-                    for (int e = t; e < nzero * Dm::QSlice; e += kThreads)
-                        store16<BF16>(p.dq.data,
-                                      row_off(p.dq, b, e / Dm::QSlice, row_head) + slice * Dm::QSlice + e % Dm::QSlice, 0.f);
-            });
+            if (Role == kFwd)
+                for (int e = tid; e < nzero * kU; e += kThreads)
+                    store16<BF16>(p.out.data, row_off(p.out, b, e / kU, row_head) + slice * kValSlice + e % kU, 0.f);
+            else if (Role == kStats)
+                for (int i = tid; i < nzero; i += kThreads) {
+                    float* st = stats_row(p, b, i, row_head);
+                    st[slice] = 0.f;
+                    if (slice == 0) st[Dm::kValSlices] = 0.f;
+                }
+            else if (Role == kDq)
+                for (int e = tid; e < nzero * Dm::QSlice; e += kThreads)
+                    store16<BF16>(p.dq.data, row_off(p.dq, b, e / Dm::QSlice, row_head) + slice * Dm::QSlice + e % Dm::QSlice,
+                                  0.f);
         }
+        // the state before chunk t_begin is published before the first chunk with rows
+        if (t_begin == 0) publish(true, false);
         for (int v = 0; v < t_end; ++v) {
             Chunk ch;
             causal_chunk(p, kRev ? nchunks - 1 - v : v, kRev, &ch);
-            const bool rows = v >= t_begin && ch.nr > 0, update = v + 1 < t_end;
-            for (int g = 0; g < ngroups; ++g) {
-                prep(ch, rows && g == 0, g);
-                load(ch, rows && g == 0, true, g);
-                multiply(ch, rows && g == 0, rows);
-                accumulate(rows, update);
-            }
-            if (rows) finalize(ch);
+            Step st;
+            st.rows = v >= t_begin && ch.nr > 0;
+            st.update = v + 1 < t_end;
+            st.publish = st.update && v + 1 >= t_begin;
+            chunk_step(ch, st);
         }
         return;
     }
@@ -533,28 +661,27 @@ FSIG_LIN_UNROLL
     const int nrc = (nrows + kC - 1) / kC, per_seg = (nrc + p.nseg - 1) / p.nseg;
     const int t_begin = id.seg * per_seg, t_end = imin(nrc, t_begin + per_seg);
     if (t_begin >= t_end) return;
-    for (int g = 0; g < ngroups; ++g)
-        for (int c0 = 0; c0 < ncols; c0 += kC) {
-            Chunk ch;
-            ch.c0 = c0, ch.nc = imin(kC, ncols - c0), ch.cpos0 = kRev ? c0 + off : c0;
-            prep(ch, false, g);
-            load(ch, false, true, g);
-            accumulate(false, true);
-        }
+    for (int c0 = 0; c0 < ncols; c0 += kC) {
+        Chunk ch;
+        ch.c0 = c0, ch.nc = imin(kC, ncols - c0), ch.cpos0 = kRev ? c0 + off : c0;
+        Step st;
+        st.update = true;
+        st.publish = c0 + kC >= ncols;
+        chunk_step(ch, st);
+    }
     for (int t = t_begin; t < t_end; ++t) {
         Chunk ch;
         ch.r0 = t * kC, ch.nr = imin(kC, nrows - t * kC), ch.rpos0 = kRev ? ch.r0 : ch.r0 + off;
-        prep(ch, true, 0);
-        load(ch, true, false, 0);
-        multiply(ch, true, false);
-        finalize(ch);
+        Step st;
+        st.rows = true;
+        chunk_step(ch, st);
     }
 }
 
-// Between kStats and kDv: n_i = max(den_i, ε), r_i = [den_i > ε] (dO_i·num_i) / n_i², written as
-// (n_i, r_i) at the start of every q-dim slice's columns of dq's row (row = (b · Nq + i) · Hq + h).
+// Between kStats and kDv: n_i = max(den_i, ε), s_i = [den_i > ε] (dO_i·num_i) / n_i, written as
+// (1/n_i, s_i) at the start of every q-dim slice's columns of dq's row (row = (b · Nq + i) · Hq + h).
 template <int D, bool COS>
-FSIG_LIN_HD void reduce_row(const LinParams& p, int64_t row) {
+__device__ __forceinline__ void reduce_row(const LinParams& p, int64_t row) {
     using Dm = Dims<D, COS>;
     const int h = int(row % p.heads_q);
     row /= p.heads_q;
@@ -564,12 +691,14 @@ FSIG_LIN_HD void reduce_row(const LinParams& p, int64_t row) {
     for (int s = 0; s < Dm::kValSlices; ++s) dot += st[s];
     const float den = st[Dm::kValSlices];
     const float n = floor_max(den, p.epsilon);
-    const float r = den > p.epsilon ? dot / n / n : 0.f;
-    for (int s = 0; s < Dm::kQSlices; ++s) {
-        st[s * Dm::kRepFloats] = n;
-        st[s * Dm::kRepFloats + 1] = r;
+    const float s = den > p.epsilon ? dot / n : 0.f;
+    for (int k = 0; k < Dm::kQSlices; ++k) {
+        st[k * Dm::kRepFloats] = 1.f / n;
+        st[k * Dm::kRepFloats + 1] = s;
     }
 }
+
+#endif  // FSIG_LIN_DEVICE_CODE
 
 // Segments per (slice, head, batch): enough thread blocks for a large GPU (≈ 264 = 2 per SM of an
 // H100), at least 8 chunks per segment, at most 16 segments. A function of the problem alone.

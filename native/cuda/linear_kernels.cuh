@@ -12,12 +12,11 @@
 namespace fsig::cuda::lin {
 namespace {
 
-// (kThreads, 1): without the minimum-blocks hint ptxas held some roles to 128 registers and spilled;
-// shared memory (28 to 114 KB) bounds the blocks per SM anyway
+// (kThreads, 1): the state takes up to 64 registers per thread; without the minimum-blocks hint ptxas
+// would hold the kernel to 128 registers and spill. Shared memory bounds the blocks per SM anyway.
 template <int Role, int D, bool COS, bool BF16>
 __global__ void __launch_bounds__(kThreads, 1) linear_kernel(const LinParams p) {
-    DeviceExec ex;
-    run_block<Role, D, COS, BF16>(p, int64_t(blockIdx.x), reinterpret_cast<float*>(smem_raw), ex);
+    run_block<Role, D, COS, BF16>(p, smem_raw);
 }
 
 constexpr int kReduceThreads = 256;
@@ -28,12 +27,11 @@ __global__ void __launch_bounds__(kReduceThreads) linear_reduce_kernel(const Lin
     if (row < rows) reduce_row<D, COS>(p, row);
 }
 
+// One kernel with p.nseg segments as given (test_linear_emulation varies it; results must not change).
 template <int Role, int D, bool COS, bool BF16>
-cudaError_t launch_role(LinParams p, cudaStream_t stream) {
+cudaError_t launch_segments(const LinParams& p, cudaStream_t stream) {
     using G = Cfg<Role, D, COS>;
-    const int heads = block_heads<Role>(p);
-    p.nseg = choose_segments(p, G::kSlices, heads, G::kReverse ? p.seq_k : p.seq_q);
-    const int64_t blocks = int64_t(p.nseg) * G::kSlices * heads * p.batch;
+    const int64_t blocks = int64_t(p.nseg) * G::kSlices * block_heads<Role>(p) * p.batch;
     auto kernel = linear_kernel<Role, D, COS, BF16>;
     if (G::kBytes > 48 * 1024) {
         const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kBytes);
@@ -41,6 +39,13 @@ cudaError_t launch_role(LinParams p, cudaStream_t stream) {
     }
     FSIG_LAUNCH(kernel, unsigned(blocks), kThreads, G::kBytes, stream, p);
     return cudaGetLastError();
+}
+
+template <int Role, int D, bool COS, bool BF16>
+cudaError_t launch_role(LinParams p, cudaStream_t stream) {
+    using G = Cfg<Role, D, COS>;
+    p.nseg = choose_segments(p, G::kSlices, block_heads<Role>(p), G::kReverse ? p.seq_k : p.seq_q);
+    return launch_segments<Role, D, COS, BF16>(p, stream);
 }
 
 template <int D, bool COS, bool BF16>

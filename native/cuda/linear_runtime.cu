@@ -3,7 +3,6 @@
 // linear_forward / linear_backward there.
 #include <cmath>
 
-#include "linear_kernel.h"
 #include "linear_launch.h"
 
 namespace fsig::cuda {

@@ -1,17 +1,13 @@
-// The CUDA linear-attention kernels (native/cuda/linear_kernel.h) executed on the CPU: every kernel of a
-// call (forward: kFwd; backward: kStats, the row-statistics reduction, kDv, kDk, kDq) is replayed block
-// by block with HostExec — the same block program, index math, chunk recurrence, masks, segment
-// prefixes and fp16/bf16 rounding as on the GPU, each phase run for all 128 thread indices before the
-// next (what __syncthreads guarantees) — and checked against the fp64 quadratic form of
-// tests/linear_reference.h by the DESIGN §6 rule. No GPU needed; what it cannot see: races between the
-// threads of one phase, shared-memory bank conflicts, the device math library, launch configuration.
+// The CUDA linear-attention kernels (native/cuda/linear_kernel.h) on the SIMT emulator (tests/emu): every
+// kernel of a call (forward: kFwd; backward: kStats, the row-statistics reduction, kDv, kDk, kDq) launched
+// with a segment count chosen by the test, on tensors with padded strides, checked against the fp64
+// quadratic form of tests/linear_reference.h by the DESIGN §6 rule. test_cuda_linear_emu runs the same
+// kernels through the C ABI; this test reaches what the ABI does not choose: the segment count.
 //
-// Against false confidence: blocks of one kernel run in a shuffled order (a block reading what another
-// block of the same kernel writes would change results), shared memory is NaN-filled before each block
-// (a read of an unwritten word turns the output NaN), outputs are poisoned and the bytes around every
-// view must stay poisoned, the segment count is varied (results must be bit-identical for 1, 2, 3, 5
-// segments, and for the threads of each phase run in reverse order), and a negative control (a wrong M)
-// must break the rule.
+// Against false confidence: the emulator runs blocks and threads in a random order and NaN-fills shared
+// memory per block; outputs are poisoned and the bytes around every view must stay poisoned; the segment
+// count is varied (results must be bit-identical for 1, 2, 3, 5 segments, and for a second schedule of
+// the same count), and a negative control (a wrong M) must break the rule.
 //
 //   test_linear_emulation [--verbose] [name filters...]
 #include <algorithm>
@@ -24,7 +20,7 @@
 #include <vector>
 
 #include "harness.h"
-#include "linear_kernel.h"
+#include "linear_kernels.cuh"
 #include "linear_reference.h"
 #include "reference.h"
 
@@ -33,7 +29,6 @@ namespace lin = fsig::cuda::lin;
 namespace {
 
 bool g_verbose = false;
-bool g_reverse_threads = false;  // HostExec runs each phase's thread indices last to first
 std::vector<std::string> g_filters;
 
 constexpr uint16_t kPoison16 = 0x7da5;  // an fp16 NaN (bf16 tensors use 0x7fa5)
@@ -126,45 +121,36 @@ lin::LinParams params_of(const Case& c, Tensors& t) {
     return p;
 }
 
-// One kernel's whole grid on the CPU, blocks in a shuffled order, shared memory NaN-filled per block.
+// One kernel's whole grid on the emulated device (blocks in the emulator's random order).
 template <int Role, int D, bool COS, bool BF16>
-void emulate_kernel(lin::LinParams p, int nseg, uint64_t seed) {
+void emulate_kernel(lin::LinParams p, int nseg) {
     using G = lin::Cfg<Role, D, COS>;
-    const int heads = lin::block_heads<Role>(p);
-    p.nseg = nseg > 0 ? nseg : lin::choose_segments(p, G::kSlices, heads, G::kReverse ? p.seq_k : p.seq_q);
-    const int64_t blocks = int64_t(p.nseg) * G::kSlices * heads * p.batch;
-    std::vector<int64_t> order(static_cast<size_t>(blocks));
-    std::iota(order.begin(), order.end(), 0);
-    ref::Rng rng(seed);
-    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(rng.next_u64() % i)]);
-    std::vector<float> smem(size_t(G::kFloats));
-    lin::HostExec ex;
-    ex.reverse = g_reverse_threads;
-    for (int64_t bid : order) {
-        std::fill(smem.begin(), smem.end(), std::nanf(""));
-        lin::run_block<Role, D, COS, BF16>(p, bid, smem.data(), ex);
-    }
+    p.nseg = nseg > 0 ? nseg : lin::choose_segments(p, G::kSlices, lin::block_heads<Role>(p), G::kReverse ? p.seq_k : p.seq_q);
+    cudaError_t e = lin::launch_segments<Role, D, COS, BF16>(p, nullptr);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    REQUIRE(e == cudaSuccess, "kernel %d failed: %s", Role, cudaGetErrorString(e));
 }
 
 template <int D, bool COS, bool BF16>
-void emulate_call(const lin::LinParams& p, bool backward, int nseg, uint64_t seed) {
+void emulate_call(const lin::LinParams& p, bool backward, int nseg) {
     if (!backward) {
-        emulate_kernel<lin::kFwd, D, COS, BF16>(p, nseg, seed);
+        emulate_kernel<lin::kFwd, D, COS, BF16>(p, nseg);
         return;
     }
-    emulate_kernel<lin::kStats, D, COS, BF16>(p, nseg, seed + 1);
-    const int64_t rows = int64_t(p.batch) * p.seq_q * p.heads_q;
-    for (int64_t r = rows; r-- > 0;) lin::reduce_row<D, COS>(p, r);
-    emulate_kernel<lin::kDv, D, COS, BF16>(p, nseg, seed + 2);
-    emulate_kernel<lin::kDk, D, COS, BF16>(p, nseg, seed + 3);
-    emulate_kernel<lin::kDq, D, COS, BF16>(p, nseg, seed + 4);
+    emulate_kernel<lin::kStats, D, COS, BF16>(p, nseg);
+    cudaError_t e = lin::launch_by_role<D, COS, BF16>(lin::kReduce, p, nullptr);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    REQUIRE(e == cudaSuccess, "row statistics reduction failed: %s", cudaGetErrorString(e));
+    emulate_kernel<lin::kDv, D, COS, BF16>(p, nseg);
+    emulate_kernel<lin::kDk, D, COS, BF16>(p, nseg);
+    emulate_kernel<lin::kDq, D, COS, BF16>(p, nseg);
 }
 
 void emulate(const Case& c, const lin::LinParams& p, bool backward) {
     const bool cos = c.s.map == lref::kCosformer;
     const int d = int(c.s.d);
 #define FSIG_EMU(D, COS, BF)                                                         \
-    if (d == D && cos == COS && c.bf16 == BF) return emulate_call<D, COS, BF>(p, backward, c.nseg, c.seed * 7);
+    if (d == D && cos == COS && c.bf16 == BF) return emulate_call<D, COS, BF>(p, backward, c.nseg);
     FSIG_EMU(64, true, false) FSIG_EMU(64, true, true) FSIG_EMU(64, false, false) FSIG_EMU(64, false, true)
     FSIG_EMU(128, true, false) FSIG_EMU(128, true, true) FSIG_EMU(128, false, false) FSIG_EMU(128, false, true)
 #undef FSIG_EMU
@@ -298,8 +284,8 @@ TEST(emulated_linear_segments_and_options) {
 }
 
 // The segment count changes which block computes what, never a bit of the result; nor does the order in
-// which the emulation runs the threads of a phase (on the GPU they run at once: a thread reading in a
-// phase what another writes in the same phase would make the result depend on that order).
+// which blocks and threads run (the emulator's schedule differs on every launch: a thread reading what
+// another writes without a barrier between them would make the result depend on it).
 TEST(emulated_linear_segment_count_independence) {
     for (int map = 0; map < 2; ++map)
         for (int causal = 0; causal < 2; ++causal) {
@@ -321,14 +307,12 @@ TEST(emulated_linear_segment_count_independence) {
                        "%s: %d segments give other bits than 1", c.name.c_str(), nseg);
             }
             c.nseg = 1;
-            g_reverse_threads = true;
             const Result rr = run(c, in);
-            g_reverse_threads = false;
             auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
                 return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
             };
             EXPECT(same(r1.out, rr.out) && same(r1.dq, rr.dq) && same(r1.dk, rr.dk) && same(r1.dv, rr.dv),
-                   "%s: running each phase's threads in reverse order gives other bits", c.name.c_str());
+                   "%s: another schedule of the same launch gives other bits", c.name.c_str());
         }
 }
 
