@@ -137,8 +137,7 @@ FSIG_LIN_HD uint32_t float_to_bits(float f) {
 }
 
 template <bool BF16>
-FSIG_LIN_HD float load16(const void* base, int64_t off) {
-    const uint16_t h = static_cast<const uint16_t*>(base)[off];
+FSIG_LIN_HD float from16(uint16_t h) {
     if (BF16) return bits_to_float(uint32_t(h) << 16);
 #if defined(__CUDA_ARCH__)
     return __half2float(__ushort_as_half(h));
@@ -155,7 +154,7 @@ FSIG_LIN_HD float load16(const void* base, int64_t off) {
 
 // round to nearest even, as __float2half_rn / __float2bfloat16_rn
 template <bool BF16>
-FSIG_LIN_HD void store16(void* base, int64_t off, float f) {
+FSIG_LIN_HD uint16_t to16(float f) {
     uint16_t h;
 #if defined(__CUDA_ARCH__)
     if (BF16) h = __bfloat16_as_ushort(__float2bfloat16_rn(f));
@@ -183,15 +182,22 @@ FSIG_LIN_HD void store16(void* base, int64_t off, float f) {
         }
     }
 #endif
-    static_cast<uint16_t*>(base)[off] = h;
+    return h;
+}
+
+template <bool BF16>
+FSIG_LIN_HD float load16(const void* base, int64_t off) {
+    return from16<BF16>(static_cast<const uint16_t*>(base)[off]);
+}
+template <bool BF16>
+FSIG_LIN_HD void store16(void* base, int64_t off, float f) {
+    static_cast<uint16_t*>(base)[off] = to16<BF16>(f);
 }
 
 // f rounded to the storage dtype, as a float
 template <bool BF16>
 FSIG_LIN_HD float round16(float f) {
-    uint16_t h;
-    store16<BF16>(&h, 0, f);
-    return load16<BF16>(&h, 0);
+    return from16<BF16>(to16<BF16>(f));
 }
 
 // ---- the feature map ---------------------------------------------------------------------------------
@@ -276,37 +282,59 @@ FSIG_LIN_HD float* stats_row(const LinParams& p, int b, int i, int h) {
     return reinterpret_cast<float*>(static_cast<uint16_t*>(p.dq.data) + row_off(p.dq, b, i, h));
 }
 
-// Element k of the operand row of kind `kind` at index idx (query i or key j) of head h;
+// 16-byte groups of the source row behind an operand row of kind `kind`: d (features, v, dO), 32 (value
+// slices) or the q-dim slice's columns
+template <int D, bool COS>
+__host__ __device__ constexpr int source_groups(int kind) {
+    return kind == kVs || kind == kGs ? kValSlice / 8 : kind == kKq || kind == kQq ? Dims<D, COS>::QSlice / 8 : D / 8;
+}
+
+// Group g (8 elements, one 16-byte load: strides and bases are multiples of 8 elements, DESIGN §3) of
+// the source row of the operand row `kind` at index idx of head h, transformed and written into the
+// operand row dst (16-bit): features write φ(x)·sin θ at 8g and φ(x)·cos θ at D + 8g (cosFormer), the
+// q-dim slice's u the halves at 8g and QSlice + 8g; kQn, kQq are scaled by 1/n. valid = false: zeros.
 // info = that row's [sin, cos, 1/n, s] at stride kC.
 template <int D, bool COS, bool BF16>
-__device__ __forceinline__ float element(const LinParams& p, int kind, int b, int h, int idx, int k, int slice,
-                                         const float* info) {
+__device__ __forceinline__ void stage8(const LinParams& p, int kind, int b, int h, int idx, int g, int slice,
+                                       const float* info, uint16_t* dst, bool valid) {
     using Dm = Dims<D, COS>;
-    switch (kind) {
-        case kQf:
-        case kQn:
-        case kKf: {
-            const LinTensor& t = kind == kKf ? p.k : p.q;
-            const int c = COS && k >= D ? k - D : k;
-            float f = phi<COS>(load16<BF16>(t.data, row_off(t, b, idx, h) + c));
-            if (COS) f *= info[k >= D ? kC : 0];
-            return kind == kQn ? f * info[2 * kC] : f;
+    const bool feature = kind == kQf || kind == kQn || kind == kKf;
+    const bool qslice = kind == kKq || kind == kQq;
+    const bool mapped = feature || qslice;  // φ and the angles apply
+    const LinTensor& t = kind == kKf || kind == kKq ? p.k : kind == kV || kind == kVs ? p.v : kind == kG || kind == kGs ? p.dout : p.q;
+    const int col = 8 * g + (kind == kVs || kind == kGs ? slice * kValSlice : qslice ? slice * Dm::QSlice : 0);
+    float x[8];
+    if (valid) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(t.data) + row_off(t, b, idx, h) + col);
+        const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+FSIG_LIN_UNROLL
+        for (int e = 0; e < 4; ++e) {
+            x[2 * e] = from16<BF16>(uint16_t(words[e] & 0xffffu));
+            x[2 * e + 1] = from16<BF16>(uint16_t(words[e] >> 16));
         }
-        case kV:
-            return load16<BF16>(p.v.data, row_off(p.v, b, idx, h) + k);
-        case kG:
-            return load16<BF16>(p.dout.data, row_off(p.dout, b, idx, h) + k);
-        case kVs:
-            return load16<BF16>(p.v.data, row_off(p.v, b, idx, h) + slice * kValSlice + k);
-        case kGs:
-            return load16<BF16>(p.dout.data, row_off(p.dout, b, idx, h) + slice * kValSlice + k);
-        default: {  // kKq, kQq: u = [φ(x) sin θ | φ(x) cos θ] over the slice's columns, or φ(x); kQq / n
-            const LinTensor& t = kind == kQq ? p.q : p.k;
-            const int c = slice * Dm::QSlice + (COS && k >= Dm::QSlice ? k - Dm::QSlice : k);
-            float f = phi<COS>(load16<BF16>(t.data, row_off(t, b, idx, h) + c));
-            if (COS) f *= info[k >= Dm::QSlice ? kC : 0];
-            return kind == kQq ? f * info[2 * kC] : f;
+        if (mapped) {
+            const float scale = kind == kQn || kind == kQq ? info[2 * kC] : 1.f;
+FSIG_LIN_UNROLL
+            for (int e = 0; e < 8; ++e) x[e] = phi<COS>(x[e]) * scale;
         }
+    } else {
+FSIG_LIN_UNROLL
+        for (int e = 0; e < 8; ++e) x[e] = 0.f;
+    }
+    auto put = [&](int at, float factor) {
+        uint4 raw;
+        raw.x = uint32_t(to16<BF16>(x[0] * factor)) | uint32_t(to16<BF16>(x[1] * factor)) << 16;
+        raw.y = uint32_t(to16<BF16>(x[2] * factor)) | uint32_t(to16<BF16>(x[3] * factor)) << 16;
+        raw.z = uint32_t(to16<BF16>(x[4] * factor)) | uint32_t(to16<BF16>(x[5] * factor)) << 16;
+        raw.w = uint32_t(to16<BF16>(x[6] * factor)) | uint32_t(to16<BF16>(x[7] * factor)) << 16;
+        *reinterpret_cast<uint4*>(dst + at) = raw;
+    };
+    if (COS && mapped) {
+        const int half = feature ? D : Dm::QSlice;
+        put(8 * g, valid ? info[0] : 0.f);
+        put(half + 8 * g, valid ? info[kC] : 0.f);
+    } else {
+        put(8 * g, 1.f);
     }
 }
 
@@ -394,22 +422,22 @@ FSIG_LIN_UNROLL
                                   col_head(g), rep);
         }
         __syncthreads();
+        constexpr int nA = source_groups<D, COS>(Kd::A), nB = source_groups<D, COS>(Kd::B),
+                      nU = source_groups<D, COS>(Kd::U);
         if (rows)
-            for (int e = tid; e < kC * K; e += kThreads) {
-                const int r = e / K, k = e - r * K;
-                store16<BF16>(A, r * G::kLdK + k,
-                              r < ch.nr ? element<D, COS, BF16>(p, Kd::A, b, row_head, ch.r0 + r, k, slice, rinfo + r) : 0.f);
+            for (int e = tid; e < kC * nA; e += kThreads) {
+                const int r = e / nA;
+                stage8<D, COS, BF16>(p, Kd::A, b, row_head, ch.r0 + r, e - r * nA, slice, rinfo + r, A + r * G::kLdK,
+                                     r < ch.nr);
             }
         const int hc = col_head(g);
-        for (int e = tid; e < kC * K; e += kThreads) {
-            const int c = e / K, k = e - c * K;
-            store16<BF16>(Bm, c * G::kLdK + k,
-                          c < ch.nc ? element<D, COS, BF16>(p, Kd::B, b, hc, ch.c0 + c, k, slice, cinfo + c) : 0.f);
+        for (int e = tid; e < kC * nB; e += kThreads) {
+            const int c = e / nB;
+            stage8<D, COS, BF16>(p, Kd::B, b, hc, ch.c0 + c, e - c * nB, slice, cinfo + c, Bm + c * G::kLdK, c < ch.nc);
         }
-        for (int e = tid; e < kC * kU; e += kThreads) {
-            const int c = e / kU, u = e - c * kU;
-            store16<BF16>(U, c * G::kLdU + u,
-                          c < ch.nc ? element<D, COS, BF16>(p, Kd::U, b, hc, ch.c0 + c, u, slice, cinfo + c) : 0.f);
+        for (int e = tid; e < kC * nU; e += kThreads) {
+            const int c = e / nU;
+            stage8<D, COS, BF16>(p, Kd::U, b, hc, ch.c0 + c, e - c * nU, slice, cinfo + c, U + c * G::kLdU, c < ch.nc);
         }
         __syncthreads();
     };
