@@ -49,9 +49,9 @@ import static io.flashsig.FlashSigException.Status;
  * <h2>Errors</h2>
  * Every failure is a {@link FlashSigException} whose message names the argument and the rule, and no
  * output element is written. Java checks what only Java can see (null tensors, closed arenas,
- * thread confinement, read-only output segments, heap alignment, overlap between heap arrays when
- * they are copied); the native library checks everything else (shapes, dtypes, strides, sizes,
- * parameters), so the rules live in one place. The calls are thread-safe; the thread count is process-wide.
+ * thread confinement, read-only output segments, heap alignment); the native library checks everything
+ * else (shapes, dtypes, strides, sizes, parameters, aliasing — heap views of one array reach it through
+ * one scratch region at their offsets), so the rules live in one place. The calls are thread-safe; the thread count is process-wide.
  */
 public final class FlashSig {
     /** System property: largest work (FLOPs) for which heap arrays are passed in place (critical downcall). */
@@ -151,7 +151,6 @@ public final class FlashSig {
             status = invokeForward(work <= criticalMaxFlops, spec, x, stream, q, k, v, out, lse, null);
         } else {
             Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
-            checkHeapOverlap(args, FORWARD_OUTPUTS, FORWARD_NAMES);
             try (Arena scratch = Arena.ofConfined()) {
                 MemorySegment[] d = scratchCopies(scratch, args, FORWARD_OUTPUTS);
                 status = invokeForward(false, spec, x, stream, q, k, v, out, lse, d);
@@ -263,7 +262,6 @@ public final class FlashSig {
             return invokeBackward(work <= criticalMaxFlops, p, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv,
                     dbias, null);
         Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
-        checkHeapOverlap(args, BACKWARD_OUTPUTS, BACKWARD_NAMES);
         try (Arena scratch = Arena.ofConfined()) {
             MemorySegment[] d = scratchCopies(scratch, args, BACKWARD_OUTPUTS);
             int status = invokeBackward(false, p, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv, dbias, d);
@@ -462,13 +460,11 @@ public final class FlashSig {
         return 4.0 * q.shape(0) * q.shape(2) * q.shape(1) * k.shape(1) * q.shape(3);
     }
 
-    // The argument orders of the _ex_buffers entry points; the copy path's Object[] follows them.
+    // The copy path's Object[] follows the argument orders of the _ex_buffers entry points — forward:
+    // q, k, v, out, lse, alibi_slopes, bias, mask, block_layout; backward: q, k, v, out, dout, lse, dq,
+    // dk, dv, alibi_slopes, bias, mask, block_layout, dbias. The outputs' indices:
     private static final int[] FORWARD_OUTPUTS = {3, 4};
-    private static final String[] FORWARD_NAMES =
-            {"q", "k", "v", "out", "lse", "alibi_slopes", "bias", "mask", "block_layout"};
     private static final int[] BACKWARD_OUTPUTS = {6, 7, 8, 13};
-    private static final String[] BACKWARD_NAMES = {"q", "k", "v", "out", "dout", "lse", "dq", "dk", "dv",
-            "alibi_slopes", "bias", "mask", "block_layout", "dbias"};
 
     /**
      * The one forward downcall (the plain call is this with no extensions). Arguments are passed one by
@@ -568,26 +564,61 @@ public final class FlashSig {
     }
 
     /**
-     * The copy path for heap arrays in long calls: each argument's data (a {@link Tensor} or {@link Mask},
-     * null = absent) in place when off-heap, else in {@code scratch} — inputs copied in, outputs left for
-     * {@link #copyBack} after a successful call.
+     * Off-heap scratch for the heap tensors of a copy-path call (inputs copied in). Heap segments that
+     * share bytes of one array share one scratch region, at the same offsets from each other as in the
+     * array, so the native library's aliasing rule (per element) sees them as they are: fused views into
+     * one array are accepted, an output sharing an element with another tensor is refused, as off-heap.
      */
     private static MemorySegment[] scratchCopies(Arena scratch, Object[] args, int[] outputs) {
-        MemorySegment[] d = new MemorySegment[args.length];
-        for (int i = 0; i < args.length; i++) {
-            MemorySegment s = args[i] == null ? MemorySegment.NULL
+        int n = args.length;
+        MemorySegment[] seg = new MemorySegment[n];
+        int[] group = new int[n];
+        for (int i = 0; i < n; i++) {
+            seg[i] = args[i] == null ? MemorySegment.NULL
                     : args[i] instanceof Tensor t ? t.segment() : ((Mask) args[i]).segment();
-            if (args[i] == null || s.isNative()) {
-                d[i] = s;
-            } else {
-                d[i] = scratch.allocate(s.byteSize(), 64);
-                if (!isOutput(i, outputs)) d[i].copyFrom(s);
-            }
+            group[i] = i;
         }
+        // groups of overlapping heap segments (asOverlappingSlice compares the backing arrays too)
+        for (int i = 0; i < n; i++)
+            for (int j = i + 1; j < n; j++)
+                if (onHeapSegment(args[i], seg[i]) && onHeapSegment(args[j], seg[j])
+                        && seg[i].asOverlappingSlice(seg[j]).isPresent()) {
+                    int gi = root(group, i), gj = root(group, j);
+                    group[Math.max(gi, gj)] = Math.min(gi, gj);
+                }
+        MemorySegment[] d = new MemorySegment[n];
+        for (int i = 0; i < n; i++) {
+            if (!onHeapSegment(args[i], seg[i])) {
+                d[i] = seg[i];
+                continue;
+            }
+            if (root(group, i) != i) continue; // placed with its group's first member
+            // a heap segment's address() is its byte offset in the array
+            long lo = Long.MAX_VALUE, hi = Long.MIN_VALUE;
+            for (int j = i; j < n; j++)
+                if (onHeapSegment(args[j], seg[j]) && root(group, j) == i) {
+                    lo = Math.min(lo, seg[j].address());
+                    hi = Math.max(hi, seg[j].address() + seg[j].byteSize());
+                }
+            MemorySegment region = scratch.allocate(hi - lo, 64);
+            for (int j = i; j < n; j++)
+                if (onHeapSegment(args[j], seg[j]) && root(group, j) == i)
+                    d[j] = region.asSlice(seg[j].address() - lo, seg[j].byteSize());
+        }
+        for (int i = 0; i < n; i++)
+            if (onHeapSegment(args[i], seg[i]) && !isOutput(i, outputs)) d[i].copyFrom(seg[i]);
         return d;
     }
 
-    /** The elements of each heap output from its scratch copy (gaps between them untouched). */
+    private static boolean onHeapSegment(Object arg, MemorySegment s) {
+        return arg != null && !s.isNative();
+    }
+
+    private static int root(int[] group, int i) {
+        while (group[i] != i) i = group[i];
+        return i;
+    }
+
     private static void copyBack(Object[] args, MemorySegment[] d, int[] outputs) {
         for (int o : outputs)
             if (args[o] instanceof Tensor t && !t.segment().isNative()) t.copyElements(d[o], t.segment());
@@ -596,35 +627,6 @@ public final class FlashSig {
     private static boolean isOutput(int i, int[] outputs) {
         for (int o : outputs) if (o == i) return true;
         return false;
-    }
-
-    /**
-     * Copies hide overlap between heap arrays from the native aliasing check, so it is repeated here:
-     * an output may not share bytes with any other tensor on the same array (masks are inputs; the
-     * native check sees off-heap ones).
-     */
-    private static void checkHeapOverlap(Object[] args, int[] outputs, String[] names) {
-        for (int o : outputs) {
-            if (!(args[o] instanceof Tensor out) || out.segment().isNative()) continue;
-            MemorySegment ob = reach(out);
-            if (ob == null) continue; // the native check reports the bad strides or size
-            for (int i = 0; i < args.length; i++) {
-                if (i == o || !(args[i] instanceof Tensor t) || t.segment().isNative()) continue;
-                MemorySegment tb = reach(t);
-                // asOverlappingSlice compares the backing arrays; it works on read-only views too
-                // (heapBase() does not: it is empty for them)
-                if (tb != null && ob.asOverlappingSlice(tb).isPresent())
-                    throw new FlashSigException(Status.ALIASING, names[o] + " overlaps " + names[i]
-                            + " in memory: outputs must not share bytes with any other tensor");
-            }
-        }
-    }
-
-    /** The bytes a tensor's shape and strides reach in its segment, or null when they do not fit (or are empty). */
-    private static MemorySegment reach(Tensor t) {
-        long e = t.extentBytes();
-        if (e <= 0 || e > t.segment().byteSize()) return null;
-        return t.segment().asSlice(0, e);
     }
 
     /** The exception for a failed native call; reads this thread's fsig_last_error() at once. */

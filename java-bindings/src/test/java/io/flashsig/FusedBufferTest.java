@@ -27,11 +27,33 @@ class FusedBufferTest {
                 new long[] {N * 3 * H * D, 3 * H * D, D, 1});
     }
 
+    /** Where the test's segments live: off-heap (an arena) or in float arrays. */
+    private interface Storage {
+        MemorySegment floats(long count);
+    }
+
     @Test
     void fusedQkvAndFusedGradientsMatchSeparateTensors() {
+        try (Arena arena = Arena.ofConfined()) {
+            check(count -> arena.allocate(count * 4, 64));
+        }
+    }
+
+    /**
+     * The same on float arrays: through the critical downcall the native check sees the arrays
+     * themselves; on the copy path, views of one array share one scratch region at their offsets, so
+     * the per-element rule decides there too.
+     */
+    @Test
+    void fusedHeapArraysOnBothHeapPaths() {
+        for (TestSupport.Memory m : new TestSupport.Memory[] {TestSupport.Memory.HEAP_CRITICAL, TestSupport.Memory.HEAP_COPY})
+            TestSupport.withMemory(m, () -> check(count -> MemorySegment.ofArray(new float[Math.toIntExact(count)])));
+    }
+
+    private static void check(Storage storage) {
         Random r = new Random(11);
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment qkv = arena.allocate(B * N * 3 * H * D * 4, 64);
+            MemorySegment qkv = storage.floats(B * N * 3 * H * D);
             for (long i = 0; i < qkv.byteSize() / 4; ++i) qkv.setAtIndex(ValueLayout.JAVA_FLOAT, i, (float) r.nextGaussian());
             Tensor q = part(qkv, 0), k = part(qkv, 1), v = part(qkv, 2);
             Tensor dout = Tensor.allocate(arena, DType.FP32, B, N, H, D);
@@ -49,14 +71,14 @@ class FusedBufferTest {
             FlashSig.backward(spec, qs, ks, vs, null, dout, null, dq, dk, dv);
 
             // fused: inputs from the qkv segment, gradients into one dqkv segment
-            MemorySegment dqkv = arena.allocate(B * N * 3 * H * D * 4, 64);
+            MemorySegment dqkv = storage.floats(B * N * 3 * H * D);
             FlashSig.backward(spec, q, k, v, null, dout, null, part(dqkv, 0), part(dqkv, 1), part(dqkv, 2));
             assertArrayEquals(dq.toFloatArray(), part(dqkv, 0).toFloatArray(), "dq");
             assertArrayEquals(dk.toFloatArray(), part(dqkv, 1).toFloatArray(), "dk");
             assertArrayEquals(dv.toFloatArray(), part(dqkv, 2).toFloatArray(), "dv");
 
             // dk shifted by one element onto dq's elements: refused, nothing written
-            MemorySegment bad = arena.allocate(B * N * 3 * H * D * 4 + 4, 64);
+            MemorySegment bad = storage.floats(B * N * 3 * H * D + 1);
             Tensor shifted = Tensor.wrap(bad.asSlice(4), DType.FP32, new long[] {B, N, H, D},
                     new long[] {N * 3 * H * D, 3 * H * D, D, 1});
             FlashSigException e = assertThrows(FlashSigException.class,
