@@ -24,9 +24,10 @@
 //
 // Precision, against the naive same-dtype computation of DESIGN §6 (tests/linear_reference.h): a, b, u
 // are rounded to the storage dtype (as the naive rounds the features), P to the dtype (as the naive
-// rounds its scores); the state S is fp32 in registers and enters A·S as two 16-bit terms
-// (hi + lo, each n-tile of 8 columns scaled by a power of two so that fp16 cannot overflow), so the
-// inter-chunk part carries about fp32 accuracy; den is fp32 (A·z + rowsum P).
+// rounds its scores) after scaling each row by a power of two (exact) so that fp16 cannot overflow —
+// scores and the backward's pairs dO·v are unbounded; the state S is fp32 in registers and enters A·S as
+// two 16-bit terms (hi + lo, each n-tile of 8 columns scaled the same way), so the inter-chunk part
+// carries about fp32 accuracy; den is fp32 (A·z + rowsum P).
 //
 // A block (4 warps) works on one (value or q-dim slice, head, batch, segment of chunks). Per chunk: the
 // row and column operands land in shared memory as 16-bit tiles (A, B as [position][feature], U as
@@ -107,7 +108,9 @@ struct Cfg {
     static constexpr int kRow = kW + kU * 4;                    // row info [4][kC] fp32: sin, cos, 1/n, s
     static constexpr int kCol = kRow + 4 * kC * 4;              // column info [4][kC]
     static constexpr int kScale = kCol + 4 * kC * 4;            // [4] fp32: 2^e of each state n-tile
-    static constexpr int kBytes = kScale + 4 * 4;
+    static constexpr int kRowMax = kScale + 4 * 4;              // [2][kC] fp32: |P| row maxima per column half
+    static constexpr int kRowScale = kRowMax + 2 * kC * 4;      // [kC] fp32: 2^e of each row of P
+    static constexpr int kBytes = kRowScale + kC * 4;
     static_assert(K % 16 == 0, "features must fill whole k16 steps");
     static_assert(kShi % 16 == 0 && kSlo % 16 == 0 && kP % 16 == 0 && kUo % 16 == 0 && kB % 16 == 0,
                   "ldmatrix rows start on 16-byte boundaries");
@@ -360,6 +363,16 @@ __device__ __forceinline__ void fill_info(const LinParams& p, float* info, int x
     }
 }
 
+// For values of largest magnitude mx: the power of two that brings them below 2^14 (fp16 cannot
+// overflow, and scaling by it is exact); its inverse goes to *up when `store`. NaN and inf keep 2^0.
+__device__ __forceinline__ float pow2_scale(float mx, float* up, bool store) {
+    int ex = 14;
+    if (mx > 0.f && mx <= 3.4e38f) frexpf(mx, &ex);  // mx < 2^ex
+    ex = ex < -100 ? -100 : ex;                       // 2^(14 - ex) stays finite
+    if (store) *up = ldexpf(1.f, ex - 14);
+    return ldexpf(1.f, 14 - ex);
+}
+
 // A chunk step's parts: which products run (see run_block).
 struct Step {
     bool rows = false;    // this chunk's rows produce output: inter (g = 0) and intra parts
@@ -393,6 +406,8 @@ __device__ __forceinline__ void run_block(const LinParams& p, unsigned char* sme
     float* rinfo = reinterpret_cast<float*>(smem + G::kRow);
     float* cinfo = reinterpret_cast<float*>(smem + G::kCol);
     float* scale = reinterpret_cast<float*>(smem + G::kScale);
+    float* rowmax = reinterpret_cast<float*>(smem + G::kRowMax);
+    float* rowscale = reinterpret_cast<float*>(smem + G::kRowScale);
     const uint32_t sA = smem_addr(A), sB = smem_addr(Bm), sU = smem_addr(U), sP = smem_addr(P);
     const uint32_t sShi = smem_addr(Shi), sSlo = smem_addr(Slo);
     const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane),
@@ -446,8 +461,8 @@ FSIG_LIN_UNROLL
     // S += Bᵀ U in registers; den's inter part A·z. S and z in shared memory hold the state before
     // this chunk and are not written here.
     auto products = [&](const Chunk& ch, bool inter, bool intra, bool update) {
+        float pacc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
         if (inter || intra) {
-            float pacc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 FSIG_LIN_UNROLL
             for (int ks = 0; ks < kT; ++ks) {
                 uint32_t a[4];
@@ -481,24 +496,26 @@ FSIG_LIN_UNROLL
                         }
                     }
             }
-            if (intra) {
+            if (intra) {  // the pair offset and the mask, then this warp's share of the row maxima
+                float mx[2] = {0.f, 0.f};
 FSIG_LIN_UNROLL
                 for (int j = 0; j < 2; ++j)
 FSIG_LIN_UNROLL
-                    for (int h2 = 0; h2 < 2; ++h2) {
-                        const int r = 16 * mt + frag::acc_row(lane, 2 * h2), c = 16 * nh + 8 * j + frag::acc_col(lane, 0);
-                        const int rpos = ch.rpos0 + r;
-                        float v[2];
-FSIG_LIN_UNROLL
-                        for (int x = 0; x < 2; ++x) {
-                            const int cpos = ch.cpos0 + c + x;
-                            const bool ok = r < ch.nr && c + x < ch.nc && (kRev ? rpos <= cpos : cpos <= rpos);
-                            float pv = pacc[j][2 * h2 + x];
-                            if (G::kOffset) pv -= Role == kDq ? rinfo[3 * kC + r] : cinfo[3 * kC + c + x];
-                            v[x] = ok ? pv : 0.f;
-                        }
-                        *reinterpret_cast<uint32_t*>(P + r * G::kLdC + c) = M::pack(v[0], v[1]);
+                    for (int e = 0; e < 4; ++e) {
+                        const int r = 16 * mt + frag::acc_row(lane, e), c = 16 * nh + 8 * j + frag::acc_col(lane, e);
+                        const int rpos = ch.rpos0 + r, cpos = ch.cpos0 + c;
+                        const bool ok = r < ch.nr && c < ch.nc && (kRev ? rpos <= cpos : cpos <= rpos);
+                        float pv = pacc[j][e];
+                        if (G::kOffset) pv -= Role == kDq ? rinfo[3 * kC + r] : cinfo[3 * kC + c];
+                        pacc[j][e] = ok ? pv : 0.f;
+                        mx[e >> 1] = fmaxf(mx[e >> 1], fabsf(pacc[j][e]));
                     }
+FSIG_LIN_UNROLL
+                for (int h2 = 0; h2 < 2; ++h2) {  // the 4 lanes of a row
+                    mx[h2] = fmaxf(mx[h2], __shfl_xor_sync(0xffffffffu, mx[h2], 1));
+                    mx[h2] = fmaxf(mx[h2], __shfl_xor_sync(0xffffffffu, mx[h2], 2));
+                    if ((lane & 3) == 0) rowmax[nh * kC + 16 * mt + frag::acc_row(lane, 2 * h2)] = mx[h2];
+                }
             }
         }
         if (G::kDen && inter) {
@@ -519,25 +536,44 @@ FSIG_LIN_UNROLL
                     M::run(sacc[m], a, ub[2 * ks], ub[2 * ks + 1]);
                 }
         }
+        __syncthreads();  // the row maxima
+        if (intra) {  // P to 16 bits, each row scaled by a power of two from its largest magnitude
+FSIG_LIN_UNROLL
+            for (int h2 = 0; h2 < 2; ++h2) {
+                const int r = 16 * mt + frag::acc_row(lane, 2 * h2);
+                const float down = pow2_scale(fmaxf(rowmax[r], rowmax[kC + r]), &rowscale[r], nh == 0 && (lane & 3) == 0);
+FSIG_LIN_UNROLL
+                for (int j = 0; j < 2; ++j) {
+                    const int c = 16 * nh + 8 * j + frag::acc_col(lane, 0);
+                    *reinterpret_cast<uint32_t*>(P + r * G::kLdC + c) =
+                        M::pack(pacc[j][2 * h2] * down, pacc[j][2 * h2 + 1] * down);
+                }
+            }
+        }
         __syncthreads();
     };
 
     // O += P·U (intra), den's intra part rowsum P, z += Σ b, w += Σ (s) u.
     auto accumulate = [&](const Chunk& ch, bool intra, bool update) {
         if (intra) {
+            float pu[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 FSIG_LIN_UNROLL
             for (int ks = 0; ks < 2; ++ks) {
                 uint32_t a[4], ub[4];
                 ldsm_x4(a, sP + 2 * ((16 * mt + fa.row) * G::kLdC + 16 * ks + fa.col));
                 ldsm_x4_trans(ub, sU + 2 * ((16 * ks + fbt.row) * G::kLdU + 16 * nh + fbt.col));
-                M::run(oacc[0], a, ub[0], ub[1]);
-                M::run(oacc[1], a, ub[2], ub[3]);
+                M::run(pu[0], a, ub[0], ub[1]);
+                M::run(pu[1], a, ub[2], ub[3]);
             }
+FSIG_LIN_UNROLL
+            for (int j = 0; j < 2; ++j)
+FSIG_LIN_UNROLL
+                for (int e = 0; e < 4; ++e) oacc[j][e] += pu[j][e] * rowscale[16 * mt + frag::acc_row(lane, e)];
             if (G::kDen) {
                 const int r = tid >> 2;
                 float acc = 0.f;
                 for (int c = tid & 3; c < kC; c += 4) acc += load16<BF16>(P, r * G::kLdC + c);
-                den += acc;
+                den += acc * rowscale[r];
             }
         }
         if (G::kDen && update)
@@ -565,11 +601,7 @@ FSIG_LIN_UNROLL
 FSIG_LIN_UNROLL
                 for (int e = 0; e < 4; ++e) mx = fmaxf(mx, fabsf(sacc[m][e]));
             for (int x = 16; x > 0; x >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
-            int ex = 0;
-            if (mx > 0.f && mx <= 3.4e38f) frexpf(mx, &ex);  // mx < 2^ex
-            ex = ex < -100 ? -100 : ex;                       // 2^(14 - ex) stays finite
-            const float down = ldexpf(1.f, 14 - ex);          // largest magnitude below 2^14
-            if (lane == 0) scale[warp] = ldexpf(1.f, ex - 14);
+            const float down = pow2_scale(mx, &scale[warp], lane == 0);
 FSIG_LIN_UNROLL
             for (int m = 0; m < kT; ++m)
 FSIG_LIN_UNROLL

@@ -198,10 +198,14 @@ bool selected(const std::string& name) {
     return false;
 }
 
-void check_case(const Case& c) {
+// qk_scale multiplies q and k, v_scale v (powers of two keep them exact in the dtype)
+void check_case(const Case& c, float qk_scale = 1.f, float v_scale = 1.f) {
     if (!selected(c.name)) return;
     const lref::Spec& s = c.s;
-    const Inputs in = inputs_of(c);
+    Inputs in = inputs_of(c);
+    for (float& x : in.q) x *= qk_scale;
+    for (float& x : in.k) x *= qk_scale;
+    for (float& x : in.v) x *= v_scale;
     const Result r = run(c, in);
     const int dt = c.bf16 ? ref::kBf16 : ref::kFp16;
     std::vector<double> q(in.q.begin(), in.q.end()), k(in.k.begin(), in.k.end()), v(in.v.begin(), in.v.end()),
@@ -281,6 +285,24 @@ TEST(emulated_linear_segments_and_options) {
                                 e.s.epsilon);
             check_case(e);
         }
+}
+
+// Values far beyond fp16's range inside the computation while inputs and outputs are in range: v × 4096
+// makes the state Σ k̃ ⊗ v ≈ 10^6 and the backward's pairs dO·v ≈ 10^5; q, k × 64 make the scores
+// q̃·k̃ ≈ 10^5. The state enters the tensor cores scaled per n-tile and P scaled per row by powers of
+// two, so fp16 must still pass (unscaled, those 16-bit terms would be inf).
+TEST(emulated_linear_large_values) {
+    int idx = 0;
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal)
+            for (int big_scores = 0; big_scores < 2; ++big_scores, ++idx) {
+                Case c;
+                c.s.B = 1, c.s.Nq = 200, c.s.Nk = 600, c.s.Hq = 2, c.s.Hk = 1, c.s.d = 64, c.s.map = map;
+                c.s.causal = causal, c.bf16 = false, c.seed = 760 + idx;
+                c.name = th::format("large_%s_%s%s_fp16", big_scores ? "qk_x64" : "v_x4096", map_name(map),
+                                    causal ? "_causal" : "");
+                check_case(c, big_scores ? 64.f : 1.f, big_scores ? 1.f : 4096.f);
+            }
 }
 
 // The segment count changes which block computes what, never a bit of the result; nor does the order in
