@@ -13,11 +13,12 @@
 // P U). The kernels differ in what a, b, u are and what is done with out:
 //   kFwd   rows queries, a = qf, b = kf, u = v[32-column slice] (+ den): out = num / max(den, ε)
 //   kStats the same, writes Σ_slice dO·num and den as fp32 into dq's row (reduced by reduce_row)
-//   kDv    rows keys (reverse scan), a = kf, b = qf / n, u = dO[slice]: dV_j = Σ_i (qf_i·kf_j) dO_i / n_i
-//   kDk    rows keys (reverse), a = v, b = dO, u = qf[q-dim slice] / n, pair −s_i: dkf_j = Σ_i dP_ij qf_i
+//   kDv    rows keys (reverse scan), a = kf, b = qf·n1, u = dO[slice]·n2: dV_j = Σ_i (qf_i·kf_j) dO_i / n_i
+//   kDk    rows keys (reverse), a = v, b = dO·n1, pair −s_i·n1, u = qf[q-dim slice]·n2: dkf_j = Σ_i dP_ij qf_i
 //   kDq    rows queries, a = dO, b = v, u = kf[q-dim slice], pair −s_i, out / n_i: dqf_i = Σ_j dP_ij kf_j
-// dk, dq = φ'(x) ∘ (sin θ dF_sin + cos θ dF_cos). The 1/n_i sits where the 16-bit operands stay within
-// the inputs' range (dO / n would overflow fp16 on rows where ε binds). The −s_i of dP stays fp32:
+// dk, dq = φ'(x) ∘ (sin θ dF_sin + cos θ dF_cos). 1/n_i = n1_i·n2_i, split between the two 16-bit operands
+// by powers of two (fill_info), or applied in fp32 (kDq): on rows where ε binds 1/n is 10^6, and any
+// operand carrying all of it would overflow fp16 (q̃/n, dO/n), while the products stay bounded. The −s_i of dP stays fp32:
 // inside the pair before P is rounded (intra), and as an fp32 offset state w = Σ_c u_c (kDq, times
 // s_r) or Σ_c s_c u_c (kDk) subtracted from A·S (inter) — dO·v − s cancels (exactly, with one key),
 // and a 16-bit s would leave its rounding error in the gradient.
@@ -26,8 +27,8 @@
 // are rounded to the storage dtype (as the naive rounds the features), P to the dtype (as the naive
 // rounds its scores) after scaling each row by a power of two (exact) so that fp16 cannot overflow —
 // scores and the backward's pairs dO·v are unbounded; the state S is fp32 in registers and enters A·S as
-// two 16-bit terms (hi + lo, each n-tile of 8 columns scaled the same way), so the inter-chunk part
-// carries about fp32 accuracy; den is fp32 (A·z + rowsum P).
+// two 16-bit terms (hi + lo, each n-tile of 8 columns scaled the same way): about 16 significant bits
+// with bf16, 22 with fp16, more than the naive's 16-bit scores carry; den is fp32 (A·z + rowsum P).
 //
 // A block (4 warps) works on one (value or q-dim slice, head, batch, segment of chunks). Per chunk: the
 // row and column operands land in shared memory as 16-bit tiles (A, B as [position][feature], U as
@@ -105,9 +106,9 @@ struct Cfg {
     static constexpr int kO = kSlo + K * kLdU * 2;              // O [kC][kLdO] fp32 (column kU: den)
     static constexpr int kZ = kO + kC * kLdO * 4;               // z [K] fp32 = Σ b (den's state)
     static constexpr int kW = kZ + K * 4;                       // w [kU] fp32: the offset state (kOffset)
-    static constexpr int kRow = kW + kU * 4;                    // row info [4][kC] fp32: sin, cos, 1/n, s
-    static constexpr int kCol = kRow + 4 * kC * 4;              // column info [4][kC]
-    static constexpr int kScale = kCol + 4 * kC * 4;            // [4] fp32: 2^e of each state n-tile
+    static constexpr int kRow = kW + kU * 4;                    // row info [5][kC] fp32 (fill_info)
+    static constexpr int kCol = kRow + 5 * kC * 4;              // column info [5][kC]
+    static constexpr int kScale = kCol + 5 * kC * 4;            // [4] fp32: 2^e of each state n-tile
     static constexpr int kRowMax = kScale + 4 * 4;              // [2][kC] fp32: |P| row maxima per column half
     static constexpr int kRowScale = kRowMax + 2 * kC * 4;      // [kC] fp32: 2^e of each row of P
     static constexpr int kBytes = kRowScale + kC * 4;
@@ -265,14 +266,15 @@ FSIG_LIN_HD void causal_chunk(const LinParams& p, int t, bool reverse, Chunk* ch
 #if defined(FSIG_LIN_DEVICE_CODE)
 
 // What a side of the primitive loads (see the header comment).
-enum Kind : int { kQf, kQn, kKf, kV, kG, kVs, kGs, kKq, kQq };
+// kQn, kGn: × n1 (the first factor of 1/n); kGs, kQq: × n2 (the second) — see fill_info.
+enum Kind : int { kQf, kQn, kKf, kV, kG, kGn, kVs, kGs, kKq, kQq };
 
-FSIG_LIN_HD bool needs_stats(int kind) { return kind == kQn || kind == kG || kind == kQq; }
+FSIG_LIN_HD bool needs_stats(int kind) { return kind == kQn || kind == kG || kind == kGn || kind == kGs || kind == kQq; }
 
 template <int Role>
 struct Kinds {
     static constexpr int A = Role == kFwd || Role == kStats ? kQf : Role == kDq ? kG : Role == kDv ? kKf : kV;
-    static constexpr int B = Role == kFwd || Role == kStats ? kKf : Role == kDq ? kV : Role == kDv ? kQn : kG;
+    static constexpr int B = Role == kFwd || Role == kStats ? kKf : Role == kDq ? kV : Role == kDv ? kQn : kGn;
     static constexpr int U = Role == kFwd || Role == kStats ? kVs : Role == kDq ? kKq : Role == kDv ? kGs : kQq;
 };
 
@@ -295,8 +297,9 @@ __host__ __device__ constexpr int source_groups(int kind) {
 // Group g (8 elements, one 16-byte load: strides and bases are multiples of 8 elements, DESIGN §3) of
 // the source row of the operand row `kind` at index idx of head h, transformed and written into the
 // operand row dst (16-bit): features write φ(x)·sin θ at 8g and φ(x)·cos θ at D + 8g (cosFormer), the
-// q-dim slice's u the halves at 8g and QSlice + 8g; kQn, kQq are scaled by 1/n. valid = false: zeros.
-// info = that row's [sin, cos, 1/n, s] at stride kC.
+// q-dim slice's u the halves at 8g and QSlice + 8g; kQn, kGn are scaled by n1, kGs, kQq by n2 (fill_info).
+// valid = false: zeros.
+// info = that row's fill_info values at stride kC.
 template <int D, bool COS, bool BF16>
 __device__ __forceinline__ void stage8(const LinParams& p, int kind, int b, int h, int idx, int g, int slice,
                                        const float* info, uint16_t* dst, bool valid) {
@@ -304,7 +307,10 @@ __device__ __forceinline__ void stage8(const LinParams& p, int kind, int b, int 
     const bool feature = kind == kQf || kind == kQn || kind == kKf;
     const bool qslice = kind == kKq || kind == kQq;
     const bool mapped = feature || qslice;  // φ and the angles apply
-    const LinTensor& t = kind == kKf || kind == kKq ? p.k : kind == kV || kind == kVs ? p.v : kind == kG || kind == kGs ? p.dout : p.q;
+    const LinTensor& t = kind == kKf || kind == kKq ? p.k
+                         : kind == kV || kind == kVs ? p.v
+                         : kind == kG || kind == kGn || kind == kGs ? p.dout
+                                                                    : p.q;
     const int col = 8 * g + (kind == kVs || kind == kGs ? slice * kValSlice : qslice ? slice * Dm::QSlice : 0);
     float x[8];
     if (valid) {
@@ -315,11 +321,9 @@ FSIG_LIN_UNROLL
             x[2 * e] = from16<BF16>(uint16_t(words[e] & 0xffffu));
             x[2 * e + 1] = from16<BF16>(uint16_t(words[e] >> 16));
         }
-        if (mapped) {
-            const float scale = kind == kQn || kind == kQq ? info[2 * kC] : 1.f;
+        const float scale = kind == kQn || kind == kGn ? info[2 * kC] : kind == kGs || kind == kQq ? info[4 * kC] : 1.f;
 FSIG_LIN_UNROLL
-            for (int e = 0; e < 8; ++e) x[e] = phi<COS>(x[e]) * scale;
-        }
+        for (int e = 0; e < 8; ++e) x[e] = (mapped ? phi<COS>(x[e]) : x[e]) * scale;
     } else {
 FSIG_LIN_UNROLL
         for (int e = 0; e < 8; ++e) x[e] = 0.f;
@@ -341,7 +345,10 @@ FSIG_LIN_UNROLL
     }
 }
 
-// sin, cos of the position; 1/n and s from the (b, i, h) replica `rep` when the side needs them
+// info[·kC + x] of row or column x: [0] sin θ, [1] cos θ; from the (b, i, h) replica `rep` when the side
+// needs them: [3] s, and 1/n as two factors, [2] n1 = 2^⌊e/2⌋ and [4] n2 = the rest (1/n = m·2^e). kDv and
+// kDk put n1 into one 16-bit operand and n2 into the other: 1/n alone would overflow fp16 where ε binds
+// (1/ε = 10^6 times a query's features) although every product it scales, q̃·k̃ / n, stays ≤ 1 there.
 template <int D, bool COS>
 __device__ __forceinline__ void fill_info(const LinParams& p, float* info, int x, int pos, bool stats, int b, int i,
                                           int h, int rep) {
@@ -358,8 +365,12 @@ __device__ __forceinline__ void fill_info(const LinParams& p, float* info, int x
     }
     if (stats) {
         const float* st = stats_row(p, b, i, h) + rep * Dims<D, COS>::kRepFloats;
-        info[2 * kC + x] = st[0];
+        int e = 0;
+        const float m = frexpf(st[0], &e);  // st[0] = 1/n > 0, finite
+        const int e1 = e >= 0 ? e / 2 : -((1 - e) / 2);  // ⌊e/2⌋
+        info[2 * kC + x] = ldexpf(1.f, e1);
         info[3 * kC + x] = st[1];
+        info[4 * kC + x] = ldexpf(m, e - e1);
     }
 }
 
@@ -375,7 +386,8 @@ __device__ __forceinline__ float pow2_scale(float mx, float* up, bool store) {
 
 // A chunk step's parts: which products run (see run_block).
 struct Step {
-    bool rows = false;    // this chunk's rows produce output: inter (g = 0) and intra parts
+    bool rows = false;    // this chunk's rows produce output: the inter part (A·S)
+    bool intra = false;   // ... and the intra part (P·U; causal: the chunk's own columns)
     bool update = false;  // the chunk's columns enter the state
     bool publish = false; // the state is written to shared memory for a later chunk's rows
 };
@@ -426,7 +438,7 @@ FSIG_LIN_UNROLL
 
     // Row and column information, then the 16-bit operand tiles (zero past the chunk's end, so that
     // ragged rows and columns contribute exact zeros).
-    auto load = [&](const Chunk& ch, bool rows, int g) {
+    auto load = [&](const Chunk& ch, bool rows, bool cols, int g) {
         if (tid < kC) {
             if (rows && tid < ch.nr)
                 fill_info<D, COS>(p, rinfo, tid, ch.rpos0 + tid, needs_stats(Kd::A), b, ch.r0 + tid, row_head, rep);
@@ -446,13 +458,15 @@ FSIG_LIN_UNROLL
                                      r < ch.nr);
             }
         const int hc = col_head(g);
-        for (int e = tid; e < kC * nB; e += kThreads) {
-            const int c = e / nB;
-            stage8<D, COS, BF16>(p, Kd::B, b, hc, ch.c0 + c, e - c * nB, slice, cinfo + c, Bm + c * G::kLdK, c < ch.nc);
-        }
-        for (int e = tid; e < kC * nU; e += kThreads) {
-            const int c = e / nU;
-            stage8<D, COS, BF16>(p, Kd::U, b, hc, ch.c0 + c, e - c * nU, slice, cinfo + c, U + c * G::kLdU, c < ch.nc);
+        if (cols) {
+            for (int e = tid; e < kC * nB; e += kThreads) {
+                const int c = e / nB;
+                stage8<D, COS, BF16>(p, Kd::B, b, hc, ch.c0 + c, e - c * nB, slice, cinfo + c, Bm + c * G::kLdK, c < ch.nc);
+            }
+            for (int e = tid; e < kC * nU; e += kThreads) {
+                const int c = e / nU;
+                stage8<D, COS, BF16>(p, Kd::U, b, hc, ch.c0 + c, e - c * nU, slice, cinfo + c, U + c * G::kLdU, c < ch.nc);
+            }
         }
         __syncthreads();
     };
@@ -506,7 +520,7 @@ FSIG_LIN_UNROLL
                         const int rpos = ch.rpos0 + r, cpos = ch.cpos0 + c;
                         const bool ok = r < ch.nr && c < ch.nc && (kRev ? rpos <= cpos : cpos <= rpos);
                         float pv = pacc[j][e];
-                        if (G::kOffset) pv -= Role == kDq ? rinfo[3 * kC + r] : cinfo[3 * kC + c];
+                        if (G::kOffset) pv -= Role == kDq ? rinfo[3 * kC + r] : cinfo[3 * kC + c] * cinfo[2 * kC + c];
                         pacc[j][e] = ok ? pv : 0.f;
                         mx[e >> 1] = fmaxf(mx[e >> 1], fabsf(pacc[j][e]));
                     }
@@ -584,7 +598,8 @@ FSIG_LIN_UNROLL
             }
         if (G::kOffset && update && tid < kU) {
             float acc = 0.f;
-            for (int c = 0; c < ch.nc; ++c) acc += (Role == kDk ? cinfo[3 * kC + c] : 1.f) * load16<BF16>(U, c * G::kLdU + tid);
+            for (int c = 0; c < ch.nc; ++c)
+                acc += (Role == kDk ? cinfo[3 * kC + c] * cinfo[2 * kC + c] : 1.f) * load16<BF16>(U, c * G::kLdU + tid);
             w[tid] += acc;
         }
         __syncthreads();
@@ -661,7 +676,7 @@ FSIG_LIN_UNROLL
                 const float xv = load16<BF16>(x.data, row_off(x, b, ch.r0 + r, row_head) + col);
                 float df = COS ? rinfo[r] * O[r * G::kLdO + c] + rinfo[kC + r] * O[r * G::kLdO + Dm::QSlice + c]
                                : O[r * G::kLdO + c];
-                if (Role == kDq) df *= rinfo[2 * kC + r];
+                if (Role == kDq) df *= rinfo[2 * kC + r] * rinfo[4 * kC + r];
                 store16<BF16>(dx.data, row_off(dx, b, ch.r0 + r, row_head) + col, phi_grad<COS>(xv) * df);
             }
         }
@@ -673,10 +688,12 @@ FSIG_LIN_UNROLL
 FSIG_LIN_UNROLL
         for (int j = 0; j < 2; ++j) oacc[j][0] = oacc[j][1] = oacc[j][2] = oacc[j][3] = 0.f;
         den = 0.f;
-        for (int g = 0; g < ngroups; ++g) {
-            load(ch, st.rows && g == 0, g);
-            products(ch, st.rows && g == 0, st.rows, st.update);
-            accumulate(ch, st.rows, st.update);
+        // the column groups (GQA, kDv/kDk) matter only where columns are used
+        const int groups = st.intra || st.update ? ngroups : 1;
+        for (int g = 0; g < groups; ++g) {
+            load(ch, st.rows && g == 0, st.intra || st.update, g);
+            products(ch, st.rows && g == 0, st.intra, st.update);
+            accumulate(ch, st.intra, st.update);
         }
         if (st.publish || st.rows) publish(st.publish, st.rows);
         if (st.rows) finalize(ch);
@@ -687,6 +704,7 @@ FSIG_LIN_UNROLL
         const int nchunks = (p.seq_k + kC - 1) / kC;
         const int per_seg = (nchunks + p.nseg - 1) / p.nseg;
         const int t_begin = id.seg * per_seg, t_end = imin(nchunks, t_begin + per_seg);
+        if (t_begin >= t_end) return;  // a trailing segment with no chunk (segment 0 always has one)
         if (!kRev && id.seg == 0 && off < 0) {  // query rows with δ_i < 0: no key
             const int nzero = imin(-off, p.seq_q);
             if (Role == kFwd)
@@ -709,7 +727,7 @@ FSIG_LIN_UNROLL
             Chunk ch;
             causal_chunk(p, kRev ? nchunks - 1 - v : v, kRev, &ch);
             Step st;
-            st.rows = v >= t_begin && ch.nr > 0;
+            st.rows = st.intra = v >= t_begin && ch.nr > 0;
             st.update = v + 1 < t_end;
             st.publish = st.update && v + 1 >= t_begin;
             chunk_step(ch, st);

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -198,14 +199,12 @@ bool selected(const std::string& name) {
     return false;
 }
 
-// qk_scale multiplies q and k, v_scale v (powers of two keep them exact in the dtype)
-void check_case(const Case& c, float qk_scale = 1.f, float v_scale = 1.f) {
+// edit: changes the random inputs first (kept representable in the dtype)
+void check_case(const Case& c, const std::function<void(Inputs&)>& edit = {}) {
     if (!selected(c.name)) return;
     const lref::Spec& s = c.s;
     Inputs in = inputs_of(c);
-    for (float& x : in.q) x *= qk_scale;
-    for (float& x : in.k) x *= qk_scale;
-    for (float& x : in.v) x *= v_scale;
+    if (edit) edit(in);
     const Result r = run(c, in);
     const int dt = c.bf16 ? ref::kBf16 : ref::kFp16;
     std::vector<double> q(in.q.begin(), in.q.end()), k(in.k.begin(), in.k.end()), v(in.v.begin(), in.v.end()),
@@ -301,8 +300,45 @@ TEST(emulated_linear_large_values) {
                 c.s.causal = causal, c.bf16 = false, c.seed = 760 + idx;
                 c.name = th::format("large_%s_%s%s_fp16", big_scores ? "qk_x64" : "v_x4096", map_name(map),
                                     causal ? "_causal" : "");
-                check_case(c, big_scores ? 64.f : 1.f, big_scores ? 1.f : 4096.f);
+                check_case(c, [&](Inputs& in) {  // powers of two: exact in fp16
+                    for (std::vector<float>* x : {&in.q, &in.k})
+                        for (float& e : *x) e *= big_scores ? 64.f : 1.f;
+                    for (float& e : in.v) e *= big_scores ? 1.f : 4096.f;
+                });
             }
+}
+
+// Rows where ε binds at its default (1e-6): 1/n = 10^6. Causal: key 0 all zeros (a zeroed padding
+// token), so query row 0 (δ = 0) sees one key with q̃·k̃ = 0. Non-causal: query 0 positive only on the
+// first half of the dims, every key non-positive there, so relu makes q̃_0·k̃_j = 0 for all j. The
+// gradients stay finite (each q̃·k̃ / n ≤ 1); an operand carrying all of 1/n (q̃/n) overflows fp16.
+TEST(emulated_linear_epsilon_rows) {
+    int idx = 0;
+    for (int causal = 0; causal < 2; ++causal)
+        for (int bf = 0; bf < 2; ++bf, ++idx) {
+            Case c;
+            c.s.B = 1, c.s.Nq = 70, c.s.Nk = 70, c.s.Hq = 2, c.s.Hk = 1, c.s.d = 64, c.s.map = lref::kCosformer;
+            c.s.causal = causal, c.bf16 = bf, c.seed = 780 + idx;
+            c.name = th::format("epsilon_rows_cosformer%s_%s", causal ? "_causal_zero_key0" : "_disjoint_query0",
+                                bf ? "bf16" : "fp16");
+            const lref::Spec s = c.s;
+            check_case(c, [&](Inputs& in) {
+                for (int64_t h = 0; h < s.Hk; ++h)
+                    for (int64_t e = 0; e < s.d; ++e) {
+                        const size_t k0 = size_t(h * s.d + e);  // key 0 of head h (B = 1, [B, N, H, d])
+                        if (causal) in.k[k0] = 0.f;
+                        else
+                            for (int64_t j = 0; j < s.Nk; ++j)
+                                if (e < s.d / 2) in.k[size_t((j * s.Hk + h) * s.d + e)] = -std::fabs(in.k[size_t((j * s.Hk + h) * s.d + e)]);
+                    }
+                if (!causal)
+                    for (int64_t h = 0; h < s.Hq; ++h)
+                        for (int64_t e = 0; e < s.d; ++e) {
+                            float& x = in.q[size_t(h * s.d + e)];  // query 0
+                            x = e < s.d / 2 ? std::fabs(x) + 0.25f : -std::fabs(x);
+                        }
+            });
+        }
 }
 
 // The segment count changes which block computes what, never a bit of the result; nor does the order in
