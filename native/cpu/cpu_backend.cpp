@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "kernel_table.h"
 #include "linear.h"
@@ -75,6 +76,9 @@ private:
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The backward's dQ accumulators: 64 MB at most, unless one (batch, kv head) pair needs more.
+constexpr int64_t kDqAccumulatorFloats = int64_t(16) << 20;
+
 // No more workers (and worker scratch) than tasks.
 int workers_for(int64_t tasks) { return int(std::min<int64_t>(num_threads(), std::max<int64_t>(tasks, 1))); }
 
@@ -110,7 +114,7 @@ int backward(const BackwardArgs& a) {
     const bool softmax = p.score == FSIG_SCORE_SOFTMAX;
     std::unique_ptr<float, FreeDeleter> D(
         softmax ? static_cast<float*>(std::malloc(sizeof(float) * size_t(p.batch * p.heads_q * p.seq_q))) : nullptr);
-    // dbias broadcast over Nq: the dK/dV pass leaves dS summed over the query rows per (b, h, key)
+    // dbias broadcast over Nq: the key tasks leave dS summed over the query rows per (b, h, key)
     const bool dbias_cols = a.has_dbias && a.dbias.shape[2] != p.seq_q;
     std::unique_ptr<float, FreeDeleter> ds_cols(
         dbias_cols ? static_cast<float*>(std::malloc(sizeof(float) * size_t(p.batch * p.heads_q * p.seq_k))) : nullptr);
@@ -121,16 +125,31 @@ int backward(const BackwardArgs& a) {
             const int64_t tile = t % q_tiles, bh = t / q_tiles;
             k.backward_rowdot_task(a, bh / p.heads_q, bh % p.heads_q, tile * kBlockM, D.get());
         });
-    parallel_for(p.batch * p.heads_k * k_tiles, workers, [&](int64_t t, int w) {
-        const int64_t tile = t % k_tiles, bh = t / k_tiles;
-        k.backward_dkdv_task(a, D.get(), bh / p.heads_k, bh % p.heads_k, tile * bn, ds_cols.get(),
-                             scratch.get() + size_t(w) * per_worker);
-    });
-    parallel_for(p.batch * p.heads_q * q_tiles, workers, [&](int64_t t, int w) {
-        const int64_t tile = t % q_tiles, bh = t / q_tiles;
-        k.backward_dq_task(a, D.get(), bh / p.heads_q, bh % p.heads_q, tile * kBlockM,
-                           scratch.get() + size_t(w) * per_worker);
-    });
+    // One pass over the key tiles computes each tile product once; their dQ shares are summed in fp32
+    // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as kDqAccumulatorFloats
+    // allows (at least one), then stored.
+    const int64_t group = p.group(), pairs = p.batch * p.heads_k;
+    const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
+    const int64_t wave = std::clamp<int64_t>(kDqAccumulatorFloats / pair_floats, 1, pairs);
+    std::unique_ptr<float, FreeDeleter> dq_rows(static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))));
+    std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
+    if (!dq_rows || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
+    for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
+        const int64_t count = std::min(wave, pairs - pair0);
+        std::memset(dq_rows.get(), 0, sizeof(float) * size_t(count * pair_floats));
+        for (int64_t t = 0; t < count * group * q_tiles; ++t) turns[size_t(t)].store(0, std::memory_order_relaxed);
+        const DqAccumulator acc{dq_rows.get(), turns.get(), pair0};
+        // tasks of one pair are consecutive, key tiles ascending: a task's earlier key tiles were taken first
+        parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
+            const int64_t tile = t % k_tiles, pair = pair0 + t / k_tiles;
+            k.backward_key_task(a, D.get(), pair / p.heads_k, pair % p.heads_k, tile * bn, ds_cols.get(), acc,
+                                scratch.get() + size_t(w) * per_worker);
+        });
+        parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
+            const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;
+            k.backward_dq_store_task(a, acc, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM);
+        });
+    }
     // dbias broadcast over Nq: the column sums added over the broadcast batches and heads, by key tile
     const int64_t bias_b = a.has_dbias ? a.dbias.shape[0] : 0, bias_h = a.has_dbias ? a.dbias.shape[1] : 0;
     if (dbias_cols)
@@ -139,7 +158,7 @@ int backward(const BackwardArgs& a) {
             k.backward_dbias_cols_task(a, ds_cols.get(), bh / bias_h, bh % bias_h, tile * bn,
                                        scratch.get() + size_t(w) * per_worker);
         });
-    // dbias broadcast over batch or heads only (with none, the dQ pass wrote it): tasks own whole rows
+    // dbias broadcast over batch or heads only (with none, the key tasks wrote it): tasks own whole rows
     else if (a.has_dbias && (bias_b != p.batch || bias_h != p.heads_q))
         parallel_for(bias_b * bias_h * q_tiles, workers, [&](int64_t t, int w) {
             const int64_t tile = t % q_tiles, bh = t / q_tiles;

@@ -1,6 +1,7 @@
 // The interface between the CPU dispatcher (baseline ISA) and the per-ISA kernel translation units.
 // Each ISA unit fills one KernelTable; the dispatcher picks one at load time by CPUID.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -8,11 +9,21 @@
 
 namespace fsig::cpu {
 
-// Query rows per task (forward, dQ pass) and per q tile of the dK/dV pass.
+// Query rows per forward task and per query tile of the backward.
 constexpr int64_t kBlockM = 64;
 
 // Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
 inline int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
+
+// The key tiles' dQ shares for the (batch, kv head) pairs [pair0, pair0 + count), summed in key-tile
+// order: fp32 rows [slot][Nq][dp] with slot = (b·Hk + hk − pair0)·group + h % group and dp = the head
+// dim rounded up to the ISA's vector width (allocate for 16); turns[slot][query tile] = the key tiles
+// of that query tile's range that have added so far.
+struct DqAccumulator {
+    float* rows;
+    std::atomic<int32_t>* turns;
+    int64_t pair0;
+};
 
 struct KernelTable {
     const char* name;
@@ -23,14 +34,15 @@ struct KernelTable {
     void (*forward_task)(const ForwardArgs& a, int64_t b, int64_t h, int64_t i0, float* scratch);
     // softmax only: D[b, h, i] = sum_c dO * O for one (batch, query head, query tile)
     void (*backward_rowdot_task)(const BackwardArgs& a, int64_t b, int64_t h, int64_t i0, float* D);
-    // one (batch, kv head, key tile): dK, dV rows [j0, j0 + block_n) summed over the group's heads;
-    // ds_cols (nullptr unless dbias is broadcast over Nq): [B, Hq, Nk], gets dS summed over every query
-    // row for keys [j0, j0 + block_n) of each head of the group
-    void (*backward_dkdv_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t hk, int64_t j0,
-                               float* ds_cols, float* scratch);
-    // one (batch, query head, query tile): dQ rows [i0, i0 + kBlockM)
-    void (*backward_dq_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t h, int64_t i0,
-                             float* scratch);
+    // one (batch, kv head, key tile): dK, dV rows [j0, j0 + block_n) summed over the group's heads, and
+    // the tile's share of dQ added into acc (in key-tile order); ds_cols (nullptr unless dbias is
+    // broadcast over Nq): [B, Hq, Nk], gets dS summed over every query row for keys [j0, j0 + block_n)
+    // of each head of the group; a dbias that broadcasts nothing gets those keys' columns
+    void (*backward_key_task)(const BackwardArgs& a, const float* D, int64_t b, int64_t hk, int64_t j0,
+                              float* ds_cols, const DqAccumulator& acc, float* scratch);
+    // after every key task of acc's pairs: one (batch, query head, query tile): dQ rows [i0, i0 + kBlockM)
+    void (*backward_dq_store_task)(const BackwardArgs& a, const DqAccumulator& acc, int64_t b, int64_t h,
+                                   int64_t i0);
     // dbias broadcast over batch and/or heads: one (dbias batch, dbias head, query tile) — rows
     // [i0, i0 + kBlockM) of dbias, dS summed over the batches and heads they stand for
     void (*backward_dbias_task)(const BackwardArgs& a, const float* D, int64_t bo, int64_t ho, int64_t i0,
