@@ -611,7 +611,7 @@ TEST(thread_count_independence) {
         s.window_left = form == 2 || form == 4 ? 20 : -1;
         s.want_dbias = true;
         std::vector<std::vector<unsigned char>> first;
-        for (int threads : {1, 2, 3, 5}) {
+        for (int threads : {1, 2, 3, 5, 8}) {
             REQUIRE(fsig_set_num_threads(threads) == FSIG_OK, "set threads");
             ref::Rng r2(4);
             const int dt = FSIG_DTYPE_FP32;

@@ -61,9 +61,10 @@ void check_independent(const Spec& s, int dtype, uint64_t seed) {
     }
 }
 
-Spec spec(int score, int64_t Hq, int64_t Hk, int64_t d, bool causal, int64_t wl, int64_t wr) {
+Spec spec(int score, int64_t Hq, int64_t Hk, int64_t d, bool causal, int64_t wl, int64_t wr, int64_t Nq = 300,
+          int64_t Nk = 333) {
     Spec s;
-    s.B = 2, s.Nq = 300, s.Nk = 333, s.Hq = Hq, s.Hk = Hk, s.d = d, s.score = score, s.causal = causal;
+    s.B = 2, s.Nq = Nq, s.Nk = Nk, s.Hq = Hq, s.Hk = Hk, s.d = d, s.score = score, s.causal = causal;
     s.window_left = wl, s.window_right = wr;
     return s;
 }
@@ -74,6 +75,13 @@ TEST(softmax_fp32_gqa_causal_is_thread_count_independent) { check_independent(sp
 TEST(sigmoid_bf16_mqa_window_is_thread_count_independent) { check_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 2); }
 TEST(gelu_fp16_mha_is_thread_count_independent) { check_independent(spec(kGelu, 2, 2, 128, false, -1, -1), kFp16, 3); }
 TEST(relu2_fp32_d256_is_thread_count_independent) { check_independent(spec(kRelu2, 4, 1, 256, true, 100, -1), kFp32, 4); }
+// one query tile against six key tiles (dQ summed over many turns), and causal rows with no key at all
+TEST(softmax_fp32_short_queries_long_keys_is_thread_count_independent) {
+    check_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1, 40, 700), kFp32, 5);
+}
+TEST(sigmoid_fp16_causal_rows_without_keys_is_thread_count_independent) {
+    check_independent(spec(kSigmoid, 2, 1, 64, true, -1, -1, 700, 40), kFp16, 6);
+}
 
 int main(int argc, char** argv) {
     const int isa = tu::check_isa_env();

@@ -76,8 +76,16 @@ private:
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The backward's dQ accumulators: 64 MB at most, unless one (batch, kv head) pair needs more.
-constexpr int64_t kDqAccumulatorFloats = int64_t(16) << 20;
+// The backward's dQ accumulators: 64 MB at most, unless one (batch, kv head) pair needs more. Tests set
+// FSIG_CPU_DQ_ACCUMULATOR_FLOATS lower to run many waves (tests/CMakeLists.txt).
+int64_t dq_accumulator_floats() {
+    static const int64_t floats = [] {
+        const char* env = std::getenv("FSIG_CPU_DQ_ACCUMULATOR_FLOATS");
+        const long long v = env != nullptr ? std::atoll(env) : 0;
+        return v > 0 ? int64_t(v) : int64_t(16) << 20;
+    }();
+    return floats;
+}
 
 // No more workers (and worker scratch) than tasks.
 int workers_for(int64_t tasks) { return int(std::min<int64_t>(num_threads(), std::max<int64_t>(tasks, 1))); }
@@ -126,11 +134,11 @@ int backward(const BackwardArgs& a) {
             k.backward_rowdot_task(a, bh / p.heads_q, bh % p.heads_q, tile * kBlockM, D.get());
         });
     // One pass over the key tiles computes each tile product once; their dQ shares are summed in fp32
-    // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as kDqAccumulatorFloats
+    // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as dq_accumulator_floats()
     // allows (at least one), then stored.
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
-    const int64_t wave = std::clamp<int64_t>(kDqAccumulatorFloats / pair_floats, 1, pairs);
+    const int64_t wave = std::clamp<int64_t>(dq_accumulator_floats() / pair_floats, 1, pairs);
     std::unique_ptr<float, FreeDeleter> dq_rows(static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
     if (!dq_rows || !turns) return FSIG_ERROR_OUT_OF_MEMORY;

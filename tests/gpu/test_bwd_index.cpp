@@ -84,7 +84,7 @@ TEST(query_range_matches_scan) {
                 for (int64_t j_lo = 0; j_lo < nk; j_lo += (j_lo < 20 ? 1 : 7))
                     for (int64_t width : {int64_t(1), int64_t(16), int64_t(128)}) {
                         const int64_t j_hi = j_lo + width - 1 < nk - 1 ? j_lo + width - 1 : nk - 1;
-                        // the scan: the CPU backward's definition (kernels.inc query_range)
+                        // the scan: the rows whose key interval [first_key, last_key] reaches the keys
                         int64_t first = nq, last = -1;
                         for (int64_t i = 0; i < nq; ++i)
                             if (pr.last_key(i) >= j_lo && first == nq) first = i;
