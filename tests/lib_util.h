@@ -144,10 +144,11 @@ enum Layout : int {
     kPadded,          // rows padded: d+3 per head, H·(d+3) per token, 5 extra elements per batch
     kPackedQKV,       // q, k, v heads of one token side by side in one buffer [B, N, Hq+2Hk, d]
     kStrideD2,        // every other element: the last dimension has stride 2
+    kBHDN,            // features before positions [B, H, d, N] (ND4J's attention layout): positions contiguous
     kLayoutCount
 };
 inline const char* layout_name(int l) {
-    static const char* names[] = {"contig", "bhsd", "padded", "packedqkv", "dstride2"};
+    static const char* names[] = {"contig", "bhsd", "padded", "packedqkv", "dstride2", "bhdn"};
     return names[l];
 }
 
@@ -159,6 +160,7 @@ inline void set_strides(View& v, int layout, int64_t B, int64_t N, int64_t H, in
         case kBHSD: s[0] = H * N * d, s[1] = d, s[2] = N * d, s[3] = 1; break;
         case kPadded: s[3] = 1, s[2] = d + 3, s[1] = H * (d + 3), s[0] = N * H * (d + 3) + 5; break;
         case kStrideD2: s[3] = 2, s[2] = 2 * d, s[1] = 2 * d * H, s[0] = 2 * d * H * N; break;
+        case kBHDN: s[1] = 1, s[3] = N, s[2] = d * N, s[0] = H * d * N; break;
         default: s[3] = 1, s[2] = d, s[1] = H * d, s[0] = N * H * d; break;
     }
 }
