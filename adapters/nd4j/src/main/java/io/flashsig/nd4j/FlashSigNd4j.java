@@ -30,10 +30,10 @@ import java.util.Arrays;
  * FlashSig's logical layout is BSHD ({@code [B, N, H, d]}) with an element stride per dimension, and
  * its CPU kernels accept any non-negative strides, the head-dim stride included. So each {@link Layout}
  * is a permutation of the array's own shape and strides; c-order, f-order and strided views all work
- * as they are. A head-dim stride other than 1 — {@link Layout#BHDN} in c-order has stride N — makes the
- * CPU gather each row: still no copy, but 2–3× slower than a contiguous head dim at N = 1024
- * (benchmarks/NOTES.md); where you choose the layout, prefer c-order {@link Layout#BHND} or
- * {@link Layout#BNHD}. An output needs strides that never write one element twice.
+ * as they are. A head-dim stride other than 1 — {@link Layout#BHDN} in c-order has stride N, its
+ * positions contiguous — is read along positions: the forward runs at the rate of a contiguous head
+ * dim, forward+backward within about 30 % of it (benchmarks/NOTES.md). An output needs strides that
+ * never write one element twice.
  *
  * <h2>Lifetime</h2>
  * The arrays' buffers are wrapped as {@link MemorySegment}s from their native address and byte length
