@@ -38,6 +38,9 @@ bool is_linear(int score) { return score == FSIG_SCORE_COSFORMER || score == FSI
 const char* const kDtypeNames[] = {"fp32", "fp16", "bf16"};
 enum Pass { kFwd = 0, kBwd = 1, kFwdBwd = 2 };
 const char* const kPassNames[] = {"fwd", "bwd", "fwdbwd"};
+// Memory order of q, k, v, out and the gradients (the logical shape stays [B, N, H, d]): bshd is
+// contiguous rows, bhsd head-major, bhdn features before positions (a JVM framework's [B, H, d, N]).
+const char* const kLayoutNames[] = {"bshd", "bhsd", "bhdn"};
 // Work of each pass in units of the forward's 4·Nq·Nk·d per head (FlashAttention's convention:
 // backward = 2.5 × forward — five matmuls of the forward's size, counting recomputation of S as one).
 const double kPassFactor[] = {1.0, 2.5, 3.5};
@@ -62,6 +65,8 @@ void print_help() {
         "  --hidden D       heads = D/d per head dim (DESIGN §7 uses 2048)\n"
         "  --gqa-kv-heads K key/value heads, H %% K == 0 (= H)\n"
         "  --window L,R     sliding window (-1 = unbounded side)\n"
+        "  --layout LIST    bshd|bhsd|bhdn, a comma list (bshd): memory order of q, k, v, out, dout, dq, dk, dv\n"
+        "                   (bhdn = [B, H, d, N], positions contiguous)\n"
         "  --strided LIST   strided (atrous) mask |i - j| mod s == 0, a comma list (0 = off); with --window\n"
         "                   the union window u strided; GFLOP/s still counts the work without it\n"
         "  --device DEV     cpu|cuda (cpu)\n"
@@ -132,7 +137,7 @@ std::vector<int> parse_names(const std::string& s, const char* const* names, int
 }
 
 struct Options {
-    std::vector<int> scores{0}, dtypes{0}, causals{0}, passes{kFwd};
+    std::vector<int> scores{0}, dtypes{0}, causals{0}, passes{kFwd}, layouts{0};
     std::vector<int64_t> ds{64}, seqs{1024}, nks, strides{0};
     std::vector<int> bwd_paths{0};  // 0 = fast (workspace), 1 = deterministic
     int64_t batch = 0, heads = 8, hidden = 0, kv_heads = 0;
@@ -204,6 +209,7 @@ Options parse_args(int argc, char** argv) {
             if (val != "cpu" && val != "cuda") usage_error("--device: cpu or cuda");
             o.cuda = val == "cuda";
         } else if (key == "pass") o.passes = parse_names(val, kPassNames, 3, "pass");
+        else if (key == "layout") o.layouts = parse_names(val, kLayoutNames, 3, "layout");
         else if (key == "bwd-path") {
             if (val == "both") o.bwd_paths = {0, 1};
             else if (val == "fast" || val == "deterministic") o.bwd_paths = {val == "deterministic"};
@@ -365,7 +371,7 @@ void check_cuda_call(int err, const char* what) {
 #endif
 }
 
-fsig_tensor bshd(const Buffer& b, int dtype, bool cuda, int64_t B, int64_t N, int64_t H, int64_t d) {
+fsig_tensor bshd(const Buffer& b, int dtype, bool cuda, int64_t B, int64_t N, int64_t H, int64_t d, int layout) {
     fsig_tensor t;
     std::memset(&t, 0, sizeof t);
     t.data = b.data();
@@ -374,7 +380,10 @@ fsig_tensor bshd(const Buffer& b, int dtype, bool cuda, int64_t B, int64_t N, in
     t.device_type = cuda ? FSIG_DEVICE_CUDA : FSIG_DEVICE_CPU;
     t.ndim = 4;
     t.shape[0] = B, t.shape[1] = N, t.shape[2] = H, t.shape[3] = d;
-    t.strides[0] = N * H * d, t.strides[1] = H * d, t.strides[2] = d, t.strides[3] = 1;
+    t.strides[0] = N * H * d;
+    if (layout == 0) t.strides[1] = H * d, t.strides[2] = d, t.strides[3] = 1;
+    else if (layout == 1) t.strides[1] = d, t.strides[2] = N * d, t.strides[3] = 1;
+    else t.strides[1] = 1, t.strides[2] = d * N, t.strides[3] = N;
     return t;
 }
 
@@ -394,17 +403,18 @@ fsig_tensor lse_tensor(const Buffer& b, bool cuda, int64_t B, int64_t H, int64_t
 // ---- one benchmark case ----------------------------------------------------------------------------
 
 struct Case {
-    int score, dtype, causal, pass;
+    int score, dtype, causal, pass, layout = 0;
     int64_t B, H, Hk, Nq, Nk, d, wl, wr, strided = 0;
     bool cuda;
     bool deterministic = false;  // backward: params.deterministic (CUDA: no workspace, two kernels)
 
     std::string describe() const {
         char s[256];
-        std::snprintf(s, sizeof s, "%s %s B=%lld H=%lld Hk=%lld Nq=%lld Nk=%lld d=%lld causal=%d window=%lld,%lld%s %s",
+        std::snprintf(s, sizeof s, "%s %s B=%lld H=%lld Hk=%lld Nq=%lld Nk=%lld d=%lld causal=%d window=%lld,%lld%s %s %s",
                       kScoreNames[score], kDtypeNames[dtype], (long long)B, (long long)H, (long long)Hk,
                       (long long)Nq, (long long)Nk, (long long)d, causal, (long long)wl, (long long)wr,
-                      strided > 0 ? (" strided=" + std::to_string(strided)).c_str() : "", kPassNames[pass]);
+                      strided > 0 ? (" strided=" + std::to_string(strided)).c_str() : "", kLayoutNames[layout],
+                      kPassNames[pass]);
         return s;
     }
 
@@ -476,16 +486,16 @@ struct Problem {
             if (b->host) b->poison(c.dtype);
         if (softmax) lse.poison(FSIG_DTYPE_FP32);
 
-        tq = bshd(q, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d);
-        tk = bshd(k, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d);
-        tv = bshd(v, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d);
-        tout = bshd(out, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d);
+        tq = bshd(q, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d, c.layout);
+        tk = bshd(k, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d, c.layout);
+        tv = bshd(v, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d, c.layout);
+        tout = bshd(out, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d, c.layout);
         if (softmax) tlse = lse_tensor(lse, c.cuda, c.B, c.H, c.Nq);
         if (bwd) {
-            tdout = bshd(dout, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d);
-            tdq = bshd(dq, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d);
-            tdk = bshd(dk, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d);
-            tdv = bshd(dv, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d);
+            tdout = bshd(dout, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d, c.layout);
+            tdq = bshd(dq, c.dtype, c.cuda, c.B, c.Nq, c.H, c.d, c.layout);
+            tdk = bshd(dk, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d, c.layout);
+            tdv = bshd(dv, c.dtype, c.cuda, c.B, c.Nk, c.Hk, c.d, c.layout);
         }
         params = fsig_attention_params_default();
         params.score = c.score;
@@ -666,6 +676,7 @@ bool check_linear(const Case& c, const Problem& p, const std::string& name) {
 bool check_case(const Case& full, uint64_t seed) {
     Case c = full;
     c.B = 1;
+    c.layout = 0;  // the reference reads bshd; the other layouts are test_attention's (tests/lib_util.h)
     const int64_t ratio = c.H / c.Hk;
     c.Hk = std::min<int64_t>(c.Hk, 2), c.H = c.Hk * ratio;
     c.Nq = std::min<int64_t>(c.Nq, 256), c.Nk = std::min<int64_t>(c.Nk, 256);
@@ -821,15 +832,16 @@ int main(int argc, char** argv) {
         if (!csv) usage_error("cannot open --csv file " + o.csv);
         if (fresh)
             std::fprintf(csv, "device,isa,threads,score,dtype,B,H,Hk,Nq,Nk,d,causal,window_left,window_right,"
-                              "pass,iters,median_ms,min_ms,gflop,rate,strided,bwd_path\n");
+                              "pass,iters,median_ms,min_ms,gflop,rate,strided,bwd_path,layout\n");
     }
     const char* unit = o.cuda ? "TFLOP/s" : "GFLOP/s";
     const double unit_div = o.cuda ? 1e12 : 1e9;
     const bool show_strided = o.strides.size() > 1 || o.strides[0] != 0;
     const bool show_path = o.bwd_paths.size() > 1 || o.bwd_paths[0] != 0;
-    std::printf("%-8s %-4s %5s %4s %6s %6s %4s %6s %-6s %10s %10s %9s%s%s\n", "score", "type", "B", "H", "Nq", "Nk",
+    const bool show_layout = o.layouts.size() > 1 || o.layouts[0] != 0;
+    std::printf("%-8s %-4s %5s %4s %6s %6s %4s %6s %-6s %10s %10s %9s%s%s%s\n", "score", "type", "B", "H", "Nq", "Nk",
                 "d", "causal", "pass", "median ms", "min ms", unit, show_strided ? "  strided" : "",
-                show_path ? "  bwd path" : "");
+                show_layout ? "  layout" : "", show_path ? "  bwd path" : "");
     int failures = 0;
     for (size_t si = 0; si < o.seqs.size(); ++si)
         for (int64_t d : o.ds)
@@ -837,62 +849,66 @@ int main(int argc, char** argv) {
                 for (int causal : o.causals)
                     for (int score : o.scores)
                         for (int64_t strided : o.strides)
-                            for (int pass : o.passes)
-                                for (int bwd_path : o.bwd_paths) {
-                                    if (pass == kFwd && bwd_path != o.bwd_paths[0]) continue;  // no backward in it
-                                    Case c;
-                                    c.score = score, c.dtype = dtype, c.causal = causal, c.pass = pass, c.d = d;
-                                    c.Nq = o.seqs[si];
-                                    c.Nk = o.nks.empty() ? c.Nq : o.nks[o.nks.size() == 1 ? 0 : si];
-                                    if (o.hidden > 0) {
-                                        if (o.hidden % d) usage_error("--hidden " + std::to_string(o.hidden) + " is not a multiple of d " + std::to_string(d));
-                                        c.H = o.hidden / d;
-                                    } else {
-                                        c.H = o.heads;
-                                    }
-                                    c.B = o.batch > 0 ? o.batch : (o.hidden > 0 ? std::max<int64_t>(1, 16384 / c.Nq) : 1);
-                                    c.Hk = o.kv_heads > 0 ? o.kv_heads : c.H;
-                                    if (c.H % c.Hk) usage_error("heads " + std::to_string(c.H) + " not a multiple of --gqa-kv-heads");
-                                    c.wl = o.window_left, c.wr = o.window_right;
-                                    c.strided = strided;
-                                    c.cuda = o.cuda;
-                                    c.deterministic = bwd_path == 1;
+                            for (int layout : o.layouts)
+                                for (int pass : o.passes)
+                                    for (int bwd_path : o.bwd_paths) {
+                                        if (pass == kFwd && bwd_path != o.bwd_paths[0]) continue;  // no backward in it
+                                        Case c;
+                                        c.score = score, c.dtype = dtype, c.causal = causal, c.pass = pass, c.d = d;
+                                        c.Nq = o.seqs[si];
+                                        c.Nk = o.nks.empty() ? c.Nq : o.nks[o.nks.size() == 1 ? 0 : si];
+                                        if (o.hidden > 0) {
+                                            if (o.hidden % d) usage_error("--hidden " + std::to_string(o.hidden) + " is not a multiple of d " + std::to_string(d));
+                                            c.H = o.hidden / d;
+                                        } else {
+                                            c.H = o.heads;
+                                        }
+                                        c.B = o.batch > 0 ? o.batch : (o.hidden > 0 ? std::max<int64_t>(1, 16384 / c.Nq) : 1);
+                                        c.Hk = o.kv_heads > 0 ? o.kv_heads : c.H;
+                                        if (c.H % c.Hk) usage_error("heads " + std::to_string(c.H) + " not a multiple of --gqa-kv-heads");
+                                        c.wl = o.window_left, c.wr = o.window_right;
+                                        c.strided = strided;
+                                        c.layout = layout;
+                                        c.cuda = o.cuda;
+                                        c.deterministic = bwd_path == 1;
     #ifdef FSIG_BENCH_REFERENCE
-                                    if (o.check && !check_case(c, o.seed)) {
-                                        ++failures;
-                                        continue;
-                                    }
+                                        if (o.check && !check_case(c, o.seed)) {
+                                            ++failures;
+                                            continue;
+                                        }
     #endif
-                                    Timing t;
-                                    {
-                                        Problem p(c, o.seed);
-                                        t = time_case(p, o);
+                                        Timing t;
+                                        {
+                                            Problem p(c, o.seed);
+                                            t = time_case(p, o);
+                                        }
+                                        if (!t.ok) {
+                                            failures += !t.unsupported;
+                                            continue;
+                                        }
+                                        double flops = c.forward_flops() * kPassFactor[pass];
+                                        double rate = flops / (t.median_ms * 1e-3) / unit_div;
+                                        std::printf("%-8s %-4s %5lld %4lld %6lld %6lld %4lld %6d %-6s %10.3f %10.3f %9.2f",
+                                                    kScoreNames[score], kDtypeNames[dtype], (long long)c.B, (long long)c.H,
+                                                    (long long)c.Nq, (long long)c.Nk, (long long)d, causal, kPassNames[pass],
+                                                    t.median_ms, t.min_ms, rate);
+                                        if (show_strided) std::printf(" %8lld", (long long)strided);
+                                        if (show_layout) std::printf("  %6s", kLayoutNames[layout]);
+                                        if (show_path && pass != kFwd) std::printf("  %s", bwd_path ? "deterministic" : "fast");
+                                        std::printf("\n");
+                                        std::fflush(stdout);
+                                        if (csv) {
+                                            std::fprintf(csv, "%s,%s,%d,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%d,%lld,%lld,%s,%d,%.6f,%.6f,%.4f,%.4f,%lld,%s,%s\n",
+                                                         o.cuda ? "cuda" : "cpu", isa, caps.cpu_threads, kScoreNames[score],
+                                                         kDtypeNames[dtype], (long long)c.B, (long long)c.H, (long long)c.Hk,
+                                                         (long long)c.Nq, (long long)c.Nk, (long long)d, causal, (long long)c.wl,
+                                                         (long long)c.wr, kPassNames[pass], t.iters, t.median_ms, t.min_ms,
+                                                         flops / 1e9, rate, (long long)strided,
+                                                         pass == kFwd ? "" : bwd_path ? "deterministic" : "fast",
+                                                         kLayoutNames[layout]);
+                                            std::fflush(csv);
+                                        }
                                     }
-                                    if (!t.ok) {
-                                        failures += !t.unsupported;
-                                        continue;
-                                    }
-                                    double flops = c.forward_flops() * kPassFactor[pass];
-                                    double rate = flops / (t.median_ms * 1e-3) / unit_div;
-                                    std::printf("%-8s %-4s %5lld %4lld %6lld %6lld %4lld %6d %-6s %10.3f %10.3f %9.2f",
-                                                kScoreNames[score], kDtypeNames[dtype], (long long)c.B, (long long)c.H,
-                                                (long long)c.Nq, (long long)c.Nk, (long long)d, causal, kPassNames[pass],
-                                                t.median_ms, t.min_ms, rate);
-                                    if (show_strided) std::printf(" %8lld", (long long)strided);
-                                    if (show_path && pass != kFwd) std::printf("  %s", bwd_path ? "deterministic" : "fast");
-                                    std::printf("\n");
-                                    std::fflush(stdout);
-                                    if (csv) {
-                                        std::fprintf(csv, "%s,%s,%d,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%d,%lld,%lld,%s,%d,%.6f,%.6f,%.4f,%.4f,%lld,%s\n",
-                                                     o.cuda ? "cuda" : "cpu", isa, caps.cpu_threads, kScoreNames[score],
-                                                     kDtypeNames[dtype], (long long)c.B, (long long)c.H, (long long)c.Hk,
-                                                     (long long)c.Nq, (long long)c.Nk, (long long)d, causal, (long long)c.wl,
-                                                     (long long)c.wr, kPassNames[pass], t.iters, t.median_ms, t.min_ms,
-                                                     flops / 1e9, rate, (long long)strided,
-                                                     pass == kFwd ? "" : bwd_path ? "deterministic" : "fast");
-                                        std::fflush(csv);
-                                    }
-                                }
     if (csv) std::fclose(csv);
     if (failures) std::fprintf(stderr, "flashsig-bench: %d case(s) failed\n", failures);
     return failures ? 1 : 0;
