@@ -2,6 +2,8 @@
 // fsig_set_num_threads(1), 2, 3 and 8 give bitwise-equal outputs (8: more threads than this machine's
 // cores, so the backward's key tasks, which wait for each other's dQ turns, run preempted too). Problems span several query and key
 // tiles, GQA groups and batches so that a thread-dependent partition or reduction order would show.
+// Nor on the tensors' memory layout: contiguous rows, head-major, a head-dim stride of 2 (element-wise
+// loads) and [B, H, d, N] (packed and stored along positions) give bitwise-equal values.
 #include <cstdio>
 #include <cstring>
 
@@ -16,20 +18,22 @@ struct Outputs {
     std::vector<unsigned char> out, lse, dq, dk, dv;
 };
 
-Outputs run(const Spec& s, int dtype, int threads, uint64_t seed) {
+// layout < 0: a mix (padded q, head-major k, contiguous rest); else every tensor in that layout. Outputs
+// are the values in logical [B, N, H, d] order.
+Outputs run(const Spec& s, int dtype, int threads, uint64_t seed, int layout = -1) {
     Outputs r;
+    const int lq = layout < 0 ? tu::kPadded : layout, lk = layout < 0 ? tu::kBHSD : layout,
+              lo = layout < 0 ? tu::kContiguous : layout;
     EXPECT(fsig_set_num_threads(threads) == FSIG_OK, "fsig_set_num_threads(%d): %s", threads, fsig_last_error());
     EXPECT(fsig_get_num_threads() == threads, "fsig_get_num_threads() = %d after setting %d", fsig_get_num_threads(),
            threads);
     Rng rng(seed);
-    tu::View q = tu::make_view(dtype, tu::kPadded, s.B, s.Nq, s.Hq, s.d), k = tu::make_view(dtype, tu::kBHSD, s.B, s.Nk, s.Hk, s.d),
-             v = tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
-             out = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
-             dout = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
+    tu::View q = tu::make_view(dtype, lq, s.B, s.Nq, s.Hq, s.d), k = tu::make_view(dtype, lk, s.B, s.Nk, s.Hk, s.d),
+             v = tu::make_view(dtype, lo, s.B, s.Nk, s.Hk, s.d), out = tu::make_view(dtype, lo, s.B, s.Nq, s.Hq, s.d),
+             dout = tu::make_view(dtype, lo, s.B, s.Nq, s.Hq, s.d),
              lse = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq),
-             dq = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
-             dk = tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
-             dv = tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+             dq = tu::make_view(dtype, lo, s.B, s.Nq, s.Hq, s.d), dk = tu::make_view(dtype, lo, s.B, s.Nk, s.Hk, s.d),
+             dv = tu::make_view(dtype, lo, s.B, s.Nk, s.Hk, s.d);
     q.store(random_values(rng, s.q_elems(), dtype));
     k.store(random_values(rng, s.kv_elems(), dtype));
     v.store(random_values(rng, s.kv_elems(), dtype));
@@ -43,9 +47,28 @@ Outputs run(const Spec& s, int dtype, int threads, uint64_t seed) {
     EXPECT(st == FSIG_OK, "forward: %s", fsig_last_error());
     st = fsig_attention_backward(&p, &tq, &tk, &tv, &to, &tg, softmax ? &tl : nullptr, &tdq, &tdk, &tdv, nullptr);
     EXPECT(st == FSIG_OK, "backward: %s", fsig_last_error());
-    r.out = tu::snapshot(out), r.dq = tu::snapshot(dq), r.dk = tu::snapshot(dk), r.dv = tu::snapshot(dv);
-    if (softmax) r.lse = tu::snapshot(lse);
+    auto values = [](const tu::View& v) {  // bit patterns in logical order, whatever the layout
+        const std::vector<float> x = v.load();
+        const unsigned char* bytes = reinterpret_cast<const unsigned char*>(x.data());
+        return std::vector<unsigned char>(bytes, bytes + x.size() * sizeof(float));
+    };
+    r.out = values(out), r.dq = values(dq), r.dk = values(dk), r.dv = values(dv);
+    if (softmax) r.lse = values(lse);
     return r;
+}
+
+void check_layout_independent(const Spec& s, int dtype, uint64_t seed) {
+    const Outputs contiguous = run(s, dtype, 2, seed, tu::kContiguous);
+    for (int layout : {tu::kBHSD, tu::kStrideD2, tu::kBHDN}) {
+        const Outputs other = run(s, dtype, 2, seed, layout);
+        const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
+        const std::vector<unsigned char>* a[5] = {&contiguous.out, &contiguous.lse, &contiguous.dq, &contiguous.dk,
+                                                  &contiguous.dv};
+        const std::vector<unsigned char>* b[5] = {&other.out, &other.lse, &other.dq, &other.dk, &other.dv};
+        for (int t = 0; t < 5; ++t)
+            EXPECT(*a[t] == *b[t], "%s %s: %s differs between layouts contig and %s", s.describe().c_str(),
+                   dtype_name(dtype), names[t], tu::layout_name(layout));
+    }
 }
 
 void check_independent(const Spec& s, int dtype, uint64_t seed) {
@@ -82,6 +105,11 @@ TEST(softmax_fp32_short_queries_long_keys_is_thread_count_independent) {
 TEST(sigmoid_fp16_causal_rows_without_keys_is_thread_count_independent) {
     check_independent(spec(kSigmoid, 2, 1, 64, true, -1, -1, 700, 40), kFp16, 6);
 }
+
+// ragged tiles (Nq, Nk not multiples of the tiles or the vector width), GQA, every dtype
+TEST(softmax_fp32_gqa_causal_is_layout_independent) { check_layout_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1), kFp32, 7); }
+TEST(sigmoid_bf16_mqa_window_is_layout_independent) { check_layout_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 8); }
+TEST(gelu_fp16_d128_is_layout_independent) { check_layout_independent(spec(kGelu, 2, 2, 128, false, -1, -1, 77, 201), kFp16, 9); }
 
 int main(int argc, char** argv) {
     const int isa = tu::check_isa_env();

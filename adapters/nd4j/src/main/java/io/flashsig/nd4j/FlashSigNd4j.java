@@ -31,9 +31,9 @@ import java.util.Arrays;
  * its CPU kernels accept any non-negative strides, the head-dim stride included. So each {@link Layout}
  * is a permutation of the array's own shape and strides; c-order, f-order and strided views all work
  * as they are. A head-dim stride other than 1 — {@link Layout#BHDN} in c-order has stride N, its
- * positions contiguous — is read along positions: the forward runs at the rate of a contiguous head
- * dim, forward+backward within about 30 % of it (benchmarks/NOTES.md). An output needs strides that
- * never write one element twice.
+ * positions contiguous — is read and written along positions: forward and backward run at the rate of
+ * a contiguous head dim (benchmarks/NOTES.md). An output needs strides that never write one element
+ * twice.
  *
  * <h2>Lifetime</h2>
  * The arrays' buffers are wrapped as {@link MemorySegment}s from their native address and byte length
