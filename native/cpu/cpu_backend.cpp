@@ -76,8 +76,9 @@ private:
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The backward's dQ accumulators: 64 MB at most, unless one (batch, kv head) pair needs more. Tests set
-// FSIG_CPU_DQ_ACCUMULATOR_FLOATS lower to run many waves (tests/CMakeLists.txt).
+// The backward's per-wave rows (dQ accumulators, packed Q and dO): 64 MB at most, unless one (batch, kv
+// head) pair needs more. Tests set FSIG_CPU_DQ_ACCUMULATOR_FLOATS lower to run many waves
+// (tests/CMakeLists.txt).
 int64_t dq_accumulator_floats() {
     static const int64_t floats = [] {
         const char* env = std::getenv("FSIG_CPU_DQ_ACCUMULATOR_FLOATS");
@@ -135,18 +136,27 @@ int backward(const BackwardArgs& a) {
         });
     // One pass over the key tiles computes each tile product once; their dQ shares are summed in fp32
     // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as dq_accumulator_floats()
-    // allows (at least one), then stored.
+    // allows (at least one), then stored. Q·scale and dO of the wave are packed first, once: every key
+    // task reads every query tile of its pair, and packing them from the tensors each time cost 15–25 %
+    // of the backward (benchmarks/NOTES.md).
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
-    const int64_t wave = std::clamp<int64_t>(dq_accumulator_floats() / pair_floats, 1, pairs);
-    std::unique_ptr<float, FreeDeleter> dq_rows(static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))));
+    const int64_t wave = std::clamp<int64_t>(dq_accumulator_floats() / (3 * pair_floats), 1, pairs);
+    std::unique_ptr<float, FreeDeleter> wave_rows(
+        static_cast<float*>(std::malloc(sizeof(float) * size_t(3 * wave * pair_floats))));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
-    if (!dq_rows || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
+    if (!wave_rows || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
+    float* const dq_rows = wave_rows.get();
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
-        std::memset(dq_rows.get(), 0, sizeof(float) * size_t(count * pair_floats));
+        std::memset(dq_rows, 0, sizeof(float) * size_t(count * pair_floats));
         for (int64_t t = 0; t < count * group * q_tiles; ++t) turns[size_t(t)].store(0, std::memory_order_relaxed);
-        const DqAccumulator acc{dq_rows.get(), turns.get(), pair0};
+        const DqAccumulator acc{dq_rows, dq_rows + wave * pair_floats, dq_rows + 2 * wave * pair_floats, turns.get(),
+                                pair0};
+        parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
+            const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;
+            k.backward_pack_task(a, acc, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM);
+        });
         // tasks of one pair are consecutive, key tiles ascending: a task's earlier key tiles were taken first
         parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
             const int64_t tile = t % k_tiles, pair = pair0 + t / k_tiles;

@@ -15,12 +15,16 @@ constexpr int64_t kBlockM = 64;
 // Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
 inline int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
 
-// The key tiles' dQ shares for the (batch, kv head) pairs [pair0, pair0 + count), summed in key-tile
-// order: fp32 rows [slot][Nq][dp] with slot = (b·Hk + hk − pair0)·group + h % group and dp = the head
-// dim rounded up to the ISA's vector width (allocate for 16); turns[slot][query tile] = the key tiles
-// of that query tile's range that have added so far.
+// One wave of the backward: the (batch, kv head) pairs [pair0, pair0 + count). Per query head of those
+// pairs, fp32 rows [slot][Nq][dp] with slot = (b·Hk + hk − pair0)·group + h % group and dp = the head
+// dim rounded up to the ISA's vector width (allocate for 16), zero past d: rows, the key tiles' dQ
+// shares summed in key-tile order; q_rows and dout_rows, Q·scale and dO packed once for the whole wave
+// (every key task reads every query tile of its pair: from these, not from the tensors). turns[slot][query
+// tile] = the key tiles of that query tile's range that have added so far.
 struct DqAccumulator {
     float* rows;
+    float* q_rows;
+    float* dout_rows;
     std::atomic<int32_t>* turns;
     int64_t pair0;
 };
@@ -34,6 +38,8 @@ struct KernelTable {
     void (*forward_task)(const ForwardArgs& a, int64_t b, int64_t h, int64_t i0, float* scratch);
     // softmax only: D[b, h, i] = sum_c dO * O for one (batch, query head, query tile)
     void (*backward_rowdot_task)(const BackwardArgs& a, int64_t b, int64_t h, int64_t i0, float* D);
+    // one (batch, query head, query tile) of acc's pairs: its Q·scale and dO rows into acc.q_rows, acc.dout_rows
+    void (*backward_pack_task)(const BackwardArgs& a, const DqAccumulator& acc, int64_t b, int64_t h, int64_t i0);
     // one (batch, kv head, key tile): dK, dV rows [j0, j0 + block_n) summed over the group's heads, and
     // the tile's share of dQ added into acc (in key-tile order); ds_cols (nullptr unless dbias is
     // broadcast over Nq): [B, Hq, Nk], gets dS summed over every query row for keys [j0, j0 + block_n)
