@@ -76,12 +76,12 @@ private:
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The backward's per-wave rows (dQ accumulators, packed Q and dO): 64 MB at most, unless one (batch, kv
-// head) pair needs more. Tests set FSIG_CPU_DQ_ACCUMULATOR_FLOATS lower to run many waves
-// (tests/CMakeLists.txt).
-int64_t dq_accumulator_floats() {
+// The per-wave buffers (forward: packed K and V; backward: dQ accumulators, packed Q and dO): 64 MB at
+// most, unless one (batch, kv head) pair needs more. Tests set FSIG_CPU_WAVE_FLOATS lower to run many
+// waves (tests/CMakeLists.txt).
+int64_t wave_floats() {
     static const int64_t floats = [] {
-        const char* env = std::getenv("FSIG_CPU_DQ_ACCUMULATOR_FLOATS");
+        const char* env = std::getenv("FSIG_CPU_WAVE_FLOATS");
         const long long v = env != nullptr ? std::atoll(env) : 0;
         return v > 0 ? int64_t(v) : int64_t(16) << 20;
     }();
@@ -100,15 +100,37 @@ const char* active_isa_name() { return kernels().name; }
 int forward(const ForwardArgs& a) {
     const KernelTable& k = kernels();
     const Problem& p = a.p;
-    const int64_t tiles = ceil_div(p.seq_q, kBlockM);
+    const int64_t tiles = ceil_div(p.seq_q, kBlockM), group = p.group(), pairs = p.batch * p.heads_k;
+    const int64_t k_tiles = ceil_div(p.seq_k, block_n_for(p.head_dim));
     const int workers = workers_for(p.batch * p.heads_q * tiles);
     const size_t per_worker = (k.scratch_floats(p) + 15) / 16 * 16;
     const Scratch scratch(per_worker, workers);
     if (!scratch.get()) return FSIG_ERROR_OUT_OF_MEMORY;
-    parallel_for(p.batch * p.heads_q * tiles, workers, [&](int64_t t, int w) {
-        const int64_t tile = t % tiles, bh = t / tiles;
-        k.forward_task(a, bh / p.heads_q, bh % p.heads_q, tile * kBlockM, scratch.get() + size_t(w) * per_worker);
-    });
+    // K and V are packed once per wave of (batch, kv head) pairs (≤ 64 MB, at least one pair) when more
+    // than one query tile reads them; otherwise the one task packs its own tiles.
+    const bool shared = group * tiles > 1;
+    const int64_t pair_floats = k_tiles * (kv_k_tile_floats(p.head_dim) + kv_v_tile_floats(p.head_dim));
+    const int64_t wave = shared ? std::clamp<int64_t>(wave_floats() / pair_floats, 1, pairs) : pairs;
+    std::unique_ptr<float, FreeDeleter> packed(
+        shared ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))) : nullptr);
+    if (shared && !packed) return FSIG_ERROR_OUT_OF_MEMORY;
+    for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
+        const int64_t count = std::min(wave, pairs - pair0);
+        const KvPack kv{packed.get(), shared ? packed.get() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
+                        pair0};
+        if (shared)
+            parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
+                const int64_t pair = pair0 + t / k_tiles;
+                k.forward_pack_task(a, kv, pair / p.heads_k, pair % p.heads_k, t % k_tiles * block_n_for(p.head_dim),
+                                    scratch.get() + size_t(w) * per_worker);
+            });
+        // a pair's query heads are consecutive (h = hk·group + g)
+        parallel_for(count * group * tiles, workers, [&](int64_t t, int w) {
+            const int64_t tile = t % tiles, rest = t / tiles, pair = pair0 + rest / group;
+            k.forward_task(a, kv, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM,
+                           scratch.get() + size_t(w) * per_worker);
+        });
+    }
     return FSIG_OK;
 }
 
@@ -135,13 +157,13 @@ int backward(const BackwardArgs& a) {
             k.backward_rowdot_task(a, bh / p.heads_q, bh % p.heads_q, tile * kBlockM, D.get());
         });
     // One pass over the key tiles computes each tile product once; their dQ shares are summed in fp32
-    // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as dq_accumulator_floats()
+    // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as wave_floats()
     // allows (at least one), then stored. Q·scale and dO of the wave are packed first, once: every key
     // task reads every query tile of its pair, and packing them from the tensors each time cost 15–25 %
     // of the backward (benchmarks/NOTES.md).
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
-    const int64_t wave = std::clamp<int64_t>(dq_accumulator_floats() / (3 * pair_floats), 1, pairs);
+    const int64_t wave = std::clamp<int64_t>(wave_floats() / (3 * pair_floats), 1, pairs);
     std::unique_ptr<float, FreeDeleter> wave_rows(
         static_cast<float*>(std::malloc(sizeof(float) * size_t(3 * wave * pair_floats))));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);

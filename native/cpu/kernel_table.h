@@ -15,6 +15,20 @@ constexpr int64_t kBlockM = 64;
 // Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
 inline int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
 
+// The forward's K and V for the (batch, kv head) pairs [pair0, pair0 + count), packed once per wave
+// (every query tile of every head of a group reads all of its keys: packing them from the tensors each
+// time was half of the forward at N = 4096). Per pair and key tile of block_n keys: K as transposed
+// panels in kv_k_tile_floats, V as rows of dp floats in kv_v_tile_floats. k_panels == nullptr: no pack,
+// each task packs its own tiles (one query tile of one head per pair: nothing to share).
+struct KvPack {
+    float* k_panels;
+    float* v_rows;
+    int64_t pair0;
+};
+// block_n is a multiple of every ISA's panel width (16 or 32 keys), so the panels need no padding.
+inline int64_t kv_k_tile_floats(int64_t head_dim) { return block_n_for(head_dim) * head_dim; }
+inline int64_t kv_v_tile_floats(int64_t head_dim) { return block_n_for(head_dim) * ((head_dim + 15) / 16 * 16); }
+
 // One wave of the backward: the (batch, kv head) pairs [pair0, pair0 + count). Per query head of those
 // pairs, fp32 rows [slot][Nq][dp] with slot = (b·Hk + hk − pair0)·group + h % group and dp = the head
 // dim rounded up to the ISA's vector width (allocate for 16), zero past d: rows, the key tiles' dQ
@@ -34,8 +48,10 @@ struct KernelTable {
     int32_t isa;  // fsig_cpu_isa
     // floats of per-thread scratch that the tasks below need for this problem
     size_t (*scratch_floats)(const Problem& p);
+    // one (batch, kv head, key tile) of kv's pairs: K panels and V rows of keys [j0, j0 + block_n) into kv
+    void (*forward_pack_task)(const ForwardArgs& a, const KvPack& kv, int64_t b, int64_t hk, int64_t j0, float* scratch);
     // one (batch, query head, query tile): out rows [i0, i0 + kBlockM) and their LSE
-    void (*forward_task)(const ForwardArgs& a, int64_t b, int64_t h, int64_t i0, float* scratch);
+    void (*forward_task)(const ForwardArgs& a, const KvPack& kv, int64_t b, int64_t h, int64_t i0, float* scratch);
     // softmax only: D[b, h, i] = sum_c dO * O for one (batch, query head, query tile)
     void (*backward_rowdot_task)(const BackwardArgs& a, int64_t b, int64_t h, int64_t i0, float* D);
     // one (batch, query head, query tile) of acc's pairs: its Q·scale and dO rows into acc.q_rows, acc.dout_rows
