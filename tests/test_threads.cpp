@@ -110,6 +110,9 @@ TEST(sigmoid_fp16_causal_rows_without_keys_is_thread_count_independent) {
 TEST(softmax_fp32_gqa_causal_is_layout_independent) { check_layout_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1), kFp32, 7); }
 TEST(sigmoid_bf16_mqa_window_is_layout_independent) { check_layout_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 8); }
 TEST(gelu_fp16_d128_is_layout_independent) { check_layout_independent(spec(kGelu, 2, 2, 128, false, -1, -1, 77, 201), kFp16, 9); }
+// d > 128 (key tiles of 64) and d below the vector width
+TEST(relu_fp32_d160_is_layout_independent) { check_layout_independent(spec(kRelu, 2, 1, 160, true, -1, -1, 130, 150), kFp32, 10); }
+TEST(softmax_bf16_d5_is_layout_independent) { check_layout_independent(spec(kSoftmax, 2, 2, 5, false, 40, 3, 97, 90), kBf16, 11); }
 
 int main(int argc, char** argv) {
     const int isa = tu::check_isa_env();

@@ -106,11 +106,15 @@ int forward(const ForwardArgs& a) {
     const size_t per_worker = (k.scratch_floats(p) + 15) / 16 * 16;
     const Scratch scratch(per_worker, workers);
     if (!scratch.get()) return FSIG_ERROR_OUT_OF_MEMORY;
-    // K and V are packed once per wave of (batch, kv head) pairs (≤ 64 MB, at least one pair) when more
-    // than one query tile reads them; otherwise the one task packs its own tiles.
-    const bool shared = group * tiles > 1;
-    const int64_t pair_floats = k_tiles * (kv_k_tile_floats(p.head_dim) + kv_v_tile_floats(p.head_dim));
-    const int64_t wave = shared ? std::clamp<int64_t>(wave_floats() / pair_floats, 1, pairs) : pairs;
+    // K and V are packed once per wave of (batch, kv head) pairs (≤ wave_floats()) when more than one
+    // query tile reads them. Otherwise — one query tile of one head per pair, a pair larger than the
+    // budget (the forward needs no buffer of Nk's size: K, V may be long broadcasts), or waves too small
+    // to give every worker a task — each task packs the key tiles it reads into its own scratch.
+    const int64_t tile_floats = kv_k_tile_floats(p.head_dim) + kv_v_tile_floats(p.head_dim);
+    bool shared = group * tiles > 1 && k_tiles <= wave_floats() / tile_floats;
+    int64_t wave = shared ? std::min(wave_floats() / (k_tiles * tile_floats), pairs) : pairs;
+    if (shared && wave < pairs && wave * group * tiles < int64_t(workers)) shared = false, wave = pairs;
+    const int64_t pair_floats = shared ? k_tiles * tile_floats : 0;
     std::unique_ptr<float, FreeDeleter> packed(
         shared ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))) : nullptr);
     if (shared && !packed) return FSIG_ERROR_OUT_OF_MEMORY;

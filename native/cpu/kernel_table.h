@@ -13,7 +13,7 @@ namespace fsig::cpu {
 constexpr int64_t kBlockM = 64;
 
 // Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
-inline int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
+constexpr int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
 
 // The forward's K and V for the (batch, kv head) pairs [pair0, pair0 + count), packed once per wave
 // (every query tile of every head of a group reads all of its keys: packing them from the tensors each
@@ -25,7 +25,8 @@ struct KvPack {
     float* v_rows;
     int64_t pair0;
 };
-// block_n is a multiple of every ISA's panel width (16 or 32 keys), so the panels need no padding.
+// block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the
+// panels need no padding.
 inline int64_t kv_k_tile_floats(int64_t head_dim) { return block_n_for(head_dim) * head_dim; }
 inline int64_t kv_v_tile_floats(int64_t head_dim) { return block_n_for(head_dim) * ((head_dim + 15) / 16 * 16); }
 
