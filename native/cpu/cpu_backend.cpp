@@ -77,8 +77,8 @@ private:
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The per-wave buffers (forward: packed K and V; backward: dQ accumulators, packed Q and dO): 64 MB at
-// most, unless one (batch, kv head) pair needs more. Tests set FSIG_CPU_WAVE_FLOATS lower to run many
-// waves (tests/CMakeLists.txt).
+// most, except that the backward takes at least one (batch, kv head) pair (the forward then packs
+// nothing). Tests set FSIG_CPU_WAVE_FLOATS lower to run many waves (tests/CMakeLists.txt).
 int64_t wave_floats() {
     static const int64_t floats = [] {
         const char* env = std::getenv("FSIG_CPU_WAVE_FLOATS");

@@ -19,7 +19,7 @@ constexpr int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 :
 // (every query tile of every head of a group reads all of its keys: packing them from the tensors each
 // time was half of the forward at N = 4096). Per pair and key tile of block_n keys: K as transposed
 // panels in kv_k_tile_floats, V as rows of dp floats in kv_v_tile_floats. k_panels == nullptr: no pack,
-// each task packs its own tiles (one query tile of one head per pair: nothing to share).
+// each task packs its own tiles (cpu_backend.cpp's forward says when).
 struct KvPack {
     float* k_panels;
     float* v_rows;
