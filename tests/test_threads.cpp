@@ -3,8 +3,10 @@
 // cores, so the backward's key tasks, which wait for each other's dQ turns, run preempted too). Problems span several query and key
 // tiles, GQA groups and batches so that a thread-dependent partition or reduction order would show.
 // Nor on the tensors' memory layout: contiguous rows, head-major, a head-dim stride of 2 (element-wise
-// loads) and [B, H, d, N] (packed and stored along positions) give bitwise-equal values.
+// loads) and [B, H, d, N] (packed and stored along positions) give bitwise-equal values. Nor on the size
+// of the CPU's waves (FSIG_CPU_WAVE_FLOATS), packed K and V or not.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "harness.h"
@@ -55,6 +57,25 @@ Outputs run(const Spec& s, int dtype, int threads, uint64_t seed, int layout = -
     r.out = values(out), r.dq = values(dq), r.dk = values(dk), r.dv = values(dv);
     if (softmax) r.lse = values(lse);
     return r;
+}
+
+// The CPU's wave buffers (packed K, V for the forward; dQ accumulators and packed Q, dO for the backward)
+// come in waves of as many (batch, kv head) pairs as FSIG_CPU_WAVE_FLOATS allows: all pairs at once,
+// one pair per wave, or (budget 1) a forward that packs nothing. Same bits every time.
+void check_wave_independent(const Spec& s, int dtype, uint64_t seed) {
+    ::unsetenv("FSIG_CPU_WAVE_FLOATS");
+    const Outputs one_wave = run(s, dtype, 2, seed);
+    for (const char* floats : {"65536", "1"}) {
+        ::setenv("FSIG_CPU_WAVE_FLOATS", floats, 1);
+        const Outputs waves = run(s, dtype, 2, seed);
+        const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
+        const std::vector<unsigned char>* a[5] = {&one_wave.out, &one_wave.lse, &one_wave.dq, &one_wave.dk, &one_wave.dv};
+        const std::vector<unsigned char>* b[5] = {&waves.out, &waves.lse, &waves.dq, &waves.dk, &waves.dv};
+        for (int t = 0; t < 5; ++t)
+            EXPECT(*a[t] == *b[t], "%s %s: %s differs between one wave and FSIG_CPU_WAVE_FLOATS=%s", s.describe().c_str(),
+                   dtype_name(dtype), names[t], floats);
+    }
+    ::unsetenv("FSIG_CPU_WAVE_FLOATS");
 }
 
 void check_layout_independent(const Spec& s, int dtype, uint64_t seed) {
@@ -110,6 +131,9 @@ TEST(sigmoid_fp16_causal_rows_without_keys_is_thread_count_independent) {
 TEST(softmax_fp32_gqa_causal_is_layout_independent) { check_layout_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1), kFp32, 7); }
 TEST(sigmoid_bf16_mqa_window_is_layout_independent) { check_layout_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 8); }
 TEST(gelu_fp16_d128_is_layout_independent) { check_layout_independent(spec(kGelu, 2, 2, 128, false, -1, -1, 77, 201), kFp16, 9); }
+TEST(softmax_fp32_gqa_causal_is_wave_independent) { check_wave_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1), kFp32, 12); }
+TEST(sigmoid_bf16_mqa_window_is_wave_independent) { check_wave_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 13); }
+
 // d > 128 (key tiles of 64) and d below the vector width
 TEST(relu_fp32_d160_is_layout_independent) { check_layout_independent(spec(kRelu, 2, 1, 160, true, -1, -1, 130, 150), kFp32, 10); }
 TEST(softmax_bf16_d5_is_layout_independent) { check_layout_independent(spec(kSoftmax, 2, 2, 5, false, 40, 3, 97, 90), kBf16, 11); }

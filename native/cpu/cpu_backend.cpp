@@ -78,14 +78,12 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The per-wave buffers (forward: packed K and V; backward: dQ accumulators, packed Q and dO): 64 MB at
 // most, except that the backward takes at least one (batch, kv head) pair (the forward then packs
-// nothing). Tests set FSIG_CPU_WAVE_FLOATS lower to run many waves (tests/CMakeLists.txt).
+// nothing). Tests set FSIG_CPU_WAVE_FLOATS lower to run many waves (tests/CMakeLists.txt; test_threads
+// changes it between calls, so it is read per call).
 int64_t wave_floats() {
-    static const int64_t floats = [] {
-        const char* env = std::getenv("FSIG_CPU_WAVE_FLOATS");
-        const long long v = env != nullptr ? std::atoll(env) : 0;
-        return v > 0 ? int64_t(v) : int64_t(16) << 20;
-    }();
-    return floats;
+    const char* env = std::getenv("FSIG_CPU_WAVE_FLOATS");
+    const long long v = env != nullptr ? std::atoll(env) : 0;
+    return v > 0 ? int64_t(v) : int64_t(16) << 20;
 }
 
 // No more workers (and worker scratch) than tasks.
