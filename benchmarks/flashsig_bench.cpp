@@ -312,7 +312,9 @@ float load(const void* base, int dtype, size_t i) {
 
 // ---- buffers (host, or device with a host staging copy) ------------------------------------------
 
+#ifdef FSIG_BENCH_CUDA
 void check_cuda_call(int err, const char* what);
+#endif
 
 struct Buffer {
     size_t bytes = 0;
@@ -360,16 +362,14 @@ struct Buffer {
     }
 };
 
-void check_cuda_call(int err, const char* what) {
 #ifdef FSIG_BENCH_CUDA
+void check_cuda_call(int err, const char* what) {
     if (err != 0) {
         std::fprintf(stderr, "flashsig-bench: %s failed: %s\n", what, cudaGetErrorString(cudaError_t(err)));
         std::exit(1);
     }
-#else
-    (void)err, (void)what;
-#endif
 }
+#endif
 
 fsig_tensor bshd(const Buffer& b, int dtype, bool cuda, int64_t B, int64_t N, int64_t H, int64_t d, int layout) {
     fsig_tensor t;
@@ -826,13 +826,21 @@ int main(int argc, char** argv) {
 
     FILE* csv = nullptr;
     if (!o.csv.empty()) {
-        bool fresh = true;
-        if (FILE* f = std::fopen(o.csv.c_str(), "r")) fresh = std::fgetc(f) == EOF, std::fclose(f);
+        const std::string header = "device,isa,threads,score,dtype,B,H,Hk,Nq,Nk,d,causal,window_left,window_right,"
+                                   "pass,iters,median_ms,min_ms,gflop,rate,strided,bwd_path,layout";
+        // Rows are appended only under this version's header: a file from a version with other columns
+        // would get rows that do not match its header.
+        std::string existing;
+        if (FILE* f = std::fopen(o.csv.c_str(), "r")) {
+            for (int ch; (ch = std::fgetc(f)) != EOF && ch != '\n';) existing += char(ch);
+            std::fclose(f);
+        }
+        if (!existing.empty() && existing != header)
+            usage_error("--csv file " + o.csv + " has other columns (written by another flashsig-bench version?): "
+                        "name a new file");
         csv = std::fopen(o.csv.c_str(), "a");
         if (!csv) usage_error("cannot open --csv file " + o.csv);
-        if (fresh)
-            std::fprintf(csv, "device,isa,threads,score,dtype,B,H,Hk,Nq,Nk,d,causal,window_left,window_right,"
-                              "pass,iters,median_ms,min_ms,gflop,rate,strided,bwd_path,layout\n");
+        if (existing.empty()) std::fprintf(csv, "%s\n", header.c_str());
     }
     const char* unit = o.cuda ? "TFLOP/s" : "GFLOP/s";
     const double unit_div = o.cuda ? 1e12 : 1e9;

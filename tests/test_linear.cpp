@@ -1,6 +1,7 @@
 // Linear attention (cosFormer, elu + 1; DESIGN.md §4) through the public C ABI: forward and backward by
 // the §6 rule against the fp64 quadratic form of tests/linear_reference.h (causal and not, Nq ≠ Nk,
-// lengths 1 … 600 spanning several chunks and segments, MHA/GQA/MQA, every dtype, strided layouts,
+// lengths 1 … 600 spanning several chunks and segments, MHA/GQA/MQA, every dtype, strided layouts and
+// [B, H, d, N] (bitwise the contiguous layout's results),
 // M and ε given), finite differences on tiny problems (ε binding on some rows), bitwise independence
 // of the thread count, the 0.1-sized params struct, and the argument errors. Outputs are poisoned
 // before each run; nothing outside an output's view may change, inputs must come back unchanged.
@@ -23,6 +24,7 @@ struct LCase {
     lref::Spec s;
     int dtype = FSIG_DTYPE_FP32;
     int layout_q = tu::kContiguous, layout_k = tu::kContiguous;
+    bool all_bhdn = false;  // every tensor [B, H, d, N] (positions contiguous), overriding the layouts above
     bool buffers_api = false;
     bool out_in_backward = false;  // pass the (optional, unused) forward output to the backward
     double sigma = 1.0;
@@ -62,14 +64,17 @@ struct Run {
 Run run_library(const LCase& c, const Inputs& in) {
     const lref::Spec& s = c.s;
     Run r;
-    tu::View q = tu::make_view(c.dtype, c.layout_q, s.B, s.Nq, s.Hq, s.d),
-             k = tu::make_view(c.dtype, c.layout_k, s.B, s.Nk, s.Hk, s.d),
-             v = tu::make_view(c.dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
-             out = tu::make_view(c.dtype, c.layout_q == tu::kContiguous ? tu::kContiguous : tu::kPadded, s.B, s.Nq, s.Hq, s.d),
-             dout = tu::make_view(c.dtype, tu::kBHSD, s.B, s.Nq, s.Hq, s.d),
-             dq = tu::make_view(c.dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
-             dk = tu::make_view(c.dtype, c.layout_k == tu::kStrideD2 ? tu::kPadded : tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
-             dv = tu::make_view(c.dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d);
+    const auto layout = [&](int chosen) { return c.all_bhdn ? int(tu::kBHDN) : chosen; };
+    tu::View q = tu::make_view(c.dtype, layout(c.layout_q), s.B, s.Nq, s.Hq, s.d),
+             k = tu::make_view(c.dtype, layout(c.layout_k), s.B, s.Nk, s.Hk, s.d),
+             v = tu::make_view(c.dtype, layout(tu::kContiguous), s.B, s.Nk, s.Hk, s.d),
+             out = tu::make_view(c.dtype, layout(c.layout_q == tu::kContiguous ? tu::kContiguous : tu::kPadded), s.B,
+                                 s.Nq, s.Hq, s.d),
+             dout = tu::make_view(c.dtype, layout(tu::kBHSD), s.B, s.Nq, s.Hq, s.d),
+             dq = tu::make_view(c.dtype, layout(tu::kContiguous), s.B, s.Nq, s.Hq, s.d),
+             dk = tu::make_view(c.dtype, layout(c.layout_k == tu::kStrideD2 ? tu::kPadded : tu::kContiguous), s.B, s.Nk,
+                                s.Hk, s.d),
+             dv = tu::make_view(c.dtype, layout(tu::kContiguous), s.B, s.Nk, s.Hk, s.d);
     q.store(in.q), k.store(in.k), v.store(in.v), dout.store(in.g);
     tu::poison(out), tu::poison(dq), tu::poison(dk), tu::poison(dv);
     const auto sq = tu::snapshot(q), sk = tu::snapshot(k), sv = tu::snapshot(v), sg = tu::snapshot(dout);
@@ -261,6 +266,34 @@ TEST(linear_thread_count_independence) {
             }
         }
     fsig_set_num_threads(before);
+}
+
+// [B, H, d, N] tensors (positions contiguous: rows are packed and stored along positions) give the same
+// bits as the contiguous layout, and pass the rule; ragged chunks, GQA, several segments, every dtype.
+TEST(linear_layout_bhdn) {
+    int idx = 0;
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal)
+            for (int dtype : {FSIG_DTYPE_FP32, FSIG_DTYPE_BF16, FSIG_DTYPE_FP16}) {
+                LCase c;
+                c.s.B = 2, c.s.Nq = 150 + 37 * (idx % 2), c.s.Nk = 170, c.s.Hq = 4, c.s.Hk = idx % 3 == 0 ? 1 : 2;
+                c.s.d = idx % 2 ? 24 : 5, c.s.map = map, c.s.causal = causal;
+                c.dtype = dtype;
+                c.seed = 500 + idx++;
+                c.name = th::format("bhdn_%s%s_%s", map_name(map), causal ? "_causal" : "", ref::dtype_name(dtype));
+                const Inputs in = random_inputs(c);
+                const Run contiguous = run_library(c, in);
+                c.all_bhdn = true;
+                check_case(c);
+                const Run bhdn = run_library(c, in);
+                const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+                    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+                };
+                EXPECT(same(bhdn.out, contiguous.out), "%s: out differs from the contiguous layout", c.name.c_str());
+                EXPECT(same(bhdn.dq, contiguous.dq), "%s: dq differs from the contiguous layout", c.name.c_str());
+                EXPECT(same(bhdn.dk, contiguous.dk), "%s: dk differs from the contiguous layout", c.name.c_str());
+                EXPECT(same(bhdn.dv, contiguous.dv), "%s: dv differs from the contiguous layout", c.name.c_str());
+            }
 }
 
 namespace {

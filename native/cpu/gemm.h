@@ -1,0 +1,58 @@
+// The accumulating register-blocked product C += A · B shared by the attention kernels (O += P V,
+// dK, dV, dQ) and the linear-attention kernels (states and chunk products). Included like rows.h:
+// inside an anonymous namespace of an ISA namespace, after simd.h.
+#pragma once
+
+#if defined(__AVX512F__)
+constexpr int kAccRows = 6;   // 24 accumulators + 4 B vectors + 1 broadcast of 32 zmm
+constexpr int kAccVecs = 4;
+#else
+constexpr int kAccRows = 6;   // 12 accumulators + 2 B vectors + 1 broadcast of 16 ymm
+constexpr int kAccVecs = 2;
+#endif
+
+// C[R][V·W] += A[R][K] · B[K][V·W], A with any strides (so Aᵀ costs nothing), B row-major (ldb)
+template <int R, int V>
+void micro_acc(const float* A, int64_t a_row, int64_t a_col, const float* B, int64_t ldb, int64_t K, float* C,
+               int64_t ldc) {
+    vf acc[R][V];
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < V; ++v) acc[r][v] = vload(C + r * ldc + v * W);
+    for (int64_t k = 0; k < K; ++k) {
+        vf bv[V];
+        for (int v = 0; v < V; ++v) bv[v] = vload(B + k * ldb + v * W);
+        for (int r = 0; r < R; ++r) {
+            vf a = vset(A[r * a_row + k * a_col]);
+            for (int v = 0; v < V; ++v) acc[r][v] = vfma(a, bv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < V; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
+}
+
+template <int R>
+void acc_rows(const float* A, int64_t a_row, int64_t a_col, const float* B, int64_t ldb, int64_t K, float* C,
+              int64_t ldc, int64_t width) {
+    int64_t c = 0;
+    for (; c + kAccVecs * W <= width; c += kAccVecs * W) micro_acc<R, kAccVecs>(A, a_row, a_col, B + c, ldb, K, C + c, ldc);
+    switch ((width - c) / W) {
+        case 1: micro_acc<R, 1>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
+        case 2: if constexpr (kAccVecs > 2) micro_acc<R, 2>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
+        case 3: if constexpr (kAccVecs > 3) micro_acc<R, 3>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
+        default: break;
+    }
+}
+
+// C[m][width] += A[m][K] · B[K][width]; width a multiple of W
+void gemm_acc(const float* A, int64_t a_row, int64_t a_col, int64_t m, const float* B, int64_t ldb, int64_t K,
+              float* C, int64_t ldc, int64_t width) {
+    int64_t r = 0;
+    for (; r + kAccRows <= m; r += kAccRows) acc_rows<kAccRows>(A + r * a_row, a_row, a_col, B, ldb, K, C + r * ldc, ldc, width);
+    switch (m - r) {
+#define FSIG_ACC_TAIL(k) case k: acc_rows<k>(A + r * a_row, a_row, a_col, B, ldb, K, C + r * ldc, ldc, width); break;
+        FSIG_ACC_TAIL(1) FSIG_ACC_TAIL(2) FSIG_ACC_TAIL(3) FSIG_ACC_TAIL(4) FSIG_ACC_TAIL(5)
+#undef FSIG_ACC_TAIL
+        default: break;
+    }
+    static_assert(kAccRows <= 6, "extend the tail switch");
+}
