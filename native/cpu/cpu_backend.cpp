@@ -278,6 +278,28 @@ struct LinearRun {
         return true;
     }
 
+    // Forward (dq = false) or dQ pass: causal tasks scan one (batch, kv head, segment) for every head of
+    // the group; non-causal tasks take one (batch, query head, tile).
+    void query_pass(bool dq) {
+        const LinearTable& t = linear_kernels();
+        const Problem& p = *c.p;
+        if (p.causal) {
+            const int64_t nseg = c.g.nseg;
+            parallel_for(p.batch * p.heads_k * nseg, workers, [&](int64_t task, int w) {
+                const int64_t seg = task % nseg, bh = task / nseg;
+                t.query_scan_task(c, dq, bh / p.heads_k, bh % p.heads_k, seg, worker(w));
+            });
+            return;
+        }
+        const int64_t tiles = tiles_of(p.seq_q);
+        parallel_for(p.batch * p.heads_q * tiles, workers, [&](int64_t task, int w) {
+            const int64_t tile = task % tiles, bh = task / tiles;
+            t.query_tile_task(c, dq, bh / p.heads_q, bh % p.heads_q, tile, worker(w));
+        });
+    }
+    // non-causal task units: tiles of C·4 rows
+    static int64_t tiles_of(int64_t rows) { return ceil_div(rows, kLinearChunk * kLinearTileChunks); }
+
     void segment_states(bool keys) {
         const LinearTable& t = linear_kernels();
         const Problem& p = *c.p;
@@ -299,16 +321,10 @@ int linear_forward(const ForwardArgs& a, const LinearOptions& o) {
     run.c.p = &p;
     run.c.g = linear_geometry(p, o);
     run.c.q = a.q, run.c.k = a.k, run.c.v = a.v, run.c.out = a.out;
-    const int64_t tile = run.c.g.C * kLinearTileChunks;
-    const int64_t units = p.causal ? run.c.g.nseg : ceil_div(p.seq_q, tile);
-    if (!run.allocate(p, std::max(p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * units)))
+    if (!run.allocate(p, std::max(p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * LinearRun::tiles_of(p.seq_q))))
         return FSIG_ERROR_OUT_OF_MEMORY;
     run.segment_states(true);
-    const LinearTable& t = linear_kernels();
-    parallel_for(p.batch * p.heads_q * units, run.workers, [&](int64_t task, int w) {
-        const int64_t unit = task % units, bh = task / units;
-        t.query_task(run.c, false, bh / p.heads_q, bh % p.heads_q, unit, run.worker(w));
-    });
+    run.query_pass(false);
     return FSIG_OK;
 }
 
@@ -319,19 +335,14 @@ int linear_backward(const BackwardArgs& a, const LinearOptions& o) {
     run.c.g = linear_geometry(p, o);
     run.c.q = a.q, run.c.k = a.k, run.c.v = a.v, run.c.dout = a.dout;
     run.c.dq = a.dq, run.c.dk = a.dk, run.c.dv = a.dv;
-    const int64_t tile = run.c.g.C * kLinearTileChunks;
-    const int64_t q_units = p.causal ? run.c.g.nseg : ceil_div(p.seq_q, tile);
-    const int64_t k_units = p.causal ? run.c.g.nseg : ceil_div(p.seq_k, tile);
-    if (!run.allocate(p, std::max({p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * q_units,
+    const int64_t k_units = p.causal ? run.c.g.nseg : LinearRun::tiles_of(p.seq_k);
+    if (!run.allocate(p, std::max({p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * LinearRun::tiles_of(p.seq_q),
                                    p.batch * p.heads_k * k_units})))
         return FSIG_ERROR_OUT_OF_MEMORY;
     const LinearTable& t = linear_kernels();
     // 1. key states; dQ by the forward sweep, which also leaves (n_i, r_i) per query row
     run.segment_states(true);
-    parallel_for(p.batch * p.heads_q * q_units, run.workers, [&](int64_t task, int w) {
-        const int64_t unit = task % q_units, bh = task / q_units;
-        t.query_task(run.c, true, bh / p.heads_q, bh % p.heads_q, unit, run.worker(w));
-    });
+    run.query_pass(true);
     // 2. query states (summed over each GQA group); dK, dV by the reverse sweep
     run.segment_states(false);
     parallel_for(p.batch * p.heads_k * k_units, run.workers, [&](int64_t task, int w) {

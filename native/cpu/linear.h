@@ -56,9 +56,11 @@ struct LinearTable {
     // or Σ qf_i ⊗ ga_i over the query rows of the segment and of every head of the group (keys = false)
     void (*segment_state)(const LinearCall& c, bool keys, int64_t b, int64_t hk, int64_t seg, float* dst,
                           float* scratch);
-    // forward (dq = false) or dQ pass (dq = true, also writes rowstats), one (batch, query head, unit):
-    // unit = segment (causal) or tile of C·4 query rows (non-causal)
-    void (*query_task)(const LinearCall& c, bool dq, int64_t b, int64_t h, int64_t unit, float* scratch);
+    // forward (dq = false) or dQ pass (dq = true, also writes rowstats). Non-causal: one (batch, query
+    // head, tile of C·4 query rows). Causal: one (batch, kv head, segment), every query head of the group
+    // chunk by chunk, so the chunk's key features and the state are computed once per group.
+    void (*query_tile_task)(const LinearCall& c, bool dq, int64_t b, int64_t h, int64_t tile, float* scratch);
+    void (*query_scan_task)(const LinearCall& c, bool dq, int64_t b, int64_t hk, int64_t seg, float* scratch);
     // dK, dV pass, one (batch, kv head, unit): unit = segment (causal) or tile of C·4 key rows
     void (*key_task)(const LinearCall& c, int64_t b, int64_t hk, int64_t unit, float* scratch);
 };
