@@ -279,6 +279,111 @@ class FlashSigNd4jTest {
         return s;
     }
 
+    // ---- linear attention: cosFormer and elu+1 on ND4J arrays -----------------------------------------
+
+    static Stream<Arguments> linearScores() {
+        List<Arguments> a = new ArrayList<>();
+        int i = 0;
+        for (Score s : new Score[] {Score.COSFORMER, Score.LINEAR_ELU})
+            for (boolean causal : new boolean[] {false, true})
+                for (DataType t : new DataType[] {DataType.FLOAT, DataType.BFLOAT16})
+                    a.add(Arguments.of(s, causal, t, Layout.values()[i++ % 3]));
+        return a.stream();
+    }
+
+    /**
+     * The linear scores through the adapter: forward against the quadratic form (DESIGN.md §4) by the §6
+     * rule, GQA, Nq ≠ Nk (bottom-right aligned positions), lengths spanning several 64-row chunks.
+     */
+    @ParameterizedTest(name = "{0} causal={1} {2} {3}")
+    @MethodSource("linearScores")
+    void linearScoresMatchTheirQuadraticForm(Score score, boolean causal, DataType t, Layout l) {
+        int b = 2, nq = 77, nk = 150, hq = 4, hk = 2, d = 12;
+        AttentionSpec spec = AttentionSpec.of(score).causal(causal);
+        Case c = Case.random(17L * score.ordinal() + (causal ? 1 : 0), t, b, nq, nk, hq, hk, d);
+        INDArray q = array(l, t, 'c', c.q, b, nq, hq, d);
+        INDArray k = array(l, t, 'c', c.k, b, nk, hk, d);
+        INDArray v = array(l, t, 'c', c.v, b, nk, hk, d);
+        INDArray out = poisoned(l, t, 'c', b, nq, hq, d);
+
+        FlashSigNd4j.forward(spec, l, q, k, v, out);
+
+        assertClose("out", values(l, out), linearForward(score, causal, c, null), linearForward(score, causal, c, fsig(t)));
+    }
+
+    @Test
+    void linearBackwardAgreesWithFiniteDifferences() {
+        // fp32 kernel, ND4J's [B, H, d, N] layout, central differences of L = Σ out·g over the kernel's forward
+        int b = 1, nq = 9, nk = 11, h = 2, d = 8;
+        Layout l = Layout.BHDN;
+        for (Score score : new Score[] {Score.COSFORMER, Score.LINEAR_ELU})
+            for (boolean causal : new boolean[] {false, true}) {
+                AttentionSpec spec = AttentionSpec.of(score).causal(causal);
+                Case c = Case.random(21 + score.ordinal(), DataType.FLOAT, b, nq, nk, h, h, d);
+                double[] g = randn(new Random(6), DataType.FLOAT, c.q.length);
+                INDArray q = array(l, DataType.FLOAT, 'c', c.q, b, nq, h, d);
+                INDArray k = array(l, DataType.FLOAT, 'c', c.k, b, nk, h, d);
+                INDArray v = array(l, DataType.FLOAT, 'c', c.v, b, nk, h, d);
+                INDArray dout = array(l, DataType.FLOAT, 'c', g, b, nq, h, d);
+                INDArray dq = poisoned(l, DataType.FLOAT, 'c', b, nq, h, d);
+                INDArray dk = poisoned(l, DataType.FLOAT, 'c', b, nk, h, d);
+                INDArray dv = poisoned(l, DataType.FLOAT, 'c', b, nk, h, d);
+                FlashSigNd4j.backward(spec, l, q, k, v, dout, dq, dk, dv);
+
+                Random r = new Random(4);
+                for (int probe = 0; probe < 9; probe++) {
+                    INDArray x = probe % 3 == 0 ? q : probe % 3 == 1 ? k : v;
+                    INDArray dx = probe % 3 == 0 ? dq : probe % 3 == 1 ? dk : dv;
+                    long[] idx = {0, r.nextInt(h), r.nextInt(d), r.nextInt((int) x.size(3))};
+                    double x0 = x.getDouble(idx), eps = 1e-2;
+                    x.putScalar(idx, x0 + eps);
+                    double lp = loss(spec, l, q, k, v, g);
+                    x.putScalar(idx, x0 - eps);
+                    double lm = loss(spec, l, q, k, v, g);
+                    x.putScalar(idx, x0);
+                    double fd = (lp - lm) / (2 * eps), an = dx.getDouble(idx);
+                    assertEquals(fd, an, 2e-3 + 2e-2 * Math.abs(fd), score + (causal ? " causal" : "") + " d"
+                            + "qkv".charAt(probe % 3) + Arrays.toString(idx));
+                }
+            }
+    }
+
+    /**
+     * O_i = Σ_j w_ij v_j / max(Σ_j w_ij, 1e-6) over the allowed j (causal: j ≤ i + Nk − Nq), with
+     * w_ij = relu(q_i)·relu(k_j) cos(π (p_i − p_j) / 2M) (cosFormer; p_i = i + Nk − Nq, p_j = j,
+     * M = max(Nq, Nk)) or φ(q_i)·φ(k_j) with φ = elu + 1. BSHD values; {@code dtype == null} is the fp64
+     * reference, otherwise fp32 arithmetic with the output rounded to the dtype (the §6 naive computation).
+     */
+    private static double[] linearForward(Score score, boolean causal, Case c, DType dtype) {
+        boolean cosformer = score == Score.COSFORMER, naive = dtype != null;
+        int off = c.nk - c.nq, group = c.hq / c.hk, d = c.d;
+        double length = Math.max(c.nq, c.nk);
+        java.util.function.DoubleUnaryOperator phi = x -> cosformer ? Math.max(x, 0) : x > 0 ? x + 1 : Math.exp(x);
+        java.util.function.DoubleUnaryOperator f32 = x -> naive ? (float) x : x;
+        double[] out = new double[c.q.length];
+        for (int bb = 0; bb < c.b; bb++)
+            for (int i = 0; i < c.nq; i++)
+                for (int h = 0; h < c.hq; h++) {
+                    int qi = ((bb * c.nq + i) * c.hq + h) * d;
+                    double[] num = new double[d];
+                    double den = 0;
+                    for (int j = 0; j < c.nk; j++) {
+                        if (causal && j > i + off) continue;
+                        int kj = ((bb * c.nk + j) * c.hk + h / group) * d;
+                        double w = 0;
+                        for (int e = 0; e < d; e++)
+                            w = f32.applyAsDouble(w + phi.applyAsDouble(c.q[qi + e]) * phi.applyAsDouble(c.k[kj + e]));
+                        if (cosformer) w = f32.applyAsDouble(w * Math.cos(Math.PI * (i + off - j) / (2 * length)));
+                        den = f32.applyAsDouble(den + w);
+                        for (int e = 0; e < d; e++) num[e] = f32.applyAsDouble(num[e] + w * c.v[kj + e]);
+                    }
+                    double n = Math.max(den, 1e-6);
+                    for (int e = 0; e < d; e++)
+                        out[qi + e] = naive ? dtype.round((float) (num[e] / n)) : num[e] / n;
+                }
+        return out;
+    }
+
     // ---- strides: views, f-order, mixed -------------------------------------------------------------
 
     @Test
