@@ -6,6 +6,7 @@
 //   flashsig-bench --overhead                               (ns per tiny call, for the JMH comparison)
 // `flashsig-bench --help` lists every option.
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -834,6 +835,7 @@ int main(int argc, char** argv) {
         if (FILE* f = std::fopen(o.csv.c_str(), "r")) {
             for (int ch; (ch = std::fgetc(f)) != EOF && ch != '\n';) existing += char(ch);
             std::fclose(f);
+            while (!existing.empty() && std::isspace(static_cast<unsigned char>(existing.back()))) existing.pop_back();
         }
         if (!existing.empty() && existing != header)
             usage_error("--csv file " + o.csv + " has other columns (written by another flashsig-bench version?): "

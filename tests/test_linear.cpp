@@ -243,15 +243,19 @@ TEST(linear_backward_matches_finite_differences) {
 }
 
 // Same bits for 1, 2 and 3 threads (segments and chunks are fixed by the problem, sums in a fixed order).
+// The MQA cases are short enough that the causal query pass splits the group's heads into 1, 2 and 3
+// tasks for 1, 2 and 3 threads.
 TEST(linear_thread_count_independence) {
     const int before = fsig_get_num_threads();
     for (int map = 0; map < 2; ++map)
-        for (int causal = 0; causal < 2; ++causal) {
+        for (int shape = 0; shape < 3; ++shape) {
+            const int causal = shape > 0;
             LCase c;
             c.s.B = 2, c.s.Nq = 333, c.s.Nk = 300, c.s.Hq = 4, c.s.Hk = 2, c.s.d = 20, c.s.map = map, c.s.causal = causal;
+            if (shape == 2) c.s.B = 1, c.s.Nq = 100, c.s.Nk = 120, c.s.Hk = 1;
             c.dtype = causal ? FSIG_DTYPE_BF16 : FSIG_DTYPE_FP32;
-            c.seed = 77 + map;
-            c.name = th::format("threads_%s%s", map_name(map), causal ? "_causal" : "");
+            c.seed = 77 + map + 2 * shape;
+            c.name = th::format("threads_%s%s%s", map_name(map), causal ? "_causal" : "", shape == 2 ? "_mqa" : "");
             const Inputs in = random_inputs(c);
             Run runs[3];
             for (int t = 0; t < 3; ++t) {

@@ -260,6 +260,7 @@ void combine_states(const LinearCall& c, bool reverse, int workers) {
 
 struct LinearRun {
     LinearCall c;
+    int64_t head_parts = 1;  // causal query pass: tasks per (batch, kv head, segment), each a part of the group
     int workers = 1;
     size_t per_worker = 0;
     std::unique_ptr<Scratch> scratch;
@@ -278,16 +279,31 @@ struct LinearRun {
         return true;
     }
 
-    // Forward (dq = false) or dQ pass: causal tasks scan one (batch, kv head, segment) for every head of
-    // the group; non-causal tasks take one (batch, query head, tile).
+    // non-causal task units: tiles of C·4 rows
+    int64_t tiles_of(int64_t rows) const { return ceil_div(rows, c.g.C * kLinearTileChunks); }
+
+    // Tasks of the forward (dq = false) or dQ pass. Causal tasks scan one (batch, kv head, segment) for
+    // the heads of the group, sharing the chunk's keys; with few kv heads and many threads the group is
+    // split into head_parts tasks (every head computes the same either way, so results do not depend on
+    // it). Non-causal tasks take one (batch, query head, tile).
+    int64_t plan_query_tasks() {
+        const Problem& p = *c.p;
+        if (!p.causal) return p.batch * p.heads_q * tiles_of(p.seq_q);
+        const int64_t scans = p.batch * p.heads_k * c.g.nseg;
+        head_parts = std::clamp<int64_t>(ceil_div(2 * int64_t(num_threads()), scans), 1, p.group());
+        return scans * head_parts;
+    }
+
     void query_pass(bool dq) {
         const LinearTable& t = linear_kernels();
         const Problem& p = *c.p;
         if (p.causal) {
-            const int64_t nseg = c.g.nseg;
-            parallel_for(p.batch * p.heads_k * nseg, workers, [&](int64_t task, int w) {
-                const int64_t seg = task % nseg, bh = task / nseg;
-                t.query_scan_task(c, dq, bh / p.heads_k, bh % p.heads_k, seg, worker(w));
+            const int64_t nseg = c.g.nseg, parts = head_parts, group = p.group();
+            parallel_for(p.batch * p.heads_k * nseg * parts, workers, [&](int64_t task, int w) {
+                const int64_t part = task % parts, seg = task / parts % nseg, bh = task / parts / nseg;
+                const int64_t hk = bh % p.heads_k, h0 = hk * group;
+                t.query_scan_task(c, dq, bh / p.heads_k, hk, seg, h0 + part * group / parts,
+                                  h0 + (part + 1) * group / parts, worker(w));
             });
             return;
         }
@@ -297,8 +313,6 @@ struct LinearRun {
             t.query_tile_task(c, dq, bh / p.heads_q, bh % p.heads_q, tile, worker(w));
         });
     }
-    // non-causal task units: tiles of C·4 rows
-    static int64_t tiles_of(int64_t rows) { return ceil_div(rows, kLinearChunk * kLinearTileChunks); }
 
     void segment_states(bool keys) {
         const LinearTable& t = linear_kernels();
@@ -321,7 +335,7 @@ int linear_forward(const ForwardArgs& a, const LinearOptions& o) {
     run.c.p = &p;
     run.c.g = linear_geometry(p, o);
     run.c.q = a.q, run.c.k = a.k, run.c.v = a.v, run.c.out = a.out;
-    if (!run.allocate(p, std::max(p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * LinearRun::tiles_of(p.seq_q))))
+    if (!run.allocate(p, std::max(p.batch * p.heads_k * run.c.g.nseg, run.plan_query_tasks())))
         return FSIG_ERROR_OUT_OF_MEMORY;
     run.segment_states(true);
     run.query_pass(false);
@@ -335,9 +349,8 @@ int linear_backward(const BackwardArgs& a, const LinearOptions& o) {
     run.c.g = linear_geometry(p, o);
     run.c.q = a.q, run.c.k = a.k, run.c.v = a.v, run.c.dout = a.dout;
     run.c.dq = a.dq, run.c.dk = a.dk, run.c.dv = a.dv;
-    const int64_t k_units = p.causal ? run.c.g.nseg : LinearRun::tiles_of(p.seq_k);
-    if (!run.allocate(p, std::max({p.batch * p.heads_k * run.c.g.nseg, p.batch * p.heads_q * LinearRun::tiles_of(p.seq_q),
-                                   p.batch * p.heads_k * k_units})))
+    const int64_t k_units = p.causal ? run.c.g.nseg : run.tiles_of(p.seq_k);
+    if (!run.allocate(p, std::max({p.batch * p.heads_k * run.c.g.nseg, run.plan_query_tasks(), p.batch * p.heads_k * k_units})))
         return FSIG_ERROR_OUT_OF_MEMORY;
     const LinearTable& t = linear_kernels();
     // 1. key states; dQ by the forward sweep, which also leaves (n_i, r_i) per query row

@@ -57,10 +57,11 @@ struct LinearTable {
     void (*segment_state)(const LinearCall& c, bool keys, int64_t b, int64_t hk, int64_t seg, float* dst,
                           float* scratch);
     // forward (dq = false) or dQ pass (dq = true, also writes rowstats). Non-causal: one (batch, query
-    // head, tile of C·4 query rows). Causal: one (batch, kv head, segment), every query head of the group
-    // chunk by chunk, so the chunk's key features and the state are computed once per group.
+    // head, tile of C·4 query rows). Causal: one (batch, kv head, segment) for query heads [h_begin, h_end)
+    // of the group, chunk by chunk, so the chunk's key features and the state are computed once for them.
     void (*query_tile_task)(const LinearCall& c, bool dq, int64_t b, int64_t h, int64_t tile, float* scratch);
-    void (*query_scan_task)(const LinearCall& c, bool dq, int64_t b, int64_t hk, int64_t seg, float* scratch);
+    void (*query_scan_task)(const LinearCall& c, bool dq, int64_t b, int64_t hk, int64_t seg, int64_t h_begin,
+                            int64_t h_end, float* scratch);
     // dK, dV pass, one (batch, kv head, unit): unit = segment (causal) or tile of C·4 key rows
     void (*key_task)(const LinearCall& c, int64_t b, int64_t hk, int64_t unit, float* scratch);
 };
