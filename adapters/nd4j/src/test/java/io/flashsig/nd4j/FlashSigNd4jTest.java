@@ -252,21 +252,29 @@ class FlashSigNd4jTest {
             boolean sm = score == Score.SOFTMAX;
             FlashSigNd4j.backward(spec, l, q, k, v, null, sm ? out : null, dout, sm ? lse : null, dq, dk, dv);
 
-            Random r = new Random(3);
-            for (int probe = 0; probe < 6; probe++) {
-                INDArray x = probe % 3 == 0 ? q : probe % 3 == 1 ? k : v;
-                INDArray dx = probe % 3 == 0 ? dq : probe % 3 == 1 ? dk : dv;
-                long[] idx = {0, r.nextInt(h), r.nextInt(d), r.nextInt((int) x.size(3))};
-                double x0 = x.getDouble(idx), eps = 1e-2;
-                x.putScalar(idx, x0 + eps);
-                double lp = loss(spec, l, q, k, v, g);
-                x.putScalar(idx, x0 - eps);
-                double lm = loss(spec, l, q, k, v, g);
-                x.putScalar(idx, x0);
-                double fd = (lp - lm) / (2 * eps), an = dx.getDouble(idx);
-                assertEquals(fd, an, 2e-3 + 2e-2 * Math.abs(fd), score + " d" + "qkv".charAt(probe % 3)
-                        + Arrays.toString(idx));
-            }
+            assertFiniteDifferences(spec, l, q, k, v, g, dq, dk, dv, 6, new Random(3), score.toString());
+        }
+    }
+
+    /**
+     * {@code probes} random elements of q, k, v in turn ([B, H, d, N] arrays, batch 0): the gradients
+     * against central differences (step 1e-2) of L = Σ out·g over the kernel's own fp32 forward.
+     */
+    private static void assertFiniteDifferences(AttentionSpec spec, Layout l, INDArray q, INDArray k, INDArray v,
+                                                double[] g, INDArray dq, INDArray dk, INDArray dv, int probes,
+                                                Random r, String what) {
+        for (int probe = 0; probe < probes; probe++) {
+            INDArray x = probe % 3 == 0 ? q : probe % 3 == 1 ? k : v;
+            INDArray dx = probe % 3 == 0 ? dq : probe % 3 == 1 ? dk : dv;
+            long[] idx = {0, r.nextInt((int) x.size(1)), r.nextInt((int) x.size(2)), r.nextInt((int) x.size(3))};
+            double x0 = x.getDouble(idx), eps = 1e-2;
+            x.putScalar(idx, x0 + eps);
+            double lp = loss(spec, l, q, k, v, g);
+            x.putScalar(idx, x0 - eps);
+            double lm = loss(spec, l, q, k, v, g);
+            x.putScalar(idx, x0);
+            double fd = (lp - lm) / (2 * eps), an = dx.getDouble(idx);
+            assertEquals(fd, an, 2e-3 + 2e-2 * Math.abs(fd), what + " d" + "qkv".charAt(probe % 3) + Arrays.toString(idx));
         }
     }
 
@@ -330,21 +338,8 @@ class FlashSigNd4jTest {
                 INDArray dv = poisoned(l, DataType.FLOAT, 'c', b, nk, h, d);
                 FlashSigNd4j.backward(spec, l, q, k, v, dout, dq, dk, dv);
 
-                Random r = new Random(4);
-                for (int probe = 0; probe < 9; probe++) {
-                    INDArray x = probe % 3 == 0 ? q : probe % 3 == 1 ? k : v;
-                    INDArray dx = probe % 3 == 0 ? dq : probe % 3 == 1 ? dk : dv;
-                    long[] idx = {0, r.nextInt(h), r.nextInt(d), r.nextInt((int) x.size(3))};
-                    double x0 = x.getDouble(idx), eps = 1e-2;
-                    x.putScalar(idx, x0 + eps);
-                    double lp = loss(spec, l, q, k, v, g);
-                    x.putScalar(idx, x0 - eps);
-                    double lm = loss(spec, l, q, k, v, g);
-                    x.putScalar(idx, x0);
-                    double fd = (lp - lm) / (2 * eps), an = dx.getDouble(idx);
-                    assertEquals(fd, an, 2e-3 + 2e-2 * Math.abs(fd), score + (causal ? " causal" : "") + " d"
-                            + "qkv".charAt(probe % 3) + Arrays.toString(idx));
-                }
+                assertFiniteDifferences(spec, l, q, k, v, g, dq, dk, dv, 9, new Random(4),
+                        score + (causal ? " causal" : ""));
             }
     }
 
