@@ -3,7 +3,7 @@
 //
 // Notation. Feature rows qf_i = φ(q_i)·[sin θ_i, cos θ_i] (cosFormer, θ = π p / 2M) or φ(q_i) (elu+1),
 // padded to F floats: cosFormer keeps the sin half in [0, dp) and the cos half in [dp, 2dp), dp = d
-// rounded up to the vector width. The "augmented" value row va_j = [v_j, 1, 0…] (dv floats) makes the
+// rounded up to 16 floats. The "augmented" value row va_j = [v_j, 1, 0…] (dv floats) makes the
 // normaliser one more column of every product: Σ_j (qf_i·kf_j) va_j = [num_i, den_i].
 // Backward rows ga_i = [dO_i / n_i, −r_i, 0…] with n_i = max(den_i, ε) and r_i = [den_i > ε]·(dO_i·O_i)/n_i.
 //

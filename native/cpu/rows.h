@@ -1,8 +1,8 @@
 // Rows of the tensors as fp32: dtype conversion, loads and stores of one row, and whole tiles packed
 // or stored along positions when a tensor's positions are contiguous ([B, H, d, N]). Shared by the
-// attention kernels (kernels.inc) and the linear-attention kernels (linear.inc). Like simd.h, this file
-// is included inside an anonymous namespace of an ISA namespace, after simd.h and the standard headers
-// it uses (<cstring>, <cstdint>, <immintrin.h>), so every ISA gets its own internal copy.
+// attention kernels (kernels.inc) and the linear-attention kernels (linear.inc). Included (like simd.h)
+// inside each ISA namespace, and there inside an anonymous namespace, after simd.h and the standard
+// headers it uses (<cstring>, <cstdint>, <immintrin.h>): every ISA gets its own internal copy.
 #pragma once
 
 inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
