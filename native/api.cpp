@@ -471,8 +471,8 @@ int check_backend(const Checked& q, const void* stream, const Problem& p) {
             return fail(FSIG_ERROR_NO_DEVICE, "q is a CUDA tensor but this build of libflashsig has no CUDA support");
         const int devices = cuda::device_count();
         if (devices <= 0)
-            return fail(FSIG_ERROR_NO_DEVICE, "q is on cuda:%d but no CUDA device or driver is present",
-                        q.device_index);
+            return fail(FSIG_ERROR_NO_DEVICE, "q is on cuda:%d but no CUDA device or driver is present (%s)",
+                        q.device_index, cuda::no_device_reason());
         if (q.device_index >= devices)
             return fail(FSIG_ERROR_INVALID_DEVICE, "q is on cuda:%d but only %d CUDA device(s) exist", q.device_index,
                         devices);
@@ -1023,8 +1023,8 @@ int check_cuda_device(int32_t device_index) {
     if (device_index < 0)
         return fail(FSIG_ERROR_INVALID_DEVICE, "device_index is %d but must be a CUDA ordinal >= 0", device_index);
     if (devices <= 0)
-        return fail(FSIG_ERROR_NO_DEVICE, "cuda:%d was asked for but no CUDA device or driver is present",
-                    device_index);
+        return fail(FSIG_ERROR_NO_DEVICE, "cuda:%d was asked for but no CUDA device or driver is present (%s)",
+                    device_index, fsig::cuda::no_device_reason());
     if (device_index >= devices)
         return fail(FSIG_ERROR_INVALID_DEVICE, "device_index is %d but only %d CUDA device(s) exist", device_index,
                     devices);

@@ -862,28 +862,41 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 
 // ---- launch --------------------------------------------------------------------------------------
 
+// Shared memory of one launch: `bytes` for this launch, `limit` the most any launch of the kernel asks for.
+struct BwdSmem {
+    int bytes, limit;
+};
+
 template <class Kernel>
-cudaError_t launch_kernel(Kernel kernel, int smem_bytes, const BwdParams& p, int64_t blocks, int threads,
+cudaError_t launch_kernel(Kernel kernel, BwdSmem smem, const BwdParams& p, int64_t blocks, int threads,
                           cudaStream_t stream) {
-    if (smem_bytes > 48 * 1024) {
-        // per function and device; not a stream operation, so a graph capture may contain it
-        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+    if (smem.bytes > 48 * 1024) {
+        // The attribute is per function and device, process-wide, and not a stream operation (a graph
+        // capture may contain it). It is set to the kernel's largest need, not this launch's: the fast and
+        // the deterministic dK/dV launches differ, and a smaller value set by another thread between this
+        // call's set and its launch would fail the launch. A GPU whose opt-in limit is below the largest
+        // need (99 KiB: sm_86/sm_89) gets this launch's size instead.
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem.limit);
+        if (e != cudaSuccess && smem.limit > smem.bytes) {
+            cudaGetLastError();
+            e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem.bytes);
+        }
         if (e != cudaSuccess) return e;
     }
-    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(threads), smem_bytes, stream, p);
+    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(threads), smem.bytes, stream, p);
     return cudaGetLastError();
 }
 
 template <class T, bool kExt, template <class, class, bool> class KernelOf>
-cudaError_t with_bwd_score(const BwdParams& p, int smem_bytes, int64_t blocks, cudaStream_t stream) {
+cudaError_t with_bwd_score(const BwdParams& p, BwdSmem smem, int64_t blocks, cudaStream_t stream) {
     switch (p.f.score) {
-        case FSIG_SCORE_SOFTMAX: return launch_kernel(KernelOf<T, SoftmaxScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_SIGMOID: return launch_kernel(KernelOf<T, SigmoidScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_RELU: return launch_kernel(KernelOf<T, ReluScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_RELU2: return launch_kernel(KernelOf<T, Relu2Score, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_GELU: return launch_kernel(KernelOf<T, GeluScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_SOFTPLUS: return launch_kernel(KernelOf<T, SoftplusScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
-        case FSIG_SCORE_IDENTITY: return launch_kernel(KernelOf<T, IdentityScore, kExt>::get(), smem_bytes, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SOFTMAX: return launch_kernel(KernelOf<T, SoftmaxScore, kExt>::get(), smem, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SIGMOID: return launch_kernel(KernelOf<T, SigmoidScore, kExt>::get(), smem, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_RELU: return launch_kernel(KernelOf<T, ReluScore, kExt>::get(), smem, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_RELU2: return launch_kernel(KernelOf<T, Relu2Score, kExt>::get(), smem, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_GELU: return launch_kernel(KernelOf<T, GeluScore, kExt>::get(), smem, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_SOFTPLUS: return launch_kernel(KernelOf<T, SoftplusScore, kExt>::get(), smem, p, blocks, T::kThreads, stream);
+        case FSIG_SCORE_IDENTITY: return launch_kernel(KernelOf<T, IdentityScore, kExt>::get(), smem, p, blocks, T::kThreads, stream);
         default: return cudaErrorInvalidValue;
     }
 }
@@ -906,7 +919,8 @@ cudaError_t launch_bwd_dkdv(const BwdParams& params, cudaStream_t stream) {
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
     // extended: λ and the β staging tiles; fast path: the dSᵀ tile (not asked for otherwise, which keeps
     // the deterministic d = 64 kernel within the 99 KiB of sm_86/sm_89)
-    const int smem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0) + (p.dq_accum != nullptr ? T::kKvFastBytes : 0);
+    constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
+    const BwdSmem smem{kSmem + (p.dq_accum != nullptr ? T::kKvFastBytes : 0), kSmem + T::kKvFastBytes};
     return with_bwd_score<T, kExt, DkDvKernel>(p, smem, blocks, stream);
 }
 
@@ -920,7 +934,7 @@ cudaError_t launch_bwd_dq(const BwdParams& params, cudaStream_t stream) {
     // extended: one β staging tile per warp after the Q, dO and K/V buffers
     constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kQBlockN> * 4 : 0);
     static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
-    return with_bwd_score<T, kExt, DqKernel>(p, kSmem, blocks, stream);
+    return with_bwd_score<T, kExt, DqKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
 }
 
 }  // namespace fsig::cuda

@@ -13,6 +13,9 @@ namespace fsig::cuda {
 bool compiled();
 // Usable CUDA devices now; 0 when no driver or device is present (never an error).
 int device_count();
+// Why device_count() is 0, for messages: no driver, a driver older than the runtime (with both
+// versions), no device, or the runtime's error. Thread-local storage, valid until the next call.
+const char* no_device_reason();
 
 // dtypes (bit 1 << fsig_dtype) and head dims the CUDA forward has kernels for; dims receives at most
 // max entries, the return value is their number.

@@ -3,6 +3,7 @@
 // backward kernels (bwd_kernel.cuh through bwd_{dkdv,dq}_<dtype>_hd<d>.cu).
 // cudaGetDeviceCount fails cleanly (no device / insufficient driver) without libcuda, so a library
 // built with CUDA still loads and runs its CPU backend on a machine with no GPU.
+#include <cuda.h>  // CUcontext, CUresult: types only (the driver is reached through the runtime's entry points)
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -29,6 +30,26 @@ int device_count() {
     return count;
 }
 
+const char* no_device_reason() {
+    static thread_local char why[200];
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    cudaGetLastError();
+    int driver = 0;  // 0: no driver installed
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0, cudaGetLastError();
+    if (driver > 0 && driver < CUDART_VERSION)
+        std::snprintf(why, sizeof why,
+                      "the installed driver supports CUDA %d.%d but this library's runtime is CUDA %d.%d: update the "
+                      "driver", driver / 1000, driver % 1000 / 10, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+    else if (driver == 0)
+        std::snprintf(why, sizeof why, "no CUDA driver is installed");
+    else if (e == cudaSuccess || e == cudaErrorNoDevice)
+        std::snprintf(why, sizeof why, "the driver reports no CUDA device");
+    else
+        std::snprintf(why, sizeof why, "%s: %s", cudaGetErrorName(e), cudaGetErrorString(e));
+    return why;
+}
+
 uint32_t forward_dtypes() { return (1u << FSIG_DTYPE_FP16) | (1u << FSIG_DTYPE_BF16); }
 
 int forward_head_dims(int32_t* dims, int max) {
@@ -53,6 +74,39 @@ struct Message {
     }
 };
 
+// Three driver functions, reached through the runtime's entry points (no link to libcuda): the calling
+// thread's current context and the allocation holding an address.
+struct Driver {
+    using GetContext = CUresult (*)(CUcontext*);
+    using SetContext = CUresult (*)(CUcontext);
+    using AddressRange = CUresult (*)(CUdeviceptr* base, size_t* bytes, CUdeviceptr ptr);
+    GetContext get_context = nullptr;
+    SetContext set_context = nullptr;
+    AddressRange address_range = nullptr;  // the cuMemAlloc allocation holding an address
+};
+
+const Driver& driver() {
+    static const Driver api = [] {
+        const auto entry = [](const char* symbol, unsigned version) -> void* {
+            void* fn = nullptr;
+            cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+            if (cudaGetDriverEntryPointByVersion(symbol, &fn, version, cudaEnableDefault, &found) != cudaSuccess ||
+                found != cudaDriverEntryPointSuccess) {
+                cudaGetLastError();
+                return nullptr;
+            }
+            return fn;
+        };
+        Driver d;
+        d.get_context = reinterpret_cast<Driver::GetContext>(entry("cuCtxGetCurrent", 4000));
+        d.set_context = reinterpret_cast<Driver::SetContext>(entry("cuCtxSetCurrent", 4000));
+        if (d.get_context == nullptr || d.set_context == nullptr) d.get_context = nullptr, d.set_context = nullptr;
+        d.address_range = reinterpret_cast<Driver::AddressRange>(entry("cuMemGetAddressRange", 3020));
+        return d;
+    }();
+    return api;
+}
+
 // DESIGN §3's rule for GPU tensors: 16-byte-aligned base, last-dim stride 1, other strides multiples of
 // 8 elements (so every access is one aligned 16-byte vector). The stride of a dimension of size 1 is
 // never used and may be anything.
@@ -74,10 +128,18 @@ int check_layout(const Message& m, const char* name, const TensorView& t) {
     return FSIG_OK;
 }
 
-// The pointer must be memory the kernel may read on this device: device memory of this ordinal,
-// managed memory, or page-locked host memory known to CUDA. A plain host pointer would fault the
-// kernel, and a fault poisons the CUDA context of the whole process.
-int check_pointer(const Message& m, const char* name, const void* data, int device) {
+// Bytes from a view's first element to the end of its last (the C ABI layer checked that this fits).
+int64_t extent_bytes(const TensorView& t) {
+    int64_t last = 0;
+    for (int dim = 0; dim < 4; ++dim) last += (t.shape[dim] - 1) * t.stride[dim];
+    return (last + 1) * (t.dtype == FSIG_DTYPE_FP32 ? 4 : t.dtype == FSIG_DTYPE_BOOL ? 1 : 2);
+}
+
+// The memory [data, data + extent) must be what the kernel may read on this device, in one allocation:
+// device memory of this ordinal, managed memory, or page-locked host memory known to CUDA. A plain host
+// pointer, or a tensor running past the end of its allocation, would fault the kernel, and a fault
+// poisons the CUDA context of the whole process. extent 0: the first byte only.
+int check_pointer(const Message& m, const char* name, const void* data, int64_t extent, int device) {
     cudaPointerAttributes attr;
     const cudaError_t e = cudaPointerGetAttributes(&attr, data);
     if (e != cudaSuccess) {
@@ -91,9 +153,9 @@ int check_pointer(const Message& m, const char* name, const void* data, int devi
                 return m.fail(FSIG_ERROR_INVALID_DEVICE,
                               "%s is described as on cuda:%d but its memory belongs to cuda:%d", name, device,
                               attr.device);
-            return FSIG_OK;
+            break;
         case cudaMemoryTypeManaged:
-            return FSIG_OK;
+            break;
         case cudaMemoryTypeHost:
             if (attr.devicePointer == nullptr)
                 return m.fail(FSIG_ERROR_INVALID_DEVICE,
@@ -106,36 +168,85 @@ int check_pointer(const Message& m, const char* name, const void* data, int devi
                               "%s: page-locked host memory at %p is mapped at another address (%p) on cuda:%d; pass "
                               "that device address (cudaHostGetDevicePointer)",
                               name, data, attr.devicePointer, device);
-            return FSIG_OK;
+            break;
         default:
             return m.fail(FSIG_ERROR_INVALID_DEVICE,
                           "%s is described as a CUDA tensor but %p is host memory unknown to CUDA (a host pointer "
                           "must be a CPU tensor, or be page-locked with cudaHostRegister/cudaHostAlloc)",
                           name, data);
     }
+    if (extent <= 1) return FSIG_OK;
+    // Device allocations: the driver knows each one's range. A tensor may cross into the next range only
+    // where that one starts exactly there (virtual-memory mappings made piece by piece, such as PyTorch's
+    // expandable segments; adjacent allocations are equally safe to read). Other memory (managed, mapped
+    // host): at least the last byte must be memory of the same kind and device.
+    const uint64_t begin = reinterpret_cast<uintptr_t>(data), end = begin + uint64_t(extent);
+    CUdeviceptr base = 0;
+    size_t bytes = 0;
+    const Driver::AddressRange range = driver().address_range;
+    if (range != nullptr && range(&base, &bytes, CUdeviceptr(begin)) == CUDA_SUCCESS) {
+        const CUdeviceptr first_base = base;
+        const size_t first_bytes = bytes;
+        uint64_t covered = uint64_t(base) + bytes;
+        for (int pieces = 1; covered < end; ++pieces) {
+            if (pieces == 65536 || range(&base, &bytes, CUdeviceptr(covered)) != CUDA_SUCCESS || base != covered)
+                return m.fail(FSIG_ERROR_BUFFER_TOO_SMALL,
+                              "%s: its elements span %lld bytes from %p, past the end of its CUDA allocation (%zu "
+                              "bytes at %p)",
+                              name, (long long)extent, data, first_bytes, reinterpret_cast<void*>(first_base));
+            covered = uint64_t(base) + bytes;
+        }
+        return FSIG_OK;
+    }
+    const void* last = reinterpret_cast<const char*>(data) + (extent - 1);
+    cudaPointerAttributes end_attr;
+    if (cudaPointerGetAttributes(&end_attr, last) != cudaSuccess || end_attr.type != attr.type ||
+        (attr.type == cudaMemoryTypeDevice && end_attr.device != attr.device)) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_BUFFER_TOO_SMALL,
+                      "%s: its elements span %lld bytes from %p, but its last byte (%p) is not memory of the same "
+                      "kind on cuda:%d",
+                      name, (long long)extent, data, last, device);
+    }
+    return FSIG_OK;
 }
 
-// Makes `device` current for the guard's lifetime and gives the caller's back afterwards.
+// Makes `device` current for the guard's lifetime and gives the caller's context back afterwards. The
+// driver's current context is what every CUDA runtime in the process shares (this library links its own,
+// statically), so saving and restoring it — not the runtime's current device — gives the caller back
+// exactly what it had, including no context at all on a thread that never used CUDA (a Java thread):
+// restoring "device 0" there with cudaSetDevice would create device 0's primary context (CUDA 12+
+// initialises it at once), hundreds of MiB on a GPU the caller may not use.
 class DeviceGuard {
 public:
     cudaError_t enter(int device) {
-        cudaError_t e = cudaGetDevice(&saved_);
+        const Driver& d = driver();
+        CUcontext current = nullptr;
+        const bool known = d.get_context != nullptr && d.get_context(&current) == CUDA_SUCCESS;
+        cudaError_t e = cudaGetDevice(&saved_device_);
         if (e != cudaSuccess) return e;
-        if (saved_ == device) return cudaSuccess;
+        // the caller's own context on this device stays (memory of a context it made current stays usable)
+        if (saved_device_ == device && (current != nullptr || !known)) return cudaSuccess;
         e = cudaSetDevice(device);
-        if (e == cudaSuccess) switched_ = true;
-        return e;
+        if (e != cudaSuccess) return e;
+        switched_ = true;
+        restore_context_ = known;
+        saved_context_ = current;
+        return cudaSuccess;
     }
     ~DeviceGuard() {
-        if (switched_) cudaSetDevice(saved_);
+        if (!switched_) return;
+        if (restore_context_)
+            driver().set_context(saved_context_);
+        else
+            cudaSetDevice(saved_device_);
     }
 
 private:
-    int saved_ = 0;
-    bool switched_ = false;
+    int saved_device_ = 0;
+    CUcontext saved_context_ = nullptr;
+    bool switched_ = false, restore_context_ = false;
 };
-
-
 
 // What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
 // grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages.
@@ -173,32 +284,38 @@ int enter_device(const Message& m, DeviceGuard& guard, int device, const Named* 
         return m.fail(FSIG_ERROR_CUDA, "cannot make cuda:%d the current device: %s: %s", device, cudaGetErrorName(e),
                       cudaGetErrorString(e));
     }
-    // An error left by an earlier asynchronous launch (ours or another library's) surfaces here rather
-    // than being blamed on this call's launch; the read clears it unless it is sticky.
+    // An error left by an earlier asynchronous launch surfaces here rather than being blamed on this
+    // call's launch; the read clears it unless it is sticky. The runtime is linked statically, so this is
+    // this library's own runtime state: another library's non-sticky errors are never seen (or consumed)
+    // here, only sticky ones, which poison the device's context for every library.
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess)
         return m.fail(FSIG_ERROR_CUDA,
                       "an earlier CUDA error was pending on cuda:%d before this call (an asynchronous error of an "
                       "earlier launch): %s: %s",
                       device, cudaGetErrorName(e), cudaGetErrorString(e));
     for (int i = 0; i < n; ++i)
-        if (int st = check_pointer(m, tensors[i].name, tensors[i].t->data, device); st != FSIG_OK) return st;
+        if (int st = check_pointer(m, tensors[i].name, tensors[i].t->data, extent_bytes(*tensors[i].t), device);
+            st != FSIG_OK)
+            return st;
     return FSIG_OK;
 }
 
 // The extension tensors (alibi slopes, bias, mask, block layout; dbias) must be usable on the device as
 // well; their layout is free (the kernels read them element by element).
 int check_extension_pointers(const Message& m, const Problem& pr, const TensorView* dbias, int device) {
+    const int64_t alibi_extent = ((pr.batch - 1) * pr.alibi_stride_b + (pr.heads_q - 1) * pr.alibi_stride_h + 1) * 4;
     const struct {
         const char* name;
         const void* data;
-    } ext[] = {{"alibi_slopes", pr.alibi},
-               {"bias", pr.has_bias ? pr.bias.data : nullptr},
-               {"mask", pr.has_mask ? pr.mask.data : nullptr},
-               {"block_layout", pr.block_m > 0 ? pr.block_layout.data : nullptr},
-               {"dbias", dbias != nullptr ? dbias->data : nullptr}};
+        int64_t extent;
+    } ext[] = {{"alibi_slopes", pr.alibi, alibi_extent},
+               {"bias", pr.has_bias ? pr.bias.data : nullptr, extent_bytes(pr.bias)},
+               {"mask", pr.has_mask ? pr.mask.data : nullptr, extent_bytes(pr.mask)},
+               {"block_layout", pr.block_m > 0 ? pr.block_layout.data : nullptr, extent_bytes(pr.block_layout)},
+               {"dbias", dbias != nullptr ? dbias->data : nullptr, dbias != nullptr ? extent_bytes(*dbias) : 0}};
     for (const auto& x : ext)
         if (x.data != nullptr)
-            if (int st = check_pointer(m, x.name, x.data, device); st != FSIG_OK) return st;
+            if (int st = check_pointer(m, x.name, x.data, x.extent, device); st != FSIG_OK) return st;
     return FSIG_OK;
 }
 
@@ -282,6 +399,8 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
                           "params.workspace (%p) must be device memory of cuda:%d (cudaMalloc, fsig_cuda_malloc), "
                           "not another device's, managed or host memory", a.workspace, device);
         }
+        if (int st = check_pointer(m, "params.workspace", a.workspace, a.workspace_bytes, device); st != FSIG_OK)
+            return st;
     }
 
     BwdParams p{};
@@ -407,11 +526,19 @@ int synchronize(int device, void* stream, char* msg, size_t msg_size) {
     if (int st = enter(m, guard, device); st != FSIG_OK) return st;
     const cudaError_t e = stream != nullptr ? cudaStreamSynchronize(static_cast<cudaStream_t>(stream))
                                             : cudaDeviceSynchronize();
-    if (e != cudaSuccess)
+    if (e == cudaSuccess) return FSIG_OK;
+    cudaGetLastError();  // a non-sticky error (below) must not be reported again by the next call
+    if (e == cudaErrorStreamCaptureUnsupported || e == cudaErrorStreamCaptureInvalidated ||
+        e == cudaErrorStreamCaptureImplicit)
         return m.fail(FSIG_ERROR_CUDA,
-                      "an asynchronous CUDA error on cuda:%d (a kernel or copy before this synchronise failed): "
-                      "%s: %s", device, cudaGetErrorName(e), cudaGetErrorString(e));
-    return FSIG_OK;
+                      "cannot synchronise cuda:%d while a stream is being captured into a CUDA graph (%s; the "
+                      "capture is invalidated): end the capture first", device, cudaGetErrorName(e));
+    if (e == cudaErrorInvalidResourceHandle || e == cudaErrorContextIsDestroyed)
+        return m.fail(FSIG_ERROR_CUDA, "stream %p is not a live stream of cuda:%d (%s: %s)", stream, device,
+                      cudaGetErrorName(e), cudaGetErrorString(e));
+    return m.fail(FSIG_ERROR_CUDA,
+                  "an asynchronous CUDA error on cuda:%d (a kernel or copy before this synchronise failed): %s: %s",
+                  device, cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
 // ---- linear attention (cosFormer, elu+1): kernels in linear_kernel.h, launches in linear_runtime.cu ----

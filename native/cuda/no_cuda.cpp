@@ -7,6 +7,7 @@
 namespace fsig::cuda {
 bool compiled() { return false; }
 int device_count() { return 0; }
+const char* no_device_reason() { return "this build of libflashsig has no CUDA support"; }
 uint32_t forward_dtypes() { return 0; }
 int forward_head_dims(int32_t*, int) { return 0; }
 int forward(const ForwardArgs&, int, void*, char* msg, size_t msg_size) {

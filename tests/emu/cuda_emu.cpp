@@ -6,6 +6,7 @@
 // libflashsig_emu and the GPU tests' *_emu executables, so they run unchanged on a machine without a GPU.
 // One emulated device: cuda:0, with the shared memory of the smallest compiled target (sm_80: 163 KiB
 // per block), so a kernel that only an H100 could launch fails here too.
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -27,6 +28,27 @@
 #include <vector>
 
 #include "cuda_emu.h"
+
+// ---- the driver's current context, per host thread as in CUDA: cuCtxGetCurrent / cuCtxSetCurrent, which
+// the library reaches through cudaGetDriverEntryPointByVersion. The runtime makes the device's primary
+// context current where the real one does: cudaSetDevice (CUDA 12+), and the first call on a thread
+// without a context that needs one (here: allocation, copies, memset, launches, streams,
+// synchronisation, function attributes). ----
+namespace {
+int g_primary_context;  // its address stands for device 0's primary context
+thread_local CUcontext t_current_context = nullptr;
+void bind_context() {
+    if (t_current_context == nullptr) t_current_context = reinterpret_cast<CUcontext>(&g_primary_context);
+}
+CUresult emu_ctx_get_current(CUcontext* ctx) {
+    *ctx = t_current_context;
+    return CUDA_SUCCESS;
+}
+CUresult emu_ctx_set_current(CUcontext ctx) {
+    t_current_context = ctx;
+    return CUDA_SUCCESS;
+}
+}  // namespace
 
 namespace fsig::cuda {
 // the dynamic shared memory of every kernel (native/cuda/launch.h)
@@ -583,6 +605,7 @@ bool readable(const void* p, size_t bytes) {
 
 cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
                    std::function<void()> thread_body) {
+    bind_context();
     State& s = state();
     std::lock_guard<std::recursive_mutex> hold(s.lock);
     const int threads = int(block.x * block.y * block.z);
@@ -635,6 +658,18 @@ cudaError_t sync_result() {
     if (fsig::emu::capture_violation()) return fsig::emu::set_last(cudaErrorStreamCaptureUnsupported);
     return state().sticky;
 }
+
+// cuMemGetAddressRange: the device allocation holding ptr (page-locked host memory: not found, so the
+// library's check of the other kinds of memory runs too)
+CUresult emu_mem_get_address_range(CUdeviceptr* base, size_t* bytes, CUdeviceptr ptr) {
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    uintptr_t start = 0;
+    const fsig::emu::Allocation* a = fsig::emu::find(reinterpret_cast<const void*>(ptr), &start);
+    if (a == nullptr || !a->device) return CUDA_ERROR_NOT_FOUND;
+    if (base != nullptr) *base = CUdeviceptr(start);
+    if (bytes != nullptr) *bytes = a->bytes;
+    return CUDA_SUCCESS;
+}
 }  // namespace
 
 extern "C" {
@@ -650,6 +685,21 @@ cudaError_t cudaGetDevice(int* device) {
 cudaError_t cudaSetDevice(int device) {
     if (device != 0) return fsig::emu::set_last(cudaErrorInvalidDevice);
     state().device = device;
+    t_current_context = reinterpret_cast<CUcontext>(&g_primary_context);
+    return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* version) {
+    *version = CUDART_VERSION;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsigned int version,
+                                             unsigned long long flags, cudaDriverEntryPointQueryResult* status) {
+    (void)version, (void)flags;
+    *fn = nullptr;
+    if (std::strcmp(symbol, "cuCtxGetCurrent") == 0) *fn = reinterpret_cast<void*>(&emu_ctx_get_current);
+    if (std::strcmp(symbol, "cuCtxSetCurrent") == 0) *fn = reinterpret_cast<void*>(&emu_ctx_set_current);
+    if (std::strcmp(symbol, "cuMemGetAddressRange") == 0) *fn = reinterpret_cast<void*>(&emu_mem_get_address_range);
+    if (status != nullptr) *status = *fn != nullptr ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
     return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
@@ -699,11 +749,13 @@ const char* cudaGetErrorString(cudaError_t e) {
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+    bind_context();
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     *ptr = fsig::emu::map_allocation(bytes, true);
     return *ptr != nullptr ? cudaSuccess : fsig::emu::set_last(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int flags) {
+    bind_context();
     (void)flags;
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     *ptr = fsig::emu::map_allocation(bytes, false);
@@ -739,28 +791,33 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* pt
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+    bind_context();
     (void)kind;
     if (cudaError_t e = sync_result(); e != cudaSuccess) return e;
     std::memmove(dst, src, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+    bind_context();
     (void)kind;
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     return fsig::emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); });
 }
 cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+    bind_context();
     if (cudaError_t e = sync_result(); e != cudaSuccess) return e;
     std::memset(dst, value, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+    bind_context();
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     if (!fsig::emu::readable(dst, bytes)) return fsig::emu::set_last(cudaErrorInvalidValue);
     return fsig::emu::enqueue(stream, [=] { std::memset(dst, value, bytes); });
 }
 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+    bind_context();
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
         if (value < 0 || size_t(value) > fsig::cuda::kSharedMax) return fsig::emu::set_last(cudaErrorInvalidValue);
@@ -770,6 +827,7 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
+    bind_context();
     (void)flags;
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     auto* s = new fsig::emu::Stream;
@@ -788,10 +846,14 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    bind_context();
     (void)stream;
     return sync_result();
 }
-cudaError_t cudaDeviceSynchronize(void) { return sync_result(); }
+cudaError_t cudaDeviceSynchronize(void) {
+    bind_context();
+    return sync_result();
+}
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
     std::lock_guard<std::recursive_mutex> hold(state().lock);

@@ -11,6 +11,7 @@
 //      without a GPU (the CUDA-only tests are left out).
 // Inputs are drawn from a fixed seed per case (its name reproduces it: pass it as a filter); outputs are
 // poisoned with NaN before every call, and the bytes around each output's view must stay poisoned.
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cuda_harness.h"
@@ -398,6 +400,31 @@ TEST(cuda_refusals) {
                        FSIG_ERROR_INVALID_DEVICE, "host memory", pr);
     }
     {
+        // Every tensor of the call in one allocation, k last and described (with a capacity to match: the
+        // caller's word) twice as long as what is left: the kernel would read past the allocation's end and
+        // fault, poisoning the context. No tensor of the call lies past the end, so no other rule applies.
+        // Device memory (refused by the allocation's range), then page-locked host memory (by the range
+        // where the driver gives one, else because the last byte is not memory of the same kind).
+        Problem pr;
+        const auto refused_past_end = [&pr](const char* what, void* one, const char* word) {
+            fsig_tensor tq = pr.q.desc(), tk = pr.k.desc(), tv = pr.v.desc(), to = pr.out.desc();
+            unsigned char* at = static_cast<unsigned char*>(one);
+            for (fsig_tensor* t : {&tq, &tv, &to}) t->data = at, at += t->capacity_bytes;
+            tk.data = at;
+            expect_refusal(what, pr.forward(tq, tk, tv, to, nullptr), FSIG_ERROR_BUFFER_TOO_SMALL, word, pr);
+        };
+        const fsig_tensor tk = pr.k.desc();
+        const size_t bytes =
+            size_t(pr.q.desc().capacity_bytes + pr.v.desc().capacity_bytes + pr.out.desc().capacity_bytes) +
+            size_t(tk.capacity_bytes / 2);
+        const std::shared_ptr<void> one = device_alloc(bytes);
+        refused_past_end("k past the end of its CUDA allocation", one.get(), "past the end of its CUDA allocation");
+        void* pinned = nullptr;
+        CUDA_OK(cudaHostAlloc(&pinned, bytes, cudaHostAllocMapped));
+        refused_past_end("k past the end of its page-locked allocation", pinned, "its elements span");
+        CUDA_OK(cudaFreeHost(pinned));
+    }
+    {
         Problem pr;
         fsig_tensor tq = pr.q.desc(), tk = pr.k.desc(), tv = pr.v.desc(), to = pr.out.desc();
         for (fsig_tensor* t : {&tq, &tk, &tv, &to}) t->device_index = g_device_count;
@@ -497,6 +524,38 @@ TEST(cuda_graph_capture_cold) {
     CUDA_OK(cudaGraphExecDestroy(exec));
     CUDA_OK(cudaGraphDestroy(graph));
     CUDA_OK(cudaStreamDestroy(stream));
+}
+
+// The caller's CUDA context comes back as it was. A thread that never used CUDA (every Java thread) has
+// none, and must have none after a call: giving "device 0" back with cudaSetDevice would create device
+// 0's primary context there (CUDA 12+), on a GPU the caller may not use. A thread with a current context
+// keeps it.
+TEST(caller_context_given_back) {
+    if (!g_cuda) return;
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    CUDA_OK(cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &fn, 4000, cudaEnableDefault, &found));
+    REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr, "the driver has no cuCtxGetCurrent");
+    const auto get_current = reinterpret_cast<CUresult (*)(CUcontext*)>(fn);
+    Problem pr(64, ref::kBf16, ref::kSigmoid);
+    CUcontext before = nullptr, after = nullptr;
+    int status = -1;
+    std::thread fresh([&] {
+        get_current(&before);
+        status = pr.forward();
+        get_current(&after);
+    });
+    fresh.join();
+    REQUIRE(before == nullptr, "a new thread already had a current context");
+    REQUIRE(status == FSIG_OK, "forward from a new thread: %s", fsig_last_error());
+    EXPECT(after == nullptr, "the call left a CUDA context current on a thread that had none");
+    CUcontext mine = nullptr, now = nullptr;
+    get_current(&mine);
+    REQUIRE(pr.forward() == FSIG_OK, "forward: %s", fsig_last_error());
+    get_current(&now);
+    EXPECT(mine != nullptr && now == mine, "the calling thread's current context changed");
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT(!pr.out_untouched(), "the calls wrote nothing");
 }
 
 TEST(cuda_capabilities) {

@@ -216,6 +216,11 @@ public final class Cuda {
                         zeros, n, MemorySegment.NULL);
                 if (status != 0) throw FlashSig.nativeError(status);
             }
+            // The copies from pageable memory return once staged, on the legacy default stream, which the
+            // non-blocking streams (CudaStream) do not wait for: a late chunk of zeros could land over
+            // data that a later copy or kernel on such a stream wrote. Wait for them here.
+            int status = FlashSigNative.fsig_cuda_synchronize(ordinal, MemorySegment.NULL);
+            if (status != 0) throw FlashSig.nativeError(status);
         }
         return segment;
     }

@@ -37,7 +37,8 @@ import static io.flashsig.FlashSigException.Status;
  * cheap for short calls only, so it applies while the call's work — 4·B·Hq·Nq·Nk·d FLOPs forward,
  * 2.5× that backward — is at most the system property {@value #CRITICAL_MAX_FLOPS_PROPERTY}
  * (default {@value #DEFAULT_CRITICAL_MAX_FLOPS}). Calls on off-heap memory under that size use the
- * critical downcall too (it skips the thread-state transition).</li>
+ * critical downcall too (it skips the thread-state transition). CUDA calls never do: they may block
+ * (runtime setup on first use, a full launch queue).</li>
  * <li><b>Heap arrays, longer calls</b>: each heap input is copied to off-heap scratch (a confined
  * arena freed when the call returns), the call runs as a normal downcall (the GC keeps running), and
  * the elements of each heap output are copied back — only after the call succeeded.</li>
@@ -54,7 +55,7 @@ import static io.flashsig.FlashSigException.Status;
  * one scratch region at their offsets), so the rules live in one place. The calls are thread-safe; the thread count is process-wide.
  */
 public final class FlashSig {
-    /** System property: largest work (FLOPs) for which heap arrays are passed in place (critical downcall). */
+    /** System property: largest work (FLOPs) of a CPU call for which heap arrays are passed in place (critical downcall). */
     public static final String CRITICAL_MAX_FLOPS_PROPERTY = "io.flashsig.criticalMaxFlops";
     static final double DEFAULT_CRITICAL_MAX_FLOPS = 5e7;
 
@@ -144,11 +145,10 @@ public final class FlashSig {
         writable(out, "out");
         if (lse != null) writable(lse, "lse");
         MemorySegment stream = streamOf(x);
-        double work = forwardFlops(q, k);
+        boolean critical = critical(q, forwardFlops(q, k));
         int status;
-        if (work <= criticalMaxFlops || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(lse)
-                || onHeap(x))) {
-            status = invokeForward(work <= criticalMaxFlops, spec, x, stream, q, k, v, out, lse, null);
+        if (critical || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(lse) || onHeap(x))) {
+            status = invokeForward(critical, spec, x, stream, q, k, v, out, lse, null);
         } else {
             Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
             try (Arena scratch = Arena.ofConfined()) {
@@ -256,11 +256,10 @@ public final class FlashSig {
     private static int backwardCall(MemorySegment p, AttentionSpec spec, AttentionExtras x, MemorySegment stream,
                                     Tensor q, Tensor k, Tensor v, Tensor out, Tensor dout, Tensor lse, Tensor dq,
                                     Tensor dk, Tensor dv, Tensor dbias) {
-        double work = 2.5 * forwardFlops(q, k);
-        if (work <= criticalMaxFlops || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(dout)
-                || onHeap(lse) || onHeap(dq) || onHeap(dk) || onHeap(dv) || onHeap(dbias) || onHeap(x)))
-            return invokeBackward(work <= criticalMaxFlops, p, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv,
-                    dbias, null);
+        boolean critical = critical(q, 2.5 * forwardFlops(q, k));
+        if (critical || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(dout) || onHeap(lse)
+                || onHeap(dq) || onHeap(dk) || onHeap(dv) || onHeap(dbias) || onHeap(x)))
+            return invokeBackward(critical, p, spec, x, stream, q, k, v, out, dout, lse, dq, dk, dv, dbias, null);
         Object[] args = {q, k, v, out, dout, lse, dq, dk, dv, x.alibi(), x.bias(), x.mask(), x.blockLayout(), dbias};
         try (Arena scratch = Arena.ofConfined()) {
             MemorySegment[] d = scratchCopies(scratch, args, BACKWARD_OUTPUTS);
@@ -372,6 +371,16 @@ public final class FlashSig {
     }
 
     // ---- internals ---------------------------------------------------------------------------------
+
+    /**
+     * Whether a call runs as a critical downcall (heap arrays in place, the garbage collector held off): CPU
+     * calls of at most {@code criticalMaxFlops}. Never a CUDA call: its first use sets up the runtime and
+     * loads kernels, and any launch may wait for room in the stream's queue — far from the "extremely short"
+     * that {@link java.lang.foreign.Linker.Option#critical} requires.
+     */
+    private static boolean critical(Tensor q, double work) {
+        return q.device().isCpu() && work <= criticalMaxFlops;
+    }
 
     /** Test hook: sets the critical-downcall threshold (FLOPs); returns the previous value. */
     static double criticalMaxFlops(double flops) {
