@@ -12,6 +12,7 @@
 // Inputs are drawn from a fixed seed per case (its name reproduces it: pass it as a filter); outputs are
 // poisoned with NaN before every call, and the bytes around each output's view must stay poisoned.
 #include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -556,6 +557,82 @@ TEST(caller_context_given_back) {
     EXPECT(mine != nullptr && now == mine, "the calling thread's current context changed");
     CUDA_OK(cudaDeviceSynchronize());
     EXPECT(!pr.out_untouched(), "the calls wrote nothing");
+}
+
+// Virtual-memory allocators (PyTorch's expandable segments, for one) map physical pieces one after
+// another into a reserved range, so a tensor may straddle two pieces: cudaPointerGetAttributes must call
+// it device memory and the allocation-range check must accept the crossing (native/cuda/NOTES.md,
+// "Second review"). k straddles two pieces here; the result must be the bits of the same call on
+// cudaMalloc memory. Needs the driver's virtual-memory API (the emulator has none: the case says so).
+TEST(virtual_memory_mappings) {
+    if (!g_cuda) return;
+    const auto entry = [](const char* symbol) -> void* {
+        void* fn = nullptr;
+        cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+        if (cudaGetDriverEntryPointByVersion(symbol, &fn, 10020, cudaEnableDefault, &found) != cudaSuccess ||
+            found != cudaDriverEntryPointSuccess)
+            return nullptr;
+        return fn;
+    };
+    const auto granularity = reinterpret_cast<PFN_cuMemGetAllocationGranularity_v10020>(
+        entry("cuMemGetAllocationGranularity"));
+    const auto reserve = reinterpret_cast<PFN_cuMemAddressReserve_v10020>(entry("cuMemAddressReserve"));
+    const auto create = reinterpret_cast<PFN_cuMemCreate_v10020>(entry("cuMemCreate"));
+    const auto map = reinterpret_cast<PFN_cuMemMap_v10020>(entry("cuMemMap"));
+    const auto set_access = reinterpret_cast<PFN_cuMemSetAccess_v10020>(entry("cuMemSetAccess"));
+    const auto unmap = reinterpret_cast<PFN_cuMemUnmap_v10020>(entry("cuMemUnmap"));
+    const auto release = reinterpret_cast<PFN_cuMemRelease_v10020>(entry("cuMemRelease"));
+    const auto address_free = reinterpret_cast<PFN_cuMemAddressFree_v10020>(entry("cuMemAddressFree"));
+    if (!granularity || !reserve || !create || !map || !set_access || !unmap || !release || !address_free) {
+        cudaGetLastError();
+        std::printf("  no virtual-memory driver API here: not run\n");
+        return;
+    }
+    CUmemAllocationProp prop{};
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.location.id = 0;
+    size_t piece = 0;
+    REQUIRE(granularity(&piece, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) == CUDA_SUCCESS && piece >= 65536,
+            "cuMemGetAllocationGranularity");
+    CUdeviceptr va = 0;
+    REQUIRE(reserve(&va, 2 * piece, 0, 0, 0) == CUDA_SUCCESS, "cuMemAddressReserve");
+    CUmemGenericAllocationHandle handle[2] = {};
+    for (int i = 0; i < 2; ++i) {
+        REQUIRE(create(&handle[i], piece, &prop, 0) == CUDA_SUCCESS, "cuMemCreate");
+        REQUIRE(map(va + i * piece, piece, 0, handle[i], 0) == CUDA_SUCCESS, "cuMemMap");
+    }
+    CUmemAccessDesc access{};
+    access.location = prop.location;
+    access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    REQUIRE(set_access(va, 2 * piece, &access, 1) == CUDA_SUCCESS, "cuMemSetAccess");
+
+    Problem pr;
+    REQUIRE(pr.forward() == FSIG_OK, "forward on cudaMalloc memory: %s", fsig_last_error());
+    const std::vector<unsigned char> ref_bytes = pr.out_bytes();
+    poison(pr.out);
+    const auto place = [](const Tensor& t, CUdeviceptr at) {  // a copy of t's storage at `at`
+        Tensor c = t;
+        c.dev = std::shared_ptr<void>(reinterpret_cast<void*>(at), [](void*) {});
+        c.upload();
+        return c;
+    };
+    const size_t k_bytes = pr.k.host.st->bytes;
+    const Tensor q = place(pr.q, va), v = place(pr.v, va + 65536 / 2), out = place(pr.out, va + piece + 65536 / 2);
+    const Tensor k = place(pr.k, va + piece - ((k_bytes / 2) & ~size_t(255)));  // across the two pieces
+    const fsig_tensor tl = pr.lse.desc();
+    const int st = pr.forward(q.desc(), k.desc(), v.desc(), out.desc(), &tl);
+    EXPECT(st == FSIG_OK, "forward with k across two mapped pieces: %s", fsig_last_error());
+    if (st == FSIG_OK) {
+        CUDA_OK(cudaDeviceSynchronize());
+        out.download();
+        EXPECT(tu::snapshot(out.host) == ref_bytes,
+               "the call on mapped pieces gave other bits than on cudaMalloc memory");
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    unmap(va, 2 * piece);
+    for (CUmemGenericAllocationHandle h : handle) release(h);
+    address_free(va, 2 * piece);
 }
 
 TEST(cuda_capabilities) {
