@@ -527,17 +527,27 @@ TEST(cuda_graph_capture_cold) {
     CUDA_OK(cudaStreamDestroy(stream));
 }
 
+// A driver function through the runtime's entry points (the test links no libcuda); nullptr where the
+// driver (or the emulator) has none
+void* driver_entry(const char* symbol, unsigned version) {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion(symbol, &fn, version, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+        cudaGetLastError();
+        return nullptr;
+    }
+    return fn;
+}
+
 // The caller's CUDA context comes back as it was. A thread that never used CUDA (every Java thread) has
 // none, and must have none after a call: giving "device 0" back with cudaSetDevice would create device
 // 0's primary context there (CUDA 12+), on a GPU the caller may not use. A thread with a current context
 // keeps it.
 TEST(caller_context_given_back) {
     if (!g_cuda) return;
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-    CUDA_OK(cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &fn, 4000, cudaEnableDefault, &found));
-    REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr, "the driver has no cuCtxGetCurrent");
-    const auto get_current = reinterpret_cast<CUresult (*)(CUcontext*)>(fn);
+    const auto get_current = reinterpret_cast<PFN_cuCtxGetCurrent_v4000>(driver_entry("cuCtxGetCurrent", 4000));
+    REQUIRE(get_current != nullptr, "the driver has no cuCtxGetCurrent");
     Problem pr(64, ref::kBf16, ref::kSigmoid);
     CUcontext before = nullptr, after = nullptr;
     int status = -1;
@@ -566,14 +576,7 @@ TEST(caller_context_given_back) {
 // cudaMalloc memory. Needs the driver's virtual-memory API (the emulator has none: the case says so).
 TEST(virtual_memory_mappings) {
     if (!g_cuda) return;
-    const auto entry = [](const char* symbol) -> void* {
-        void* fn = nullptr;
-        cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-        if (cudaGetDriverEntryPointByVersion(symbol, &fn, 10020, cudaEnableDefault, &found) != cudaSuccess ||
-            found != cudaDriverEntryPointSuccess)
-            return nullptr;
-        return fn;
-    };
+    const auto entry = [](const char* symbol) { return driver_entry(symbol, 10020); };
     const auto granularity = reinterpret_cast<PFN_cuMemGetAllocationGranularity_v10020>(
         entry("cuMemGetAllocationGranularity"));
     const auto reserve = reinterpret_cast<PFN_cuMemAddressReserve_v10020>(entry("cuMemAddressReserve"));
@@ -584,7 +587,6 @@ TEST(virtual_memory_mappings) {
     const auto release = reinterpret_cast<PFN_cuMemRelease_v10020>(entry("cuMemRelease"));
     const auto address_free = reinterpret_cast<PFN_cuMemAddressFree_v10020>(entry("cuMemAddressFree"));
     if (!granularity || !reserve || !create || !map || !set_access || !unmap || !release || !address_free) {
-        cudaGetLastError();
         std::printf("  no virtual-memory driver API here: not run\n");
         return;
     }
