@@ -821,7 +821,10 @@ int main(int argc, char** argv) {
         return 2;
     }
 #endif
-    const char* isa = caps.cpu_isa == FSIG_CPU_ISA_AVX512 ? "avx512" : caps.cpu_isa == FSIG_CPU_ISA_AVX2 ? "avx2" : "?";
+    const char* isa = caps.cpu_isa == FSIG_CPU_ISA_AVX512_BF16 ? "avx512bf16"
+                      : caps.cpu_isa == FSIG_CPU_ISA_AVX512  ? "avx512"
+                      : caps.cpu_isa == FSIG_CPU_ISA_AVX2    ? "avx2"
+                                                             : "?";
     std::printf("flashsig %s, device %s, cpu isa %s, %d threads; median of timed runs after %d warm-up\n",
                 fsig_version_string(), o.cuda ? "cuda" : "cpu", isa, caps.cpu_threads, o.warmup);
 

@@ -240,14 +240,16 @@ inline fsig_attention_params params_for(const ref::Spec& s) {
     return p;
 }
 
-// FSIG_CPU_ISA=avx512 on a CPU without AVX-512 F/BW/DQ/VL: the caller skips. Otherwise checks that the
-// library runs the ISA the environment asks for. Returns th::kSkip, 1 (wrong ISA) or 0.
+// FSIG_CPU_ISA=avx512 (or avx512bf16) on a CPU without AVX-512 F/BW/DQ/VL (or without AVX512-BF16): the
+// caller skips. Otherwise checks that the library runs the ISA the environment asks for. Returns
+// th::kSkip, 1 (wrong ISA) or 0.
 inline int check_isa_env() {
     const char* want = std::getenv("FSIG_CPU_ISA");
     if (want == nullptr) return 0;
     __builtin_cpu_init();
     const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    const bool has_bf16 = has512 && __builtin_cpu_supports("avx512bf16");
     fsig_capabilities caps;
     std::memset(&caps, 0, sizeof caps);
     caps.struct_size = sizeof caps;
@@ -255,20 +257,29 @@ inline int check_isa_env() {
         std::fprintf(stderr, "fsig_get_capabilities failed: %s\n", fsig_last_error());
         return 1;
     }
-    if (std::strcmp(want, "avx512") == 0) {
-        if (!has512) {
-            std::printf("SKIP: FSIG_CPU_ISA=avx512 but this CPU lacks AVX-512 F/BW/DQ/VL\n");
+    struct Isa {
+        const char* name;
+        int32_t id;
+        bool present;
+    };
+    const Isa isas[] = {{"avx2", FSIG_CPU_ISA_AVX2, true},
+                        {"avx512", FSIG_CPU_ISA_AVX512, has512},
+                        {"avx512bf16", FSIG_CPU_ISA_AVX512_BF16, has_bf16}};
+    const char* running = "?";
+    for (const Isa& isa : isas) {
+        if (caps.cpu_isa == isa.id) running = isa.name;
+        if (std::strcmp(want, isa.name) != 0) continue;
+        if (!isa.present) {
+            std::printf("SKIP: FSIG_CPU_ISA=%s but this CPU lacks it\n", want);
             return th::kSkip;
         }
-        if (caps.cpu_isa != FSIG_CPU_ISA_AVX512) {
-            std::fprintf(stderr, "FSIG_CPU_ISA=avx512 on an AVX-512 CPU but the library runs ISA %d\n", caps.cpu_isa);
+        if (caps.cpu_isa != isa.id) {
+            std::fprintf(stderr, "FSIG_CPU_ISA=%s on a CPU that has it, but the library runs ISA %d\n", want,
+                         caps.cpu_isa);
             return 1;
         }
-    } else if (std::strcmp(want, "avx2") == 0 && caps.cpu_isa != FSIG_CPU_ISA_AVX2) {
-        std::fprintf(stderr, "FSIG_CPU_ISA=avx2 but the library runs ISA %d\n", caps.cpu_isa);
-        return 1;
     }
-    std::printf("library CPU ISA: %s\n", caps.cpu_isa == FSIG_CPU_ISA_AVX512 ? "avx512" : "avx2");
+    std::printf("library CPU ISA: %s\n", running);
     return 0;
 }
 

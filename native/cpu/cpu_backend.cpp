@@ -26,10 +26,19 @@ bool cpu_has_avx512() {
     return (b & need) == need;
 }
 
+bool cpu_has_avx512_bf16() {
+    unsigned a, b, c, d;
+    return cpu_has_avx512() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & bit_AVX512BF16);
+}
+
+// The best kernels this CPU runs; FSIG_CPU_ISA=avx2|avx512 picks a lesser set (tests run every set the
+// CPU has), avx512bf16 the best.
 const KernelTable& choose_kernels() {
     const char* force = std::getenv("FSIG_CPU_ISA");
     if (force && std::strcmp(force, "avx2") == 0) return kernels_avx2();
-    return cpu_has_avx512() ? kernels_avx512() : kernels_avx2();
+    if (!cpu_has_avx512()) return kernels_avx2();
+    if (force && std::strcmp(force, "avx512") == 0) return kernels_avx512();
+    return cpu_has_avx512_bf16() ? kernels_avx512bf16() : kernels_avx512();
 }
 
 const KernelTable& kernels() {
@@ -95,8 +104,9 @@ int workers_for(int64_t tasks) { return int(std::min<int64_t>(num_threads(), std
 int32_t active_isa() { return kernels().isa; }
 const char* active_isa_name() { return kernels().name; }
 
-int forward(const ForwardArgs& a) {
-    const KernelTable& k = kernels();
+namespace {
+
+int forward_with(const KernelTable& k, const ForwardArgs& a, std::atomic<bool>& subnormal_bf16) {
     const Problem& p = a.p;
     const int64_t tiles = ceil_div(p.seq_q, kBlockM), group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t k_tiles = ceil_div(p.seq_k, block_n_for(p.head_dim));
@@ -119,7 +129,7 @@ int forward(const ForwardArgs& a) {
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         const KvPack kv{packed.get(), shared ? packed.get() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
-                        pair0};
+                        pair0, &subnormal_bf16};
         if (shared)
             parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
                 const int64_t pair = pair0 + t / k_tiles;
@@ -134,6 +144,16 @@ int forward(const ForwardArgs& a) {
         });
     }
     return FSIG_OK;
+}
+
+}  // namespace
+
+int forward(const ForwardArgs& a) {
+    std::atomic<bool> subnormal_bf16{false};
+    const int status = forward_with(kernels(), a, subnormal_bf16);
+    // the bf16 products (AVX512-BF16) flush subnormal operands: such a call is computed with fp32 products
+    if (status != FSIG_OK || !subnormal_bf16.load()) return status;
+    return forward_with(kernels_avx512(), a, subnormal_bf16);
 }
 
 int backward(const BackwardArgs& a) {
@@ -215,7 +235,7 @@ int backward(const BackwardArgs& a) {
 namespace {
 
 const LinearTable& linear_kernels() {
-    return kernels().isa == FSIG_CPU_ISA_AVX512 ? linear_avx512() : linear_avx2();
+    return kernels().isa == FSIG_CPU_ISA_AVX2 ? linear_avx2() : linear_avx512();
 }
 
 // Segments of the position space: enough units for ~32 threads when B·Hk is small, whole chunks each,

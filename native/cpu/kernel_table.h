@@ -24,6 +24,9 @@ struct KvPack {
     float* k_panels;
     float* v_rows;
     int64_t pair0;
+    // set by the bf16 products (AVX512-BF16) when an operand is subnormal: the call is then computed
+    // again with fp32 products (kernels_avx512), and the tasks left stop early
+    std::atomic<bool>* subnormal_bf16;
 };
 // block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the
 // panels need no padding.
@@ -78,5 +81,6 @@ struct KernelTable {
 
 const KernelTable& kernels_avx2();
 const KernelTable& kernels_avx512();
+const KernelTable& kernels_avx512bf16();
 
 }  // namespace fsig::cpu

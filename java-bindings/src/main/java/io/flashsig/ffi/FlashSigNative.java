@@ -1629,6 +1629,15 @@ public class FlashSigNative extends FlashSigNative$shared {
     public static int FSIG_CPU_ISA_AVX512() {
         return FSIG_CPU_ISA_AVX512;
     }
+    private static final int FSIG_CPU_ISA_AVX512_BF16 = (int)4L;
+    /**
+     * {@snippet lang=c :
+     * enum fsig_cpu_isa.FSIG_CPU_ISA_AVX512_BF16 = 4
+     * }
+     */
+    public static int FSIG_CPU_ISA_AVX512_BF16() {
+        return FSIG_CPU_ISA_AVX512_BF16;
+    }
 
     private static class fsig_version {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(

@@ -1,0 +1,110 @@
+// S = Q Kᵀ for bf16 tensors on CPUs with AVX512-BF16. vdpbf16ps adds two bf16 products per fp32 lane
+// to the accumulator — twice the multiply-adds of an fp32 FMA per instruction, at the same rate (Zen 4/5,
+// Sapphire Rapids). The operands are the tensors' own bf16 values (Q times a power of two), so every
+// product is exact and only the fp32 sums round, as in the fp32 product; P V stays an fp32 product:
+// rounding P to bf16 for it (as the GPU kernels do) failed the DESIGN.md §6 rule on short rows, where
+// it rounds twice (P, then O) what the naive computation rounds about once. The instruction treats
+// subnormal operands as zero (and flushes subnormal sums): a call with a subnormal Q element (after
+// its power-of-two scale) or K element is computed again by the fp32 product (cpu_backend.cpp); a
+// partial sum below 2^-126 in magnitude still flushes, an absolute error under 2^-126 · d per score.
+// Included by kernels.inc inside its ISA namespace, only where the unit is compiled with -mavx512bf16
+// (kernels_avx512bf16.cpp).
+//
+// Layouts (uint16 elements; a "pair" is two bf16 in one 32-bit lane, the lower index in the low half):
+//   rows:   [r][c] bf16 of a row-major fp32 tile, c padded with zeros to a whole pair count;
+//   panels: the S micro-kernel's Kᵀ: panel p of kPanel keys as [c2][key][2] = k(key, 2·c2 + {0, 1}).
+#pragma once
+
+#if !defined(__AVX512BF16__)
+#error "bf16_dot.h needs -mavx512bf16"
+#endif
+
+// The bf16 bits of two fp32 vectors whose values are bf16 already (tensor values, times a power of two):
+// lane i = lo[i] in its low half, hi[i] in its high half. Truncation is exact for such values.
+inline __m512i pair_bits(vf lo, vf hi) {
+    return _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(hi), _mm512_set1_epi32(int(0xffff0000u))),
+                           _mm512_srli_epi32(_mm512_castps_si512(lo), 16));
+}
+
+// dst[c] = bf16(src[c]) rounded to nearest even, c < n (a multiple of W)
+inline void round_to_bf16(const float* src, int64_t n, uint16_t* dst) {
+    for (int64_t c = 0; c < n; c += W)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(vload(src + c))));
+}
+
+// fp32 panels of pack_panels ([p][c][kPanel], c < d) of n keys -> bf16 panels ([p][c2][kPanel][2], c2 < ⌈d/2⌉)
+void panels_to_bf16(const float* src, int64_t n, int64_t d, uint16_t* dst) {
+    const int64_t d2 = (d + 1) / 2;
+    for (int64_t p = 0; p * kPanel < n; ++p) {
+        const float* s = src + p * d * kPanel;
+        uint16_t* t = dst + p * d2 * 2 * kPanel;
+        for (int64_t c2 = 0; c2 < d2; ++c2)
+            for (int64_t half = 0; half < kPanel; half += W) {
+                const vf lo = vload(s + 2 * c2 * kPanel + half);
+                const vf hi = 2 * c2 + 1 < d ? vload(s + (2 * c2 + 1) * kPanel + half) : vzero();
+                _mm512_storeu_si512(t + (c2 * kPanel + half) * 2, pair_bits(lo, hi));
+            }
+    }
+}
+
+// True when any of x[0, n) is a subnormal bf16 (exponent 0, fraction not 0): vdpbf16ps would read it as 0.
+inline bool has_subnormal_bf16(const uint16_t* x, int64_t n) {
+    const __m512i exponent = _mm512_set1_epi16(0x7f80), fraction = _mm512_set1_epi16(0x007f);
+    __mmask32 any = 0;
+    for (int64_t c = 0; c < n; c += 32) {
+        const __mmask32 in = n - c >= 32 ? ~__mmask32(0) : (__mmask32(1) << (n - c)) - 1;
+        const __m512i v = _mm512_maskz_loadu_epi16(in, x + c);
+        any |= _mm512_testn_epi16_mask(v, exponent) & _mm512_test_epi16_mask(v, fraction);
+    }
+    return any != 0;
+}
+
+inline __m512bh bcast_pair(const uint16_t* p) {
+    uint32_t bits;
+    std::memcpy(&bits, p, 4);
+    return reinterpret_cast<__m512bh>(_mm512_set1_epi32(int(bits)));
+}
+inline __m512bh load_pairs(const uint16_t* p) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p)); }
+
+// C[R][kPanel] = mul · A[R][2·d2] · panel  (A: bf16 rows, lda elements)
+template <int R>
+void micro_abt_bf16(const uint16_t* A, int64_t lda, const uint16_t* panel, int64_t d2, float mul, float* C,
+                    int64_t ldc) {
+    vf acc0[R], acc1[R];
+    for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = vzero();
+    for (int64_t c2 = 0; c2 < d2; ++c2) {
+        const __m512bh b0 = load_pairs(panel + c2 * 2 * kPanel), b1 = load_pairs(panel + c2 * 2 * kPanel + 2 * W);
+        for (int r = 0; r < R; ++r) {
+            const __m512bh a = bcast_pair(A + r * lda + 2 * c2);
+            acc0[r] = _mm512_dpbf16_ps(acc0[r], a, b0);
+            acc1[r] = _mm512_dpbf16_ps(acc1[r], a, b1);
+        }
+    }
+    const vf vm = vset(mul);
+    for (int r = 0; r < R; ++r) {
+        vstore(C + r * ldc, vmul(acc0[r], vm));
+        vstore(C + r * ldc + W, vmul(acc1[r], vm));
+    }
+}
+
+template <int R>
+void abt_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* panels, int64_t n, int64_t d2, float mul, float* C,
+                   int64_t ldc) {
+    for (int64_t p = 0; p * kPanel < n; ++p)
+        micro_abt_bf16<R>(A, lda, panels + p * d2 * 2 * kPanel, d2, mul, C + p * kPanel, ldc);
+}
+
+// C[m][round_up(n, kPanel)] = mul · A[m][d] · Kᵀ, K as bf16 panels of d2 = ⌈d/2⌉ pairs
+void gemm_abt_bf16(const uint16_t* A, int64_t lda, int64_t m, const uint16_t* panels, int64_t n, int64_t d2, float mul,
+                   float* C, int64_t ldc) {
+    int64_t r = 0;
+    for (; r + kAbtRows <= m; r += kAbtRows) abt_rows_bf16<kAbtRows>(A + r * lda, lda, panels, n, d2, mul, C + r * ldc, ldc);
+    switch (m - r) {
+#define FSIG_ABT_TAIL(k) case k: abt_rows_bf16<k>(A + r * lda, lda, panels, n, d2, mul, C + r * ldc, ldc); break;
+        FSIG_ABT_TAIL(1) FSIG_ABT_TAIL(2) FSIG_ABT_TAIL(3) FSIG_ABT_TAIL(4) FSIG_ABT_TAIL(5)
+        FSIG_ABT_TAIL(6) FSIG_ABT_TAIL(7)
+#undef FSIG_ABT_TAIL
+        default: break;
+    }
+    static_assert(kAbtRows <= 8, "extend the tail switch");
+}
