@@ -156,8 +156,9 @@ int forward(const ForwardArgs& a) {
     return forward_with(kernels_avx512(), a, subnormal_bf16);
 }
 
-int backward(const BackwardArgs& a) {
-    const KernelTable& k = kernels();
+namespace {
+
+int backward_with(const KernelTable& k, const BackwardArgs& a, std::atomic<bool>& subnormal_bf16) {
     const Problem& p = a.p;
     const int64_t q_tiles = ceil_div(p.seq_q, kBlockM);
     const int64_t bn = block_n_for(p.head_dim), k_tiles = ceil_div(p.seq_k, bn);
@@ -185,9 +186,12 @@ int backward(const BackwardArgs& a) {
     // of the backward (benchmarks/NOTES.md).
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
-    const int64_t wave = std::clamp<int64_t>(wave_floats() / (3 * pair_floats), 1, pairs);
+    // rows per pair: dQ, Q, dO in fp32, and with bf16 products Q and dO in bf16 (half as many floats)
+    const bool bf16_rows = k.bf16_products && p.dtype == FSIG_DTYPE_BF16;
+    const int64_t row_sets = bf16_rows ? 4 : 3;
+    const int64_t wave = std::clamp<int64_t>(wave_floats() / (row_sets * pair_floats), 1, pairs);
     std::unique_ptr<float, FreeDeleter> wave_rows(
-        static_cast<float*>(std::malloc(sizeof(float) * size_t(3 * wave * pair_floats))));
+        static_cast<float*>(std::malloc(sizeof(float) * size_t(row_sets * wave * pair_floats))));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
     if (!wave_rows || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
     float* const dq_rows = wave_rows.get();
@@ -195,8 +199,9 @@ int backward(const BackwardArgs& a) {
         const int64_t count = std::min(wave, pairs - pair0);
         std::memset(dq_rows, 0, sizeof(float) * size_t(count * pair_floats));
         for (int64_t t = 0; t < count * group * q_tiles; ++t) turns[size_t(t)].store(0, std::memory_order_relaxed);
+        uint16_t* bf16_q = bf16_rows ? reinterpret_cast<uint16_t*>(dq_rows + 3 * wave * pair_floats) : nullptr;
         const DqAccumulator acc{dq_rows, dq_rows + wave * pair_floats, dq_rows + 2 * wave * pair_floats, turns.get(),
-                                pair0};
+                                pair0, bf16_q, bf16_rows ? bf16_q + wave * pair_floats : nullptr, &subnormal_bf16};
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;
             k.backward_pack_task(a, acc, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM);
@@ -228,6 +233,16 @@ int backward(const BackwardArgs& a) {
                                   scratch.get() + size_t(w) * per_worker);
         });
     return FSIG_OK;
+}
+
+}  // namespace
+
+int backward(const BackwardArgs& a) {
+    std::atomic<bool> subnormal_bf16{false};
+    const int status = backward_with(kernels(), a, subnormal_bf16);
+    // as the forward: a subnormal bf16 operand makes the call run again with fp32 products
+    if (status != FSIG_OK || !subnormal_bf16.load()) return status;
+    return backward_with(kernels_avx512(), a, subnormal_bf16);
 }
 
 // ---- linear attention (cosFormer, elu + 1): linear.h, linear.inc -------------------------------------

@@ -45,11 +45,20 @@ struct DqAccumulator {
     float* dout_rows;
     std::atomic<int32_t>* turns;
     int64_t pair0;
+    // bf16 products (KernelTable::bf16_products and bf16 tensors; else nullptr): Q and dO of the wave as
+    // bf16 rows [slot][Nq][dp]; q_rows then holds Q times the power-of-two part of the scale only
+    uint16_t* q_bf16;
+    uint16_t* dout_bf16;
+    // set when a bf16 operand is subnormal: the call is computed again with fp32 products
+    std::atomic<bool>* subnormal_bf16;
 };
 
 struct KernelTable {
     const char* name;
     int32_t isa;  // fsig_cpu_isa
+    // S = Q Kᵀ (and the backward's dP = dO Vᵀ) of bf16 tensors by AVX512-BF16 products (bf16_dot.h);
+    // the backward then needs DqAccumulator::q_bf16 and dout_bf16
+    bool bf16_products;
     // floats of per-thread scratch that the tasks below need for this problem
     size_t (*scratch_floats)(const Problem& p);
     // one (batch, kv head, key tile) of kv's pairs: K panels and V rows of keys [j0, j0 + block_n) into kv
