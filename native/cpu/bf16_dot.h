@@ -1,12 +1,13 @@
 // S = Q Kᵀ for bf16 tensors on CPUs with AVX512-BF16. vdpbf16ps adds two bf16 products per fp32 lane
 // to the accumulator — twice the multiply-adds of an fp32 FMA per instruction, at the same rate (Zen 4/5,
-// Sapphire Rapids). The operands are the tensors' own bf16 values (Q times a power of two), so every
-// product is exact and only the fp32 sums round, as in the fp32 product; P V stays an fp32 product:
-// rounding P to bf16 for it (as the GPU kernels do) failed the DESIGN.md §6 rule on short rows, where
-// it rounds twice (P, then O) what the naive computation rounds about once. The instruction treats
-// subnormal operands as zero (and flushes subnormal sums): a call with a subnormal Q element (after
-// its power-of-two scale) or K element is computed again by the fp32 product (cpu_backend.cpp); a
-// partial sum below 2^-126 in magnitude still flushes, an absolute error under 2^-126 · d per score.
+// Sapphire Rapids). The operands are the tensors' own bf16 values (Q times the power-of-two part of the
+// scale), so every product is exact and only the fp32 sums round, as in the fp32 product; P V stays an
+// fp32 product: rounding P to bf16 for it (as the GPU kernels do) failed the DESIGN.md §6 rule on short
+// rows, where it rounds twice (P, then O) what the naive computation rounds about once. The backward's
+// dP = dO Vᵀ is such a product too. The instruction reads subnormal operands as 0 and flushes subnormal
+// products and sums: the tasks record the operands' smallest magnitudes (Bf16Range) and a call that
+// could meet either is computed again by the fp32 products (cpu_backend.cpp). What is left: a partial
+// sum that cancels to below 2^-126 flushes, an absolute error under 2^-126 per score element.
 // Included by kernels.inc inside its ISA namespace, only where the unit is compiled with -mavx512bf16
 // (kernels_avx512bf16.cpp).
 //
@@ -47,16 +48,21 @@ void panels_to_bf16(const float* src, int64_t n, int64_t d, uint16_t* dst) {
     }
 }
 
-// True when any of x[0, n) is a subnormal bf16 (exponent 0, fraction not 0): vdpbf16ps would read it as 0.
-inline bool has_subnormal_bf16(const uint16_t* x, int64_t n) {
-    const __m512i exponent = _mm512_set1_epi16(0x7f80), fraction = _mm512_set1_epi16(0x007f);
-    __mmask32 any = 0;
-    for (int64_t c = 0; c < n; c += 32) {
-        const __mmask32 in = n - c >= 32 ? ~__mmask32(0) : (__mmask32(1) << (n - c)) - 1;
-        const __m512i v = _mm512_maskz_loadu_epi16(in, x + c);
-        any |= _mm512_testn_epi16_mask(v, exponent) & _mm512_test_epi16_mask(v, fraction);
+// The smallest nonzero |x| of x[0, n) (n a multiple of W; NaN ignored, +inf when none): the operand
+// range the bf16 products must stay in (Bf16Range, kernel_table.h).
+inline float min_magnitude(const float* x, int64_t n) {
+    vf lo = vset(std::numeric_limits<float>::infinity());
+    for (int64_t c = 0; c < n; c += W) {
+        const vf v = vload(x + c);
+        lo = _mm512_mask_min_ps(lo, _mm512_cmp_ps_mask(v, vzero(), _CMP_NEQ_OQ), lo, vabs(v));
     }
-    return any != 0;
+    return _mm512_reduce_min_ps(lo);
+}
+
+inline void atomic_min(std::atomic<float>& a, float x) {
+    float seen = a.load(std::memory_order_relaxed);
+    while (x < seen && !a.compare_exchange_weak(seen, x, std::memory_order_relaxed)) {
+    }
 }
 
 inline __m512bh bcast_pair(const uint16_t* p) {

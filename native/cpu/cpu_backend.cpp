@@ -28,7 +28,8 @@ bool cpu_has_avx512() {
 
 bool cpu_has_avx512_bf16() {
     unsigned a, b, c, d;
-    return cpu_has_avx512() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & bit_AVX512BF16);
+    if (!cpu_has_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1) return false;  // subleaf 1 exists
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & bit_AVX512BF16);
 }
 
 // The best kernels this CPU runs; FSIG_CPU_ISA=avx2|avx512 picks a lesser set (tests run every set the
@@ -106,7 +107,7 @@ const char* active_isa_name() { return kernels().name; }
 
 namespace {
 
-int forward_with(const KernelTable& k, const ForwardArgs& a, std::atomic<bool>& subnormal_bf16) {
+int forward_with(const KernelTable& k, const ForwardArgs& a, Bf16Range& range) {
     const Problem& p = a.p;
     const int64_t tiles = ceil_div(p.seq_q, kBlockM), group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t k_tiles = ceil_div(p.seq_k, block_n_for(p.head_dim));
@@ -125,11 +126,15 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, std::atomic<bool>& 
     const int64_t pair_floats = shared ? k_tiles * tile_floats : 0;
     std::unique_ptr<float, FreeDeleter> packed(
         shared ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))) : nullptr);
-    if (shared && !packed) return FSIG_ERROR_OUT_OF_MEMORY;
+    // bf16 products: each packed key tile's smallest |k| (Bf16Range)
+    std::unique_ptr<float, FreeDeleter> k_min(shared && k.bf16_products(p)
+                                                  ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * k_tiles)))
+                                                  : nullptr);
+    if (shared && (!packed || (k.bf16_products(p) && !k_min))) return FSIG_ERROR_OUT_OF_MEMORY;
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         const KvPack kv{packed.get(), shared ? packed.get() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
-                        pair0, &subnormal_bf16};
+                        pair0, k_min.get(), &range};
         if (shared)
             parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
                 const int64_t pair = pair0 + t / k_tiles;
@@ -146,19 +151,26 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, std::atomic<bool>& 
     return FSIG_OK;
 }
 
+// Whether bf16 products with operands of these smallest magnitudes were exact: no operand below 2^-126
+// (read as 0) and no product of two below it (flushed). Compared in double, where the products cannot
+// underflow.
+bool bf16_range_exact(double x_min, double y_min) {
+    constexpr double kMinNormal = std::numeric_limits<float>::min();
+    return x_min >= kMinNormal && y_min >= kMinNormal && x_min * y_min >= kMinNormal;
+}
+
 }  // namespace
 
 int forward(const ForwardArgs& a) {
-    std::atomic<bool> subnormal_bf16{false};
-    const int status = forward_with(kernels(), a, subnormal_bf16);
-    // the bf16 products (AVX512-BF16) flush subnormal operands: such a call is computed with fp32 products
-    if (status != FSIG_OK || !subnormal_bf16.load()) return status;
-    return forward_with(kernels_avx512(), a, subnormal_bf16);
+    Bf16Range range;
+    const int status = forward_with(kernels(), a, range);
+    if (status != FSIG_OK || bf16_range_exact(range.q.load(), range.k.load())) return status;
+    return forward_with(kernels_avx512(), a, range);  // fp32 products
 }
 
 namespace {
 
-int backward_with(const KernelTable& k, const BackwardArgs& a, std::atomic<bool>& subnormal_bf16) {
+int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range) {
     const Problem& p = a.p;
     const int64_t q_tiles = ceil_div(p.seq_q, kBlockM);
     const int64_t bn = block_n_for(p.head_dim), k_tiles = ceil_div(p.seq_k, bn);
@@ -187,7 +199,7 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, std::atomic<bool>
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
     // rows per pair: dQ, Q, dO in fp32, and with bf16 products Q and dO in bf16 (half as many floats)
-    const bool bf16_rows = k.bf16_products && p.dtype == FSIG_DTYPE_BF16;
+    const bool bf16_rows = k.bf16_products(p);
     const int64_t row_sets = bf16_rows ? 4 : 3;
     const int64_t wave = std::clamp<int64_t>(wave_floats() / (row_sets * pair_floats), 1, pairs);
     std::unique_ptr<float, FreeDeleter> wave_rows(
@@ -201,7 +213,7 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, std::atomic<bool>
         for (int64_t t = 0; t < count * group * q_tiles; ++t) turns[size_t(t)].store(0, std::memory_order_relaxed);
         uint16_t* bf16_q = bf16_rows ? reinterpret_cast<uint16_t*>(dq_rows + 3 * wave * pair_floats) : nullptr;
         const DqAccumulator acc{dq_rows, dq_rows + wave * pair_floats, dq_rows + 2 * wave * pair_floats, turns.get(),
-                                pair0, bf16_q, bf16_rows ? bf16_q + wave * pair_floats : nullptr, &subnormal_bf16};
+                                pair0, bf16_q, bf16_rows ? bf16_q + wave * pair_floats : nullptr, &range};
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;
             k.backward_pack_task(a, acc, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM);
@@ -238,11 +250,12 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, std::atomic<bool>
 }  // namespace
 
 int backward(const BackwardArgs& a) {
-    std::atomic<bool> subnormal_bf16{false};
-    const int status = backward_with(kernels(), a, subnormal_bf16);
-    // as the forward: a subnormal bf16 operand makes the call run again with fp32 products
-    if (status != FSIG_OK || !subnormal_bf16.load()) return status;
-    return backward_with(kernels_avx512(), a, subnormal_bf16);
+    Bf16Range range;
+    const int status = backward_with(kernels(), a, range);
+    if (status != FSIG_OK || (bf16_range_exact(range.q.load(), range.k.load()) &&
+                              bf16_range_exact(range.dout.load(), range.v.load())))
+        return status;
+    return backward_with(kernels_avx512(), a, range);  // fp32 products
 }
 
 // ---- linear attention (cosFormer, elu + 1): linear.h, linear.inc -------------------------------------

@@ -4,10 +4,24 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "../internal.h"
 
 namespace fsig::cpu {
+
+// The operand magnitudes met by the bf16 products (AVX512-BF16, bf16_dot.h): the smallest nonzero |x| of
+// each operand they multiply (Q times the power-of-two part of the scale, K; backward also dO, V), kept
+// by the tasks with an order-independent minimum. vdpbf16ps reads subnormal operands as 0 and flushes
+// subnormal products: a call whose operands reach below 2^-126, or whose smallest magnitudes could
+// multiply to below it, is computed again with fp32 products (cpu_backend.cpp). In the forward only the
+// key tiles some query tile reads count, so the choice does not depend on how the keys were packed.
+struct Bf16Range {
+    std::atomic<float> q{std::numeric_limits<float>::infinity()};
+    std::atomic<float> k{std::numeric_limits<float>::infinity()};
+    std::atomic<float> dout{std::numeric_limits<float>::infinity()};
+    std::atomic<float> v{std::numeric_limits<float>::infinity()};
+};
 
 // Query rows per forward task and per query tile of the backward.
 constexpr int64_t kBlockM = 64;
@@ -24,9 +38,9 @@ struct KvPack {
     float* k_panels;
     float* v_rows;
     int64_t pair0;
-    // set by the bf16 products (AVX512-BF16) when an operand is subnormal: the call is then computed
-    // again with fp32 products (kernels_avx512), and the tasks left stop early
-    std::atomic<bool>* subnormal_bf16;
+    // bf16 products: per packed key tile (k_panels != nullptr) its smallest nonzero |k|; the call's range
+    float* k_min;
+    Bf16Range* range;
 };
 // block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the
 // panels need no padding.
@@ -49,16 +63,16 @@ struct DqAccumulator {
     // bf16 rows [slot][Nq][dp]; q_rows then holds Q times the power-of-two part of the scale only
     uint16_t* q_bf16;
     uint16_t* dout_bf16;
-    // set when a bf16 operand is subnormal: the call is computed again with fp32 products
-    std::atomic<bool>* subnormal_bf16;
+    Bf16Range* range;
 };
 
 struct KernelTable {
     const char* name;
     int32_t isa;  // fsig_cpu_isa
-    // S = Q Kᵀ (and the backward's dP = dO Vᵀ) of bf16 tensors by AVX512-BF16 products (bf16_dot.h);
-    // the backward then needs DqAccumulator::q_bf16 and dout_bf16
-    bool bf16_products;
+    // whether this call's S = Q Kᵀ (and the backward's dP = dO Vᵀ) are AVX512-BF16 products (bf16_dot.h):
+    // bf16 tensors and a normal scale, in the avx512bf16 set; the backward then needs
+    // DqAccumulator::q_bf16 and dout_bf16, the forward KvPack::k_min
+    bool (*bf16_products)(const Problem& p);
     // floats of per-thread scratch that the tasks below need for this problem
     size_t (*scratch_floats)(const Problem& p);
     // one (batch, kv head, key tile) of kv's pairs: K panels and V rows of keys [j0, j0 + block_n) into kv

@@ -451,6 +451,87 @@ TEST(denormal_inputs) {
         }
 }
 
+// The AVX512-BF16 products (FSIG_CPU_ISA=avx512bf16) read subnormal operands as 0 and flush subnormal
+// products; calls whose operands could meet either must come out as the fp32 products give them. Run
+// under every ISA (the other sets compute these with fp32 products anyway).
+TEST(bf16_products_operand_range) {
+    ref::Rng rng(170);  // the huge operands
+    // (pointwise scores: softmax's dQ at |k| ~ 1e37 is at the edge of the rule for the fp32 products too)
+    for (int score : {ref::kSigmoid, ref::kIdentity})
+        for (int64_t hq : {1, 2}) {  // MHA, Nq <= 64: each task packs its keys; GQA: packed once per wave
+            // subnormal q against huge k: S of order 1, all of it from the subnormals
+            Edge e = make(label(th::format("bf16 subnormal q, huge k, Hq=%lld,", (long long)hq).c_str(), score,
+                                ref::kBf16),
+                          spec(score, 1, 4, 6, hq, 1, 8), ref::kBf16, 170 + uint64_t(score), 3e-39, 1, 1, 1);
+            e.k = normal(rng, e.k.size(), ref::kBf16, 4e37, kBf16Max);
+            run_edge(e);
+            // normal q that the scale's power of two (1/4 at d = 8) makes subnormal
+            Edge f = make(label(th::format("bf16 q subnormal once scaled, Hq=%lld,", (long long)hq).c_str(), score,
+                                ref::kBf16),
+                          spec(score, 1, 4, 6, hq, 1, 8), ref::kBf16, 172 + uint64_t(score), 1, 1, 1, 1);
+            for (size_t i = 0; i < f.q.size(); ++i) f.q[i] = ref::round_to(ref::kBf16, float(i % 2 ? -2e-38 : 3e-38));
+            f.k = normal(rng, f.k.size(), ref::kBf16, 4e37, kBf16Max);
+            run_edge(f);
+            // subnormal k against huge q
+            Edge g = make(label(th::format("bf16 subnormal k, huge q, Hq=%lld,", (long long)hq).c_str(), score,
+                                ref::kBf16),
+                          spec(score, 1, 4, 6, hq, 1, 8), ref::kBf16, 174 + uint64_t(score), 1, 3e-39, 1, 1);
+            g.q = normal(rng, g.q.size(), ref::kBf16, 4e37, kBf16Max);
+            run_edge(g);
+            // the backward's dP = dO Vᵀ: subnormal dO against huge v
+            Edge h = make(label(th::format("bf16 subnormal dO, huge v, Hq=%lld,", (long long)hq).c_str(), score,
+                                ref::kBf16),
+                          spec(score, 1, 4, 6, hq, 1, 8), ref::kBf16, 176 + uint64_t(score), 1, 1, 1, 3e-39);
+            h.v = normal(rng, h.v.size(), ref::kBf16, 4e37, kBf16Max);
+            run_edge(h);
+        }
+    // normal operands whose products are subnormal: O ~ 1e-40 must not be flushed
+    Edge e = make("bf16 products below 2^-126 identity bf16", spec(ref::kIdentity, 1, 4, 6, 2, 1, 8), ref::kBf16, 179,
+                  1e-20, 1e-20, 1, 1);
+    e.s.scale = 1;
+    e.relative = true;
+    run_edge(e);
+    // a zero and a subnormal scale (exact in fp32): q·k alone overflows fp32, scale·q·k does not
+    for (double scale : {0.0, 0x1p-133})
+        for (int score : {ref::kSoftmax, ref::kSigmoid}) {
+            Edge f = make(label(th::format("scale %g, q·k beyond fp32,", scale).c_str(), score, ref::kBf16),
+                          spec(score, 1, 4, 6, 2, 1, 4), ref::kBf16, 177 + uint64_t(score), 1e20, 1e20, 1, 1);
+            f.s.scale = scale;
+            run_edge(f);
+        }
+}
+
+// Which calls take fp32 products instead of bf16 ones (above) depends only on the operands the call
+// reads: a subnormal key in a tile that no query row may see changes nothing, whether the keys are packed
+// once per wave (the default budget) or by each task (a budget of one float). Bitwise.
+TEST(bf16_products_choice_independent_of_packing) {
+    ref::Spec s = spec(ref::kSoftmax, 1, 100, 512, 2, 1, 40);  // d = 40: a scale that is no power of two
+    s.window_left = 40;  // rows see keys [i + 372, i + 412]: the first key tile is never read
+    Edge e = make("bf16 subnormal key in an unread tile", s, ref::kBf16, 180, 1, 1, 1, 1);
+    e.k[3] = ref::bf16_to_float(0x0001);
+    auto run = [&](const char* wave_floats) {
+        if (wave_floats) ::setenv("FSIG_CPU_WAVE_FLOATS", wave_floats, 1);
+        else ::unsetenv("FSIG_CPU_WAVE_FLOATS");
+        tu::QKV in = tu::make_qkv(e.dtype, tu::kContiguous, s);
+        in.q.store(e.q), in.k.store(e.k), in.v.store(e.v);
+        View out = tu::make_view(e.dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d);
+        View lse = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq);
+        tu::poison(out), tu::poison(lse);
+        const fsig_attention_params p = tu::params_for(s);
+        const fsig_tensor tq = in.q.desc(), tk = in.k.desc(), tv = in.v.desc(), to = out.desc(), tl = lse.desc();
+        const int st = fsig_attention_forward(&p, &tq, &tk, &tv, &to, &tl, nullptr);
+        EXPECT(st == FSIG_OK, "forward returned %d: %s", st, fsig_last_error());
+        std::vector<float> bits = out.load(), l = lse.load();
+        bits.insert(bits.end(), l.begin(), l.end());
+        return bits;
+    };
+    const std::vector<float> packed = run(nullptr), own = run("1");
+    ::unsetenv("FSIG_CPU_WAVE_FLOATS");
+    EXPECT(packed.size() == own.size() && std::memcmp(packed.data(), own.data(), packed.size() * 4) == 0,
+           "out/lse differ between keys packed once per wave and per task");
+    run_edge(e);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
