@@ -27,10 +27,12 @@ inline __m512i pair_bits(vf lo, vf hi) {
                            _mm512_srli_epi32(_mm512_castps_si512(lo), 16));
 }
 
-// dst[c] = bf16(src[c]) rounded to nearest even, c < n (a multiple of W)
-inline void round_to_bf16(const float* src, int64_t n, uint16_t* dst) {
+// dst[c] = the bf16 bits of src[c], c < n (a multiple of W), for values that are bf16 already (tensor
+// values times a power of two): exact, subnormals included (vcvtneps2bf16 would flush those).
+inline void to_bf16(const float* src, int64_t n, uint16_t* dst) {
     for (int64_t c = 0; c < n; c += W)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(vload(src + c))));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(vload(src + c)), 16)));
 }
 
 // fp32 panels of pack_panels ([p][c][kPanel], c < d) of n keys -> bf16 panels ([p][c2][kPanel][2], c2 < ⌈d/2⌉)
@@ -57,6 +59,23 @@ inline float min_magnitude(const float* x, int64_t n) {
         lo = _mm512_mask_min_ps(lo, _mm512_cmp_ps_mask(v, vzero(), _CMP_NEQ_OQ), lo, vabs(v));
     }
     return _mm512_reduce_min_ps(lo);
+}
+
+// Rows [r0, r0 + m) of bf16 tensor t times mul (a power of two) as bf16 rows [m][dp], zero-padded,
+// through a stack chunk of fp32 rows (pack_rows). Returns their smallest nonzero |x| (a product that
+// fell below 2^-126 may have lost bits: Bf16Range then sends the call to the fp32 products).
+float pack_rows_bf16(const TensorView& t, int64_t b, int64_t h, int64_t r0, int64_t m, int64_t d, int64_t dp, float mul,
+                     uint16_t* dst) {
+    constexpr int64_t kChunk = 16;
+    float rows[kChunk * 256];  // dp <= 256 (the C ABI's head-dim limit)
+    float lo = std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < m; c += kChunk) {
+        const int64_t n = std::min(kChunk, m - c);
+        pack_rows(t, b, h, r0 + c, n, d, dp, mul, rows);
+        lo = std::min(lo, min_magnitude(rows, n * dp));
+        to_bf16(rows, n * dp, dst + c * dp);
+    }
+    return lo;
 }
 
 inline void atomic_min(std::atomic<float>& a, float x) {

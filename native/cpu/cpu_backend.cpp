@@ -198,9 +198,9 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
     // of the backward (benchmarks/NOTES.md).
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
-    // rows per pair: dQ, Q, dO in fp32, and with bf16 products Q and dO in bf16 (half as many floats)
+    // rows per pair: dQ in fp32, Q and dO in fp32 — or with bf16 products in bf16 (one set of floats for both)
     const bool bf16_rows = k.bf16_products(p);
-    const int64_t row_sets = bf16_rows ? 4 : 3;
+    const int64_t row_sets = bf16_rows ? 2 : 3;
     const int64_t wave = std::clamp<int64_t>(wave_floats() / (row_sets * pair_floats), 1, pairs);
     std::unique_ptr<float, FreeDeleter> wave_rows(
         static_cast<float*>(std::malloc(sizeof(float) * size_t(row_sets * wave * pair_floats))));
@@ -211,9 +211,12 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
         const int64_t count = std::min(wave, pairs - pair0);
         std::memset(dq_rows, 0, sizeof(float) * size_t(count * pair_floats));
         for (int64_t t = 0; t < count * group * q_tiles; ++t) turns[size_t(t)].store(0, std::memory_order_relaxed);
-        uint16_t* bf16_q = bf16_rows ? reinterpret_cast<uint16_t*>(dq_rows + 3 * wave * pair_floats) : nullptr;
-        const DqAccumulator acc{dq_rows, dq_rows + wave * pair_floats, dq_rows + 2 * wave * pair_floats, turns.get(),
-                                pair0, bf16_q, bf16_rows ? bf16_q + wave * pair_floats : nullptr, &range};
+        float* const rest = dq_rows + wave * pair_floats;
+        uint16_t* const bf16_q = reinterpret_cast<uint16_t*>(rest);
+        const DqAccumulator acc = bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), pair0, bf16_q,
+                                                            bf16_q + wave * pair_floats, &range}
+                                            : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), pair0,
+                                                            nullptr, nullptr, &range};
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;
             k.backward_pack_task(a, acc, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM);

@@ -11,16 +11,20 @@ constexpr int kAccRows = 6;   // 12 accumulators + 2 B vectors + 1 broadcast of 
 constexpr int kAccVecs = 2;
 #endif
 
+// B's rows in fp32, or in bf16 (widened in the loop: the bf16 backward's Q and dO rows, half the bytes)
+inline vf vload_b(const float* p) { return vload(p); }
+inline vf vload_b(const uint16_t* p) { return vload_bf16(p); }
+
 // C[R][V·W] += A[R][K] · B[K][V·W], A with any strides (so Aᵀ costs nothing), B row-major (ldb)
-template <int R, int V>
-void micro_acc(const float* A, int64_t a_row, int64_t a_col, const float* B, int64_t ldb, int64_t K, float* C,
+template <int R, int V, class TB>
+void micro_acc(const float* A, int64_t a_row, int64_t a_col, const TB* B, int64_t ldb, int64_t K, float* C,
                int64_t ldc) {
     vf acc[R][V];
     for (int r = 0; r < R; ++r)
         for (int v = 0; v < V; ++v) acc[r][v] = vload(C + r * ldc + v * W);
     for (int64_t k = 0; k < K; ++k) {
         vf bv[V];
-        for (int v = 0; v < V; ++v) bv[v] = vload(B + k * ldb + v * W);
+        for (int v = 0; v < V; ++v) bv[v] = vload_b(B + k * ldb + v * W);
         for (int r = 0; r < R; ++r) {
             vf a = vset(A[r * a_row + k * a_col]);
             for (int v = 0; v < V; ++v) acc[r][v] = vfma(a, bv[v], acc[r][v]);
@@ -30,26 +34,27 @@ void micro_acc(const float* A, int64_t a_row, int64_t a_col, const float* B, int
         for (int v = 0; v < V; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
 }
 
-template <int R>
-void acc_rows(const float* A, int64_t a_row, int64_t a_col, const float* B, int64_t ldb, int64_t K, float* C,
+template <int R, class TB>
+void acc_rows(const float* A, int64_t a_row, int64_t a_col, const TB* B, int64_t ldb, int64_t K, float* C,
               int64_t ldc, int64_t width) {
     int64_t c = 0;
-    for (; c + kAccVecs * W <= width; c += kAccVecs * W) micro_acc<R, kAccVecs>(A, a_row, a_col, B + c, ldb, K, C + c, ldc);
+    for (; c + kAccVecs * W <= width; c += kAccVecs * W) micro_acc<R, kAccVecs, TB>(A, a_row, a_col, B + c, ldb, K, C + c, ldc);
     switch ((width - c) / W) {
-        case 1: micro_acc<R, 1>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
-        case 2: if constexpr (kAccVecs > 2) micro_acc<R, 2>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
-        case 3: if constexpr (kAccVecs > 3) micro_acc<R, 3>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
+        case 1: micro_acc<R, 1, TB>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
+        case 2: if constexpr (kAccVecs > 2) micro_acc<R, 2, TB>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
+        case 3: if constexpr (kAccVecs > 3) micro_acc<R, 3, TB>(A, a_row, a_col, B + c, ldb, K, C + c, ldc); break;
         default: break;
     }
 }
 
 // C[m][width] += A[m][K] · B[K][width]; width a multiple of W
-void gemm_acc(const float* A, int64_t a_row, int64_t a_col, int64_t m, const float* B, int64_t ldb, int64_t K,
+template <class TB>
+void gemm_acc(const float* A, int64_t a_row, int64_t a_col, int64_t m, const TB* B, int64_t ldb, int64_t K,
               float* C, int64_t ldc, int64_t width) {
     int64_t r = 0;
-    for (; r + kAccRows <= m; r += kAccRows) acc_rows<kAccRows>(A + r * a_row, a_row, a_col, B, ldb, K, C + r * ldc, ldc, width);
+    for (; r + kAccRows <= m; r += kAccRows) acc_rows<kAccRows, TB>(A + r * a_row, a_row, a_col, B, ldb, K, C + r * ldc, ldc, width);
     switch (m - r) {
-#define FSIG_ACC_TAIL(k) case k: acc_rows<k>(A + r * a_row, a_row, a_col, B, ldb, K, C + r * ldc, ldc, width); break;
+#define FSIG_ACC_TAIL(k) case k: acc_rows<k, TB>(A + r * a_row, a_row, a_col, B, ldb, K, C + r * ldc, ldc, width); break;
         FSIG_ACC_TAIL(1) FSIG_ACC_TAIL(2) FSIG_ACC_TAIL(3) FSIG_ACC_TAIL(4) FSIG_ACC_TAIL(5)
 #undef FSIG_ACC_TAIL
         default: break;

@@ -59,8 +59,8 @@ struct DqAccumulator {
     float* dout_rows;
     std::atomic<int32_t>* turns;
     int64_t pair0;
-    // bf16 products (KernelTable::bf16_products and bf16 tensors; else nullptr): Q and dO of the wave as
-    // bf16 rows [slot][Nq][dp]; q_rows then holds Q times the power-of-two part of the scale only
+    // bf16 products (KernelTable::bf16_products; else nullptr): Q times the power-of-two part of the scale
+    // and dO as bf16 rows [slot][Nq][dp], in place of q_rows and dout_rows (which are then nullptr)
     uint16_t* q_bf16;
     uint16_t* dout_bf16;
     Bf16Range* range;
