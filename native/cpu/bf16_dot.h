@@ -6,8 +6,8 @@
 // rows, where it rounds twice (P, then O) what the naive computation rounds about once. The backward's
 // dP = dO Vᵀ is such a product too. The instruction reads subnormal operands as 0 and flushes subnormal
 // products and sums: the tasks record the operands' smallest magnitudes (Bf16Range) and a call that
-// could meet either is computed again by the fp32 products (cpu_backend.cpp). What is left: a partial
-// sum that cancels to below 2^-126 flushes, an absolute error under 2^-126 per score element.
+// could meet either, or a sum that cancels below 2^-126 (products under 2^-110), is computed again by
+// the fp32 products (cpu_backend.cpp, bf16_range_exact).
 // Included by kernels.inc inside its ISA namespace, only where the unit is compiled with -mavx512bf16
 // (kernels_avx512bf16.cpp).
 //

@@ -152,11 +152,13 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, Bf16Range& range) {
 }
 
 // Whether bf16 products with operands of these smallest magnitudes were exact: no operand below 2^-126
-// (read as 0) and no product of two below it (flushed). Compared in double, where the products cannot
+// (read as 0), and every product at least 2^-110 — a bf16 product has at most 16 significant bits, so it
+// is then a multiple of 2^-125, and so is every fp32 sum of such products: none can be a nonzero value
+// below 2^-126, which the instruction would flush. Compared in double, where the products cannot
 // underflow.
 bool bf16_range_exact(double x_min, double y_min) {
     constexpr double kMinNormal = std::numeric_limits<float>::min();
-    return x_min >= kMinNormal && y_min >= kMinNormal && x_min * y_min >= kMinNormal;
+    return x_min >= kMinNormal && y_min >= kMinNormal && x_min * y_min >= 0x1p-110;
 }
 
 }  // namespace
@@ -164,7 +166,8 @@ bool bf16_range_exact(double x_min, double y_min) {
 int forward(const ForwardArgs& a) {
     Bf16Range range;
     const int status = forward_with(kernels(), a, range);
-    if (status != FSIG_OK || bf16_range_exact(range.q.load(), range.k.load())) return status;
+    if (status != FSIG_OK || !kernels().bf16_products(a.p) || bf16_range_exact(range.q.load(), range.k.load()))
+        return status;
     return forward_with(kernels_avx512(), a, range);  // fp32 products
 }
 
@@ -193,9 +196,9 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
         });
     // One pass over the key tiles computes each tile product once; their dQ shares are summed in fp32
     // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as wave_floats()
-    // allows (at least one), then stored. Q·scale and dO of the wave are packed first, once: every key
-    // task reads every query tile of its pair, and packing them from the tensors each time cost 15–25 %
-    // of the backward (benchmarks/NOTES.md).
+    // allows (at least one), then stored. Q·scale (bf16 products: Q·pow2, in bf16) and dO of the wave
+    // are packed first, once: every key task reads every query tile of its pair, and packing them from
+    // the tensors each time cost 15–25 % of the backward (benchmarks/NOTES.md).
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
     // rows per pair: dQ in fp32, Q and dO in fp32 — or with bf16 products in bf16 (one set of floats for both)
@@ -255,7 +258,7 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
 int backward(const BackwardArgs& a) {
     Bf16Range range;
     const int status = backward_with(kernels(), a, range);
-    if (status != FSIG_OK || (bf16_range_exact(range.q.load(), range.k.load()) &&
+    if (status != FSIG_OK || !kernels().bf16_products(a.p) || (bf16_range_exact(range.q.load(), range.k.load()) &&
                               bf16_range_exact(range.dout.load(), range.v.load())))
         return status;
     return backward_with(kernels_avx512(), a, range);  // fp32 products

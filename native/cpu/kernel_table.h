@@ -82,6 +82,7 @@ struct KernelTable {
     // softmax only: D[b, h, i] = sum_c dO * O for one (batch, query head, query tile)
     void (*backward_rowdot_task)(const BackwardArgs& a, int64_t b, int64_t h, int64_t i0, float* D);
     // one (batch, query head, query tile) of acc's pairs: its Q·scale and dO rows into acc.q_rows, acc.dout_rows
+    // (bf16 products: Q·pow2 and dO into acc.q_bf16, acc.dout_bf16)
     void (*backward_pack_task)(const BackwardArgs& a, const DqAccumulator& acc, int64_t b, int64_t h, int64_t i0);
     // one (batch, kv head, key tile): dK, dV rows [j0, j0 + block_n) summed over the group's heads, and
     // the tile's share of dQ added into acc (in key-tile order); ds_cols (nullptr unless dbias is

@@ -1,6 +1,7 @@
 // CPU kernels for AVX-512 (F, BW, DQ, VL) with AVX512-BF16: the kernels of kernels_avx512.cpp, whose
-// forward of bf16 tensors multiplies with vdpbf16ps (bf16_dot.h). Chosen at run time by CPUID (Zen 4 and
-// later, Cooper Lake, Sapphire Rapids and later); everything lives in namespace fsig::cpu::avx512bf16.
+// S = Q Kᵀ (and backward dP = dO Vᵀ) of bf16 tensors multiply with vdpbf16ps (bf16_dot.h). Chosen at run
+// time by CPUID (Zen 4 and later, Cooper Lake, Sapphire Rapids and later); everything lives in namespace
+// fsig::cpu::avx512bf16.
 #define FSIG_ISA_NAMESPACE avx512bf16
 #define FSIG_ISA_NAME "avx512bf16"
 #define FSIG_ISA_ID FSIG_CPU_ISA_AVX512_BF16

@@ -491,6 +491,26 @@ TEST(bf16_products_operand_range) {
     e.s.scale = 1;
     e.relative = true;
     run_edge(e);
+    // the backward's dP = dO Vᵀ of normal operands with subnormal products
+    for (int score : {ref::kSigmoid, ref::kIdentity}) {
+        Edge f = make(label("bf16 dO·v below 2^-126,", score, ref::kBf16), spec(score, 1, 4, 6, 2, 1, 8), ref::kBf16,
+                      181 + uint64_t(score), 1, 1, 1e-19, 5e-20);
+        f.relative = true;
+        run_edge(f);
+    }
+    // normal products (±1.5·2^-126, 2^-125) whose pair sums cancel to 2^-127: S = 32·2^-127 exactly
+    {
+        Edge f = make("bf16 sums cancelling below 2^-126 identity bf16", spec(ref::kIdentity, 1, 1, 1, 1, 1, 64),
+                      ref::kBf16, 183, 1, 1, 1, 1);
+        for (size_t c = 0; c < 64; c += 2) {
+            f.q[c] = float(-1.5 * 0x1p-63), f.q[c + 1] = float(0x1p-62);
+            f.k[c] = f.k[c + 1] = float(0x1p-63);
+        }
+        for (float& x : f.v) x = 1.f;
+        f.s.scale = 1;
+        f.relative = true;
+        run_edge(f);
+    }
     // a zero and a subnormal scale (exact in fp32): q·k alone overflows fp32, scale·q·k does not
     for (double scale : {0.0, 0x1p-133})
         for (int score : {ref::kSoftmax, ref::kSigmoid}) {
