@@ -13,9 +13,10 @@ namespace fsig::cpu {
 // The operand magnitudes met by the bf16 products (AVX512-BF16, bf16_dot.h): the smallest nonzero |x| of
 // each operand they multiply (Q times the power-of-two part of the scale, K; backward also dO, V), kept
 // by the tasks with an order-independent minimum. vdpbf16ps reads subnormal operands as 0 and flushes
-// subnormal products: a call whose operands reach below 2^-126, or whose smallest magnitudes could
-// multiply to below it, is computed again with fp32 products (cpu_backend.cpp). In the forward only the
-// key tiles some query tile reads count, so the choice does not depend on how the keys were packed.
+// subnormal products and sums: a call whose operands reach below 2^-126, or whose smallest magnitudes
+// could multiply to below 2^-110, is computed again with fp32 products (cpu_backend.cpp,
+// bf16_range_exact). In the forward only the key tiles some query tile reads count, so the choice does
+// not depend on how the keys were packed.
 struct Bf16Range {
     std::atomic<float> q{std::numeric_limits<float>::infinity()};
     std::atomic<float> k{std::numeric_limits<float>::infinity()};
