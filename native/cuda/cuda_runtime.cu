@@ -12,6 +12,7 @@
 
 #include "bwd_launch.h"
 #include "cuda_backend.h"
+#include "driver_entry.h"
 #include "fwd_launch.h"
 #include "linear_launch.h"
 #include "fwd_params.h"
@@ -87,21 +88,11 @@ struct Driver {
 
 const Driver& driver() {
     static const Driver api = [] {
-        const auto entry = [](const char* symbol, unsigned version) -> void* {
-            void* fn = nullptr;
-            cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-            if (cudaGetDriverEntryPointByVersion(symbol, &fn, version, cudaEnableDefault, &found) != cudaSuccess ||
-                found != cudaDriverEntryPointSuccess) {
-                cudaGetLastError();
-                return nullptr;
-            }
-            return fn;
-        };
         Driver d;
-        d.get_context = reinterpret_cast<Driver::GetContext>(entry("cuCtxGetCurrent", 4000));
-        d.set_context = reinterpret_cast<Driver::SetContext>(entry("cuCtxSetCurrent", 4000));
+        d.get_context = reinterpret_cast<Driver::GetContext>(driver_entry("cuCtxGetCurrent", 4000));
+        d.set_context = reinterpret_cast<Driver::SetContext>(driver_entry("cuCtxSetCurrent", 4000));
         if (d.get_context == nullptr || d.set_context == nullptr) d.get_context = nullptr, d.set_context = nullptr;
-        d.address_range = reinterpret_cast<Driver::AddressRange>(entry("cuMemGetAddressRange", 3020));
+        d.address_range = reinterpret_cast<Driver::AddressRange>(driver_entry("cuMemGetAddressRange", 3020));
         return d;
     }();
     return api;

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "cuda_harness.h"
+#include "driver_entry.h"
 #include "flashsig.h"
 #include "harness.h"
 #include "lib_util.h"
@@ -43,6 +44,7 @@ using gt::device_alloc;
 using gt::mirror;
 using gt::poison;
 using gt::Tensor;
+using fsig::cuda::driver_entry;  // the test links no libcuda
 
 using gt::padded8_view;
 
@@ -525,19 +527,6 @@ TEST(cuda_graph_capture_cold) {
     CUDA_OK(cudaGraphExecDestroy(exec));
     CUDA_OK(cudaGraphDestroy(graph));
     CUDA_OK(cudaStreamDestroy(stream));
-}
-
-// A driver function through the runtime's entry points (the test links no libcuda); nullptr where the
-// driver (or the emulator) has none
-void* driver_entry(const char* symbol, unsigned version) {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion(symbol, &fn, version, cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-        cudaGetLastError();
-        return nullptr;
-    }
-    return fn;
 }
 
 // The caller's CUDA context comes back as it was. A thread that never used CUDA (every Java thread) has
