@@ -246,10 +246,12 @@ inline fsig_attention_params params_for(const ref::Spec& s) {
 inline int check_isa_env() {
     const char* want = std::getenv("FSIG_CPU_ISA");
     if (want == nullptr) return 0;
+#if defined(__x86_64__)
     __builtin_cpu_init();
     const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     const bool has_bf16 = has512 && __builtin_cpu_supports("avx512bf16");
+#endif
     fsig_capabilities caps;
     std::memset(&caps, 0, sizeof caps);
     caps.struct_size = sizeof caps;
@@ -262,9 +264,13 @@ inline int check_isa_env() {
         int32_t id;
         bool present;
     };
+#if defined(__x86_64__)
     const Isa isas[] = {{"avx2", FSIG_CPU_ISA_AVX2, true},
                         {"avx512", FSIG_CPU_ISA_AVX512, has512},
                         {"avx512bf16", FSIG_CPU_ISA_AVX512_BF16, has_bf16}};
+#else
+    const Isa isas[] = {{"neon", FSIG_CPU_ISA_NEON, true}};
+#endif
     const char* running = "?";
     for (const Isa& isa : isas) {
         if (caps.cpu_isa == isa.id) running = isa.name;

@@ -1,6 +1,8 @@
 #include "cpu_backend.h"
 
+#if defined(__x86_64__)
 #include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -15,6 +17,7 @@
 namespace fsig::cpu {
 namespace {
 
+#if defined(__x86_64__)
 bool cpu_has_avx512() {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return false;
@@ -41,6 +44,13 @@ const KernelTable& choose_kernels() {
     if (force && std::strcmp(force, "avx512") == 0) return kernels_avx512();
     return cpu_has_avx512_bf16() ? kernels_avx512bf16() : kernels_avx512();
 }
+
+// A call whose bf16 products were not exact (bf16_range_exact) runs again on these: fp32 products.
+const KernelTable& fp32_product_kernels() { return kernels_avx512(); }
+#elif defined(__aarch64__)
+const KernelTable& choose_kernels() { return kernels_neon(); }
+const KernelTable& fp32_product_kernels() { return kernels_neon(); }  // never used: no bf16 products
+#endif
 
 const KernelTable& kernels() {
     static const KernelTable& k = choose_kernels();
@@ -168,7 +178,7 @@ int forward(const ForwardArgs& a) {
     const int status = forward_with(kernels(), a, range);
     if (status != FSIG_OK || !kernels().bf16_products(a.p) || bf16_range_exact(range.q.load(), range.k.load()))
         return status;
-    return forward_with(kernels_avx512(), a, range);  // fp32 products
+    return forward_with(fp32_product_kernels(), a, range);
 }
 
 namespace {
@@ -261,7 +271,7 @@ int backward(const BackwardArgs& a) {
     if (status != FSIG_OK || !kernels().bf16_products(a.p) || (bf16_range_exact(range.q.load(), range.k.load()) &&
                               bf16_range_exact(range.dout.load(), range.v.load())))
         return status;
-    return backward_with(kernels_avx512(), a, range);  // fp32 products
+    return backward_with(fp32_product_kernels(), a, range);
 }
 
 // ---- linear attention (cosFormer, elu + 1): linear.h, linear.inc -------------------------------------
@@ -269,7 +279,11 @@ int backward(const BackwardArgs& a) {
 namespace {
 
 const LinearTable& linear_kernels() {
+#if defined(__x86_64__)
     return kernels().isa == FSIG_CPU_ISA_AVX2 ? linear_avx2() : linear_avx512();
+#elif defined(__aarch64__)
+    return linear_neon();
+#endif
 }
 
 // Segments of the position space: enough units for ~32 threads when B·Hk is small, whole chunks each,

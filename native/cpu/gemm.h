@@ -6,6 +6,9 @@
 #if defined(__AVX512F__)
 constexpr int kAccRows = 6;   // 24 accumulators + 4 B vectors + 1 broadcast of 32 zmm
 constexpr int kAccVecs = 4;
+#elif defined(__aarch64__)
+constexpr int kAccRows = 6;   // the same of 32 NEON registers
+constexpr int kAccVecs = 4;
 #else
 constexpr int kAccRows = 6;   // 12 accumulators + 2 B vectors + 1 broadcast of 16 ymm
 constexpr int kAccVecs = 2;

@@ -104,8 +104,12 @@ struct KernelTable {
                                      float* scratch);
 };
 
+#if defined(__x86_64__)
 const KernelTable& kernels_avx2();
 const KernelTable& kernels_avx512();
 const KernelTable& kernels_avx512bf16();
+#elif defined(__aarch64__)
+const KernelTable& kernels_neon();
+#endif
 
 }  // namespace fsig::cpu

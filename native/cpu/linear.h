@@ -68,8 +68,12 @@ struct LinearTable {
 
 constexpr int64_t kLinearTileChunks = 4;  // non-causal task unit: 4 chunks of rows
 
+#if defined(__x86_64__)
 const LinearTable& linear_avx2();
 const LinearTable& linear_avx512();
+#elif defined(__aarch64__)
+const LinearTable& linear_neon();
+#endif
 
 // Entry points used by api.cpp for FSIG_SCORE_COSFORMER and FSIG_SCORE_LINEAR_ELU.
 int linear_forward(const ForwardArgs& a, const LinearOptions& o);

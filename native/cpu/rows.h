@@ -2,11 +2,25 @@
 // or stored along positions when a tensor's positions are contiguous ([B, H, d, N]). Shared by the
 // attention kernels (kernels.inc) and the linear-attention kernels (linear.inc). Included (like simd.h)
 // inside each ISA namespace, and there inside an anonymous namespace, after simd.h and the standard
-// headers it uses (<cstring>, <cstdint>, <immintrin.h>): every ISA gets its own internal copy.
+// headers it uses (<cstring>, <cstdint>): every ISA gets its own internal copy.
 #pragma once
 
+#if defined(__aarch64__)
+inline float half_to_float(uint16_t h) {
+    __fp16 x;
+    std::memcpy(&x, &h, 2);
+    return float(x);
+}
+inline uint16_t float_to_half(float f) {  // to nearest even: the call runs under the default FPCR (api.cpp)
+    const __fp16 x = __fp16(f);
+    uint16_t h;
+    std::memcpy(&h, &x, 2);
+    return h;
+}
+#else
 inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 inline uint16_t float_to_half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+#endif
 inline float bf16_to_float(uint16_t h) {
     uint32_t u = uint32_t(h) << 16;
     float f;

@@ -3,9 +3,10 @@
 // function compiled with AVX-512 flags can be picked by the linker for the AVX2 path (SIGILL).
 // Everything here is exact to about 1 ulp where the math asks for it (DESIGN.md §5: "CPU: exact
 // functions"): exp2 by a degree-7 Taylor polynomial on [-0.5, 0.5], log1p by the atanh series.
+// Every ISA gives each operation the same result bit for bit, NaN cases included (NEON's max/min are
+// written as x86's: a NaN operand gives the second one), so results do not depend on the machine.
+// The includer includes isa_headers.h first, at global scope.
 #pragma once
-#include <immintrin.h>
-#include <cstdint>
 
 #if defined(__AVX512F__)
 using vf = __m512;
@@ -57,7 +58,7 @@ static inline void vstore_bf16(uint16_t* p, vf x) {  // round to nearest even; N
     r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
     _mm256_storeu_si256((__m256i*)p, _mm512_cvtepi32_epi16(r));
 }
-#else
+#elif defined(__AVX2__)
 using vf = __m256;
 using vi = __m256i;
 constexpr int W = 8;
@@ -115,6 +116,53 @@ static inline void vstore_bf16(uint16_t* p, vf x) {
     __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
     _mm_storeu_si128((__m128i*)p, _mm_packus_epi32(lo, hi));
 }
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+using vf = float32x4_t;
+using vi = int32x4_t;
+constexpr int W = 4;
+static inline vf vzero() { return vdupq_n_f32(0.f); }
+static inline vf vset(float x) { return vdupq_n_f32(x); }
+static inline vf vload(const float* p) { return vld1q_f32(p); }
+static inline void vstore(float* p, vf x) { vst1q_f32(p, x); }
+static inline vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
+static inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
+static inline vf vsub(vf a, vf b) { return vsubq_f32(a, b); }
+static inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
+static inline vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
+// x86's MAXPS/MINPS: a > b ? a : b (a NaN in either gives b), not NEON's NaN-propagating fmax
+static inline vf vmax(vf a, vf b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+static inline vf vmin(vf a, vf b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
+static inline vf vabs(vf a) { return vabsq_f32(a); }
+static inline vf vround(vf a) { return vrndnq_f32(a); }  // to nearest, ties to even
+static inline float vhmax(vf a) {
+    vf m = vmax(a, vextq_f32(a, a, 2));
+    m = vmax(m, vextq_f32(m, m, 1));
+    return vgetq_lane_f32(m, 0);
+}
+static inline float vhsum(vf a) {
+    vf s = vaddq_f32(a, vextq_f32(a, a, 2));
+    s = vaddq_f32(s, vextq_f32(s, s, 1));
+    return vgetq_lane_f32(s, 0);
+}
+static inline vf vselect_pos(vf a, vf b) { return vbslq_f32(vcgtq_f32(a, vzero()), b, vzero()); }
+static inline vf vselect_nonneg(vf c, vf a, vf b) { return vbslq_f32(vcgeq_f32(c, vzero()), a, b); }
+static inline vf vkeep_nan(vf x, vf r) { return vbslq_f32(vceqq_f32(x, x), r, x); }
+static inline vf vpow2i(vf n) {
+    vi e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vreinterpretq_f32_s32(e);
+}
+static inline vf vload_fp16(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+static inline void vstore_fp16(uint16_t* p, vf x) { vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(x))); }
+static inline vf vload_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+static inline void vstore_bf16(uint16_t* p, vf x) {
+    uint32x4_t b = vreinterpretq_u32_f32(x);
+    uint32x4_t lsb = vandq_u32(vshrq_n_u32(b, 16), vdupq_n_u32(1));
+    uint32x4_t r = vshrq_n_u32(vaddq_u32(b, vaddq_u32(lsb, vdupq_n_u32(0x7fff))), 16);
+    r = vbslq_u32(vceqq_f32(x, x), r, vdupq_n_u32(0x7fc0));
+    vst1_u16(p, vmovn_u32(r));
+}
+#else
+#error "simd.h: no vector ISA (x86-64 with AVX2, or AArch64 with NEON)"
 #endif
 
 // 2^x, |rel err| ~ 1e-7; x = -inf or x < -127 gives 0, x > 128 gives inf, NaN stays NaN.

@@ -22,7 +22,7 @@ target_include_directories(flashsig_emu PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/inclu
                            PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/native/cuda)
 # -O1: the kernels' unrolled loops take g++ minutes at -O2 and run little faster (fibers switch at every
 # warp collective anyway); -Wno-attributes: __device__ and __global__ are attributes g++ does not know
-target_compile_options(flashsig_emu PRIVATE -include cuda_emu.h -march=x86-64-v3 -O1 -Wall -Wno-attributes -Wno-class-memaccess
+target_compile_options(flashsig_emu PRIVATE -include cuda_emu.h ${FSIG_BASELINE_FLAGS} -O1 -Wall -Wno-attributes -Wno-class-memaccess
                        -Wno-unused-parameter -Wno-unknown-pragmas)
 target_link_libraries(flashsig_emu PUBLIC fsig_cuda_emu PRIVATE pthread)
 target_link_options(flashsig_emu PRIVATE -Wl,--no-undefined -Wl,--version-script=${CMAKE_CURRENT_SOURCE_DIR}/native/exports.map)

@@ -2,12 +2,14 @@
 //  - 16 threads making mixed calls (scores, dtypes, shapes, masks, forward and backward), while
 //    another thread keeps changing the thread count, get results bitwise equal to the same calls
 //    made serially;
-//  - each thread runs with its own SSE control word (FTZ/DAZ, rounding toward zero): it is unchanged
-//    after every call and does not change any result;
+//  - each thread runs with its own floating-point control word (flush to zero, rounding toward zero):
+//    it is unchanged after every call and does not change any result;
 //  - an error on one thread never shows in another thread's fsig_last_error();
 //  - 10^5 calls do not grow the process's resident memory.
 #include <unistd.h>
+#if defined(__x86_64__)
 #include <xmmintrin.h>
+#endif
 
 #include <atomic>
 #include <cmath>
@@ -119,6 +121,22 @@ std::vector<unsigned char> run(Call& c) {
     return all;
 }
 
+// The thread's floating-point control register and three modes of it: flush to zero (x86-64: FTZ+DAZ;
+// AArch64: FZ), round toward zero, and the default; its sticky exception flags (x86-64) left out.
+#if defined(__x86_64__)
+uint64_t fp_mode() { return _mm_getcsr() & ~0x3Fu; }
+void set_fp_mode(uint64_t mode) { _mm_setcsr(unsigned(mode)); }
+constexpr uint64_t kFpModes[3] = {0x1F80u | 0x8040u, 0x1F80u | 0x6000u, 0x1F80u};
+#elif defined(__aarch64__)
+uint64_t fp_mode() {
+    uint64_t v;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+    return v;
+}
+void set_fp_mode(uint64_t mode) { __asm__ __volatile__("msr fpcr, %0" : : "r"(mode)); }
+constexpr uint64_t kFpModes[3] = {1u << 24, 3u << 22, 0};
+#endif
+
 long resident_kib() {
     long pages_total = 0, pages_resident = 0;
     FILE* f = std::fopen("/proc/self/statm", "r");
@@ -146,19 +164,18 @@ void test_concurrent_equals_serial() {
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
         threads.emplace_back([&, t] {
-            // a different SSE mode per thread: FTZ+DAZ, round toward zero, or the default
-            const unsigned modes[3] = {0x1F80u | 0x8040u, 0x1F80u | 0x6000u, 0x1F80u};
-            const unsigned mode = modes[t % 3], normal = _mm_getcsr();
+            // a different floating-point mode per thread: flush to zero, round toward zero, or the default
+            const uint64_t mode = kFpModes[t % 3], normal = fp_mode();
             for (int r = 0; r < kRounds; ++r) {
                 for (int j = 0; j < kCalls; ++j) {
                     const int i = (j * 5 + t * 3 + r) % kCalls;
                     Call c = make_call(i);  // inputs made in the default mode
-                    _mm_setcsr(mode);
+                    set_fp_mode(mode);
                     const bool same = run(c) == expected[size_t(i)];
-                    const unsigned after = _mm_getcsr();
-                    _mm_setcsr(normal);
+                    const uint64_t after = fp_mode();
+                    set_fp_mode(normal);
                     CHECK(same, "thread %d, call %d: result differs from the serial run", t, i);
-                    CHECK((after & ~0x3Fu) == (mode & ~0x3Fu), "thread %d: SSE control word changed by a call", t);
+                    CHECK(after == mode, "thread %d: floating-point control word changed by a call", t);
                 }
                 // this thread's error stays this thread's
                 fsig_attention_params bad = fsig_attention_params_default();

@@ -77,12 +77,13 @@ final class NativeLibrary {
         try (InputStream in = NativeLibrary.class.getClassLoader().getResourceAsStream(resource)) {
             if (in == null)
                 throw failure("tried " + String.join(", ", tried) + ": none found",
-                        platform.equals("linux-x86_64")
-                                ? "build the native library (run `mvn` from the repository root, which runs CMake) so "
-                                        + "that the jar contains it, or set -D" + PATH_PROPERTY
+                        platform.equals("linux-x86_64") || platform.equals("linux-aarch64")
+                                ? "build the native library (run `mvn` from the repository root on a " + platform
+                                        + " machine, which runs CMake; or scripts/cross-aarch64.sh for linux-aarch64) "
+                                        + "so that the jar contains it, or set -D" + PATH_PROPERTY
                                         + "=/path/to/libflashsig.so"
-                                : "FlashSig ships a library for linux-x86_64 only; build libflashsig for " + platform
-                                        + " with CMake and set -D" + PATH_PROPERTY + "=/path/to/it",
+                                : "FlashSig builds for linux-x86_64 and linux-aarch64 only; build libflashsig for "
+                                        + platform + " with CMake and set -D" + PATH_PROPERTY + "=/path/to/it",
                         null);
             bytes = in.readAllBytes();
         } catch (IOException e) {
@@ -152,7 +153,8 @@ final class NativeLibrary {
         }
     }
 
-    private static String platform() {
+    /** The jar's folder for this machine's library: os-arch, e.g. linux-x86_64, linux-aarch64. */
+    static String platform() {
         String os = System.getProperty("os.name", "").toLowerCase(Locale.ROOT);
         String arch = System.getProperty("os.arch", "").toLowerCase(Locale.ROOT);
         String o = os.startsWith("linux") ? "linux" : os.startsWith("mac") ? "macos" : os.startsWith("windows") ? "windows" : os;

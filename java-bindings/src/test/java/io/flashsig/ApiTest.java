@@ -78,7 +78,7 @@ class ApiTest {
         FlashSig.Capabilities c = FlashSig.capabilities();
         assertTrue(c.cpuDtypes().contains(DType.FP32));
         assertTrue(c.cpuMaxHeadDim() >= 256, c.toString());
-        assertTrue(List.of("avx2", "avx512", "avx512bf16").contains(c.cpuIsa()), c.cpuIsa());
+        assertTrue(List.of("avx2", "avx512", "avx512bf16", "neon").contains(c.cpuIsa()), c.cpuIsa());
         assertTrue(c.cpuThreads() >= 1);
         assertEquals("cuda:3", Device.cuda(3).toString());
     }

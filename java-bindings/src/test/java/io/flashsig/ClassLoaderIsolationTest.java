@@ -100,7 +100,7 @@ class ClassLoaderIsolationTest {
         RuntimeException e = assertThrows(RuntimeException.class,
                 () -> probeIn(tmp.toUri().toURL(), classpath()[1]));
         assertEquals(FlashSigException.class.getName(), e.getClass().getName());
-        assertTrue(e.getMessage().contains("io/flashsig/native/linux-x86_64/libflashsig.so")
+        assertTrue(e.getMessage().contains("io/flashsig/native/" + NativeLibrary.platform() + "/libflashsig.so")
                 && e.getMessage().contains(NativeLibrary.PATH_PROPERTY) && e.getMessage().contains("Fix:"), e.getMessage());
     }
 }

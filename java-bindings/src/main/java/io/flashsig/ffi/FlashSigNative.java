@@ -1638,6 +1638,15 @@ public class FlashSigNative extends FlashSigNative$shared {
     public static int FSIG_CPU_ISA_AVX512_BF16() {
         return FSIG_CPU_ISA_AVX512_BF16;
     }
+    private static final int FSIG_CPU_ISA_NEON = (int)5L;
+    /**
+     * {@snippet lang=c :
+     * enum fsig_cpu_isa.FSIG_CPU_ISA_NEON = 5
+     * }
+     */
+    public static int FSIG_CPU_ISA_NEON() {
+        return FSIG_CPU_ISA_NEON;
+    }
 
     private static class fsig_version {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
