@@ -1,9 +1,5 @@
 // The C ABI: every argument is validated here, before any backend runs, so that a bad call returns
 // a status and a message naming the argument and the rule, and writes nothing.
-#if defined(__x86_64__)
-#include <xmmintrin.h>
-#endif
-
 #include <cmath>
 #include <cstdarg>
 #include <cstddef>
@@ -16,6 +12,7 @@
 #include "cpu/thread_pool.h"
 #include "cuda/cuda_backend.h"
 #include "flashsig.h"
+#include "float_mode.h"
 #include "internal.h"
 #include "overlap.h"
 
@@ -48,38 +45,6 @@ const char* dtype_name(int32_t dtype) {
 }
 
 int64_t dtype_size(int32_t dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : dtype == FSIG_DTYPE_BOOL ? 1 : 2; }
-
-// The calling thread computes defaults and runs tasks too, so its floating-point control register
-// (rounding, FTZ/DAZ; AArch64: FPCR's rounding, FZ, FZ16, DN) would make results depend on the caller and
-// on which thread ran a task. Each call computes under the default mode (as the pool's workers do) and
-// gives the caller its own back.
-#if defined(__x86_64__)
-class DefaultFloatMode {
-public:
-    DefaultFloatMode() : saved_(_mm_getcsr()) { _mm_setcsr(kDefault | (saved_ & kFlags)); }
-    ~DefaultFloatMode() { _mm_setcsr(saved_); }
-
-private:
-    static constexpr unsigned kDefault = 0x1F80;  // all exceptions masked, round to nearest, no FTZ/DAZ
-    static constexpr unsigned kFlags = 0x3F;      // sticky exception flags: left as the caller had them
-    const unsigned saved_;
-};
-#elif defined(__aarch64__)
-class DefaultFloatMode {  // the sticky flags live in FPSR, which stays as it is
-public:
-    DefaultFloatMode() : saved_(read_fpcr()) { write_fpcr(0); }  // round to nearest, no FZ/FZ16/DN, no traps
-    ~DefaultFloatMode() { write_fpcr(saved_); }
-
-private:
-    static uint64_t read_fpcr() {
-        uint64_t v;
-        __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
-        return v;
-    }
-    static void write_fpcr(uint64_t v) { __asm__ __volatile__("msr fpcr, %0" : : "r"(v)); }
-    const uint64_t saved_;
-};
-#endif
 
 // A tensor argument after its own checks: the view the kernels use and the bytes it spans.
 struct Checked {

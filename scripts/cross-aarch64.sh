@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cross-builds libflashsig for Linux on AArch64 (the NEON kernel set) into target/native-aarch64 and
-# runs its C++ tests under qemu-aarch64 (user-mode emulation, 10-20x slower than native). A later
-# `mvn package` packs that library into the core jar as linux-aarch64; `mvn verify` runs this script
-# itself (build, then --smoke) where the tools are installed.
+# runs its C++ tests under qemu-aarch64 (user-mode emulation, 10-20x slower than native). The Maven
+# build runs it (build, then --smoke) where the tools are installed and packs the library it leaves in
+# target/native-aarch64/jar into the core jar as linux-aarch64.
 # Needs, on an x86-64 Debian/Ubuntu machine: apt-get install g++-aarch64-linux-gnu qemu-user
 #   scripts/cross-aarch64.sh [--if-available] [MODE]
 #   MODE --build-only
@@ -24,6 +24,9 @@ for arg in "$@"; do
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
+# what the jar packs as linux-aarch64: only a library this run built (never one left from an earlier run)
+jar_dir="$build/jar"
+rm -rf "$jar_dir"
 if [[ ${FSIG_AARCH64_SKIP:-false} = true ]]; then
   echo "FSIG_AARCH64_SKIP=true (-Dflashsig.aarch64.skip=true): AArch64 cross-build left out"
   exit 0
@@ -36,6 +39,7 @@ for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
 done
 cmake -S "$root" -B "$build" -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-gnu.cmake" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --parallel "$(nproc)"
+mkdir -p "$jar_dir" && cp "$build/libflashsig.so" "$jar_dir/"
 small_numerics() { "${emulator[@]}" "$build/tests/test_attention" --tier ci --max-elements 20000; }
 case "$mode" in
   build-only) ;;

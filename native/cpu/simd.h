@@ -3,8 +3,10 @@
 // function compiled with AVX-512 flags can be picked by the linker for the AVX2 path (SIGILL).
 // Everything here is exact to about 1 ulp where the math asks for it (DESIGN.md §5: "CPU: exact
 // functions"): exp2 by a degree-7 Taylor polynomial on [-0.5, 0.5], log1p by the atanh series.
-// Every ISA gives each operation the same result bit for bit, NaN cases included (NEON's max/min are
-// written as x86's: a NaN operand gives the second one), so results do not depend on the machine.
+// Where the instructions differ, the NEON branch is written to give x86's result for the same lanes
+// (max/min of a NaN give the second operand, as MAXPS/MINPS; conversions round to nearest even); left
+// as the hardware does it: the sign of a NaN that arithmetic creates (x86 -NaN, NEON +NaN), which of two
+// NaN operands propagates, and — as between AVX2 and AVX-512 — the order of lane sums (vhsum) with W.
 // The includer includes isa_headers.h first, at global scope.
 #pragma once
 

@@ -1,5 +1,7 @@
 #include "thread_pool.h"
 
+#include "../float_mode.h"
+
 #include <sched.h>
 
 #include <atomic>
@@ -61,6 +63,7 @@ private:
         for (int64_t t; (t = next_.fetch_add(1)) < tasks_;) (*fn_)(t, worker);
     }
     void work(int worker) {
+        DefaultFloatMode::set();  // not the mode of the thread that built the pool
         uint64_t seen = 0;
         for (;;) {
             {

@@ -3,7 +3,8 @@
 //    another thread keeps changing the thread count, get results bitwise equal to the same calls
 //    made serially;
 //  - each thread runs with its own floating-point control word (flush to zero, rounding toward zero):
-//    it is unchanged after every call and does not change any result;
+//    it is unchanged after every call, as are the thread's exception flags, and does not change any
+//    result; nor does the mode of the thread that built the pool;
 //  - an error on one thread never shows in another thread's fsig_last_error();
 //  - 10^5 calls do not grow the process's resident memory.
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #endif
 
 #include <atomic>
+#include <cfenv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -171,9 +173,12 @@ void test_concurrent_equals_serial() {
                     const int i = (j * 5 + t * 3 + r) % kCalls;
                     Call c = make_call(i);  // inputs made in the default mode
                     set_fp_mode(mode);
+                    std::feclearexcept(FE_ALL_EXCEPT);
                     const bool same = run(c) == expected[size_t(i)];
+                    const int raised = std::fetestexcept(FE_ALL_EXCEPT);
                     const uint64_t after = fp_mode();
                     set_fp_mode(normal);
+                    CHECK(raised == 0, "thread %d: the call left exception flags %#x set", t, raised);
                     CHECK(same, "thread %d, call %d: result differs from the serial run", t, i);
                     CHECK(after == mode, "thread %d: floating-point control word changed by a call", t);
                 }
@@ -195,6 +200,31 @@ void test_concurrent_equals_serial() {
     done.store(true);
     changer.join();
     fsig_set_num_threads(0);
+}
+
+// Workers built while their creator runs in another mode (fsig_set_num_threads from a thread with flush to
+// zero or round toward zero) compute in the default mode all the same: the results of a pool built in the
+// default mode, bit for bit. Calls made in the default mode, so only the workers' mode can differ.
+void test_pool_built_under_caller_mode() {
+    constexpr int kCalls = 28;
+    fsig_set_num_threads(2);
+    std::vector<std::vector<unsigned char>> expected(kCalls);
+    for (int i = 0; i < kCalls; ++i) {
+        Call c = make_call(i);
+        expected[size_t(i)] = run(c);
+    }
+    const uint64_t normal = fp_mode();
+    for (int m = 0; m < 2; ++m) {
+        set_fp_mode(kFpModes[m]);
+        fsig_set_num_threads(2);
+        set_fp_mode(normal);
+        for (int i = 0; i < kCalls; ++i) {
+            Call c = make_call(i);
+            CHECK(run(c) == expected[size_t(i)], "call %d differs with the pool built in mode %#llx", i,
+                  (unsigned long long)kFpModes[m]);
+        }
+    }
+    fsig_set_num_threads(2);
 }
 
 void test_fresh_thread_has_no_error() {
@@ -245,6 +275,7 @@ void test_no_memory_growth() {
 
 int main() {
     test_fresh_thread_has_no_error();
+    test_pool_built_under_caller_mode();
     test_concurrent_equals_serial();
     test_no_memory_growth();
     if (g_failures.load() != 0) {
