@@ -1,9 +1,13 @@
 // fma-peak: the fp32 FMA throughput of this CPU, per thread and with all threads, from register-only
 // FMA chains (no memory traffic). Two uses: the arithmetic ceiling of the CPU kernels, and whether
 // two vCPUs are separate cores (the rate doubles with 2 threads) or SMT siblings sharing one core's
-// FMA pipes (it does not). AVX-512 when the CPU has it, else AVX2.
+// FMA pipes (it does not). x86-64: AVX-512 when the CPU has it, else AVX2; AArch64: NEON.
 //   fma-peak [seconds per measurement, default 1]
+#if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -20,6 +24,7 @@ constexpr int kChains = 12;   // independent accumulators: covers FMA latency (4
 constexpr long kInner = 1 << 16;
 
 // Returns FLOPs done (2 per lane per FMA). The result is kept live through `sink`.
+#if defined(__x86_64__)
 __attribute__((target("avx512f"))) double fma512(double seconds, float* sink) {
     __m512 acc[kChains];
     for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(0.001f * c);
@@ -61,9 +66,45 @@ __attribute__((target("avx2,fma"))) double fma256(double seconds, float* sink) {
     *sink = lanes[0];
     return flops;
 }
+#elif defined(__aarch64__)
+// 24 chains: up to 4 FMA pipes (Neoverse V1/V2) × 4 cycles of latency, with room
+double fma_neon(double seconds, float* sink) {
+    constexpr int kNeonChains = 24;
+    float32x4_t acc[kNeonChains];
+    for (int c = 0; c < kNeonChains; ++c) acc[c] = vdupq_n_f32(0.001f * c);
+    const float32x4_t a = vdupq_n_f32(0.999999f), b = vdupq_n_f32(1e-7f);
+    double flops = 0;
+    auto t0 = Clock::now();
+    do {
+        for (long i = 0; i < kInner; ++i)
+#pragma GCC unroll 24
+            for (int c = 0; c < kNeonChains; ++c) acc[c] = vfmaq_f32(b, acc[c], a);
+        flops += 2.0 * 4 * kNeonChains * kInner;
+    } while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds);
+    float32x4_t s = acc[0];
+    for (int c = 1; c < kNeonChains; ++c) s = vaddq_f32(s, acc[c]);
+    *sink = vgetq_lane_f32(s, 0);
+    return flops;
+}
+#endif
+
+// This CPU's widest FMA: 512-bit (AVX-512F), 256-bit (AVX2) or 128-bit (NEON).
+struct Fma {
+    const char* name;
+    double (*run)(double seconds, float* sink);
+};
+Fma widest_fma() {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return {"512-bit (AVX-512F)", fma512};
+    return {"256-bit (AVX2+FMA)", fma256};
+#else
+    return {"128-bit (NEON)", fma_neon};
+#endif
+}
 
 // GFLOP/s of `threads` threads running at once (total over threads).
-double measure(int threads, bool avx512, double seconds) {
+double measure(int threads, const Fma& fma, double seconds) {
     std::vector<double> flops(threads);
     std::vector<float> sinks(threads);
     std::atomic<int> ready{0};
@@ -74,7 +115,7 @@ double measure(int threads, bool avx512, double seconds) {
             ready.fetch_add(1);
             while (ready.load() < threads) {
             }
-            flops[t] = avx512 ? fma512(seconds, &sinks[t]) : fma256(seconds, &sinks[t]);
+            flops[t] = fma.run(seconds, &sinks[t]);
         });
     for (auto& th : pool) th.join();
     double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -89,18 +130,16 @@ double measure(int threads, bool avx512, double seconds) {
 int main(int argc, char** argv) {
     double seconds = argc > 1 ? std::atof(argv[1]) : 1.0;
     if (seconds <= 0) seconds = 1.0;
-    __builtin_cpu_init();
-    const bool avx512 = __builtin_cpu_supports("avx512f");
+    const Fma fma = widest_fma();
     const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
-    std::printf("fp32 FMA, %s, %d chains per thread, %.1f s per measurement (3 measurements, best kept)\n",
-                avx512 ? "512-bit (AVX-512F)" : "256-bit (AVX2+FMA)", kChains, seconds);
+    std::printf("fp32 FMA, %s, %.1f s per measurement (3 measurements, best kept)\n", fma.name, seconds);
     double one = 0;
     std::vector<int> counts;
     for (int t = 1; t < hw; t *= 2) counts.push_back(t);
     counts.push_back(hw);
     for (int threads : counts) {
         double best = 0;
-        for (int r = 0; r < 3; ++r) best = std::max(best, measure(threads, avx512, seconds));
+        for (int r = 0; r < 3; ++r) best = std::max(best, measure(threads, fma, seconds));
         if (threads == 1) one = best;
         std::printf("threads %2d: %8.1f GFLOP/s total, %7.1f per thread, %.2fx one thread\n", threads, best,
                     best / threads, best / one);
