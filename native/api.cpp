@@ -957,6 +957,7 @@ FSIG_API int fsig_alibi_slopes(int64_t heads, float* slopes) {
         return fail(FSIG_ERROR_INVALID_PARAMS, "heads is %lld but must be >= 1", (long long)heads);
     int64_t n = 1;  // the largest power of two <= heads
     while (n * 2 <= heads) n *= 2;
+    fsig::DefaultFloatMode float_mode;  // the slopes must not depend on the caller's rounding
     for (int64_t h = 0; h < heads; ++h) {
         // the first n heads: 2^(-8 (h+1) / n); the rest: the odd steps of the 2n schedule
         const double e = h < n ? -8.0 * double(h + 1) / double(n) : -8.0 * double(2 * (h - n) + 1) / double(2 * n);

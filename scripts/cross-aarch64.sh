@@ -11,7 +11,8 @@
 #        (default)   build; every test executable once, the numerics matrix cut to its small shapes (~6 min)
 #        --ci-tier   build; the whole CI tier, ctest -LE full (an hour or more under emulation)
 #   --if-available   without the tools: say so and exit 0 (the Maven build's use)
-# FSIG_AARCH64_SKIP=true (Maven: -Dflashsig.aarch64.skip=true) makes it do nothing.
+# FSIG_AARCH64_SKIP=true (Maven: -Dflashsig.aarch64.skip=true): no build and no tests; like every run,
+# it empties target/native-aarch64/jar, so the jar gets no AArch64 library from an earlier run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="$root/target/native-aarch64"

@@ -4,7 +4,7 @@
 //    made serially;
 //  - each thread runs with its own floating-point control word (flush to zero, rounding toward zero):
 //    it is unchanged after every call, as are the thread's exception flags, and does not change any
-//    result; nor does the mode of the thread that built the pool;
+//    result (ALiBi slopes included); nor does the mode of the thread that built the pool;
 //  - an error on one thread never shows in another thread's fsig_last_error();
 //  - 10^5 calls do not grow the process's resident memory.
 #include <unistd.h>
@@ -174,11 +174,13 @@ void test_concurrent_equals_serial() {
                     Call c = make_call(i);  // inputs made in the default mode
                     set_fp_mode(mode);
                     std::feclearexcept(FE_ALL_EXCEPT);
+                    std::feraiseexcept(FE_DIVBYZERO);  // the caller's own flag: it must stay, and no other come
                     const bool same = run(c) == expected[size_t(i)];
-                    const int raised = std::fetestexcept(FE_ALL_EXCEPT);
+                    const int flags = std::fetestexcept(FE_ALL_EXCEPT);
                     const uint64_t after = fp_mode();
                     set_fp_mode(normal);
-                    CHECK(raised == 0, "thread %d: the call left exception flags %#x set", t, raised);
+                    CHECK(flags == FE_DIVBYZERO, "thread %d: exception flags %#x after a call, not the caller's %#x", t,
+                          flags, FE_DIVBYZERO);
                     CHECK(same, "thread %d, call %d: result differs from the serial run", t, i);
                     CHECK(after == mode, "thread %d: floating-point control word changed by a call", t);
                 }
@@ -202,29 +204,78 @@ void test_concurrent_equals_serial() {
     fsig_set_num_threads(0);
 }
 
+// A forward whose scores are subnormal (q ≈ 1e-39, identity score, so they reach the output): flush to
+// zero gives other bits. 64 tasks (B = 2, H = 8, Nq = 256), so the pool's worker takes some of them.
+Call make_subnormal_call() {
+    std::mt19937 rng(99);
+    Call c;
+    c.params = fsig_attention_params_default();
+    c.params.score = FSIG_SCORE_IDENTITY;
+    c.backward = false;
+    c.q = make(FSIG_DTYPE_FP32, 4, {2, 256, 8, 64}, rng, true);
+    for (size_t e = 0; e < c.q.bytes.size(); e += 4) {
+        float x;
+        std::memcpy(&x, &c.q.bytes[e], 4);
+        x *= 1e-39f;
+        std::memcpy(&c.q.bytes[e], &x, 4);
+    }
+    c.k = make(FSIG_DTYPE_FP32, 4, {2, 256, 8, 64}, rng, true);
+    c.v = make(FSIG_DTYPE_FP32, 4, {2, 256, 8, 64}, rng, true);
+    c.out = make(FSIG_DTYPE_FP32, 4, {2, 256, 8, 64}, rng, false);
+    c.lse = make(FSIG_DTYPE_FP32, 3, {2, 8, 256}, rng, false);
+    return c;
+}
+
 // Workers built while their creator runs in another mode (fsig_set_num_threads from a thread with flush to
 // zero or round toward zero) compute in the default mode all the same: the results of a pool built in the
-// default mode, bit for bit. Calls made in the default mode, so only the workers' mode can differ.
+// default mode, bit for bit. Calls made in the default mode, so only the workers' mode can differ; the
+// subnormal call is the one flush to zero changes.
 void test_pool_built_under_caller_mode() {
     constexpr int kCalls = 28;
+    auto call = [](int i) { return i < kCalls ? make_call(i) : make_subnormal_call(); };
     fsig_set_num_threads(2);
-    std::vector<std::vector<unsigned char>> expected(kCalls);
-    for (int i = 0; i < kCalls; ++i) {
-        Call c = make_call(i);
+    std::vector<std::vector<unsigned char>> expected(kCalls + 1);
+    for (int i = 0; i <= kCalls; ++i) {
+        Call c = call(i);
         expected[size_t(i)] = run(c);
     }
+    bool subnormal_out = false;  // else the flush-to-zero half could not fail
+    for (size_t e = 0; e < expected[kCalls].size(); e += 4) {
+        float x;
+        std::memcpy(&x, &expected[kCalls][e], 4);
+        subnormal_out |= std::fpclassify(x) == FP_SUBNORMAL;
+    }
+    CHECK(subnormal_out, "the subnormal call's output has no subnormal value");
     const uint64_t normal = fp_mode();
     for (int m = 0; m < 2; ++m) {
         set_fp_mode(kFpModes[m]);
         fsig_set_num_threads(2);
         set_fp_mode(normal);
-        for (int i = 0; i < kCalls; ++i) {
-            Call c = make_call(i);
+        for (int i = 0; i <= kCalls; ++i) {
+            Call c = call(i);
             CHECK(run(c) == expected[size_t(i)], "call %d differs with the pool built in mode %#llx", i,
                   (unsigned long long)kFpModes[m]);
         }
     }
     fsig_set_num_threads(2);
+}
+
+// ALiBi slopes do not depend on the caller's mode and leave its exception flags as they were.
+void test_alibi_slopes_default_mode() {
+    constexpr int kHeads = 24;
+    float expected[kHeads], got[kHeads];
+    CHECK(fsig_alibi_slopes(kHeads, expected) == FSIG_OK, "fsig_alibi_slopes: %s", fsig_last_error());
+    const uint64_t normal = fp_mode();
+    for (uint64_t mode : kFpModes) {
+        set_fp_mode(mode);
+        std::feclearexcept(FE_ALL_EXCEPT);
+        const int st = fsig_alibi_slopes(kHeads, got);
+        const int flags = std::fetestexcept(FE_ALL_EXCEPT);
+        set_fp_mode(normal);
+        CHECK(st == FSIG_OK && std::memcmp(got, expected, sizeof got) == 0,
+              "alibi slopes differ under mode %#llx", (unsigned long long)mode);
+        CHECK(flags == 0, "fsig_alibi_slopes left exception flags %#x", flags);
+    }
 }
 
 void test_fresh_thread_has_no_error() {
@@ -276,6 +327,7 @@ void test_no_memory_growth() {
 int main() {
     test_fresh_thread_has_no_error();
     test_pool_built_under_caller_mode();
+    test_alibi_slopes_default_mode();
     test_concurrent_equals_serial();
     test_no_memory_growth();
     if (g_failures.load() != 0) {
