@@ -11,7 +11,7 @@ inline float half_to_float(uint16_t h) {
     std::memcpy(&x, &h, 2);
     return float(x);
 }
-inline uint16_t float_to_half(float f) {  // to nearest even: the call runs under the default FPCR (api.cpp)
+inline uint16_t float_to_half(float f) {  // to nearest even: calls run under the default FPCR (float_mode.h)
     const __fp16 x = __fp16(f);
     uint16_t h;
     std::memcpy(&h, &x, 2);
