@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-builds libflashsig for Linux on AArch64 (the NEON kernel set) into target/native-aarch64 and
-# runs its C++ tests under qemu-aarch64 (user-mode emulation, 10-20x slower than native). The Maven
+# runs its C++ tests under qemu-aarch64 (user-mode emulation, 10-30x slower than native). The Maven
 # build runs it (build, then --smoke) where the tools are installed and packs the library it leaves in
 # target/native-aarch64/jar into the core jar as linux-aarch64.
 # Needs, on an x86-64 Debian/Ubuntu machine: apt-get install g++-aarch64-linux-gnu qemu-user

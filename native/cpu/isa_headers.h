@@ -1,8 +1,6 @@
 // The vector intrinsics headers of the target, included at global scope by the per-ISA kernel files
 // before they open their ISA namespace (simd.h and rows.h are included inside it).
 #pragma once
-#include <cstdint>
-#include <cstring>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #elif defined(__aarch64__)
