@@ -364,8 +364,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
 
     // query rows any key of the tile may see, as whole query tiles; each query head of the group
-    // (row and key indices and tile counts fit in int32: Nq, Nk < 2^31 and Hq·⌈Nq/kKvBlockM⌉ < 2^31 are
-    // checked on the host; fewer live 64-bit values keep the d = 128 kernel from spilling)
+    // (row and key indices and tile counts fit in int32: Nq, Nk <= kMaxCudaSeq and Hq·⌈Nq/kKvBlockM⌉ < 2^31
+    // are checked on the host; fewer live 64-bit values keep the d = 128 kernel from spilling)
     const int j0 = n_block * kBlockN;
     int64_t q_first, q_last;
     query_range(f, j0, min(int64_t(j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
@@ -518,12 +518,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 
             // ---- Pᵀ and dSᵀ; the mask on boundary tiles only (element (key j, query i)) ----
             const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
-            // extended: ALiBi |δ_i − j| = |dist0[r] + col| for key key_j[r] and query i0 + col
+            // extended: ALiBi |δ_i − j| = |dist0[r] + nt·8 + c| for key key_j[r] and query i0 + col, col =
+            // nt·8 + acc_col(lane, c) (the lane's part of col is in dist0, so the rest is an immediate:
+            // float(col) per element, hoisted out of the loop by the compiler, made the d = 128 kernels spill)
             float slope = 0.f, dist0[2] = {0.f, 0.f};
             if constexpr (kExt) {
                 if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + tile_head(t) * f.ext.alibi_h];
-                dist0[0] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[0]);
-                dist0[1] = float(int64_t(i0) + f.seq_k - f.seq_q - key_j[1]);
+                const int64_t d0 = int64_t(i0) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
+                dist0[0] = float(d0 - key_j[0]);
+                dist0[1] = float(d0 - key_j[1]);
             }
 #pragma unroll
             for (int nt = 0; nt < T::kKvMTiles; ++nt)
@@ -538,7 +541,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                         const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
 #pragma unroll
                         for (int e = c; e < 4; e += 2) {
-                            float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(col), st_[nt][e] * f.scale);
+                            float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(nt * 8 + c), st_[nt][e] * f.scale);
                             if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<kBlockM> + col];
                             float pr, ds;
                             probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
@@ -651,15 +654,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
     const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
 
-    const int64_t i0 = int64_t(m_block) * kBlockM;
-    const int64_t i_end = min(i0 + kBlockM, f.seq_q);
+    // int32 row and key indices and tile counts, as in the forward (Nq, Nk <= kMaxCudaSeq)
+    const int i0 = m_block * kBlockM;
+    const int i_end = int(min(int64_t(i0) + kBlockM, f.seq_q));
     const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
-    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1;
-    auto next_live = [&](int64_t nb) { return next_live_key_tile<kExt, kBlockN>(f, h, i0, i_end - 1, nb, n_last); };
-    const int64_t n_first = next_live(key_lo / kBlockN);
-    const int64_t w0 = i0 + warp * 16;
-    const int64_t warp_lo = first_key(f, w0), warp_hi = last_key(f, min(w0 + 15, f.seq_q - 1));
-    const int64_t row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+    const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(f, h, i0, i_end - 1, nb, n_last); };
+    const int n_first = next_live(int(key_lo / kBlockN));
+    const int w0 = i0 + warp * 16;
+    const int warp_lo = int(first_key(f, w0)), warp_hi = int(last_key(f, min(int64_t(w0) + 15, f.seq_q - 1)));
+    const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
 
     // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 ----
     const uint32_t q_tile = smem_base, do_tile = smem_base + T::kQRowBytes;
@@ -714,8 +718,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     float* beta_tile = reinterpret_cast<float*>(smem_raw + T::kQSmemBytes) + warp * 16 * kBetaStride<kBlockN>;
 
     uint32_t tile_k = smem_base + T::kQStage0, next_k = smem_base + T::kQStage1;  // V follows K in a stage
-    for (int64_t nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
-        const int64_t j0 = nb * kBlockN;
+    for (int nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
+        const int j0 = nb * kBlockN;
         nb_next = next_live(nb + 1);
         if (nb_next <= n_last) {
             load_tile<T, kBlockN>(next_k, k, f.k_row, nb_next * kBlockN, f.seq_k, tid);

@@ -251,8 +251,8 @@ int check_problem(const Message& m, const Problem& pr, const char* pass) {
                       "q.shape[3] (head_dim) is %lld but the CUDA %s supports head_dim 64 and 128 "
                       "(fsig_capabilities.cuda_head_dims); other head dims run on CPU tensors",
                       (long long)pr.head_dim, pass);
-    if (pr.seq_q > INT32_MAX || pr.seq_k > INT32_MAX)
-        return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be below 2^31 on CUDA",
+    if (pr.seq_q > kMaxCudaSeq || pr.seq_k > kMaxCudaSeq)
+        return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be at most 2^30 on CUDA",
                       (long long)pr.seq_q, (long long)pr.seq_k);
     const int64_t m_blocks = (pr.seq_q + kFwdBlockM - 1) / kFwdBlockM;
     if (pr.heads_q > INT32_MAX || m_blocks * pr.heads_q > INT32_MAX / pr.batch)

@@ -177,7 +177,7 @@ FSIG_EXT_HD float ext_position(const ExtRow& r, int c, float x) {
     return ext_position_at(r.slope, r.lambda, r.dist0 - float(c), x);
 }
 
-// Per row and key tile, for the element-wise part. Positions are int32 (Nq, Nk < 2^31 on CUDA).
+// Per row and key tile, for the element-wise part. Positions are int32 (Nq, Nk <= 2^30 on CUDA: kMaxCudaSeq).
 struct ExtBetaRow {
     int64_t bias_off;    // element offset of (b, h, i, j = 0) in the bias
     int64_t mask_off;    // byte offset of (b, h, i, j = 0) in the mask

@@ -228,20 +228,23 @@ __device__ __forceinline__ bool stage_beta(const FwdParams& p, int64_t b, int h,
 // when the call has element-wise extensions, β added from the warp's staging tile (nullptr: none).
 // Returns λ of the thread's two rows (the backward scales dS by it).
 template <int kNTiles>
-__device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h, const int64_t (&row_i)[2],
-                                            int64_t j0, int lane, const float* beta, float (&s)[kNTiles][4],
+__device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
+                                            int lane, const float* beta, float (&s)[kNTiles][4],
                                             float (&lambda)[2]) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        const ExtRow row = ext_row(p.ext, b, h, row_i[r], j0, p.seq_q, p.seq_k);
+        // positions relative to the lane's first column, so that an element's offset nt·8 + e is an
+        // immediate (a float(column) per element, hoisted out of the tile loop, made the d = 128 kernels spill)
+        const int lane_col = frag::acc_col(lane, 0);
+        const ExtRow row = ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k);
         lambda[r] = row.lambda;
         const int srow = frag::acc_row(lane, 2 * r);
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-            const int c = nt * 8 + frag::acc_col(lane, 2 * r);
-            float x0 = ext_position(row, c, s[nt][2 * r] * p.scale);
-            float x1 = ext_position(row, c + 1, s[nt][2 * r + 1] * p.scale);
+            float x0 = ext_position(row, nt * 8, s[nt][2 * r] * p.scale);
+            float x1 = ext_position(row, nt * 8 + 1, s[nt][2 * r + 1] * p.scale);
             if (beta != nullptr) {
+                const int c = nt * 8 + lane_col;
                 const float2 bb = *reinterpret_cast<const float2*>(beta + srow * kBetaStride<kNTiles * 8> + c);
                 x0 += bb.x, x1 += bb.y;
             }
@@ -254,11 +257,10 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
 // extended, tiles the block layout or the strided pattern leave empty for every row are skipped without
 // being loaded (every thread gets the same answer); plain, nb itself. Forward and dQ kernel.
 template <bool kExt, int kBlockN>
-__device__ __forceinline__ int64_t next_live_key_tile(const FwdParams& p, int h, int64_t i0, int64_t i1, int64_t nb,
-                                                      int64_t n_last) {
+__device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last) {
     if constexpr (kExt)
-        while (nb <= n_last && !ext_tile_live(p.ext, h, i0, i1, nb * kBlockN,
-                                              min(nb * kBlockN + kBlockN, p.seq_k) - 1, p.seq_q, p.seq_k))
+        while (nb <= n_last && !ext_tile_live(p.ext, h, i0, i1, int64_t(nb) * kBlockN,
+                                              min(int64_t(nb) * kBlockN + kBlockN, p.seq_k) - 1, p.seq_q, p.seq_k))
             ++nb;
     return nb;
 }
@@ -284,18 +286,22 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     const Elem* v = static_cast<const Elem*>(p.v) + b * p.v_batch + hk * p.v_head;
     Elem* out = static_cast<Elem*>(p.out) + b * p.o_batch + h * p.o_head;
 
-    const int64_t i0 = int64_t(m_block) * kBlockM;
-    const int64_t i_end = min(i0 + kBlockM, p.seq_q);  // rows [i0, i_end) are real
+    // Row and key indices and tile counts are int32 (Nq, Nk <= kMaxCudaSeq = 2^30, checked on the host, so
+    // a row or key plus a tile's extent cannot overflow): fewer live 64-bit values keep the extended
+    // d = 128 kernels from spilling.
+    const int i0 = m_block * kBlockM;
+    const int i_end = int(min(int64_t(i0) + kBlockM, p.seq_q));  // rows [i0, i_end) are real
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
-    const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1;
-    auto next_live = [&](int64_t nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last); };
-    const int64_t n_first = next_live(key_lo / kBlockN);
+    const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last); };
+    const int n_first = next_live(int(key_lo / kBlockN));
     // this warp's rows and their key range (rows past Nq compute harmlessly on zero Q and are not stored)
-    const int64_t w0 = i0 + warp * 16;
-    const int64_t warp_lo = first_key(p, w0), warp_hi = last_key(p, min(w0 + 15, p.seq_q - 1));
+    const int w0 = i0 + warp * 16;
+    const int warp_lo = int(first_key(p, w0));
+    const int warp_hi = int(last_key(p, min(int64_t(w0) + 15, p.seq_q - 1)));
     // the two rows of this thread's accumulator elements
-    const int64_t row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+    const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
 
     // ---- prologue: Q into stage 1, the first K/V tile into stage 0 ----
     // stage s: K at smem_base + s·kStageBytes, V kTileBytes after it (no arrays: a run-time index
@@ -334,8 +340,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     };
 
     uint32_t tile_k = smem_base, next_k = stage1;  // this tile's K (V follows it) and the other stage's
-    for (int64_t nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
-        const int64_t j0 = nb * kBlockN;
+    for (int nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
+        const int j0 = nb * kBlockN;
         nb_next = next_live(nb + 1);
         if (nb_next <= n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
             load_tile<T, kBlockN>(next_k, k, p.k_row, nb_next * kBlockN, p.seq_k, tid);

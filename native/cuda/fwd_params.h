@@ -9,6 +9,10 @@
 
 namespace fsig::cuda {
 
+// The longest Nq and Nk the CUDA kernels take: their row and key indices are int32, and a row or key
+// plus a tile's extent (at most a few hundred) stays below 2^31 (checked on the host, check_problem).
+constexpr int64_t kMaxCudaSeq = int64_t(1) << 30;
+
 struct FwdParams {
     const void* q;  // [B, Nq, Hq, d], element strides below, last-dim stride 1
     const void* k;  // [B, Nk, Hk, d]
@@ -21,7 +25,7 @@ struct FwdParams {
     int64_t o_batch, o_row, o_head;
     int64_t lse_batch, lse_head, lse_row;
     int64_t batch;          // B
-    int64_t seq_q, seq_k;   // both < 2^31 (checked on the host)
+    int64_t seq_q, seq_k;   // both <= kMaxCudaSeq (checked on the host)
     int64_t diag_offset;    // Nk - Nq: the diagonal of row i is i + diag_offset (bottom-right aligned)
     int64_t window_left;    // -1 = unbounded; else clamped to <= Nq + Nk so no bound arithmetic overflows;
                             // with strided ∪ window both are -1 here (the union is wider; ext has them)
