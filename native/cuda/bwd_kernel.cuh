@@ -45,9 +45,9 @@
 // Extended kernels (kExt; fwd_kernel.cuh and ext_params.h): P and dS = ∂L/∂x are computed from
 // x = λ_i·scale·q·k + β_ij, zero where an extension disallows the element; dS·λ_i feeds dK and dQ (the
 // chain rule through x). dBias = ∂L/∂x is written by the dQ kernel, which owns every (b, h, i, j) of
-// its query tile: it zeroes the tile's rows of dBias first (skipped tiles and masked elements read 0),
-// then each visited element once. Only a dBias of the bias's full shape [B, Hq, Nq, Nk] (the host
-// refuses a broadcast one: summing across blocks needs a reduction this version does not have).
+// its query tile: of the bias's full shape [B, Hq, Nq, Nk], each element once — dS where a warp
+// computes the tile (0 where masked), 0 for keys of tiles it skips; broadcast over B, Hq or Nq, as
+// fp32 partial sums in the caller's workspace that bwd_dbias_reduce.cu adds up (store_dbias_partial).
 #pragma once
 
 #include <cstring>
@@ -107,6 +107,10 @@ struct BwdTraits {
     static constexpr int kQStage0 = 2 * kQRowBytes;             // K0, V0, then K1, V1
     static constexpr int kQStage1 = kQStage0 + 2 * kQKeyBytes;
     static constexpr int kQSmemBytes = kQStage1 + 2 * kQKeyBytes;
+    // extended, after those: one β (and dBias) staging tile per warp, then per warp the first key from
+    // which its rows' full-shaped dBias is not written yet
+    static constexpr int kQDbiasNextAt = kQSmemBytes + kWarps * 16 * kBetaStride<kQBlockN> * 4;
+    static constexpr int kQExtBytes = kQDbiasNextAt + kWarps * 4 - kQSmemBytes;
     static constexpr int kQNTiles = kQBlockN / 8;
 
     static_assert(kHeadDim % 64 == 0, "the swizzle needs rows of whole 128-byte lines");
@@ -267,12 +271,23 @@ __device__ __forceinline__ void store_dbias_partial(const BwdParams& p, int64_t 
     }
 }
 
+// A full-shaped dBias's rows [w0, w0 + 16) (those below Nq), keys [from, to): 0, lanes along the keys.
+// Out of line, as stage_beta (fwd_kernel.cuh).
+inline __device__ FSIG_NOINLINE void zero_dbias_keys(const FwdParams& f, int64_t b, int h, int w0, int from, int to,
+                                                     int lane) {
+#pragma unroll 1
+    for (int r = 0; r < 16 && w0 + r < f.seq_q; ++r)
+#pragma unroll 1
+        for (int j = from + lane; j < to; j += 32) store_dbias(f.ext, b, h, w0 + r, j, 0.f);
+}
+
 // dK/dV orientation of fwd_kernel.cuh's stage_beta: β of keys [jw, jw + 16) × query rows [i0, i0 + kRows)
 // into the warp's staging tile β[key][query] (row stride kBetaStride<kRows>); the two half-warps take
 // alternate query rows, the 16 lanes of a half the keys. Returns, warp-uniform, whether any is allowed.
+// Out of line, as stage_beta.
 template <int kRows>
-__device__ __forceinline__ bool stage_beta_keys(const FwdParams& f, int64_t b, int h, int64_t i0, int64_t jw, int lane,
-                                                float* beta) {
+inline __device__ FSIG_NOINLINE bool stage_beta_keys(const FwdParams& f, int64_t b, int h, int64_t i0, int64_t jw,
+                                                     int lane, float* beta) {
     const int r = lane & 15;
     int q = lane >> 4;
     uint32_t phase = strided_phase(f.ext, i0 + q + f.seq_k - f.seq_q, jw);
@@ -406,17 +421,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     };
 
     // extended: query tiles the block layout or the strided pattern leave empty are never loaded
-    auto tile_live = [&](int t) {
-        if constexpr (kExt) {
-            const int i0 = tile_row0(t);
-            return ext_tile_live(f.ext, tile_head(t), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
-                                 min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
-        } else {
-            return true;
-        }
-    };
-    auto next_live = [&](int t) {
-        while (t < n_tiles && !tile_live(t)) ++t;
+    auto next_live = [&](int t) {  // a warp collective: every lane calls it
+        if constexpr (kExt)
+            return first_live_index(t, n_tiles - 1, lane, [&](int u) {
+                const int i0 = tile_row0(u);
+                return ext_tile_live(f.ext, tile_head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
+                                     min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
+            });
         return t;
     };
 
@@ -659,7 +670,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     const int i_end = int(min(int64_t(i0) + kBlockM, f.seq_q));
     const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
-    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(f, h, i0, i_end - 1, nb, n_last); };
+    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(f, h, i0, i_end - 1, nb, n_last, lane); };
     const int n_first = next_live(int(key_lo / kBlockN));
     const int w0 = i0 + warp * 16;
     const int warp_lo = int(first_key(f, w0)), warp_hi = int(last_key(f, min(int64_t(w0) + 15, f.seq_q - 1)));
@@ -698,13 +709,19 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
             dd[r] = acc;
         }
     }
-    // dBias in the full shape: this block owns rows [i0, i_end) of (b, h); zero them all first, the
-    // visited tiles overwrite their elements after the barrier below (partial sums: zeroed by the host)
-    if constexpr (kExt) {
-        if (f.ext.dbias != nullptr && p.dbias_partial == nullptr) {
-            for (int64_t i = i0; i < i_end; ++i)
-                for (int64_t j = tid; j < f.seq_k; j += T::kThreads) store_dbias(f.ext, b, h, i, j, 0.f);
-        }
+    // dBias in the full shape: this block owns rows [i0, i_end) of (b, h), each warp its 16, and writes each
+    // element once — a tile the warp computes with its dS (0 where masked), every other key with 0: here
+    // the keys before any tile the warp can compute (all warps at once, while the copies fly), in the loop
+    // those from the warp's cursor up to each computed tile, and after the last one at the end. The cursor
+    // lives in shared memory (no register to spare) and is recomputed where used. (Partial sums: the host
+    // zeroes them.)
+    const bool dbias_full = kExt && f.ext.dbias != nullptr && p.dbias_partial == nullptr;  // (grid constants)
+    auto dbias_next = [&] { return reinterpret_cast<int*>(smem_raw + T::kQDbiasNextAt) + warp; };
+    if (dbias_full) {
+        // a warp computes no tile before n_first, nor one that ends before its first key warp_lo
+        const int lead = int(min(int64_t(max(n_first, warp_lo / kBlockN)) * kBlockN, f.seq_k));
+        zero_dbias_keys(f, b, h, w0, 0, lead, lane);
+        if (lane == 0) *dbias_next() = lead;
     }
     cp_async_wait_all();
     __syncthreads();
@@ -804,13 +821,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                                                        nt * 8 + frag::acc_col(lane, 0)) =
                                 make_float2(dps[nt][2 * r], dps[nt][2 * r + 1]);
                     __syncwarp();
-                    if (p.dbias_partial == nullptr) {
+                    if (dbias_full) {
+                        zero_dbias_keys(f, b, h, w0, *dbias_next(), j0, lane);
 #pragma unroll 1
                         for (int r = 0; r < 16; ++r)
 #pragma unroll 1
                             for (int c = lane; c < kBlockN; c += 32)
                                 if (w0 + r < f.seq_q && j0 + c < f.seq_k)
                                     store_dbias(f.ext, b, h, w0 + r, j0 + c, beta_tile[r * kBetaStride<kBlockN> + c]);
+                        __syncwarp();  // every lane has read the cursor
+                        if (lane == 0) *dbias_next() = j0 + kBlockN;
                     } else {
                         store_dbias_partial<kBlockN>(p, b, h, w0, j0, lane, beta_tile);
                     }
@@ -841,6 +861,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
         const uint32_t t = tile_k;
         tile_k = next_k, next_k = t;
     }
+
+    if (dbias_full) zero_dbias_keys(f, b, h, w0, *dbias_next(), int(f.seq_k), lane);  // keys after the last tile
 
     // ---- epilogue: dQ × scale through this warp's own Q rows in shared memory, 16-byte stores ----
     Elem* dq_out = static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head;
@@ -935,8 +957,8 @@ cudaError_t launch_bwd_dq(const BwdParams& params, cudaStream_t stream) {
     BwdParams p = params;
     p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
     const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
-    // extended: one β staging tile per warp after the Q, dO and K/V buffers
-    constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kQBlockN> * 4 : 0);
+    // extended: the β staging tiles and dBias cursors after the Q, dO and K/V buffers
+    constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
     static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
     return with_bwd_score<T, kExt, DqKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
 }

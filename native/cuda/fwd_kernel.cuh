@@ -44,6 +44,7 @@
 #include "fwd_params.h"
 #include "launch.h"
 #include "ptx.h"
+#include "warp_search.h"
 
 namespace fsig::cuda {
 
@@ -204,9 +205,11 @@ constexpr int kBetaStride = kCols + 4;
 // β (ext_beta) of rows [w0, w0 + 16) × keys [j0, j0 + kCols) into this warp's staging tile, lanes along
 // the keys (coalesced bias and mask reads), one row at a time (a rolled loop: small code); −inf past Nq
 // or Nk. Returns, warp-uniform, whether any element is allowed (false: the warp skips the tile).
+// Out of line, as the backward's β staging and dBias zeroing: inlined, their loops' state pushed the
+// extended d = 128 kernels at 255 registers into spills (native/cuda/NOTES.md).
 template <int kCols>
-__device__ __forceinline__ bool stage_beta(const FwdParams& p, int64_t b, int h, int64_t w0, int64_t j0, int lane,
-                                           float* beta) {
+inline __device__ FSIG_NOINLINE bool stage_beta(const FwdParams& p, int64_t b, int h, int64_t w0, int64_t j0,
+                                                int lane, float* beta) {
     uint32_t phase = strided_phase(p.ext, w0 + p.seq_k - p.seq_q, j0);
     bool any = false;
 #pragma unroll 1
@@ -256,12 +259,15 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
 // The first key tile from nb on (up to n_last, past it when none) that is not empty for rows [i0, i1]:
 // extended, tiles the block layout or the strided pattern leave empty for every row are skipped without
 // being loaded (every thread gets the same answer); plain, nb itself. Forward and dQ kernel.
+// A warp collective (warp_search.h): call it with every lane.
 template <bool kExt, int kBlockN>
-__device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last) {
+__device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last,
+                                                  int lane) {
     if constexpr (kExt)
-        while (nb <= n_last && !ext_tile_live(p.ext, h, i0, i1, int64_t(nb) * kBlockN,
-                                              min(int64_t(nb) * kBlockN + kBlockN, p.seq_k) - 1, p.seq_q, p.seq_k))
-            ++nb;
+        return first_live_index(nb, n_last, lane, [&](int t) {
+            const int64_t j0 = int64_t(t) * kBlockN;
+            return ext_tile_live(p.ext, h, i0, i1, j0, min(j0 + kBlockN, p.seq_k) - 1, p.seq_q, p.seq_k);
+        });
     return nb;
 }
 
@@ -294,7 +300,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
-    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last); };
+    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane); };
     const int n_first = next_live(int(key_lo / kBlockN));
     // this warp's rows and their key range (rows past Nq compute harmlessly on zero Q and are not stored)
     const int w0 = i0 + warp * 16;

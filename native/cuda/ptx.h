@@ -8,6 +8,14 @@
 
 #include <cstdint>
 
+// A device function kept out of line: nvcc's __noinline__ is a keyword, not a macro the emulator's g++
+// build could see (and libstdc++ spells GCC's attribute with that same name)
+#if defined(FSIG_CUDA_EMULATION)
+#define FSIG_NOINLINE __attribute__((noinline))
+#else
+#define FSIG_NOINLINE __noinline__
+#endif
+
 namespace fsig::cuda {
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

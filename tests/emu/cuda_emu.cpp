@@ -105,12 +105,13 @@ constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kMaxThreads = 1024;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-enum class Op { kNone, kSyncWarp, kShfl, kAny, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16 };
+enum class Op { kNone, kSyncWarp, kShfl, kAny, kBallot, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16 };
 const char* op_name(Op op) {
     switch (op) {
         case Op::kSyncWarp: return "__syncwarp";
         case Op::kShfl: return "__shfl_xor_sync";
         case Op::kAny: return "__any_sync";
+        case Op::kBallot: return "__ballot_sync";
         case Op::kLdmatrix: return "ldmatrix.x4";
         case Op::kLdmatrixTrans: return "ldmatrix.x4.trans";
         case Op::kMmaF16: return "mma.m16n8k16.f16";
@@ -410,6 +411,19 @@ bool any(unsigned mask, bool predicate) {
         for (int i = 0; i < 32; ++i) x.out_u[i][0] = r;
     });
     return w.out_u[lane][0] != 0;
+}
+
+unsigned ballot(unsigned mask, bool predicate) {
+    Launch& l = launch_of_me();
+    const int lane = me().tid % 32;
+    Warp& w = l.warps[size_t(me().tid / 32)];
+    w.in_u[lane][0] = predicate ? 1 : 0;
+    arrive(Op::kBallot, mask, __builtin_return_address(0), [](Warp& x) {
+        uint32_t r = 0;
+        for (int i = 0; i < 32; ++i) r |= x.in_u[i][0] << i;
+        for (int i = 0; i < 32; ++i) x.out_u[i][0] = r;
+    });
+    return w.out_u[lane][0];
 }
 
 uint32_t shared_offset(const void* p) {

@@ -286,11 +286,16 @@ enum Ext : int {
     kAll,          // ALiBi + full bias (dBias) + mask + layout + log-n, causal
     kStridedWide,  // stride 200–400 at N = 1024: whole tiles skipped unloaded, warps skipped
     kLayoutRuns,   // 64 × 64 layout at density ~1/4 in runs, first block column empty, N = 1024
+    kBiasWindow,   // full bias and its dBias with a sliding window at N = 1024: keys before and after
+                   // a warp's computed tiles (the dQ kernel writes those dBias elements 0)
+    kBiasLayout,   // full bias and its dBias under kLayoutRuns' layout at N = 1024: tiles skipped by the
+                   // whole block, and keys between a warp's computed tiles
     kExtCount
 };
 const char* kExtNames[] = {"alibi", "alibih", "biasfull", "biasheads", "keypadbias", "keypadmask", "maskfull",
                            "strided", "stridedwin", "layouth", "layout", "logn", "all", "stridedwide",
-                           "layoutruns"};
+                           "layoutruns", "biaswindow", "biaslayout"};
+static_assert(sizeof(kExtNames) / sizeof(kExtNames[0]) == kExtCount, "a name per extension set");
 
 void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
     auto slopes = [&](bool per_batch) {
@@ -320,6 +325,13 @@ void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
         s.layout.clear();
         for (int64_t i = 0; i < lh * rows * cols; ++i) s.layout.push_back(rng.below(3) != 0 ? 1 : 0);
     };
+    auto layout_runs = [&] {
+        layout(64, 64, 1);
+        const int64_t rows = (s.Nq + 63) / 64, cols = (s.Nk + 63) / 64;
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t q = 0; q < cols; ++q)  // runs of 3 empty columns in 4, shifted by row; column 0 empty
+                s.layout[size_t(r * cols + q)] = q != 0 && (q + r) % 4 == 0 ? 1 : 0;
+    };
     switch (ext) {
         case kAlibi: slopes(false); break;
         case kAlibiBatch: slopes(true), s.causal = true; break;
@@ -336,14 +348,12 @@ void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
         case kLayoutShared: layout(64, 64, 1); break;
         case kLogn: s.logn_train = 16, s.window_left = 50, s.window_right = 10; break;
         case kStridedWide: s.strided = 200 + rng.below(201); break;
-        case kLayoutRuns: {
-            layout(64, 64, 1);
-            const int64_t rows = (s.Nq + 63) / 64, cols = (s.Nk + 63) / 64;
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t q = 0; q < cols; ++q)  // runs of 3 empty columns in 4, shifted by row; column 0 empty
-                    s.layout[size_t(r * cols + q)] = q != 0 && (q + r) % 4 == 0 ? 1 : 0;
+        case kLayoutRuns: layout_runs(); break;
+        case kBiasLayout: bias(s.B, s.Hq, s.Nq, false), s.want_dbias = true, layout_runs(); break;
+        case kBiasWindow:
+            bias(s.B, s.Hq, s.Nq, false), s.want_dbias = true;
+            s.window_left = 70, s.window_right = s.causal ? -1 : 30;
             break;
-        }
         case kAll:
             s.causal = true;
             slopes(false);
@@ -373,7 +383,8 @@ std::vector<Case> all_cases() {
             c.dtype = (n / 2) % 2 == 0 ? ref::kBf16 : ref::kFp16;
             s.Nq = shapes[(n / 4) % 6][0], s.Nk = shapes[(n / 4) % 6][1];
             s.causal = (n / 5) % 2 == 1;
-            if (ext == kStridedWide || ext == kLayoutRuns) s.B = 1, s.Hq = 2, s.Hk = 1, s.Nq = s.Nk = 1024;
+            if (ext == kStridedWide || ext == kLayoutRuns || ext == kBiasWindow || ext == kBiasLayout)
+                s.B = 1, s.Hq = 2, s.Hk = 1, s.Nq = s.Nk = 1024;
             c.bias_dtype = ref::kFp32;
             c.gapped = ext == kBiasFull || (ext == kBiasHeads && score % 2 == 1);
             add_extension(s, ext, rng, &c.bias_dtype);
