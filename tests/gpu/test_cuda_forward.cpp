@@ -362,6 +362,29 @@ TEST(cuda_refusals) {
         Problem pr(96);
         expect_refusal("head_dim 96", pr.forward(), FSIG_ERROR_UNSUPPORTED, "head_dim", pr);
     }
+    {  // longer than the kernels' int32 indices allow (kMaxCudaSeq): 2^30 + 1 queries and keys, refused
+       // before any pointer is looked at. out claims 2^30 + 1 rows of twice its width (capacities that are
+       // lies); q, k and v are the same strides shifted into the gaps, sharing none of out's elements, so the
+       // aliasing rule passes and the length is what is refused.
+        Problem pr;
+        constexpr int64_t kRows = (int64_t(1) << 30) + 1;
+        fsig_tensor to = pr.out.desc();
+        const int64_t width = to.shape[2] * to.shape[3];  // elements of one row of out
+        to.shape[1] = kRows;
+        to.strides[1] = 2 * width;
+        to.strides[0] = kRows * to.strides[1];
+        to.capacity_bytes = kRows * to.strides[1] * 2;
+        auto in_gaps = [&](fsig_tensor t) {
+            t.data = static_cast<unsigned char*>(to.data) + width * 2;
+            t.shape[1] = kRows;
+            for (int i = 0; i < 4; ++i) t.strides[i] = to.strides[i];
+            t.capacity_bytes = to.capacity_bytes - width * 2;
+            return t;
+        };
+        const fsig_tensor tq = in_gaps(pr.q.desc()), tk = in_gaps(pr.k.desc()), tv = in_gaps(pr.v.desc());
+        expect_refusal("seq_q = seq_k = 2^30 + 1", pr.forward(tq, tk, tv, to, nullptr), FSIG_ERROR_UNSUPPORTED, "2^30",
+                       pr);
+    }
     {
         Problem pr;
         fsig_tensor tq = pr.q.desc();
