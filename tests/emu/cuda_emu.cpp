@@ -362,6 +362,21 @@ bool in_shared(uint32_t addr, uint32_t bytes) {
     return uint64_t(addr) + bytes <= l.smem_bytes;
 }
 
+// __any_sync and __ballot_sync: every lane gets the warp's predicates as a bit mask (lane i: bit i). The
+// call site is the public function's caller, so each collective keeps its own site for the checks.
+uint32_t vote(Op op, unsigned mask, bool predicate, const void* site) {
+    Launch& l = launch_of_me();
+    const int lane = me().tid % 32;
+    Warp& w = l.warps[size_t(me().tid / 32)];
+    w.in_u[lane][0] = predicate ? 1 : 0;
+    arrive(op, mask, site, [](Warp& x) {
+        uint32_t r = 0;
+        for (int i = 0; i < 32; ++i) r |= x.in_u[i][0] << i;
+        for (int i = 0; i < 32; ++i) x.out_u[i][0] = r;
+    });
+    return w.out_u[lane][0];
+}
+
 }  // namespace
 
 // ---- device side (cuda_emu.h) ----
@@ -400,30 +415,10 @@ float shfl_xor(unsigned mask, float value, int lane_mask) {
     return w.out_f[lane][0];
 }
 
-bool any(unsigned mask, bool predicate) {
-    Launch& l = launch_of_me();
-    const int lane = me().tid % 32;
-    Warp& w = l.warps[size_t(me().tid / 32)];
-    w.in_u[lane][0] = predicate ? 1 : 0;
-    arrive(Op::kAny, mask, __builtin_return_address(0), [](Warp& x) {
-        uint32_t r = 0;
-        for (int i = 0; i < 32; ++i) r |= x.in_u[i][0];
-        for (int i = 0; i < 32; ++i) x.out_u[i][0] = r;
-    });
-    return w.out_u[lane][0] != 0;
-}
+bool any(unsigned mask, bool predicate) { return vote(Op::kAny, mask, predicate, __builtin_return_address(0)) != 0; }
 
 unsigned ballot(unsigned mask, bool predicate) {
-    Launch& l = launch_of_me();
-    const int lane = me().tid % 32;
-    Warp& w = l.warps[size_t(me().tid / 32)];
-    w.in_u[lane][0] = predicate ? 1 : 0;
-    arrive(Op::kBallot, mask, __builtin_return_address(0), [](Warp& x) {
-        uint32_t r = 0;
-        for (int i = 0; i < 32; ++i) r |= x.in_u[i][0] << i;
-        for (int i = 0; i < 32; ++i) x.out_u[i][0] = r;
-    });
-    return w.out_u[lane][0];
+    return vote(Op::kBallot, mask, predicate, __builtin_return_address(0));
 }
 
 uint32_t shared_offset(const void* p) {
