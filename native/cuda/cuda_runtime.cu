@@ -9,6 +9,8 @@
 #include <climits>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "bwd_launch.h"
 #include "cuda_backend.h"
@@ -326,6 +328,32 @@ constexpr BwdLauncher kBwdDq[2][2][2] = {
     {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128},
      {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128}}};
 
+constexpr FwdLauncher kFwdWgmma[2][2] = {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128},
+                                         {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}};
+
+// The Hopper kernels (fwd_wgmma_kernel.cuh) serve plain forward calls on a compute capability 9.0 device
+// when the library carries sm_90a code (sm_90a code runs on 9.0 only). Opt-in (FSIG_CUDA_WGMMA=1) until
+// they have run on a GPU: until then they are checked on the SIMT emulator only (benchmarks/NOTES.md).
+bool use_wgmma(const FwdParams& p, int device) {
+#if FSIG_CUDA_SM90A
+    static const bool opted_in = [] {
+        const char* e = std::getenv("FSIG_CUDA_WGMMA");
+        return e != nullptr && std::strcmp(e, "1") == 0;
+    }();
+    if (!opted_in || p.ext.on) return false;
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return major == 9 && minor == 0;
+#else
+    (void)p, (void)device;
+    return false;
+#endif
+}
+
 }  // namespace
 
 int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
@@ -342,8 +370,9 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     if (int st = check_extension_pointers(m, pr, nullptr, device); st != FSIG_OK) return st;
 
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
-    const cudaError_t e = kFwd[p.ext.on][pr.dtype == FSIG_DTYPE_BF16][pr.head_dim == 128](
-        p, static_cast<cudaStream_t>(stream));
+    const int bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
+    const FwdLauncher launch = use_wgmma(p, device) ? kFwdWgmma[bf16][d128] : kFwd[p.ext.on][bf16][d128];
+    const cudaError_t e = launch(p, static_cast<cudaStream_t>(stream));
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,

@@ -271,6 +271,127 @@ __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int
     return nb;
 }
 
+// ---- one warp's tile: score, mask, softmax statistics; the epilogue (both forward kernels) ---------
+
+// The score on a warp's S tile (16 rows x kNTiles·8 keys from key j0; row_i: the thread's two rows) in
+// place: s holds q·k without the scale (plain) or x (extended: scale and extensions applied, −inf where
+// masked). Softmax runs its online statistics and rescales o; a pointwise score is applied per element.
+// Boundary tiles (interior false, a warp-uniform branch) then mask by the rows' key intervals: −inf
+// before softmax's statistics, 0 after a pointwise score.
+template <class Score, bool kExt, int kNTiles, int kDTiles>
+__device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts& sc, const int (&row_i)[2], int j0,
+                                           bool interior, int lane, float (&s)[kNTiles][4], float (&o)[kDTiles][4],
+                                           float (&row_max)[2], float (&row_sum)[2]) {
+    constexpr int kCols = kNTiles * 8;
+    auto apply_mask = [&](float masked_value) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int64_t lo = first_key(p, row_i[r]) - j0, hi = last_key(p, row_i[r]) - j0;
+            // allowed columns [col_lo, col_hi] of this tile, clamped into [-1, kCols]
+            const int col_lo = int(max(min(lo, int64_t(kCols)), int64_t(-1)));
+            const int col_hi = int(max(min(hi, int64_t(kCols)), int64_t(-1)));
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+                for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                    const int col = nt * 8 + frag::acc_col(lane, e);
+                    if (col < col_lo || col > col_hi) s[nt][e] = masked_value;
+                }
+        }
+    };
+    if constexpr (Score::kRowStats) {
+        const float to_log2 = kExt ? kLog2e : p.scale_log2;
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[nt][e] *= to_log2;
+        if (!interior) apply_mask(-INFINITY);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float mx = row_max[r];
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float base = mx == -INFINITY ? 0.f : mx;  // all masked so far: keep exponents finite
+            const float rescale = ex2(row_max[r] - base);
+            row_max[r] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) {
+                s[nt][2 * r] = ex2(s[nt][2 * r] - base);
+                s[nt][2 * r + 1] = ex2(s[nt][2 * r + 1] - base);
+                sum += s[nt][2 * r] + s[nt][2 * r + 1];
+            }
+            row_sum[r] = row_sum[r] * rescale + sum;
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt) o[dt][2 * r] *= rescale, o[dt][2 * r + 1] *= rescale;
+        }
+    } else {
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                if constexpr (kExt)  // masked: P = 0 explicitly (gelu(−inf), identity(−inf) are not 0)
+                    // (the constants are rebuilt from the grid constants here rather than held across
+                    // the loop: the d = 128 kernels have no register to spare)
+                    s[nt][e] = s[nt][e] == -INFINITY ? 0.f : Score::apply(s[nt][e], score_consts(p, 1.f));
+                else
+                    s[nt][e] = Score::apply(s[nt][e], sc);
+            }
+        if (!interior) apply_mask(0.f);
+    }
+}
+
+// After the last tile: softmax's row sums reduced over each row's 4 threads, LSE written (when asked for),
+// and the factors that normalise the thread's two rows of O (0 for a row with no allowed key); 1 for a
+// pointwise score.
+template <class Score>
+__device__ __forceinline__ void finish_rows(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int lane,
+                                            const float (&row_max)[2], const float (&row_sum)[2], float (&mul)[2]) {
+    mul[0] = mul[1] = 1.f;
+    if constexpr (Score::kRowStats) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float sum = row_sum[r];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            mul[r] = sum > 0.f ? 1.f / sum : 0.f;
+            if (p.lse != nullptr && (lane & 3) == 0 && row_i[r] < p.seq_q) {
+                const float lse = sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : INFINITY;
+                p.lse[b * p.lse_batch + h * p.lse_head + row_i[r] * p.lse_row] = lse;
+            }
+        }
+    }
+}
+
+// This warp's 16 rows of O (rows warp·16.. of the block's query tile from i0), times mul, to out: staged
+// through the warp's own rows of the shared buffer (free: the caller passed a barrier after its last read
+// of it), then written as 16-byte stores; rows past Nq are not stored.
+template <int kD, class Elem, int kDTiles>
+__device__ __forceinline__ void store_o(const FwdParams& p, Elem* out, int i0, int warp, int lane,
+                                        const float (&o)[kDTiles][4], const float (&mul)[2], Elem* smem) {
+    static_assert(kDTiles * 8 == kD, "one n8 tile of O per 8 columns");
+    constexpr int kChunks = kD / 8;
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const uint32_t packed = Mma<Elem>::pack(o[dt][2 * r] * mul[r], o[dt][2 * r + 1] * mul[r]);
+            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
+            *reinterpret_cast<uint32_t*>(smem + frag::swizzle<kD>(row, col)) = packed;
+        }
+    __syncwarp();  // each warp stores its own 16 rows
+#pragma unroll
+    for (int it = 0; it < 16 * kChunks / 32; ++it) {
+        const int c = lane + it * 32;
+        const int row = warp * 16 + c / kChunks, col = (c % kChunks) * 8;
+        if (i0 + row < p.seq_q)
+            *reinterpret_cast<uint4*>(out + (i0 + row) * p.o_row + col) =
+                *reinterpret_cast<const uint4*>(smem + frag::swizzle<kD>(row, col));
+    }
+}
+
 template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __grid_constant__ FwdParams p) {
     using Elem = typename T::Elem;
@@ -380,70 +501,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
 
             // ---- mask: only tiles that cross a row's bounds or the end of the keys ----
             const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
-            // ---- score, then (boundary tiles only, a warp-uniform branch) the mask ----
-            // masked: −inf before softmax's statistics, 0 after a pointwise score
-            auto apply_mask = [&](float masked_value) {
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const int64_t lo = first_key(p, row_i[r]) - j0, hi = last_key(p, row_i[r]) - j0;
-                    // allowed columns [col_lo, col_hi] of this tile, clamped into [-1, kBlockN]
-                    const int col_lo = int(max(min(lo, int64_t(kBlockN)), int64_t(-1)));
-                    const int col_hi = int(max(min(hi, int64_t(kBlockN)), int64_t(-1)));
-#pragma unroll
-                    for (int nt = 0; nt < T::kNTiles; ++nt)
-#pragma unroll
-                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-                            const int col = nt * 8 + frag::acc_col(lane, e);
-                            if (col < col_lo || col > col_hi) s[nt][e] = masked_value;
-                        }
-                }
-            };
             if constexpr (kExt) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
                 float lambda[2];
                 extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s, lambda);
             }
-            if constexpr (Score::kRowStats) {
-                const float to_log2 = kExt ? kLog2e : p.scale_log2;
-#pragma unroll
-                for (int nt = 0; nt < T::kNTiles; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) s[nt][e] *= to_log2;
-                if (!interior) apply_mask(-INFINITY);
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    float mx = row_max[r];
-#pragma unroll
-                    for (int nt = 0; nt < T::kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                    const float base = mx == -INFINITY ? 0.f : mx;  // all masked so far: keep exponents finite
-                    const float rescale = ex2(row_max[r] - base);
-                    row_max[r] = mx;
-                    float sum = 0.f;
-#pragma unroll
-                    for (int nt = 0; nt < T::kNTiles; ++nt) {
-                        s[nt][2 * r] = ex2(s[nt][2 * r] - base);
-                        s[nt][2 * r + 1] = ex2(s[nt][2 * r + 1] - base);
-                        sum += s[nt][2 * r] + s[nt][2 * r + 1];
-                    }
-                    row_sum[r] = row_sum[r] * rescale + sum;
-#pragma unroll
-                    for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][2 * r] *= rescale, o[dt][2 * r + 1] *= rescale;
-                }
-            } else {
-#pragma unroll
-                for (int nt = 0; nt < T::kNTiles; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        if constexpr (kExt)  // masked: P = 0 explicitly (gelu(−inf), identity(−inf) are not 0)
-                            // (the constants are rebuilt from the grid constants here rather than held across
-                            // the loop: the d = 128 kernels have no register to spare)
-                            s[nt][e] = s[nt][e] == -INFINITY ? 0.f : Score::apply(s[nt][e], score_consts(p, 1.f));
-                        else
-                            s[nt][e] = Score::apply(s[nt][e], sc);
-                    }
-                if (!interior) apply_mask(0.f);
-            }
+            score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s, o, row_max, row_sum);
 
             // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles ----
             const frag::RowCol bv = frag::ldsm_bt(lane);
@@ -468,38 +530,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     }
 
     // ---- epilogue: normalise (softmax), LSE, O through shared memory as 16-byte stores ----
-    float mul[2] = {1.f, 1.f};
-    if constexpr (Score::kRowStats) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float sum = row_sum[r];
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            mul[r] = sum > 0.f ? 1.f / sum : 0.f;  // a row with no allowed key: O = 0
-            if (p.lse != nullptr && (lane & 3) == 0 && row_i[r] < p.seq_q) {
-                const float lse = sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : INFINITY;
-                p.lse[b * p.lse_batch + h * p.lse_head + row_i[r] * p.lse_row] = lse;
-            }
-        }
-    }
+    float mul[2];
+    finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
     // every thread passed a barrier after its last read of K, V or Q: the buffer is free for O
-#pragma unroll
-    for (int dt = 0; dt < T::kDTiles; ++dt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const uint32_t packed = M::pack(o[dt][2 * r] * mul[r], o[dt][2 * r + 1] * mul[r]);
-            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
-            *reinterpret_cast<uint32_t*>(smem + frag::swizzle<kD>(row, col)) = packed;
-        }
-    __syncwarp();  // each warp stores its own 16 rows
-#pragma unroll
-    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
-        const int c = lane + it * 32;
-        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
-        if (i0 + row < p.seq_q)
-            *reinterpret_cast<uint4*>(out + (i0 + row) * p.o_row + col) =
-                *reinterpret_cast<const uint4*>(smem + frag::swizzle<kD>(row, col));
-    }
+    store_o<kD, Elem>(p, out, i0, warp, lane, o, mul, smem);
 }
 
 // ---- launch --------------------------------------------------------------------------------------

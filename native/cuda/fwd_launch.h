@@ -19,5 +19,10 @@ cudaError_t launch_fwd_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
+// the Hopper kernels (wgmma, plain calls on sm_90 only), units fwd_wgmma_<dtype>_hd<d>.cu
+cudaError_t launch_fwd_wgmma_fp16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_fp16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_bf16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 
 }  // namespace fsig::cuda

@@ -70,6 +70,101 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int s
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// ---- Hopper (sm_90a) warpgroup MMA: the wgmma forward kernel (fwd_wgmma_kernel.cuh) ----------------
+// wgmma.mma_async: D[64 x N] (+)= A[64 x 16] · B[16 x N] over the 128 threads of a warpgroup, fp32
+// accumulators; d[i / 4][i % 4] is the PTX fragment's register d_i (warp w of the group: rows 16w..16w+15,
+// the layout of mma.m16n8k16's C per n8 tile i / 4). ss: A and B from shared-memory descriptors, both
+// K-major; rs_tb: A from registers (mma.m16n8k16's A fragment for the warp's 16 rows), B N-major
+// (imm-trans-b = 1). Asynchronous: the accumulators and A registers belong to the tensor cores from the
+// instruction until the wgmma.wait_group that retires its group. Compiled only where the target has
+// wgmma (sm_90a); elsewhere the kernel that calls them is never launched (the host checks).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FSIG_HAVE_WGMMA 1
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+// the generic-proxy writes of this thread to shared memory (cp.async, stores) made visible to wgmma's reads
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+template <class Elem, int N>
+struct Wgmma;
+
+// The operand lists: the accumulators %0.. in fragment order, then A (registers or descriptor), B's
+// descriptor and the scale-d flag (the predicate p: D = A·B + (p ? D : 0)).
+#define FSIG_ACC4(t) "+f"(d[t][0]), "+f"(d[t][1]), "+f"(d[t][2]), "+f"(d[t][3])
+#define FSIG_ACC_N64 FSIG_ACC4(0), FSIG_ACC4(1), FSIG_ACC4(2), FSIG_ACC4(3), FSIG_ACC4(4), FSIG_ACC4(5), FSIG_ACC4(6), FSIG_ACC4(7)
+#define FSIG_ACC_N128 \
+    FSIG_ACC_N64, FSIG_ACC4(8), FSIG_ACC4(9), FSIG_ACC4(10), FSIG_ACC4(11), FSIG_ACC4(12), FSIG_ACC4(13), FSIG_ACC4(14), FSIG_ACC4(15)
+#define FSIG_REGS_N64 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "   \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define FSIG_REGS_N128 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "            \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "   \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "   \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+// ELEM/TYPE: the element type and its PTX name; N; the first operand index after the accumulators (N / 2)
+#define FSIG_WGMMA(ELEM, TYPE, N, A0, A1, A2, A3, A4, A5)                                                    \
+    template <>                                                                                              \
+    struct Wgmma<ELEM, N> {                                                                                  \
+        static __device__ __forceinline__ void ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b,   \
+                                                  bool accumulate) {                                         \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #A2 ", 0;\n"                                  \
+                         "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " " FSIG_REGS_N##N  \
+                         ", %" #A0 ", %" #A1 ", p, 1, 1, 0, 0;\n}\n"                                         \
+                         : FSIG_ACC_N##N                                                                     \
+                         : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                  \
+        }                                                                                                    \
+        static __device__ __forceinline__ void rs_tb(float (&d)[N / 8][4], const uint32_t (&a)[4],          \
+                                                     uint64_t desc_b, bool accumulate) {                     \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #A5 ", 0;\n"                                  \
+                         "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " " FSIG_REGS_N##N  \
+                         ", {%" #A0 ", %" #A1 ", %" #A2 ", %" #A3 "}, %" #A4 ", p, 1, 1, 1;\n}\n"                \
+                         : FSIG_ACC_N##N                                                                     \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));   \
+        }                                                                                                    \
+    };
+FSIG_WGMMA(__half, "f16", 64, 32, 33, 34, 35, 36, 37)
+FSIG_WGMMA(__half, "f16", 128, 64, 65, 66, 67, 68, 69)
+FSIG_WGMMA(__nv_bfloat16, "bf16", 64, 32, 33, 34, 35, 36, 37)
+FSIG_WGMMA(__nv_bfloat16, "bf16", 128, 64, 65, 66, 67, 68, 69)
+#undef FSIG_WGMMA
+#undef FSIG_REGS_N64
+#undef FSIG_REGS_N128
+#undef FSIG_ACC_N64
+#undef FSIG_ACC_N128
+#undef FSIG_ACC4
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
 #endif
+
+// Keeps the compiler from moving reads or writes of registers that wgmma owns while in flight (its
+// accumulators, its A fragment) across the instructions that hand them to the tensor cores and back:
+// an empty asm that "changes" each one.
+template <int kTiles>
+__device__ __forceinline__ void wgmma_fence_operands(float (&d)[kTiles][4]) {
+#if !defined(FSIG_CUDA_EMULATION)
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[t][e])::"memory");
+#else
+    (void)d;
+#endif
+}
+template <int kTiles>
+__device__ __forceinline__ void wgmma_fence_operands(uint32_t (&a)[kTiles][4]) {
+#if !defined(FSIG_CUDA_EMULATION)
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[t][e])::"memory");
+#else
+    (void)a;
+#endif
+}
 
 }  // namespace fsig::cuda

@@ -5,7 +5,8 @@
 // launches and copies into a graph that cudaGraphLaunch replays. Linked instead of cudart by
 // libflashsig_emu and the GPU tests' *_emu executables, so they run unchanged on a machine without a GPU.
 // One emulated device: cuda:0, with the shared memory of the smallest compiled target (sm_80: 163 KiB
-// per block), so a kernel that only an H100 could launch fails here too.
+// per block), so a kernel that only an H100 could launch fails here too; with FSIG_EMU_SM=90 it is an
+// sm_90a device instead (227 KiB per block, wgmma and fence.proxy.async).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -51,9 +53,11 @@ CUresult emu_ctx_set_current(CUcontext ctx) {
 }  // namespace
 
 namespace fsig::cuda {
+// the opt-in dynamic shared memory per block of sm_80 and of sm_90
+constexpr size_t kSharedMaxSm80 = 163 * 1024;
+constexpr size_t kSharedMaxSm90 = 227 * 1024;
 // the dynamic shared memory of every kernel (native/cuda/launch.h)
-constexpr size_t kSharedMax = 163 * 1024;
-alignas(128) unsigned char smem_raw[kSharedMax + 4096];
+alignas(128) unsigned char smem_raw[kSharedMaxSm90 + 4096];
 }  // namespace fsig::cuda
 
 // ---- fiber switching (x86-64 System V): callee-saved registers, MXCSR and the x87 control word ----
@@ -104,8 +108,19 @@ namespace {
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kMaxThreads = 1024;
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kWarpgroup = 128;
 
-enum class Op { kNone, kSyncWarp, kShfl, kAny, kBallot, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16 };
+// the emulated device's compute capability (80 or 90), read at each use so that a test can switch it
+int emulated_sm() {
+    const char* sm = std::getenv("FSIG_EMU_SM");
+    return sm != nullptr && std::strcmp(sm, "90") == 0 ? 90 : 80;
+}
+size_t shared_max(int sm) { return sm >= 90 ? fsig::cuda::kSharedMaxSm90 : fsig::cuda::kSharedMaxSm80; }
+
+enum class Op {
+    kNone, kSyncWarp, kShfl, kAny, kBallot, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16,
+    kWgmmaFence, kWgmmaCommit, kWgmmaWait, kWgmmaMma
+};
 const char* op_name(Op op) {
     switch (op) {
         case Op::kSyncWarp: return "__syncwarp";
@@ -116,6 +131,10 @@ const char* op_name(Op op) {
         case Op::kLdmatrixTrans: return "ldmatrix.x4.trans";
         case Op::kMmaF16: return "mma.m16n8k16.f16";
         case Op::kMmaBf16: return "mma.m16n8k16.bf16";
+        case Op::kWgmmaFence: return "wgmma.fence";
+        case Op::kWgmmaCommit: return "wgmma.commit_group";
+        case Op::kWgmmaWait: return "wgmma.wait_group";
+        case Op::kWgmmaMma: return "wgmma.mma_async";
         default: return "?";
     }
 }
@@ -124,6 +143,14 @@ struct Copy {  // a pending cp.async
     uint32_t dst;
     const void* src;
     int bytes, src_bytes;
+};
+
+// what the last wgmma to finish wrote into one thread's accumulator registers, and how many wgmma.fence
+// the thread had issued by then: if the registers differ at the next wgmma and no fence came between,
+// the thread wrote them without the fence the ISA requires
+struct AccumulatorWrite {
+    std::vector<float> values;
+    uint64_t fences;
 };
 
 struct Thread {
@@ -137,17 +164,50 @@ struct Thread {
     uint64_t wait_value = 0;
     const char* wait_what = "";
     std::vector<Copy> issued, committed;  // cp.async not yet committed / committed, both pending
+    uint64_t wgmma_fences = 0;
+    std::map<const float*, AccumulatorWrite> accumulators;  // by the address of d[0][0]
+    // the 16-byte shared chunks its landed cp.async wrote since its last fence.proxy.async
+    std::vector<uint32_t> unfenced_chunks;
 };
 
-struct Warp {
+// a collective in progress: threads of a warp or warpgroup arrive, the last one computes for all
+struct Collective {
     int arrived = 0;
     uint64_t gen = 0;
     Op op = Op::kNone;
     const void* site = nullptr;
+};
+
+struct Warp : Collective {
     uint32_t in_u[32][6];
     float in_f[32][4];
     uint32_t out_u[32][4];
     float out_f[32][4];
+};
+
+// one wgmma.mma_async of a warpgroup, from its issue until the wgmma.wait_group that retires it
+struct WgmmaOp {
+    int n = 0;
+    bool bf16 = false, a_in_regs = false, trans_a = false, trans_b = false, accumulate = false;
+    bool late = false;      // executes at the wait (its accumulators hold the poison until then), not at issue
+    bool executed = false;
+    uint64_t desc_a = 0, desc_b = 0;
+    float* d[kWarpgroup];              // each thread's accumulator registers
+    uint32_t a[kWarpgroup][4];         // each thread's A fragment, as at issue
+    std::vector<float> c;              // [thread][n / 2]: the accumulator inputs
+    bool chained[kWarpgroup];          // c[thread] comes from the in-flight wgmma before it on the same registers
+    WgmmaOp* successor[kWarpgroup];    // the in-flight wgmma after it on the same registers: it gets the result
+};
+
+struct Warpgroup : Collective {
+    // what each thread brings to the collective
+    float* d[kWarpgroup];
+    uint32_t a[kWarpgroup][4];
+    uint64_t desc_a[kWarpgroup], desc_b[kWarpgroup];
+    bool accumulate[kWarpgroup];
+    int pending[kWarpgroup];
+    std::deque<std::unique_ptr<WgmmaOp>> ops;  // issued and not yet retired, oldest first
+    std::deque<size_t> groups;                 // sizes of the committed groups among them, oldest first
 };
 
 struct Launch {
@@ -157,9 +217,16 @@ struct Launch {
     std::function<void()> body;
     int threads = 0, live = 0;
     std::vector<Warp> warps;
+    std::vector<Warpgroup> warpgroups;  // the block's full warpgroups
+    int sm = 80;
     int bar_arrived = 0;
     uint64_t bar_gen = 0;
     bool failed = false;
+    // sm_90 only, for the proxy-fence check: per 16-byte shared chunk the thread whose landed cp.async wrote
+    // it and has not issued fence.proxy.async since (-1: none), and shared memory as the async proxy may
+    // see it (the contents at the last fence.proxy.async of any thread)
+    std::vector<int16_t> unfenced_writer;
+    std::vector<unsigned char> async_view;
 };
 
 struct Allocation {
@@ -182,6 +249,7 @@ struct State {
     std::map<uintptr_t, Allocation> allocations;  // by start address
     std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute, per kernel
     uint64_t launches = 0;
+    uint64_t wgmma_ops = 0;  // wgmma.mma_async issued (wgmma_operations)
 };
 
 State& state() {
@@ -231,6 +299,10 @@ void block_on(const uint64_t* gen, const char* what) {
     Launch& l = *s.launch;
     l.body();
     Thread& t = me();
+    if (!l.failed && size_t(t.tid / kWarpgroup) < l.warpgroups.size() &&
+        !l.warpgroups[size_t(t.tid / kWarpgroup)].ops.empty())
+        fail("the thread exits with wgmma.mma_async operations its warpgroup never retired (a missing "
+             "wgmma.commit_group or wgmma.wait_group)");
     t.done = true;
     --l.live;
     if (l.bar_arrived > 0 && l.bar_arrived == l.live) l.bar_arrived = 0, ++l.bar_gen;
@@ -261,14 +333,25 @@ void prepare_fiber(Thread& t) {
     t.done = false;
     t.wait_gen = nullptr;
     t.issued.clear(), t.committed.clear();
+    t.wgmma_fences = 0;
+    t.accumulators.clear();
+    t.unfenced_chunks.clear();
 }
 
 bool runnable(const Thread& t) { return !t.done && (t.wait_gen == nullptr || *t.wait_gen != t.wait_value); }
 
+// a landing copy writes through the generic proxy: on sm_90 its chunks wait for the thread's fence.proxy.async
 void land(const Copy& c) {
     unsigned char* dst = fsig::cuda::smem_raw + c.dst;
     if (c.src_bytes > 0) std::memcpy(dst, c.src, size_t(c.src_bytes));
     if (c.src_bytes < c.bytes) std::memset(dst + c.src_bytes, 0, size_t(c.bytes - c.src_bytes));
+    Launch& l = launch_of_me();
+    if (l.sm < 90) return;
+    Thread& t = me();
+    for (uint32_t chunk = c.dst / 16; chunk <= (c.dst + uint32_t(c.bytes) - 1) / 16; ++chunk) {
+        l.unfenced_writer[chunk] = int16_t(t.tid);
+        t.unfenced_chunks.push_back(chunk);
+    }
 }
 
 void run_block(Launch& l) {
@@ -277,6 +360,11 @@ void run_block(Launch& l) {
     l.live = l.threads;
     l.bar_arrived = 0;
     for (Warp& w : l.warps) w.arrived = 0, w.op = Op::kNone;
+    for (Warpgroup& g : l.warpgroups) g.arrived = 0, g.op = Op::kNone, g.ops.clear(), g.groups.clear();
+    if (l.sm >= 90) {
+        l.unfenced_writer.assign(sizeof fsig::cuda::smem_raw / 16, -1);
+        l.async_view.assign(fsig::cuda::smem_raw, fsig::cuda::smem_raw + sizeof fsig::cuda::smem_raw);
+    }
     std::vector<int> order(size_t(l.threads));
     for (int i = 0; i < l.threads; ++i) {
         s.threads[size_t(i)].tid = i;
@@ -317,34 +405,41 @@ void run_block(Launch& l) {
         }
 }
 
-// A warp collective: every lane of the warp stores its inputs, the last to arrive computes every
-// lane's outputs, the others wait until it has.
-// site: the kernel's call site, so that lanes at two different instructions of one kind are caught too.
+// A collective of the `width` threads of a warp (32) or warpgroup (128): every thread stores its inputs,
+// the last to arrive computes every thread's outputs, the others wait until it has.
+// site: the kernel's call site, so that threads at two different instructions of one kind are caught too.
 template <class Compute>  // (a template: one collective per mma, no std::function on that path)
-void arrive(Op op, unsigned mask, const void* site, const Compute& compute) {
+void gather(Collective& c, int width, Op op, const void* site, const Compute& compute) {
     Launch& l = launch_of_me();
     Thread& t = me();
-    if (mask != kFullMask) fail("%s with mask %#x: the kernels use full warps only", op_name(op), mask);
-    Warp& w = l.warps[size_t(t.tid / 32)];
-    if (w.arrived == 0) {
-        w.op = op;
-        w.site = site;
-        for (int lane = 0; lane < 32; ++lane) {
-            const int tid = t.tid / 32 * 32 + lane;
+    const char* unit = width == 32 ? "warp" : "warpgroup";
+    if (c.arrived == 0) {
+        c.op = op;
+        c.site = site;
+        for (int i = 0; i < width; ++i) {
+            const int tid = t.tid / width * width + i;
             if (tid >= l.threads || state().threads[size_t(tid)].done)
-                fail("%s in a warp whose lane %d has exited or does not exist", op_name(op), lane);
+                fail("%s in a %s whose %s %d has exited or does not exist", op_name(op), unit,
+                     width == 32 ? "lane" : "thread", i);
         }
-    } else if (w.op != op || w.site != site) {
-        fail("divergent warp: lane %d is at %s (%p) while other lanes are at %s (%p)", t.tid % 32, op_name(op), site,
-             op_name(w.op), w.site);
+    } else if (c.op != op || c.site != site) {
+        fail("divergent %s: %s %d is at %s (%p) while the others are at %s (%p)", unit,
+             width == 32 ? "lane" : "thread", t.tid % width, op_name(op), site, op_name(c.op), c.site);
     }
-    if (++w.arrived == 32) {
-        compute(w);
-        w.arrived = 0;
-        ++w.gen;
+    if (++c.arrived == width) {
+        compute();
+        c.arrived = 0;
+        ++c.gen;
         return;
     }
-    block_on(&w.gen, op_name(op));
+    block_on(&c.gen, op_name(op));
+}
+
+template <class Compute>
+void arrive(Op op, unsigned mask, const void* site, const Compute& compute) {
+    if (mask != kFullMask) fail("%s with mask %#x: the kernels use full warps only", op_name(op), mask);
+    Warp& w = launch_of_me().warps[size_t(me().tid / 32)];
+    gather(w, 32, op, site, [&] { compute(w); });
 }
 
 float half_bits_to_float(uint32_t h, bool bf16) {
@@ -423,7 +518,7 @@ unsigned ballot(unsigned mask, bool predicate) {
 
 uint32_t shared_offset(const void* p) {
     const auto* c = static_cast<const unsigned char*>(p);
-    if (c < fsig::cuda::smem_raw || c > fsig::cuda::smem_raw + fsig::cuda::kSharedMax) {
+    if (c < fsig::cuda::smem_raw || c > fsig::cuda::smem_raw + shared_max(launch_of_me().sm)) {
         fail("__cvta_generic_to_shared of %p, which is not shared memory", p);
         return 0;
     }
@@ -529,6 +624,364 @@ void cp_async_wait_all() {
     me().committed.clear();
 }
 
+namespace {
+// ---- sm_90a: warpgroup MMA (PTX ISA 9.7.15, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate") ----
+//
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}: D[64 x N] = (scale-d ? D : 0) + A[64 x 16] B[16 x N],
+// issued by a warpgroup (4 consecutive warps, threads 128g..128g+127), all of which execute the same
+// instruction. Register fragments (9.7.15.5.1.1.1, figures 148 and 149; the same as CUTLASS's
+// GMMA::ALayout_64x16 / CLayout_64xN), for thread t of the warpgroup, w = t / 32, g = (t % 32) / 4,
+// q = t % 4: warp w owns rows 16w..16w+15, which it holds as mma.m16n8k16 holds its 16 rows —
+//   A (4 .f16x2 registers, elements a0..a7, low half first): a_i at row 16w + g + 8((i / 2) % 2),
+//     column 2q + i % 2 + 8(i / 4);
+//   D (N/2 .f32 registers d0..): d_i at row 16w + g + 8((i / 2) % 2), column 8(i / 4) + 2q + i % 2.
+// Shared-memory operands come as 64-bit matrix descriptors (9.7.15.5.1.2.2): bits [0,14) start address,
+// [16,30) leading dimension byte offset (LBO), [32,46) stride dimension byte offset (SBO), each a byte
+// value >> 4; [49,52) matrix base offset; [62,64) layout type (0 none, 1 128B, 2 64B, 3 32B swizzle).
+// imm-trans 0 is K-major, 1 MN-major (M for A, N for B; 9.7.15.5.1.2). Only the 128-byte swizzle is
+// emulated, whose canonical layouts (9.7.15.5.1.2.1.3, in 16-bit elements, T = 8; offsets in bytes) are
+//   K-major : ((8,m),(T,2k)):((8T,SBO),(1,T)) — row r of the MN dimension at (r / 8) SBO + (r % 8) 128,
+//             its 16 K elements contiguous (32 bytes); LBO is not used;
+//   MN-major: ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)) — 64 MN elements contiguous (128 bytes), the next 64
+//             at + LBO; K row k at (k / 8) SBO + (k % 8) 128;
+// then Swizzle<3,4,3> on the byte address: bits [4,7) ^= bits [7,10), a pattern of 8 rows of 128 bytes
+// that with base offset 0 starts at a 1024-byte boundary. So the next k16 step of a K-major operand is
+// the start address + 32 bytes (within the 128-byte row), of an MN-major one + 2 SBO.
+// The products are exact and the sum is taken in double, then rounded once (as mma_m16n8k16 does).
+//
+// Asynchrony (9.7.15.4, 9.7.15.7): mma_async only issues; wgmma.commit_group closes the warpgroup's
+// uncommitted operations into a group, wgmma.wait_group N returns once at most N groups are pending.
+// Here an operation executes at its issue or at the wait that retires it (at random per operation; with
+// FSIG_EMU_SEED=0 always at the wait), reading shared memory then. Until it has executed its accumulators
+// hold a NaN poison, and if they no longer do when it executes the launch fails; operations on the same
+// accumulators chain without a fence (the ISA orders them). The ISA requires wgmma.fence before the
+// first mma_async and between a thread's access to the registers and the mma_async using them: checked
+// are the first, and accumulators the thread changed since a wgmma last wrote them with no fence since
+// that write (a read of the registers, and changes to A fragments, are not detected: A is taken at issue).
+// wgmma reads shared memory through the async proxy: a 16-byte chunk a landed cp.async wrote must have
+// seen its writer's fence.proxy.async, and any other chunk the same contents as at the last
+// fence.proxy.async of any thread (plain stores are caught by content, not by writer).
+
+constexpr uint32_t kAccumulatorPoison = 0x7FC0FEEDu;  // a quiet NaN that no arithmetic here produces
+
+bool is_poison(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u == kAccumulatorPoison;
+}
+
+// a shared-memory operand, from its matrix descriptor
+struct SmemMatrix {
+    uint32_t start = 0, lbo = 0, sbo = 0;
+    bool mn_major = false;
+    // the shared address of element (i, k): i along M or N, k along K (0..15)
+    uint32_t address(int i, int k) const {
+        const uint32_t linear = mn_major ? start + uint32_t(i / 64) * lbo + uint32_t(k / 8) * sbo +
+                                               uint32_t(k % 8) * 128 + uint32_t(i % 64) * 2
+                                         : start + uint32_t(i / 8) * sbo + uint32_t(i % 8) * 128 + uint32_t(k) * 2;
+        return linear ^ (((linear >> 7) & 7) << 4);
+    }
+};
+
+// decodes and checks the descriptor of a `rows` x 16 operand (rows along M or N); false after a failure
+bool decode(uint64_t desc, bool mn_major, int rows, const char* name, SmemMatrix* m) {
+    const Launch& l = launch_of_me();
+    const int layout = int(desc >> 62), base = int((desc >> 49) & 7);
+    if (layout != 1) {
+        fail("wgmma %s descriptor %#llx: layout type %d (%s) is not emulated, only the 128-byte swizzle (1)", name,
+             (unsigned long long)desc, layout,
+             layout == 0 ? "no swizzle" : layout == 2 ? "64B swizzle" : "32B swizzle");
+        return false;
+    }
+    if (base != 0) {
+        fail("wgmma %s descriptor %#llx: a nonzero matrix base offset (%d) is not emulated", name,
+             (unsigned long long)desc, base);
+        return false;
+    }
+    const uint64_t fields = 0x3FFFull | 0x3FFFull << 16 | 0x3FFFull << 32 | 7ull << 49 | 3ull << 62;
+    const uint64_t reserved = desc & ~fields;
+    if (reserved != 0) {
+        fail("wgmma %s descriptor %#llx sets bits outside its fields (%#llx)", name, (unsigned long long)desc,
+             (unsigned long long)reserved);
+        return false;
+    }
+    m->start = uint32_t(desc & 0x3FFF) << 4;
+    m->lbo = uint32_t((desc >> 16) & 0x3FFF) << 4;
+    m->sbo = uint32_t((desc >> 32) & 0x3FFF) << 4;
+    m->mn_major = mn_major;
+    // with base offset 0 every 8 x 128-byte swizzle pattern the operand uses starts at a 1024-byte boundary
+    // (else the ISA asks for base offset = (pattern start >> 7) & 7): the start lies in a pattern's first
+    // row, the used strides between patterns are multiples of 1024, and no row's slice crosses 128 bytes
+    const uint32_t in_row = m->start % 128, pattern_row = (m->start >> 7) & 7;
+    char why[160] = "";
+    if (pattern_row != 0)
+        std::snprintf(why, sizeof why, "it starts in row %u of a 1024-byte swizzle pattern (base offset 0 needs row 0)",
+                      pattern_row);
+    else if (!mn_major && in_row + 32 > 128)
+        std::snprintf(why, sizeof why, "its 32-byte K slice at byte %u crosses the 128-byte swizzle row", in_row);
+    else if (mn_major && in_row + 2 * uint32_t(std::min(rows, 64)) > 128)
+        std::snprintf(why, sizeof why, "its MN run at byte %u crosses the 128-byte swizzle row", in_row);
+    else if ((mn_major || rows > 8) && m->sbo % 1024 != 0)
+        std::snprintf(why, sizeof why, "SBO is not a multiple of the 1024-byte swizzle pattern");
+    else if (mn_major && rows > 64 && m->lbo % 1024 != 0)
+        std::snprintf(why, sizeof why, "LBO is not a multiple of the 1024-byte swizzle pattern");
+    if (why[0] != 0) {
+        fail("wgmma %s descriptor %#llx (%s-major, start %u, LBO %u, SBO %u): %s", name, (unsigned long long)desc,
+             mn_major ? "MN" : "K", m->start, m->lbo, m->sbo, why);
+        return false;
+    }
+    for (int i = 0; i < rows; ++i)
+        for (int k = 0; k < 16; ++k)
+            if (uint64_t(m->address(i, k)) + 2 > l.smem_bytes) {
+                fail("wgmma %s element (%d, %d) at shared address %u lies outside the launch's %zu bytes", name, i, k,
+                     m->address(i, k), l.smem_bytes);
+                return false;
+            }
+    return true;
+}
+
+// the async proxy may read this chunk: no unfenced landed cp.async, no change since the last proxy fence
+bool async_visible(uint32_t addr) {
+    const Launch& l = launch_of_me();
+    const uint32_t chunk = addr / 16;
+    const int writer = l.unfenced_writer[chunk];
+    if (writer < 0 && std::memcmp(fsig::cuda::smem_raw + chunk * 16, l.async_view.data() + chunk * 16, 16) == 0)
+        return true;
+    fail("wgmma reads shared memory at %u, written through the generic proxy (%s) and not yet made visible to "
+         "the async proxy: a missing fence.proxy.async, or an operand overwritten before the wgmma.wait_group "
+         "that retires its wgmma", addr,
+         writer >= 0 ? "a cp.async of a thread that has not issued fence.proxy.async since" : "a store");
+    return false;
+}
+
+// reads an operand's 16-bit elements into x[i][k]; false after a failure
+bool read_operand(const SmemMatrix& m, int rows, bool bf16, double* x) {
+    for (int i = 0; i < rows; ++i)
+        for (int k = 0; k < 16; ++k) {
+            const uint32_t addr = m.address(i, k);
+            if (!async_visible(addr)) return false;
+            uint16_t h;
+            std::memcpy(&h, fsig::cuda::smem_raw + addr, 2);
+            x[i * 16 + k] = double(half_bits_to_float(h, bf16));
+        }
+    return true;
+}
+
+// executes one wgmma of warpgroup `wg` (its first thread: first); false after a failure
+bool execute(WgmmaOp& op, int first) {
+    State& s = state();
+    const int n = op.n, regs = n / 2;
+    std::vector<double> a(64 * 16), b(size_t(n) * 16);  // a[m][k], b[n][k]
+    SmemMatrix ma, mb;
+    if (!decode(op.desc_b, op.trans_b, n, "B", &mb) || !read_operand(mb, n, op.bf16, b.data())) return false;
+    if (op.a_in_regs) {
+        for (int t = 0; t < kWarpgroup; ++t) {
+            const int w = t / 32, g = t % 32 / 4, q = t % 4;
+            for (int i = 0; i < 8; ++i) {
+                const uint32_t u = op.a[t][i / 2];
+                a[size_t(16 * w + g + 8 * (i / 2 % 2)) * 16 + size_t(2 * q + i % 2 + 8 * (i / 4))] =
+                    double(half_bits_to_float(i % 2 ? u >> 16 : u & 0xFFFF, op.bf16));
+            }
+        }
+    } else if (!decode(op.desc_a, op.trans_a, 64, "A", &ma) || !read_operand(ma, 64, op.bf16, a.data())) {
+        return false;
+    }
+    std::vector<float> out(static_cast<size_t>(regs));
+    for (int t = 0; t < kWarpgroup; ++t) {
+        const int w = t / 32, g = t % 32 / 4, q = t % 4;
+        float* d = op.d[t];
+        if (op.late || op.chained[t])
+            for (int i = 0; i < regs; ++i)
+                if (!is_poison(d[i])) {
+                    fail("accumulator registers changed while a wgmma was in flight: thread %d of warpgroup %d, "
+                         "d%d = %g", t, first / kWarpgroup, i, double(d[i]));
+                    return false;
+                }
+        for (int i = 0; i < regs; ++i) {
+            const int row = 16 * w + g + 8 * (i / 2 % 2), col = 8 * (i / 4) + 2 * q + i % 2;
+            double acc = op.accumulate ? double(op.c[size_t(t * regs + i)]) : 0.0;
+            for (int k = 0; k < 16; ++k) acc += a[size_t(row * 16 + k)] * b[size_t(col * 16 + k)];
+            out[size_t(i)] = float(acc);
+        }
+        if (WgmmaOp* next = op.successor[t]) {
+            std::copy(out.begin(), out.end(), next->c.begin() + t * regs);
+        } else {
+            std::copy(out.begin(), out.end(), d);
+            Thread& th = s.threads[size_t(first + t)];
+            th.accumulators[d] = AccumulatorWrite{out, th.wgmma_fences};
+        }
+    }
+    op.executed = true;
+    return true;
+}
+
+// executes the warpgroup's operations up to index last, in issue order (always a schedule the hardware
+// may choose: each runs between its issue and its wait)
+bool execute_through(Warpgroup& wg, size_t last, int first) {
+    for (size_t i = 0; i <= last && i < wg.ops.size(); ++i)
+        if (!wg.ops[i]->executed && !execute(*wg.ops[i], first)) return false;
+    return true;
+}
+
+// the warpgroup of the running thread, after the checks every wgmma instruction makes; null after a failure
+Warpgroup* warpgroup_of_me(Op op) {
+    Launch& l = launch_of_me();
+    if (l.failed) return nullptr;  // reported already; the thread only runs on to its next switch
+    if (l.sm < 90) {
+        fail("%s: wgmma needs sm_90a, and the emulated device is sm_80 (FSIG_EMU_SM=90 emulates an sm_90a one)",
+             op_name(op));
+        return nullptr;
+    }
+    if (l.threads % kWarpgroup != 0) {
+        fail("%s in a block of %d threads: warpgroups need a multiple of %d", op_name(op), l.threads, kWarpgroup);
+        return nullptr;
+    }
+    return &l.warpgroups[size_t(me().tid / kWarpgroup)];
+}
+
+}  // namespace
+
+void wgmma_fence() {
+    Warpgroup* wg = warpgroup_of_me(Op::kWgmmaFence);
+    if (wg == nullptr) return;
+    ++me().wgmma_fences;
+    gather(*wg, kWarpgroup, Op::kWgmmaFence, __builtin_return_address(0), [] {});
+}
+
+void wgmma_commit() {
+    Warpgroup* wg = warpgroup_of_me(Op::kWgmmaCommit);
+    if (wg == nullptr) return;
+    gather(*wg, kWarpgroup, Op::kWgmmaCommit, __builtin_return_address(0), [wg] {
+        size_t committed = 0;
+        for (size_t g : wg->groups) committed += g;
+        wg->groups.push_back(wg->ops.size() - committed);  // may be empty, as the ISA allows
+    });
+}
+
+uint64_t wgmma_operations() { return state().wgmma_ops; }
+
+void wgmma_wait(int pending) {
+    Warpgroup* wg = warpgroup_of_me(Op::kWgmmaWait);
+    if (wg == nullptr) return;
+    const int first = me().tid / kWarpgroup * kWarpgroup;
+    wg->pending[me().tid % kWarpgroup] = pending;
+    gather(*wg, kWarpgroup, Op::kWgmmaWait, __builtin_return_address(0), [wg, first] {
+        const int keep = wg->pending[0];
+        for (int t = 1; t < kWarpgroup; ++t)
+            if (wg->pending[t] != keep) {
+                fail("wgmma.wait_group with different counts in one warpgroup (%d, %d)", keep, wg->pending[t]);
+                return;
+            }
+        while (wg->groups.size() > size_t(keep)) {
+            const size_t retire = wg->groups.front();
+            if (retire > 0 && !execute_through(*wg, retire - 1, first)) return;
+            for (size_t i = 0; i < retire; ++i) wg->ops.pop_front();
+            wg->groups.pop_front();
+        }
+    });
+}
+
+void wgmma_mma(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b, bool bf16,
+               bool accumulate) {
+    Warpgroup* wg = warpgroup_of_me(Op::kWgmmaMma);
+    if (wg == nullptr) return;
+    Thread& me_thread = me();
+    if (me_thread.wgmma_fences == 0) {
+        fail("wgmma.mma_async before the thread's first wgmma.fence (the ISA requires one before the first)");
+        return;
+    }
+    const int t = me_thread.tid % kWarpgroup, first = me_thread.tid - t;
+    wg->d[t] = d;
+    if (a_regs != nullptr) std::copy(a_regs, a_regs + 4, wg->a[t]);
+    wg->desc_a[t] = desc_a, wg->desc_b[t] = desc_b, wg->accumulate[t] = accumulate;
+    // the kind (N, types, A's source, majorness) is the call site's: the site check covers it
+    gather(*wg, kWarpgroup, Op::kWgmmaMma, __builtin_return_address(0),
+           [wg, first, n, a_in_regs = a_regs != nullptr, trans_b, bf16] {
+        State& s = state();
+        const int regs = n / 2;
+        for (int i = 1; i < kWarpgroup; ++i)
+            if ((!a_in_regs && wg->desc_a[i] != wg->desc_a[0]) || wg->desc_b[i] != wg->desc_b[0] ||
+                wg->accumulate[i] != wg->accumulate[0]) {
+                fail("wgmma.mma_async with different descriptors or scale-d in one warpgroup: thread %d has A %#llx, "
+                     "B %#llx, scale-d %d; thread 0 A %#llx, B %#llx, scale-d %d", i, (unsigned long long)wg->desc_a[i],
+                     (unsigned long long)wg->desc_b[i], int(wg->accumulate[i]), (unsigned long long)wg->desc_a[0],
+                     (unsigned long long)wg->desc_b[0], int(wg->accumulate[0]));
+                return;
+            }
+        SmemMatrix check;
+        if (!a_in_regs && !decode(wg->desc_a[0], false, 64, "A", &check)) return;
+        if (!decode(wg->desc_b[0], trans_b, n, "B", &check)) return;
+        auto op = std::make_unique<WgmmaOp>();
+        op->n = n, op->bf16 = bf16, op->a_in_regs = a_in_regs, op->trans_a = false, op->trans_b = trans_b;
+        op->accumulate = wg->accumulate[0];
+        op->desc_a = a_in_regs ? 0 : wg->desc_a[0], op->desc_b = wg->desc_b[0];
+        op->c.assign(size_t(kWarpgroup * regs), 0.f);
+        for (int i = 0; i < kWarpgroup; ++i) {
+            float* acc = wg->d[i];
+            op->d[i] = acc;
+            std::copy(wg->a[i], wg->a[i] + 4, op->a[i]);
+            op->chained[i] = false;
+            op->successor[i] = nullptr;
+            // the newest operation in flight on these registers, if any
+            WgmmaOp* before = nullptr;
+            for (auto it = wg->ops.rbegin(); it != wg->ops.rend() && before == nullptr; ++it) {
+                WgmmaOp& o = **it;
+                if (o.d[i] < acc + regs && acc < o.d[i] + o.n / 2) before = &o;
+            }
+            if (before != nullptr && !before->executed) {
+                if (before->d[i] != acc || before->n != n) {
+                    fail("wgmma.mma_async on accumulator registers that overlap those of an in-flight wgmma of "
+                         "another shape (thread %d of warpgroup %d)", i, first / kWarpgroup);
+                    return;
+                }
+                for (int r = 0; r < regs; ++r)
+                    if (!is_poison(acc[r])) {
+                        fail("accumulator registers changed while a wgmma was in flight: thread %d of warpgroup %d, "
+                             "d%d = %g", i, first / kWarpgroup, r, double(acc[r]));
+                        return;
+                    }
+                op->chained[i] = true;
+                before->successor[i] = op.get();
+                continue;
+            }
+            Thread& th = s.threads[size_t(first + i)];
+            auto last = th.accumulators.find(acc);
+            if (last != th.accumulators.end() && last->second.values.size() == size_t(regs) &&
+                last->second.fences == th.wgmma_fences &&
+                std::memcmp(last->second.values.data(), acc, size_t(regs) * 4) != 0) {
+                fail("thread %d wrote accumulator registers after a wgmma wrote them and issued this wgmma.mma_async "
+                     "on them without a wgmma.fence between", first + i);
+                return;
+            }
+            if (op->accumulate) std::copy(acc, acc + regs, op->c.begin() + i * regs);
+        }
+        WgmmaOp& issued = *op;
+        wg->ops.push_back(std::move(op));
+        ++s.wgmma_ops;
+        issued.late = !(s.shuffle && (s.rng() & 1));
+        if (!issued.late) {
+            execute_through(*wg, wg->ops.size() - 1, first);
+            return;
+        }
+        float poison;
+        std::memcpy(&poison, &kAccumulatorPoison, 4);
+        for (int i = 0; i < kWarpgroup; ++i) std::fill(issued.d[i], issued.d[i] + regs, poison);
+    });
+}
+
+void fence_proxy_async() {
+    Launch& l = launch_of_me();
+    if (l.sm < 90) {
+        fail("fence.proxy.async needs sm_90, and the emulated device is sm_80 (FSIG_EMU_SM=90 emulates an sm_90a one)");
+        return;
+    }
+    Thread& t = me();
+    for (uint32_t chunk : t.unfenced_chunks)
+        if (l.unfenced_writer[chunk] == t.tid) l.unfenced_writer[chunk] = -1;
+    t.unfenced_chunks.clear();
+    std::memcpy(l.async_view.data(), fsig::cuda::smem_raw, l.smem_bytes);
+}
+
 // ---- memory ----
 
 namespace {
@@ -621,7 +1074,8 @@ cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
     if (block.y != 1 || block.z != 1 || threads < 1 || threads > kMaxThreads || grid.x < 1 || grid.y != 1 ||
         grid.z != 1)
         return set_last(cudaErrorInvalidConfiguration);
-    if (smem_bytes > fsig::cuda::kSharedMax) return set_last(cudaErrorInvalidValue);
+    const int sm = emulated_sm();
+    if (smem_bytes > shared_max(sm)) return set_last(cudaErrorInvalidValue);
     if (smem_bytes > 48 * 1024) {
         auto it = s.max_dynamic_smem.find(kernel);
         if (it == s.max_dynamic_smem.end() || size_t(it->second) < smem_bytes) {
@@ -630,7 +1084,7 @@ cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
             return set_last(cudaErrorInvalidValue);
         }
     }
-    auto run = [grid, block, smem_bytes, threads, body = std::move(thread_body)] {
+    auto run = [grid, block, smem_bytes, threads, sm, body = std::move(thread_body)] {
         State& st = state();
         std::lock_guard<std::recursive_mutex> hold2(st.lock);
         if (st.sticky != cudaSuccess) return;  // a failed context runs nothing more
@@ -639,6 +1093,8 @@ cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
         Launch l;
         l.grid = grid, l.block = block, l.smem_bytes = smem_bytes, l.body = body, l.threads = threads;
         l.warps.resize(size_t((threads + 31) / 32));
+        l.sm = sm;
+        if (sm >= 90) l.warpgroups = std::vector<Warpgroup>(size_t(threads / kWarpgroup));
         st.launch = &l;
         // blocks in a random order too (the hardware promises none)
         std::vector<unsigned> blocks(grid.x);
@@ -715,12 +1171,32 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     if (device != 0) return fsig::emu::set_last(cudaErrorInvalidDevice);
     std::memset(prop, 0, sizeof *prop);
     std::snprintf(prop->name, sizeof prop->name, "FlashSig SIMT emulator (CPU)");
-    prop->major = 8, prop->minor = 0;
+    const int sm = fsig::emu::emulated_sm();
+    prop->major = sm / 10, prop->minor = sm % 10;
     prop->multiProcessorCount = 1;
     prop->sharedMemPerBlock = 48 * 1024;
-    prop->sharedMemPerBlockOptin = fsig::cuda::kSharedMax;
+    prop->sharedMemPerBlockOptin = fsig::emu::shared_max(sm);
     prop->maxThreadsPerBlock = 1024;
     prop->warpSize = 32;
+    return cudaSuccess;
+}
+// the same device as cudaGetDeviceProperties; an attribute it does not describe is refused, not guessed
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+    if (device != 0) return fsig::emu::set_last(cudaErrorInvalidDevice);
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, device);
+    switch (attr) {
+        case cudaDevAttrComputeCapabilityMajor: *value = prop.major; break;
+        case cudaDevAttrComputeCapabilityMinor: *value = prop.minor; break;
+        case cudaDevAttrMultiProcessorCount: *value = prop.multiProcessorCount; break;
+        case cudaDevAttrMaxSharedMemoryPerBlock: *value = int(prop.sharedMemPerBlock); break;
+        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(prop.sharedMemPerBlockOptin); break;
+        case cudaDevAttrMaxThreadsPerBlock: *value = prop.maxThreadsPerBlock; break;
+        case cudaDevAttrWarpSize: *value = prop.warpSize; break;
+        default:
+            std::fprintf(stderr, "cuda emulator: cudaDeviceGetAttribute(%d) is not emulated\n", int(attr));
+            return fsig::emu::set_last(cudaErrorInvalidValue);
+    }
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
@@ -829,7 +1305,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
     bind_context();
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-        if (value < 0 || size_t(value) > fsig::cuda::kSharedMax) return fsig::emu::set_last(cudaErrorInvalidValue);
+        if (value < 0 || size_t(value) > fsig::emu::shared_max(fsig::emu::emulated_sm()))
+            return fsig::emu::set_last(cudaErrorInvalidValue);
         state().max_dynamic_smem[func] = value;
     }
     return cudaSuccess;

@@ -3,8 +3,10 @@
 // fiber per CUDA thread, under the emulated runtime of cuda_emu.cpp. It supplies what nvcc would: the
 // built-in indices, __syncthreads and the warp intrinsics, atomics, and — in place of the inline PTX that
 // fwd_kernel.cuh and bwd_kernel.cuh compile only under nvcc — ldmatrix, mma.sync m16n8k16, cp.async,
-// ex2/rcp.approx, each replayed lane by lane as the PTX ISA defines it (restated in cuda_emu.cpp, not
-// taken from native/cuda/fragment.h, so that the kernel's own index math is checked, not assumed).
+// ex2/rcp.approx, and sm_90a's wgmma (fence, mma_async m64nNk16 from 128-byte-swizzle descriptors or A
+// registers, commit_group, wait_group) and fence.proxy.async, each replayed as the PTX ISA defines it
+// (restated in cuda_emu.cpp, not taken from native/cuda, so that the kernel's own index math is checked,
+// not assumed).
 //
 // What it checks beyond the numbers (each a launch failure, reported with the thread and the reason):
 // __syncthreads that not every live thread reaches (deadlock), warp collectives reached by only part
@@ -16,7 +18,11 @@
 // lands either when issued or at the cp.async.wait_group 0 after its commit (chosen at random per copy);
 // blocks, and threads between synchronisation points, run in a random order (FSIG_EMU_SEED; 0: fixed
 // order, late copies), so a missing wait, commit or barrier changes the result. The emulated device has
-// sm_80's 163 KiB of shared memory per block (the smallest compiled target).
+// sm_80's 163 KiB of shared memory per block (the smallest compiled target); FSIG_EMU_SM=90 makes it an
+// sm_90a device with 227 KiB, on which alone wgmma runs: each operation executes at issue or at the wait
+// that retires it (its accumulators a NaN poison until then), and the launch fails on warpgroups that
+// diverge, accumulators changed in flight, a missing wgmma.fence, commit or wait, operands the generic
+// proxy wrote without fence.proxy.async, and descriptors it does not emulate (see cuda_emu.cpp).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -57,6 +63,15 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
 void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes);
 void cp_async_commit();
 void cp_async_wait_all();
+// sm_90a: warpgroup MMA and the generic-to-async proxy fence (the call site is the caller's return address)
+void wgmma_fence();
+void wgmma_commit();
+void wgmma_wait(int pending);
+void wgmma_mma(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b, bool bf16,
+               bool accumulate);
+void fence_proxy_async();
+// wgmma.mma_async instructions issued so far (a test's proof that the Hopper kernels ran)
+uint64_t wgmma_operations();
 
 // ---- launches (FSIG_LAUNCH in native/cuda/launch.h) ----
 cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
@@ -138,6 +153,39 @@ inline void cp_async_16(uint32_t dst, const void* src, int src_bytes) { emu::cp_
 inline void cp_async_4(uint32_t dst, const void* src, int src_bytes) { emu::cp_async(dst, src, 4, src_bytes); }
 inline void cp_async_commit() { emu::cp_async_commit(); }
 inline void cp_async_wait_all() { emu::cp_async_wait_all(); }
+
+// sm_90a warpgroup MMA (cuda_emu.cpp restates the PTX ISA). Always inlined, so that the emulator's call-site
+// check sees the kernel's own call site, not one shared wrapper.
+// wgmma.fence.sync.aligned
+[[gnu::always_inline]] inline void wgmma_fence() { emu::wgmma_fence(); }
+// wgmma.commit_group.sync.aligned
+[[gnu::always_inline]] inline void wgmma_commit() { emu::wgmma_commit(); }
+// wgmma.wait_group.sync.aligned kPending
+template <int kPending>
+[[gnu::always_inline]] inline void wgmma_wait() {
+    static_assert(kPending >= 0, "wgmma.wait_group takes a non-negative count");
+    emu::wgmma_wait(kPending);
+}
+// fence.proxy.async.shared::cta: this thread's generic-proxy writes to shared memory (stores, landed
+// cp.async) become visible to the async proxy that wgmma reads through
+[[gnu::always_inline]] inline void fence_proxy_async() { emu::fence_proxy_async(); }
+
+// D[64 x N] = (accumulate ? D : 0) + A[64 x 16] B[16 x N], fp32 accumulators, Elem = __half or __nv_bfloat16;
+// d[i / 4][i % 4] is PTX's register d_i of the .m64nNk16 f32 D fragment
+template <class Elem, int N>
+struct Wgmma {
+    static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma .m64nNk16: N is a multiple of 8 in [8, 256]");
+    static constexpr bool kBf16 = std::is_same_v<Elem, __nv_bfloat16>;
+    // wgmma.mma_async.sync.aligned.m64nNk16.f32.<t>.<t> d, a-desc, b-desc, scale-d, 1, 1, 0, 0 (both K-major)
+    [[gnu::always_inline]] static void ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+        emu::wgmma_mma(&d[0][0], N, nullptr, desc_a, desc_b, false, kBf16, accumulate);
+    }
+    // wgmma.mma_async ... d, {a0, a1, a2, a3}, b-desc, scale-d, 1, 1, 1 (A from registers, B N-major)
+    [[gnu::always_inline]] static void rs_tb(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b,
+                                             bool accumulate) {
+        emu::wgmma_mma(&d[0][0], N, a, 0, desc_b, true, kBf16, accumulate);
+    }
+};
 
 // ex2.approx.ftz / rcp.approx.ftz: the exact values (the hardware's error, ~2 ulp, is far below the
 // 16-bit rounding of P) with subnormal results flushed to zero, as .ftz does

@@ -24,6 +24,8 @@ target_include_directories(flashsig_emu PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/inclu
 # warp collective anyway); -Wno-attributes: __device__ and __global__ are attributes g++ does not know
 target_compile_options(flashsig_emu PRIVATE -include cuda_emu.h ${FSIG_BASELINE_FLAGS} -O1 -Wall -Wno-attributes -Wno-class-memaccess
                        -Wno-unused-parameter -Wno-unknown-pragmas)
+# the emulator runs the Hopper (wgmma) kernels too, when it emulates an sm_90 device (FSIG_EMU_SM=90)
+target_compile_definitions(flashsig_emu PRIVATE FSIG_CUDA_SM90A=1)
 target_link_libraries(flashsig_emu PUBLIC fsig_cuda_emu PRIVATE pthread)
 target_link_options(flashsig_emu PRIVATE -Wl,--no-undefined -Wl,--version-script=${CMAKE_CURRENT_SOURCE_DIR}/native/exports.map)
 set_target_properties(flashsig_emu PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})

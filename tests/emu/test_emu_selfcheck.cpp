@@ -2,12 +2,15 @@
 // restated from the PTX ISA once more, independently of cuda_emu.cpp and native/cuda/fragment.h), the
 // cp.async landing rule, stream capture, and that each of its detectors fires — a deadlock, divergent warp
 // collectives, out-of-range or misaligned shared and global accesses, shared memory written past the
-// launch's size, a write past the end of device memory (guard page), a big launch without its attribute.
+// launch's size, a write past the end of device memory (guard page), a big launch without its attribute;
+// and sm_90a's wgmma (FSIG_EMU_SM=90): ss and rs_tb products against fp64, that an operation executes at
+// its wait (accumulators poisoned until then, operands read then), and its detectors.
 // A detector fires by failing the launch, which (as on a GPU) poisons the context: those scenarios run
 // in a forked child each. Built with cuda_emu.h force-included, like libflashsig_emu's units.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -267,19 +270,290 @@ void check_detectors() {
     EXPECT(run(smem_overrun_kernel, 32, 64 * 1024, NoArgs{}) == cudaSuccess, "64 KiB launch with the attribute");
 }
 
+
+// ---- wgmma (sm_90a): random A, B tiles in the 128-byte-swizzle canonical layouts, restated from the PTX
+// ISA (9.7.15.5.1.2): K-major, row r of M or N at (r / 8) 1024 + (r % 8) 128 with K contiguous in it;
+// MN-major, K row k at (k / 8) 1024 + (k % 8) 128 with 64 M|N elements contiguous in it and the next 64
+// at + LBO; then byte-address bits [4,7) ^= bits [7,10). A k16 step moves a K-major start by 32 bytes, an
+// MN-major one by two 8-row groups (2 SBO). Fragments: thread t, w = t / 32, g = t % 32 / 4, q = t % 4 —
+// A register j holds row 16w + g + 8(j % 2), columns 2q + 8(j / 2) and +1; d_i is row 16w + g + 8((i / 2) % 2),
+// column 8(i / 4) + 2q + i % 2. ----
+constexpr uint32_t kTileA = 0, kTileB = 8192;  // A: 64 rows of 128 bytes; B after it, 1024-aligned
+
+uint32_t swizzle128(uint32_t a) { return a ^ (((a >> 7) & 7) << 4); }
+uint32_t k_major(uint32_t base, int row, int k) {
+    return swizzle128(base + uint32_t(row / 8 * 1024 + row % 8 * 128 + 2 * k));
+}
+uint32_t mn_major(uint32_t base, int k, int col, uint32_t lbo) {
+    return swizzle128(base + uint32_t(col / 64) * lbo + uint32_t(k / 8 * 1024 + k % 8 * 128 + 2 * (col % 64)));
+}
+uint64_t sw128_desc(uint32_t start, uint32_t lbo, uint32_t sbo) {
+    return uint64_t((start >> 4) & 0x3FFF) | uint64_t((lbo >> 4) & 0x3FFF) << 16 | uint64_t((sbo >> 4) & 0x3FFF) << 32 |
+           1ull << 62;
+}
+
+// where thread t's d_i lies in the row-major 64 x n D
+int d_at(int t, int i, int n) {
+    const int w = t / 32, g = t % 32 / 4, q = t % 4;
+    return (16 * w + g + 8 * (i / 2 % 2)) * n + 8 * (i / 4) + 2 * q + i % 2;
+}
+
+enum WgVariant {
+    kWgPlain, kWgReadEarly, kWgWriteEarly, kWgNoWait, kWgNoCommit, kWgOverwriteFenced, kWgOverwriteUnfenced,
+    kWgNoProxyFence, kWgStoresNoProxyFence, kWgDiverge, kWgDescDiffers, kWgNoFence, kWgWriteAccNoFence,
+    kWgLayoutNone, kWgBaseOffset, kWgStartRow1, kWgPastEnd
+};
+struct WgArgs {
+    const uint16_t *a, *b;  // A 64 x K, B as N x K (B^T), row-major, 16-bit patterns
+    const float* c;         // 64 x N
+    float* d;               // 64 x N
+    int k;                  // 32 or 64
+    bool rs, zero_init;     // rs: A from registers, B N-major (rs_tb); else ss, both K-major
+    int variant;
+};
+
+template <class Elem, int N>
+void wgmma_kernel(WgArgs p) {
+    using fsig::cuda::Wgmma;
+    const int t = int(threadIdx.x) % 128, w = t / 32, g = t % 32 / 4, q = t % 4, K = p.k;
+    const uint32_t lbo_b = uint32_t(K) * 128;  // MN-major B: the next 64 columns after all K rows of these
+    // A K-major through cp.async, 8 K elements (16 bytes) per copy; B with plain stores
+    for (int c = t; c < 64 * K / 8; c += 128) {
+        const int r = c / (K / 8), k = c % (K / 8) * 8;
+        if (p.variant == kWgStoresNoProxyFence) std::memcpy(smem_raw + k_major(kTileA, r, k), p.a + r * K + k, 16);
+        else fsig::cuda::cp_async_16(k_major(kTileA, r, k), p.a + r * K + k, 16);
+    }
+    fsig::cuda::cp_async_commit();
+    for (int e = t; e < N * K; e += 128) {
+        const int n = e / K, k = e % K;
+        std::memcpy(smem_raw + (p.rs ? mn_major(kTileB, k, n, lbo_b) : k_major(kTileB, n, k)), p.b + e, 2);
+    }
+    fsig::cuda::cp_async_wait_all();
+    if (p.variant != kWgNoProxyFence && p.variant != kWgStoresNoProxyFence) fsig::cuda::fence_proxy_async();
+    __syncthreads();
+    if (p.variant == kWgNoProxyFence) {  // a fence, but not by the threads whose cp.async wrote the data
+        if (t == 0) fsig::cuda::fence_proxy_async();
+        __syncthreads();
+    }
+    float d[N / 8][4];
+    for (int i = 0; i < N / 2; ++i) d[i / 4][i % 4] = p.c[d_at(t, i, N)];
+    if (p.variant != kWgNoFence) fsig::cuda::wgmma_fence();
+    for (int s = 0; s < K / 16; ++s) {
+        const bool acc = s > 0 || !p.zero_init;
+        if (p.variant == kWgWriteAccNoFence && s == 1) {  // a batch waited for, then the registers changed
+            fsig::cuda::wgmma_commit();
+            fsig::cuda::wgmma_wait<0>();
+            d[0][0] += 1.f;
+        }
+        if (p.rs) {
+            uint32_t a[4];
+            for (int j = 0; j < 4; ++j) {
+                const int row = 16 * w + g + 8 * (j % 2), col = 16 * s + 2 * q + 8 * (j / 2);
+                a[j] = uint32_t(p.a[row * K + col]) | uint32_t(p.a[row * K + col + 1]) << 16;
+            }
+            Wgmma<Elem, N>::rs_tb(d, a, sw128_desc(kTileB + uint32_t(s) * 2048, lbo_b, 1024), acc);
+            continue;
+        }
+        uint64_t desc_a = sw128_desc(kTileA + uint32_t(s) * 32, 16, 1024);
+        uint64_t desc_b = sw128_desc(kTileB + uint32_t(s) * 32, 16, 1024);
+        if (p.variant == kWgLayoutNone) desc_b &= ~(3ull << 62);
+        if (p.variant == kWgBaseOffset) desc_b |= 1ull << 49;
+        if (p.variant == kWgStartRow1) desc_b += 128 >> 4;
+        if (p.variant == kWgPastEnd) desc_b += 24576 >> 4;
+        if (p.variant == kWgDescDiffers && w == 3) desc_b += 32 >> 4;
+        if (p.variant == kWgDiverge && w == 3) Wgmma<Elem, N>::ss(d, desc_a, desc_b, acc);  // another call site
+        else Wgmma<Elem, N>::ss(d, desc_a, desc_b, acc);
+    }
+    if (p.variant != kWgNoCommit) fsig::cuda::wgmma_commit();
+    if (p.variant == kWgReadEarly)
+        for (int i = 0; i < N / 2; ++i) p.d[d_at(t, i, N)] = d[i / 4][i % 4];
+    if (p.variant == kWgWriteEarly) d[0][1] = 0.f;
+    if (p.variant == kWgOverwriteFenced || p.variant == kWgOverwriteUnfenced) {  // A's tile reused too early
+        for (int b = t; b < 64 * 128; b += 128) smem_raw[kTileA + uint32_t(b)] = 0;
+        if (p.variant == kWgOverwriteFenced) fsig::cuda::fence_proxy_async();
+        __syncthreads();
+    }
+    if (p.variant != kWgNoWait) fsig::cuda::wgmma_wait<0>();
+    if (p.variant == kWgReadEarly) return;
+    for (int i = 0; i < N / 2; ++i) p.d[d_at(t, i, N)] = d[i / 4][i % 4];
+}
+
+struct WgmmaCase {
+    std::vector<uint16_t> a, b;
+    std::vector<float> af, bf, c;
+    float *dev_c, *dev_d;
+    uint16_t *dev_a, *dev_b;
+    int n, k;
+    bool bf16;
+};
+
+WgmmaCase make_wgmma_case(int n, int k, bool bf16, unsigned seed) {
+    WgmmaCase w{};
+    w.n = n, w.k = k, w.bf16 = bf16;
+    std::srand(seed);
+    auto small = [] { return float(std::rand() % 7 - 3); };  // exact in f16 and bf16, exact sums
+    for (int i = 0; i < 64 * k; ++i) w.af.push_back(small());
+    for (int i = 0; i < n * k; ++i) w.bf.push_back(small());
+    for (int i = 0; i < 64 * n; ++i) w.c.push_back(float(std::rand() % 17 - 8));
+    for (float x : w.af) w.a.push_back(bf16 ? to_bf16(x) : to_half(x));
+    for (float x : w.bf) w.b.push_back(bf16 ? to_bf16(x) : to_half(x));
+    cudaMalloc(reinterpret_cast<void**>(&w.dev_a), w.a.size() * 2);
+    cudaMalloc(reinterpret_cast<void**>(&w.dev_b), w.b.size() * 2);
+    cudaMalloc(reinterpret_cast<void**>(&w.dev_c), w.c.size() * 4);
+    cudaMalloc(reinterpret_cast<void**>(&w.dev_d), w.c.size() * 4);
+    std::memcpy(w.dev_a, w.a.data(), w.a.size() * 2);
+    std::memcpy(w.dev_b, w.b.data(), w.b.size() * 2);
+    std::memcpy(w.dev_c, w.c.data(), w.c.size() * 4);
+    return w;
+}
+
+cudaError_t run_wgmma(const WgmmaCase& w, bool rs, bool zero_init, int variant, unsigned threads = 128,
+                      size_t smem = 32768) {
+    const WgArgs args{w.dev_a, w.dev_b, w.dev_c, w.dev_d, w.k, rs, zero_init, variant};
+    if (w.n == 64)
+        return w.bf16 ? run(wgmma_kernel<__nv_bfloat16, 64>, threads, smem, args)
+                      : run(wgmma_kernel<__half, 64>, threads, smem, args);
+    return w.bf16 ? run(wgmma_kernel<__nv_bfloat16, 128>, threads, smem, args)
+                  : run(wgmma_kernel<__half, 128>, threads, smem, args);
+}
+
+// D = (zero_init ? 0 : C) + A B in fp64, with the A of the case or zero
+double wgmma_want(const WgmmaCase& w, int row, int col, bool zero_init, bool a_zero = false) {
+    double acc = zero_init ? 0.0 : double(w.c[size_t(row * w.n + col)]);
+    if (!a_zero)
+        for (int k = 0; k < w.k; ++k) acc += double(w.af[size_t(row * w.k + k)]) * double(w.bf[size_t(col * w.k + k)]);
+    return acc;
+}
+
+void check_wgmma() {
+    setenv("FSIG_EMU_SM", "90", 1);
+    for (int n : {64, 128})
+        for (int k : {32, 64})
+            for (bool bf16 : {false, true})
+                for (bool rs : {false, true})
+                    for (bool zero_init : {false, true}) {
+                        const unsigned seed = unsigned(n + k + bf16 * 7 + rs * 13 + zero_init * 29);
+                        WgmmaCase w = make_wgmma_case(n, k, bf16, seed);
+                        EXPECT(run_wgmma(w, rs, zero_init, kWgPlain) == cudaSuccess, "wgmma launch");
+                        int bad = 0;
+                        for (int r = 0; r < 64; ++r)
+                            for (int c = 0; c < n; ++c) {
+                                const double want = wgmma_want(w, r, c, zero_init);
+                                if (double(w.dev_d[r * n + c]) != want && bad++ < 3)
+                                    EXPECT(false, "wgmma %s N=%d K=%d %s%s: D[%d][%d] = %g, want %g",
+                                           rs ? "rs_tb" : "ss", n, k, bf16 ? "bf16" : "f16",
+                                           zero_init ? " scale-d 0" : "", r, c, double(w.dev_d[r * n + c]), want);
+                            }
+                    }
+    unsetenv("FSIG_EMU_SM");
+}
+
+// with FSIG_EMU_SEED=0 every wgmma executes at its wait: what the accumulators and operands then show
+void check_wgmma_late() {
+    setenv("FSIG_EMU_SM", "90", 1);
+    WgmmaCase w = make_wgmma_case(64, 32, false, 3);
+    EXPECT(run_wgmma(w, false, false, kWgReadEarly) == cudaSuccess, "wgmma launch");
+    bool all_nan = true;
+    for (int i = 0; i < 64 * 64; ++i) all_nan = all_nan && std::isnan(w.dev_d[i]);
+    EXPECT(all_nan, "accumulators read before the wgmma.wait_group hold the NaN poison");
+    EXPECT(run_wgmma(w, false, false, kWgOverwriteFenced) == cudaSuccess, "wgmma launch");
+    int changed = 0;
+    for (int r = 0; r < 64; ++r)
+        for (int c = 0; c < 64; ++c) changed += double(w.dev_d[r * 64 + c]) == wgmma_want(w, r, c, false, true);
+    EXPECT(changed == 64 * 64, "a wgmma reads its operands when it executes (at the wait): A overwritten with "
+           "zeros before the wait gives D = C (%d of %d)", changed, 64 * 64);
+    // the device: sm_90 with 227 KiB per block, which launches may use
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    EXPECT(prop.major == 9 && prop.minor == 0 && prop.sharedMemPerBlockOptin == 232448,
+           "FSIG_EMU_SM=90: sm_%d%d, %zu bytes", prop.major, prop.minor, prop.sharedMemPerBlockOptin);
+    int major = 0, optin = 0;
+    EXPECT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess && major == 9 &&
+               cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess &&
+               optin == 232448, "cudaDeviceGetAttribute on sm_90: major %d, %d bytes", major, optin);
+    EXPECT(cudaFuncSetAttribute(smem_overrun_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 232448) ==
+               cudaSuccess && run(smem_overrun_kernel, 32, 232448, NoArgs{}) == cudaSuccess,
+           "a 227 KiB launch on sm_90");
+    unsetenv("FSIG_EMU_SM");
+    cudaGetDeviceProperties(&prop, 0);
+    EXPECT(prop.major == 8 && prop.sharedMemPerBlockOptin == 163 * 1024, "default: sm_%d%d, %zu bytes", prop.major,
+           prop.minor, prop.sharedMemPerBlockOptin);
+    EXPECT(run(smem_overrun_kernel, 32, 232448, NoArgs{}) != cudaSuccess, "a 227 KiB launch on sm_80 ran");
+    cudaGetLastError();
+}
+
+void check_wgmma_detectors() {
+    struct Scenario {
+        int variant;
+        const char* what;
+    };
+    const Scenario scenarios[] = {
+        {kWgWriteEarly, "accumulators written while the wgmma is in flight"},
+        {kWgNoWait, "a thread exiting with its wgmma committed, never waited for"},
+        {kWgNoCommit, "a thread exiting with its wgmma never committed (the wait has nothing to wait for)"},
+        {kWgOverwriteUnfenced, "an operand overwritten (no proxy fence) before the wait"},
+        {kWgNoProxyFence, "cp.async data read by wgmma without its writers' fence.proxy.async"},
+        {kWgStoresNoProxyFence, "stored data read by wgmma without fence.proxy.async"},
+        {kWgDiverge, "a warpgroup at two wgmma call sites"},
+        {kWgDescDiffers, "different descriptors in one warpgroup"},
+        {kWgNoFence, "wgmma.mma_async without a wgmma.fence before it"},
+        {kWgWriteAccNoFence, "accumulators written after a wait, then a wgmma without wgmma.fence"},
+        {kWgLayoutNone, "a descriptor without the 128-byte swizzle"},
+        {kWgBaseOffset, "a descriptor with a nonzero base offset"},
+        {kWgStartRow1, "a SW128 start inside a swizzle pattern"},
+        {kWgPastEnd, "a wgmma operand past the launch's shared memory"},
+    };
+    for (const Scenario& sc : scenarios)
+        EXPECT(child_fails([&] {
+                  setenv("FSIG_EMU_SM", "90", 1);
+                  return run_wgmma(make_wgmma_case(64, 32, true, 5), false, false, sc.variant);
+              }),
+              "wgmma detector did not fire: %s", sc.what);
+    EXPECT(child_fails([] {
+              setenv("FSIG_EMU_SM", "90", 1);
+              return run_wgmma(make_wgmma_case(64, 32, true, 5), false, false, kWgPlain, 96);
+          }),
+          "wgmma in a block that is not whole warpgroups not reported");
+    EXPECT(child_fails([] { return run_wgmma(make_wgmma_case(64, 32, true, 5), false, false, kWgStoresNoProxyFence); }),
+          "wgmma on the sm_80 device not reported");
+    // and the same scenario done right passes in a child too
+    EXPECT(!child_fails([] {
+              setenv("FSIG_EMU_SM", "90", 1);
+              return run_wgmma(make_wgmma_case(64, 32, true, 5), true, false, kWgPlain);
+          }),
+          "a correct wgmma failed in a child");
+}
+
 }  // namespace
 
 int main() {
+    // the wgmma products once more with each operation executing at its issue or at its wait at random, in
+    // a child whose emulator starts afresh with seed 2
+    std::fflush(nullptr);
+    const pid_t mixed = fork();
+    if (mixed == 0) {
+        setenv("FSIG_EMU_SEED", "2", 1);
+        check_wgmma();
+        std::_Exit(th::failures() != 0 ? 1 : 0);
+    }
+    int status = 0;
+    waitpid(mixed, &status, 0);
+    EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "wgmma with seed 2 (execution at issue or at the wait) failed");
     setenv("FSIG_EMU_SEED", "0", 1);  // fixed order, copies land at the wait (read before the emulator starts)
     check_mma();
     check_ldmatrix();
     check_cp_async_late();
     check_capture();
     check_detectors();
+    check_wgmma();
+    check_wgmma_late();
+    check_wgmma_detectors();
     if (th::failures() != 0) {
         std::printf("%d check(s) failed\n", th::failures());
         return 1;
     }
-    std::printf("emulator self-check: tensor cores (f16, bf16), ldmatrix, cp.async, capture and 9 detectors ok\n");
+    std::printf("emulator self-check: tensor cores (f16, bf16; mma.sync and wgmma ss / rs_tb), ldmatrix, cp.async, "
+                "capture, 9 detectors and 16 wgmma ones ok\n");
     return 0;
 }

@@ -17,6 +17,13 @@
 #include "harness.h"
 #include "lib_util.h"
 
+#if defined(FSIG_TEST_ON_EMULATOR)
+// the SIMT emulator's count of the wgmma.mma_async instructions issued so far (tests/emu/cuda_emu.cpp)
+namespace fsig::emu {
+uint64_t wgmma_operations();
+}
+#endif
+
 namespace gt {
 
 inline bool g_cuda = true;  // false: --device cpu

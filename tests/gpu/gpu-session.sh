@@ -11,6 +11,8 @@
 #   graph_cold             a CUDA-graph capture that is the kernel's first use, alone in a fresh process
 #   forward backward       the device tests (DESIGN §6 rule against the CPU fp64 reference; the backward
 #                          runs the fast and the deterministic path), never the emulator's
+#   forward_wgmma bench_wgmma   the Hopper (wgmma) forward kernels, opt-in (FSIG_CUDA_WGMMA=1): the forward
+#                          numerics on them, then their TFLOP/s beside the mma.sync kernels' (sm_90 only)
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
@@ -24,7 +26,7 @@ build=${1:-build-gpu}
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma bench_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sanitizer} "
 deadline=$((SECONDS + budget))
 mkdir -p "$out" "$logs"
 summary=()
@@ -86,6 +88,11 @@ step build 360 cmake --build "$build" --parallel "$(nproc)" --target "${targets[
 gpu=$build/tests/gpu
 step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
 step forward 200 "$gpu/test_cuda_forward"
+step forward_wgmma 150 env FSIG_CUDA_WGMMA=1 "$gpu/test_cuda_forward" numerics_matrix numerics_shapes numerics_targeted
+# the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log
+step bench_wgmma 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
+  --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd --warmup 3 \
+  --iters 20 --csv "$1$k.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
 step backward 240 "$gpu/test_cuda_backward"
 step sdpa 200 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
   --seqs 1024,4096,16384 --dims 64,128 --check --warmup 3 --iters 20 --csv "$logs/sdpa.csv"

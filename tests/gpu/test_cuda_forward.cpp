@@ -297,6 +297,34 @@ TEST(numerics_matrix) { run_cases(matrix_cases()); }
 TEST(numerics_shapes) { run_cases(shape_cases()); }
 TEST(numerics_targeted) { run_cases(targeted_cases()); }
 
+// Which forward kernels served the numerics: the Hopper (wgmma) ones exactly when FSIG_CUDA_WGMMA=1 and
+// the device has compute capability 9.0. The emulator counts wgmma instructions, so there it is checked
+// (CTest runs this file on an emulated sm_90 with the opt-in, and on sm_80); a GPU cannot be asked, so
+// there the test prints what the host chose from. Extended calls never take them (test_cuda_masks).
+TEST(hopper_kernel_choice) {
+    if (!g_cuda) return;
+    int major = 0, minor = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+    const char* opt_in = std::getenv("FSIG_CUDA_WGMMA");
+    const bool expect_wgmma = major == 9 && minor == 0 && opt_in != nullptr && std::strcmp(opt_in, "1") == 0;
+    std::printf("  compute capability %d.%d, FSIG_CUDA_WGMMA=%s: plain calls run the %s kernels\n", major, minor,
+                opt_in != nullptr ? opt_in : "(unset)", expect_wgmma ? "wgmma" : "mma.sync");
+#if defined(FSIG_TEST_ON_EMULATOR)
+    for (int score : {ref::kSoftmax, ref::kSigmoid})
+        for (int64_t d : kDims) {
+            Case c;
+            c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.d = d, c.s.Nq = 70, c.s.Nk = 200, c.s.score = score;
+            c.s.causal = true;
+            c.name = std::string("choice_") + ref::score_name(score) + "_d" + std::to_string(d);
+            const uint64_t before = fsig::emu::wgmma_operations();
+            EXPECT(run_case(c), "%s failed", c.name.c_str());
+            const bool ran_wgmma = fsig::emu::wgmma_operations() > before;
+            EXPECT(ran_wgmma == expect_wgmma, "%s ran the %s kernels", c.name.c_str(), ran_wgmma ? "wgmma" : "mma.sync");
+        }
+#endif
+}
+
 // ---- CUDA-only behaviour --------------------------------------------------------------------------
 
 struct Problem {

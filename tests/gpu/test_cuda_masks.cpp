@@ -420,7 +420,15 @@ TEST(masks_numerics) {
             continue;
         }
         ++ran;
+#if defined(FSIG_TEST_ON_EMULATOR)
+        const uint64_t wgmma_before = fsig::emu::wgmma_operations();
+#endif
         failed += !run_case(c);
+#if defined(FSIG_TEST_ON_EMULATOR)
+        // the Hopper (wgmma) kernels serve plain calls only, whatever FSIG_CUDA_WGMMA and the device say
+        EXPECT(fsig::emu::wgmma_operations() == wgmma_before || !c.s.extended(), "%s ran a wgmma kernel",
+               c.name.c_str());
+#endif
     }
     if (!g_list) std::printf("  %d case(s), %d failed\n", ran, failed);
     EXPECT(g_list || ran > 0 || !g_filters.empty(), "no case ran");

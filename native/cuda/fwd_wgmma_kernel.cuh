@@ -1,0 +1,245 @@
+// The Hopper forward kernel (sm_90a): the FlashAttention-2 design of fwd_kernel.cuh with both products on
+// warpgroup MMA (wgmma) instead of mma.sync. Included by the generated units fwd_wgmma_<dtype>_hd<d>.cu,
+// each instantiating the 7 score policies; the plain calls only (no masks or positions: p.ext.on = 0),
+// chosen on the host for an sm_90 device when the library was built for sm_90a (cuda_runtime.cu).
+// Same contract, same math and the same score, mask, softmax and epilogue code as fwd_kernel.cuh.
+//
+// Algorithm. One block of 2 warpgroups (256 threads) per (query tile of 128 rows, head, batch); warpgroup
+// g owns rows 64g..64g+63 and warp w rows 16w..16w+15, as in fwd_kernel.cuh. Q stays in shared memory for
+// the whole block; key tiles of 128 rows stream through two stages (cp.async: tile t+1 loads while tile t
+// computes). Per tile and warpgroup: S (64 x 128) = Q Kᵀ by wgmma with both operands read from shared
+// memory (kHeadDim / 16 instructions m64n128k16), the score applied to the accumulators, P packed to
+// 16-bit in registers as the A operand of O += P V (kBlockN / 16 instructions m64n<d>k16, V read from
+// shared memory N-major). Tiles no row of a warpgroup may see are skipped by that warpgroup; only boundary
+// tiles evaluate the per-element mask (per warp). This first version waits for each product before the
+// score (no overlap of the score with the next product yet: benchmarks/NOTES.md).
+//
+// Shared memory: every tile [rows][d] is stored as d / 64 column blocks [rows][64] of 128-byte rows, each
+// row's eight 16-byte chunks XOR-swizzled by row % 8 — wgmma's 128-byte swizzle layout, which the
+// hardware applies to address bits 4-6 from bits 7-9, so every tile starts 1024-byte aligned. In those
+// units one 8-row group is 1024 bytes (the stride-byte offset) and a k16 step is 32 bytes inside a row
+// (K-major Q and K); for V (N-major B: d contiguous) a k16 step is 16 rows, 2048 bytes, and the next 64
+// columns of d are one column block further (the leading-byte offset).
+#pragma once
+
+#include "fwd_kernel.cuh"
+
+namespace fsig::cuda {
+
+template <int kHeadDim_, class Elem_>
+struct WgmmaFwdTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kWarpGroups = 2;
+    static constexpr int kThreads = kWarpGroups * 128;
+    static constexpr int kBlockM = 64 * kWarpGroups;
+    static constexpr int kBlockN = 128;
+    static constexpr int kChunks = kHeadDim / 8;          // 16-byte chunks per row
+    static constexpr int kQBytes = kBlockM * kHeadDim * 2;
+    static constexpr int kTileBytes = kBlockN * kHeadDim * 2;  // one K or V tile
+    // Q, then K0, V0, K1, V1; 1 KiB of slack to align the base to 1024 bytes
+    static constexpr int kSmemBytes = kQBytes + 4 * kTileBytes + 1024;
+    static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S per warp
+    static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Q Kᵀ
+    static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
+    static constexpr int kPSteps = kBlockN / 16;   // k16 steps of P V
+    static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
+    static_assert(kBlockM * kHeadDim * 2 <= kQBytes + 4 * kTileBytes, "the O tile must fit in the buffer");
+    static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
+                  "tile loads split evenly over the threads");
+};
+
+namespace wg {
+
+// Byte offset of element (row, col) in a swizzled tile of kRows rows (see the header comment).
+template <int kRows>
+__device__ __forceinline__ uint32_t offset(int row, int col) {
+    return uint32_t((col / 64) * kRows * 128 + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2);
+}
+
+// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format"): start address, leading- and
+// stride-byte offsets in 16-byte units, layout type 1 = 128-byte swizzle (bits 62-63), base offset 0.
+__device__ __forceinline__ uint64_t descriptor(uint32_t addr, uint32_t leading_bytes, uint32_t stride_bytes) {
+    return uint64_t((addr >> 4) & 0x3FFF) | uint64_t((leading_bytes >> 4) & 0x3FFF) << 16 |
+           uint64_t((stride_bytes >> 4) & 0x3FFF) << 32 | uint64_t(1) << 62;
+}
+// K-major operand (Q as A, K as B) of k16 step ks from a tile at base: the step's column block, then 32
+// bytes per step inside the 128-byte rows (the leading offset is unused by K-major swizzled layouts)
+template <int kRows>
+__device__ __forceinline__ uint64_t k_major(uint32_t base, int ks) {
+    return descriptor(base + (ks / 4) * kRows * 128 + (ks % 4) * 32, 16, 1024);
+}
+// N-major B (V: keys x d, d contiguous) of k16 step kp: 16 key rows per step; the next 64 columns of d
+// one column block (kRows rows) further
+template <int kRows>
+__device__ __forceinline__ uint64_t n_major(uint32_t base, int kp) {
+    return descriptor(base + kp * 16 * 128, kRows * 128, 1024);
+}
+
+// Rows [row0, row0 + kRows) of a [rows][d] global matrix into a swizzled tile; rows at or past n_rows are
+// zero-filled (finite zeros, never garbage that 0 · NaN would spread).
+template <class T, int kRows>
+__device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
+                                          int64_t row0, int64_t n_rows, int tid) {
+#pragma unroll
+    for (int it = 0; it < kRows * T::kChunks / T::kThreads; ++it) {
+        const int c = tid + it * T::kThreads;
+        const int r = c / T::kChunks, col = (c % T::kChunks) * 8;
+        const bool ok = row0 + r < n_rows;
+        const typename T::Elem* src = ok ? base + (row0 + r) * row_stride + col : base;
+        cp_async_16(tile + offset<kRows>(r, col), src, ok ? 16 : 0);
+    }
+}
+
+}  // namespace wg
+
+template <class T, class Score>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(const __grid_constant__ FwdParams p) {
+#if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
+    using Elem = typename T::Elem;
+    constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN;
+    const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
+
+    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
+    int64_t bid = blockIdx.x;
+    const int m_block = p.m_blocks - 1 - int(bid % p.m_blocks);
+    bid /= p.m_blocks;
+    const int h = int(bid % p.heads_q);
+    const int64_t b = bid / p.heads_q;
+    const int hk = h / p.group;
+    const Elem* q = static_cast<const Elem*>(p.q) + b * p.q_batch + h * p.q_head;
+    const Elem* k = static_cast<const Elem*>(p.k) + b * p.k_batch + hk * p.k_head;
+    const Elem* v = static_cast<const Elem*>(p.v) + b * p.v_batch + hk * p.v_head;
+    Elem* out = static_cast<Elem*>(p.out) + b * p.o_batch + h * p.o_head;
+
+    // int32 rows and keys (Nq, Nk <= kMaxCudaSeq, fwd_params.h)
+    const int i0 = m_block * kBlockM;
+    const int i_end = int(min(int64_t(i0) + kBlockM, p.seq_q));  // rows [i0, i_end) are real
+    const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
+    const int n_first = int(key_lo / kBlockN);
+    const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    // this warpgroup's and this warp's rows and key ranges (rows past Nq compute on zero Q, never stored)
+    const int g0 = i0 + group * 64;
+    const int group_lo = int(first_key(p, g0));
+    const int group_hi = int(last_key(p, min(int64_t(g0) + 63, p.seq_q - 1)));
+    const bool group_has_rows = g0 < p.seq_q;
+    const int w0 = i0 + warp * 16;
+    const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+
+    // ---- prologue: Q, and the first K/V tile into stage 0 ----
+    const uint32_t q_tile = smem_base, stage0 = smem_base + T::kQBytes;
+    constexpr uint32_t kStageBytes = 2u * T::kTileBytes;
+    wg::load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, tid);
+    if (n_first <= n_last) {
+        wg::load_tile<T, kBlockN>(stage0, k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
+        wg::load_tile<T, kBlockN>(stage0 + T::kTileBytes, v, p.v_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    fence_proxy_async();  // the landed tiles, visible to wgmma's reads ...
+    __syncthreads();      // ... of every warpgroup
+
+    float o[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY};  // log2 domain (softmax)
+    float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
+    const ScoreConsts sc = score_consts(p);
+    const uint32_t q_group = q_tile + group * 64 * 128;  // this warpgroup's 64 rows of Q (8 row groups)
+
+    uint32_t tile_k = stage0, next_k = stage0 + kStageBytes;  // this tile's K (V follows it), the other stage
+    for (int nb = n_first; nb <= n_last; ++nb) {
+        const int j0 = nb * kBlockN;
+        if (nb < n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
+            wg::load_tile<T, kBlockN>(next_k, k, p.k_row, int64_t(j0) + kBlockN, p.seq_k, tid);
+            wg::load_tile<T, kBlockN>(next_k + T::kTileBytes, v, p.v_row, int64_t(j0) + kBlockN, p.seq_k, tid);
+        }
+        cp_async_commit();
+
+        // warpgroup-uniform (wgmma needs all 128 threads): skip a tile none of the group's rows may see
+        if (group_has_rows && group_lo <= j0 + kBlockN - 1 && group_hi >= j0 && group_lo <= group_hi) {
+            // ---- S = Q Kᵀ ----
+            float s[T::kNTiles][4];
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < T::kKSteps; ++ks)
+                Wgmma<Elem, kBlockN>::ss(s, wg::k_major<kBlockM>(q_group, ks), wg::k_major<kBlockN>(tile_k, ks),
+                                         ks > 0);
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_fence_operands(s);
+
+            // ---- score and mask (per warp; a warp none of whose rows sees the tile gets P = 0 there) ----
+            const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
+            score_tile<Score, false>(p, sc, row_i, j0, interior, lane, s, o, row_max, row_sum);
+
+            // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles ----
+            uint32_t pa[T::kPSteps][4];
+#pragma unroll
+            for (int kp = 0; kp < T::kPSteps; ++kp) {
+                pa[kp][0] = Mma<Elem>::pack(s[2 * kp][0], s[2 * kp][1]);
+                pa[kp][1] = Mma<Elem>::pack(s[2 * kp][2], s[2 * kp][3]);
+                pa[kp][2] = Mma<Elem>::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]);
+                pa[kp][3] = Mma<Elem>::pack(s[2 * kp + 1][2], s[2 * kp + 1][3]);
+            }
+            wgmma_fence_operands(o);
+            wgmma_fence();
+#pragma unroll
+            for (int kp = 0; kp < T::kPSteps; ++kp)
+                Wgmma<Elem, kD>::rs_tb(o, pa[kp], wg::n_major<kBlockN>(tile_k + T::kTileBytes, kp), true);
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_fence_operands(o);
+            wgmma_fence_operands(pa);  // P's registers stay untouched until the products have read them
+        }
+        cp_async_wait_all();  // the next tile has landed ...
+        fence_proxy_async();  // ... is visible to wgmma ...
+        __syncthreads();      // ... for every thread, and nobody reads this stage any more
+        const uint32_t t = tile_k;
+        tile_k = next_k, next_k = t;
+    }
+
+    // ---- epilogue: normalise (softmax), LSE, O through shared memory as 16-byte stores ----
+    float mul[2];
+    finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
+    // every thread passed a barrier after its last wgmma read: the buffer is free for O
+    Elem* smem = reinterpret_cast<Elem*>(smem_raw + (smem_base - smem_addr(smem_raw)));
+    store_o<kD, Elem>(p, out, i0, warp, lane, o, mul, smem);
+#elif defined(__CUDA_ARCH__)
+    __trap();  // no wgmma on this target: the host never launches it here
+#endif
+}
+
+template <class T, class Score>
+cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
+    auto kernel = attention_fwd_wgmma_kernel<T, Score>;
+    constexpr int kSmem = T::kSmemBytes;
+    static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
+    // per function and device; not a stream operation, so a graph capture may contain it
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    if (e != cudaSuccess) return e;
+    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);
+    return cudaGetLastError();
+}
+
+template <int kHeadDim, class Elem>
+cudaError_t launch_fwd_wgmma(const FwdParams& params, cudaStream_t stream) {
+    using T = WgmmaFwdTraits<kHeadDim, Elem>;
+    static_assert(T::kBlockM == kFwdBlockM, "the host sizes the grid with kFwdBlockM");
+    FwdParams p = params;
+    p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
+    const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
+    switch (p.score) {
+        case FSIG_SCORE_SOFTMAX: return launch_wgmma_score<T, SoftmaxScore>(p, blocks, stream);
+        case FSIG_SCORE_SIGMOID: return launch_wgmma_score<T, SigmoidScore>(p, blocks, stream);
+        case FSIG_SCORE_RELU: return launch_wgmma_score<T, ReluScore>(p, blocks, stream);
+        case FSIG_SCORE_RELU2: return launch_wgmma_score<T, Relu2Score>(p, blocks, stream);
+        case FSIG_SCORE_GELU: return launch_wgmma_score<T, GeluScore>(p, blocks, stream);
+        case FSIG_SCORE_SOFTPLUS: return launch_wgmma_score<T, SoftplusScore>(p, blocks, stream);
+        case FSIG_SCORE_IDENTITY: return launch_wgmma_score<T, IdentityScore>(p, blocks, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+}  // namespace fsig::cuda
