@@ -332,25 +332,38 @@ constexpr FwdLauncher kFwdWgmma[2][2] = {{launch_fwd_wgmma_fp16_hd64, launch_fwd
                                          {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}};
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve plain forward calls on a compute capability 9.0 device
-// when the library carries sm_90a code (sm_90a code runs on 9.0 only). Opt-in (FSIG_CUDA_WGMMA=1) until
-// they have run on a GPU: until then they are checked on the SIMT emulator only (benchmarks/NOTES.md).
-bool use_wgmma(const FwdParams& p, int device) {
-#if FSIG_CUDA_SM90A
-    static const bool opted_in = [] {
+// when the library carries sm_90a code (which runs on 9.0 only). Opt-in until they have run on a GPU
+// (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where they can run),
+// require (a plain call they cannot serve fails: the GPU session's proof that they ran) or off.
+enum class WgmmaSetting { kOff, kOn, kRequired };
+WgmmaSetting wgmma_setting() {
+    static const WgmmaSetting setting = [] {
         const char* e = std::getenv("FSIG_CUDA_WGMMA");
-        return e != nullptr && std::strcmp(e, "1") == 0;
+        if (e == nullptr) return WgmmaSetting::kOff;
+        if (std::strcmp(e, "1") == 0) return WgmmaSetting::kOn;
+        return std::strcmp(e, "require") == 0 ? WgmmaSetting::kRequired : WgmmaSetting::kOff;
     }();
-    if (!opted_in || p.ext.on) return false;
+    return setting;
+}
+
+// Why the Hopper kernels cannot run on this device (nullptr: they can, as far as the build and the device
+// tell; the launcher still refuses code that is not sm_90a's)
+const char* wgmma_unavailable(int device) {
+#if FSIG_CUDA_SM90A
+    static thread_local char why[120];
     int major = 0, minor = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
         cudaGetLastError();
-        return false;
+        return "the device's compute capability could not be read";
     }
-    return major == 9 && minor == 0;
+    if (major == 9 && minor == 0) return nullptr;
+    std::snprintf(why, sizeof why, "cuda:%d has compute capability %d.%d, and sm_90a code runs on 9.0 only", device,
+                  major, minor);
+    return why;
 #else
-    (void)p, (void)device;
-    return false;
+    (void)device;
+    return "this library was built without sm_90a code (FSIG_CUDA_ARCHITECTURES)";
 #endif
 }
 
@@ -371,8 +384,22 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
 
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
     const int bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
-    const FwdLauncher launch = use_wgmma(p, device) ? kFwdWgmma[bf16][d128] : kFwd[p.ext.on][bf16][d128];
-    const cudaError_t e = launch(p, static_cast<cudaStream_t>(stream));
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const WgmmaSetting wgmma = p.ext.on ? WgmmaSetting::kOff : wgmma_setting();
+    bool launched = false;
+    cudaError_t e = cudaSuccess;
+    if (wgmma != WgmmaSetting::kOff) {
+        const char* why = wgmma_unavailable(device);
+        if (why == nullptr) {
+            e = kFwdWgmma[bf16][d128](p, s);
+            launched = e != cudaErrorNoKernelImageForDevice;
+            if (!launched) cudaGetLastError(), why = "the code loaded for the device is not sm_90a's (PTX compiled for it)";
+        }
+        if (!launched && wgmma == WgmmaSetting::kRequired)
+            return m.fail(FSIG_ERROR_UNSUPPORTED, "FSIG_CUDA_WGMMA=require, but the Hopper (wgmma) kernels cannot run: %s",
+                          why);
+    }
+    if (!launched) e = kFwd[p.ext.on][bf16][d128](p, s);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,

@@ -179,20 +179,52 @@ struct IdentityScore {
 
 // ---- the kernel ----------------------------------------------------------------------------------
 
-// Rows [row0, row0 + kRows) of a [rows][d] global matrix (row stride in elements) into a swizzled
-// shared tile; rows at or past n_rows are zero-filled (so ragged edges hold finite zeros, never
-// garbage that 0 · NaN would spread).
-template <class T, int kRows>
-__device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
-                                          int64_t row0, int64_t n_rows, int tid) {
+// Rows [row0, row0 + kRows) of a [rows][d] global matrix (row stride in elements) into a shared tile whose
+// byte offset of (row, col) is offset(row, col), one 16-byte cp.async per chunk; rows at or past n_rows
+// are zero-filled (so ragged edges hold finite zeros, never garbage that 0 · NaN would spread).
+template <class T, int kRows, class Offset>
+__device__ __forceinline__ void load_rows(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
+                                          int64_t row0, int64_t n_rows, int tid, Offset offset) {
 #pragma unroll
     for (int it = 0; it < kRows * T::kChunks / T::kThreads; ++it) {
         const int c = tid + it * T::kThreads;
         const int r = c / T::kChunks, col = (c % T::kChunks) * 8;
         const bool ok = row0 + r < n_rows;
         const typename T::Elem* src = ok ? base + (row0 + r) * row_stride + col : base;
-        cp_async_16(tile + 2 * frag::swizzle<T::kHeadDim>(r, col), src, ok ? 16 : 0);
+        cp_async_16(tile + offset(r, col), src, ok ? 16 : 0);
     }
+}
+// the same into a tile of frag::swizzle's layout (the mma.sync kernels)
+template <class T, int kRows>
+__device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
+                                          int64_t row0, int64_t n_rows, int tid) {
+    load_rows<T, kRows>(tile, base, row_stride, row0, n_rows, tid,
+                        [](int r, int col) { return uint32_t(2 * frag::swizzle<T::kHeadDim>(r, col)); });
+}
+
+// A forward block's (query tile, head, batch), the last query tiles (the most keys under causal) first,
+// and the block's base pointers into q, k, v (its kv head: GQA/MQA) and out.
+template <class Elem>
+struct FwdBlock {
+    int m_block, h;
+    int64_t b;
+    const Elem *q, *k, *v;
+    Elem* out;
+};
+template <class Elem>
+__device__ __forceinline__ FwdBlock<Elem> fwd_block(const FwdParams& p) {
+    FwdBlock<Elem> blk;
+    int64_t bid = blockIdx.x;
+    blk.m_block = p.m_blocks - 1 - int(bid % p.m_blocks);
+    bid /= p.m_blocks;
+    blk.h = int(bid % p.heads_q);
+    blk.b = bid / p.heads_q;
+    const int hk = blk.h / p.group;
+    blk.q = static_cast<const Elem*>(p.q) + blk.b * p.q_batch + blk.h * p.q_head;
+    blk.k = static_cast<const Elem*>(p.k) + blk.b * p.k_batch + hk * p.k_head;
+    blk.v = static_cast<const Elem*>(p.v) + blk.b * p.v_batch + hk * p.v_head;
+    blk.out = static_cast<Elem*>(p.out) + blk.b * p.o_batch + blk.h * p.o_head;
+    return blk;
 }
 
 // ---- the extensions (ext_params.h) -----------------------------------------------------------------
@@ -401,17 +433,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 
-    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
-    int64_t bid = blockIdx.x;
-    const int m_block = p.m_blocks - 1 - int(bid % p.m_blocks);
-    bid /= p.m_blocks;
-    const int h = int(bid % p.heads_q);
-    const int64_t b = bid / p.heads_q;
-    const int hk = h / p.group;
-    const Elem* q = static_cast<const Elem*>(p.q) + b * p.q_batch + h * p.q_head;
-    const Elem* k = static_cast<const Elem*>(p.k) + b * p.k_batch + hk * p.k_head;
-    const Elem* v = static_cast<const Elem*>(p.v) + b * p.v_batch + hk * p.v_head;
-    Elem* out = static_cast<Elem*>(p.out) + b * p.o_batch + h * p.o_head;
+    const FwdBlock<Elem> blk = fwd_block<Elem>(p);
+    const int m_block = blk.m_block, h = blk.h;
+    const int64_t b = blk.b;
+    const Elem *q = blk.q, *k = blk.k, *v = blk.v;
+    Elem* out = blk.out;
 
     // Row and key indices and tile counts are int32 (Nq, Nk <= kMaxCudaSeq = 2^30, checked on the host, so
     // a row or key plus a tile's extent cannot overflow): fewer live 64-bit values keep the extended

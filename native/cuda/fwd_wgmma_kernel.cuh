@@ -44,7 +44,7 @@ struct WgmmaFwdTraits {
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
     static constexpr int kPSteps = kBlockN / 16;   // k16 steps of P V
     static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
-    static_assert(kBlockM * kHeadDim * 2 <= kQBytes + 4 * kTileBytes, "the O tile must fit in the buffer");
+    static_assert(kBlockM * kHeadDim * 2 <= kSmemBytes - 1024, "store_o stages the O tile at the aligned base");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
 };
@@ -76,19 +76,11 @@ __device__ __forceinline__ uint64_t n_major(uint32_t base, int kp) {
     return descriptor(base + kp * 16 * 128, kRows * 128, 1024);
 }
 
-// Rows [row0, row0 + kRows) of a [rows][d] global matrix into a swizzled tile; rows at or past n_rows are
-// zero-filled (finite zeros, never garbage that 0 · NaN would spread).
+// Rows [row0, row0 + kRows) of a [rows][d] global matrix into a tile of that layout (load_rows)
 template <class T, int kRows>
 __device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
                                           int64_t row0, int64_t n_rows, int tid) {
-#pragma unroll
-    for (int it = 0; it < kRows * T::kChunks / T::kThreads; ++it) {
-        const int c = tid + it * T::kThreads;
-        const int r = c / T::kChunks, col = (c % T::kChunks) * 8;
-        const bool ok = row0 + r < n_rows;
-        const typename T::Elem* src = ok ? base + (row0 + r) * row_stride + col : base;
-        cp_async_16(tile + offset<kRows>(r, col), src, ok ? 16 : 0);
-    }
+    load_rows<T, kRows>(tile, base, row_stride, row0, n_rows, tid, [](int r, int col) { return offset<kRows>(r, col); });
 }
 
 }  // namespace wg
@@ -101,17 +93,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
 
-    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
-    int64_t bid = blockIdx.x;
-    const int m_block = p.m_blocks - 1 - int(bid % p.m_blocks);
-    bid /= p.m_blocks;
-    const int h = int(bid % p.heads_q);
-    const int64_t b = bid / p.heads_q;
-    const int hk = h / p.group;
-    const Elem* q = static_cast<const Elem*>(p.q) + b * p.q_batch + h * p.q_head;
-    const Elem* k = static_cast<const Elem*>(p.k) + b * p.k_batch + hk * p.k_head;
-    const Elem* v = static_cast<const Elem*>(p.v) + b * p.v_batch + hk * p.v_head;
-    Elem* out = static_cast<Elem*>(p.out) + b * p.o_batch + h * p.o_head;
+    const FwdBlock<Elem> blk = fwd_block<Elem>(p);
+    const int m_block = blk.m_block, h = blk.h;
+    const int64_t b = blk.b;
+    const Elem *q = blk.q, *k = blk.k, *v = blk.v;
+    Elem* out = blk.out;
 
     // int32 rows and keys (Nq, Nk <= kMaxCudaSeq, fwd_params.h)
     const int i0 = m_block * kBlockM;
@@ -183,7 +169,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
                 pa[kp][2] = Mma<Elem>::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]);
                 pa[kp][3] = Mma<Elem>::pack(s[2 * kp + 1][2], s[2 * kp + 1][3]);
             }
+            // the rescaled O and the packed P are complete before the fence hands them to the tensor cores
             wgmma_fence_operands(o);
+            wgmma_fence_operands(pa);
             wgmma_fence();
 #pragma unroll
             for (int kp = 0; kp < T::kPSteps; ++kp)
@@ -211,13 +199,19 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
 #endif
 }
 
+// cudaErrorNoKernelImageForDevice, launching nothing, when the code loaded for the device is not
+// sm_90a's (e.g. the compute_80 PTX compiled for it, CUDA_FORCE_PTX_JIT=1): there the kernel is a trap.
 template <class T, class Score>
 cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
     auto kernel = attention_fwd_wgmma_kernel<T, Score>;
     constexpr int kSmem = T::kSmemBytes;
     static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
-    // per function and device; not a stream operation, so a graph capture may contain it
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    // host queries per function and device, not stream operations: a graph capture may contain them
+    cudaFuncAttributes attr;
+    cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
+    if (e != cudaSuccess) return e;
+    if (attr.ptxVersion < 90) return cudaErrorNoKernelImageForDevice;
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
     if (e != cudaSuccess) return e;
     FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);
     return cudaGetLastError();

@@ -107,7 +107,8 @@ struct Wgmma;
     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "   \
     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "   \
     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-// ELEM/TYPE: the element type and its PTX name; N; the first operand index after the accumulators (N / 2)
+// ELEM/TYPE: the element type and its PTX name; N; A0..A5: the operand numbers after the N / 2
+// accumulators (N / 2 .. N / 2 + 5; the emulator never reads these strings: checked in the generated PTX)
 #define FSIG_WGMMA(ELEM, TYPE, N, A0, A1, A2, A3, A4, A5)                                                    \
     template <>                                                                                              \
     struct Wgmma<ELEM, N> {                                                                                  \

@@ -1312,6 +1312,22 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
     return cudaSuccess;
 }
 
+// The code every kernel runs as: the emulated device's own architecture (as an sm_90a cubin reports 90);
+// FSIG_EMU_PTX=80 reports code JIT-compiled from compute_80 PTX instead (CUDA_FORCE_PTX_JIT on a GPU)
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
+    bind_context();
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    std::memset(attr, 0, sizeof *attr);
+    const int sm = fsig::emu::emulated_sm();
+    const char* ptx = std::getenv("FSIG_EMU_PTX");
+    attr->binaryVersion = sm;
+    attr->ptxVersion = ptx != nullptr ? std::atoi(ptx) : sm;
+    attr->maxThreadsPerBlock = 1024;
+    const auto it = state().max_dynamic_smem.find(func);
+    attr->maxDynamicSharedSizeBytes = it != state().max_dynamic_smem.end() ? it->second : 48 * 1024;
+    return cudaSuccess;
+}
+
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
     bind_context();
     (void)flags;

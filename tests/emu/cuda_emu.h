@@ -113,6 +113,10 @@ template <class... Params>
 inline cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {
     return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
 }
+template <class... Params>
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, void (*kernel)(Params...)) {
+    return ::cudaFuncGetAttributes(attr, reinterpret_cast<const void*>(kernel));
+}
 inline size_t __cvta_generic_to_shared(const void* p) { return fsig::emu::shared_offset(p); }
 inline float __logf(float x) { return std::log(x); }
 template <class A, class B>

@@ -11,7 +11,7 @@
 #   graph_cold             a CUDA-graph capture that is the kernel's first use, alone in a fresh process
 #   forward backward       the device tests (DESIGN §6 rule against the CPU fp64 reference; the backward
 #                          runs the fast and the deterministic path), never the emulator's
-#   forward_wgmma bench_wgmma   the Hopper (wgmma) forward kernels, opt-in (FSIG_CUDA_WGMMA=1): the forward
+#   forward_wgmma bench_wgmma   the Hopper (wgmma) forward kernels (FSIG_CUDA_WGMMA=require: used or refused): the forward
 #                          numerics on them, then their TFLOP/s beside the mma.sync kernels' (sm_90 only)
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
@@ -88,9 +88,11 @@ step build 360 cmake --build "$build" --parallel "$(nproc)" --target "${targets[
 gpu=$build/tests/gpu
 step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
 step forward 200 "$gpu/test_cuda_forward"
-step forward_wgmma 150 env FSIG_CUDA_WGMMA=1 "$gpu/test_cuda_forward" numerics_matrix numerics_shapes numerics_targeted
+# require: a plain call the wgmma kernels cannot serve fails, so green means they ran
+step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" numerics_matrix numerics_shapes \
+  numerics_targeted hopper_kernel_choice
 # the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log
-step bench_wgmma 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
+step bench_wgmma 120 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
   --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd --warmup 3 \
   --iters 20 --csv "$1$k.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
 step backward 240 "$gpu/test_cuda_backward"

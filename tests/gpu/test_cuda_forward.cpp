@@ -297,34 +297,6 @@ TEST(numerics_matrix) { run_cases(matrix_cases()); }
 TEST(numerics_shapes) { run_cases(shape_cases()); }
 TEST(numerics_targeted) { run_cases(targeted_cases()); }
 
-// Which forward kernels served the numerics: the Hopper (wgmma) ones exactly when FSIG_CUDA_WGMMA=1 and
-// the device has compute capability 9.0. The emulator counts wgmma instructions, so there it is checked
-// (CTest runs this file on an emulated sm_90 with the opt-in, and on sm_80); a GPU cannot be asked, so
-// there the test prints what the host chose from. Extended calls never take them (test_cuda_masks).
-TEST(hopper_kernel_choice) {
-    if (!g_cuda) return;
-    int major = 0, minor = 0;
-    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
-    const char* opt_in = std::getenv("FSIG_CUDA_WGMMA");
-    const bool expect_wgmma = major == 9 && minor == 0 && opt_in != nullptr && std::strcmp(opt_in, "1") == 0;
-    std::printf("  compute capability %d.%d, FSIG_CUDA_WGMMA=%s: plain calls run the %s kernels\n", major, minor,
-                opt_in != nullptr ? opt_in : "(unset)", expect_wgmma ? "wgmma" : "mma.sync");
-#if defined(FSIG_TEST_ON_EMULATOR)
-    for (int score : {ref::kSoftmax, ref::kSigmoid})
-        for (int64_t d : kDims) {
-            Case c;
-            c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.d = d, c.s.Nq = 70, c.s.Nk = 200, c.s.score = score;
-            c.s.causal = true;
-            c.name = std::string("choice_") + ref::score_name(score) + "_d" + std::to_string(d);
-            const uint64_t before = fsig::emu::wgmma_operations();
-            EXPECT(run_case(c), "%s failed", c.name.c_str());
-            const bool ran_wgmma = fsig::emu::wgmma_operations() > before;
-            EXPECT(ran_wgmma == expect_wgmma, "%s ran the %s kernels", c.name.c_str(), ran_wgmma ? "wgmma" : "mma.sync");
-        }
-#endif
-}
-
 // ---- CUDA-only behaviour --------------------------------------------------------------------------
 
 struct Problem {
@@ -378,6 +350,52 @@ void expect_refusal(const char* what, int status, int expected, const char* word
            fsig_last_error());
     EXPECT(pr.out_untouched(), "%s: a refused call wrote to out", what);
     std::printf("  refused as expected: %s -> %s\n", what, fsig_last_error());
+}
+
+// Which forward kernels serve plain calls: the Hopper (wgmma) ones exactly when FSIG_CUDA_WGMMA is 1 or
+// require and the device has compute capability 9.0; with require elsewhere the call is refused, writing
+// nothing. The emulator counts wgmma instructions, so there the choice itself is checked (CTest runs
+// this on an emulated sm_90 with FSIG_CUDA_WGMMA=1, and on sm_80 with require); on a GPU, require makes
+// a passing run the proof (gpu-session.sh). Extended calls never take them (test_cuda_masks).
+TEST(hopper_kernel_choice) {
+    if (!g_cuda) return;
+    int major = 0, minor = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+    const char* setting = std::getenv("FSIG_CUDA_WGMMA");
+    const bool required = setting != nullptr && std::strcmp(setting, "require") == 0;
+    const bool opted_in = required || (setting != nullptr && std::strcmp(setting, "1") == 0);
+    bool expect_wgmma = opted_in && major == 9 && minor == 0;
+    const char* emulated_ptx = nullptr;
+#if defined(FSIG_TEST_ON_EMULATOR)
+    // the emulator's stand-in for compute_80 PTX JIT-compiled for a 9.0 device: the kernels are traps there
+    emulated_ptx = std::getenv("FSIG_EMU_PTX");
+    if (emulated_ptx != nullptr && std::atoi(emulated_ptx) < 90) expect_wgmma = false;
+#endif
+    std::printf("  compute capability %d.%d, FSIG_CUDA_WGMMA=%s: plain calls %s\n", major, minor,
+                setting != nullptr ? setting : "(unset)",
+                expect_wgmma ? "run the wgmma kernels" : required ? "are refused" : "run the mma.sync kernels");
+    if (required && !expect_wgmma) {
+        Problem pr;
+        expect_refusal("FSIG_CUDA_WGMMA=require where the wgmma kernels cannot run", pr.forward(),
+                       FSIG_ERROR_UNSUPPORTED, emulated_ptx != nullptr ? "sm_90a" : "compute capability", pr);
+        return;
+    }
+    for (int score : {ref::kSoftmax, ref::kSigmoid})
+        for (int64_t d : kDims) {
+            Case c;
+            c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.d = d, c.s.Nq = 70, c.s.Nk = 200, c.s.score = score;
+            c.s.causal = true;
+            c.name = std::string("choice_") + ref::score_name(score) + "_d" + std::to_string(d);
+#if defined(FSIG_TEST_ON_EMULATOR)
+            const uint64_t before = fsig::emu::wgmma_operations();
+#endif
+            EXPECT(run_case(c), "%s failed", c.name.c_str());
+#if defined(FSIG_TEST_ON_EMULATOR)
+            const bool ran_wgmma = fsig::emu::wgmma_operations() > before;
+            EXPECT(ran_wgmma == expect_wgmma, "%s ran the %s kernels", c.name.c_str(), ran_wgmma ? "wgmma" : "mma.sync");
+#endif
+        }
 }
 
 TEST(cuda_refusals) {
