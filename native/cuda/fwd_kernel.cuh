@@ -181,12 +181,15 @@ struct IdentityScore {
 
 // Rows [row0, row0 + kRows) of a [rows][d] global matrix (row stride in elements) into a shared tile whose
 // byte offset of (row, col) is offset(row, col), one 16-byte cp.async per chunk; rows at or past n_rows
-// are zero-filled (so ragged edges hold finite zeros, never garbage that 0 · NaN would spread).
-template <class T, int kRows, class Offset>
+// are zero-filled (so ragged edges hold finite zeros, never garbage that 0 · NaN would spread). kRolled:
+// a rolled loop — unrolled, the compiler keeps every chunk's address live across the tile loop (the
+// wgmma kernel spilled 156 bytes that way).
+template <class T, int kRows, bool kRolled = false, class Offset>
 __device__ __forceinline__ void load_rows(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
                                           int64_t row0, int64_t n_rows, int tid, Offset offset) {
-#pragma unroll
-    for (int it = 0; it < kRows * T::kChunks / T::kThreads; ++it) {
+    constexpr int kIters = kRows * T::kChunks / T::kThreads;
+#pragma unroll(kRolled ? 1 : kIters)
+    for (int it = 0; it < kIters; ++it) {
         const int c = tid + it * T::kThreads;
         const int r = c / T::kChunks, col = (c % T::kChunks) * 8;
         const bool ok = row0 + r < n_rows;
@@ -307,13 +310,14 @@ __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int
 
 // The score on a warp's S tile (16 rows x kNTiles·8 keys from key j0; row_i: the thread's two rows) in
 // place: s holds q·k without the scale (plain) or x (extended: scale and extensions applied, −inf where
-// masked). Softmax runs its online statistics and rescales o; a pointwise score is applied per element.
-// Boundary tiles (interior false, a warp-uniform branch) then mask by the rows' key intervals: −inf
-// before softmax's statistics, 0 after a pointwise score.
-template <class Score, bool kExt, int kNTiles, int kDTiles>
+// masked). Softmax runs its online statistics and calls rescale_o(r, factor) for each of the thread's two
+// rows (the caller scales O's row r by factor, now or once O is its own again); a pointwise score is
+// applied per element. Boundary tiles (interior false, a warp-uniform branch) then mask by the rows' key
+// intervals: −inf before softmax's statistics, 0 after a pointwise score.
+template <class Score, bool kExt, int kNTiles, class RescaleO>
 __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts& sc, const int (&row_i)[2], int j0,
-                                           bool interior, int lane, float (&s)[kNTiles][4], float (&o)[kDTiles][4],
-                                           float (&row_max)[2], float (&row_sum)[2]) {
+                                           bool interior, int lane, float (&s)[kNTiles][4], float (&row_max)[2],
+                                           float (&row_sum)[2], const RescaleO& rescale_o) {
     constexpr int kCols = kNTiles * 8;
     auto apply_mask = [&](float masked_value) {
 #pragma unroll
@@ -356,8 +360,7 @@ __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts
                 sum += s[nt][2 * r] + s[nt][2 * r + 1];
             }
             row_sum[r] = row_sum[r] * rescale + sum;
-#pragma unroll
-            for (int dt = 0; dt < kDTiles; ++dt) o[dt][2 * r] *= rescale, o[dt][2 * r + 1] *= rescale;
+            rescale_o(r, rescale);
         }
     } else {
 #pragma unroll
@@ -531,7 +534,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                 float lambda[2];
                 extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s, lambda);
             }
-            score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s, o, row_max, row_sum);
+            score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s, row_max, row_sum, [&](int r, float factor) {
+#pragma unroll
+                for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][2 * r] *= factor, o[dt][2 * r + 1] *= factor;
+            });
 
             // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles ----
             const frag::RowCol bv = frag::ldsm_bt(lane);

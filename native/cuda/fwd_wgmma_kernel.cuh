@@ -6,13 +6,13 @@
 //
 // Algorithm. One block of 2 warpgroups (256 threads) per (query tile of 128 rows, head, batch); warpgroup
 // g owns rows 64g..64g+63 and warp w rows 16w..16w+15, as in fwd_kernel.cuh. Q stays in shared memory for
-// the whole block; key tiles of 128 rows stream through two stages (cp.async: tile t+1 loads while tile t
-// computes). Per tile and warpgroup: S (64 x 128) = Q Kᵀ by wgmma with both operands read from shared
-// memory (kHeadDim / 16 instructions m64n128k16), the score applied to the accumulators, P packed to
-// 16-bit in registers as the A operand of O += P V (kBlockN / 16 instructions m64n<d>k16, V read from
-// shared memory N-major). Tiles no row of a warpgroup may see are skipped by that warpgroup; only boundary
-// tiles evaluate the per-element mask (per warp). This first version waits for each product before the
-// score (no overlap of the score with the next product yet: benchmarks/NOTES.md).
+// the whole block; key tiles of 128 rows stream through three stages (cp.async). Per tile and warpgroup:
+// S (64 x 128) = Q Kᵀ by wgmma with both operands read from shared memory (kHeadDim / 16 instructions
+// m64n128k16), then the previous tile's O += P V (kBlockN / 16 instructions m64n<d>k16, P from registers,
+// V read N-major); waiting for S alone lets the score run while that P V runs on the tensor cores (the
+// intra-warpgroup overlap of FlashAttention-3); then O is rescaled (softmax) and this tile's P packed.
+// Both warpgroups compute every tile of the block's key range (P = 0 where the mask says so): a wgmma in
+// a branch makes ptxas serialise all of them. Only boundary tiles evaluate the per-element mask (per warp).
 //
 // Shared memory: every tile [rows][d] is stored as d / 64 column blocks [rows][64] of 128-byte rows, each
 // row's eight 16-byte chunks XOR-swizzled by row % 8 — wgmma's 128-byte swizzle layout, which the
@@ -37,8 +37,8 @@ struct WgmmaFwdTraits {
     static constexpr int kChunks = kHeadDim / 8;          // 16-byte chunks per row
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;
     static constexpr int kTileBytes = kBlockN * kHeadDim * 2;  // one K or V tile
-    // Q, then K0, V0, K1, V1; 1 KiB of slack to align the base to 1024 bytes
-    static constexpr int kSmemBytes = kQBytes + 4 * kTileBytes + 1024;
+    // Q, then three stages of K and V; 1 KiB of slack to align the base to 1024 bytes
+    static constexpr int kSmemBytes = kQBytes + 6 * kTileBytes + 1024;
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Q Kᵀ
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
@@ -76,11 +76,12 @@ __device__ __forceinline__ uint64_t n_major(uint32_t base, int kp) {
     return descriptor(base + kp * 16 * 128, kRows * 128, 1024);
 }
 
-// Rows [row0, row0 + kRows) of a [rows][d] global matrix into a tile of that layout (load_rows)
+// Rows [row0, row0 + kRows) of a [rows][d] global matrix into a tile of that layout (load_rows, rolled)
 template <class T, int kRows>
 __device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
                                           int64_t row0, int64_t n_rows, int tid) {
-    load_rows<T, kRows>(tile, base, row_stride, row0, n_rows, tid, [](int r, int col) { return offset<kRows>(r, col); });
+    load_rows<T, kRows, true>(tile, base, row_stride, row0, n_rows, tid,
+                              [](int r, int col) { return offset<kRows>(r, col); });
 }
 
 }  // namespace wg
@@ -105,26 +106,22 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int n_first = int(key_lo / kBlockN);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
-    // this warpgroup's and this warp's rows and key ranges (rows past Nq compute on zero Q, never stored)
-    const int g0 = i0 + group * 64;
-    const int group_lo = int(first_key(p, g0));
-    const int group_hi = int(last_key(p, min(int64_t(g0) + 63, p.seq_q - 1)));
-    const bool group_has_rows = g0 < p.seq_q;
+    // this warp's rows (rows past Nq compute on zero Q and are never stored)
     const int w0 = i0 + warp * 16;
     const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
 
-    // ---- prologue: Q, and the first K/V tile into stage 0 ----
-    const uint32_t q_tile = smem_base, stage0 = smem_base + T::kQBytes;
+    // ---- prologue: Q, and the first K/V tile (waited for at the top of the first tile) ----
+    // three stages of K then V: tile t's K (its S), tile t−1's V (its P V, running during tile t's score)
+    // and tile t+1 loading
     constexpr uint32_t kStageBytes = 2u * T::kTileBytes;
+    const uint32_t q_tile = smem_base, stage0 = smem_base + T::kQBytes;
+    uint32_t cur = stage0, free_stage = stage0 + kStageBytes, prev = stage0 + 2 * kStageBytes;
     wg::load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, tid);
     if (n_first <= n_last) {
-        wg::load_tile<T, kBlockN>(stage0, k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
-        wg::load_tile<T, kBlockN>(stage0 + T::kTileBytes, v, p.v_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
+        wg::load_tile<T, kBlockN>(cur, k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
+        wg::load_tile<T, kBlockN>(cur + T::kTileBytes, v, p.v_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
     }
     cp_async_commit();
-    cp_async_wait_all();
-    fence_proxy_async();  // the landed tiles, visible to wgmma's reads ...
-    __syncthreads();      // ... of every warpgroup
 
     float o[T::kDTiles][4];
 #pragma unroll
@@ -133,65 +130,91 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
     const ScoreConsts sc = score_consts(p);
     const uint32_t q_group = q_tile + group * 64 * 128;  // this warpgroup's 64 rows of Q (8 row groups)
+    float s[T::kNTiles][4];
+    uint32_t pa[T::kPSteps][4];  // P of the previous tile, until its product with V has run
 
-    uint32_t tile_k = stage0, next_k = stage0 + kStageBytes;  // this tile's K (V follows it), the other stage
-    for (int nb = n_first; nb <= n_last; ++nb) {
-        const int j0 = nb * kBlockN;
-        if (nb < n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
-            wg::load_tile<T, kBlockN>(next_k, k, p.k_row, int64_t(j0) + kBlockN, p.seq_k, tid);
-            wg::load_tile<T, kBlockN>(next_k + T::kTileBytes, v, p.v_row, int64_t(j0) + kBlockN, p.seq_k, tid);
+    // Every warpgroup computes every tile of the block's key range (the per-element mask gives P = 0 where
+    // its rows see nothing: with 128-row blocks and 128-key tiles that is only window edges): no wgmma
+    // sits in a branch, which would make ptxas serialise them (its warning C7520).
+    auto begin_tile = [&](int nb) {
+        cp_async_wait_all();  // tile nb has landed ...
+        fence_proxy_async();  // ... is visible to wgmma ...
+        __syncthreads();      // ... for every thread; every warpgroup has waited for its reads of free_stage
+        if (nb < n_last) {    // prefetch the next tile: a whole tile's time to land
+            const int64_t j_next = int64_t(nb + 1) * kBlockN;
+            wg::load_tile<T, kBlockN>(free_stage, k, p.k_row, j_next, p.seq_k, tid);
+            wg::load_tile<T, kBlockN>(free_stage + T::kTileBytes, v, p.v_row, j_next, p.seq_k, tid);
         }
         cp_async_commit();
-
-        // warpgroup-uniform (wgmma needs all 128 threads): skip a tile none of the group's rows may see
-        if (group_has_rows && group_lo <= j0 + kBlockN - 1 && group_hi >= j0 && group_lo <= group_hi) {
-            // ---- S = Q Kᵀ ----
-            float s[T::kNTiles][4];
-            wgmma_fence();
+        wgmma_fence_operands(o);  // O (rescaled) and P (packed) are complete before the fence hands them
+        wgmma_fence_operands(pa);  // to the tensor cores
+        wgmma_fence();
 #pragma unroll
-            for (int ks = 0; ks < T::kKSteps; ++ks)
-                Wgmma<Elem, kBlockN>::ss(s, wg::k_major<kBlockM>(q_group, ks), wg::k_major<kBlockN>(tile_k, ks),
-                                         ks > 0);
-            wgmma_commit();
-            wgmma_wait<0>();
-            wgmma_fence_operands(s);
-
-            // ---- score and mask (per warp; a warp none of whose rows sees the tile gets P = 0 there) ----
-            const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
-            score_tile<Score, false>(p, sc, row_i, j0, interior, lane, s, o, row_max, row_sum);
-
-            // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles ----
-            uint32_t pa[T::kPSteps][4];
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            Wgmma<Elem, kBlockN>::ss(s, wg::k_major<kBlockM>(q_group, ks), wg::k_major<kBlockN>(cur, ks), ks > 0);
+        wgmma_commit();
+    };
+    auto issue_pv = [&] {  // O += P V for the previous tile (its V in stage prev)
 #pragma unroll
-            for (int kp = 0; kp < T::kPSteps; ++kp) {
-                pa[kp][0] = Mma<Elem>::pack(s[2 * kp][0], s[2 * kp][1]);
-                pa[kp][1] = Mma<Elem>::pack(s[2 * kp][2], s[2 * kp][3]);
-                pa[kp][2] = Mma<Elem>::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]);
-                pa[kp][3] = Mma<Elem>::pack(s[2 * kp + 1][2], s[2 * kp + 1][3]);
-            }
-            // the rescaled O and the packed P are complete before the fence hands them to the tensor cores
-            wgmma_fence_operands(o);
-            wgmma_fence_operands(pa);
-            wgmma_fence();
+        for (int kp = 0; kp < T::kPSteps; ++kp)
+            Wgmma<Elem, kD>::rs_tb(o, pa[kp], wg::n_major<kBlockN>(prev + T::kTileBytes, kp), true);
+        wgmma_commit();
+    };
+    // S is complete: score and mask it (per warp), then — once the previous P V is done (wait_pv), O and
+    // P's registers being this thread's again — rescale O (softmax) and pack this tile's P
+    auto finish_tile = [&](int nb, auto wait_pv) {
+        wgmma_fence_operands(s);
+        const int j0 = nb * kBlockN;
+        float rescale[2] = {1.f, 1.f};
+        score_tile<Score, false>(p, sc, row_i, j0, fwd_warp_interior(p, w0, j0, kBlockN), lane, s, row_max, row_sum,
+                                 [&](int r, float factor) { rescale[r] = factor; });
+        wait_pv();
+        if constexpr (Score::kRowStats) {
 #pragma unroll
-            for (int kp = 0; kp < T::kPSteps; ++kp)
-                Wgmma<Elem, kD>::rs_tb(o, pa[kp], wg::n_major<kBlockN>(tile_k + T::kTileBytes, kp), true);
-            wgmma_commit();
-            wgmma_wait<0>();
-            wgmma_fence_operands(o);
-            wgmma_fence_operands(pa);  // P's registers stay untouched until the products have read them
+            for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) o[dt][e] *= rescale[e / 2];
         }
-        cp_async_wait_all();  // the next tile has landed ...
-        fence_proxy_async();  // ... is visible to wgmma ...
-        __syncthreads();      // ... for every thread, and nobody reads this stage any more
-        const uint32_t t = tile_k;
-        tile_k = next_k, next_k = t;
+        // P's accumulator layout is the A-operand layout of two adjacent n8 tiles
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp) {
+            pa[kp][0] = Mma<Elem>::pack(s[2 * kp][0], s[2 * kp][1]);
+            pa[kp][1] = Mma<Elem>::pack(s[2 * kp][2], s[2 * kp][3]);
+            pa[kp][2] = Mma<Elem>::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]);
+            pa[kp][3] = Mma<Elem>::pack(s[2 * kp + 1][2], s[2 * kp + 1][3]);
+        }
+        const uint32_t done = prev;  // the previous tile's stage: free once the next barrier has passed
+        prev = cur, cur = free_stage, free_stage = done;
+    };
+
+    if (n_first <= n_last) {
+        begin_tile(n_first);
+        wgmma_wait<0>();
+        finish_tile(n_first, [] {});
+        for (int nb = n_first + 1; nb <= n_last; ++nb) {
+            begin_tile(nb);  // S of this tile first, then the previous tile's P V: waiting for S leaves
+            issue_pv();      // P V running on the tensor cores during this tile's score
+            wgmma_wait<1>();
+            finish_tile(nb, [&] {
+                wgmma_wait<0>();
+                wgmma_fence_operands(o);
+                wgmma_fence_operands(pa);
+            });
+        }
+        wgmma_fence_operands(o);
+        wgmma_fence_operands(pa);
+        wgmma_fence();
+        issue_pv();  // the last tile's
+        wgmma_wait<0>();
+        wgmma_fence_operands(o);
+        wgmma_fence_operands(pa);
     }
 
     // ---- epilogue: normalise (softmax), LSE, O through shared memory as 16-byte stores ----
     float mul[2];
     finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
-    // every thread passed a barrier after its last wgmma read: the buffer is free for O
+    cp_async_wait_all();  // (a block with no key tile still has Q's copies in flight)
+    __syncthreads();      // the other warpgroup's last P V may still read V where O is staged
     Elem* smem = reinterpret_cast<Elem*>(smem_raw + (smem_base - smem_addr(smem_raw)));
     store_o<kD, Elem>(p, out, i0, warp, lane, o, mul, smem);
 #elif defined(__CUDA_ARCH__)

@@ -194,6 +194,7 @@ struct WgmmaOp {
     uint64_t desc_a = 0, desc_b = 0;
     float* d[kWarpgroup];              // each thread's accumulator registers
     uint32_t a[kWarpgroup][4];         // each thread's A fragment, as at issue
+    const uint32_t* a_regs[kWarpgroup];  // ... and where it lives: unchanged until the operation ran
     std::vector<float> c;              // [thread][n / 2]: the accumulator inputs
     bool chained[kWarpgroup];          // c[thread] comes from the in-flight wgmma before it on the same registers
     WgmmaOp* successor[kWarpgroup];    // the in-flight wgmma after it on the same registers: it gets the result
@@ -203,6 +204,7 @@ struct Warpgroup : Collective {
     // what each thread brings to the collective
     float* d[kWarpgroup];
     uint32_t a[kWarpgroup][4];
+    const uint32_t* a_regs[kWarpgroup];
     uint64_t desc_a[kWarpgroup], desc_b[kWarpgroup];
     bool accumulate[kWarpgroup];
     int pending[kWarpgroup];
@@ -786,6 +788,14 @@ bool execute(WgmmaOp& op, int first) {
     } else if (!decode(op.desc_a, op.trans_a, 64, "A", &ma) || !read_operand(ma, 64, op.bf16, a.data())) {
         return false;
     }
+    // A from registers is read while in flight too: the thread must leave them as they were at issue
+    if (op.late && op.a_in_regs)
+        for (int t = 0; t < kWarpgroup; ++t)
+            if (std::memcmp(op.a_regs[t], op.a[t], sizeof op.a[t]) != 0) {
+                fail("A-fragment registers changed while a wgmma was in flight: thread %d of warpgroup %d", t,
+                     first / kWarpgroup);
+                return false;
+            }
     std::vector<float> out(static_cast<size_t>(regs));
     for (int t = 0; t < kWarpgroup; ++t) {
         const int w = t / 32, g = t % 32 / 4, q = t % 4;
@@ -893,6 +903,7 @@ void wgmma_mma(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_
     const int t = me_thread.tid % kWarpgroup, first = me_thread.tid - t;
     wg->d[t] = d;
     if (a_regs != nullptr) std::copy(a_regs, a_regs + 4, wg->a[t]);
+    wg->a_regs[t] = a_regs;
     wg->desc_a[t] = desc_a, wg->desc_b[t] = desc_b, wg->accumulate[t] = accumulate;
     // the kind (N, types, A's source, majorness) is the call site's: the site check covers it
     gather(*wg, kWarpgroup, Op::kWgmmaMma, __builtin_return_address(0),
@@ -920,6 +931,7 @@ void wgmma_mma(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_
             float* acc = wg->d[i];
             op->d[i] = acc;
             std::copy(wg->a[i], wg->a[i] + 4, op->a[i]);
+            op->a_regs[i] = wg->a_regs[i];
             op->chained[i] = false;
             op->successor[i] = nullptr;
             // the newest operation in flight on these registers, if any

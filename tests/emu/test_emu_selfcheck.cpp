@@ -301,7 +301,7 @@ int d_at(int t, int i, int n) {
 enum WgVariant {
     kWgPlain, kWgReadEarly, kWgWriteEarly, kWgNoWait, kWgNoCommit, kWgOverwriteFenced, kWgOverwriteUnfenced,
     kWgNoProxyFence, kWgStoresNoProxyFence, kWgDiverge, kWgDescDiffers, kWgNoFence, kWgWriteAccNoFence,
-    kWgLayoutNone, kWgBaseOffset, kWgStartRow1, kWgPastEnd
+    kWgLayoutNone, kWgBaseOffset, kWgStartRow1, kWgPastEnd, kWgARegsReused
 };
 struct WgArgs {
     const uint16_t *a, *b;  // A 64 x K, B as N x K (B^T), row-major, 16-bit patterns
@@ -338,6 +338,7 @@ void wgmma_kernel(WgArgs p) {
     float d[N / 8][4];
     for (int i = 0; i < N / 2; ++i) d[i / 4][i % 4] = p.c[d_at(t, i, N)];
     if (p.variant != kWgNoFence) fsig::cuda::wgmma_fence();
+    uint32_t a_frag[4][4];  // rs: A of each k16 step (K <= 64)
     for (int s = 0; s < K / 16; ++s) {
         const bool acc = s > 0 || !p.zero_init;
         if (p.variant == kWgWriteAccNoFence && s == 1) {  // a batch waited for, then the registers changed
@@ -346,7 +347,9 @@ void wgmma_kernel(WgArgs p) {
             d[0][0] += 1.f;
         }
         if (p.rs) {
-            uint32_t a[4];
+            // each step's fragment in registers of its own until the wait (kWgARegsReused: one set for all
+            // steps, rewritten while the earlier steps are in flight)
+            uint32_t(&a)[4] = a_frag[p.variant == kWgARegsReused ? 0 : s];
             for (int j = 0; j < 4; ++j) {
                 const int row = 16 * w + g + 8 * (j % 2), col = 16 * s + 2 * q + 8 * (j / 2);
                 a[j] = uint32_t(p.a[row * K + col]) | uint32_t(p.a[row * K + col + 1]) << 16;
@@ -502,11 +505,12 @@ void check_wgmma_detectors() {
         {kWgBaseOffset, "a descriptor with a nonzero base offset"},
         {kWgStartRow1, "a SW128 start inside a swizzle pattern"},
         {kWgPastEnd, "a wgmma operand past the launch's shared memory"},
+        {kWgARegsReused, "A-fragment registers rewritten while an earlier wgmma reading them is in flight"},
     };
     for (const Scenario& sc : scenarios)
         EXPECT(child_fails([&] {
                   setenv("FSIG_EMU_SM", "90", 1);
-                  return run_wgmma(make_wgmma_case(64, 32, true, 5), false, false, sc.variant);
+                  return run_wgmma(make_wgmma_case(64, 32, true, 5), sc.variant == kWgARegsReused, false, sc.variant);
               }),
               "wgmma detector did not fire: %s", sc.what);
     EXPECT(child_fails([] {
