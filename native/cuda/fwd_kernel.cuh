@@ -585,6 +585,21 @@ cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream
     return cudaGetLastError();
 }
 
+// f(Score{}) for the score policy of p.score (both forward kernels' launchers)
+template <class F>
+cudaError_t with_score_policy(int32_t score, const F& f) {
+    switch (score) {
+        case FSIG_SCORE_SOFTMAX: return f(SoftmaxScore{});
+        case FSIG_SCORE_SIGMOID: return f(SigmoidScore{});
+        case FSIG_SCORE_RELU: return f(ReluScore{});
+        case FSIG_SCORE_RELU2: return f(Relu2Score{});
+        case FSIG_SCORE_GELU: return f(GeluScore{});
+        case FSIG_SCORE_SOFTPLUS: return f(SoftplusScore{});
+        case FSIG_SCORE_IDENTITY: return f(IdentityScore{});
+        default: return cudaErrorInvalidValue;
+    }
+}
+
 // kExt: the extended kernels (p.ext.on), generated in their own units fwd_ext_<dtype>_hd<d>.cu
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
@@ -593,16 +608,9 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
     FwdParams p = params;
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
-    switch (p.score) {
-        case FSIG_SCORE_SOFTMAX: return launch_score<T, SoftmaxScore, kExt>(p, blocks, stream);
-        case FSIG_SCORE_SIGMOID: return launch_score<T, SigmoidScore, kExt>(p, blocks, stream);
-        case FSIG_SCORE_RELU: return launch_score<T, ReluScore, kExt>(p, blocks, stream);
-        case FSIG_SCORE_RELU2: return launch_score<T, Relu2Score, kExt>(p, blocks, stream);
-        case FSIG_SCORE_GELU: return launch_score<T, GeluScore, kExt>(p, blocks, stream);
-        case FSIG_SCORE_SOFTPLUS: return launch_score<T, SoftplusScore, kExt>(p, blocks, stream);
-        case FSIG_SCORE_IDENTITY: return launch_score<T, IdentityScore, kExt>(p, blocks, stream);
-        default: return cudaErrorInvalidValue;
-    }
+    return with_score_policy(p.score, [&](auto score) {
+        return launch_score<T, decltype(score), kExt>(p, blocks, stream);
+    });
 }
 
 }  // namespace fsig::cuda

@@ -130,12 +130,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
     const ScoreConsts sc = score_consts(p);
     const uint32_t q_group = q_tile + group * 64 * 128;  // this warpgroup's 64 rows of Q (8 row groups)
-    float s[T::kNTiles][4];
+    float s[T::kNTiles][4];  // (zeroed once: the first S instruction does not accumulate, but reads them)
+#pragma unroll
+    for (int nt = 0; nt < T::kNTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
     uint32_t pa[T::kPSteps][4];  // P of the previous tile, until its product with V has run
 
     // Every warpgroup computes every tile of the block's key range (the per-element mask gives P = 0 where
-    // its rows see nothing: with 128-row blocks and 128-key tiles that is only window edges): no wgmma
-    // sits in a branch, which would make ptxas serialise them (its warning C7520).
+    // its rows see nothing), so no branch differs between the warpgroups around a wgmma — such a branch
+    // makes ptxas serialise them all (its warning C7520). The price: at most one fully masked tile per
+    // warpgroup at a block's edge (causal or a right window ending in the first half of the block's last
+    // tile for warpgroup 0, a left window starting in the second half of its first tile for warpgroup 1).
     auto begin_tile = [&](int nb) {
         cp_async_wait_all();  // tile nb has landed ...
         fence_proxy_async();  // ... is visible to wgmma ...
@@ -183,7 +187,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
             pa[kp][2] = Mma<Elem>::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]);
             pa[kp][3] = Mma<Elem>::pack(s[2 * kp + 1][2], s[2 * kp + 1][3]);
         }
-        const uint32_t done = prev;  // the previous tile's stage: free once the next barrier has passed
+    };
+    auto rotate_stages = [&] {  // the next tile's; the previous tile's stage is free once the next barrier passed
+        const uint32_t done = prev;
         prev = cur, cur = free_stage, free_stage = done;
     };
 
@@ -191,6 +197,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
         begin_tile(n_first);
         wgmma_wait<0>();
         finish_tile(n_first, [] {});
+        rotate_stages();
         for (int nb = n_first + 1; nb <= n_last; ++nb) {
             begin_tile(nb);  // S of this tile first, then the previous tile's P V: waiting for S leaves
             issue_pv();      // P V running on the tensor cores during this tile's score
@@ -200,6 +207,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
                 wgmma_fence_operands(o);
                 wgmma_fence_operands(pa);
             });
+            rotate_stages();
         }
         wgmma_fence_operands(o);
         wgmma_fence_operands(pa);
@@ -214,7 +222,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     float mul[2];
     finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
     cp_async_wait_all();  // (a block with no key tile still has Q's copies in flight)
-    __syncthreads();      // the other warpgroup's last P V may still read V where O is staged
+    __syncthreads();      // the other warpgroup's last S may still read its Q rows, where O is staged
     Elem* smem = reinterpret_cast<Elem*>(smem_raw + (smem_base - smem_addr(smem_raw)));
     store_o<kD, Elem>(p, out, i0, warp, lane, o, mul, smem);
 #elif defined(__CUDA_ARCH__)
@@ -247,16 +255,9 @@ cudaError_t launch_fwd_wgmma(const FwdParams& params, cudaStream_t stream) {
     FwdParams p = params;
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
-    switch (p.score) {
-        case FSIG_SCORE_SOFTMAX: return launch_wgmma_score<T, SoftmaxScore>(p, blocks, stream);
-        case FSIG_SCORE_SIGMOID: return launch_wgmma_score<T, SigmoidScore>(p, blocks, stream);
-        case FSIG_SCORE_RELU: return launch_wgmma_score<T, ReluScore>(p, blocks, stream);
-        case FSIG_SCORE_RELU2: return launch_wgmma_score<T, Relu2Score>(p, blocks, stream);
-        case FSIG_SCORE_GELU: return launch_wgmma_score<T, GeluScore>(p, blocks, stream);
-        case FSIG_SCORE_SOFTPLUS: return launch_wgmma_score<T, SoftplusScore>(p, blocks, stream);
-        case FSIG_SCORE_IDENTITY: return launch_wgmma_score<T, IdentityScore>(p, blocks, stream);
-        default: return cudaErrorInvalidValue;
-    }
+    return with_score_policy(p.score, [&](auto score) {
+        return launch_wgmma_score<T, decltype(score)>(p, blocks, stream);
+    });
 }
 
 }  // namespace fsig::cuda

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 // A device function kept out of line: nvcc's __noinline__ is a keyword, not a macro the emulator's g++
 // build could see (and libstdc++ spells GCC's attribute with that same name)
@@ -77,7 +78,8 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // the layout of mma.m16n8k16's C per n8 tile i / 4). ss: A and B from shared-memory descriptors, both
 // K-major; rs_tb: A from registers (mma.m16n8k16's A fragment for the warp's 16 rows), B N-major
 // (imm-trans-b = 1). Asynchronous: the accumulators and A registers belong to the tensor cores from the
-// instruction until the wgmma.wait_group that retires its group. Compiled only where the target has
+// instruction until the wgmma.wait_group that retires its group — the A array must stay in scope and
+// unchanged until then (the emulator checks it). Compiled only where the target has
 // wgmma (sm_90a); elsewhere the kernel that calls them is never launched (the host checks).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FSIG_HAVE_WGMMA 1
@@ -145,26 +147,19 @@ FSIG_WGMMA(__nv_bfloat16, "bf16", 128, 64, 65, 66, 67, 68, 69)
 // Keeps the compiler from moving reads or writes of registers that wgmma owns while in flight (its
 // accumulators, its A fragment) across the instructions that hand them to the tensor cores and back:
 // an empty asm that "changes" each one.
-template <int kTiles>
-__device__ __forceinline__ void wgmma_fence_operands(float (&d)[kTiles][4]) {
+template <class Reg, int kTiles>
+__device__ __forceinline__ void wgmma_fence_operands(Reg (&regs)[kTiles][4]) {
+    static_assert(std::is_same_v<Reg, float> || std::is_same_v<Reg, uint32_t>, "accumulators or A fragments");
 #if !defined(FSIG_CUDA_EMULATION)
 #pragma unroll
     for (int t = 0; t < kTiles; ++t)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[t][e])::"memory");
+        for (int e = 0; e < 4; ++e) {
+            if constexpr (std::is_same_v<Reg, float>) asm volatile("" : "+f"(regs[t][e])::"memory");
+            else asm volatile("" : "+r"(regs[t][e])::"memory");
+        }
 #else
-    (void)d;
-#endif
-}
-template <int kTiles>
-__device__ __forceinline__ void wgmma_fence_operands(uint32_t (&a)[kTiles][4]) {
-#if !defined(FSIG_CUDA_EMULATION)
-#pragma unroll
-    for (int t = 0; t < kTiles; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[t][e])::"memory");
-#else
-    (void)a;
+    (void)regs;
 #endif
 }
 

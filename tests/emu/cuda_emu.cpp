@@ -659,7 +659,9 @@ namespace {
 // accumulators chain without a fence (the ISA orders them). The ISA requires wgmma.fence before the
 // first mma_async and between a thread's access to the registers and the mma_async using them: checked
 // are the first, and accumulators the thread changed since a wgmma last wrote them with no fence since
-// that write (a read of the registers, and changes to A fragments, are not detected: A is taken at issue).
+// that write (a read of the registers is not detected). A fragments are taken at issue and compared with
+// their registers when the operation executes late: rewritten (or gone out of scope) in flight, it fails —
+// stricter than the ISA, which speaks of PTX registers, where a C++ array out of scope may become new ones.
 // wgmma reads shared memory through the async proxy: a 16-byte chunk a landed cp.async wrote must have
 // seen its writer's fence.proxy.async, and any other chunk the same contents as at the last
 // fence.proxy.async of any thread (plain stores are caught by content, not by writer).
@@ -792,8 +794,8 @@ bool execute(WgmmaOp& op, int first) {
     if (op.late && op.a_in_regs)
         for (int t = 0; t < kWarpgroup; ++t)
             if (std::memcmp(op.a_regs[t], op.a[t], sizeof op.a[t]) != 0) {
-                fail("A-fragment registers changed while a wgmma was in flight: thread %d of warpgroup %d", t,
-                     first / kWarpgroup);
+                fail("A-fragment registers changed (or their array went out of scope) while a wgmma was in flight: "
+                     "thread %d of warpgroup %d", t, first / kWarpgroup);
                 return false;
             }
     std::vector<float> out(static_cast<size_t>(regs));

@@ -558,6 +558,6 @@ int main() {
         return 1;
     }
     std::printf("emulator self-check: tensor cores (f16, bf16; mma.sync and wgmma ss / rs_tb), ldmatrix, cp.async, "
-                "capture, 9 detectors and 16 wgmma ones ok\n");
+                "capture, 9 detectors and 17 wgmma ones ok\n");
     return 0;
 }
