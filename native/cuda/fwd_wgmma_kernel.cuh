@@ -188,6 +188,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
             pa[kp][3] = Mma<Elem>::pack(s[2 * kp + 1][2], s[2 * kp + 1][3]);
         }
     };
+    auto retire_pv = [&] {  // the previous tile's P V is done: O and P's registers are this thread's again
+        wgmma_wait<0>();
+        wgmma_fence_operands(o);
+        wgmma_fence_operands(pa);
+    };
     auto rotate_stages = [&] {  // the next tile's; the previous tile's stage is free once the next barrier passed
         const uint32_t done = prev;
         prev = cur, cur = free_stage, free_stage = done;
@@ -202,20 +207,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
             begin_tile(nb);  // S of this tile first, then the previous tile's P V: waiting for S leaves
             issue_pv();      // P V running on the tensor cores during this tile's score
             wgmma_wait<1>();
-            finish_tile(nb, [&] {
-                wgmma_wait<0>();
-                wgmma_fence_operands(o);
-                wgmma_fence_operands(pa);
-            });
+            finish_tile(nb, retire_pv);
             rotate_stages();
         }
         wgmma_fence_operands(o);
         wgmma_fence_operands(pa);
         wgmma_fence();
         issue_pv();  // the last tile's
-        wgmma_wait<0>();
-        wgmma_fence_operands(o);
-        wgmma_fence_operands(pa);
+        retire_pv();
     }
 
     // ---- epilogue: normalise (softmax), LSE, O through shared memory as 16-byte stores ----
