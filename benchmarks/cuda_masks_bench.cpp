@@ -1,12 +1,15 @@
 // Masks and positions on CUDA (issue 9's targets): what ALiBi costs over no bias, and block-sparse
 // time against the density of allowed blocks, forward and forward+backward, timed with CUDA events.
 //
-//   cuda-masks-bench [N=16384] [reps=10]
+//   cuda-masks-bench [N=16384] [reps=10] [block_n=128]
 //
 // bf16, d = 128, hidden 2048 (H = 16), batch 16384 / N (DESIGN §7), sigmoid and softmax, not causal.
 // Rows: plain (no extension: the plain kernels), ALiBi (the extended kernels, ALiBi alone), an all-ones
-// block layout (the extended kernels with nothing masked: their own overhead), then random layouts of
-// 128 × 64 blocks (one forward kernel tile each) at densities 1/2 … 1/16. The targets: ALiBi <= 1.05×
+// block layout (the extended kernels with nothing masked: their own overhead; with block_n = 64 on the
+// Hopper kernels, the mma.sync kernels' β staging too), then random layouts of
+// 128 × block_n blocks at densities 1/2 … 1/16. 128 × 128 blocks hold whole forward tiles of both kernel
+// families, so neither stages β (the tile skipping applies the layout); 128 × 64 are the mma.sync
+// kernels' tiles, which the Hopper kernels (FSIG_CUDA_WGMMA) leave to them. The targets: ALiBi <= 1.05×
 // plain; a layout of density ρ <= ρ × dense + 10 %. Prints one table; needs a GPU (exit 77 without).
 #include <cuda_runtime.h>
 
@@ -61,6 +64,11 @@ void* device_random(size_t elems) {  // bf16 normals
 int main(int argc, char** argv) {
     const int64_t N = argc > 1 ? std::atoll(argv[1]) : 16384;
     const int reps = argc > 2 ? std::atoi(argv[2]) : 10;
+    const int64_t bn = argc > 3 ? std::atoll(argv[3]) : 128;
+    if (N < 1 || reps < 1 || bn < 1) {
+        std::fprintf(stderr, "usage: cuda-masks-bench [N >= 1] [reps >= 1] [block_n >= 1]\n");
+        return 2;
+    }
     fsig_capabilities caps;
     std::memset(&caps, 0, sizeof caps);
     caps.struct_size = sizeof caps;
@@ -68,7 +76,7 @@ int main(int argc, char** argv) {
         std::printf("SKIP: no CUDA device (or no CUDA in this build)\n");
         return 77;
     }
-    const int64_t H = 16, d = 128, B = std::max<int64_t>(1, 16384 / N), bm = 128, bn = 64;
+    const int64_t H = 16, d = 128, B = std::max<int64_t>(1, 16384 / N), bm = 128;
     const int64_t qshape[4] = {B, N, H, d}, lshape[3] = {B, H, N}, sshape[1] = {H};
     const size_t elems = size_t(B * N * H * d);
     void *q = device_random(elems), *k = device_random(elems), *v = device_random(elems), *g = device_random(elems);
@@ -92,8 +100,9 @@ int main(int argc, char** argv) {
     CUDA_OK(cudaEventCreate(&e0));
     CUDA_OK(cudaEventCreate(&e1));
 
-    std::printf("bf16 B=%lld H=%lld N=%lld d=%lld, not causal, median of %d (ms; TFLOP/s counts the dense work)\n",
-                (long long)B, (long long)H, (long long)N, (long long)d, reps);
+    std::printf("bf16 B=%lld H=%lld N=%lld d=%lld, not causal, layout blocks %lld x %lld, median of %d (ms; TFLOP/s "
+                "counts the dense work)\n",
+                (long long)B, (long long)H, (long long)N, (long long)d, (long long)bm, (long long)bn, reps);
     std::printf("%-8s %-14s %10s %10s %8s %10s %8s\n", "score", "variant", "allowed", "fwd ms", "TFLOP/s",
                 "fwdbwd ms", "vs plain");
     const double fwd_flops = 4.0 * double(B * H) * double(N) * double(N) * double(d);

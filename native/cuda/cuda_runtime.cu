@@ -328,13 +328,23 @@ constexpr BwdLauncher kBwdDq[2][2][2] = {
     {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128},
      {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128}}};
 
-constexpr FwdLauncher kFwdWgmma[2][2] = {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128},
-                                         {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}};
+constexpr FwdLauncher kFwdWgmma[2][2][2] = {
+    {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128}, {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}},
+    {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128},
+     {launch_fwd_wgmma_ext_bf16_hd64, launch_fwd_wgmma_ext_bf16_hd128}}};
 
-// The Hopper kernels (fwd_wgmma_kernel.cuh) serve plain forward calls on a compute capability 9.0 device
-// when the library carries sm_90a code (which runs on 9.0 only). Opt-in until they have run on a GPU
-// (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where they can run),
-// require (a plain call they cannot serve fails: the GPU session's proof that they ran) or off.
+// p for a forward kernel of kFwdBlockM x tile_n tiles: without β where a block layout, the only
+// element-wise extension, is constant over every such tile (the tile skipping applies it)
+FwdParams for_forward_tiles(FwdParams p, int tile_n) {
+    if (ext_layout_tile_uniform(p.ext, kFwdBlockM, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0;
+    return p;
+}
+
+// The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without β (plain, positions, a block
+// layout constant over their tiles) on a compute capability 9.0 device when the library carries sm_90a
+// code (which runs on 9.0 only); calls with β take the mma.sync kernels. Opt-in until they have run on a
+// GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where they can run),
+// require (a call without β they cannot serve fails: the GPU session's proof that they ran) or off.
 enum class WgmmaSetting { kOff, kOn, kRequired };
 WgmmaSetting wgmma_setting() {
     static const WgmmaSetting setting = [] {
@@ -383,15 +393,16 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     if (int st = check_extension_pointers(m, pr, nullptr, device); st != FSIG_OK) return st;
 
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
-    const int bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
+    const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const WgmmaSetting wgmma = p.ext.on ? WgmmaSetting::kOff : wgmma_setting();
+    const FwdParams p_wgmma = for_forward_tiles(p, kWgmmaFwdBlockN);
+    const WgmmaSetting wgmma = p_wgmma.ext.elementwise ? WgmmaSetting::kOff : wgmma_setting();
     bool launched = false;
     cudaError_t e = cudaSuccess;
     if (wgmma != WgmmaSetting::kOff) {
         const char* why = wgmma_unavailable(device);
         if (why == nullptr) {
-            e = kFwdWgmma[bf16][d128](p, s);
+            e = kFwdWgmma[ext][bf16][d128](p_wgmma, s);
             launched = e != cudaErrorNoKernelImageForDevice;
             if (!launched) cudaGetLastError(), why = "the code loaded for the device is not sm_90a's (PTX compiled for it)";
         }
@@ -399,7 +410,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
             return m.fail(FSIG_ERROR_UNSUPPORTED, "FSIG_CUDA_WGMMA=require, but the Hopper (wgmma) kernels cannot run: %s",
                           why);
     }
-    if (!launched) e = kFwd[p.ext.on][bf16][d128](p, s);
+    if (!launched) e = kFwd[ext][bf16][d128](for_forward_tiles(p, kFwdBlockN), s);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,

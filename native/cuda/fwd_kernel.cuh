@@ -605,6 +605,7 @@ template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
     using T = FwdTraits<kHeadDim, Elem>;
     static_assert(T::kBlockM == kFwdBlockM, "the host sizes the grid with kFwdBlockM");
+    static_assert(T::kBlockN == kFwdBlockN, "the host judges a layout's tiles by kFwdBlockN");
     FwdParams p = params;
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host

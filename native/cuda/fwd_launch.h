@@ -1,5 +1,6 @@
-// The launchers of the generated units fwd[_ext]_<dtype>_hd<d>.cu (one per dtype, head dim and kind; CMake writes
-// them from native/cuda/fwd_instance.cu.in). Host code calls these; only the units see the kernels.
+// The launchers of the generated units fwd[_wgmma][_ext]_<dtype>_hd<d>.cu (one per dtype, head dim and kind;
+// CMake writes them from native/cuda/fwd_instance.cu.in and fwd_wgmma_instance.cu.in). Host code calls these;
+// only the units see the kernels.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,7 +9,9 @@
 
 namespace fsig::cuda {
 
-constexpr int kFwdBlockM = 128;  // query rows per thread block (FwdTraits::kBlockM)
+constexpr int kFwdBlockM = 128;       // query rows per thread block (FwdTraits::kBlockM, WgmmaFwdTraits::kBlockM)
+constexpr int kFwdBlockN = 64;        // keys per tile of the mma.sync kernels (FwdTraits::kBlockN)
+constexpr int kWgmmaFwdBlockN = 128;  // ... of the Hopper kernels (WgmmaFwdTraits::kBlockN)
 
 cudaError_t launch_fwd_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_fp16_hd128(const FwdParams& p, cudaStream_t stream);
@@ -19,10 +22,15 @@ cudaError_t launch_fwd_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
-// the Hopper kernels (wgmma, plain calls on sm_90 only), units fwd_wgmma_<dtype>_hd<d>.cu
+// the Hopper kernels (wgmma, sm_90 only), units fwd_wgmma_<dtype>_hd<d>.cu
 cudaError_t launch_fwd_wgmma_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd128(const FwdParams& p, cudaStream_t stream);
+// ... extended (positions; a layout constant over each tile), units fwd_wgmma_ext_<dtype>_hd<d>.cu
+cudaError_t launch_fwd_wgmma_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 
 }  // namespace fsig::cuda

@@ -1,8 +1,15 @@
 // The Hopper forward kernel (sm_90a): the FlashAttention-2 design of fwd_kernel.cuh with both products on
-// warpgroup MMA (wgmma) instead of mma.sync. Included by the generated units fwd_wgmma_<dtype>_hd<d>.cu,
-// each instantiating the 7 score policies; the plain calls only (no masks or positions: p.ext.on = 0),
-// chosen on the host for an sm_90 device when the library was built for sm_90a (cuda_runtime.cu).
-// Same contract, same math and the same score, mask, softmax and epilogue code as fwd_kernel.cuh.
+// warpgroup MMA (wgmma) instead of mma.sync. Included by the generated units fwd_wgmma[_ext]_<dtype>_hd<d>.cu,
+// each instantiating the 7 score policies, chosen on the host for an sm_90 device when the library was
+// built for sm_90a (cuda_runtime.cu). Same contract, same math and the same score, mask, softmax and
+// epilogue code as fwd_kernel.cuh.
+//
+// Extended kernels (kExt): the positions (log-n λ_i, ALiBi) in registers as fwd_kernel.cuh applies them,
+// and key tiles the block layout leaves empty for all 128 rows never visited. No β:
+// the host sends here only calls without element-wise extensions — or whose only one is a block layout
+// constant over every 128 x 128 tile (ext_layout_tile_uniform, host_params.h), which the tile skipping
+// applies exactly. Staging β per warp would need 64 KiB of shared memory, which the three stages of
+// d = 128 leave no room for; those calls take the mma.sync kernels.
 //
 // Algorithm. One block of 2 warpgroups (256 threads) per (query tile of 128 rows, head, batch); warpgroup
 // g owns rows 64g..64g+63 and warp w rows 16w..16w+15, as in fwd_kernel.cuh. Q stays in shared memory for
@@ -86,7 +93,7 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem*
 
 }  // namespace wg
 
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(const __grid_constant__ FwdParams p) {
 #if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
     using Elem = typename T::Elem;
@@ -104,8 +111,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     const int i0 = m_block * kBlockM;
     const int i_end = int(min(int64_t(i0) + kBlockM, p.seq_q));  // rows [i0, i_end) are real
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
-    const int n_first = int(key_lo / kBlockN);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    // the next tile from nb on that any row of the block may see (every thread gets the same answer);
+    // (its loop invariants made again per tile: held across the loop they cost the d = 128 kernels spills)
+    auto next_live = [&](int nb) {
+        return next_live_key_tile<kExt, kBlockN>(p, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane);
+    };
+    const int n_first = next_live(int(key_lo / kBlockN));
     // this warp's rows (rows past Nq compute on zero Q and are never stored)
     const int w0 = i0 + warp * 16;
     const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
@@ -140,12 +152,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     // makes ptxas serialise them all (its warning C7520). The price: at most one fully masked tile per
     // warpgroup at a block's edge (causal or a right window ending in the first half of the block's last
     // tile for warpgroup 0, a left window starting in the second half of its first tile for warpgroup 1).
-    auto begin_tile = [&](int nb) {
-        cp_async_wait_all();  // tile nb has landed ...
-        fence_proxy_async();  // ... is visible to wgmma ...
-        __syncthreads();      // ... for every thread; every warpgroup has waited for its reads of free_stage
-        if (nb < n_last) {    // prefetch the next tile: a whole tile's time to land
-            const int64_t j_next = int64_t(nb + 1) * kBlockN;
+    auto begin_tile = [&](int nb_next) {
+        cp_async_wait_all();    // this tile has landed ...
+        fence_proxy_async();    // ... is visible to wgmma ...
+        __syncthreads();        // ... for every thread; every warpgroup has waited for its reads of free_stage
+        if (nb_next <= n_last) {  // prefetch the next tile: a whole tile's time to land
+            const int64_t j_next = int64_t(nb_next) * kBlockN;
             wg::load_tile<T, kBlockN>(free_stage, k, p.k_row, j_next, p.seq_k, tid);
             wg::load_tile<T, kBlockN>(free_stage + T::kTileBytes, v, p.v_row, j_next, p.seq_k, tid);
         }
@@ -153,9 +165,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
         wgmma_fence_operands(o);  // O (rescaled) and P (packed) are complete before the fence hands them
         wgmma_fence_operands(pa);  // to the tensor cores
         wgmma_fence();
+        const uint32_t q_at = opaque(q_group);  // Q's descriptors made per tile, not held in 16 registers
 #pragma unroll
         for (int ks = 0; ks < T::kKSteps; ++ks)
-            Wgmma<Elem, kBlockN>::ss(s, wg::k_major<kBlockM>(q_group, ks), wg::k_major<kBlockN>(cur, ks), ks > 0);
+            Wgmma<Elem, kBlockN>::ss(s, wg::k_major<kBlockM>(q_at, ks), wg::k_major<kBlockN>(cur, ks), ks > 0);
         wgmma_commit();
     };
     auto issue_pv = [&] {  // O += P V for the previous tile (its V in stage prev)
@@ -169,8 +182,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     auto finish_tile = [&](int nb, auto wait_pv) {
         wgmma_fence_operands(s);
         const int j0 = nb * kBlockN;
+        if constexpr (kExt) {  // s = x: scale, λ and ALiBi (the rows' λ and slope made again per tile, as next_live)
+            float lambda[2];
+            const int rows[2] = {opaque(row_i[0]), opaque(row_i[1])};
+            extend_tile<T::kNTiles>(p, b, opaque(h), rows, j0, lane, nullptr, s, lambda);
+        }
         float rescale[2] = {1.f, 1.f};
-        score_tile<Score, false>(p, sc, row_i, j0, fwd_warp_interior(p, w0, j0, kBlockN), lane, s, row_max, row_sum,
+        score_tile<Score, kExt>(p, sc, row_i, j0, fwd_warp_interior(p, w0, j0, kBlockN), lane, s, row_max, row_sum,
                                  [&](int r, float factor) { rescale[r] = factor; });
         wait_pv();
         if constexpr (Score::kRowStats) {
@@ -199,13 +217,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     };
 
     if (n_first <= n_last) {
-        begin_tile(n_first);
+        int nb_next = next_live(n_first + 1);
+        begin_tile(nb_next);
         wgmma_wait<0>();
         finish_tile(n_first, [] {});
         rotate_stages();
-        for (int nb = n_first + 1; nb <= n_last; ++nb) {
-            begin_tile(nb);  // S of this tile first, then the previous tile's P V: waiting for S leaves
-            issue_pv();      // P V running on the tensor cores during this tile's score
+        for (int nb = nb_next; nb <= n_last; nb = nb_next) {
+            nb_next = next_live(nb + 1);  // (no wgmma in flight here)
+            begin_tile(nb_next);  // S of this tile first, then the previous tile's P V: waiting for S leaves
+            issue_pv();           // P V running on the tensor cores during this tile's score
             wgmma_wait<1>();
             finish_tile(nb, retire_pv);
             rotate_stages();
@@ -231,9 +251,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
 
 // cudaErrorNoKernelImageForDevice, launching nothing, when the code loaded for the device is not
 // sm_90a's (e.g. the compute_80 PTX compiled for it, CUDA_FORCE_PTX_JIT=1): there the kernel is a trap.
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
-    auto kernel = attention_fwd_wgmma_kernel<T, Score>;
+    auto kernel = attention_fwd_wgmma_kernel<T, Score, kExt>;
     constexpr int kSmem = T::kSmemBytes;
     static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
     // host queries per function and device, not stream operations: a graph capture may contain them
@@ -247,15 +267,18 @@ cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t 
     return cudaGetLastError();
 }
 
-template <int kHeadDim, class Elem>
+// kExt: the extended kernels (p.ext.on without β), generated in their own units fwd_wgmma_ext_<dtype>_hd<d>.cu
+template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd_wgmma(const FwdParams& params, cudaStream_t stream) {
     using T = WgmmaFwdTraits<kHeadDim, Elem>;
     static_assert(T::kBlockM == kFwdBlockM, "the host sizes the grid with kFwdBlockM");
+    static_assert(T::kBlockN == kWgmmaFwdBlockN, "the host judges a layout's tiles by kWgmmaFwdBlockN");
+    if (params.ext.elementwise || bool(params.ext.on) != kExt) return cudaErrorInvalidValue;  // (never asked)
     FwdParams p = params;
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
     return with_score_policy(p.score, [&](auto score) {
-        return launch_wgmma_score<T, decltype(score)>(p, blocks, stream);
+        return launch_wgmma_score<T, decltype(score), kExt>(p, blocks, stream);
     });
 }
 

@@ -54,6 +54,17 @@ inline void fill_ext(const Problem& pr, const TensorView* dbias, FwdParams* p) {
     if (pr.strided_with_window()) p->window_left = p->window_right = -1;
 }
 
+// True when a forward kernel whose tiles are tile_m x tile_n (at multiples of their size) needs no β: the
+// block layout is the only element-wise extension and every tile lies inside one of its blocks (blocks,
+// clamped to Nq and Nk, whole multiples of the tile or the whole length). Skipping the tiles the layout
+// leaves empty (ext_tile_live, exact for such a tile) then applies the layout in full.
+inline bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
+                                    int64_t seq_k) {
+    if (e.layout == nullptr || e.bias != nullptr || e.mask != nullptr || e.strided > 0) return false;
+    auto inside_blocks = [](int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; };
+    return inside_blocks(e.block_m, tile_m, seq_q) && inside_blocks(e.block_n, tile_n, seq_k);
+}
+
 // The kernel parameters of q, k, v, out (lse, dbias when given), the problem and its extensions.
 inline FwdParams make_params(const Problem& pr, const TensorView& q, const TensorView& k, const TensorView& v,
                              const TensorView& out, const TensorView* lse, const TensorView* dbias = nullptr) {

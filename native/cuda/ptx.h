@@ -163,4 +163,15 @@ __device__ __forceinline__ void wgmma_fence_operands(Reg (&regs)[kTiles][4]) {
 #endif
 }
 
+// x, which the compiler can no longer see through: values derived from it are computed where used instead
+// of hoisted out of a loop and kept in registers (the wgmma kernels at 255 registers)
+template <class Int>
+__device__ __forceinline__ Int opaque(Int x) {
+    static_assert(sizeof(Int) == 4, "a 32-bit register");
+#if !defined(FSIG_CUDA_EMULATION)
+    asm volatile("" : "+r"(x));
+#endif
+    return x;
+}
+
 }  // namespace fsig::cuda

@@ -11,8 +11,9 @@
 #   graph_cold             a CUDA-graph capture that is the kernel's first use, alone in a fresh process
 #   forward backward       the device tests (DESIGN §6 rule against the CPU fp64 reference; the backward
 #                          runs the fast and the deterministic path), never the emulator's
-#   forward_wgmma bench_wgmma   the Hopper (wgmma) forward kernels (FSIG_CUDA_WGMMA=require: used or refused): the forward
-#                          numerics on them, then their TFLOP/s beside the mma.sync kernels' (sm_90 only)
+#   forward_wgmma masks_wgmma bench_wgmma   the Hopper (wgmma) forward kernels (FSIG_CUDA_WGMMA=require: used
+#                          or refused): the forward numerics and the masks they serve on them, then their
+#                          TFLOP/s beside the mma.sync kernels' (sm_90 only)
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
@@ -26,7 +27,7 @@ build=${1:-build-gpu}
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma bench_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma masks_wgmma bench_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sanitizer} "
 deadline=$((SECONDS + budget))
 mkdir -p "$out" "$logs"
 summary=()
@@ -88,9 +89,11 @@ step build 360 cmake --build "$build" --parallel "$(nproc)" --target "${targets[
 gpu=$build/tests/gpu
 step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
 step forward 200 "$gpu/test_cuda_forward"
-# require: a plain call the wgmma kernels cannot serve fails, so green means they ran
+# require: a call without β the wgmma kernels cannot serve fails, so green means they ran (masks: the
+# extension sets they serve — positions, layouts of whole 128 x 128 tiles; their backward is mma.sync's)
 step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" numerics_matrix numerics_shapes \
   numerics_targeted hopper_kernel_choice
+step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _layouttiles _alibilayout
 # the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log
 step bench_wgmma 120 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
   --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd --warmup 3 \
@@ -120,7 +123,8 @@ step bench_bwd 90 "$bench" --device cuda --dtype bf16 --hidden 2048 --seq 4096 -
 # issue 6: linear growth 4k..16k, and cosFormer against the causal sigmoid forward at 16k
 step bench_linear 90 "$bench" --device cuda --dtype bf16 --hidden 2048 --d 128 --seq 4096,8192,16384 --causal 1 \
   --score sigmoid,cosformer,linear_elu --pass fwd,fwdbwd --warmup 2 --iters 10 --csv "$logs/bench_linear.csv"
-# issue 9: ALiBi overhead and block-sparse time vs density at N = 16k
-step bench_masks 90 "$build/benchmarks/cuda-masks-bench" 16384 10
+# issue 9: ALiBi overhead and block-sparse time vs density at N = 16k, on the mma.sync and the wgmma kernels
+step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done' \
+  "$build/benchmarks/cuda-masks-bench"
 step sanitizer 600 "$root/tests/gpu/run-compute-sanitizer.sh" "$build"
 

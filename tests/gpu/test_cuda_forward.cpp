@@ -356,7 +356,7 @@ void expect_refusal(const char* what, int status, int expected, const char* word
 // require and the device has compute capability 9.0; with require elsewhere the call is refused, writing
 // nothing. The emulator counts wgmma instructions, so there the choice itself is checked (CTest runs
 // this on an emulated sm_90 with FSIG_CUDA_WGMMA=1, and on sm_80 with require); on a GPU, require makes
-// a passing run the proof (gpu-session.sh). Extended calls never take them (test_cuda_masks).
+// a passing run the proof (gpu-session.sh). Which extended calls take them: test_cuda_masks.
 TEST(hopper_kernel_choice) {
     if (!g_cuda) return;
     int major = 0, minor = 0;
