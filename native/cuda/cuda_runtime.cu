@@ -334,17 +334,21 @@ constexpr FwdLauncher kFwdWgmma[2][2][2] = {
      {launch_fwd_wgmma_ext_bf16_hd64, launch_fwd_wgmma_ext_bf16_hd128}}};
 
 // p for a forward kernel of kFwdBlockM x tile_n tiles: without β where a block layout, the only
-// element-wise extension, is constant over every such tile (the tile skipping applies it)
-FwdParams for_forward_tiles(FwdParams p, int tile_n) {
+// element-wise extension, is constant over every such tile (the tile skipping applies it); with key_rows
+// (the Hopper kernels, which have no room for a β per row) β as one row per key tile where it depends on
+// the key alone
+FwdParams for_forward_tiles(FwdParams p, int tile_n, bool key_rows) {
     if (ext_layout_tile_uniform(p.ext, kFwdBlockM, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0;
+    else if (key_rows && ext_key_beta(p.ext, kFwdBlockM, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0, p.ext.key_beta = 1;
     return p;
 }
 
-// The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without β (plain, positions, a block
-// layout constant over their tiles) on a compute capability 9.0 device when the library carries sm_90a
-// code (which runs on 9.0 only); calls with β take the mma.sync kernels. Opt-in until they have run on a
-// GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where they can run),
-// require (a call without β they cannot serve fails: the GPU session's proof that they ran) or off.
+// The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
+// key-padding bias and mask, block layouts holding their tiles) on a compute capability 9.0 device when the
+// library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels. Opt-in until
+// they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them
+// where they can run), require (a call they should serve but cannot fails: the GPU session's proof that
+// they ran) or off.
 enum class WgmmaSetting { kOff, kOn, kRequired };
 WgmmaSetting wgmma_setting() {
     static const WgmmaSetting setting = [] {
@@ -395,7 +399,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
     const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const FwdParams p_wgmma = for_forward_tiles(p, kWgmmaFwdBlockN);
+    const FwdParams p_wgmma = for_forward_tiles(p, kWgmmaFwdBlockN, true);
     const WgmmaSetting wgmma = p_wgmma.ext.elementwise ? WgmmaSetting::kOff : wgmma_setting();
     bool launched = false;
     cudaError_t e = cudaSuccess;
@@ -410,7 +414,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
             return m.fail(FSIG_ERROR_UNSUPPORTED, "FSIG_CUDA_WGMMA=require, but the Hopper (wgmma) kernels cannot run: %s",
                           why);
     }
-    if (!launched) e = kFwd[ext][bf16][d128](for_forward_tiles(p, kFwdBlockN), s);
+    if (!launched) e = kFwd[ext][bf16][d128](for_forward_tiles(p, kFwdBlockN, false), s);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,

@@ -263,9 +263,10 @@ inline __device__ FSIG_NOINLINE bool stage_beta(const FwdParams& p, int64_t b, i
 }
 
 // x = scale·acc of the thread's elements of a 16-row tile with the positions (λ, ALiBi) applied and,
-// when the call has element-wise extensions, β added from the warp's staging tile (nullptr: none).
-// Returns λ of the thread's two rows (the backward scales dS by it).
-template <int kNTiles>
+// when the call has element-wise extensions, β added from the warp's staging tile (nullptr: none; row
+// stride kBetaRowStride floats, 0 for one row of β that every row shares). Returns λ of the thread's two
+// rows (the backward scales dS by it).
+template <int kNTiles, int kBetaRowStride = kBetaStride<kNTiles * 8>>
 __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
                                             int lane, const float* beta, float (&s)[kNTiles][4],
                                             float (&lambda)[2]) {
@@ -283,7 +284,7 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
             float x1 = ext_position(row, nt * 8 + 1, s[nt][2 * r + 1] * p.scale);
             if (beta != nullptr) {
                 const int c = nt * 8 + lane_col;
-                const float2 bb = *reinterpret_cast<const float2*>(beta + srow * kBetaStride<kNTiles * 8> + c);
+                const float2 bb = *reinterpret_cast<const float2*>(beta + srow * kBetaRowStride + c);
                 x0 += bb.x, x1 += bb.y;
             }
             s[nt][2 * r] = x0, s[nt][2 * r + 1] = x1;

@@ -5,11 +5,13 @@
 // epilogue code as fwd_kernel.cuh.
 //
 // Extended kernels (kExt): the positions (log-n λ_i, ALiBi) in registers as fwd_kernel.cuh applies them,
-// and key tiles the block layout leaves empty for all 128 rows never visited. No β:
-// the host sends here only calls without element-wise extensions — or whose only one is a block layout
-// constant over every 128 x 128 tile (ext_layout_tile_uniform, host_params.h), which the tile skipping
-// applies exactly. Staging β per warp would need 64 KiB of shared memory, which the three stages of
-// d = 128 leave no room for; those calls take the mma.sync kernels.
+// and key tiles the block layout leaves empty for all 128 rows never visited. No β per row: staging it per
+// warp would need 64 KiB of shared memory, which the three stages of d = 128 leave no room for. So the
+// host sends here calls whose element-wise extensions are at most a block layout holding every 128 x 128
+// tile (ext_layout_tile_uniform, host_params.h: the tile skipping applies it exactly) and a bias or mask
+// broadcast over the query rows — a key-padding bias or mask (ext_key_beta, p.ext.key_beta): β of a key
+// tile is then one row of 128 floats, staged by the first warpgroup for the next tile while this one
+// computes (two 512-byte buffers after the stages). Other calls take the mma.sync kernels.
 //
 // Algorithm. One block of 2 warpgroups (256 threads) per (query tile of 128 rows, head, batch); warpgroup
 // g owns rows 64g..64g+63 and warp w rows 16w..16w+15, as in fwd_kernel.cuh. Q stays in shared memory for
@@ -142,6 +144,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
     const ScoreConsts sc = score_consts(p);
     const uint32_t q_group = q_tile + group * 64 * 128;  // this warpgroup's 64 rows of Q (8 row groups)
+    // kExt: key β buffer 0 or 1, after the stages (kSmemBytes; launch_wgmma_score adds their bytes)
+    auto key_beta_row = [&](int buf) { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes) + buf * kBlockN; };
     float s[T::kNTiles][4];  // (zeroed once: the first S instruction does not accumulate, but reads them)
 #pragma unroll
     for (int nt = 0; nt < T::kNTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
@@ -179,13 +183,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     };
     // S is complete: score and mask it (per warp), then — once the previous P V is done (wait_pv), O and
     // P's registers being this thread's again — rescale O (softmax) and pack this tile's P
-    auto finish_tile = [&](int nb, auto wait_pv) {
+    auto finish_tile = [&](int nb, int buf, auto wait_pv) {
         wgmma_fence_operands(s);
         const int j0 = nb * kBlockN;
-        if constexpr (kExt) {  // s = x: scale, λ and ALiBi (the rows' λ and slope made again per tile, as next_live)
-            float lambda[2];
+        if constexpr (kExt) {  // s = x: scale, λ, ALiBi and a key row's β (the rows' λ and slope made again
+            float lambda[2];    // per tile, as next_live)
             const int rows[2] = {opaque(row_i[0]), opaque(row_i[1])};
-            extend_tile<T::kNTiles>(p, b, opaque(h), rows, j0, lane, nullptr, s, lambda);
+            extend_tile<T::kNTiles, 0>(p, b, opaque(h), rows, j0, lane, p.ext.key_beta ? key_beta_row(buf) : nullptr,
+                                       s, lambda);
         }
         float rescale[2] = {1.f, 1.f};
         score_tile<Score, kExt>(p, sc, row_i, j0, fwd_warp_interior(p, w0, j0, kBlockN), lane, s, row_max, row_sum,
@@ -211,23 +216,40 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
         wgmma_fence_operands(o);
         wgmma_fence_operands(pa);
     };
+    // kExt, key_beta: β of key tile nb (keys j0 + tid, −inf past Nk) into buffer buf, by the first warpgroup
+    // (inline: a call with wgmma in flight would make ptxas serialise them); the block's row i0 stands for
+    // every row (β depends on the key alone, the layout on the tile alone)
+    auto stage_key_beta = [&](int nb, int buf) {
+        if (kExt && p.ext.key_beta && tid < kBlockN) {
+            const int64_t j0 = int64_t(nb) * kBlockN;
+            const ExtBetaRow row = ext_beta_row(p.ext, b, opaque(h), opaque(i0), 0, p.seq_q, p.seq_k);
+            key_beta_row(buf)[tid] = j0 + tid < p.seq_k ? ext_beta(p.ext, row, j0, tid) : -INFINITY;
+        }
+    };
     auto rotate_stages = [&] {  // the next tile's; the previous tile's stage is free once the next barrier passed
         const uint32_t done = prev;
         prev = cur, cur = free_stage, free_stage = done;
     };
 
     if (n_first <= n_last) {
+        // key β: this tile's in buffer buf, the next tile's staged into the other during this one (read
+        // after the next barrier; the other buffer's last reads were before this tile's barrier)
+        int buf = 0;
+        stage_key_beta(n_first, buf);
         int nb_next = next_live(n_first + 1);
         begin_tile(nb_next);
+        if (nb_next <= n_last) stage_key_beta(nb_next, buf ^ 1);
         wgmma_wait<0>();
-        finish_tile(n_first, [] {});
+        finish_tile(n_first, buf, [] {});
         rotate_stages();
         for (int nb = nb_next; nb <= n_last; nb = nb_next) {
+            buf ^= 1;
             nb_next = next_live(nb + 1);  // (no wgmma in flight here)
             begin_tile(nb_next);  // S of this tile first, then the previous tile's P V: waiting for S leaves
             issue_pv();           // P V running on the tensor cores during this tile's score
+            if (nb_next <= n_last) stage_key_beta(nb_next, buf ^ 1);
             wgmma_wait<1>();
-            finish_tile(nb, retire_pv);
+            finish_tile(nb, buf, retire_pv);
             rotate_stages();
         }
         wgmma_fence_operands(o);
@@ -254,7 +276,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
 template <class T, class Score, bool kExt>
 cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
     auto kernel = attention_fwd_wgmma_kernel<T, Score, kExt>;
-    constexpr int kSmem = T::kSmemBytes;
+    constexpr int kSmem = T::kSmemBytes + (kExt ? 2 * T::kBlockN * 4 : 0);  // extended: two key β rows
     static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
     // host queries per function and device, not stream operations: a graph capture may contain them
     cudaFuncAttributes attr;

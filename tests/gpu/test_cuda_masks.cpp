@@ -292,11 +292,13 @@ enum Ext : int {
                    // whole block, and keys between a warp's computed tiles
     kLayoutTiles,  // layout per head of 128 × 256 blocks: every forward tile inside one block (no β)
     kAlibiLayout,  // ALiBi + log-n + a shared layout of 256 × 128 blocks at density ~1/2, causal, N = 1024
+    kPadLayout,    // key padding as fp16/bf16 bias [B, 1, 1, Nk] and mask [1, Hq, 1, Nk], a 128 × 128 layout
+                   // per head and ALiBi, N = 1000 (the Hopper kernels' key-row β beside skipped tiles)
     kExtCount
 };
 const char* kExtNames[] = {"alibi", "alibih", "biasfull", "biasheads", "keypadbias", "keypadmask", "maskfull",
                            "strided", "stridedwin", "layouth", "layout", "logn", "all", "stridedwide",
-                           "layoutruns", "biaswindow", "biaslayout", "layouttiles", "alibilayout"};
+                           "layoutruns", "biaswindow", "biaslayout", "layouttiles", "alibilayout", "padlayout"};
 static_assert(sizeof(kExtNames) / sizeof(kExtNames[0]) == kExtCount, "a name per extension set");
 
 void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
@@ -357,6 +359,12 @@ void add_extension(ref::Spec& s, int ext, ref::Rng& rng, int* bias_dtype) {
             layout(256, 128, 1);
             for (size_t i = 0; i < s.layout.size(); ++i) s.layout[i] = (i * 7 + i / 8) % 2 == 0 ? 1 : 0;
             break;
+        case kPadLayout:
+            *bias_dtype = s.score % 2 == 0 ? ref::kFp16 : ref::kBf16, bias(s.B, 1, 1, true), s.want_dbias = true;
+            mask(1, s.Hq, 1, 7);
+            layout(128, 128, s.Hq);
+            slopes(false);
+            break;
         case kBiasLayout: bias(s.B, s.Hq, s.Nq, false), s.want_dbias = true, layout_runs(); break;
         case kBiasWindow:
             bias(s.B, s.Hq, s.Nq, false), s.want_dbias = true;
@@ -394,6 +402,7 @@ std::vector<Case> all_cases() {
             if (ext == kStridedWide || ext == kLayoutRuns || ext == kBiasWindow || ext == kBiasLayout ||
                 ext == kAlibiLayout)
                 s.B = 1, s.Hq = 2, s.Hk = 1, s.Nq = s.Nk = 1024;
+            if (ext == kPadLayout) s.B = 2, s.Hq = 2, s.Hk = 1, s.Nq = s.Nk = 1000;
             c.bias_dtype = ref::kFp32;
             c.gapped = ext == kBiasFull || (ext == kBiasHeads && score % 2 == 1);
             add_extension(s, ext, rng, &c.bias_dtype);
@@ -417,8 +426,9 @@ std::vector<Case> all_cases() {
 
 #if defined(FSIG_TEST_ON_EMULATOR)
 // Whether the Hopper (wgmma) forward kernels serve the case on this (emulated) device: opted in on an sm_90,
-// and no β — no bias, mask or strided pattern, and a block layout only if every 128 × 128 tile lies inside
-// one of its blocks (the kernels' tile skipping applies it). Their backward is mma.sync's.
+// and no β per row — a bias or mask only if broadcast over the query rows (β of a key tile is one row), no
+// strided pattern, and a block layout only if every 128 × 128 tile lies inside one of its blocks (the
+// kernels' tile skipping applies it). Their backward is mma.sync's.
 bool wgmma_serves(const ref::Spec& s) {
     const char* sm = std::getenv("FSIG_EMU_SM");
     const char* setting = std::getenv("FSIG_CUDA_WGMMA");
@@ -426,7 +436,8 @@ bool wgmma_serves(const ref::Spec& s) {
                         (std::strcmp(setting, "1") == 0 || std::strcmp(setting, "require") == 0);
     auto inside_blocks = [](int64_t block, int64_t n) { return block % 128 == 0 || block >= n; };
     const bool layout_ok = s.block_m == 0 || (inside_blocks(s.block_m, s.Nq) && inside_blocks(s.block_n, s.Nk));
-    return hopper && s.bias.empty() && s.mask.empty() && s.strided <= 1 && layout_ok;  // (strided 1: off)
+    const bool bias_ok = s.bias.empty() || s.bias_q == 1 || s.Nq == 1, mask_ok = s.mask.empty() || s.mask_q == 1 || s.Nq == 1;
+    return hopper && bias_ok && mask_ok && s.strided <= 1 && layout_ok;  // (strided 1: off)
 }
 #endif
 

@@ -14,7 +14,8 @@
 //  - ext_tile_live, the test that skips a whole tile without loading it, against a scan of the tile:
 //    never false on a tile with an allowed element (that would drop keys), and exact where it can be
 //    (a layout alone, or strided alone without a window);
-//  - ext_layout_tile_uniform, the rule that lets a forward kernel apply a layout by tile skipping alone.
+//  - ext_layout_tile_uniform, the rule that lets a forward kernel apply a layout by tile skipping alone,
+//    and ext_key_beta, the rule that lets the Hopper forward stage one row of β per key tile.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -369,6 +370,53 @@ TEST(layout_tile_rule) {
     // both answers of the rule, and skipped tiles among the uniform ones, or this test proves nothing
     EXPECT(uniform > 100 && refused > 100 && skipped > 100, "uniform %d, refused %d, skipped tiles %d", uniform,
            refused, skipped);
+}
+
+// ext_key_beta, the rule that lets the Hopper forward stage one row of β per key tile: where it holds, on
+// every tile ext_tile_live keeps, β of each element equals β of the same key in the tile's first row (the
+// row the kernel stages it from).
+TEST(key_beta_rule) {
+    ref::Rng rng(101);
+    int key_rows = 0, refused = 0, elements = 0;
+    for (int n = 0; n < 400; ++n) {
+        const Case c = random_case(rng, false);
+        const ref::Spec& s = c.s;
+        const ExtParams e = params_of(c.pr).ext;
+        const int64_t bm = e.block_m > 0 ? e.block_m : 1 + rng.below(64), bn = e.block_n > 0 ? e.block_n : 1 + rng.below(64);
+        const int64_t shapes[][2] = {{128, 128}, {bm, bn}, {1 + rng.below(150), 1 + rng.below(150)}};
+        for (const auto& shape : shapes) {
+            const int64_t tm = shape[0], tn = shape[1];
+            if (!fsig::cuda::ext_key_beta(e, tm, tn, s.Nq, s.Nk)) {
+                ++refused;
+                continue;
+            }
+            ++key_rows;
+            int bad = 0;
+            for (int64_t b = 0; b < s.B; ++b)
+                for (int64_t h = 0; h < s.Hq; ++h)
+                    for (int64_t i0 = 0; i0 < s.Nq; i0 += tm)
+                        for (int64_t j0 = 0; j0 < s.Nk; j0 += tn) {
+                            const int64_t i1 = std::min(i0 + tm, s.Nq) - 1, j1 = std::min(j0 + tn, s.Nk) - 1;
+                            if (!fsig::cuda::ext_tile_live(e, h, i0, i1, j0, j1, s.Nq, s.Nk)) continue;
+                            const fsig::cuda::ExtBetaRow first = fsig::cuda::ext_beta_row(e, b, h, i0, 0, s.Nq, s.Nk);
+                            for (int64_t i = i0; i <= i1; ++i) {
+                                const fsig::cuda::ExtBetaRow row = fsig::cuda::ext_beta_row(e, b, h, i, 0, s.Nq, s.Nk);
+                                for (int64_t j = j0; j <= j1; ++j, ++elements) {
+                                    const int col = int(j - j0);
+                                    const float got = fsig::cuda::ext_beta(e, first, j0, col),
+                                                want = fsig::cuda::ext_beta(e, row, j0, col);
+                                    if (!(got == want) && bad++ < 3)
+                                        EXPECT(false, "%s, tiles %lld x %lld: β(%lld, %lld) b %lld h %lld = %g, its "
+                                               "tile's first row has %g", s.describe().c_str(), (long long)tm,
+                                               (long long)tn, (long long)i, (long long)j, (long long)b, (long long)h,
+                                               double(want), double(got));
+                                }
+                            }
+                        }
+        }
+    }
+    EXPECT(key_rows > 100 && refused > 100 && elements > 100000, "key rows %d, refused %d, elements %d", key_rows,
+           refused, elements);
 }
 
 // With strided ∪ window the kernels' interval widens to causal alone; without it, it stays the
