@@ -339,12 +339,12 @@ constexpr FwdLauncher kFwdWgmma[2][2][2] = {
 // the key alone
 FwdParams for_forward_tiles(FwdParams p, int tile_n, bool key_rows) {
     if (ext_layout_tile_uniform(p.ext, kFwdBlockM, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0;
-    else if (key_rows && ext_key_beta(p.ext, kFwdBlockM, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0, p.ext.key_beta = 1;
+    else if (key_rows && ext_key_beta(p.ext, kFwdBlockM, p.seq_q)) p.ext.elementwise = 0, p.ext.key_beta = 1;
     return p;
 }
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
-// key-padding bias and mask, block layouts holding their tiles) on a compute capability 9.0 device when the
+// key-padding bias and mask, block layouts of 128-row multiples) on a compute capability 9.0 device when the
 // library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels. Opt-in until
 // they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them
 // where they can run), require (a call they should serve but cannot fails: the GPU session's proof that

@@ -227,18 +227,23 @@ FSIG_EXT_HD bool strided_hit(const ExtParams& e, uint32_t n) {
     return n == q * uint32_t(e.strided);
 }
 
-// β of key j = j0 + c (c < 2^15, j < Nk): the bias, or −inf where the strided pattern, the block layout
-// or the mask tensor disallows the key (a bias of −inf masks as well). 0 with none of them.
+// β of key j = j0 + c (c < 2^15, j < Nk, row i < Nq): the bias, or −inf where the strided pattern, the
+// block layout or the mask tensor disallows the key (a bias of −inf masks as well). 0 with none of them.
+// No branch depends on a value read, so the layout, mask and bias loads are in flight together (every
+// element of them is in bounds for such i and j).
 FSIG_EXT_HD float ext_beta(const ExtParams& e, const ExtBetaRow& r, int64_t j0, int c) {
     const int32_t j = int32_t(j0) + c;
-    if (e.strided > 0 && !strided_hit(e, uint32_t(c) + r.phase) && !(j >= r.w_lo && j <= r.w_hi)) return -INFINITY;
-    if (e.layout != nullptr && e.layout[r.layout_off + (j / e.block_n) * e.layout_stride[2]] == 0) return -INFINITY;
-    if (e.mask != nullptr && e.mask[r.mask_off + j * e.mask_stride[3]] == 0) return -INFINITY;
-    if (e.bias == nullptr) return 0.f;
-    const int64_t at = r.bias_off + j * e.bias_stride[3];
-    if (e.bias_dtype == FSIG_DTYPE_FP32) return static_cast<const float*>(e.bias)[at];
-    if (e.bias_dtype == FSIG_DTYPE_FP16) return half_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
-    return bf16_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
+    bool allowed = !(e.strided > 0 && !strided_hit(e, uint32_t(c) + r.phase) && !(j >= r.w_lo && j <= r.w_hi));
+    if (e.layout != nullptr) allowed &= e.layout[r.layout_off + (j / e.block_n) * e.layout_stride[2]] != 0;
+    if (e.mask != nullptr) allowed &= e.mask[r.mask_off + j * e.mask_stride[3]] != 0;
+    float bias = 0.f;
+    if (e.bias != nullptr) {
+        const int64_t at = r.bias_off + j * e.bias_stride[3];
+        if (e.bias_dtype == FSIG_DTYPE_FP32) bias = static_cast<const float*>(e.bias)[at];
+        else if (e.bias_dtype == FSIG_DTYPE_FP16) bias = half_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
+        else bias = bf16_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
+    }
+    return allowed ? bias : -INFINITY;
 }
 
 // Layout blocks a tile may span before ext_tile_live stops reading them (every thread of a block reads

@@ -7,11 +7,13 @@
 // Extended kernels (kExt): the positions (log-n λ_i, ALiBi) in registers as fwd_kernel.cuh applies them,
 // and key tiles the block layout leaves empty for all 128 rows never visited. No β per row: staging it per
 // warp would need 64 KiB of shared memory, which the three stages of d = 128 leave no room for. So the
-// host sends here calls whose element-wise extensions are at most a block layout holding every 128 x 128
-// tile (ext_layout_tile_uniform, host_params.h: the tile skipping applies it exactly) and a bias or mask
-// broadcast over the query rows — a key-padding bias or mask (ext_key_beta, p.ext.key_beta): β of a key
-// tile is then one row of 128 floats, staged by the first warpgroup for the next tile while this one
-// computes (two 512-byte buffers after the stages). Other calls take the mma.sync kernels.
+// host sends here only calls whose β is the same for every row of a 128-row tile (host_params.h): none at
+// all when a block layout holding every 128 x 128 tile is the only element-wise extension
+// (ext_layout_tile_uniform: the tile skipping applies it exactly); else, with no strided pattern, a bias
+// and a mask broadcast over the query rows (key padding) and a layout whose block rows hold whole tiles
+// (ext_key_beta, p.ext.key_beta), β of a key tile is one row of 128 floats, staged by the first
+// warpgroup for the next tile while this one computes (two 512-byte buffers after the stages). Other
+// calls take the mma.sync kernels.
 //
 // Algorithm. One block of 2 warpgroups (256 threads) per (query tile of 128 rows, head, batch); warpgroup
 // g owns rows 64g..64g+63 and warp w rows 16w..16w+15, as in fwd_kernel.cuh. Q stays in shared memory for
@@ -218,7 +220,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     };
     // kExt, key_beta: β of key tile nb (keys j0 + tid, −inf past Nk) into buffer buf, by the first warpgroup
     // (inline: a call with wgmma in flight would make ptxas serialise them); the block's row i0 stands for
-    // every row (β depends on the key alone, the layout on the tile alone)
+    // every row (the same β on every row of the tile: ext_key_beta)
     auto stage_key_beta = [&](int nb, int buf) {
         if (kExt && p.ext.key_beta && tid < kBlockN) {
             const int64_t j0 = int64_t(nb) * kBlockN;
@@ -289,7 +291,7 @@ cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t 
     return cudaGetLastError();
 }
 
-// kExt: the extended kernels (p.ext.on without β), generated in their own units fwd_wgmma_ext_<dtype>_hd<d>.cu
+// kExt: the extended kernels (p.ext.on, no β per row), generated in their own units fwd_wgmma_ext_<dtype>_hd<d>.cu
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd_wgmma(const FwdParams& params, cudaStream_t stream) {
     using T = WgmmaFwdTraits<kHeadDim, Elem>;

@@ -54,28 +54,25 @@ inline void fill_ext(const Problem& pr, const TensorView* dbias, FwdParams* p) {
     if (pr.strided_with_window()) p->window_left = p->window_right = -1;
 }
 
-// Whether every tile_m x tile_n tile (at multiples of its size) of a forward kernel lies inside one block of
-// the layout (blocks, clamped to Nq and Nk, whole multiples of the tile or the whole length): skipping the
-// tiles the layout leaves empty (ext_tile_live, exact for such a tile) then applies the layout in full.
-inline bool layout_holds_tiles(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q, int64_t seq_k) {
-    auto inside_blocks = [](int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; };
-    return e.layout != nullptr && inside_blocks(e.block_m, tile_m, seq_q) && inside_blocks(e.block_n, tile_n, seq_k);
-}
-
-// True when such a kernel needs no β: the layout is the only element-wise extension and holds its tiles.
+// True when a forward kernel whose tiles are tile_m x tile_n (at multiples of their size) needs no β: the
+// block layout is the only element-wise extension and every tile lies inside one of its blocks (blocks,
+// clamped to Nq and Nk, whole multiples of the tile or the whole length). Skipping the tiles the layout
+// leaves empty (ext_tile_live, exact for such a tile) then applies the layout in full.
 inline bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
                                     int64_t seq_k) {
-    return e.bias == nullptr && e.mask == nullptr && e.strided == 0 && layout_holds_tiles(e, tile_m, tile_n, seq_q, seq_k);
+    auto inside_blocks = [](int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; };
+    return e.layout != nullptr && e.bias == nullptr && e.mask == nullptr && e.strided == 0 &&
+           inside_blocks(e.block_m, tile_m, seq_q) && inside_blocks(e.block_n, tile_n, seq_k);
 }
 
-// True when β depends on the key alone for such a kernel: a bias and/or mask broadcast over the query rows
-// (a key-padding bias or mask; any tensor when Nq = 1), no strided pattern, a layout only if it holds the
-// tiles. The Hopper kernels then stage one row of β per key tile (ExtParams::key_beta).
-inline bool ext_key_beta(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q, int64_t seq_k) {
-    if (e.strided > 0 || (e.bias == nullptr && e.mask == nullptr)) return false;
-    const bool bias_keys = e.bias == nullptr || e.bias_stride[2] == 0 || seq_q == 1;
-    const bool mask_keys = e.mask == nullptr || e.mask_stride[2] == 0 || seq_q == 1;
-    return bias_keys && mask_keys && (e.layout == nullptr || layout_holds_tiles(e, tile_m, tile_n, seq_q, seq_k));
+// True when, inside each of such a kernel's tiles, β depends on the key alone: no strided pattern, a bias
+// and a mask only if broadcast over the query rows (key padding; the C ABI layer gives every size-1
+// dimension stride 0), a layout only if each tile's rows lie in one of its block rows. The Hopper kernels
+// then stage one row of β per key tile (ExtParams::key_beta), from the tile's first row.
+inline bool ext_key_beta(const ExtParams& e, int64_t tile_m, int64_t seq_q) {
+    if (e.strided > 0 || !e.elementwise) return false;
+    const bool layout_rows = e.layout == nullptr || e.block_m % tile_m == 0 || e.block_m >= seq_q;
+    return layout_rows && (e.bias == nullptr || e.bias_stride[2] == 0) && (e.mask == nullptr || e.mask_stride[2] == 0);
 }
 
 // The kernel parameters of q, k, v, out (lse, dbias when given), the problem and its extensions.

@@ -90,12 +90,12 @@ gpu=$build/tests/gpu
 step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
 step forward 200 "$gpu/test_cuda_forward"
 # require: a call the wgmma kernels should serve but cannot fails, so green means they ran (masks: the
-# extension sets they serve — positions, key padding, layouts of whole 128 x 128 tiles; their backward
-# is mma.sync's)
+# extension sets with calls they serve — positions, key padding, layouts of 128-row blocks, Nq = 1; their
+# backward is mma.sync's)
 step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" numerics_matrix numerics_shapes \
   numerics_targeted hopper_kernel_choice
 step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
-  _padlayout
+  _padlayout _biasfull _maskfull
 # the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log
 step bench_wgmma 120 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
   --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd --warmup 3 \

@@ -343,7 +343,7 @@ TEST(forward_tile_rules) {
         for (const auto& shape : shapes) {
             const int64_t tm = shape[0], tn = shape[1];
             const bool no_beta = fsig::cuda::ext_layout_tile_uniform(e, tm, tn, s.Nq, s.Nk);
-            const bool key_beta = fsig::cuda::ext_key_beta(e, tm, tn, s.Nq, s.Nk);
+            const bool key_beta = fsig::cuda::ext_key_beta(e, tm, s.Nq);
             uniform += no_beta, key_rows += key_beta, neither += !no_beta && !key_beta;
             if (!no_beta && !key_beta) continue;
             int bad = 0;
