@@ -335,8 +335,8 @@ constexpr FwdLauncher kFwdWgmma[2][2][2] = {
 
 // p for a forward kernel of kFwdBlockM x tile_n tiles: without β where a block layout, the only
 // element-wise extension, is constant over every such tile (the tile skipping applies it); with key_rows
-// (the Hopper kernels, which have no room for a β per row) β as one row per key tile where it depends on
-// the key alone
+// (the Hopper kernels, which have no room for a β per row) β as one row per key tile where it is the same
+// on every row of a tile (ext_key_beta)
 FwdParams for_forward_tiles(FwdParams p, int tile_n, bool key_rows) {
     if (ext_layout_tile_uniform(p.ext, kFwdBlockM, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0;
     else if (key_rows && ext_key_beta(p.ext, kFwdBlockM, p.seq_q)) p.ext.elementwise = 0, p.ext.key_beta = 1;

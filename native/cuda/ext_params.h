@@ -31,7 +31,7 @@ namespace fsig::cuda {
 struct ExtParams {
     int32_t on;           // any extension: selects the extended instantiation on the host
     int32_t elementwise;  // bias, mask, strided or layout: the kernels stage β (ext_beta) per tile
-    int32_t key_beta;     // (the Hopper forward, elementwise 0) β depends on the key alone: one row per key tile
+    int32_t key_beta;     // (the Hopper forward, elementwise 0) β the same on every row of a tile: one row per tile
     // ALiBi: slope(b, h) = alibi[b·alibi_b + h·alibi_h] (fp32), nullptr = off
     const float* alibi;
     int64_t alibi_b, alibi_h;
