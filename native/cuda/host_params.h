@@ -54,15 +54,17 @@ inline void fill_ext(const Problem& pr, const TensorView* dbias, FwdParams* p) {
     if (pr.strided_with_window()) p->window_left = p->window_right = -1;
 }
 
-// True when a forward kernel whose tiles are tile_m x tile_n (at multiples of their size) needs no β: the
-// block layout is the only element-wise extension and every tile lies inside one of its blocks (blocks,
-// clamped to Nq and Nk, whole multiples of the tile or the whole length). Skipping the tiles the layout
+// Whether every tile of `tile` rows (or keys), at multiples of its size, lies inside one layout block of
+// `block` (clamped to the length n): a whole multiple of the tile, or the whole length.
+inline bool blocks_hold_tiles(int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; }
+
+// True when a forward kernel whose tiles are tile_m x tile_n needs no β: the block layout is the only
+// element-wise extension and every tile lies inside one of its blocks. Skipping the tiles the layout
 // leaves empty (ext_tile_live, exact for such a tile) then applies the layout in full.
 inline bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
                                     int64_t seq_k) {
-    auto inside_blocks = [](int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; };
     return e.layout != nullptr && e.bias == nullptr && e.mask == nullptr && e.strided == 0 &&
-           inside_blocks(e.block_m, tile_m, seq_q) && inside_blocks(e.block_n, tile_n, seq_k);
+           blocks_hold_tiles(e.block_m, tile_m, seq_q) && blocks_hold_tiles(e.block_n, tile_n, seq_k);
 }
 
 // True when, inside each of such a kernel's tiles, β depends on the key alone: no strided pattern, a bias
@@ -71,7 +73,7 @@ inline bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t 
 // then stage one row of β per key tile (ExtParams::key_beta), from the tile's first row.
 inline bool ext_key_beta(const ExtParams& e, int64_t tile_m, int64_t seq_q) {
     if (e.strided > 0 || !e.elementwise) return false;
-    const bool layout_rows = e.layout == nullptr || e.block_m % tile_m == 0 || e.block_m >= seq_q;
+    const bool layout_rows = e.layout == nullptr || blocks_hold_tiles(e.block_m, tile_m, seq_q);
     return layout_rows && (e.bias == nullptr || e.bias_stride[2] == 0) && (e.mask == nullptr || e.mask_stride[2] == 0);
 }
 
