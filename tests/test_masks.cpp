@@ -553,6 +553,57 @@ TEST(logn_values) {
         }
 }
 
+// ALiBi where distances reach 2^24 (above it float no longer holds every integer): the kernels' float
+// penalties cover tiles whose distances are all below 2^24, the int64 form the others. Nk = 2^24 + 2048
+// keys through one broadcast key and value row (sequence stride 0: 64 bytes, not a gigabyte), so only
+// the positions make the scores differ; a negative slope puts the softmax weight on the farthest keys,
+// about 12 % of it on the 2048 keys beyond 2^24 — which the LSE shows (missing there, it falls by 0.12).
+// 2^17 key tiles also check that the forward's normalised O does not drift tile by tile.
+TEST(alibi_beyond_float_integers) {
+    constexpr int64_t d = 8, nq = 3, nk = (int64_t(1) << 24) + 2048;
+    const float slope = -1.f / 16384.f;  // penalties up to 1024: LSE near 1024, fp32 S steps of 2^-13
+    std::vector<float> q(nq * d), kv(d, 0.25f), out(nq * d), lse(nq);
+    for (int64_t e = 0; e < nq * d; ++e) q[size_t(e)] = float(e % 5) * 0.125f;  // exact in fp32
+    auto tensor = [](void* data, int64_t n, int64_t seq_stride, int64_t bytes) {
+        fsig_tensor t{};
+        t.data = data, t.capacity_bytes = bytes, t.dtype = FSIG_DTYPE_FP32, t.ndim = 4;
+        const int64_t shape[4] = {1, n, 1, d}, strides[4] = {n * seq_stride + d, seq_stride, d, 1};
+        for (int a = 0; a < 4; ++a) t.shape[a] = shape[a], t.strides[a] = strides[a];
+        return t;
+    };
+    const fsig_tensor tq = tensor(q.data(), nq, d, nq * d * 4), tk = tensor(kv.data(), nk, 0, d * 4),
+                      tv = tensor(kv.data(), nk, 0, d * 4), to = tensor(out.data(), nq, d, nq * d * 4);
+    fsig_tensor tl{}, ts{};
+    tl.data = lse.data(), tl.capacity_bytes = nq * 4, tl.dtype = FSIG_DTYPE_FP32, tl.ndim = 3;
+    tl.shape[0] = tl.shape[1] = 1, tl.shape[2] = nq, tl.strides[0] = tl.strides[1] = nq, tl.strides[2] = 1;
+    ts.data = const_cast<float*>(&slope), ts.capacity_bytes = 4, ts.dtype = FSIG_DTYPE_FP32, ts.ndim = 1;
+    ts.shape[0] = 1, ts.strides[0] = 1;
+    fsig_attention_params p = fsig_attention_params_default();
+    p.score = FSIG_SCORE_SOFTMAX;
+    std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
+    std::fill(lse.begin(), lse.end(), std::numeric_limits<float>::quiet_NaN());
+    REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, &tl, &ts, nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
+            "%s", fsig_last_error());
+    const double scale = 1.0 / std::sqrt(double(d));
+    for (int64_t i = 0; i < nq; ++i) {
+        double s0 = 0;
+        for (int64_t c = 0; c < d; ++c) s0 += double(q[size_t(i * d + c)]) * 0.25 * scale;
+        const int64_t diag = i + nk - nq;
+        const double top = s0 - double(slope) * double(diag);  // key 0, the farthest, scores highest
+        double sum = 0;
+        for (int64_t j = 0; j < nk; ++j) sum += std::exp(s0 - double(slope) * double(diag - j) - top);
+        const double want = top + std::log(sum);
+        // fp32: S near 1024 in steps of 2^-13, row sums over a few hundred tiles (~1e-5 relative)
+        EXPECT(std::fabs(double(lse[size_t(i)]) - want) <= 1e-3, "row %lld: lse %.6f, fp64 %.6f", (long long)i,
+               double(lse[size_t(i)]), want);
+        // every key's value row is the same: out = v, whatever the weights, to a few roundings (an O summed
+        // key by key into its normalised accumulator lost 5e-4 of itself here)
+        for (int64_t c = 0; c < d; ++c)
+            EXPECT(std::fabs(double(out[size_t(i * d + c)]) - 0.25) <= 0.25 * 1e-5, "row %lld: out[%lld] = %.8f, want 0.25",
+                   (long long)i, (long long)c, double(out[size_t(i * d + c)]));
+    }
+}
+
 // The fp64 reference's dBias and lambda against central differences (tiny fp64 cases), which
 // validates the formulas the library is checked against above.
 TEST(finite_differences) {
