@@ -95,8 +95,9 @@ bool run_case(const Case& c, bool verbose) {
 
     // ---- backward: out and lse from ref64 (out rounded to the dtype), so the check isolates backward ----
     if (c.backward) {
-        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data());
         const std::vector<float> out_in = tu::to_float_rounded(f64.out, c.dtype);
+        const std::vector<double> out64 = tu::to_double(out_in);  // the O the library is handed (reference.h)
+        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data(), out64.data());
         const ref::Grads<float> gn =
             ref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), out_in.data(), gf.data());
         const int ol = output_layout(c.layout);

@@ -504,8 +504,9 @@ Forward<double> forward64(const Spec& s, const double* q, const double* k, const
     return Core<double>(s, -1).forward(q, k, v);
 }
 
-Grads<double> backward64(const Spec& s, const double* q, const double* k, const double* v, const double* dout) {
-    return Core<double>(s, -1).backward(q, k, v, nullptr, dout);
+Grads<double> backward64(const Spec& s, const double* q, const double* k, const double* v, const double* dout,
+                         const double* out_given) {
+    return Core<double>(s, -1).backward(q, k, v, out_given, dout);
 }
 
 Forward<float> forward_naive(const Spec& s, int dtype, const float* q, const float* k, const float* v) {

@@ -183,8 +183,9 @@ void run_case(const MCase& c) {
     if (softmax) check_out(c, "lse", lse, f64.lse, fn.lse);
 
     if (c.backward) {
-        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data());
         const std::vector<float> out_in = tu::to_float_rounded(f64.out, c.dtype);
+        const std::vector<double> out64 = tu::to_double(out_in);  // the O the library is handed (reference.h)
+        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data(), out64.data());
         const ref::Grads<float> gn = ref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), out_in.data(), gf.data());
         tu::View o_in = tu::make_view(c.dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d);
         o_in.store(out_in);

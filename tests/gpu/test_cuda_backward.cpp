@@ -104,7 +104,8 @@ Prepared prepare(const Case& c) {
     const ref::Forward<double> f64 = ref::forward64(s, q64.data(), k64.data(), v64.data());
     r.out = tu::to_float_rounded(f64.out, c.dtype);
     if (s.score == ref::kSoftmax) r.lse.assign(f64.lse.begin(), f64.lse.end());
-    r.g64 = ref::backward64(s, q64.data(), k64.data(), v64.data(), g64.data());
+    const std::vector<double> out64 = tu::to_double(r.out);  // the O the kernel is handed (reference.h)
+    r.g64 = ref::backward64(s, q64.data(), k64.data(), v64.data(), g64.data(), out64.data());
     r.gn = ref::backward_naive(s, c.dtype, r.q.data(), r.k.data(), r.v.data(), r.out.data(), r.dout.data());
     return r;
 }
