@@ -87,12 +87,9 @@ struct Grads {
 
 // fp64 reference. Inputs are dense BSHD doubles.
 Forward<double> forward64(const Spec& s, const double* q, const double* k, const double* v);
-// Backward of L = <dout, out>: recomputes S, P (and O, LSE for softmax) exactly. With out_given (softmax),
-// D = rowsum(dO ∘ O) comes from it: the exact backward of the inputs a kernel is handed, O rounded to its
-// dtype included. The library's checks pass the O they hand the library, so that O's rounding (a
-// property of the inputs, shared by ours and the naive computation) is not counted as the kernel's
-// error: where |D| is large and dS a small difference, it dominated both, and the naive computation's
-// own roundings cancelling part of it by chance failed the §6 rule with a correct kernel.
+// Backward of L = <dout, out>: recomputes S, P (and O, LSE for softmax) exactly. With out_given, softmax's
+// D = rowsum(dO ∘ O) comes from it: the checks pass the O they hand the library, so its rounding to the
+// dtype counts as an input, not as the kernel's error.
 Grads<double> backward64(const Spec& s, const double* q, const double* k, const double* v, const double* dout,
                          const double* out_given = nullptr);
 

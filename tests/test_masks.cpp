@@ -558,8 +558,9 @@ TEST(logn_values) {
 // penalties cover tiles whose distances are all below 2^24, the int64 form the others. Nk = 2^24 + 2048
 // keys through one broadcast key and value row (sequence stride 0: 64 bytes, not a gigabyte), so only
 // the positions make the scores differ; a negative slope puts the softmax weight on the farthest keys,
-// about 12 % of it on the 2048 keys beyond 2^24 — which the LSE shows (missing there, it falls by 0.12).
-// 2^17 key tiles also check that the forward's normalised O does not drift tile by tile.
+// about 12 % of it on the 2048 keys beyond 2^24 — which the LSE shows (missing there, it falls by 0.12;
+// a distance off by a unit or two would not show). 2^17 key tiles also check that the forward's
+// normalised O does not drift tile by tile. Forward only: the backward's dK, dV would be 2^24 rows.
 TEST(alibi_beyond_float_integers) {
     constexpr int64_t d = 8, nq = 3, nk = (int64_t(1) << 24) + 2048;
     const float slope = -1.f / 16384.f;  // penalties up to 1024: LSE near 1024, fp32 S steps of 2^-13

@@ -21,7 +21,9 @@ inline vf vload_b(const uint16_t* p) { return vload_bf16(p); }
 // C[R][V·W] += A[R][K] · B[K][V·W], A with any strides (so Aᵀ costs nothing), B row-major (ldb); with
 // row_w, C ← C·(1 − w_r) + A·B as C + (A·B − w_r·C). The product is summed from zero and added to C
 // once: summed into C key by key, terms below half an ulp of C were each rounded away (the forward's
-// normalised O lost 5e-4 of itself over 2^13 key tiles of small weights).
+// normalised O lost 5e-4 of itself over 2^13 key tiles of small weights). Where the difference form
+// is not finite (C and A·B of opposite signs beyond FLT_MAX / 2, or an inf in C) C·(1 − w_r) + A·B is
+// taken, which overflows only where the result does.
 template <int R, int V, class TB>
 void micro_acc(const float* A, int64_t a_row, int64_t a_col, const TB* B, int64_t ldb, int64_t K, float* C,
                int64_t ldc, const float* row_w) {
@@ -37,10 +39,15 @@ void micro_acc(const float* A, int64_t a_row, int64_t a_col, const TB* B, int64_
         }
     }
     for (int r = 0; r < R; ++r) {
-        const vf minus_w = vset(row_w != nullptr ? -row_w[r] : 0.f);
+        float* c_row = C + r * ldc;
+        if (row_w == nullptr) {
+            for (int v = 0; v < V; ++v) vstore(c_row + v * W, vadd(vload(c_row + v * W), acc[r][v]));
+            continue;
+        }
+        const vf minus_w = vset(-row_w[r]), keep = vset(1.f - row_w[r]);
         for (int v = 0; v < V; ++v) {
-            const vf c = vload(C + r * ldc + v * W);
-            vstore(C + r * ldc + v * W, vadd(c, row_w != nullptr ? vfma(minus_w, c, acc[r][v]) : acc[r][v]));
+            const vf c = vload(c_row + v * W);
+            vstore(c_row + v * W, vfinite_or(vadd(c, vfma(minus_w, c, acc[r][v])), vfma(c, keep, acc[r][v])));
         }
     }
 }

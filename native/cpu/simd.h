@@ -39,6 +39,10 @@ static inline vf vselect_nonneg(vf c, vf a, vf b) {
 }
 // x where x is NaN, else r
 static inline vf vkeep_nan(vf x, vf r) { return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); }
+// x where x is finite, else r
+static inline vf vfinite_or(vf x, vf r) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(vabs(x), _mm512_set1_ps(3.40282347e38f), _CMP_LE_OQ), r, x);
+}
 static inline vf vpow2i(vf n) {  // 2^n for integral n in [-127, 128]; -127 gives 0, 128 gives inf
     vi e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_castsi512_ps(e);
@@ -96,6 +100,9 @@ static inline vf vselect_nonneg(vf c, vf a, vf b) {
     return _mm256_blendv_ps(b, a, _mm256_cmp_ps(c, _mm256_setzero_ps(), _CMP_GE_OQ));
 }
 static inline vf vkeep_nan(vf x, vf r) { return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+static inline vf vfinite_or(vf x, vf r) {
+    return _mm256_blendv_ps(r, x, _mm256_cmp_ps(vabs(x), _mm256_set1_ps(3.40282347e38f), _CMP_LE_OQ));
+}
 static inline vf vpow2i(vf n) {
     vi e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_castsi256_ps(e);
@@ -149,6 +156,7 @@ static inline float vhsum(vf a) {
 static inline vf vselect_pos(vf a, vf b) { return vbslq_f32(vcgtq_f32(a, vzero()), b, vzero()); }
 static inline vf vselect_nonneg(vf c, vf a, vf b) { return vbslq_f32(vcgeq_f32(c, vzero()), a, b); }
 static inline vf vkeep_nan(vf x, vf r) { return vbslq_f32(vceqq_f32(x, x), r, x); }
+static inline vf vfinite_or(vf x, vf r) { return vbslq_f32(vcleq_f32(vabsq_f32(x), vdupq_n_f32(3.40282347e38f)), x, r); }
 static inline vf vpow2i(vf n) {
     vi e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
     return vreinterpretq_f32_s32(e);

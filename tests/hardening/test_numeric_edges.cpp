@@ -188,8 +188,9 @@ void run_edge(const Edge& e) {
     } else if (e.backward) {
         // out and lse from our own forward, as a training step passes them: at |S| ~ 1e8 the fp32 LSE
         // cannot carry the fp64 answer (an ulp of 1e8 is 8), only the value our S is consistent with
-        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data());
         const std::vector<float> out_in = out.load();
+        const std::vector<double> out64 = tu::to_double(out_in);  // the O handed to the backward (reference.h)
+        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data(), out64.data());
         const std::vector<float> lse_in = softmax ? lse.load() : std::vector<float>();
         const ref::Grads<float> gn = ref::backward_naive(s, e.dtype, e.q.data(), e.k.data(), e.v.data(), out_in.data(),
                                                          e.g.data());
@@ -362,6 +363,21 @@ TEST(bf16_max_finite) {
         Edge e = make(label("bf16 q at +-max, tiny k,", score, ref::kBf16), spec(score, 1, 4, 6, 2, 1, 8), ref::kBf16,
                       61 + uint64_t(score), 1, 3e-39, 1, 1e-37);
         plant(e.q, kBf16Max, 2);
+        run_edge(e);
+    }
+    {
+        // two key tiles (128 keys at d = 8) of v = -max then +max, the second scoring 1 higher: O crosses
+        // from -max to 0.46 max in one tile; its update may not pass through a value beyond fp32
+        Edge e = make("bf16 softmax v = -max then +max, two key tiles", spec(ref::kSoftmax, 1, 1, 256, 1, 1, 8),
+                      ref::kBf16, 53, 1, 1, 1, 1);
+        std::fill(e.q.begin(), e.q.end(), 0.f);
+        std::fill(e.k.begin(), e.k.end(), 0.f);
+        e.q[0] = ref::round_to(ref::kBf16, float(std::sqrt(8.0)));  // S = q·k / sqrt(8) = k[0] here
+        for (int64_t j = 0; j < 256; ++j) {
+            e.k[size_t(j * 8)] = j < 128 ? 0.f : 1.f;
+            std::fill_n(e.v.begin() + j * 8, 8, j < 128 ? -kBf16Max : kBf16Max);
+        }
+        e.backward = false;  // dP = dO·v near max: the gradients leave fp32
         run_edge(e);
     }
     {
