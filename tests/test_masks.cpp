@@ -562,30 +562,24 @@ TEST(logn_values) {
 // a distance off by a unit or two would not show). 2^17 key tiles also check that the forward's
 // normalised O does not drift tile by tile. Forward only: the backward's dK, dV would be 2^24 rows.
 TEST(alibi_beyond_float_integers) {
-    constexpr int64_t d = 8, nq = 3, nk = (int64_t(1) << 24) + 2048;
+    constexpr int64_t d = 8, nq = 3, nk = (int64_t(1) << 24) + 2048, heads = 1;
     const float slope = -1.f / 16384.f;  // penalties up to 1024: LSE near 1024, fp32 S steps of 2^-13
-    std::vector<float> q(nq * d), kv(d, 0.25f), out(nq * d), lse(nq);
+    std::vector<float> q(nq * d);
     for (int64_t e = 0; e < nq * d; ++e) q[size_t(e)] = float(e % 5) * 0.125f;  // exact in fp32
-    auto tensor = [](void* data, int64_t n, int64_t seq_stride, int64_t bytes) {
-        fsig_tensor t{};
-        t.data = data, t.capacity_bytes = bytes, t.dtype = FSIG_DTYPE_FP32, t.ndim = 4;
-        const int64_t shape[4] = {1, n, 1, d}, strides[4] = {n * seq_stride + d, seq_stride, d, 1};
-        for (int a = 0; a < 4; ++a) t.shape[a] = shape[a], t.strides[a] = strides[a];
-        return t;
-    };
-    const fsig_tensor tq = tensor(q.data(), nq, d, nq * d * 4), tk = tensor(kv.data(), nk, 0, d * 4),
-                      tv = tensor(kv.data(), nk, 0, d * 4), to = tensor(out.data(), nq, d, nq * d * 4);
-    fsig_tensor tl{}, ts{};
-    tl.data = lse.data(), tl.capacity_bytes = nq * 4, tl.dtype = FSIG_DTYPE_FP32, tl.ndim = 3;
-    tl.shape[0] = tl.shape[1] = 1, tl.shape[2] = nq, tl.strides[0] = tl.strides[1] = nq, tl.strides[2] = 1;
-    ts.data = const_cast<float*>(&slope), ts.capacity_bytes = 4, ts.dtype = FSIG_DTYPE_FP32, ts.ndim = 1;
-    ts.shape[0] = 1, ts.strides[0] = 1;
+    tu::View vq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+             kv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, 1, 1, d),
+             vout = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+             vlse = tu::make_lse_view(tu::kContiguous, 1, 1, nq), vslope = make_nd(FSIG_DTYPE_FP32, 1, &heads, 0);
+    vq.store(q), kv.store(std::vector<float>(d, 0.25f)), vslope.store({slope});
+    tu::poison(vout), tu::poison(vlse);
+    fsig_tensor tk = kv.desc();  // one key and value row for all nk keys
+    tk.shape[1] = nk, tk.strides[1] = 0;
+    const fsig_tensor tq = vq.desc(), to = vout.desc(), tl = vlse.desc(), ts = vslope.desc();
     fsig_attention_params p = fsig_attention_params_default();
     p.score = FSIG_SCORE_SOFTMAX;
-    std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
-    std::fill(lse.begin(), lse.end(), std::numeric_limits<float>::quiet_NaN());
-    REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, &tl, &ts, nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
+    REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tk, &to, &tl, &ts, nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
             "%s", fsig_last_error());
+    const std::vector<float> out = vout.load(), lse = vlse.load();
     const double scale = 1.0 / std::sqrt(double(d));
     for (int64_t i = 0; i < nq; ++i) {
         double s0 = 0;
