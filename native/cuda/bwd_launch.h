@@ -1,6 +1,6 @@
-// The launchers of the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu (one per kernel, kind, dtype and head
-// dim; CMake writes them from native/cuda/bwd_instance.cu.in). Host code calls these; only the units
-// see the kernels.
+// The launchers of the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu and bwd_wgmma_<dtype>_hd<d>.cu
+// (one per kernel, kind, dtype and head dim; CMake writes them from native/cuda/bwd_instance.cu.in and
+// bwd_wgmma_instance.cu.in). Host code calls these; only the units see the kernels.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,6 +29,11 @@ cudaError_t launch_bwd_dq_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream)
 cudaError_t launch_bwd_dq_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+// the Hopper (wgmma, sm_90 only) dK/dV kernels of plain calls, fast or deterministic, units bwd_wgmma_<dtype>_hd<d>.cu
+cudaError_t launch_bwd_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 // the fast path's last step (p.dq_accum set): dq = Elem(scale · dq_accum), native/cuda/bwd_dq_convert.cu
 cudaError_t launch_bwd_dq_convert_fp16(const BwdParams& p, int head_dim, cudaStream_t stream);
 cudaError_t launch_bwd_dq_convert_bf16(const BwdParams& p, int head_dim, cudaStream_t stream);

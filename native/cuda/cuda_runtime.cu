@@ -328,6 +328,8 @@ constexpr BwdLauncher kBwdDq[2][2][2] = {
     {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128},
      {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128}}};
 
+constexpr BwdLauncher kBwdWgmma[2][2] = {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128},
+                                         {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128}};
 constexpr FwdLauncher kFwdWgmma[2][2][2] = {
     {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128}, {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}},
     {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128},
@@ -344,8 +346,9 @@ FwdParams for_forward_tiles(FwdParams p, int tile_n, bool key_rows) {
 }
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
-// key-padding bias and mask, block layouts of 128-row multiples) on a compute capability 9.0 device when the
-// library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels. Opt-in until
+// key-padding bias and mask, block layouts of 128-row multiples), and bwd_wgmma_kernel.cuh the backward's dK/dV
+// of plain calls, on a compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0
+// only); the others take the mma.sync kernels. Opt-in until
 // they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them
 // where they can run), require (a call they should serve but cannot fails: the GPU session's proof that
 // they ran) or off.
@@ -487,13 +490,34 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
+    // dK, dV (and on the fast path dS K into the workspace): the Hopper kernel for plain calls where it can
+    // run (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA), on both paths alike, so that
+    // their dK and dV stay the same bits; else bwd_kernel.cuh's
+    WgmmaSetting wgmma = ext ? WgmmaSetting::kOff : wgmma_setting();
+    if (wgmma != WgmmaSetting::kOff) {
+        if (const char* why = wgmma_unavailable(device); why != nullptr) {
+            if (wgmma == WgmmaSetting::kRequired)
+                return m.fail(FSIG_ERROR_UNSUPPORTED,
+                              "FSIG_CUDA_WGMMA=require, but the Hopper (wgmma) kernels cannot run: %s", why);
+            wgmma = WgmmaSetting::kOff;
+        }
+    }
+    auto launch_dkdv = [&] {
+        if (wgmma != WgmmaSetting::kOff) {
+            const cudaError_t e = kBwdWgmma[bf16][d128](p, s);
+            // code JIT-compiled from compute_80 PTX: the mma.sync kernel, unless required
+            if (e != cudaErrorNoKernelImageForDevice || wgmma == WgmmaSetting::kRequired) return e;
+            cudaGetLastError();
+        }
+        return kBwdDkDv[ext][bf16][d128](p, s);
+    };
     cudaError_t e;
     const char* which;
     if (p.dq_accum != nullptr) {
         // fast: zero the fp32 dQ, dK/dV kernel adding dS K to it, conversion into dq (stream order)
         which = "workspace clearing";
         e = cudaMemsetAsync(p.dq_accum, 0, size_t(a.workspace_bytes), s);
-        if (e == cudaSuccess) which = "dK/dV/dQ", e = kBwdDkDv[ext][bf16][d128](p, s);
+        if (e == cudaSuccess) which = "dK/dV/dQ", e = launch_dkdv();
         if (e == cudaSuccess)
             which = "dQ conversion", e = (bf16 ? launch_bwd_dq_convert_bf16 : launch_bwd_dq_convert_fp16)(
                                          p, int(pr.head_dim), s);
@@ -502,7 +526,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         // broadcast one as partial sums into the zeroed workspace, then added up by a third kernel)
         which = "workspace clearing";
         e = dbias_sums ? cudaMemsetAsync(p.dbias_partial, 0, size_t(a.workspace_bytes), s) : cudaSuccess;
-        if (e == cudaSuccess) which = "dK/dV", e = kBwdDkDv[ext][bf16][d128](p, s);
+        if (e == cudaSuccess) which = "dK/dV", e = launch_dkdv();
         if (e == cudaSuccess) which = "dQ", e = kBwdDq[ext][bf16][d128](p, s);
         if (e == cudaSuccess && dbias_sums) which = "dbias reduction", e = launch_bwd_dbias_reduce(p, s);
     }

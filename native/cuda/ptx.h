@@ -72,14 +72,14 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int s
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// ---- Hopper (sm_90a) warpgroup MMA: the wgmma forward kernel (fwd_wgmma_kernel.cuh) ----------------
+// ---- Hopper (sm_90a) warpgroup MMA: the wgmma kernels (fwd_wgmma_kernel.cuh, bwd_wgmma_kernel.cuh) ----
 // wgmma.mma_async: D[64 x N] (+)= A[64 x 16] · B[16 x N] over the 128 threads of a warpgroup, fp32
 // accumulators; d[i / 4][i % 4] is the PTX fragment's register d_i (warp w of the group: rows 16w..16w+15,
 // the layout of mma.m16n8k16's C per n8 tile i / 4). ss: A and B from shared-memory descriptors, both
-// K-major; rs_tb: A from registers (mma.m16n8k16's A fragment for the warp's 16 rows), B N-major
-// (imm-trans-b = 1). Asynchronous: the accumulators and A registers belong to the tensor cores from the
-// instruction until the wgmma.wait_group that retires its group — the A array must stay in scope and
-// unchanged until then (the emulator checks it). Compiled only where the target has
+// K-major; ss_tb: the same with B N-major (imm-trans-b = 1); rs_tb: A from registers (mma.m16n8k16's A
+// fragment for the warp's 16 rows), B N-major. Asynchronous: the accumulators and A registers belong to
+// the tensor cores from the instruction until the wgmma.wait_group that retires its group — the A array
+// must stay in scope and unchanged until then (the emulator checks it). Compiled only where the target has
 // wgmma (sm_90a); elsewhere the kernel that calls them is never launched (the host checks).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FSIG_HAVE_WGMMA 1
@@ -98,9 +98,11 @@ struct Wgmma;
 // The operand lists: the accumulators %0.. in fragment order, then A (registers or descriptor), B's
 // descriptor and the scale-d flag (the predicate p: D = A·B + (p ? D : 0)).
 #define FSIG_ACC4(t) "+f"(d[t][0]), "+f"(d[t][1]), "+f"(d[t][2]), "+f"(d[t][3])
+#define FSIG_ACC_N32 FSIG_ACC4(0), FSIG_ACC4(1), FSIG_ACC4(2), FSIG_ACC4(3)
 #define FSIG_ACC_N64 FSIG_ACC4(0), FSIG_ACC4(1), FSIG_ACC4(2), FSIG_ACC4(3), FSIG_ACC4(4), FSIG_ACC4(5), FSIG_ACC4(6), FSIG_ACC4(7)
 #define FSIG_ACC_N128 \
     FSIG_ACC_N64, FSIG_ACC4(8), FSIG_ACC4(9), FSIG_ACC4(10), FSIG_ACC4(11), FSIG_ACC4(12), FSIG_ACC4(13), FSIG_ACC4(14), FSIG_ACC4(15)
+#define FSIG_REGS_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
 #define FSIG_REGS_N64 \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "   \
     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
@@ -122,6 +124,14 @@ struct Wgmma;
                          : FSIG_ACC_N##N                                                                     \
                          : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                  \
         }                                                                                                    \
+        static __device__ __forceinline__ void ss_tb(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b,\
+                                                     bool accumulate) {                                      \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #A2 ", 0;\n"                                  \
+                         "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " " FSIG_REGS_N##N  \
+                         ", %" #A0 ", %" #A1 ", p, 1, 1, 0, 1;\n}\n"                                         \
+                         : FSIG_ACC_N##N                                                                     \
+                         : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));                                  \
+        }                                                                                                    \
         static __device__ __forceinline__ void rs_tb(float (&d)[N / 8][4], const uint32_t (&a)[4],          \
                                                      uint64_t desc_b, bool accumulate) {                     \
             asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #A5 ", 0;\n"                                  \
@@ -131,13 +141,17 @@ struct Wgmma;
                          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));   \
         }                                                                                                    \
     };
+FSIG_WGMMA(__half, "f16", 32, 16, 17, 18, 19, 20, 21)
 FSIG_WGMMA(__half, "f16", 64, 32, 33, 34, 35, 36, 37)
 FSIG_WGMMA(__half, "f16", 128, 64, 65, 66, 67, 68, 69)
+FSIG_WGMMA(__nv_bfloat16, "bf16", 32, 16, 17, 18, 19, 20, 21)
 FSIG_WGMMA(__nv_bfloat16, "bf16", 64, 32, 33, 34, 35, 36, 37)
 FSIG_WGMMA(__nv_bfloat16, "bf16", 128, 64, 65, 66, 67, 68, 69)
 #undef FSIG_WGMMA
+#undef FSIG_REGS_N32
 #undef FSIG_REGS_N64
 #undef FSIG_REGS_N128
+#undef FSIG_ACC_N32
 #undef FSIG_ACC_N64
 #undef FSIG_ACC_N128
 #undef FSIG_ACC4

@@ -184,6 +184,10 @@ struct Wgmma {
     [[gnu::always_inline]] static void ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
         emu::wgmma_mma(&d[0][0], N, nullptr, desc_a, desc_b, false, kBf16, accumulate);
     }
+    // wgmma.mma_async ... d, a-desc, b-desc, scale-d, 1, 1, 0, 1 (A K-major, B N-major)
+    [[gnu::always_inline]] static void ss_tb(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+        emu::wgmma_mma(&d[0][0], N, nullptr, desc_a, desc_b, true, kBf16, accumulate);
+    }
     // wgmma.mma_async ... d, {a0, a1, a2, a3}, b-desc, scale-d, 1, 1, 1 (A from registers, B N-major)
     [[gnu::always_inline]] static void rs_tb(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b,
                                              bool accumulate) {

@@ -22,6 +22,17 @@
 namespace fsig::emu {
 uint64_t wgmma_operations();
 }
+namespace gt {
+// Whether the library's Hopper (wgmma) kernels may run on the emulated device: an sm_90 (FSIG_EMU_SM=90)
+// running sm_90a code (not FSIG_EMU_PTX below 90), FSIG_CUDA_WGMMA 1 or require
+inline bool emulated_hopper() {
+    const char* sm = std::getenv("FSIG_EMU_SM");
+    const char* ptx = std::getenv("FSIG_EMU_PTX");
+    const char* setting = std::getenv("FSIG_CUDA_WGMMA");
+    return sm != nullptr && std::strcmp(sm, "90") == 0 && (ptx == nullptr || std::atoi(ptx) >= 90) &&
+           setting != nullptr && (std::strcmp(setting, "1") == 0 || std::strcmp(setting, "require") == 0);
+}
+}  // namespace gt
 #endif
 
 namespace gt {

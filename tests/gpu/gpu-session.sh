@@ -11,9 +11,10 @@
 #   graph_cold             a CUDA-graph capture that is the kernel's first use, alone in a fresh process
 #   forward backward       the device tests (DESIGN §6 rule against the CPU fp64 reference; the backward
 #                          runs the fast and the deterministic path), never the emulator's
-#   forward_wgmma masks_wgmma bench_wgmma   the Hopper (wgmma) forward kernels (FSIG_CUDA_WGMMA=require: used
-#                          or refused): the forward numerics and the masks they serve on them, then their
-#                          TFLOP/s beside the mma.sync kernels' (sm_90 only)
+#   forward_wgmma masks_wgmma bench_wgmma backward_wgmma   the Hopper (wgmma) kernels (FSIG_CUDA_WGMMA=require:
+#                          used or refused): the forward numerics and the masks they serve on them, their
+#                          TFLOP/s (forward and backward) beside the mma.sync kernels', then the backward's
+#                          numerics with dK/dV on wgmma (sm_90 only)
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
@@ -27,7 +28,7 @@ build=${1:-build-gpu}
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma masks_wgmma bench_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma masks_wgmma bench_wgmma backward_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sanitizer} "
 deadline=$((SECONDS + budget))
 mkdir -p "$out" "$logs"
 summary=()
@@ -98,8 +99,11 @@ step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _l
   _padlayout _biasfull _maskfull
 # the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log
 step bench_wgmma 120 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
-  --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd --warmup 3 \
+  --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --warmup 3 \
   --iters 20 --csv "$1$k.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
+# the backward's dK/dV (and the fast path's dS K) on the Hopper kernel, both paths, every score (plain calls)
+step backward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_backward" numerics_matrix numerics_shapes \
+  numerics_targeted determinism
 step backward 240 "$gpu/test_cuda_backward"
 step sdpa 200 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
   --seqs 1024,4096,16384 --dims 64,128 --check --warmup 3 --iters 20 --csv "$logs/sdpa.csv"

@@ -213,6 +213,9 @@ bool run_case(const Case& c, const Prepared& in) {
         if (fast && !g_cuda) break;
         r.use_workspace(fast, c.s);
         r.poison_grads();
+#if defined(FSIG_TEST_ON_EMULATOR)
+        const uint64_t wgmma_before = fsig::emu::wgmma_operations();
+#endif
         const int st = r.backward();
         if (st != FSIG_OK) {
             EXPECT(false, "%s: backward (%s path) returned %d (%s): %s", c.name.c_str(), fast ? "fast" : "deterministic",
@@ -223,6 +226,12 @@ bool run_case(const Case& c, const Prepared& in) {
         // the fast path ran (it wrote the workspace), and only then
         EXPECT(r.workspace.touched() == fast, "%s: the workspace was %s by the %s path", c.name.c_str(),
                fast ? "not written" : "written", fast ? "fast" : "deterministic");
+#if defined(FSIG_TEST_ON_EMULATOR)
+        // both paths' dK/dV on the Hopper kernel exactly where it may run (every case here is a plain call)
+        const bool ran_wgmma = fsig::emu::wgmma_operations() > wgmma_before;
+        EXPECT(ran_wgmma == gt::emulated_hopper(), "%s: the %s path ran the %s dK/dV kernel", c.name.c_str(),
+               fast ? "fast" : "deterministic", ran_wgmma ? "wgmma" : "mma.sync");
+#endif
         summary += check_grads(c, in, r, fast ? "fast" : "deterministic");
         r.dk.download(), r.dv.download();
         std::vector<unsigned char> b = tu::snapshot(r.dk.host), bv = tu::snapshot(r.dv.host);
@@ -583,6 +592,33 @@ struct Descs {
         return fsig_attention_backward(&r.p, &q, &k, &v, &out, &dout, &lse, &dq, &dk, &dv, nullptr);
     }
 };
+
+// FSIG_CUDA_WGMMA=require where the Hopper backward cannot run (not a 9.0 device, or code JIT-compiled from
+// compute_80 PTX): refused before anything is written, by both paths. Where it can run, every numerics case
+// checks on the emulator that both paths took it (run_case), exactly when gt::emulated_hopper() says so.
+TEST(hopper_kernel_choice) {
+    if (!g_cuda) return;
+    const char* setting = std::getenv("FSIG_CUDA_WGMMA");
+    if (setting == nullptr || std::strcmp(setting, "require") != 0) return;
+    int major = 0, minor = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+    std::printf("  compute capability %d.%d, FSIG_CUDA_WGMMA=require\n", major, minor);
+    if (major == 9 && minor == 0) {  // (the emulator's stand-in for PTX JIT fails the launch instead)
+        const Case c = small_case(ref::kSigmoid, 128);
+        EXPECT(run_case(c, prepare(c)), "a plain backward on the Hopper kernel failed");
+        return;
+    }
+    const Case c = small_case();
+    const Prepared in = prepare(c);
+    for (bool fast : {false, true}) {
+        Run r(c, in);
+        r.use_workspace(fast, c.s);
+        expect_refusal(fast ? "FSIG_CUDA_WGMMA=require off 9.0 (fast path)" : "FSIG_CUDA_WGMMA=require off 9.0",
+                       r.backward(), FSIG_ERROR_UNSUPPORTED, "compute capability", r);
+        EXPECT(!r.workspace.touched(), "the refused call wrote its workspace");
+    }
+}
 
 TEST(cuda_refusals) {
     const Case c = small_case();

@@ -429,12 +429,10 @@ std::vector<Case> all_cases() {
 // Whether the Hopper (wgmma) forward kernels serve the case on this (emulated) device: opted in on an sm_90,
 // and β the same for every row of a 128-row tile — no strided pattern, a bias or mask only if broadcast over
 // the query rows, a block layout only if its block rows hold whole tiles (β of a key tile is then one row,
-// or none when the layout alone holds whole 128 × 128 tiles). Their backward is mma.sync's.
+// or none when the layout alone holds whole 128 × 128 tiles). Their backward is mma.sync's (the Hopper
+// backward takes plain calls only).
 bool wgmma_serves(const ref::Spec& s) {
-    const char* sm = std::getenv("FSIG_EMU_SM");
-    const char* setting = std::getenv("FSIG_CUDA_WGMMA");
-    const bool hopper = sm != nullptr && std::strcmp(sm, "90") == 0 && setting != nullptr &&
-                        (std::strcmp(setting, "1") == 0 || std::strcmp(setting, "require") == 0);
+    const bool hopper = gt::emulated_hopper();
     const bool layout_ok = s.block_m == 0 || s.block_m % 128 == 0 || s.block_m >= s.Nq;
     const bool bias_ok = s.bias.empty() || s.bias_q == 1, mask_ok = s.mask.empty() || s.mask_q == 1;
     return hopper && bias_ok && mask_ok && s.strided <= 1 && layout_ok;  // (strided 1: off)

@@ -1,0 +1,372 @@
+// The Hopper backward dK/dV kernel (sm_90a): bwd_kernel.cuh's dK/dV kernel with its products on warpgroup
+// MMA (wgmma). Included by the generated units bwd_wgmma_<dtype>_hd<d>.cu, each instantiating the 7 score
+// policies; chosen on the host for plain calls (no masks-and-positions extension) on an sm_90 device when the
+// library was built for sm_90a (cuda_runtime.cu), for both paths: the fast one (it also adds dS K to the fp32
+// dQ workspace) and the deterministic one (followed by bwd_kernel.cuh's dQ kernel), so that dK and dV are
+// the same bits on both. Same contract and the same math as bwd_kernel.cuh (probs_grads).
+//
+// Algorithm. One block of 2 warpgroups (256 threads) per (key tile of 128 keys, kv head, batch); warpgroup
+// g owns keys 64g..64g+63 (warp w keys 16w..16w+15) and accumulates their dK and dV (64 × d each, fp32) in
+// registers. K and V stay in shared memory for the whole block; the block loops over every query head of
+// the group and every query tile of 64 rows that may see its keys (query_range), Q, dO (softmax: O and
+// the LSE) streaming through two cp.async stages. Per tile, in the transposed orientation as bwd_kernel.cuh:
+//   Sᵀ = K_g Qᵀ and dPᵀ = V_g dOᵀ (64 keys × 64 queries): d / 16 wgmma m64n64k16 each, all operands read
+//     from shared memory (K-major);
+//   Pᵀ and dSᵀ elementwise in registers (the mask on boundary tiles only);
+//   dV_g += Pᵀ dO and dK_g += dSᵀ Q: 4 wgmma m64n<d>k16 each, Pᵀ and dSᵀ from registers (the accumulator
+//     layout is the A layout), dO and Q read N-major;
+//   fast path: dSᵀ is also stored as dS [query][key] into shared memory; after a barrier warpgroup g
+//     computes dQ's columns [g·d/2, (g+1)·d/2) of the tile, dS (64 × 128) K — 8 wgmma m64n<d/2>k16, dS
+//     K-major, K N-major — and adds them to dq_accum with fp32 atomics (pairs at once).
+// Both warpgroups run every query tile of the block's range (a wgmma in a branch that differs between the
+// warpgroups makes ptxas serialise them all); the mask gives P = dS = 0 where a warp's keys see nothing.
+//
+// Shared memory (d = 128: 178 KiB, d = 64: 98 KiB), every tile in fwd_wgmma_kernel.cuh's 128-byte-swizzle
+// layout (wg::offset) at a 1024-byte boundary: K, V [128][d]; two stages of Q, dO, O [64][d]; dS [64][128];
+// the LSE of each stage and the tile's D (fp32, 64 each).
+#pragma once
+
+#include "bwd_kernel.cuh"
+#include "fwd_wgmma_kernel.cuh"
+
+namespace fsig::cuda {
+
+template <int kHeadDim_, class Elem_>
+struct WgmmaBwdTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kWarpGroups = 2;
+    static constexpr int kThreads = kWarpGroups * 128;
+    static constexpr int kBlockN = 64 * kWarpGroups;  // keys per block
+    static constexpr int kBlockM = 64;                 // query rows per tile
+    static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
+    static constexpr int kKeyBytes = kBlockN * kHeadDim * 2;  // K or V
+    static constexpr int kRowBytes = kBlockM * kHeadDim * 2;  // Q, dO or O
+    static constexpr int kStageBytes = 3 * kRowBytes;
+    // byte offsets from the 1024-byte-aligned base
+    static constexpr int kStage0 = 2 * kKeyBytes;
+    static constexpr int kStage1 = kStage0 + kStageBytes;
+    static constexpr int kDs = kStage1 + kStageBytes;
+    static constexpr int kDsBytes = kBlockM * kBlockN * 2;
+    static constexpr int kLse = kDs + kDsBytes;  // stage 0's, then stage 1's
+    static constexpr int kDsum = kLse + 2 * kBlockM * 4;
+    static constexpr int kSmemBytes = kDsum + kBlockM * 4 + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Sᵀ, dPᵀ
+    static constexpr int kMTiles = kBlockM / 8;    // n8 tiles of Sᵀ (query columns)
+    static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dK, dV
+    static constexpr int kPSteps = kBlockM / 16;   // k16 steps of Pᵀ dO, dSᵀ Q
+    static constexpr int kDqCols = kHeadDim / kWarpGroups;  // dQ columns per warpgroup
+    static constexpr int kDqSteps = kBlockN / 16;           // k16 steps of dS K
+    static constexpr int kThreadsPerRow = kThreads / kBlockM;  // D: threads sharing one query row
+    static constexpr int kChunksPerThread = kChunks / kThreadsPerRow;
+    static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
+    static_assert(kStage0 % 1024 == 0 && kStageBytes % 1024 == 0 && kRowBytes % 1024 == 0 && kDs % 1024 == 0,
+                  "every wgmma operand tile at a 1024-byte boundary");
+    static_assert(kDqCols % 8 == 0 && (kDqCols <= 64 || kDqCols % 64 == 0),
+                  "a warpgroup's dQ columns within one 64-column block, or whole blocks");
+    static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
+                  "tile loads split evenly over the threads");
+    static_assert(kBlockM <= kThreads && kThreadsPerRow <= 32 && kChunks % kThreadsPerRow == 0,
+                  "one thread per row loads the LSE; a row's D threads are adjacent lanes of one warp");
+    static_assert(2 * kKeyBytes <= kStage0, "the epilogue stages dK, dV where K, V were");
+    static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
+};
+
+template <class T, class Score>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(const __grid_constant__ BwdParams p) {
+#if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockN = T::kBlockN, kBlockM = T::kBlockM;
+    const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+    unsigned char* const smem = smem_raw + (smem_base - smem_addr(smem_raw));
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
+    const FwdParams& f = p.f;
+
+    // block -> (key tile, kv head, batch)
+    int64_t bid = blockIdx.x;
+    const int n_block = int(bid % p.n_blocks);
+    bid /= p.n_blocks;
+    const int hk = int(bid % p.heads_k);
+    const int64_t b = bid / p.heads_k;
+    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
+    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
+
+    // query rows any key of the tile may see, as whole query tiles, for each query head of the group (int32
+    // counts: checked on the host, as for bwd_kernel.cuh)
+    const int j0 = n_block * kBlockN;
+    int64_t q_first, q_last;
+    query_range(f, j0, min(int64_t(j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
+    const int m_first = int(q_first / kBlockM);
+    const int n_m = q_last >= q_first ? int(q_last / kBlockM) - m_first + 1 : 0;
+    const int n_tiles = n_m * f.group;
+    const int jw = j0 + warp * 16;  // this warp's 16 keys (warpgroup g's rows 16w of its wgmma fragments)
+
+    auto tile_head = [&](int t) { return hk * f.group + t / n_m; };
+    auto tile_row0 = [&](int t) { return (m_first + t % n_m) * kBlockM; };
+    // tile t's Q, dO (softmax: O, LSE) into `stage`, its LSE at lse_at
+    auto load_query_tile = [&](int t, uint32_t stage, uint32_t lse_at) {
+        const int h = tile_head(t), i0 = tile_row0(t);
+        wg::load_tile<T, kBlockM>(stage, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row, i0,
+                                  f.seq_q, tid);
+        wg::load_tile<T, kBlockM>(stage + T::kRowBytes, static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head,
+                                  p.do_row, i0, f.seq_q, tid);
+        if constexpr (Score::kRowStats) {
+            wg::load_tile<T, kBlockM>(stage + 2 * T::kRowBytes,
+                                      static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head, f.o_row, i0,
+                                      f.seq_q, tid);
+            if (tid < kBlockM) {
+                const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
+                const bool ok = i0 + tid < f.seq_q;
+                cp_async_4(lse_at + 4 * tid, ok ? lse + (i0 + tid) * f.lse_row : lse, ok ? 4 : 0);
+            }
+        }
+    };
+
+    // ---- prologue: K, V (resident), the first query tile ----
+    const uint32_t k_tile = smem_base, v_tile = smem_base + T::kKeyBytes;
+    wg::load_tile<T, kBlockN>(k_tile, k, f.k_row, j0, f.seq_k, tid);
+    wg::load_tile<T, kBlockN>(v_tile, v, f.v_row, j0, f.seq_k, tid);
+    if (n_tiles > 0) load_query_tile(0, smem_base + T::kStage0, smem_base + T::kLse);
+    cp_async_commit();
+
+    float dk[T::kDTiles][4], dv[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[dt][e] = dv[dt][e] = 0.f;
+    const ScoreConsts sc = score_consts(f);
+    const bool fast = p.dq_accum != nullptr;
+    // this warpgroup's 64 rows of K and V; its dQ columns c0.. of K (N-major B of dS K: inside one 64-column
+    // block at d = 64, whole blocks at d = 128)
+    const uint32_t k_group = k_tile + group * 64 * 128, v_group = v_tile + group * 64 * 128;
+    const int c0 = group * T::kDqCols;
+    const uint32_t k_dq = k_tile + (c0 / 64) * kBlockN * 128 + (c0 % 64) * 2;
+    const uint32_t ds_tile = smem_base + T::kDs;
+    const float* d_sm = reinterpret_cast<const float*>(smem + T::kDsum);
+
+    for (int s = 0, t = 0; t < n_tiles; s ^= 1, ++t) {  // s: the stage of tile t
+        const uint32_t stage = smem_base + (s ? T::kStage1 : T::kStage0);
+        cp_async_wait_all();  // tile t (and in the first, K and V) has landed ...
+        fence_proxy_async();  // ... is visible to wgmma ...
+        __syncthreads();      // ... for every thread; the other stage and dS are no longer read
+        if (t + 1 < n_tiles)
+            load_query_tile(t + 1, smem_base + (s ? T::kStage0 : T::kStage1), smem_base + T::kLse + (s ? 0 : 4 * kBlockM));
+        cp_async_commit();
+        const int h = tile_head(t), i0 = tile_row0(t);
+        const uint32_t q_tile = stage, do_tile = stage + T::kRowBytes;
+        const float* lse_sm = reinterpret_cast<const float*>(smem + T::kLse) + s * kBlockM;
+
+        if constexpr (Score::kRowStats) {
+            // D_i = Σ_c dO_ic O_ic of the tile's rows, kThreadsPerRow adjacent lanes per row
+            constexpr int kTpr = T::kThreadsPerRow, kCpt = T::kChunksPerThread;
+            const int r = tid / kTpr, part = tid % kTpr;
+            const unsigned char* o_rows = smem + (stage - smem_base) + 2 * T::kRowBytes;
+            const unsigned char* g_rows = smem + (stage - smem_base) + T::kRowBytes;
+            float acc = 0.f;
+#pragma unroll
+            for (int c = 0; c < kCpt; ++c) {
+                const uint32_t off = wg::offset<kBlockM>(r, (part * kCpt + c) * 8);
+                acc = dot8<Elem>(*reinterpret_cast<const uint4*>(o_rows + off), *reinterpret_cast<const uint4*>(g_rows + off),
+                                 acc);
+            }
+#pragma unroll
+            for (int m = kTpr / 2; m >= 1; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+            if (part == 0) reinterpret_cast<float*>(smem + T::kDsum)[r] = acc;
+            __syncthreads();
+        }
+
+        // ---- Sᵀ = K_g Qᵀ, dPᵀ = V_g dOᵀ (64 keys × 64 queries per warpgroup) ----
+        // Sᵀ then Pᵀ, dPᵀ then dSᵀ: zeroed per tile (the first wgmma does not accumulate, but reads them), so
+        // that they are dead once packed and dS K's accumulators take their registers (held across the loop,
+        // the d = 128 kernels spilled)
+        float st[T::kMTiles][4], dpt[T::kMTiles][4];
+#pragma unroll
+        for (int nt = 0; nt < T::kMTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.f;
+        wgmma_fence_operands(st);
+        wgmma_fence_operands(dpt);
+        wgmma_fence();
+        // the resident tiles' descriptors made per tile (opaque), not hoisted out of the loop into registers
+        const uint32_t k_at = opaque(k_group), v_at = opaque(v_group);
+#pragma unroll
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            Wgmma<Elem, kBlockM>::ss(st, wg::k_major<kBlockN>(k_at, ks), wg::k_major<kBlockM>(q_tile, ks), ks > 0);
+#pragma unroll
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            Wgmma<Elem, kBlockM>::ss(dpt, wg::k_major<kBlockN>(v_at, ks), wg::k_major<kBlockM>(do_tile, ks), ks > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_operands(st);
+        wgmma_fence_operands(dpt);
+
+        // ---- Pᵀ and dSᵀ (element (key j, query i0 + col)), the mask on boundary tiles only; each k16 step's
+        // packed into the A fragments of dV, dK at once (fewer fp32 values live at a time) ----
+        const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
+        // boundary tiles: the tile columns that may see this thread's two keys, [col_lo, col_hi] (the rows
+        // that may see one key form an interval: query_range; none for a key past Nk, none past Nq)
+        int col_lo[2] = {0, 0}, col_hi[2] = {kBlockM - 1, kBlockM - 1};
+        if (!interior) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int64_t j = jw + frag::acc_row(lane, 2 * r);
+                int64_t lo, hi;
+                query_range(f, j, j, &lo, &hi);
+                col_lo[r] = int(lo) - i0, col_hi[r] = int(hi) - i0;
+            }
+        }
+        uint32_t pa[T::kPSteps][4], da[T::kPSteps][4];
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp) {
+#pragma unroll
+            for (int nt = 2 * kp; nt < 2 * kp + 2; ++nt)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const int col = nt * 8 + frag::acc_col(lane, c);
+                    float nl = 0.f, dd = 0.f;
+                    if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
+#pragma unroll
+                    for (int e = c; e < 4; e += 2) {
+                        probs_grads<Score>(st[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st[nt][e], dpt[nt][e]);
+                        if (!interior && (col < col_lo[e / 2] || col > col_hi[e / 2])) st[nt][e] = dpt[nt][e] = 0.f;
+                    }
+                }
+            // the accumulator layout of two adjacent n8 tiles is the A layout of a k16 step
+            pa[kp][0] = M::pack(st[2 * kp][0], st[2 * kp][1]);
+            pa[kp][1] = M::pack(st[2 * kp][2], st[2 * kp][3]);
+            pa[kp][2] = M::pack(st[2 * kp + 1][0], st[2 * kp + 1][1]);
+            pa[kp][3] = M::pack(st[2 * kp + 1][2], st[2 * kp + 1][3]);
+            da[kp][0] = M::pack(dpt[2 * kp][0], dpt[2 * kp][1]);
+            da[kp][1] = M::pack(dpt[2 * kp][2], dpt[2 * kp][3]);
+            da[kp][2] = M::pack(dpt[2 * kp + 1][0], dpt[2 * kp + 1][1]);
+            da[kp][3] = M::pack(dpt[2 * kp + 1][2], dpt[2 * kp + 1][3]);
+        }
+
+        // ---- dV_g += Pᵀ dO, dK_g += dSᵀ Q (k = query rows), Pᵀ and dSᵀ the A fragments ----
+        if (fast) {  // dS [query][key] for dS K: each 16-bit value where its key and query put it
+#pragma unroll
+            for (int nt = 0; nt < T::kMTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int query = nt * 8 + frag::acc_col(lane, e), key = warp * 16 + frag::acc_row(lane, e);
+                    const uint32_t word = e % 2 == 0 ? da[nt / 2][(nt % 2) * 2 + e / 2] : da[nt / 2][(nt % 2) * 2 + e / 2] >> 16;
+                    *reinterpret_cast<uint16_t*>(smem + T::kDs + wg::offset<kBlockM>(query, key)) = uint16_t(word & 0xFFFFu);
+                }
+        }
+        wgmma_fence_operands(dv);
+        wgmma_fence_operands(dk);
+        wgmma_fence_operands(pa);
+        wgmma_fence_operands(da);
+        wgmma_fence();
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp)
+            Wgmma<Elem, kD>::rs_tb(dv, pa[kp], wg::n_major<kBlockM>(do_tile, kp), true);
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp)
+            Wgmma<Elem, kD>::rs_tb(dk, da[kp], wg::n_major<kBlockM>(q_tile, kp), true);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_operands(dv);  // dV, dK and the A fragments are this thread's again
+        wgmma_fence_operands(dk);
+        wgmma_fence_operands(pa);
+        wgmma_fence_operands(da);
+
+        // ---- fast path: dQ_tile[:, c0 .. c0 + d/2) += dS K over the block's 128 keys, into dq_accum ----
+        if (fast) {
+            fence_proxy_async();  // this thread's dS stores, for wgmma ...
+            __syncthreads();      // ... of both warpgroups
+            float dq[T::kDqCols / 8][4];
+#pragma unroll
+            for (int nt = 0; nt < T::kDqCols / 8; ++nt) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
+            wgmma_fence_operands(dq);
+            wgmma_fence();
+            const uint32_t ds_at = opaque(ds_tile), k_dq_at = opaque(k_dq);
+#pragma unroll
+            for (int ks = 0; ks < T::kDqSteps; ++ks)
+                Wgmma<Elem, T::kDqCols>::ss_tb(dq, wg::k_major<kBlockM>(ds_at, ks), wg::n_major<kBlockN>(k_dq_at, ks),
+                                               ks > 0);
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_fence_operands(dq);
+            float* rows = p.dq_accum + (b * f.heads_q + h) * f.seq_q * kD;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int i = i0 + (warp % 4) * 16 + frag::acc_row(lane, 2 * r);
+                if (i >= f.seq_q) continue;
+#pragma unroll
+                for (int nt = 0; nt < T::kDqCols / 8; ++nt) {
+                    float* at = rows + int64_t(i) * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
+#if __CUDA_ARCH__ >= 900
+                    atomicAdd(reinterpret_cast<float2*>(at), make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]));
+#else
+                    atomicAdd(at, dq[nt][2 * r]);
+                    atomicAdd(at + 1, dq[nt][2 * r + 1]);
+#endif
+                }
+            }
+        }
+    }
+
+    // ---- epilogue: dK (× scale) and dV through shared memory where K and V were, 16-byte stores ----
+    cp_async_wait_all();  // with no query tile the K, V copies were never waited for
+    __syncthreads();      // every wgmma reading K or V has retired
+    Elem* dk_out = static_cast<Elem*>(p.dk) + b * p.dk_batch + hk * p.dk_head;
+    Elem* dv_out = static_cast<Elem*>(p.dv) + b * p.dv_batch + hk * p.dv_head;
+    Elem* k_sm = reinterpret_cast<Elem*>(smem);
+    Elem* v_sm = reinterpret_cast<Elem*>(smem + T::kKeyBytes);
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
+            const int at = frag::swizzle<kD>(row, col);
+            *reinterpret_cast<uint32_t*>(k_sm + at) = M::pack(dk[dt][2 * r] * f.scale, dk[dt][2 * r + 1] * f.scale);
+            *reinterpret_cast<uint32_t*>(v_sm + at) = M::pack(dv[dt][2 * r], dv[dt][2 * r + 1]);
+        }
+    __syncwarp();  // each warp stages and stores its own 16 rows
+#pragma unroll
+    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
+        const int c = lane + it * 32;
+        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
+        const int64_t j = j0 + row;
+        if (j < f.seq_k) {
+            const int at = frag::swizzle<kD>(row, col);
+            *reinterpret_cast<uint4*>(dk_out + j * p.dk_row + col) = *reinterpret_cast<const uint4*>(k_sm + at);
+            *reinterpret_cast<uint4*>(dv_out + j * p.dv_row + col) = *reinterpret_cast<const uint4*>(v_sm + at);
+        }
+    }
+#elif defined(__CUDA_ARCH__)
+    __trap();  // no wgmma on this target: the host never launches it here
+#endif
+}
+
+// cudaErrorNoKernelImageForDevice, launching nothing, when the code loaded for the device is not sm_90a's
+template <class T, class Score>
+cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStream_t stream) {
+    auto kernel = attention_bwd_wgmma_kernel<T, Score>;
+    // host queries per function and device, not stream operations: a graph capture may contain them
+    cudaFuncAttributes attr;
+    cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
+    if (e != cudaSuccess) return e;
+    if (attr.ptxVersion < 90) return cudaErrorNoKernelImageForDevice;
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
+    if (e != cudaSuccess) return e;
+    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), T::kSmemBytes, stream, p);
+    return cudaGetLastError();
+}
+
+template <int kHeadDim, class Elem>
+cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
+    using T = WgmmaBwdTraits<kHeadDim, Elem>;
+    static_assert(T::kBlockN == kBwdKvBlockN, "the host checks the grid with kBwdKvBlockN");
+    if (params.f.ext.on) return cudaErrorInvalidValue;  // (never asked: plain calls only)
+    BwdParams p = params;
+    p.n_blocks = int32_t((p.f.seq_k + T::kBlockN - 1) / T::kBlockN);
+    const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+    return with_score_policy(p.f.score, [&](auto score) {
+        return launch_bwd_wgmma_score<T, decltype(score)>(p, blocks, stream);
+    });
+}
+
+}  // namespace fsig::cuda
