@@ -1,4 +1,4 @@
-// The launchers of the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu and bwd_wgmma_<dtype>_hd<d>.cu
+// The launchers of the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu and bwd_wgmma[_ext]_<dtype>_hd<d>.cu
 // (one per kernel, kind, dtype and head dim; CMake writes them from native/cuda/bwd_instance.cu.in and
 // bwd_wgmma_instance.cu.in). Host code calls these; only the units see the kernels.
 #pragma once
@@ -11,6 +11,7 @@ namespace fsig::cuda {
 
 constexpr int kBwdKvBlockN = 128;  // keys per block of the dK/dV kernel (BwdTraits::kKvBlockN)
 constexpr int kBwdQBlockM = 128;   // query rows per block of the dQ kernel (BwdTraits::kQBlockM)
+constexpr int kWgmmaBwdBlockM = 64;  // query rows per tile of the Hopper dK/dV kernel (WgmmaBwdTraits::kBlockM)
 
 cudaError_t launch_bwd_dkdv_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_fp16_hd128(const BwdParams& p, cudaStream_t stream);
@@ -29,11 +30,15 @@ cudaError_t launch_bwd_dq_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream)
 cudaError_t launch_bwd_dq_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
-// the Hopper (wgmma, sm_90 only) dK/dV kernels of plain calls, fast or deterministic, units bwd_wgmma_<dtype>_hd<d>.cu
+// the Hopper (wgmma, sm_90 only) dK/dV kernels, fast or deterministic path, units bwd_wgmma_<dtype>_hd<d>.cu
 cudaError_t launch_bwd_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+// ... extended (positions, key padding, layouts constant over its tiles), d = 64 only, units
+// bwd_wgmma_ext_<dtype>_hd64.cu
+cudaError_t launch_bwd_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 // the fast path's last step (p.dq_accum set): dq = Elem(scale · dq_accum), native/cuda/bwd_dq_convert.cu
 cudaError_t launch_bwd_dq_convert_fp16(const BwdParams& p, int head_dim, cudaStream_t stream);
 cudaError_t launch_bwd_dq_convert_bf16(const BwdParams& p, int head_dim, cudaStream_t stream);

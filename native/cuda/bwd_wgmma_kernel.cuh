@@ -1,9 +1,15 @@
 // The Hopper backward dK/dV kernel (sm_90a): bwd_kernel.cuh's dK/dV kernel with its products on warpgroup
-// MMA (wgmma). Included by the generated units bwd_wgmma_<dtype>_hd<d>.cu, each instantiating the 7 score
-// policies; chosen on the host for plain calls (no masks-and-positions extension) on an sm_90 device when the
-// library was built for sm_90a (cuda_runtime.cu), for both paths: the fast one (it also adds dS K to the fp32
-// dQ workspace) and the deterministic one (followed by bwd_kernel.cuh's dQ kernel), so that dK and dV are
-// the same bits on both. Same contract and the same math as bwd_kernel.cuh (probs_grads).
+// MMA (wgmma). Included by the generated units bwd_wgmma[_ext]_<dtype>_hd<d>.cu, each instantiating the 7
+// score policies; chosen on the host on an sm_90 device when the library was built for sm_90a
+// (cuda_runtime.cu), for both paths: the fast one (it also adds dS K to the fp32 dQ workspace) and the
+// deterministic one (followed by bwd_kernel.cuh's dQ kernel), so that dK and dV are the same bits on both.
+// Same contract and the same math as bwd_kernel.cuh (probs_grads).
+//
+// Extended kernels (kExt, d = 64 only: at d = 128 they spill, native/cuda/NOTES.md): the positions (log-n
+// λ_i, ALiBi) in registers as bwd_kernel.cuh applies them, and no β per element — the host sends only calls
+// whose β is one row per key tile (key padding: ext_key_beta with 64-row tiles; staged in shared memory one
+// tile ahead) or none (a layout holding whole 64 × 128 tiles, applied by skipping the query tiles it
+// leaves empty).
 //
 // Algorithm. One block of 2 warpgroups (256 threads) per (key tile of 128 keys, kv head, batch); warpgroup
 // g owns keys 64g..64g+63 (warp w keys 16w..16w+15) and accumulates their dK and dV (64 × d each, fp32) in
@@ -16,14 +22,16 @@
 //   dV_g += Pᵀ dO and dK_g += dSᵀ Q: 4 wgmma m64n<d>k16 each, Pᵀ and dSᵀ from registers (the accumulator
 //     layout is the A layout), dO and Q read N-major;
 //   fast path: dSᵀ is also stored as dS [query][key] into shared memory; after a barrier warpgroup g
-//     computes dQ's columns [g·d/2, (g+1)·d/2) of the tile, dS (64 × 128) K — 8 wgmma m64n<d/2>k16, dS
-//     K-major, K N-major — and adds them to dq_accum with fp32 atomics (pairs at once).
+//     computes its share of the tile's dQ = dS K (dS K-major, K N-major) and adds it to dq_accum with fp32
+//     atomics (pairs at once): d = 128, columns [64g, 64g + 64) over all 128 keys (8 wgmma m64n64k16);
+//     d = 64, all columns over its own 64 keys (4 wgmma m64n64k16; twice the atomics, but no operand
+//     starting inside a 128-byte swizzle row, which the PTX ISA's canonical layouts do not describe).
 // Both warpgroups run every query tile of the block's range (a wgmma in a branch that differs between the
 // warpgroups makes ptxas serialise them all); the mask gives P = dS = 0 where a warp's keys see nothing.
 //
 // Shared memory (d = 128: 178 KiB, d = 64: 98 KiB), every tile in fwd_wgmma_kernel.cuh's 128-byte-swizzle
 // layout (wg::offset) at a 1024-byte boundary: K, V [128][d]; two stages of Q, dO, O [64][d]; dS [64][128];
-// the LSE of each stage and the tile's D (fp32, 64 each).
+// the LSE of each stage and the tile's D (fp32, 64 each); extended: the tile's λ, two buffers of the keys' β.
 #pragma once
 
 #include "bwd_kernel.cuh"
@@ -50,20 +58,25 @@ struct WgmmaBwdTraits {
     static constexpr int kDsBytes = kBlockM * kBlockN * 2;
     static constexpr int kLse = kDs + kDsBytes;  // stage 0's, then stage 1's
     static constexpr int kDsum = kLse + 2 * kBlockM * 4;
-    static constexpr int kSmemBytes = kDsum + kBlockM * 4 + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kLambda = kDsum + kBlockM * 4;     // extended: the tile's λ (log-n),
+    static constexpr int kKeyBeta = kLambda + kBlockM * 4;  // the keys' β of a tile, two buffers
+    static constexpr int kSmemBytes = kKeyBeta + 2 * kBlockN * 4 + 1024;  // 1 KiB of slack to align the base
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Sᵀ, dPᵀ
     static constexpr int kMTiles = kBlockM / 8;    // n8 tiles of Sᵀ (query columns)
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dK, dV
     static constexpr int kPSteps = kBlockM / 16;   // k16 steps of Pᵀ dO, dSᵀ Q
-    static constexpr int kDqCols = kHeadDim / kWarpGroups;  // dQ columns per warpgroup
-    static constexpr int kDqSteps = kBlockN / 16;           // k16 steps of dS K
+    // dS K split between the warpgroups into whole 64-column blocks of d (each over all 128 keys) or, at
+    // d = 64, into the keys (each its own 64 keys, all of d; both add to dq_accum): every operand then
+    // starts on a 128-byte swizzle row, never inside one
+    static constexpr bool kDqSplitKeys = kHeadDim / kWarpGroups < 64;
+    static constexpr int kDqCols = kDqSplitKeys ? kHeadDim : kHeadDim / kWarpGroups;  // dQ columns per warpgroup
+    static constexpr int kDqSteps = (kDqSplitKeys ? kBlockN / kWarpGroups : kBlockN) / 16;  // k16 steps of dS K
     static constexpr int kThreadsPerRow = kThreads / kBlockM;  // D: threads sharing one query row
     static constexpr int kChunksPerThread = kChunks / kThreadsPerRow;
     static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
     static_assert(kStage0 % 1024 == 0 && kStageBytes % 1024 == 0 && kRowBytes % 1024 == 0 && kDs % 1024 == 0,
                   "every wgmma operand tile at a 1024-byte boundary");
-    static_assert(kDqCols % 8 == 0 && (kDqCols <= 64 || kDqCols % 64 == 0),
-                  "a warpgroup's dQ columns within one 64-column block, or whole blocks");
+    static_assert(kDqCols % 64 == 0 && kDqCols <= 128, "a warpgroup's dQ: whole 64-column blocks, N <= 128");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
     static_assert(kBlockM <= kThreads && kThreadsPerRow <= 32 && kChunks % kThreadsPerRow == 0,
@@ -72,7 +85,7 @@ struct WgmmaBwdTraits {
     static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
 };
 
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(const __grid_constant__ BwdParams p) {
 #if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
     using Elem = typename T::Elem;
@@ -123,11 +136,34 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         }
     };
 
+    // extended: query tiles the block layout leaves empty are never visited (a warp collective: every lane
+    // calls it; the same answer in every warp). With a layout constant over every tile (the host then sends
+    // no β) this skipping is what applies it.
+    auto next_live = [&](int t) {
+        if constexpr (kExt)
+            return first_live_index(t, n_tiles - 1, lane, [&](int u) {
+                const int i0 = tile_row0(u);
+                return ext_tile_live(f.ext, tile_head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
+                                     min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
+            });
+        return t;
+    };
+
     // ---- prologue: K, V (resident), the first query tile ----
     const uint32_t k_tile = smem_base, v_tile = smem_base + T::kKeyBytes;
     wg::load_tile<T, kBlockN>(k_tile, k, f.k_row, j0, f.seq_k, tid);
     wg::load_tile<T, kBlockN>(v_tile, v, f.v_row, j0, f.seq_k, tid);
-    if (n_tiles > 0) load_query_tile(0, smem_base + T::kStage0, smem_base + T::kLse);
+    // extended, key padding: β of the block's keys for tile u (the same on every row of a tile: the host's
+    // ext_key_beta; from the tile's first row) into buffer buf, by the first warpgroup, one tile ahead
+    float* const key_beta_sm = reinterpret_cast<float*>(smem + T::kKeyBeta);
+    auto stage_key_beta = [&](int u, int buf) {
+        if (kExt && f.ext.key_beta && tid < kBlockN) {
+            const ExtBetaRow row = ext_beta_row(f.ext, b, tile_head(u), tile_row0(u), 0, f.seq_q, f.seq_k);
+            key_beta_sm[buf * kBlockN + tid] = j0 + tid < f.seq_k ? ext_beta(f.ext, row, j0, tid) : -INFINITY;
+        }
+    };
+    int t = next_live(0);
+    if (t < n_tiles) load_query_tile(t, smem_base + T::kStage0, smem_base + T::kLse), stage_key_beta(t, 0);
     cp_async_commit();
 
     float dk[T::kDTiles][4], dv[T::kDTiles][4];
@@ -135,24 +171,26 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
     for (int dt = 0; dt < T::kDTiles; ++dt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) dk[dt][e] = dv[dt][e] = 0.f;
-    const ScoreConsts sc = score_consts(f);
+    const ScoreConsts sc = score_consts(f), sc_x = score_consts(f, 1.f);  // sc_x: extended, of x
     const bool fast = p.dq_accum != nullptr;
-    // this warpgroup's 64 rows of K and V; its dQ columns c0.. of K (N-major B of dS K: inside one 64-column
-    // block at d = 64, whole blocks at d = 128)
+    // this warpgroup's 64 rows of K and V; its share of dS K: columns c0.. over every key, or all columns
+    // over its own keys (from k16 step ks0 of dS and K, N-major B)
     const uint32_t k_group = k_tile + group * 64 * 128, v_group = v_tile + group * 64 * 128;
-    const int c0 = group * T::kDqCols;
-    const uint32_t k_dq = k_tile + (c0 / 64) * kBlockN * 128 + (c0 % 64) * 2;
+    const int c0 = T::kDqSplitKeys ? 0 : group * T::kDqCols, ks0 = T::kDqSplitKeys ? group * T::kDqSteps : 0;
+    const uint32_t k_dq = k_tile + (c0 / 64) * kBlockN * 128;
     const uint32_t ds_tile = smem_base + T::kDs;
     const float* d_sm = reinterpret_cast<const float*>(smem + T::kDsum);
 
-    for (int s = 0, t = 0; t < n_tiles; s ^= 1, ++t) {  // s: the stage of tile t
+    for (int s = 0, t_next; t < n_tiles; s ^= 1, t = t_next) {  // s: the stage of tile t
         const uint32_t stage = smem_base + (s ? T::kStage1 : T::kStage0);
         cp_async_wait_all();  // tile t (and in the first, K and V) has landed ...
         fence_proxy_async();  // ... is visible to wgmma ...
-        __syncthreads();      // ... for every thread; the other stage and dS are no longer read
-        if (t + 1 < n_tiles)
-            load_query_tile(t + 1, smem_base + (s ? T::kStage0 : T::kStage1), smem_base + T::kLse + (s ? 0 : 4 * kBlockM));
+        __syncthreads();      // ... for every thread; the other stage, dS, D and λ are no longer read
+        t_next = next_live(t + 1);
+        if (t_next < n_tiles)
+            load_query_tile(t_next, smem_base + (s ? T::kStage0 : T::kStage1), smem_base + T::kLse + (s ? 0 : 4 * kBlockM));
         cp_async_commit();
+        if (t_next < n_tiles) stage_key_beta(t_next, s ^ 1);  // (read after the next tile's barrier)
         const int h = tile_head(t), i0 = tile_row0(t);
         const uint32_t q_tile = stage, do_tile = stage + T::kRowBytes;
         const float* lse_sm = reinterpret_cast<const float*>(smem + T::kLse) + s * kBlockM;
@@ -173,8 +211,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 #pragma unroll
             for (int m = kTpr / 2; m >= 1; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
             if (part == 0) reinterpret_cast<float*>(smem + T::kDsum)[r] = acc;
-            __syncthreads();
         }
+        bool rows_staged = Score::kRowStats;
+        if constexpr (kExt) {
+            if (f.ext.logn_train > 0) {  // λ of the tile's rows
+                if (tid < kBlockM)
+                    reinterpret_cast<float*>(smem + T::kLambda)[tid] = logn_lambda(f.ext, i0 + tid + f.seq_k - f.seq_q, f.seq_k);
+                rows_staged = true;
+            }
+        }
+        if (rows_staged) __syncthreads();  // (a block-uniform condition)
 
         // ---- Sᵀ = K_g Qᵀ, dPᵀ = V_g dOᵀ (64 keys × 64 queries per warpgroup) ----
         // Sᵀ then Pᵀ, dPᵀ then dSᵀ: zeroed per tile (the first wgmma does not accumulate, but reads them), so
@@ -216,6 +262,20 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
                 col_lo[r] = int(lo) - i0, col_hi[r] = int(hi) - i0;
             }
         }
+        // extended: the head's ALiBi slope; the distance δ_i − j of (key_j[r], column acc_col(lane, 0)), the
+        // rest of a column's is an immediate; key padding's β of this thread's two keys
+        float slope = 0.f, dist0[2] = {0.f, 0.f}, key_beta[2] = {0.f, 0.f};
+        const float* lambda_sm = reinterpret_cast<const float*>(smem + T::kLambda);
+        if constexpr (kExt) {
+            if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + h * f.ext.alibi_h];
+            const int64_t d0 = int64_t(i0) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int key = warp * 16 + frag::acc_row(lane, 2 * r);  // in the block
+                dist0[r] = float(d0 - j0 - key);
+                if (f.ext.key_beta) key_beta[r] = key_beta_sm[s * kBlockN + key];
+            }
+        }
         uint32_t pa[T::kPSteps][4], da[T::kPSteps][4];
 #pragma unroll
         for (int kp = 0; kp < T::kPSteps; ++kp) {
@@ -226,11 +286,27 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
                     const int col = nt * 8 + frag::acc_col(lane, c);
                     float nl = 0.f, dd = 0.f;
                     if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
+                    if constexpr (kExt) {
+                        // x = λ_i·scale·q·k − slope·|δ_i − j| + β_j (−inf where disallowed); P, dS = ∂L/∂x,
+                        // then dS·λ_i for dK and dQ (the chain rule through x), as bwd_kernel.cuh
+                        const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
 #pragma unroll
-                    for (int e = c; e < 4; e += 2) {
-                        probs_grads<Score>(st[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st[nt][e], dpt[nt][e]);
-                        if (!interior && (col < col_lo[e / 2] || col > col_hi[e / 2])) st[nt][e] = dpt[nt][e] = 0.f;
+                        for (int e = c; e < 4; e += 2) {
+                            const float x = ext_position_at(slope, lambda, dist0[e / 2] + float(nt * 8 + c),
+                                                            st[nt][e] * f.scale) + key_beta[e / 2];
+                            float pr, ds;
+                            probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
+                            st[nt][e] = x == -INFINITY ? 0.f : pr;
+                            dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                        }
+                    } else {
+#pragma unroll
+                        for (int e = c; e < 4; e += 2)
+                            probs_grads<Score>(st[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st[nt][e], dpt[nt][e]);
                     }
+#pragma unroll
+                    for (int e = c; e < 4; e += 2)
+                        if (!interior && (col < col_lo[e / 2] || col > col_hi[e / 2])) st[nt][e] = dpt[nt][e] = 0.f;
                 }
             // the accumulator layout of two adjacent n8 tiles is the A layout of a k16 step
             pa[kp][0] = M::pack(st[2 * kp][0], st[2 * kp][1]);
@@ -272,7 +348,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         wgmma_fence_operands(pa);
         wgmma_fence_operands(da);
 
-        // ---- fast path: dQ_tile[:, c0 .. c0 + d/2) += dS K over the block's 128 keys, into dq_accum ----
+        // ---- fast path: this warpgroup's share of dQ_tile += dS K, into dq_accum ----
         if (fast) {
             fence_proxy_async();  // this thread's dS stores, for wgmma ...
             __syncthreads();      // ... of both warpgroups
@@ -284,8 +360,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
             const uint32_t ds_at = opaque(ds_tile), k_dq_at = opaque(k_dq);
 #pragma unroll
             for (int ks = 0; ks < T::kDqSteps; ++ks)
-                Wgmma<Elem, T::kDqCols>::ss_tb(dq, wg::k_major<kBlockM>(ds_at, ks), wg::n_major<kBlockN>(k_dq_at, ks),
-                                               ks > 0);
+                Wgmma<Elem, T::kDqCols>::ss_tb(dq, wg::k_major<kBlockM>(ds_at, ks0 + ks),
+                                               wg::n_major<kBlockN>(k_dq_at, ks0 + ks), ks > 0);
             wgmma_commit();
             wgmma_wait<0>();
             wgmma_fence_operands(dq);
@@ -342,9 +418,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 }
 
 // cudaErrorNoKernelImageForDevice, launching nothing, when the code loaded for the device is not sm_90a's
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStream_t stream) {
-    auto kernel = attention_bwd_wgmma_kernel<T, Score>;
+    auto kernel = attention_bwd_wgmma_kernel<T, Score, kExt>;
     // host queries per function and device, not stream operations: a graph capture may contain them
     cudaFuncAttributes attr;
     cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
@@ -356,16 +432,19 @@ cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStrea
     return cudaGetLastError();
 }
 
-template <int kHeadDim, class Elem>
+// kExt: the extended kernels (p.f.ext.on, no β per element: the host's ext_key_beta or a layout constant
+// over every tile), generated in their own units bwd_wgmma_ext_<dtype>_hd<d>.cu
+template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
     using T = WgmmaBwdTraits<kHeadDim, Elem>;
     static_assert(T::kBlockN == kBwdKvBlockN, "the host checks the grid with kBwdKvBlockN");
-    if (params.f.ext.on) return cudaErrorInvalidValue;  // (never asked: plain calls only)
+    static_assert(T::kBlockM == kWgmmaBwdBlockM, "the host judges a layout's tiles by kWgmmaBwdBlockM");
+    if (params.f.ext.elementwise || bool(params.f.ext.on) != kExt) return cudaErrorInvalidValue;  // (never asked)
     BwdParams p = params;
     p.n_blocks = int32_t((p.f.seq_k + T::kBlockN - 1) / T::kBlockN);
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
     return with_score_policy(p.f.score, [&](auto score) {
-        return launch_bwd_wgmma_score<T, decltype(score)>(p, blocks, stream);
+        return launch_bwd_wgmma_score<T, decltype(score), kExt>(p, blocks, stream);
     });
 }
 

@@ -6,6 +6,7 @@
 #include <cuda.h>  // CUcontext, CUresult: types only (the driver is reached through the runtime's entry points)
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <climits>
 #include <cstdarg>
 #include <cstdio>
@@ -328,20 +329,22 @@ constexpr BwdLauncher kBwdDq[2][2][2] = {
     {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128},
      {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128}}};
 
-constexpr BwdLauncher kBwdWgmma[2][2] = {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128},
-                                         {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128}};
+// (the extended Hopper dK/dV kernels at d = 128 are not built: they spill, native/cuda/NOTES.md)
+constexpr BwdLauncher kBwdWgmma[2][2][2] = {
+    {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128}, {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128}},
+    {{launch_bwd_wgmma_ext_fp16_hd64, nullptr}, {launch_bwd_wgmma_ext_bf16_hd64, nullptr}}};
 constexpr FwdLauncher kFwdWgmma[2][2][2] = {
     {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128}, {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}},
     {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128},
      {launch_fwd_wgmma_ext_bf16_hd64, launch_fwd_wgmma_ext_bf16_hd128}}};
 
-// p for a forward kernel of kFwdBlockM x tile_n tiles: without β where a block layout, the only
-// element-wise extension, is constant over every such tile (the tile skipping applies it); with key_rows
-// (the Hopper kernels, which have no room for a β per row) β as one row per key tile where it is the same
-// on every row of a tile (ext_key_beta)
-FwdParams for_forward_tiles(FwdParams p, int tile_n, bool key_rows) {
-    if (ext_layout_tile_uniform(p.ext, kFwdBlockM, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0;
-    else if (key_rows && ext_key_beta(p.ext, kFwdBlockM, p.seq_q)) p.ext.elementwise = 0, p.ext.key_beta = 1;
+// p for a kernel of tile_m x tile_n tiles: without β where a block layout, the only element-wise
+// extension, is constant over every such tile (the tile skipping applies it); with key_rows (the Hopper
+// kernels, which have no room for a β per row) β as one row per key tile where it is the same on every row
+// of a tile (ext_key_beta)
+FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = kFwdBlockM) {
+    if (ext_layout_tile_uniform(p.ext, tile_m, tile_n, p.seq_q, p.seq_k)) p.ext.elementwise = 0;
+    else if (key_rows && ext_key_beta(p.ext, tile_m, p.seq_q)) p.ext.elementwise = 0, p.ext.key_beta = 1;
     return p;
 }
 
@@ -363,20 +366,41 @@ WgmmaSetting wgmma_setting() {
     return setting;
 }
 
-// Why the Hopper kernels cannot run on this device (nullptr: they can, as far as the build and the device
-// tell; the launcher still refuses code that is not sm_90a's)
+#if FSIG_CUDA_SM90A
+// Compiled like every kernel of the library: the PTX version of the code loaded for a device is 90 where
+// that is the sm_90a SASS, 80 where the driver JIT-compiled the compute_80 PTX (CUDA_FORCE_PTX_JIT), in
+// which the wgmma kernels are traps
+__global__ void sm90a_probe_kernel() {}
+#endif
+
+// Why the Hopper kernels cannot run on this device (nullptr: they can). Asked before anything of a call is
+// launched or written; per device, the answer cached (it cannot change while the process lives).
 const char* wgmma_unavailable(int device) {
 #if FSIG_CUDA_SM90A
+    constexpr int kCachedDevices = 64;
+    static std::atomic<int> cached[kCachedDevices];  // 1: they can run (else asked again: a cheap query)
     static thread_local char why[120];
+    if (device >= 0 && device < kCachedDevices && cached[device].load(std::memory_order_relaxed) == 1) return nullptr;
     int major = 0, minor = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
         cudaGetLastError();
         return "the device's compute capability could not be read";
     }
-    if (major == 9 && minor == 0) return nullptr;
-    std::snprintf(why, sizeof why, "cuda:%d has compute capability %d.%d, and sm_90a code runs on 9.0 only", device,
-                  major, minor);
+    cudaFuncAttributes attr;
+    if (major != 9 || minor != 0) {
+        std::snprintf(why, sizeof why, "cuda:%d has compute capability %d.%d, and sm_90a code runs on 9.0 only",
+                      device, major, minor);
+    } else if (cudaFuncGetAttributes(&attr, sm90a_probe_kernel) != cudaSuccess) {
+        cudaGetLastError();
+        std::snprintf(why, sizeof why, "the code loaded for cuda:%d could not be queried", device);
+    } else if (attr.ptxVersion < 90) {
+        std::snprintf(why, sizeof why, "the code loaded for cuda:%d is not sm_90a's (PTX %d.%d compiled for it)", device,
+                      attr.ptxVersion / 10, attr.ptxVersion % 10);
+    } else {
+        if (device >= 0 && device < kCachedDevices) cached[device].store(1, std::memory_order_relaxed);
+        return nullptr;
+    }
     return why;
 #else
     (void)device;
@@ -402,7 +426,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
     const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const FwdParams p_wgmma = for_forward_tiles(p, kWgmmaFwdBlockN, true);
+    const FwdParams p_wgmma = for_kernel_tiles(p, kWgmmaFwdBlockN, true);
     const WgmmaSetting wgmma = p_wgmma.ext.elementwise ? WgmmaSetting::kOff : wgmma_setting();
     bool launched = false;
     cudaError_t e = cudaSuccess;
@@ -417,7 +441,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
             return m.fail(FSIG_ERROR_UNSUPPORTED, "FSIG_CUDA_WGMMA=require, but the Hopper (wgmma) kernels cannot run: %s",
                           why);
     }
-    if (!launched) e = kFwd[ext][bf16][d128](for_forward_tiles(p, kFwdBlockN, false), s);
+    if (!launched) e = kFwd[ext][bf16][d128](for_kernel_tiles(p, kFwdBlockN, false), s);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,
@@ -490,10 +514,15 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
-    // dK, dV (and on the fast path dS K into the workspace): the Hopper kernel for plain calls where it can
-    // run (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA), on both paths alike, so that
-    // their dK and dV stay the same bits; else bwd_kernel.cuh's
-    WgmmaSetting wgmma = ext ? WgmmaSetting::kOff : wgmma_setting();
+    // dK, dV (and on the fast path dS K into the workspace): the Hopper kernel where it can run
+    // (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA), β is not needed per element of
+    // its 64 x 128 tiles (as the Hopper forward's rule) and it is built (extended: d = 64), on both paths
+    // alike, so that their dK and dV stay the same bits; else bwd_kernel.cuh's. (The dQ kernel, dBias's
+    // owner, keeps p.)
+    BwdParams p_wgmma = p;
+    p_wgmma.f = for_kernel_tiles(p.f, kBwdKvBlockN, true, kWgmmaBwdBlockM);
+    const BwdLauncher dkdv_wgmma = kBwdWgmma[ext][bf16][d128];
+    WgmmaSetting wgmma = p_wgmma.f.ext.elementwise || dkdv_wgmma == nullptr ? WgmmaSetting::kOff : wgmma_setting();
     if (wgmma != WgmmaSetting::kOff) {
         if (const char* why = wgmma_unavailable(device); why != nullptr) {
             if (wgmma == WgmmaSetting::kRequired)
@@ -504,7 +533,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     }
     auto launch_dkdv = [&] {
         if (wgmma != WgmmaSetting::kOff) {
-            const cudaError_t e = kBwdWgmma[bf16][d128](p, s);
+            const cudaError_t e = dkdv_wgmma(p_wgmma, s);
             // code JIT-compiled from compute_80 PTX: the mma.sync kernel, unless required
             if (e != cudaErrorNoKernelImageForDevice || wgmma == WgmmaSetting::kRequired) return e;
             cudaGetLastError();

@@ -593,9 +593,10 @@ struct Descs {
     }
 };
 
-// FSIG_CUDA_WGMMA=require where the Hopper backward cannot run (not a 9.0 device, or code JIT-compiled from
-// compute_80 PTX): refused before anything is written, by both paths. Where it can run, every numerics case
-// checks on the emulator that both paths took it (run_case), exactly when gt::emulated_hopper() says so.
+// FSIG_CUDA_WGMMA=require where the Hopper backward cannot run (not a 9.0 device, or on the emulator code
+// JIT-compiled from compute_80 PTX: FSIG_EMU_PTX): refused before anything is written, by both paths; where
+// it can, a plain backward runs (and on the emulator every numerics case checks that both paths took it,
+// exactly when gt::emulated_hopper() says so: run_case).
 TEST(hopper_kernel_choice) {
     if (!g_cuda) return;
     const char* setting = std::getenv("FSIG_CUDA_WGMMA");
@@ -603,8 +604,14 @@ TEST(hopper_kernel_choice) {
     int major = 0, minor = 0;
     CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
     CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
-    std::printf("  compute capability %d.%d, FSIG_CUDA_WGMMA=require\n", major, minor);
-    if (major == 9 && minor == 0) {  // (the emulator's stand-in for PTX JIT fails the launch instead)
+    const char* emulated_ptx = nullptr;
+#if defined(FSIG_TEST_ON_EMULATOR)
+    emulated_ptx = std::getenv("FSIG_EMU_PTX");
+#endif
+    const bool ptx_jit = emulated_ptx != nullptr && std::atoi(emulated_ptx) < 90;
+    std::printf("  compute capability %d.%d%s, FSIG_CUDA_WGMMA=require\n", major, minor,
+                ptx_jit ? " (code JIT-compiled from PTX)" : "");
+    if (major == 9 && minor == 0 && !ptx_jit) {
         const Case c = small_case(ref::kSigmoid, 128);
         EXPECT(run_case(c, prepare(c)), "a plain backward on the Hopper kernel failed");
         return;
@@ -614,8 +621,8 @@ TEST(hopper_kernel_choice) {
     for (bool fast : {false, true}) {
         Run r(c, in);
         r.use_workspace(fast, c.s);
-        expect_refusal(fast ? "FSIG_CUDA_WGMMA=require off 9.0 (fast path)" : "FSIG_CUDA_WGMMA=require off 9.0",
-                       r.backward(), FSIG_ERROR_UNSUPPORTED, "compute capability", r);
+        expect_refusal(fast ? "FSIG_CUDA_WGMMA=require, no Hopper kernel (fast path)" : "FSIG_CUDA_WGMMA=require, no Hopper kernel",
+                       r.backward(), FSIG_ERROR_UNSUPPORTED, ptx_jit ? "sm_90a" : "compute capability", r);
         EXPECT(!r.workspace.touched(), "the refused call wrote its workspace");
     }
 }

@@ -155,6 +155,20 @@ void sync_or_die(const Case& c) {
     }
 }
 
+#if defined(FSIG_TEST_ON_EMULATOR)
+// Whether the Hopper (wgmma) kernels serve the case on this (emulated) device: opted in on an sm_90, and β
+// the same for every row of a tile — no strided pattern, a bias or mask only if broadcast over the query
+// rows, a block layout only if its block rows hold whole tiles (β of a key tile is then one row, or none
+// when the layout alone holds whole tiles): the forward's tiles have 128 rows, the backward dK/dV kernel's 64
+// (whose extended kernels exist at d = 64 only).
+bool wgmma_serves(const ref::Spec& s, int64_t tile_rows) {
+    const bool layout_ok = s.block_m == 0 || s.block_m % tile_rows == 0 || s.block_m >= s.Nq;
+    const bool bias_ok = s.bias.empty() || s.bias_q == 1, mask_ok = s.mask.empty() || s.mask_q == 1;
+    const bool built = tile_rows == 128 || s.d == 64 || !s.extended();
+    return gt::emulated_hopper() && bias_ok && mask_ok && s.strided <= 1 && layout_ok && built;  // (strided 1: off)
+}
+#endif
+
 // Forward, then backward on the reference's out and LSE (as a framework passes its saved forward).
 bool run_case(const Case& c) {
     const int before = th::failures();
@@ -180,6 +194,9 @@ bool run_case(const Case& c) {
 
     const fsig_attention_params p = params_of(s);
     const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(), tg = dout.desc();
+#if defined(FSIG_TEST_ON_EMULATOR)
+    const uint64_t wgmma_before = fsig::emu::wgmma_operations();
+#endif
     int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, softmax ? &tl : nullptr, e.slopes_t(), e.bias_t(),
                                        e.mask_t(), e.layout_t(), nullptr);
     if (st != FSIG_OK) {
@@ -188,6 +205,11 @@ bool run_case(const Case& c) {
         return false;
     }
     sync_or_die(c);
+#if defined(FSIG_TEST_ON_EMULATOR)
+    const uint64_t wgmma_forward_done = fsig::emu::wgmma_operations();
+    EXPECT((wgmma_forward_done > wgmma_before) == wgmma_serves(s, 128), "%s ran the %s forward kernels", c.name.c_str(),
+           wgmma_forward_done > wgmma_before ? "wgmma" : "mma.sync");
+#endif
     check(c, "out", out, f64.out, fn.out);
     if (softmax) check(c, "lse", lse, f64.lse, fn.lse);
 
@@ -226,6 +248,15 @@ bool run_case(const Case& c) {
         return false;
     }
     sync_or_die(c);
+#if defined(FSIG_TEST_ON_EMULATOR)
+    // the dK/dV kernel of both paths: the Hopper one exactly where it serves the backward's 64-row tiles
+    auto expect_backward_kernel = [&](uint64_t ops_before, const char* path) {
+        const bool ran = fsig::emu::wgmma_operations() > ops_before;
+        EXPECT(ran == wgmma_serves(s, 64), "%s: the %s backward ran the %s dK/dV kernel", c.name.c_str(), path,
+               ran ? "wgmma" : "mma.sync");
+    };
+    expect_backward_kernel(wgmma_forward_done, "deterministic");
+#endif
     check(c, "dq", dq, g64.dq, gn.dq);
     check(c, "dk", dk, g64.dk, gn.dk);
     check(c, "dv", dv, g64.dv, gn.dv);
@@ -244,6 +275,9 @@ bool run_case(const Case& c) {
         gt::poison(dq), gt::poison(dk), gt::poison(dv);
         if (s.want_dbias) gt::poison(e.dbias);
         ws.fill_ff();
+#if defined(FSIG_TEST_ON_EMULATOR)
+        const uint64_t wgmma_fast_before = fsig::emu::wgmma_operations();
+#endif
         st = fsig_attention_backward_ex(&pf, &tq, &tk, &tv, softmax ? &toi : nullptr, &tg, softmax ? &tli : nullptr,
                                         &tdq, &tdk, &tdv, e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(),
                                         e.dbias_t(), nullptr);
@@ -251,6 +285,9 @@ bool run_case(const Case& c) {
                fsig_last_error());
         if (st == FSIG_OK) {
             sync_or_die(c);
+#if defined(FSIG_TEST_ON_EMULATOR)
+            expect_backward_kernel(wgmma_fast_before, "fast");
+#endif
             EXPECT(ws.touched() == (!s.want_dbias || dbias_sums), "%s: the workspace was %s", c.name.c_str(),
                    ws.touched() ? "written although a full-shaped dbias was asked for" : "not written");
             check(c, "dq (fast path)", dq, g64.dq, gn.dq);
@@ -425,19 +462,6 @@ std::vector<Case> all_cases() {
     return cases;
 }
 
-#if defined(FSIG_TEST_ON_EMULATOR)
-// Whether the Hopper (wgmma) forward kernels serve the case on this (emulated) device: opted in on an sm_90,
-// and β the same for every row of a 128-row tile — no strided pattern, a bias or mask only if broadcast over
-// the query rows, a block layout only if its block rows hold whole tiles (β of a key tile is then one row,
-// or none when the layout alone holds whole 128 × 128 tiles). Their backward is mma.sync's (the Hopper
-// backward takes plain calls only).
-bool wgmma_serves(const ref::Spec& s) {
-    const bool hopper = gt::emulated_hopper();
-    const bool layout_ok = s.block_m == 0 || s.block_m % 128 == 0 || s.block_m >= s.Nq;
-    const bool bias_ok = s.bias.empty() || s.bias_q == 1, mask_ok = s.mask.empty() || s.mask_q == 1;
-    return hopper && bias_ok && mask_ok && s.strided <= 1 && layout_ok;  // (strided 1: off)
-}
-#endif
 
 bool selected(const std::string& name) {
     if (g_filters.empty()) return true;
@@ -455,15 +479,7 @@ TEST(masks_numerics) {
             continue;
         }
         ++ran;
-#if defined(FSIG_TEST_ON_EMULATOR)
-        const uint64_t wgmma_before = fsig::emu::wgmma_operations();
-#endif
-        failed += !run_case(c);
-#if defined(FSIG_TEST_ON_EMULATOR)
-        const bool ran_wgmma = fsig::emu::wgmma_operations() > wgmma_before;
-        EXPECT(ran_wgmma == wgmma_serves(c.s), "%s ran the %s forward kernels", c.name.c_str(),
-               ran_wgmma ? "wgmma" : "mma.sync");
-#endif
+        failed += !run_case(c);  // (on the emulator it also checks which kernels ran)
     }
     if (!g_list) std::printf("  %d case(s), %d failed\n", ran, failed);
     EXPECT(g_list || ran > 0 || !g_filters.empty(), "no case ran");
