@@ -24,8 +24,9 @@
 //   fast path: dSᵀ is also stored as dS [query][key] into shared memory; after a barrier warpgroup g
 //     computes its share of the tile's dQ = dS K (dS K-major, K N-major) and adds it to dq_accum with fp32
 //     atomics (pairs at once): d = 128, columns [64g, 64g + 64) over all 128 keys (8 wgmma m64n64k16);
-//     d = 64, all columns over its own 64 keys (4 wgmma m64n64k16; twice the atomics, but no operand
-//     starting inside a 128-byte swizzle row, which the PTX ISA's canonical layouts do not describe).
+//     d = 64, all columns over its own 64 keys (4 wgmma m64n64k16; twice the atomics, but no N-major
+//     operand starting in the middle of a 128-byte swizzle row, which the PTX ISA's canonical layouts do
+//     not describe).
 // Both warpgroups run every query tile of the block's range (a wgmma in a branch that differs between the
 // warpgroups makes ptxas serialise them all); the mask gives P = dS = 0 where a warp's keys see nothing.
 //
@@ -66,8 +67,8 @@ struct WgmmaBwdTraits {
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dK, dV
     static constexpr int kPSteps = kBlockM / 16;   // k16 steps of Pᵀ dO, dSᵀ Q
     // dS K split between the warpgroups into whole 64-column blocks of d (each over all 128 keys) or, at
-    // d = 64, into the keys (each its own 64 keys, all of d; both add to dq_accum): every operand then
-    // starts on a 128-byte swizzle row, never inside one
+    // d = 64, into the keys (each its own 64 keys, all of d; both add to dq_accum): K, read N-major, is then
+    // never entered in the middle of a 128-byte swizzle row
     static constexpr bool kDqSplitKeys = kHeadDim / kWarpGroups < 64;
     static constexpr int kDqCols = kDqSplitKeys ? kHeadDim : kHeadDim / kWarpGroups;  // dQ columns per warpgroup
     static constexpr int kDqSteps = (kDqSplitKeys ? kBlockN / kWarpGroups : kBlockN) / 16;  // k16 steps of dS K
@@ -190,7 +191,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         if (t_next < n_tiles)
             load_query_tile(t_next, smem_base + (s ? T::kStage0 : T::kStage1), smem_base + T::kLse + (s ? 0 : 4 * kBlockM));
         cp_async_commit();
-        if (t_next < n_tiles) stage_key_beta(t_next, s ^ 1);  // (read after the next tile's barrier)
         const int h = tile_head(t), i0 = tile_row0(t);
         const uint32_t q_tile = stage, do_tile = stage + T::kRowBytes;
         const float* lse_sm = reinterpret_cast<const float*>(smem + T::kLse) + s * kBlockM;
@@ -243,6 +243,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         for (int ks = 0; ks < T::kKSteps; ++ks)
             Wgmma<Elem, kBlockM>::ss(dpt, wg::k_major<kBlockN>(v_at, ks), wg::k_major<kBlockM>(do_tile, ks), ks > 0);
         wgmma_commit();
+        // the next tile's key β while the tensor cores work (read after the next tile's barrier; buffer s ^ 1
+        // is not read in this one)
+        if (t_next < n_tiles) stage_key_beta(t_next, s ^ 1);
         wgmma_wait<0>();
         wgmma_fence_operands(st);
         wgmma_fence_operands(dpt);

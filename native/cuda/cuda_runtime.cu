@@ -350,8 +350,8 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
 // key-padding bias and mask, block layouts of 128-row multiples), and bwd_wgmma_kernel.cuh the backward's dK/dV
-// of plain calls, on a compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0
-// only); the others take the mma.sync kernels. Opt-in until
+// of plain calls and at d = 64 of the same extensions (64-row tiles), on a compute capability 9.0 device when
+// the library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels. Opt-in until
 // they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them
 // where they can run), require (a call they should serve but cannot fails: the GPU session's proof that
 // they ran) or off.

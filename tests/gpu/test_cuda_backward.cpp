@@ -622,7 +622,7 @@ TEST(hopper_kernel_choice) {
         Run r(c, in);
         r.use_workspace(fast, c.s);
         expect_refusal(fast ? "FSIG_CUDA_WGMMA=require, no Hopper kernel (fast path)" : "FSIG_CUDA_WGMMA=require, no Hopper kernel",
-                       r.backward(), FSIG_ERROR_UNSUPPORTED, ptx_jit ? "sm_90a" : "compute capability", r);
+                       r.backward(), FSIG_ERROR_UNSUPPORTED, ptx_jit ? "is not sm_90a's" : "compute capability", r);
         EXPECT(!r.workspace.touched(), "the refused call wrote its workspace");
     }
 }

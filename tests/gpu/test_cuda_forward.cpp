@@ -378,7 +378,7 @@ TEST(hopper_kernel_choice) {
     if (required && !expect_wgmma) {
         Problem pr;
         expect_refusal("FSIG_CUDA_WGMMA=require where the wgmma kernels cannot run", pr.forward(),
-                       FSIG_ERROR_UNSUPPORTED, emulated_ptx != nullptr ? "sm_90a" : "compute capability", pr);
+                       FSIG_ERROR_UNSUPPORTED, emulated_ptx != nullptr ? "is not sm_90a's" : "compute capability", pr);
         return;
     }
     for (int score : {ref::kSoftmax, ref::kSigmoid})

@@ -482,7 +482,7 @@ TEST(masks_numerics) {
         failed += !run_case(c);  // (on the emulator it also checks which kernels ran)
     }
     if (!g_list) std::printf("  %d case(s), %d failed\n", ran, failed);
-    EXPECT(g_list || ran > 0 || !g_filters.empty(), "no case ran");
+    EXPECT(g_list || ran > 0, "no case ran (filters that match no case name?)");
 }
 
 // A broadcast dBias on CUDA without the workspace its partial sums need (or with a bad one) is refused.
