@@ -462,7 +462,6 @@ std::vector<Case> all_cases() {
     return cases;
 }
 
-
 bool selected(const std::string& name) {
     if (g_filters.empty()) return true;
     for (const std::string& f : g_filters)
