@@ -420,19 +420,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 #endif
 }
 
-// cudaErrorNoKernelImageForDevice, launching nothing, when the code loaded for the device is not sm_90a's
 template <class T, class Score, bool kExt>
 cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStream_t stream) {
-    auto kernel = attention_bwd_wgmma_kernel<T, Score, kExt>;
-    // host queries per function and device, not stream operations: a graph capture may contain them
-    cudaFuncAttributes attr;
-    cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
-    if (e != cudaSuccess) return e;
-    if (attr.ptxVersion < 90) return cudaErrorNoKernelImageForDevice;
-    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
-    if (e != cudaSuccess) return e;
-    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), T::kSmemBytes, stream, p);
-    return cudaGetLastError();
+    return launch_sm90a(attention_bwd_wgmma_kernel<T, Score, kExt>, T::kSmemBytes, blocks, T::kThreads, stream, p);
 }
 
 // kExt: the extended kernels (p.f.ext.on, no β per element: the host's ext_key_beta or a layout constant

@@ -273,22 +273,29 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
 #endif
 }
 
-// cudaErrorNoKernelImageForDevice, launching nothing, when the code loaded for the device is not
-// sm_90a's (e.g. the compute_80 PTX compiled for it, CUDA_FORCE_PTX_JIT=1): there the kernel is a trap.
-template <class T, class Score, bool kExt>
-cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
-    auto kernel = attention_fwd_wgmma_kernel<T, Score, kExt>;
-    constexpr int kSmem = T::kSmemBytes + (kExt ? 2 * T::kBlockN * 4 : 0);  // extended: two key β rows
-    static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
+// Launches a Hopper kernel (forward or backward) with `smem` bytes of dynamic shared memory, or returns
+// cudaErrorNoKernelImageForDevice, launching nothing, when the code loaded for the device is not sm_90a's
+// (e.g. the compute_80 PTX compiled for it, CUDA_FORCE_PTX_JIT=1): there the kernel is a trap. (The host
+// asks wgmma_unavailable first; this is the backstop.)
+template <class Params>
+cudaError_t launch_sm90a(void (*kernel)(Params), int smem, int64_t blocks, int threads, cudaStream_t stream,
+                         const Params& p) {
     // host queries per function and device, not stream operations: a graph capture may contain them
     cudaFuncAttributes attr;
     cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
     if (e != cudaSuccess) return e;
     if (attr.ptxVersion < 90) return cudaErrorNoKernelImageForDevice;
-    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
-    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);
+    FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(threads), smem, stream, p);
     return cudaGetLastError();
+}
+
+template <class T, class Score, bool kExt>
+cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
+    constexpr int kSmem = T::kSmemBytes + (kExt ? 2 * T::kBlockN * 4 : 0);  // extended: two key β rows
+    static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
+    return launch_sm90a(attention_fwd_wgmma_kernel<T, Score, kExt>, kSmem, blocks, T::kThreads, stream, p);
 }
 
 // kExt: the extended kernels (p.ext.on, no β per row), generated in their own units fwd_wgmma_ext_<dtype>_hd<d>.cu
