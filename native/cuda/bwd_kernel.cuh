@@ -358,6 +358,45 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
     }
 }
 
+// The dK/dV kernels' epilogue (this file's and bwd_wgmma_kernel.cuh's): dK (× scale) and dV of key rows
+// 16·warp.. of the block's tile at j0, from accumulators in the mma.sync C layout per n8 tile, staged as
+// swizzled [kKvBlockN][d] tiles at `smem` (where K and V were: every read of them done) and written as 16-byte
+// stores; each warp stages and stores its own 16 rows.
+template <class T, int kDTiles>
+__device__ __forceinline__ void store_dk_dv(const BwdParams& p, int64_t b, int hk, int j0, int warp, int lane,
+                                            const float (&dk)[kDTiles][4], const float (&dv)[kDTiles][4],
+                                            unsigned char* smem) {
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kChunks = kD / 8;
+    const FwdParams& f = p.f;
+    Elem* dk_out = static_cast<Elem*>(p.dk) + b * p.dk_batch + hk * p.dk_head;
+    Elem* dv_out = static_cast<Elem*>(p.dv) + b * p.dv_batch + hk * p.dv_head;
+    Elem* k_sm = reinterpret_cast<Elem*>(smem);
+    Elem* v_sm = k_sm + kBwdKvBlockN * kD;
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
+            const int at = frag::swizzle<kD>(row, col);
+            *reinterpret_cast<uint32_t*>(k_sm + at) = M::pack(dk[dt][2 * r] * f.scale, dk[dt][2 * r + 1] * f.scale);
+            *reinterpret_cast<uint32_t*>(v_sm + at) = M::pack(dv[dt][2 * r], dv[dt][2 * r + 1]);
+        }
+    __syncwarp();
+#pragma unroll
+    for (int it = 0; it < 16 * kChunks / 32; ++it) {
+        const int c = lane + it * 32;
+        const int row = warp * 16 + c / kChunks, col = (c % kChunks) * 8;
+        const int64_t j = j0 + row;
+        if (j < f.seq_k) {
+            const int at = frag::swizzle<kD>(row, col);
+            *reinterpret_cast<uint4*>(dk_out + j * p.dk_row + col) = *reinterpret_cast<const uint4*>(k_sm + at);
+            *reinterpret_cast<uint4*>(dv_out + j * p.dv_row + col) = *reinterpret_cast<const uint4*>(v_sm + at);
+        }
+    }
+}
+
 // ---- kernel 1: dK, dV ----------------------------------------------------------------------------
 
 template <class T, class Score, bool kExt>
@@ -615,31 +654,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     // ---- epilogue: dK (× scale) and dV through shared memory (each warp its own K, V rows) ----
     cp_async_wait_all();  // with no query tile the K, V copies were never waited for
     __syncthreads();
-    Elem* dk_out = static_cast<Elem*>(p.dk) + b * p.dk_batch + hk * p.dk_head;
-    Elem* dv_out = static_cast<Elem*>(p.dv) + b * p.dv_batch + hk * p.dv_head;
-    Elem* k_sm = reinterpret_cast<Elem*>(smem_raw);
-    Elem* v_sm = reinterpret_cast<Elem*>(smem_raw + T::kKvKeyBytes);
-#pragma unroll
-    for (int dt = 0; dt < T::kDTiles; ++dt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
-            const int at = frag::swizzle<kD>(row, col);
-            *reinterpret_cast<uint32_t*>(k_sm + at) = M::pack(dk[dt][2 * r] * f.scale, dk[dt][2 * r + 1] * f.scale);
-            *reinterpret_cast<uint32_t*>(v_sm + at) = M::pack(dv[dt][2 * r], dv[dt][2 * r + 1]);
-        }
-    __syncwarp();
-#pragma unroll
-    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
-        const int c = lane + it * 32;
-        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
-        const int64_t j = j0 + row;
-        if (j < f.seq_k) {
-            const int at = frag::swizzle<kD>(row, col);
-            *reinterpret_cast<uint4*>(dk_out + j * p.dk_row + col) = *reinterpret_cast<const uint4*>(k_sm + at);
-            *reinterpret_cast<uint4*>(dv_out + j * p.dv_row + col) = *reinterpret_cast<const uint4*>(v_sm + at);
-        }
-    }
+    store_dk_dv<T>(p, b, hk, j0, warp, lane, dk, dv, smem_raw);
 }
 
 // ---- kernel 2: dQ --------------------------------------------------------------------------------

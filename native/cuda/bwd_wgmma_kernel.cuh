@@ -387,34 +387,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         }
     }
 
-    // ---- epilogue: dK (× scale) and dV through shared memory where K and V were, 16-byte stores ----
+    // ---- epilogue: dK (× scale) and dV through shared memory where K and V were (bwd_kernel.cuh) ----
     cp_async_wait_all();  // with no query tile the K, V copies were never waited for
     __syncthreads();      // every wgmma reading K or V has retired
-    Elem* dk_out = static_cast<Elem*>(p.dk) + b * p.dk_batch + hk * p.dk_head;
-    Elem* dv_out = static_cast<Elem*>(p.dv) + b * p.dv_batch + hk * p.dv_head;
-    Elem* k_sm = reinterpret_cast<Elem*>(smem);
-    Elem* v_sm = reinterpret_cast<Elem*>(smem + T::kKeyBytes);
-#pragma unroll
-    for (int dt = 0; dt < T::kDTiles; ++dt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
-            const int at = frag::swizzle<kD>(row, col);
-            *reinterpret_cast<uint32_t*>(k_sm + at) = M::pack(dk[dt][2 * r] * f.scale, dk[dt][2 * r + 1] * f.scale);
-            *reinterpret_cast<uint32_t*>(v_sm + at) = M::pack(dv[dt][2 * r], dv[dt][2 * r + 1]);
-        }
-    __syncwarp();  // each warp stages and stores its own 16 rows
-#pragma unroll
-    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
-        const int c = lane + it * 32;
-        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
-        const int64_t j = j0 + row;
-        if (j < f.seq_k) {
-            const int at = frag::swizzle<kD>(row, col);
-            *reinterpret_cast<uint4*>(dk_out + j * p.dk_row + col) = *reinterpret_cast<const uint4*>(k_sm + at);
-            *reinterpret_cast<uint4*>(dv_out + j * p.dv_row + col) = *reinterpret_cast<const uint4*>(v_sm + at);
-        }
-    }
+    store_dk_dv<T>(p, b, hk, j0, warp, lane, dk, dv, smem);
 #elif defined(__CUDA_ARCH__)
     __trap();  // no wgmma on this target: the host never launches it here
 #endif
