@@ -209,6 +209,8 @@ FSIG_API int fsig_attention_backward_workspace_size_ex(const fsig_attention_para
 /* ---- masks and positions (DESIGN.md §4 "Extensions") --------------------------------------------
  * The same calls with four optional input tensors (NULL = absent), and dbias as an output of backward:
  *  - alibi_slopes: fp32 [Hq] or [B, Hq]; adds -slope(b, h) * |i + Nk - Nq - j| to S (ALiBi, FA2 convention).
+ *    Slopes must be finite; they are not read before the kernels run (on CUDA they are device memory),
+ *    so an inf or NaN slope is not refused; the outputs are then undefined (NaN, inf or 0).
  *  - bias: fp32, fp16 or bf16 (any of them, whatever q's dtype), rank 4 [B|1, Hq|1, Nq|1, Nk]: a dim of
  *    size 1 broadcasts (so a key-padding bias is [B, 1, 1, Nk]); a stride of 0 broadcasts too. Added to
  *    S after the scale; -inf masks the element (dS = 0 there).

@@ -560,7 +560,7 @@ TEST(logn_values) {
 // the positions make the scores differ; a negative slope puts the softmax weight on the farthest keys,
 // about 12 % of it on the 2048 keys beyond 2^24 — which the LSE shows (missing there, it falls by 0.12;
 // a distance off by a unit or two would not show). 2^17 key tiles also check that the forward's
-// normalised O does not drift tile by tile. Forward only: the backward's dK, dV would be 2^24 rows.
+// normalised O does not drift tile by tile. The backward: alibi_beyond_float_integers_backward, below.
 TEST(alibi_beyond_float_integers) {
     constexpr int64_t d = 8, nq = 3, nk = (int64_t(1) << 24) + 2048, heads = 1;
     const float slope = -1.f / 16384.f;  // penalties up to 1024: LSE near 1024, fp32 S steps of 2^-13
@@ -598,6 +598,79 @@ TEST(alibi_beyond_float_integers) {
             EXPECT(std::fabs(double(out[size_t(i * d + c)]) - 0.25) <= 0.25 * 1e-5, "row %lld: out[%lld] = %.8f, want 0.25",
                    (long long)i, (long long)c, double(out[size_t(i * d + c)]));
     }
+}
+
+// The backward's int64 ALiBi path (key tiles at distances of 2^24 and more). d = 1 so that k, v, dk and
+// dv, each Nk = 2^24 + 2048 rows, are 64 MiB apiece (outputs cannot broadcast). The same negative slope
+// as above puts about 12 % of each row's weight on the 2048 keys beyond 2^24: without the penalty there,
+// their P, and so their dV and dK, would be 0. k and v vary with j (exact in fp32), so that dS and with
+// it dK and dQ are not zero. Bounds per element from P's fp32 error (S near 1024 in steps of 2^-13, the
+// forward's LSE within 1e-3): 3e-3 of the sum of the magnitudes each gradient adds up.
+TEST(alibi_beyond_float_integers_backward) {
+    constexpr int64_t nq = 3, nk = (int64_t(1) << 24) + 2048, heads = 1;
+    const float slope = -1.f / 16384.f;
+    auto key = [](int64_t j) { return float(j % 7 - 3) * 0.015625f; };
+    auto value = [](int64_t j) { return float(j % 5 - 2) * 0.25f; };
+    const std::vector<float> q = {0.5f, -0.75f, 1.0f}, dout = {1.0f, 0.5f, -0.25f};
+    std::vector<float> kh(static_cast<size_t>(nk)), vh(static_cast<size_t>(nk));
+    for (int64_t j = 0; j < nk; ++j) kh[size_t(j)] = key(j), vh[size_t(j)] = value(j);
+    tu::View vq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, 1),
+             vk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, 1),
+             vv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, 1),
+             vo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, 1),
+             vdo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, 1),
+             vdq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, 1),
+             vdk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, 1),
+             vdv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, 1),
+             vlse = tu::make_lse_view(tu::kContiguous, 1, 1, nq), vslope = make_nd(FSIG_DTYPE_FP32, 1, &heads, 0);
+    vq.store(q), vk.store(kh), vv.store(vh), vdo.store(dout), vslope.store({slope});
+    tu::poison(vo), tu::poison(vlse), tu::poison(vdq), tu::poison(vdk), tu::poison(vdv);
+    const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
+                      tl = vlse.desc(), tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc(), ts = vslope.desc();
+    fsig_attention_params p = fsig_attention_params_default();
+    p.score = FSIG_SCORE_SOFTMAX;
+    REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, &tl, &ts, nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
+            "%s", fsig_last_error());
+    REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, &tl, &tdq, &tdk, &tdv, &ts, nullptr, nullptr,
+                                       nullptr, nullptr, nullptr) == FSIG_OK,
+            "%s", fsig_last_error());
+    const std::vector<float> dq = vdq.load(), dk = vdk.load(), dv = vdv.load();
+    // fp64: S_ij = q_i k_j − slope·|δ_i − j| (scale 1 at d = 1); two passes, the second per key
+    double lse[nq], o[nq];
+    for (int64_t i = 0; i < nq; ++i) {
+        const int64_t diag = i + nk - nq;
+        const double top = -double(slope) * double(diag) + 0.1;  // above every S_ij of the row
+        double sum = 0, num = 0;
+        for (int64_t j = 0; j < nk; ++j) {
+            const double e = std::exp(double(q[size_t(i)]) * key(j) - double(slope) * double(diag - j) - top);
+            sum += e, num += e * value(j);
+        }
+        lse[i] = top + std::log(sum), o[i] = num / sum;
+    }
+    double dq_want[nq] = {}, dq_size[nq] = {};
+    int64_t far_keys_checked = 0;
+    for (int64_t j = 0; j < nk; ++j) {
+        double dk_want = 0, dk_size = 0, dv_want = 0, dv_size = 0;
+        for (int64_t i = 0; i < nq; ++i) {
+            const int64_t dist = i + nk - nq - j;
+            const double pr = std::exp(double(q[size_t(i)]) * key(j) - double(slope) * double(std::llabs(dist)) - lse[i]);
+            const double g = dout[size_t(i)], ds = pr * g * (value(j) - o[i]), ds_size = pr * std::fabs(g) * (std::fabs(value(j)) + std::fabs(o[i]));
+            dv_want += pr * g, dv_size += pr * std::fabs(g);
+            dk_want += ds * q[size_t(i)], dk_size += ds_size * std::fabs(q[size_t(i)]);
+            dq_want[i] += ds * key(j), dq_size[i] += ds_size * std::fabs(key(j));
+        }
+        const double dv_err = std::fabs(double(dv[size_t(j)]) - dv_want), dk_err = std::fabs(double(dk[size_t(j)]) - dk_want);
+        if (!(dv_err <= 3e-3 * dv_size + 1e-30) || !(dk_err <= 3e-3 * dk_size + 1e-30)) {
+            EXPECT(false, "key %lld: dv %.8g (fp64 %.8g), dk %.8g (fp64 %.8g)", (long long)j, double(dv[size_t(j)]),
+                   dv_want, double(dk[size_t(j)]), dk_want);
+            return;
+        }
+        far_keys_checked += (nk - nq - j >= (int64_t(1) << 24)) && dv_size > 1e-6;
+    }
+    EXPECT(far_keys_checked >= 2000, "%lld keys beyond 2^24 with weight, want >= 2000", (long long)far_keys_checked);
+    for (int64_t i = 0; i < nq; ++i)
+        EXPECT(std::fabs(double(dq[size_t(i)]) - dq_want[i]) <= 3e-3 * dq_size[i] + 1e-30, "row %lld: dq %.8g, fp64 %.8g",
+               (long long)i, double(dq[size_t(i)]), dq_want[i]);
 }
 
 // The fp64 reference's dBias and lambda against central differences (tiny fp64 cases), which

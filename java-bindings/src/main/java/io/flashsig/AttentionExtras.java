@@ -63,7 +63,8 @@ public final class AttentionExtras {
         return NONE;
     }
 
-    /** ALiBi slopes: an fp32 tensor [Hq] (per head) or [B, Hq] (per batch and head); null removes them. */
+    /** ALiBi slopes: an fp32 tensor [Hq] (per head) or [B, Hq] (per batch and head), finite (not checked:
+     * an inf or NaN slope leaves the outputs undefined); null removes them. */
     public AttentionExtras alibi(Tensor slopes) {
         return new AttentionExtras(slopes, bias, mask, blockLayout, stream, workspace);
     }
