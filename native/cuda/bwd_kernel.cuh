@@ -659,6 +659,33 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 
 // ---- kernel 2: dQ --------------------------------------------------------------------------------
 
+// Softmax's row statistics for a dQ kernel (query rows fixed per block): nl = −LSE·log2e and D = Σ_c dO_ic
+// O_ic of this thread's two rows row_i (0 past Nq), from global memory; the 4 lanes of a row (a quad of the
+// accumulator layout) take a quarter of d each.
+template <int kD, class Elem>
+__device__ __forceinline__ void dq_row_stats(const BwdParams& p, int64_t b, int h, const Elem* dout,
+                                             const int (&row_i)[2], int lane, float (&nl)[2], float (&dd)[2]) {
+    const FwdParams& f = p.f;
+    const Elem* o = static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head;
+    constexpr int kPart = kD / 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float acc = 0.f;
+        if (row_i[r] < f.seq_q) {
+            nl[r] = -f.lse[b * f.lse_batch + h * f.lse_head + row_i[r] * f.lse_row] * kLog2e;
+            const Elem* orow = o + row_i[r] * f.o_row + (lane & 3) * kPart;
+            const Elem* grow = dout + row_i[r] * p.do_row + (lane & 3) * kPart;
+#pragma unroll
+            for (int c = 0; c < kPart; c += 8)
+                acc = dot8<Elem>(*reinterpret_cast<const uint4*>(orow + c), *reinterpret_cast<const uint4*>(grow + c),
+                                 acc);
+        }
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        dd[r] = acc;
+    }
+}
+
 template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const __grid_constant__ BwdParams p) {
     using Elem = typename T::Elem;
@@ -701,29 +728,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     }
     cp_async_commit();
 
-    // softmax: −LSE·log2e and D = Σ_c dO_ic O_ic of this thread's two rows, from global memory while the
-    // copies fly; the 4 lanes of a row (a quad) take a quarter of it each
+    // softmax: −LSE·log2e and D of this thread's two rows, from global memory while the copies fly
     float nl[2] = {0.f, 0.f}, dd[2] = {0.f, 0.f};
-    if constexpr (Score::kRowStats) {
-        const Elem* o = static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head;
-        constexpr int kPart = kD / 4;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float acc = 0.f;
-            if (row_i[r] < f.seq_q) {
-                nl[r] = -f.lse[b * f.lse_batch + h * f.lse_head + row_i[r] * f.lse_row] * kLog2e;
-                const Elem* orow = o + row_i[r] * f.o_row + (lane & 3) * kPart;
-                const Elem* grow = dout + row_i[r] * p.do_row + (lane & 3) * kPart;
-#pragma unroll
-                for (int c = 0; c < kPart; c += 8)
-                    acc = dot8<Elem>(*reinterpret_cast<const uint4*>(orow + c), *reinterpret_cast<const uint4*>(grow + c),
-                                     acc);
-            }
-            acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-            acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-            dd[r] = acc;
-        }
-    }
+    if constexpr (Score::kRowStats) dq_row_stats<kD>(p, b, h, dout, row_i, lane, nl, dd);
     // dBias in the full shape: this block owns rows [i0, i_end) of (b, h), each warp its 16, and writes each
     // element once — a tile the warp computes with its dS (0 where masked), every other key with 0: here
     // the keys before any tile the warp can compute (all warps at once, while the copies fly), in the loop
@@ -880,25 +887,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     if (dbias_full) zero_dbias_keys(f, b, h, w0, *dbias_next(), int(f.seq_k), lane);  // keys after the last tile
 
     // ---- epilogue: dQ × scale through this warp's own Q rows in shared memory, 16-byte stores ----
-    Elem* dq_out = static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head;
-    Elem* q_sm = reinterpret_cast<Elem*>(smem_raw);
-#pragma unroll
-    for (int dt = 0; dt < T::kDTiles; ++dt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
-            *reinterpret_cast<uint32_t*>(q_sm + frag::swizzle<kD>(row, col)) =
-                M::pack(dq[dt][2 * r] * f.scale, dq[dt][2 * r + 1] * f.scale);
-        }
-    __syncwarp();
-#pragma unroll
-    for (int it = 0; it < 16 * T::kChunks / 32; ++it) {
-        const int c = lane + it * 32;
-        const int row = warp * 16 + c / T::kChunks, col = (c % T::kChunks) * 8;
-        if (i0 + row < f.seq_q)
-            *reinterpret_cast<uint4*>(dq_out + (i0 + row) * p.dq_row + col) =
-                *reinterpret_cast<const uint4*>(q_sm + frag::swizzle<kD>(row, col));
-    }
+    const float mul[2] = {f.scale, f.scale};
+    store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, i0, warp, lane,
+                       dq, mul, reinterpret_cast<Elem*>(smem_raw));
 }
 
 // ---- launch --------------------------------------------------------------------------------------

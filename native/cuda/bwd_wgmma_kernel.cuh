@@ -396,6 +396,186 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 #endif
 }
 
+// ---- the deterministic path's dQ kernel on wgmma (plain calls) ----------------------------------------
+// bwd_kernel.cuh's dQ kernel with its three products on warpgroup MMA: one block of 2 warpgroups per (query
+// tile of 128 rows, query head, batch), warpgroup g owning rows 64g..64g+63 (warp w rows 16w..16w+15, as
+// there) and their dQ (64 × d, fp32) in registers; Q and dO stay in shared memory, key tiles of 64 (K, V)
+// stream through two cp.async stages. Per tile: S = Q_g Kᵀ and dP = dO_g Vᵀ (d / 16 wgmma m64n64k16 each,
+// both operands K-major from shared memory), dS in registers (the mask on boundary tiles, per warp), then
+// dQ_g += dS K (4 wgmma m64n<d>k16, dS from registers, K read N-major as the forward reads V). A fixed
+// loop order and no atomics: the same bits every run. Registers at d = 128: dQ 64, S and dP 32 each.
+// Shared memory: Q, dO [128][d], two stages of K, V [64][d] (d = 128: 129 KiB).
+template <int kHeadDim_, class Elem_>
+struct WgmmaDqTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kWarpGroups = 2;
+    static constexpr int kThreads = kWarpGroups * 128;
+    static constexpr int kBlockM = 64 * kWarpGroups;  // query rows per block
+    static constexpr int kBlockN = 64;                 // keys per tile
+    static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
+    static constexpr int kRowBytes = kBlockM * kHeadDim * 2;  // Q or dO
+    static constexpr int kKeyBytes = kBlockN * kHeadDim * 2;  // K or V of one tile
+    // byte offsets from the 1024-byte-aligned base: Q, dO, then two stages of K and V
+    static constexpr int kDout = kRowBytes;
+    static constexpr int kStage0 = 2 * kRowBytes;
+    static constexpr int kStageBytes = 2 * kKeyBytes;
+    static constexpr int kSmemBytes = kStage0 + 2 * kStageBytes + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S, dP per warp
+    static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of S, dP
+    static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dQ
+    static constexpr int kPSteps = kBlockN / 16;   // k16 steps of dS K
+    static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
+    static_assert(kRowBytes % 1024 == 0 && kKeyBytes % 1024 == 0, "every wgmma operand tile at a 1024-byte boundary");
+    static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
+                  "tile loads split evenly over the threads");
+    static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
+};
+
+template <class T, class Score>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(const __grid_constant__ BwdParams p) {
+#if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN;
+    const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
+    const FwdParams& f = p.f;
+
+    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
+    int64_t bid = blockIdx.x;
+    const int m_block = f.m_blocks - 1 - int(bid % f.m_blocks);
+    bid /= f.m_blocks;
+    const int h = int(bid % f.heads_q);
+    const int64_t b = bid / f.heads_q;
+    const int hk = h / f.group;
+    const Elem* q = static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head;
+    const Elem* dout = static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head;
+    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
+    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
+
+    // int32 rows and keys, as in the forward (Nq, Nk <= kMaxCudaSeq); every key tile any row may see
+    const int i0 = m_block * kBlockM;
+    const int i_end = int(min(int64_t(i0) + kBlockM, f.seq_q));
+    const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
+    const int n_first = int(key_lo / kBlockN);
+    const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    const int w0 = i0 + warp * 16;  // this warp's rows (rows past Nq compute on zero Q, dO and are not stored)
+    const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+
+    // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 ----
+    const uint32_t q_tile = smem_base, do_tile = smem_base + T::kDout;
+    wg::load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, tid);
+    wg::load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, tid);
+    if (n_first <= n_last) {
+        wg::load_tile<T, kBlockN>(smem_base + T::kStage0, k, f.k_row, int64_t(n_first) * kBlockN, f.seq_k, tid);
+        wg::load_tile<T, kBlockN>(smem_base + T::kStage0 + T::kKeyBytes, v, f.v_row, int64_t(n_first) * kBlockN,
+                                  f.seq_k, tid);
+    }
+    cp_async_commit();
+
+    // softmax: −LSE·log2e and D of this thread's two rows, from global memory while the copies fly
+    float nl[2] = {0.f, 0.f}, dd[2] = {0.f, 0.f};
+    if constexpr (Score::kRowStats) dq_row_stats<kD>(p, b, h, dout, row_i, lane, nl, dd);
+
+    float dq[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+    const ScoreConsts sc = score_consts(f);
+    // this warpgroup's 64 rows of Q and dO (8 row groups of the 128-row tiles)
+    const uint32_t q_group = q_tile + group * 64 * 128, do_group = do_tile + group * 64 * 128;
+
+    // Both warpgroups compute every tile of the block's key range (a wgmma in a branch that differs between
+    // them makes ptxas serialise them all); the mask gives dS = 0 where a warp's rows see nothing.
+    for (int nb = n_first, s = 0; nb <= n_last; ++nb, s ^= 1) {
+        const uint32_t k_at = smem_base + T::kStage0 + s * T::kStageBytes, v_at = k_at + T::kKeyBytes;
+        cp_async_wait_all();  // tile nb has landed ...
+        fence_proxy_async();  // ... is visible to wgmma ...
+        __syncthreads();      // ... for every thread; the other stage's last reads (tile nb − 1) have retired
+        if (nb < n_last) {
+            const uint32_t next = smem_base + T::kStage0 + (s ^ 1) * T::kStageBytes;
+            wg::load_tile<T, kBlockN>(next, k, f.k_row, int64_t(nb + 1) * kBlockN, f.seq_k, tid);
+            wg::load_tile<T, kBlockN>(next + T::kKeyBytes, v, f.v_row, int64_t(nb + 1) * kBlockN, f.seq_k, tid);
+        }
+        cp_async_commit();
+        const int j0 = nb * kBlockN;
+
+        // ---- S = Q_g Kᵀ, dP = dO_g Vᵀ (64 rows × 64 keys per warpgroup) ----
+        // zeroed per tile (the first wgmma does not accumulate, but reads them): dead once dS is packed
+        float st[T::kNTiles][4], dp[T::kNTiles][4];
+#pragma unroll
+        for (int nt = 0; nt < T::kNTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) st[nt][e] = dp[nt][e] = 0.f;
+        wgmma_fence_operands(st);
+        wgmma_fence_operands(dp);
+        wgmma_fence();
+        const uint32_t q_at = opaque(q_group), do_at = opaque(do_group);  // descriptors made per tile
+#pragma unroll
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            Wgmma<Elem, kBlockN>::ss(st, wg::k_major<kBlockM>(q_at, ks), wg::k_major<kBlockN>(k_at, ks), ks > 0);
+#pragma unroll
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            Wgmma<Elem, kBlockN>::ss(dp, wg::k_major<kBlockM>(do_at, ks), wg::k_major<kBlockN>(v_at, ks), ks > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_operands(st);
+        wgmma_fence_operands(dp);
+
+        // ---- dS (element (query row_i[e / 2], key j0 + col)), the mask on boundary tiles only; each k16
+        // step's packed into the A fragments of dS K at once ----
+        int col_lo[2] = {0, 0}, col_hi[2] = {kBlockN - 1, kBlockN - 1};
+        if (!tile_interior(f, w0, 16, j0, kBlockN)) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int64_t lo = first_key(f, row_i[r]) - j0, hi = last_key(f, row_i[r]) - j0;
+                col_lo[r] = int(max(min(lo, int64_t(kBlockN)), int64_t(-1)));
+                col_hi[r] = int(max(min(hi, int64_t(kBlockN)), int64_t(-1)));
+            }
+        }
+        uint32_t da[T::kPSteps][4];
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp) {
+#pragma unroll
+            for (int nt = 2 * kp; nt < 2 * kp + 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    float pr;
+                    probs_grads<Score>(st[nt][e], dp[nt][e], sc, f.scale_log2, nl[e / 2], dd[e / 2], pr, dp[nt][e]);
+                    const int col = nt * 8 + frag::acc_col(lane, e);
+                    if (col < col_lo[e / 2] || col > col_hi[e / 2]) dp[nt][e] = 0.f;
+                }
+            // the accumulator layout of two adjacent n8 tiles is the A layout of a k16 step
+            da[kp][0] = M::pack(dp[2 * kp][0], dp[2 * kp][1]);
+            da[kp][1] = M::pack(dp[2 * kp][2], dp[2 * kp][3]);
+            da[kp][2] = M::pack(dp[2 * kp + 1][0], dp[2 * kp + 1][1]);
+            da[kp][3] = M::pack(dp[2 * kp + 1][2], dp[2 * kp + 1][3]);
+        }
+
+        // ---- dQ_g += dS K (k = keys), dS the A fragments, K N-major ----
+        wgmma_fence_operands(dq);
+        wgmma_fence_operands(da);
+        wgmma_fence();
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp)
+            Wgmma<Elem, kD>::rs_tb(dq, da[kp], wg::n_major<kBlockN>(k_at, kp), true);
+        wgmma_commit();
+        wgmma_wait<0>();  // before the next tile's barrier, after which its stage is reloaded
+        wgmma_fence_operands(dq);
+        wgmma_fence_operands(da);
+    }
+
+    // ---- epilogue: dQ × scale through this warp's own Q rows in shared memory, 16-byte stores ----
+    cp_async_wait_all();  // (a block with no key tile still has Q's and dO's copies in flight)
+    __syncthreads();      // every thread's copies have landed before a warp stages its rows over Q
+    const float mul[2] = {f.scale, f.scale};
+    store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, i0, warp, lane,
+                       dq, mul, reinterpret_cast<Elem*>(smem_raw + (smem_base - smem_addr(smem_raw))));
+#elif defined(__CUDA_ARCH__)
+    __trap();  // no wgmma on this target: the host never launches it here
+#endif
+}
+
 template <class T, class Score, bool kExt>
 cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStream_t stream) {
     return launch_sm90a(attention_bwd_wgmma_kernel<T, Score, kExt>, T::kSmemBytes, blocks, T::kThreads, stream, p);
@@ -414,6 +594,23 @@ cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
     return with_score_policy(p.f.score, [&](auto score) {
         return launch_bwd_wgmma_score<T, decltype(score), kExt>(p, blocks, stream);
+    });
+}
+
+// The deterministic path's dQ kernel, plain calls only (the extended ones, dBias's among them, keep
+// bwd_kernel.cuh's), generated in the units bwd_dq_wgmma_<dtype>_hd<d>.cu
+template <int kHeadDim, class Elem, bool kExt>
+cudaError_t launch_bwd_dq_wgmma(const BwdParams& params, cudaStream_t stream) {
+    static_assert(!kExt, "the extended calls' dQ is bwd_kernel.cuh's");
+    using T = WgmmaDqTraits<kHeadDim, Elem>;
+    static_assert(T::kBlockM == kBwdQBlockM, "the host checks the grid with kBwdQBlockM");
+    if (params.f.ext.on || params.dq_accum != nullptr) return cudaErrorInvalidValue;  // (never asked)
+    BwdParams p = params;
+    p.f.m_blocks = int32_t((p.f.seq_q + T::kBlockM - 1) / T::kBlockM);
+    const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;  // < 2^31, checked on the host
+    return with_score_policy(p.f.score, [&](auto score) {
+        return launch_sm90a(attention_bwd_dq_wgmma_kernel<T, decltype(score)>, T::kSmemBytes, blocks, T::kThreads,
+                            stream, p);
     });
 }
 

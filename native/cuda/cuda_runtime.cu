@@ -333,6 +333,9 @@ constexpr BwdLauncher kBwdDq[2][2][2] = {
 constexpr BwdLauncher kBwdWgmma[2][2][2] = {
     {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128}, {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128}},
     {{launch_bwd_wgmma_ext_fp16_hd64, nullptr}, {launch_bwd_wgmma_ext_bf16_hd64, nullptr}}};
+// (plain calls only: the extended ones' dQ, dBias's owner, stays bwd_kernel.cuh's)
+constexpr BwdLauncher kBwdDqWgmma[2][2] = {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128},
+                                           {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128}};
 constexpr FwdLauncher kFwdWgmma[2][2][2] = {
     {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128}, {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}},
     {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128},
@@ -350,11 +353,11 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
 // key-padding bias and mask, block layouts of 128-row multiples), and bwd_wgmma_kernel.cuh the backward's dK/dV
-// of plain calls and at d = 64 of the same extensions (64-row tiles), on a compute capability 9.0 device when
-// the library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels. Opt-in until
-// they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them
-// where they can run), require (a call they should serve but cannot fails: the GPU session's proof that
-// they ran) or off.
+// of plain calls and at d = 64 of the same extensions (64-row tiles) and the deterministic path's dQ of plain
+// calls, on a compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0 only);
+// the others take the mma.sync kernels. Opt-in until they have run on a GPU (benchmarks/NOTES.md):
+// FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where they can run), require (a call they should
+// serve but cannot fails: the GPU session's proof that they ran) or off.
 enum class WgmmaSetting { kOff, kOn, kRequired };
 WgmmaSetting wgmma_setting() {
     static const WgmmaSetting setting = [] {
@@ -531,14 +534,18 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
             wgmma = WgmmaSetting::kOff;
         }
     }
-    auto launch_dkdv = [&] {
-        if (wgmma != WgmmaSetting::kOff) {
-            const cudaError_t e = dkdv_wgmma(p_wgmma, s);
-            // code JIT-compiled from compute_80 PTX: the mma.sync kernel, unless required
+    // the Hopper kernel where chosen, else (or for code JIT-compiled from compute_80 PTX, unless required)
+    // the mma.sync one
+    auto launch = [&](bool hopper, BwdLauncher hopper_kernel, const BwdParams& hopper_params, BwdLauncher kernel) {
+        if (hopper) {
+            const cudaError_t e = hopper_kernel(hopper_params, s);
             if (e != cudaErrorNoKernelImageForDevice || wgmma == WgmmaSetting::kRequired) return e;
             cudaGetLastError();
         }
-        return kBwdDkDv[ext][bf16][d128](p, s);
+        return kernel(p, s);
+    };
+    auto launch_dkdv = [&] {
+        return launch(wgmma != WgmmaSetting::kOff, dkdv_wgmma, p_wgmma, kBwdDkDv[ext][bf16][d128]);
     };
     cudaError_t e;
     const char* which;
@@ -556,7 +563,9 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         which = "workspace clearing";
         e = dbias_sums ? cudaMemsetAsync(p.dbias_partial, 0, size_t(a.workspace_bytes), s) : cudaSuccess;
         if (e == cudaSuccess) which = "dK/dV", e = launch_dkdv();
-        if (e == cudaSuccess) which = "dQ", e = kBwdDq[ext][bf16][d128](p, s);
+        // dQ: the Hopper kernel for plain calls where the dK/dV one runs too
+        const bool dq_wgmma = wgmma != WgmmaSetting::kOff && !ext;
+        if (e == cudaSuccess) which = "dQ", e = launch(dq_wgmma, kBwdDqWgmma[bf16][d128], p, kBwdDq[ext][bf16][d128]);
         if (e == cudaSuccess && dbias_sums) which = "dbias reduction", e = launch_bwd_dbias_reduce(p, s);
     }
     if (e != cudaSuccess) {

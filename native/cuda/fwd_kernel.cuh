@@ -401,12 +401,14 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, int64_t b, int h
     }
 }
 
-// This warp's 16 rows of O (rows warp·16.. of the block's query tile from i0), times mul, to out: staged
-// through the warp's own rows of the shared buffer (free: the caller passed a barrier after its last read
-// of it), then written as 16-byte stores; rows past Nq are not stored.
+// This warp's 16 rows of an accumulator (O, or the backward's dQ; rows warp·16.. of the block's query tile
+// from i0), each row r times mul[r], to out (row_stride elements apart): staged through the warp's own rows
+// of the shared buffer (free: the caller passed a barrier after its last read of it), then written as
+// 16-byte stores; rows from n_rows on are not stored.
 template <int kD, class Elem, int kDTiles>
-__device__ __forceinline__ void store_o(const FwdParams& p, Elem* out, int i0, int warp, int lane,
-                                        const float (&o)[kDTiles][4], const float (&mul)[2], Elem* smem) {
+__device__ __forceinline__ void store_acc_rows(Elem* out, int64_t row_stride, int64_t n_rows, int i0, int warp,
+                                               int lane, const float (&o)[kDTiles][4], const float (&mul)[2],
+                                               Elem* smem) {
     static_assert(kDTiles * 8 == kD, "one n8 tile of O per 8 columns");
     constexpr int kChunks = kD / 8;
 #pragma unroll
@@ -422,8 +424,8 @@ __device__ __forceinline__ void store_o(const FwdParams& p, Elem* out, int i0, i
     for (int it = 0; it < 16 * kChunks / 32; ++it) {
         const int c = lane + it * 32;
         const int row = warp * 16 + c / kChunks, col = (c % kChunks) * 8;
-        if (i0 + row < p.seq_q)
-            *reinterpret_cast<uint4*>(out + (i0 + row) * p.o_row + col) =
+        if (i0 + row < n_rows)
+            *reinterpret_cast<uint4*>(out + (i0 + row) * row_stride + col) =
                 *reinterpret_cast<const uint4*>(smem + frag::swizzle<kD>(row, col));
     }
 }
@@ -566,7 +568,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     float mul[2];
     finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
     // every thread passed a barrier after its last read of K, V or Q: the buffer is free for O
-    store_o<kD, Elem>(p, out, i0, warp, lane, o, mul, smem);
+    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, i0, warp, lane, o, mul, smem);
 }
 
 // ---- launch --------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ struct WgmmaFwdTraits {
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
     static constexpr int kPSteps = kBlockN / 16;   // k16 steps of P V
     static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
-    static_assert(kBlockM * kHeadDim * 2 <= kSmemBytes - 1024, "store_o stages the O tile at the aligned base");
+    static_assert(kBlockM * kHeadDim * 2 <= kSmemBytes - 1024, "store_acc_rows stages the O tile at the aligned base");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
 };
@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     cp_async_wait_all();  // (a block with no key tile still has Q's copies in flight)
     __syncthreads();      // the other warpgroup's last S may still read its Q rows, where O is staged
     Elem* smem = reinterpret_cast<Elem*>(smem_raw + (smem_base - smem_addr(smem_raw)));
-    store_o<kD, Elem>(p, out, i0, warp, lane, o, mul, smem);
+    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, i0, warp, lane, o, mul, smem);
 #elif defined(__CUDA_ARCH__)
     __trap();  // no wgmma on this target: the host never launches it here
 #endif

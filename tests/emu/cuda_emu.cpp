@@ -252,6 +252,7 @@ struct State {
     std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute, per kernel
     uint64_t launches = 0;
     uint64_t wgmma_ops = 0;  // wgmma.mma_async issued (wgmma_operations)
+    uint64_t wgmma_launches = 0;  // kernel launches that issued one or more (wgmma_kernel_launches)
 };
 
 State& state() {
@@ -871,6 +872,7 @@ void wgmma_commit() {
 }
 
 uint64_t wgmma_operations() { return state().wgmma_ops; }
+uint64_t wgmma_kernel_launches() { return state().wgmma_launches; }
 
 void wgmma_wait(int pending) {
     Warpgroup* wg = warpgroup_of_me(Op::kWgmmaWait);
@@ -1114,11 +1116,13 @@ cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes,
         std::vector<unsigned> blocks(grid.x);
         for (unsigned b = 0; b < grid.x; ++b) blocks[b] = b;
         if (st.shuffle) std::shuffle(blocks.begin(), blocks.end(), st.rng);
+        const uint64_t wgmma_before = st.wgmma_ops;
         for (unsigned b : blocks) {
             if (l.failed) break;
             l.block_idx = uint3{b, 0, 0};
             run_block(l);
         }
+        st.wgmma_launches += st.wgmma_ops > wgmma_before;
         st.launch = nullptr;
     };
     return enqueue(stream, std::move(run));

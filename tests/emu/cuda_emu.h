@@ -72,6 +72,8 @@ void wgmma_mma(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_
 void fence_proxy_async();
 // wgmma.mma_async instructions issued so far (a test's proof that the Hopper kernels ran)
 uint64_t wgmma_operations();
+// kernel launches so far that issued wgmma.mma_async (which of a call's kernels ran on it)
+uint64_t wgmma_kernel_launches();
 
 // ---- launches (FSIG_LAUNCH in native/cuda/launch.h) ----
 cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,

@@ -18,9 +18,11 @@
 #include "lib_util.h"
 
 #if defined(FSIG_TEST_ON_EMULATOR)
-// the SIMT emulator's count of the wgmma.mma_async instructions issued so far (tests/emu/cuda_emu.cpp)
+// the SIMT emulator's counts of the wgmma.mma_async instructions issued so far and of the kernel launches
+// that issued any (tests/emu/cuda_emu.cpp)
 namespace fsig::emu {
 uint64_t wgmma_operations();
+uint64_t wgmma_kernel_launches();
 }
 namespace gt {
 // Whether the library's Hopper (wgmma) kernels may run on the emulated device: an sm_90 (FSIG_EMU_SM=90)

@@ -13,8 +13,8 @@
 #                          runs the fast and the deterministic path), never the emulator's
 #   forward_wgmma masks_wgmma bench_wgmma backward_wgmma   the Hopper (wgmma) kernels (FSIG_CUDA_WGMMA=require:
 #                          used or refused): the forward numerics and the masks they serve on them, their
-#                          TFLOP/s (forward and backward) beside the mma.sync kernels', then the backward's
-#                          numerics with dK/dV on wgmma (sm_90 only)
+#                          TFLOP/s (forward, both backward paths) beside the mma.sync kernels', then the
+#                          backward's numerics with dK/dV and the deterministic dQ on wgmma (sm_90 only)
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
@@ -99,10 +99,10 @@ step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _l
   _padlayout _biasfull _maskfull
 # the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log
 step bench_wgmma 120 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
-  --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --warmup 3 \
-  --iters 20 --csv "$1$k.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
-# the backward's dK/dV (and the fast path's dS K) on the Hopper kernel, both paths, every score (plain calls;
-# the extended ones at d = 64 in masks_wgmma)
+  --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both \
+  --warmup 3 --iters 20 --csv "$1$k.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
+# the backward's dK/dV (and the fast path's dS K) and the deterministic path's dQ on the Hopper kernels, both
+# paths, every score (plain calls; the extended ones at d = 64 in masks_wgmma)
 step backward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_backward" numerics_matrix numerics_shapes \
   numerics_targeted determinism hopper_kernel_choice
 step backward 240 "$gpu/test_cuda_backward"

@@ -215,6 +215,7 @@ bool run_case(const Case& c, const Prepared& in) {
         r.poison_grads();
 #if defined(FSIG_TEST_ON_EMULATOR)
         const uint64_t wgmma_before = fsig::emu::wgmma_operations();
+        const uint64_t wgmma_kernels_before = fsig::emu::wgmma_kernel_launches();
 #endif
         const int st = r.backward();
         if (st != FSIG_OK) {
@@ -227,10 +228,15 @@ bool run_case(const Case& c, const Prepared& in) {
         EXPECT(r.workspace.touched() == fast, "%s: the workspace was %s by the %s path", c.name.c_str(),
                fast ? "not written" : "written", fast ? "fast" : "deterministic");
 #if defined(FSIG_TEST_ON_EMULATOR)
-        // both paths' dK/dV on the Hopper kernel exactly where it may run (every case here is a plain call)
+        // both paths' dK/dV and the deterministic path's dQ on the Hopper kernels exactly where they may run
+        // (every case here is a plain call)
         const bool ran_wgmma = fsig::emu::wgmma_operations() > wgmma_before;
         EXPECT(ran_wgmma == gt::emulated_hopper(), "%s: the %s path ran the %s dK/dV kernel", c.name.c_str(),
                fast ? "fast" : "deterministic", ran_wgmma ? "wgmma" : "mma.sync");
+        const uint64_t wgmma_kernels = fsig::emu::wgmma_kernel_launches() - wgmma_kernels_before;
+        EXPECT(wgmma_kernels == (gt::emulated_hopper() ? (fast ? 1u : 2u) : 0u),
+               "%s: the %s path ran %llu kernels on wgmma", c.name.c_str(), fast ? "fast" : "deterministic",
+               (unsigned long long)wgmma_kernels);
 #endif
         summary += check_grads(c, in, r, fast ? "fast" : "deterministic");
         r.dk.download(), r.dv.download();
@@ -596,7 +602,7 @@ struct Descs {
 // FSIG_CUDA_WGMMA=require where the Hopper backward cannot run (not a 9.0 device, or on the emulator code
 // JIT-compiled from compute_80 PTX: FSIG_EMU_PTX): refused before anything is written, by both paths; where
 // it can, a plain backward runs (and on the emulator every numerics case checks that both paths took it,
-// exactly when gt::emulated_hopper() says so: run_case).
+// the deterministic path's dQ kernel too, exactly when gt::emulated_hopper() says so: run_case).
 TEST(hopper_kernel_choice) {
     if (!g_cuda) return;
     const char* setting = std::getenv("FSIG_CUDA_WGMMA");

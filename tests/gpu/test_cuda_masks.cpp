@@ -206,7 +206,8 @@ bool run_case(const Case& c) {
     }
     sync_or_die(c);
 #if defined(FSIG_TEST_ON_EMULATOR)
-    const uint64_t wgmma_forward_done = fsig::emu::wgmma_operations();
+    const uint64_t wgmma_forward_done = fsig::emu::wgmma_operations(),
+                   wgmma_forward_kernels_done = fsig::emu::wgmma_kernel_launches();
     EXPECT((wgmma_forward_done > wgmma_before) == wgmma_serves(s, 128), "%s ran the %s forward kernels", c.name.c_str(),
            wgmma_forward_done > wgmma_before ? "wgmma" : "mma.sync");
 #endif
@@ -249,13 +250,19 @@ bool run_case(const Case& c) {
     }
     sync_or_die(c);
 #if defined(FSIG_TEST_ON_EMULATOR)
-    // the dK/dV kernel of both paths: the Hopper one exactly where it serves the backward's 64-row tiles
-    auto expect_backward_kernel = [&](uint64_t ops_before, const char* path) {
+    // the dK/dV kernel of both paths: the Hopper one exactly where it serves the backward's 64-row tiles;
+    // the deterministic path's dQ kernel: the Hopper one for plain calls only
+    auto expect_backward_kernel = [&](uint64_t ops_before, uint64_t kernels_before, bool dq_kernel, const char* path) {
         const bool ran = fsig::emu::wgmma_operations() > ops_before;
         EXPECT(ran == wgmma_serves(s, 64), "%s: the %s backward ran the %s dK/dV kernel", c.name.c_str(), path,
                ran ? "wgmma" : "mma.sync");
+        const uint64_t want =
+            uint64_t(wgmma_serves(s, 64)) + uint64_t(dq_kernel && gt::emulated_hopper() && !s.extended());
+        const uint64_t kernels = fsig::emu::wgmma_kernel_launches() - kernels_before;
+        EXPECT(kernels == want, "%s: the %s backward ran %llu kernels on wgmma, want %llu", c.name.c_str(), path,
+               (unsigned long long)kernels, (unsigned long long)want);
     };
-    expect_backward_kernel(wgmma_forward_done, "deterministic");
+    expect_backward_kernel(wgmma_forward_done, wgmma_forward_kernels_done, true, "deterministic");
 #endif
     check(c, "dq", dq, g64.dq, gn.dq);
     check(c, "dk", dk, g64.dk, gn.dk);
@@ -276,7 +283,8 @@ bool run_case(const Case& c) {
         if (s.want_dbias) gt::poison(e.dbias);
         ws.fill_ff();
 #if defined(FSIG_TEST_ON_EMULATOR)
-        const uint64_t wgmma_fast_before = fsig::emu::wgmma_operations();
+        const uint64_t wgmma_fast_before = fsig::emu::wgmma_operations(),
+                       wgmma_fast_kernels_before = fsig::emu::wgmma_kernel_launches();
 #endif
         st = fsig_attention_backward_ex(&pf, &tq, &tk, &tv, softmax ? &toi : nullptr, &tg, softmax ? &tli : nullptr,
                                         &tdq, &tdk, &tdv, e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(),
@@ -286,7 +294,8 @@ bool run_case(const Case& c) {
         if (st == FSIG_OK) {
             sync_or_die(c);
 #if defined(FSIG_TEST_ON_EMULATOR)
-            expect_backward_kernel(wgmma_fast_before, "fast");
+            // (with dbias the deterministic kernels run)
+            expect_backward_kernel(wgmma_fast_before, wgmma_fast_kernels_before, s.want_dbias, "fast");
 #endif
             EXPECT(ws.touched() == (!s.want_dbias || dbias_sums), "%s: the workspace was %s", c.name.c_str(),
                    ws.touched() ? "written although a full-shaped dbias was asked for" : "not written");
