@@ -12,6 +12,7 @@ namespace fsig::cuda {
 constexpr int kBwdKvBlockN = 128;  // keys per block of the dK/dV kernel (BwdTraits::kKvBlockN)
 constexpr int kBwdQBlockM = 128;   // query rows per block of the dQ kernel (BwdTraits::kQBlockM)
 constexpr int kWgmmaBwdBlockM = 64;  // query rows per tile of the Hopper dK/dV kernel (WgmmaBwdTraits::kBlockM)
+constexpr int kWgmmaDqBlockN = 64;   // keys per tile of the Hopper dQ kernel (WgmmaDqTraits::kBlockN)
 
 cudaError_t launch_bwd_dkdv_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_fp16_hd128(const BwdParams& p, cudaStream_t stream);
@@ -39,11 +40,15 @@ cudaError_t launch_bwd_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream)
 // bwd_wgmma_ext_<dtype>_hd64.cu
 cudaError_t launch_bwd_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
-// the Hopper dQ kernels of the deterministic path, plain calls only, units bwd_dq_wgmma_<dtype>_hd<d>.cu
+// the Hopper dQ kernels of the deterministic path, units bwd_dq_wgmma[_ext]_<dtype>_hd<d>.cu
 cudaError_t launch_bwd_dq_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_wgmma_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_wgmma_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 // the fast path's last step (p.dq_accum set): dq = Elem(scale · dq_accum), native/cuda/bwd_dq_convert.cu
 cudaError_t launch_bwd_dq_convert_fp16(const BwdParams& p, int head_dim, cudaStream_t stream);
 cudaError_t launch_bwd_dq_convert_bf16(const BwdParams& p, int head_dim, cudaStream_t stream);

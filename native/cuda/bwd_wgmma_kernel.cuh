@@ -1,17 +1,18 @@
-// The Hopper backward dK/dV kernel (sm_90a): bwd_kernel.cuh's dK/dV kernel with its products on warpgroup
-// MMA (wgmma). Included by the generated units bwd_wgmma[_ext]_<dtype>_hd<d>.cu, each instantiating the 7
-// score policies; chosen on the host on an sm_90 device when the library was built for sm_90a
-// (cuda_runtime.cu), for both paths: the fast one (it also adds dS K to the fp32 dQ workspace) and the
-// deterministic one (followed by bwd_kernel.cuh's dQ kernel), so that dK and dV are the same bits on both.
-// Same contract and the same math as bwd_kernel.cuh (probs_grads).
+// The Hopper backward kernels (sm_90a): bwd_kernel.cuh's dK/dV and dQ kernels with their products on
+// warpgroup MMA (wgmma). Included by the generated units bwd_wgmma[_ext]_<dtype>_hd<d>.cu (dK/dV) and
+// bwd_dq_wgmma[_ext]_<dtype>_hd<d>.cu (dQ), each instantiating the 7 score policies; chosen on the host on an
+// sm_90 device when the library was built for sm_90a (cuda_runtime.cu). The dK/dV kernel serves both paths:
+// the fast one (it also adds dS K to the fp32 dQ workspace) and the deterministic one (then followed by the
+// dQ kernel below, or bwd_kernel.cuh's where this one does not serve), so that dK and dV are the same bits
+// on both. Same contract and the same math as bwd_kernel.cuh (probs_grads).
 //
-// Extended kernels (kExt, d = 64 only: at d = 128 they spill, native/cuda/NOTES.md): the positions (log-n
+// Extended dK/dV kernels (kExt, d = 64 only: at d = 128 they spill, native/cuda/NOTES.md): the positions (log-n
 // λ_i, ALiBi) in registers as bwd_kernel.cuh applies them, and no β per element — the host sends only calls
 // whose β is one row per key tile (key padding: ext_key_beta with 64-row tiles; staged in shared memory one
 // tile ahead) or none (a layout holding whole 64 × 128 tiles, applied by skipping the query tiles it
 // leaves empty).
 //
-// Algorithm. One block of 2 warpgroups (256 threads) per (key tile of 128 keys, kv head, batch); warpgroup
+// dK/dV algorithm. One block of 2 warpgroups (256 threads) per (key tile of 128 keys, kv head, batch); warpgroup
 // g owns keys 64g..64g+63 (warp w keys 16w..16w+15) and accumulates their dK and dV (64 × d each, fp32) in
 // registers. K and V stay in shared memory for the whole block; the block loops over every query head of
 // the group and every query tile of 64 rows that may see its keys (query_range), Q, dO (softmax: O and
@@ -396,7 +397,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 #endif
 }
 
-// ---- the deterministic path's dQ kernel on wgmma (plain calls) ----------------------------------------
+// ---- the deterministic path's dQ kernel on wgmma ----------------------------------------------------
 // bwd_kernel.cuh's dQ kernel with its three products on warpgroup MMA: one block of 2 warpgroups per (query
 // tile of 128 rows, query head, batch), warpgroup g owning rows 64g..64g+63 (warp w rows 16w..16w+15, as
 // there) and their dQ (64 × d, fp32) in registers; Q and dO stay in shared memory, key tiles of 64 (K, V)
@@ -404,7 +405,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 // both operands K-major from shared memory), dS in registers (the mask on boundary tiles, per warp), then
 // dQ_g += dS K (4 wgmma m64n<d>k16, dS from registers, K read N-major as the forward reads V). A fixed
 // loop order and no atomics: the same bits every run. Registers at d = 128: dQ 64, S and dP 32 each.
-// Shared memory: Q, dO [128][d], two stages of K, V [64][d] (d = 128: 129 KiB).
+// Shared memory: Q, dO [128][d], two stages of K, V [64][d] (d = 128: 129 KiB); extended: two key β rows.
+// Extended kernels (kExt): the positions (λ, ALiBi) in registers and β as one row per key tile, staged one
+// tile ahead, as the Hopper forward takes them — the host sends only calls whose β is the same on every
+// row of a 128 × 64 tile (key padding; a layout holding whole tiles, applied by skipping the key tiles it
+// leaves empty) and no dBias (bwd_kernel.cuh's dQ kernel owns it).
 template <int kHeadDim_, class Elem_>
 struct WgmmaDqTraits {
     using Elem = Elem_;
@@ -416,11 +421,14 @@ struct WgmmaDqTraits {
     static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
     static constexpr int kRowBytes = kBlockM * kHeadDim * 2;  // Q or dO
     static constexpr int kKeyBytes = kBlockN * kHeadDim * 2;  // K or V of one tile
-    // byte offsets from the 1024-byte-aligned base: Q, dO, then two stages of K and V
+    // byte offsets from the 1024-byte-aligned base: Q, dO, then two stages of K and V, then (extended) two
+    // rows of the keys' β
     static constexpr int kDout = kRowBytes;
     static constexpr int kStage0 = 2 * kRowBytes;
     static constexpr int kStageBytes = 2 * kKeyBytes;
-    static constexpr int kSmemBytes = kStage0 + 2 * kStageBytes + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kKeyBeta = kStage0 + 2 * kStageBytes;
+    static constexpr int kKeyBetaSlots = kThreads / kWarpGroups;  // per β buffer: a thread of the first warpgroup each
+    static constexpr int kSmemBytes = kKeyBeta + 2 * kKeyBetaSlots * 4 + 1024;  // 1 KiB of slack to align the base
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S, dP per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of S, dP
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dQ
@@ -429,16 +437,19 @@ struct WgmmaDqTraits {
     static_assert(kRowBytes % 1024 == 0 && kKeyBytes % 1024 == 0, "every wgmma operand tile at a 1024-byte boundary");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
+    static_assert(kBlockN <= kKeyBetaSlots, "a thread per key stages its β");
+    static_assert(kBlockM * kHeadDim * 2 <= kDout, "store_acc_rows stages the dQ tile where Q was");
     static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
 };
 
-template <class T, class Score>
+template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(const __grid_constant__ BwdParams p) {
 #if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN;
     const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+    unsigned char* const smem = smem_raw + (smem_base - smem_addr(smem_raw));
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
     const FwdParams& f = p.f;
 
@@ -454,16 +465,34 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
     const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
 
-    // int32 rows and keys, as in the forward (Nq, Nk <= kMaxCudaSeq); every key tile any row may see
+    // int32 rows and keys, as in the forward (Nq, Nk <= kMaxCudaSeq); the key tiles any row may see, those a
+    // block layout leaves empty skipped (extended; a warp collective: every lane calls it)
     const int i0 = m_block * kBlockM;
     const int i_end = int(min(int64_t(i0) + kBlockM, f.seq_q));
     const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
-    const int n_first = int(key_lo / kBlockN);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    auto next_live = [&](int nb) {
+        return next_live_key_tile<kExt, kBlockN>(f, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane);
+    };
+    const int n_first = next_live(int(key_lo / kBlockN));
     const int w0 = i0 + warp * 16;  // this warp's rows (rows past Nq compute on zero Q, dO and are not stored)
     const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
 
-    // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 ----
+    // extended, key padding: β of key tile nb (keys j0 + c, −inf past Nk) into slots [0, kBlockN) of buffer
+    // buf, one tile ahead; the block's row i0 stands for every row (the host's ext_key_beta). Staged by the
+    // whole first warpgroup (its second half computing the same keys again into slots kBlockN..): called
+    // with wgmma in flight, it must not split a warpgroup, whose wgmma.wait_group follows.
+    float* const key_beta_sm = reinterpret_cast<float*>(smem + T::kKeyBeta);
+    auto stage_key_beta = [&](int nb, int buf) {
+        if (kExt && f.ext.key_beta && tid < T::kKeyBetaSlots) {
+            const int64_t j0 = int64_t(nb) * kBlockN;
+            const int c = tid % kBlockN;
+            const ExtBetaRow row = ext_beta_row(f.ext, b, opaque(h), opaque(i0), 0, f.seq_q, f.seq_k);
+            key_beta_sm[buf * T::kKeyBetaSlots + tid] = j0 + c < f.seq_k ? ext_beta(f.ext, row, j0, c) : -INFINITY;
+        }
+    };
+
+    // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 (and its β into buffer 0) ----
     const uint32_t q_tile = smem_base, do_tile = smem_base + T::kDout;
     wg::load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, tid);
     wg::load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, tid);
@@ -471,6 +500,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
         wg::load_tile<T, kBlockN>(smem_base + T::kStage0, k, f.k_row, int64_t(n_first) * kBlockN, f.seq_k, tid);
         wg::load_tile<T, kBlockN>(smem_base + T::kStage0 + T::kKeyBytes, v, f.v_row, int64_t(n_first) * kBlockN,
                                   f.seq_k, tid);
+        stage_key_beta(n_first, 0);
     }
     cp_async_commit();
 
@@ -481,21 +511,23 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     float dq[T::kDTiles][4];
 #pragma unroll
     for (int dt = 0; dt < T::kDTiles; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
-    const ScoreConsts sc = score_consts(f);
+    const ScoreConsts sc = score_consts(f), sc_x = score_consts(f, 1.f);  // sc_x: extended, of x
     // this warpgroup's 64 rows of Q and dO (8 row groups of the 128-row tiles)
     const uint32_t q_group = q_tile + group * 64 * 128, do_group = do_tile + group * 64 * 128;
 
     // Both warpgroups compute every tile of the block's key range (a wgmma in a branch that differs between
     // them makes ptxas serialise them all); the mask gives dS = 0 where a warp's rows see nothing.
-    for (int nb = n_first, s = 0; nb <= n_last; ++nb, s ^= 1) {
+    for (int nb = n_first, nb_next, s = 0; nb <= n_last; nb = nb_next, s ^= 1) {
         const uint32_t k_at = smem_base + T::kStage0 + s * T::kStageBytes, v_at = k_at + T::kKeyBytes;
         cp_async_wait_all();  // tile nb has landed ...
         fence_proxy_async();  // ... is visible to wgmma ...
-        __syncthreads();      // ... for every thread; the other stage's last reads (tile nb − 1) have retired
-        if (nb < n_last) {
+        __syncthreads();      // ... for every thread (and its β); the other stage's last reads (the previous
+                              // tile's) have retired, and the other β buffer's
+        nb_next = next_live(nb + 1);
+        if (nb_next <= n_last) {
             const uint32_t next = smem_base + T::kStage0 + (s ^ 1) * T::kStageBytes;
-            wg::load_tile<T, kBlockN>(next, k, f.k_row, int64_t(nb + 1) * kBlockN, f.seq_k, tid);
-            wg::load_tile<T, kBlockN>(next + T::kKeyBytes, v, f.v_row, int64_t(nb + 1) * kBlockN, f.seq_k, tid);
+            wg::load_tile<T, kBlockN>(next, k, f.k_row, int64_t(nb_next) * kBlockN, f.seq_k, tid);
+            wg::load_tile<T, kBlockN>(next + T::kKeyBytes, v, f.v_row, int64_t(nb_next) * kBlockN, f.seq_k, tid);
         }
         cp_async_commit();
         const int j0 = nb * kBlockN;
@@ -518,14 +550,23 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
         for (int ks = 0; ks < T::kKSteps; ++ks)
             Wgmma<Elem, kBlockN>::ss(dp, wg::k_major<kBlockM>(do_at, ks), wg::k_major<kBlockN>(v_at, ks), ks > 0);
         wgmma_commit();
+        // the next tile's β while the tensor cores work (read after the next tile's barrier)
+        if (nb_next <= n_last) stage_key_beta(nb_next, s ^ 1);
         wgmma_wait<0>();
         wgmma_fence_operands(st);
         wgmma_fence_operands(dp);
 
         // ---- dS (element (query row_i[e / 2], key j0 + col)), the mask on boundary tiles only; each k16
         // step's packed into the A fragments of dS K at once ----
+        float lambda[2] = {1.f, 1.f};
+        if constexpr (kExt) {  // st = x = λ_i·scale·q·k − ALiBi + β_j, −inf where disallowed; dS = ∂L/∂x
+            const int rows[2] = {opaque(row_i[0]), opaque(row_i[1])};
+            const float* beta = f.ext.key_beta ? key_beta_sm + s * T::kKeyBetaSlots : nullptr;
+            extend_tile<T::kNTiles, 0>(f, b, opaque(h), rows, j0, lane, beta, st, lambda);
+        }
+        const bool interior = tile_interior(f, w0, 16, j0, kBlockN);
         int col_lo[2] = {0, 0}, col_hi[2] = {kBlockN - 1, kBlockN - 1};
-        if (!tile_interior(f, w0, 16, j0, kBlockN)) {
+        if (!interior) {
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int64_t lo = first_key(f, row_i[r]) - j0, hi = last_key(f, row_i[r]) - j0;
@@ -541,9 +582,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     float pr;
-                    probs_grads<Score>(st[nt][e], dp[nt][e], sc, f.scale_log2, nl[e / 2], dd[e / 2], pr, dp[nt][e]);
+                    if constexpr (kExt) {
+                        probs_grads<Score>(st[nt][e], dp[nt][e], sc_x, kLog2e, nl[e / 2], dd[e / 2], pr, dp[nt][e]);
+                        dp[nt][e] = st[nt][e] == -INFINITY ? 0.f : dp[nt][e] * lambda[e / 2];  // (chain rule: λ_i)
+                    } else {
+                        probs_grads<Score>(st[nt][e], dp[nt][e], sc, f.scale_log2, nl[e / 2], dd[e / 2], pr, dp[nt][e]);
+                    }
                     const int col = nt * 8 + frag::acc_col(lane, e);
-                    if (col < col_lo[e / 2] || col > col_hi[e / 2]) dp[nt][e] = 0.f;
+                    if (!interior && (col < col_lo[e / 2] || col > col_hi[e / 2])) dp[nt][e] = 0.f;
                 }
             // the accumulator layout of two adjacent n8 tiles is the A layout of a k16 step
             da[kp][0] = M::pack(dp[2 * kp][0], dp[2 * kp][1]);
@@ -565,12 +611,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
         wgmma_fence_operands(da);
     }
 
-    // ---- epilogue: dQ × scale through this warp's own Q rows in shared memory, 16-byte stores ----
+    // ---- epilogue: dQ × scale staged over the Q tile (row-major, 16 rows per warp), 16-byte stores ----
     cp_async_wait_all();  // (a block with no key tile still has Q's and dO's copies in flight)
-    __syncthreads();      // every thread's copies have landed before a warp stages its rows over Q
+    __syncthreads();      // every copy has landed and no wgmma still reads Q (at d = 128 a warp's staged rows
+                          // overlap the other warpgroup's Q rows)
     const float mul[2] = {f.scale, f.scale};
     store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, i0, warp, lane,
-                       dq, mul, reinterpret_cast<Elem*>(smem_raw + (smem_base - smem_addr(smem_raw))));
+                       dq, mul, reinterpret_cast<Elem*>(smem));
 #elif defined(__CUDA_ARCH__)
     __trap();  // no wgmma on this target: the host never launches it here
 #endif
@@ -597,20 +644,22 @@ cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
     });
 }
 
-// The deterministic path's dQ kernel, plain calls only (the extended ones, dBias's among them, keep
-// bwd_kernel.cuh's), generated in the units bwd_dq_wgmma_<dtype>_hd<d>.cu
+// The deterministic path's dQ kernel (kExt: p.f.ext.on, β one row per 128 × 64 tile or none, no dBias: the
+// others keep bwd_kernel.cuh's), generated in the units bwd_dq_wgmma[_ext]_<dtype>_hd<d>.cu
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dq_wgmma(const BwdParams& params, cudaStream_t stream) {
-    static_assert(!kExt, "the extended calls' dQ is bwd_kernel.cuh's");
     using T = WgmmaDqTraits<kHeadDim, Elem>;
     static_assert(T::kBlockM == kBwdQBlockM, "the host checks the grid with kBwdQBlockM");
-    if (params.f.ext.on || params.dq_accum != nullptr) return cudaErrorInvalidValue;  // (never asked)
+    static_assert(T::kBlockN == kWgmmaDqBlockN, "the host judges a layout's tiles by kWgmmaDqBlockN");
+    const ExtParams& e = params.f.ext;
+    if (bool(e.on) != kExt || e.elementwise || e.dbias != nullptr || params.dq_accum != nullptr)
+        return cudaErrorInvalidValue;  // (never asked)
     BwdParams p = params;
     p.f.m_blocks = int32_t((p.f.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;  // < 2^31, checked on the host
     return with_score_policy(p.f.score, [&](auto score) {
-        return launch_sm90a(attention_bwd_dq_wgmma_kernel<T, decltype(score)>, T::kSmemBytes, blocks, T::kThreads,
-                            stream, p);
+        return launch_sm90a(attention_bwd_dq_wgmma_kernel<T, decltype(score), kExt>, T::kSmemBytes, blocks,
+                            T::kThreads, stream, p);
     });
 }
 

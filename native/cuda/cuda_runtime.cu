@@ -333,9 +333,11 @@ constexpr BwdLauncher kBwdDq[2][2][2] = {
 constexpr BwdLauncher kBwdWgmma[2][2][2] = {
     {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128}, {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128}},
     {{launch_bwd_wgmma_ext_fp16_hd64, nullptr}, {launch_bwd_wgmma_ext_bf16_hd64, nullptr}}};
-// (plain calls only: the extended ones' dQ, dBias's owner, stays bwd_kernel.cuh's)
-constexpr BwdLauncher kBwdDqWgmma[2][2] = {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128},
-                                           {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128}};
+constexpr BwdLauncher kBwdDqWgmma[2][2][2] = {
+    {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128},
+     {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128}},
+    {{launch_bwd_dq_wgmma_ext_fp16_hd64, launch_bwd_dq_wgmma_ext_fp16_hd128},
+     {launch_bwd_dq_wgmma_ext_bf16_hd64, launch_bwd_dq_wgmma_ext_bf16_hd128}}};
 constexpr FwdLauncher kFwdWgmma[2][2][2] = {
     {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128}, {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}},
     {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128},
@@ -354,10 +356,11 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
 // key-padding bias and mask, block layouts of 128-row multiples), and bwd_wgmma_kernel.cuh the backward's dK/dV
 // of plain calls and at d = 64 of the same extensions (64-row tiles) and the deterministic path's dQ of plain
-// calls, on a compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0 only);
-// the others take the mma.sync kernels. Opt-in until they have run on a GPU (benchmarks/NOTES.md):
-// FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where they can run), require (a call they should
-// serve but cannot fails: the GPU session's proof that they ran) or off.
+// calls and those extensions at both d (128-row tiles, no dBias), on a compute capability 9.0 device when the
+// library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels. Opt-in until
+// they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where
+// they can run), require (a call they should serve but cannot fails: the GPU session's proof that they ran)
+// or off.
 enum class WgmmaSetting { kOff, kOn, kRequired };
 WgmmaSetting wgmma_setting() {
     static const WgmmaSetting setting = [] {
@@ -517,15 +520,18 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
-    // dK, dV (and on the fast path dS K into the workspace): the Hopper kernel where it can run
-    // (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA), β is not needed per element of
-    // its 64 x 128 tiles (as the Hopper forward's rule) and it is built (extended: d = 64), on both paths
-    // alike, so that their dK and dV stay the same bits; else bwd_kernel.cuh's. (The dQ kernel, dBias's
-    // owner, keeps p.)
-    BwdParams p_wgmma = p;
-    p_wgmma.f = for_kernel_tiles(p.f, kBwdKvBlockN, true, kWgmmaBwdBlockM);
+    // The Hopper kernels where they can run (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA),
+    // else bwd_kernel.cuh's: dK, dV (and on the fast path dS K into the workspace) where β is not needed per
+    // element of its 64 x 128 tiles (the Hopper forward's rule) and the kernel is built (extended: d = 64), on
+    // both paths alike, so that their dK and dV stay the same bits; the deterministic path's dQ where β is not
+    // needed per element of its 128 x 64 tiles and no dBias is asked for (bwd_kernel.cuh's dQ kernel owns it).
+    BwdParams p_dkdv = p, p_dq = p;
+    p_dkdv.f = for_kernel_tiles(p.f, kBwdKvBlockN, true, kWgmmaBwdBlockM);
+    p_dq.f = for_kernel_tiles(p.f, kWgmmaDqBlockN, true, kBwdQBlockM);
     const BwdLauncher dkdv_wgmma = kBwdWgmma[ext][bf16][d128];
-    WgmmaSetting wgmma = p_wgmma.f.ext.elementwise || dkdv_wgmma == nullptr ? WgmmaSetting::kOff : wgmma_setting();
+    const bool dkdv_fits = !p_dkdv.f.ext.elementwise && dkdv_wgmma != nullptr;
+    const bool dq_fits = p.dq_accum == nullptr && !p_dq.f.ext.elementwise && p.f.ext.dbias == nullptr;
+    WgmmaSetting wgmma = dkdv_fits || dq_fits ? wgmma_setting() : WgmmaSetting::kOff;
     if (wgmma != WgmmaSetting::kOff) {
         if (const char* why = wgmma_unavailable(device); why != nullptr) {
             if (wgmma == WgmmaSetting::kRequired)
@@ -545,7 +551,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         return kernel(p, s);
     };
     auto launch_dkdv = [&] {
-        return launch(wgmma != WgmmaSetting::kOff, dkdv_wgmma, p_wgmma, kBwdDkDv[ext][bf16][d128]);
+        return launch(wgmma != WgmmaSetting::kOff && dkdv_fits, dkdv_wgmma, p_dkdv, kBwdDkDv[ext][bf16][d128]);
     };
     cudaError_t e;
     const char* which;
@@ -563,9 +569,9 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         which = "workspace clearing";
         e = dbias_sums ? cudaMemsetAsync(p.dbias_partial, 0, size_t(a.workspace_bytes), s) : cudaSuccess;
         if (e == cudaSuccess) which = "dK/dV", e = launch_dkdv();
-        // dQ: the Hopper kernel for plain calls where the dK/dV one runs too
-        const bool dq_wgmma = wgmma != WgmmaSetting::kOff && !ext;
-        if (e == cudaSuccess) which = "dQ", e = launch(dq_wgmma, kBwdDqWgmma[bf16][d128], p, kBwdDq[ext][bf16][d128]);
+        if (e == cudaSuccess)
+            which = "dQ", e = launch(wgmma != WgmmaSetting::kOff && dq_fits, kBwdDqWgmma[ext][bf16][d128], p_dq,
+                                     kBwdDq[ext][bf16][d128]);
         if (e == cudaSuccess && dbias_sums) which = "dbias reduction", e = launch_bwd_dbias_reduce(p, s);
     }
     if (e != cudaSuccess) {

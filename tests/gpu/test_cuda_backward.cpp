@@ -214,7 +214,6 @@ bool run_case(const Case& c, const Prepared& in) {
         r.use_workspace(fast, c.s);
         r.poison_grads();
 #if defined(FSIG_TEST_ON_EMULATOR)
-        const uint64_t wgmma_before = fsig::emu::wgmma_operations();
         const uint64_t wgmma_kernels_before = fsig::emu::wgmma_kernel_launches();
 #endif
         const int st = r.backward();
@@ -229,10 +228,7 @@ bool run_case(const Case& c, const Prepared& in) {
                fast ? "not written" : "written", fast ? "fast" : "deterministic");
 #if defined(FSIG_TEST_ON_EMULATOR)
         // both paths' dK/dV and the deterministic path's dQ on the Hopper kernels exactly where they may run
-        // (every case here is a plain call)
-        const bool ran_wgmma = fsig::emu::wgmma_operations() > wgmma_before;
-        EXPECT(ran_wgmma == gt::emulated_hopper(), "%s: the %s path ran the %s dK/dV kernel", c.name.c_str(),
-               fast ? "fast" : "deterministic", ran_wgmma ? "wgmma" : "mma.sync");
+        // (every case here is a plain call): kernels that issued wgmma
         const uint64_t wgmma_kernels = fsig::emu::wgmma_kernel_launches() - wgmma_kernels_before;
         EXPECT(wgmma_kernels == (gt::emulated_hopper() ? (fast ? 1u : 2u) : 0u),
                "%s: the %s path ran %llu kernels on wgmma", c.name.c_str(), fast ? "fast" : "deterministic",
