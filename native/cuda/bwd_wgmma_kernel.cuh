@@ -428,7 +428,8 @@ struct WgmmaDqTraits {
     static constexpr int kStageBytes = 2 * kKeyBytes;
     static constexpr int kKeyBeta = kStage0 + 2 * kStageBytes;
     static constexpr int kKeyBetaSlots = kThreads / kWarpGroups;  // per β buffer: a thread of the first warpgroup each
-    static constexpr int kSmemBytes = kKeyBeta + 2 * kKeyBetaSlots * 4 + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kSmemBytes = kKeyBeta + 1024;  // 1 KiB of slack to align the base (extended: + kKeyBetaBytes)
+    static constexpr int kKeyBetaBytes = 2 * kKeyBetaSlots * 4;
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S, dP per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of S, dP
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dQ
@@ -439,7 +440,7 @@ struct WgmmaDqTraits {
                   "tile loads split evenly over the threads");
     static_assert(kBlockN <= kKeyBetaSlots, "a thread per key stages its β");
     static_assert(kBlockM * kHeadDim * 2 <= kDout, "store_acc_rows stages the dQ tile where Q was");
-    static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
+    static_assert(kSmemBytes + kKeyBetaBytes <= 227 * 1024, "shared memory of one block on sm_90");
 };
 
 template <class T, class Score, bool kExt>
@@ -658,8 +659,8 @@ cudaError_t launch_bwd_dq_wgmma(const BwdParams& params, cudaStream_t stream) {
     p.f.m_blocks = int32_t((p.f.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;  // < 2^31, checked on the host
     return with_score_policy(p.f.score, [&](auto score) {
-        return launch_sm90a(attention_bwd_dq_wgmma_kernel<T, decltype(score), kExt>, T::kSmemBytes, blocks,
-                            T::kThreads, stream, p);
+        return launch_sm90a(attention_bwd_dq_wgmma_kernel<T, decltype(score), kExt>,
+                            T::kSmemBytes + (kExt ? T::kKeyBetaBytes : 0), blocks, T::kThreads, stream, p);
     });
 }
 

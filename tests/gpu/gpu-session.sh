@@ -92,7 +92,7 @@ step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
 step forward 200 "$gpu/test_cuda_forward"
 # require: a call the wgmma kernels should serve but cannot fails, so green means they ran (masks: the
 # extension sets with calls they serve — positions, key padding, layouts of 128-row blocks, Nq = 1; their
-# backward's dK/dV on wgmma too at d = 64)
+# backward's dQ on wgmma too (deterministic path, no dBias), and its dK/dV at d = 64)
 step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" numerics_matrix numerics_shapes \
   numerics_targeted hopper_kernel_choice
 step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
@@ -102,7 +102,7 @@ step bench_wgmma 120 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; 
   --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both \
   --warmup 3 --iters 20 --csv "$1$k.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
 # the backward's dK/dV (and the fast path's dS K) and the deterministic path's dQ on the Hopper kernels, both
-# paths, every score (plain calls; the extended ones at d = 64 in masks_wgmma)
+# paths, every score (plain calls; the extended ones in masks_wgmma)
 step backward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_backward" numerics_matrix numerics_shapes \
   numerics_targeted determinism hopper_kernel_choice
 step backward 240 "$gpu/test_cuda_backward"
