@@ -428,8 +428,8 @@ struct WgmmaDqTraits {
     static constexpr int kStageBytes = 2 * kKeyBytes;
     static constexpr int kKeyBeta = kStage0 + 2 * kStageBytes;
     static constexpr int kKeyBetaSlots = kThreads / kWarpGroups;  // per β buffer: a thread of the first warpgroup each
-    static constexpr int kSmemBytes = kKeyBeta + 1024;  // 1 KiB of slack to align the base (extended: + kKeyBetaBytes)
     static constexpr int kKeyBetaBytes = 2 * kKeyBetaSlots * 4;
+    static constexpr int kSmemBytes = kKeyBeta + 1024;  // 1 KiB of slack to align the base (extended: + kKeyBetaBytes)
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S, dP per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of S, dP
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dQ
