@@ -659,6 +659,31 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 
 // ---- kernel 2: dQ --------------------------------------------------------------------------------
 
+// A dQ kernel's block (this file's and bwd_wgmma_kernel.cuh's): (query tile, head, batch), the last query
+// tiles (the most keys under causal) first; its head's Q, dO and its kv head's K, V.
+template <class Elem>
+struct DqBlock {
+    int m_block, h;
+    int64_t b;
+    const Elem *q, *dout, *k, *v;
+};
+template <class Elem>
+__device__ __forceinline__ DqBlock<Elem> dq_block(const BwdParams& p) {
+    const FwdParams& f = p.f;
+    DqBlock<Elem> blk;
+    int64_t bid = blockIdx.x;
+    blk.m_block = f.m_blocks - 1 - int(bid % f.m_blocks);
+    bid /= f.m_blocks;
+    blk.h = int(bid % f.heads_q);
+    blk.b = bid / f.heads_q;
+    const int hk = blk.h / f.group;
+    blk.q = static_cast<const Elem*>(f.q) + blk.b * f.q_batch + blk.h * f.q_head;
+    blk.dout = static_cast<const Elem*>(p.dout) + blk.b * p.do_batch + blk.h * p.do_head;
+    blk.k = static_cast<const Elem*>(f.k) + blk.b * f.k_batch + hk * f.k_head;
+    blk.v = static_cast<const Elem*>(f.v) + blk.b * f.v_batch + hk * f.v_head;
+    return blk;
+}
+
 // Softmax's row statistics for a dQ kernel (query rows fixed per block): nl = −LSE·log2e and D = Σ_c dO_ic
 // O_ic of this thread's two rows row_i (0 past Nq), from global memory; the 4 lanes of a row (a quad of the
 // accumulator layout) take a quarter of d each.
@@ -695,17 +720,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const FwdParams& f = p.f;
 
-    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
-    int64_t bid = blockIdx.x;
-    const int m_block = f.m_blocks - 1 - int(bid % f.m_blocks);
-    bid /= f.m_blocks;
-    const int h = int(bid % f.heads_q);
-    const int64_t b = bid / f.heads_q;
-    const int hk = h / f.group;
-    const Elem* q = static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head;
-    const Elem* dout = static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head;
-    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
-    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
+    const DqBlock<Elem> blk = dq_block<Elem>(p);
+    const int m_block = blk.m_block, h = blk.h;
+    const int64_t b = blk.b;
+    const Elem *q = blk.q, *dout = blk.dout, *k = blk.k, *v = blk.v;
 
     // int32 row and key indices and tile counts, as in the forward (Nq, Nk <= kMaxCudaSeq)
     const int i0 = m_block * kBlockM;

@@ -454,17 +454,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
     const FwdParams& f = p.f;
 
-    // block -> (query tile, head, batch); the last query tiles (the most keys under causal) run first
-    int64_t bid = blockIdx.x;
-    const int m_block = f.m_blocks - 1 - int(bid % f.m_blocks);
-    bid /= f.m_blocks;
-    const int h = int(bid % f.heads_q);
-    const int64_t b = bid / f.heads_q;
-    const int hk = h / f.group;
-    const Elem* q = static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head;
-    const Elem* dout = static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head;
-    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
-    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
+    const DqBlock<Elem> blk = dq_block<Elem>(p);
+    const int m_block = blk.m_block, h = blk.h;
+    const int64_t b = blk.b;
+    const Elem *q = blk.q, *dout = blk.dout, *k = blk.k, *v = blk.v;
 
     // int32 rows and keys, as in the forward (Nq, Nk <= kMaxCudaSeq); the key tiles any row may see, those a
     // block layout leaves empty skipped (extended; a warp collective: every lane calls it)
