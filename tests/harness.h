@@ -1,5 +1,6 @@
 // A tiny test harness: TEST(name) registers a function, EXPECT/REQUIRE record failures with file and
-// line, and main runs every test (or those whose name contains argv's filter). The executable exits
+// line, and main runs every test (or those whose name contains argv's filter, less those whose name
+// contains a filter written with a leading '-'). The executable exits
 // 0 when everything passed, 1 on any failure, and kSkip (CTest SKIP_RETURN_CODE) when it skipped.
 #pragma once
 
@@ -61,13 +62,19 @@ inline std::string format(const char* fmt, ...) {
     return buf;
 }
 
-// Runs the registered tests whose names contain any of the filters (all when none is given).
+// Runs the registered tests whose names contain any of the filters (all when none is given), except
+// those whose names contain an exclusion ("-name").
 inline int run_all(const std::vector<std::string>& filters) {
     int ran = 0, failed_tests = 0;
+    bool any_inclusion = false;
+    for (const std::string& f : filters) any_inclusion |= f[0] != '-';
     for (const Test& t : registry()) {
-        bool selected = filters.empty();
-        for (const std::string& f : filters) selected |= std::strstr(t.name, f.c_str()) != nullptr;
-        if (!selected) continue;
+        bool selected = !any_inclusion, excluded = false;
+        for (const std::string& f : filters) {
+            if (f[0] == '-') excluded |= std::strstr(t.name, f.c_str() + 1) != nullptr;
+            else selected |= std::strstr(t.name, f.c_str()) != nullptr;
+        }
+        if (!selected || excluded) continue;
         const int before = failures();
         printed_in_test() = 0;
         std::printf("[ RUN  ] %s\n", t.name);
