@@ -490,6 +490,139 @@ TEST(masks_numerics) {
     EXPECT(g_list || ran > 0, "no case ran (filters that match no case name?)");
 }
 
+// Three runs of the same extended backward with params.deterministic = 1 give the same bits: dQ, dK, dV and
+// dBias, through the kernels that serve these calls on the device at hand (on an emulated sm_90 with wgmma
+// opted in: dK/dV on wgmma at d = 64, dQ at 64 and 128; elsewhere mma.sync), a broadcast dBias through its
+// partial sums in the workspace. The emulator runs each launch's blocks and threads in another random order
+// and lands copies early or late, so an order-dependent sum (an atomic, a race) shows as other bits.
+TEST(determinism_extended) {
+    if (!g_cuda || g_list) return;  // the CPU backend's bits are checked across threads in test_threads and test_masks
+    struct D {
+        int ext, score;
+        int64_t d;
+    };
+    // first the two of the quick set: dQ on the Hopper kernel at d = 128 (dK/dV not), both kernels at d = 64
+    const D full[] = {{kAlibiLayout, ref::kGelu, 128},   {kKeyPadMask, ref::kSoftmax, 64}, {kPadLayout, ref::kSoftmax, 128},
+                      {kAll, ref::kSigmoid, 64},         {kBiasHeads, ref::kSoftplus, 128}, {kKeyPadBias, ref::kRelu2, 64}};
+    const size_t count = g_quick ? 2 : sizeof full / sizeof full[0];
+    for (size_t i = 0; i < count; ++i) {
+        const D& x = full[i];
+        Case c;
+        ref::Spec& s = c.s;
+        s.B = 2, s.Hq = 4, s.Hk = 2, s.Nq = 300, s.Nk = 333, s.d = x.d, s.score = x.score;
+        ref::Rng rng(9000 + i);
+        add_extension(s, x.ext, rng, &c.bias_dtype);
+        c.dtype = c.bias_dtype == ref::kFp16 ? ref::kFp16 : ref::kBf16;  // dBias in q's dtype
+        // named like the cases, so that gpu-session's case filters (_alibi, _keypad, ...) select them too
+        const std::string name = th::format("det_%s_%s_d%lld", kExtNames[x.ext], ref::score_name(x.score), (long long)x.d);
+        if (!selected(name)) continue;
+        const bool softmax = s.score == ref::kSoftmax;
+        auto view = [&](int64_t n, int64_t h) { return tu::make_view(c.dtype, tu::kContiguous, s.B, n, h, s.d); };
+        const Tensor q = gt::with_values(view(s.Nq, s.Hq), ref::random_values(rng, s.q_elems(), c.dtype)),
+                     k = gt::with_values(view(s.Nk, s.Hk), ref::random_values(rng, s.kv_elems(), c.dtype)),
+                     v = gt::with_values(view(s.Nk, s.Hk), ref::random_values(rng, s.kv_elems(), c.dtype)),
+                     dout = gt::with_values(view(s.Nq, s.Hq), ref::random_values(rng, s.q_elems(), c.dtype));
+        const Tensor out = gt::mirror(view(s.Nq, s.Hq)), lse = gt::mirror(tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq)),
+                     dq = gt::mirror(view(s.Nq, s.Hq)), dk = gt::mirror(view(s.Nk, s.Hk)), dv = gt::mirror(view(s.Nk, s.Hk));
+        Extras e = make_extras(c);
+        fsig_attention_params p = params_of(s);
+        p.deterministic = 1;
+        const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(), tg = dout.desc(),
+                          tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+        REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, softmax ? &tl : nullptr, e.slopes_t(), e.bias_t(),
+                                          e.mask_t(), e.layout_t(), nullptr) == FSIG_OK,
+                "%s: forward_ex: %s", name.c_str(), fsig_last_error());
+        const gt::Workspace ws(p, tq, e.dbias_t());  // a broadcast dBias's partial sums (none otherwise)
+        const fsig_attention_params pw = ws.attach(p);
+        std::vector<unsigned char> first;
+        for (int run = 0; run < 3; ++run) {
+            gt::poison(dq), gt::poison(dk), gt::poison(dv);
+            if (s.want_dbias) gt::poison(e.dbias);
+            REQUIRE(fsig_attention_backward_ex(&pw, &tq, &tk, &tv, softmax ? &to : nullptr, &tg, softmax ? &tl : nullptr,
+                                               &tdq, &tdk, &tdv, e.slopes_t(), e.bias_t(), e.mask_t(), e.layout_t(),
+                                               e.dbias_t(), nullptr) == FSIG_OK,
+                    "%s: backward_ex: %s", name.c_str(), fsig_last_error());
+            sync_or_die(c);
+            std::vector<unsigned char> bits;
+            for (const Tensor* t : {&dq, &dk, &dv, s.want_dbias ? &e.dbias : static_cast<const Tensor*>(nullptr)}) {
+                if (t == nullptr) continue;
+                t->download();
+                const std::vector<unsigned char> b = tu::snapshot(t->host);
+                bits.insert(bits.end(), b.begin(), b.end());
+            }
+            if (run == 0) first = bits;
+            else EXPECT(bits == first, "%s: run %d gave other bits than the first", name.c_str(), run + 1);
+        }
+        std::printf("  %s%s: 3 runs, same bits\n", name.c_str(), s.want_dbias ? " (dbias too)" : "");
+    }
+}
+
+// FSIG_CUDA_WGMMA=require: an extended call that the Hopper kernels serve runs on a 9.0 device (sm_90a code)
+// and is refused elsewhere before anything is written — ALiBi at d = 128, whose forward and deterministic dQ
+// they serve (its dK/dV kernel is mma.sync's even there); calls they serve in no kernel run everywhere: the
+// fast path of the same call (dK/dV and dQ in mma.sync's one kernel) and a strided pattern.
+TEST(hopper_require) {
+    const char* setting = std::getenv("FSIG_CUDA_WGMMA");
+    if (!g_cuda || g_list || setting == nullptr || std::strcmp(setting, "require") != 0) return;
+    int major = 0, minor = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+    const char* emulated_ptx = nullptr;
+#if defined(FSIG_TEST_ON_EMULATOR)
+    emulated_ptx = std::getenv("FSIG_EMU_PTX");
+#endif
+    const bool hopper = major == 9 && minor == 0 && (emulated_ptx == nullptr || std::atoi(emulated_ptx) >= 90);
+    std::printf("  compute capability %d.%d%s, FSIG_CUDA_WGMMA=require\n", major, minor,
+                emulated_ptx != nullptr ? " (code JIT-compiled from PTX)" : "");
+    for (int ext : {int(kAlibi), int(kStrided)}) {
+        Case c;
+        ref::Spec& s = c.s;
+        s.B = 1, s.Hq = 2, s.Hk = 1, s.Nq = 70, s.Nk = 90, s.d = 128, s.score = ref::kSigmoid;
+        ref::Rng rng(31);
+        add_extension(s, ext, rng, &c.bias_dtype);
+        const bool served = ext == kAlibi;  // (forward and deterministic dQ)
+        auto view = [&](int64_t n) { return tu::make_view(c.dtype, tu::kContiguous, s.B, n, s.Hq, s.d); };
+        const Tensor q = gt::with_values(view(s.Nq), ref::random_values(rng, s.q_elems(), c.dtype)),
+                     k = gt::with_values(view(s.Nk), ref::random_values(rng, s.kv_elems(), c.dtype)),
+                     v = gt::with_values(view(s.Nk), ref::random_values(rng, s.kv_elems(), c.dtype)),
+                     g = gt::with_values(view(s.Nq), ref::random_values(rng, s.q_elems(), c.dtype));
+        const Tensor out = gt::mirror(view(s.Nq)), dq = gt::mirror(view(s.Nq)), dk = gt::mirror(view(s.Nk)),
+                     dv = gt::mirror(view(s.Nk));
+        const Extras e = make_extras(c);
+        const fsig_attention_params p = params_of(s);
+        const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc(), to = out.desc(), tdq = dq.desc(),
+                          tdk = dk.desc(), tdv = dv.desc();
+        const gt::Workspace ws(p, tq);
+        for (int call = 0; call < 3; ++call) {  // forward, deterministic backward, fast backward
+            const Tensor* outputs[] = {&out, &dq, &dk, &dv};
+            std::vector<std::vector<unsigned char>> before;
+            for (const Tensor* t : outputs) gt::poison(*t), before.push_back(tu::snapshot(t->host));
+            const fsig_attention_params pw = call == 2 ? ws.attach(p) : p;
+            const int st = call == 0 ? fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, e.slopes_t(), nullptr,
+                                                                 nullptr, nullptr, nullptr)
+                                     : fsig_attention_backward_ex(&pw, &tq, &tk, &tv, nullptr, &tg, nullptr, &tdq, &tdk,
+                                                                  &tdv, e.slopes_t(), nullptr, nullptr, nullptr, nullptr,
+                                                                  nullptr);
+            const char* what = call == 0 ? "forward" : call == 1 ? "deterministic backward" : "fast backward";
+            const bool refuse = served && call < 2 && !hopper;
+            sync_or_die(c);
+            if (refuse) {
+                EXPECT(st == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "FSIG_CUDA_WGMMA=require") != nullptr,
+                       "%s %s: status %d (%s), want a refusal naming FSIG_CUDA_WGMMA=require", kExtNames[ext], what, st,
+                       fsig_last_error());
+                for (size_t i = 0; i < 4; ++i) {
+                    outputs[i]->download();
+                    EXPECT(tu::unchanged(outputs[i]->host, before[i]), "%s %s: a refused call wrote output %zu",
+                           kExtNames[ext], what, i);
+                }
+            } else {
+                EXPECT(st == FSIG_OK, "%s %s: status %d (%s)", kExtNames[ext], what, st, fsig_last_error());
+            }
+            if (g_verbose) std::printf("  %s %s: %s\n", kExtNames[ext], what, st == FSIG_OK ? "ran" : fsig_last_error());
+        }
+    }
+}
+
 // A broadcast dBias on CUDA without the workspace its partial sums need (or with a bad one) is refused.
 TEST(cuda_refusals) {
     if (!g_cuda) return;
