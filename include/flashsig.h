@@ -188,8 +188,8 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
                                              const void* dout_data, const void* lse_data,
                                              void* dq_data, void* dk_data, void* dv_data);
 
-/* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * d * 4 (an
- * fp32 dQ) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
+/* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * w * 4 (an
+ * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, else 128) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
  * call would not use a workspace (CPU tensors, deterministic, linear scores). q is the call's q
  * descriptor (its shape and device are read, its data pointer is not). It does not know the rest of the
  * call: a backward with dbias runs the deterministic kernels and leaves the workspace unused, and a dtype
@@ -313,7 +313,9 @@ typedef struct fsig_capabilities {
     int32_t cuda_device_count;      /* usable CUDA devices now (0 without a driver) */
     uint32_t cuda_dtypes;           /* bit (1 << fsig_dtype) per dtype with CUDA kernels */
     int32_t cuda_head_dim_count;    /* entries used in cuda_head_dims */
-    int32_t cuda_head_dims[FSIG_MAX_HEAD_DIM_LIST];
+    int32_t cuda_head_dims[FSIG_MAX_HEAD_DIM_LIST]; /* the CUDA kernels' widths (64, 128); every multiple of 8
+                                       up to the largest runs, on the narrowest that holds it (its columns
+                                       past d zero-filled: d = 96 costs what d = 128 does) */
 } fsig_capabilities;
 
 /* Version as MAJOR * 10000 + MINOR * 100 + PATCH, and as "MAJOR.MINOR.PATCH". */

@@ -385,13 +385,16 @@ int check_qkv(const fsig_attention_params* params, const Checked& q, const Check
     return FSIG_OK;
 }
 
-// Bytes of the fast CUDA backward's workspace, an fp32 dQ: B * Hq * Nq * d * 4 from q's shape [B, Nq, Hq, d]
-// (all >= 1); false when that does not fit in int64 (q may broadcast with stride 0, so its extent does
-// not bound it).
+// Bytes of the fast CUDA backward's workspace, an fp32 dQ: B * Hq * Nq * w * 4 from q's shape [B, Nq, Hq, d]
+// (all >= 1), w the width of the kernels that run d (64 for d <= 64, 128 for d <= 128; their dQ rows are
+// that long, the columns past d staying 0); false when that does not fit in int64 (q may broadcast with
+// stride 0, so its extent does not bound it).
 bool workspace_bytes_needed(const int64_t shape[4], int64_t* bytes) {
+    const int64_t width = shape[3] <= 64 ? 64 : shape[3] <= 128 ? 128 : shape[3];
+    const int64_t dims[4] = {shape[0], shape[1], shape[2], width};
     int64_t n = 4;
     for (int i = 0; i < 4; ++i)
-        if (__builtin_mul_overflow(n, shape[i], &n)) return false;
+        if (__builtin_mul_overflow(n, dims[i], &n)) return false;
     *bytes = n;
     return true;
 }

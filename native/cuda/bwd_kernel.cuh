@@ -361,7 +361,7 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
 // The dK/dV kernels' epilogue (this file's and bwd_wgmma_kernel.cuh's): dK (× scale) and dV of key rows
 // 16·warp.. of the block's tile at j0, from accumulators in the mma.sync C layout per n8 tile, staged as
 // swizzled [kKvBlockN][d] tiles at `smem` (where K and V were: every read of them done) and written as 16-byte
-// stores; each warp stages and stores its own 16 rows.
+// stores (columns below the head dim); each warp stages and stores its own 16 rows.
 template <class T, int kDTiles>
 __device__ __forceinline__ void store_dk_dv(const BwdParams& p, int64_t b, int hk, int j0, int warp, int lane,
                                             const float (&dk)[kDTiles][4], const float (&dv)[kDTiles][4],
@@ -389,7 +389,7 @@ __device__ __forceinline__ void store_dk_dv(const BwdParams& p, int64_t b, int h
         const int c = lane + it * 32;
         const int row = warp * 16 + c / kChunks, col = (c % kChunks) * 8;
         const int64_t j = j0 + row;
-        if (j < f.seq_k) {
+        if (j < f.seq_k && col < f.head_dim) {
             const int at = frag::swizzle<kD>(row, col);
             *reinterpret_cast<uint4*>(dk_out + j * p.dk_row + col) = *reinterpret_cast<const uint4*>(k_sm + at);
             *reinterpret_cast<uint4*>(dv_out + j * p.dv_row + col) = *reinterpret_cast<const uint4*>(v_sm + at);
@@ -443,14 +443,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         const int i0 = tile_row0(t);
         const uint32_t st = smem_base + stage;
         load_tile<T, kBlockM>(st, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row, i0,
-                              f.seq_q, tid);
+                              f.seq_q, f.head_dim, tid);
         load_tile<T, kBlockM>(st + T::kKvRowBytes,
                               static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head, p.do_row, i0,
-                              f.seq_q, tid);
+                              f.seq_q, f.head_dim, tid);
         if constexpr (Score::kRowStats) {
             load_tile<T, kBlockM>(st + 2 * T::kKvRowBytes,
                                   static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head, f.o_row, i0,
-                                  f.seq_q, tid);
+                                  f.seq_q, f.head_dim, tid);
             if (tid < kBlockM) {
                 const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
                 const bool ok = i0 + tid < f.seq_q;
@@ -471,8 +471,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     };
 
     // ---- prologue: K, V of this key tile (resident for the whole block), the first query tile ----
-    load_tile<T, kBlockN>(smem_base, k, f.k_row, j0, f.seq_k, tid);
-    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, v, f.v_row, j0, f.seq_k, tid);
+    load_tile<T, kBlockN>(smem_base, k, f.k_row, j0, f.seq_k, f.head_dim, tid);
+    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, v, f.v_row, j0, f.seq_k, f.head_dim, tid);
     int t = next_live(0);
     if (t < n_tiles) load_query_tile(t, T::kKvStage0, T::kKvLse0);
     cp_async_commit();
@@ -702,8 +702,9 @@ __device__ __forceinline__ void dq_row_stats(const BwdParams& p, int64_t b, int 
             const Elem* grow = dout + row_i[r] * p.do_row + (lane & 3) * kPart;
 #pragma unroll
             for (int c = 0; c < kPart; c += 8)
-                acc = dot8<Elem>(*reinterpret_cast<const uint4*>(orow + c), *reinterpret_cast<const uint4*>(grow + c),
-                                 acc);
+                if ((lane & 3) * kPart + c < f.head_dim)  // (columns past the head dim are not there)
+                    acc = dot8<Elem>(*reinterpret_cast<const uint4*>(orow + c),
+                                     *reinterpret_cast<const uint4*>(grow + c), acc);
         }
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
@@ -738,11 +739,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 
     // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 ----
     const uint32_t q_tile = smem_base, do_tile = smem_base + T::kQRowBytes;
-    load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, tid);
-    load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, tid);
+    load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, f.head_dim, tid);
+    load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, f.head_dim, tid);
     if (n_first <= n_last) {
-        load_tile<T, kBlockN>(smem_base + T::kQStage0, k, f.k_row, n_first * kBlockN, f.seq_k, tid);
-        load_tile<T, kBlockN>(smem_base + T::kQStage0 + T::kQKeyBytes, v, f.v_row, n_first * kBlockN, f.seq_k, tid);
+        load_tile<T, kBlockN>(smem_base + T::kQStage0, k, f.k_row, n_first * kBlockN, f.seq_k, f.head_dim, tid);
+        load_tile<T, kBlockN>(smem_base + T::kQStage0 + T::kQKeyBytes, v, f.v_row, n_first * kBlockN, f.seq_k, f.head_dim, tid);
     }
     cp_async_commit();
 
@@ -779,8 +780,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
         const int j0 = nb * kBlockN;
         nb_next = next_live(nb + 1);
         if (nb_next <= n_last) {
-            load_tile<T, kBlockN>(next_k, k, f.k_row, nb_next * kBlockN, f.seq_k, tid);
-            load_tile<T, kBlockN>(next_k + T::kQKeyBytes, v, f.v_row, nb_next * kBlockN, f.seq_k, tid);
+            load_tile<T, kBlockN>(next_k, k, f.k_row, nb_next * kBlockN, f.seq_k, f.head_dim, tid);
+            load_tile<T, kBlockN>(next_k + T::kQKeyBytes, v, f.v_row, nb_next * kBlockN, f.seq_k, f.head_dim, tid);
         }
         cp_async_commit();
 
@@ -906,8 +907,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 
     // ---- epilogue: dQ × scale through this warp's own Q rows in shared memory, 16-byte stores ----
     const float mul[2] = {f.scale, f.scale};
-    store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, i0, warp, lane,
-                       dq, mul, reinterpret_cast<Elem*>(smem_raw));
+    store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, f.head_dim, i0,
+                       warp, lane, dq, mul, reinterpret_cast<Elem*>(smem_raw));
 }
 
 // ---- launch --------------------------------------------------------------------------------------

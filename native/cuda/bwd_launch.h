@@ -49,9 +49,10 @@ cudaError_t launch_bwd_dq_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t s
 cudaError_t launch_bwd_dq_wgmma_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
-// the fast path's last step (p.dq_accum set): dq = Elem(scale · dq_accum), native/cuda/bwd_dq_convert.cu
-cudaError_t launch_bwd_dq_convert_fp16(const BwdParams& p, int head_dim, cudaStream_t stream);
-cudaError_t launch_bwd_dq_convert_bf16(const BwdParams& p, int head_dim, cudaStream_t stream);
+// the fast path's last step (p.dq_accum set): dq = Elem(scale · dq_accum), native/cuda/bwd_dq_convert.cu;
+// kernel_width: the backward kernels' head dim (64 or 128), the row length of dq_accum
+cudaError_t launch_bwd_dq_convert_fp16(const BwdParams& p, int kernel_width, cudaStream_t stream);
+cudaError_t launch_bwd_dq_convert_bf16(const BwdParams& p, int kernel_width, cudaStream_t stream);
 // a broadcast dbias's last step (p.dbias_partial set): the partial sums added into dbias,
 // native/cuda/bwd_dbias_reduce.cu
 cudaError_t launch_bwd_dbias_reduce(const BwdParams& p, cudaStream_t stream);

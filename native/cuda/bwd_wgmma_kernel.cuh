@@ -123,13 +123,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
     auto load_query_tile = [&](int t, uint32_t stage, uint32_t lse_at) {
         const int h = tile_head(t), i0 = tile_row0(t);
         wg::load_tile<T, kBlockM>(stage, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row, i0,
-                                  f.seq_q, tid);
+                                  f.seq_q, f.head_dim, tid);
         wg::load_tile<T, kBlockM>(stage + T::kRowBytes, static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head,
-                                  p.do_row, i0, f.seq_q, tid);
+                                  p.do_row, i0, f.seq_q, f.head_dim, tid);
         if constexpr (Score::kRowStats) {
             wg::load_tile<T, kBlockM>(stage + 2 * T::kRowBytes,
                                       static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head, f.o_row, i0,
-                                      f.seq_q, tid);
+                                      f.seq_q, f.head_dim, tid);
             if (tid < kBlockM) {
                 const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
                 const bool ok = i0 + tid < f.seq_q;
@@ -153,8 +153,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 
     // ---- prologue: K, V (resident), the first query tile ----
     const uint32_t k_tile = smem_base, v_tile = smem_base + T::kKeyBytes;
-    wg::load_tile<T, kBlockN>(k_tile, k, f.k_row, j0, f.seq_k, tid);
-    wg::load_tile<T, kBlockN>(v_tile, v, f.v_row, j0, f.seq_k, tid);
+    wg::load_tile<T, kBlockN>(k_tile, k, f.k_row, j0, f.seq_k, f.head_dim, tid);
+    wg::load_tile<T, kBlockN>(v_tile, v, f.v_row, j0, f.seq_k, f.head_dim, tid);
     // extended, key padding: β of the block's keys for tile u (the same on every row of a tile: the host's
     // ext_key_beta; from the tile's first row) into buffer buf, by the first warpgroup, one tile ahead
     float* const key_beta_sm = reinterpret_cast<float*>(smem + T::kKeyBeta);
@@ -488,12 +488,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
 
     // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 (and its β into buffer 0) ----
     const uint32_t q_tile = smem_base, do_tile = smem_base + T::kDout;
-    wg::load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, tid);
-    wg::load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, tid);
+    wg::load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, f.head_dim, tid);
+    wg::load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, f.head_dim, tid);
     if (n_first <= n_last) {
-        wg::load_tile<T, kBlockN>(smem_base + T::kStage0, k, f.k_row, int64_t(n_first) * kBlockN, f.seq_k, tid);
+        wg::load_tile<T, kBlockN>(smem_base + T::kStage0, k, f.k_row, int64_t(n_first) * kBlockN, f.seq_k, f.head_dim, tid);
         wg::load_tile<T, kBlockN>(smem_base + T::kStage0 + T::kKeyBytes, v, f.v_row, int64_t(n_first) * kBlockN,
-                                  f.seq_k, tid);
+                                  f.seq_k, f.head_dim, tid);
         stage_key_beta(n_first, 0);
     }
     cp_async_commit();
@@ -520,8 +520,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
         nb_next = next_live(nb + 1);
         if (nb_next <= n_last) {
             const uint32_t next = smem_base + T::kStage0 + (s ^ 1) * T::kStageBytes;
-            wg::load_tile<T, kBlockN>(next, k, f.k_row, int64_t(nb_next) * kBlockN, f.seq_k, tid);
-            wg::load_tile<T, kBlockN>(next + T::kKeyBytes, v, f.v_row, int64_t(nb_next) * kBlockN, f.seq_k, tid);
+            wg::load_tile<T, kBlockN>(next, k, f.k_row, int64_t(nb_next) * kBlockN, f.seq_k, f.head_dim, tid);
+            wg::load_tile<T, kBlockN>(next + T::kKeyBytes, v, f.v_row, int64_t(nb_next) * kBlockN, f.seq_k, f.head_dim, tid);
         }
         cp_async_commit();
         const int j0 = nb * kBlockN;
@@ -610,8 +610,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     __syncthreads();      // every copy has landed and no wgmma still reads Q (at d = 128 a warp's staged rows
                           // overlap the other warpgroup's Q rows)
     const float mul[2] = {f.scale, f.scale};
-    store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, i0, warp, lane,
-                       dq, mul, reinterpret_cast<Elem*>(smem));
+    store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, f.head_dim, i0,
+                       warp, lane, dq, mul, reinterpret_cast<Elem*>(smem));
 #elif defined(__CUDA_ARCH__)
     __trap();  // no wgmma on this target: the host never launches it here
 #endif

@@ -243,16 +243,24 @@ private:
 };
 
 // What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
-// grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages.
-int check_problem(const Message& m, const Problem& pr, const char* pass) {
+// grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages. The attention
+// kernels run every head dim that is a multiple of 8 (16-byte rows) up to 128 on the 64- or 128-wide
+// kernel (FwdParams::head_dim); linear attention (`widths_only`) has 64 and 128 only.
+int check_problem(const Message& m, const Problem& pr, const char* pass, bool widths_only = false) {
     if (pr.dtype != FSIG_DTYPE_FP16 && pr.dtype != FSIG_DTYPE_BF16)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.dtype is fp32 but the CUDA kernels take fp16 or bf16 (tensor cores); convert the tensors "
                       "or pass CPU tensors");
-    if (pr.head_dim != 64 && pr.head_dim != 128)
+    if (widths_only && pr.head_dim != 64 && pr.head_dim != 128)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
-                      "q.shape[3] (head_dim) is %lld but the CUDA %s supports head_dim 64 and 128 "
-                      "(fsig_capabilities.cuda_head_dims); other head dims run on CPU tensors",
+                      "q.shape[3] (head_dim) is %lld but the CUDA %s supports head_dim 64 and 128; other head dims "
+                      "run on CPU tensors",
+                      (long long)pr.head_dim, pass);
+    if (!widths_only && (pr.head_dim % 8 != 0 || pr.head_dim > 128))
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "q.shape[3] (head_dim) is %lld but the CUDA %s supports head dims that are multiples of 8 "
+                      "up to 128 (fsig_capabilities.cuda_head_dims: the kernels' widths); other head dims run on "
+                      "CPU tensors",
                       (long long)pr.head_dim, pass);
     if (pr.seq_q > kMaxCudaSeq || pr.seq_k > kMaxCudaSeq)
         return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be at most 2^30 on CUDA",
@@ -430,7 +438,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     if (int st = check_extension_pointers(m, pr, nullptr, device); st != FSIG_OK) return st;
 
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
-    const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
+    const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim > 64;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const FwdParams p_wgmma = for_kernel_tiles(p, kWgmmaFwdBlockN, true);
     const WgmmaSetting wgmma = p_wgmma.ext.elementwise ? WgmmaSetting::kOff : wgmma_setting();
@@ -519,7 +527,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     }
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim == 128;
+    const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim > 64;
     // The Hopper kernels where they can run (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA),
     // else bwd_kernel.cuh's: dK, dV (and on the fast path dS K into the workspace) where β is not needed per
     // element of its 64 x 128 tiles (the Hopper forward's rule) and the kernel is built (extended: d = 64), on
@@ -562,7 +570,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         if (e == cudaSuccess) which = "dK/dV/dQ", e = launch_dkdv();
         if (e == cudaSuccess)
             which = "dQ conversion", e = (bf16 ? launch_bwd_dq_convert_bf16 : launch_bwd_dq_convert_fp16)(
-                                         p, int(pr.head_dim), s);
+                                         p, d128 ? 128 : 64, s);
     } else {
         // deterministic: two independent kernels, dK, dV (one block per key tile), then dQ (and dBias; a
         // broadcast one as partial sums into the zeroed workspace, then added up by a third kernel)
@@ -689,7 +697,7 @@ int linear_forward(const ForwardArgs& a, int64_t length, float epsilon, int devi
                    size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "linear attention"); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "linear attention", true); st != FSIG_OK) return st;
     if (int st = check_linear_grid(m, pr); st != FSIG_OK) return st;
     const Named tensors[] = {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out}};
     for (const Named& t : tensors)
@@ -710,7 +718,7 @@ int linear_backward(const BackwardArgs& a, int64_t length, float epsilon, int de
                     size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "linear attention"); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "linear attention", true); st != FSIG_OK) return st;
     if (int st = check_linear_grid(m, pr); st != FSIG_OK) return st;
     // out (optional) is not read: the backward recomputes what it needs
     const Named tensors[] = {{"q", &a.q},       {"k", &a.k},   {"v", &a.v},  {"dout", &a.dout},

@@ -181,18 +181,19 @@ struct IdentityScore {
 
 // Rows [row0, row0 + kRows) of a [rows][d] global matrix (row stride in elements) into a shared tile whose
 // byte offset of (row, col) is offset(row, col), one 16-byte cp.async per chunk; rows at or past n_rows
-// are zero-filled (so ragged edges hold finite zeros, never garbage that 0 · NaN would spread). kRolled:
+// and columns at or past cols (a head dim d below the kernel's width: FwdParams::head_dim) are zero-filled
+// (so ragged edges hold finite zeros, never garbage that 0 · NaN would spread). kRolled:
 // a rolled loop — unrolled, the compiler keeps every chunk's address live across the tile loop (the
 // wgmma kernel spilled 156 bytes that way).
 template <class T, int kRows, bool kRolled = false, class Offset>
 __device__ __forceinline__ void load_rows(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
-                                          int64_t row0, int64_t n_rows, int tid, Offset offset) {
+                                          int64_t row0, int64_t n_rows, int cols, int tid, Offset offset) {
     constexpr int kIters = kRows * T::kChunks / T::kThreads;
 #pragma unroll(kRolled ? 1 : kIters)
     for (int it = 0; it < kIters; ++it) {
         const int c = tid + it * T::kThreads;
         const int r = c / T::kChunks, col = (c % T::kChunks) * 8;
-        const bool ok = row0 + r < n_rows;
+        const bool ok = row0 + r < n_rows && col < cols;
         const typename T::Elem* src = ok ? base + (row0 + r) * row_stride + col : base;
         cp_async_16(tile + offset(r, col), src, ok ? 16 : 0);
     }
@@ -200,8 +201,8 @@ __device__ __forceinline__ void load_rows(uint32_t tile, const typename T::Elem*
 // the same into a tile of frag::swizzle's layout (the mma.sync kernels)
 template <class T, int kRows>
 __device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
-                                          int64_t row0, int64_t n_rows, int tid) {
-    load_rows<T, kRows>(tile, base, row_stride, row0, n_rows, tid,
+                                          int64_t row0, int64_t n_rows, int cols, int tid) {
+    load_rows<T, kRows>(tile, base, row_stride, row0, n_rows, cols, tid,
                         [](int r, int col) { return uint32_t(2 * frag::swizzle<T::kHeadDim>(r, col)); });
 }
 
@@ -404,10 +405,10 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, int64_t b, int h
 // This warp's 16 rows of an accumulator (O, or the backward's dQ; rows warp·16.. of the block's query tile
 // from i0), each row r times mul[r], to out (row_stride elements apart): staged through the warp's own rows
 // of the shared buffer (free: the caller passed a barrier after its last read of it), then written as
-// 16-byte stores; rows from n_rows on are not stored.
+// 16-byte stores; rows from n_rows on and columns from cols on (the head dim) are not stored.
 template <int kD, class Elem, int kDTiles>
-__device__ __forceinline__ void store_acc_rows(Elem* out, int64_t row_stride, int64_t n_rows, int i0, int warp,
-                                               int lane, const float (&o)[kDTiles][4], const float (&mul)[2],
+__device__ __forceinline__ void store_acc_rows(Elem* out, int64_t row_stride, int64_t n_rows, int cols, int i0,
+                                               int warp, int lane, const float (&o)[kDTiles][4], const float (&mul)[2],
                                                Elem* smem) {
     static_assert(kDTiles * 8 == kD, "one n8 tile of O per 8 columns");
     constexpr int kChunks = kD / 8;
@@ -424,7 +425,7 @@ __device__ __forceinline__ void store_acc_rows(Elem* out, int64_t row_stride, in
     for (int it = 0; it < 16 * kChunks / 32; ++it) {
         const int c = lane + it * 32;
         const int row = warp * 16 + c / kChunks, col = (c % kChunks) * 8;
-        if (i0 + row < n_rows)
+        if (i0 + row < n_rows && col < cols)
             *reinterpret_cast<uint4*>(out + (i0 + row) * row_stride + col) =
                 *reinterpret_cast<const uint4*>(smem + frag::swizzle<kD>(row, col));
     }
@@ -467,10 +468,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // into a register array would put it in local memory)
     constexpr uint32_t kTileBytes = 2u * T::kTileElems, kStageBytes = 2u * kTileBytes;
     const uint32_t stage1 = smem_base + kStageBytes;
-    load_tile<T, kBlockM>(stage1, q, p.q_row, i0, p.seq_q, tid);
+    load_tile<T, kBlockM>(stage1, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
     if (n_first <= n_last) {
-        load_tile<T, kBlockN>(smem_base, k, p.k_row, n_first * kBlockN, p.seq_k, tid);
-        load_tile<T, kBlockN>(smem_base + kTileBytes, v, p.v_row, n_first * kBlockN, p.seq_k, tid);
+        load_tile<T, kBlockN>(smem_base, k, p.k_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
+        load_tile<T, kBlockN>(smem_base + kTileBytes, v, p.v_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
     }
     cp_async_commit();
     cp_async_wait_all();
@@ -503,8 +504,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         const int j0 = nb * kBlockN;
         nb_next = next_live(nb + 1);
         if (nb_next <= n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
-            load_tile<T, kBlockN>(next_k, k, p.k_row, nb_next * kBlockN, p.seq_k, tid);
-            load_tile<T, kBlockN>(next_k + kTileBytes, v, p.v_row, nb_next * kBlockN, p.seq_k, tid);
+            load_tile<T, kBlockN>(next_k, k, p.k_row, nb_next * kBlockN, p.seq_k, p.head_dim, tid);
+            load_tile<T, kBlockN>(next_k + kTileBytes, v, p.v_row, nb_next * kBlockN, p.seq_k, p.head_dim, tid);
         }
         cp_async_commit();
 
@@ -568,7 +569,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     float mul[2];
     finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
     // every thread passed a barrier after its last read of K, V or Q: the buffer is free for O
-    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, i0, warp, lane, o, mul, smem);
+    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, p.head_dim, i0, warp, lane, o, mul, smem);
 }
 
 // ---- launch --------------------------------------------------------------------------------------

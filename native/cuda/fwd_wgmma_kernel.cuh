@@ -90,8 +90,8 @@ __device__ __forceinline__ uint64_t n_major(uint32_t base, int kp) {
 // Rows [row0, row0 + kRows) of a [rows][d] global matrix into a tile of that layout (load_rows, rolled)
 template <class T, int kRows>
 __device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
-                                          int64_t row0, int64_t n_rows, int tid) {
-    load_rows<T, kRows, true>(tile, base, row_stride, row0, n_rows, tid,
+                                          int64_t row0, int64_t n_rows, int cols, int tid) {
+    load_rows<T, kRows, true>(tile, base, row_stride, row0, n_rows, cols, tid,
                               [](int r, int col) { return offset<kRows>(r, col); });
 }
 
@@ -132,10 +132,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     constexpr uint32_t kStageBytes = 2u * T::kTileBytes;
     const uint32_t q_tile = smem_base, stage0 = smem_base + T::kQBytes;
     uint32_t cur = stage0, free_stage = stage0 + kStageBytes, prev = stage0 + 2 * kStageBytes;
-    wg::load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, tid);
+    wg::load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
     if (n_first <= n_last) {
-        wg::load_tile<T, kBlockN>(cur, k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
-        wg::load_tile<T, kBlockN>(cur + T::kTileBytes, v, p.v_row, int64_t(n_first) * kBlockN, p.seq_k, tid);
+        wg::load_tile<T, kBlockN>(cur, k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, p.head_dim, tid);
+        wg::load_tile<T, kBlockN>(cur + T::kTileBytes, v, p.v_row, int64_t(n_first) * kBlockN, p.seq_k, p.head_dim, tid);
     }
     cp_async_commit();
 
@@ -164,8 +164,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
         __syncthreads();        // ... for every thread; every warpgroup has waited for its reads of free_stage
         if (nb_next <= n_last) {  // prefetch the next tile: a whole tile's time to land
             const int64_t j_next = int64_t(nb_next) * kBlockN;
-            wg::load_tile<T, kBlockN>(free_stage, k, p.k_row, j_next, p.seq_k, tid);
-            wg::load_tile<T, kBlockN>(free_stage + T::kTileBytes, v, p.v_row, j_next, p.seq_k, tid);
+            wg::load_tile<T, kBlockN>(free_stage, k, p.k_row, j_next, p.seq_k, p.head_dim, tid);
+            wg::load_tile<T, kBlockN>(free_stage + T::kTileBytes, v, p.v_row, j_next, p.seq_k, p.head_dim, tid);
         }
         cp_async_commit();
         wgmma_fence_operands(o);  // O (rescaled) and P (packed) are complete before the fence hands them
@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     cp_async_wait_all();  // (a block with no key tile still has Q's copies in flight)
     __syncthreads();      // the other warpgroup's last S may still read its Q rows, where O is staged
     Elem* smem = reinterpret_cast<Elem*>(smem_raw + (smem_base - smem_addr(smem_raw)));
-    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, i0, warp, lane, o, mul, smem);
+    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, p.head_dim, i0, warp, lane, o, mul, smem);
 #elif defined(__CUDA_ARCH__)
     __trap();  // no wgmma on this target: the host never launches it here
 #endif

@@ -97,6 +97,7 @@ inline FwdParams make_params(const Problem& pr, const TensorView& q, const Tenso
     p.heads_q = int32_t(pr.heads_q);
     p.group = int32_t(pr.group());
     p.score = pr.score;
+    p.head_dim = int32_t(pr.head_dim);
     p.scale = pr.scale;
     p.scale_log2 = pr.scale * 1.4426950408889634f;
     p.factor = pr.pointwise_factor;

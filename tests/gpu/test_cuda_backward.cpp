@@ -141,7 +141,8 @@ struct Run {
         p.workspace = nullptr, p.workspace_bytes = 0;
         if (!fast) return;
         if (workspace.bytes == 0) workspace = gt::Workspace(p, q.desc());
-        const int64_t expected = g_cuda ? s.B * s.Hq * s.Nq * s.d * 4 : 0;
+        const int64_t width = s.d <= 64 ? 64 : 128;  // the kernels' width: dQ rows of the workspace
+        const int64_t expected = g_cuda ? s.B * s.Hq * s.Nq * width * 4 : 0;
         REQUIRE(workspace.bytes == expected, "workspace size %lld, expected %lld", (long long)workspace.bytes,
                 (long long)expected);
         p = workspace.attach(p);
@@ -399,8 +400,17 @@ std::vector<Case> targeted_cases() {
         Case& c = add(ref::kSoftmax, ref::kBf16, 128, 129, 129, true, 20, 20);
         c.lse_strided = true, c.layout = kPadded8;
     }
+    // head dims below the kernels' widths (64, 128): zero-filled columns, none stored; in the quick set too
+    const size_t quick = 6, widths = cases.size();
+    add(ref::kSoftmax, ref::kBf16, 96, 200, 300, false, -1, -1);
+    add(ref::kSigmoid, ref::kFp16, 40, 130, 77, true, -1, -1);
+    add(ref::kGelu, ref::kBf16, 8, 65, 129, false, 30, -1, 4, 1, 1);
+    {
+        Case& c = add(ref::kSoftmax, ref::kFp16, 72, 129, 100, true, -1, -1);
+        c.lse_strided = true, c.layout = kPadded8;
+    }
     for (size_t i = 0; i < cases.size(); ++i) cases[i].name = name_of("target", int(i), cases[i], "h");
-    if (g_quick) cases.resize(6);
+    if (g_quick) cases.erase(cases.begin() + quick, cases.begin() + widths);
     return cases;
 }
 
@@ -640,11 +650,14 @@ TEST(cuda_refusals) {
         expect_refusal("fp32 tensors", r.backward(), FSIG_ERROR_UNSUPPORTED, "fp32", r);
     }
     {
-        Case c96 = c;
-        c96.s.d = 96;
-        const Prepared in96 = prepare(c96);
-        Run r(c96, in96);
-        expect_refusal("head_dim 96", r.backward(), FSIG_ERROR_UNSUPPORTED, "head_dim", r);
+        for (int64_t d : {100, 136}) {  // not a multiple of 8; above the widest kernel
+            Case cd = c;
+            cd.s.d = d;
+            const Prepared in_d = prepare(cd);
+            Run r(cd, in_d);
+            expect_refusal(th::format("head_dim %lld", (long long)d).c_str(), r.backward(), FSIG_ERROR_UNSUPPORTED,
+                           "head_dim", r);
+        }
     }
     {
         Run r(c, in);

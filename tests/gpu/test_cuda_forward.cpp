@@ -289,7 +289,13 @@ std::vector<Case> targeted_cases() {
         c.with_lse = false;
         c.name += "_nolse";
     }
-    if (g_quick) cases.resize(6);
+    // head dims below the kernels' widths (64, 128): zero-filled columns, none stored; in the quick set too
+    const size_t quick = 6, widths = cases.size();
+    add("width", ref::kSoftmax, ref::kBf16, 96, 200, 300, false, -1, -1);
+    add("width", ref::kSigmoid, ref::kFp16, 40, 130, 77, true, -1, -1);
+    add("width", ref::kGelu, ref::kBf16, 8, 65, 129, false, 30, -1);
+    add("width", ref::kSoftmax, ref::kFp16, 72, 257, 100, false, -1, -1, kPadded8);
+    if (g_quick) cases.erase(cases.begin() + quick, cases.begin() + widths);
     return cases;
 }
 
@@ -405,8 +411,11 @@ TEST(cuda_refusals) {
         expect_refusal("fp32 tensors", pr.forward(), FSIG_ERROR_UNSUPPORTED, "fp32", pr);
     }
     {
-        Problem pr(96);
-        expect_refusal("head_dim 96", pr.forward(), FSIG_ERROR_UNSUPPORTED, "head_dim", pr);
+        for (int64_t d : {100, 136}) {  // not a multiple of 8; above the widest kernel
+            Problem pr(d);
+            expect_refusal(th::format("head_dim %lld", (long long)d).c_str(), pr.forward(), FSIG_ERROR_UNSUPPORTED,
+                           "head_dim", pr);
+        }
     }
     {  // longer than the kernels' int32 indices allow (kMaxCudaSeq): 2^30 + 1 queries and keys, refused
        // before any pointer is looked at. out claims 2^30 + 1 rows of twice its width (capacities that are

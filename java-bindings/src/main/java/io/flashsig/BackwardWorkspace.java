@@ -7,7 +7,7 @@ import java.lang.foreign.MemorySegment;
 
 /**
  * Scratch memory for the fast CUDA backward (and for a broadcast bias gradient; below): an fp32 dQ of
- * B·Hq·Nq·d floats in the memory of the call's device, into which one dK/dV kernel adds each key tile's
+ * B·Hq·Nq·w floats (w = 64 for d ≤ 64, else 128) in the memory of the call's device, into which one dK/dV kernel adds each key tile's
  * share of dQ with atomics (the header's {@code params.workspace}; DESIGN.md §5). Without one, or with
  * {@link AttentionSpec#deterministic(boolean) deterministic} specs, or when {@code dbias} is asked for,
  * the CUDA backward runs its two deterministic kernels instead. dK and dV are the same bits either way; dQ
@@ -24,7 +24,7 @@ import java.lang.foreign.MemorySegment;
  * <p>Allocate one once, outside the training loop, and pass it with every backward through
  * {@link AttentionExtras#workspace(BackwardWorkspace)}; a call then allocates nothing:
  * <pre>{@code
- * BackwardWorkspace ws = Cuda.allocateBackwardWorkspace(arena, spec, q);   // B·Hq·Nq·d·4 bytes on q's device
+ * BackwardWorkspace ws = Cuda.allocateBackwardWorkspace(arena, spec, q);   // B·Hq·Nq·w·4 bytes on q's device
  * AttentionExtras x = AttentionExtras.none().stream(stream).workspace(ws);
  * for (...) {
  *     FlashSig.forward(spec, x, q, k, v, out, lse);                          // the forward ignores it
@@ -33,7 +33,7 @@ import java.lang.foreign.MemorySegment;
  * }</pre>
  *
  * <ul>
- * <li><b>Size.</b> {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)}: B·Hq·Nq·d·4 for a CUDA q,
+ * <li><b>Size.</b> {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)}: B·Hq·Nq·w·4 for a CUDA q,
  * a softmax or pointwise score and a non-deterministic spec; 0 otherwise (CPU tensors, deterministic
  * specs, the linear scores — which never use one). With a broadcast dbias,
  * {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)}: B·Hq·G·Nk·4, G = Nq when dbias

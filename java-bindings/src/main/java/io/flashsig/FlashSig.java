@@ -212,7 +212,7 @@ public final class FlashSig {
 
     /**
      * Bytes of the workspace that the fast CUDA backward needs for problems like {@code q}'s under
-     * {@code spec}: B·Hq·Nq·d·4 (an fp32 dQ) for a CUDA q, a softmax or pointwise score and a
+     * {@code spec}: B·Hq·Nq·w·4 (an fp32 dQ, w = 64 for d ≤ 64, else 128: the kernels' width) for a CUDA q, a softmax or pointwise score and a
      * non-deterministic spec; 0 where a backward would use none (a CPU q, a deterministic spec, the
      * linear scores). Reads q's shape, dtype and device only. See {@link BackwardWorkspace} and
      * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor)}. The same as
@@ -321,7 +321,8 @@ public final class FlashSig {
      * @param cudaCompiled    whether the library contains CUDA code
      * @param cudaDeviceCount usable CUDA devices now (0 without a driver)
      * @param cudaDtypes      dtypes with CUDA kernels
-     * @param cudaHeadDims    head dims with CUDA kernels
+     * @param cudaHeadDims    the CUDA kernels' head dims (64, 128); every multiple of 8 up to the largest runs,
+     *                        on the narrowest kernel that holds it (d = 96 costs what d = 128 does)
      */
     public record Capabilities(String cpuIsa, int cpuThreads, Set<DType> cpuDtypes, int cpuMinHeadDim,
                                int cpuMaxHeadDim, boolean cudaCompiled, int cudaDeviceCount, Set<DType> cudaDtypes,

@@ -89,26 +89,38 @@ class CudaTest {
         roundTrip(AttentionSpec.of(Score.SOFTMAX).causal().lognScaling(32), true);
     }
 
+    /** Head dims below the kernels' widths (64, 128) run on the next wider kernel: d = 96 and d = 40. */
+    @Test
+    void headDimsBelowTheKernelWidthsAgreeWithTheCpu() {
+        assumeTrue(gpu(), "no CUDA device: the device round trip is skipped");
+        roundTrip(AttentionSpec.of(Score.SOFTMAX), false, new long[] {1, 70, 2, 96});
+        roundTrip(AttentionSpec.of(Score.GELU).causal(), false, new long[] {2, 33, 2, 40});
+    }
+
     private static void roundTrip(AttentionSpec spec, boolean alibi) {
+        roundTrip(spec, alibi, SHAPE);
+    }
+
+    private static void roundTrip(AttentionSpec spec, boolean alibi, long[] shape) {
         Random r = new Random(3);
-        long[] lseShape = {SHAPE[0], SHAPE[2], SHAPE[1]};
+        long[] lseShape = {shape[0], shape[2], shape[1]};
         try (Arena arena = Arena.ofConfined(); CudaStream stream = CudaStream.create(GPU)) {
             Tensor[] host = new Tensor[4]; // q, k, v, dout
             for (int i = 0; i < 4; i++) {
-                host[i] = Tensor.allocate(arena, DType.BF16, SHAPE);
+                host[i] = Tensor.allocate(arena, DType.BF16, shape);
                 host[i].copyFrom(TestSupport.toFloats(TestSupport.randn(r, DType.BF16, (int) host[i].elementCount())));
             }
             Tensor[] dev = new Tensor[8]; // q, k, v, dout, out, dq, dk, dv
-            for (int i = 0; i < 8; i++) dev[i] = Cuda.allocate(arena, DType.BF16, GPU, SHAPE);
+            for (int i = 0; i < 8; i++) dev[i] = Cuda.allocate(arena, DType.BF16, GPU, shape);
             boolean softmax = spec.score() == Score.SOFTMAX; // only softmax has an LSE
             Tensor devLse = softmax ? Cuda.allocate(arena, DType.FP32, GPU, lseShape) : null;
             for (int i = 0; i < 4; i++) Cuda.copy(host[i], dev[i], stream);
             AttentionExtras onDevice = AttentionExtras.none().stream(stream), onCpu = AttentionExtras.none();
             if (alibi) {
-                float[] slopes = FlashSig.alibiSlopes((int) SHAPE[2]);
-                Tensor hostSlopes = Tensor.allocate(arena, DType.FP32, SHAPE[2]);
+                float[] slopes = FlashSig.alibiSlopes((int) shape[2]);
+                Tensor hostSlopes = Tensor.allocate(arena, DType.FP32, shape[2]);
                 hostSlopes.copyFrom(slopes);
-                Tensor devSlopes = Cuda.allocate(arena, DType.FP32, GPU, SHAPE[2]);
+                Tensor devSlopes = Cuda.allocate(arena, DType.FP32, GPU, shape[2]);
                 Cuda.copy(hostSlopes, devSlopes, stream);
                 onDevice = onDevice.alibi(devSlopes);
                 onCpu = onCpu.alibi(slopes);
@@ -118,13 +130,13 @@ class CudaTest {
                     null);
             Tensor[] back = new Tensor[4]; // out, dq, dk, dv
             for (int i = 0; i < 4; i++) {
-                back[i] = Tensor.allocate(arena, DType.BF16, SHAPE);
+                back[i] = Tensor.allocate(arena, DType.BF16, shape);
                 Cuda.copy(dev[4 + i], back[i], stream);
             }
             stream.synchronize();
 
             Tensor[] cpu = new Tensor[4];
-            for (int i = 0; i < 4; i++) cpu[i] = Tensor.allocate(arena, DType.BF16, SHAPE);
+            for (int i = 0; i < 4; i++) cpu[i] = Tensor.allocate(arena, DType.BF16, shape);
             Tensor cpuLse = softmax ? Tensor.allocate(arena, DType.FP32, lseShape) : null;
             FlashSig.forward(spec, onCpu, host[0], host[1], host[2], cpu[0], cpuLse);
             FlashSig.backward(spec, onCpu, host[0], host[1], host[2], cpu[0], host[3], cpuLse, cpu[1], cpu[2], cpu[3],
