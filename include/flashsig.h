@@ -144,7 +144,8 @@ FSIG_API int fsig_attention_params_init(fsig_attention_params* params);
 
 /* ---- attention --------------------------------------------------------------------------------- */
 /* O = P V with P the score of DESIGN.md §4. lse may be NULL; when given the score must be softmax.
- * On CUDA: fp16 and bf16, head dims 64 and 128 (fsig_get_capabilities); the linear scores likewise.
+ * On CUDA: fp16 and bf16, head dims that are multiples of 8 up to 128 (fsig_capabilities.cuda_head_dims);
+ * the linear scores at head dims 64 and 128 only.
  * stream: a cudaStream_t for CUDA tensors (NULL = default stream); must be NULL for CPU tensors. */
 FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
                                     const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
@@ -189,7 +190,8 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
                                              void* dq_data, void* dk_data, void* dv_data);
 
 /* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * w * 4 (an
- * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, else 128) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
+ * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, 128 for d <= 128; no CUDA kernel
+ * takes a larger d) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
  * call would not use a workspace (CPU tensors, deterministic, linear scores). q is the call's q
  * descriptor (its shape and device are read, its data pointer is not). It does not know the rest of the
  * call: a backward with dbias runs the deterministic kernels and leaves the workspace unused, and a dtype
@@ -315,7 +317,8 @@ typedef struct fsig_capabilities {
     int32_t cuda_head_dim_count;    /* entries used in cuda_head_dims */
     int32_t cuda_head_dims[FSIG_MAX_HEAD_DIM_LIST]; /* the CUDA kernels' widths (64, 128); every multiple of 8
                                        up to the largest runs, on the narrowest that holds it (its columns
-                                       past d zero-filled: d = 96 costs what d = 128 does) */
+                                       past d zero-filled: d = 96 costs what d = 128 does); linear
+                                       attention runs at exactly these */
 } fsig_capabilities;
 
 /* Version as MAJOR * 10000 + MINOR * 100 + PATCH, and as "MAJOR.MINOR.PATCH". */

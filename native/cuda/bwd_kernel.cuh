@@ -347,6 +347,7 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
         if (i >= p.f.seq_q) continue;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
+            if (c0 + nt * 8 >= p.f.head_dim) break;  // columns past the head dim hold zeros
             float* at = rows + i * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
 #if __CUDA_ARCH__ >= 900
             atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]));

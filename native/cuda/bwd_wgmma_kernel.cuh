@@ -376,6 +376,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
                 if (i >= f.seq_q) continue;
 #pragma unroll
                 for (int nt = 0; nt < T::kDqCols / 8; ++nt) {
+                    if (c0 + nt * 8 >= f.head_dim) break;  // columns past the head dim hold zeros
                     float* at = rows + int64_t(i) * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
 #if __CUDA_ARCH__ >= 900
                     atomicAdd(reinterpret_cast<float2*>(at), make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]));

@@ -160,11 +160,11 @@ void sync_or_die(const Case& c) {
 // the same for every row of a tile — no strided pattern, a bias or mask only if broadcast over the query
 // rows, a block layout only if its block rows hold whole tiles (β of a key tile is then one row, or none
 // when the layout alone holds whole tiles): the forward's and the deterministic dQ kernel's tiles have 128 rows,
-// the backward dK/dV kernel's 64 (whose extended kernels exist at d = 64 only).
+// the backward dK/dV kernel's 64 (whose extended kernels exist at width 64 only: d ≤ 64).
 bool wgmma_serves(const ref::Spec& s, int64_t tile_rows) {
     const bool layout_ok = s.block_m == 0 || s.block_m % tile_rows == 0 || s.block_m >= s.Nq;
     const bool bias_ok = s.bias.empty() || s.bias_q == 1, mask_ok = s.mask.empty() || s.mask_q == 1;
-    const bool built = tile_rows == 128 || s.d == 64 || !s.extended();
+    const bool built = tile_rows == 128 || s.d <= 64 || !s.extended();  // (extended dK/dV: the 64-wide kernels)
     return gt::emulated_hopper() && bias_ok && mask_ok && s.strided <= 1 && layout_ok && built;  // (strided 1: off)
 }
 #endif
@@ -463,7 +463,31 @@ std::vector<Case> all_cases() {
             const int set = int(i / ref::kScoreCount), turn = set >= kLayoutTiles ? 1 : 0;
             if (int(i % ref::kScoreCount) == (set + turn) % ref::kScoreCount) few.push_back(cases[i]);
         }
-        return few;
+        cases = few;
+    }
+    // head dims below the kernels' widths (64, 128) through the extended kernels, in the quick set too: on an
+    // sm_90 ALiBi at d = 96 has its forward and dQ on wgmma, key padding at d = 40 its dK/dV
+    struct Width {
+        int ext, score, dtype;
+        int64_t d, nq, nk;
+        bool causal;
+    };
+    const Width widths[] = {{kAlibi, ref::kSigmoid, ref::kBf16, 96, 130, 300, true},
+                            {kKeyPadBias, ref::kSoftmax, ref::kFp16, 40, 257, 129, false},
+                            {kAll, ref::kGelu, ref::kBf16, 72, 200, 170, true}};
+    for (const Width& w : widths) {
+        const int n = int(&w - widths);
+        Case c;
+        c.seed = 7000 + uint64_t(n);
+        ref::Rng rng(c.seed * 7919);
+        ref::Spec& s = c.s;
+        s.B = 2, s.Hq = 4, s.Hk = 2, s.d = w.d, s.Nq = w.nq, s.Nk = w.nk, s.score = w.score, s.causal = w.causal;
+        c.dtype = w.dtype;
+        add_extension(s, w.ext, rng, &c.bias_dtype);
+        c.name = th::format("w%02d_%s_%s_%s_d%lld_%lldx%lld%s", n, kExtNames[w.ext], ref::score_name(w.score),
+                            ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk,
+                            s.causal ? "_causal" : "");
+        cases.push_back(c);
     }
     return cases;
 }

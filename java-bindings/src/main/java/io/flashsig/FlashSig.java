@@ -331,6 +331,15 @@ public final class FlashSig {
         public boolean cudaAvailable() {
             return cudaDeviceCount > 0 && !cudaDtypes.isEmpty();
         }
+
+        /**
+         * Whether this build's CUDA attention kernels (softmax and pointwise scores) take head dim {@code d}:
+         * a multiple of 8 up to the largest of {@link #cudaHeadDims()} (the linear scores take exactly those).
+         * Says nothing of a device being present ({@link #cudaAvailable()}).
+         */
+        public boolean cudaRunsHeadDim(int d) {
+            return d > 0 && d % 8 == 0 && cudaHeadDims.stream().anyMatch(width -> d <= width);
+        }
     }
 
     public static Capabilities capabilities() {

@@ -9,6 +9,7 @@ import java.util.Random;
 
 import static io.flashsig.BadInputTest.expect;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -87,6 +88,27 @@ class CudaTest {
     void alibiAndLognOnTheDeviceAgreeWithTheCpu() {
         assumeTrue(gpu(), "no CUDA device: the device round trip is skipped");
         roundTrip(AttentionSpec.of(Score.SOFTMAX).causal().lognScaling(32), true);
+    }
+
+    /**
+     * The head-dim rule of the CUDA kernels (multiples of 8 up to the widest kernel) and the fast backward's
+     * workspace, whose fp32 dQ rows have the kernel's width: no device needed (the size query reads shapes).
+     */
+    @Test
+    void headDimRuleAndWorkspaceWidth() {
+        FlashSig.Capabilities caps = FlashSig.capabilities();
+        if (caps.cudaCompiled()) {
+            for (int d : new int[] {8, 40, 64, 72, 96, 128}) assertTrue(caps.cudaRunsHeadDim(d), "d = " + d);
+            for (int d : new int[] {0, 4, 100, 136, 256}) assertFalse(caps.cudaRunsHeadDim(d), "d = " + d);
+        }
+        long[][] shapes = {{1, 100, 2, 40}, {1, 100, 2, 96}, {1, 100, 2, 128}};
+        long[] widths = {64, 128, 128};
+        for (int i = 0; i < shapes.length; i++) {
+            Tensor foreign = Tensor.wrap(MemorySegment.ofAddress(1 << 20).reinterpret(1 << 20), DType.BF16, GPU,
+                    shapes[i], Tensor.contiguousStrides(shapes[i]));
+            assertEquals(shapes[i][0] * shapes[i][1] * shapes[i][2] * widths[i] * 4,
+                    FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(), foreign), "d = " + shapes[i][3]);
+        }
     }
 
     /** Head dims below the kernels' widths (64, 128) run on the next wider kernel: d = 96 and d = 40. */

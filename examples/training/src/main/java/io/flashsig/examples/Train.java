@@ -33,7 +33,7 @@ public final class Train {
     static final int VOCAB = 16, N = 16, BATCH = 32;
     /** The CPU run: fp32, small enough for a few seconds on 2 cores. */
     static final Dims CPU_DIMS = new Dims(VOCAB, N, BATCH, 2, 16);
-    /** The GPU run (and {@code --bf16}): bf16, d = 64, the smallest head dim of the CUDA kernels. */
+    /** The GPU run (and {@code --bf16}): bf16, d = 64, the narrower of the CUDA kernels' widths. */
     static final Dims GPU_DIMS = new Dims(VOCAB, N, BATCH, 2, 64);
     static final float LR = 3e-3f;
     static final String USAGE = "usage: Train [steps] [--device cpu|cuda|auto] [--bf16]";
@@ -123,7 +123,7 @@ public final class Train {
     static String whyNoGpu(FlashSig.Capabilities caps) {
         if (!caps.cudaCompiled()) return "this libflashsig was built without CUDA";
         if (caps.cudaDeviceCount() == 0) return "no CUDA device or driver";
-        if (!caps.cudaDtypes().contains(DType.BF16) || !caps.cudaHeadDims().contains(GPU_DIMS.headDim()))
+        if (!caps.cudaDtypes().contains(DType.BF16) || !caps.cudaRunsHeadDim(GPU_DIMS.headDim()))
             return "the CUDA kernels lack bf16 at d = " + GPU_DIMS.headDim() + " (dtypes " + caps.cudaDtypes()
                     + ", head dims " + caps.cudaHeadDims() + ")";
         return null;
