@@ -13,7 +13,7 @@ __global__ void __launch_bounds__(256) dq_convert_kernel(const __grid_constant__
     using M = Mma<Elem>;
     constexpr int kChunks = kHeadDim / 8;
     const FwdParams& f = p.f;
-    const int64_t chunk = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // over [B, Hq, Nq, d / 8]
+    const int64_t chunk = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // over [B, Hq, Nq, kHeadDim / 8]
     if (chunk >= f.batch * f.heads_q * f.seq_q * kChunks) return;
     const int c = int(chunk % kChunks) * 8;
     if (c >= f.head_dim) return;

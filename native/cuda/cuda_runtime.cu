@@ -363,12 +363,12 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
 // key-padding bias and mask, block layouts of 128-row multiples), and bwd_wgmma_kernel.cuh the backward's dK/dV
-// of plain calls and at d = 64 of the same extensions (64-row tiles) and the deterministic path's dQ of plain
-// calls and those extensions at both d (128-row tiles, no dBias), on a compute capability 9.0 device when the
-// library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels. Opt-in until
-// they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1 (use them where
-// they can run), require (a call they should serve but cannot fails: the GPU session's proof that they ran)
-// or off.
+// of plain calls and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the deterministic path's
+// dQ of plain calls and those extensions at every d (128-row tiles, no dBias), on a compute capability 9.0
+// device when the library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels.
+// Opt-in until they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1
+// (use them where they can run), require (a call they should serve but cannot fails: the GPU session's proof
+// that they ran) or off.
 enum class WgmmaSetting { kOff, kOn, kRequired };
 WgmmaSetting wgmma_setting() {
     static const WgmmaSetting setting = [] {
@@ -530,8 +530,8 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim > 64;
     // The Hopper kernels where they can run (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA),
     // else bwd_kernel.cuh's: dK, dV (and on the fast path dS K into the workspace) where β is not needed per
-    // element of its 64 x 128 tiles (the Hopper forward's rule) and the kernel is built (extended: d = 64), on
-    // both paths alike, so that their dK and dV stay the same bits; the deterministic path's dQ where β is not
+    // element of its 64 x 128 tiles (the Hopper forward's rule) and the kernel is built (extended: width 64,
+    // d ≤ 64), on both paths alike, so that their dK and dV stay the same bits; the deterministic path's dQ where β is not
     // needed per element of its 128 x 64 tiles and no dBias is asked for (bwd_kernel.cuh's dQ kernel owns it).
     BwdParams p_dkdv = p, p_dq = p;
     p_dkdv.f = for_kernel_tiles(p.f, kBwdKvBlockN, true, kWgmmaBwdBlockM);
