@@ -81,10 +81,15 @@ class TrainTest {
         FlashSig.Capabilities none = caps(false, 0, Set.of(), List.of());
         FlashSig.Capabilities noDevice = caps(true, 0, Set.of(DType.FP16, DType.BF16), List.of(64, 128));
         FlashSig.Capabilities gpu = caps(true, 2, Set.of(DType.FP16, DType.BF16), List.of(64, 128));
-        FlashSig.Capabilities no64 = caps(true, 1, Set.of(DType.BF16), List.of(128));
+        // kernels too narrow for d = 64 (a 128-wide one would run it: Capabilities.cudaRunsHeadDim), or no bf16
+        FlashSig.Capabilities no64 = caps(true, 1, Set.of(DType.BF16), List.of(32));
+        FlashSig.Capabilities noBf16 = caps(true, 1, Set.of(DType.FP16), List.of(64, 128));
+        FlashSig.Capabilities only128 = caps(true, 1, Set.of(DType.BF16), List.of(128));
         assertEquals(Device.CPU, Train.chooseDevice("auto", none).device());
         assertEquals(Device.CPU, Train.chooseDevice("auto", noDevice).device());
         assertEquals(Device.CPU, Train.chooseDevice("auto", no64).device());
+        assertEquals(Device.CPU, Train.chooseDevice("auto", noBf16).device());
+        assertEquals(Device.cuda(0), Train.chooseDevice("auto", only128).device());
         assertEquals(Device.cuda(0), Train.chooseDevice("auto", gpu).device());
         assertEquals(Device.cuda(0), Train.chooseDevice("cuda", gpu).device());
         assertEquals(Device.CPU, Train.chooseDevice("cpu", gpu).device());
