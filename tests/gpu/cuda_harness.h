@@ -54,6 +54,22 @@ inline std::vector<std::string> g_filters;  // case filters (those naming a TEST
         }                                                                                                      \
     } while (0)
 
+// Whether the Hopper (sm_90a) kernels can run on device 0 — compute capability 9.0, and on the emulator no code
+// JIT-compiled from older PTX (FSIG_EMU_PTX) — printing the device line of the FSIG_CUDA_WGMMA=require tests.
+inline bool hopper_kernels_run_for_require() {
+    int major = 0, minor = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
+    const char* emulated_ptx = nullptr;
+#if defined(FSIG_TEST_ON_EMULATOR)
+    emulated_ptx = std::getenv("FSIG_EMU_PTX");
+#endif
+    const bool ptx_jit = emulated_ptx != nullptr && std::atoi(emulated_ptx) < 90;
+    std::printf("  compute capability %d.%d%s, FSIG_CUDA_WGMMA=require\n", major, minor,
+                ptx_jit ? " (code JIT-compiled from PTX)" : "");
+    return major == 9 && minor == 0 && !ptx_jit;
+}
+
 inline std::shared_ptr<void> device_alloc(size_t bytes) {
     void* p = nullptr;
     CUDA_OK(cudaMalloc(&p, bytes ? bytes : 1));

@@ -613,28 +613,23 @@ TEST(hopper_kernel_choice) {
     if (!g_cuda) return;
     const char* setting = std::getenv("FSIG_CUDA_WGMMA");
     if (setting == nullptr || std::strcmp(setting, "require") != 0) return;
-    int major = 0, minor = 0;
-    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
-    const char* emulated_ptx = nullptr;
-#if defined(FSIG_TEST_ON_EMULATOR)
-    emulated_ptx = std::getenv("FSIG_EMU_PTX");
-#endif
-    const bool ptx_jit = emulated_ptx != nullptr && std::atoi(emulated_ptx) < 90;
-    std::printf("  compute capability %d.%d%s, FSIG_CUDA_WGMMA=require\n", major, minor,
-                ptx_jit ? " (code JIT-compiled from PTX)" : "");
-    if (major == 9 && minor == 0 && !ptx_jit) {
+    if (gt::hopper_kernels_run_for_require()) {
         const Case c = small_case(ref::kSigmoid, 128);
         EXPECT(run_case(c, prepare(c)), "a plain backward on the Hopper kernel failed");
         return;
     }
+    const char* jit_word = "compute capability";  // (the refusal's reason: the device, or JIT-compiled PTX)
+#if defined(FSIG_TEST_ON_EMULATOR)
+    if (const char* ptx = std::getenv("FSIG_EMU_PTX"); ptx != nullptr && std::atoi(ptx) < 90)
+        jit_word = "is not sm_90a's";
+#endif
     const Case c = small_case();
     const Prepared in = prepare(c);
     for (bool fast : {false, true}) {
         Run r(c, in);
         r.use_workspace(fast, c.s);
         expect_refusal(fast ? "FSIG_CUDA_WGMMA=require, no Hopper kernel (fast path)" : "FSIG_CUDA_WGMMA=require, no Hopper kernel",
-                       r.backward(), FSIG_ERROR_UNSUPPORTED, ptx_jit ? "is not sm_90a's" : "compute capability", r);
+                       r.backward(), FSIG_ERROR_UNSUPPORTED, jit_word, r);
         EXPECT(!r.workspace.touched(), "the refused call wrote its workspace");
     }
 }

@@ -588,16 +588,7 @@ TEST(determinism_extended) {
 TEST(hopper_require) {
     const char* setting = std::getenv("FSIG_CUDA_WGMMA");
     if (!g_cuda || g_list || setting == nullptr || std::strcmp(setting, "require") != 0) return;
-    int major = 0, minor = 0;
-    CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-    CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0));
-    const char* emulated_ptx = nullptr;
-#if defined(FSIG_TEST_ON_EMULATOR)
-    emulated_ptx = std::getenv("FSIG_EMU_PTX");
-#endif
-    const bool hopper = major == 9 && minor == 0 && (emulated_ptx == nullptr || std::atoi(emulated_ptx) >= 90);
-    std::printf("  compute capability %d.%d%s, FSIG_CUDA_WGMMA=require\n", major, minor,
-                emulated_ptx != nullptr ? " (code JIT-compiled from PTX)" : "");
+    const bool hopper = gt::hopper_kernels_run_for_require();
     for (int ext : {int(kAlibi), int(kStrided)}) {
         Case c;
         ref::Spec& s = c.s;
