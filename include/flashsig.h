@@ -144,7 +144,7 @@ FSIG_API int fsig_attention_params_init(fsig_attention_params* params);
 
 /* ---- attention --------------------------------------------------------------------------------- */
 /* O = P V with P the score of DESIGN.md §4. lse may be NULL; when given the score must be softmax.
- * On CUDA: fp16 and bf16, head dims that are multiples of 8 up to 128 (fsig_capabilities.cuda_head_dims);
+ * On CUDA: fp16 and bf16, head dims that are multiples of 8 up to 256 (fsig_capabilities.cuda_head_dims);
  * the linear scores at head dims 64 and 128 only.
  * stream: a cudaStream_t for CUDA tensors (NULL = default stream); must be NULL for CPU tensors. */
 FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
@@ -160,7 +160,8 @@ FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
  *  - deterministic (params.deterministic 1, or no workspace, or dbias asked for): dK/dV and dQ by two
  *    kernels that each recompute the scores, no atomics, the same bits on every run (a broadcast dbias
  *    then uses the workspace for its partial sums: fsig_attention_backward_workspace_size_ex).
- * The CPU backward is always deterministic. */
+ * The CPU backward is always deterministic. On CUDA: head dims that are multiples of 8 up to 128
+ * (fsig_capabilities.cuda_backward_max_head_dim; the forward's 256-wide kernel has no backward yet). */
 FSIG_API int fsig_attention_backward(const fsig_attention_params* params,
                                      const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
                                      const fsig_tensor* out, const fsig_tensor* dout,
@@ -190,7 +191,7 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
                                              void* dq_data, void* dk_data, void* dv_data);
 
 /* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * w * 4 (an
- * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, 128 for d <= 128; no CUDA kernel
+ * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, 128 for d <= 128; no CUDA backward
  * takes a larger d) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
  * call would not use a workspace (CPU tensors, deterministic, linear scores). q is the call's q
  * descriptor (its shape and device are read, its data pointer is not). It does not know the rest of the
@@ -315,10 +316,13 @@ typedef struct fsig_capabilities {
     int32_t cuda_device_count;      /* usable CUDA devices now (0 without a driver) */
     uint32_t cuda_dtypes;           /* bit (1 << fsig_dtype) per dtype with CUDA kernels */
     int32_t cuda_head_dim_count;    /* entries used in cuda_head_dims */
-    int32_t cuda_head_dims[FSIG_MAX_HEAD_DIM_LIST]; /* the CUDA kernels' widths (64, 128); every multiple of 8
-                                       up to the largest runs, on the narrowest that holds it (its columns
-                                       past d zero-filled: d = 96 costs what d = 128 does); linear
-                                       attention runs at exactly these */
+    int32_t cuda_head_dims[FSIG_MAX_HEAD_DIM_LIST]; /* the CUDA forward kernels' widths (64, 128, 256);
+                                       every multiple of 8 up to the largest runs, on the narrowest that
+                                       holds it (its columns past d zero-filled: d = 96 costs what d = 128
+                                       does); linear attention runs at 64 and 128 */
+    /* ---- added in 0.3 (a struct_size that ends before it is accepted: the fields it has are filled) ---- */
+    int32_t cuda_backward_max_head_dim; /* the CUDA backward runs every multiple of 8 up to this (128; 0
+                                       without CUDA) */
 } fsig_capabilities;
 
 /* Version as MAJOR * 10000 + MINOR * 100 + PATCH, and as "MAJOR.MINOR.PATCH". */

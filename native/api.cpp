@@ -982,10 +982,12 @@ FSIG_API const char* fsig_version_string(void) {
 FSIG_API int fsig_get_capabilities(fsig_capabilities* caps) {
     fsig::clear_error();
     if (caps == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "caps is NULL");
-    if (caps->struct_size < sizeof(fsig_capabilities))
+    // a caller built before cuda_backward_max_head_dim passes the size of the struct up to it
+    constexpr size_t kOldSize = offsetof(fsig_capabilities, cuda_backward_max_head_dim);
+    if (caps->struct_size < kOldSize)
         return fail(FSIG_ERROR_INVALID_PARAMS,
                     "caps->struct_size is %u but must be at least %zu (set it to sizeof(fsig_capabilities))",
-                    caps->struct_size, sizeof(fsig_capabilities));
+                    caps->struct_size, kOldSize);
     const uint32_t size = caps->struct_size;
     std::memset(caps, 0, size);  // fields of a newer header that this library does not know read as 0
     caps->struct_size = size;
@@ -998,6 +1000,8 @@ FSIG_API int fsig_get_capabilities(fsig_capabilities* caps) {
     caps->cuda_device_count = fsig::cuda::compiled() ? fsig::cuda::device_count() : 0;
     caps->cuda_dtypes = fsig::cuda::forward_dtypes();  // 0 in a build without CUDA
     caps->cuda_head_dim_count = fsig::cuda::forward_head_dims(caps->cuda_head_dims, FSIG_MAX_HEAD_DIM_LIST);
+    if (size >= offsetof(fsig_capabilities, cuda_backward_max_head_dim) + sizeof(int32_t))
+        caps->cuda_backward_max_head_dim = fsig::cuda::compiled() ? fsig::cuda::kBackwardMaxHeadDim : 0;
     return FSIG_OK;
 }
 

@@ -57,7 +57,7 @@ const char* no_device_reason() {
 uint32_t forward_dtypes() { return (1u << FSIG_DTYPE_FP16) | (1u << FSIG_DTYPE_BF16); }
 
 int forward_head_dims(int32_t* dims, int max) {
-    static const int32_t kDims[] = {64, 128};
+    static const int32_t kDims[] = {64, 128, 256};
     int n = 0;
     for (int32_t d : kDims)
         if (n < max) dims[n++] = d;
@@ -244,24 +244,25 @@ private:
 
 // What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
 // grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages. The attention
-// kernels run every head dim that is a multiple of 8 (16-byte rows) up to 128 on the 64- or 128-wide
-// kernel (FwdParams::head_dim); linear attention (`widths_only`) has 64 and 128 only.
-int check_problem(const Message& m, const Problem& pr, const char* pass, bool widths_only = false) {
+// kernels run every head dim that is a multiple of 8 (16-byte rows) up to max_head_dim on the narrowest
+// kernel that holds it (FwdParams::head_dim): the forward's widths are 64, 128 and 256, the backward's
+// 64 and 128; linear attention (max_head_dim 0) has 64 and 128 only.
+int check_problem(const Message& m, const Problem& pr, const char* pass, int max_head_dim) {
     if (pr.dtype != FSIG_DTYPE_FP16 && pr.dtype != FSIG_DTYPE_BF16)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.dtype is fp32 but the CUDA kernels take fp16 or bf16 (tensor cores); convert the tensors "
                       "or pass CPU tensors");
-    if (widths_only && pr.head_dim != 64 && pr.head_dim != 128)
+    if (max_head_dim == 0 && pr.head_dim != 64 && pr.head_dim != 128)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.shape[3] (head_dim) is %lld but the CUDA %s supports head_dim 64 and 128; other head dims "
                       "run on CPU tensors",
                       (long long)pr.head_dim, pass);
-    if (!widths_only && (pr.head_dim % 8 != 0 || pr.head_dim > 128))
+    if (max_head_dim > 0 && (pr.head_dim % 8 != 0 || pr.head_dim > max_head_dim))
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.shape[3] (head_dim) is %lld but the CUDA %s supports head dims that are multiples of 8 "
-                      "up to 128 (fsig_capabilities.cuda_head_dims: the kernels' widths); other head dims run on "
-                      "CPU tensors",
-                      (long long)pr.head_dim, pass);
+                      "up to %d (fsig_capabilities.%s); other head dims run on CPU tensors",
+                      (long long)pr.head_dim, pass, max_head_dim,
+                      max_head_dim == kBackwardMaxHeadDim ? "cuda_backward_max_head_dim" : "cuda_head_dims");
     if (pr.seq_q > kMaxCudaSeq || pr.seq_k > kMaxCudaSeq)
         return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be at most 2^30 on CUDA",
                       (long long)pr.seq_q, (long long)pr.seq_k);
@@ -324,10 +325,12 @@ int check_extension_pointers(const Message& m, const Problem& pr, const TensorVi
 using FwdLauncher = cudaError_t (*)(const FwdParams&, cudaStream_t);
 using BwdLauncher = cudaError_t (*)(const BwdParams&, cudaStream_t);
 
-// The generated units' launchers, by [extended][bf16][head dim 128]
-constexpr FwdLauncher kFwd[2][2][2] = {
-    {{launch_fwd_fp16_hd64, launch_fwd_fp16_hd128}, {launch_fwd_bf16_hd64, launch_fwd_bf16_hd128}},
-    {{launch_fwd_ext_fp16_hd64, launch_fwd_ext_fp16_hd128}, {launch_fwd_ext_bf16_hd64, launch_fwd_ext_bf16_hd128}}};
+// The generated units' launchers, by [extended][bf16][kernel width: 64, 128 (, 256: the forward)]
+constexpr FwdLauncher kFwd[2][2][3] = {
+    {{launch_fwd_fp16_hd64, launch_fwd_fp16_hd128, launch_fwd_fp16_hd256},
+     {launch_fwd_bf16_hd64, launch_fwd_bf16_hd128, launch_fwd_bf16_hd256}},
+    {{launch_fwd_ext_fp16_hd64, launch_fwd_ext_fp16_hd128, launch_fwd_ext_fp16_hd256},
+     {launch_fwd_ext_bf16_hd64, launch_fwd_ext_bf16_hd128, launch_fwd_ext_bf16_hd256}}};
 constexpr BwdLauncher kBwdDkDv[2][2][2] = {
     {{launch_bwd_dkdv_fp16_hd64, launch_bwd_dkdv_fp16_hd128}, {launch_bwd_dkdv_bf16_hd64, launch_bwd_dkdv_bf16_hd128}},
     {{launch_bwd_dkdv_ext_fp16_hd64, launch_bwd_dkdv_ext_fp16_hd128},
@@ -346,10 +349,12 @@ constexpr BwdLauncher kBwdDqWgmma[2][2][2] = {
      {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128}},
     {{launch_bwd_dq_wgmma_ext_fp16_hd64, launch_bwd_dq_wgmma_ext_fp16_hd128},
      {launch_bwd_dq_wgmma_ext_bf16_hd64, launch_bwd_dq_wgmma_ext_bf16_hd128}}};
-constexpr FwdLauncher kFwdWgmma[2][2][2] = {
-    {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128}, {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128}},
-    {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128},
-     {launch_fwd_wgmma_ext_bf16_hd64, launch_fwd_wgmma_ext_bf16_hd128}}};
+// (no Hopper forward of width 256: those calls take the mma.sync kernel)
+constexpr FwdLauncher kFwdWgmma[2][2][3] = {
+    {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128, nullptr},
+     {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128, nullptr}},
+    {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128, nullptr},
+     {launch_fwd_wgmma_ext_bf16_hd64, launch_fwd_wgmma_ext_bf16_hd128, nullptr}}};
 
 // p for a kernel of tile_m x tile_n tiles: without β where a block layout, the only element-wise
 // extension, is constant over every such tile (the tile skipping applies it); with key_rows (the Hopper
@@ -362,7 +367,7 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 }
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
-// key-padding bias and mask, block layouts of 128-row multiples), and bwd_wgmma_kernel.cuh the backward's dK/dV
+// key-padding bias and mask, block layouts of 128-row multiples) at d ≤ 128, and bwd_wgmma_kernel.cuh the backward's dK/dV
 // of plain calls and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the deterministic path's
 // dQ of plain calls and those extensions at every d (128-row tiles, no dBias), on a compute capability 9.0
 // device when the library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels.
@@ -427,7 +432,7 @@ const char* wgmma_unavailable(int device) {
 int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "forward"); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "forward", kForwardMaxHeadDim); st != FSIG_OK) return st;
     const Named tensors[] = {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out}, {"lse", &a.lse}};
     const int n_layout = 4, n_pointers = a.has_lse ? 5 : 4;  // (lse: fp32, any strides)
     for (int i = 0; i < n_layout; ++i)
@@ -438,16 +443,18 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
     if (int st = check_extension_pointers(m, pr, nullptr, device); st != FSIG_OK) return st;
 
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
-    const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim > 64;
+    const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16;
+    const int width = pr.head_dim <= 64 ? 0 : pr.head_dim <= 128 ? 1 : 2;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const FwdParams p_wgmma = for_kernel_tiles(p, kWgmmaFwdBlockN, true);
-    const WgmmaSetting wgmma = p_wgmma.ext.elementwise ? WgmmaSetting::kOff : wgmma_setting();
+    const FwdLauncher fwd_wgmma = kFwdWgmma[ext][bf16][width];
+    const WgmmaSetting wgmma = p_wgmma.ext.elementwise || fwd_wgmma == nullptr ? WgmmaSetting::kOff : wgmma_setting();
     bool launched = false;
     cudaError_t e = cudaSuccess;
     if (wgmma != WgmmaSetting::kOff) {
         const char* why = wgmma_unavailable(device);
         if (why == nullptr) {
-            e = kFwdWgmma[ext][bf16][d128](p_wgmma, s);
+            e = fwd_wgmma(p_wgmma, s);
             launched = e != cudaErrorNoKernelImageForDevice;
             if (!launched) cudaGetLastError(), why = "the code loaded for the device is not sm_90a's (PTX compiled for it)";
         }
@@ -455,7 +462,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
             return m.fail(FSIG_ERROR_UNSUPPORTED, "FSIG_CUDA_WGMMA=require, but the Hopper (wgmma) kernels cannot run: %s",
                           why);
     }
-    if (!launched) e = kFwd[ext][bf16][d128](for_kernel_tiles(p, kFwdBlockN, false), s);
+    if (!launched) e = kFwd[ext][bf16][width](for_kernel_tiles(p, kFwdBlockN, false), s);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,
@@ -467,7 +474,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
 int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "backward"); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "backward", kBackwardMaxHeadDim); st != FSIG_OK) return st;
     const bool softmax = pr.score == FSIG_SCORE_SOFTMAX;
     if (softmax && (!a.has_out || !a.has_lse))  // (the C ABI layer already refuses this)
         return m.fail(FSIG_ERROR_NULL_ARGUMENT, "softmax backward needs the forward's out and lse");
@@ -697,7 +704,7 @@ int linear_forward(const ForwardArgs& a, int64_t length, float epsilon, int devi
                    size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "linear attention", true); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "linear attention", 0); st != FSIG_OK) return st;
     if (int st = check_linear_grid(m, pr); st != FSIG_OK) return st;
     const Named tensors[] = {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"out", &a.out}};
     for (const Named& t : tensors)
@@ -718,7 +725,7 @@ int linear_backward(const BackwardArgs& a, int64_t length, float epsilon, int de
                     size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "linear attention", true); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "linear attention", 0); st != FSIG_OK) return st;
     if (int st = check_linear_grid(m, pr); st != FSIG_OK) return st;
     // out (optional) is not read: the backward recomputes what it needs
     const Named tensors[] = {{"q", &a.q},       {"k", &a.k},   {"v", &a.v},  {"dout", &a.dout},

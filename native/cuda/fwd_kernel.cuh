@@ -1,6 +1,7 @@
 // The CUDA forward kernel (FlashAttention-2 design, DESIGN.md §5) for sm_80 and later (sm_90a runs
 // the same mma.sync code). Included by the generated units fwd[_ext]_<dtype>_hd<d>.cu, one per (dtype,
-// head dim, plain or extended), each instantiating the 7 score policies: 56 kernels in all.
+// kernel width 64, 128 or 256, plain or extended), each instantiating the 7 score policies: 84 kernels in all
+// (width 256: attention_fwd_wide_kernel, Q in shared memory).
 //
 // Contract: q [B, Nq, Hq, d], k/v [B, Nk, Hk, d], out [B, Nq, Hq, d] in fp16 or bf16, last-dim stride 1,
 // other strides multiples of 8 elements, base pointers 16-byte aligned (validated on the host, so every
@@ -9,9 +10,10 @@
 // per row (causal and window, bottom-right aligned), P = score(S) (0 where masked), O = P V; softmax
 // divides by the row sum and writes LSE = ln Σ exp(S) (O = 0, LSE = +inf on a row with no allowed key).
 //
-// Algorithm. One block of 8 warps per (query tile of 128 rows, head, batch); warp w owns rows
-// 16w..16w+15, its Q fragments stay in registers for the whole block. Key tiles of 64 rows stream
-// through shared memory in two stages (cp.async: tile t+1 loads while tile t computes). Per tile:
+// Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
+// of 8 warps per (query tile of 128 rows, head, batch); warp w owns rows 16w..16w+15, its Q fragments stay
+// in registers for the whole block. Key tiles of 64 rows stream through shared memory in two stages
+// (cp.async: tile t+1 loads while tile t computes). Per tile:
 // S (16 x 64 per warp) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the
 // score policy applied to the accumulator registers, P packed to 16-bit in registers as the A operand
 // of O += P V (V fragments by ldmatrix.trans). Tiles no row of the block may see are never visited;
@@ -53,7 +55,8 @@ namespace fsig::cuda {
 // query rows (FA2's forward uses 128-row tiles for d = 64 and 128 as well). Registers per thread for
 // d = 128: Q 32 + O 64 + S 32; the compiler report is in native/cuda/NOTES.md. Shared memory: K and V
 // of two stages (d = 64: 32 KiB, d = 128: 64 KiB). The Q tile is first staged in stage 1 (it is as
-// large as one stage's K + V) and O is staged through the whole buffer at the end.
+// large as one stage's K + V) and O is staged through the whole buffer at the end. d = 256 (kQInSmem):
+// the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
 template <int kHeadDim_, class Elem_>
 struct FwdTraits {
     using Elem = Elem_;
@@ -70,6 +73,9 @@ struct FwdTraits {
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Q Kᵀ
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
     static constexpr int kPSteps = kBlockN / 16;   // k16 steps of P V
+    // d = 256: Q's fragments (64 registers) would not fit beside O's 128, so Q stays in shared memory
+    // and K and V get one buffer each (attention_fwd_wide_kernel)
+    static constexpr bool kQInSmem = kHeadDim > 128;
     static_assert(kHeadDim % 64 == 0, "the swizzle needs rows of whole 128-byte lines");
     static_assert(kBlockM * kHeadDim <= 2 * kTileElems, "the Q tile must fit in stage 1");
     static_assert(kBlockM * kHeadDim <= kSmemElems, "the O tile must fit in the buffer");
@@ -199,10 +205,10 @@ __device__ __forceinline__ void load_rows(uint32_t tile, const typename T::Elem*
     }
 }
 // the same into a tile of frag::swizzle's layout (the mma.sync kernels)
-template <class T, int kRows>
+template <class T, int kRows, bool kRolled = false>
 __device__ __forceinline__ void load_tile(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
                                           int64_t row0, int64_t n_rows, int cols, int tid) {
-    load_rows<T, kRows>(tile, base, row_stride, row0, n_rows, cols, tid,
+    load_rows<T, kRows, kRolled>(tile, base, row_stride, row0, n_rows, cols, tid,
                         [](int r, int col) { return uint32_t(2 * frag::swizzle<T::kHeadDim>(r, col)); });
 }
 
@@ -572,11 +578,151 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, p.head_dim, i0, warp, lane, o, mul, smem);
 }
 
+// The d = 256 forward (T::kQInSmem): the same block, warps, tiles and per-tile math as
+// attention_fwd_kernel, but Q stays in shared memory and is read by ldmatrix at each k-step of S = Q Kᵀ
+// (FlashAttention-2's d = 256 layout): O alone takes 128 registers per thread. Shared memory is
+// K (32 KiB), V (32 KiB), Q (64 KiB) — two K/V stages would not fit beside Q in sm_80's 163 KiB — so
+// K and V are separate cp.async groups: the next tile's K loads while this tile's P V runs, its V while
+// the next S = Q Kᵀ runs. Three barriers per tile: K landed; V landed (and every warp done with K);
+// every warp done with V.
+template <class T, class Score, bool kExt>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wide_kernel(const __grid_constant__ FwdParams p) {
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN;
+    static_assert(T::kQInSmem && kBlockM * kD == 2 * T::kTileElems, "K, V, then Q fill the buffer");
+    Elem* smem = reinterpret_cast<Elem*>(smem_raw);
+    const uint32_t smem_base = smem_addr(smem);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+    const FwdBlock<Elem> blk = fwd_block<Elem>(p);
+    const int m_block = blk.m_block, h = blk.h;
+    const int64_t b = blk.b;
+    const Elem *q = blk.q, *k = blk.k, *v = blk.v;
+    Elem* out = blk.out;
+
+    // as attention_fwd_kernel: int32 rows and keys, the block's key range, this warp's rows
+    const int i0 = m_block * kBlockM;
+    const int i_end = int(min(int64_t(i0) + kBlockM, p.seq_q));
+    const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
+    const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane); };
+    const int n_first = next_live(int(key_lo / kBlockN));
+    const int w0 = i0 + warp * 16;
+    const int warp_lo = int(first_key(p, w0));
+    const int warp_hi = int(last_key(p, min(int64_t(w0) + 15, p.seq_q - 1)));
+    const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+
+    constexpr uint32_t kTileBytes = 2u * T::kTileElems;
+    const uint32_t k_tile = smem_base, v_tile = smem_base + kTileBytes, q_tile = smem_base + 2 * kTileBytes;
+    // prologue: the groups {Q, first K} and {first V}
+    load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
+    if (n_first <= n_last) load_tile<T, kBlockN>(k_tile, k, p.k_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
+    cp_async_commit();
+    if (n_first <= n_last) load_tile<T, kBlockN>(v_tile, v, p.v_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
+    cp_async_commit();
+
+    float o[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.f, 0.f};
+    const ScoreConsts sc = score_consts(p);
+    auto beta_tile = [&] {
+        return reinterpret_cast<float*>(smem_raw + T::kSmemBytes) + warp * 16 * kBetaStride<kBlockN>;
+    };
+    const frag::RowCol qa = frag::ldsm_a(lane);
+
+    for (int nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
+        const int j0 = nb * kBlockN;
+        nb_next = next_live(nb + 1);
+        cp_async_wait<1>();  // Q and this tile's K have landed (its V may still be in flight) ...
+        __syncthreads();     // ... for every thread
+
+        bool warp_live = warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi;
+        if constexpr (kExt) {
+            if (p.ext.elementwise && warp_live) warp_live = stage_beta<kBlockN>(p, b, h, w0, j0, lane, beta_tile());
+        }
+        float s[T::kNTiles][4];
+        if (warp_live) {
+            // ---- S = Q Kᵀ, Q's fragment of each k-step from shared memory ----
+#pragma unroll
+            for (int nt = 0; nt < T::kNTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            const frag::RowCol bk = frag::ldsm_b(lane);
+#pragma unroll
+            for (int ks = 0; ks < T::kKSteps; ++ks) {
+                uint32_t qf[4];
+                ldsm_x4(qf, q_tile + 2 * frag::swizzle<kD>(warp * 16 + qa.row, ks * 16 + qa.col));
+#pragma unroll
+                for (int np = 0; np < T::kNTiles / 2; ++np) {
+                    uint32_t kb[4];
+                    ldsm_x4(kb, k_tile + 2 * frag::swizzle<kD>(np * 16 + bk.row, ks * 16 + bk.col));
+                    M::run(s[2 * np], qf, kb[0], kb[1]);
+                    M::run(s[2 * np + 1], qf, kb[2], kb[3]);
+                }
+            }
+            const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
+            if constexpr (kExt) {
+                float lambda[2];
+                extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s, lambda);
+            }
+            score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s, row_max, row_sum, [&](int r, float factor) {
+#pragma unroll
+                for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][2 * r] *= factor, o[dt][2 * r + 1] *= factor;
+            });
+        }
+        cp_async_wait<0>();  // this tile's V has landed ...
+        __syncthreads();     // ... for every thread, and no warp reads K any more
+        if (nb_next <= n_last)  // (rolled: unrolled, the chunks' addresses stay live across the loop and spill)
+            load_tile<T, kBlockN, true>(k_tile, k, p.k_row, nb_next * kBlockN, p.seq_k, p.head_dim, tid);
+        cp_async_commit();
+
+        if (warp_live) {
+            // ---- O += P V ----
+            const frag::RowCol bv = frag::ldsm_bt(lane);
+#pragma unroll
+            for (int kp = 0; kp < T::kPSteps; ++kp) {
+                const uint32_t pa[4] = {M::pack(s[2 * kp][0], s[2 * kp][1]), M::pack(s[2 * kp][2], s[2 * kp][3]),
+                                        M::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]),
+                                        M::pack(s[2 * kp + 1][2], s[2 * kp + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
+                    uint32_t vb[4];
+                    ldsm_x4_trans(vb, v_tile + 2 * frag::swizzle<kD>(kp * 16 + bv.row, dp * 16 + bv.col));
+                    M::run(o[2 * dp], pa, vb[0], vb[1]);
+                    M::run(o[2 * dp + 1], pa, vb[2], vb[3]);
+                }
+            }
+        }
+        __syncthreads();  // no warp reads V any more
+        if (nb_next <= n_last)
+            load_tile<T, kBlockN, true>(v_tile, v, p.v_row, nb_next * kBlockN, p.seq_k, p.head_dim, tid);
+        cp_async_commit();
+    }
+    // a block with no key tile still has Q's copies in flight; after the loop none is pending (its last
+    // tile issued nothing) and every thread passed a barrier after its last read of K or V, the part of
+    // the buffer O is staged through
+    cp_async_wait<0>();
+
+    float mul[2];
+    finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
+    static_assert(kBlockM * kD <= 2 * T::kTileElems, "O is staged through K and V's buffers, not Q's");
+    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, p.head_dim, i0, warp, lane, o, mul, smem);
+}
+
 // ---- launch --------------------------------------------------------------------------------------
 
 template <class T, class Score, bool kExt>
+constexpr auto fwd_kernel_of() {
+    if constexpr (T::kQInSmem)
+        return attention_fwd_wide_kernel<T, Score, kExt>;
+    else
+        return attention_fwd_kernel<T, Score, kExt>;
+}
+
+template <class T, class Score, bool kExt>
 cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
-    auto kernel = attention_fwd_kernel<T, Score, kExt>;
+    auto kernel = fwd_kernel_of<T, Score, kExt>();
     // extended: one β staging tile per warp after the K/V stages
     constexpr int kSmem = T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
     static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");

@@ -17,12 +17,16 @@ cudaError_t launch_fwd_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_fp16_hd256(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_bf16_hd256(const FwdParams& p, cudaStream_t stream);
 // the extended kernels (masks and positions, p.ext.on), units fwd_ext_<dtype>_hd<d>.cu
 cudaError_t launch_fwd_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
-// the Hopper kernels (wgmma, sm_90 only), units fwd_wgmma_<dtype>_hd<d>.cu
+cudaError_t launch_fwd_ext_fp16_hd256(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_ext_bf16_hd256(const FwdParams& p, cudaStream_t stream);
+// the Hopper kernels (wgmma, sm_90 only; widths 64 and 128), units fwd_wgmma_<dtype>_hd<d>.cu
 cudaError_t launch_fwd_wgmma_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd64(const FwdParams& p, cudaStream_t stream);

@@ -70,7 +70,12 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int s
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// cp.async.wait_group kPending: returns once at most kPending of this thread's committed groups are pending
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { cp_async_wait<0>(); }
 
 // ---- Hopper (sm_90a) warpgroup MMA: the wgmma kernels (fwd_wgmma_kernel.cuh, bwd_wgmma_kernel.cuh) ----
 // wgmma.mma_async: D[64 x N] (+)= A[64 x 16] · B[16 x N] over the 128 threads of a warpgroup, fp32

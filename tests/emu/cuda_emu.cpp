@@ -163,7 +163,8 @@ struct Thread {
     const uint64_t* wait_gen = nullptr;
     uint64_t wait_value = 0;
     const char* wait_what = "";
-    std::vector<Copy> issued, committed;  // cp.async not yet committed / committed, both pending
+    std::vector<Copy> issued;               // cp.async not yet committed, pending
+    std::deque<std::vector<Copy>> committed;  // the committed groups with copies pending, oldest first
     uint64_t wgmma_fences = 0;
     std::map<const float*, AccumulatorWrite> accumulators;  // by the address of d[0][0]
     // the 16-byte shared chunks its landed cp.async wrote since its last fence.proxy.async
@@ -615,16 +616,21 @@ void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes) {
     else me().issued.push_back(c);
 }
 
+// cp.async.commit_group: the copies issued since the last commit form a group (it may be empty)
 void cp_async_commit() {
     Thread& t = me();
-    t.committed.insert(t.committed.end(), t.issued.begin(), t.issued.end());
+    t.committed.push_back(std::move(t.issued));
     t.issued.clear();
 }
 
-// cp.async.wait_group 0: the committed groups; copies issued after the last commit stay pending
-void cp_async_wait_all() {
-    for (const Copy& c : me().committed) land(c);
-    me().committed.clear();
+// cp.async.wait_group N: every committed group but the newest N lands; copies issued after the last
+// commit stay pending
+void cp_async_wait(int pending) {
+    Thread& t = me();
+    while (t.committed.size() > size_t(pending)) {
+        for (const Copy& c : t.committed.front()) land(c);
+        t.committed.pop_front();
+    }
 }
 
 namespace {

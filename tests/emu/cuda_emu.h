@@ -15,7 +15,7 @@
 // written past the launch's size, launches above 48 KiB of shared memory without cudaFuncSetAttribute,
 // writes past a device allocation (guard pages: the process faults). Shared memory is poisoned
 // (0xFF: NaN in fp16, bf16 and fp32) before every block, device memory at allocation; a cp.async copy
-// lands either when issued or at the cp.async.wait_group 0 after its commit (chosen at random per copy);
+// lands either when issued or at the cp.async.wait_group that retires its group (chosen at random per copy);
 // blocks, and threads between synchronisation points, run in a random order (FSIG_EMU_SEED; 0: fixed
 // order, late copies), so a missing wait, commit or barrier changes the result. The emulated device has
 // sm_80's 163 KiB of shared memory per block (the smallest compiled target); FSIG_EMU_SM=90 makes it an
@@ -62,7 +62,7 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans);
 void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16);
 void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes);
 void cp_async_commit();
-void cp_async_wait_all();
+void cp_async_wait(int pending);
 // sm_90a: warpgroup MMA and the generic-to-async proxy fence (the call site is the caller's return address)
 void wgmma_fence();
 void wgmma_commit();
@@ -158,7 +158,12 @@ inline void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) { emu::ldmatrix_x4(r,
 inline void cp_async_16(uint32_t dst, const void* src, int src_bytes) { emu::cp_async(dst, src, 16, src_bytes); }
 inline void cp_async_4(uint32_t dst, const void* src, int src_bytes) { emu::cp_async(dst, src, 4, src_bytes); }
 inline void cp_async_commit() { emu::cp_async_commit(); }
-inline void cp_async_wait_all() { emu::cp_async_wait_all(); }
+inline void cp_async_wait_all() { emu::cp_async_wait(0); }
+template <int kPending>
+inline void cp_async_wait() {
+    static_assert(kPending >= 0, "cp.async.wait_group takes a non-negative count");
+    emu::cp_async_wait(kPending);
+}
 
 // sm_90a warpgroup MMA (cuda_emu.cpp restates the PTX ISA). Always inlined, so that the emulator's call-site
 // check sees the kernel's own call site, not one shared wrapper.

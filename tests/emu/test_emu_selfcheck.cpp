@@ -127,29 +127,41 @@ void check_ldmatrix() {
 // ---- cp.async: with FSIG_EMU_SEED=0 a copy lands at the wait, so a read before it sees the poison ----
 struct CopyArgs {
     const uint32_t* src;
-    uint32_t* out;  // [0]: read before the wait, [1]: after; [2]: a copy waited for but never committed
+    uint32_t* out;  // [0]: read before the wait, [1]: after; [2]: a copy waited for but never committed;
+                    // [3], [4]: the older and the newer of two groups after wait_group 1; [5]: the newer after 0
 };
 void copy_kernel(CopyArgs p) {
     if (threadIdx.x != 0) return;
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(smem_raw);
     fsig::cuda::cp_async_16(0, p.src, 16);
     fsig::cuda::cp_async_commit();
-    p.out[0] = reinterpret_cast<const uint32_t*>(smem_raw)[0];
+    p.out[0] = words[0];
     fsig::cuda::cp_async_wait_all();
-    p.out[1] = reinterpret_cast<const uint32_t*>(smem_raw)[0];
+    p.out[1] = words[0];
     fsig::cuda::cp_async_16(16, p.src, 16);  // no commit: wait_group 0 does not wait for it
     fsig::cuda::cp_async_wait_all();
-    p.out[2] = reinterpret_cast<const uint32_t*>(smem_raw)[4];
+    p.out[2] = words[4];
+    fsig::cuda::cp_async_commit();  // (the copy above, now in its own group)
+    fsig::cuda::cp_async_16(32, p.src, 16);
+    fsig::cuda::cp_async_commit();
+    fsig::cuda::cp_async_wait<1>();  // every group but the newest
+    p.out[3] = words[4], p.out[4] = words[8];
+    fsig::cuda::cp_async_wait<0>();
+    p.out[5] = words[8];
 }
 
 void check_cp_async_late() {
     uint32_t *src, *out;
     cudaMalloc(reinterpret_cast<void**>(&src), 16);
-    cudaMalloc(reinterpret_cast<void**>(&out), 12);
+    cudaMalloc(reinterpret_cast<void**>(&out), 24);
     src[0] = 0x12345678u;
     EXPECT(run(copy_kernel, 32, 64, CopyArgs{src, out}) == cudaSuccess, "cp.async launch");
     EXPECT(out[0] == 0xFFFFFFFFu, "before the wait shared memory holds the poison, not %#x", out[0]);
     EXPECT(out[1] == 0x12345678u, "after the wait the copy has landed (%#x)", out[1]);
     EXPECT(out[2] == 0xFFFFFFFFu, "an uncommitted copy landed at the wait (%#x)", out[2]);
+    EXPECT(out[3] == 0x12345678u, "wait_group 1: the older group has not landed (%#x)", out[3]);
+    EXPECT(out[4] == 0xFFFFFFFFu, "wait_group 1: the newest group landed (%#x)", out[4]);
+    EXPECT(out[5] == 0x12345678u, "wait_group 0 after 1: the newest group has not landed (%#x)", out[5]);
     cudaFree(src), cudaFree(out);
 }
 

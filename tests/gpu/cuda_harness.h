@@ -123,6 +123,16 @@ inline void poison(const Tensor& t) {
     t.upload();
 }
 
+// Whether every element of t's storage still holds the poison (a refused call wrote nothing)
+inline bool untouched(const Tensor& t) {
+    const std::vector<unsigned char> b = t.bytes();
+    const uint32_t bits = tu::poison_bits(t.host.dtype);
+    const size_t es = tu::esize(t.host.dtype);
+    for (size_t i = 0; i < b.size(); i += es)
+        if (std::memcmp(&b[i], &bits, es) != 0) return false;
+    return true;
+}
+
 // The fast backward's workspace for params p and q (the size fsig_attention_backward_workspace_size
 // asks for; on the CPU that is 0 and nothing is allocated), filled with 0xFF bytes before each call so
 // that touched() tells whether the fast path ran (it zeroes the workspace, then adds into it).

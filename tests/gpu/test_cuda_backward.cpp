@@ -53,15 +53,7 @@ using gt::poison;
 using gt::Tensor;
 using gt::with_values;
 
-bool untouched(const Tensor& t) {
-    t.download();
-    const std::vector<unsigned char> b = tu::snapshot(t.host);
-    const uint32_t bits = tu::poison_bits(t.host.dtype);
-    const size_t es = tu::esize(t.host.dtype);
-    for (size_t i = 0; i < b.size(); i += es)
-        if (std::memcmp(&b[i], &bits, es) != 0) return false;
-    return true;
-}
+using gt::untouched;
 
 using gt::padded8_view;
 
@@ -645,13 +637,14 @@ TEST(cuda_refusals) {
         expect_refusal("fp32 tensors", r.backward(), FSIG_ERROR_UNSUPPORTED, "fp32", r);
     }
     {
-        for (int64_t d : {100, 136}) {  // not a multiple of 8; above the widest kernel
+        // not a multiple of 8; above the widest backward kernel (128), whose forward runs (256-wide kernel)
+        for (int64_t d : {100, 136, 256}) {
             Case cd = c;
             cd.s.d = d;
             const Prepared in_d = prepare(cd);
             Run r(cd, in_d);
             expect_refusal(th::format("head_dim %lld", (long long)d).c_str(), r.backward(), FSIG_ERROR_UNSUPPORTED,
-                           "head_dim", r);
+                           "multiples of 8 up to 128", r);
         }
     }
     {

@@ -295,6 +295,13 @@ std::vector<Case> targeted_cases() {
     add("width", ref::kSigmoid, ref::kFp16, 40, 130, 77, true, -1, -1);
     add("width", ref::kGelu, ref::kBf16, 8, 65, 129, false, 30, -1);
     add("width", ref::kSoftmax, ref::kFp16, 72, 257, 100, false, -1, -1, kPadded8);
+    // the 256-wide kernel (Q in shared memory, K and V in separate cp.async groups): several key tiles,
+    // causal, a block that sees no key tile (rows of a causal 300 x 20), d below its width (200, 136)
+    add("width", ref::kSoftmax, ref::kBf16, 256, 200, 300, false, -1, -1);
+    add("width", ref::kSigmoid, ref::kFp16, 256, 130, 77, true, -1, -1);
+    add("width", ref::kSoftmax, ref::kBf16, 256, 300, 20, true, -1, -1);
+    add("width", ref::kGelu, ref::kBf16, 200, 65, 129, false, 30, -1, kPadded8);
+    add("width", ref::kRelu2, ref::kFp16, 136, 129, 129, false, -1, -1, kPacked);
     if (g_quick) cases.erase(cases.begin() + quick, cases.begin() + widths);
     return cases;
 }
@@ -381,6 +388,18 @@ TEST(hopper_kernel_choice) {
     std::printf("  compute capability %d.%d, FSIG_CUDA_WGMMA=%s: plain calls %s\n", major, minor,
                 setting != nullptr ? setting : "(unset)",
                 expect_wgmma ? "run the wgmma kernels" : required ? "are refused" : "run the mma.sync kernels");
+    {  // d = 256: no Hopper kernel has that width, so the mma.sync kernel serves it under every setting
+        Case c;
+        c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.d = 256, c.s.Nq = 70, c.s.Nk = 200, c.s.score = ref::kSigmoid;
+        c.name = "choice_sigmoid_d256";
+#if defined(FSIG_TEST_ON_EMULATOR)
+        const uint64_t before = fsig::emu::wgmma_operations();
+#endif
+        EXPECT(run_case(c), "%s failed", c.name.c_str());
+#if defined(FSIG_TEST_ON_EMULATOR)
+        EXPECT(fsig::emu::wgmma_operations() == before, "%s ran the wgmma kernels", c.name.c_str());
+#endif
+    }
     if (required && !expect_wgmma) {
         Problem pr;
         expect_refusal("FSIG_CUDA_WGMMA=require where the wgmma kernels cannot run", pr.forward(),
@@ -411,7 +430,7 @@ TEST(cuda_refusals) {
         expect_refusal("fp32 tensors", pr.forward(), FSIG_ERROR_UNSUPPORTED, "fp32", pr);
     }
     {
-        for (int64_t d : {100, 136}) {  // not a multiple of 8; above the widest kernel
+        for (int64_t d : {100, 264}) {  // not a multiple of 8; above the widest kernel
             Problem pr(d);
             expect_refusal(th::format("head_dim %lld", (long long)d).c_str(), pr.forward(), FSIG_ERROR_UNSUPPORTED,
                            "head_dim", pr);
@@ -711,8 +730,10 @@ TEST(cuda_capabilities) {
     caps.struct_size = sizeof caps;
     REQUIRE(fsig_get_capabilities(&caps) == FSIG_OK, "%s", fsig_last_error());
     EXPECT(caps.cuda_dtypes == ((1u << FSIG_DTYPE_FP16) | (1u << FSIG_DTYPE_BF16)), "cuda_dtypes is %u", caps.cuda_dtypes);
-    EXPECT(caps.cuda_head_dim_count == 2 && caps.cuda_head_dims[0] == 64 && caps.cuda_head_dims[1] == 128,
-           "cuda_head_dims are not {64, 128}");
+    EXPECT(caps.cuda_head_dim_count == 3 && caps.cuda_head_dims[0] == 64 && caps.cuda_head_dims[1] == 128 &&
+               caps.cuda_head_dims[2] == 256,
+           "cuda_head_dims are not {64, 128, 256}");
+    EXPECT(caps.cuda_backward_max_head_dim == 128, "cuda_backward_max_head_dim is %d", caps.cuda_backward_max_head_dim);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -763,15 +764,17 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
         [](Fx&, Call& c) { c.other = [] { return fsig_attention_params_init(nullptr); }; }, NUL, "params is NULL");
     add("fsig_get_capabilities(NULL)", kOther, F32, SM,
         [](Fx&, Call& c) { c.other = [] { return fsig_get_capabilities(nullptr); }; }, NUL, "caps is NULL");
-    for (uint32_t size : {uint32_t(0), uint32_t(sizeof(fsig_capabilities) - 1), uint32_t(4)}) {
+    // a struct up to cuda_backward_max_head_dim (before that field) is the smallest accepted
+    constexpr uint32_t kCapsOldSize = uint32_t(offsetof(fsig_capabilities, cuda_backward_max_head_dim));
+    for (uint32_t size : {uint32_t(0), kCapsOldSize - 1, uint32_t(4)}) {
         add(fmt("fsig_get_capabilities struct_size %u", size), kOther, F32, SM,
             [=](Fx& f, Call& c) {
                 Block* b = f.block("caps", sizeof(fsig_capabilities), false, F32);
                 std::memcpy(b->payload, &size, sizeof size);
                 c.other = [b] { return fsig_get_capabilities(reinterpret_cast<fsig_capabilities*>(b->payload)); };
             },
-            PARAMS, fmt("caps->struct_size is %u but must be at least %zu (set it to sizeof(fsig_capabilities))", size,
-                        sizeof(fsig_capabilities)));
+            PARAMS, fmt("caps->struct_size is %u but must be at least %u (set it to sizeof(fsig_capabilities))", size,
+                        kCapsOldSize));
     }
     {  // fsig_attention_backward_workspace_size: q is read for its shape and device only. Each case changes
        // valid arguments (default params, a bf16 CUDA q of shape 8^4, an output) and makes the call.
@@ -981,6 +984,15 @@ void check_baselines(const std::vector<Case>& cases) {
         big.c.struct_size = uint32_t(sizeof big);
         CHECK(fsig_get_capabilities(&big.c) == FSIG_OK && big.tail[0] == 0 && big.tail[7] == 0,
               "fsig_get_capabilities with a longer struct: %s", fsig_last_error());
+        CHECK(big.c.cuda_backward_max_head_dim == (big.c.cuda_compiled ? 128 : 0),
+              "cuda_backward_max_head_dim %d", big.c.cuda_backward_max_head_dim);
+        // a caller built before cuda_backward_max_head_dim: the fields it has are filled, nothing past them
+        fsig_capabilities old;
+        std::memset(&old, 0xCD, sizeof old);
+        old.struct_size = uint32_t(offsetof(fsig_capabilities, cuda_backward_max_head_dim));
+        CHECK(fsig_get_capabilities(&old) == FSIG_OK && old.cpu_max_head_dim == big.c.cpu_max_head_dim &&
+                  old.cuda_head_dim_count == big.c.cuda_head_dim_count && old.cuda_backward_max_head_dim == int32_t(0xCDCDCDCD),
+              "fsig_get_capabilities with the struct before cuda_backward_max_head_dim: %s", fsig_last_error());
         fsig_attention_params p;
         std::memset(&p, 0xCD, sizeof p);
         CHECK(fsig_attention_params_init(&p) == FSIG_OK && p.struct_size == sizeof p && std::isnan(p.scale) &&
@@ -1045,7 +1057,7 @@ void check_per_thread_errors() {
                 caps.struct_size = 0;
                 fsig_get_capabilities(&caps);
                 if (fmt("caps->struct_size is 0 but must be at least %zu (set it to sizeof(fsig_capabilities))",
-                        sizeof(fsig_capabilities)) != fsig_last_error())
+                        offsetof(fsig_capabilities, cuda_backward_max_head_dim)) != fsig_last_error())
                     wrong.fetch_add(1);
             }
         }

@@ -321,24 +321,34 @@ public final class FlashSig {
      * @param cudaCompiled    whether the library contains CUDA code
      * @param cudaDeviceCount usable CUDA devices now (0 without a driver)
      * @param cudaDtypes      dtypes with CUDA kernels
-     * @param cudaHeadDims    the CUDA kernels' head dims (64, 128); every multiple of 8 up to the largest runs,
-     *                        on the narrowest kernel that holds it (d = 96 costs what d = 128 does)
+     * @param cudaHeadDims    the CUDA forward kernels' head dims (64, 128, 256); every multiple of 8 up to the
+     *                        largest runs, on the narrowest kernel that holds it (d = 96 costs what d = 128 does)
+     * @param cudaBackwardMaxHeadDim the CUDA backward runs every multiple of 8 up to this (128; 0 without CUDA)
      */
     public record Capabilities(String cpuIsa, int cpuThreads, Set<DType> cpuDtypes, int cpuMinHeadDim,
                                int cpuMaxHeadDim, boolean cudaCompiled, int cudaDeviceCount, Set<DType> cudaDtypes,
-                               List<Integer> cudaHeadDims) {
+                               List<Integer> cudaHeadDims, int cudaBackwardMaxHeadDim) {
         /** Whether attention can run on a CUDA device now. */
         public boolean cudaAvailable() {
             return cudaDeviceCount > 0 && !cudaDtypes.isEmpty();
         }
 
         /**
-         * Whether this build's CUDA attention kernels (softmax and pointwise scores) take head dim {@code d}:
-         * a multiple of 8 up to the largest of {@link #cudaHeadDims()} (the linear scores take exactly those).
+         * Whether this build's CUDA attention forward (softmax and pointwise scores) takes head dim {@code d}:
+         * a multiple of 8 up to the largest of {@link #cudaHeadDims()} (the linear scores take 64 and 128).
          * Says nothing of a device being present ({@link #cudaAvailable()}).
          */
         public boolean cudaRunsHeadDim(int d) {
             return d > 0 && d % 8 == 0 && cudaHeadDims.stream().anyMatch(width -> d <= width);
+        }
+
+        /**
+         * Whether this build's CUDA attention backward takes head dim {@code d}: a multiple of 8 up to
+         * {@link #cudaBackwardMaxHeadDim()}, which is below the forward's widest (the forward at d = 256 runs,
+         * its backward runs on CPU tensors only).
+         */
+        public boolean cudaRunsBackwardHeadDim(int d) {
+            return cudaRunsHeadDim(d) && d <= cudaBackwardMaxHeadDim;
         }
     }
 
@@ -361,7 +371,7 @@ public final class FlashSig {
                     dtypes(fsig_capabilities.cpu_dtypes(c)), fsig_capabilities.cpu_min_head_dim(c),
                     fsig_capabilities.cpu_max_head_dim(c), fsig_capabilities.cuda_compiled(c) != 0,
                     fsig_capabilities.cuda_device_count(c), dtypes(fsig_capabilities.cuda_dtypes(c)),
-                    Collections.unmodifiableList(dims));
+                    Collections.unmodifiableList(dims), fsig_capabilities.cuda_backward_max_head_dim(c));
         }
     }
 

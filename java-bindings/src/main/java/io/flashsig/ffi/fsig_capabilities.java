@@ -26,6 +26,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     uint32_t cuda_dtypes;
  *     int32_t cuda_head_dim_count;
  *     int32_t cuda_head_dims[8];
+ *     int32_t cuda_backward_max_head_dim;
  * }
  * }
  */
@@ -46,7 +47,8 @@ public class fsig_capabilities {
         FlashSigNative.C_INT.withName("cuda_device_count"),
         FlashSigNative.C_INT.withName("cuda_dtypes"),
         FlashSigNative.C_INT.withName("cuda_head_dim_count"),
-        MemoryLayout.sequenceLayout(8, FlashSigNative.C_INT).withName("cuda_head_dims")
+        MemoryLayout.sequenceLayout(8, FlashSigNative.C_INT).withName("cuda_head_dims"),
+        FlashSigNative.C_INT.withName("cuda_backward_max_head_dim")
     ).withName("fsig_capabilities");
 
     /**
@@ -571,6 +573,50 @@ public class fsig_capabilities {
      */
     public static void cuda_head_dims(MemorySegment struct, long index0, int fieldValue) {
         cuda_head_dims$ELEM_HANDLE.set(struct, cuda_head_dims$OFFSET, index0, fieldValue);
+    }
+
+    private static final OfInt cuda_backward_max_head_dim$LAYOUT = (OfInt)$LAYOUT.select(groupElement("cuda_backward_max_head_dim"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int32_t cuda_backward_max_head_dim
+     * }
+     */
+    public static final OfInt cuda_backward_max_head_dim$layout() {
+        return cuda_backward_max_head_dim$LAYOUT;
+    }
+
+    private static final long cuda_backward_max_head_dim$OFFSET = $LAYOUT.byteOffset(groupElement("cuda_backward_max_head_dim"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int32_t cuda_backward_max_head_dim
+     * }
+     */
+    public static final long cuda_backward_max_head_dim$offset() {
+        return cuda_backward_max_head_dim$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int32_t cuda_backward_max_head_dim
+     * }
+     */
+    public static int cuda_backward_max_head_dim(MemorySegment struct) {
+        return struct.get(cuda_backward_max_head_dim$LAYOUT, cuda_backward_max_head_dim$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int32_t cuda_backward_max_head_dim
+     * }
+     */
+    public static void cuda_backward_max_head_dim(MemorySegment struct, int fieldValue) {
+        struct.set(cuda_backward_max_head_dim$LAYOUT, cuda_backward_max_head_dim$OFFSET, fieldValue);
     }
 
     /**

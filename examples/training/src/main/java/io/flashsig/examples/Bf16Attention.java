@@ -31,7 +31,8 @@ import java.lang.foreign.MemorySegment;
  *
  * <p>Every tensor, the workspace included, is allocated once, in the constructor, in the caller's arena
  * (which must outlive this backend and be closed only after the stream has finished): a step allocates no
- * device memory. CUDA wants d a multiple of 8 up to 128 (see {@link FlashSig.Capabilities#cudaRunsHeadDim(int)}).
+ * device memory. Its CUDA backward wants d a multiple of 8 up to 128 (see
+ * {@link FlashSig.Capabilities#cudaRunsBackwardHeadDim(int)}).
  */
 final class Bf16Attention implements AttentionBackend {
     private final AttentionSpec spec;

@@ -123,9 +123,9 @@ public final class Train {
     static String whyNoGpu(FlashSig.Capabilities caps) {
         if (!caps.cudaCompiled()) return "this libflashsig was built without CUDA";
         if (caps.cudaDeviceCount() == 0) return "no CUDA device or driver";
-        if (!caps.cudaDtypes().contains(DType.BF16) || !caps.cudaRunsHeadDim(GPU_DIMS.headDim()))
-            return "the CUDA kernels lack bf16 at d = " + GPU_DIMS.headDim() + " (dtypes " + caps.cudaDtypes()
-                    + ", head dims " + caps.cudaHeadDims() + ")";
+        if (!caps.cudaDtypes().contains(DType.BF16) || !caps.cudaRunsBackwardHeadDim(GPU_DIMS.headDim()))
+            return "the CUDA kernels lack bf16 or a backward at d = " + GPU_DIMS.headDim() + " (dtypes "
+                    + caps.cudaDtypes() + ", backward head dims up to " + caps.cudaBackwardMaxHeadDim() + ")";
         return null;
     }
 

@@ -85,11 +85,15 @@ class TrainTest {
         FlashSig.Capabilities no64 = caps(true, 1, Set.of(DType.BF16), List.of(32));
         FlashSig.Capabilities noBf16 = caps(true, 1, Set.of(DType.FP16), List.of(64, 128));
         FlashSig.Capabilities only128 = caps(true, 1, Set.of(DType.BF16), List.of(128));
+        // a forward that runs d = 64 but a backward that does not (a build whose backward stops below it)
+        FlashSig.Capabilities noBackward64 = new FlashSig.Capabilities("avx2", 2, Set.of(DType.values()), 1, 256,
+                true, 1, Set.of(DType.BF16), List.of(64, 128), 32);
         assertEquals(Device.CPU, Train.chooseDevice("auto", none).device());
         assertEquals(Device.CPU, Train.chooseDevice("auto", noDevice).device());
         assertEquals(Device.CPU, Train.chooseDevice("auto", no64).device());
         assertEquals(Device.CPU, Train.chooseDevice("auto", noBf16).device());
         assertEquals(Device.cuda(0), Train.chooseDevice("auto", only128).device());
+        assertEquals(Device.CPU, Train.chooseDevice("auto", noBackward64).device());
         assertEquals(Device.cuda(0), Train.chooseDevice("auto", gpu).device());
         assertEquals(Device.cuda(0), Train.chooseDevice("cuda", gpu).device());
         assertEquals(Device.CPU, Train.chooseDevice("cpu", gpu).device());
@@ -104,7 +108,9 @@ class TrainTest {
     // ---- helpers -------------------------------------------------------------------------------------
 
     static FlashSig.Capabilities caps(boolean compiled, int devices, Set<DType> dtypes, List<Integer> dims) {
-        return new FlashSig.Capabilities("avx2", 2, Set.of(DType.values()), 1, 256, compiled, devices, dtypes, dims);
+        int backwardMax = dims.stream().mapToInt(Integer::intValue).map(d -> Math.min(d, 128)).max().orElse(0);
+        return new FlashSig.Capabilities("avx2", 2, Set.of(DType.values()), 1, 256, compiled, devices, dtypes, dims,
+                backwardMax);
     }
 
     /**
