@@ -922,19 +922,8 @@ struct BwdSmem {
 template <class Kernel>
 cudaError_t launch_kernel(Kernel kernel, BwdSmem smem, const BwdParams& p, int64_t blocks, int threads,
                           cudaStream_t stream) {
-    if (smem.bytes > 48 * 1024) {
-        // The attribute is per function and device, process-wide, and not a stream operation (a graph
-        // capture may contain it). It is set to the kernel's largest need, not this launch's: the fast and
-        // the deterministic dK/dV launches differ, and a smaller value set by another thread between this
-        // call's set and its launch would fail the launch. A GPU whose opt-in limit is below the largest
-        // need (99 KiB: sm_86/sm_89) gets this launch's size instead.
-        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem.limit);
-        if (e != cudaSuccess && smem.limit > smem.bytes) {
-            cudaGetLastError();
-            e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem.bytes);
-        }
-        if (e != cudaSuccess) return e;
-    }
+    // (the fast and the deterministic dK/dV launches differ in size: the attribute is the kernel's largest)
+    if (const cudaError_t e = allow_dynamic_smem(kernel, smem.bytes, smem.limit); e != cudaSuccess) return e;
     FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(threads), smem.bytes, stream, p);
     return cudaGetLastError();
 }

@@ -17,6 +17,7 @@
 #include "cuda_backend.h"
 #include "driver_entry.h"
 #include "fwd_launch.h"
+#include "launch.h"
 #include "linear_launch.h"
 #include "fwd_params.h"
 #include "host_params.h"
@@ -247,6 +248,22 @@ private:
 // kernels run every head dim that is a multiple of 8 (16-byte rows) up to max_head_dim on the narrowest
 // kernel that holds it (FwdParams::head_dim): the forward's widths are 64, 128 and 256, the backward's
 // 64 and 128; linear attention (max_head_dim 0) has 64 and 128 only.
+// A launch's failure as the call's status and message (`what`: "forward", "backward dQ", ...): a kernel
+// that needs more shared memory per block than the device allows (allow_dynamic_smem, launch.h: nothing
+// was launched) is unsupported there; anything else is a CUDA error. Clears the runtime's last error.
+int launch_failure(const Message& m, cudaError_t e, const char* what, int device) {
+    cudaGetLastError();
+    const SmemShortfall s = smem_shortfall();
+    if (e == cudaErrorLaunchOutOfResources && s.needed > 0)
+        return m.fail(FSIG_ERROR_UNSUPPORTED,
+                      "the %s kernel for this call needs %d KiB of shared memory per block but cuda:%d allows %d KiB "
+                      "(sm_86/sm_89 GPUs: 99 KiB; A100: 163, H100/H200: 227); run it on a GPU with more, or on CPU "
+                      "tensors",
+                      what, (s.needed + 1023) / 1024, device, s.allowed / 1024);
+    return m.fail(FSIG_ERROR_CUDA, "launching the %s kernel on cuda:%d failed: %s: %s", what, device,
+                  cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
 int check_problem(const Message& m, const Problem& pr, const char* pass, int max_head_dim) {
     if (pr.dtype != FSIG_DTYPE_FP16 && pr.dtype != FSIG_DTYPE_BF16)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
@@ -300,6 +317,7 @@ int enter_device(const Message& m, DeviceGuard& guard, int device, const Named* 
         if (int st = check_pointer(m, tensors[i].name, tensors[i].t->data, extent_bytes(*tensors[i].t), device);
             st != FSIG_OK)
             return st;
+    smem_shortfall() = SmemShortfall{};  // (a refusal of this call's launch records it afresh)
     return FSIG_OK;
 }
 
@@ -463,11 +481,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
                           why);
     }
     if (!launched) e = kFwd[ext][bf16][width](for_kernel_tiles(p, kFwdBlockN, false), s);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        return m.fail(FSIG_ERROR_CUDA, "launching the forward kernel on cuda:%d failed: %s: %s", device,
-                      cudaGetErrorName(e), cudaGetErrorString(e));
-    }
+    if (e != cudaSuccess) return launch_failure(m, e, "forward", device);
     return FSIG_OK;
 }
 
@@ -590,9 +604,9 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         if (e == cudaSuccess && dbias_sums) which = "dbias reduction", e = launch_bwd_dbias_reduce(p, s);
     }
     if (e != cudaSuccess) {
-        cudaGetLastError();
-        return m.fail(FSIG_ERROR_CUDA, "launching the backward %s kernel on cuda:%d failed: %s: %s", which, device,
-                      cudaGetErrorName(e), cudaGetErrorString(e));
+        char what[64];
+        std::snprintf(what, sizeof what, "backward %s", which);
+        return launch_failure(m, e, what, device);
     }
     return FSIG_OK;
 }
@@ -712,12 +726,9 @@ int linear_forward(const ForwardArgs& a, int64_t length, float epsilon, int devi
     DeviceGuard guard;
     if (int st = enter_device(m, guard, device, tensors, 4); st != FSIG_OK) return st;
     if (const cudaError_t e = launch_linear_forward(a, length, epsilon, static_cast<cudaStream_t>(stream));
-        e != cudaSuccess) {
-        cudaGetLastError();
-        return m.fail(FSIG_ERROR_CUDA, "launching the %s forward kernel on cuda:%d failed: %s: %s",
-                      pr.score == FSIG_SCORE_COSFORMER ? "cosformer" : "linear_elu", device, cudaGetErrorName(e),
-                      cudaGetErrorString(e));
-    }
+        e != cudaSuccess)
+        return launch_failure(m, e, pr.score == FSIG_SCORE_COSFORMER ? "cosformer forward" : "linear_elu forward",
+                              device);
     return FSIG_OK;
 }
 
@@ -737,10 +748,10 @@ int linear_backward(const BackwardArgs& a, int64_t length, float epsilon, int de
     const char* which = "";
     if (const cudaError_t e = launch_linear_backward(a, length, epsilon, static_cast<cudaStream_t>(stream), &which);
         e != cudaSuccess) {
-        cudaGetLastError();
-        return m.fail(FSIG_ERROR_CUDA, "launching the %s backward's %s kernel on cuda:%d failed: %s: %s",
-                      pr.score == FSIG_SCORE_COSFORMER ? "cosformer" : "linear_elu", which, device,
-                      cudaGetErrorName(e), cudaGetErrorString(e));
+        char what[64];
+        std::snprintf(what, sizeof what, "%s backward's %s", pr.score == FSIG_SCORE_COSFORMER ? "cosformer" : "linear_elu",
+                      which);
+        return launch_failure(m, e, what, device);
     }
     return FSIG_OK;
 }

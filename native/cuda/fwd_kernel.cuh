@@ -726,11 +726,7 @@ cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream
     // extended: one β staging tile per warp after the K/V stages
     constexpr int kSmem = T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
     static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
-    if (kSmem > 48 * 1024) {
-        // per function and device; not a stream operation, so a graph capture may contain it
-        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-        if (e != cudaSuccess) return e;
-    }
+    if (const cudaError_t e = allow_dynamic_smem(kernel, kSmem); e != cudaSuccess) return e;
     FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);
     return cudaGetLastError();
 }

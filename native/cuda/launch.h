@@ -6,12 +6,47 @@
 // inside an unnamed namespace would have internal linkage outside nvcc).
 #pragma once
 
+#include <cuda_runtime.h>
+
 namespace fsig::cuda {
 #if defined(FSIG_CUDA_EMULATION)
 extern unsigned char smem_raw[];  // defined by tests/emu/cuda_emu.cpp
 #else
 extern __shared__ __align__(128) unsigned char smem_raw[];
 #endif
+
+// The shared memory per block a launch needed and the current device allows (opt-in limit), recorded by
+// allow_dynamic_smem when it refuses; per thread, read by the host's message (cuda_runtime.cu)
+struct SmemShortfall {
+    int needed = 0, allowed = 0;
+};
+inline SmemShortfall& smem_shortfall() {
+    static thread_local SmemShortfall shortfall;
+    return shortfall;
+}
+
+// Dynamic shared memory above 48 KiB needs the kernel's attribute raised (per function and device, not a
+// stream operation: a graph capture may contain it). It is raised to `limit` (the kernel's largest need,
+// so that another thread's smaller setting cannot fail this launch) where the device allows that, else to
+// this launch's `bytes`. A device that allows less than `bytes` per block (sm_86/sm_89: 99 KiB) gets
+// cudaErrorLaunchOutOfResources, nothing launched, and the sizes in smem_shortfall().
+template <class Kernel>
+cudaError_t allow_dynamic_smem(Kernel kernel, int bytes, int limit) {
+    if (bytes <= 48 * 1024) return cudaSuccess;
+    int device = 0, allowed = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (e != cudaSuccess) return e;
+    if (bytes > allowed) {
+        smem_shortfall() = SmemShortfall{bytes, allowed};
+        return cudaErrorLaunchOutOfResources;
+    }
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit <= allowed ? limit : bytes);
+}
+template <class Kernel>
+cudaError_t allow_dynamic_smem(Kernel kernel, int bytes) {
+    return allow_dynamic_smem(kernel, bytes, bytes);
+}
 }  // namespace fsig::cuda
 
 #if defined(FSIG_CUDA_EMULATION)

@@ -33,10 +33,7 @@ cudaError_t launch_segments(const LinParams& p, cudaStream_t stream) {
     using G = Cfg<Role, D, COS>;
     const int64_t blocks = int64_t(p.nseg) * G::kSlices * block_heads<Role>(p) * p.batch;
     auto kernel = linear_kernel<Role, D, COS, BF16>;
-    if (G::kBytes > 48 * 1024) {
-        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::kBytes);
-        if (e != cudaSuccess) return e;
-    }
+    if (const cudaError_t e = allow_dynamic_smem(kernel, G::kBytes); e != cudaSuccess) return e;
     FSIG_LAUNCH(kernel, unsigned(blocks), kThreads, G::kBytes, stream, p);
     return cudaGetLastError();
 }

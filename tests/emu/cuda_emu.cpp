@@ -6,7 +6,8 @@
 // libflashsig_emu and the GPU tests' *_emu executables, so they run unchanged on a machine without a GPU.
 // One emulated device: cuda:0, with the shared memory of the smallest compiled target (sm_80: 163 KiB
 // per block), so a kernel that only an H100 could launch fails here too; with FSIG_EMU_SM=90 it is an
-// sm_90a device instead (227 KiB per block, wgmma and fence.proxy.async).
+// sm_90a device instead (227 KiB per block, wgmma and fence.proxy.async), with FSIG_EMU_SM=89 an sm_89
+// (L4, L40S, RTX 4090: 99 KiB per block, the compute_80 PTX JIT-compiled).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -53,8 +54,9 @@ CUresult emu_ctx_set_current(CUcontext ctx) {
 }  // namespace
 
 namespace fsig::cuda {
-// the opt-in dynamic shared memory per block of sm_80 and of sm_90
+// the opt-in dynamic shared memory per block of sm_80, sm_86/sm_89 and sm_90
 constexpr size_t kSharedMaxSm80 = 163 * 1024;
+constexpr size_t kSharedMaxSm89 = 99 * 1024;
 constexpr size_t kSharedMaxSm90 = 227 * 1024;
 // the dynamic shared memory of every kernel (native/cuda/launch.h)
 alignas(128) unsigned char smem_raw[kSharedMaxSm90 + 4096];
@@ -110,12 +112,15 @@ constexpr int kMaxThreads = 1024;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kWarpgroup = 128;
 
-// the emulated device's compute capability (80 or 90), read at each use so that a test can switch it
+// the emulated device's compute capability (80, 89 or 90), read at each use so that a test can switch it
 int emulated_sm() {
     const char* sm = std::getenv("FSIG_EMU_SM");
-    return sm != nullptr && std::strcmp(sm, "90") == 0 ? 90 : 80;
+    if (sm != nullptr && std::strcmp(sm, "90") == 0) return 90;
+    return sm != nullptr && std::strcmp(sm, "89") == 0 ? 89 : 80;
 }
-size_t shared_max(int sm) { return sm >= 90 ? fsig::cuda::kSharedMaxSm90 : fsig::cuda::kSharedMaxSm80; }
+size_t shared_max(int sm) {
+    return sm >= 90 ? fsig::cuda::kSharedMaxSm90 : sm == 89 ? fsig::cuda::kSharedMaxSm89 : fsig::cuda::kSharedMaxSm80;
+}
 
 enum class Op {
     kNone, kSyncWarp, kShfl, kAny, kBallot, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16,
@@ -1345,7 +1350,8 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
     const int sm = fsig::emu::emulated_sm();
     const char* ptx = std::getenv("FSIG_EMU_PTX");
     attr->binaryVersion = sm;
-    attr->ptxVersion = ptx != nullptr ? std::atoi(ptx) : sm;
+    // (an sm_89 runs the library's compute_80 PTX, JIT-compiled: it has no SASS of its own)
+    attr->ptxVersion = ptx != nullptr ? std::atoi(ptx) : sm == 89 ? 80 : sm;
     attr->maxThreadsPerBlock = 1024;
     const auto it = state().max_dynamic_smem.find(func);
     attr->maxDynamicSharedSizeBytes = it != state().max_dynamic_smem.end() ? it->second : 48 * 1024;

@@ -18,7 +18,7 @@
 // lands either when issued or at the cp.async.wait_group that retires its group (chosen at random per copy);
 // blocks, and threads between synchronisation points, run in a random order (FSIG_EMU_SEED; 0: fixed
 // order, late copies), so a missing wait, commit or barrier changes the result. The emulated device has
-// sm_80's 163 KiB of shared memory per block (the smallest compiled target); FSIG_EMU_SM=90 makes it an
+// sm_80's 163 KiB of shared memory per block (FSIG_EMU_SM=89: an sm_89's 99 KiB); FSIG_EMU_SM=90 makes it an
 // sm_90a device with 227 KiB, on which alone wgmma runs: each operation executes at issue or at the wait
 // that retires it (its accumulators a NaN poison until then), and the launch fails on warpgroups that
 // diverge, accumulators changed in flight, a missing wgmma.fence, commit or wait, operands the generic

@@ -626,6 +626,30 @@ TEST(hopper_kernel_choice) {
     }
 }
 
+// A device that allows less shared memory per block than a kernel needs (sm_86/sm_89: 99 KiB; on the
+// emulator FSIG_EMU_SM=89): d = 64 runs (dK/dV 81 KiB, on the fast path 99 KiB; dQ 64 KiB), d = 128 (112 KiB
+// and more) is refused as unsupported, naming the shared memory, before anything is written, by both paths.
+// On a device with 163 KiB or more every backward kernel fits and this has nothing to check.
+TEST(small_shared_memory) {
+    if (!g_cuda) return;
+    int allowed = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    if (allowed >= 128 * 1024) {
+        std::printf("  cuda:0 allows %d KiB of shared memory per block: every backward kernel fits\n", allowed / 1024);
+        return;
+    }
+    const Case c64 = small_case(ref::kSigmoid, 64);
+    EXPECT(run_case(c64, prepare(c64)), "d = 64 failed on a device with %d KiB per block", allowed / 1024);
+    const Case c = small_case(ref::kSoftmax, 128);
+    const Prepared in = prepare(c);
+    for (bool fast : {false, true}) {
+        Run r(c, in);
+        r.use_workspace(fast, c.s);
+        expect_refusal(fast ? "d = 128, fast path, small shared memory" : "d = 128, small shared memory", r.backward(),
+                       FSIG_ERROR_UNSUPPORTED, "KiB of shared memory per block", r);
+    }
+}
+
 TEST(cuda_refusals) {
     const Case c = small_case();
     const Prepared in = prepare(c);

@@ -423,6 +423,29 @@ TEST(hopper_kernel_choice) {
         }
 }
 
+// A device that allows less shared memory per block than a kernel needs (sm_86/sm_89: 99 KiB; on the
+// emulator FSIG_EMU_SM=89): d = 64 and 128 run (32 and 64 KiB; extended at d = 128 98 KiB), d = 256 (128
+// KiB) is refused as unsupported, naming the shared memory, before anything is written. On a device with
+// 163 KiB or more every forward kernel fits and this has nothing to check.
+TEST(small_shared_memory) {
+    if (!g_cuda) return;
+    int allowed = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    if (allowed >= 128 * 1024) {
+        std::printf("  cuda:0 allows %d KiB of shared memory per block: every forward kernel fits\n", allowed / 1024);
+        return;
+    }
+    for (int64_t d : {64, 128}) {
+        Case c;
+        c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.d = d, c.s.Nq = 70, c.s.Nk = 200, c.s.score = ref::kSoftmax;
+        c.name = "small_smem_d" + std::to_string(d);
+        EXPECT(run_case(c), "%s failed on a device with %d KiB per block", c.name.c_str(), allowed / 1024);
+    }
+    Problem pr(256);
+    expect_refusal("d = 256 on a device with small shared memory", pr.forward(), FSIG_ERROR_UNSUPPORTED,
+                   "KiB of shared memory per block", pr);
+}
+
 TEST(cuda_refusals) {
     if (!g_cuda) return;
     {
