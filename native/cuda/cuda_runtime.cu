@@ -243,11 +243,6 @@ private:
     bool switched_ = false, restore_context_ = false;
 };
 
-// What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
-// grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages. The attention
-// kernels run every head dim that is a multiple of 8 (16-byte rows) up to max_head_dim on the narrowest
-// kernel that holds it (FwdParams::head_dim): the forward's widths are 64, 128 and 256, the backward's
-// 64 and 128; linear attention (max_head_dim 0) has 64 and 128 only.
 // A launch's failure as the call's status and message (`what`: "forward", "backward dQ", ...): a kernel
 // that needs more shared memory per block than the device allows (allow_dynamic_smem, launch.h: nothing
 // was launched) is unsupported there; anything else is a CUDA error. Clears the runtime's last error.
@@ -264,6 +259,11 @@ int launch_failure(const Message& m, cudaError_t e, const char* what, int device
                   cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
+// What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
+// grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages. The attention
+// kernels run every head dim that is a multiple of 8 (16-byte rows) up to max_head_dim on the narrowest
+// kernel that holds it (FwdParams::head_dim): the forward's widths are 64, 128 and 256, the backward's
+// 64 and 128; linear attention (max_head_dim 0) has 64 and 128 only.
 int check_problem(const Message& m, const Problem& pr, const char* pass, int max_head_dim) {
     if (pr.dtype != FSIG_DTYPE_FP16 && pr.dtype != FSIG_DTYPE_BF16)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
@@ -385,10 +385,11 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 }
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
-// key-padding bias and mask, block layouts of 128-row multiples) at d ≤ 128, and bwd_wgmma_kernel.cuh the backward's dK/dV
-// of plain calls and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the deterministic path's
-// dQ of plain calls and those extensions at every d (128-row tiles, no dBias), on a compute capability 9.0
-// device when the library carries sm_90a code (which runs on 9.0 only); the others take the mma.sync kernels.
+// key-padding bias and mask, block layouts of 128-row multiples) at d ≤ 128, and bwd_wgmma_kernel.cuh the
+// backward's dK/dV of plain calls and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the
+// deterministic path's dQ of plain calls and those extensions at every d (128-row tiles, no dBias), on a
+// compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0 only); the others take
+// the mma.sync kernels.
 // Opt-in until they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1
 // (use them where they can run), require (a call they should serve but cannot fails: the GPU session's proof
 // that they ran) or off.
