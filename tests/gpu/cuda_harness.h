@@ -123,6 +123,16 @@ inline void poison(const Tensor& t) {
     t.upload();
 }
 
+// cuda:0's opt-in shared memory per block in bytes when it is below 128 KiB (sm_86/sm_89: 99 KiB), where some
+// of the library's kernels do not fit; 0 otherwise, after printing that every `kernels` kernel fits there
+inline int small_shared_memory_device(const char* kernels) {
+    int allowed = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    if (allowed < 128 * 1024) return allowed;
+    std::printf("  cuda:0 allows %d KiB of shared memory per block: every %s kernel fits\n", allowed / 1024, kernels);
+    return 0;
+}
+
 // Whether every element of t's storage still holds the poison (a refused call wrote nothing)
 inline bool untouched(const Tensor& t) {
     const std::vector<unsigned char> b = t.bytes();

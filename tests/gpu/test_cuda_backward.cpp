@@ -632,12 +632,8 @@ TEST(hopper_kernel_choice) {
 // On a device with 163 KiB or more every backward kernel fits and this has nothing to check.
 TEST(small_shared_memory) {
     if (!g_cuda) return;
-    int allowed = 0;
-    CUDA_OK(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-    if (allowed >= 128 * 1024) {
-        std::printf("  cuda:0 allows %d KiB of shared memory per block: every backward kernel fits\n", allowed / 1024);
-        return;
-    }
+    const int allowed = gt::small_shared_memory_device("backward");
+    if (allowed == 0) return;
     const Case c64 = small_case(ref::kSigmoid, 64);
     EXPECT(run_case(c64, prepare(c64)), "d = 64 failed on a device with %d KiB per block", allowed / 1024);
     const Case c = small_case(ref::kSoftmax, 128);

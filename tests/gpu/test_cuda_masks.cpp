@@ -546,12 +546,8 @@ TEST(masks_numerics) {
 // nothing written. On a device with 163 KiB or more every kernel fits and this has nothing to check.
 TEST(small_shared_memory) {
     if (!g_cuda) return;
-    int allowed = 0;
-    CUDA_OK(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-    if (allowed >= 128 * 1024) {
-        std::printf("  cuda:0 allows %d KiB of shared memory per block: every extended kernel fits\n", allowed / 1024);
-        return;
-    }
+    const int allowed = gt::small_shared_memory_device("extended");
+    if (allowed == 0) return;
     for (int64_t d : {128, 64}) {
         Case c;
         c.seed = 7100 + uint64_t(d);
