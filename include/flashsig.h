@@ -160,8 +160,8 @@ FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
  *  - deterministic (params.deterministic 1, or no workspace, or dbias asked for): dK/dV and dQ by two
  *    kernels that each recompute the scores, no atomics, the same bits on every run (a broadcast dbias
  *    then uses the workspace for its partial sums: fsig_attention_backward_workspace_size_ex).
- * The CPU backward is always deterministic. On CUDA: head dims that are multiples of 8 up to 128
- * (fsig_capabilities.cuda_backward_max_head_dim; the forward's 256-wide kernel has no backward yet). */
+ * The CPU backward is always deterministic. On CUDA: head dims that are multiples of 8 up to 256, as the
+ * forward (fsig_capabilities.cuda_backward_max_head_dim). */
 FSIG_API int fsig_attention_backward(const fsig_attention_params* params,
                                      const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
                                      const fsig_tensor* out, const fsig_tensor* dout,
@@ -321,8 +321,8 @@ typedef struct fsig_capabilities {
                                        holds it (its columns past d zero-filled: d = 96 costs what d = 128
                                        does); linear attention runs at 64 and 128 */
     /* ---- added in 0.3 (a struct_size that ends before it is accepted: the fields it has are filled) ---- */
-    int32_t cuda_backward_max_head_dim; /* the CUDA backward runs every multiple of 8 up to this (128; 0
-                                       without CUDA) */
+    int32_t cuda_backward_max_head_dim; /* the CUDA backward runs every multiple of 8 up to this (256,
+                                       as the forward; 0 without CUDA) */
 } fsig_capabilities;
 
 /* Version as MAJOR * 10000 + MINOR * 100 + PATCH, and as "MAJOR.MINOR.PATCH". */

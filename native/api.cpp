@@ -386,11 +386,11 @@ int check_qkv(const fsig_attention_params* params, const Checked& q, const Check
 }
 
 // Bytes of the fast CUDA backward's workspace, an fp32 dQ: B * Hq * Nq * w * 4 from q's shape [B, Nq, Hq, d]
-// (all >= 1), w the width of the kernels that run d (64 for d <= 64, 128 for d <= 128; their dQ rows are
-// that long, the columns past d staying 0); false when that does not fit in int64 (q may broadcast with
-// stride 0, so its extent does not bound it).
+// (all >= 1), w the width of the kernels that run d (64, 128 or 256, the narrowest that holds d; their dQ
+// rows are that long, the columns past d staying 0; d itself above 256, which no CUDA kernel runs); false
+// when that does not fit in int64 (q may broadcast with stride 0, so its extent does not bound it).
 bool workspace_bytes_needed(const int64_t shape[4], int64_t* bytes) {
-    const int64_t width = shape[3] <= 64 ? 64 : shape[3] <= 128 ? 128 : shape[3];
+    const int64_t d = shape[3], width = d <= 64 ? 64 : d <= 128 ? 128 : d <= 256 ? 256 : d;
     const int64_t dims[4] = {shape[0], shape[1], shape[2], width};
     int64_t n = 4;
     for (int i = 0; i < 4; ++i)

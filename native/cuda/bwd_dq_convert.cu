@@ -33,8 +33,10 @@ template <class Elem>
 cudaError_t launch(const BwdParams& p, int kernel_width, cudaStream_t stream) {
     const int64_t chunks = p.f.batch * p.f.heads_q * p.f.seq_q * (kernel_width / 8);
     const dim3 grid(unsigned((chunks + 255) / 256));  // < 2^31 - 1 blocks for any dq that fits in memory
-    if (kernel_width != 64 && kernel_width != 128) return cudaErrorInvalidValue;
-    auto kernel = kernel_width == 64 ? dq_convert_kernel<Elem, 64> : dq_convert_kernel<Elem, 128>;
+    if (kernel_width != 64 && kernel_width != 128 && kernel_width != 256) return cudaErrorInvalidValue;
+    auto kernel = kernel_width == 64    ? dq_convert_kernel<Elem, 64>
+                  : kernel_width == 128 ? dq_convert_kernel<Elem, 128>
+                                        : dq_convert_kernel<Elem, 256>;
     FSIG_LAUNCH(kernel, grid, dim3(256), 0, stream, p);
     return cudaGetLastError();
 }

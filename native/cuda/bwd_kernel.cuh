@@ -1,7 +1,8 @@
 // The CUDA backward kernels (FlashAttention-2 design with recomputation, DESIGN.md §5) for sm_80 and
 // later. Included by the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu, one per (kernel, dtype,
-// head dim, plain or extended), each instantiating the 7 score policies: 2 × 2 × 2 × 2 × 7 = 112 kernels;
-// the fast path is a run-time branch of the dK/dV kernels (no further instantiations).
+// head dim, plain or extended), each instantiating the 7 score policies: 2 × 2 × 3 × 2 × 7 = 168 kernels
+// (widths 64 and 128 below; 256 in "the 256-wide kernels"); the fast path is a run-time branch of the dK/dV
+// kernels (no further instantiations).
 //
 // Contract: the forward's (fwd_kernel.cuh) plus dO [B, Nq, Hq, d], dQ [B, Nq, Hq, d], dK, dV
 // [B, Nk, Hk, d] in the same dtype and under the same layout rule (16-byte-aligned bases, last-dim
@@ -96,6 +97,8 @@ struct BwdTraits {
     static constexpr int kKvDqRowGroups = kKvBlockM / 16;
     static constexpr int kKvDqCols = kHeadDim / (kWarps / kKvDqRowGroups);
     static constexpr int kKvMTiles = kKvBlockM / 8;  // n8 tiles of Sᵀ (query columns) per warp
+    static constexpr int kKvKeyGroups = kWarps;      // warp w computes the dS of keys 16w..16w+15 ...
+    static constexpr int kKvQuerySplit = 1;          // ... for every query row of the tile
     static constexpr int kKvThreadsPerRow = kThreads / kKvBlockM;  // D: threads sharing one query row
     static constexpr int kKvChunksPerThread = kChunks / kKvThreadsPerRow;
 
@@ -308,7 +311,9 @@ inline __device__ FSIG_NOINLINE bool stage_beta_keys(const FwdParams& f, int64_t
 // Fast path (p.dq_accum): dQ rows [i0, i0 + kKvBlockM) of query head h += dS K over the block's keys,
 // from the dSᵀ tile the warps left in shared memory (A operands by ldmatrix.trans) and the resident K
 // tile (B operands by ldmatrix.trans, like V in the forward). Warp w takes 16 rows × kKvDqCols columns
-// and skips the k16 steps (one per warp's 16 keys) of warps that had no dS this tile. The sums go to
+// and skips the k16 steps (one per group of 16 keys) whose dS the warp that computes it had none of this
+// tile (live_sm: a flag per warp; warp w computes key group w % kKvKeyGroups for all the tile's query rows,
+// or, where kKvQuerySplit warps share a key group, for part w / kKvKeyGroups of them). The sums go to
 // dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number.
 template <class T>
 __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int h, int i0, uint32_t ds_tile,
@@ -325,9 +330,11 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
     bool any = false;
     // rolled: unrolled, its hoisted fragments made the extended kernels spill (d = 64: 32–60 bytes; 0–12
     // rolled)
+    // the warp that computed dS of key group ks for this warp's rows
+    const int* live_of_rows = live_sm + T::kKvKeyGroups * (rg * T::kKvQuerySplit / T::kKvDqRowGroups);
 #pragma unroll 1
-    for (int ks = 0; ks < T::kWarps; ++ks) {
-        if (!live_sm[ks]) continue;  // (the same for every lane)
+    for (int ks = 0; ks < T::kKvKeyGroups; ++ks) {
+        if (!live_of_rows[ks]) continue;  // (the same for every lane)
         any = true;
         uint32_t a[4];
         ldsm_x4_trans(a, ds_tile + 2 * frag::ds_offset<T::kKvBlockM>(ks * 16 + fat.row, rg * 16 + fat.col));
@@ -360,42 +367,22 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
 }
 
 // The dK/dV kernels' epilogue (this file's and bwd_wgmma_kernel.cuh's): dK (× scale) and dV of key rows
-// 16·warp.. of the block's tile at j0, from accumulators in the mma.sync C layout per n8 tile, staged as
-// swizzled [kKvBlockN][d] tiles at `smem` (where K and V were: every read of them done) and written as 16-byte
-// stores (columns below the head dim); each warp stages and stores its own 16 rows.
-template <class T, int kDTiles>
+// 16·warp.. of the block's tile at j0 (columns col0.. as store_acc_rows), from accumulators in the mma.sync C
+// layout per n8 tile, staged as swizzled [kRows][d] tiles at `smem` (where K and V were: every read of them
+// done) and written as 16-byte stores (columns below the head dim).
+template <class T, int kDTiles, int kRows = kBwdKvBlockN>
 __device__ __forceinline__ void store_dk_dv(const BwdParams& p, int64_t b, int hk, int j0, int warp, int lane,
                                             const float (&dk)[kDTiles][4], const float (&dv)[kDTiles][4],
-                                            unsigned char* smem) {
+                                            unsigned char* smem, int col0 = 0) {
     using Elem = typename T::Elem;
-    using M = Mma<Elem>;
-    constexpr int kD = T::kHeadDim, kChunks = kD / 8;
+    constexpr int kD = T::kHeadDim;
     const FwdParams& f = p.f;
-    Elem* dk_out = static_cast<Elem*>(p.dk) + b * p.dk_batch + hk * p.dk_head;
-    Elem* dv_out = static_cast<Elem*>(p.dv) + b * p.dv_batch + hk * p.dv_head;
     Elem* k_sm = reinterpret_cast<Elem*>(smem);
-    Elem* v_sm = k_sm + kBwdKvBlockN * kD;
-#pragma unroll
-    for (int dt = 0; dt < kDTiles; ++dt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
-            const int at = frag::swizzle<kD>(row, col);
-            *reinterpret_cast<uint32_t*>(k_sm + at) = M::pack(dk[dt][2 * r] * f.scale, dk[dt][2 * r + 1] * f.scale);
-            *reinterpret_cast<uint32_t*>(v_sm + at) = M::pack(dv[dt][2 * r], dv[dt][2 * r + 1]);
-        }
-    __syncwarp();
-#pragma unroll
-    for (int it = 0; it < 16 * kChunks / 32; ++it) {
-        const int c = lane + it * 32;
-        const int row = warp * 16 + c / kChunks, col = (c % kChunks) * 8;
-        const int64_t j = j0 + row;
-        if (j < f.seq_k && col < f.head_dim) {
-            const int at = frag::swizzle<kD>(row, col);
-            *reinterpret_cast<uint4*>(dk_out + j * p.dk_row + col) = *reinterpret_cast<const uint4*>(k_sm + at);
-            *reinterpret_cast<uint4*>(dv_out + j * p.dv_row + col) = *reinterpret_cast<const uint4*>(v_sm + at);
-        }
-    }
+    const float dk_mul[2] = {f.scale, f.scale}, dv_mul[2] = {1.f, 1.f};
+    store_acc_rows<kD>(static_cast<Elem*>(p.dk) + b * p.dk_batch + hk * p.dk_head, p.dk_row, f.seq_k, f.head_dim, j0,
+                       warp, lane, dk, dk_mul, k_sm, col0);
+    store_acc_rows<kD>(static_cast<Elem*>(p.dv) + b * p.dv_batch + hk * p.dv_head, p.dv_row, f.seq_k, f.head_dim, j0,
+                       warp, lane, dv, dv_mul, k_sm + kRows * kD, col0);
 }
 
 // ---- kernel 1: dK, dV ----------------------------------------------------------------------------
@@ -912,6 +899,516 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                        warp, lane, dq, mul, reinterpret_cast<Elem*>(smem_raw));
 }
 
+// ---- the 256-wide kernels (head dims in (128, 256]) -----------------------------------------------
+// A warp's dK and dV rows over 256 columns would take 256 accumulator registers (dQ's 128 beside S and dP),
+// so the warps work in pairs that split the columns of what they accumulate: warp w belongs to group
+// g = w % 4 (16 keys of the dK/dV block, 16 rows of the dQ block) and half c = w / 4 (columns 128c..).
+// The score tile of a group is split between its pair the other way — by queries (dK/dV) or keys (dQ) —
+// so that each warp computes its part of S and dP over the whole head dim (no partial sums) and the score
+// function once per element; the pair then trades the 16-bit P and dS it feeds the tensor cores through
+// shared memory (FlashAttention-2's d = 256 kernels stage P and dS likewise). Per pair and tile this is
+// the same tensor-core work as the 128-wide kernels, with one more barrier.
+//  - dK/dV: one block per (64 keys, kv head, batch); query tiles of 32 rows, warp (g, c) computing Sᵀ and
+//    dPᵀ for keys 16g.. × queries 16c.., then dV, dK of keys 16g.. × columns 128c.. from both warps' Pᵀ,
+//    dSᵀ. Softmax's O is read straight from global memory one tile ahead into registers (D of the tile's
+//    rows): a third staged tile would not fit in sm_80's 163 KiB.
+//  - dQ: one block per (64 query rows, head, batch); key tiles of 32, warp (g, c) computing S, dP for rows
+//    16g.. × keys 16c.., then dQ of rows 16g.. × columns 128c.. from both warps' dS.
+// A warp none of whose elements is allowed writes no P or dS; its flag makes its pair skip that k-step.
+template <int kHeadDim_, class Elem_>
+struct BwdWideTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kWarps = 8;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kGroups = kWarps / 2;        // warp w: group w % kGroups, half w / kGroups
+    static constexpr int kChunks = kHeadDim / 8;      // 16-byte chunks per row
+    static constexpr int kKSteps = kHeadDim / 16;     // k16 steps of a product over d
+    static constexpr int kHalfCols = kHeadDim / 2;    // columns of dK, dV or dQ per warp
+    static constexpr int kHalfDTiles = kHalfCols / 8;
+
+    // dK/dV kernel: K, V (resident), two stages of Q, dO (and LSE), D, then Pᵀ and dSᵀ [key][query]
+    // (frag::ds_offset) and a flag per warp
+    static constexpr int kKvBlockN = 16 * kGroups;
+    static constexpr int kKvBlockM = 32;
+    static constexpr int kKvKeyBytes = kKvBlockN * kHeadDim * 2;
+    static constexpr int kKvRowBytes = kKvBlockM * kHeadDim * 2;
+    static constexpr int kKvStage0 = 2 * kKvKeyBytes;  // Q, then dO
+    static constexpr int kKvStage1 = kKvStage0 + 2 * kKvRowBytes;
+    static constexpr int kKvLse0 = kKvStage1 + 2 * kKvRowBytes;
+    static constexpr int kKvD = kKvLse0 + 2 * kKvBlockM * 4;
+    static constexpr int kKvDsBytes = kKvBlockN * frag::kDsStride<kKvBlockM> * 2;
+    static constexpr int kKvPt = kKvD + kKvBlockM * 4;
+    static constexpr int kKvDst = kKvPt + kKvDsBytes;
+    static constexpr int kKvLive = kKvDst + kKvDsBytes;
+    static constexpr int kKvSmemBytes = kKvLive + kWarps * 4;
+    // extended, after those: λ of a query tile, then one β staging tile per warp (its 16 keys × 16 queries)
+    static constexpr int kKvExtBytes = (kKvBlockM + kWarps * 16 * kBetaStride<16>) * 4;
+    // fast path (accumulate_dq on the dSᵀ tile): 16 query rows × kKvDqCols columns per warp
+    static constexpr int kKvKeyGroups = kGroups;
+    static constexpr int kKvQuerySplit = 2;  // warp (g, c) computes dS of key group g for queries 16c..
+    static constexpr int kKvDqRowGroups = kKvBlockM / 16;
+    static constexpr int kKvDqCols = kHeadDim / (kWarps / kKvDqRowGroups);
+    static constexpr int kKvThreadsPerRow = kThreads / kKvBlockM;  // D: threads sharing one query row
+    static constexpr int kKvChunksPerThread = kChunks / kKvThreadsPerRow;
+
+    // dQ kernel: Q, dO (resident), two stages of K, V, then dS [row][key] and a flag per warp
+    static constexpr int kQBlockM = 16 * kGroups;
+    static constexpr int kQBlockN = 32;
+    static constexpr int kQRowBytes = kQBlockM * kHeadDim * 2;
+    static constexpr int kQKeyBytes = kQBlockN * kHeadDim * 2;
+    static constexpr int kQStage0 = 2 * kQRowBytes;  // K, then V
+    static constexpr int kQStage1 = kQStage0 + 2 * kQKeyBytes;
+    static constexpr int kQDs = kQStage1 + 2 * kQKeyBytes;
+    static constexpr int kQLive = kQDs + kQBlockM * frag::kDsStride<kQBlockN> * 2;
+    static constexpr int kQSmemBytes = kQLive + kWarps * 4;
+    static constexpr int kQExtBytes = kWarps * 16 * kBetaStride<16> * 4;  // a β (and dBias) tile per warp
+
+    static_assert(kHeadDim == 256, "the pairs split 256 columns into two n16-aligned halves");
+    static_assert(kKvBlockM == 16 * 2 && kQBlockN == 16 * 2, "each warp of a pair takes 16 of the tile");
+    static_assert((kKvBlockN * kChunks) % kThreads == 0 && (kKvBlockM * kChunks) % kThreads == 0 &&
+                      (kQBlockM * kChunks) % kThreads == 0 && (kQBlockN * kChunks) % kThreads == 0,
+                  "tile loads split evenly over the threads");
+    static_assert(kKvBlockM <= kThreads && kThreads % kKvBlockM == 0 && kKvThreadsPerRow <= 32 &&
+                      kChunks % kKvThreadsPerRow == 0,
+                  "LSE: a thread per row; D: the threads of a row are adjacent lanes of one warp");
+    static_assert(kWarps % kKvDqRowGroups == 0 && kKvDqCols % 16 == 0, "fast dQ: whole 16-row groups, n16 pairs");
+    static_assert(kKvSmemBytes + kKvExtBytes <= 163 * 1024 && kQSmemBytes + kQExtBytes <= 163 * 1024,
+                  "shared memory of one block on sm_80");
+};
+
+template <class T, class Score, bool kExt>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel(const __grid_constant__ BwdParams p) {
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockN = T::kKvBlockN, kBlockM = T::kKvBlockM;
+    const uint32_t smem_base = smem_addr(smem_raw);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int group = warp % T::kGroups, half = warp / T::kGroups;
+    const FwdParams& f = p.f;
+
+    // block -> (key tile, kv head, batch), as attention_bwd_dkdv_kernel
+    int64_t bid = blockIdx.x;
+    const int n_block = int(bid % p.n_blocks);
+    bid /= p.n_blocks;
+    const int hk = int(bid % p.heads_k);
+    const int64_t b = bid / p.heads_k;
+    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
+    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
+
+    const int j0 = n_block * kBlockN;
+    int64_t q_first, q_last;
+    query_range(f, j0, min(int64_t(j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
+    const int m_first = int(q_first / kBlockM);
+    const int n_m = q_last >= q_first ? int(q_last / kBlockM) - m_first + 1 : 0;
+    const int n_tiles = n_m * f.group;
+    const int jw = j0 + group * 16;  // this warp's keys
+    int wq_first = 0, wq_last = -1;
+    if (jw < f.seq_k) {
+        int64_t lo, hi;
+        query_range(f, jw, min(int64_t(jw) + 15, f.seq_k - 1), &lo, &hi);
+        wq_first = int(lo), wq_last = int(hi);
+    }
+
+    auto tile_head = [&](int t) { return hk * f.group + t / n_m; };
+    auto tile_row0 = [&](int t) { return (m_first + t % n_m) * kBlockM; };
+    auto load_query_tile = [&](int t, uint32_t stage, uint32_t lse_off) {
+        const int h = tile_head(t), i0 = tile_row0(t);
+        load_tile<T, kBlockM>(smem_base + stage, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row,
+                              i0, f.seq_q, f.head_dim, tid);
+        load_tile<T, kBlockM>(smem_base + stage + T::kKvRowBytes,
+                              static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head, p.do_row, i0,
+                              f.seq_q, f.head_dim, tid);
+        if constexpr (Score::kRowStats) {
+            if (tid < kBlockM) {
+                const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
+                const bool ok = i0 + tid < f.seq_q;
+                cp_async_4(smem_base + lse_off + 4 * tid, ok ? lse + (i0 + tid) * f.lse_row : lse, ok ? 4 : 0);
+            }
+        }
+    };
+    // softmax: this thread's chunks of O for D (row tid / kTpr, chunks from (tid % kTpr)·kCpt), zero past
+    // Nq and the head dim
+    constexpr int kTpr = T::kKvThreadsPerRow, kCpt = T::kKvChunksPerThread;
+    uint4 o_part[kCpt];
+    auto load_o_part = [&](int t) {
+        const int i = tile_row0(t) + tid / kTpr;
+        const Elem* o = static_cast<const Elem*>(f.out) + b * f.o_batch + tile_head(t) * f.o_head + int64_t(i) * f.o_row;
+#pragma unroll
+        for (int c = 0; c < kCpt; ++c) {
+            const int col = ((tid % kTpr) * kCpt + c) * 8;
+            o_part[c] = i < f.seq_q && col < f.head_dim ? *reinterpret_cast<const uint4*>(o + col) : uint4{0, 0, 0, 0};
+        }
+    };
+    auto next_live = [&](int t) {  // a warp collective, as in attention_bwd_dkdv_kernel
+        if constexpr (kExt)
+            return first_live_index(t, n_tiles - 1, lane, [&](int u) {
+                const int i0 = tile_row0(u);
+                return ext_tile_live(f.ext, tile_head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
+                                     min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
+            });
+        return t;
+    };
+
+    // ---- prologue: K, V (resident), the first query tile ----
+    load_tile<T, kBlockN>(smem_base, k, f.k_row, j0, f.seq_k, f.head_dim, tid);
+    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, v, f.v_row, j0, f.seq_k, f.head_dim, tid);
+    int t = next_live(0);
+    if (t < n_tiles) load_query_tile(t, T::kKvStage0, T::kKvLse0);
+    cp_async_commit();
+    if constexpr (Score::kRowStats) {
+        if (t < n_tiles) load_o_part(t);
+    }
+
+    float dk[T::kHalfDTiles][4], dv[T::kHalfDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kHalfDTiles; ++dt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[dt][e] = dv[dt][e] = 0.f;
+    const ScoreConsts sc = score_consts(f), sc_x = score_consts(f, 1.f);
+    const float* lse_sm0 = reinterpret_cast<const float*>(smem_raw + T::kKvLse0);
+    float* d_sm = reinterpret_cast<float*>(smem_raw + T::kKvD);
+    float* lambda_sm = reinterpret_cast<float*>(smem_raw + T::kKvSmemBytes);
+    float* beta_tile = lambda_sm + kBlockM + warp * 16 * kBetaStride<16>;
+    uint32_t* pt_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvPt);
+    uint32_t* dst_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvDst);
+    int* live_sm = reinterpret_cast<int*>(smem_raw + T::kKvLive);
+    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
+    const int key_j[2] = {jw + frag::acc_row(lane, 0), jw + frag::acc_row(lane, 2)};
+    const int q_col0 = half * 16;   // this warp's queries in the tile
+    const int c0 = half * T::kHalfCols;  // this warp's columns of dK, dV
+
+    for (int s = 0, t_next; t < n_tiles; s ^= 1, t = t_next) {  // s: the stage of tile t
+        const uint32_t stage = s ? T::kKvStage1 : T::kKvStage0;
+        cp_async_wait_all();  // tile t has landed ...
+        __syncthreads();      // ... for every thread; nobody reads the other stage, Pᵀ, dSᵀ or the flags any more
+        t_next = next_live(t + 1);
+        if (t_next < n_tiles) load_query_tile(t_next, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
+        cp_async_commit();
+        const int i0 = tile_row0(t), h = tile_head(t), iw = i0 + q_col0;
+        const uint32_t q_tile = smem_base + stage, do_tile = q_tile + T::kKvRowBytes;
+        const float* lse_sm = lse_sm0 + s * kBlockM;
+
+        if constexpr (Score::kRowStats) {
+            // D_i = Σ_c dO_ic O_ic: O from this thread's registers, dO from the stage; then the next tile's O
+            const int r = tid / kTpr, part = tid % kTpr;
+            float acc = 0.f;
+#pragma unroll
+            for (int c = 0; c < kCpt; ++c)
+                acc = dot8<Elem>(o_part[c], *reinterpret_cast<const uint4*>(
+                                                smem_raw + stage + T::kKvRowBytes + 2 * frag::swizzle<kD>(r, (part * kCpt + c) * 8)),
+                                 acc);
+#pragma unroll
+            for (int m = kTpr / 2; m >= 1; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+            if (part == 0) d_sm[r] = acc;
+            if (t_next < n_tiles) load_o_part(t_next);
+        }
+        bool rows_staged = Score::kRowStats;
+        if constexpr (kExt) {
+            if (f.ext.logn_train > 0) {
+                if (tid < kBlockM) lambda_sm[tid] = logn_lambda(f.ext, i0 + tid + f.seq_k - f.seq_q, f.seq_k);
+                rows_staged = true;
+            }
+        }
+        if (rows_staged) __syncthreads();  // (a block-uniform condition)
+
+        // ---- this warp's Sᵀ = K_w Q_cᵀ, dPᵀ = V_w dO_cᵀ (16 keys × 16 queries), Pᵀ and dSᵀ ----
+        bool live = iw <= wq_last && iw + 15 >= wq_first;
+        if constexpr (kExt) {
+            if (live && f.ext.elementwise) live = stage_beta_keys<16>(f, b, h, iw, jw, lane, beta_tile);
+        }
+        if (live) {
+            float st_[2][4], dpt[2][4];
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) st_[nt][e] = dpt[nt][e] = 0.f;
+#pragma unroll 1
+            for (int ks = 0; ks < T::kKSteps; ++ks) {
+                uint32_t ka[4], va[4], qb[4], gb[4];
+                const int aoff = 2 * frag::swizzle<kD>(group * 16 + fa.row, ks * 16 + fa.col);
+                const int boff = 2 * frag::swizzle<kD>(q_col0 + fb.row, ks * 16 + fb.col);
+                ldsm_x4(ka, smem_base + aoff);
+                ldsm_x4(qb, q_tile + boff);
+                M::run(st_[0], ka, qb[0], qb[1]);
+                M::run(st_[1], ka, qb[2], qb[3]);
+                ldsm_x4(va, smem_base + T::kKvKeyBytes + aoff);
+                ldsm_x4(gb, do_tile + boff);
+                M::run(dpt[0], va, gb[0], gb[1]);
+                M::run(dpt[1], va, gb[2], gb[3]);
+            }
+            // as attention_bwd_dkdv_kernel, over this warp's 16 queries
+            const bool interior = tile_interior(f, iw, 16, jw, 16);
+            float slope = 0.f, dist0[2] = {0.f, 0.f};
+            if constexpr (kExt) {
+                if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + h * f.ext.alibi_h];
+                const int64_t d0 = int64_t(iw) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
+                dist0[0] = float(d0 - key_j[0]);
+                dist0[1] = float(d0 - key_j[1]);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const int wcol = nt * 8 + frag::acc_col(lane, c), col = q_col0 + wcol;  // query iw + wcol
+                    float nl = 0.f, dd = 0.f;
+                    if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
+                    if constexpr (kExt) {
+                        const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
+#pragma unroll
+                        for (int e = c; e < 4; e += 2) {
+                            float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(nt * 8 + c), st_[nt][e] * f.scale);
+                            if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<16> + wcol];
+                            float pr, ds;
+                            probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
+                            st_[nt][e] = x == -INFINITY ? 0.f : pr;
+                            dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                        }
+                    } else {
+#pragma unroll
+                        for (int e = c; e < 4; e += 2)
+                            probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st_[nt][e], dpt[nt][e]);
+                    }
+                    if (!interior) {
+                        const int i = iw + wcol;
+                        const int64_t lo = first_key(f, i), hi = last_key(f, i);
+                        const bool row_ok = i < f.seq_q;
+#pragma unroll
+                        for (int r = 0; r < 2; ++r)
+                            if (!row_ok || key_j[r] < lo || key_j[r] > hi) st_[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
+                    }
+                }
+            // the 16-bit Pᵀ and dSᵀ the products take, each register's pair where it came from
+#pragma unroll
+            for (int reg = 0; reg < 4; ++reg) {
+                const frag::RowCol at = frag::a_pack_pos(lane, reg);
+                const int nt = reg >> 1, e = (reg & 1) * 2;
+                const int off = frag::ds_offset<kBlockM>(group * 16 + at.row, q_col0 + at.col) / 2;
+                pt_sm[off] = M::pack(st_[nt][e], st_[nt][e + 1]);
+                dst_sm[off] = M::pack(dpt[nt][e], dpt[nt][e + 1]);
+            }
+        }
+        if (lane == 0) live_sm[warp] = live;
+        __syncthreads();  // both warps' Pᵀ, dSᵀ and flags of every group
+
+        // ---- dV_w += Pᵀ dO, dK_w += dSᵀ Q over the tile's queries, columns c0.. ----
+#pragma unroll 1
+        for (int kp = 0; kp < 2; ++kp) {  // the queries of half kp, from the warp that computed them
+            if (!live_sm[group + kp * T::kGroups]) continue;  // (warp-uniform)
+            uint32_t pa[4], da[4];
+            const int aoff = 2 * frag::ds_offset<kBlockM>(group * 16 + fa.row, kp * 16 + fa.col);
+            ldsm_x4(pa, smem_base + T::kKvPt + aoff);
+            ldsm_x4(da, smem_base + T::kKvDst + aoff);
+#pragma unroll
+            for (int dp = 0; dp < T::kHalfDTiles / 2; ++dp) {
+                uint32_t gb[4], qb[4];
+                const int off = 2 * frag::swizzle<kD>(kp * 16 + fbt.row, c0 + dp * 16 + fbt.col);
+                ldsm_x4_trans(gb, do_tile + off);
+                M::run(dv[2 * dp], pa, gb[0], gb[1]);
+                M::run(dv[2 * dp + 1], pa, gb[2], gb[3]);
+                ldsm_x4_trans(qb, q_tile + off);
+                M::run(dk[2 * dp], da, qb[0], qb[1]);
+                M::run(dk[2 * dp + 1], da, qb[2], qb[3]);
+            }
+        }
+        // ---- fast path: dQ_tile += dS K, added to dq_accum with atomics ----
+        if (p.dq_accum != nullptr) accumulate_dq<T>(p, b, h, i0, smem_base + T::kKvDst, live_sm, smem_base, lane, warp);
+    }
+
+    // ---- epilogue: dK (× scale) and dV of keys 16·group.., columns c0.., through shared memory ----
+    cp_async_wait_all();
+    __syncthreads();
+    store_dk_dv<T, T::kHalfDTiles, kBlockN>(p, b, hk, j0, group, lane, dk, dv, smem_raw, c0);
+}
+
+template <class T, class Score, bool kExt>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(const __grid_constant__ BwdParams p) {
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockM = T::kQBlockM, kBlockN = T::kQBlockN;
+    const uint32_t smem_base = smem_addr(smem_raw);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int group = warp % T::kGroups, half = warp / T::kGroups;
+    const FwdParams& f = p.f;
+
+    const DqBlock<Elem> blk = dq_block<Elem>(p);
+    const int m_block = blk.m_block, h = blk.h;
+    const int64_t b = blk.b;
+    const Elem *q = blk.q, *dout = blk.dout, *k = blk.k, *v = blk.v;
+
+    const int i0 = m_block * kBlockM;
+    const int i_end = int(min(int64_t(i0) + kBlockM, f.seq_q));
+    const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
+    const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(f, h, i0, i_end - 1, nb, n_last, lane); };
+    const int n_first = next_live(int(key_lo / kBlockN));
+    const int w0 = i0 + group * 16;  // this warp's rows
+    const int warp_lo = int(first_key(f, w0)), warp_hi = int(last_key(f, min(int64_t(w0) + 15, f.seq_q - 1)));
+    const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+    const int k_col0 = half * 16;         // this warp's keys in the tile
+    const int c0 = half * T::kHalfCols;  // this warp's columns of dQ
+
+    // ---- prologue: Q, dO (resident), the first K/V tile into stage 0 ----
+    const uint32_t q_tile = smem_base, do_tile = smem_base + T::kQRowBytes;
+    load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, f.head_dim, tid);
+    load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, f.head_dim, tid);
+    if (n_first <= n_last) {
+        load_tile<T, kBlockN>(smem_base + T::kQStage0, k, f.k_row, n_first * kBlockN, f.seq_k, f.head_dim, tid);
+        load_tile<T, kBlockN>(smem_base + T::kQStage0 + T::kQKeyBytes, v, f.v_row, n_first * kBlockN, f.seq_k, f.head_dim, tid);
+    }
+    cp_async_commit();
+    float nl[2] = {0.f, 0.f}, dd[2] = {0.f, 0.f};
+    if constexpr (Score::kRowStats) dq_row_stats<kD>(p, b, h, dout, row_i, lane, nl, dd);
+    // dBias in the full shape: every warp writes its 16 rows × 16 keys of each tile the block computes (0
+    // where masked or where the warp has no allowed element); the keys of tiles the block skips are zeroed
+    // by the half-0 warps (all 16 keys of their rows), from a block-uniform cursor
+    const bool dbias_full = kExt && f.ext.dbias != nullptr && p.dbias_partial == nullptr;
+    int dbias_next = int(min(int64_t(n_first) * kBlockN, f.seq_k));
+    if (dbias_full && half == 0) zero_dbias_keys(f, b, h, w0, 0, dbias_next, lane);
+    cp_async_wait_all();
+    __syncthreads();
+
+    float dq[T::kHalfDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kHalfDTiles; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+    const ScoreConsts sc = score_consts(f), sc_x = score_consts(f, 1.f);
+    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
+    float* beta_tile = reinterpret_cast<float*>(smem_raw + T::kQSmemBytes) + warp * 16 * kBetaStride<16>;
+    uint32_t* ds_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kQDs);
+    int* live_sm = reinterpret_cast<int*>(smem_raw + T::kQLive);
+
+    uint32_t tile_k = smem_base + T::kQStage0, next_k = smem_base + T::kQStage1;  // V follows K in a stage
+    for (int nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
+        const int j0 = nb * kBlockN, jw = j0 + k_col0;
+        nb_next = next_live(nb + 1);
+        if (nb_next <= n_last) {
+            load_tile<T, kBlockN>(next_k, k, f.k_row, nb_next * kBlockN, f.seq_k, f.head_dim, tid);
+            load_tile<T, kBlockN>(next_k + T::kQKeyBytes, v, f.v_row, nb_next * kBlockN, f.seq_k, f.head_dim, tid);
+        }
+        cp_async_commit();
+        if (dbias_full && half == 0) zero_dbias_keys(f, b, h, w0, dbias_next, j0, lane);
+        dbias_next = j0 + kBlockN;
+
+        // ---- this warp's S = Q_w K_cᵀ, dP = dO_w V_cᵀ (16 rows × 16 keys), dS ----
+        bool live = warp_lo <= jw + 15 && warp_hi >= jw && warp_lo <= warp_hi;
+        if constexpr (kExt) {
+            if (f.ext.elementwise && live) live = stage_beta<16>(f, b, h, w0, jw, lane, beta_tile);
+        }
+        if (live) {
+            float s[2][4], dps[2][4];
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[nt][e] = dps[nt][e] = 0.f;
+#pragma unroll 1
+            for (int ks = 0; ks < T::kKSteps; ++ks) {
+                uint32_t qa[4], ga[4], kb[4], vb[4];
+                const int aoff = 2 * frag::swizzle<kD>(group * 16 + fa.row, ks * 16 + fa.col);
+                const int boff = 2 * frag::swizzle<kD>(k_col0 + fb.row, ks * 16 + fb.col);
+                ldsm_x4(qa, q_tile + aoff);
+                ldsm_x4(kb, tile_k + boff);
+                M::run(s[0], qa, kb[0], kb[1]);
+                M::run(s[1], qa, kb[2], kb[3]);
+                ldsm_x4(ga, do_tile + aoff);
+                ldsm_x4(vb, tile_k + T::kQKeyBytes + boff);
+                M::run(dps[0], ga, vb[0], vb[1]);
+                M::run(dps[1], ga, vb[2], vb[3]);
+            }
+            // as attention_bwd_dq_kernel, over this warp's 16 keys
+            float lambda[2] = {1.f, 1.f};
+            if constexpr (kExt) extend_tile<2>(f, b, h, row_i, jw, lane, f.ext.elementwise ? beta_tile : nullptr, s, lambda);
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    float pr;
+                    if constexpr (kExt) {
+                        probs_grads<Score>(s[nt][e], dps[nt][e], sc_x, kLog2e, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
+                        if (s[nt][e] == -INFINITY) dps[nt][e] = 0.f;
+                    } else {
+                        probs_grads<Score>(s[nt][e], dps[nt][e], sc, f.scale_log2, nl[e >> 1], dd[e >> 1], pr,
+                                           dps[nt][e]);
+                    }
+                }
+            if (!tile_interior(f, w0, 16, jw, 16)) {
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const int64_t lo = first_key(f, row_i[r]) - jw, hi = last_key(f, row_i[r]) - jw;
+#pragma unroll
+                    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                            const int col = nt * 8 + frag::acc_col(lane, e);
+                            if (col < lo || col > hi) dps[nt][e] = 0.f;
+                        }
+                }
+            }
+            if constexpr (kExt) {
+                if (f.ext.dbias != nullptr) {  // dBias = ∂L/∂x through the staging tile, as attention_bwd_dq_kernel
+                    __syncwarp();  // every lane has read its β
+#pragma unroll
+                    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                        for (int r = 0; r < 2; ++r)
+                            *reinterpret_cast<float2*>(beta_tile + frag::acc_row(lane, 2 * r) * kBetaStride<16> + nt * 8 +
+                                                       frag::acc_col(lane, 0)) = make_float2(dps[nt][2 * r], dps[nt][2 * r + 1]);
+                    __syncwarp();
+                    if (dbias_full) {
+#pragma unroll 1
+                        for (int r = lane >> 4; r < 16; r += 2) {  // half-warps on alternate rows, lanes on keys
+                            const int c = lane & 15;
+                            if (w0 + r < f.seq_q && jw + c < f.seq_k)
+                                store_dbias(f.ext, b, h, w0 + r, jw + c, beta_tile[r * kBetaStride<16> + c]);
+                        }
+                    } else {
+                        store_dbias_partial<16>(p, b, h, w0, jw, lane, beta_tile);
+                    }
+                }
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) dps[nt][e] *= lambda[e >> 1];
+            }
+#pragma unroll
+            for (int reg = 0; reg < 4; ++reg) {  // the 16-bit dS the product takes
+                const frag::RowCol at = frag::a_pack_pos(lane, reg);
+                const int nt = reg >> 1, e = (reg & 1) * 2;
+                ds_sm[frag::ds_offset<kBlockN>(group * 16 + at.row, k_col0 + at.col) / 2] = M::pack(dps[nt][e], dps[nt][e + 1]);
+            }
+        } else if (dbias_full) {
+            zero_dbias_keys(f, b, h, w0, jw, int(min(int64_t(jw) + 16, f.seq_k)), lane);
+        }
+        if (lane == 0) live_sm[warp] = live;
+        __syncthreads();  // both warps' dS and flags of every group
+
+        // ---- dQ_w += dS K over the tile's keys, columns c0.. (K by ldmatrix.trans) ----
+#pragma unroll 1
+        for (int kk = 0; kk < 2; ++kk) {  // the keys of half kk, from the warp that computed their dS
+            if (!live_sm[group + kk * T::kGroups]) continue;  // (warp-uniform)
+            uint32_t da[4];
+            ldsm_x4(da, smem_base + T::kQDs + 2 * frag::ds_offset<kBlockN>(group * 16 + fa.row, kk * 16 + fa.col));
+#pragma unroll
+            for (int dp = 0; dp < T::kHalfDTiles / 2; ++dp) {
+                uint32_t kb[4];
+                ldsm_x4_trans(kb, tile_k + 2 * frag::swizzle<kD>(kk * 16 + fbt.row, c0 + dp * 16 + fbt.col));
+                M::run(dq[2 * dp], da, kb[0], kb[1]);
+                M::run(dq[2 * dp + 1], da, kb[2], kb[3]);
+            }
+        }
+        cp_async_wait_all();
+        __syncthreads();  // the next K/V has landed; nobody reads this one, dS or the flags any more
+        const uint32_t t = tile_k;
+        tile_k = next_k, next_k = t;
+    }
+
+    if (dbias_full && half == 0) zero_dbias_keys(f, b, h, w0, dbias_next, int(f.seq_k), lane);  // after the last tile
+
+    // ---- epilogue: dQ × scale, rows 16·group.., columns c0.., through shared memory where Q was ----
+    const float mul[2] = {f.scale, f.scale};
+    store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, f.head_dim, i0,
+                       group, lane, dq, mul, reinterpret_cast<Elem*>(smem_raw), c0);
+}
+
 // ---- launch --------------------------------------------------------------------------------------
 
 // Shared memory of one launch: `bytes` for this launch, `limit` the most any launch of the kernel asks for.
@@ -950,32 +1447,58 @@ template <class T, class Score, bool kExt>
 struct DqKernel {
     static auto get() { return attention_bwd_dq_kernel<T, Score, kExt>; }
 };
+template <class T, class Score, bool kExt>
+struct DkDvWideKernel {
+    static auto get() { return attention_bwd_dkdv_wide_kernel<T, Score, kExt>; }
+};
+template <class T, class Score, bool kExt>
+struct DqWideKernel {
+    static auto get() { return attention_bwd_dq_wide_kernel<T, Score, kExt>; }
+};
 
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dkdv(const BwdParams& params, cudaStream_t stream) {
-    using T = BwdTraits<kHeadDim, Elem>;
-    static_assert(T::kKvBlockN == kBwdKvBlockN, "the host sizes the grid with kBwdKvBlockN");
     BwdParams p = params;
-    p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
-    const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
-    // extended: λ and the β staging tiles; fast path: the dSᵀ tile (not asked for otherwise, which keeps
-    // the deterministic d = 64 kernel within the 99 KiB of sm_86/sm_89)
-    constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
-    const BwdSmem smem{kSmem + (p.dq_accum != nullptr ? T::kKvFastBytes : 0), kSmem + T::kKvFastBytes};
-    return with_bwd_score<T, kExt, DkDvKernel>(p, smem, blocks, stream);
+    if constexpr (kHeadDim > 128) {
+        using T = BwdWideTraits<kHeadDim, Elem>;
+        static_assert(T::kKvBlockN == kBwdWideKvBlockN, "the host checks the grid with kBwdWideKvBlockN");
+        p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
+        const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+        constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
+        return with_bwd_score<T, kExt, DkDvWideKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+    } else {
+        using T = BwdTraits<kHeadDim, Elem>;
+        static_assert(T::kKvBlockN == kBwdKvBlockN, "the host sizes the grid with kBwdKvBlockN");
+        p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
+        const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+        // extended: λ and the β staging tiles; fast path: the dSᵀ tile (not asked for otherwise, which keeps
+        // the deterministic d = 64 kernel within the 99 KiB of sm_86/sm_89)
+        constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
+        const BwdSmem smem{kSmem + (p.dq_accum != nullptr ? T::kKvFastBytes : 0), kSmem + T::kKvFastBytes};
+        return with_bwd_score<T, kExt, DkDvKernel>(p, smem, blocks, stream);
+    }
 }
 
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dq(const BwdParams& params, cudaStream_t stream) {
-    using T = BwdTraits<kHeadDim, Elem>;
-    static_assert(T::kQBlockM == kBwdQBlockM, "the host sizes the grid with kBwdQBlockM");
     BwdParams p = params;
-    p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
-    const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
-    // extended: the β staging tiles and dBias cursors after the Q, dO and K/V buffers
-    constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
-    static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
-    return with_bwd_score<T, kExt, DqKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+    if constexpr (kHeadDim > 128) {
+        using T = BwdWideTraits<kHeadDim, Elem>;
+        static_assert(T::kQBlockM == kBwdWideQBlockM, "the host checks the grid with kBwdWideQBlockM");
+        p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
+        const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
+        constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
+        return with_bwd_score<T, kExt, DqWideKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+    } else {
+        using T = BwdTraits<kHeadDim, Elem>;
+        static_assert(T::kQBlockM == kBwdQBlockM, "the host sizes the grid with kBwdQBlockM");
+        p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
+        const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
+        // extended: the β staging tiles and dBias cursors after the Q, dO and K/V buffers
+        constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
+        static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
+        return with_bwd_score<T, kExt, DqKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+    }
 }
 
 }  // namespace fsig::cuda

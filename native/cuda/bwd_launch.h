@@ -11,26 +11,36 @@ namespace fsig::cuda {
 
 constexpr int kBwdKvBlockN = 128;  // keys per block of the dK/dV kernel (BwdTraits::kKvBlockN)
 constexpr int kBwdQBlockM = 128;   // query rows per block of the dQ kernel (BwdTraits::kQBlockM)
+constexpr int kBwdWideKvBlockN = 64;  // ... of the 256-wide kernels (BwdWideTraits::kKvBlockN, kQBlockM)
+constexpr int kBwdWideQBlockM = 64;
 constexpr int kWgmmaBwdBlockM = 64;  // query rows per tile of the Hopper dK/dV kernel (WgmmaBwdTraits::kBlockM)
 constexpr int kWgmmaDqBlockN = 64;   // keys per tile of the Hopper dQ kernel (WgmmaDqTraits::kBlockN)
 
 cudaError_t launch_bwd_dkdv_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_bf16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_bf16_hd256(const BwdParams& p, cudaStream_t stream);
 // the extended kernels (masks and positions, p.f.ext.on), units bwd_{dkdv,dq}_ext_<dtype>_hd<d>.cu
 cudaError_t launch_bwd_dkdv_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_ext_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dkdv_ext_bf16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_ext_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_ext_bf16_hd256(const BwdParams& p, cudaStream_t stream);
 // the Hopper (wgmma, sm_90 only) dK/dV kernels, fast or deterministic path, units bwd_wgmma_<dtype>_hd<d>.cu
 cudaError_t launch_bwd_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
@@ -50,7 +60,7 @@ cudaError_t launch_bwd_dq_wgmma_ext_fp16_hd128(const BwdParams& p, cudaStream_t 
 cudaError_t launch_bwd_dq_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 // the fast path's last step (p.dq_accum set): dq = Elem(scale · dq_accum), native/cuda/bwd_dq_convert.cu;
-// kernel_width: the backward kernels' head dim (64 or 128), the row length of dq_accum
+// kernel_width: the backward kernels' head dim (64, 128 or 256), the row length of dq_accum
 cudaError_t launch_bwd_dq_convert_fp16(const BwdParams& p, int kernel_width, cudaStream_t stream);
 cudaError_t launch_bwd_dq_convert_bf16(const BwdParams& p, int kernel_width, cudaStream_t stream);
 // a broadcast dbias's last step (p.dbias_partial set): the partial sums added into dbias,

@@ -21,10 +21,9 @@ const char* no_device_reason();
 // max entries, the return value is their number.
 uint32_t forward_dtypes();
 int forward_head_dims(int32_t* dims, int max);
-// The attention kernels run every head dim that is a multiple of 8 up to these (the widest kernels:
-// the backward has none of width 256 yet)
+// The attention kernels run every head dim that is a multiple of 8 up to these (the widest kernels)
 constexpr int kForwardMaxHeadDim = 256;
-constexpr int kBackwardMaxHeadDim = 128;
+constexpr int kBackwardMaxHeadDim = 256;
 
 // Runs a forward problem that the C ABI layer validated (shapes, dtypes, extents, aliasing, one
 // device for all tensors, device index < device_count()) on the stream (NULL = default stream):

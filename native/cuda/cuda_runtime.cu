@@ -260,11 +260,12 @@ int launch_failure(const Message& m, cudaError_t e, const char* what, int device
 }
 
 // What every CUDA call needs of the problem itself: a dtype and head dim with kernels, lengths and
-// grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages. The attention
-// kernels run every head dim that is a multiple of 8 (16-byte rows) up to max_head_dim on the narrowest
-// kernel that holds it (FwdParams::head_dim): the forward's widths are 64, 128 and 256, the backward's
-// 64 and 128; linear attention (max_head_dim 0) has 64 and 128 only.
-int check_problem(const Message& m, const Problem& pr, const char* pass, int max_head_dim) {
+// grid sizes inside the kernels' int32 arithmetic. `pass` names the call in the messages, `caps_field` the
+// fsig_capabilities field that states its head dims. The attention kernels run every head dim that is a
+// multiple of 8 (16-byte rows) up to max_head_dim on the narrowest kernel that holds it (FwdParams::head_dim):
+// widths 64, 128 and 256, forward and backward; linear attention (max_head_dim 0) has 64 and 128 only.
+int check_problem(const Message& m, const Problem& pr, const char* pass, int max_head_dim,
+                  const char* caps_field = "cuda_head_dims") {
     if (pr.dtype != FSIG_DTYPE_FP16 && pr.dtype != FSIG_DTYPE_BF16)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.dtype is fp32 but the CUDA kernels take fp16 or bf16 (tensor cores); convert the tensors "
@@ -278,8 +279,7 @@ int check_problem(const Message& m, const Problem& pr, const char* pass, int max
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.shape[3] (head_dim) is %lld but the CUDA %s supports head dims that are multiples of 8 "
                       "up to %d (fsig_capabilities.%s); other head dims run on CPU tensors",
-                      (long long)pr.head_dim, pass, max_head_dim,
-                      max_head_dim == kBackwardMaxHeadDim ? "cuda_backward_max_head_dim" : "cuda_head_dims");
+                      (long long)pr.head_dim, pass, max_head_dim, caps_field);
     if (pr.seq_q > kMaxCudaSeq || pr.seq_k > kMaxCudaSeq)
         return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be at most 2^30 on CUDA",
                       (long long)pr.seq_q, (long long)pr.seq_k);
@@ -349,24 +349,28 @@ constexpr FwdLauncher kFwd[2][2][3] = {
      {launch_fwd_bf16_hd64, launch_fwd_bf16_hd128, launch_fwd_bf16_hd256}},
     {{launch_fwd_ext_fp16_hd64, launch_fwd_ext_fp16_hd128, launch_fwd_ext_fp16_hd256},
      {launch_fwd_ext_bf16_hd64, launch_fwd_ext_bf16_hd128, launch_fwd_ext_bf16_hd256}}};
-constexpr BwdLauncher kBwdDkDv[2][2][2] = {
-    {{launch_bwd_dkdv_fp16_hd64, launch_bwd_dkdv_fp16_hd128}, {launch_bwd_dkdv_bf16_hd64, launch_bwd_dkdv_bf16_hd128}},
-    {{launch_bwd_dkdv_ext_fp16_hd64, launch_bwd_dkdv_ext_fp16_hd128},
-     {launch_bwd_dkdv_ext_bf16_hd64, launch_bwd_dkdv_ext_bf16_hd128}}};
-constexpr BwdLauncher kBwdDq[2][2][2] = {
-    {{launch_bwd_dq_fp16_hd64, launch_bwd_dq_fp16_hd128}, {launch_bwd_dq_bf16_hd64, launch_bwd_dq_bf16_hd128}},
-    {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128},
-     {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128}}};
+constexpr BwdLauncher kBwdDkDv[2][2][3] = {
+    {{launch_bwd_dkdv_fp16_hd64, launch_bwd_dkdv_fp16_hd128, launch_bwd_dkdv_fp16_hd256},
+     {launch_bwd_dkdv_bf16_hd64, launch_bwd_dkdv_bf16_hd128, launch_bwd_dkdv_bf16_hd256}},
+    {{launch_bwd_dkdv_ext_fp16_hd64, launch_bwd_dkdv_ext_fp16_hd128, launch_bwd_dkdv_ext_fp16_hd256},
+     {launch_bwd_dkdv_ext_bf16_hd64, launch_bwd_dkdv_ext_bf16_hd128, launch_bwd_dkdv_ext_bf16_hd256}}};
+constexpr BwdLauncher kBwdDq[2][2][3] = {
+    {{launch_bwd_dq_fp16_hd64, launch_bwd_dq_fp16_hd128, launch_bwd_dq_fp16_hd256},
+     {launch_bwd_dq_bf16_hd64, launch_bwd_dq_bf16_hd128, launch_bwd_dq_bf16_hd256}},
+    {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128, launch_bwd_dq_ext_fp16_hd256},
+     {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128, launch_bwd_dq_ext_bf16_hd256}}};
 
-// (the extended Hopper dK/dV kernels at d = 128 are not built: they spill, native/cuda/NOTES.md)
-constexpr BwdLauncher kBwdWgmma[2][2][2] = {
-    {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128}, {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128}},
-    {{launch_bwd_wgmma_ext_fp16_hd64, nullptr}, {launch_bwd_wgmma_ext_bf16_hd64, nullptr}}};
-constexpr BwdLauncher kBwdDqWgmma[2][2][2] = {
-    {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128},
-     {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128}},
-    {{launch_bwd_dq_wgmma_ext_fp16_hd64, launch_bwd_dq_wgmma_ext_fp16_hd128},
-     {launch_bwd_dq_wgmma_ext_bf16_hd64, launch_bwd_dq_wgmma_ext_bf16_hd128}}};
+// (the extended Hopper dK/dV kernels at d = 128 are not built: they spill, native/cuda/NOTES.md; none of
+// width 256: those calls take the mma.sync kernels)
+constexpr BwdLauncher kBwdWgmma[2][2][3] = {
+    {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128, nullptr},
+     {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128, nullptr}},
+    {{launch_bwd_wgmma_ext_fp16_hd64, nullptr, nullptr}, {launch_bwd_wgmma_ext_bf16_hd64, nullptr, nullptr}}};
+constexpr BwdLauncher kBwdDqWgmma[2][2][3] = {
+    {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128, nullptr},
+     {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128, nullptr}},
+    {{launch_bwd_dq_wgmma_ext_fp16_hd64, launch_bwd_dq_wgmma_ext_fp16_hd128, nullptr},
+     {launch_bwd_dq_wgmma_ext_bf16_hd64, launch_bwd_dq_wgmma_ext_bf16_hd128, nullptr}}};
 // (no Hopper forward of width 256: those calls take the mma.sync kernel)
 constexpr FwdLauncher kFwdWgmma[2][2][3] = {
     {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128, nullptr},
@@ -489,18 +493,22 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
 int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "backward", kBackwardMaxHeadDim); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "backward", kBackwardMaxHeadDim, "cuda_backward_max_head_dim"); st != FSIG_OK) return st;
     const bool softmax = pr.score == FSIG_SCORE_SOFTMAX;
     if (softmax && (!a.has_out || !a.has_lse))  // (the C ABI layer already refuses this)
         return m.fail(FSIG_ERROR_NULL_ARGUMENT, "softmax backward needs the forward's out and lse");
-    // grid of the dK/dV kernel, and its per-block tile count (query tiles of 32 rows x group) in int32
-    const int64_t n_blocks = (pr.seq_k + kBwdKvBlockN - 1) / kBwdKvBlockN;
+    // grids of the dK/dV and dQ kernels (the forward's checks the 128-row one), and the dK/dV kernel's
+    // per-block tile count (query tiles of 32 rows or more x group), in int32
+    const int width = pr.head_dim <= 64 ? 0 : pr.head_dim <= 128 ? 1 : 2;
+    const int kv_block = width == 2 ? kBwdWideKvBlockN : kBwdKvBlockN;
+    const int64_t n_blocks = (pr.seq_k + kv_block - 1) / kv_block;
+    const int64_t q_blocks = width == 2 ? (pr.seq_q + kBwdWideQBlockM - 1) / kBwdWideQBlockM : 0;
     if (pr.heads_k > INT32_MAX || n_blocks * pr.heads_k > INT32_MAX / pr.batch ||
-        pr.group() * ((pr.seq_q + 15) / 16) > INT32_MAX)
+        q_blocks * pr.heads_q > INT32_MAX / pr.batch || pr.group() * ((pr.seq_q + 15) / 16) > INT32_MAX)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "batch %lld x heads_k %lld x %lld key tiles of %d keys (or heads_q %lld x seq_q %lld) exceed "
                       "the 2^31 - 1 limit of the CUDA backward's launch and loop counters; split the batch",
-                      (long long)pr.batch, (long long)pr.heads_k, (long long)n_blocks, kBwdKvBlockN,
+                      (long long)pr.batch, (long long)pr.heads_k, (long long)n_blocks, kv_block,
                       (long long)pr.heads_q, (long long)pr.seq_q);
     // out and lse are read by softmax only; the pointwise scores ignore them (they may be absent)
     const Named tensors[] = {{"q", &a.q},   {"k", &a.k},   {"v", &a.v},   {"dout", &a.dout}, {"dq", &a.dq},
@@ -549,7 +557,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     }
 
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16, d128 = pr.head_dim > 64;
+    const int ext = p.f.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16;
     // The Hopper kernels where they can run (bwd_wgmma_kernel.cuh; opted in as the forward's, FSIG_CUDA_WGMMA),
     // else bwd_kernel.cuh's: dK, dV (and on the fast path dS K into the workspace) where β is not needed per
     // element of its 64 x 128 tiles (the Hopper forward's rule) and the kernel is built (extended: width 64,
@@ -558,9 +566,10 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     BwdParams p_dkdv = p, p_dq = p;
     p_dkdv.f = for_kernel_tiles(p.f, kBwdKvBlockN, true, kWgmmaBwdBlockM);
     p_dq.f = for_kernel_tiles(p.f, kWgmmaDqBlockN, true, kBwdQBlockM);
-    const BwdLauncher dkdv_wgmma = kBwdWgmma[ext][bf16][d128];
+    const BwdLauncher dkdv_wgmma = kBwdWgmma[ext][bf16][width];
     const bool dkdv_fits = !p_dkdv.f.ext.elementwise && dkdv_wgmma != nullptr;
-    const bool dq_fits = p.dq_accum == nullptr && !p_dq.f.ext.elementwise && p.f.ext.dbias == nullptr;
+    const BwdLauncher dq_wgmma = kBwdDqWgmma[ext][bf16][width];
+    const bool dq_fits = p.dq_accum == nullptr && !p_dq.f.ext.elementwise && p.f.ext.dbias == nullptr && dq_wgmma != nullptr;
     WgmmaSetting wgmma = dkdv_fits || dq_fits ? wgmma_setting() : WgmmaSetting::kOff;
     if (wgmma != WgmmaSetting::kOff) {
         if (const char* why = wgmma_unavailable(device); why != nullptr) {
@@ -581,7 +590,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         return kernel(p, s);
     };
     auto launch_dkdv = [&] {
-        return launch(wgmma != WgmmaSetting::kOff && dkdv_fits, dkdv_wgmma, p_dkdv, kBwdDkDv[ext][bf16][d128]);
+        return launch(wgmma != WgmmaSetting::kOff && dkdv_fits, dkdv_wgmma, p_dkdv, kBwdDkDv[ext][bf16][width]);
     };
     cudaError_t e;
     const char* which;
@@ -592,7 +601,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         if (e == cudaSuccess) which = "dK/dV/dQ", e = launch_dkdv();
         if (e == cudaSuccess)
             which = "dQ conversion", e = (bf16 ? launch_bwd_dq_convert_bf16 : launch_bwd_dq_convert_fp16)(
-                                         p, d128 ? 128 : 64, s);
+                                         p, 64 << width, s);
     } else {
         // deterministic: two independent kernels, dK, dV (one block per key tile), then dQ (and dBias; a
         // broadcast one as partial sums into the zeroed workspace, then added up by a third kernel)
@@ -600,8 +609,8 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         e = dbias_sums ? cudaMemsetAsync(p.dbias_partial, 0, size_t(a.workspace_bytes), s) : cudaSuccess;
         if (e == cudaSuccess) which = "dK/dV", e = launch_dkdv();
         if (e == cudaSuccess)
-            which = "dQ", e = launch(wgmma != WgmmaSetting::kOff && dq_fits, kBwdDqWgmma[ext][bf16][d128], p_dq,
-                                     kBwdDq[ext][bf16][d128]);
+            which = "dQ", e = launch(wgmma != WgmmaSetting::kOff && dq_fits, dq_wgmma, p_dq,
+                                     kBwdDq[ext][bf16][width]);
         if (e == cudaSuccess && dbias_sums) which = "dbias reduction", e = launch_bwd_dbias_reduce(p, s);
     }
     if (e != cudaSuccess) {

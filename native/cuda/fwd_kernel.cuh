@@ -408,29 +408,29 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, int64_t b, int h
     }
 }
 
-// This warp's 16 rows of an accumulator (O, or the backward's dQ; rows warp·16.. of the block's query tile
-// from i0), each row r times mul[r], to out (row_stride elements apart): staged through the warp's own rows
-// of the shared buffer (free: the caller passed a barrier after its last read of it), then written as
-// 16-byte stores; rows from n_rows on and columns from cols on (the head dim) are not stored.
+// This warp's 16 rows of an accumulator (O, or the backward's dQ, dK, dV; rows warp·16.. of the block's tile
+// from i0; columns col0 .. col0 + 8·kDTiles of a [rows][kD] tile: all of them, or the half a warp of the
+// 256-wide backward owns), each row r times mul[r], to out (row_stride elements apart): staged through the
+// warp's own part of the shared buffer (free: the caller passed a barrier after its last read of it), then
+// written as 16-byte stores; rows from n_rows on and columns from cols on (the head dim) are not stored.
 template <int kD, class Elem, int kDTiles>
 __device__ __forceinline__ void store_acc_rows(Elem* out, int64_t row_stride, int64_t n_rows, int cols, int i0,
                                                int warp, int lane, const float (&o)[kDTiles][4], const float (&mul)[2],
-                                               Elem* smem) {
-    static_assert(kDTiles * 8 == kD, "one n8 tile of O per 8 columns");
-    constexpr int kChunks = kD / 8;
+                                               Elem* smem, int col0 = 0) {
+    static_assert(kDTiles * 8 <= kD && (16 * kDTiles) % 32 == 0, "n8 tiles of the accumulator inside the tile");
 #pragma unroll
     for (int dt = 0; dt < kDTiles; ++dt)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const uint32_t packed = Mma<Elem>::pack(o[dt][2 * r] * mul[r], o[dt][2 * r + 1] * mul[r]);
-            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = dt * 8 + frag::acc_col(lane, 0);
+            const int row = warp * 16 + frag::acc_row(lane, 2 * r), col = col0 + dt * 8 + frag::acc_col(lane, 0);
             *reinterpret_cast<uint32_t*>(smem + frag::swizzle<kD>(row, col)) = packed;
         }
-    __syncwarp();  // each warp stores its own 16 rows
+    __syncwarp();  // each warp stores its own part
 #pragma unroll
-    for (int it = 0; it < 16 * kChunks / 32; ++it) {
-        const int c = lane + it * 32;
-        const int row = warp * 16 + c / kChunks, col = (c % kChunks) * 8;
+    for (int it = 0; it < 16 * kDTiles / 32; ++it) {
+        const int c = lane + it * 32;  // 16-byte chunk c of the warp's 16 rows x kDTiles chunks
+        const int row = warp * 16 + c / kDTiles, col = col0 + (c % kDTiles) * 8;
         if (i0 + row < n_rows && col < cols)
             *reinterpret_cast<uint4*>(out + (i0 + row) * row_stride + col) =
                 *reinterpret_cast<const uint4*>(smem + frag::swizzle<kD>(row, col));

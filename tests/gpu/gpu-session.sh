@@ -21,7 +21,7 @@
 #   linear masks memory    the other device tests
 #   bench_bwd bench_linear bench_masks   fast vs deterministic backward; cosFormer vs causal sigmoid at
 #                          4k-16k; ALiBi overhead and block-sparse time vs density at 16k
-#   sdpa_d256              the 256-wide forward against SDPA at d = 256 (forward only: no backward at that width)
+#   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   sanitizer              compute-sanitizer memcheck, racecheck, synccheck on the quick sets
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -134,8 +134,8 @@ step bench_linear 90 "$bench" --device cuda --dtype bf16 --hidden 2048 --d 128 -
 # issue 9: ALiBi overhead and block-sparse time vs density at N = 16k, on the mma.sync and the wgmma kernels
 step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done' \
   "$build/benchmarks/cuda-masks-bench"
-# the 256-wide forward (no backward at that width) against SDPA at d = 256
-step sdpa_d256 90 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
-  --seqs 4096,16384 --dims 256 --passes fwd --check --warmup 3 --iters 10 --csv "$logs/sdpa_d256.csv"
+# the 256-wide kernels against SDPA at d = 256
+step sdpa_d256 120 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
+  --seqs 4096,16384 --dims 256 --passes fwd,fwdbwd --check --warmup 3 --iters 10 --csv "$logs/sdpa_d256.csv"
 step sanitizer 600 "$root/tests/gpu/run-compute-sanitizer.sh" "$build"
 

@@ -1,5 +1,5 @@
 // The CUDA backward through the public C ABI, against the fp64 reference of tests/reference.h under the
-// DESIGN §6 rule for dQ, dK and dV: every score × causal × window × MHA/GQA/MQA × fp16/bf16 × d 64/128
+// DESIGN §6 rule for dQ, dK and dV: every score × causal × window × MHA/GQA/MQA × fp16/bf16 × d 64/128/256
 // on ragged shapes (Nq, Nk ∈ {1, 17, 129, 300}, Nq ≠ Nk), more shapes for a few configurations, then
 // targeted cases (parameters off their defaults, width-0 and huge windows, rows that see no key,
 // big GQA groups, exact tile multiples, strided LSE); determinism (two runs, same bits); refusals
@@ -133,7 +133,7 @@ struct Run {
         p.workspace = nullptr, p.workspace_bytes = 0;
         if (!fast) return;
         if (workspace.bytes == 0) workspace = gt::Workspace(p, q.desc());
-        const int64_t width = s.d <= 64 ? 64 : 128;  // the kernels' width: dQ rows of the workspace
+        const int64_t width = s.d <= 64 ? 64 : s.d <= 128 ? 128 : 256;  // the kernels' width: dQ rows of the workspace
         const int64_t expected = g_cuda ? s.B * s.Hq * s.Nq * width * 4 : 0;
         REQUIRE(workspace.bytes == expected, "workspace size %lld, expected %lld", (long long)workspace.bytes,
                 (long long)expected);
@@ -221,9 +221,9 @@ bool run_case(const Case& c, const Prepared& in) {
                fast ? "not written" : "written", fast ? "fast" : "deterministic");
 #if defined(FSIG_TEST_ON_EMULATOR)
         // both paths' dK/dV and the deterministic path's dQ on the Hopper kernels exactly where they may run
-        // (every case here is a plain call): kernels that issued wgmma
+        // (every case here is a plain call; no Hopper kernel of width 256): kernels that issued wgmma
         const uint64_t wgmma_kernels = fsig::emu::wgmma_kernel_launches() - wgmma_kernels_before;
-        EXPECT(wgmma_kernels == (gt::emulated_hopper() ? (fast ? 1u : 2u) : 0u),
+        EXPECT(wgmma_kernels == (gt::emulated_hopper() && c.s.d <= 128 ? (fast ? 1u : 2u) : 0u),
                "%s: the %s path ran %llu kernels on wgmma", c.name.c_str(), fast ? "fast" : "deterministic",
                (unsigned long long)wgmma_kernels);
 #endif
@@ -244,7 +244,7 @@ const int64_t kLens[] = {1, 17, 129, 300};
 const int64_t kHeads[][2] = {{4, 4}, {4, 2}, {4, 1}};  // MHA, GQA, MQA
 const char* kHeadNames[] = {"mha", "gqa", "mqa"};
 const int kDtypes[] = {ref::kFp16, ref::kBf16};
-const int64_t kDims[] = {64, 128};
+const int64_t kDims[] = {64, 128, 256};
 const int64_t kWindows[][2] = {{40, 3}, {100, -1}, {-1, 20}};  // a two-sided band, left only, right only
 
 std::string name_of(const char* prefix, int idx, const Case& c, const char* heads) {
@@ -291,7 +291,7 @@ void run_cases(const std::vector<Case>& all) {
     std::printf("  %zu case(s), %d failed\n", cases.size(), failed);
 }
 
-// Every score × causal × window × heads × dtype × d (336 cases); the (Nq, Nk) pair turns with the case
+// Every score × causal × window × heads × dtype × d (504 cases); the (Nq, Nk) pair turns with the case
 // index so each pair of kLens² meets every factor value several times.
 std::vector<Case> matrix_cases() {
     std::vector<Case> cases;
@@ -315,7 +315,8 @@ std::vector<Case> matrix_cases() {
                             c.pass_out = score != ref::kSoftmax && idx % 3 == 1;
                             c.seed = 2000 + uint64_t(idx);
                             c.name = name_of("matrix", idx, c, kHeadNames[heads]);
-                            const bool keep = !g_quick || (s.Nq * s.Nk <= 129 * 300 && idx % 12 == 0);
+                            // (the quick set's 256-wide cases are targeted_cases')
+                            const bool keep = !g_quick || (s.Nq * s.Nk <= 129 * 300 && idx % 12 == 0 && d <= 128);
                             ++idx;
                             if (keep) cases.push_back(c);
                         }
@@ -392,7 +393,8 @@ std::vector<Case> targeted_cases() {
         Case& c = add(ref::kSoftmax, ref::kBf16, 128, 129, 129, true, 20, 20);
         c.lse_strided = true, c.layout = kPadded8;
     }
-    // head dims below the kernels' widths (64, 128): zero-filled columns, none stored; in the quick set too
+    // head dims below the kernels' widths (64, 128, 256): zero-filled columns, none stored; and the 256-wide
+    // kernels (warp pairs trading P and dS); in the quick set too
     const size_t quick = 6, widths = cases.size();
     add(ref::kSoftmax, ref::kBf16, 96, 200, 300, false, -1, -1);
     add(ref::kSigmoid, ref::kFp16, 40, 130, 77, true, -1, -1);
@@ -401,6 +403,14 @@ std::vector<Case> targeted_cases() {
         Case& c = add(ref::kSoftmax, ref::kFp16, 72, 129, 100, true, -1, -1);
         c.lse_strided = true, c.layout = kPadded8;
     }
+    add(ref::kSoftmax, ref::kBf16, 256, 100, 150, false, -1, -1);             // D from O read one tile ahead
+    add(ref::kSigmoid, ref::kFp16, 256, 130, 77, true, -1, -1, 6, 2, 1);      // causal, a group of 3
+    add(ref::kSoftmax, ref::kFp16, 256, 150, 20, true, -1, -1, 2, 1, 1);      // rows that see no key
+    {
+        Case& c = add(ref::kRelu2, ref::kBf16, 200, 77, 129, false, 20, 5, 2, 2, 1);  // window: warps of a pair
+        c.layout = kPadded8;                                                          // skip apart
+    }
+    add(ref::kGelu, ref::kFp16, 136, 40, 70, false, -1, -1, 2, 1, 1);
     for (size_t i = 0; i < cases.size(); ++i) cases[i].name = name_of("target", int(i), cases[i], "h");
     if (g_quick) cases.erase(cases.begin() + quick, cases.begin() + widths);
     return cases;
@@ -432,7 +442,7 @@ TEST(determinism) {
         bool causal;
     };
     const D ds[] = {{ref::kSoftmax, 128, 1024, false}, {ref::kSoftmax, 64, 777, true}, {ref::kSigmoid, 128, 600, true},
-                    {ref::kGelu, 64, 513, false}};
+                    {ref::kGelu, 64, 513, false},     {ref::kSoftmax, 256, 700, true},  {ref::kSigmoid, 200, 513, false}};
     for (const D& x : ds) {
         Case c;
         c.s.B = 2, c.s.Hq = 8, c.s.Hk = 2, c.s.Nq = x.n, c.s.Nk = x.n, c.s.d = x.d, c.s.score = x.score,
@@ -605,6 +615,10 @@ TEST(hopper_kernel_choice) {
     if (!g_cuda) return;
     const char* setting = std::getenv("FSIG_CUDA_WGMMA");
     if (setting == nullptr || std::strcmp(setting, "require") != 0) return;
+    {  // d = 256: no Hopper kernel has that width, so the mma.sync kernels serve it (run_case: none ran on wgmma)
+        const Case c = small_case(ref::kSoftmax, 256);
+        EXPECT(run_case(c, prepare(c)), "d = 256 under FSIG_CUDA_WGMMA=require failed");
+    }
     if (gt::hopper_kernels_run_for_require()) {
         const Case c = small_case(ref::kSigmoid, 128);
         EXPECT(run_case(c, prepare(c)), "a plain backward on the Hopper kernel failed");
@@ -627,8 +641,8 @@ TEST(hopper_kernel_choice) {
 }
 
 // A device that allows less shared memory per block than a kernel needs (sm_86/sm_89: 99 KiB; on the
-// emulator FSIG_EMU_SM=89): d = 64 runs (dK/dV 81 KiB, on the fast path 99 KiB; dQ 64 KiB), d = 128 (112 KiB
-// and more) is refused as unsupported, naming the shared memory, before anything is written, by both paths.
+// emulator FSIG_EMU_SM=89): d = 64 runs (dK/dV 81 KiB, on the fast path 99 KiB; dQ 64 KiB), d = 128 and 256
+// (112 KiB and more) are refused as unsupported, naming the shared memory, before anything is written, by both paths.
 // On a device with 163 KiB or more every backward kernel fits and this has nothing to check.
 TEST(small_shared_memory) {
     if (!g_cuda) return;
@@ -636,13 +650,15 @@ TEST(small_shared_memory) {
     if (allowed == 0) return;
     const Case c64 = small_case(ref::kSigmoid, 64);
     EXPECT(run_case(c64, prepare(c64)), "d = 64 failed on a device with %d KiB per block", allowed / 1024);
-    const Case c = small_case(ref::kSoftmax, 128);
-    const Prepared in = prepare(c);
-    for (bool fast : {false, true}) {
-        Run r(c, in);
-        r.use_workspace(fast, c.s);
-        expect_refusal(fast ? "d = 128, fast path, small shared memory" : "d = 128, small shared memory", r.backward(),
-                       FSIG_ERROR_UNSUPPORTED, "KiB of shared memory per block", r);
+    for (int64_t d : {128, 256}) {
+        const Case c = small_case(ref::kSoftmax, d);
+        const Prepared in = prepare(c);
+        for (bool fast : {false, true}) {
+            Run r(c, in);
+            r.use_workspace(fast, c.s);
+            expect_refusal(th::format("d = %lld%s, small shared memory", (long long)d, fast ? ", fast path" : "").c_str(),
+                           r.backward(), FSIG_ERROR_UNSUPPORTED, "KiB of shared memory per block", r);
+        }
     }
 }
 
@@ -657,14 +673,14 @@ TEST(cuda_refusals) {
         expect_refusal("fp32 tensors", r.backward(), FSIG_ERROR_UNSUPPORTED, "fp32", r);
     }
     {
-        // not a multiple of 8; above the widest backward kernel (128), whose forward runs (256-wide kernel)
-        for (int64_t d : {100, 136, 256}) {
+        // not a multiple of 8; above the widest kernel (256: the CPU's limit too)
+        for (int64_t d : {100, 264}) {
             Case cd = c;
             cd.s.d = d;
             const Prepared in_d = prepare(cd);
             Run r(cd, in_d);
             expect_refusal(th::format("head_dim %lld", (long long)d).c_str(), r.backward(), FSIG_ERROR_UNSUPPORTED,
-                           "multiples of 8 up to 128", r);
+                           "multiples of 8 up to 256", r, d > 256 ? FSIG_ERROR_UNSUPPORTED : FSIG_OK);
         }
     }
     {

@@ -752,7 +752,7 @@ TEST(cuda_capabilities) {
     EXPECT(caps.cuda_head_dim_count == 3 && caps.cuda_head_dims[0] == 64 && caps.cuda_head_dims[1] == 128 &&
                caps.cuda_head_dims[2] == 256,
            "cuda_head_dims are not {64, 128, 256}");
-    EXPECT(caps.cuda_backward_max_head_dim == 128, "cuda_backward_max_head_dim is %d", caps.cuda_backward_max_head_dim);
+    EXPECT(caps.cuda_backward_max_head_dim == 256, "cuda_backward_max_head_dim is %d", caps.cuda_backward_max_head_dim);
 }
 
 }  // namespace

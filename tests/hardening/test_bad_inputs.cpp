@@ -926,6 +926,14 @@ void check_baselines(const std::vector<Case>& cases) {
             int64_t bytes = -1;
             CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 3 * 5 * 4 * 64 * 4,
                   "workspace size of a CUDA fp16 problem: %lld (%s)", (long long)bytes, fsig_last_error());
+            // dQ rows as long as the kernel that runs d (widths 64, 128, 256)
+            const int64_t widths[][2] = {{40, 64}, {96, 128}, {136, 256}, {256, 256}};
+            for (const auto& w : widths) {
+                q.shape[3] = w[0];
+                CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 3 * 5 * 4 * w[1] * 4,
+                      "workspace size at d = %lld: %lld (%s)", (long long)w[0], (long long)bytes, fsig_last_error());
+            }
+            q.shape[3] = 64;
             p.deterministic = 1;
             CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,
                   "workspace size when deterministic: %lld (%s)", (long long)bytes, fsig_last_error());
@@ -984,7 +992,7 @@ void check_baselines(const std::vector<Case>& cases) {
         big.c.struct_size = uint32_t(sizeof big);
         CHECK(fsig_get_capabilities(&big.c) == FSIG_OK && big.tail[0] == 0 && big.tail[7] == 0,
               "fsig_get_capabilities with a longer struct: %s", fsig_last_error());
-        CHECK(big.c.cuda_backward_max_head_dim == (big.c.cuda_compiled ? 128 : 0),
+        CHECK(big.c.cuda_backward_max_head_dim == (big.c.cuda_compiled ? 256 : 0),
               "cuda_backward_max_head_dim %d", big.c.cuda_backward_max_head_dim);
         // a caller built before cuda_backward_max_head_dim: the fields it has are filled, nothing past them
         fsig_capabilities old;

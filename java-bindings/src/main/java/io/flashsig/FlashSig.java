@@ -323,7 +323,8 @@ public final class FlashSig {
      * @param cudaDtypes      dtypes with CUDA kernels
      * @param cudaHeadDims    the CUDA forward kernels' head dims (64, 128, 256); every multiple of 8 up to the
      *                        largest runs, on the narrowest kernel that holds it (d = 96 costs what d = 128 does)
-     * @param cudaBackwardMaxHeadDim the CUDA backward runs every multiple of 8 up to this (128; 0 without CUDA)
+     * @param cudaBackwardMaxHeadDim the CUDA backward runs every multiple of 8 up to this (256, as the forward; 0
+     *                        without CUDA)
      */
     public record Capabilities(String cpuIsa, int cpuThreads, Set<DType> cpuDtypes, int cpuMinHeadDim,
                                int cpuMaxHeadDim, boolean cudaCompiled, int cudaDeviceCount, Set<DType> cudaDtypes,
@@ -344,8 +345,8 @@ public final class FlashSig {
 
         /**
          * Whether this build's CUDA attention backward takes head dim {@code d}: a multiple of 8 up to
-         * {@link #cudaBackwardMaxHeadDim()}, which is below the forward's widest (the forward at d = 256 runs,
-         * its backward runs on CPU tensors only).
+         * {@link #cudaBackwardMaxHeadDim()} (a separate bound: a build whose backward is narrower than its forward
+         * runs the wider head dims' backward on CPU tensors only).
          */
         public boolean cudaRunsBackwardHeadDim(int d) {
             return cudaRunsHeadDim(d) && d <= cudaBackwardMaxHeadDim;

@@ -98,21 +98,20 @@ class CudaTest {
     void headDimRuleAndWorkspaceWidth() {
         FlashSig.Capabilities caps = FlashSig.capabilities();
         if (caps.cudaCompiled()) {
-            assertEquals(128, caps.cudaBackwardMaxHeadDim());
-            for (int d : new int[] {8, 40, 64, 72, 96, 128}) {
+            assertEquals(256, caps.cudaBackwardMaxHeadDim());
+            for (int d : new int[] {8, 40, 64, 72, 96, 128, 136, 200, 256}) {
                 assertTrue(caps.cudaRunsHeadDim(d), "d = " + d);
                 assertTrue(caps.cudaRunsBackwardHeadDim(d), "backward d = " + d);
             }
-            for (int d : new int[] {136, 200, 256}) {
-                assertTrue(caps.cudaRunsHeadDim(d), "d = " + d);
+            for (int d : new int[] {0, 4, 100, 264}) {
+                assertFalse(caps.cudaRunsHeadDim(d), "d = " + d);
                 assertFalse(caps.cudaRunsBackwardHeadDim(d), "backward d = " + d);
             }
-            for (int d : new int[] {0, 4, 100, 264}) assertFalse(caps.cudaRunsHeadDim(d), "d = " + d);
         } else {
             assertEquals(0, caps.cudaBackwardMaxHeadDim());
         }
-        long[][] shapes = {{1, 100, 2, 40}, {1, 100, 2, 96}, {1, 100, 2, 128}};
-        long[] widths = {64, 128, 128};
+        long[][] shapes = {{1, 100, 2, 40}, {1, 100, 2, 96}, {1, 100, 2, 128}, {1, 100, 2, 200}, {1, 100, 2, 256}};
+        long[] widths = {64, 128, 128, 256, 256};
         for (int i = 0; i < shapes.length; i++) {
             Tensor foreign = Tensor.wrap(MemorySegment.ofAddress(1 << 20).reinterpret(1 << 20), DType.BF16, GPU,
                     shapes[i], Tensor.contiguousStrides(shapes[i]));
@@ -129,49 +128,12 @@ class CudaTest {
         roundTrip(AttentionSpec.of(Score.GELU).causal(), false, new long[] {2, 33, 2, 40});
     }
 
-    /**
-     * The 256-wide forward (d = 256 and d = 200 below it) against the CPU; the backward at those head dims has
-     * no CUDA kernel: refused naming the rule, the gradients left as they were.
-     */
+    /** The 256-wide kernels, forward and backward: d = 256, and d = 200 below it (ALiBi: the extended kernels). */
     @Test
-    void headDimsUpTo256RunForwardOnly() {
+    void headDimsUpTo256AgreeWithTheCpu() {
         assumeTrue(gpu(), "no CUDA device: the device round trip is skipped");
-        for (long d : new long[] {256, 200}) {
-            long[] shape = {1, 70, 2, d};
-            AttentionSpec spec = AttentionSpec.of(Score.SIGMOID).causal();
-            Random r = new Random(5);
-            try (Arena arena = Arena.ofConfined(); CudaStream stream = CudaStream.create(GPU)) {
-                Tensor[] host = new Tensor[3]; // q, k, v
-                Tensor[] dev = new Tensor[3];
-                for (int i = 0; i < 3; i++) {
-                    host[i] = Tensor.allocate(arena, DType.BF16, shape);
-                    host[i].copyFrom(TestSupport.toFloats(TestSupport.randn(r, DType.BF16, (int) host[i].elementCount())));
-                    dev[i] = Cuda.allocate(arena, DType.BF16, GPU, shape);
-                    Cuda.copy(host[i], dev[i], stream);
-                }
-                Tensor devOut = Cuda.allocate(arena, DType.BF16, GPU, shape);
-                FlashSig.forward(spec, AttentionExtras.none().stream(stream), dev[0], dev[1], dev[2], devOut, null);
-                Tensor back = Tensor.allocate(arena, DType.BF16, shape), cpu = Tensor.allocate(arena, DType.BF16, shape);
-                Cuda.copy(devOut, back, stream);
-                stream.synchronize();
-                FlashSig.forward(spec, host[0], host[1], host[2], cpu);
-                assertClose(back.toFloatArray(), cpu.toFloatArray(), spec + " out, d = " + d);
-
-                Tensor nan = Tensor.allocate(arena, DType.BF16, shape);
-                float[] nans = new float[(int) nan.elementCount()];
-                java.util.Arrays.fill(nans, Float.NaN);
-                nan.copyFrom(nans);
-                Tensor devDq = Cuda.allocate(arena, DType.BF16, GPU, shape);
-                Tensor devDk = Cuda.allocate(arena, DType.BF16, GPU, shape), devDv = Cuda.allocate(arena, DType.BF16, GPU, shape);
-                Cuda.copy(nan, devDq, stream);
-                expect(Status.UNSUPPORTED, () -> FlashSig.backward(spec, AttentionExtras.none().stream(stream), dev[0],
-                        dev[1], dev[2], devOut, devOut, null, devDq, devDk, devDv, null), "head_dim", "up to 128");
-                Cuda.copy(devDq, back, stream);
-                stream.synchronize();
-                for (float x : back.toFloatArray()) assertTrue(Float.isNaN(x), "the refused backward wrote dq");
-            }
-        }
-        Cuda.synchronize(GPU);
+        roundTrip(AttentionSpec.of(Score.SIGMOID).causal(), false, new long[] {1, 70, 2, 256});
+        roundTrip(AttentionSpec.of(Score.SOFTMAX), true, new long[] {2, 45, 2, 200});
     }
 
     private static void roundTrip(AttentionSpec spec, boolean alibi) {

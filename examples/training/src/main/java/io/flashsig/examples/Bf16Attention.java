@@ -31,7 +31,7 @@ import java.lang.foreign.MemorySegment;
  *
  * <p>Every tensor, the workspace included, is allocated once, in the constructor, in the caller's arena
  * (which must outlive this backend and be closed only after the stream has finished): a step allocates no
- * device memory. Its CUDA backward wants d a multiple of 8 up to 128 (see
+ * device memory. Its CUDA backward wants d a multiple of 8 up to 256 (see
  * {@link FlashSig.Capabilities#cudaRunsBackwardHeadDim(int)}).
  */
 final class Bf16Attention implements AttentionBackend {
