@@ -88,7 +88,7 @@ struct BackwardArgs {
     // dBias = dS summed over the bias's broadcast dims; the bias's shape and dtype, strides of the caller
     bool has_dbias = false;
     TensorView dbias;
-    // CUDA, checked by the C ABI layer: the fast backward's fp32 dQ (B * Hq * Nq * w * 4 bytes, w the kernels' width 64 or 128), or with a
+    // CUDA, checked by the C ABI layer: the fast backward's fp32 dQ (B * Hq * Nq * w * 4 bytes, w the kernels' width 64, 128 or 256), or with a
     // broadcast dbias its fp32 partial sums (dbias_row_groups); NULL: the deterministic kernels run
     void* workspace = nullptr;
     int64_t workspace_bytes = 0;

@@ -385,6 +385,203 @@ __device__ __forceinline__ void store_dk_dv(const BwdParams& p, int64_t b, int h
                        warp, lane, dv, dv_mul, k_sm + kRows * kD, col0);
 }
 
+// ---- the dK/dV and dQ kernels' shared parts ------------------------------------------------------
+
+// A dK/dV kernel's block (this file's two and bwd_wgmma_kernel.cuh's): (key tile of kBlockN keys from j0, kv
+// head hk, batch b), its kv head's K and V, and the query tiles of kBlockM rows that any of its keys may see,
+// for each query head of the group: tile t < n_tiles is query head head(t), rows from row0(t). Row and key
+// indices and tile counts are int32 (Nq, Nk <= kMaxCudaSeq and Hq·⌈Nq/16⌉ < 2^31 are checked on the host):
+// fewer live 64-bit values keep the d = 128 kernel from spilling.
+template <class Elem_, int kBlockN_, int kBlockM_>
+struct DkdvBlock {
+    using Elem = Elem_;
+    static constexpr int kBlockN = kBlockN_, kBlockM = kBlockM_;
+    int j0, hk, group, m_first, n_m, n_tiles;
+    int64_t b;
+    const Elem *k, *v;
+    __device__ __forceinline__ int head(int t) const { return hk * group + t / n_m; }
+    __device__ __forceinline__ int row0(int t) const { return (m_first + t % n_m) * kBlockM; }
+    // the first tile from t on (n_tiles when none) that the block layout or the strided pattern leave some
+    // element of: extended, empty tiles are never loaded; plain, t. A warp collective (every lane calls it);
+    // every warp gets the same answer.
+    template <bool kExt>
+    __device__ __forceinline__ int next_live(const FwdParams& f, int t, int lane) const {
+        if constexpr (kExt)
+            return first_live_index(t, n_tiles - 1, lane, [&](int u) {
+                const int i0 = row0(u);
+                return ext_tile_live(f.ext, head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
+                                     min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
+            });
+        return t;
+    }
+};
+template <class Elem, int kBlockN, int kBlockM>
+__device__ __forceinline__ DkdvBlock<Elem, kBlockN, kBlockM> dkdv_block(const BwdParams& p) {
+    const FwdParams& f = p.f;
+    DkdvBlock<Elem, kBlockN, kBlockM> blk;
+    int64_t bid = blockIdx.x;
+    const int n_block = int(bid % p.n_blocks);
+    bid /= p.n_blocks;
+    blk.hk = int(bid % p.heads_k);
+    blk.b = bid / p.heads_k;
+    blk.group = f.group;
+    blk.k = static_cast<const Elem*>(f.k) + blk.b * f.k_batch + blk.hk * f.k_head;
+    blk.v = static_cast<const Elem*>(f.v) + blk.b * f.v_batch + blk.hk * f.v_head;
+    blk.j0 = n_block * kBlockN;
+    int64_t q_first, q_last;
+    query_range(f, blk.j0, min(int64_t(blk.j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
+    blk.m_first = int(q_first / kBlockM);
+    blk.n_m = q_last >= q_first ? int(q_last / kBlockM) - blk.m_first + 1 : 0;
+    blk.n_tiles = blk.n_m * blk.group;
+    return blk;
+}
+
+// The query rows [first, last] that keys [jw, jw + 15] (those below Nk) may see; none (last < first) when
+// jw >= Nk.
+__device__ __forceinline__ void warp_query_range(const FwdParams& f, int jw, int& first, int& last) {
+    first = 0, last = -1;
+    if (jw < f.seq_k) {
+        int64_t lo, hi;
+        query_range(f, jw, min(int64_t(jw) + 15, f.seq_k - 1), &lo, &hi);
+        first = int(lo), last = int(hi);
+    }
+}
+
+// Query tile t of a dK/dV block into the stage at shared-memory address `stage`: Q, then dO (and, with
+// kWithO, softmax's O) row_bytes apart, each by load(tile, base, row_stride, first_row) in the kernel's tile
+// layout; softmax's LSE of the tile's rows at lse_at (4 bytes a row, 0 past Nq).
+template <class Score, bool kWithO, class Blk, class Load>
+__device__ __forceinline__ void load_query_tile(const BwdParams& p, const Blk& blk, int t, uint32_t stage,
+                                                uint32_t row_bytes, uint32_t lse_at, int tid, Load load) {
+    using Elem = typename Blk::Elem;
+    const FwdParams& f = p.f;
+    const int h = blk.head(t), i0 = blk.row0(t);
+    const int64_t b = blk.b;
+    load(stage, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row, i0);
+    load(stage + row_bytes, static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head, p.do_row, i0);
+    if constexpr (Score::kRowStats) {
+        if constexpr (kWithO)
+            load(stage + 2 * row_bytes, static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head, f.o_row, i0);
+        if (tid < Blk::kBlockM) {
+            const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
+            const bool ok = i0 + tid < f.seq_q;
+            cp_async_4(lse_at + 4 * tid, ok ? lse + (i0 + tid) * f.lse_row : lse, ok ? 4 : 0);
+        }
+    }
+}
+
+// Pᵀ and dSᵀ of a dK/dV kernel's warp tile, in place (st: Sᵀ = K_w Qᵀ → Pᵀ; dpt: dPᵀ → dSᵀ, times λ_i when
+// extended), for keys key_j (the thread's two rows, of the 16 from jw) × queries iw + nt·8 + acc_col (kNTiles
+// n8 tiles): softmax's −LSE and D and the extended λ of query iw + c at index c0 + c of lse_sm, d_sm and
+// lambda_sm, β at beta[key row · kBetaRowStride + c] when the call has element-wise extensions; x = λ_i·scale·
+// q·k − slope·|δ_i − j| + β, P = dS = 0 where an extension disallows the element. The mask on boundary tiles
+// only (element (key j, query i)).
+template <class Score, bool kExt, int kNTiles, int kBetaRowStride>
+__device__ __forceinline__ void dkdv_scores(const FwdParams& f, const ScoreConsts& sc, const ScoreConsts& sc_x,
+                                            int64_t b, int h, int iw, int jw, int c0, const int (&key_j)[2],
+                                            int lane, const float* lse_sm, const float* d_sm,
+                                            const float* lambda_sm, const float* beta, float (&st)[kNTiles][4],
+                                            float (&dpt)[kNTiles][4]) {
+    const bool interior = tile_interior(f, iw, kNTiles * 8, jw, 16);
+    // extended: ALiBi |δ_i − j| = |dist0[r] + nt·8 + c| for key key_j[r] and query iw + col, col = nt·8 +
+    // acc_col(lane, c) (the lane's part of col is in dist0, so the rest is an immediate: float(col) per
+    // element, hoisted out of the loop by the compiler, made the d = 128 kernels spill)
+    float slope = 0.f, dist0[2] = {0.f, 0.f};
+    if constexpr (kExt) {
+        if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + h * f.ext.alibi_h];
+        const int64_t d0 = int64_t(iw) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
+        dist0[0] = float(d0 - key_j[0]);
+        dist0[1] = float(d0 - key_j[1]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const int col = nt * 8 + frag::acc_col(lane, c);  // query iw + col
+            float nl = 0.f, dd = 0.f;
+            if constexpr (Score::kRowStats) nl = -lse_sm[c0 + col] * kLog2e, dd = d_sm[c0 + col];
+            if constexpr (kExt) {
+                const float lambda = f.ext.logn_train > 0 ? lambda_sm[c0 + col] : 1.f;
+#pragma unroll
+                for (int e = c; e < 4; e += 2) {
+                    float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(nt * 8 + c), st[nt][e] * f.scale);
+                    if (f.ext.elementwise) x += beta[frag::acc_row(lane, e) * kBetaRowStride + col];
+                    float pr, ds;
+                    probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
+                    st[nt][e] = x == -INFINITY ? 0.f : pr;
+                    dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                }
+            } else {
+#pragma unroll
+                for (int e = c; e < 4; e += 2)
+                    probs_grads<Score>(st[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st[nt][e], dpt[nt][e]);
+            }
+            if (!interior) {
+                const int i = iw + col;
+                const int64_t lo = first_key(f, i), hi = last_key(f, i);
+                const bool row_ok = i < f.seq_q;
+#pragma unroll
+                for (int r = 0; r < 2; ++r)
+                    if (!row_ok || key_j[r] < lo || key_j[r] > hi) st[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
+            }
+        }
+}
+
+// dS = ∂L/∂x of a dQ kernel's warp tile, in place (s: S = Q_w Kᵀ, x when extended; dps: dP → dS, before
+// λ_i), for rows row_i (the thread's two, of the 16 from w0) × keys j0 + nt·8 + acc_col (kNTiles n8 tiles):
+// nl, dd are softmax's −LSE·log2e and D of the two rows, beta the warp's β staging tile (row stride
+// kBetaStride<kNTiles·8>). The mask on boundary tiles only; dS = 0 where an extension disallows the element.
+// λ of the two rows into lambda (1 without log-n).
+template <class Score, bool kExt, int kNTiles>
+__device__ __forceinline__ void dq_scores(const FwdParams& f, const ScoreConsts& sc, const ScoreConsts& sc_x,
+                                          int64_t b, int h, const int (&row_i)[2], int w0, int j0, int lane,
+                                          const float (&nl)[2], const float (&dd)[2], const float* beta,
+                                          float (&s)[kNTiles][4], float (&dps)[kNTiles][4], float (&lambda)[2]) {
+    constexpr int kCols = kNTiles * 8;
+    if constexpr (kExt) extend_tile<kNTiles>(f, b, h, row_i, j0, lane, f.ext.elementwise ? beta : nullptr, s, lambda);
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float pr;
+            if constexpr (kExt) {
+                probs_grads<Score>(s[nt][e], dps[nt][e], sc_x, kLog2e, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
+                if (s[nt][e] == -INFINITY) dps[nt][e] = 0.f;
+            } else {
+                probs_grads<Score>(s[nt][e], dps[nt][e], sc, f.scale_log2, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
+            }
+        }
+    if (!tile_interior(f, w0, 16, j0, kCols)) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int64_t lo = first_key(f, row_i[r]) - j0, hi = last_key(f, row_i[r]) - j0;
+            const int col_lo = int(max(min(lo, int64_t(kCols)), int64_t(-1)));
+            const int col_hi = int(max(min(hi, int64_t(kCols)), int64_t(-1)));
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+                for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                    const int col = nt * 8 + frag::acc_col(lane, e);
+                    if (col < col_lo || col > col_hi) dps[nt][e] = 0.f;
+                }
+        }
+    }
+}
+
+// A warp's 16 × kNTiles·8 fp32 accumulator tile (dS, for dBias) into its staging tile (row stride
+// kBetaStride<kNTiles·8>), after every lane has read the β there; readable by every lane on return.
+template <int kNTiles>
+__device__ __forceinline__ void stage_acc_tile(float* tile, const float (&acc)[kNTiles][4], int lane) {
+    __syncwarp();
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+            *reinterpret_cast<float2*>(tile + frag::acc_row(lane, 2 * r) * kBetaStride<kNTiles * 8> + nt * 8 +
+                                       frag::acc_col(lane, 0)) = make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]);
+    __syncwarp();
+}
+
 // ---- kernel 1: dK, dV ----------------------------------------------------------------------------
 
 template <class T, class Score, bool kExt>
@@ -396,73 +593,27 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const FwdParams& f = p.f;
 
-    // block -> (key tile, kv head, batch)
-    int64_t bid = blockIdx.x;
-    const int n_block = int(bid % p.n_blocks);
-    bid /= p.n_blocks;
-    const int hk = int(bid % p.heads_k);
-    const int64_t b = bid / p.heads_k;
-    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
-    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
-
-    // query rows any key of the tile may see, as whole query tiles; each query head of the group
-    // (row and key indices and tile counts fit in int32: Nq, Nk <= kMaxCudaSeq and Hq·⌈Nq/kKvBlockM⌉ < 2^31
-    // are checked on the host; fewer live 64-bit values keep the d = 128 kernel from spilling)
-    const int j0 = n_block * kBlockN;
-    int64_t q_first, q_last;
-    query_range(f, j0, min(int64_t(j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
-    const int m_first = int(q_first / kBlockM);
-    const int n_m = q_last >= q_first ? int(q_last / kBlockM) - m_first + 1 : 0;
-    const int n_tiles = n_m * f.group;
-    // this warp's keys and the query rows they may see (none when its keys lie past Nk)
+    // block -> (key tile, kv head, batch); this warp's keys and the query rows they may see
+    const DkdvBlock<Elem, kBlockN, kBlockM> blk = dkdv_block<Elem, kBlockN, kBlockM>(p);
+    const int hk = blk.hk, j0 = blk.j0, n_tiles = blk.n_tiles;
+    const int64_t b = blk.b;
     const int jw = j0 + warp * 16;
-    int wq_first = 0, wq_last = -1;
-    if (jw < f.seq_k) {
-        int64_t lo, hi;
-        query_range(f, jw, min(int64_t(jw) + 15, f.seq_k - 1), &lo, &hi);
-        wq_first = int(lo), wq_last = int(hi);
-    }
-
-    // tile t -> (query head, first row); its Q, dO (softmax: O, LSE) into the stage at byte offset `stage`
-    auto tile_head = [&](int t) { return hk * f.group + t / n_m; };
-    auto tile_row0 = [&](int t) { return (m_first + t % n_m) * kBlockM; };
-    auto load_query_tile = [&](int t, uint32_t stage, uint32_t lse_off) {
-        const int h = tile_head(t);
-        const int i0 = tile_row0(t);
-        const uint32_t st = smem_base + stage;
-        load_tile<T, kBlockM>(st, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row, i0,
-                              f.seq_q, f.head_dim, tid);
-        load_tile<T, kBlockM>(st + T::kKvRowBytes,
-                              static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head, p.do_row, i0,
-                              f.seq_q, f.head_dim, tid);
-        if constexpr (Score::kRowStats) {
-            load_tile<T, kBlockM>(st + 2 * T::kKvRowBytes,
-                                  static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head, f.o_row, i0,
-                                  f.seq_q, f.head_dim, tid);
-            if (tid < kBlockM) {
-                const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
-                const bool ok = i0 + tid < f.seq_q;
-                cp_async_4(smem_base + lse_off + 4 * tid, ok ? lse + (i0 + tid) * f.lse_row : lse, ok ? 4 : 0);
-            }
-        }
+    int wq_first, wq_last;
+    warp_query_range(f, jw, wq_first, wq_last);
+    // tile t's Q, dO (softmax: O, LSE) into the stage at byte offset `stage`, its LSE at lse_off
+    auto load_query = [&](int t, uint32_t stage, uint32_t lse_off) {
+        load_query_tile<Score, true>(p, blk, t, smem_base + stage, T::kKvRowBytes, smem_base + lse_off, tid,
+                                     [&](uint32_t tile, const Elem* base, int64_t row_stride, int i0) {
+                                         load_tile<T, kBlockM>(tile, base, row_stride, i0, f.seq_q, f.head_dim, tid);
+                                     });
     };
-
-    // extended: query tiles the block layout or the strided pattern leave empty are never loaded
-    auto next_live = [&](int t) {  // a warp collective: every lane calls it
-        if constexpr (kExt)
-            return first_live_index(t, n_tiles - 1, lane, [&](int u) {
-                const int i0 = tile_row0(u);
-                return ext_tile_live(f.ext, tile_head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
-                                     min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
-            });
-        return t;
-    };
+    auto next_live = [&](int t) { return blk.template next_live<kExt>(f, t, lane); };
 
     // ---- prologue: K, V of this key tile (resident for the whole block), the first query tile ----
-    load_tile<T, kBlockN>(smem_base, k, f.k_row, j0, f.seq_k, f.head_dim, tid);
-    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, v, f.v_row, j0, f.seq_k, f.head_dim, tid);
+    load_tile<T, kBlockN>(smem_base, blk.k, f.k_row, j0, f.seq_k, f.head_dim, tid);
+    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, blk.v, f.v_row, j0, f.seq_k, f.head_dim, tid);
     int t = next_live(0);
-    if (t < n_tiles) load_query_tile(t, T::kKvStage0, T::kKvLse0);
+    if (t < n_tiles) load_query(t, T::kKvStage0, T::kKvLse0);
     cp_async_commit();
 
     float dk[T::kDTiles][4], dv[T::kDTiles][4];
@@ -490,9 +641,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         cp_async_wait_all();  // tile t has landed ...
         __syncthreads();      // ... for every thread, and nobody reads the previous tile (the other stage) any more
         t_next = next_live(t + 1);
-        if (t_next < n_tiles) load_query_tile(t_next, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
+        if (t_next < n_tiles) load_query(t_next, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
         cp_async_commit();
-        const int i0 = tile_row0(t);
+        const int i0 = blk.row0(t), h = blk.head(t);
         const uint32_t q_tile = smem_base + stage, do_tile = q_tile + T::kKvRowBytes;
         const float* lse_sm = lse_sm0 + s * kBlockM;
 
@@ -526,7 +677,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         // when the element-wise extensions leave none of its elements: β all −inf)
         bool live = i0 <= wq_last && i0 + kBlockM - 1 >= wq_first;
         if constexpr (kExt) {
-            if (live && f.ext.elementwise) live = stage_beta_keys<kBlockM>(f, b, tile_head(t), i0, jw, lane, beta_tile);
+            if (live && f.ext.elementwise) live = stage_beta_keys<kBlockM>(f, b, h, i0, jw, lane, beta_tile);
         }
         if (live) {
             // ---- Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ (16 keys × kBlockM queries) ----
@@ -554,52 +705,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                 }
             }
 
-            // ---- Pᵀ and dSᵀ; the mask on boundary tiles only (element (key j, query i)) ----
-            const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
-            // extended: ALiBi |δ_i − j| = |dist0[r] + nt·8 + c| for key key_j[r] and query i0 + col, col =
-            // nt·8 + acc_col(lane, c) (the lane's part of col is in dist0, so the rest is an immediate:
-            // float(col) per element, hoisted out of the loop by the compiler, made the d = 128 kernels spill)
-            float slope = 0.f, dist0[2] = {0.f, 0.f};
-            if constexpr (kExt) {
-                if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + tile_head(t) * f.ext.alibi_h];
-                const int64_t d0 = int64_t(i0) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
-                dist0[0] = float(d0 - key_j[0]);
-                dist0[1] = float(d0 - key_j[1]);
-            }
-#pragma unroll
-            for (int nt = 0; nt < T::kKvMTiles; ++nt)
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const int col = nt * 8 + frag::acc_col(lane, c);  // query row i0 + col
-                    float nl = 0.f, dd = 0.f;
-                    if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
-                    if constexpr (kExt) {
-                        // x = λ_i·scale·q·k − slope·|δ_i − j| + β (−inf where disallowed); P, dS = ∂L/∂x, then
-                        // dS·λ_i for dK
-                        const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
-#pragma unroll
-                        for (int e = c; e < 4; e += 2) {
-                            float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(nt * 8 + c), st_[nt][e] * f.scale);
-                            if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<kBlockM> + col];
-                            float pr, ds;
-                            probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
-                            st_[nt][e] = x == -INFINITY ? 0.f : pr;
-                            dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
-                        }
-                    } else {
-#pragma unroll
-                        for (int e = c; e < 4; e += 2)
-                            probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st_[nt][e], dpt[nt][e]);
-                    }
-                    if (!interior) {
-                        const int i = i0 + col;
-                        const int64_t lo = first_key(f, i), hi = last_key(f, i);
-                        const bool row_ok = i < f.seq_q;
-#pragma unroll
-                        for (int r = 0; r < 2; ++r)
-                            if (!row_ok || key_j[r] < lo || key_j[r] > hi) st_[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
-                    }
-                }
+            // ---- Pᵀ and dSᵀ; the mask on boundary tiles only ----
+            dkdv_scores<Score, kExt, T::kKvMTiles, kBetaStride<kBlockM>>(f, sc, sc_x, b, h, i0, jw, 0, key_j, lane, lse_sm,
+                                                                         d_sm, lambda_sm, beta_tile, st_, dpt);
 
             // ---- dV_w += Pᵀ dO, dK_w += dSᵀ Q: the accumulators are the A operands (k = query rows) ----
 #pragma unroll
@@ -635,7 +743,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         if (fast) {
             if (lane == 0) live_sm[warp] = live;
             __syncthreads();  // every warp's dSᵀ and flag are in shared memory
-            accumulate_dq<T>(p, b, tile_head(t), i0, smem_base + kDsAt, live_sm, smem_base, lane, warp);
+            accumulate_dq<T>(p, b, h, i0, smem_base + kDsAt, live_sm, smem_base, lane, warp);
         }
     }
 
@@ -806,50 +914,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 
             // ---- dS (into dps); the mask on boundary tiles only ----
             float lambda[2] = {1.f, 1.f};
-            if constexpr (kExt) {  // s = x = λ_i·scale·q·k − ALiBi + β, −inf where disallowed; dS = ∂L/∂x
-                extend_tile<T::kQNTiles>(f, b, h, row_i, j0, lane, f.ext.elementwise ? beta_tile : nullptr, s, lambda);
-            }
-#pragma unroll
-            for (int nt = 0; nt < T::kQNTiles; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    float pr;
-                    if constexpr (kExt) {
-                        probs_grads<Score>(s[nt][e], dps[nt][e], sc_x, kLog2e, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
-                        if (s[nt][e] == -INFINITY) dps[nt][e] = 0.f;
-                    } else {
-                        probs_grads<Score>(s[nt][e], dps[nt][e], sc, f.scale_log2, nl[e >> 1], dd[e >> 1], pr,
-                                           dps[nt][e]);
-                    }
-                }
-            if (!tile_interior(f, w0, 16, j0, kBlockN)) {
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const int64_t lo = first_key(f, row_i[r]) - j0, hi = last_key(f, row_i[r]) - j0;
-                    const int col_lo = int(max(min(lo, int64_t(kBlockN)), int64_t(-1)));
-                    const int col_hi = int(max(min(hi, int64_t(kBlockN)), int64_t(-1)));
-#pragma unroll
-                    for (int nt = 0; nt < T::kQNTiles; ++nt)
-#pragma unroll
-                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-                            const int col = nt * 8 + frag::acc_col(lane, e);
-                            if (col < col_lo || col > col_hi) dps[nt][e] = 0.f;
-                        }
-                }
-            }
+            dq_scores<Score, kExt, T::kQNTiles>(f, sc, sc_x, b, h, row_i, w0, j0, lane, nl, dd, beta_tile, s, dps, lambda);
             if constexpr (kExt) {
                 // dBias = ∂L/∂x: through the warp's staging tile (β was read), then stored row by row with
                 // lanes along the keys; then dS·λ_i for dQ
                 if (f.ext.dbias != nullptr) {
-                    __syncwarp();  // every lane has read its β
-#pragma unroll
-                    for (int nt = 0; nt < T::kQNTiles; ++nt)
-#pragma unroll
-                        for (int r = 0; r < 2; ++r)
-                            *reinterpret_cast<float2*>(beta_tile + frag::acc_row(lane, 2 * r) * kBetaStride<kBlockN> +
-                                                       nt * 8 + frag::acc_col(lane, 0)) =
-                                make_float2(dps[nt][2 * r], dps[nt][2 * r + 1]);
-                    __syncwarp();
+                    stage_acc_tile(beta_tile, dps, lane);
                     if (dbias_full) {
                         zero_dbias_keys(f, b, h, w0, *dbias_next(), j0, lane);
 #pragma unroll 1
@@ -987,74 +1057,40 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
     const int group = warp % T::kGroups, half = warp / T::kGroups;
     const FwdParams& f = p.f;
 
-    // block -> (key tile, kv head, batch), as attention_bwd_dkdv_kernel
-    int64_t bid = blockIdx.x;
-    const int n_block = int(bid % p.n_blocks);
-    bid /= p.n_blocks;
-    const int hk = int(bid % p.heads_k);
-    const int64_t b = bid / p.heads_k;
-    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
-    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
-
-    const int j0 = n_block * kBlockN;
-    int64_t q_first, q_last;
-    query_range(f, j0, min(int64_t(j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
-    const int m_first = int(q_first / kBlockM);
-    const int n_m = q_last >= q_first ? int(q_last / kBlockM) - m_first + 1 : 0;
-    const int n_tiles = n_m * f.group;
-    const int jw = j0 + group * 16;  // this warp's keys
-    int wq_first = 0, wq_last = -1;
-    if (jw < f.seq_k) {
-        int64_t lo, hi;
-        query_range(f, jw, min(int64_t(jw) + 15, f.seq_k - 1), &lo, &hi);
-        wq_first = int(lo), wq_last = int(hi);
-    }
-
-    auto tile_head = [&](int t) { return hk * f.group + t / n_m; };
-    auto tile_row0 = [&](int t) { return (m_first + t % n_m) * kBlockM; };
-    auto load_query_tile = [&](int t, uint32_t stage, uint32_t lse_off) {
-        const int h = tile_head(t), i0 = tile_row0(t);
-        load_tile<T, kBlockM>(smem_base + stage, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row,
-                              i0, f.seq_q, f.head_dim, tid);
-        load_tile<T, kBlockM>(smem_base + stage + T::kKvRowBytes,
-                              static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head, p.do_row, i0,
-                              f.seq_q, f.head_dim, tid);
-        if constexpr (Score::kRowStats) {
-            if (tid < kBlockM) {
-                const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
-                const bool ok = i0 + tid < f.seq_q;
-                cp_async_4(smem_base + lse_off + 4 * tid, ok ? lse + (i0 + tid) * f.lse_row : lse, ok ? 4 : 0);
-            }
-        }
+    // block -> (key tile, kv head, batch); this warp's keys and the query rows they may see
+    const DkdvBlock<Elem, kBlockN, kBlockM> blk = dkdv_block<Elem, kBlockN, kBlockM>(p);
+    const int hk = blk.hk, j0 = blk.j0, n_tiles = blk.n_tiles;
+    const int64_t b = blk.b;
+    const int jw = j0 + group * 16;
+    int wq_first, wq_last;
+    warp_query_range(f, jw, wq_first, wq_last);
+    // tile t's Q, dO (softmax: LSE) into the stage at byte offset `stage`, its LSE at lse_off
+    auto load_query = [&](int t, uint32_t stage, uint32_t lse_off) {
+        load_query_tile<Score, false>(p, blk, t, smem_base + stage, T::kKvRowBytes, smem_base + lse_off, tid,
+                                      [&](uint32_t tile, const Elem* base, int64_t row_stride, int i0) {
+                                          load_tile<T, kBlockM>(tile, base, row_stride, i0, f.seq_q, f.head_dim, tid);
+                                      });
     };
     // softmax: this thread's chunks of O for D (row tid / kTpr, chunks from (tid % kTpr)·kCpt), zero past
     // Nq and the head dim
     constexpr int kTpr = T::kKvThreadsPerRow, kCpt = T::kKvChunksPerThread;
     uint4 o_part[kCpt];
     auto load_o_part = [&](int t) {
-        const int i = tile_row0(t) + tid / kTpr;
-        const Elem* o = static_cast<const Elem*>(f.out) + b * f.o_batch + tile_head(t) * f.o_head + int64_t(i) * f.o_row;
+        const int i = blk.row0(t) + tid / kTpr;
+        const Elem* o = static_cast<const Elem*>(f.out) + b * f.o_batch + blk.head(t) * f.o_head + int64_t(i) * f.o_row;
 #pragma unroll
         for (int c = 0; c < kCpt; ++c) {
             const int col = ((tid % kTpr) * kCpt + c) * 8;
             o_part[c] = i < f.seq_q && col < f.head_dim ? *reinterpret_cast<const uint4*>(o + col) : uint4{0, 0, 0, 0};
         }
     };
-    auto next_live = [&](int t) {  // a warp collective, as in attention_bwd_dkdv_kernel
-        if constexpr (kExt)
-            return first_live_index(t, n_tiles - 1, lane, [&](int u) {
-                const int i0 = tile_row0(u);
-                return ext_tile_live(f.ext, tile_head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
-                                     min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
-            });
-        return t;
-    };
+    auto next_live = [&](int t) { return blk.template next_live<kExt>(f, t, lane); };
 
     // ---- prologue: K, V (resident), the first query tile ----
-    load_tile<T, kBlockN>(smem_base, k, f.k_row, j0, f.seq_k, f.head_dim, tid);
-    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, v, f.v_row, j0, f.seq_k, f.head_dim, tid);
+    load_tile<T, kBlockN>(smem_base, blk.k, f.k_row, j0, f.seq_k, f.head_dim, tid);
+    load_tile<T, kBlockN>(smem_base + T::kKvKeyBytes, blk.v, f.v_row, j0, f.seq_k, f.head_dim, tid);
     int t = next_live(0);
-    if (t < n_tiles) load_query_tile(t, T::kKvStage0, T::kKvLse0);
+    if (t < n_tiles) load_query(t, T::kKvStage0, T::kKvLse0);
     cp_async_commit();
     if constexpr (Score::kRowStats) {
         if (t < n_tiles) load_o_part(t);
@@ -1083,9 +1119,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
         cp_async_wait_all();  // tile t has landed ...
         __syncthreads();      // ... for every thread; nobody reads the other stage, Pᵀ, dSᵀ or the flags any more
         t_next = next_live(t + 1);
-        if (t_next < n_tiles) load_query_tile(t_next, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
+        if (t_next < n_tiles) load_query(t_next, s ? T::kKvStage0 : T::kKvStage1, T::kKvLse0 + (s ? 0 : 4 * kBlockM));
         cp_async_commit();
-        const int i0 = tile_row0(t), h = tile_head(t), iw = i0 + q_col0;
+        const int i0 = blk.row0(t), h = blk.head(t), iw = i0 + q_col0;
         const uint32_t q_tile = smem_base + stage, do_tile = q_tile + T::kKvRowBytes;
         const float* lse_sm = lse_sm0 + s * kBlockM;
 
@@ -1137,47 +1173,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
                 M::run(dpt[0], va, gb[0], gb[1]);
                 M::run(dpt[1], va, gb[2], gb[3]);
             }
-            // as attention_bwd_dkdv_kernel, over this warp's 16 queries
-            const bool interior = tile_interior(f, iw, 16, jw, 16);
-            float slope = 0.f, dist0[2] = {0.f, 0.f};
-            if constexpr (kExt) {
-                if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + h * f.ext.alibi_h];
-                const int64_t d0 = int64_t(iw) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
-                dist0[0] = float(d0 - key_j[0]);
-                dist0[1] = float(d0 - key_j[1]);
-            }
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const int wcol = nt * 8 + frag::acc_col(lane, c), col = q_col0 + wcol;  // query iw + wcol
-                    float nl = 0.f, dd = 0.f;
-                    if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
-                    if constexpr (kExt) {
-                        const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
-#pragma unroll
-                        for (int e = c; e < 4; e += 2) {
-                            float x = ext_position_at(slope, lambda, dist0[e >> 1] + float(nt * 8 + c), st_[nt][e] * f.scale);
-                            if (f.ext.elementwise) x += beta_tile[frag::acc_row(lane, e) * kBetaStride<16> + wcol];
-                            float pr, ds;
-                            probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
-                            st_[nt][e] = x == -INFINITY ? 0.f : pr;
-                            dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
-                        }
-                    } else {
-#pragma unroll
-                        for (int e = c; e < 4; e += 2)
-                            probs_grads<Score>(st_[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st_[nt][e], dpt[nt][e]);
-                    }
-                    if (!interior) {
-                        const int i = iw + wcol;
-                        const int64_t lo = first_key(f, i), hi = last_key(f, i);
-                        const bool row_ok = i < f.seq_q;
-#pragma unroll
-                        for (int r = 0; r < 2; ++r)
-                            if (!row_ok || key_j[r] < lo || key_j[r] > hi) st_[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
-                    }
-                }
+            dkdv_scores<Score, kExt, 2, kBetaStride<16>>(f, sc, sc_x, b, h, iw, jw, q_col0, key_j, lane, lse_sm, d_sm,
+                                                         lambda_sm, beta_tile, st_, dpt);
             // the 16-bit Pᵀ and dSᵀ the products take, each register's pair where it came from
 #pragma unroll
             for (int reg = 0; reg < 4; ++reg) {
@@ -1314,45 +1311,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(c
                 M::run(dps[0], ga, vb[0], vb[1]);
                 M::run(dps[1], ga, vb[2], vb[3]);
             }
-            // as attention_bwd_dq_kernel, over this warp's 16 keys
             float lambda[2] = {1.f, 1.f};
-            if constexpr (kExt) extend_tile<2>(f, b, h, row_i, jw, lane, f.ext.elementwise ? beta_tile : nullptr, s, lambda);
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    float pr;
-                    if constexpr (kExt) {
-                        probs_grads<Score>(s[nt][e], dps[nt][e], sc_x, kLog2e, nl[e >> 1], dd[e >> 1], pr, dps[nt][e]);
-                        if (s[nt][e] == -INFINITY) dps[nt][e] = 0.f;
-                    } else {
-                        probs_grads<Score>(s[nt][e], dps[nt][e], sc, f.scale_log2, nl[e >> 1], dd[e >> 1], pr,
-                                           dps[nt][e]);
-                    }
-                }
-            if (!tile_interior(f, w0, 16, jw, 16)) {
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const int64_t lo = first_key(f, row_i[r]) - jw, hi = last_key(f, row_i[r]) - jw;
-#pragma unroll
-                    for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-                            const int col = nt * 8 + frag::acc_col(lane, e);
-                            if (col < lo || col > hi) dps[nt][e] = 0.f;
-                        }
-                }
-            }
+            dq_scores<Score, kExt, 2>(f, sc, sc_x, b, h, row_i, w0, jw, lane, nl, dd, beta_tile, s, dps, lambda);
             if constexpr (kExt) {
                 if (f.ext.dbias != nullptr) {  // dBias = ∂L/∂x through the staging tile, as attention_bwd_dq_kernel
-                    __syncwarp();  // every lane has read its β
-#pragma unroll
-                    for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                        for (int r = 0; r < 2; ++r)
-                            *reinterpret_cast<float2*>(beta_tile + frag::acc_row(lane, 2 * r) * kBetaStride<16> + nt * 8 +
-                                                       frag::acc_col(lane, 0)) = make_float2(dps[nt][2 * r], dps[nt][2 * r + 1]);
-                    __syncwarp();
+                    stage_acc_tile(beta_tile, dps, lane);
                     if (dbias_full) {
 #pragma unroll 1
                         for (int r = lane >> 4; r < 16; r += 2) {  // half-warps on alternate rows, lanes on keys

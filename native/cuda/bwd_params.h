@@ -23,7 +23,7 @@ struct BwdParams {
     int32_t heads_k;   // Hk
     int32_t n_blocks;  // key tiles of the dK/dV kernel, set by its launcher
     // fast path: the dK/dV kernel also adds each tile's dS·K (λ applied, scale not) to this fp32
-    // [B, Hq, Nq, kernel width 64 or 128] (zeroed before it) with atomics, and launch_bwd_dq_convert writes dq from it;
+    // [B, Hq, Nq, kernel width 64, 128 or 256] (zeroed before it) with atomics, and launch_bwd_dq_convert writes dq from it;
     // nullptr: the deterministic dQ kernel computes dq
     float* dq_accum;
     // a dbias broadcast over B, Hq or Nq (internal.h, dbias_row_groups): the dQ kernel writes fp32 partial

@@ -98,58 +98,23 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
     const FwdParams& f = p.f;
 
-    // block -> (key tile, kv head, batch)
-    int64_t bid = blockIdx.x;
-    const int n_block = int(bid % p.n_blocks);
-    bid /= p.n_blocks;
-    const int hk = int(bid % p.heads_k);
-    const int64_t b = bid / p.heads_k;
-    const Elem* k = static_cast<const Elem*>(f.k) + b * f.k_batch + hk * f.k_head;
-    const Elem* v = static_cast<const Elem*>(f.v) + b * f.v_batch + hk * f.v_head;
-
-    // query rows any key of the tile may see, as whole query tiles, for each query head of the group (int32
-    // counts: checked on the host, as for bwd_kernel.cuh)
-    const int j0 = n_block * kBlockN;
-    int64_t q_first, q_last;
-    query_range(f, j0, min(int64_t(j0) + kBlockN, f.seq_k) - 1, &q_first, &q_last);
-    const int m_first = int(q_first / kBlockM);
-    const int n_m = q_last >= q_first ? int(q_last / kBlockM) - m_first + 1 : 0;
-    const int n_tiles = n_m * f.group;
+    // block -> (key tile, kv head, batch) and its query tiles (bwd_kernel.cuh)
+    const DkdvBlock<Elem, kBlockN, kBlockM> blk = dkdv_block<Elem, kBlockN, kBlockM>(p);
+    const int hk = blk.hk, j0 = blk.j0, n_tiles = blk.n_tiles;
+    const int64_t b = blk.b;
+    const Elem *k = blk.k, *v = blk.v;
     const int jw = j0 + warp * 16;  // this warp's 16 keys (warpgroup g's rows 16w of its wgmma fragments)
-
-    auto tile_head = [&](int t) { return hk * f.group + t / n_m; };
-    auto tile_row0 = [&](int t) { return (m_first + t % n_m) * kBlockM; };
     // tile t's Q, dO (softmax: O, LSE) into `stage`, its LSE at lse_at
-    auto load_query_tile = [&](int t, uint32_t stage, uint32_t lse_at) {
-        const int h = tile_head(t), i0 = tile_row0(t);
-        wg::load_tile<T, kBlockM>(stage, static_cast<const Elem*>(f.q) + b * f.q_batch + h * f.q_head, f.q_row, i0,
-                                  f.seq_q, f.head_dim, tid);
-        wg::load_tile<T, kBlockM>(stage + T::kRowBytes, static_cast<const Elem*>(p.dout) + b * p.do_batch + h * p.do_head,
-                                  p.do_row, i0, f.seq_q, f.head_dim, tid);
-        if constexpr (Score::kRowStats) {
-            wg::load_tile<T, kBlockM>(stage + 2 * T::kRowBytes,
-                                      static_cast<const Elem*>(f.out) + b * f.o_batch + h * f.o_head, f.o_row, i0,
-                                      f.seq_q, f.head_dim, tid);
-            if (tid < kBlockM) {
-                const float* lse = f.lse + b * f.lse_batch + h * f.lse_head;
-                const bool ok = i0 + tid < f.seq_q;
-                cp_async_4(lse_at + 4 * tid, ok ? lse + (i0 + tid) * f.lse_row : lse, ok ? 4 : 0);
-            }
-        }
+    auto load_query = [&](int t, uint32_t stage, uint32_t lse_at) {
+        load_query_tile<Score, true>(p, blk, t, stage, T::kRowBytes, lse_at, tid,
+                                     [&](uint32_t tile, const Elem* base, int64_t row_stride, int i0) {
+                                         wg::load_tile<T, kBlockM>(tile, base, row_stride, i0, f.seq_q, f.head_dim, tid);
+                                     });
     };
-
     // extended: query tiles the block layout leaves empty are never visited (a warp collective: every lane
     // calls it; the same answer in every warp). With a layout constant over every tile (the host then sends
     // no β) this skipping is what applies it.
-    auto next_live = [&](int t) {
-        if constexpr (kExt)
-            return first_live_index(t, n_tiles - 1, lane, [&](int u) {
-                const int i0 = tile_row0(u);
-                return ext_tile_live(f.ext, tile_head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
-                                     min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
-            });
-        return t;
-    };
+    auto next_live = [&](int t) { return blk.template next_live<kExt>(f, t, lane); };
 
     // ---- prologue: K, V (resident), the first query tile ----
     const uint32_t k_tile = smem_base, v_tile = smem_base + T::kKeyBytes;
@@ -160,12 +125,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
     float* const key_beta_sm = reinterpret_cast<float*>(smem + T::kKeyBeta);
     auto stage_key_beta = [&](int u, int buf) {
         if (kExt && f.ext.key_beta && tid < kBlockN) {
-            const ExtBetaRow row = ext_beta_row(f.ext, b, tile_head(u), tile_row0(u), 0, f.seq_q, f.seq_k);
+            const ExtBetaRow row = ext_beta_row(f.ext, b, blk.head(u), blk.row0(u), 0, f.seq_q, f.seq_k);
             key_beta_sm[buf * kBlockN + tid] = j0 + tid < f.seq_k ? ext_beta(f.ext, row, j0, tid) : -INFINITY;
         }
     };
     int t = next_live(0);
-    if (t < n_tiles) load_query_tile(t, smem_base + T::kStage0, smem_base + T::kLse), stage_key_beta(t, 0);
+    if (t < n_tiles) load_query(t, smem_base + T::kStage0, smem_base + T::kLse), stage_key_beta(t, 0);
     cp_async_commit();
 
     float dk[T::kDTiles][4], dv[T::kDTiles][4];
@@ -190,9 +155,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         __syncthreads();      // ... for every thread; the other stage, dS, D and λ are no longer read
         t_next = next_live(t + 1);
         if (t_next < n_tiles)
-            load_query_tile(t_next, smem_base + (s ? T::kStage0 : T::kStage1), smem_base + T::kLse + (s ? 0 : 4 * kBlockM));
+            load_query(t_next, smem_base + (s ? T::kStage0 : T::kStage1), smem_base + T::kLse + (s ? 0 : 4 * kBlockM));
         cp_async_commit();
-        const int h = tile_head(t), i0 = tile_row0(t);
+        const int h = blk.head(t), i0 = blk.row0(t);
         const uint32_t q_tile = stage, do_tile = stage + T::kRowBytes;
         const float* lse_sm = reinterpret_cast<const float*>(smem + T::kLse) + s * kBlockM;
 

@@ -35,7 +35,7 @@ struct FwdParams {
     int32_t group;          // Hq / Hk: kv head = q head / group
     int32_t m_blocks;       // ceil(Nq / kBlockM), set by the launcher
     int32_t score;          // fsig_score, selects the instantiation on the host
-    int32_t head_dim;       // d, a multiple of 8 up to the kernel's width (64 or 128): the kernels load the
+    int32_t head_dim;       // d, a multiple of 8 up to the kernel's width (64, 128 or 256): the kernels load the
                             // columns from d on as zeros (adding 0 to every product) and store none of them
     float scale;            // S = scale * q.k
     float scale_log2;       // scale * log2(e): softmax works in the log2 domain
