@@ -1047,6 +1047,37 @@ struct BwdWideTraits {
                   "shared memory of one block on sm_80");
 };
 
+// A 256-wide warp tile's two products over the head dim: acc0 = A0 B0ᵀ and acc1 = A1 B1ᵀ, 16 × 16 each (two
+// n8 tiles), from rows a_row.. of the swizzled [rows][kD] tiles at shared-memory addresses a0, a1 (A operands)
+// and rows b_row.. of b0, b1 (B = those rows transposed: ldmatrix without .trans, as K in the forward). The
+// dK/dV kernel's Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ; the dQ kernel's S = Q_w Kᵀ and dP = dO_w Vᵀ. A rolled loop, as
+// in the 128-wide kernels.
+template <class T>
+__device__ __forceinline__ void wide_tile_products(uint32_t a0, uint32_t b0, uint32_t a1, uint32_t b1, int a_row,
+                                                   int b_row, int lane, float (&acc0)[2][4], float (&acc1)[2][4]) {
+    using M = Mma<typename T::Elem>;
+    constexpr int kD = T::kHeadDim;
+    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane);
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc0[nt][e] = acc1[nt][e] = 0.f;
+#pragma unroll 1
+    for (int ks = 0; ks < T::kKSteps; ++ks) {
+        uint32_t a[4], bm[4];
+        const int aoff = 2 * frag::swizzle<kD>(a_row + fa.row, ks * 16 + fa.col);
+        const int boff = 2 * frag::swizzle<kD>(b_row + fb.row, ks * 16 + fb.col);
+        ldsm_x4(a, a0 + aoff);
+        ldsm_x4(bm, b0 + boff);
+        M::run(acc0[0], a, bm[0], bm[1]);
+        M::run(acc0[1], a, bm[2], bm[3]);
+        ldsm_x4(a, a1 + aoff);
+        ldsm_x4(bm, b1 + boff);
+        M::run(acc1[0], a, bm[0], bm[1]);
+        M::run(acc1[1], a, bm[2], bm[3]);
+    }
+}
+
 template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel(const __grid_constant__ BwdParams p) {
     using Elem = typename T::Elem;
@@ -1109,7 +1140,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
     uint32_t* pt_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvPt);
     uint32_t* dst_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvDst);
     int* live_sm = reinterpret_cast<int*>(smem_raw + T::kKvLive);
-    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
+    const frag::RowCol fa = frag::ldsm_a(lane), fbt = frag::ldsm_bt(lane);
     const int key_j[2] = {jw + frag::acc_row(lane, 0), jw + frag::acc_row(lane, 2)};
     const int q_col0 = half * 16;   // this warp's queries in the tile
     const int c0 = half * T::kHalfCols;  // this warp's columns of dK, dV
@@ -1155,24 +1186,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
         }
         if (live) {
             float st_[2][4], dpt[2][4];
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) st_[nt][e] = dpt[nt][e] = 0.f;
-#pragma unroll 1
-            for (int ks = 0; ks < T::kKSteps; ++ks) {
-                uint32_t ka[4], va[4], qb[4], gb[4];
-                const int aoff = 2 * frag::swizzle<kD>(group * 16 + fa.row, ks * 16 + fa.col);
-                const int boff = 2 * frag::swizzle<kD>(q_col0 + fb.row, ks * 16 + fb.col);
-                ldsm_x4(ka, smem_base + aoff);
-                ldsm_x4(qb, q_tile + boff);
-                M::run(st_[0], ka, qb[0], qb[1]);
-                M::run(st_[1], ka, qb[2], qb[3]);
-                ldsm_x4(va, smem_base + T::kKvKeyBytes + aoff);
-                ldsm_x4(gb, do_tile + boff);
-                M::run(dpt[0], va, gb[0], gb[1]);
-                M::run(dpt[1], va, gb[2], gb[3]);
-            }
+            wide_tile_products<T>(smem_base, q_tile, smem_base + T::kKvKeyBytes, do_tile, group * 16, q_col0, lane, st_, dpt);
             dkdv_scores<Score, kExt, 2, kBetaStride<16>>(f, sc, sc_x, b, h, iw, jw, q_col0, key_j, lane, lse_sm, d_sm,
                                                          lambda_sm, beta_tile, st_, dpt);
             // the 16-bit Pᵀ and dSᵀ the products take, each register's pair where it came from
@@ -1269,7 +1283,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(c
 #pragma unroll
     for (int dt = 0; dt < T::kHalfDTiles; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
     const ScoreConsts sc = score_consts(f), sc_x = score_consts(f, 1.f);
-    const frag::RowCol fa = frag::ldsm_a(lane), fb = frag::ldsm_b(lane), fbt = frag::ldsm_bt(lane);
+    const frag::RowCol fa = frag::ldsm_a(lane), fbt = frag::ldsm_bt(lane);
     float* beta_tile = reinterpret_cast<float*>(smem_raw + T::kQSmemBytes) + warp * 16 * kBetaStride<16>;
     uint32_t* ds_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kQDs);
     int* live_sm = reinterpret_cast<int*>(smem_raw + T::kQLive);
@@ -1293,24 +1307,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(c
         }
         if (live) {
             float s[2][4], dps[2][4];
-#pragma unroll
-            for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) s[nt][e] = dps[nt][e] = 0.f;
-#pragma unroll 1
-            for (int ks = 0; ks < T::kKSteps; ++ks) {
-                uint32_t qa[4], ga[4], kb[4], vb[4];
-                const int aoff = 2 * frag::swizzle<kD>(group * 16 + fa.row, ks * 16 + fa.col);
-                const int boff = 2 * frag::swizzle<kD>(k_col0 + fb.row, ks * 16 + fb.col);
-                ldsm_x4(qa, q_tile + aoff);
-                ldsm_x4(kb, tile_k + boff);
-                M::run(s[0], qa, kb[0], kb[1]);
-                M::run(s[1], qa, kb[2], kb[3]);
-                ldsm_x4(ga, do_tile + aoff);
-                ldsm_x4(vb, tile_k + T::kQKeyBytes + boff);
-                M::run(dps[0], ga, vb[0], vb[1]);
-                M::run(dps[1], ga, vb[2], vb[3]);
-            }
+            wide_tile_products<T>(q_tile, tile_k, do_tile, tile_k + T::kQKeyBytes, group * 16, k_col0, lane, s, dps);
             float lambda[2] = {1.f, 1.f};
             dq_scores<Score, kExt, 2>(f, sc, sc_x, b, h, row_i, w0, jw, lane, nl, dd, beta_tile, s, dps, lambda);
             if constexpr (kExt) {
