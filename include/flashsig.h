@@ -191,12 +191,12 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
                                              void* dq_data, void* dk_data, void* dv_data);
 
 /* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * w * 4 (an
- * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, 128 for d <= 128; no CUDA backward
- * takes a larger d) for CUDA tensors and the softmax or pointwise scores with params.deterministic 0; 0 when the
- * call would not use a workspace (CPU tensors, deterministic, linear scores). q is the call's q
- * descriptor (its shape and device are read, its data pointer is not). It does not know the rest of the
- * call: a backward with dbias runs the deterministic kernels and leaves the workspace unused, and a dtype
- * or head dim the CUDA kernels lack is refused by the call itself. */
+ * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, 128 for d <= 128, 256 for
+ * d <= 256; no CUDA backward takes a larger d) for CUDA tensors and the softmax or pointwise scores with
+ * params.deterministic 0; 0 when the call would not use a workspace (CPU tensors, deterministic, linear
+ * scores). q is the call's q descriptor (its shape and device are read, its data pointer is not). It does
+ * not know the rest of the call: a backward with dbias runs the deterministic kernels and leaves the
+ * workspace unused, and a dtype or head dim the CUDA kernels lack is refused by the call itself. */
 FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params* params, const fsig_tensor* q,
                                                     int64_t* bytes);
 

@@ -6,13 +6,13 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
- * Scratch memory for the fast CUDA backward (and for a broadcast bias gradient; below): an fp32 dQ of
- * B·Hq·Nq·w floats (w = 64 for d ≤ 64, else 128) in the memory of the call's device, into which one dK/dV kernel adds each key tile's
- * share of dQ with atomics (the header's {@code params.workspace}; DESIGN.md §5). Without one, or with
- * {@link AttentionSpec#deterministic(boolean) deterministic} specs, or when {@code dbias} is asked for,
- * the CUDA backward runs its two deterministic kernels instead. dK and dV are the same bits either way; dQ
- * may differ in its last bits from run to run on the fast path (the order of the atomic additions varies),
- * within DESIGN.md §6 of the deterministic one.
+ * Scratch memory for the fast CUDA backward (and for a broadcast bias gradient; below): an fp32 dQ of B·Hq·Nq·w
+ * floats (w = 64, 128 or 256: the narrowest kernel width ≥ d) in the memory of the call's device, into which one
+ * dK/dV kernel adds each key tile's share of dQ with atomics (the header's {@code params.workspace}; DESIGN.md
+ * §5). Without one, or with {@link AttentionSpec#deterministic(boolean) deterministic} specs, or when
+ * {@code dbias} is asked for, the CUDA backward runs its two deterministic kernels instead. dK and dV are the
+ * same bits either way; dQ may differ in its last bits from run to run on the fast path (the order of the
+ * atomic additions varies), within DESIGN.md §6 of the deterministic one.
  *
  * <p>It also holds the partial sums of a bias gradient broadcast over B, Hq or Nq (a {@code dbias} of any
  * shape but the full {@code [B, Hq, Nq, Nk]}, such as a key-padding {@code [B, 1, 1, Nk]}): on CUDA such a

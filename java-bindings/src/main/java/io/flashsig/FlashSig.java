@@ -211,10 +211,10 @@ public final class FlashSig {
     }
 
     /**
-     * Bytes of the workspace that the fast CUDA backward needs for problems like {@code q}'s under
-     * {@code spec}: B·Hq·Nq·w·4 (an fp32 dQ, w = 64 for d ≤ 64, else 128: the kernels' width) for a CUDA q, a softmax or pointwise score and a
-     * non-deterministic spec; 0 where a backward would use none (a CPU q, a deterministic spec, the
-     * linear scores). Reads q's shape, dtype and device only. See {@link BackwardWorkspace} and
+     * Bytes of the workspace that the fast CUDA backward needs for problems like {@code q}'s under {@code spec}:
+     * B·Hq·Nq·w·4 (an fp32 dQ, w = 64, 128 or 256: the narrowest kernel width ≥ d) for a CUDA q, a softmax or
+     * pointwise score and a non-deterministic spec; 0 where a backward would use none (a CPU q, a deterministic
+     * spec, the linear scores). Reads q's shape, dtype and device only. See {@link BackwardWorkspace} and
      * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor)}. The same as
      * {@link #backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)} with {@code dbias} null.
      */
