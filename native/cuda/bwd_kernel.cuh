@@ -1161,10 +1161,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
             const int r = tid / kTpr, part = tid % kTpr;
             float acc = 0.f;
 #pragma unroll
-            for (int c = 0; c < kCpt; ++c)
-                acc = dot8<Elem>(o_part[c], *reinterpret_cast<const uint4*>(
-                                                smem_raw + stage + T::kKvRowBytes + 2 * frag::swizzle<kD>(r, (part * kCpt + c) * 8)),
-                                 acc);
+            for (int c = 0; c < kCpt; ++c) {
+                const int off = 2 * frag::swizzle<kD>(r, (part * kCpt + c) * 8);
+                acc = dot8<Elem>(o_part[c], *reinterpret_cast<const uint4*>(smem_raw + stage + T::kKvRowBytes + off), acc);
+            }
 #pragma unroll
             for (int m = kTpr / 2; m >= 1; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
             if (part == 0) d_sm[r] = acc;
@@ -1186,7 +1186,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
         }
         if (live) {
             float st_[2][4], dpt[2][4];
-            wide_tile_products<T>(smem_base, q_tile, smem_base + T::kKvKeyBytes, do_tile, group * 16, q_col0, lane, st_, dpt);
+            wide_tile_products<T>(smem_base, q_tile, smem_base + T::kKvKeyBytes, do_tile, group * 16, q_col0, lane, st_,
+                                  dpt);
             dkdv_scores<Score, kExt, 2, kBetaStride<16>>(f, sc, sc_x, b, h, iw, jw, q_col0, key_j, lane, lse_sm, d_sm,
                                                          lambda_sm, beta_tile, st_, dpt);
             // the 16-bit Pᵀ and dSᵀ the products take, each register's pair where it came from
@@ -1265,7 +1266,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(c
     load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, f.head_dim, tid);
     if (n_first <= n_last) {
         load_tile<T, kBlockN>(smem_base + T::kQStage0, k, f.k_row, n_first * kBlockN, f.seq_k, f.head_dim, tid);
-        load_tile<T, kBlockN>(smem_base + T::kQStage0 + T::kQKeyBytes, v, f.v_row, n_first * kBlockN, f.seq_k, f.head_dim, tid);
+        load_tile<T, kBlockN>(smem_base + T::kQStage0 + T::kQKeyBytes, v, f.v_row, n_first * kBlockN, f.seq_k,
+                              f.head_dim, tid);
     }
     cp_async_commit();
     float nl[2] = {0.f, 0.f}, dd[2] = {0.f, 0.f};
@@ -1333,7 +1335,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(c
             for (int reg = 0; reg < 4; ++reg) {  // the 16-bit dS the product takes
                 const frag::RowCol at = frag::a_pack_pos(lane, reg);
                 const int nt = reg >> 1, e = (reg & 1) * 2;
-                ds_sm[frag::ds_offset<kBlockN>(group * 16 + at.row, k_col0 + at.col) / 2] = M::pack(dps[nt][e], dps[nt][e + 1]);
+                ds_sm[frag::ds_offset<kBlockN>(group * 16 + at.row, k_col0 + at.col) / 2] =
+                    M::pack(dps[nt][e], dps[nt][e + 1]);
             }
         } else if (dbias_full) {
             zero_dbias_keys(f, b, h, w0, jw, int(min(int64_t(jw) + 16, f.seq_k)), lane);

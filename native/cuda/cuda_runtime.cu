@@ -493,7 +493,8 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
 int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
     const Message m{msg, msg_size};
     const Problem& pr = a.p;
-    if (int st = check_problem(m, pr, "backward", kBackwardMaxHeadDim, "cuda_backward_max_head_dim"); st != FSIG_OK) return st;
+    if (int st = check_problem(m, pr, "backward", kBackwardMaxHeadDim, "cuda_backward_max_head_dim"); st != FSIG_OK)
+        return st;
     const bool softmax = pr.score == FSIG_SCORE_SOFTMAX;
     if (softmax && (!a.has_out || !a.has_lse))  // (the C ABI layer already refuses this)
         return m.fail(FSIG_ERROR_NULL_ARGUMENT, "softmax backward needs the forward's out and lse");
@@ -569,7 +570,8 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     const BwdLauncher dkdv_wgmma = kBwdWgmma[ext][bf16][width];
     const bool dkdv_fits = !p_dkdv.f.ext.elementwise && dkdv_wgmma != nullptr;
     const BwdLauncher dq_wgmma = kBwdDqWgmma[ext][bf16][width];
-    const bool dq_fits = p.dq_accum == nullptr && !p_dq.f.ext.elementwise && p.f.ext.dbias == nullptr && dq_wgmma != nullptr;
+    const bool dq_fits =
+        p.dq_accum == nullptr && !p_dq.f.ext.elementwise && p.f.ext.dbias == nullptr && dq_wgmma != nullptr;
     WgmmaSetting wgmma = dkdv_fits || dq_fits ? wgmma_setting() : WgmmaSetting::kOff;
     if (wgmma != WgmmaSetting::kOff) {
         if (const char* why = wgmma_unavailable(device); why != nullptr) {

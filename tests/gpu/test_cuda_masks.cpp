@@ -1,10 +1,10 @@
-// The CUDA kernels' masks and positions (DESIGN.md §4: ALiBi, bias and mask tensors with broadcasting
-// and dBias, strided, block-sparse, log-n) through the public C ABI (fsig_attention_forward_ex /
-// backward_ex) against the fp64 reference under the §6 rule: every score × extension set × causal and
-// windows × fp16/bf16 × d 64/128 (and targeted cases of the 256-wide kernels) × ragged shapes, forward (out,
-// LSE) and backward (dQ, dK, dV, dBias), outputs poisoned first and the bytes around each output's view checked untouched. On CUDA each
-// backward runs twice: the deterministic kernels, then the fast path (a workspace: dK, dV the same bits,
-// dQ by the rule; with dbias the deterministic kernels again: a full-shaped dBias leaves the workspace
+// The CUDA kernels' masks and positions (DESIGN.md §4: ALiBi, bias and mask tensors with broadcasting and
+// dBias, strided, block-sparse, log-n) through the public C ABI (fsig_attention_forward_ex / backward_ex)
+// against the fp64 reference under the §6 rule: every score × extension set × causal and windows × fp16/bf16
+// × d 64/128 (and targeted cases of the 256-wide kernels) × ragged shapes, forward (out, LSE) and backward
+// (dQ, dK, dV, dBias), outputs poisoned first and the bytes around each output's view checked untouched. On
+// CUDA each backward runs twice: the deterministic kernels, then the fast path (a workspace: dK, dV the same
+// bits, dQ by the rule; with dbias the deterministic kernels again: a full-shaped dBias leaves the workspace
 // unused, a broadcast one sums its partial sums there, and must come out with the same bits).
 //
 //   test_cuda_masks [--quick] [--device cpu] [--list] [--verbose] [name filters...]
