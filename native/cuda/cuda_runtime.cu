@@ -278,7 +278,8 @@ int check_problem(const Message& m, const Problem& pr, const char* pass, int max
     if (max_head_dim > 0 && (pr.head_dim % 8 != 0 || pr.head_dim > max_head_dim))
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "q.shape[3] (head_dim) is %lld but the CUDA %s supports head dims that are multiples of 8 "
-                      "up to %d (fsig_capabilities.%s); other head dims run on CPU tensors",
+                      "up to %d (fsig_capabilities.%s); the others up to fsig_capabilities.cpu_max_head_dim run "
+                      "on CPU tensors",
                       (long long)pr.head_dim, pass, max_head_dim, caps_field);
     if (pr.seq_q > kMaxCudaSeq || pr.seq_k > kMaxCudaSeq)
         return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be at most 2^30 on CUDA",
