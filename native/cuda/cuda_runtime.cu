@@ -451,6 +451,10 @@ const char* wgmma_unavailable(int device) {
 #endif
 }
 
+// The narrowest kernel width that holds head dim d (check_problem passed it): 0, 1, 2 for 64, 128, 256, the
+// index of the launcher tables (the width itself is 64 << index).
+int width_index(int64_t d) { return d <= 64 ? 0 : d <= 128 ? 1 : 2; }
+
 }  // namespace
 
 int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
@@ -468,7 +472,7 @@ int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t ms
 
     const FwdParams p = make_params(pr, a.q, a.k, a.v, a.out, a.has_lse ? &a.lse : nullptr);
     const int ext = p.ext.on, bf16 = pr.dtype == FSIG_DTYPE_BF16;
-    const int width = pr.head_dim <= 64 ? 0 : pr.head_dim <= 128 ? 1 : 2;
+    const int width = width_index(pr.head_dim);
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     const FwdParams p_wgmma = for_kernel_tiles(p, kWgmmaFwdBlockN, true);
     const FwdLauncher fwd_wgmma = kFwdWgmma[ext][bf16][width];
@@ -501,7 +505,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
         return m.fail(FSIG_ERROR_NULL_ARGUMENT, "softmax backward needs the forward's out and lse");
     // grids of the dK/dV and dQ kernels (the forward's checks the 128-row one), and the dK/dV kernel's
     // per-block tile count (query tiles of 32 rows or more x group), in int32
-    const int width = pr.head_dim <= 64 ? 0 : pr.head_dim <= 128 ? 1 : 2;
+    const int width = width_index(pr.head_dim);
     const int kv_block = width == 2 ? kBwdWideKvBlockN : kBwdKvBlockN;
     const int64_t n_blocks = (pr.seq_k + kv_block - 1) / kv_block;
     const int64_t q_blocks = width == 2 ? (pr.seq_q + kBwdWideQBlockM - 1) / kBwdWideQBlockM : 0;
