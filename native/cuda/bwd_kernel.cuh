@@ -1,8 +1,9 @@
 // The CUDA backward kernels (FlashAttention-2 design with recomputation, DESIGN.md §5) for sm_80 and
 // later. Included by the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu, one per (kernel, dtype,
 // head dim, plain or extended), each instantiating the 7 score policies: 2 × 2 × 3 × 2 × 7 = 168 kernels
-// (widths 64 and 128 below; 256 in "the 256-wide kernels"); the fast path is a run-time branch of the dK/dV
-// kernels (no further instantiations).
+// (widths 64 and 128 below; 256 in "the pair kernels"), plus the pair kernels at widths 64 and 128 in the
+// units whose kernels may not fit a 99 KiB GPU (70 more: launch_bwd_dkdv); the fast path is a run-time
+// branch of the dK/dV kernels (no further instantiations).
 //
 // Contract: the forward's (fwd_kernel.cuh) plus dO [B, Nq, Hq, d], dQ [B, Nq, Hq, d], dK, dV
 // [B, Nk, Hk, d] in the same dtype and under the same layout rule (16-byte-aligned bases, last-dim
@@ -969,24 +970,27 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                        warp, lane, dq, mul, reinterpret_cast<Elem*>(smem_raw));
 }
 
-// ---- the 256-wide kernels (head dims in (128, 256]) -----------------------------------------------
+// ---- the pair kernels (head dims in (128, 256]; narrower ones on GPUs with 99 KiB per block) --------
 // A warp's dK and dV rows over 256 columns would take 256 accumulator registers (dQ's 128 beside S and dP),
 // so the warps work in pairs that split the columns of what they accumulate: warp w belongs to group
-// g = w % 4 (16 keys of the dK/dV block, 16 rows of the dQ block) and half c = w / 4 (columns 128c..).
+// g = w % 4 (16 keys of the dK/dV block, 16 rows of the dQ block) and half c = w / 4 (columns c·d/2..).
 // The score tile of a group is split between its pair the other way — by queries (dK/dV) or keys (dQ) —
 // so that each warp computes its part of S and dP over the whole head dim (no partial sums) and the score
 // function once per element; the pair then trades the 16-bit P and dS it feeds the tensor cores through
 // shared memory (FlashAttention-2's d = 256 kernels stage P and dS likewise). Per pair and tile this is
 // the same tensor-core work as the 128-wide kernels, with one more barrier.
 //  - dK/dV: one block per (64 keys, kv head, batch); query tiles of 32 rows, warp (g, c) computing Sᵀ and
-//    dPᵀ for keys 16g.. × queries 16c.., then dV, dK of keys 16g.. × columns 128c.. from both warps' Pᵀ,
+//    dPᵀ for keys 16g.. × queries 16c.., then dV, dK of keys 16g.. × columns c·d/2.. from both warps' Pᵀ,
 //    dSᵀ. Softmax's O is read straight from global memory one tile ahead into registers (D of the tile's
 //    rows): a third staged tile would not fit in sm_80's 163 KiB.
 //  - dQ: one block per (64 query rows, head, batch); key tiles of 32, warp (g, c) computing S, dP for rows
-//    16g.. × keys 16c.., then dQ of rows 16g.. × columns 128c.. from both warps' dS.
+//    16g.. × keys 16c.., then dQ of rows 16g.. × columns c·d/2.. from both warps' dS.
 // A warp none of whose elements is allowed writes no P or dS; its flag makes its pair skip that k-step.
+// Their tiles (64 keys or rows, 32 of the other) take half the shared memory of the regular kernels' at the
+// same width, so at widths 64 and 128 they serve GPUs that allow 99 KiB per block (sm_86, sm_89, sm_120),
+// where the regular kernels need 115-133 KiB (d = 64 extended) and 112-162 KiB (d = 128): 85 KiB at most.
 template <int kHeadDim_, class Elem_>
-struct BwdWideTraits {
+struct BwdPairTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kWarps = 8;
@@ -1034,7 +1038,8 @@ struct BwdWideTraits {
     static constexpr int kQSmemBytes = kQLive + kWarps * 4;
     static constexpr int kQExtBytes = kWarps * 16 * kBetaStride<16> * 4;  // a β (and dBias) tile per warp
 
-    static_assert(kHeadDim == 256, "the pairs split 256 columns into two n16-aligned halves");
+    static_assert(kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256,
+                  "the pairs split the columns into two halves of whole n16 pairs");
     static_assert(kKvBlockM == 16 * 2 && kQBlockN == 16 * 2, "each warp of a pair takes 16 of the tile");
     static_assert((kKvBlockN * kChunks) % kThreads == 0 && (kKvBlockM * kChunks) % kThreads == 0 &&
                       (kQBlockM * kChunks) % kThreads == 0 && (kQBlockN * kChunks) % kThreads == 0,
@@ -1047,13 +1052,13 @@ struct BwdWideTraits {
                   "shared memory of one block on sm_80");
 };
 
-// A 256-wide warp tile's two products over the head dim: acc0 = A0 B0ᵀ and acc1 = A1 B1ᵀ, 16 × 16 each (two
+// A pair kernel's warp tile's two products over the head dim: acc0 = A0 B0ᵀ and acc1 = A1 B1ᵀ, 16 × 16 each (two
 // n8 tiles), from rows a_row.. of the swizzled [rows][kD] tiles at shared-memory addresses a0, a1 (A operands)
 // and rows b_row.. of b0, b1 (B = those rows transposed: ldmatrix without .trans, as K in the forward). The
 // dK/dV kernel's Sᵀ = K_w Qᵀ and dPᵀ = V_w dOᵀ; the dQ kernel's S = Q_w Kᵀ and dP = dO_w Vᵀ. A rolled loop, as
 // in the 128-wide kernels.
 template <class T>
-__device__ __forceinline__ void wide_tile_products(uint32_t a0, uint32_t b0, uint32_t a1, uint32_t b1, int a_row,
+__device__ __forceinline__ void pair_tile_products(uint32_t a0, uint32_t b0, uint32_t a1, uint32_t b1, int a_row,
                                                    int b_row, int lane, float (&acc0)[2][4], float (&acc1)[2][4]) {
     using M = Mma<typename T::Elem>;
     constexpr int kD = T::kHeadDim;
@@ -1079,7 +1084,7 @@ __device__ __forceinline__ void wide_tile_products(uint32_t a0, uint32_t b0, uin
 }
 
 template <class T, class Score, bool kExt>
-__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel(const __grid_constant__ BwdParams p) {
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_pair_kernel(const __grid_constant__ BwdParams p) {
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockN = T::kKvBlockN, kBlockM = T::kKvBlockM;
@@ -1186,7 +1191,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
         }
         if (live) {
             float st_[2][4], dpt[2][4];
-            wide_tile_products<T>(smem_base, q_tile, smem_base + T::kKvKeyBytes, do_tile, group * 16, q_col0, lane, st_,
+            pair_tile_products<T>(smem_base, q_tile, smem_base + T::kKvKeyBytes, do_tile, group * 16, q_col0, lane, st_,
                                   dpt);
             dkdv_scores<Score, kExt, 2, kBetaStride<16>>(f, sc, sc_x, b, h, iw, jw, q_col0, key_j, lane, lse_sm, d_sm,
                                                          lambda_sm, beta_tile, st_, dpt);
@@ -1234,7 +1239,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_wide_kernel
 }
 
 template <class T, class Score, bool kExt>
-__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(const __grid_constant__ BwdParams p) {
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_pair_kernel(const __grid_constant__ BwdParams p) {
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kQBlockM, kBlockN = T::kQBlockN;
@@ -1309,7 +1314,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wide_kernel(c
         }
         if (live) {
             float s[2][4], dps[2][4];
-            wide_tile_products<T>(q_tile, tile_k, do_tile, tile_k + T::kQKeyBytes, group * 16, k_col0, lane, s, dps);
+            pair_tile_products<T>(q_tile, tile_k, do_tile, tile_k + T::kQKeyBytes, group * 16, k_col0, lane, s, dps);
             float lambda[2] = {1.f, 1.f};
             dq_scores<Score, kExt, 2>(f, sc, sc_x, b, h, row_i, w0, jw, lane, nl, dd, beta_tile, s, dps, lambda);
             if constexpr (kExt) {
@@ -1411,55 +1416,77 @@ struct DqKernel {
     static auto get() { return attention_bwd_dq_kernel<T, Score, kExt>; }
 };
 template <class T, class Score, bool kExt>
-struct DkDvWideKernel {
-    static auto get() { return attention_bwd_dkdv_wide_kernel<T, Score, kExt>; }
+struct DkDvPairKernel {
+    static auto get() { return attention_bwd_dkdv_pair_kernel<T, Score, kExt>; }
 };
 template <class T, class Score, bool kExt>
-struct DqWideKernel {
-    static auto get() { return attention_bwd_dq_wide_kernel<T, Score, kExt>; }
+struct DqPairKernel {
+    static auto get() { return attention_bwd_dq_pair_kernel<T, Score, kExt>; }
 };
+
+// The pair kernels' launches (widths 64, 128 and 256)
+template <class T, bool kExt>
+cudaError_t launch_bwd_dkdv_pair(BwdParams p, cudaStream_t stream) {
+    static_assert(T::kKvBlockN == kBwdPairKvBlockN, "the host checks the grid with kBwdPairKvBlockN");
+    p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
+    const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+    constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
+    static_assert(T::kHeadDim > 128 || kSmem <= kLeastSmemOptin, "the narrower pair kernels fit every GPU");
+    return with_bwd_score<T, kExt, DkDvPairKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+}
+template <class T, bool kExt>
+cudaError_t launch_bwd_dq_pair(BwdParams p, cudaStream_t stream) {
+    static_assert(T::kQBlockM == kBwdPairQBlockM, "the host checks the grid with kBwdPairQBlockM");
+    p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
+    const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;  // < 2^31, checked on the host
+    constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
+    static_assert(T::kHeadDim > 128 || kSmem <= kLeastSmemOptin, "the narrower pair kernels fit every GPU");
+    return with_bwd_score<T, kExt, DqPairKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+}
 
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dkdv(const BwdParams& params, cudaStream_t stream) {
-    BwdParams p = params;
     if constexpr (kHeadDim > 128) {
-        using T = BwdWideTraits<kHeadDim, Elem>;
-        static_assert(T::kKvBlockN == kBwdWideKvBlockN, "the host checks the grid with kBwdWideKvBlockN");
-        p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
-        const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
-        constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
-        return with_bwd_score<T, kExt, DkDvWideKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+        return launch_bwd_dkdv_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
     } else {
         using T = BwdTraits<kHeadDim, Elem>;
-        static_assert(T::kKvBlockN == kBwdKvBlockN, "the host sizes the grid with kBwdKvBlockN");
-        p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
-        const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+        static_assert(T::kKvBlockN >= kBwdPairKvBlockN, "the host checks the grid with the finer pair blocks");
         // extended: λ and the β staging tiles; fast path: the dSᵀ tile (not asked for otherwise, which keeps
         // the deterministic d = 64 kernel within the 99 KiB of sm_86/sm_89)
-        constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
-        const BwdSmem smem{kSmem + (p.dq_accum != nullptr ? T::kKvFastBytes : 0), kSmem + T::kKvFastBytes};
+        constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0), kLargest = kSmem + T::kKvFastBytes;
+        if constexpr (kLargest > kLeastSmemOptin) {
+            // a GPU that allows less takes the pair kernel of this width (compiled into such units only),
+            // chosen by the larger (fast-path) size so that both paths give the same dK, dV bits
+            int allowed = 0;
+            if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
+            if (kLargest > allowed) return launch_bwd_dkdv_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
+        }
+        BwdParams p = params;
+        p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
+        const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+        const BwdSmem smem{kSmem + (p.dq_accum != nullptr ? T::kKvFastBytes : 0), kLargest};
         return with_bwd_score<T, kExt, DkDvKernel>(p, smem, blocks, stream);
     }
 }
 
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dq(const BwdParams& params, cudaStream_t stream) {
-    BwdParams p = params;
     if constexpr (kHeadDim > 128) {
-        using T = BwdWideTraits<kHeadDim, Elem>;
-        static_assert(T::kQBlockM == kBwdWideQBlockM, "the host checks the grid with kBwdWideQBlockM");
-        p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
-        const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
-        constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
-        return with_bwd_score<T, kExt, DqWideKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+        return launch_bwd_dq_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
     } else {
         using T = BwdTraits<kHeadDim, Elem>;
-        static_assert(T::kQBlockM == kBwdQBlockM, "the host sizes the grid with kBwdQBlockM");
-        p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
-        const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
+        static_assert(T::kQBlockM >= kBwdPairQBlockM, "the host checks the grid with the finer pair blocks");
         // extended: the β staging tiles and dBias cursors after the Q, dO and K/V buffers
         constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
         static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
+        if constexpr (kSmem > kLeastSmemOptin) {  // (as the dK/dV kernel's)
+            int allowed = 0;
+            if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
+            if (kSmem > allowed) return launch_bwd_dq_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
+        }
+        BwdParams p = params;
+        p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
+        const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
         return with_bwd_score<T, kExt, DqKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
     }
 }

@@ -11,8 +11,8 @@ namespace fsig::cuda {
 
 constexpr int kBwdKvBlockN = 128;  // keys per block of the dK/dV kernel (BwdTraits::kKvBlockN)
 constexpr int kBwdQBlockM = 128;   // query rows per block of the dQ kernel (BwdTraits::kQBlockM)
-constexpr int kBwdWideKvBlockN = 64;  // ... of the 256-wide kernels (BwdWideTraits::kKvBlockN, kQBlockM)
-constexpr int kBwdWideQBlockM = 64;
+constexpr int kBwdPairKvBlockN = 64;  // ... of the pair kernels (BwdPairTraits::kKvBlockN, kQBlockM): d > 128,
+constexpr int kBwdPairQBlockM = 64;   // or GPUs with 99 KiB per block; the host checks the grids with these
 constexpr int kWgmmaBwdBlockM = 64;  // query rows per tile of the Hopper dK/dV kernel (WgmmaBwdTraits::kBlockM)
 constexpr int kWgmmaDqBlockN = 64;   // keys per tile of the Hopper dQ kernel (WgmmaDqTraits::kBlockN)
 

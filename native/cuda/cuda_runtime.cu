@@ -503,12 +503,13 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     const bool softmax = pr.score == FSIG_SCORE_SOFTMAX;
     if (softmax && (!a.has_out || !a.has_lse))  // (the C ABI layer already refuses this)
         return m.fail(FSIG_ERROR_NULL_ARGUMENT, "softmax backward needs the forward's out and lse");
-    // grids of the dK/dV and dQ kernels (the forward's checks the 128-row one), and the dK/dV kernel's
-    // per-block tile count (query tiles of 32 rows or more x group), in int32
+    // grids of the dK/dV and dQ kernels, by the finest blocks any of them may take (the pair kernels', at
+    // d > 128 or on a GPU with 99 KiB per block), and the dK/dV kernel's per-block tile count (query tiles
+    // of 32 rows or more x group), in int32
     const int width = width_index(pr.head_dim);
-    const int kv_block = width == 2 ? kBwdWideKvBlockN : kBwdKvBlockN;
+    const int kv_block = kBwdPairKvBlockN;
     const int64_t n_blocks = (pr.seq_k + kv_block - 1) / kv_block;
-    const int64_t q_blocks = width == 2 ? (pr.seq_q + kBwdWideQBlockM - 1) / kBwdWideQBlockM : 0;
+    const int64_t q_blocks = (pr.seq_q + kBwdPairQBlockM - 1) / kBwdPairQBlockM;
     if (pr.heads_k > INT32_MAX || n_blocks * pr.heads_k > INT32_MAX / pr.batch ||
         q_blocks * pr.heads_q > INT32_MAX / pr.batch || pr.group() * ((pr.seq_q + 15) / 16) > INT32_MAX)
         return m.fail(FSIG_ERROR_UNSUPPORTED,

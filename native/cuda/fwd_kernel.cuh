@@ -410,8 +410,8 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, int64_t b, int h
 
 // This warp's 16 rows of an accumulator (O, or the backward's dQ, dK, dV; rows warp·16.. of the block's tile
 // from i0; columns col0 .. col0 + 8·kDTiles of a [rows][kD] tile: all of them, or the half a warp of the
-// 256-wide backward owns — col0 a multiple of 64, since the swizzle permutes chunks within 64-column groups
-// and a part must stay the warp's own), each row r times mul[r], to out (row_stride elements apart): staged
+// backward's pair kernels owns — the swizzle maps each (row, column) to its own place, so the two warps'
+// parts of the same rows never meet), each row r times mul[r], to out (row_stride elements apart): staged
 // through the warp's own part of the shared buffer (free: the caller passed a barrier after its last read of
 // it), then written as 16-byte stores; rows from n_rows on and columns from cols on (the head dim) are not
 // stored.

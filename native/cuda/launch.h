@@ -6,6 +6,9 @@
 // inside an unnamed namespace would have internal linkage outside nvcc).
 #pragma once
 
+#include <climits>
+#include <cstdlib>
+
 #include <cuda_runtime.h>
 
 namespace fsig::cuda {
@@ -25,6 +28,26 @@ inline SmemShortfall& smem_shortfall() {
     return shortfall;
 }
 
+// The least shared memory per block (opt-in) of the GPUs the library runs on (sm_80 or later): 99 KiB on
+// sm_86, sm_89 and sm_120; a kernel that needs more has a narrower fallback or is refused there
+constexpr int kLeastSmemOptin = 99 * 1024;
+
+// The current device's opt-in shared memory per block (host queries, not stream operations), capped at
+// FSIG_CUDA_SMEM_LIMIT_KIB KiB where that is set (read once): a larger GPU then takes the kernels a smaller
+// one would, so that an H100 can check the 99 KiB GPUs' kernels (tests/gpu/gpu-session.sh)
+inline cudaError_t device_smem_optin(int& allowed) {
+    static const int cap = [] {
+        const char* e = std::getenv("FSIG_CUDA_SMEM_LIMIT_KIB");
+        const long kib = e != nullptr ? std::strtol(e, nullptr, 10) : 0;
+        return kib > 0 && kib < 1024 ? int(kib) * 1024 : INT_MAX;
+    }();
+    int device = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (allowed > cap) allowed = cap;
+    return e;
+}
+
 // Dynamic shared memory above 48 KiB needs the kernel's attribute raised (per function and device, not a
 // stream operation: a graph capture may contain it). It is raised to `limit` (the kernel's largest need,
 // so that another thread's smaller setting cannot fail this launch) where the device allows that, else to
@@ -33,10 +56,8 @@ inline SmemShortfall& smem_shortfall() {
 template <class Kernel>
 cudaError_t allow_dynamic_smem(Kernel kernel, int bytes, int limit) {
     if (bytes <= 48 * 1024) return cudaSuccess;
-    int device = 0, allowed = 0;
-    cudaError_t e = cudaGetDevice(&device);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (e != cudaSuccess) return e;
+    int allowed = 0;
+    if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
     if (bytes > allowed) {
         smem_shortfall() = SmemShortfall{bytes, allowed};
         return cudaErrorLaunchOutOfResources;

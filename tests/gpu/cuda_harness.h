@@ -123,13 +123,29 @@ inline void poison(const Tensor& t) {
     t.upload();
 }
 
-// cuda:0's opt-in shared memory per block in bytes when it is below 128 KiB (sm_86/sm_89: 99 KiB), where some
-// of the library's kernels do not fit; 0 otherwise, after printing that every `kernels` kernel fits there
+// cuda:0's opt-in shared memory per block in bytes, or the library's cap FSIG_CUDA_SMEM_LIMIT_KIB where
+// that is lower (the GPU session runs the 99 KiB GPUs' kernels on a larger one so)
+inline int shared_memory_optin() {
+    static const int allowed = [] {
+        int a = 0;
+        CUDA_OK(cudaDeviceGetAttribute(&a, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+        const char* cap = std::getenv("FSIG_CUDA_SMEM_LIMIT_KIB");
+        const long kib = cap != nullptr ? std::strtol(cap, nullptr, 10) : 0;
+        return kib > 0 && kib * 1024 < a ? int(kib * 1024) : a;
+    }();
+    return allowed;
+}
+
+// Whether cuda:0 allows less than 128 KiB per block (sm_86, sm_89, sm_120: 99 KiB): no kernel for d > 128 fits
+// there, and the backward takes its pair kernels at d <= 128
+inline bool small_shared_memory() { return shared_memory_optin() < 128 * 1024; }
+
+// cuda:0's opt-in shared memory per block in bytes where small_shared_memory(); 0 otherwise, after printing
+// that every `kernels` kernel fits there
 inline int small_shared_memory_device(const char* kernels) {
-    int allowed = 0;
-    CUDA_OK(cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-    if (allowed < 128 * 1024) return allowed;
-    std::printf("  cuda:0 allows %d KiB of shared memory per block: every %s kernel fits\n", allowed / 1024, kernels);
+    if (small_shared_memory()) return shared_memory_optin();
+    std::printf("  cuda:0 allows %d KiB of shared memory per block: every %s kernel fits\n", shared_memory_optin() / 1024,
+                kernels);
     return 0;
 }
 

@@ -22,6 +22,8 @@
 #   bench_bwd bench_linear bench_masks   fast vs deterministic backward; cosFormer vs causal sigmoid at
 #                          4k-16k; ALiBi overhead and block-sparse time vs density at 16k
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
+#   small_smem             the kernels of GPUs with 99 KiB per block (FSIG_CUDA_SMEM_LIMIT_KIB=99: the backward's
+#                          pair kernels at d <= 128): their numerics, then their TFLOP/s (compare bench_bwd)
 #   sanitizer              compute-sanitizer memcheck, racecheck, synccheck on the quick sets
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,7 +31,7 @@ build=${1:-build-gpu}
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma masks_wgmma bench_wgmma backward_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sdpa_d256 sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma masks_wgmma bench_wgmma backward_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sdpa_d256 small_smem sanitizer} "
 deadline=$((SECONDS + budget))
 mkdir -p "$out" "$logs"
 summary=()
@@ -137,5 +139,10 @@ step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_C
 # the 256-wide kernels against SDPA at d = 256
 step sdpa_d256 120 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
   --seqs 4096,16384 --dims 256 --passes fwd,fwdbwd --check --warmup 3 --iters 10 --csv "$logs/sdpa_d256.csv"
+# the backward as a 99 KiB GPU (L4, L40S, RTX) runs it, on this one
+step small_smem 150 env FSIG_CUDA_SMEM_LIMIT_KIB=99 bash -c '"$0/test_cuda_backward" --quick small_shared_memory \
+  numerics_shapes numerics_targeted && "$0/test_cuda_masks" small_shared_memory && "$1" --device cuda --dtype bf16 \
+  --hidden 2048 --seq 4096 --d 64,128 --causal both --score softmax,sigmoid --pass bwd --bwd-path both --warmup 3 \
+  --iters 20 --csv "$2"' "$gpu" "$bench" "$logs/small_smem.csv"
 step sanitizer 600 "$root/tests/gpu/run-compute-sanitizer.sh" "$build"
 
