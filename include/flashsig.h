@@ -295,6 +295,30 @@ FSIG_API int fsig_cuda_stream_destroy(int32_t device_index, void* stream);
  * work before it (a kernel fault) with a message: FSIG_ERROR_CUDA. */
 FSIG_API int fsig_cuda_synchronize(int32_t device_index, void* stream);
 
+/* What one device is and what runs on it (fsig_capabilities lists what the build has): added in 0.3; a
+ * later version accepts this version's struct_size. */
+typedef struct fsig_cuda_device_info {
+    uint32_t struct_size;             /* set by the caller to sizeof(fsig_cuda_device_info) */
+    int32_t compute_capability;       /* major * 10 + minor: 80 A100, 86/89 A10/L4/L40S/RTX, 90 H100/H200 */
+    int32_t multiprocessors;
+    int32_t shared_memory_per_block;  /* bytes a kernel may take per block (the opt-in limit; where the
+                                         environment variable FSIG_CUDA_SMEM_LIMIT_KIB is set, capped at that
+                                         for the choice among the mma.sync kernels: a test setting) */
+    int64_t memory_bytes;             /* global memory */
+    int32_t forward_max_head_dim;     /* every attention call (softmax and pointwise scores, masks and
+                                         positions included) with a head dim that is a multiple of 8 up to
+                                         this runs forward on this device; larger ones are refused (0: none) */
+    int32_t backward_max_head_dim;    /* the same for the backward (on 99 KiB GPUs its narrower kernels) */
+    int32_t hopper_kernels;           /* 1 when calls take the Hopper (wgmma) kernels here where they apply:
+                                         a 9.0 device, sm_90a code in this build, and the environment variable
+                                         that opts in set to 1 or "require"; answering makes the device's
+                                         context on such a device (it reads the code loaded there) */
+    char name[256];                   /* the device's name, NUL-terminated */
+} fsig_cuda_device_info;
+
+/* Fills info for cuda:device_index (FSIG_ERROR_NO_DEVICE without CUDA or a device). */
+FSIG_API int fsig_cuda_get_device_info(int32_t device_index, fsig_cuda_device_info* info);
+
 /* ---- library ----------------------------------------------------------------------------------- */
 typedef enum fsig_cpu_isa {
     FSIG_CPU_ISA_AVX2 = 2,    /* x86-64-v3 baseline: AVX2 + FMA + F16C */

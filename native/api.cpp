@@ -1086,6 +1086,24 @@ FSIG_API int fsig_cuda_synchronize(int32_t device_index, void* stream) {
     return cuda_result(fsig::cuda::synchronize(device_index, stream, msg, sizeof msg), msg);
 }
 
+FSIG_API int fsig_cuda_get_device_info(int32_t device_index, fsig_cuda_device_info* info) {
+    fsig::clear_error();
+    if (info == nullptr) return fail(FSIG_ERROR_NULL_ARGUMENT, "info is NULL");
+    if (info->struct_size < sizeof(fsig_cuda_device_info))
+        return fail(FSIG_ERROR_INVALID_PARAMS,
+                    "info->struct_size is %u but must be at least %zu (set it to sizeof(fsig_cuda_device_info))",
+                    info->struct_size, sizeof(fsig_cuda_device_info));
+    FSIG_CHECK(check_cuda_device(device_index));
+    fsig_cuda_device_info got{};
+    char msg[256];
+    if (int st = fsig::cuda::device_info(device_index, got, msg, sizeof msg); st != FSIG_OK) return cuda_result(st, msg);
+    const uint32_t size = info->struct_size;
+    std::memset(info, 0, size);  // fields of a newer header that this library does not know read as 0
+    std::memcpy(info, &got, sizeof got);
+    info->struct_size = size;
+    return FSIG_OK;
+}
+
 FSIG_API int fsig_set_num_threads(int n) {
     fsig::clear_error();
     if (n < 0 || n > 4096)

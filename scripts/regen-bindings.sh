@@ -13,11 +13,12 @@ symbols=(fsig_attention_params_default fsig_attention_params_init fsig_attention
   fsig_attention_forward_ex fsig_attention_backward_ex fsig_attention_forward_ex_buffers
   fsig_attention_backward_ex_buffers fsig_alibi_slopes
   fsig_cuda_malloc fsig_cuda_free fsig_cuda_memcpy fsig_cuda_stream_create fsig_cuda_stream_destroy
-  fsig_cuda_synchronize fsig_attention_backward_workspace_size fsig_attention_backward_workspace_size_ex)
+  fsig_cuda_synchronize fsig_cuda_get_device_info fsig_attention_backward_workspace_size
+  fsig_attention_backward_workspace_size_ex)
 args=(--target-package io.flashsig.ffi --header-class-name FlashSigNative --output "$out")
 for f in "${symbols[@]}"; do args+=(--include-function "$f"); done
-for s in fsig_tensor fsig_attention_params fsig_capabilities; do args+=(--include-struct "$s"); done
-for t in fsig_tensor fsig_attention_params fsig_capabilities; do args+=(--include-typedef "$t"); done
+for s in fsig_tensor fsig_attention_params fsig_capabilities fsig_cuda_device_info; do args+=(--include-struct "$s"); done
+for t in fsig_tensor fsig_attention_params fsig_capabilities fsig_cuda_device_info; do args+=(--include-typedef "$t"); done
 # enum constants and the FSIG_* macros that callers need
 consts=$(grep -oE '\bFSIG_[A-Z0-9_]+ *(=|$)|#define FSIG_[A-Z0-9_]+ [0-9]' "$root/include/flashsig.h" \
   | grep -oE 'FSIG_[A-Z0-9_]+' | grep -v -E '^FSIG_API$' | sort -u)

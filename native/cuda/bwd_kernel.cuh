@@ -2,7 +2,7 @@
 // later. Included by the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu, one per (kernel, dtype,
 // head dim, plain or extended), each instantiating the 7 score policies: 2 × 2 × 3 × 2 × 7 = 168 kernels
 // (widths 64 and 128 below; 256 in "the pair kernels"), plus the pair kernels at widths 64 and 128 in the
-// units whose kernels may not fit a 99 KiB GPU (70 more: launch_bwd_dkdv); the fast path is a run-time
+// units whose kernels may not fit a 99 KiB GPU (70 more: BwdSmemPlan); the fast path is a run-time
 // branch of the dK/dV kernels (no further instantiations).
 //
 // Contract: the forward's (fwd_kernel.cuh) plus dO [B, Nq, Hq, d], dQ [B, Nq, Hq, d], dK, dV
@@ -986,9 +986,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 //  - dQ: one block per (64 query rows, head, batch); key tiles of 32, warp (g, c) computing S, dP for rows
 //    16g.. × keys 16c.., then dQ of rows 16g.. × columns c·d/2.. from both warps' dS.
 // A warp none of whose elements is allowed writes no P or dS; its flag makes its pair skip that k-step.
-// Their tiles (64 keys or rows, 32 of the other) take half the shared memory of the regular kernels' at the
-// same width, so at widths 64 and 128 they serve GPUs that allow 99 KiB per block (sm_86, sm_89, sm_120),
-// where the regular kernels need 115-133 KiB (d = 64 extended) and 112-162 KiB (d = 128): 85 KiB at most.
+// Their tiles (64 keys or rows, 32 of the other) are smaller than the regular kernels', so at widths 64 and
+// 128 they serve GPUs that allow 99 KiB per block (sm_86, sm_89, sm_120), where the regular kernels need
+// 115-133 KiB (d = 64 extended) and 112-162 KiB (d = 128): the pairs 53-85 KiB (BwdSmemPlan picks).
 template <int kHeadDim_, class Elem_>
 struct BwdPairTraits {
     using Elem = Elem_;
@@ -1424,14 +1424,57 @@ struct DqPairKernel {
     static auto get() { return attention_bwd_dq_pair_kernel<T, Score, kExt>; }
 };
 
-// The pair kernels' launches (widths 64, 128 and 256)
+// The shared memory of the backward's launches at a width (bytes; the dtype does not change it) and the rule
+// that picks a kernel by the device's opt-in limit `allowed`: the regular dK/dV or dQ kernel (widths 64 and
+// 128) where its largest launch fits — dK/dV by its fast path's size, so that both paths take the same
+// kernel and give the same dK, dV bits — else the pair kernel of the same width, compiled only beside the
+// regular kernels that may need more than a GPU with the least shared memory allows; at 256 the pair kernels
+// alone. The launchers below and the device query (cuda_runtime.cu) both follow it.
+template <int kHeadDim, bool kExt>
+struct BwdSmemPlan {
+    using Pair = BwdPairTraits<kHeadDim, __half>;
+    static constexpr bool kRegular = kHeadDim <= 128;
+    static constexpr int regular_dkdv(bool fast) {
+        if constexpr (kRegular) {
+            using T = BwdTraits<kHeadDim, __half>;
+            return T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0) + (fast ? T::kKvFastBytes : 0);
+        } else {
+            return 0;
+        }
+    }
+    static constexpr int regular_dq() {
+        if constexpr (kRegular) {
+            using T = BwdTraits<kHeadDim, __half>;
+            return T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
+        } else {
+            return 0;
+        }
+    }
+    static constexpr int kPairDkdv = Pair::kKvSmemBytes + (kExt ? Pair::kKvExtBytes : 0);
+    static constexpr int kPairDq = Pair::kQSmemBytes + (kExt ? Pair::kQExtBytes : 0);
+    static constexpr bool kHasPairDkdv = !kRegular || regular_dkdv(true) > kLeastSmemOptin;
+    static constexpr bool kHasPairDq = !kRegular || regular_dq() > kLeastSmemOptin;
+    static_assert(regular_dq() <= 163 * 1024 && (kRegular || kPairDkdv <= 163 * 1024),
+                  "shared memory of one block on sm_80");
+    static_assert(!kRegular || (kPairDkdv <= kLeastSmemOptin && kPairDq <= kLeastSmemOptin),
+                  "the narrower pair kernels fit every GPU");
+    static bool pair_dkdv(int allowed) { return kHasPairDkdv && (!kRegular || regular_dkdv(true) > allowed); }
+    static bool pair_dq(int allowed) { return kHasPairDq && (!kRegular || regular_dq() > allowed); }
+    // the most any launch of this width takes on that device (both paths; the device query's bound)
+    static int most(int allowed) {
+        const int dkdv = pair_dkdv(allowed) ? kPairDkdv : regular_dkdv(true);
+        const int dq = pair_dq(allowed) ? kPairDq : regular_dq();
+        return dkdv > dq ? dkdv : dq;
+    }
+};
+
+// The pair kernels' launches
 template <class T, bool kExt>
 cudaError_t launch_bwd_dkdv_pair(BwdParams p, cudaStream_t stream) {
     static_assert(T::kKvBlockN == kBwdPairKvBlockN, "the host checks the grid with kBwdPairKvBlockN");
     p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
-    constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0);
-    static_assert(T::kHeadDim > 128 || kSmem <= kLeastSmemOptin, "the narrower pair kernels fit every GPU");
+    constexpr int kSmem = BwdSmemPlan<T::kHeadDim, kExt>::kPairDkdv;
     return with_bwd_score<T, kExt, DkDvPairKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
 }
 template <class T, bool kExt>
@@ -1439,55 +1482,51 @@ cudaError_t launch_bwd_dq_pair(BwdParams p, cudaStream_t stream) {
     static_assert(T::kQBlockM == kBwdPairQBlockM, "the host checks the grid with kBwdPairQBlockM");
     p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
     const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;  // < 2^31, checked on the host
-    constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
-    static_assert(T::kHeadDim > 128 || kSmem <= kLeastSmemOptin, "the narrower pair kernels fit every GPU");
+    constexpr int kSmem = BwdSmemPlan<T::kHeadDim, kExt>::kPairDq;
     return with_bwd_score<T, kExt, DqPairKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
 }
 
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dkdv(const BwdParams& params, cudaStream_t stream) {
-    if constexpr (kHeadDim > 128) {
+    using Plan = BwdSmemPlan<kHeadDim, kExt>;
+    if constexpr (!Plan::kRegular) {
         return launch_bwd_dkdv_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
     } else {
-        using T = BwdTraits<kHeadDim, Elem>;
-        static_assert(T::kKvBlockN >= kBwdPairKvBlockN, "the host checks the grid with the finer pair blocks");
-        // extended: λ and the β staging tiles; fast path: the dSᵀ tile (not asked for otherwise, which keeps
-        // the deterministic d = 64 kernel within the 99 KiB of sm_86/sm_89)
-        constexpr int kSmem = T::kKvSmemBytes + (kExt ? T::kKvExtBytes : 0), kLargest = kSmem + T::kKvFastBytes;
-        if constexpr (kLargest > kLeastSmemOptin) {
-            // a GPU that allows less takes the pair kernel of this width (compiled into such units only),
-            // chosen by the larger (fast-path) size so that both paths give the same dK, dV bits
+        if constexpr (Plan::kHasPairDkdv) {
             int allowed = 0;
             if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
-            if (kLargest > allowed) return launch_bwd_dkdv_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
+            if (Plan::pair_dkdv(allowed)) return launch_bwd_dkdv_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
         }
+        using T = BwdTraits<kHeadDim, Elem>;
+        static_assert(T::kKvBlockN == kBwdKvBlockN, "store_dk_dv stages V after kBwdKvBlockN rows");
+        static_assert(T::kKvBlockN >= kBwdPairKvBlockN, "the host checks the grid with the finer pair blocks");
         BwdParams p = params;
         p.n_blocks = int32_t((p.f.seq_k + T::kKvBlockN - 1) / T::kKvBlockN);
         const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
-        const BwdSmem smem{kSmem + (p.dq_accum != nullptr ? T::kKvFastBytes : 0), kLargest};
+        // the fast path's dSᵀ tile is asked for only where it runs (the deterministic launches stay smaller)
+        const BwdSmem smem{Plan::regular_dkdv(p.dq_accum != nullptr), Plan::regular_dkdv(true)};
         return with_bwd_score<T, kExt, DkDvKernel>(p, smem, blocks, stream);
     }
 }
 
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dq(const BwdParams& params, cudaStream_t stream) {
-    if constexpr (kHeadDim > 128) {
+    using Plan = BwdSmemPlan<kHeadDim, kExt>;
+    if constexpr (!Plan::kRegular) {
         return launch_bwd_dq_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
     } else {
-        using T = BwdTraits<kHeadDim, Elem>;
-        static_assert(T::kQBlockM >= kBwdPairQBlockM, "the host checks the grid with the finer pair blocks");
-        // extended: the β staging tiles and dBias cursors after the Q, dO and K/V buffers
-        constexpr int kSmem = T::kQSmemBytes + (kExt ? T::kQExtBytes : 0);
-        static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
-        if constexpr (kSmem > kLeastSmemOptin) {  // (as the dK/dV kernel's)
+        if constexpr (Plan::kHasPairDq) {
             int allowed = 0;
             if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
-            if (kSmem > allowed) return launch_bwd_dq_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
+            if (Plan::pair_dq(allowed)) return launch_bwd_dq_pair<BwdPairTraits<kHeadDim, Elem>, kExt>(params, stream);
         }
+        using T = BwdTraits<kHeadDim, Elem>;
+        static_assert(T::kQBlockM == kBwdQBlockM && T::kQBlockM >= kBwdPairQBlockM,
+                      "kBwdQBlockM names these rows; the host checks the grid with the finer pair blocks");
         BwdParams p = params;
         p.f.m_blocks = int32_t((p.f.seq_q + T::kQBlockM - 1) / T::kQBlockM);
         const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;
-        return with_bwd_score<T, kExt, DqKernel>(p, BwdSmem{kSmem, kSmem}, blocks, stream);
+        return with_bwd_score<T, kExt, DqKernel>(p, BwdSmem{Plan::regular_dq(), Plan::regular_dq()}, blocks, stream);
     }
 }
 

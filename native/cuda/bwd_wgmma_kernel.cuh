@@ -593,7 +593,8 @@ cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStrea
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
     using T = WgmmaBwdTraits<kHeadDim, Elem>;
-    static_assert(T::kBlockN >= kBwdPairKvBlockN, "the host checks the grid with the finer pair blocks");
+    static_assert(T::kBlockN == kBwdKvBlockN && T::kBlockN >= kBwdPairKvBlockN,
+                  "store_dk_dv and the host's layout rule take kBwdKvBlockN keys; the grid check the finer pair blocks");
     static_assert(T::kBlockM == kWgmmaBwdBlockM, "the host judges a layout's tiles by kWgmmaBwdBlockM");
     if (params.f.ext.elementwise || bool(params.f.ext.on) != kExt) return cudaErrorInvalidValue;  // (never asked)
     BwdParams p = params;
@@ -609,7 +610,8 @@ cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dq_wgmma(const BwdParams& params, cudaStream_t stream) {
     using T = WgmmaDqTraits<kHeadDim, Elem>;
-    static_assert(T::kBlockM >= kBwdPairQBlockM, "the host checks the grid with the finer pair blocks");
+    static_assert(T::kBlockM == kBwdQBlockM && T::kBlockM >= kBwdPairQBlockM,
+                  "the host's layout rule takes kBwdQBlockM rows; the grid check the finer pair blocks");
     static_assert(T::kBlockN == kWgmmaDqBlockN, "the host judges a layout's tiles by kWgmmaDqBlockN");
     const ExtParams& e = params.f.ext;
     if (bool(e.on) != kExt || e.elementwise || e.dbias != nullptr || params.dq_accum != nullptr)

@@ -50,6 +50,10 @@ int linear_forward(const ForwardArgs& a, int64_t length, float epsilon, int devi
 int linear_backward(const BackwardArgs& a, int64_t length, float epsilon, int device_index, void* stream, char* msg,
                     size_t msg_size);
 
+// What device `device` is and what runs on it (fsig_cuda_get_device_info; the C ABI layer checked the index
+// and info's size), without making it current unless the Hopper kernels' check needs its loaded code.
+int device_info(int device, fsig_cuda_device_info& info, char* msg, size_t msg_size);
+
 // Memory, copies and streams for callers without a CUDA runtime of their own (the C ABI's fsig_cuda_*):
 // the C ABI layer checked device < device_count() and the pointer and size arguments; each call keeps
 // the caller's current device and writes a message on error.

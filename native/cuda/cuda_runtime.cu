@@ -6,6 +6,7 @@
 #include <cuda.h>  // CUcontext, CUresult: types only (the driver is reached through the runtime's entry points)
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstdarg>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "bwd_kernel.cuh"  // BwdSmemPlan (and fwd_kernel.cuh's fwd_smem_bytes): the device query's sizes
 #include "bwd_launch.h"
 #include "cuda_backend.h"
 #include "driver_entry.h"
@@ -642,7 +644,51 @@ int enter(const Message& m, DeviceGuard& guard, int device) {
     if (cudaError_t e = guard.enter(device); e != cudaSuccess) return runtime_error(m, e, "cudaSetDevice", device);
     return FSIG_OK;
 }
+
+// The most shared memory per block any forward (backward) launch of width 64 << w takes, plain or extended,
+// on a device that allows `allowed` (the backward's kernels chosen by BwdSmemPlan's rule, as its launchers do)
+template <int kWidth>
+int forward_most() {
+    return std::max(fwd_smem_bytes<kWidth, false>(), fwd_smem_bytes<kWidth, true>());
+}
+template <int kWidth>
+int backward_most(int allowed) {
+    return std::max(BwdSmemPlan<kWidth, false>::most(allowed), BwdSmemPlan<kWidth, true>::most(allowed));
+}
+// the largest head dim whose calls all fit: the widest width such that it and every narrower one fit
+int max_head_dim(const int (&most)[3], int allowed) {
+    int d = 0;
+    for (int w = 0; w < 3 && most[w] <= allowed; ++w) d = 64 << w;
+    return d;
+}
 }  // namespace
+
+int device_info(int device, fsig_cuda_device_info& info, char* msg, size_t msg_size) {
+    const Message m{msg, msg_size};
+    cudaDeviceProp prop;
+    if (cudaError_t e = cudaGetDeviceProperties(&prop, device); e != cudaSuccess)
+        return runtime_error(m, e, "cudaGetDeviceProperties", device);
+    info.compute_capability = prop.major * 10 + prop.minor;
+    info.multiprocessors = prop.multiProcessorCount;
+    const int allowed = capped_smem(int(prop.sharedMemPerBlockOptin));
+    info.shared_memory_per_block = allowed;
+    info.memory_bytes = int64_t(prop.totalGlobalMem);
+    const int fwd[3] = {forward_most<64>(), forward_most<128>(), forward_most<256>()};
+    const int bwd[3] = {backward_most<64>(allowed), backward_most<128>(allowed), backward_most<256>(allowed)};
+    info.forward_max_head_dim = max_head_dim(fwd, allowed);
+    info.backward_max_head_dim = max_head_dim(bwd, allowed);
+    static_assert(kForwardMaxHeadDim == 256 && kBackwardMaxHeadDim == 256, "the widths above are the kernels'");
+    // the Hopper kernels' check reads the code loaded for the device, so it is entered (its context made)
+    // only where they could apply
+    info.hopper_kernels = 0;
+    if (wgmma_setting() != WgmmaSetting::kOff && info.compute_capability == 90) {
+        DeviceGuard guard;
+        if (int st = enter(m, guard, device); st != FSIG_OK) return st;
+        info.hopper_kernels = wgmma_unavailable(device) == nullptr;
+    }
+    std::snprintf(info.name, sizeof info.name, "%s", prop.name);
+    return FSIG_OK;
+}
 
 int malloc_device(int device, int64_t bytes, void** ptr, char* msg, size_t msg_size) {
     const Message m{msg, msg_size};

@@ -722,11 +722,19 @@ constexpr auto fwd_kernel_of() {
         return attention_fwd_kernel<T, Score, kExt>;
 }
 
+// Shared memory of a forward launch at a width (bytes; the dtype does not change it): the K/V stages (at 256:
+// Q, K and V), and when extended one β staging tile per warp after them. The launcher and the device query
+// (cuda_runtime.cu) both use it.
+template <int kHeadDim, bool kExt>
+constexpr int fwd_smem_bytes() {
+    using T = FwdTraits<kHeadDim, __half>;
+    return T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
+}
+
 template <class T, class Score, bool kExt>
 cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
     auto kernel = fwd_kernel_of<T, Score, kExt>();
-    // extended: one β staging tile per warp after the K/V stages
-    constexpr int kSmem = T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
+    constexpr int kSmem = fwd_smem_bytes<T::kHeadDim, kExt>();
     static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
     if (const cudaError_t e = allow_dynamic_smem(kernel, kSmem); e != cudaSuccess) return e;
     FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);

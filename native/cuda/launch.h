@@ -32,19 +32,23 @@ inline SmemShortfall& smem_shortfall() {
 // sm_86, sm_89 and sm_120; a kernel that needs more has a narrower fallback or is refused there
 constexpr int kLeastSmemOptin = 99 * 1024;
 
-// The current device's opt-in shared memory per block (host queries, not stream operations), capped at
-// FSIG_CUDA_SMEM_LIMIT_KIB KiB where that is set (read once): a larger GPU then takes the kernels a smaller
-// one would, so that an H100 can check the 99 KiB GPUs' kernels (tests/gpu/gpu-session.sh)
-inline cudaError_t device_smem_optin(int& allowed) {
+// A device's opt-in shared memory per block as the library uses it: capped at FSIG_CUDA_SMEM_LIMIT_KIB KiB
+// where that is set (read once), so that a larger GPU takes the kernels a smaller one would (an H100 then
+// checks the 99 KiB GPUs' kernels, tests/gpu/gpu-session.sh); device_smem_optin: the current device's (host
+// queries, not stream operations)
+inline int capped_smem(int optin) {
     static const int cap = [] {
         const char* e = std::getenv("FSIG_CUDA_SMEM_LIMIT_KIB");
         const long kib = e != nullptr ? std::strtol(e, nullptr, 10) : 0;
         return kib > 0 && kib < 1024 ? int(kib) * 1024 : INT_MAX;
     }();
+    return optin < cap ? optin : cap;
+}
+inline cudaError_t device_smem_optin(int& allowed) {
     int device = 0;
     cudaError_t e = cudaGetDevice(&device);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (allowed > cap) allowed = cap;
+    allowed = capped_smem(allowed);
     return e;
 }
 

@@ -32,6 +32,7 @@ int no_cuda(char* msg, size_t msg_size) {
     return FSIG_ERROR_NO_DEVICE;
 }
 }  // namespace
+int device_info(int, fsig_cuda_device_info&, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
 int malloc_device(int, int64_t, void**, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
 int free_device(int, void*, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }
 int memcpy_async(int, void*, const void*, int64_t, void*, char* msg, size_t msg_size) { return no_cuda(msg, msg_size); }

@@ -1203,6 +1203,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     const int sm = fsig::emu::emulated_sm();
     prop->major = sm / 10, prop->minor = sm % 10;
     prop->multiProcessorCount = 1;
+    prop->totalGlobalMem = size_t(sysconf(_SC_PHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));  // device memory is the host's
     prop->sharedMemPerBlock = 48 * 1024;
     prop->sharedMemPerBlockOptin = fsig::emu::shared_max(sm);
     prop->maxThreadsPerBlock = 1024;

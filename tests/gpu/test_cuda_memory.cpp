@@ -1,11 +1,13 @@
 // fsig_cuda_* (memory, copies, streams, synchronise) through the C ABI only, as a caller without a
 // CUDA runtime of its own (the JVM) uses them.
 //   test_cuda_memory --refusals   argument refusals and the no-device answers: runs everywhere
-//   test_cuda_memory              on a device: copy round trip, and a forward on device buffers queued
-//                                 on a FlashSig stream against the same call on the CPU; exit 77 without one
+//   test_cuda_memory              on a device: copy round trip, a forward on device buffers queued on a
+//                                 FlashSig stream against the same call on the CPU, and the device's info
+//                                 (fsig_cuda_get_device_info); exit 77 without one
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -56,6 +58,15 @@ void refusals() {
     expect(fsig_cuda_stream_create(0, nullptr), FSIG_ERROR_NULL_ARGUMENT, "stream is NULL", "stream_create NULL");
     expect(fsig_cuda_stream_destroy(0, nullptr), FSIG_ERROR_NULL_ARGUMENT, "stream is NULL", "stream_destroy NULL");
     CHECK(fsig_cuda_free(0, nullptr) == FSIG_OK && fsig_last_error()[0] == '\0', "free(NULL) must succeed");
+    fsig_cuda_device_info info;
+    std::memset(&info, 0xab, sizeof info);
+    info.struct_size = sizeof info;
+    expect(fsig_cuda_get_device_info(0, nullptr), FSIG_ERROR_NULL_ARGUMENT, "info is NULL", "device info NULL");
+    info.struct_size = sizeof info - 4;
+    expect(fsig_cuda_get_device_info(0, &info), FSIG_ERROR_INVALID_PARAMS, "struct_size", "device info old size");
+    CHECK(info.compute_capability == int32_t(0xabababab) && info.name[0] == char(0xab),
+          "a refused device info call wrote into info");
+    info.struct_size = sizeof info;
     if (!device_present()) {
         // every call that reaches a device says why there is none
         fsig_capabilities caps;
@@ -68,6 +79,8 @@ void refusals() {
         expect(fsig_cuda_stream_create(0, &p), FSIG_ERROR_NO_DEVICE, why, "stream without a device");
         expect(fsig_cuda_synchronize(0, nullptr), FSIG_ERROR_NO_DEVICE, why, "synchronize without a device");
         expect(fsig_cuda_free(0, a), FSIG_ERROR_NO_DEVICE, why, "free without a device");
+        expect(fsig_cuda_get_device_info(0, &info), FSIG_ERROR_NO_DEVICE, why, "device info without a device");
+        CHECK(info.compute_capability == int32_t(0xabababab), "a refused device info call wrote into info");
     } else {
         int count = 0;
         fsig_capabilities caps;
@@ -77,7 +90,56 @@ void refusals() {
         count = caps.cuda_device_count;
         expect(fsig_cuda_malloc(count, 64, &p), FSIG_ERROR_INVALID_DEVICE, "CUDA device(s) exist", "malloc bad ordinal");
         expect(fsig_cuda_malloc(-1, 64, &p), FSIG_ERROR_INVALID_DEVICE, "device_index is -1", "malloc ordinal -1");
+        expect(fsig_cuda_get_device_info(count, &info), FSIG_ERROR_INVALID_DEVICE, "CUDA device(s) exist",
+               "device info bad ordinal");
+        expect(fsig_cuda_get_device_info(-1, &info), FSIG_ERROR_INVALID_DEVICE, "device_index is -1",
+               "device info ordinal -1");
+        CHECK(info.compute_capability == int32_t(0xabababab), "a refused device info call wrote into info");
     }
+}
+
+// cuda:0's info: plausible values, the head dims its shared memory allows (the kernels need 99 KiB for
+// d <= 128, forward and backward, masks included, and 149-162 KiB for d <= 256; GPUs allow 99, 163 or 227
+// KiB), the FSIG_CUDA_SMEM_LIMIT_KIB cap, and on the emulator whether the Hopper kernels run (its FSIG_EMU_SM,
+// FSIG_EMU_PTX and the library's FSIG_CUDA_WGMMA say so)
+void device_info() {
+    fsig_cuda_device_info info;
+    std::memset(&info, 0xab, sizeof info);
+    info.struct_size = sizeof info;
+    CHECK(fsig_cuda_get_device_info(0, &info) == FSIG_OK, "device info: %s", fsig_last_error());
+    CHECK(info.struct_size == sizeof info, "struct_size changed to %u", info.struct_size);
+    CHECK(info.name[0] != '\0' && std::memchr(info.name, '\0', sizeof info.name) != nullptr, "name not a string");
+    CHECK(info.compute_capability >= 80 && info.multiprocessors > 0 && info.memory_bytes > 0,
+          "compute capability %d, %d multiprocessors, %lld bytes", info.compute_capability, info.multiprocessors,
+          (long long)info.memory_bytes);
+    const int kib = info.shared_memory_per_block / 1024;
+    std::printf("cuda:0 %s: compute capability %d, %d SMs, %lld MiB, %d KiB per block: head dims up to %d forward, %d "
+                "backward; Hopper kernels %s\n", info.name, info.compute_capability, info.multiprocessors,
+                (long long)(info.memory_bytes >> 20), kib, info.forward_max_head_dim, info.backward_max_head_dim,
+                info.hopper_kernels ? "in use" : "not in use");
+    const char* cap = std::getenv("FSIG_CUDA_SMEM_LIMIT_KIB");
+    if (cap != nullptr) CHECK(kib <= std::atoi(cap), "%d KiB per block despite FSIG_CUDA_SMEM_LIMIT_KIB=%s", kib, cap);
+    if (kib >= 163) {
+        CHECK(info.forward_max_head_dim == 256 && info.backward_max_head_dim == 256, "%d KiB: head dims %d/%d", kib,
+              info.forward_max_head_dim, info.backward_max_head_dim);
+    } else if (kib >= 99 && kib < 128) {
+        CHECK(info.forward_max_head_dim == 128 && info.backward_max_head_dim == 128, "%d KiB: head dims %d/%d", kib,
+              info.forward_max_head_dim, info.backward_max_head_dim);
+    } else {
+        std::printf("  (no expectation recorded for %d KiB per block)\n", kib);
+    }
+    CHECK(info.hopper_kernels == 0 || info.compute_capability == 90, "Hopper kernels on compute capability %d",
+          info.compute_capability);
+#if defined(FSIG_TEST_ON_EMULATOR)
+    const char* sm = std::getenv("FSIG_EMU_SM");
+    const char* ptx = std::getenv("FSIG_EMU_PTX");
+    const char* setting = std::getenv("FSIG_CUDA_WGMMA");
+    const bool hopper = sm != nullptr && std::strcmp(sm, "90") == 0 && (ptx == nullptr || std::atoi(ptx) >= 90) &&
+                        setting != nullptr && (std::strcmp(setting, "1") == 0 || std::strcmp(setting, "require") == 0);
+    CHECK(info.hopper_kernels == (hopper ? 1 : 0), "emulated: Hopper kernels %d", info.hopper_kernels);
+    CHECK(info.compute_capability == (sm != nullptr ? std::atoi(sm) : 80), "emulated compute capability %d",
+          info.compute_capability);
+#endif
 }
 
 fsig_tensor bshd(void* data, int dtype, int device_type, int64_t b, int64_t n, int64_t h, int64_t d) {
@@ -154,6 +216,7 @@ int main(int argc, char** argv) {
             return 77;
         }
         on_device();
+        device_info();
     }
     std::printf(failures ? "%d check(s) failed\n" : "ok\n", failures);
     return failures ? 1 : 0;

@@ -2,6 +2,7 @@ package io.flashsig;
 
 import io.flashsig.FlashSigException.Status;
 import io.flashsig.ffi.FlashSigNative;
+import io.flashsig.ffi.fsig_cuda_device_info;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -223,6 +224,52 @@ public final class Cuda {
             if (status != 0) throw FlashSig.nativeError(status);
         }
         return segment;
+    }
+
+    /**
+     * What one CUDA device is and what runs on it ({@link FlashSig#capabilities()} lists what the build has).
+     *
+     * @param name                 the device's name
+     * @param computeCapability    major × 10 + minor: 80 (A100), 86/89 (A10, L4, L40S, RTX), 90 (H100/H200)
+     * @param multiprocessors      streaming multiprocessors
+     * @param sharedMemoryPerBlock bytes a kernel may take per block (the opt-in limit; the environment variable
+     *                             {@code FSIG_CUDA_SMEM_LIMIT_KIB} caps it)
+     * @param memoryBytes          global memory
+     * @param forwardMaxHeadDim    every call (softmax and pointwise scores, masks and positions included) with a
+     *                             head dim that is a multiple of 8 up to this runs forward on this device; larger
+     *                             ones are refused
+     * @param backwardMaxHeadDim   the same for the backward
+     * @param hopperKernels        whether calls take the Hopper (wgmma) kernels here where they apply (a 9.0
+     *                             device, sm_90a code in the library, {@code FSIG_CUDA_WGMMA=1} or {@code require})
+     */
+    public record DeviceInfo(String name, int computeCapability, int multiprocessors, int sharedMemoryPerBlock,
+                             long memoryBytes, int forwardMaxHeadDim, int backwardMaxHeadDim, boolean hopperKernels) {
+        /** Whether the forward and the backward of head dim {@code d} run on this device (a multiple of 8). */
+        public boolean trainsHeadDim(int d) {
+            return d > 0 && d % 8 == 0 && d <= forwardMaxHeadDim && d <= backwardMaxHeadDim;
+        }
+    }
+
+    /**
+     * The {@link DeviceInfo} of {@code device}, a CUDA device; a {@link FlashSigException} without CUDA or
+     * such a device ({@link Status#NO_DEVICE}, {@link Status#INVALID_DEVICE}).
+     */
+    public static DeviceInfo deviceInfo(Device device) {
+        if (device == null) throw new FlashSigException(Status.NULL_ARGUMENT, "device is null");
+        if (device.isCpu())
+            throw new FlashSigException(Status.INVALID_DEVICE, "device is " + device + " but must be a CUDA device");
+        NativeLibrary.load();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment info = arena.allocate(fsig_cuda_device_info.layout());
+            fsig_cuda_device_info.struct_size(info, (int) fsig_cuda_device_info.sizeof());
+            int status = FlashSigNative.fsig_cuda_get_device_info(device.index(), info);
+            if (status != 0) throw FlashSig.nativeError(status);
+            return new DeviceInfo(fsig_cuda_device_info.name(info).getString(0),
+                    fsig_cuda_device_info.compute_capability(info), fsig_cuda_device_info.multiprocessors(info),
+                    fsig_cuda_device_info.shared_memory_per_block(info), fsig_cuda_device_info.memory_bytes(info),
+                    fsig_cuda_device_info.forward_max_head_dim(info), fsig_cuda_device_info.backward_max_head_dim(info),
+                    fsig_cuda_device_info.hopper_kernels(info) != 0);
+        }
     }
 
     /**

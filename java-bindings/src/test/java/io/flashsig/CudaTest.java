@@ -35,6 +35,7 @@ class CudaTest {
             expect(Status.NO_DEVICE, () -> Cuda.allocate(arena, DType.BF16, GPU, SHAPE), why);
             expect(Status.NO_DEVICE, () -> CudaStream.create(GPU), why);
             expect(Status.NO_DEVICE, () -> Cuda.synchronize(GPU), why);
+            expect(Status.NO_DEVICE, () -> Cuda.deviceInfo(GPU), why);
             // a device tensor wrapping a foreign address: refused before anything touches it
             Tensor foreign = Tensor.wrap(MemorySegment.ofAddress(1 << 20).reinterpret(1 << 16), DType.BF16, GPU,
                     SHAPE, Tensor.contiguousStrides(SHAPE));
@@ -64,6 +65,8 @@ class CudaTest {
                     "shape");
             expect(Status.INVALID_DEVICE, () -> dev.toFloatArray(), "host memory");
             expect(Status.NULL_ARGUMENT, () -> Cuda.allocate(arena, DType.BF16, null, SHAPE), "device is null");
+            expect(Status.NULL_ARGUMENT, () -> Cuda.deviceInfo(null), "device is null");
+            expect(Status.INVALID_DEVICE, () -> Cuda.deviceInfo(Device.CPU), "must be a CUDA device");
             expect(Status.INVALID_SHAPE, () -> Cuda.allocate(arena, DType.BF16, GPU, 1, 0, 2, 64), "dimension < 1");
             // a stream with CPU tensors: the C ABI refuses it, nothing written
             CudaStream foreignStream = CudaStream.wrap(GPU, 0x1000);
@@ -128,10 +131,37 @@ class CudaTest {
         roundTrip(AttentionSpec.of(Score.GELU).causal(), false, new long[] {2, 33, 2, 40});
     }
 
+    /**
+     * The device's info says what runs there: forward and backward at its largest head dim agree with the CPU
+     * (on a GPU with 99 KiB per block: d = 128, the backward on its narrower kernels), and a head dim 8 wider is
+     * refused as unsupported where the kernels go that wide.
+     */
+    @Test
+    void deviceInfoSaysWhatRuns() {
+        assumeTrue(gpu(), "no CUDA device: the device info is skipped");
+        Cuda.DeviceInfo info = Cuda.deviceInfo(GPU);
+        assertFalse(info.name().isEmpty());
+        assertTrue(info.computeCapability() >= 80 && info.multiprocessors() > 0 && info.memoryBytes() > 0, info.toString());
+        assertTrue(info.sharedMemoryPerBlock() >= 99 * 1024, info.toString());
+        int d = Math.min(info.forwardMaxHeadDim(), info.backwardMaxHeadDim());
+        assertTrue(d == 128 || d == 256, info.toString());
+        assertTrue(info.trainsHeadDim(d) && !info.trainsHeadDim(d + 8) && !info.trainsHeadDim(d - 4), info.toString());
+        roundTrip(AttentionSpec.of(Score.SOFTMAX).causal(), true, new long[] {1, 40, 2, d});
+        if (d < 256) {
+            long[] wider = {1, 40, 2, d + 8};
+            try (Arena arena = Arena.ofConfined()) {
+                Tensor t = Cuda.allocate(arena, DType.BF16, GPU, wider);
+                expect(Status.UNSUPPORTED, () -> FlashSig.forward(AttentionSpec.of(Score.SIGMOID), AttentionExtras.none(),
+                        t, t, t, Cuda.allocate(arena, DType.BF16, GPU, wider), null), "KiB of shared memory");
+            }
+        }
+    }
+
     /** The 256-wide kernels, forward and backward: d = 256, and d = 200 below it (ALiBi: the extended kernels). */
     @Test
     void headDimsUpTo256AgreeWithTheCpu() {
         assumeTrue(gpu(), "no CUDA device: the device round trip is skipped");
+        assumeTrue(Cuda.deviceInfo(GPU).trainsHeadDim(256), "this device runs head dims up to 128 (deviceInfoSaysWhatRuns)");
         roundTrip(AttentionSpec.of(Score.SIGMOID).causal(), false, new long[] {1, 70, 2, 256});
         roundTrip(AttentionSpec.of(Score.SOFTMAX), true, new long[] {2, 45, 2, 200});
     }

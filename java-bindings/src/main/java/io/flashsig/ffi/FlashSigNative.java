@@ -1611,6 +1611,67 @@ public class FlashSigNative extends FlashSigNative$shared {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+
+    private static class fsig_cuda_get_device_info {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT,
+            FlashSigNative.C_INT,
+            FlashSigNative.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_cuda_get_device_info");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_cuda_get_device_info(int32_t device_index, fsig_cuda_device_info *info)
+     * }
+     */
+    public static FunctionDescriptor fsig_cuda_get_device_info$descriptor() {
+        return fsig_cuda_get_device_info.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_cuda_get_device_info(int32_t device_index, fsig_cuda_device_info *info)
+     * }
+     */
+    public static MethodHandle fsig_cuda_get_device_info$handle() {
+        return fsig_cuda_get_device_info.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_cuda_get_device_info(int32_t device_index, fsig_cuda_device_info *info)
+     * }
+     */
+    public static MemorySegment fsig_cuda_get_device_info$address() {
+        return fsig_cuda_get_device_info.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_cuda_get_device_info(int32_t device_index, fsig_cuda_device_info *info)
+     * }
+     */
+    public static int fsig_cuda_get_device_info(int device_index, MemorySegment info) {
+        var mh$ = fsig_cuda_get_device_info.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_cuda_get_device_info", device_index, info);
+            }
+            return (int)mh$.invokeExact(device_index, info);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
     private static final int FSIG_CPU_ISA_AVX2 = (int)2L;
     /**
      * {@snippet lang=c :
