@@ -308,7 +308,7 @@ typedef struct fsig_cuda_device_info {
     int32_t forward_max_head_dim;     /* every attention call (softmax and pointwise scores, masks and
                                          positions included) with a head dim that is a multiple of 8 up to
                                          this runs forward on this device; larger ones are refused (0: none) */
-    int32_t backward_max_head_dim;    /* the same for the backward (on 99 KiB GPUs its narrower kernels) */
+    int32_t backward_max_head_dim;    /* the same for the backward (99 KiB GPUs: forward 256, backward 128) */
     int32_t hopper_kernels;           /* 1 when calls take the Hopper (wgmma) kernels here where they apply:
                                          a 9.0 device, sm_90a code in this build, and the environment variable
                                          that opts in set to 1 or "require"; answering makes the device's

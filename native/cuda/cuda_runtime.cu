@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "bwd_kernel.cuh"  // BwdSmemPlan (and fwd_kernel.cuh's fwd_smem_bytes): the device query's sizes
+#include "bwd_kernel.cuh"  // BwdSmemPlan and fwd_kernel.cuh's FwdSmemPlan: the device query's sizes
 #include "bwd_launch.h"
 #include "cuda_backend.h"
 #include "driver_entry.h"
@@ -286,12 +286,13 @@ int check_problem(const Message& m, const Problem& pr, const char* pass, int max
     if (pr.seq_q > kMaxCudaSeq || pr.seq_k > kMaxCudaSeq)
         return m.fail(FSIG_ERROR_UNSUPPORTED, "seq_q (%lld) and seq_k (%lld) must be at most 2^30 on CUDA",
                       (long long)pr.seq_q, (long long)pr.seq_k);
-    const int64_t m_blocks = (pr.seq_q + kFwdBlockM - 1) / kFwdBlockM;
+    // by the finest blocks a forward kernel may take (the compact 256-wide one's, on a 99 KiB GPU)
+    const int64_t m_blocks = (pr.seq_q + kFwdSmallBlockM - 1) / kFwdSmallBlockM;
     if (pr.heads_q > INT32_MAX || m_blocks * pr.heads_q > INT32_MAX / pr.batch)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "batch %lld x heads_q %lld x %lld query tiles of %d rows exceed the 2^31 - 1 thread blocks "
                       "of one CUDA launch; split the batch",
-                      (long long)pr.batch, (long long)pr.heads_q, (long long)m_blocks, kFwdBlockM);
+                      (long long)pr.batch, (long long)pr.heads_q, (long long)m_blocks, kFwdSmallBlockM);
     return FSIG_OK;
 }
 
@@ -648,8 +649,8 @@ int enter(const Message& m, DeviceGuard& guard, int device) {
 // The most shared memory per block any forward (backward) launch of width 64 << w takes, plain or extended,
 // on a device that allows `allowed` (the backward's kernels chosen by BwdSmemPlan's rule, as its launchers do)
 template <int kWidth>
-int forward_most() {
-    return std::max(fwd_smem_bytes<kWidth, false>(), fwd_smem_bytes<kWidth, true>());
+int forward_most(int allowed) {
+    return std::max(FwdSmemPlan<kWidth, false>::most(allowed), FwdSmemPlan<kWidth, true>::most(allowed));
 }
 template <int kWidth>
 int backward_most(int allowed) {
@@ -673,7 +674,7 @@ int device_info(int device, fsig_cuda_device_info& info, char* msg, size_t msg_s
     const int allowed = capped_smem(int(prop.sharedMemPerBlockOptin));
     info.shared_memory_per_block = allowed;
     info.memory_bytes = int64_t(prop.totalGlobalMem);
-    const int fwd[3] = {forward_most<64>(), forward_most<128>(), forward_most<256>()};
+    const int fwd[3] = {forward_most<64>(allowed), forward_most<128>(allowed), forward_most<256>(allowed)};
     const int bwd[3] = {backward_most<64>(allowed), backward_most<128>(allowed), backward_most<256>(allowed)};
     info.forward_max_head_dim = max_head_dim(fwd, allowed);
     info.backward_max_head_dim = max_head_dim(bwd, allowed);

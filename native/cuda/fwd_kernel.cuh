@@ -57,14 +57,15 @@ namespace fsig::cuda {
 // of two stages (d = 64: 32 KiB, d = 128: 64 KiB). The Q tile is first staged in stage 1 (it is as
 // large as one stage's K + V) and O is staged through the whole buffer at the end. d = 256 (kQInSmem):
 // the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
-template <int kHeadDim_, class Elem_>
+// kWarps_, kBlockN_: 4 and 32 give the 256-wide kernel of GPUs with 99 KiB per block (FwdSmemPlan).
+template <int kHeadDim_, class Elem_, int kWarps_ = 8, int kBlockN_ = 64>
 struct FwdTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;
-    static constexpr int kWarps = 8;
+    static constexpr int kWarps = kWarps_;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kBlockM = 16 * kWarps;
-    static constexpr int kBlockN = 64;
+    static constexpr int kBlockN = kBlockN_;
     static constexpr int kChunks = kHeadDim / 8;           // 16-byte chunks per row
     static constexpr int kTileElems = kBlockN * kHeadDim;  // one K or V tile
     static constexpr int kSmemElems = 4 * kTileElems;      // K0, V0, K1, V1
@@ -722,20 +723,38 @@ constexpr auto fwd_kernel_of() {
         return attention_fwd_kernel<T, Score, kExt>;
 }
 
-// Shared memory of a forward launch at a width (bytes; the dtype does not change it): the K/V stages (at 256:
-// Q, K and V), and when extended one β staging tile per warp after them. The launcher and the device query
-// (cuda_runtime.cu) both use it.
-template <int kHeadDim, bool kExt>
+// Shared memory of a forward launch (bytes; the dtype does not change it): the K/V stages (at 256: Q, K and V),
+// and when extended one β staging tile per warp after them
+template <class T, bool kExt>
 constexpr int fwd_smem_bytes() {
-    using T = FwdTraits<kHeadDim, __half>;
     return T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
 }
+
+// The forward's kernel at a width on a device that allows `allowed` bytes per block: the regular one where it
+// fits; else, at 256 (128 KiB, extended 162), the compact one — 4 warps of 16 rows and 32-key tiles, 64 KiB
+// (extended 73) — which only the units whose regular kernel may not fit a 99 KiB GPU carry. The launcher and
+// the device query (cuda_runtime.cu) both follow it.
+template <int kHeadDim, bool kExt>
+struct FwdSmemPlan {
+    static constexpr int kRegular = fwd_smem_bytes<FwdTraits<kHeadDim, __half>, kExt>();
+    static constexpr bool kHasCompact = kRegular > kLeastSmemOptin;
+    static constexpr int compact_bytes() {
+        if constexpr (kHasCompact)
+            return fwd_smem_bytes<FwdTraits<kHeadDim, __half, 4, 32>, kExt>();
+        else
+            return 0;
+    }
+    static_assert(kRegular <= 163 * 1024, "shared memory of one block on sm_80");
+    static_assert(!kHasCompact || (kHeadDim > 128 && compact_bytes() <= kLeastSmemOptin),
+                  "the compact kernel (256 wide) fits every GPU");
+    static bool compact(int allowed) { return kHasCompact && kRegular > allowed; }
+    static int most(int allowed) { return compact(allowed) ? compact_bytes() : kRegular; }
+};
 
 template <class T, class Score, bool kExt>
 cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
     auto kernel = fwd_kernel_of<T, Score, kExt>();
-    constexpr int kSmem = fwd_smem_bytes<T::kHeadDim, kExt>();
-    static_assert(kSmem <= 163 * 1024, "shared memory of one block on sm_80");
+    constexpr int kSmem = fwd_smem_bytes<T, kExt>();
     if (const cudaError_t e = allow_dynamic_smem(kernel, kSmem); e != cudaSuccess) return e;
     FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);
     return cudaGetLastError();
@@ -756,18 +775,30 @@ cudaError_t with_score_policy(int32_t score, const F& f) {
     }
 }
 
-// kExt: the extended kernels (p.ext.on), generated in their own units fwd_ext_<dtype>_hd<d>.cu
-template <int kHeadDim, class Elem, bool kExt>
-cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
-    using T = FwdTraits<kHeadDim, Elem>;
-    static_assert(T::kBlockM == kFwdBlockM, "the host sizes the grid with kFwdBlockM");
-    static_assert(T::kBlockN == kFwdBlockN, "the host judges a layout's tiles by kFwdBlockN");
-    FwdParams p = params;
+template <class T, bool kExt>
+cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
+    // a layout the host judged constant over kFwdBlockM x kFwdBlockN tiles is so over these, which nest in them
+    static_assert(kFwdBlockM % T::kBlockM == 0 && kFwdBlockN % T::kBlockN == 0, "tiles inside the host's tiles");
+    static_assert(T::kBlockM >= kFwdSmallBlockM, "the host checks the grid with the finer compact blocks");
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
     return with_score_policy(p.score, [&](auto score) {
         return launch_score<T, decltype(score), kExt>(p, blocks, stream);
     });
+}
+
+// kExt: the extended kernels (p.ext.on), generated in their own units fwd_ext_<dtype>_hd<d>.cu
+template <int kHeadDim, class Elem, bool kExt>
+cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
+    using Plan = FwdSmemPlan<kHeadDim, kExt>;
+    using T = FwdTraits<kHeadDim, Elem>;
+    static_assert(T::kBlockM == kFwdBlockM && T::kBlockN == kFwdBlockN, "the host's tiles are these");
+    if constexpr (Plan::kHasCompact) {
+        int allowed = 0;
+        if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
+        if (Plan::compact(allowed)) return launch_fwd_tiles<FwdTraits<kHeadDim, Elem, 4, 32>, kExt>(params, stream);
+    }
+    return launch_fwd_tiles<T, kExt>(params, stream);
 }
 
 }  // namespace fsig::cuda

@@ -302,7 +302,8 @@ cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t 
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd_wgmma(const FwdParams& params, cudaStream_t stream) {
     using T = WgmmaFwdTraits<kHeadDim, Elem>;
-    static_assert(T::kBlockM == kFwdBlockM, "the host sizes the grid with kFwdBlockM");
+    static_assert(T::kBlockM == kFwdBlockM && T::kBlockM >= kFwdSmallBlockM,
+                  "the host judges tiles of kFwdBlockM rows, and checks the grid with the finer compact blocks");
     static_assert(T::kBlockN == kWgmmaFwdBlockN, "the host judges a layout's tiles by kWgmmaFwdBlockN");
     if (params.ext.elementwise || bool(params.ext.on) != kExt) return cudaErrorInvalidValue;  // (never asked)
     FwdParams p = params;

@@ -23,7 +23,8 @@
 #                          4k-16k; ALiBi overhead and block-sparse time vs density at 16k
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   small_smem             the kernels of GPUs with 99 KiB per block (FSIG_CUDA_SMEM_LIMIT_KIB=99: the backward's
-#                          pair kernels at d <= 128): their numerics, then their TFLOP/s (compare bench_bwd)
+#                          pair kernels at d <= 128, the compact 256-wide forward): their numerics, then their
+#                          TFLOP/s (compare bench_bwd, and sdpa_d256's forward)
 #   sanitizer              compute-sanitizer memcheck, racecheck, synccheck on the quick sets
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -141,8 +142,10 @@ step sdpa_d256 120 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare
   --seqs 4096,16384 --dims 256 --passes fwd,fwdbwd --check --warmup 3 --iters 10 --csv "$logs/sdpa_d256.csv"
 # the backward as a 99 KiB GPU (L4, L40S, RTX) runs it, on this one
 step small_smem 150 env FSIG_CUDA_SMEM_LIMIT_KIB=99 bash -c '"$0/test_cuda_backward" --quick small_shared_memory \
-  numerics_shapes numerics_targeted && "$0/test_cuda_masks" small_shared_memory && "$1" --device cuda --dtype bf16 \
-  --hidden 2048 --seq 4096 --d 64,128 --causal both --score softmax,sigmoid --pass bwd --bwd-path both --warmup 3 \
-  --iters 20 --csv "$2"' "$gpu" "$bench" "$logs/small_smem.csv"
+  numerics_shapes numerics_targeted && "$0/test_cuda_forward" --quick small_shared_memory numerics_targeted && \
+  "$0/test_cuda_masks" w0 && "$1" --device cuda --dtype bf16 --hidden 2048 --seq 4096 --d 64,128 \
+  --causal both --score softmax,sigmoid --pass bwd --bwd-path both --warmup 3 --iters 20 --csv "$2.bwd.csv" && \
+  "$1" --device cuda --dtype bf16 --hidden 2048 --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid \
+  --pass fwd --warmup 3 --iters 10 --csv "$2.fwd.csv"' "$gpu" "$bench" "$logs/small_smem"
 step sanitizer 600 "$root/tests/gpu/run-compute-sanitizer.sh" "$build"
 

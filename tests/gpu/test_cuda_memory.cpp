@@ -98,10 +98,10 @@ void refusals() {
     }
 }
 
-// cuda:0's info: plausible values, the head dims its shared memory allows (the kernels need 99 KiB for
-// d <= 128, forward and backward, masks included, and 149-162 KiB for d <= 256; GPUs allow 99, 163 or 227
-// KiB), the FSIG_CUDA_SMEM_LIMIT_KIB cap, and on the emulator whether the Hopper kernels run (its FSIG_EMU_SM,
-// FSIG_EMU_PTX and the library's FSIG_CUDA_WGMMA say so)
+// cuda:0's info: plausible values, the head dims its shared memory allows (the kernels need 99 KiB for the
+// forward up to d = 256 and the backward up to 128, masks included, and 149-162 KiB for the backward up to
+// 256; GPUs allow 99, 163 or 227 KiB), the FSIG_CUDA_SMEM_LIMIT_KIB cap, and on the emulator whether the
+// Hopper kernels run (its FSIG_EMU_SM, FSIG_EMU_PTX and the library's FSIG_CUDA_WGMMA say so)
 void device_info() {
     fsig_cuda_device_info info;
     std::memset(&info, 0xab, sizeof info);
@@ -122,8 +122,8 @@ void device_info() {
     if (kib >= 163) {
         CHECK(info.forward_max_head_dim == 256 && info.backward_max_head_dim == 256, "%d KiB: head dims %d/%d", kib,
               info.forward_max_head_dim, info.backward_max_head_dim);
-    } else if (kib >= 99 && kib < 128) {
-        CHECK(info.forward_max_head_dim == 128 && info.backward_max_head_dim == 128, "%d KiB: head dims %d/%d", kib,
+    } else if (kib >= 99 && kib < 128) {  // (the compact 256-wide forward; the backward's pair kernels up to 128)
+        CHECK(info.forward_max_head_dim == 256 && info.backward_max_head_dim == 128, "%d KiB: head dims %d/%d", kib,
               info.forward_max_head_dim, info.backward_max_head_dim);
     } else {
         std::printf("  (no expectation recorded for %d KiB per block)\n", kib);
