@@ -1,7 +1,8 @@
 // The CUDA forward kernel (FlashAttention-2 design, DESIGN.md §5) for sm_80 and later (sm_90a runs
 // the same mma.sync code). Included by the generated units fwd[_ext]_<dtype>_hd<d>.cu, one per (dtype,
-// kernel width 64, 128 or 256, plain or extended), each instantiating the 7 score policies: 84 kernels in all
-// (width 256: attention_fwd_wide_kernel, Q in shared memory).
+// kernel width 64, 128 or 256, plain or extended), each instantiating the 7 score policies: 84 kernels, and
+// 28 more in the 256-wide units for GPUs with 99 KiB per block (FwdSmemPlan) — width 256:
+// attention_fwd_wide_kernel, Q in shared memory.
 //
 // Contract: q [B, Nq, Hq, d], k/v [B, Nk, Hk, d], out [B, Nq, Hq, d] in fp16 or bf16, last-dim stride 1,
 // other strides multiples of 8 elements, base pointers 16-byte aligned (validated on the host, so every
@@ -26,7 +27,7 @@
 // the block layout, the mask tensor or a bias of −inf disallows the key (ext_params.h); the score is
 // applied to x and a masked element gets P = 0 explicitly. λ and ALiBi are applied in registers; β is
 // staged per warp and tile in shared memory by a rolled loop. Key tiles the layout or the strided
-// pattern leave empty for all 128 rows are never loaded; a warp whose β is all −inf skips the tile.
+// pattern leave empty for all the block's rows are never loaded; a warp whose β is all −inf skips the tile.
 //
 // Softmax is online in the log2 domain: m = running max of S·log2e, l = running Σ 2^(S·log2e − m); each
 // thread keeps partial sums over its own columns (the 4 threads of a row share m, so the partial sums
@@ -587,7 +588,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
 // K (32 KiB), V (32 KiB), Q (64 KiB) — two K/V stages would not fit beside Q in sm_80's 163 KiB — so
 // K and V are separate cp.async groups: the next tile's K loads while this tile's P V runs, its V while
 // the next S = Q Kᵀ runs. Three barriers per tile: K landed; V landed (and every warp done with K);
-// every warp done with V.
+// every warp done with V. The compact instance for GPUs with 99 KiB per block (FwdTraits<256, Elem, 4, 32>):
+// 4 warps (64 rows), 32-key tiles, K 16 KiB, V 16 KiB, Q 32 KiB.
 template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wide_kernel(const __grid_constant__ FwdParams p) {
     using Elem = typename T::Elem;

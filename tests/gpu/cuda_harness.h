@@ -136,8 +136,9 @@ inline int shared_memory_optin() {
     return allowed;
 }
 
-// Whether cuda:0 allows less than 128 KiB per block (sm_86, sm_89, sm_120: 99 KiB): no kernel for d > 128 fits
-// there, and the backward takes its pair kernels at d <= 128
+// Whether cuda:0 allows less than 128 KiB per block (sm_86, sm_89, sm_120: 99 KiB): no backward kernel for
+// d > 128 fits there (the forward takes its compact 256-wide kernel), and the backward takes its pair kernels
+// at d <= 128
 inline bool small_shared_memory() { return shared_memory_optin() < 128 * 1024; }
 
 // cuda:0's opt-in shared memory per block in bytes where small_shared_memory(); 0 otherwise, after printing

@@ -140,7 +140,8 @@ step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_C
 # the 256-wide kernels against SDPA at d = 256
 step sdpa_d256 120 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
   --seqs 4096,16384 --dims 256 --passes fwd,fwdbwd --check --warmup 3 --iters 10 --csv "$logs/sdpa_d256.csv"
-# the backward as a 99 KiB GPU (L4, L40S, RTX) runs it, on this one
+# the forward and the backward as a 99 KiB GPU (L4, L40S, RTX) runs them, on this one (2 compact forward blocks
+# fit an SM here where 1 does there: read its TFLOP/s as an upper bound)
 step small_smem 150 env FSIG_CUDA_SMEM_LIMIT_KIB=99 bash -c '"$0/test_cuda_backward" --quick small_shared_memory \
   numerics_shapes numerics_targeted && "$0/test_cuda_forward" --quick small_shared_memory numerics_targeted && \
   "$0/test_cuda_masks" w0 && "$1" --device cuda --dtype bf16 --hidden 2048 --seq 4096 --d 64,128 \

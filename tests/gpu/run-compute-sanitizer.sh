@@ -49,5 +49,9 @@ run racecheck --racecheck-report all "$bwd" --quick numerics_matrix numerics_tar
 run synccheck "$bwd" --quick numerics_matrix numerics_targeted
 run memcheck --leak-check full "$masks" --quick
 run racecheck --racecheck-report all "$masks" --quick
+# the kernels of GPUs with 99 KiB per block (the compact 256-wide forward, the backward's pair kernels at 64/128)
+FSIG_CUDA_SMEM_LIMIT_KIB=99 run racecheck --racecheck-report all "$exe" small_shared_memory
+FSIG_CUDA_SMEM_LIMIT_KIB=99 run synccheck "$bwd" small_shared_memory
+FSIG_CUDA_SMEM_LIMIT_KIB=99 run memcheck "$masks" small_shared_memory
 if [[ $failed == 0 ]]; then echo "compute-sanitizer: memcheck, racecheck, synccheck clean"; fi
 exit $failed

@@ -426,7 +426,7 @@ TEST(hopper_kernel_choice) {
 // A device that allows less shared memory per block than a kernel needs (sm_86/sm_89: 99 KiB; on the
 // emulator FSIG_EMU_SM=89): d = 64 and 128 run on the regular kernels (32 and 64 KiB; extended at d = 128
 // 98 KiB), d in (128, 256] on the compact 256-wide kernel (4 warps, 32-key tiles: 64 KiB, extended 73; the
-// regular one needs 128 and 162). On a device with 163 KiB or more every forward kernel fits and this has
+// regular one needs 128 and 162). On a device with 128 KiB or more every forward kernel fits and this has
 // nothing to check (the numerics sets run there).
 TEST(small_shared_memory) {
     if (!g_cuda) return;

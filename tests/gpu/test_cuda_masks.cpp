@@ -502,7 +502,10 @@ std::vector<Case> all_cases() {
                             {kAll, ref::kSigmoid, ref::kBf16, 200, 200, 170, true},
                             {kBiasHeads, ref::kRelu2, ref::kFp16, 136, 129, 100, false},
                             {kKeyPadBias, ref::kSoftmax, ref::kBf16, 256, 100, 129, false},
-                            {kLayoutHeads, ref::kIdentity, ref::kFp16, 256, 90, 170, false}};
+                            {kLayoutHeads, ref::kIdentity, ref::kFp16, 256, 90, 170, false},
+                            // a layout of 128 x 256 blocks (uniform over every tile: no β staged), several blocks
+                            // of the compact 256-wide forward (64 x 32 tiles) per layout block on a 99 KiB GPU
+                            {kLayoutTiles, ref::kSoftmax, ref::kBf16, 256, 300, 600, true}};
     for (const Width& w : widths) {
         const int n = int(&w - widths);
         Case c;
