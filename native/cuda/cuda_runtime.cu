@@ -375,12 +375,11 @@ constexpr BwdLauncher kBwdDqWgmma[2][2][3] = {
      {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128, nullptr}},
     {{launch_bwd_dq_wgmma_ext_fp16_hd64, launch_bwd_dq_wgmma_ext_fp16_hd128, nullptr},
      {launch_bwd_dq_wgmma_ext_bf16_hd64, launch_bwd_dq_wgmma_ext_bf16_hd128, nullptr}}};
-// (no Hopper forward of width 256: those calls take the mma.sync kernel)
 constexpr FwdLauncher kFwdWgmma[2][2][3] = {
-    {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128, nullptr},
-     {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128, nullptr}},
-    {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128, nullptr},
-     {launch_fwd_wgmma_ext_bf16_hd64, launch_fwd_wgmma_ext_bf16_hd128, nullptr}}};
+    {{launch_fwd_wgmma_fp16_hd64, launch_fwd_wgmma_fp16_hd128, launch_fwd_wgmma_fp16_hd256},
+     {launch_fwd_wgmma_bf16_hd64, launch_fwd_wgmma_bf16_hd128, launch_fwd_wgmma_bf16_hd256}},
+    {{launch_fwd_wgmma_ext_fp16_hd64, launch_fwd_wgmma_ext_fp16_hd128, launch_fwd_wgmma_ext_fp16_hd256},
+     {launch_fwd_wgmma_ext_bf16_hd64, launch_fwd_wgmma_ext_bf16_hd128, launch_fwd_wgmma_ext_bf16_hd256}}};
 
 // p for a kernel of tile_m x tile_n tiles: without β where a block layout, the only element-wise
 // extension, is constant over every such tile (the tile skipping applies it); with key_rows (the Hopper
@@ -393,7 +392,7 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 }
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
-// key-padding bias and mask, block layouts of 128-row multiples) at d ≤ 128, and bwd_wgmma_kernel.cuh the
+// key-padding bias and mask, block layouts of 128-row multiples) at every d, and bwd_wgmma_kernel.cuh the
 // backward's dK/dV of plain calls and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the
 // deterministic path's dQ of plain calls and those extensions at every d (128-row tiles, no dBias), on a
 // compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0 only); the others take
@@ -510,15 +509,14 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     // d > 128 or on a GPU with 99 KiB per block), and the dK/dV kernel's per-block tile count (query tiles
     // of 32 rows or more x group), in int32
     const int width = width_index(pr.head_dim);
-    const int kv_block = kBwdPairKvBlockN;
-    const int64_t n_blocks = (pr.seq_k + kv_block - 1) / kv_block;
+    const int64_t n_blocks = (pr.seq_k + kBwdPairKvBlockN - 1) / kBwdPairKvBlockN;
     const int64_t q_blocks = (pr.seq_q + kBwdPairQBlockM - 1) / kBwdPairQBlockM;
     if (pr.heads_k > INT32_MAX || n_blocks * pr.heads_k > INT32_MAX / pr.batch ||
         q_blocks * pr.heads_q > INT32_MAX / pr.batch || pr.group() * ((pr.seq_q + 15) / 16) > INT32_MAX)
         return m.fail(FSIG_ERROR_UNSUPPORTED,
                       "batch %lld x heads_k %lld x %lld key tiles of %d keys (or heads_q %lld x seq_q %lld) exceed "
                       "the 2^31 - 1 limit of the CUDA backward's launch and loop counters; split the batch",
-                      (long long)pr.batch, (long long)pr.heads_k, (long long)n_blocks, kv_block,
+                      (long long)pr.batch, (long long)pr.heads_k, (long long)n_blocks, kBwdPairKvBlockN,
                       (long long)pr.heads_q, (long long)pr.seq_q);
     // out and lse are read by softmax only; the pointwise scores ignore them (they may be absent)
     const Named tensors[] = {{"q", &a.q},   {"k", &a.k},   {"v", &a.v},   {"dout", &a.dout}, {"dq", &a.dq},

@@ -13,7 +13,8 @@ constexpr int kFwdBlockM = 128;       // query rows per thread block (FwdTraits:
 constexpr int kFwdSmallBlockM = 64;   // ... of the 256-wide kernel on GPUs with 99 KiB per block (FwdSmemPlan);
                                       // the host checks the grid with these
 constexpr int kFwdBlockN = 64;        // keys per tile of the mma.sync kernels (FwdTraits::kBlockN)
-constexpr int kWgmmaFwdBlockN = 128;  // ... of the Hopper kernels (WgmmaFwdTraits::kBlockN)
+constexpr int kWgmmaFwdBlockN = 128;  // ... of the Hopper kernels (WgmmaFwdTraits::kBlockN; at d = 256 64-key
+                                      // tiles, nested in these)
 
 cudaError_t launch_fwd_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_fp16_hd128(const FwdParams& p, cudaStream_t stream);
@@ -28,15 +29,19 @@ cudaError_t launch_fwd_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd256(const FwdParams& p, cudaStream_t stream);
-// the Hopper kernels (wgmma, sm_90 only; widths 64 and 128), units fwd_wgmma_<dtype>_hd<d>.cu
+// the Hopper kernels (wgmma, sm_90 only), units fwd_wgmma_<dtype>_hd<d>.cu
 cudaError_t launch_fwd_wgmma_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_fp16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_bf16_hd256(const FwdParams& p, cudaStream_t stream);
 // ... extended (positions; a layout constant over each tile), units fwd_wgmma_ext_<dtype>_hd<d>.cu
 cudaError_t launch_fwd_wgmma_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_ext_fp16_hd256(const FwdParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_wgmma_ext_bf16_hd256(const FwdParams& p, cudaStream_t stream);
 
 }  // namespace fsig::cuda

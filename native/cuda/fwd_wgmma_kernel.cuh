@@ -5,21 +5,22 @@
 // epilogue code as fwd_kernel.cuh.
 //
 // Extended kernels (kExt): the positions (log-n λ_i, ALiBi) in registers as fwd_kernel.cuh applies them,
-// and key tiles the block layout leaves empty for all 128 rows never visited. No β per row: staging it per
-// warp would need 64 KiB of shared memory, which the three stages of d = 128 leave no room for. So the
-// host sends here only calls whose β is the same for every row of a 128-row tile (host_params.h): none at
-// all when a block layout holding every 128 x 128 tile is the only element-wise extension
-// (ext_layout_tile_uniform: the tile skipping applies it exactly); else, with no strided pattern, a bias
-// and a mask broadcast over the query rows (key padding) and a layout whose block rows hold whole tiles
-// (ext_key_beta, p.ext.key_beta), β of a key tile is one row of 128 floats, staged by the first
-// warpgroup for the next tile while this one computes (two 512-byte buffers after the stages). Other
-// calls take the mma.sync kernels.
+// and key tiles the block layout leaves empty for all 128 rows never visited. No β per row (staging it per
+// warp takes 64 KiB of shared memory, which d = 256 has not left). So the host sends here only calls whose
+// β is the same for every row of a 128-row tile (host_params.h): none at all when a block layout holding
+// every 128 x 128 tile is the only element-wise extension (ext_layout_tile_uniform: the tile skipping
+// applies it exactly; d = 256's 128 x 64 tiles nest in those); else, with no strided pattern, a bias and a
+// mask broadcast over the query rows (key padding) and a layout whose block rows hold whole tiles
+// (ext_key_beta, p.ext.key_beta), β of a key tile is one row of kBlockN floats, staged by the first
+// warpgroup for the next tile while this one computes (two buffers after the K and V ones). Other calls
+// take the mma.sync kernels.
 //
 // Algorithm. One block of 2 warpgroups (256 threads) per (query tile of 128 rows, head, batch); warpgroup
 // g owns rows 64g..64g+63 and warp w rows 16w..16w+15, as in fwd_kernel.cuh. Q stays in shared memory for
-// the whole block; key tiles of 128 rows stream through three stages (cp.async). Per tile and warpgroup:
-// S (64 x 128) = Q Kᵀ by wgmma with both operands read from shared memory (kHeadDim / 16 instructions
-// m64n128k16), then the previous tile's O += P V (kBlockN / 16 instructions m64n<d>k16, P from registers,
+// the whole block; key tiles of kBlockN rows (128; 64 at d = 256) stream through two K and two V buffers
+// (cp.async: K one tile ahead of its S, V one tile ahead of its P V). Per tile and warpgroup: S (64 x
+// kBlockN) = Q Kᵀ by wgmma with both operands read from shared memory (kHeadDim / 16 instructions
+// m64n<kBlockN>k16), then the previous tile's O += P V (kBlockN / 16 instructions m64n<d>k16, P from registers,
 // V read N-major); waiting for S alone lets the score run while that P V runs on the tensor cores (the
 // intra-warpgroup overlap of FlashAttention-3); then O is rescaled (softmax) and this tile's P packed.
 // Both warpgroups compute every tile of the block's key range (P = 0 where the mask says so): a wgmma in
@@ -44,12 +45,15 @@ struct WgmmaFwdTraits {
     static constexpr int kWarpGroups = 2;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = 64 * kWarpGroups;
-    static constexpr int kBlockN = 128;
+    // key tiles of 128 rows; of 64 at d = 256, where Q and four 128-row buffers would need 320 KiB (64-row
+    // ones 192) and the accumulators of O (128 registers per thread) leave room for a 64-key S only
+    static constexpr int kBlockN = kHeadDim <= 128 ? 128 : 64;
     static constexpr int kChunks = kHeadDim / 8;          // 16-byte chunks per row
     static constexpr int kQBytes = kBlockM * kHeadDim * 2;
     static constexpr int kTileBytes = kBlockN * kHeadDim * 2;  // one K or V tile
-    // Q, then three stages of K and V; 1 KiB of slack to align the base to 1024 bytes
-    static constexpr int kSmemBytes = kQBytes + 6 * kTileBytes + 1024;
+    // Q, then two K and two V buffers (the pipeline in the header comment); 1 KiB of slack to align the
+    // base to 1024 bytes
+    static constexpr int kSmemBytes = kQBytes + 4 * kTileBytes + 1024;
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Q Kᵀ
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
@@ -126,17 +130,21 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     const int w0 = i0 + warp * 16;
     const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
 
-    // ---- prologue: Q, and the first K/V tile (waited for at the top of the first tile) ----
-    // three stages of K then V: tile t's K (its S), tile t−1's V (its P V, running during tile t's score)
-    // and tile t+1 loading
-    constexpr uint32_t kStageBytes = 2u * T::kTileBytes;
-    const uint32_t q_tile = smem_base, stage0 = smem_base + T::kQBytes;
-    uint32_t cur = stage0, free_stage = stage0 + kStageBytes, prev = stage0 + 2 * kStageBytes;
+    // ---- prologue: Q, and the first K tile (waited for at the top of the first tile) ----
+    // two K and two V buffers: during tile t, K_t (its S) and V_{t−1} (its P V, running during tile t's
+    // score) are read while K_{t+1} and V_t load into the others — the loads of the top of tile t, each
+    // with a whole tile's time to land (V_t is first read during tile t+1)
+    // (buffers by the parity of the tile's visit, not four pointers held in registers: the extended d = 256
+    // kernels have none to spare)
+    const uint32_t q_tile = smem_base, k_buffers = smem_base + T::kQBytes;
+    int parity = 0;
+    auto k_cur = [&] { return k_buffers + uint32_t(parity) * T::kTileBytes; };        // K_t
+    auto k_free = [&] { return k_buffers + uint32_t(parity ^ 1) * T::kTileBytes; };   // K_{t−1}'s, then K_{t+1}'s
+    auto v_prev = [&] { return k_buffers + uint32_t(2 + (parity ^ 1)) * T::kTileBytes; };  // V_{t−1}
+    auto v_free = [&] { return k_buffers + uint32_t(2 + parity) * T::kTileBytes; };   // V_{t−2}'s, then V_t's
     wg::load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
-    if (n_first <= n_last) {
-        wg::load_tile<T, kBlockN>(cur, k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, p.head_dim, tid);
-        wg::load_tile<T, kBlockN>(cur + T::kTileBytes, v, p.v_row, int64_t(n_first) * kBlockN, p.seq_k, p.head_dim, tid);
-    }
+    if (n_first <= n_last)
+        wg::load_tile<T, kBlockN>(k_cur(), k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, p.head_dim, tid);
     cp_async_commit();
 
     float o[T::kDTiles][4];
@@ -158,15 +166,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     // makes ptxas serialise them all (its warning C7520). The price: at most one fully masked tile per
     // warpgroup at a block's edge (causal or a right window ending in the first half of the block's last
     // tile for warpgroup 0, a left window starting in the second half of its first tile for warpgroup 1).
-    auto begin_tile = [&](int nb_next) {
-        cp_async_wait_all();    // this tile has landed ...
-        fence_proxy_async();    // ... is visible to wgmma ...
-        __syncthreads();        // ... for every thread; every warpgroup has waited for its reads of free_stage
-        if (nb_next <= n_last) {  // prefetch the next tile: a whole tile's time to land
-            const int64_t j_next = int64_t(nb_next) * kBlockN;
-            wg::load_tile<T, kBlockN>(free_stage, k, p.k_row, j_next, p.seq_k, p.head_dim, tid);
-            wg::load_tile<T, kBlockN>(free_stage + T::kTileBytes, v, p.v_row, j_next, p.seq_k, p.head_dim, tid);
-        }
+    auto land_loads = [&] {
+        cp_async_wait_all();  // this thread's copies have landed ...
+        fence_proxy_async();  // ... are visible to wgmma ...
+        __syncthreads();      // ... for every thread's reads
+    };
+    auto begin_tile = [&](int nb, int nb_next) {
+        land_loads();  // K_t and V_{t−1}; every warpgroup has retired its reads of k_free and v_free
+        if (nb_next <= n_last)
+            wg::load_tile<T, kBlockN>(k_free(), k, p.k_row, int64_t(nb_next) * kBlockN, p.seq_k, p.head_dim, tid);
+        wg::load_tile<T, kBlockN>(v_free(), v, p.v_row, int64_t(nb) * kBlockN, p.seq_k, p.head_dim, tid);
         cp_async_commit();
         wgmma_fence_operands(o);  // O (rescaled) and P (packed) are complete before the fence hands them
         wgmma_fence_operands(pa);  // to the tensor cores
@@ -174,13 +183,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
         const uint32_t q_at = opaque(q_group);  // Q's descriptors made per tile, not held in 16 registers
 #pragma unroll
         for (int ks = 0; ks < T::kKSteps; ++ks)
-            Wgmma<Elem, kBlockN>::ss(s, wg::k_major<kBlockM>(q_at, ks), wg::k_major<kBlockN>(cur, ks), ks > 0);
+            Wgmma<Elem, kBlockN>::ss(s, wg::k_major<kBlockM>(q_at, ks), wg::k_major<kBlockN>(k_cur(), ks), ks > 0);
         wgmma_commit();
     };
-    auto issue_pv = [&] {  // O += P V for the previous tile (its V in stage prev)
+    auto issue_pv = [&] {  // O += P V for the previous tile (its V in v_prev)
 #pragma unroll
         for (int kp = 0; kp < T::kPSteps; ++kp)
-            Wgmma<Elem, kD>::rs_tb(o, pa[kp], wg::n_major<kBlockN>(prev + T::kTileBytes, kp), true);
+            Wgmma<Elem, kD>::rs_tb(o, pa[kp], wg::n_major<kBlockN>(v_prev(), kp), true);
         wgmma_commit();
     };
     // S is complete: score and mask it (per warp), then — once the previous P V is done (wait_pv), O and
@@ -188,14 +197,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     auto finish_tile = [&](int nb, int buf, auto wait_pv) {
         wgmma_fence_operands(s);
         const int j0 = nb * kBlockN;
+        const int rows[2] = {opaque(row_i[0]), opaque(row_i[1])};
         if constexpr (kExt) {  // s = x: scale, λ, ALiBi and a key row's β (the rows' λ and slope made again
             float lambda[2];    // per tile, as next_live)
-            const int rows[2] = {opaque(row_i[0]), opaque(row_i[1])};
             extend_tile<T::kNTiles, 0>(p, b, opaque(h), rows, j0, lane, p.ext.key_beta ? key_beta_row(buf) : nullptr,
                                        s, lambda);
         }
         float rescale[2] = {1.f, 1.f};
-        score_tile<Score, kExt>(p, sc, row_i, j0, fwd_warp_interior(p, w0, j0, kBlockN), lane, s, row_max, row_sum,
+        score_tile<Score, kExt>(p, sc, rows, j0, fwd_warp_interior(p, opaque(w0), j0, kBlockN), lane, s, row_max, row_sum,
                                  [&](int r, float factor) { rescale[r] = factor; });
         wait_pv();
         if constexpr (Score::kRowStats) {
@@ -228,10 +237,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
             key_beta_row(buf)[tid] = j0 + tid < p.seq_k ? ext_beta(p.ext, row, j0, tid) : -INFINITY;
         }
     };
-    auto rotate_stages = [&] {  // the next tile's; the previous tile's stage is free once the next barrier passed
-        const uint32_t done = prev;
-        prev = cur, cur = free_stage, free_stage = done;
-    };
+    // the next tile's: this tile's K and the previous V are free once the next barrier passed
+    auto rotate_buffers = [&] { parity ^= 1; };
 
     if (n_first <= n_last) {
         // key β: this tile's in buffer buf, the next tile's staged into the other during this one (read
@@ -239,21 +246,22 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
         int buf = 0;
         stage_key_beta(n_first, buf);
         int nb_next = next_live(n_first + 1);
-        begin_tile(nb_next);
+        begin_tile(n_first, nb_next);
         if (nb_next <= n_last) stage_key_beta(nb_next, buf ^ 1);
         wgmma_wait<0>();
         finish_tile(n_first, buf, [] {});
-        rotate_stages();
+        rotate_buffers();
         for (int nb = nb_next; nb <= n_last; nb = nb_next) {
             buf ^= 1;
             nb_next = next_live(nb + 1);  // (no wgmma in flight here)
-            begin_tile(nb_next);  // S of this tile first, then the previous tile's P V: waiting for S leaves
-            issue_pv();           // P V running on the tensor cores during this tile's score
+            begin_tile(nb, nb_next);  // S of this tile first, then the previous tile's P V: waiting for S
+            issue_pv();               // leaves P V running on the tensor cores during this tile's score
             if (nb_next <= n_last) stage_key_beta(nb_next, buf ^ 1);
             wgmma_wait<1>();
             finish_tile(nb, buf, retire_pv);
-            rotate_stages();
+            rotate_buffers();
         }
+        land_loads();  // the last tile's V
         wgmma_fence_operands(o);
         wgmma_fence_operands(pa);
         wgmma_fence();
@@ -304,7 +312,8 @@ cudaError_t launch_fwd_wgmma(const FwdParams& params, cudaStream_t stream) {
     using T = WgmmaFwdTraits<kHeadDim, Elem>;
     static_assert(T::kBlockM == kFwdBlockM && T::kBlockM >= kFwdSmallBlockM,
                   "the host judges tiles of kFwdBlockM rows, and checks the grid with the finer compact blocks");
-    static_assert(T::kBlockN == kWgmmaFwdBlockN, "the host judges a layout's tiles by kWgmmaFwdBlockN");
+    // a layout the host judged constant over kFwdBlockM x kWgmmaFwdBlockN tiles is so over these, which nest in them
+    static_assert(kWgmmaFwdBlockN % T::kBlockN == 0, "the host judges a layout's tiles by kWgmmaFwdBlockN");
     if (params.ext.elementwise || bool(params.ext.on) != kExt) return cudaErrorInvalidValue;  // (never asked)
     FwdParams p = params;
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);

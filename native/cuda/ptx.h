@@ -114,6 +114,18 @@ struct Wgmma;
     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "   \
     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "   \
     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FSIG_ACC_N256 \
+    FSIG_ACC_N128, FSIG_ACC4(16), FSIG_ACC4(17), FSIG_ACC4(18), FSIG_ACC4(19), FSIG_ACC4(20), FSIG_ACC4(21), FSIG_ACC4(22), FSIG_ACC4(23), \
+    FSIG_ACC4(24), FSIG_ACC4(25), FSIG_ACC4(26), FSIG_ACC4(27), FSIG_ACC4(28), FSIG_ACC4(29), FSIG_ACC4(30), FSIG_ACC4(31)
+#define FSIG_REGS_N256 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
+    "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+    "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+    "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+    "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
 // ELEM/TYPE: the element type and its PTX name; N; A0..A5: the operand numbers after the N / 2
 // accumulators (N / 2 .. N / 2 + 5; the emulator never reads these strings: checked in the generated PTX)
 #define FSIG_WGMMA(ELEM, TYPE, N, A0, A1, A2, A3, A4, A5)                                                    \
@@ -148,11 +160,16 @@ FSIG_WGMMA(__half, "f16", 64, 32, 33, 34, 35, 36, 37)
 FSIG_WGMMA(__half, "f16", 128, 64, 65, 66, 67, 68, 69)
 FSIG_WGMMA(__nv_bfloat16, "bf16", 64, 32, 33, 34, 35, 36, 37)
 FSIG_WGMMA(__nv_bfloat16, "bf16", 128, 64, 65, 66, 67, 68, 69)
+// N = 256: O += P V of the 256-wide forward (rs_tb)
+FSIG_WGMMA(__half, "f16", 256, 128, 129, 130, 131, 132, 133)
+FSIG_WGMMA(__nv_bfloat16, "bf16", 256, 128, 129, 130, 131, 132, 133)
 #undef FSIG_WGMMA
 #undef FSIG_REGS_N64
 #undef FSIG_REGS_N128
+#undef FSIG_REGS_N256
 #undef FSIG_ACC_N64
 #undef FSIG_ACC_N128
+#undef FSIG_ACC_N256
 #undef FSIG_ACC4
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 #endif

@@ -160,6 +160,16 @@ inline bool untouched(const Tensor& t) {
     return true;
 }
 
+// A backward that no kernel of this device can run (d > 128 on a small_shared_memory() device): refused as
+// unsupported with a message naming the shared memory, none of dq, dk, dv written
+inline void expect_shared_memory_refusal(int status, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                         const std::string& what) {
+    EXPECT(status == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "KiB of shared memory per block"),
+           "%s on %d KiB per block: status %d (%s): %s", what.c_str(), shared_memory_optin() / 1024, status,
+           fsig_status_string(status), fsig_last_error());
+    EXPECT(untouched(dq) && untouched(dk) && untouched(dv), "%s: the refused backward wrote a gradient", what.c_str());
+}
+
 // The fast backward's workspace for params p and q (the size fsig_attention_backward_workspace_size
 // asks for; on the CPU that is 0 and nothing is allocated), filled with 0xFF bytes before each call so
 // that touched() tells whether the fast path ran (it zeroes the workspace, then adds into it).

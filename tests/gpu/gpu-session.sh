@@ -101,10 +101,13 @@ step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" nume
   numerics_targeted hopper_kernel_choice
 step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
   _padlayout _biasfull _maskfull
-# the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log
-step bench_wgmma 120 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
+# the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log; at d = 256
+# the forward alone (no Hopper backward has that width)
+step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
   --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both \
-  --warmup 3 --iters 20 --csv "$1$k.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
+  --warmup 3 --iters 20 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \
+  --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd --warmup 3 --iters 20 \
+  --csv "$1$k.d256.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
 # the backward's dK/dV (and the fast path's dS K) and the deterministic path's dQ on the Hopper kernels, both
 # paths, every score (plain calls; the extended ones in masks_wgmma)
 step backward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_backward" numerics_matrix numerics_shapes \

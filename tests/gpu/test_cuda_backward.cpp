@@ -212,11 +212,8 @@ bool run_case(const Case& c, const Prepared& in) {
         const int st = r.backward();
         if (g_cuda && c.s.d > 128 && gt::small_shared_memory()) {
             // no kernel for d > 128 fits there (the pair kernels at 256: 133-149 KiB): refused, nothing written
-            EXPECT(st == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "KiB of shared memory per block"),
-                   "%s (%s path): status %d on a device with %d KiB per block: %s", c.name.c_str(),
-                   fast ? "fast" : "deterministic", st, gt::shared_memory_optin() / 1024, fsig_last_error());
-            EXPECT(untouched(r.dq) && untouched(r.dk) && untouched(r.dv), "%s: a refused call wrote a gradient",
-                   c.name.c_str());
+            gt::expect_shared_memory_refusal(st, r.dq, r.dk, r.dv,
+                                             c.name + (fast ? " (fast path)" : " (deterministic path)"));
             summary += fast ? " refused (fast)" : " refused: too little shared memory";
             continue;
         }
@@ -231,7 +228,7 @@ bool run_case(const Case& c, const Prepared& in) {
                fast ? "not written" : "written", fast ? "fast" : "deterministic");
 #if defined(FSIG_TEST_ON_EMULATOR)
         // both paths' dK/dV and the deterministic path's dQ on the Hopper kernels exactly where they may run
-        // (every case here is a plain call; no Hopper kernel of width 256): kernels that issued wgmma
+        // (every case here is a plain call; no Hopper backward of width 256): kernels that issued wgmma
         const uint64_t wgmma_kernels = fsig::emu::wgmma_kernel_launches() - wgmma_kernels_before;
         EXPECT(wgmma_kernels == (gt::emulated_hopper() && c.s.d <= 128 ? (fast ? 1u : 2u) : 0u),
                "%s: the %s path ran %llu kernels on wgmma", c.name.c_str(), fast ? "fast" : "deterministic",
@@ -477,10 +474,7 @@ TEST(determinism) {
         r.p.deterministic = 1;
         if (g_cuda && x.d > 128 && gt::small_shared_memory()) {  // (no kernel for it there)
             const int st = r.backward();
-            EXPECT(st == FSIG_ERROR_UNSUPPORTED && std::strstr(fsig_last_error(), "KiB of shared memory per block"),
-                   "d%lld on %d KiB per block: status %d: %s", (long long)x.d, gt::shared_memory_optin() / 1024, st,
-                   fsig_last_error());
-            EXPECT(untouched(r.dq) && untouched(r.dk) && untouched(r.dv), "a refused call wrote a gradient");
+            gt::expect_shared_memory_refusal(st, r.dq, r.dk, r.dv, "determinism d" + std::to_string(x.d));
             std::printf("  %s d%lld: refused on this device, as expected\n", ref::score_name(x.score), (long long)x.d);
             continue;
         }
@@ -634,7 +628,7 @@ TEST(hopper_kernel_choice) {
     if (!g_cuda) return;
     const char* setting = std::getenv("FSIG_CUDA_WGMMA");
     if (setting == nullptr || std::strcmp(setting, "require") != 0) return;
-    {  // d = 256: no Hopper kernel has that width, so the mma.sync kernels serve it (run_case: none ran on wgmma)
+    {  // d = 256: no Hopper backward has that width, so the mma.sync kernels serve it (run_case: none ran on wgmma)
         const Case c = small_case(ref::kSoftmax, 256);
         EXPECT(run_case(c, prepare(c)), "d = 256 under FSIG_CUDA_WGMMA=require failed");
     }

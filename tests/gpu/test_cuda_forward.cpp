@@ -388,18 +388,6 @@ TEST(hopper_kernel_choice) {
     std::printf("  compute capability %d.%d, FSIG_CUDA_WGMMA=%s: plain calls %s\n", major, minor,
                 setting != nullptr ? setting : "(unset)",
                 expect_wgmma ? "run the wgmma kernels" : required ? "are refused" : "run the mma.sync kernels");
-    {  // d = 256: no Hopper kernel has that width, so the mma.sync kernel serves it under every setting
-        Case c;
-        c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.d = 256, c.s.Nq = 70, c.s.Nk = 200, c.s.score = ref::kSigmoid;
-        c.name = "choice_sigmoid_d256";
-#if defined(FSIG_TEST_ON_EMULATOR)
-        const uint64_t before = fsig::emu::wgmma_operations();
-#endif
-        EXPECT(run_case(c), "%s failed", c.name.c_str());
-#if defined(FSIG_TEST_ON_EMULATOR)
-        EXPECT(fsig::emu::wgmma_operations() == before, "%s ran the wgmma kernels", c.name.c_str());
-#endif
-    }
     if (required && !expect_wgmma) {
         Problem pr;
         expect_refusal("FSIG_CUDA_WGMMA=require where the wgmma kernels cannot run", pr.forward(),
@@ -407,7 +395,7 @@ TEST(hopper_kernel_choice) {
         return;
     }
     for (int score : {ref::kSoftmax, ref::kSigmoid})
-        for (int64_t d : kDims) {
+        for (int64_t d : {64, 128, 200}) {  // every width: 200 on the 256-wide kernels
             Case c;
             c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.d = d, c.s.Nq = 70, c.s.Nk = 200, c.s.score = score;
             c.s.causal = true;
