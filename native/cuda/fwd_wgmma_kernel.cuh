@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
     const ScoreConsts sc = score_consts(p);
     const uint32_t q_group = q_tile + group * 64 * 128;  // this warpgroup's 64 rows of Q (8 row groups)
-    // kExt: key β buffer 0 or 1, after the stages (kSmemBytes; launch_wgmma_score adds their bytes)
+    // kExt: key β buffer 0 or 1, after the K and V buffers (kSmemBytes; launch_wgmma_score adds their bytes)
     auto key_beta_row = [&](int buf) { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes) + buf * kBlockN; };
     float s[T::kNTiles][4];  // (zeroed once: the first S instruction does not accumulate, but reads them)
 #pragma unroll
@@ -165,7 +165,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     // its rows see nothing), so no branch differs between the warpgroups around a wgmma — such a branch
     // makes ptxas serialise them all (its warning C7520). The price: at most one fully masked tile per
     // warpgroup at a block's edge (causal or a right window ending in the first half of the block's last
-    // tile for warpgroup 0, a left window starting in the second half of its first tile for warpgroup 1).
+    // 128-key tile for warpgroup 0 — at d = 256, with 64-key tiles, every causal diagonal block's last tile —
+    // a left window starting in the second half of its first tile for warpgroup 1).
     auto land_loads = [&] {
         cp_async_wait_all();  // this thread's copies have landed ...
         fence_proxy_async();  // ... are visible to wgmma ...
