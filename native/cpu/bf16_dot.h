@@ -1,6 +1,7 @@
 // S = Q Kᵀ for bf16 tensors on CPUs with AVX512-BF16. vdpbf16ps adds two bf16 products per fp32 lane
-// to the accumulator — twice the multiply-adds of an fp32 FMA per instruction, at the same rate (Zen 4/5,
-// Sapphire Rapids). The operands are the tensors' own bf16 values (Q times the power-of-two part of the
+// to the accumulator — twice the multiply-adds of an fp32 FMA per instruction, at the same rate on Zen 4/5
+// (Intel's CPUs issue it at half the FMA's rate: no gain there, so the dispatcher leaves this set to AMD,
+// cpu_backend.cpp). The operands are the tensors' own bf16 values (Q times the power-of-two part of the
 // scale), so every product is exact and only the fp32 sums round, as in the fp32 product; P V stays an
 // fp32 product: rounding P to bf16 for it (as the GPU kernels do) failed the DESIGN.md §6 rule on short
 // rows, where it rounds twice (P, then O) what the naive computation rounds about once. The backward's

@@ -35,14 +35,27 @@ bool cpu_has_avx512_bf16() {
     return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & bit_AVX512BF16);
 }
 
-// The best kernels this CPU runs; FSIG_CPU_ISA=avx2|avx512 picks a lesser set (tests run every set the
-// CPU has), avx512bf16 the best.
+// Whether the bf16 products (vdpbf16ps: two products per fp32 lane) are faster than fp32 FMAs here: on AMD
+// (Zen 4, Zen 5) the instruction issues at the FMA's rate, twice the multiply-adds; Intel's CPUs with
+// AVX512-BF16 (Cooper Lake, Sapphire and Granite Rapids) issue it on one port where FMAs use two, so it
+// brings no more multiply-adds and the bf16 set measured 3-20 % slower than fp32 products on a Xeon
+// (benchmarks/NOTES.md, "AVX512-BF16 on an Intel Xeon").
+bool bf16_products_pay_off() {
+    unsigned a, vendor[3];
+    if (!__get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1])) return false;  // ebx, edx, ecx
+    return std::memcmp(vendor, "AuthenticAMD", 12) == 0;
+}
+
+// The fastest kernels this CPU runs; FSIG_CPU_ISA=avx2|avx512|avx512bf16 picks another set the CPU has
+// (tests run every set the CPU has).
 const KernelTable& choose_kernels() {
     const char* force = std::getenv("FSIG_CPU_ISA");
     if (force && std::strcmp(force, "avx2") == 0) return kernels_avx2();
     if (!cpu_has_avx512()) return kernels_avx2();
     if (force && std::strcmp(force, "avx512") == 0) return kernels_avx512();
-    return cpu_has_avx512_bf16() ? kernels_avx512bf16() : kernels_avx512();
+    if (!cpu_has_avx512_bf16()) return kernels_avx512();
+    if (force && std::strcmp(force, "avx512bf16") == 0) return kernels_avx512bf16();
+    return bf16_products_pay_off() ? kernels_avx512bf16() : kernels_avx512();
 }
 
 // A call whose bf16 products were not exact (bf16_range_exact) runs again on these: fp32 products.

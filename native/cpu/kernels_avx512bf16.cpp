@@ -1,6 +1,7 @@
 // CPU kernels for AVX-512 (F, BW, DQ, VL) with AVX512-BF16: the kernels of kernels_avx512.cpp, whose
 // S = Q Kᵀ (and backward dP = dO Vᵀ) of bf16 tensors multiply with vdpbf16ps (bf16_dot.h). Chosen at run
-// time by CPUID (Zen 4 and later, Cooper Lake, Sapphire Rapids and later); everything lives in namespace
+// time by CPUID on AMD (Zen 4 and later; on Intel's AVX512-BF16 CPUs only with FSIG_CPU_ISA=avx512bf16:
+// slower than fp32 products there, cpu_backend.cpp); everything lives in namespace
 // fsig::cpu::avx512bf16.
 #define FSIG_ISA_NAMESPACE avx512bf16
 #define FSIG_ISA_NAME "avx512bf16"
