@@ -821,7 +821,8 @@ int main(int argc, char** argv) {
         return 2;
     }
 #endif
-    const char* isa = caps.cpu_isa == FSIG_CPU_ISA_AVX512_BF16 ? "avx512bf16"
+    const char* isa = caps.cpu_isa == FSIG_CPU_ISA_AMX           ? "amx"
+                      : caps.cpu_isa == FSIG_CPU_ISA_AVX512_BF16 ? "avx512bf16"
                       : caps.cpu_isa == FSIG_CPU_ISA_AVX512  ? "avx512"
                       : caps.cpu_isa == FSIG_CPU_ISA_AVX2    ? "avx2"
                                                              : "?";

@@ -324,7 +324,8 @@ typedef enum fsig_cpu_isa {
     FSIG_CPU_ISA_AVX2 = 2,    /* x86-64-v3 baseline: AVX2 + FMA + F16C */
     FSIG_CPU_ISA_AVX512 = 3,  /* AVX-512 F/BW/DQ/VL kernels, chosen at run time by CPUID */
     FSIG_CPU_ISA_AVX512_BF16 = 4, /* the AVX-512 kernels, and bf16 tensors' Q K^T (and dO V^T) by AVX512-BF16 */
-    FSIG_CPU_ISA_NEON = 5     /* AArch64 (Advanced SIMD), the one set of a library built for that architecture */
+    FSIG_CPU_ISA_NEON = 5,    /* AArch64 (Advanced SIMD), the one set of a library built for that architecture */
+    FSIG_CPU_ISA_AMX = 6      /* the AVX512-BF16 kernels, and bf16 tensors' products by AMX tiles (Intel, Sapphire Rapids on) */
 } fsig_cpu_isa;
 
 #define FSIG_MAX_HEAD_DIM_LIST 8

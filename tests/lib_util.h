@@ -5,6 +5,11 @@
 
 #include <cstdint>
 #include <cstdlib>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <cstring>
 #include <memory>
 #include <string>
@@ -240,8 +245,20 @@ inline fsig_attention_params params_for(const ref::Spec& s) {
     return p;
 }
 
-// FSIG_CPU_ISA=avx512 (or avx512bf16) on a CPU without AVX-512 F/BW/DQ/VL (or without AVX512-BF16): the
-// caller skips. Otherwise checks that the library runs the ISA the environment asks for. Returns
+#if defined(__x86_64__)
+// AMX-TILE and AMX-BF16 with their state enabled and granted to this process (cpu_backend.cpp's rule,
+// asked independently of the library)
+inline bool amx_usable_here() {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || (d & (5u << 22)) != (5u << 22)) return false;
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 0x60000) == 0x60000 && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+#endif
+
+// FSIG_CPU_ISA=avx512 (or avx512bf16, amx) on a CPU without AVX-512 F/BW/DQ/VL (or without AVX512-BF16,
+// AMX): the caller skips. Otherwise checks that the library runs the ISA the environment asks for. Returns
 // th::kSkip, 1 (wrong ISA) or 0.
 inline int check_isa_env() {
     const char* want = std::getenv("FSIG_CPU_ISA");
@@ -251,6 +268,7 @@ inline int check_isa_env() {
     const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     const bool has_bf16 = has512 && __builtin_cpu_supports("avx512bf16");
+    const bool has_amx = has_bf16 && amx_usable_here();
 #endif
     fsig_capabilities caps;
     std::memset(&caps, 0, sizeof caps);
@@ -267,7 +285,8 @@ inline int check_isa_env() {
 #if defined(__x86_64__)
     const Isa isas[] = {{"avx2", FSIG_CPU_ISA_AVX2, true},
                         {"avx512", FSIG_CPU_ISA_AVX512, has512},
-                        {"avx512bf16", FSIG_CPU_ISA_AVX512_BF16, has_bf16}};
+                        {"avx512bf16", FSIG_CPU_ISA_AVX512_BF16, has_bf16},
+                        {"amx", FSIG_CPU_ISA_AMX, has_amx}};
 #else
     const Isa isas[] = {{"neon", FSIG_CPU_ISA_NEON, true}};
 #endif

@@ -36,15 +36,15 @@ inline void to_bf16(const float* src, int64_t n, uint16_t* dst) {
                             _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(vload(src + c)), 16)));
 }
 
-// fp32 panels of pack_panels ([p][c][kPanel], c < d) of n keys -> bf16 panels ([p][c2][kPanel][2], c2 < ⌈d/2⌉)
-void panels_to_bf16(const float* src, int64_t n, int64_t d, uint16_t* dst) {
-    const int64_t d2 = (d + 1) / 2;
+// fp32 panels of pack_panels ([p][c][kPanel], c < d) of n keys -> bf16 panels ([p][c2][kPanel][2],
+// c2 < d2, d2 >= ⌈d/2⌉: pairs past d zero)
+void panels_to_bf16(const float* src, int64_t n, int64_t d, int64_t d2, uint16_t* dst) {
     for (int64_t p = 0; p * kPanel < n; ++p) {
         const float* s = src + p * d * kPanel;
         uint16_t* t = dst + p * d2 * 2 * kPanel;
         for (int64_t c2 = 0; c2 < d2; ++c2)
             for (int64_t half = 0; half < kPanel; half += W) {
-                const vf lo = vload(s + 2 * c2 * kPanel + half);
+                const vf lo = 2 * c2 < d ? vload(s + 2 * c2 * kPanel + half) : vzero();
                 const vf hi = 2 * c2 + 1 < d ? vload(s + (2 * c2 + 1) * kPanel + half) : vzero();
                 _mm512_storeu_si512(t + (c2 * kPanel + half) * 2, pair_bits(lo, hi));
             }

@@ -2,6 +2,8 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include <algorithm>
@@ -35,6 +37,22 @@ bool cpu_has_avx512_bf16() {
     return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & bit_AVX512BF16);
 }
 
+// AMX-TILE and AMX-BF16, their state enabled by the OS (XCR0 bits 17, 18), and the tile data granted to
+// this process: Linux (5.16 on) hands it out on request only, and a thread touching the tiles without it
+// dies by SIGILL. The request is for the whole process; it fails where a thread's alternate signal stack
+// is too small for the larger signal frame, and the set is then not taken.
+bool amx_usable() {
+    unsigned a, b, c, d;
+    if (!cpu_has_avx512_bf16() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    constexpr unsigned kAmxBf16 = 1u << 22, kAmxTile = 1u << 24;  // CPUID.(7, 0):EDX
+    if ((d & (kAmxBf16 | kAmxTile)) != (kAmxBf16 | kAmxTile)) return false;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0x60000) != 0x60000) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
 // Whether the bf16 products (vdpbf16ps: two products per fp32 lane) are faster than fp32 FMAs here: on AMD
 // (Zen 4, Zen 5) the instruction issues at the FMA's rate, twice the multiply-adds; Intel's CPUs with
 // AVX512-BF16 (Cooper Lake, Sapphire and Granite Rapids) issue it on one port where FMAs use two, so it
@@ -46,8 +64,8 @@ bool bf16_products_pay_off() {
     return std::memcmp(vendor, "AuthenticAMD", 12) == 0;
 }
 
-// The fastest kernels this CPU runs; FSIG_CPU_ISA=avx2|avx512|avx512bf16 picks another set the CPU has
-// (tests run every set the CPU has).
+// The fastest kernels this CPU runs; FSIG_CPU_ISA=avx2|avx512|avx512bf16|amx picks another set the CPU
+// has (tests run every set the CPU has).
 const KernelTable& choose_kernels() {
     const char* force = std::getenv("FSIG_CPU_ISA");
     if (force && std::strcmp(force, "avx2") == 0) return kernels_avx2();
@@ -55,6 +73,7 @@ const KernelTable& choose_kernels() {
     if (force && std::strcmp(force, "avx512") == 0) return kernels_avx512();
     if (!cpu_has_avx512_bf16()) return kernels_avx512();
     if (force && std::strcmp(force, "avx512bf16") == 0) return kernels_avx512bf16();
+    if (amx_usable()) return kernels_amx();
     return bf16_products_pay_off() ? kernels_avx512bf16() : kernels_avx512();
 }
 
@@ -149,15 +168,15 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, Bf16Range& range) {
     const int64_t pair_floats = shared ? k_tiles * tile_floats : 0;
     std::unique_ptr<float, FreeDeleter> packed(
         shared ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))) : nullptr);
-    // bf16 products: each packed key tile's smallest |k| (Bf16Range)
-    std::unique_ptr<float, FreeDeleter> k_min(shared && k.bf16_products(p)
-                                                  ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * k_tiles)))
-                                                  : nullptr);
+    // bf16 products: each packed key tile's smallest |k| (Bf16Range), and its V's multiplier (AMX)
+    std::unique_ptr<float, FreeDeleter> k_min(
+        shared && k.bf16_products(p) ? static_cast<float*>(std::malloc(sizeof(float) * size_t(2 * wave * k_tiles)))
+                                     : nullptr);
     if (shared && (!packed || (k.bf16_products(p) && !k_min))) return FSIG_ERROR_OUT_OF_MEMORY;
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         const KvPack kv{packed.get(), shared ? packed.get() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
-                        pair0, k_min.get(), &range};
+                        pair0, k_min.get(), k_min ? k_min.get() + wave * k_tiles : nullptr, &range};
         if (shared)
             parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
                 const int64_t pair = pair0 + t / k_tiles;

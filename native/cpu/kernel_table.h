@@ -39,13 +39,16 @@ struct KvPack {
     float* k_panels;
     float* v_rows;
     int64_t pair0;
-    // bf16 products: per packed key tile (k_panels != nullptr) its smallest nonzero |k|; the call's range
+    // bf16 products: per packed key tile (k_panels != nullptr) its smallest nonzero |k|; AMX: the power of
+    // two its V was packed times (amx_tiles.h, pow2_near_one); the call's range
     float* k_min;
+    float* v_mul;
     Bf16Range* range;
 };
 // block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the
 // panels need no padding.
-inline int64_t kv_k_tile_floats(int64_t head_dim) { return block_n_for(head_dim) * head_dim; }
+// (At least 16 floats per key: the AMX set's bf16 panels hold whole 32-wide K-steps of the head dim.)
+inline int64_t kv_k_tile_floats(int64_t head_dim) { return block_n_for(head_dim) * (head_dim < 16 ? 16 : head_dim); }
 inline int64_t kv_v_tile_floats(int64_t head_dim) { return block_n_for(head_dim) * ((head_dim + 15) / 16 * 16); }
 
 // One wave of the backward: the (batch, kv head) pairs [pair0, pair0 + count). Per query head of those
@@ -108,6 +111,7 @@ struct KernelTable {
 const KernelTable& kernels_avx2();
 const KernelTable& kernels_avx512();
 const KernelTable& kernels_avx512bf16();
+const KernelTable& kernels_amx();
 #elif defined(__aarch64__)
 const KernelTable& kernels_neon();
 #endif

@@ -312,8 +312,9 @@ public final class FlashSig {
     /**
      * What this build and machine support.
      *
-     * @param cpuIsa          "avx2", "avx512" or "avx512bf16" (AVX-512 with bf16 dot products for bf16
-     *                        tensors) on x86-64, "neon" on AArch64: the CPU kernels in use
+     * @param cpuIsa          "avx2", "avx512", "avx512bf16" (AVX-512 with bf16 dot products for bf16
+     *                        tensors) or "amx" (bf16 tensors' products by AMX tiles) on x86-64, "neon" on
+     *                        AArch64: the CPU kernels in use
      * @param cpuThreads      threads the CPU backend uses now
      * @param cpuDtypes       dtypes with CPU kernels
      * @param cpuMinHeadDim   the CPU supports every head dim in [min, max]
@@ -361,7 +362,8 @@ public final class FlashSig {
             int status = FlashSigNative.fsig_get_capabilities(c);
             if (status != 0) throw nativeError(status);
             int isa = fsig_capabilities.cpu_isa(c);
-            String isaName = isa == FlashSigNative.FSIG_CPU_ISA_AVX512_BF16() ? "avx512bf16"
+            String isaName = isa == FlashSigNative.FSIG_CPU_ISA_AMX() ? "amx"
+                    : isa == FlashSigNative.FSIG_CPU_ISA_AVX512_BF16() ? "avx512bf16"
                     : isa == FlashSigNative.FSIG_CPU_ISA_AVX512() ? "avx512"
                     : isa == FlashSigNative.FSIG_CPU_ISA_AVX2() ? "avx2"
                     : isa == FlashSigNative.FSIG_CPU_ISA_NEON() ? "neon" : "isa" + isa;

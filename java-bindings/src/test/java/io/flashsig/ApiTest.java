@@ -79,7 +79,7 @@ class ApiTest {
         assertTrue(c.cpuDtypes().contains(DType.FP32));
         assertTrue(c.cpuMaxHeadDim() >= 256, c.toString());
         List<String> isas = NativeLibrary.platform().endsWith("aarch64") ? List.of("neon")
-                : List.of("avx2", "avx512", "avx512bf16");
+                : List.of("avx2", "avx512", "avx512bf16", "amx");
         assertTrue(isas.contains(c.cpuIsa()), c.cpuIsa());
         assertTrue(c.cpuThreads() >= 1);
         assertEquals("cuda:3", Device.cuda(3).toString());

@@ -1708,6 +1708,15 @@ public class FlashSigNative extends FlashSigNative$shared {
     public static int FSIG_CPU_ISA_NEON() {
         return FSIG_CPU_ISA_NEON;
     }
+    private static final int FSIG_CPU_ISA_AMX = (int)6L;
+    /**
+     * {@snippet lang=c :
+     * enum fsig_cpu_isa.FSIG_CPU_ISA_AMX = 6
+     * }
+     */
+    public static int FSIG_CPU_ISA_AMX() {
+        return FSIG_CPU_ISA_AMX;
+    }
 
     private static class fsig_version {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
