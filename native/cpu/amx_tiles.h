@@ -124,17 +124,20 @@ void split_rows(const float* src, int64_t lds, int64_t m, int64_t n_valid, int64
     }
 }
 
-// Rows r < m of src [·][lds] (columns [0, n), n a multiple of W) as pair rows dst [k2][ld][2] over the
-// row index, split into hi and lo (split_bf16) when lo is given, else for values that are bf16 already
-// (truncated, exact); pair rows up to k_pad / 2 (k_pad a multiple of 2, rows past m zero).
-void pair_rows(const float* src, int64_t lds, int64_t m, int64_t n, int64_t k_pad, uint16_t* hi, uint16_t* lo,
-               int64_t ld) {
+// Rows r < m of src [·][lds], columns [0, n_valid) (a multiple of W), times mul, as pair rows dst [k2][ld][2]
+// over the row index of n columns (a multiple of W), split into hi and lo (split_bf16) when lo is given,
+// else for values that are bf16 already (truncated, exact); pair rows up to k_pad / 2 (k_pad even; rows
+// past m and columns past n_valid zero).
+void pair_rows(const float* src, int64_t lds, int64_t m, int64_t n_valid, int64_t n, int64_t k_pad, float mul,
+               uint16_t* hi, uint16_t* lo, int64_t ld) {
+    const vf vm = vset(mul);
     for (int64_t k2 = 0; 2 * k2 < k_pad; ++k2) {
         const float* a = src + 2 * k2 * lds;
         const float* b = a + lds;
         const bool has_a = 2 * k2 < m, has_b = 2 * k2 + 1 < m;
         for (int64_t c = 0; c < n; c += W) {
-            const vf va = has_a ? vload(a + c) : vzero(), vb = has_b ? vload(b + c) : vzero();
+            const bool in = c < n_valid;
+            const vf va = has_a && in ? vmul(vload(a + c), vm) : vzero(), vb = has_b && in ? vmul(vload(b + c), vm) : vzero();
             if (lo == nullptr) {
                 _mm512_storeu_si512(hi + (k2 * ld + c) * 2, pair_bits(va, vb));
                 continue;

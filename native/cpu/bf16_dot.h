@@ -120,8 +120,9 @@ void abt_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* panels, int64
         micro_abt_bf16<R>(A, lda, panels + p * d2 * 2 * kPanel, d2, mul, C + p * kPanel, ldc);
 }
 
-// C[m][round_up(n, kPanel)] = mul · A[m][d] · Kᵀ, K as bf16 panels of d2 = ⌈d/2⌉ pairs
-void gemm_abt_bf16(const uint16_t* A, int64_t lda, int64_t m, const uint16_t* panels, int64_t n, int64_t d2, float mul,
+// C[m][round_up(n, kPanel)] = mul · A[m][d] · Kᵀ, K as bf16 panels of d2 >= ⌈d/2⌉ pairs (unused by the amx
+// set, whose products are tile products)
+[[maybe_unused]] void gemm_abt_bf16(const uint16_t* A, int64_t lda, int64_t m, const uint16_t* panels, int64_t n, int64_t d2, float mul,
                    float* C, int64_t ldc) {
     int64_t r = 0;
     for (; r + kAbtRows <= m; r += kAbtRows) abt_rows_bf16<kAbtRows>(A + r * lda, lda, panels, n, d2, mul, C + r * ldc, ldc);

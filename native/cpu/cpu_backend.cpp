@@ -243,12 +243,20 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
     // the tensors each time cost 15–25 % of the backward (benchmarks/NOTES.md).
     const int64_t group = p.group(), pairs = p.batch * p.heads_k;
     const int64_t pair_floats = group * p.seq_q * (ceil_div(p.head_dim, 16) * 16);
-    // rows per pair: dQ in fp32, Q and dO in fp32 — or with bf16 products in bf16 (one set of floats for both)
-    const bool bf16_rows = k.bf16_products(p);
-    const int64_t row_sets = bf16_rows ? 2 : 3;
-    const int64_t wave = std::clamp<int64_t>(wave_floats() / (row_sets * pair_floats), 1, pairs);
+    // rows per pair: dQ in fp32, Q and dO in fp32 — or with bf16 products Q and dO in bf16 (each
+    // bf16_row_pitch wide), and in the amx set also per query tile transposed, with a multiplier
+    const bool bf16_rows = k.bf16_products(p), amx = bf16_rows && k.isa == FSIG_CPU_ISA_AMX;
+    const int64_t bf16_pair = group * p.seq_q * bf16_row_pitch(k.isa, p.head_dim);  // uint16 elements
+    const int64_t cols_pair = amx ? group * q_tiles * (ceil_div(p.head_dim, 16) * 16) * kBlockM : 0;
+    const int64_t muls_pair = amx ? group * q_tiles : 0;
+    const int64_t pair_cost = pair_floats + (bf16_rows ? bf16_pair + cols_pair + 2 * muls_pair : 2 * pair_floats);
+    const int64_t wave = std::clamp<int64_t>(wave_floats() / pair_cost, 1, pairs);
+    // the bf16 rows: a tile's rows of slack past the last pair (the tile products read whole tiles of 16 rows)
+    const int64_t bf16_floats = bf16_rows ? wave * (bf16_pair + cols_pair + 2 * muls_pair) +
+                                                16 * bf16_row_pitch(k.isa, p.head_dim)
+                                          : 2 * wave * pair_floats;
     std::unique_ptr<float, FreeDeleter> wave_rows(
-        static_cast<float*>(std::malloc(sizeof(float) * size_t(row_sets * wave * pair_floats))));
+        static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats + bf16_floats))));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
     if (!wave_rows || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
     float* const dq_rows = wave_rows.get();
@@ -257,11 +265,16 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
         std::memset(dq_rows, 0, sizeof(float) * size_t(count * pair_floats));
         for (int64_t t = 0; t < count * group * q_tiles; ++t) turns[size_t(t)].store(0, std::memory_order_relaxed);
         float* const rest = dq_rows + wave * pair_floats;
-        uint16_t* const bf16_q = reinterpret_cast<uint16_t*>(rest);
-        const DqAccumulator acc = bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), pair0, bf16_q,
-                                                            bf16_q + wave * pair_floats, &range}
-                                            : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), pair0,
-                                                            nullptr, nullptr, &range};
+        // bf16: the multipliers (floats), the transposed tiles, then Q and dO rows (slack at the very end)
+        float* const muls = rest;
+        uint16_t* const cols = reinterpret_cast<uint16_t*>(muls + 2 * wave * muls_pair);
+        uint16_t* const bf16_q = cols + 2 * wave * cols_pair;
+        const DqAccumulator acc =
+            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), pair0, bf16_q, bf16_q + wave * bf16_pair,
+                                      &range, amx ? cols : nullptr, amx ? cols + wave * cols_pair : nullptr,
+                                      amx ? muls : nullptr, amx ? muls + wave * muls_pair : nullptr}
+                      : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), pair0, nullptr, nullptr,
+                                      &range, nullptr, nullptr, nullptr, nullptr};
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;
             k.backward_pack_task(a, acc, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM);

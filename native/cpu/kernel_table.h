@@ -27,6 +27,12 @@ struct Bf16Range {
 // Query rows per forward task and per query tile of the backward.
 constexpr int64_t kBlockM = 64;
 
+// The bf16 products' row pitch of Q and dO (elements): whole 32-wide tile K-steps in the amx set (zeros
+// past d), else d rounded to 16.
+inline int64_t bf16_row_pitch(int32_t isa, int64_t head_dim) {
+    return isa == FSIG_CPU_ISA_AMX ? (head_dim + 31) / 32 * 32 : (head_dim + 15) / 16 * 16;
+}
+
 // Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
 constexpr int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
 
@@ -64,10 +70,17 @@ struct DqAccumulator {
     std::atomic<int32_t>* turns;
     int64_t pair0;
     // bf16 products (KernelTable::bf16_products; else nullptr): Q times the power-of-two part of the scale
-    // and dO as bf16 rows [slot][Nq][dp], in place of q_rows and dout_rows (which are then nullptr)
+    // and dO as bf16 rows [slot][Nq][bf16_row_pitch] (and a tile's rows of slack past the last), in place
+    // of q_rows and dout_rows (which are then nullptr)
     uint16_t* q_bf16;
     uint16_t* dout_bf16;
     Bf16Range* range;
+    // the amx set: per slot and query tile, the same transposed ([dp][kBlockM], queries past the tile
+    // zero: the dK and dV products' A) times a power of two (amx_tiles.h, pow2_near_one), and that power
+    uint16_t* q_cols;
+    uint16_t* dout_cols;
+    float* q_cols_mul;
+    float* dout_cols_mul;
 };
 
 struct KernelTable {
