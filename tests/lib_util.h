@@ -246,8 +246,9 @@ inline fsig_attention_params params_for(const ref::Spec& s) {
 }
 
 #if defined(__x86_64__)
-// AMX-TILE and AMX-BF16 with their state enabled and granted to this process (cpu_backend.cpp's rule,
-// asked independently of the library)
+// AMX-TILE and AMX-BF16 (CPUID.(7, 0):EDX bits 22, 24) with their state enabled (XCR0 bits 17, 18) and
+// granted to this process: cpu_backend.cpp's amx_usable, asked independently of the library (the caller
+// also requires AVX512-BF16, as the library does)
 inline bool amx_usable_here() {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || (d & (5u << 22)) != (5u << 22)) return false;

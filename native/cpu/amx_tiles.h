@@ -88,13 +88,6 @@ inline float pow2_near_one(float max_abs) {
     return std::ldexp(1.f, std::clamp(1 - e, -100, 100));
 }
 
-// The largest |x[c]|, c < n (a multiple of W; NaN ignored)
-inline float max_abs(const float* x, int64_t n) {
-    vf m = vzero();
-    for (int64_t c = 0; c < n; c += W) m = _mm512_max_ps(m, vabs(vload(x + c)));  // NaN: keeps m
-    return _mm512_reduce_max_ps(m);
-}
-
 // 32 bf16 from two fp32 vectors whose values are bf16: a's 16 then b's 16
 inline __m512i bf16_of(vf a, vf b) {
     const __m512i idx = _mm512_set_epi16(31 + 32, 29 + 32, 27 + 32, 25 + 32, 23 + 32, 21 + 32, 19 + 32, 17 + 32,
@@ -224,15 +217,16 @@ struct NotDeduced {  // std::type_identity (C++20): t1 may be nullptr
 template <class B>
 void tile_product(const Term<B>& t0, const typename NotDeduced<Term<B>>::type* t1, int64_t row_tiles,
                   int64_t col_tiles, int64_t k_steps, float* C, int64_t ldc, bool accumulate) {
-    int64_t i = 0;
-    for (; i + 2 <= row_tiles; i += 2) {
-        int64_t j = 0;
-        for (; j + 2 <= col_tiles; j += 2) tile_block<2, 2>(t0, t1, i, j, k_steps, C, ldc, accumulate);
-        if (j < col_tiles) tile_block<2, 1>(t0, t1, i, j, k_steps, C, ldc, accumulate);
+    // column pairs outside: a pair's B (K steps × 2 tiles) stays in L1 while every row pair reads it
+    int64_t j = 0;
+    for (; j + 2 <= col_tiles; j += 2) {
+        int64_t i = 0;
+        for (; i + 2 <= row_tiles; i += 2) tile_block<2, 2>(t0, t1, i, j, k_steps, C, ldc, accumulate);
+        if (i < row_tiles) tile_block<1, 2>(t0, t1, i, j, k_steps, C, ldc, accumulate);
     }
-    if (i < row_tiles) {
-        int64_t j = 0;
-        for (; j + 2 <= col_tiles; j += 2) tile_block<1, 2>(t0, t1, i, j, k_steps, C, ldc, accumulate);
-        if (j < col_tiles) tile_block<1, 1>(t0, t1, i, j, k_steps, C, ldc, accumulate);
+    if (j < col_tiles) {
+        int64_t i = 0;
+        for (; i + 2 <= row_tiles; i += 2) tile_block<2, 1>(t0, t1, i, j, k_steps, C, ldc, accumulate);
+        if (i < row_tiles) tile_block<1, 1>(t0, t1, i, j, k_steps, C, ldc, accumulate);
     }
 }

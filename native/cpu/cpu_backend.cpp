@@ -170,13 +170,14 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, Bf16Range& range) {
         shared ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))) : nullptr);
     // bf16 products: each packed key tile's smallest |k| (Bf16Range), and its V's multiplier (AMX)
     std::unique_ptr<float, FreeDeleter> k_min(
-        shared && k.bf16_products(p) ? static_cast<float*>(std::malloc(sizeof(float) * size_t(2 * wave * k_tiles)))
+        shared && k.bf16_products(p) ? static_cast<float*>(std::malloc(sizeof(float) * size_t(3 * wave * k_tiles)))
                                      : nullptr);
     if (shared && (!packed || (k.bf16_products(p) && !k_min))) return FSIG_ERROR_OUT_OF_MEMORY;
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         const KvPack kv{packed.get(), shared ? packed.get() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
-                        pair0, k_min.get(), k_min ? k_min.get() + wave * k_tiles : nullptr, &range};
+                        pair0, k_min.get(), k_min ? k_min.get() + wave * k_tiles : nullptr,
+                        k_min ? k_min.get() + 2 * wave * k_tiles : nullptr, &range};
         if (shared)
             parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
                 const int64_t pair = pair0 + t / k_tiles;
@@ -203,12 +204,16 @@ bool bf16_range_exact(double x_min, double y_min) {
     return x_min >= kMinNormal && y_min >= kMinNormal && x_min * y_min >= 0x1p-110;
 }
 
+// Whether the amx set's scaled operand tiles stayed within 2^100 of their largest (Bf16Range::scaled)
+bool amx_scaled_in_range(const Bf16Range& r) { return r.scaled.load() >= 0x1p-100f; }
+
 }  // namespace
 
 int forward(const ForwardArgs& a) {
     Bf16Range range;
     const int status = forward_with(kernels(), a, range);
-    if (status != FSIG_OK || !kernels().bf16_products(a.p) || bf16_range_exact(range.q.load(), range.k.load()))
+    if (status != FSIG_OK || !kernels().bf16_products(a.p) ||
+        (bf16_range_exact(range.q.load(), range.k.load()) && amx_scaled_in_range(range)))
         return status;
     return forward_with(fp32_product_kernels(), a, range);
 }
@@ -313,8 +318,9 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
 int backward(const BackwardArgs& a) {
     Bf16Range range;
     const int status = backward_with(kernels(), a, range);
-    if (status != FSIG_OK || !kernels().bf16_products(a.p) || (bf16_range_exact(range.q.load(), range.k.load()) &&
-                              bf16_range_exact(range.dout.load(), range.v.load())))
+    if (status != FSIG_OK || !kernels().bf16_products(a.p) ||
+        (bf16_range_exact(range.q.load(), range.k.load()) && bf16_range_exact(range.dout.load(), range.v.load()) &&
+         amx_scaled_in_range(range)))
         return status;
     return backward_with(fp32_product_kernels(), a, range);
 }

@@ -22,6 +22,11 @@ struct Bf16Range {
     std::atomic<float> k{std::numeric_limits<float>::infinity()};
     std::atomic<float> dout{std::numeric_limits<float>::infinity()};
     std::atomic<float> v{std::numeric_limits<float>::infinity()};
+    // the amx set: the smallest nonzero |x·mul| of the tensors' operand tiles that the tile products
+    // scale (amx_tiles.h, pow2_near_one: V, and the backward's K, Qᵀ, dOᵀ): a call where it falls below
+    // 2^-100 — a tile spanning more than 2^100, whose smallest values the products could flush — is
+    // computed again with fp32 products
+    std::atomic<float> scaled{std::numeric_limits<float>::infinity()};
 };
 
 // Query rows per forward task and per query tile of the backward.
@@ -46,9 +51,11 @@ struct KvPack {
     float* v_rows;
     int64_t pair0;
     // bf16 products: per packed key tile (k_panels != nullptr) its smallest nonzero |k|; AMX: the power of
-    // two its V was packed times (amx_tiles.h, pow2_near_one); the call's range
+    // two its V was packed times (amx_tiles.h, pow2_near_one) and the smallest nonzero |v| times it; the
+    // call's range
     float* k_min;
     float* v_mul;
+    float* v_scaled_min;
     Bf16Range* range;
 };
 // block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the

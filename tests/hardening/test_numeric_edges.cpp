@@ -540,6 +540,34 @@ TEST(bf16_products_operand_range) {
 // Which calls take fp32 products instead of bf16 ones (above) depends only on the operands the call
 // reads: a subnormal key in a tile that no query row may see changes nothing, whether the keys are packed
 // once per wave (the default budget) or by each task (a budget of one float). Bitwise.
+// The amx set scales each operand tile of its tile products (V; the backward's K, Qᵀ, dOᵀ) by the power
+// of two that brings its largest value near 1, and the products flush what falls below 2^-126 of it: a tile
+// spanning more than 2^100 runs on fp32 products (Bf16Range::scaled). Here the huge values sit where no
+// row may look (a window of one key), so every output is tiny and the relative check sees a flush. Run
+// under every ISA (the others compute them with fp32 products anyway).
+TEST(amx_operand_tiles_spanning_beyond_2_pow_100) {
+    for (int score : {ref::kSoftmax, ref::kSigmoid}) {
+        // one query on the last key: V of key 0 (1e20, never seen) and key 1 (1e-20) share a key tile
+        Edge e = make(label("bf16 v tile from 1e-20 to 1e20,", score, ref::kBf16), spec(score, 1, 1, 2, 1, 1, 16),
+                      ref::kBf16, 185 + uint64_t(score), 1, 1, 1e-20, 1e-20);
+        e.s.window_left = e.s.window_right = 0;
+        for (int64_t c = 0; c < 16; ++c) e.v[size_t(c)] = ref::round_to(ref::kBf16, c % 2 ? -1e20f : 1e20f);
+        e.relative = true;
+        run_edge(e);
+        // two queries, the first with no key: dO of query 0 (1e20, never used) and query 1 (1e-20) share
+        // a query tile (the backward's dOᵀ and Qᵀ tiles)
+        Edge f = make(label("bf16 dO tile from 1e-20 to 1e20,", score, ref::kBf16), spec(score, 1, 2, 1, 1, 1, 16),
+                      ref::kBf16, 187 + uint64_t(score), 1e-20, 1, 1, 1e-20);
+        f.s.window_left = f.s.window_right = 0;
+        for (int64_t c = 0; c < 16; ++c) {
+            f.g[size_t(c)] = ref::round_to(ref::kBf16, c % 2 ? -1e20f : 1e20f);
+            f.q[size_t(c)] = ref::round_to(ref::kBf16, c % 2 ? -1e20f : 1e20f);
+        }
+        f.relative = true;
+        run_edge(f);
+    }
+}
+
 TEST(bf16_products_choice_independent_of_packing) {
     ref::Spec s = spec(ref::kSoftmax, 1, 100, 512, 2, 1, 40);  // d = 40: a scale that is no power of two
     s.window_left = 40;  // rows see keys [i + 372, i + 412]: the first key tile is never read
