@@ -96,25 +96,34 @@ inline __m512i bf16_of(vf a, vf b) {
     return _mm512_permutex2var_epi16(_mm512_castps_si512(a), idx, _mm512_castps_si512(b));
 }
 
+// One row's x[c]·mul, c < n_valid (a multiple of W), as hi and lo bf16 rows (split_bf16) of n columns (a
+// multiple of kTileK), zero from n_valid.
+inline void split_row(const float* x, int64_t n_valid, int64_t n, float mul, uint16_t* hi, uint16_t* lo) {
+    const vf vm = vset(mul);
+    for (int64_t c = 0; c < n; c += 2 * W) {
+        vf h0, l0, h1, l1;
+        split_bf16(c < n_valid ? vmul(vload(x + c), vm) : vzero(), h0, l0);
+        split_bf16(c + W < n_valid ? vmul(vload(x + c + W), vm) : vzero(), h1, l1);
+        _mm512_storeu_si512(hi + c, bf16_of(h0, h1));
+        _mm512_storeu_si512(lo + c, bf16_of(l0, l1));
+    }
+}
+
+// Rows [from, to) of the bf16 row tiles hi, lo [·][ld]: n columns of zeros
+inline void zero_rows(int64_t from, int64_t to, int64_t n, uint16_t* hi, uint16_t* lo, int64_t ld) {
+    for (int64_t r = from; r < to; ++r) {
+        std::memset(hi + r * ld, 0, size_t(n) * 2);
+        std::memset(lo + r * ld, 0, size_t(n) * 2);
+    }
+}
+
 // Rows r < m of the fp32 tile src [·][lds], columns [0, n_valid) (a multiple of W), times row_mul[r], as
 // two bf16 row tiles hi, lo [·][ld] (split_bf16) of n columns (a multiple of kTileK): columns
 // [n_valid, n) and rows [m, round_up(m, kTileRows)) zero — the products' K padding, whatever src holds.
 void split_rows(const float* src, int64_t lds, int64_t m, int64_t n_valid, int64_t n, const float* row_mul,
                 uint16_t* hi, uint16_t* lo, int64_t ld) {
-    for (int64_t r = 0; r < m; ++r) {
-        const vf mul = vset(row_mul[r]);
-        for (int64_t c = 0; c < n; c += 2 * W) {
-            vf h0, l0, h1, l1;
-            split_bf16(c < n_valid ? vmul(vload(src + r * lds + c), mul) : vzero(), h0, l0);
-            split_bf16(c + W < n_valid ? vmul(vload(src + r * lds + c + W), mul) : vzero(), h1, l1);
-            _mm512_storeu_si512(hi + r * ld + c, bf16_of(h0, h1));
-            _mm512_storeu_si512(lo + r * ld + c, bf16_of(l0, l1));
-        }
-    }
-    for (int64_t r = m; r < round_up(m, kTileRows); ++r) {
-        std::memset(hi + r * ld, 0, size_t(n) * 2);
-        std::memset(lo + r * ld, 0, size_t(n) * 2);
-    }
+    for (int64_t r = 0; r < m; ++r) split_row(src + r * lds, n_valid, n, row_mul[r], hi + r * ld, lo + r * ld);
+    zero_rows(m, round_up(m, kTileRows), n, hi, lo, ld);
 }
 
 // Rows r < m of src [·][lds], columns [0, n_valid) (a multiple of W), times mul, as pair rows dst [k2][ld][2]
