@@ -2,7 +2,7 @@
 # Prepares gpu-carry/ (git-ignored) so that tests/gpu/gpu-session.sh can run the Java CUDA tests on a
 # GPU machine that has no Java: a jlink'ed JDK runtime, the JUnit console launcher, and the Java API,
 # its CUDA test classes and the training example compiled from this checkout. The session passes it
-# to the device tool as `carry: ["gpu-carry"]` (≈ 35 MB; the tool's limit is 64 MiB with the tree).
+# to the device tool as `carry: ["gpu-carry"]` (≈ 46 MB; the tool's limit is 64 MiB with the tree).
 #   scripts/gpu-carry.sh            (needs a JDK >= 25 under /usr/lib/jvm or JAVA_HOME, and Maven for
 #                                    the JUnit console jar, fetched once into ~/.m2)
 set -euo pipefail
