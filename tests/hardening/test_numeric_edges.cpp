@@ -576,6 +576,15 @@ TEST(amx_operand_tiles_spanning_beyond_2_pow_100) {
     g.s.scale = 1;
     g.s.alpha = 0;
     run_edge(g);
+    // a negative scale (the amx forward folds the scale's rest into the score's first pass, after softmax
+    // has masked columns with -inf): causal with Nq > Nk, rows seeing one key up to all, GQA, d = 34
+    for (int score : {ref::kSoftmax, ref::kSigmoid}) {
+        Edge e = make(label("bf16 negative scale, causal Nq > Nk,", score, ref::kBf16), spec(score, 1, 32, 28, 2, 1, 34),
+                      ref::kBf16, 191 + uint64_t(score), 1, 1, 1, 1);
+        e.s.scale = -0.98728824;
+        e.s.causal = true;
+        run_edge(e);
+    }
 }
 
 TEST(bf16_products_choice_independent_of_packing) {
