@@ -193,6 +193,21 @@ std::vector<Case> ci_cases() {
         c.s.scale = 0.4;
         add(c, "scale");
     }
+    // a negative scale: masked scores must stay masked when the kernel multiplies by the scale late (the amx
+    // forward once turned softmax's -inf into +inf); causal with Nq > Nk (rows with no key) and a window
+    for (int score = 0; score < kScoreCount; ++score) {
+        Case c = make("", 0, 34, 48, 40, 1, score, kBf16, true, 9, -1, true);
+        c.s.scale = -0.75;
+        add(c, "negscale");
+    }
+    {
+        Case c = make("", 0, 40, 70, 50, 2, kSoftmax, kFp32, true, -1, -1, true, 2);
+        c.s.scale = -0.3;
+        add(c, "negscale");
+        c = make("", 0, 40, 50, 70, 1, kSigmoid, kFp16, false, 12, 5, true);
+        c.s.scale = -1.25;
+        add(c, "negscale");
+    }
     for (double bias : {1.5, -8.0, 0.0}) {
         Case c = make("", 0, 48, 65, 129, 1, kSigmoid, bias < 0 ? kBf16 : kFp32, bias == 0, -1, -1, true);
         c.s.sigmoid_bias = bias;

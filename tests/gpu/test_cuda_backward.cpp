@@ -388,6 +388,10 @@ std::vector<Case> targeted_cases() {
         Case& c = add(ref::kSoftmax, ref::kFp16, 128, 77, 333, false, -1, -1);
         c.s.scale = -0.2;
     }
+    for (int score : {ref::kSoftmax, ref::kSigmoid}) {  // negative scale with masks: masked stays masked
+        Case& c = add(score, score == ref::kSoftmax ? ref::kBf16 : ref::kFp16, 64, 96, 80, true, 9, -1);
+        c.s.scale = -0.75;
+    }
     {
         Case& c = add(ref::kSigmoid, ref::kBf16, 64, 100, 700, true, -1, -1);
         c.s.sigmoid_bias = 1.5, c.s.scale = 0.3;

@@ -274,6 +274,11 @@ std::vector<Case> targeted_cases() {
         c.s.scale = -0.2;  // negative scale: the running max must be taken after scaling
         c.name = name_of("target", int(cases.size()) - 1, c, 1);
     }
+    for (int score : {ref::kSoftmax, ref::kSigmoid}) {  // negative scale with masks: masked stays masked
+        Case& c = add("target", score, score == ref::kSoftmax ? ref::kBf16 : ref::kFp16, 64, 96, 80, true, 9, -1);
+        c.s.scale = -0.75;
+        c.name = name_of("target", int(cases.size()) - 1, c, 1);
+    }
     {
         Case& c = add("target", ref::kSigmoid, ref::kBf16, 64, 100, 700, true, -1, -1);
         c.s.sigmoid_bias = 1.5, c.s.scale = 0.3;

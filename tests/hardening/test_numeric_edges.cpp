@@ -576,6 +576,20 @@ TEST(amx_operand_tiles_spanning_beyond_2_pow_100) {
     g.s.scale = 1;
     g.s.alpha = 0;
     run_edge(g);
+    // rows that see the whole key tile with P = 2^-40 (relu, alpha 0) against v = 2^-66, in a V tile whose
+    // power of two is set by 2^30 on a key of P = 0: the amx forward may leave such rows unscaled only while
+    // their products stay above what its tile products flush (P·v·v_mul = 2^-136; O = 2^-106 is normal)
+    Edge t = make("bf16 relu P 2^-40 against v 2^-66 beside 2^30", spec(ref::kRelu, 1, 3, 2, 1, 1, 16), ref::kBf16,
+                  190, 1, 1, 1, 1);
+    for (float& x : t.q) x = 0x1p-22f;
+    for (int64_t c = 0; c < 16; ++c) {
+        t.k[size_t(c)] = -0x1p-22f, t.k[size_t(16 + c)] = 0x1p-22f;  // S = -2^-40 (P = 0) and 2^-40
+        t.v[size_t(c)] = 0x1p30f, t.v[size_t(16 + c)] = 0x1p-66f;
+    }
+    t.s.scale = 1;
+    t.s.alpha = 0;
+    t.relative = true;
+    run_edge(t);
     // a negative scale (the amx forward folds the scale's rest into the score's first pass, after softmax
     // has masked columns with -inf): causal with Nq > Nk, rows seeing one key up to all, GQA, d = 34
     for (int score : {ref::kSoftmax, ref::kSigmoid}) {
