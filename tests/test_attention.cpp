@@ -1,8 +1,8 @@
 // Numerics of fsig_attention_forward/_backward (and the _buffers forms) against the fp64 reference
 // under the §6 rule, over the matrix of DESIGN.md §6.
 //
-//   test_attention [--tier ci|full] [--shard K] [--max-elements N] [--skip NAME]... [--list] [--verbose]
-//                  [name filters...]
+//   test_attention [--tier ci|full|random] [--shard K] [--seed S] [--count N] [--max-elements N]
+//                  [--skip NAME]... [--list] [--verbose] [name filters...]
 //
 // ci   (default): a covering design — every pair of values of the factors below appears in at least
 //      one case (on the three big shapes B is 1 and MHA has one head, to keep the fp64 reference
@@ -10,6 +10,7 @@
 //      scale/bias/alpha, edge windows, empty rows, B > 1, d outside the list, optional arguments).
 // full: the whole matrix d × (Nq, Nk) × MHA/GQA/MQA × causal × window × score × dtype, forward and
 //      backward; --shard K (0..9) runs shape K only, so CTest can run the ten shards in parallel.
+// random: N cases (200) from seed S (1), every factor and parameter drawn at random (random_cases).
 // Every case draws fresh inputs from its own fixed seed, so a failure reproduces with its name as filter.
 #include <algorithm>
 #include <array>
@@ -281,6 +282,40 @@ std::vector<Case> full_cases(int shard) {
     return cases;
 }
 
+// Random cases: shapes, heads, masks, score, dtype, layout and the parameters away from their defaults
+// (negative scales, sigmoid biases, alphas) drawn together, which the designed tiers above pair only
+// partly. Deterministic per seed; `--tier random --seed S --count N` (not run by CTest).
+std::vector<Case> random_cases(uint64_t seed, int count) {
+    std::vector<Case> cases;
+    ref::Rng rng(seed);
+    for (int idx = 0; idx < count; ++idx) {
+        Case c;
+        ref::Spec& s = c.s;
+        const int heads = int(rng.below(3));
+        s.Hq = kHeads[heads][0], s.Hk = kHeads[heads][1];
+        s.d = rng.below(4) == 0 ? kDims[rng.below(8)] : 1 + rng.below(160);
+        s.Nq = 1 + rng.below(rng.below(3) == 0 ? 700 : 200);
+        s.Nk = 1 + rng.below(rng.below(3) == 0 ? 700 : 200);
+        s.B = 1 + rng.below(3);
+        s.score = int(rng.below(ref::kScoreCount));
+        s.causal = rng.below(2) == 1;
+        pick_window(int(rng.below(kWindowCount)), s.Nk, rng, s);
+        if (rng.below(2) == 0) s.scale = (rng.below(3) == 0 ? -1 : 1) * (0.02 + 1.5 * rng.uniform());
+        if (s.score == ref::kSigmoid && rng.below(2) == 0) s.sigmoid_bias = -12 + 16 * rng.uniform();
+        if (s.score >= ref::kRelu && rng.below(2) == 0) s.alpha = -0.5 + 2.5 * rng.uniform();
+        c.dtype = kDtypes[rng.below(3)];
+        c.layout = int(rng.below(tu::kLayoutCount));
+        c.buffers_api = rng.below(2) == 1;
+        c.backward = rng.below(4) != 0;
+        c.with_lse = c.backward || rng.below(4) != 0;  // the backward takes the forward's LSE
+        c.out_for_pointwise = rng.below(2) == 1;
+        c.seed = seed * 1000003 + uint64_t(idx);
+        c.name = case_name(th::format("rand%llu_", (unsigned long long)seed).c_str(), idx, c, heads);
+        cases.push_back(c);
+    }
+    return cases;
+}
+
 // The CI design really covers every pair (recomputed from the cases, independent of the generator).
 bool ci_design_covers_pairs(const std::vector<std::vector<int>>& rows) {
     for (int a = 0; a < kFactors; ++a)
@@ -304,12 +339,16 @@ int main(int argc, char** argv) {
     int shard = -1;
     bool list = false, verbose = false;
     long long max_elements = 0;  // > 0: skip cases whose Nq·Nk exceeds it
+    uint64_t seed = 1;           // --tier random
+    int count = 200;
     std::vector<std::string> filters, skips;  // skips: cases named in tests/CMakeLists.txt as known library bugs
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--tier") && i + 1 < argc) tier = argv[++i];
         else if (!std::strcmp(argv[i], "--shard") && i + 1 < argc) shard = std::atoi(argv[++i]);
         else if (!std::strcmp(argv[i], "--max-elements") && i + 1 < argc) max_elements = std::atoll(argv[++i]);
         else if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) skips.push_back(argv[++i]);
+        else if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+        else if (!std::strcmp(argv[i], "--count") && i + 1 < argc) count = std::atoi(argv[++i]);
         else if (!std::strcmp(argv[i], "--list")) list = true;
         else if (!std::strcmp(argv[i], "--verbose")) verbose = true;
         else filters.push_back(argv[i]);
@@ -318,7 +357,12 @@ int main(int argc, char** argv) {
     if (isa != 0) return isa;
 
     if (tier == "ci" && !ci_design_covers_pairs(covering_design(kFactorSizes, 20261124))) return 1;
-    const std::vector<Case> all = tier == "full" ? full_cases(shard) : ci_cases();
+    if (tier != "ci" && tier != "full" && tier != "random") {
+        std::fprintf(stderr, "--tier: ci, full or random, not %s\n", tier.c_str());
+        return 2;
+    }
+    const std::vector<Case> all =
+        tier == "full" ? full_cases(shard) : tier == "random" ? random_cases(seed, count) : ci_cases();
     std::vector<Case> cases;
     double cost = 0;
     for (const Case& c : all) {

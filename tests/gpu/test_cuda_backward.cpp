@@ -6,8 +6,9 @@
 // (which must write nothing); a created stream, CUDA-graph capture and the caller's current device;
 // finite differences of the library's own forward on tiny fp16 problems. Every numerics case runs both CUDA paths: the deterministic kernels (no workspace) and the fast
 // path (params.workspace: dQ by atomics), whose dK and dV must equal the deterministic ones bit for bit.
-// out and lse come from ref64 (out rounded to the dtype), as tests/numerics.cpp does for the CPU, so the
-// check isolates the backward.
+// out and lse come from ref64 (out rounded to the dtype), so the check isolates the backward (fp16 and bf16
+// only: their naive error dwarfs S's rounding, which a foreign LSE leaves in P; tests/numerics.cpp hands
+// the CPU backward the forward's own LSE, for fp32's sake).
 //
 //   test_cuda_backward [--quick] [--device cpu] [--list] [--verbose] [name filters...]
 //
