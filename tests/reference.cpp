@@ -651,12 +651,19 @@ RuleResult check_rule(const std::string& case_name, const char* output, const fl
 
 // ---- random numbers -------------------------------------------------------------------------------
 
-uint64_t Rng::next_u64() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+namespace {
+uint64_t splitmix_finalise(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+}  // namespace
+
+// The seed is hashed (a bijection) so that neighbouring seeds start unrelated streams: with the state
+// seed·γ, seed + 1 gave seed's stream shifted by one draw.
+Rng::Rng(uint64_t seed) : state_(splitmix_finalise(seed + 0x632BE59BD9B4E019ull)) {}
+
+uint64_t Rng::next_u64() { return splitmix_finalise(state_ += 0x9E3779B97F4A7C15ull); }
 
 double Rng::uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
 

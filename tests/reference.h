@@ -126,7 +126,7 @@ RuleResult check_rule(const std::string& case_name, const char* output, const fl
 // Deterministic pseudo-random numbers (splitmix64 + Box–Muller) so a failing case reproduces from its seed.
 class Rng {
 public:
-    explicit Rng(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
+    explicit Rng(uint64_t seed);
     uint64_t next_u64();
     double uniform();  // [0, 1)
     double normal();

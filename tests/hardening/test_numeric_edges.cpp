@@ -590,8 +590,12 @@ TEST(amx_operand_tiles_spanning_beyond_2_pow_100) {
     t.s.alpha = 0;
     t.relative = true;
     run_edge(t);
-    // a negative scale (the amx forward folds the scale's rest into the score's first pass, after softmax
-    // has masked columns with -inf): causal with Nq > Nk, rows seeing one key up to all, GQA, d = 34
+}
+
+// A negative scale with masked columns: softmax fills them with -inf, so the scale must be applied before
+// (the amx forward once multiplied the -inf by the scale's negative rest: +inf, then NaN). Causal with
+// Nq > Nk (rows seeing no key, one key, up to all), GQA, d = 34; found by the Java fuzzer.
+TEST(negative_scale_with_masks) {
     for (int score : {ref::kSoftmax, ref::kSigmoid}) {
         Edge e = make(label("bf16 negative scale, causal Nq > Nk,", score, ref::kBf16), spec(score, 1, 32, 28, 2, 1, 34),
                       ref::kBf16, 191 + uint64_t(score), 1, 1, 1, 1);
