@@ -96,17 +96,22 @@ inline __m512i bf16_of(vf a, vf b) {
     return _mm512_permutex2var_epi16(_mm512_castps_si512(a), idx, _mm512_castps_si512(b));
 }
 
+// 2·W values, a's then b's, as 32 hi and 32 lo bf16 (split_bf16) at hi and lo
+inline void store_split(vf a, vf b, uint16_t* hi, uint16_t* lo) {
+    vf h0, l0, h1, l1;
+    split_bf16(a, h0, l0);
+    split_bf16(b, h1, l1);
+    _mm512_storeu_si512(hi, bf16_of(h0, h1));
+    _mm512_storeu_si512(lo, bf16_of(l0, l1));
+}
+
 // One row's x[c]·mul, c < n_valid (a multiple of W), as hi and lo bf16 rows (split_bf16) of n columns (a
 // multiple of kTileK), zero from n_valid.
 inline void split_row(const float* x, int64_t n_valid, int64_t n, float mul, uint16_t* hi, uint16_t* lo) {
     const vf vm = vset(mul);
-    for (int64_t c = 0; c < n; c += 2 * W) {
-        vf h0, l0, h1, l1;
-        split_bf16(c < n_valid ? vmul(vload(x + c), vm) : vzero(), h0, l0);
-        split_bf16(c + W < n_valid ? vmul(vload(x + c + W), vm) : vzero(), h1, l1);
-        _mm512_storeu_si512(hi + c, bf16_of(h0, h1));
-        _mm512_storeu_si512(lo + c, bf16_of(l0, l1));
-    }
+    for (int64_t c = 0; c < n; c += 2 * W)
+        store_split(c < n_valid ? vmul(vload(x + c), vm) : vzero(),
+                    c + W < n_valid ? vmul(vload(x + c + W), vm) : vzero(), hi + c, lo + c);
 }
 
 // Rows [from, to) of the bf16 row tiles hi, lo [·][ld]: n columns of zeros
