@@ -60,6 +60,7 @@ struct WgmmaFwdTraits {
     static constexpr int kPSteps = kBlockN / 16;   // k16 steps of P V
     static_assert(kHeadDim % 64 == 0, "whole 128-byte swizzle rows");
     static_assert(kBlockM * kHeadDim * 2 <= kSmemBytes - 1024, "store_acc_rows stages the O tile at the aligned base");
+    static_assert(kQBytes % 1024 == 0 && kTileBytes % 1024 == 0, "every wgmma operand tile at a 1024-byte boundary");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
 };
@@ -88,6 +89,7 @@ __device__ __forceinline__ uint64_t k_major(uint32_t base, int ks) {
 // one column block (kRows rows) further
 template <int kRows>
 __device__ __forceinline__ uint64_t n_major(uint32_t base, int kp) {
+    static_assert(kRows * 128 < (1 << 18), "the leading-byte offset fits the descriptor's 14-bit field");
     return descriptor(base + kp * 16 * 128, kRows * 128, 1024);
 }
 
