@@ -440,8 +440,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
 
     // extended, key padding: β of key tile nb (keys j0 + c, −inf past Nk) into slots [0, kBlockN) of buffer
     // buf, one tile ahead; the block's row i0 stands for every row (the host's ext_key_beta). Staged by the
-    // whole first warpgroup (its second half computing the same keys again into slots kBlockN..): called
-    // with wgmma in flight, it must not split a warpgroup, whose wgmma.wait_group follows.
+    // whole first warpgroup (its second half computing the same keys again into slots kBlockN..), so that no
+    // warp diverges between wgmma's commit and wait. Not required (the branch reconverges before the wait:
+    // the forward stages with half a warpgroup at d = 256, and ptxas serialises neither), but free here.
     float* const key_beta_sm = reinterpret_cast<float*>(smem + T::kKeyBeta);
     auto stage_key_beta = [&](int nb, int buf) {
         if (kExt && f.ext.key_beta && tid < T::kKeyBetaSlots) {
