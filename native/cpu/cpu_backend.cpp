@@ -12,6 +12,7 @@
 #include <memory>
 #include <new>
 
+#include "block_cache.h"
 #include "kernel_table.h"
 #include "linear.h"
 #include "thread_pool.h"
@@ -94,35 +95,38 @@ struct FreeDeleter {
 };
 
 // Small calls reuse one scratch block per calling thread: a malloc/free pair of a few hundred KB costs
-// glibc a heap consolidation per call, a quarter of a tiny call's time. Large calls allocate, where
-// that cost is noise; the per-thread block never exceeds kMaxCachedScratch and is freed at thread exit.
-constexpr size_t kMaxCachedScratch = size_t(1) << 20;
+// glibc a heap consolidation per call, a quarter of a tiny call's time. Larger ones come from the block
+// cache (block_cache.h); the per-thread block never exceeds kMinCachedBytes and is freed at thread exit.
 struct ThreadScratch {
     std::unique_ptr<float, FreeDeleter> block;
     size_t bytes = 0;
 };
 thread_local ThreadScratch t_scratch;
 
+// floats_per_worker floats for each of `workers`, each worker's part 64-byte aligned
+inline size_t scratch_bytes(size_t floats_per_worker, int workers) {
+    return (floats_per_worker * sizeof(float) + 63) / 64 * 64 * size_t(workers);
+}
+
 class Scratch {
 public:
-    // floats_per_worker floats for each of `workers`, each worker's part 64-byte aligned
-    Scratch(size_t floats_per_worker, int workers) {
-        const size_t bytes = (floats_per_worker * sizeof(float) + 63) / 64 * 64 * size_t(workers);
-        if (bytes > kMaxCachedScratch) {
-            owned_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-            data_ = owned_.get();
+    Scratch(size_t floats_per_worker, int workers)
+        : bytes_(scratch_bytes(floats_per_worker, workers)), large_(bytes_ > kMinCachedBytes ? bytes_ : 0) {
+        if (bytes_ > kMinCachedBytes) {
+            data_ = large_.floats();
             return;
         }
-        if (t_scratch.bytes < bytes) {
-            t_scratch.block.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-            t_scratch.bytes = t_scratch.block ? bytes : 0;
+        if (t_scratch.bytes < bytes_) {
+            t_scratch.block.reset(static_cast<float*>(std::aligned_alloc(64, bytes_)));
+            t_scratch.bytes = t_scratch.block ? bytes_ : 0;
         }
         data_ = t_scratch.block.get();
     }
     float* get() const { return data_; }  // nullptr when the allocation failed
 
 private:
-    std::unique_ptr<float, FreeDeleter> owned_;
+    size_t bytes_;
+    CachedBlock large_;
     float* data_ = nullptr;
 };
 
@@ -166,18 +170,15 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, Bf16Range& range) {
     int64_t wave = shared ? std::min(wave_floats() / (k_tiles * tile_floats), pairs) : pairs;
     if (shared && wave < pairs && wave * group * tiles < int64_t(workers)) shared = false, wave = pairs;
     const int64_t pair_floats = shared ? k_tiles * tile_floats : 0;
-    std::unique_ptr<float, FreeDeleter> packed(
-        shared ? static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats))) : nullptr);
+    const CachedBlock packed(shared ? sizeof(float) * size_t(wave * pair_floats) : 0);
     // bf16 products: each packed key tile's smallest |k| (Bf16Range), and its V's multiplier (AMX)
-    std::unique_ptr<float, FreeDeleter> k_min(
-        shared && k.bf16_products(p) ? static_cast<float*>(std::malloc(sizeof(float) * size_t(3 * wave * k_tiles)))
-                                     : nullptr);
-    if (shared && (!packed || (k.bf16_products(p) && !k_min))) return FSIG_ERROR_OUT_OF_MEMORY;
+    const CachedBlock k_min(shared && k.bf16_products(p) ? sizeof(float) * size_t(3 * wave * k_tiles) : 0);
+    if (shared && (!packed.floats() || (k.bf16_products(p) && !k_min.floats()))) return FSIG_ERROR_OUT_OF_MEMORY;
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
-        const KvPack kv{packed.get(), shared ? packed.get() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
-                        pair0, k_min.get(), k_min ? k_min.get() + wave * k_tiles : nullptr,
-                        k_min ? k_min.get() + 2 * wave * k_tiles : nullptr, &range};
+        const KvPack kv{packed.floats(), shared ? packed.floats() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
+                        pair0, k_min.floats(), k_min.floats() ? k_min.floats() + wave * k_tiles : nullptr,
+                        k_min.floats() ? k_min.floats() + 2 * wave * k_tiles : nullptr, &range};
         if (shared)
             parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
                 const int64_t pair = pair0 + t / k_tiles;
@@ -228,18 +229,16 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
     const size_t per_worker = (k.scratch_floats(p) + 15) / 16 * 16;
     const Scratch scratch(per_worker, workers);
     const bool softmax = p.score == FSIG_SCORE_SOFTMAX;
-    std::unique_ptr<float, FreeDeleter> D(
-        softmax ? static_cast<float*>(std::malloc(sizeof(float) * size_t(p.batch * p.heads_q * p.seq_q))) : nullptr);
+    const CachedBlock D(softmax ? sizeof(float) * size_t(p.batch * p.heads_q * p.seq_q) : 0);
     // dbias broadcast over Nq: the key tasks leave dS summed over the query rows per (b, h, key)
     const bool dbias_cols = a.has_dbias && a.dbias.shape[2] != p.seq_q;
-    std::unique_ptr<float, FreeDeleter> ds_cols(
-        dbias_cols ? static_cast<float*>(std::malloc(sizeof(float) * size_t(p.batch * p.heads_q * p.seq_k))) : nullptr);
-    if (!scratch.get() || (softmax && !D) || (dbias_cols && !ds_cols)) return FSIG_ERROR_OUT_OF_MEMORY;
+    const CachedBlock ds_cols(dbias_cols ? sizeof(float) * size_t(p.batch * p.heads_q * p.seq_k) : 0);
+    if (!scratch.get() || (softmax && !D.floats()) || (dbias_cols && !ds_cols.floats())) return FSIG_ERROR_OUT_OF_MEMORY;
 
     if (softmax)
         parallel_for(p.batch * p.heads_q * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, bh = t / q_tiles;
-            k.backward_rowdot_task(a, bh / p.heads_q, bh % p.heads_q, tile * kBlockM, D.get());
+            k.backward_rowdot_task(a, bh / p.heads_q, bh % p.heads_q, tile * kBlockM, D.floats());
         });
     // One pass over the key tiles computes each tile product once; their dQ shares are summed in fp32
     // accumulators in key-tile order, for as many (batch, kv head) pairs at a time as wave_floats()
@@ -260,11 +259,10 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
     const int64_t bf16_floats = bf16_rows ? wave * (bf16_pair + cols_pair + 2 * muls_pair) +
                                                 16 * bf16_row_pitch(k.isa, p.head_dim)
                                           : 2 * wave * pair_floats;
-    std::unique_ptr<float, FreeDeleter> wave_rows(
-        static_cast<float*>(std::malloc(sizeof(float) * size_t(wave * pair_floats + bf16_floats))));
+    const CachedBlock wave_rows(sizeof(float) * size_t(wave * pair_floats + bf16_floats));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
-    if (!wave_rows || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
-    float* const dq_rows = wave_rows.get();
+    if (!wave_rows.floats() || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
+    float* const dq_rows = wave_rows.floats();
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         std::memset(dq_rows, 0, sizeof(float) * size_t(count * pair_floats));
@@ -287,7 +285,7 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
         // tasks of one pair are consecutive, key tiles ascending: a task's earlier key tiles were taken first
         parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
             const int64_t tile = t % k_tiles, pair = pair0 + t / k_tiles;
-            k.backward_key_task(a, D.get(), pair / p.heads_k, pair % p.heads_k, tile * bn, ds_cols.get(), acc,
+            k.backward_key_task(a, D.floats(), pair / p.heads_k, pair % p.heads_k, tile * bn, ds_cols.floats(), acc,
                                 scratch.get() + size_t(w) * per_worker);
         });
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
@@ -300,14 +298,14 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
     if (dbias_cols)
         parallel_for(bias_b * bias_h * k_tiles, workers, [&](int64_t t, int w) {
             const int64_t tile = t % k_tiles, bh = t / k_tiles;
-            k.backward_dbias_cols_task(a, ds_cols.get(), bh / bias_h, bh % bias_h, tile * bn,
+            k.backward_dbias_cols_task(a, ds_cols.floats(), bh / bias_h, bh % bias_h, tile * bn,
                                        scratch.get() + size_t(w) * per_worker);
         });
     // dbias broadcast over batch or heads only (with none, the key tasks wrote it): tasks own whole rows
     else if (a.has_dbias && (bias_b != p.batch || bias_h != p.heads_q))
         parallel_for(bias_b * bias_h * q_tiles, workers, [&](int64_t t, int w) {
             const int64_t tile = t % q_tiles, bh = t / q_tiles;
-            k.backward_dbias_task(a, D.get(), bh / bias_h, bh % bias_h, tile * kBlockM,
+            k.backward_dbias_task(a, D.floats(), bh / bias_h, bh % bias_h, tile * kBlockM,
                                   scratch.get() + size_t(w) * per_worker);
         });
     return FSIG_OK;

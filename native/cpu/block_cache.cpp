@@ -1,0 +1,110 @@
+#include "block_cache.h"
+
+#include <cstdlib>
+#include <mutex>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace fsig::cpu {
+namespace {
+
+constexpr size_t kGranule = size_t(2) << 20;  // a transparent huge page on x86-64 and 4 KiB-page AArch64
+
+struct Idle {
+    void* data;
+    size_t capacity;
+};
+
+// A fixed array, so that returning a block (in a destructor) never allocates
+constexpr int kMaxIdleBlocks = 16;
+struct Cache {
+    std::mutex mutex;
+    Idle idle[kMaxIdleBlocks];  // [0, count), oldest first
+    int count = 0;
+    size_t idle_bytes = 0;
+
+    void drop_oldest() {  // under the lock
+        std::free(idle[0].data);
+        idle_bytes -= idle[0].capacity;
+        for (int i = 1; i < count; ++i) idle[i - 1] = idle[i];
+        --count;
+    }
+};
+
+// Never destroyed: a call still running on another thread at exit may return its blocks after static
+// destructors ran (what it holds idle then is the process's to reclaim, and reachable for leak checkers).
+Cache& cache() {
+    static Cache* c = new Cache;
+    return *c;
+}
+
+void* allocate_granules(size_t capacity) {
+    void* p = std::aligned_alloc(kGranule, capacity);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    // Fewer faults and TLB misses where huge pages are "madvise" only; harmless where refused.
+    if (p != nullptr) madvise(p, capacity, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+}  // namespace
+
+CachedBlock::CachedBlock(size_t bytes) {
+    if (bytes == 0) return;
+    if (bytes < kMinCachedBytes) {
+        data_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+        return;
+    }
+    const size_t capacity = (bytes + kGranule - 1) / kGranule * kGranule;
+    Cache& c = cache();
+    {
+        std::lock_guard<std::mutex> lock(c.mutex);
+        int best = -1;
+        for (int i = 0; i < c.count; ++i)
+            if (c.idle[i].capacity >= capacity && (best < 0 || c.idle[i].capacity < c.idle[best].capacity)) best = i;
+        if (best >= 0) {
+            data_ = c.idle[best].data;
+            capacity_ = c.idle[best].capacity;
+            c.idle_bytes -= capacity_;
+            for (int i = best + 1; i < c.count; ++i) c.idle[i - 1] = c.idle[i];
+            --c.count;
+            return;
+        }
+    }
+    data_ = allocate_granules(capacity);
+    if (data_ == nullptr) {  // idle blocks too small to serve may be what the memory went to
+        release_idle_blocks();
+        data_ = allocate_granules(capacity);
+    }
+    capacity_ = data_ != nullptr ? capacity : 0;
+}
+
+CachedBlock::~CachedBlock() {
+    if (data_ == nullptr) return;
+    if (capacity_ == 0 || capacity_ > kMaxIdleBytes) {
+        std::free(data_);
+        return;
+    }
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (c.count == kMaxIdleBlocks) c.drop_oldest();
+    c.idle[c.count++] = {data_, capacity_};
+    c.idle_bytes += capacity_;
+    while (c.idle_bytes > kMaxIdleBytes) c.drop_oldest();
+}
+
+void release_idle_blocks() {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    while (c.count > 0) c.drop_oldest();
+}
+
+size_t idle_block_bytes() {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    return c.idle_bytes;
+}
+
+}  // namespace fsig::cpu
