@@ -361,6 +361,12 @@ FSIG_API int fsig_get_capabilities(fsig_capabilities* caps);
 FSIG_API int fsig_set_num_threads(int n);
 FSIG_API int fsig_get_num_threads(void);
 
+/* The CPU backend keeps its large working buffers (1 MiB or more: packed K and V, dQ accumulators) for
+ * the next call, at most 256 MiB of them idle: allocated afresh, they were faulted in page by page on
+ * every call. This frees the idle ones now (buffers of calls still running join the cache when those
+ * end); the next call allocates again. Added in 0.3. Always FSIG_OK. */
+FSIG_API int fsig_release_cached_memory(void);
+
 /* A constant string for a status code ("unknown status" for codes not listed above). */
 FSIG_API const char* fsig_status_string(int status);
 /* The message of this thread's most recent call that can fail ("" if it succeeded); valid until the

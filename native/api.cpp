@@ -7,6 +7,7 @@
 #include <cstring>
 #include <iterator>
 
+#include "cpu/block_cache.h"
 #include "cpu/cpu_backend.h"
 #include "cpu/linear.h"
 #include "cpu/thread_pool.h"
@@ -1113,6 +1114,12 @@ FSIG_API int fsig_set_num_threads(int n) {
 }
 
 FSIG_API int fsig_get_num_threads(void) { return fsig::cpu::num_threads(); }
+
+FSIG_API int fsig_release_cached_memory(void) {
+    fsig::clear_error();
+    fsig::cpu::release_idle_blocks();
+    return FSIG_OK;
+}
 
 FSIG_API const char* fsig_status_string(int status) {
     switch (status) {

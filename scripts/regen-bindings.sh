@@ -9,6 +9,7 @@ rm -rf "$out/io/flashsig/ffi"
 symbols=(fsig_attention_params_default fsig_attention_params_init fsig_attention_forward
   fsig_attention_backward fsig_attention_forward_buffers fsig_attention_backward_buffers
   fsig_version fsig_version_string fsig_get_capabilities fsig_set_num_threads fsig_get_num_threads
+  fsig_release_cached_memory
   fsig_status_string fsig_last_error
   fsig_attention_forward_ex fsig_attention_backward_ex fsig_attention_forward_ex_buffers
   fsig_attention_backward_ex_buffers fsig_alibi_slopes

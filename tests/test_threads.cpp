@@ -4,7 +4,8 @@
 // tiles, GQA groups and batches so that a thread-dependent partition or reduction order would show.
 // Nor on the tensors' memory layout: contiguous rows, head-major, a head-dim stride of 2 (element-wise
 // loads) and [B, H, d, N] (packed and stored along positions) give bitwise-equal values. Nor on the size
-// of the CPU's waves (FSIG_CPU_WAVE_FLOATS), packed K and V or not.
+// of the CPU's waves (FSIG_CPU_WAVE_FLOATS), packed K and V or not, nor on its cache of working buffers.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -78,6 +79,31 @@ void check_wave_independent(const Spec& s, int dtype, uint64_t seed) {
     ::unsetenv("FSIG_CPU_WAVE_FLOATS");
 }
 
+// Nor on what the CPU backend's cache of working buffers holds (native/cpu/block_cache.h): fresh buffers
+// after fsig_release_cached_memory, then the same ones again after another problem wrote them. Under
+// FSIG_CPU_POISON_SCRATCH=1 (CTest) every buffer comes NaN-filled instead: the outputs must be finite.
+void check_cache_independent(const Spec& s, const Spec& other, int dtype, uint64_t seed) {
+    EXPECT(fsig_release_cached_memory() == FSIG_OK, "fsig_release_cached_memory: %s", fsig_last_error());
+    const Outputs fresh = run(s, dtype, 2, seed);
+    run(other, dtype, 2, seed + 1);
+    const Outputs reused = run(s, dtype, 2, seed);
+    const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
+    const std::vector<unsigned char>* a[5] = {&fresh.out, &fresh.lse, &fresh.dq, &fresh.dk, &fresh.dv};
+    const std::vector<unsigned char>* b[5] = {&reused.out, &reused.lse, &reused.dq, &reused.dk, &reused.dv};
+    for (int t = 0; t < 5; ++t) {
+        EXPECT(*a[t] == *b[t], "%s %s: %s differs between fresh and reused buffers", s.describe().c_str(),
+               dtype_name(dtype), names[t]);
+        for (size_t i = 0; i + sizeof(float) <= a[t]->size(); i += sizeof(float)) {
+            float x;
+            std::memcpy(&x, a[t]->data() + i, sizeof x);
+            if (!std::isfinite(x)) {
+                EXPECT(false, "%s %s: %s[%zu] = %g", s.describe().c_str(), dtype_name(dtype), names[t], i / sizeof x, x);
+                break;
+            }
+        }
+    }
+}
+
 void check_layout_independent(const Spec& s, int dtype, uint64_t seed) {
     const Outputs contiguous = run(s, dtype, 2, seed, tu::kContiguous);
     for (int layout : {tu::kBHSD, tu::kStrideD2, tu::kBHDN}) {
@@ -133,6 +159,16 @@ TEST(sigmoid_bf16_mqa_window_is_layout_independent) { check_layout_independent(s
 TEST(gelu_fp16_d128_is_layout_independent) { check_layout_independent(spec(kGelu, 2, 2, 128, false, -1, -1, 77, 201), kFp16, 9); }
 TEST(softmax_fp32_gqa_causal_is_wave_independent) { check_wave_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1), kFp32, 12); }
 TEST(sigmoid_bf16_mqa_window_is_wave_independent) { check_wave_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 13); }
+
+// buffers of 1 MiB and more (packed K and V of 6 key tiles at d = 128 for two kv heads, the backward's waves)
+TEST(sigmoid_fp32_gqa_causal_is_cache_independent) {
+    check_cache_independent(spec(kSigmoid, 4, 2, 128, true, -1, -1, 700, 700), spec(kSoftmax, 2, 2, 128, false, -1, -1, 900, 650),
+                            kFp32, 14);
+}
+TEST(softmax_bf16_gqa_is_cache_independent) {
+    check_cache_independent(spec(kSoftmax, 4, 2, 128, false, -1, -1, 700, 700), spec(kGelu, 4, 1, 96, true, 30, 0, 800, 800),
+                            kBf16, 15);
+}
 
 // d > 128 (key tiles of 64) and d below the vector width
 TEST(relu_fp32_d160_is_layout_independent) { check_layout_independent(spec(kRelu, 2, 1, 160, true, -1, -1, 130, 150), kFp32, 10); }

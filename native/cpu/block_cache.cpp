@@ -1,6 +1,7 @@
 #include "block_cache.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #if defined(__linux__)
@@ -49,36 +50,49 @@ void* allocate_granules(size_t capacity) {
     return p;
 }
 
+// The smallest idle block that fits; of equal ones the last released (the likeliest still in the caches)
+void* take_idle(Cache& c, size_t capacity, size_t* taken) {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    int best = -1;
+    for (int i = 0; i < c.count; ++i)
+        if (c.idle[i].capacity >= capacity && (best < 0 || c.idle[i].capacity <= c.idle[best].capacity)) best = i;
+    if (best < 0) return nullptr;
+    void* data = c.idle[best].data;
+    *taken = c.idle[best].capacity;
+    c.idle_bytes -= *taken;
+    for (int i = best + 1; i < c.count; ++i) c.idle[i - 1] = c.idle[i];
+    --c.count;
+    return data;
+}
+
 }  // namespace
+
+void poison_for_tests(void* p, size_t bytes) {
+    static const bool poison = [] {
+        const char* env = std::getenv("FSIG_CPU_POISON_SCRATCH");
+        return env != nullptr && std::strcmp(env, "1") == 0;
+    }();
+    if (poison && p != nullptr) std::memset(p, 0xff, bytes);
+}
 
 CachedBlock::CachedBlock(size_t bytes) {
     if (bytes == 0) return;
     if (bytes < kMinCachedBytes) {
         data_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+        poison_for_tests(data_, bytes);
         return;
     }
     const size_t capacity = (bytes + kGranule - 1) / kGranule * kGranule;
-    Cache& c = cache();
-    {
-        std::lock_guard<std::mutex> lock(c.mutex);
-        int best = -1;
-        for (int i = 0; i < c.count; ++i)
-            if (c.idle[i].capacity >= capacity && (best < 0 || c.idle[i].capacity < c.idle[best].capacity)) best = i;
-        if (best >= 0) {
-            data_ = c.idle[best].data;
-            capacity_ = c.idle[best].capacity;
-            c.idle_bytes -= capacity_;
-            for (int i = best + 1; i < c.count; ++i) c.idle[i - 1] = c.idle[i];
-            --c.count;
-            return;
-        }
-    }
-    data_ = allocate_granules(capacity);
-    if (data_ == nullptr) {  // idle blocks too small to serve may be what the memory went to
-        release_idle_blocks();
+    data_ = take_idle(cache(), capacity, &capacity_);
+    if (data_ == nullptr) {
         data_ = allocate_granules(capacity);
+        if (data_ == nullptr) {  // idle blocks too small to serve may be what the memory went to
+            release_idle_blocks();
+            data_ = allocate_granules(capacity);
+        }
+        capacity_ = data_ != nullptr ? capacity : 0;
     }
-    capacity_ = data_ != nullptr ? capacity : 0;
+    poison_for_tests(data_, bytes);
 }
 
 CachedBlock::~CachedBlock() {

@@ -8,10 +8,10 @@
 
 namespace fsig::cpu {
 
-// At least `bytes` bytes, 64-byte aligned: blocks of kMinCachedBytes or more come from the process-wide
-// cache of idle blocks (the smallest that fits) or are allocated 2 MiB-aligned with transparent huge
-// pages asked for, and go back to the cache when destroyed; smaller ones are plain heap allocations.
-// floats() is nullptr for bytes == 0 and when the allocation failed.
+// At least `bytes` bytes, 64-byte aligned. Blocks of kMinCachedBytes or more come from the process-wide
+// cache of idle blocks (the smallest that fits, the last released of equals) or are allocated 2 MiB-aligned
+// with transparent huge pages asked for, and go back to the cache when destroyed; smaller ones are plain
+// heap allocations. floats() is nullptr for bytes == 0 and when the allocation failed.
 class CachedBlock {
 public:
     explicit CachedBlock(size_t bytes);
@@ -29,6 +29,11 @@ constexpr size_t kMinCachedBytes = size_t(1) << 20;
 // Idle blocks beyond this total are freed, the longest idle first: two calls' buffers at the 64 MB wave
 // budget (cpu_backend.cpp's wave_floats) and their scratch stay.
 constexpr size_t kMaxIdleBytes = size_t(256) << 20;
+
+// Under FSIG_CPU_POISON_SCRATCH=1 (the numerics tests set it), fills p with 0xff bytes: NaN as fp32 and
+// bf16. Every working buffer is handed out so (cached or not, reused or new), and a kernel that reads
+// memory it did not write in this call then fails its check instead of passing on zeros or stale values.
+void poison_for_tests(void* p, size_t bytes);
 
 // Frees every idle block (fsig_release_cached_memory); blocks in use join the cache when their call ends.
 void release_idle_blocks();

@@ -121,6 +121,7 @@ public:
             t_scratch.bytes = t_scratch.block ? bytes_ : 0;
         }
         data_ = t_scratch.block.get();
+        poison_for_tests(data_, bytes_);
     }
     float* get() const { return data_; }  // nullptr when the allocation failed
 

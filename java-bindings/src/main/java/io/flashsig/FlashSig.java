@@ -390,6 +390,17 @@ public final class FlashSig {
         return FlashSigNative.fsig_get_num_threads();
     }
 
+    /**
+     * Frees the CPU backend's idle working buffers now. It keeps those of 1 MiB or more (packed K and V,
+     * dQ accumulators) for the next call, at most 256 MiB of them, since allocating them afresh costs a
+     * page fault per page on every call; buffers of calls still running join the cache when those end.
+     */
+    public static void releaseCachedMemory() {
+        NativeLibrary.load();
+        int status = FlashSigNative.fsig_release_cached_memory();
+        if (status != 0) throw nativeError(status);
+    }
+
     /** The native library's version, "MAJOR.MINOR.PATCH". */
     public static String version() {
         NativeLibrary.load();

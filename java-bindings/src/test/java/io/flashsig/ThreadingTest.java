@@ -21,7 +21,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class ThreadingTest {
     /** forward out + lse and backward dq, dk, dv of one fixed problem, as float arrays. */
     static float[][] run(AttentionSpec spec, long seed) {
-        int b = 1, nq = 77, nk = 131, hq = 4, hk = 2, d = 48;
+        return run(spec, seed, 77, 131, 48);
+    }
+
+    static float[][] run(AttentionSpec spec, long seed, int nq, int nk, int d) {
+        int b = 1, hq = 4, hk = 2;
         Random r = new Random(seed);
         float[] q = TestSupport.toFloats(TestSupport.randn(r, DType.FP32, b * nq * hq * d));
         float[] k = TestSupport.toFloats(TestSupport.randn(r, DType.FP32, b * nk * hk * d));
@@ -60,6 +64,31 @@ class ThreadingTest {
             FlashSig.setNumThreads(0);
         }
         assertTrue(FlashSig.numThreads() >= 1);
+    }
+
+    /**
+     * The CPU backend keeps buffers of 1 MiB and more between calls (here packed K and V of two kv heads,
+     * 700 keys at d = 128); releasing them, also while other threads' calls run, changes no result.
+     */
+    @Test
+    void releasingCachedMemoryChangesNoResult() throws Exception {
+        AttentionSpec spec = AttentionSpec.softmax().causal();
+        FlashSig.releaseCachedMemory();
+        float[][] fresh = run(spec, 7, 300, 700, 128);
+        float[][] reused = run(spec, 7, 300, 700, 128);
+        for (int i = 0; i < fresh.length; i++) assertArrayEquals(fresh[i], reused[i], "output " + i + " differs when reused");
+        ExecutorService pool = Executors.newFixedThreadPool(3);
+        try {
+            List<Future<float[][]>> calls = new ArrayList<>();
+            for (int t = 0; t < 3; t++) calls.add(pool.submit(() -> run(spec, 7, 300, 700, 128)));
+            for (int i = 0; i < 20; i++) FlashSig.releaseCachedMemory();
+            for (Future<float[][]> call : calls) {
+                float[][] got = call.get();
+                for (int i = 0; i < fresh.length; i++) assertArrayEquals(fresh[i], got[i], "output " + i + " differs");
+            }
+        } finally {
+            pool.shutdownNow();
+        }
     }
 
     @Test

@@ -2012,6 +2012,64 @@ public class FlashSigNative extends FlashSigNative$shared {
         }
     }
 
+    private static class fsig_release_cached_memory {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            FlashSigNative.C_INT    );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fsig_release_cached_memory");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * int fsig_release_cached_memory()
+     * }
+     */
+    public static FunctionDescriptor fsig_release_cached_memory$descriptor() {
+        return fsig_release_cached_memory.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * int fsig_release_cached_memory()
+     * }
+     */
+    public static MethodHandle fsig_release_cached_memory$handle() {
+        return fsig_release_cached_memory.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * int fsig_release_cached_memory()
+     * }
+     */
+    public static MemorySegment fsig_release_cached_memory$address() {
+        return fsig_release_cached_memory.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * int fsig_release_cached_memory()
+     * }
+     */
+    public static int fsig_release_cached_memory() {
+        var mh$ = fsig_release_cached_memory.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fsig_release_cached_memory");
+            }
+            return (int)mh$.invokeExact();
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class fsig_status_string {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             FlashSigNative.C_POINTER,
