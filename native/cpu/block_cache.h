@@ -1,6 +1,6 @@
 // The CPU backend's large working buffers (packed K and V, dQ accumulators, per-worker scratch), kept
 // between calls. Allocated afresh each call, a buffer of tens of MB costs a page fault per 4 KiB page
-// touched (the kernel zeroes each one): 14-26 % of a forward or backward at N = 4096, d = 128 on the
+// touched (the kernel zeroes each one): 15-35 % of a forward or backward at N = 4096, d = 128 on the
 // 2-vCPU VM of benchmarks/NOTES.md ("Buffers kept between calls"). glibc serves blocks over 32 MiB
 // by mmap on every call whatever the process did before, smaller ones mostly from its heap.
 #pragma once
