@@ -361,10 +361,11 @@ FSIG_API int fsig_get_capabilities(fsig_capabilities* caps);
 FSIG_API int fsig_set_num_threads(int n);
 FSIG_API int fsig_get_num_threads(void);
 
-/* The CPU backend keeps its large working buffers (1 MiB or more: packed K and V, dQ accumulators) for
- * the next call, at most 256 MiB of them idle: allocated afresh, they were faulted in page by page on
- * every call. This frees the idle ones now (buffers of calls still running join the cache when those
- * end); the next call allocates again. Added in 0.3. Always FSIG_OK. */
+/* The CPU backend's working buffers of 1 MiB or more (packed K and V, dQ accumulators, row statistics,
+ * worker scratch, linear-attention state) are kept for the next call, process-wide, at most 256 MiB of them
+ * idle: allocating them afresh costs a page fault per page on every call. This frees the idle ones now;
+ * those of calls still running join the cache when the calls end. Each calling thread also keeps one
+ * scratch block under 1 MiB until it exits, which this does not free. Added in 0.3. Always FSIG_OK. */
 FSIG_API int fsig_release_cached_memory(void);
 
 /* A constant string for a status code ("unknown status" for codes not listed above). */

@@ -2,7 +2,7 @@
 // own: a released block serves the next request that fits (the smallest such), small blocks are never
 // kept, the idle total and count stay within their limits, the longest idle block goes first, every
 // block is handed out poisoned under FSIG_CPU_POISON_SCRATCH=1 (this test sets it), release frees all,
-// and threads sharing the cache get blocks of their own. Then fsig_release_cached_memory through the ABI.
+// a size that would wrap gets nothing, and threads sharing the cache get blocks of their own. Then the ABI call.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -151,7 +151,17 @@ TEST(threads_sharing_the_cache_get_blocks_of_their_own) {
     release_idle_blocks();
 }
 
-TEST(the_abi_releases_the_library_cache) {
+TEST(a_size_the_rounding_would_wrap_gets_no_block) {
+    release_idle_blocks();
+    { CachedBlock idle(2 * kMiB); }
+    CachedBlock huge(SIZE_MAX - 100);
+    EXPECT(huge.floats() == nullptr, "SIZE_MAX - 100 bytes handed out");
+    EXPECT(idle_block_bytes() == 2 * kMiB, "the idle block was taken by an impossible request");
+    release_idle_blocks();
+}
+
+// (the library's own cache is not visible from here: this checks the call, not what it freed)
+TEST(fsig_release_cached_memory_succeeds) {
     EXPECT(fsig_release_cached_memory() == FSIG_OK, "fsig_release_cached_memory: %s", fsig_last_error());
     EXPECT(std::strcmp(fsig_last_error(), "") == 0, "last error after success: %s", fsig_last_error());
 }

@@ -81,7 +81,7 @@ void check_wave_independent(const Spec& s, int dtype, uint64_t seed) {
 
 // Nor on what the CPU backend's cache of working buffers holds (native/cpu/block_cache.h): fresh buffers
 // after fsig_release_cached_memory, then the same ones again after another problem wrote them. Under
-// FSIG_CPU_POISON_SCRATCH=1 (CTest) every buffer comes NaN-filled instead: the outputs must be finite.
+// FSIG_CPU_POISON_SCRATCH=1 every buffer comes NaN-filled instead: the outputs must be finite.
 void check_cache_independent(const Spec& s, const Spec& other, int dtype, uint64_t seed) {
     EXPECT(fsig_release_cached_memory() == FSIG_OK, "fsig_release_cached_memory: %s", fsig_last_error());
     const Outputs fresh = run(s, dtype, 2, seed);
@@ -160,7 +160,8 @@ TEST(gelu_fp16_d128_is_layout_independent) { check_layout_independent(spec(kGelu
 TEST(softmax_fp32_gqa_causal_is_wave_independent) { check_wave_independent(spec(kSoftmax, 4, 2, 64, true, -1, -1), kFp32, 12); }
 TEST(sigmoid_bf16_mqa_window_is_wave_independent) { check_wave_independent(spec(kSigmoid, 3, 1, 59, false, 70, 20), kBf16, 13); }
 
-// buffers of 1 MiB and more (packed K and V of 6 key tiles at d = 128 for two kv heads, the backward's waves)
+// buffers of 1 MiB and more (packed K and V: 6 key tiles at d = 128 for 4 (batch, kv head) pairs, 3 MiB; the
+// backward's wave rows). CTest runs these once without FSIG_CPU_POISON_SCRATCH too: stale contents then.
 TEST(sigmoid_fp32_gqa_causal_is_cache_independent) {
     check_cache_independent(spec(kSigmoid, 4, 2, 128, true, -1, -1, 700, 700), spec(kSoftmax, 2, 2, 128, false, -1, -1, 900, 650),
                             kFp32, 14);

@@ -1,5 +1,6 @@
 #include "block_cache.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -7,11 +8,35 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace fsig::cpu {
 namespace {
 
 constexpr size_t kGranule = size_t(2) << 20;  // a transparent huge page on x86-64 and 4 KiB-page AArch64
+// glibc's largest mmap threshold: smaller blocks may come from its heap, which later serves small ones
+constexpr size_t kHugePageMin = size_t(32) << 20;
+
+// Under AddressSanitizer the bytes of a block past what its holder asked for, and a whole idle block,
+// are unaddressable, as they would be with a fresh allocation of the exact size and a free.
+void mark_usable(void* p, size_t bytes, size_t capacity) {
+#if defined(__SANITIZE_ADDRESS__)
+    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+    ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + bytes, capacity - bytes);
+#else
+    (void)p, (void)bytes, (void)capacity;
+#endif
+}
+void free_block(void* p, size_t capacity) {
+#if defined(__SANITIZE_ADDRESS__)
+    ASAN_UNPOISON_MEMORY_REGION(p, capacity);
+#else
+    (void)capacity;
+#endif
+    std::free(p);
+}
 
 struct Idle {
     void* data;
@@ -27,7 +52,7 @@ struct Cache {
     size_t idle_bytes = 0;
 
     void drop_oldest() {  // under the lock
-        std::free(idle[0].data);
+        free_block(idle[0].data, idle[0].capacity);
         idle_bytes -= idle[0].capacity;
         for (int i = 1; i < count; ++i) idle[i - 1] = idle[i];
         --count;
@@ -44,8 +69,9 @@ Cache& cache() {
 void* allocate_granules(size_t capacity) {
     void* p = std::aligned_alloc(kGranule, capacity);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    // Fewer faults and TLB misses where huge pages are "madvise" only; harmless where refused.
-    if (p != nullptr) madvise(p, capacity, MADV_HUGEPAGE);
+    // Fewer faults and TLB misses where huge pages are "madvise" only; harmless where refused. Only blocks
+    // glibc always maps on their own: a heap range would keep the advice after it is freed.
+    if (p != nullptr && capacity >= kHugePageMin) madvise(p, capacity, MADV_HUGEPAGE);
 #endif
     return p;
 }
@@ -78,10 +104,11 @@ void poison_for_tests(void* p, size_t bytes) {
 CachedBlock::CachedBlock(size_t bytes) {
     if (bytes == 0) return;
     if (bytes < kMinCachedBytes) {
-        data_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (posix_memalign(&data_, 64, bytes) != 0) data_ = nullptr;
         poison_for_tests(data_, bytes);
         return;
     }
+    if (bytes > SIZE_MAX - kGranule) return;  // no such block; the rounding below would wrap
     const size_t capacity = (bytes + kGranule - 1) / kGranule * kGranule;
     data_ = take_idle(cache(), capacity, &capacity_);
     if (data_ == nullptr) {
@@ -92,15 +119,17 @@ CachedBlock::CachedBlock(size_t bytes) {
         }
         capacity_ = data_ != nullptr ? capacity : 0;
     }
+    if (data_ != nullptr) mark_usable(data_, bytes, capacity_);
     poison_for_tests(data_, bytes);
 }
 
 CachedBlock::~CachedBlock() {
     if (data_ == nullptr) return;
     if (capacity_ == 0 || capacity_ > kMaxIdleBytes) {
-        std::free(data_);
+        free_block(data_, capacity_);
         return;
     }
+    mark_usable(data_, 0, capacity_);  // idle: nothing addressable
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
     if (c.count == kMaxIdleBlocks) c.drop_oldest();

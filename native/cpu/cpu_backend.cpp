@@ -96,37 +96,34 @@ struct FreeDeleter {
 
 // Small calls reuse one scratch block per calling thread: a malloc/free pair of a few hundred KB costs
 // glibc a heap consolidation per call, a quarter of a tiny call's time. Larger ones come from the block
-// cache (block_cache.h); the per-thread block never exceeds kMinCachedBytes and is freed at thread exit.
+// cache (block_cache.h); the per-thread block stays below kMinCachedBytes and is freed at thread exit.
 struct ThreadScratch {
     std::unique_ptr<float, FreeDeleter> block;
     size_t bytes = 0;
 };
 thread_local ThreadScratch t_scratch;
 
-// floats_per_worker floats for each of `workers`, each worker's part 64-byte aligned
-inline size_t scratch_bytes(size_t floats_per_worker, int workers) {
-    return (floats_per_worker * sizeof(float) + 63) / 64 * 64 * size_t(workers);
-}
-
 class Scratch {
 public:
+    // floats_per_worker floats for each of `workers`, each worker's part 64-byte aligned
     Scratch(size_t floats_per_worker, int workers)
-        : bytes_(scratch_bytes(floats_per_worker, workers)), large_(bytes_ > kMinCachedBytes ? bytes_ : 0) {
-        if (bytes_ > kMinCachedBytes) {
-            data_ = large_.floats();
-            return;
-        }
-        if (t_scratch.bytes < bytes_) {
-            t_scratch.block.reset(static_cast<float*>(std::aligned_alloc(64, bytes_)));
-            t_scratch.bytes = t_scratch.block ? bytes_ : 0;
-        }
-        data_ = t_scratch.block.get();
-        poison_for_tests(data_, bytes_);
-    }
+        : Scratch((floats_per_worker * sizeof(float) + 63) / 64 * 64 * size_t(workers)) {}
     float* get() const { return data_; }  // nullptr when the allocation failed
 
 private:
-    size_t bytes_;
+    explicit Scratch(size_t bytes) : large_(bytes >= kMinCachedBytes ? bytes : 0) {
+        if (bytes >= kMinCachedBytes) {
+            data_ = large_.floats();
+            return;
+        }
+        if (t_scratch.bytes < bytes) {
+            t_scratch.block.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+            t_scratch.bytes = t_scratch.block ? bytes : 0;
+        }
+        data_ = t_scratch.block.get();
+        poison_for_tests(data_, bytes);
+    }
+
     CachedBlock large_;
     float* data_ = nullptr;
 };

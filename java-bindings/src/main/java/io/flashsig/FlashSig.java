@@ -391,9 +391,11 @@ public final class FlashSig {
     }
 
     /**
-     * Frees the CPU backend's idle working buffers now. It keeps those of 1 MiB or more (packed K and V,
-     * dQ accumulators) for the next call, at most 256 MiB of them, since allocating them afresh costs a
-     * page fault per page on every call; buffers of calls still running join the cache when those end.
+     * Frees the CPU backend's idle working buffers now. Buffers of 1 MiB or more (packed K and V, dQ
+     * accumulators, worker scratch) are kept for the next call, process-wide, at most 256 MiB of them idle,
+     * since allocating them afresh costs a page fault per page on every call; those of calls still running
+     * join the cache when the calls end. Each calling thread's scratch block under 1 MiB stays until the
+     * thread ends.
      */
     public static void releaseCachedMemory() {
         NativeLibrary.load();
