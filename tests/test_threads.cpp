@@ -5,6 +5,7 @@
 // Nor on the tensors' memory layout: contiguous rows, head-major, a head-dim stride of 2 (element-wise
 // loads) and [B, H, d, N] (packed and stored along positions) give bitwise-equal values. Nor on the size
 // of the CPU's waves (FSIG_CPU_WAVE_FLOATS), packed K and V or not, nor on its cache of working buffers.
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -60,6 +61,17 @@ Outputs run(const Spec& s, int dtype, int threads, uint64_t seed, int layout = -
     return r;
 }
 
+const char* const kOutputNames[5] = {"out", "lse", "dq", "dk", "dv"};
+std::array<const std::vector<unsigned char>*, 5> fields(const Outputs& o) { return {&o.out, &o.lse, &o.dq, &o.dk, &o.dv}; }
+
+// every output of x bitwise equal to y's
+void expect_same(const Spec& s, int dtype, const Outputs& x, const Outputs& y, const std::string& between) {
+    const auto a = fields(x), b = fields(y);
+    for (int t = 0; t < 5; ++t)
+        EXPECT(*a[t] == *b[t], "%s %s: %s differs between %s", s.describe().c_str(), dtype_name(dtype), kOutputNames[t],
+               between.c_str());
+}
+
 // The CPU's wave buffers (packed K, V for the forward; dQ accumulators and packed Q, dO for the backward)
 // come in waves of as many (batch, kv head) pairs as FSIG_CPU_WAVE_FLOATS allows: all pairs at once,
 // one pair per wave, or (budget 1) a forward that packs nothing. Same bits every time.
@@ -68,13 +80,7 @@ void check_wave_independent(const Spec& s, int dtype, uint64_t seed) {
     const Outputs one_wave = run(s, dtype, 2, seed);
     for (const char* floats : {"65536", "1"}) {
         ::setenv("FSIG_CPU_WAVE_FLOATS", floats, 1);
-        const Outputs waves = run(s, dtype, 2, seed);
-        const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
-        const std::vector<unsigned char>* a[5] = {&one_wave.out, &one_wave.lse, &one_wave.dq, &one_wave.dk, &one_wave.dv};
-        const std::vector<unsigned char>* b[5] = {&waves.out, &waves.lse, &waves.dq, &waves.dk, &waves.dv};
-        for (int t = 0; t < 5; ++t)
-            EXPECT(*a[t] == *b[t], "%s %s: %s differs between one wave and FSIG_CPU_WAVE_FLOATS=%s", s.describe().c_str(),
-                   dtype_name(dtype), names[t], floats);
+        expect_same(s, dtype, one_wave, run(s, dtype, 2, seed), std::string("one wave and FSIG_CPU_WAVE_FLOATS=") + floats);
     }
     ::unsetenv("FSIG_CPU_WAVE_FLOATS");
 }
@@ -86,48 +92,32 @@ void check_cache_independent(const Spec& s, const Spec& other, int dtype, uint64
     EXPECT(fsig_release_cached_memory() == FSIG_OK, "fsig_release_cached_memory: %s", fsig_last_error());
     const Outputs fresh = run(s, dtype, 2, seed);
     run(other, dtype, 2, seed + 1);
-    const Outputs reused = run(s, dtype, 2, seed);
-    const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
-    const std::vector<unsigned char>* a[5] = {&fresh.out, &fresh.lse, &fresh.dq, &fresh.dk, &fresh.dv};
-    const std::vector<unsigned char>* b[5] = {&reused.out, &reused.lse, &reused.dq, &reused.dk, &reused.dv};
-    for (int t = 0; t < 5; ++t) {
-        EXPECT(*a[t] == *b[t], "%s %s: %s differs between fresh and reused buffers", s.describe().c_str(),
-               dtype_name(dtype), names[t]);
+    expect_same(s, dtype, fresh, run(s, dtype, 2, seed), "fresh and reused buffers");
+    const auto a = fields(fresh);
+    for (int t = 0; t < 5; ++t)
         for (size_t i = 0; i + sizeof(float) <= a[t]->size(); i += sizeof(float)) {
             float x;
             std::memcpy(&x, a[t]->data() + i, sizeof x);
             if (!std::isfinite(x)) {
-                EXPECT(false, "%s %s: %s[%zu] = %g", s.describe().c_str(), dtype_name(dtype), names[t], i / sizeof x, x);
+                EXPECT(false, "%s %s: %s[%zu] = %g", s.describe().c_str(), dtype_name(dtype), kOutputNames[t],
+                       i / sizeof x, x);
                 break;
             }
         }
-    }
 }
 
 void check_layout_independent(const Spec& s, int dtype, uint64_t seed) {
     const Outputs contiguous = run(s, dtype, 2, seed, tu::kContiguous);
     for (int layout : {tu::kBHSD, tu::kStrideD2, tu::kBHDN}) {
-        const Outputs other = run(s, dtype, 2, seed, layout);
-        const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
-        const std::vector<unsigned char>* a[5] = {&contiguous.out, &contiguous.lse, &contiguous.dq, &contiguous.dk,
-                                                  &contiguous.dv};
-        const std::vector<unsigned char>* b[5] = {&other.out, &other.lse, &other.dq, &other.dk, &other.dv};
-        for (int t = 0; t < 5; ++t)
-            EXPECT(*a[t] == *b[t], "%s %s: %s differs between layouts contig and %s", s.describe().c_str(),
-                   dtype_name(dtype), names[t], tu::layout_name(layout));
+        expect_same(s, dtype, contiguous, run(s, dtype, 2, seed, layout),
+                    std::string("layouts contig and ") + tu::layout_name(layout));
     }
 }
 
 void check_independent(const Spec& s, int dtype, uint64_t seed) {
     const Outputs one = run(s, dtype, 1, seed);
     for (int threads : {2, 3, 8}) {
-        const Outputs many = run(s, dtype, threads, seed);
-        const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
-        const std::vector<unsigned char>* a[5] = {&one.out, &one.lse, &one.dq, &one.dk, &one.dv};
-        const std::vector<unsigned char>* b[5] = {&many.out, &many.lse, &many.dq, &many.dk, &many.dv};
-        for (int t = 0; t < 5; ++t)
-            EXPECT(*a[t] == *b[t], "%s %s: %s differs between 1 and %d threads", s.describe().c_str(), dtype_name(dtype),
-                   names[t], threads);
+        expect_same(s, dtype, one, run(s, dtype, threads, seed), th::format("1 and %d threads", threads));
     }
 }
 

@@ -51,11 +51,17 @@ struct Cache {
     int count = 0;
     size_t idle_bytes = 0;
 
-    void drop_oldest() {  // under the lock
-        free_block(idle[0].data, idle[0].capacity);
-        idle_bytes -= idle[0].capacity;
-        for (int i = 1; i < count; ++i) idle[i - 1] = idle[i];
+    // (under the lock) idle block i taken out of the list
+    Idle remove(int i) {
+        const Idle taken = idle[i];
+        idle_bytes -= taken.capacity;
+        for (int j = i + 1; j < count; ++j) idle[j - 1] = idle[j];
         --count;
+        return taken;
+    }
+    void drop_oldest() {
+        const Idle oldest = remove(0);
+        free_block(oldest.data, oldest.capacity);
     }
 };
 
@@ -83,12 +89,9 @@ void* take_idle(Cache& c, size_t capacity, size_t* taken) {
     for (int i = 0; i < c.count; ++i)
         if (c.idle[i].capacity >= capacity && (best < 0 || c.idle[i].capacity <= c.idle[best].capacity)) best = i;
     if (best < 0) return nullptr;
-    void* data = c.idle[best].data;
-    *taken = c.idle[best].capacity;
-    c.idle_bytes -= *taken;
-    for (int i = best + 1; i < c.count; ++i) c.idle[i - 1] = c.idle[i];
-    --c.count;
-    return data;
+    const Idle block = c.remove(best);
+    *taken = block.capacity;
+    return block.data;
 }
 
 }  // namespace
