@@ -11,16 +11,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/gpu-prebuilt
 build=${BUILD:-$root/build/gpu-prebuild}  # the CMake build folder
-# the session's targets (tests/gpu/gpu-session.sh), the same configuration
-targets=(flashsig flashsig-bench cuda-masks-bench test_cuda_forward test_cuda_backward test_cuda_masks
-  test_cuda_linear test_cuda_memory)
+source "$root/tests/gpu/session-build.sh"  # the session's targets and configuration
 
 command -v nvcc >/dev/null || { echo "no nvcc on PATH: the CUDA kernels cannot be built here" >&2; exit 1; }
-# $ORIGIN run paths: the executables find libflashsig.so wherever the folder lands on the device machine
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFSIG_CUDA=ON -DFSIG_CUDA_RESOURCE_USAGE=ON \
-  -DFSIG_CUDA_ARCHITECTURES="${ARCH:-90a-real}" -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON >/dev/null
+cmake -S "$root" -B "$build" "${gpu_configure_args[@]}" >/dev/null
 # the ptxas register and spill report of every kernel (hence a clean build), which the session keeps as its build log
-if ! cmake --build "$build" --clean-first --parallel "$(nproc)" --target "${targets[@]}" >"$build/build.log" 2>&1; then
+if ! cmake --build "$build" --clean-first --parallel "$(nproc)" --target "${gpu_targets[@]}" >"$build/build.log" 2>&1; then
   grep -E "error" "$build/build.log" | head -n 20 >&2
   echo "build failed: $build/build.log" >&2
   exit 1
@@ -33,8 +29,8 @@ cp "$build/benchmarks/flashsig-bench" "$build/benchmarks/cuda-masks-bench" "$out
 cp "$build"/tests/gpu/test_cuda_{forward,backward,masks,linear,memory} "$out/tests/gpu/"
 cp "$build/build.log" "$out/build.log"
 # what the binaries were built from, as the device tool sends it (tracked and untracked-not-ignored files; not
-# the notes and scripts)
+# the notes)
 (cd "$root" && git ls-files -z --cached --others --exclude-standard -- CMakeLists.txt cmake include native tests \
-  benchmarks ':!*.md' ':!*.py' ':!*.sh' | xargs -0 sha256sum >"$out/sources.sha256")
+  benchmarks ':!*.md' | xargs -0 sha256sum >"$out/sources.sha256")
 echo "${ARCH:-90a-real}" >"$out/arch"
 du -sh "$out"

@@ -7,7 +7,8 @@
 #   tests/gpu/gpu-session.sh [build-dir]        (default: build-gpu)
 # Steps, in this order (STEPS="…" runs a subset, e.g. on a warm machine whose build dir is kept):
 #   configure build        only the targets run here, for the GPU's own architecture (ARCH, default
-#                          90a-real: H100/H200), with the ptxas register/spill report in build.log; skipped
+#                          90a-real: H100/H200), with the ptxas register/spill report in build.log
+#                          (tests/gpu/session-build.sh); skipped
 #                          when build-dir is gpu-prebuilt/ from scripts/gpu-prebuild.sh, carried along and
 #                          built from these very sources (saves the device ≈ 1.5–2 minutes)
 #   graph_cold             a CUDA-graph capture that is the kernel's first use, alone in a fresh process
@@ -87,8 +88,7 @@ trap finish EXIT
 cat "$logs/gpu.txt"
 cp "$logs/gpu.txt" "$out/gpu.txt"
 
-targets=(flashsig flashsig-bench cuda-masks-bench test_cuda_forward test_cuda_backward test_cuda_masks
-  test_cuda_linear test_cuda_memory)
+source "$root/tests/gpu/session-build.sh"
 # a folder from scripts/gpu-prebuild.sh (the same targets, built on the CPU machine): used without configure
 # and build when every source it was built from is unchanged and its binaries start here, else built over
 if [[ -f $build/sources.sha256 ]]; then
@@ -102,9 +102,8 @@ if [[ -f $build/sources.sha256 ]]; then
     echo "$build: sources changed since scripts/gpu-prebuild.sh, or its binaries do not start here: building"
   fi
 fi
-step configure 120 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFSIG_CUDA_RESOURCE_USAGE=ON \
-  -DFSIG_CUDA_ARCHITECTURES="${ARCH:-90a-real}" || exit 1
-step build 360 cmake --build "$build" --parallel "$(nproc)" --target "${targets[@]}" || exit 1
+step configure 120 cmake -S "$root" -B "$build" "${gpu_configure_args[@]}" || exit 1
+step build 360 cmake --build "$build" --parallel "$(nproc)" --target "${gpu_targets[@]}" || exit 1
 
 gpu=$build/tests/gpu
 step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
