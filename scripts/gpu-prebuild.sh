@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Builds here, with this machine's nvcc, what tests/gpu/gpu-session.sh runs on a lent GPU, into gpu-prebuilt/
-# (git-ignored), so that the session's device minutes go to the tests and not to the build: the GPU session's
-# targets took 9 CPU-minutes here (≈ 1.5–2 device minutes on 16 cores, with configure). Carry it to the device
-# tool as `carry: ["gpu-prebuilt"]` (≈ 46 MB; gpu-carry/ does not fit beside it in the tool's 64 MiB, so the
-# Java step needs a call of its own) and run `tests/gpu/gpu-session.sh gpu-prebuilt`: the session uses these
-# binaries when every source file they were built from is unchanged (gpu-prebuilt/sources.sha256) and they
-# start there (this machine's glibc is 2.36), and configures and builds in that folder as before otherwise.
+# Builds here, with this machine's nvcc, what tests/gpu/gpu-session.sh runs on a lent GPU, so that the session's
+# device minutes go to the tests and not to the build: the session's targets took 9 CPU-minutes here (≈ 1.5–2
+# device minutes on 16 cores, with configure). Writes gpu-prebuilt.tar.xz (git-ignored; ≈ 4.5 MB, the binaries
+# are 45 MB unpacked), which fits beside gpu-carry/ in the device tool's 64 MiB: carry both
+# (`carry: ["gpu-prebuilt.tar.xz", "gpu-carry"]`) and run `tests/gpu/gpu-session.sh gpu-prebuilt`. The session
+# unpacks it and uses these binaries when every source file they were built from is unchanged
+# (gpu-prebuilt/sources.sha256) and they start there (this machine's glibc is 2.36); otherwise it configures and
+# builds in that folder as before.
 #   scripts/gpu-prebuild.sh            (ARCH as for gpu-session.sh, default 90a-real: H100/H200)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=$root/gpu-prebuilt
+out=$root/gpu-prebuilt  # packed into $out.tar.xz, then removed
 build=${BUILD:-$root/build/gpu-prebuild}  # the CMake build folder
 source "$root/tests/gpu/session-build.sh"  # the session's targets and configuration
 
@@ -33,4 +34,6 @@ cp "$build/build.log" "$out/build.log"
 (cd "$root" && git ls-files -z --cached --others --exclude-standard -- CMakeLists.txt cmake include native tests \
   benchmarks ':!*.md' | xargs -0 sha256sum >"$out/sources.sha256")
 echo "${ARCH:-90a-real}" >"$out/arch"
-du -sh "$out"
+tar -C "$root" -cf - gpu-prebuilt | xz -T0 -6 >"$out.tar.xz"
+rm -rf "$out"
+du -h "$out.tar.xz"

@@ -8,9 +8,9 @@
 # Steps, in this order (STEPS="…" runs a subset, e.g. on a warm machine whose build dir is kept):
 #   configure build        only the targets run here, for the GPU's own architecture (ARCH, default
 #                          90a-real: H100/H200), with the ptxas register/spill report in build.log
-#                          (tests/gpu/session-build.sh); skipped
-#                          when build-dir is gpu-prebuilt/ from scripts/gpu-prebuild.sh, carried along and
-#                          built from these very sources (saves the device ≈ 1.5–2 minutes)
+#                          (tests/gpu/session-build.sh); skipped when build-dir is gpu-prebuilt and
+#                          gpu-prebuilt.tar.xz (scripts/gpu-prebuild.sh, carried along) was built from these
+#                          very sources (saves the device ≈ 1.5–2 minutes)
 #   graph_cold             a CUDA-graph capture that is the kernel's first use, alone in a fresh process
 #   forward backward       the device tests (DESIGN §6 rule against the CPU fp64 reference; the backward
 #                          runs the fast and the deterministic path), never the emulator's
@@ -89,8 +89,14 @@ cat "$logs/gpu.txt"
 cp "$logs/gpu.txt" "$out/gpu.txt"
 
 source "$root/tests/gpu/session-build.sh"
-# a folder from scripts/gpu-prebuild.sh (the same targets, built on the CPU machine): used without configure
-# and build when every source it was built from is unchanged and its binaries start here, else built over
+# a folder from scripts/gpu-prebuild.sh (the same targets, built on the CPU machine, carried packed): used
+# without configure and build when every source it was built from is unchanged and its binaries start here,
+# else built over
+if [[ $(basename "$build") == gpu-prebuilt && -f $root/gpu-prebuilt.tar.xz ]]; then
+  tar -C "$(dirname "$build")" -xJf "$root/gpu-prebuilt.tar.xz" 2>/dev/null ||  # no xz there: Python's lzma
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$root/gpu-prebuilt.tar.xz" \
+      "$(dirname "$build")"
+fi
 if [[ -f $build/sources.sha256 ]]; then
   if (cd "$root" && sha256sum --quiet --status -c "$build/sources.sha256") &&
     "$build/benchmarks/flashsig-bench" --help >/dev/null 2>&1; then
