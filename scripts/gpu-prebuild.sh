@@ -16,9 +16,14 @@ source "$root/tests/gpu/session-build.sh"  # the session's targets and configura
 
 command -v nvcc >/dev/null || { echo "no nvcc on PATH: the CUDA kernels cannot be built here" >&2; exit 1; }
 cmake -S "$root" -B "$build" "${gpu_configure_args[@]}" >/dev/null
+# what the binaries are built from, as the device tool sends it (tracked and untracked-not-ignored files that
+# exist; not the notes), hashed before the build so that an edit made during it does not pass for built
+(cd "$root" && git ls-files -z --cached --others --exclude-standard -- CMakeLists.txt cmake include native tests \
+  benchmarks ':!*.md' | while IFS= read -r -d '' f; do if [[ -f $f ]]; then printf '%s\0' "$f"; fi; done |
+  xargs -0 sha256sum >"$build/sources.sha256")
 # the ptxas register and spill report of every kernel (hence a clean build), which the session keeps as its build log
 if ! cmake --build "$build" --clean-first --parallel "$(nproc)" --target "${gpu_targets[@]}" >"$build/build.log" 2>&1; then
-  grep -E "error" "$build/build.log" | head -n 20 >&2
+  grep -m 20 error "$build/build.log" >&2 || true
   echo "build failed: $build/build.log" >&2
   exit 1
 fi
@@ -28,11 +33,7 @@ mkdir -p "$out/benchmarks" "$out/tests/gpu"
 cp -a "$build"/libflashsig.so* "$out/"
 cp "$build/benchmarks/flashsig-bench" "$build/benchmarks/cuda-masks-bench" "$out/benchmarks/"
 cp "$build"/tests/gpu/test_cuda_{forward,backward,masks,linear,memory} "$out/tests/gpu/"
-cp "$build/build.log" "$out/build.log"
-# what the binaries were built from, as the device tool sends it (tracked and untracked-not-ignored files; not
-# the notes)
-(cd "$root" && git ls-files -z --cached --others --exclude-standard -- CMakeLists.txt cmake include native tests \
-  benchmarks ':!*.md' | xargs -0 sha256sum >"$out/sources.sha256")
+cp "$build/build.log" "$build/sources.sha256" "$out/"
 echo "${ARCH:-90a-real}" >"$out/arch"
 tar -C "$root" -cf - gpu-prebuilt | xz -T0 -6 >"$out.tar.xz"
 rm -rf "$out"

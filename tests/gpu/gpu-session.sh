@@ -31,12 +31,13 @@
 #   sanitizer              compute-sanitizer memcheck, racecheck, synccheck on the quick sets
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-build-gpu}
+build=$(realpath -m "${1:-build-gpu}")
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
 steps=" ${STEPS:-configure build graph_cold forward forward_wgmma masks_wgmma bench_wgmma backward_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sdpa_d256 small_smem sanitizer} "
 deadline=$((SECONDS + budget))
+[[ -n ${LOGS:-} ]] || rm -rf "$logs"  # this call's logs only (an earlier call's came back with it)
 mkdir -p "$out" "$logs"
 summary=()
 
@@ -98,14 +99,16 @@ if [[ $(basename "$build") == gpu-prebuilt && -f $root/gpu-prebuilt.tar.xz ]]; t
       "$(dirname "$build")"
 fi
 if [[ -f $build/sources.sha256 ]]; then
-  if (cd "$root" && sha256sum --quiet --status -c "$build/sources.sha256") &&
+  if [[ $(cat "$build/arch" 2>/dev/null) == "${ARCH:-90a-real}" ]] &&
+    (cd "$root" && sha256sum --quiet --status -c "$build/sources.sha256") &&
     "$build/benchmarks/flashsig-bench" --help >/dev/null 2>&1; then
     steps=${steps/ configure / }
     steps=${steps/ build / }
     cp "$build/build.log" "$logs/build.log"
     summary+=("$(printf '%-12s %-8s %s' build prebuilt "for $(cat "$build/arch" 2>/dev/null) by scripts/gpu-prebuild.sh")")
   else
-    echo "$build: sources changed since scripts/gpu-prebuild.sh, or its binaries do not start here: building"
+    echo "$build: another ARCH, sources changed since scripts/gpu-prebuild.sh, or its binaries do not start here: building"
+    rm -f "$build/sources.sha256"  # the binaries built over it are not the listed ones
   fi
 fi
 step configure 120 cmake -S "$root" -B "$build" "${gpu_configure_args[@]}" || exit 1
