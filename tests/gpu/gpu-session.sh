@@ -99,7 +99,7 @@ if [[ $(basename "$build") == gpu-prebuilt && -f $root/gpu-prebuilt.tar.xz ]]; t
       "$(dirname "$build")"
 fi
 if [[ -f $build/sources.sha256 ]]; then
-  if [[ $(cat "$build/arch" 2>/dev/null) == "${ARCH:-90a-real}" ]] &&
+  if [[ $(cat "$build/arch" 2>/dev/null) == "$gpu_arch" ]] &&
     (cd "$root" && sha256sum --quiet --status -c "$build/sources.sha256") &&
     "$build/benchmarks/flashsig-bench" --help >/dev/null 2>&1; then
     steps=${steps/ configure / }

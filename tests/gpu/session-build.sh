@@ -4,5 +4,6 @@
 # shellcheck shell=bash
 gpu_targets=(flashsig flashsig-bench cuda-masks-bench test_cuda_forward test_cuda_backward test_cuda_masks
   test_cuda_linear test_cuda_memory)
-gpu_configure_args=(-DCMAKE_BUILD_TYPE=Release -DFSIG_CUDA_RESOURCE_USAGE=ON -DFSIG_CUDA_ARCHITECTURES="${ARCH:-90a-real}"
+gpu_arch=${ARCH:-90a-real}
+gpu_configure_args=(-DCMAKE_BUILD_TYPE=Release -DFSIG_CUDA_RESOURCE_USAGE=ON -DFSIG_CUDA_ARCHITECTURES="$gpu_arch"
   -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON)
