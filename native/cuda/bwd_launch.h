@@ -46,6 +46,8 @@ cudaError_t launch_bwd_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_wgmma_fp16_hd256(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_wgmma_bf16_hd256(const BwdParams& p, cudaStream_t stream);
 // ... extended (positions, key padding, layouts constant over its tiles), d = 64 only, units
 // bwd_wgmma_ext_<dtype>_hd64.cu
 cudaError_t launch_bwd_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);

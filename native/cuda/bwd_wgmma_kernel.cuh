@@ -363,6 +363,232 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 #endif
 }
 
+// ---- the 256-wide dK/dV kernel (d in (128, 256], plain calls) ---------------------------------------
+// The dK/dV kernel above at width 256, where a warpgroup's dK and dV over all 256 columns (2 × 128 accumulator
+// registers) do not fit: warpgroup c owns columns [128c, 128c + 128) of dK and dV for all 64 keys of the block
+// (64 + 64 registers), as bwd_kernel.cuh's pair kernels split them. Sᵀ and dPᵀ are split by query instead, so
+// that no product is computed twice and no fp32 tile is traded: warpgroup c computes Sᵀ = K Q_cᵀ and dPᵀ =
+// V dO_cᵀ for the tile's queries [32c, 32c + 32) over the whole head dim (16 wgmma m64n32k16 each, both
+// operands from shared memory), Pᵀ and dSᵀ elementwise, and stores them as 16-bit values into shared [key]
+// [query] tiles; after a barrier each warpgroup adds Pᵀ dO and dSᵀ Q over all 64 queries to its columns (4
+// wgmma m64n128k16 each, A from those tiles). Fast path: dS [query][key] as well, then warpgroup c adds its
+// columns of dQ = dS K (4 m64n128k16) to dq_accum with fp32 atomics.
+// The pointwise scores only: softmax's D = rowsum(dO∘O) needs O, which has no room beside two stages of Q and
+// dO at this width, and its 32 registers per thread of O chunks beside dK and dV spilled (100–388 bytes
+// wherever they were held: native/cuda/NOTES.md), so softmax keeps the pair kernel at this width.
+// One block of 2 warpgroups per (64 keys, kv head, batch); query tiles of 64 rows through two cp.async stages.
+// Shared memory (217 KiB): K, V [64][256]; two stages of Q, dO [64][256]; Pᵀ, dSᵀ [64][64] (fast: dS).
+template <int kHeadDim_, class Elem_>
+struct WgmmaBwdWideTraits {
+    using Elem = Elem_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kWarpGroups = 2;
+    static constexpr int kThreads = kWarpGroups * 128;
+    static constexpr int kBlockN = 64;  // keys per block: every warpgroup's M
+    static constexpr int kBlockM = 64;  // query rows per tile
+    static constexpr int kQueryPart = kBlockM / kWarpGroups;  // queries of a warpgroup's Sᵀ, dPᵀ
+    static constexpr int kCols = kHeadDim / kWarpGroups;      // columns of a warpgroup's dK, dV (and dQ)
+    static constexpr int kChunks = kHeadDim / 8;               // 16-byte chunks per row
+    static constexpr int kKeyBytes = kBlockN * kHeadDim * 2;  // K or V
+    static constexpr int kRowBytes = kBlockM * kHeadDim * 2;  // Q or dO
+    static constexpr int kStageBytes = 2 * kRowBytes;
+    static constexpr int kPairBytes = kBlockN * kBlockM * 2;  // a 16-bit [64][64] tile
+    // byte offsets from the 1024-byte-aligned base
+    static constexpr int kStage0 = 2 * kKeyBytes;
+    static constexpr int kStage1 = kStage0 + kStageBytes;
+    static constexpr int kPt = kStage1 + kStageBytes;  // Pᵀ [key][query]
+    static constexpr int kDst = kPt + kPairBytes;      // dSᵀ [key][query]
+    static constexpr int kDs = kDst + kPairBytes;      // fast path: dS [query][key]
+    static constexpr int kSmemBytes = kDs + kPairBytes + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kKSteps = kHeadDim / 16;    // k16 steps of Sᵀ, dPᵀ
+    static constexpr int kMTiles = kQueryPart / 8;   // n8 tiles of Sᵀ (query columns)
+    static constexpr int kDTiles = kCols / 8;        // n8 tiles of dK, dV, dQ
+    static constexpr int kPSteps = kBlockM / 16;     // k16 steps of Pᵀ dO, dSᵀ Q
+    static constexpr int kDqSteps = kBlockN / 16;    // k16 steps of dS K
+    static_assert(kHeadDim == 256 && kCols == 128, "the width the d <= 128 kernel cannot hold");
+    static_assert(kQueryPart % 8 == 0 && (kQueryPart * 128) % 1024 == 0,
+                  "a warpgroup's queries start on a swizzle atom: Q_c, dO_c are B operands of their own");
+    static_assert(kStage0 % 1024 == 0 && kRowBytes % 1024 == 0 && kPt % 1024 == 0 && kPairBytes % 1024 == 0,
+                  "every wgmma operand tile at a 1024-byte boundary");
+    static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
+                  "tile loads split evenly over the threads");
+    static_assert(2 * kKeyBytes <= kStage0, "the epilogue stages dK, dV where K, V were");
+    static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
+};
+
+template <class T, class Score>
+__global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kernel(const __grid_constant__ BwdParams p) {
+    static_assert(!Score::kRowStats, "softmax keeps the pair kernel at this width");
+#if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
+    using Elem = typename T::Elem;
+    using M = Mma<Elem>;
+    constexpr int kD = T::kHeadDim, kBlockN = T::kBlockN, kBlockM = T::kBlockM;
+    const uint32_t smem_base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+    unsigned char* const smem = smem_raw + (smem_base - smem_addr(smem_raw));
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, group = warp / 4;
+    const FwdParams& f = p.f;
+
+    const DkdvBlock<Elem, kBlockN, kBlockM> blk = dkdv_block<Elem, kBlockN, kBlockM>(p);
+    const int hk = blk.hk, j0 = blk.j0, n_tiles = blk.n_tiles;
+    const int64_t b = blk.b;
+    const int jw = j0 + (warp % 4) * 16;  // this warp's 16 keys (rows 16·(warp % 4) of its warpgroup's fragments)
+    auto load_query = [&](int t, uint32_t stage) {  // (no LSE: the pointwise scores)
+        load_query_tile<Score, false>(p, blk, t, stage, T::kRowBytes, 0, tid,
+                                      [&](uint32_t tile, const Elem* base, int64_t row_stride, int i0) {
+                                          wg::load_tile<T, kBlockM>(tile, base, row_stride, i0, f.seq_q, f.head_dim, tid);
+                                      });
+    };
+    // ---- prologue: K, V (resident), the first query tile ----
+    const uint32_t k_tile = smem_base, v_tile = smem_base + T::kKeyBytes;
+    wg::load_tile<T, kBlockN>(k_tile, blk.k, f.k_row, j0, f.seq_k, f.head_dim, tid);
+    wg::load_tile<T, kBlockN>(v_tile, blk.v, f.v_row, j0, f.seq_k, f.head_dim, tid);
+    int t = 0;
+    if (t < n_tiles) load_query(t, smem_base + T::kStage0);
+    cp_async_commit();
+
+    float dk[T::kDTiles][4], dv[T::kDTiles][4];
+#pragma unroll
+    for (int dt = 0; dt < T::kDTiles; ++dt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[dt][e] = dv[dt][e] = 0.f;
+    const ScoreConsts sc = score_consts(f);
+    const bool fast = p.dq_accum != nullptr;
+    const int q_col0 = group * T::kQueryPart;  // this warpgroup's queries in the tile (Sᵀ, dPᵀ)
+    const int c0 = group * T::kCols;           // ... and its columns of dK, dV, dQ
+    // the column block of c0 in a [rows][kD] tile of kRows rows: 64 columns a block
+    auto cols_at = [&](uint32_t tile, int rows) { return tile + (c0 / 64) * rows * 128; };
+
+    for (int s = 0; t < n_tiles; s ^= 1, ++t) {  // s: the stage of tile t
+        const uint32_t stage = smem_base + (s ? T::kStage1 : T::kStage0);
+        cp_async_wait_all();  // tile t (and in the first, K and V) has landed ...
+        fence_proxy_async();  // ... is visible to wgmma ...
+        __syncthreads();      // ... for every thread; the other stage, Pᵀ, dSᵀ and dS are no longer read
+        if (t + 1 < n_tiles) load_query(t + 1, smem_base + (s ? T::kStage0 : T::kStage1));
+        cp_async_commit();
+        const int h = blk.head(t), i0 = blk.row0(t);
+        const uint32_t q_tile = stage, do_tile = stage + T::kRowBytes;
+
+        // ---- Sᵀ = K Q_cᵀ, dPᵀ = V dO_cᵀ (64 keys × this warpgroup's 32 queries, over all of d) ----
+        float st[T::kMTiles][4], dpt[T::kMTiles][4];
+#pragma unroll
+        for (int nt = 0; nt < T::kMTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.f;
+        wgmma_fence_operands(st);
+        wgmma_fence_operands(dpt);
+        wgmma_fence();
+        // descriptors made per tile from opaque bases (not hoisted out of the loop into registers); Q_c and dO_c
+        // start q_col0 rows into each 64-column block of their [64][kD] tiles
+        const uint32_t k_at = opaque(k_tile), v_at = opaque(v_tile);
+        const uint32_t q_at = opaque(q_tile + q_col0 * 128), do_at = opaque(do_tile + q_col0 * 128);
+#pragma unroll
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            Wgmma<Elem, T::kQueryPart>::ss(st, wg::k_major<kBlockN>(k_at, ks), wg::k_major<kBlockM>(q_at, ks), ks > 0);
+#pragma unroll
+        for (int ks = 0; ks < T::kKSteps; ++ks)
+            Wgmma<Elem, T::kQueryPart>::ss(dpt, wg::k_major<kBlockN>(v_at, ks), wg::k_major<kBlockM>(do_at, ks), ks > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_operands(st);
+        wgmma_fence_operands(dpt);
+
+        // ---- Pᵀ and dSᵀ (element (key, query i0 + col)), the mask on boundary tiles only, stored as 16-bit
+        // [key][query] tiles (fast path: also dS [query][key]) ----
+        const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
+        int col_lo[2] = {0, 0}, col_hi[2] = {kBlockM - 1, kBlockM - 1};
+        if (!interior) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int64_t j = jw + frag::acc_row(lane, 2 * r);
+                int64_t lo, hi;
+                query_range(f, j, j, &lo, &hi);
+                col_lo[r] = int(lo) - i0, col_hi[r] = int(hi) - i0;
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < T::kMTiles; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int col = q_col0 + nt * 8 + frag::acc_col(lane, e);
+                probs_grads<Score>(st[nt][e], dpt[nt][e], sc, f.scale_log2, 0.f, 0.f, st[nt][e], dpt[nt][e]);
+                if (!interior && (col < col_lo[e / 2] || col > col_hi[e / 2])) st[nt][e] = dpt[nt][e] = 0.f;
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int key = (warp % 4) * 16 + frag::acc_row(lane, 2 * r), col = q_col0 + nt * 8 + frag::acc_col(lane, 0);
+                const uint32_t off = wg::offset<kBlockN>(key, col);
+                const uint32_t pw = M::pack(st[nt][2 * r], st[nt][2 * r + 1]), dw = M::pack(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
+                *reinterpret_cast<uint32_t*>(smem + T::kPt + off) = pw;
+                *reinterpret_cast<uint32_t*>(smem + T::kDst + off) = dw;
+                if (fast) {
+                    *reinterpret_cast<uint16_t*>(smem + T::kDs + wg::offset<kBlockM>(col, key)) = uint16_t(dw & 0xFFFFu);
+                    *reinterpret_cast<uint16_t*>(smem + T::kDs + wg::offset<kBlockM>(col + 1, key)) = uint16_t(dw >> 16);
+                }
+            }
+        }
+        fence_proxy_async();  // this thread's Pᵀ, dSᵀ, dS stores, for wgmma ...
+        __syncthreads();      // ... of both warpgroups
+
+        // ---- dV_c += Pᵀ dO[:, c0..], dK_c += dSᵀ Q[:, c0..] over the tile's 64 queries ----
+        wgmma_fence_operands(dv);
+        wgmma_fence_operands(dk);
+        wgmma_fence();
+        const uint32_t pt_at = opaque(smem_base + T::kPt), dst_at = opaque(smem_base + T::kDst);
+        const uint32_t do_c = opaque(cols_at(do_tile, kBlockM)), q_c = opaque(cols_at(q_tile, kBlockM));
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp)
+            Wgmma<Elem, T::kCols>::ss_tb(dv, wg::k_major<kBlockN>(pt_at, kp), wg::n_major<kBlockM>(do_c, kp), true);
+#pragma unroll
+        for (int kp = 0; kp < T::kPSteps; ++kp)
+            Wgmma<Elem, T::kCols>::ss_tb(dk, wg::k_major<kBlockN>(dst_at, kp), wg::n_major<kBlockM>(q_c, kp), true);
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_operands(dv);
+        wgmma_fence_operands(dk);
+
+        // ---- fast path: this warpgroup's columns of dQ_tile += dS K, into dq_accum ----
+        if (fast) {
+            float dq[T::kDTiles][4];
+#pragma unroll
+            for (int nt = 0; nt < T::kDTiles; ++nt) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
+            wgmma_fence_operands(dq);
+            wgmma_fence();
+            const uint32_t ds_at = opaque(smem_base + T::kDs), k_c = opaque(cols_at(k_tile, kBlockN));
+#pragma unroll
+            for (int ks = 0; ks < T::kDqSteps; ++ks)
+                Wgmma<Elem, T::kCols>::ss_tb(dq, wg::k_major<kBlockM>(ds_at, ks), wg::n_major<kBlockN>(k_c, ks), ks > 0);
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_fence_operands(dq);
+            float* rows = p.dq_accum + (b * f.heads_q + h) * f.seq_q * kD;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int i = i0 + (warp % 4) * 16 + frag::acc_row(lane, 2 * r);
+                if (i >= f.seq_q) continue;
+#pragma unroll
+                for (int nt = 0; nt < T::kDTiles; ++nt) {
+                    if (c0 + nt * 8 >= f.head_dim) break;  // columns past the head dim hold zeros
+                    float* at = rows + int64_t(i) * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
+#if __CUDA_ARCH__ >= 900
+                    atomicAdd(reinterpret_cast<float2*>(at), make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]));
+#else
+                    atomicAdd(at, dq[nt][2 * r]);
+                    atomicAdd(at + 1, dq[nt][2 * r + 1]);
+#endif
+                }
+            }
+        }
+    }
+
+    // ---- epilogue: dK (× scale) and dV of keys 16·(warp % 4).., columns c0.., where K and V were ----
+    cp_async_wait_all();  // with no query tile the K, V copies were never waited for
+    __syncthreads();      // every wgmma reading K or V has retired
+    store_dk_dv<T, T::kDTiles, kBlockN>(p, b, hk, j0, warp % 4, lane, dk, dv, smem, c0);
+#elif defined(__CUDA_ARCH__)
+    __trap();  // no wgmma on this target: the host never launches it here
+#endif
+}
+
 // ---- the deterministic path's dQ kernel on wgmma ----------------------------------------------------
 // bwd_kernel.cuh's dQ kernel with its three products on warpgroup MMA: one block of 2 warpgroups per (query
 // tile of 128 rows, query head, batch), warpgroup g owning rows 64g..64g+63 (warp w rows 16w..16w+15, as
@@ -589,21 +815,43 @@ cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStrea
     return launch_sm90a(attention_bwd_wgmma_kernel<T, Score, kExt>, T::kSmemBytes, blocks, T::kThreads, stream, p);
 }
 
-// kExt: the extended kernels (p.f.ext.on, no β per element: the host's ext_key_beta or a layout constant
-// over every tile), generated in their own units bwd_wgmma_ext_<dtype>_hd<d>.cu
-template <int kHeadDim, class Elem, bool kExt>
-cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
-    using T = WgmmaBwdTraits<kHeadDim, Elem>;
-    static_assert(T::kBlockN == kBwdKvBlockN && T::kBlockN >= kBwdPairKvBlockN,
-                  "store_dk_dv and the host's layout rule take kBwdKvBlockN keys; the grid check the finer pair blocks");
-    static_assert(T::kBlockM == kWgmmaBwdBlockM, "the host judges a layout's tiles by kWgmmaBwdBlockM");
-    if (params.f.ext.elementwise || bool(params.f.ext.on) != kExt) return cudaErrorInvalidValue;  // (never asked)
+// d in (128, 256], plain calls of the pointwise scores: the 256-wide kernel, 64 keys per block (softmax: the
+// host takes the pair kernel)
+template <class Elem>
+cudaError_t launch_bwd_wgmma_wide(const BwdParams& params, cudaStream_t stream) {
+    using T = WgmmaBwdWideTraits<256, Elem>;
+    static_assert(T::kBlockN == kBwdPairKvBlockN, "the host checks the grid with the pair kernels' blocks");
+    if (params.f.ext.on) return cudaErrorInvalidValue;  // (never asked)
     BwdParams p = params;
     p.n_blocks = int32_t((p.f.seq_k + T::kBlockN - 1) / T::kBlockN);
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
     return with_score_policy(p.f.score, [&](auto score) {
-        return launch_bwd_wgmma_score<T, decltype(score), kExt>(p, blocks, stream);
+        using Score = decltype(score);
+        if constexpr (Score::kRowStats) return cudaErrorInvalidValue;  // (never asked)
+        else return launch_sm90a(attention_bwd_wgmma_wide_kernel<T, Score>, T::kSmemBytes, blocks, T::kThreads, stream, p);
     });
+}
+
+// kExt: the extended kernels (p.f.ext.on, no β per element: the host's ext_key_beta or a layout constant
+// over every tile), generated in their own units bwd_wgmma_ext_<dtype>_hd<d>.cu; width 256: plain only
+template <int kHeadDim, class Elem, bool kExt>
+cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
+    if constexpr (kHeadDim == 256) {
+        static_assert(!kExt, "the 256-wide Hopper backward serves plain calls");
+        return launch_bwd_wgmma_wide<Elem>(params, stream);
+    } else {
+        using T = WgmmaBwdTraits<kHeadDim, Elem>;
+        static_assert(T::kBlockN == kBwdKvBlockN && T::kBlockN >= kBwdPairKvBlockN,
+                      "store_dk_dv and the host's layout rule take kBwdKvBlockN keys; the grid check the finer pair blocks");
+        static_assert(T::kBlockM == kWgmmaBwdBlockM, "the host judges a layout's tiles by kWgmmaBwdBlockM");
+        if (params.f.ext.elementwise || bool(params.f.ext.on) != kExt) return cudaErrorInvalidValue;  // (never asked)
+        BwdParams p = params;
+        p.n_blocks = int32_t((p.f.seq_k + T::kBlockN - 1) / T::kBlockN);
+        const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
+        return with_score_policy(p.f.score, [&](auto score) {
+            return launch_bwd_wgmma_score<T, decltype(score), kExt>(p, blocks, stream);
+        });
+    }
 }
 
 // The deterministic path's dQ kernel (kExt: p.f.ext.on, β one row per 128 × 64 tile or none, no dBias: the

@@ -364,11 +364,12 @@ constexpr BwdLauncher kBwdDq[2][2][3] = {
     {{launch_bwd_dq_ext_fp16_hd64, launch_bwd_dq_ext_fp16_hd128, launch_bwd_dq_ext_fp16_hd256},
      {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128, launch_bwd_dq_ext_bf16_hd256}}};
 
-// (the extended Hopper dK/dV kernels at d = 128 are not built: they spill, native/cuda/NOTES.md; none of
-// width 256: those calls take the mma.sync kernels)
+// (the extended Hopper dK/dV kernels at d = 128 are not built: they spill, native/cuda/NOTES.md; at width
+// 256 only the plain ones are: extended calls there take the mma.sync kernels, as does the deterministic
+// path's dQ at that width)
 constexpr BwdLauncher kBwdWgmma[2][2][3] = {
-    {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128, nullptr},
-     {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128, nullptr}},
+    {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128, launch_bwd_wgmma_fp16_hd256},
+     {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128, launch_bwd_wgmma_bf16_hd256}},
     {{launch_bwd_wgmma_ext_fp16_hd64, nullptr, nullptr}, {launch_bwd_wgmma_ext_bf16_hd64, nullptr, nullptr}}};
 constexpr BwdLauncher kBwdDqWgmma[2][2][3] = {
     {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128, nullptr},
@@ -393,8 +394,8 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
 // key-padding bias and mask, block layouts of 128-row multiples) at every d, and bwd_wgmma_kernel.cuh the
-// backward's dK/dV of plain calls and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the
-// deterministic path's dQ of plain calls and those extensions at every d (128-row tiles, no dBias), on a
+// backward's dK/dV of plain calls at every d (softmax: d ≤ 128) and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the
+// deterministic path's dQ of plain calls and those extensions at d ≤ 128 (128-row tiles, no dBias), on a
 // compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0 only); the others take
 // the mma.sync kernels.
 // Opt-in until they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1
@@ -575,7 +576,9 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     p_dkdv.f = for_kernel_tiles(p.f, kBwdKvBlockN, true, kWgmmaBwdBlockM);
     p_dq.f = for_kernel_tiles(p.f, kWgmmaDqBlockN, true, kBwdQBlockM);
     const BwdLauncher dkdv_wgmma = kBwdWgmma[ext][bf16][width];
-    const bool dkdv_fits = !p_dkdv.f.ext.elementwise && dkdv_wgmma != nullptr;
+    // (softmax at width 256 keeps the pair kernel: its D would need O beside dK and dV, bwd_wgmma_kernel.cuh)
+    const bool dkdv_fits = !p_dkdv.f.ext.elementwise && dkdv_wgmma != nullptr &&
+                           !(width == 2 && pr.score == FSIG_SCORE_SOFTMAX);
     const BwdLauncher dq_wgmma = kBwdDqWgmma[ext][bf16][width];
     const bool dq_fits =
         p.dq_accum == nullptr && !p_dq.f.ext.elementwise && p.f.ext.dbias == nullptr && dq_wgmma != nullptr;

@@ -103,9 +103,11 @@ struct Wgmma;
 // The operand lists: the accumulators %0.. in fragment order, then A (registers or descriptor), B's
 // descriptor and the scale-d flag (the predicate p: D = A·B + (p ? D : 0)).
 #define FSIG_ACC4(t) "+f"(d[t][0]), "+f"(d[t][1]), "+f"(d[t][2]), "+f"(d[t][3])
+#define FSIG_ACC_N32 FSIG_ACC4(0), FSIG_ACC4(1), FSIG_ACC4(2), FSIG_ACC4(3)
 #define FSIG_ACC_N64 FSIG_ACC4(0), FSIG_ACC4(1), FSIG_ACC4(2), FSIG_ACC4(3), FSIG_ACC4(4), FSIG_ACC4(5), FSIG_ACC4(6), FSIG_ACC4(7)
 #define FSIG_ACC_N128 \
     FSIG_ACC_N64, FSIG_ACC4(8), FSIG_ACC4(9), FSIG_ACC4(10), FSIG_ACC4(11), FSIG_ACC4(12), FSIG_ACC4(13), FSIG_ACC4(14), FSIG_ACC4(15)
+#define FSIG_REGS_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
 #define FSIG_REGS_N64 \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "   \
     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
@@ -156,6 +158,9 @@ struct Wgmma;
                          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)));   \
         }                                                                                                    \
     };
+// N = 32: Sᵀ and dPᵀ of the 256-wide backward, each warpgroup's half of the query tile (ss)
+FSIG_WGMMA(__half, "f16", 32, 16, 17, 18, 19, 20, 21)
+FSIG_WGMMA(__nv_bfloat16, "bf16", 32, 16, 17, 18, 19, 20, 21)
 FSIG_WGMMA(__half, "f16", 64, 32, 33, 34, 35, 36, 37)
 FSIG_WGMMA(__half, "f16", 128, 64, 65, 66, 67, 68, 69)
 FSIG_WGMMA(__nv_bfloat16, "bf16", 64, 32, 33, 34, 35, 36, 37)
@@ -164,9 +169,11 @@ FSIG_WGMMA(__nv_bfloat16, "bf16", 128, 64, 65, 66, 67, 68, 69)
 FSIG_WGMMA(__half, "f16", 256, 128, 129, 130, 131, 132, 133)
 FSIG_WGMMA(__nv_bfloat16, "bf16", 256, 128, 129, 130, 131, 132, 133)
 #undef FSIG_WGMMA
+#undef FSIG_REGS_N32
 #undef FSIG_REGS_N64
 #undef FSIG_REGS_N128
 #undef FSIG_REGS_N256
+#undef FSIG_ACC_N32
 #undef FSIG_ACC_N64
 #undef FSIG_ACC_N128
 #undef FSIG_ACC_N256
