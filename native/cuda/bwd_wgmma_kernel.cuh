@@ -373,11 +373,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
 // [query] tiles; after a barrier each warpgroup adds Pᵀ dO and dSᵀ Q over all 64 queries to its columns (4
 // wgmma m64n128k16 each, A from those tiles). Fast path: dS [query][key] as well, then warpgroup c adds its
 // columns of dQ = dS K (4 m64n128k16) to dq_accum with fp32 atomics.
-// The pointwise scores only: softmax's D = rowsum(dO∘O) needs O, which has no room beside two stages of Q and
-// dO at this width, and its 32 registers per thread of O chunks beside dK and dV spilled (100–388 bytes
-// wherever they were held: native/cuda/NOTES.md), so softmax keeps the pair kernel at this width.
+// Softmax's D = rowsum(dO∘O) needs the tile's O, which has no room beside two stages of Q and dO, nor in
+// registers beside dK and dV (32 per thread: they spilled 100–388 bytes wherever held, native/cuda/NOTES.md).
+// So O_t is copied into the region of Pᵀ, dSᵀ and dS, free from the tile's first barrier until they are
+// written: issued right after that barrier (ahead of the next stage's copies), landing while Sᵀ and dPᵀ run;
+// each thread then sums D over the chunks of O and dO it copied itself (a row's 32 chunks are one warp's
+// lanes), and one more barrier publishes D and frees the region.
 // One block of 2 warpgroups per (64 keys, kv head, batch); query tiles of 64 rows through two cp.async stages.
-// Shared memory (217 KiB): K, V [64][256]; two stages of Q, dO [64][256]; Pᵀ, dSᵀ [64][64] (fast: dS).
+// Shared memory (226 KiB): K, V [64][256]; two stages of Q, dO [64][256]; Pᵀ, dSᵀ [64][64] (fast: dS), or
+// softmax's O [64][256] before them; the LSE of each stage and the tile's D.
 template <int kHeadDim_, class Elem_>
 struct WgmmaBwdWideTraits {
     using Elem = Elem_;
@@ -399,7 +403,10 @@ struct WgmmaBwdWideTraits {
     static constexpr int kPt = kStage1 + kStageBytes;  // Pᵀ [key][query]
     static constexpr int kDst = kPt + kPairBytes;      // dSᵀ [key][query]
     static constexpr int kDs = kDst + kPairBytes;      // fast path: dS [query][key]
-    static constexpr int kSmemBytes = kDs + kPairBytes + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kOut = kPt;                   // softmax: the tile's O, until Pᵀ, dSᵀ, dS are written
+    static constexpr int kLse = kOut + (kRowBytes > 3 * kPairBytes ? kRowBytes : 3 * kPairBytes);  // stage 0's, 1's
+    static constexpr int kDsum = kLse + 2 * kBlockM * 4;
+    static constexpr int kSmemBytes = kDsum + kBlockM * 4 + 1024;  // 1 KiB of slack to align the base
     static constexpr int kKSteps = kHeadDim / 16;    // k16 steps of Sᵀ, dPᵀ
     static constexpr int kMTiles = kQueryPart / 8;   // n8 tiles of Sᵀ (query columns)
     static constexpr int kDTiles = kCols / 8;        // n8 tiles of dK, dV, dQ
@@ -412,13 +419,14 @@ struct WgmmaBwdWideTraits {
                   "every wgmma operand tile at a 1024-byte boundary");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
+    static_assert(kChunks == 32 && kBlockM <= kThreads, "D: a row's 16-byte chunks are one warp's lanes; one "
+                  "thread per row loads the LSE");
     static_assert(2 * kKeyBytes <= kStage0, "the epilogue stages dK, dV where K, V were");
     static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
 };
 
 template <class T, class Score>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kernel(const __grid_constant__ BwdParams p) {
-    static_assert(!Score::kRowStats, "softmax keeps the pair kernel at this width");
 #if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
@@ -432,8 +440,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
     const int hk = blk.hk, j0 = blk.j0, n_tiles = blk.n_tiles;
     const int64_t b = blk.b;
     const int jw = j0 + (warp % 4) * 16;  // this warp's 16 keys (rows 16·(warp % 4) of its warpgroup's fragments)
-    auto load_query = [&](int t, uint32_t stage) {  // (no LSE: the pointwise scores)
-        load_query_tile<Score, false>(p, blk, t, stage, T::kRowBytes, 0, tid,
+    auto load_query = [&](int t, uint32_t stage, uint32_t lse_at) {
+        load_query_tile<Score, false>(p, blk, t, stage, T::kRowBytes, lse_at, tid,
                                       [&](uint32_t tile, const Elem* base, int64_t row_stride, int i0) {
                                           wg::load_tile<T, kBlockM>(tile, base, row_stride, i0, f.seq_q, f.head_dim, tid);
                                       });
@@ -443,7 +451,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
     wg::load_tile<T, kBlockN>(k_tile, blk.k, f.k_row, j0, f.seq_k, f.head_dim, tid);
     wg::load_tile<T, kBlockN>(v_tile, blk.v, f.v_row, j0, f.seq_k, f.head_dim, tid);
     int t = 0;
-    if (t < n_tiles) load_query(t, smem_base + T::kStage0);
+    if (t < n_tiles) load_query(t, smem_base + T::kStage0, smem_base + T::kLse);
     cp_async_commit();
 
     float dk[T::kDTiles][4], dv[T::kDTiles][4];
@@ -463,9 +471,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
         cp_async_wait_all();  // tile t (and in the first, K and V) has landed ...
         fence_proxy_async();  // ... is visible to wgmma ...
         __syncthreads();      // ... for every thread; the other stage, Pᵀ, dSᵀ and dS are no longer read
-        if (t + 1 < n_tiles) load_query(t + 1, smem_base + (s ? T::kStage0 : T::kStage1));
-        cp_async_commit();
         const int h = blk.head(t), i0 = blk.row0(t);
+        if constexpr (Score::kRowStats) {  // the tile's O, into the region of Pᵀ, dSᵀ, dS (its own group, first)
+            // (its base made per tile from opaque values: hoisted out of the loop, it cost softmax 12 bytes of spills)
+            const Elem* o = static_cast<const Elem*>(f.out) + int64_t(opaque(int(b))) * f.o_batch + opaque(h) * f.o_head;
+            wg::load_tile<T, kBlockM>(smem_base + T::kOut, o, f.o_row, i0, f.seq_q, f.head_dim, tid);
+            cp_async_commit();
+        }
+        if (t + 1 < n_tiles)
+            load_query(t + 1, smem_base + (s ? T::kStage0 : T::kStage1), smem_base + T::kLse + (s ? 0 : 4 * kBlockM));
+        cp_async_commit();
         const uint32_t q_tile = stage, do_tile = stage + T::kRowBytes;
 
         // ---- Sᵀ = K Q_cᵀ, dPᵀ = V dO_cᵀ (64 keys × this warpgroup's 32 queries, over all of d) ----
@@ -492,6 +507,25 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
         wgmma_fence_operands(st);
         wgmma_fence_operands(dpt);
 
+        float* const d_sm = reinterpret_cast<float*>(smem + T::kDsum);
+        if constexpr (Score::kRowStats) {
+            // D_i = Σ_c dO_ic O_ic over the chunks this thread copied of O and dO (load_rows: rows tid / 32 +
+            // 8·it, column (tid % 32)·8), once its copies of O have landed; a row's chunks are this warp's lanes
+            cp_async_wait<1>();  // (the next stage's copies may still fly)
+            const int col = (tid % T::kChunks) * 8;
+#pragma unroll 1
+            for (int r = tid / T::kChunks; r < kBlockM; r += T::kThreads / T::kChunks) {
+                const uint32_t off = wg::offset<kBlockM>(r, col);
+                float acc = dot8<Elem>(*reinterpret_cast<const uint4*>(smem + T::kOut + off),
+                                       *reinterpret_cast<const uint4*>(smem + (do_tile - smem_base) + off), 0.f);
+#pragma unroll
+                for (int m = 16; m >= 1; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+                if (lane == 0) d_sm[r] = acc;
+            }
+            __syncthreads();  // D of every row; O is no longer read (Pᵀ, dSᵀ, dS go there next)
+        }
+        const float* lse_sm = reinterpret_cast<const float*>(smem + T::kLse) + s * kBlockM;
+
         // ---- Pᵀ and dSᵀ (element (key, query i0 + col)), the mask on boundary tiles only, stored as 16-bit
         // [key][query] tiles (fast path: also dS [query][key]) ----
         const bool interior = tile_interior(f, i0, kBlockM, jw, 16);
@@ -510,7 +544,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int col = q_col0 + nt * 8 + frag::acc_col(lane, e);
-                probs_grads<Score>(st[nt][e], dpt[nt][e], sc, f.scale_log2, 0.f, 0.f, st[nt][e], dpt[nt][e]);
+                float nl = 0.f, dd = 0.f;
+                if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
+                probs_grads<Score>(st[nt][e], dpt[nt][e], sc, f.scale_log2, nl, dd, st[nt][e], dpt[nt][e]);
                 if (!interior && (col < col_lo[e / 2] || col > col_hi[e / 2])) st[nt][e] = dpt[nt][e] = 0.f;
             }
 #pragma unroll
@@ -815,8 +851,7 @@ cudaError_t launch_bwd_wgmma_score(const BwdParams& p, int64_t blocks, cudaStrea
     return launch_sm90a(attention_bwd_wgmma_kernel<T, Score, kExt>, T::kSmemBytes, blocks, T::kThreads, stream, p);
 }
 
-// d in (128, 256], plain calls of the pointwise scores: the 256-wide kernel, 64 keys per block (softmax: the
-// host takes the pair kernel)
+// d in (128, 256], plain calls: the 256-wide kernel, 64 keys per block
 template <class Elem>
 cudaError_t launch_bwd_wgmma_wide(const BwdParams& params, cudaStream_t stream) {
     using T = WgmmaBwdWideTraits<256, Elem>;
@@ -826,9 +861,8 @@ cudaError_t launch_bwd_wgmma_wide(const BwdParams& params, cudaStream_t stream) 
     p.n_blocks = int32_t((p.f.seq_k + T::kBlockN - 1) / T::kBlockN);
     const int64_t blocks = int64_t(p.n_blocks) * p.heads_k * p.f.batch;  // < 2^31, checked on the host
     return with_score_policy(p.f.score, [&](auto score) {
-        using Score = decltype(score);
-        if constexpr (Score::kRowStats) return cudaErrorInvalidValue;  // (never asked)
-        else return launch_sm90a(attention_bwd_wgmma_wide_kernel<T, Score>, T::kSmemBytes, blocks, T::kThreads, stream, p);
+        return launch_sm90a(attention_bwd_wgmma_wide_kernel<T, decltype(score)>, T::kSmemBytes, blocks, T::kThreads,
+                            stream, p);
     });
 }
 

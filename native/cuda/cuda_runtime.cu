@@ -394,7 +394,7 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
 // key-padding bias and mask, block layouts of 128-row multiples) at every d, and bwd_wgmma_kernel.cuh the
-// backward's dK/dV of plain calls at every d (softmax: d ≤ 128) and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the
+// backward's dK/dV of plain calls at every d and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the
 // deterministic path's dQ of plain calls and those extensions at d ≤ 128 (128-row tiles, no dBias), on a
 // compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0 only); the others take
 // the mma.sync kernels.
@@ -576,9 +576,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     p_dkdv.f = for_kernel_tiles(p.f, kBwdKvBlockN, true, kWgmmaBwdBlockM);
     p_dq.f = for_kernel_tiles(p.f, kWgmmaDqBlockN, true, kBwdQBlockM);
     const BwdLauncher dkdv_wgmma = kBwdWgmma[ext][bf16][width];
-    // (softmax at width 256 keeps the pair kernel: its D would need O beside dK and dV, bwd_wgmma_kernel.cuh)
-    const bool dkdv_fits = !p_dkdv.f.ext.elementwise && dkdv_wgmma != nullptr &&
-                           !(width == 2 && pr.score == FSIG_SCORE_SOFTMAX);
+    const bool dkdv_fits = !p_dkdv.f.ext.elementwise && dkdv_wgmma != nullptr;
     const BwdLauncher dq_wgmma = kBwdDqWgmma[ext][bf16][width];
     const bool dq_fits =
         p.dq_accum == nullptr && !p_dq.f.ext.elementwise && p.f.ext.dbias == nullptr && dq_wgmma != nullptr;
