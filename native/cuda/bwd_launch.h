@@ -57,6 +57,8 @@ cudaError_t launch_bwd_dq_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t strea
 cudaError_t launch_bwd_dq_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_wgmma_fp16_hd256(const BwdParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_dq_wgmma_bf16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);

@@ -634,6 +634,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
 // dQ_g += dS K (4 wgmma m64n<d>k16, dS from registers, K read N-major as the forward reads V). A fixed
 // loop order and no atomics: the same bits every run. Registers at d = 128: dQ 64, S and dP 32 each.
 // Shared memory: Q, dO [128][d], two stages of K, V [64][d] (d = 128: 129 KiB); extended: two key β rows.
+// Width 256 (plain calls): key tiles of 32 (S, dP by m64n32k16, dQ by m64n256k16): dQ's 128 registers leave
+// room for 16 + 16 of S and dP, and Q, dO (128 KiB) room for two stages of 32-key K, V tiles (193 KiB).
 // Extended kernels (kExt): the positions (λ, ALiBi) in registers and β as one row per key tile, staged one
 // tile ahead, as the Hopper forward takes them — the host sends only calls whose β is the same on every
 // row of a 128 × 64 tile (key padding; a layout holding whole tiles, applied by skipping the key tiles it
@@ -645,7 +647,7 @@ struct WgmmaDqTraits {
     static constexpr int kWarpGroups = 2;
     static constexpr int kThreads = kWarpGroups * 128;
     static constexpr int kBlockM = 64 * kWarpGroups;  // query rows per block
-    static constexpr int kBlockN = 64;                 // keys per tile
+    static constexpr int kBlockN = kHeadDim > 128 ? 32 : 64;  // keys per tile
     static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
     static constexpr int kRowBytes = kBlockM * kHeadDim * 2;  // Q or dO
     static constexpr int kKeyBytes = kBlockN * kHeadDim * 2;  // K or V of one tile
@@ -895,7 +897,8 @@ cudaError_t launch_bwd_dq_wgmma(const BwdParams& params, cudaStream_t stream) {
     using T = WgmmaDqTraits<kHeadDim, Elem>;
     static_assert(T::kBlockM == kBwdQBlockM && T::kBlockM >= kBwdPairQBlockM,
                   "the host's layout rule takes kBwdQBlockM rows; the grid check the finer pair blocks");
-    static_assert(T::kBlockN == kWgmmaDqBlockN, "the host judges a layout's tiles by kWgmmaDqBlockN");
+    static_assert(T::kBlockN == kWgmmaDqBlockN || (kHeadDim > 128 && !kExt),
+                  "the host judges a layout's tiles by kWgmmaDqBlockN (width 256: plain calls only)");
     const ExtParams& e = params.f.ext;
     if (bool(e.on) != kExt || e.elementwise || e.dbias != nullptr || params.dq_accum != nullptr)
         return cudaErrorInvalidValue;  // (never asked)

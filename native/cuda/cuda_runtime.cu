@@ -365,15 +365,14 @@ constexpr BwdLauncher kBwdDq[2][2][3] = {
      {launch_bwd_dq_ext_bf16_hd64, launch_bwd_dq_ext_bf16_hd128, launch_bwd_dq_ext_bf16_hd256}}};
 
 // (the extended Hopper dK/dV kernels at d = 128 are not built: they spill, native/cuda/NOTES.md; at width
-// 256 only the plain ones are: extended calls there take the mma.sync kernels, as does the deterministic
-// path's dQ at that width)
+// 256 only the plain dK/dV and dQ kernels are: extended calls there take the mma.sync kernels)
 constexpr BwdLauncher kBwdWgmma[2][2][3] = {
     {{launch_bwd_wgmma_fp16_hd64, launch_bwd_wgmma_fp16_hd128, launch_bwd_wgmma_fp16_hd256},
      {launch_bwd_wgmma_bf16_hd64, launch_bwd_wgmma_bf16_hd128, launch_bwd_wgmma_bf16_hd256}},
     {{launch_bwd_wgmma_ext_fp16_hd64, nullptr, nullptr}, {launch_bwd_wgmma_ext_bf16_hd64, nullptr, nullptr}}};
 constexpr BwdLauncher kBwdDqWgmma[2][2][3] = {
-    {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128, nullptr},
-     {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128, nullptr}},
+    {{launch_bwd_dq_wgmma_fp16_hd64, launch_bwd_dq_wgmma_fp16_hd128, launch_bwd_dq_wgmma_fp16_hd256},
+     {launch_bwd_dq_wgmma_bf16_hd64, launch_bwd_dq_wgmma_bf16_hd128, launch_bwd_dq_wgmma_bf16_hd256}},
     {{launch_bwd_dq_wgmma_ext_fp16_hd64, launch_bwd_dq_wgmma_ext_fp16_hd128, nullptr},
      {launch_bwd_dq_wgmma_ext_bf16_hd64, launch_bwd_dq_wgmma_ext_bf16_hd128, nullptr}}};
 constexpr FwdLauncher kFwdWgmma[2][2][3] = {
@@ -395,7 +394,7 @@ FwdParams for_kernel_tiles(FwdParams p, int tile_n, bool key_rows, int tile_m = 
 // The Hopper kernels (fwd_wgmma_kernel.cuh) serve the forward calls without a β per row (plain, positions,
 // key-padding bias and mask, block layouts of 128-row multiples) at every d, and bwd_wgmma_kernel.cuh the
 // backward's dK/dV of plain calls at every d and at d ≤ 64 (width 64) of the same extensions (64-row tiles) and the
-// deterministic path's dQ of plain calls and those extensions at d ≤ 128 (128-row tiles, no dBias), on a
+// deterministic path's dQ of plain calls at every d and those extensions at d ≤ 128 (128-row tiles, no dBias), on a
 // compute capability 9.0 device when the library carries sm_90a code (which runs on 9.0 only); the others take
 // the mma.sync kernels.
 // Opt-in until they have run on a GPU (benchmarks/NOTES.md): FSIG_CUDA_WGMMA, read once at first use, is 1

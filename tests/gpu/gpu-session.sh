@@ -129,7 +129,7 @@ step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _l
 step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
   --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both \
   --warmup 3 --iters 20 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \
-  --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --warmup 3 --iters 20 \
+  --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both --warmup 3 --iters 20 \
   --csv "$1$k.d256.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
 # the backward's dK/dV (and the fast path's dS K) and the deterministic path's dQ on the Hopper kernels, both
 # paths, every score (plain calls; the extended ones in masks_wgmma)

@@ -160,14 +160,14 @@ void sync_or_die(const Case& c) {
 // the same for every row of a tile — no strided pattern, a bias or mask only if broadcast over the query
 // rows, a block layout only if its block rows hold whole tiles (β of a key tile is then one row, or none
 // when the layout alone holds whole tiles): the forward's and the deterministic dQ kernel's tiles have 128 rows,
-// the backward dK/dV kernel's 64. The forward's exist at every width, the deterministic dQ kernel's up to 128,
-// the dK/dV kernels up to 256 for plain calls and at width 64 for extended ones (d ≤ 64).
+// the backward dK/dV kernel's 64. The forward's exist at every width; the backward's up to 256 for plain calls,
+// and for extended ones the dQ kernel's up to 128, the dK/dV kernel's at width 64 (d ≤ 64).
 enum class Pass { kForward, kDkDv, kDq };
 bool wgmma_serves(const ref::Spec& s, Pass pass) {
     const int64_t tile_rows = pass == Pass::kDkDv ? 64 : 128;
     const bool layout_ok = s.block_m == 0 || s.block_m % tile_rows == 0 || s.block_m >= s.Nq;
     const bool bias_ok = s.bias.empty() || s.bias_q == 1, mask_ok = s.mask.empty() || s.mask_q == 1;
-    const bool built = pass == Pass::kForward || (pass == Pass::kDq ? s.d <= 128 : s.d <= 64 || !s.extended());
+    const bool built = pass == Pass::kForward || !s.extended() || s.d <= (pass == Pass::kDq ? 128 : 64);
     return gt::emulated_hopper() && bias_ok && mask_ok && s.strided <= 1 && layout_ok && built;  // (strided 1: off)
 }
 #endif
