@@ -450,7 +450,8 @@ __device__ __forceinline__ void warp_query_range(const FwdParams& f, int jw, int
 
 // Query tile t of a dK/dV block into the stage at shared-memory address `stage`: Q, then dO (and, with
 // kWithO, softmax's O) row_bytes apart, each by load(tile, base, row_stride, first_row) in the kernel's tile
-// layout; softmax's LSE of the tile's rows at lse_at (4 bytes a row, 0 past Nq).
+// layout; softmax's LSE of the tile's rows at lse_at (4 bytes a row, 0 past Nq). It commits no cp.async group
+// (the caller does: the 256-wide Hopper backward counts its groups).
 template <class Score, bool kWithO, class Blk, class Load>
 __device__ __forceinline__ void load_query_tile(const BwdParams& p, const Blk& blk, int t, uint32_t stage,
                                                 uint32_t row_bytes, uint32_t lse_at, int tid, Load load) {

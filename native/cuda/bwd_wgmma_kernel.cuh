@@ -415,12 +415,13 @@ struct WgmmaBwdWideTraits {
     static_assert(kHeadDim == 256 && kCols == 128, "the width the d <= 128 kernel cannot hold");
     static_assert(kQueryPart % 8 == 0 && (kQueryPart * 128) % 1024 == 0,
                   "a warpgroup's queries start on a swizzle atom: Q_c, dO_c are B operands of their own");
-    static_assert(kStage0 % 1024 == 0 && kRowBytes % 1024 == 0 && kPt % 1024 == 0 && kPairBytes % 1024 == 0,
+    static_assert(kKeyBytes % 1024 == 0 && kStage0 % 1024 == 0 && kRowBytes % 1024 == 0 && kPt % 1024 == 0 &&
+                      kPairBytes % 1024 == 0,
                   "every wgmma operand tile at a 1024-byte boundary");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
-    static_assert(kChunks == 32 && kBlockM <= kThreads, "D: a row's 16-byte chunks are one warp's lanes; one "
-                  "thread per row loads the LSE");
+    static_assert(kChunks == 32 && kThreads % kChunks == 0 && kBlockM <= kThreads,
+                  "D: a row's 16-byte chunks are one warp's lanes (load_rows' order); one thread per row loads the LSE");
     static_assert(2 * kKeyBytes <= kStage0, "the epilogue stages dK, dV where K, V were");
     static_assert(kSmemBytes <= 227 * 1024, "shared memory of one block on sm_90");
 };
@@ -510,8 +511,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
         float* const d_sm = reinterpret_cast<float*>(smem + T::kDsum);
         if constexpr (Score::kRowStats) {
             // D_i = Σ_c dO_ic O_ic over the chunks this thread copied of O and dO (load_rows: rows tid / 32 +
-            // 8·it, column (tid % 32)·8), once its copies of O have landed; a row's chunks are this warp's lanes
-            cp_async_wait<1>();  // (the next stage's copies may still fly)
+            // 8·it, column (tid % 32)·8), once its copies of O have landed; a row's chunks are this warp's lanes.
+            // wait_group 1: the next stage's group, committed after O's, may still fly (load_query_tile commits
+            // none of its own)
+            cp_async_wait<1>();
             const int col = (tid % T::kChunks) * 8;
 #pragma unroll 1
             for (int r = tid / T::kChunks; r < kBlockM; r += T::kThreads / T::kChunks) {

@@ -193,6 +193,8 @@ struct IdentityScore {
 // (so ragged edges hold finite zeros, never garbage that 0 · NaN would spread). kRolled:
 // a rolled loop — unrolled, the compiler keeps every chunk's address live across the tile loop (the
 // wgmma kernel spilled 156 bytes that way).
+// (Chunk c = tid + it·kThreads, row c / kChunks: the 256-wide Hopper backward's D relies on this order — each
+// thread reads back only the chunks it copied itself.)
 template <class T, int kRows, bool kRolled = false, class Offset>
 __device__ __forceinline__ void load_rows(uint32_t tile, const typename T::Elem* base, int64_t row_stride,
                                           int64_t row0, int64_t n_rows, int cols, int tid, Offset offset) {

@@ -124,8 +124,8 @@ step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" nume
   numerics_targeted hopper_kernel_choice
 step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
   _padlayout _biasfull _maskfull
-# the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log; at d = 256
-# the forward alone (no Hopper backward has that width)
+# the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log; d = 128 and
+# d = 256 each: the forward and both backward paths
 step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
   --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both \
   --warmup 3 --iters 20 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \

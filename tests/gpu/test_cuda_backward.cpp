@@ -415,7 +415,8 @@ std::vector<Case> targeted_cases() {
         Case& c = add(ref::kSoftmax, ref::kFp16, 72, 129, 100, true, -1, -1);
         c.lse_strided = true, c.layout = kPadded8;
     }
-    add(ref::kSoftmax, ref::kBf16, 256, 100, 150, false, -1, -1);             // D from O read one tile ahead
+    add(ref::kSoftmax, ref::kBf16, 256, 100, 150, false, -1, -1);             // D (pairs: O one tile ahead; Hopper:
+                                                                               // O copied beside P)
     add(ref::kSigmoid, ref::kFp16, 256, 130, 77, true, -1, -1, 6, 2, 1);      // causal, a group of 3
     add(ref::kSoftmax, ref::kFp16, 256, 150, 20, true, -1, -1, 2, 1, 1);      // rows that see no key
     {
@@ -423,6 +424,7 @@ std::vector<Case> targeted_cases() {
         c.layout = kPadded8;                                                          // skip apart
     }
     add(ref::kGelu, ref::kFp16, 136, 40, 70, false, -1, -1, 2, 1, 1);
+    add(ref::kSoftmax, ref::kFp16, 168, 90, 140, true, 40, -1, 4, 2, 1);      // D over zero-filled columns
     for (size_t i = 0; i < cases.size(); ++i) cases[i].name = name_of("target", int(i), cases[i], "h");
     if (g_quick) cases.erase(cases.begin() + quick, cases.begin() + widths);
     return cases;
@@ -645,14 +647,17 @@ TEST(hopper_kernel_choice) {
     if (const char* ptx = std::getenv("FSIG_EMU_PTX"); ptx != nullptr && std::atoi(ptx) < 90)
         jit_word = "is not sm_90a's";
 #endif
-    const Case c = small_case();
-    const Prepared in = prepare(c);
-    for (bool fast : {false, true}) {
-        Run r(c, in);
-        r.use_workspace(fast, c.s);
-        expect_refusal(fast ? "FSIG_CUDA_WGMMA=require, no Hopper kernel (fast path)" : "FSIG_CUDA_WGMMA=require, no Hopper kernel",
-                       r.backward(), FSIG_ERROR_UNSUPPORTED, jit_word, r);
-        EXPECT(!r.workspace.touched(), "the refused call wrote its workspace");
+    for (int64_t d : {64, 256}) {  // (each width's Hopper kernels)
+        const Case c = small_case(ref::kSoftmax, d);
+        const Prepared in = prepare(c);
+        for (bool fast : {false, true}) {
+            Run r(c, in);
+            r.use_workspace(fast, c.s);
+            const std::string what = th::format("FSIG_CUDA_WGMMA=require, no Hopper kernel (d = %lld%s)", (long long)d,
+                                                fast ? ", fast path" : "");
+            expect_refusal(what.c_str(), r.backward(), FSIG_ERROR_UNSUPPORTED, jit_word, r);
+            EXPECT(!r.workspace.touched(), "the refused call wrote its workspace");
+        }
     }
 }
 
