@@ -316,6 +316,31 @@ inline __device__ FSIG_NOINLINE bool stage_beta_keys(const FwdParams& f, int64_t
 // tile (live_sm: a flag per warp; warp w computes key group w % kKvKeyGroups for all the tile's query rows,
 // or, where kKvQuerySplit warps share a key group, for part w / kKvKeyGroups of them). The sums go to
 // dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number.
+// The fast path's dQ: a warp's 16 rows of a tile's dS K (mma accumulator layout, n8 tiles from column c0; rows
+// from row0) added to dq_accum (rows kD floats long) with fp32 atomics, in pairs on sm_90; rows from Nq on and
+// columns from the head dim on (zeros) skipped. Shared by every dK/dV kernel of the fast path.
+template <int kD, int kNTiles>
+__device__ __forceinline__ void add_dq_rows(const BwdParams& p, int64_t b, int h, int row0, int c0, int lane,
+                                            const float (&acc)[kNTiles][4]) {
+    float* rows = p.dq_accum + (b * p.f.heads_q + h) * p.f.seq_q * kD;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = row0 + frag::acc_row(lane, 2 * r);
+        if (i >= p.f.seq_q) continue;
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+            if (c0 + nt * 8 >= p.f.head_dim) break;  // columns past the head dim hold zeros
+            float* at = rows + int64_t(i) * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
+#if __CUDA_ARCH__ >= 900
+            atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]));
+#else
+            atomicAdd(at, acc[nt][2 * r]);
+            atomicAdd(at + 1, acc[nt][2 * r + 1]);
+#endif
+        }
+    }
+}
+
 template <class T>
 __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int h, int i0, uint32_t ds_tile,
                                               const int* live_sm, uint32_t k_tile, int lane, int warp) {
@@ -347,24 +372,7 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
             M::run(acc[2 * np + 1], a, kb[2], kb[3]);
         }
     }
-    if (!any) return;
-    float* rows = p.dq_accum + (b * p.f.heads_q + h) * p.f.seq_q * kD;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int64_t i = i0 + rg * 16 + frag::acc_row(lane, 2 * r);
-        if (i >= p.f.seq_q) continue;
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-            if (c0 + nt * 8 >= p.f.head_dim) break;  // columns past the head dim hold zeros
-            float* at = rows + i * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
-#if __CUDA_ARCH__ >= 900
-            atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]));
-#else
-            atomicAdd(at, acc[nt][2 * r]);
-            atomicAdd(at + 1, acc[nt][2 * r + 1]);
-#endif
-        }
-    }
+    if (any) add_dq_rows<kD>(p, b, h, i0 + rg * 16, c0, lane, acc);
 }
 
 // The dK/dV kernels' epilogue (this file's and bwd_wgmma_kernel.cuh's): dK (× scale) and dV of key rows

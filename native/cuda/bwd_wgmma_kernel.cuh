@@ -334,23 +334,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
             wgmma_commit();
             wgmma_wait<0>();
             wgmma_fence_operands(dq);
-            float* rows = p.dq_accum + (b * f.heads_q + h) * f.seq_q * kD;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const int i = i0 + (warp % 4) * 16 + frag::acc_row(lane, 2 * r);
-                if (i >= f.seq_q) continue;
-#pragma unroll
-                for (int nt = 0; nt < T::kDqCols / 8; ++nt) {
-                    if (c0 + nt * 8 >= f.head_dim) break;  // columns past the head dim hold zeros
-                    float* at = rows + int64_t(i) * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
-#if __CUDA_ARCH__ >= 900
-                    atomicAdd(reinterpret_cast<float2*>(at), make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]));
-#else
-                    atomicAdd(at, dq[nt][2 * r]);
-                    atomicAdd(at + 1, dq[nt][2 * r + 1]);
-#endif
-                }
-            }
+            add_dq_rows<kD>(p, b, h, i0 + (warp % 4) * 16, c0, lane, dq);
         }
     }
 
@@ -599,23 +583,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
             wgmma_commit();
             wgmma_wait<0>();
             wgmma_fence_operands(dq);
-            float* rows = p.dq_accum + (b * f.heads_q + h) * f.seq_q * kD;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const int i = i0 + (warp % 4) * 16 + frag::acc_row(lane, 2 * r);
-                if (i >= f.seq_q) continue;
-#pragma unroll
-                for (int nt = 0; nt < T::kDTiles; ++nt) {
-                    if (c0 + nt * 8 >= f.head_dim) break;  // columns past the head dim hold zeros
-                    float* at = rows + int64_t(i) * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
-#if __CUDA_ARCH__ >= 900
-                    atomicAdd(reinterpret_cast<float2*>(at), make_float2(dq[nt][2 * r], dq[nt][2 * r + 1]));
-#else
-                    atomicAdd(at, dq[nt][2 * r]);
-                    atomicAdd(at + 1, dq[nt][2 * r + 1]);
-#endif
-                }
-            }
+            add_dq_rows<kD>(p, b, h, i0 + (warp % 4) * 16, c0, lane, dq);
         }
     }
 
