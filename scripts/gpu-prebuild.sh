@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds here, with this machine's nvcc, what tests/gpu/gpu-session.sh runs on a lent GPU, so that the session's
 # device minutes go to the tests and not to the build: the session's targets took 9 CPU-minutes here (≈ 1.5–2
-# device minutes on 16 cores, with configure). Writes gpu-prebuilt.tar.xz (git-ignored; 4.2 MB, the binaries
+# device minutes on 16 cores, with configure). Writes gpu-prebuilt.tar.xz (git-ignored; 4.4 MB, the binaries
 # are 45 MB unpacked), which fits beside gpu-carry/ in the device tool's 64 MiB: carry both
 # (`carry: ["gpu-prebuilt.tar.xz", "gpu-carry"]`) and run `tests/gpu/gpu-session.sh gpu-prebuilt`. The session
 # unpacks it and uses these binaries when every source file they were built from is unchanged
