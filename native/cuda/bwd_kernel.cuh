@@ -309,13 +309,6 @@ inline __device__ FSIG_NOINLINE bool stage_beta_keys(const FwdParams& f, int64_t
     return __any_sync(0xffffffffu, any);
 }
 
-// Fast path (p.dq_accum): dQ rows [i0, i0 + kKvBlockM) of query head h += dS K over the block's keys,
-// from the dSᵀ tile the warps left in shared memory (A operands by ldmatrix.trans) and the resident K
-// tile (B operands by ldmatrix.trans, like V in the forward). Warp w takes 16 rows × kKvDqCols columns
-// and skips the k16 steps (one per group of 16 keys) whose dS the warp that computes it had none of this
-// tile (live_sm: a flag per warp; warp w computes key group w % kKvKeyGroups for all the tile's query rows,
-// or, where kKvQuerySplit warps share a key group, for part w / kKvKeyGroups of them). The sums go to
-// dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number.
 // The fast path's dQ: a warp's 16 rows of a tile's dS K (mma accumulator layout, n8 tiles from column c0; rows
 // from row0) added to dq_accum (rows kD floats long) with fp32 atomics, in pairs on sm_90; rows from Nq on and
 // columns from the head dim on (zeros) skipped. Shared by every dK/dV kernel of the fast path.
@@ -341,6 +334,13 @@ __device__ __forceinline__ void add_dq_rows(const BwdParams& p, int64_t b, int h
     }
 }
 
+// Fast path (p.dq_accum): dQ rows [i0, i0 + kKvBlockM) of query head h += dS K over the block's keys,
+// from the dSᵀ tile the warps left in shared memory (A operands by ldmatrix.trans) and the resident K
+// tile (B operands by ldmatrix.trans, like V in the forward). Warp w takes 16 rows × kKvDqCols columns
+// and skips the k16 steps (one per group of 16 keys) whose dS the warp that computes it had none of this
+// tile (live_sm: a flag per warp; warp w computes key group w % kKvKeyGroups for all the tile's query rows,
+// or, where kKvQuerySplit warps share a key group, for part w / kKvKeyGroups of them). The sums go to
+// dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number.
 template <class T>
 __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int h, int i0, uint32_t ds_tile,
                                               const int* live_sm, uint32_t k_tile, int lane, int warp) {

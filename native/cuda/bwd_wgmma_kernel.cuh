@@ -41,6 +41,30 @@
 
 namespace fsig::cuda {
 
+// The fast path's dQ share of a Hopper dK/dV kernel's warpgroup: dQ_tile += dS K over kSteps k16 steps from
+// step ks0 — dS [query][key] K-major at ds_at (a tile of kDsRows rows), K N-major at k_at (kKeyRows rows, from
+// the warpgroup's first column block) — into kCols columns, then added to dq_accum (add_dq_rows; this warp's
+// 16 rows from row0, columns from c0).
+#if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)  // (where the kernels' bodies have wgmma)
+template <class Elem, int kD, int kCols, int kSteps, int kDsRows, int kKeyRows>
+__device__ __forceinline__ void add_dq_wgmma(const BwdParams& p, int64_t b, int h, int row0, int c0, int lane,
+                                             uint32_t ds_at, uint32_t k_at, int ks0) {
+    float dq[kCols / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kCols / 8; ++nt) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
+    wgmma_fence_operands(dq);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kSteps; ++ks)
+        Wgmma<Elem, kCols>::ss_tb(dq, wg::k_major<kDsRows>(ds_at, ks0 + ks), wg::n_major<kKeyRows>(k_at, ks0 + ks),
+                                  ks > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_fence_operands(dq);
+    add_dq_rows<kD>(p, b, h, row0, c0, lane, dq);
+}
+#endif
+
 template <int kHeadDim_, class Elem_>
 struct WgmmaBwdTraits {
     using Elem = Elem_;
@@ -321,20 +345,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         if (fast) {
             fence_proxy_async();  // this thread's dS stores, for wgmma ...
             __syncthreads();      // ... of both warpgroups
-            float dq[T::kDqCols / 8][4];
-#pragma unroll
-            for (int nt = 0; nt < T::kDqCols / 8; ++nt) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
-            wgmma_fence_operands(dq);
-            wgmma_fence();
-            const uint32_t ds_at = opaque(ds_tile), k_dq_at = opaque(k_dq);
-#pragma unroll
-            for (int ks = 0; ks < T::kDqSteps; ++ks)
-                Wgmma<Elem, T::kDqCols>::ss_tb(dq, wg::k_major<kBlockM>(ds_at, ks0 + ks),
-                                               wg::n_major<kBlockN>(k_dq_at, ks0 + ks), ks > 0);
-            wgmma_commit();
-            wgmma_wait<0>();
-            wgmma_fence_operands(dq);
-            add_dq_rows<kD>(p, b, h, i0 + (warp % 4) * 16, c0, lane, dq);
+            add_dq_wgmma<Elem, kD, T::kDqCols, T::kDqSteps, kBlockM, kBlockN>(p, b, h, i0 + (warp % 4) * 16, c0, lane,
+                                                                              opaque(ds_tile), opaque(k_dq), ks0);
         }
     }
 
@@ -571,19 +583,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
 
         // ---- fast path: this warpgroup's columns of dQ_tile += dS K, into dq_accum ----
         if (fast) {
-            float dq[T::kDTiles][4];
-#pragma unroll
-            for (int nt = 0; nt < T::kDTiles; ++nt) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
-            wgmma_fence_operands(dq);
-            wgmma_fence();
-            const uint32_t ds_at = opaque(smem_base + T::kDs), k_c = opaque(cols_at(k_tile, kBlockN));
-#pragma unroll
-            for (int ks = 0; ks < T::kDqSteps; ++ks)
-                Wgmma<Elem, T::kCols>::ss_tb(dq, wg::k_major<kBlockM>(ds_at, ks), wg::n_major<kBlockN>(k_c, ks), ks > 0);
-            wgmma_commit();
-            wgmma_wait<0>();
-            wgmma_fence_operands(dq);
-            add_dq_rows<kD>(p, b, h, i0 + (warp % 4) * 16, c0, lane, dq);
+            add_dq_wgmma<Elem, kD, T::kCols, T::kDqSteps, kBlockM, kBlockN>(p, b, h, i0 + (warp % 4) * 16, c0, lane,
+                                                                            opaque(smem_base + T::kDs),
+                                                                            opaque(cols_at(k_tile, kBlockN)), 0);
         }
     }
 
