@@ -1,9 +1,10 @@
 // Masks and positions on CUDA (issue 9's targets): what ALiBi costs over no bias, and block-sparse
 // time against the density of allowed blocks, forward and forward+backward, timed with CUDA events.
 //
-//   cuda-masks-bench [N=16384] [reps=10] [block_n=128]
+//   cuda-masks-bench [N=16384] [reps=10] [block_n=128] [hidden=2048] [batch=16384/N]
 //
-// bf16, d = 128, hidden 2048 (H = 16), batch 16384 / N (DESIGN §7), sigmoid and softmax, not causal.
+// bf16, d = 128, hidden 2048 (H = 16), batch 16384 / N (DESIGN §7), sigmoid and softmax, not causal (a small
+// hidden and batch are for the emulator's smoke run, CTest cuda_masks_bench_emu).
 // Rows: plain (no extension: the plain kernels), ALiBi (the extended kernels, ALiBi alone), an all-ones
 // block layout (the extended kernels with nothing masked: their own overhead; with block_n = 64 on the
 // Hopper kernels, the mma.sync kernels' β staging too), then random layouts of
@@ -65,8 +66,11 @@ int main(int argc, char** argv) {
     const int64_t N = argc > 1 ? std::atoll(argv[1]) : 16384;
     const int reps = argc > 2 ? std::atoi(argv[2]) : 10;
     const int64_t bn = argc > 3 ? std::atoll(argv[3]) : 128;
-    if (N < 1 || reps < 1 || bn < 1) {
-        std::fprintf(stderr, "usage: cuda-masks-bench [N >= 1] [reps >= 1] [block_n >= 1]\n");
+    const int64_t hidden = argc > 4 ? std::atoll(argv[4]) : 2048, d = 128;
+    const int64_t B = argc > 5 ? std::atoll(argv[5]) : std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1));
+    if (N < 1 || reps < 1 || bn < 1 || hidden < d || hidden % d != 0 || B < 1) {
+        std::fprintf(stderr, "usage: cuda-masks-bench [N >= 1] [reps >= 1] [block_n >= 1] [hidden: a multiple of "
+                             "128] [batch >= 1]\n");
         return 2;
     }
     fsig_capabilities caps;
@@ -76,7 +80,7 @@ int main(int argc, char** argv) {
         std::printf("SKIP: no CUDA device (or no CUDA in this build)\n");
         return 77;
     }
-    const int64_t H = 16, d = 128, B = std::max<int64_t>(1, 16384 / N), bm = 128;
+    const int64_t H = hidden / d, bm = 128;
     const int64_t qshape[4] = {B, N, H, d}, lshape[3] = {B, H, N}, sshape[1] = {H};
     const size_t elems = size_t(B * N * H * d);
     void *q = device_random(elems), *k = device_random(elems), *v = device_random(elems), *g = device_random(elems);
@@ -124,13 +128,17 @@ int main(int argc, char** argv) {
                 for (auto& x : h) allowed += (x = u(rng) < rho ? 1 : 0);
                 CUDA_OK(cudaMemcpy(layout, h.data(), h.size(), cudaMemcpyHostToDevice));
             }
+            // softmax's forward writes the LSE that its backward reads, with O; the other scores take neither
+            const bool softmax = score == FSIG_SCORE_SOFTMAX;
+            const fsig_tensor* lse = softmax ? &tl : nullptr;
+            const fsig_tensor* fwd_out = softmax ? &to : nullptr;
             auto time = [&](bool backward) {
                 std::vector<float> ms;
                 for (int r = -2; r < reps; ++r) {  // two warm-up runs
                     CUDA_OK(cudaEventRecord(e0));
-                    int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, &tl, alibi, nullptr, nullptr, lay, nullptr);
+                    int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse, alibi, nullptr, nullptr, lay, nullptr);
                     if (st == FSIG_OK && backward)
-                        st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, &tl, &tdq, &tdk, &tdv, alibi, nullptr,
+                        st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, fwd_out, &tg, lse, &tdq, &tdk, &tdv, alibi, nullptr,
                                                         nullptr, lay, nullptr, nullptr);
                     if (st != FSIG_OK) {
                         std::fprintf(stderr, "call failed: %s\n", fsig_last_error());

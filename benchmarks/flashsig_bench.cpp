@@ -16,6 +16,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "flashsig.h"
@@ -248,10 +249,17 @@ struct Rng {
         return z ^ (z >> 31);
     }
     double uniform() { return double(next() >> 11) * 0x1.0p-53; }
+    // both of Box–Muller's values, the sine one kept for the next call: half the logs and roots
     float normal() {
-        double u1 = uniform(), u2 = uniform();
-        return float(std::sqrt(-2.0 * std::log1p(-u1)) * std::cos(6.283185307179586 * u2));
+        if (has_spare) return has_spare = false, spare;
+        double u1 = uniform(), u2 = uniform(), r = std::sqrt(-2.0 * std::log1p(-u1));
+        spare = float(r * std::sin(6.283185307179586 * u2)), has_spare = true;
+        return float(r * std::cos(6.283185307179586 * u2));
     }
+
+  private:
+    float spare = 0;
+    bool has_spare = false;
 };
 
 uint16_t to_bf16(float f) {
@@ -298,6 +306,23 @@ float from_half(uint16_t h) {
 }
 
 size_t esize(int dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : 2; }
+
+// Calls fill(begin, end, chunk) over [0, n) in chunks of 2^20 elements on every hardware thread. A chunk's
+// values depend on its index alone, so the inputs are the same bits on any machine: one thread took ≈ 5 s
+// to draw a 16k-token problem's 134 M normals, most of a GPU row's time (the 2026-12-04 H200 session).
+template <class Fill>
+void for_chunks(size_t n, const Fill& fill) {
+    constexpr size_t kChunk = size_t(1) << 20;
+    const size_t chunks = (n + kChunk - 1) / kChunk;
+    const size_t workers = std::min<size_t>(chunks, std::max(1u, std::thread::hardware_concurrency()));
+    auto work = [&](size_t w) {
+        for (size_t c = w; c < chunks; c += workers) fill(c * kChunk, std::min(n, (c + 1) * kChunk), c);
+    };
+    std::vector<std::thread> pool;
+    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+    if (workers > 0) work(0);
+    for (auto& t : pool) t.join();
+}
 
 void store(void* base, int dtype, size_t i, float v) {
     if (dtype == FSIG_DTYPE_FP32) static_cast<float*>(base)[i] = v;
@@ -357,8 +382,9 @@ struct Buffer {
     }
     // NaN in every element, so an element the call does not write shows up in --check.
     void poison(int dtype) const {
-        size_t n = bytes / esize(dtype);
-        for (size_t i = 0; i < n; ++i) store(host, dtype, i, std::numeric_limits<float>::quiet_NaN());
+        for_chunks(bytes / esize(dtype), [&](size_t begin, size_t end, size_t) {
+            for (size_t i = begin; i < end; ++i) store(host, dtype, i, std::numeric_limits<float>::quiet_NaN());
+        });
         upload();
     }
 };
@@ -475,11 +501,14 @@ struct Problem {
             dout = Buffer(nq * es, c.cuda), dq = Buffer(nq * es, c.cuda);
             dk = Buffer(nkv * es, c.cuda), dv = Buffer(nkv * es, c.cuda);
         }
-        Rng rng(seed);
+        uint64_t stream = seed * 4;  // q, k, v, dout: four streams of chunk seeds
         for (const Buffer* b : {&q, &k, &v, &dout}) {
+            ++stream;
             if (!b->host) continue;
-            size_t n = b->bytes / es;
-            for (size_t i = 0; i < n; ++i) store(b->host, c.dtype, i, rng.normal());
+            for_chunks(b->bytes / es, [&](size_t begin, size_t end, size_t chunk) {
+                Rng rng(stream * 0x100000001B3ull + chunk);
+                for (size_t i = begin; i < end; ++i) store(b->host, c.dtype, i, rng.normal());
+            });
             b->upload();
         }
         // outputs start as NaN, never zeros (zeros hide unwritten elements)

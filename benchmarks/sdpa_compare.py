@@ -40,11 +40,18 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--check", action="store_true", help="flashsig-bench --check (DESIGN §6 rule) before timing")
+    ap.add_argument("--wgmma", default="",
+                    help="FSIG_CUDA_WGMMA values to time FlashSig under, a comma list (e.g. 0,1: the mma.sync and "
+                         "the Hopper kernels, one column each); empty: the environment's")
     ap.add_argument("--csv", help="also write the table as CSV here")
     return ap.parse_args()
 
 
 PASS_FACTOR = {"fwd": 1.0, "fwdbwd": 3.5}
+
+
+def fmt(x, w=8, p=1):
+    return f"{x:{w}.{p}f}" if x is not None else f"{'n/a':>{w}}"
 
 
 def flops(b, h, n, d, causal, pass_="fwd"):
@@ -94,8 +101,8 @@ def time_sdpa(torch, backend, b, h, n, d, causal, warmup, iters, pass_="fwd"):
     return statistics.median(times)
 
 
-def run_flashsig(args, seqs, dims, causals, passes):
-    """{(score, seq, d, causal, pass): median ms} from one flashsig-bench run."""
+def run_flashsig(args, seqs, dims, causals, passes, wgmma=None):
+    """{(score, seq, d, causal, pass): median ms} from one flashsig-bench run (FSIG_CUDA_WGMMA=wgmma if given)."""
     fd, path = tempfile.mkstemp(suffix=".csv", prefix="flashsig-bench-")
     os.close(fd)
     os.unlink(path)  # flashsig-bench writes the header into a fresh file
@@ -106,8 +113,11 @@ def run_flashsig(args, seqs, dims, causals, passes):
     # flashsig-bench sizes the batch as 16384 / seq when --hidden is given and --batch is not
     if args.check:
         cmd.append("--check")
-    print("running:", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd)
+    env = dict(os.environ)
+    if wgmma is not None:
+        env["FSIG_CUDA_WGMMA"] = wgmma
+    print("running:", f"FSIG_CUDA_WGMMA={wgmma}" if wgmma is not None else "", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=env)
     results = {}
     if os.path.exists(path):
         with open(path) as f:
@@ -141,7 +151,8 @@ def main():
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, hidden {args.hidden}, "
           f"batch {TOKENS}/seq, median of {args.iters} after {args.warmup} warm-up", flush=True)
 
-    fs = run_flashsig(args, seqs, dims, causals, passes)
+    # SDPA first, each figure printed as it comes: a run cut short by a time limit still has the baselines,
+    # and FlashSig's own rows are in flashsig-bench's output
     backends = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]
     rows = []
     for pass_ in passes:
@@ -154,27 +165,38 @@ def main():
                     for name, be in backends:
                         ms = time_sdpa(torch, be, b, h, n, d, bool(causal), args.warmup, args.iters, pass_)
                         row[f"sdpa_{name}"] = f / (ms * 1e-3) / 1e12 if ms else None
-                    for sc in scores:
-                        ms = fs.get((sc, n, d, causal, pass_))
-                        row[f"fsig_{sc}"] = f / (ms * 1e-3) / 1e12 if ms else None
+                    print(f"SDPA {pass_} N={n} d={d} causal={causal}: flash {fmt(row['sdpa_flash'])} "
+                          f"cudnn {fmt(row['sdpa_cudnn'])} TFLOP/s", flush=True)
                     rows.append(row)
                     torch.cuda.empty_cache()
 
-    def fmt(x, w=8, p=1):
-        return f"{x:{w}.{p}f}" if x is not None else f"{'n/a':>{w}}"
+    variants = args.wgmma.split(",") if args.wgmma else [None]
+    columns = [(sc, v, sc if len(variants) == 1 else f"{sc}:{v}") for v in variants for sc in scores]
+    for v in variants:
+        fs = run_flashsig(args, seqs, dims, causals, passes, v)
+        for r in rows:
+            f = flops(r["B"], r["H"], r["seq"], r["d"], r["causal"], r["pass"])
+            for sc, cv, col in columns:
+                if cv == v:
+                    ms = fs.get((sc, r["seq"], r["d"], r["causal"], r["pass"]))
+                    r[f"fsig_{col}"] = f / (ms * 1e-3) / 1e12 if ms else None
 
     def ratio(a, b):
         return a / b if a is not None and b else None
 
     def line_of(r):
         line = f"{r['seq']:>6} {r['d']:>4} {r['causal']:>6} {fmt(r['sdpa_flash'])} {fmt(r['sdpa_cudnn'])}"
-        line += "".join(f" {fmt(r['fsig_' + s])}" for s in scores)
-        line += "".join(f" {fmt(ratio(r['fsig_' + s], r['sdpa_flash']), 8, 2)} {fmt(ratio(r['fsig_' + s], r['sdpa_cudnn']), 8, 2)}"
-                        for s in scores)
+        line += "".join(f" {fmt(r['fsig_' + c])}" for _, _, c in columns)
+        line += "".join(f" {fmt(ratio(r['fsig_' + c], r['sdpa_flash']), 8, 2)} {fmt(ratio(r['fsig_' + c], r['sdpa_cudnn']), 8, 2)}"
+                        for _, _, c in columns)
         return line
 
-    head = f"{'seq':>6} {'d':>4} {'causal':>6} {'SDPA-fl':>8} {'SDPA-cu':>8}" + "".join(f" {'FS-' + s[:5]:>8}" for s in scores)
-    head += "".join(f" {s[:4] + '/fl':>8} {s[:4] + '/cu':>8}" for s in scores)
+    def short(col):  # softmax:1 -> soft:1
+        sc, _, v = col.partition(":")
+        return sc[:4] + (":" + v[:3] if v else "")
+
+    head = f"{'seq':>6} {'d':>4} {'causal':>6} {'SDPA-fl':>8} {'SDPA-cu':>8}" + "".join(f" {'FS-' + short(c):>8}" for _, _, c in columns)
+    head += "".join(f" {short(c) + '/fl':>8} {short(c) + '/cu':>8}" for _, _, c in columns)
     for pass_ in passes:
         print(f"\n{'forward' if pass_ == 'fwd' else 'forward + backward'} TFLOP/s (and FlashSig / SDPA ratios)")
         print(head)

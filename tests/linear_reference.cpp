@@ -1,8 +1,10 @@
 #include "linear_reference.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <thread>
 
 namespace lref {
 
@@ -58,132 +60,147 @@ void core(const Spec& s, int dtype, const R* q, const R* k, const R* v, const R*
         grads->dk.assign(s.kv_elems(), R(0));
         grads->dv.assign(s.kv_elems(), R(0));
     }
-    std::vector<R> fq(size_t(s.Nq * F)), fk(size_t(s.Nk * F)), S(size_t(s.Nq * s.Nk)), dS(size_t(s.Nq * s.Nk));
-    std::vector<R> O(size_t(s.Nq * s.d)), den(size_t(s.Nq)), nrm(size_t(s.Nq)), dnum(size_t(s.Nq * s.d)), rr(size_t(s.Nq));
-    std::vector<R> dfq(size_t(s.Nq * F)), dfk(size_t(s.Nk * F));
-    std::vector<R> dk_acc(size_t(s.Nk * s.d)), dv_acc(size_t(s.Nk * s.d));
-    auto features = [&](const R* x, bool query, int64_t b, int64_t h, int64_t rows, R* f) {
-        for (int64_t r = 0; r < rows; ++r) {
-            const int64_t pos = query ? r + s.Nk - s.Nq : r;
-            const double th = kPi * double(pos) / (2 * M);
-            for (int64_t c = 0; c < s.d; ++c) {
-                const R xv = x[query ? ix.q(b, r, h, c) : ix.k(b, r, h, c)];
-                const R p = n.rnd(phi(s.map, xv));
-                if (s.map == kCosformer) {
-                    f[r * F + c] = n.rnd(p * R(std::sin(th)));
-                    f[r * F + s.d + c] = n.rnd(p * R(std::cos(th)));
-                } else {
-                    f[r * F + c] = p;
+    // one (batch, kv head) unit: its query heads, its dK and dV, and its denominators in row order
+    auto unit = [&](int64_t b, int64_t hk, std::vector<double>* unit_dens) {
+        std::vector<R> fq(size_t(s.Nq * F)), fk(size_t(s.Nk * F)), S(size_t(s.Nq * s.Nk)), dS(size_t(s.Nq * s.Nk));
+        std::vector<R> O(size_t(s.Nq * s.d)), den(size_t(s.Nq)), nrm(size_t(s.Nq)), dnum(size_t(s.Nq * s.d));
+        std::vector<R> rr(size_t(s.Nq));
+        std::vector<R> dfq(size_t(s.Nq * F)), dfk(size_t(s.Nk * F));
+        std::vector<R> dk_acc(size_t(s.Nk * s.d)), dv_acc(size_t(s.Nk * s.d));
+        auto features = [&](const R* x, bool query, int64_t b, int64_t h, int64_t rows, R* f) {
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t pos = query ? r + s.Nk - s.Nq : r;
+                const double th = kPi * double(pos) / (2 * M);
+                for (int64_t c = 0; c < s.d; ++c) {
+                    const R xv = x[query ? ix.q(b, r, h, c) : ix.k(b, r, h, c)];
+                    const R p = n.rnd(phi(s.map, xv));
+                    if (s.map == kCosformer) {
+                        f[r * F + c] = n.rnd(p * R(std::sin(th)));
+                        f[r * F + s.d + c] = n.rnd(p * R(std::cos(th)));
+                    } else {
+                        f[r * F + c] = p;
+                    }
                 }
             }
-        }
-    };
-    for (int64_t b = 0; b < s.B; ++b)
-        for (int64_t hk = 0; hk < s.Hk; ++hk) {
-            std::fill(dk_acc.begin(), dk_acc.end(), R(0));
-            std::fill(dv_acc.begin(), dv_acc.end(), R(0));
-            features(k, false, b, hk, s.Nk, fk.data());
-            for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-                features(q, true, b, h, s.Nq, fq.data());
-                for (int64_t i = 0; i < s.Nq; ++i) {
-                    R sum = 0;  // den, accumulated as a framework's rowsum (fp32 for the naive)
-                    for (int64_t j = 0; j < s.Nk; ++j) {
-                        R x = 0;
-                        if (s.allowed(i, j)) {
-                            if constexpr (sizeof(R) == sizeof(double)) {
-                                // fp64: the quadratic form with the cosine of the difference, written out
-                                double dot = 0;
-                                for (int64_t c = 0; c < s.d; ++c)
-                                    dot += phi(s.map, double(q[ix.q(b, i, h, c)])) * phi(s.map, double(k[ix.k(b, j, hk, c)]));
-                                const double w = s.map == kCosformer
-                                                     ? std::cos(kPi * double(i + s.Nk - s.Nq - j) / (2 * M))
-                                                     : 1.0;
-                                x = dot * w;
-                            } else {
-                                for (int64_t c = 0; c < F; ++c) x += fq[i * F + c] * fk[j * F + c];
-                                x = n.rnd(x);
-                            }
-                        }
-                        S[i * s.Nk + j] = x;
-                        sum += x;
-                    }
-                    den[i] = n.rnd(sum);
-                    nrm[i] = den[i] > R(s.epsilon) ? den[i] : R(s.epsilon);
-                    for (int64_t c = 0; c < s.d; ++c) {
-                        R acc = 0;
-                        for (int64_t j = 0; j < s.Nk; ++j) acc += S[i * s.Nk + j] * v[ix.k(b, j, hk, c)];
-                        O[i * s.d + c] = n.rnd(n.rnd(acc) / nrm[i]);
-                        if (out) (*out)[ix.q(b, i, h, c)] = O[i * s.d + c];
-                    }
-                    if (dens) dens->push_back(double(den[i]));
-                }
-                if (!grads) continue;
-                // L = Σ_i g_i·O_i, O_i = num_i / n_i, n_i = max(den_i, ε):
-                // ∂L/∂S_ij = (g_i·v_j)/n_i − [den_i > ε](g_i·O_i)/n_i
-                for (int64_t i = 0; i < s.Nq; ++i) {
-                    R u = 0;
-                    for (int64_t c = 0; c < s.d; ++c) u += dout[ix.q(b, i, h, c)] * O[i * s.d + c];
-                    rr[i] = den[i] > R(s.epsilon) ? n.rnd(n.rnd(u) / nrm[i]) : R(0);
-                    for (int64_t c = 0; c < s.d; ++c) dnum[i * s.d + c] = n.rnd(dout[ix.q(b, i, h, c)] / nrm[i]);
-                    for (int64_t j = 0; j < s.Nk; ++j) {
-                        R x = 0;
-                        if (s.allowed(i, j)) {
-                            for (int64_t c = 0; c < s.d; ++c) x += dnum[i * s.d + c] * v[ix.k(b, j, hk, c)];
-                            x = n.rnd(n.rnd(x) - rr[i]);
-                        }
-                        dS[i * s.Nk + j] = x;
-                    }
-                }
-                // dV_j += Σ_i S_ij dnum_i ; df̃q = dS f̃k ; df̃k = dSᵀ f̃q (features of the rounded path;
-                // for fp64 rebuilt from the same φ and angles, so equal to the written-out form)
-                if constexpr (sizeof(R) == sizeof(double)) features(q, true, b, h, s.Nq, fq.data());
-                for (int64_t j = 0; j < s.Nk; ++j)
-                    for (int64_t c = 0; c < s.d; ++c) {
-                        R acc = 0;
-                        for (int64_t i = 0; i < s.Nq; ++i) acc += S[i * s.Nk + j] * dnum[i * s.d + c];
-                        dv_acc[j * s.d + c] += n.rnd(acc);
-                    }
-                for (int64_t i = 0; i < s.Nq; ++i)
-                    for (int64_t c = 0; c < F; ++c) {
-                        R acc = 0;
-                        for (int64_t j = 0; j < s.Nk; ++j) acc += dS[i * s.Nk + j] * fk[j * F + c];
-                        dfq[i * F + c] = n.rnd(acc);
-                    }
-                for (int64_t j = 0; j < s.Nk; ++j)
-                    for (int64_t c = 0; c < F; ++c) {
-                        R acc = 0;
-                        for (int64_t i = 0; i < s.Nq; ++i) acc += dS[i * s.Nk + j] * fq[i * F + c];
-                        dfk[j * F + c] = n.rnd(acc);
-                    }
-                // through the feature map: df̃ → dφ (sin, cos halves) → dx = φ'(x) dφ
-                for (int64_t i = 0; i < s.Nq; ++i) {
-                    const double th = kPi * double(i + s.Nk - s.Nq) / (2 * M);
-                    for (int64_t c = 0; c < s.d; ++c) {
-                        const R x = q[ix.q(b, i, h, c)];
-                        const R dphi = s.map == kCosformer
-                                           ? dfq[i * F + c] * R(std::sin(th)) + dfq[i * F + s.d + c] * R(std::cos(th))
-                                           : dfq[i * F + c];
-                        grads->dq[ix.q(b, i, h, c)] = n.rnd(phi_grad(s.map, x) * n.rnd(dphi));
-                    }
-                }
+        };
+        features(k, false, b, hk, s.Nk, fk.data());
+        for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+            features(q, true, b, h, s.Nq, fq.data());
+            for (int64_t i = 0; i < s.Nq; ++i) {
+                R sum = 0;  // den, accumulated as a framework's rowsum (fp32 for the naive)
                 for (int64_t j = 0; j < s.Nk; ++j) {
-                    const double th = kPi * double(j) / (2 * M);
-                    for (int64_t c = 0; c < s.d; ++c) {
-                        const R x = k[ix.k(b, j, hk, c)];
-                        const R dphi = s.map == kCosformer
-                                           ? dfk[j * F + c] * R(std::sin(th)) + dfk[j * F + s.d + c] * R(std::cos(th))
-                                           : dfk[j * F + c];
-                        dk_acc[j * s.d + c] += phi_grad(s.map, x) * n.rnd(dphi);
+                    R x = 0;
+                    if (s.allowed(i, j)) {
+                        if constexpr (sizeof(R) == sizeof(double)) {
+                            // fp64: the quadratic form with the cosine of the difference, written out
+                            double dot = 0;
+                            for (int64_t c = 0; c < s.d; ++c)
+                                dot += phi(s.map, double(q[ix.q(b, i, h, c)])) *
+                                       phi(s.map, double(k[ix.k(b, j, hk, c)]));
+                            const double w = s.map == kCosformer
+                                                 ? std::cos(kPi * double(i + s.Nk - s.Nq - j) / (2 * M))
+                                                 : 1.0;
+                            x = dot * w;
+                        } else {
+                            for (int64_t c = 0; c < F; ++c) x += fq[i * F + c] * fk[j * F + c];
+                            x = n.rnd(x);
+                        }
                     }
+                    S[i * s.Nk + j] = x;
+                    sum += x;
                 }
+                den[i] = n.rnd(sum);
+                nrm[i] = den[i] > R(s.epsilon) ? den[i] : R(s.epsilon);
+                for (int64_t c = 0; c < s.d; ++c) {
+                    R acc = 0;
+                    for (int64_t j = 0; j < s.Nk; ++j) acc += S[i * s.Nk + j] * v[ix.k(b, j, hk, c)];
+                    O[i * s.d + c] = n.rnd(n.rnd(acc) / nrm[i]);
+                    if (out) (*out)[ix.q(b, i, h, c)] = O[i * s.d + c];
+                }
+                if (unit_dens) unit_dens->push_back(double(den[i]));
             }
             if (!grads) continue;
+            // L = Σ_i g_i·O_i, O_i = num_i / n_i, n_i = max(den_i, ε):
+            // ∂L/∂S_ij = (g_i·v_j)/n_i − [den_i > ε](g_i·O_i)/n_i
+            for (int64_t i = 0; i < s.Nq; ++i) {
+                R u = 0;
+                for (int64_t c = 0; c < s.d; ++c) u += dout[ix.q(b, i, h, c)] * O[i * s.d + c];
+                rr[i] = den[i] > R(s.epsilon) ? n.rnd(n.rnd(u) / nrm[i]) : R(0);
+                for (int64_t c = 0; c < s.d; ++c) dnum[i * s.d + c] = n.rnd(dout[ix.q(b, i, h, c)] / nrm[i]);
+                for (int64_t j = 0; j < s.Nk; ++j) {
+                    R x = 0;
+                    if (s.allowed(i, j)) {
+                        for (int64_t c = 0; c < s.d; ++c) x += dnum[i * s.d + c] * v[ix.k(b, j, hk, c)];
+                        x = n.rnd(n.rnd(x) - rr[i]);
+                    }
+                    dS[i * s.Nk + j] = x;
+                }
+            }
+            // dV_j += Σ_i S_ij dnum_i ; df̃q = dS f̃k ; df̃k = dSᵀ f̃q (features of the rounded path;
+            // for fp64 rebuilt from the same φ and angles, so equal to the written-out form)
+            if constexpr (sizeof(R) == sizeof(double)) features(q, true, b, h, s.Nq, fq.data());
             for (int64_t j = 0; j < s.Nk; ++j)
                 for (int64_t c = 0; c < s.d; ++c) {
-                    grads->dk[ix.k(b, j, hk, c)] = n.rnd(dk_acc[j * s.d + c]);
-                    grads->dv[ix.k(b, j, hk, c)] = n.rnd(dv_acc[j * s.d + c]);
+                    R acc = 0;
+                    for (int64_t i = 0; i < s.Nq; ++i) acc += S[i * s.Nk + j] * dnum[i * s.d + c];
+                    dv_acc[j * s.d + c] += n.rnd(acc);
                 }
+            for (int64_t i = 0; i < s.Nq; ++i)
+                for (int64_t c = 0; c < F; ++c) {
+                    R acc = 0;
+                    for (int64_t j = 0; j < s.Nk; ++j) acc += dS[i * s.Nk + j] * fk[j * F + c];
+                    dfq[i * F + c] = n.rnd(acc);
+                }
+            for (int64_t j = 0; j < s.Nk; ++j)
+                for (int64_t c = 0; c < F; ++c) {
+                    R acc = 0;
+                    for (int64_t i = 0; i < s.Nq; ++i) acc += dS[i * s.Nk + j] * fq[i * F + c];
+                    dfk[j * F + c] = n.rnd(acc);
+                }
+            // through the feature map: df̃ → dφ (sin, cos halves) → dx = φ'(x) dφ
+            for (int64_t i = 0; i < s.Nq; ++i) {
+                const double th = kPi * double(i + s.Nk - s.Nq) / (2 * M);
+                for (int64_t c = 0; c < s.d; ++c) {
+                    const R x = q[ix.q(b, i, h, c)];
+                    const R dphi = s.map == kCosformer
+                                       ? dfq[i * F + c] * R(std::sin(th)) + dfq[i * F + s.d + c] * R(std::cos(th))
+                                       : dfq[i * F + c];
+                    grads->dq[ix.q(b, i, h, c)] = n.rnd(phi_grad(s.map, x) * n.rnd(dphi));
+                }
+            }
+            for (int64_t j = 0; j < s.Nk; ++j) {
+                const double th = kPi * double(j) / (2 * M);
+                for (int64_t c = 0; c < s.d; ++c) {
+                    const R x = k[ix.k(b, j, hk, c)];
+                    const R dphi = s.map == kCosformer
+                                       ? dfk[j * F + c] * R(std::sin(th)) + dfk[j * F + s.d + c] * R(std::cos(th))
+                                       : dfk[j * F + c];
+                    dk_acc[j * s.d + c] += phi_grad(s.map, x) * n.rnd(dphi);
+                }
+            }
         }
+        if (!grads) return;
+        for (int64_t j = 0; j < s.Nk; ++j)
+            for (int64_t c = 0; c < s.d; ++c) {
+                grads->dk[ix.k(b, j, hk, c)] = n.rnd(dk_acc[j * s.d + c]);
+                grads->dv[ix.k(b, j, hk, c)] = n.rnd(dv_acc[j * s.d + c]);
+            }
+    };
+    // Units write disjoint heads, so they run on all hardware threads (the quadratic form of a 1000-row case
+    // took seconds on one core); the same sums in the same order, so the same bits as one thread.
+    const int64_t units = s.B * s.Hk;
+    std::vector<std::vector<double>> unit_dens(size_t(dens ? units : 0));
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+        for (int64_t u; (u = next.fetch_add(1)) < units;)
+            unit(u / s.Hk, u % s.Hk, dens ? &unit_dens[size_t(u)] : nullptr);
+    };
+    const int64_t workers = std::min<int64_t>(units, std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (int64_t w = 1; w < workers; ++w) pool.emplace_back(worker);
+    worker();
+    for (std::thread& t : pool) t.join();
+    for (const std::vector<double>& d : unit_dens) dens->insert(dens->end(), d.begin(), d.end());
 }
 
 }  // namespace

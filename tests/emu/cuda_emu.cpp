@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -1428,6 +1429,41 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
     delete reinterpret_cast<fsig::emu::Graph*>(graph);
+    return cudaSuccess;
+}
+
+// Events for the benches' timing (CTest bench_smoke_cuda_emu): a record is a stream operation that reads the
+// host clock, so elapsed times are the emulator's, not a GPU's
+namespace {
+struct Event {
+    std::chrono::steady_clock::time_point at;
+    bool recorded = false;
+};
+}  // namespace
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+    if (event == nullptr) return fsig::emu::set_last(cudaErrorInvalidValue);
+    *event = reinterpret_cast<cudaEvent_t>(new Event);
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+    delete reinterpret_cast<Event*>(event);
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+    bind_context();
+    std::lock_guard<std::recursive_mutex> hold(state().lock);
+    auto* e = reinterpret_cast<Event*>(event);
+    return fsig::emu::enqueue(stream, [e] { e->at = std::chrono::steady_clock::now(), e->recorded = true; });
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    (void)event;
+    return sync_result();
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+    auto *a = reinterpret_cast<Event*>(start), *b = reinterpret_cast<Event*>(end);
+    if (ms == nullptr || a == nullptr || b == nullptr) return fsig::emu::set_last(cudaErrorInvalidValue);
+    if (!a->recorded || !b->recorded) return fsig::emu::set_last(cudaErrorInvalidResourceHandle);
+    *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
     return cudaSuccess;
 }
 

@@ -248,6 +248,8 @@ inline int setup_device(const char* what, int* device_count) {
 // device check (skip, exit 77, without one) and the tests — a filter that names a TEST selects it,
 // any other filters the cases inside the tests. what: the pass under test, for the skip message.
 inline int run_main(int argc, char** argv, const char* what) {
+    // a line at a time into a log file too: a run cut off by a time limit still shows how far it got
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--quick") g_quick = true;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared run for a session with a lent GPU (native/cuda/NOTES.md, "Not yet measured"), sized for
+# One prepared run for a session with a lent GPU (native/cuda/NOTES.md, "Running on a GPU"), sized for
 # the device tool: one command may run 10 minutes and at most 8 files come back from $OUT. So the script
 # keeps to BUDGET seconds (default 540) whatever happens, runs its steps in order of value with each one
 # cut to the time left, and after every step packs every log and CSV into $OUT/session.tar.gz; the table
@@ -12,19 +12,21 @@
 #                          gpu-prebuilt.tar.xz (scripts/gpu-prebuild.sh, carried along) was built from these
 #                          very sources (saves the device ≈ 1.5–2 minutes)
 #   graph_cold             a CUDA-graph capture that is the kernel's first use, alone in a fresh process
-#   forward backward       the device tests (DESIGN §6 rule against the CPU fp64 reference; the backward
-#                          runs the fast and the deterministic path), never the emulator's
-#   forward_wgmma masks_wgmma bench_wgmma backward_wgmma   the Hopper (wgmma) kernels (FSIG_CUDA_WGMMA=require:
-#                          used or refused): the forward numerics and the masks they serve on them, their
-#                          TFLOP/s (forward, both backward paths) beside the mma.sync kernels', then the
-#                          backward's numerics with dK/dV and the deterministic dQ on wgmma (sm_90 only)
-#   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN
+#   forward forward_wgmma backward_wgmma backward   the device tests (DESIGN §6 rule against the CPU fp64
+#                          reference; the backward runs the fast and the deterministic path), never the
+#                          emulator's; the _wgmma ones under FSIG_CUDA_WGMMA=require (the Hopper kernels used
+#                          or refused; sm_90 only)
+#   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN, FlashSig on
+#                          the mma.sync and on the Hopper kernels
+#   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
+#   masks_wgmma            the masks' extension sets that the Hopper kernels serve, on them
+#   bench_linear bench_masks   cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k; ALiBi
+#                          overhead and block-sparse time vs density at 16k
+#   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
 #   linear masks memory    the other device tests
-#   bench_bwd bench_linear bench_masks   fast vs deterministic backward; cosFormer vs causal sigmoid at
-#                          4k-16k; ALiBi overhead and block-sparse time vs density at 16k
-#   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
+#   bench_bwd              fast vs deterministic backward at d = 64 and 128
 #   small_smem             the kernels of GPUs with 99 KiB per block (FSIG_CUDA_SMEM_LIMIT_KIB=99: the backward's
 #                          pair kernels at d <= 128, the compact 256-wide forward): their numerics, then their
 #                          TFLOP/s (compare bench_bwd, and sdpa_d256's forward)
@@ -35,7 +37,7 @@ build=$(realpath -m "${1:-build-gpu}")
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma masks_wgmma bench_wgmma backward_wgmma backward sdpa java linear masks memory bench_bwd bench_linear bench_masks sdpa_d256 small_smem sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward sdpa bench_wgmma masks_wgmma bench_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
 deadline=$((SECONDS + budget))
 [[ -n ${LOGS:-} ]] || rm -rf "$logs"  # this call's logs only (an earlier call's came back with it)
 mkdir -p "$out" "$logs"
@@ -115,30 +117,47 @@ step configure 120 cmake -S "$root" -B "$build" "${gpu_configure_args[@]}" || ex
 step build 360 cmake --build "$build" --parallel "$(nproc)" --target "${gpu_targets[@]}" || exit 1
 
 gpu=$build/tests/gpu
+bench=$build/benchmarks/flashsig-bench
+# The order, from the first GPU run (2026-12-04, H200): the device tests take ≈ 90 s together and passed, so
+# they stay first (a kernel change shows there) and the comparisons of issues 4 and 5 follow at once.
 step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
 step forward 200 "$gpu/test_cuda_forward"
-# require: a call the wgmma kernels should serve but cannot fails, so green means they ran (masks: the
-# extension sets with calls they serve — positions, key padding, layouts of 128-row blocks, Nq = 1; their
-# backward's dQ on wgmma too (deterministic path, no dBias), and its dK/dV at d = 64)
+# require: a call the wgmma kernels should serve but cannot fails, so green means they ran
 step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" numerics_matrix numerics_shapes \
   numerics_targeted hopper_kernel_choice
-step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
-  _padlayout _biasfull _maskfull
-# the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log; d = 128 and
-# d = 256 each: the forward and both backward paths
-step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
-  --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both \
-  --warmup 3 --iters 20 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \
-  --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both --warmup 3 --iters 20 \
-  --csv "$1$k.d256.csv" || exit 1; done' "$build/benchmarks/flashsig-bench" "$logs/bench_wgmma"
 # the backward's dK/dV (and the fast path's dS K) and the deterministic path's dQ on the Hopper kernels, both
 # paths, every score (plain calls; the extended ones in masks_wgmma)
 step backward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_backward" numerics_matrix numerics_shapes \
   numerics_targeted determinism hopper_kernel_choice
 step backward 240 "$gpu/test_cuda_backward"
-step sdpa 200 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
-  --seqs 1024,4096,16384 --dims 64,128 --check --warmup 3 --iters 20 --csv "$logs/sdpa.csv"
-grep -A 40 "TFLOP/s" "$logs/sdpa.log" >"$out/sdpa.txt" 2>/dev/null
+# SDPA flash and cuDNN first (each figure printed as it comes), then FlashSig on the mma.sync kernels (0) and
+# on the Hopper ones (1: wherever they serve the call): the ratios of issues 4 and 5
+step sdpa 200 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$bench" \
+  --seqs 1024,4096,16384 --dims 64,128 --wgmma 0,1 --check --warmup 3 --iters 10 --csv "$logs/sdpa.csv"
+grep -A 40 "ratios" "$logs/sdpa.log" >"$out/sdpa.txt" 2>/dev/null
+# the same shapes on the mma.sync kernels (FSIG_CUDA_WGMMA=0) and on the wgmma kernels, one log; d = 128 and
+# d = 256 each: the forward and both backward paths
+step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" --device cuda \
+  --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both \
+  --warmup 2 --iters 10 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \
+  --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both --warmup 2 --iters 10 \
+  --csv "$1$k.d256.csv" || exit 1; done' "$bench" "$logs/bench_wgmma"
+# masks: the extension sets with calls the wgmma kernels serve — positions, key padding, layouts of 128-row
+# blocks, Nq = 1; their backward's dQ on wgmma too (deterministic path, no dBias), and its dK/dV at d = 64
+step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
+  _padlayout _biasfull _maskfull
+# issue 6: linear growth at a fixed batch and head count (B = 1, H = 16) from 8k to 64k, and cosFormer against
+# the causal sigmoid forward at 16k
+step bench_linear 120 bash -c '"$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 --seq 16384 --causal 1 \
+  --score sigmoid --pass fwd --warmup 2 --iters 10 --csv "$1" && "$0" --device cuda --dtype bf16 --batch 1 \
+  --heads 16 --d 128 --seq 8192,16384,32768,65536 --causal both --score cosformer,linear_elu --pass fwd,fwdbwd \
+  --warmup 2 --iters 10 --csv "$1"' "$bench" "$logs/bench_linear.csv"
+# issue 9: ALiBi overhead and block-sparse time vs density at N = 16k, on the mma.sync and the wgmma kernels
+step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done' \
+  "$build/benchmarks/cuda-masks-bench"
+# the 256-wide kernels against SDPA at d = 256
+step sdpa_d256 120 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$bench" \
+  --seqs 4096,16384 --dims 256 --passes fwd,fwdbwd --wgmma 0,1 --check --warmup 3 --iters 10 --csv "$logs/sdpa_d256.csv"
 
 carry=$root/gpu-carry
 if [[ -x $carry/jdk/bin/java ]]; then
@@ -153,26 +172,14 @@ fi
 step linear 150 "$gpu/test_cuda_linear"
 step masks 150 "$gpu/test_cuda_masks"
 step memory 60 "$gpu/test_cuda_memory"
-
-bench=$build/benchmarks/flashsig-bench
 step bench_bwd 90 "$bench" --device cuda --dtype bf16 --hidden 2048 --seq 4096 --d 64,128 --causal both \
-  --score softmax,sigmoid --pass bwd --bwd-path both --warmup 3 --iters 20 --csv "$logs/bench_bwd.csv"
-# issue 6: linear growth 4k..16k, and cosFormer against the causal sigmoid forward at 16k
-step bench_linear 90 "$bench" --device cuda --dtype bf16 --hidden 2048 --d 128 --seq 4096,8192,16384 --causal 1 \
-  --score sigmoid,cosformer,linear_elu --pass fwd,fwdbwd --warmup 2 --iters 10 --csv "$logs/bench_linear.csv"
-# issue 9: ALiBi overhead and block-sparse time vs density at N = 16k, on the mma.sync and the wgmma kernels
-step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done' \
-  "$build/benchmarks/cuda-masks-bench"
-# the 256-wide kernels against SDPA at d = 256
-step sdpa_d256 120 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$build/benchmarks/flashsig-bench" \
-  --seqs 4096,16384 --dims 256 --passes fwd,fwdbwd --check --warmup 3 --iters 10 --csv "$logs/sdpa_d256.csv"
+  --score softmax,sigmoid --pass bwd --bwd-path both --warmup 2 --iters 10 --csv "$logs/bench_bwd.csv"
 # the forward and the backward as a 99 KiB GPU (L4, L40S, RTX) runs them, on this one (2 compact forward blocks
 # fit an SM here where 1 does there: read its TFLOP/s as an upper bound)
 step small_smem 150 env FSIG_CUDA_SMEM_LIMIT_KIB=99 bash -c '"$0/test_cuda_backward" --quick small_shared_memory \
   numerics_shapes numerics_targeted && "$0/test_cuda_forward" --quick small_shared_memory numerics_targeted && \
   "$0/test_cuda_masks" w0 && "$1" --device cuda --dtype bf16 --hidden 2048 --seq 4096 --d 64,128 \
-  --causal both --score softmax,sigmoid --pass bwd --bwd-path both --warmup 3 --iters 20 --csv "$2.bwd.csv" && \
+  --causal both --score softmax,sigmoid --pass bwd --bwd-path both --warmup 2 --iters 10 --csv "$2.bwd.csv" && \
   "$1" --device cuda --dtype bf16 --hidden 2048 --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid \
-  --pass fwd --warmup 3 --iters 10 --csv "$2.fwd.csv"' "$gpu" "$bench" "$logs/small_smem"
+  --pass fwd --warmup 2 --iters 10 --csv "$2.fwd.csv"' "$gpu" "$bench" "$logs/small_smem"
 step sanitizer 600 "$root/tests/gpu/run-compute-sanitizer.sh" "$build"
-

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,10 +98,18 @@ bool run_case(const Case& c) {
     for (const Tensor* t : {&out, &dq, &dk, &dv}) t->download();
 
     const auto q64 = tu::to_double(qf), k64 = tu::to_double(kf), v64 = tu::to_double(vf), g64v = tu::to_double(gf);
-    const std::vector<double> o64 = lref::forward64(s, q64.data(), k64.data(), v64.data());
-    const std::vector<float> onv = lref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
-    const lref::Grads<double> g64 = lref::backward64(s, q64.data(), k64.data(), v64.data(), g64v.data());
+    // the four references at once (each spreads over its (batch, kv head) units too): on one thread they
+    // were most of this test's time on a GPU machine
+    auto o64_job = std::async(std::launch::async,
+                              [&] { return lref::forward64(s, q64.data(), k64.data(), v64.data()); });
+    auto onv_job = std::async(std::launch::async,
+                              [&] { return lref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data()); });
+    auto g64_job = std::async(std::launch::async,
+                              [&] { return lref::backward64(s, q64.data(), k64.data(), v64.data(), g64v.data()); });
     const lref::Grads<float> gnv = lref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), gf.data());
+    const std::vector<double> o64 = o64_job.get();
+    const std::vector<float> onv = onv_job.get();
+    const lref::Grads<double> g64 = g64_job.get();
     const std::string spec = s.describe();
     tu::check_output(c.name, spec, "out", out.host, o64, onv);
     tu::check_output(c.name, spec, "dq", dq.host, g64.dq, gnv.dq);
