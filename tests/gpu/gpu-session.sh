@@ -19,6 +19,7 @@
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN, FlashSig on
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
+#   profile                ncu on the forward and backward kernels at d = 128, both kernel families
 #   masks_wgmma            the masks' extension sets that the Hopper kernels serve, on them
 #   bench_linear bench_masks   cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k; ALiBi
 #                          overhead and block-sparse time vs density at 16k
@@ -37,7 +38,7 @@ build=$(realpath -m "${1:-build-gpu}")
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward sdpa bench_wgmma masks_wgmma bench_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward sdpa bench_wgmma profile masks_wgmma bench_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
 deadline=$((SECONDS + budget))
 [[ -n ${LOGS:-} ]] || rm -rf "$logs"  # this call's logs only (an earlier call's came back with it)
 mkdir -p "$out" "$logs"
@@ -142,6 +143,16 @@ step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; 
   --warmup 2 --iters 10 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \
   --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both --warmup 2 --iters 10 \
   --csv "$1$k.d256.csv" || exit 1; done' "$bench" "$logs/bench_wgmma"
+# where the time goes (ncu, clocks left alone): the forward and both backward paths' kernels, d = 128, on each
+# kernel family — tensor-pipe use, stall reasons, occupancy, L2 atomics (the fast backward was no faster than
+# the deterministic one at d = 128 on the first run)
+step profile 120 bash -c 'ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -n 1)
+  [[ -n $ncu ]] || { echo "no ncu on this machine"; exit 77; }
+  for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$ncu" --clock-control none \
+  -k "regex:attention_|dq_convert" --launch-count 12 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+  --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats "$0" --device cuda \
+  --dtype bf16 --batch 4 --heads 16 --d 128 --seq 4096 --score softmax,sigmoid --pass fwdbwd --bwd-path both \
+  --warmup 0 --iters 1 || exit 1; done' "$bench"
 # masks: the extension sets with calls the wgmma kernels serve — positions, key padding, layouts of 128-row
 # blocks, Nq = 1; their backward's dQ on wgmma too (deterministic path, no dBias), and its dK/dV at d = 64
 step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
