@@ -40,6 +40,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "flashsig.h"
 #include "fragment.h"
@@ -140,6 +141,43 @@ struct SigmoidScore {
         return rcp(1.f + ex2(fmaf(acc, c.sig_mul, c.sig_add)));
 #endif
     }
+#if !FSIG_CUDA_SIGMOID_TANH
+    // A warp's tile of plain scores in place (the forward's score_tile), with one MUFU op per element where
+    // apply takes two: u = e^x first (x = scale·acc + b), then σ(x) = u / (1 + u). At the default bias −ln Nk
+    // nearly every score lies deep in the tail, so when every u of the warp's tile is ≤ 2^-6 the reciprocal is
+    // replaced by its series, σ = u (1 − u (1 − u (1 − u))), exact to a relative u⁴ ≤ 2^-24 (three FMAs on the
+    // pipe 8× as wide as MUFU's); a tile with any larger u takes u · rcp(1 + u), u capped at 2^100 so that
+    // e^x = inf still gives 1. The H200 run measured this kernel's sigmoid 5–10 % slower than softmax, the cost
+    // of the second MUFU op (benchmarks/NOTES.md, "First GPU run").
+    template <int kNTiles>
+    static __device__ __forceinline__ void apply_tile(float (&s)[kNTiles][4], const ScoreConsts& c) {
+        bool tail = true;
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[nt][e] = ex2(fmaf(s[nt][e], -c.sig_mul, -c.sig_add));  // e^x: sig_mul, sig_add give −x·log2e
+                tail = tail && s[nt][e] <= 0x1p-6f;
+            }
+        if (__all_sync(0xffffffffu, tail)) {
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float u = s[nt][e];
+                    s[nt][e] = u * fmaf(-u, fmaf(-u, 1.f - u, 1.f), 1.f);
+                }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float u = fminf(s[nt][e], 0x1p100f);
+                    s[nt][e] = u * rcp(1.f + u);
+                }
+        }
+    }
+#endif
 };
 struct ReluScore {
     static constexpr bool kRowStats = false;
@@ -326,6 +364,14 @@ __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int
 // rows (the caller scales O's row r by factor, now or once O is its own again); a pointwise score is
 // applied per element. Boundary tiles (interior false, a warp-uniform branch) then mask by the rows' key
 // intervals: −inf before softmax's statistics, 0 after a pointwise score.
+// whether Score has the tile form of the sigmoid (SigmoidScore::apply_tile)
+template <class Score>
+#if FSIG_CUDA_SIGMOID_TANH
+constexpr bool kSigmoidTile = false;
+#else
+constexpr bool kSigmoidTile = std::is_same_v<Score, SigmoidScore>;
+#endif
+
 template <class Score, bool kExt, int kNTiles, class RescaleO>
 __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts& sc, const int (&row_i)[2], int j0,
                                            bool interior, int lane, float (&s)[kNTiles][4], float (&row_max)[2],
@@ -374,6 +420,9 @@ __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts
             row_sum[r] = row_sum[r] * rescale + sum;
             rescale_o(r, rescale);
         }
+    } else if constexpr (kSigmoidTile<Score> && !kExt) {
+        Score::apply_tile(s, sc);
+        if (!interior) apply_mask(0.f);
     } else {
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt)

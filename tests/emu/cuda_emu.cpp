@@ -124,7 +124,7 @@ size_t shared_max(int sm) {
 }
 
 enum class Op {
-    kNone, kSyncWarp, kShfl, kAny, kBallot, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16,
+    kNone, kSyncWarp, kShfl, kAny, kAll, kBallot, kLdmatrix, kLdmatrixTrans, kMmaF16, kMmaBf16,
     kWgmmaFence, kWgmmaCommit, kWgmmaWait, kWgmmaMma
 };
 const char* op_name(Op op) {
@@ -132,6 +132,7 @@ const char* op_name(Op op) {
         case Op::kSyncWarp: return "__syncwarp";
         case Op::kShfl: return "__shfl_xor_sync";
         case Op::kAny: return "__any_sync";
+        case Op::kAll: return "__all_sync";
         case Op::kBallot: return "__ballot_sync";
         case Op::kLdmatrix: return "ldmatrix.x4";
         case Op::kLdmatrixTrans: return "ldmatrix.x4.trans";
@@ -467,7 +468,7 @@ bool in_shared(uint32_t addr, uint32_t bytes) {
     return uint64_t(addr) + bytes <= l.smem_bytes;
 }
 
-// __any_sync and __ballot_sync: every lane gets the warp's predicates as a bit mask (lane i: bit i). The
+// __any_sync, __all_sync and __ballot_sync: every lane gets the warp's predicates as a bit mask (lane i: bit i). The
 // call site is the public function's caller, so each collective keeps its own site for the checks.
 uint32_t vote(Op op, unsigned mask, bool predicate, const void* site) {
     Launch& l = launch_of_me();
@@ -521,6 +522,10 @@ float shfl_xor(unsigned mask, float value, int lane_mask) {
 }
 
 bool any(unsigned mask, bool predicate) { return vote(Op::kAny, mask, predicate, __builtin_return_address(0)) != 0; }
+
+bool all(unsigned mask, bool predicate) {
+    return (vote(Op::kAll, mask, predicate, __builtin_return_address(0)) & mask) == mask;
+}
 
 unsigned ballot(unsigned mask, bool predicate) {
     return vote(Op::kBallot, mask, predicate, __builtin_return_address(0));

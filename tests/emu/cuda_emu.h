@@ -54,6 +54,7 @@ void sync_threads();
 void sync_warp(unsigned mask);
 float shfl_xor(unsigned mask, float value, int lane_mask);
 bool any(unsigned mask, bool predicate);
+bool all(unsigned mask, bool predicate);
 unsigned ballot(unsigned mask, bool predicate);
 // the block's dynamic shared memory: fsig::cuda::smem_raw (defined in cuda_emu.cpp)
 uint32_t shared_offset(const void* p);
@@ -102,6 +103,7 @@ inline float __shfl_xor_sync(unsigned mask, float value, int lane_mask, int widt
     return fsig::emu::shfl_xor(mask, value, lane_mask);
 }
 inline int __any_sync(unsigned mask, int predicate) { return fsig::emu::any(mask, predicate != 0) ? 1 : 0; }
+inline int __all_sync(unsigned mask, int predicate) { return fsig::emu::all(mask, predicate != 0) ? 1 : 0; }
 inline unsigned __ballot_sync(unsigned mask, int predicate) { return fsig::emu::ballot(mask, predicate != 0); }
 inline int __ffs(int x) { return __builtin_ffs(x); }  // 1 + the index of the lowest set bit; 0 for 0
 // one OS thread runs every fiber, switching only at synchronisation points: a plain add is atomic
