@@ -146,15 +146,15 @@ int main(int argc, char** argv) {
             }
             // softmax's forward writes the LSE that its backward reads, with O; the other scores take neither
             const bool softmax = score == FSIG_SCORE_SOFTMAX;
-            const fsig_tensor* lse = softmax ? &tl : nullptr;
+            const fsig_tensor* lse_arg = softmax ? &tl : nullptr;
             const fsig_tensor* fwd_out = softmax ? &to : nullptr;
             auto time = [&](bool backward) {
                 std::vector<float> ms;
                 for (int r = -2; r < reps; ++r) {  // two warm-up runs
                     CUDA_OK(cudaEventRecord(e0));
-                    int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse, alibi, nullptr, nullptr, lay, nullptr);
+                    int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse_arg, alibi, nullptr, nullptr, lay, nullptr);
                     if (st == FSIG_OK && backward)
-                        st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, fwd_out, &tg, lse, &tdq, &tdk, &tdv, alibi, nullptr,
+                        st = fsig_attention_backward_ex(&p, &tq, &tk, &tv, fwd_out, &tg, lse_arg, &tdq, &tdk, &tdv, alibi, nullptr,
                                                         nullptr, lay, nullptr, nullptr);
                     if (st != FSIG_OK) {
                         std::fprintf(stderr, "call failed: %s\n", fsig_last_error());

@@ -39,7 +39,8 @@ def parse_args():
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--check", action="store_true", help="flashsig-bench --check (DESIGN §6 rule) before timing")
+    ap.add_argument("--check", action="store_true",
+                    help="flashsig-bench --check (DESIGN §6 rule) before timing (under the first --wgmma value)")
     ap.add_argument("--wgmma", default="",
                     help="FSIG_CUDA_WGMMA values to time FlashSig under, a comma list (e.g. 0,1: the mma.sync and "
                          "the Hopper kernels, one column each); empty: the environment's")
@@ -50,7 +51,7 @@ def parse_args():
 PASS_FACTOR = {"fwd": 1.0, "fwdbwd": 3.5}
 
 
-def fmt(x, w=8, p=1):
+def fmt(x, w=10, p=1):
     return f"{x:{w}.{p}f}" if x is not None else f"{'n/a':>{w}}"
 
 
@@ -101,8 +102,9 @@ def time_sdpa(torch, backend, b, h, n, d, causal, warmup, iters, pass_="fwd"):
     return statistics.median(times)
 
 
-def run_flashsig(args, seqs, dims, causals, passes, wgmma=None):
-    """{(score, seq, d, causal, pass): median ms} from one flashsig-bench run (FSIG_CUDA_WGMMA=wgmma if given)."""
+def run_flashsig(args, seqs, dims, causals, passes, wgmma=None, check=False):
+    """{(score, seq, d, causal, pass): median ms} from one flashsig-bench run (FSIG_CUDA_WGMMA=wgmma if given;
+    check: flashsig-bench --check before each row)."""
     fd, path = tempfile.mkstemp(suffix=".csv", prefix="flashsig-bench-")
     os.close(fd)
     os.unlink(path)  # flashsig-bench writes the header into a fresh file
@@ -111,7 +113,7 @@ def run_flashsig(args, seqs, dims, causals, passes, wgmma=None):
            "--causal", "both" if len(causals) == 2 else str(causals[0]), "--score", args.scores,
            "--pass", ",".join(passes), "--warmup", str(args.warmup), "--iters", str(args.iters), "--csv", path]
     # flashsig-bench sizes the batch as 16384 / seq when --hidden is given and --batch is not
-    if args.check:
+    if check:
         cmd.append("--check")
     env = dict(os.environ)
     if wgmma is not None:
@@ -172,8 +174,8 @@ def main():
 
     variants = args.wgmma.split(",") if args.wgmma else [None]
     columns = [(sc, v, sc if len(variants) == 1 else f"{sc}:{v}") for v in variants for sc in scores]
-    for v in variants:
-        fs = run_flashsig(args, seqs, dims, causals, passes, v)
+    for n, v in enumerate(variants):
+        fs = run_flashsig(args, seqs, dims, causals, passes, v, check=args.check and n == 0)  # checked once
         for r in rows:
             f = flops(r["B"], r["H"], r["seq"], r["d"], r["causal"], r["pass"])
             for sc, cv, col in columns:
@@ -187,16 +189,17 @@ def main():
     def line_of(r):
         line = f"{r['seq']:>6} {r['d']:>4} {r['causal']:>6} {fmt(r['sdpa_flash'])} {fmt(r['sdpa_cudnn'])}"
         line += "".join(f" {fmt(r['fsig_' + c])}" for _, _, c in columns)
-        line += "".join(f" {fmt(ratio(r['fsig_' + c], r['sdpa_flash']), 8, 2)} {fmt(ratio(r['fsig_' + c], r['sdpa_cudnn']), 8, 2)}"
-                        for _, _, c in columns)
+        line += "".join(f" {fmt(ratio(r['fsig_' + c], r['sdpa_flash']), 10, 2)} "
+                        f"{fmt(ratio(r['fsig_' + c], r['sdpa_cudnn']), 10, 2)}" for _, _, c in columns)
         return line
 
     def short(col):  # softmax:1 -> soft:1
         sc, _, v = col.partition(":")
         return sc[:4] + (":" + v[:3] if v else "")
 
-    head = f"{'seq':>6} {'d':>4} {'causal':>6} {'SDPA-fl':>8} {'SDPA-cu':>8}" + "".join(f" {'FS-' + short(c):>8}" for _, _, c in columns)
-    head += "".join(f" {short(c) + '/fl':>8} {short(c) + '/cu':>8}" for _, _, c in columns)
+    head = f"{'seq':>6} {'d':>4} {'causal':>6} {'SDPA-fl':>10} {'SDPA-cu':>10}"
+    head += "".join(f" {'FS-' + short(c):>10}" for _, _, c in columns)
+    head += "".join(f" {short(c) + '/fl':>10} {short(c) + '/cu':>10}" for _, _, c in columns)
     for pass_ in passes:
         print(f"\n{'forward' if pass_ == 'fwd' else 'forward + backward'} TFLOP/s (and FlashSig / SDPA ratios)")
         print(head)

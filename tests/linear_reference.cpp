@@ -1,10 +1,8 @@
 #include "linear_reference.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <thread>
 
 namespace lref {
 
@@ -190,16 +188,7 @@ void core(const Spec& s, int dtype, const R* q, const R* k, const R* v, const R*
     // took seconds on one core); the same sums in the same order, so the same bits as one thread.
     const int64_t units = s.B * s.Hk;
     std::vector<std::vector<double>> unit_dens(size_t(dens ? units : 0));
-    std::atomic<int64_t> next{0};
-    auto worker = [&] {
-        for (int64_t u; (u = next.fetch_add(1)) < units;)
-            unit(u / s.Hk, u % s.Hk, dens ? &unit_dens[size_t(u)] : nullptr);
-    };
-    const int64_t workers = std::min<int64_t>(units, std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<std::thread> pool;
-    for (int64_t w = 1; w < workers; ++w) pool.emplace_back(worker);
-    worker();
-    for (std::thread& t : pool) t.join();
+    ref::parallel_for(units, [&](int64_t u) { unit(u / s.Hk, u % s.Hk, dens ? &unit_dens[size_t(u)] : nullptr); });
     for (const std::vector<double>& d : unit_dens) dens->insert(dens->end(), d.begin(), d.end());
 }
 

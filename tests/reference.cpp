@@ -172,23 +172,6 @@ std::string Spec::describe() const {
 // ---- the core -------------------------------------------------------------------------------------
 namespace {
 
-// Runs fn(t) for t in [0, n) on up to hardware_concurrency threads (the fp64 reference is the slow
-// part of the numerics tests).
-template <class F>
-void parallel_for(int64_t n, F fn, bool serial = false) {
-    const int64_t threads = serial ? 1 : std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
-    if (threads <= 1) {
-        for (int64_t t = 0; t < n; ++t) fn(t);
-        return;
-    }
-    std::vector<std::thread> pool;
-    for (int64_t w = 0; w < threads; ++w)
-        pool.emplace_back([&, w] {
-            for (int64_t t = w; t < n; t += threads) fn(t);
-        });
-    for (auto& th : pool) th.join();
-}
-
 template <class R>
 R sigmoid(R x) {
     if (x >= 0) return R(1) / (R(1) + std::exp(-x));

@@ -10,9 +10,11 @@
 // The §6 rule itself is check_rule below.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ref {
@@ -140,5 +142,23 @@ private:
 
 // n normal values scaled by sigma and rounded to dtype (returned as float).
 std::vector<float> random_values(Rng& rng, size_t n, int dtype, double sigma = 1.0);
+
+// Runs fn(t) for t in [0, n) on up to hardware_concurrency threads (the fp64 references are the slow
+// part of the numerics tests); the caller makes the tasks independent, so results do not depend on the
+// thread count.
+template <class F>
+void parallel_for(int64_t n, F fn, bool serial = false) {
+    const int64_t threads = serial ? 1 : std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
+    if (threads <= 1) {
+        for (int64_t t = 0; t < n; ++t) fn(t);
+        return;
+    }
+    std::vector<std::thread> pool;
+    for (int64_t w = 0; w < threads; ++w)
+        pool.emplace_back([&, w] {
+            for (int64_t t = w; t < n; t += threads) fn(t);
+        });
+    for (auto& th : pool) th.join();
+}
 
 }  // namespace ref

@@ -40,7 +40,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "flashsig.h"
 #include "fragment.h"
@@ -103,7 +102,8 @@ __device__ __forceinline__ float rcp(float x) {  // 1/x, one MUFU op; rcp(inf) =
 
 // ---- score policies (DESIGN.md §4; the CPU's are in native/cpu/kernels.inc) -----------------------
 // apply(acc, c): P from the raw accumulator q.k (scale not yet applied). Softmax is not pointwise: the
-// tile code runs its online statistics when kRowStats is set.
+// tile code runs its online statistics when kRowStats is set. With kApplyTile the forward's score_tile
+// hands the score the warp's whole tile of plain scores (apply_tile) instead of calling apply per element.
 
 struct ScoreConsts {
     float scale, factor;
@@ -123,6 +123,7 @@ inline __device__ ScoreConsts score_consts(const FwdParams& p) { return score_co
 
 struct SoftmaxScore {
     static constexpr bool kRowStats = true;
+    static constexpr bool kApplyTile = false;
 };
 
 // Sigmoid σ(x), x = scale·acc + b, as 1 / (1 + 2^(−x·log2e)): one FFMA, two MUFU ops, relative error
@@ -132,6 +133,11 @@ struct SoftmaxScore {
 // -DFSIG_CUDA_SIGMOID_TANH=1 for that measurement.
 struct SigmoidScore {
     static constexpr bool kRowStats = false;
+#if FSIG_CUDA_SIGMOID_TANH
+    static constexpr bool kApplyTile = false;
+#else
+    static constexpr bool kApplyTile = true;  // score_tile calls apply_tile (below) for plain calls
+#endif
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
 #if FSIG_CUDA_SIGMOID_TANH
         float t;
@@ -172,7 +178,7 @@ struct SigmoidScore {
             for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const float u = fminf(s[nt][e], 0x1p100f);
+                    const float u = s[nt][e] > 0x1p100f ? 0x1p100f : s[nt][e];  // fminf would turn NaN into 2^100
                     s[nt][e] = u * rcp(1.f + u);
                 }
         }
@@ -181,12 +187,14 @@ struct SigmoidScore {
 };
 struct ReluScore {
     static constexpr bool kRowStats = false;
+    static constexpr bool kApplyTile = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
         return fmaxf(acc * c.scale, 0.f) * c.factor;
     }
 };
 struct Relu2Score {
     static constexpr bool kRowStats = false;
+    static constexpr bool kApplyTile = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
         const float r = fmaxf(acc * c.scale, 0.f);
         return r * r * c.factor;
@@ -197,6 +205,7 @@ struct Relu2Score {
 // t = 1 / (1 + 0.2316419 |x|). A few FFMAs and two MUFU ops; normcdff cost 30 more registers.
 struct GeluScore {
     static constexpr bool kRowStats = false;
+    static constexpr bool kApplyTile = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
         const float x = acc * c.scale;
         const float e = ex2(x * x * -0.72134752044448170f);  // exp(−x²/2)
@@ -213,6 +222,7 @@ struct GeluScore {
 // below the 16-bit rounding of P.
 struct SoftplusScore {
     static constexpr bool kRowStats = false;
+    static constexpr bool kApplyTile = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
         const float x = acc * c.scale;
         return (fmaxf(x, 0.f) + __logf(1.f + ex2(fabsf(x) * -kLog2e))) * c.factor;
@@ -220,6 +230,7 @@ struct SoftplusScore {
 };
 struct IdentityScore {
     static constexpr bool kRowStats = false;
+    static constexpr bool kApplyTile = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) { return acc * c.scale * c.factor; }
 };
 
@@ -364,14 +375,6 @@ __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int
 // rows (the caller scales O's row r by factor, now or once O is its own again); a pointwise score is
 // applied per element. Boundary tiles (interior false, a warp-uniform branch) then mask by the rows' key
 // intervals: −inf before softmax's statistics, 0 after a pointwise score.
-// whether Score has the tile form of the sigmoid (SigmoidScore::apply_tile)
-template <class Score>
-#if FSIG_CUDA_SIGMOID_TANH
-constexpr bool kSigmoidTile = false;
-#else
-constexpr bool kSigmoidTile = std::is_same_v<Score, SigmoidScore>;
-#endif
-
 template <class Score, bool kExt, int kNTiles, class RescaleO>
 __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts& sc, const int (&row_i)[2], int j0,
                                            bool interior, int lane, float (&s)[kNTiles][4], float (&row_max)[2],
@@ -420,7 +423,7 @@ __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts
             row_sum[r] = row_sum[r] * rescale + sum;
             rescale_o(r, rescale);
         }
-    } else if constexpr (kSigmoidTile<Score> && !kExt) {
+    } else if constexpr (Score::kApplyTile && !kExt) {
         Score::apply_tile(s, sc);
         if (!interior) apply_mask(0.f);
     } else {

@@ -1458,6 +1458,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     bind_context();
     std::lock_guard<std::recursive_mutex> hold(state().lock);
     auto* e = reinterpret_cast<Event*>(event);
+    if (e == nullptr) return fsig::emu::set_last(cudaErrorInvalidResourceHandle);
     return fsig::emu::enqueue(stream, [e] { e->at = std::chrono::steady_clock::now(), e->recorded = true; });
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {

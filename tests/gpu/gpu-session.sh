@@ -16,11 +16,11 @@
 #                          reference; the backward runs the fast and the deterministic path), never the
 #                          emulator's; the _wgmma ones under FSIG_CUDA_WGMMA=require (the Hopper kernels used
 #                          or refused; sm_90 only)
+#   masks_wgmma            the masks' extension sets that the Hopper kernels serve, on them
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN, FlashSig on
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
 #   profile                ncu on the forward and backward kernels at d = 128, both kernel families
-#   masks_wgmma            the masks' extension sets that the Hopper kernels serve, on them
 #   bench_linear bench_masks   cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k; ALiBi
 #                          overhead and block-sparse time vs density at 16k
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
@@ -38,7 +38,7 @@ build=$(realpath -m "${1:-build-gpu}")
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward sdpa bench_wgmma profile masks_wgmma bench_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward masks_wgmma sdpa bench_wgmma profile bench_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
 deadline=$((SECONDS + budget))
 [[ -n ${LOGS:-} ]] || rm -rf "$logs"  # this call's logs only (an earlier call's came back with it)
 mkdir -p "$out" "$logs"
@@ -125,12 +125,16 @@ step graph_cold 60 "$gpu/test_cuda_forward" cuda_graph_capture_cold
 step forward 200 "$gpu/test_cuda_forward"
 # require: a call the wgmma kernels should serve but cannot fails, so green means they ran
 step forward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_forward" numerics_matrix numerics_shapes \
-  numerics_targeted hopper_kernel_choice
+  numerics_targeted nan_propagates hopper_kernel_choice
 # the backward's dK/dV (and the fast path's dS K) and the deterministic path's dQ on the Hopper kernels, both
 # paths, every score (plain calls; the extended ones in masks_wgmma)
 step backward_wgmma 150 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_backward" numerics_matrix numerics_shapes \
   numerics_targeted determinism hopper_kernel_choice
 step backward 240 "$gpu/test_cuda_backward"
+# masks: the extension sets with calls the wgmma kernels serve — positions, key padding, layouts of 128-row
+# blocks, Nq = 1; their backward's dQ on wgmma too (deterministic path, no dBias), and its dK/dV at d = 64
+step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
+  _padlayout _biasfull _maskfull
 # SDPA flash and cuDNN first (each figure printed as it comes), then FlashSig on the mma.sync kernels (0) and
 # on the Hopper ones (1: wherever they serve the call): the ratios of issues 4 and 5
 step sdpa 200 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$bench" \
@@ -149,14 +153,10 @@ step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; 
 step profile 120 bash -c 'ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -n 1)
   [[ -n $ncu ]] || { echo "no ncu on this machine"; exit 77; }
   for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$ncu" --clock-control none \
-  -k "regex:attention_|dq_convert" --launch-count 12 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+  -k "regex:attention_|dq_convert" --launch-count 16 --section SpeedOfLight --section ComputeWorkloadAnalysis \
   --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats "$0" --device cuda \
   --dtype bf16 --batch 4 --heads 16 --d 128 --seq 4096 --score softmax,sigmoid --pass fwdbwd --bwd-path both \
   --warmup 0 --iters 1 || exit 1; done' "$bench"
-# masks: the extension sets with calls the wgmma kernels serve — positions, key padding, layouts of 128-row
-# blocks, Nq = 1; their backward's dQ on wgmma too (deterministic path, no dBias), and its dK/dV at d = 64
-step masks_wgmma 90 env FSIG_CUDA_WGMMA=require "$gpu/test_cuda_masks" _alibi _logn _keypad _layouttiles _alibilayout \
-  _padlayout _biasfull _maskfull
 # issue 6: linear growth at a fixed batch and head count (B = 1, H = 16) from 8k to 64k, and cosFormer against
 # the causal sigmoid forward at 16k
 step bench_linear 120 bash -c '"$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 --seq 16384 --causal 1 \
