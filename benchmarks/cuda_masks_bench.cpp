@@ -15,16 +15,15 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <thread>
 #include <vector>
 
 #include "flashsig.h"
+#include "parallel_chunks.h"
 
 namespace {
 
@@ -47,29 +46,19 @@ fsig_tensor device_tensor(void* data, int dtype, int ndim, const int64_t* shape)
     return t;
 }
 
-// bf16 normals, drawn in chunks of 2^20 on every hardware thread (one thread took seconds per 16k-token tensor);
-// a chunk's values depend on the seed and its index only
+// bf16 normals, drawn in chunks on every hardware thread; a chunk's values depend on the seed and its index only
 void* device_random(size_t elems, uint64_t seed) {
     std::vector<uint16_t> h(elems);
-    constexpr size_t kChunk = size_t(1) << 20;
-    const size_t chunks = (elems + kChunk - 1) / kChunk;
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-        for (size_t c; (c = next.fetch_add(1)) < chunks;) {
-            std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + c);
-            std::normal_distribution<float> normal;
-            for (size_t i = c * kChunk; i < std::min(elems, (c + 1) * kChunk); ++i) {
-                const float f = normal(rng);
-                uint32_t bits;
-                std::memcpy(&bits, &f, 4);
-                h[i] = uint16_t((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-            }
+    for_chunks(elems, [&](size_t begin, size_t end, size_t chunk) {
+        std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + chunk);
+        std::normal_distribution<float> normal;
+        for (size_t i = begin; i < end; ++i) {
+            const float f = normal(rng);
+            uint32_t bits;
+            std::memcpy(&bits, &f, 4);
+            h[i] = uint16_t((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
         }
-    };
-    std::vector<std::thread> pool;
-    for (unsigned t = 1; t < std::max(1u, std::thread::hardware_concurrency()); ++t) pool.emplace_back(work);
-    work();
-    for (std::thread& t : pool) t.join();
+    });
     void* p = nullptr;
     CUDA_OK(cudaMalloc(&p, elems * 2));
     CUDA_OK(cudaMemcpy(p, h.data(), elems * 2, cudaMemcpyHostToDevice));

@@ -16,10 +16,10 @@
 #include <cstring>
 #include <limits>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "flashsig.h"
+#include "parallel_chunks.h"
 
 #ifdef FSIG_BENCH_CUDA
 #include <cuda_runtime.h>
@@ -306,23 +306,6 @@ float from_half(uint16_t h) {
 }
 
 size_t esize(int dtype) { return dtype == FSIG_DTYPE_FP32 ? 4 : 2; }
-
-// Calls fill(begin, end, chunk) over [0, n) in chunks of 2^20 elements on every hardware thread. A chunk's
-// values depend on its index alone, so the inputs are the same bits on any machine: one thread took ≈ 5 s
-// to draw a 16k-token problem's 134 M normals, most of a GPU row's time (the 2026-12-04 H200 session).
-template <class Fill>
-void for_chunks(size_t n, const Fill& fill) {
-    constexpr size_t kChunk = size_t(1) << 20;
-    const size_t chunks = (n + kChunk - 1) / kChunk;
-    const size_t workers = std::min<size_t>(chunks, std::max(1u, std::thread::hardware_concurrency()));
-    auto work = [&](size_t w) {
-        for (size_t c = w; c < chunks; c += workers) fill(c * kChunk, std::min(n, (c + 1) * kChunk), c);
-    };
-    std::vector<std::thread> pool;
-    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
-    if (workers > 0) work(0);
-    for (auto& t : pool) t.join();
-}
 
 void store(void* base, int dtype, size_t i, float v) {
     if (dtype == FSIG_DTYPE_FP32) static_cast<float*>(base)[i] = v;
