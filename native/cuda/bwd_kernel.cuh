@@ -311,24 +311,26 @@ inline __device__ FSIG_NOINLINE bool stage_beta_keys(const FwdParams& f, int64_t
 
 // The fast path's dQ: a warp's 16 rows of a tile's dS K (mma accumulator layout, n8 tiles from column c0; rows
 // from row0) added to dq_accum (rows kD floats long) with fp32 atomics, in pairs on sm_90; rows from Nq on and
-// columns from the head dim on (zeros) skipped. Shared by every dK/dV kernel of the fast path.
+// columns from the head dim on (zeros) skipped. Shared by every dK/dV kernel of the fast path. lam: λ_i of the
+// 16 rows (lam[r] row row0 + r) where the kernel's dS for dQ left it out (dq_row_scale), else nullptr.
 template <int kD, int kNTiles>
 __device__ __forceinline__ void add_dq_rows(const BwdParams& p, int64_t b, int h, int row0, int c0, int lane,
-                                            const float (&acc)[kNTiles][4]) {
+                                            const float (&acc)[kNTiles][4], const float* lam = nullptr) {
     float* rows = p.dq_accum + (b * p.f.heads_q + h) * p.f.seq_q * kD;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int i = row0 + frag::acc_row(lane, 2 * r);
         if (i >= p.f.seq_q) continue;
+        const float m = lam != nullptr ? lam[frag::acc_row(lane, 2 * r)] : 1.f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
             if (c0 + nt * 8 >= p.f.head_dim) break;  // columns past the head dim hold zeros
             float* at = rows + int64_t(i) * kD + c0 + nt * 8 + frag::acc_col(lane, 0);
 #if __CUDA_ARCH__ >= 900
-            atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]));
+            atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[nt][2 * r] * m, acc[nt][2 * r + 1] * m));
 #else
-            atomicAdd(at, acc[nt][2 * r]);
-            atomicAdd(at + 1, acc[nt][2 * r + 1]);
+            atomicAdd(at, acc[nt][2 * r] * m);
+            atomicAdd(at + 1, acc[nt][2 * r + 1] * m);
 #endif
         }
     }
@@ -340,10 +342,12 @@ __device__ __forceinline__ void add_dq_rows(const BwdParams& p, int64_t b, int h
 // and skips the k16 steps (one per group of 16 keys) whose dS the warp that computes it had none of this
 // tile (live_sm: a flag per warp; warp w computes key group w % kKvKeyGroups for all the tile's query rows,
 // or, where kKvQuerySplit warps share a key group, for part w / kKvKeyGroups of them). The sums go to
-// dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number.
+// dq_accum with fp32 atomics — pairs at once on sm_90, whose vector atomics halve their number. lam: λ_i of
+// the tile's rows (lam[r] row i0 + r) where the dS tile left it out, else nullptr.
 template <class T>
 __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int h, int i0, uint32_t ds_tile,
-                                              const int* live_sm, uint32_t k_tile, int lane, int warp) {
+                                              const int* live_sm, uint32_t k_tile, int lane, int warp,
+                                              const float* lam = nullptr) {
     using M = Mma<typename T::Elem>;
     constexpr int kD = T::kHeadDim, kNTiles = T::kKvDqCols / 8;
     const int rg = warp % T::kKvDqRowGroups, c0 = (warp / T::kKvDqRowGroups) * T::kKvDqCols;
@@ -372,7 +376,7 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
             M::run(acc[2 * np + 1], a, kb[2], kb[3]);
         }
     }
-    if (any) add_dq_rows<kD>(p, b, h, i0 + rg * 16, c0, lane, acc);
+    if (any) add_dq_rows<kD>(p, b, h, i0 + rg * 16, c0, lane, acc, lam != nullptr ? lam + rg * 16 : nullptr);
 }
 
 // The dK/dV kernels' epilogue (this file's and bwd_wgmma_kernel.cuh's): dK (× scale) and dV of key rows
@@ -480,12 +484,12 @@ __device__ __forceinline__ void load_query_tile(const BwdParams& p, const Blk& b
     }
 }
 
-// Pᵀ and dSᵀ of a dK/dV kernel's warp tile, in place (st: Sᵀ = K_w Qᵀ → Pᵀ; dpt: dPᵀ → dSᵀ, times λ_i when
-// extended), for keys key_j (the thread's two rows, of the 16 from jw) × queries iw + nt·8 + acc_col (kNTiles
-// n8 tiles): softmax's −LSE and D and the extended λ of query iw + c at index c0 + c of lse_sm, d_sm and
-// lambda_sm, β at beta[key row · kBetaRowStride + c] when the call has element-wise extensions; x = λ_i·scale·
-// q·k − slope·|δ_i − j| + β, P = dS = 0 where an extension disallows the element. The mask on boundary tiles
-// only (element (key j, query i)).
+// Pᵀ and dSᵀ of a dK/dV kernel's warp tile, in place (st: Sᵀ = K_w Qᵀ → Pᵀ; dpt: dPᵀ → dSᵀ = ∂L/∂x, before
+// λ_i: dK takes dSᵀ·λ_i, dQ dS alone, dq_row_scale), for keys key_j (the thread's two rows, of the 16 from jw)
+// × queries iw + nt·8 + acc_col (kNTiles n8 tiles): softmax's −LSE and D and the extended λ of query iw + c at
+// index c0 + c of lse_sm, d_sm and lambda_sm, β at beta[key row · kBetaRowStride + c] when the call has
+// element-wise extensions; x = λ_i·scale·q·k − slope·|δ_i − j| + β, P = dS = 0 where an extension disallows the
+// element. The mask on boundary tiles only (element (key j, query i)).
 template <class Score, bool kExt, int kNTiles, int kBetaRowStride>
 __device__ __forceinline__ void dkdv_scores(const FwdParams& f, const ScoreConsts& sc, const ScoreConsts& sc_x,
                                             int64_t b, int h, int iw, int jw, int c0, const int (&key_j)[2],
@@ -519,7 +523,7 @@ __device__ __forceinline__ void dkdv_scores(const FwdParams& f, const ScoreConst
                     float pr, ds;
                     probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
                     st[nt][e] = x == -INFINITY ? 0.f : pr;
-                    dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                    dpt[nt][e] = x == -INFINITY ? 0.f : ds;
                 }
             } else {
 #pragma unroll
@@ -535,6 +539,28 @@ __device__ __forceinline__ void dkdv_scores(const FwdParams& f, const ScoreConst
                     if (!row_ok || key_j[r] < lo || key_j[r] > hi) st[nt][c + 2 * r] = dpt[nt][c + 2 * r] = 0.f;
             }
         }
+}
+
+// dQ_i = scale·λ_i·Σ_j dS_ij k_j: log-n's λ_i is a factor of the whole row of dQ, so the dQ products take
+// the 16-bit dS itself and λ_i goes with scale onto the fp32 sum at the end (the dQ kernels' epilogues, and
+// dq_convert after the fast path's atomics), as a framework's autograd does. Multiplying dS by λ_i before
+// its rounding gives the same error statistics but rounds a value the reference never forms; on one
+// dominant key its rounding alone then decides an element (127_alibilayout). dK keeps dSᵀ·λ_i: λ varies
+// along its sum.
+template <bool kExt>
+__device__ __forceinline__ float dq_row_scale(const FwdParams& f, int64_t row) {
+    if constexpr (kExt) return f.scale * logn_lambda(f.ext, row + f.seq_k - f.seq_q, f.seq_k);
+    return f.scale;
+}
+
+// dK's 16-bit A words under log-n: dSᵀ·λ_i of one n8 accumulator tile of a dK/dV kernel (dS before λ, element
+// (key, query column acc_col)), λ of the tile's 8 query columns from lam; words (elements 0, 1) and (2, 3).
+template <class M>
+__device__ __forceinline__ void pack_times_lambda(const float (&ds)[4], const float* lam, int lane, uint32_t& w01,
+                                                  uint32_t& w23) {
+    const int c = frag::acc_col(lane, 0);
+    w01 = M::pack(ds[0] * lam[c], ds[1] * lam[c + 1]);
+    w23 = M::pack(ds[2] * lam[c], ds[3] * lam[c + 1]);
 }
 
 // dS = ∂L/∂x of a dQ kernel's warp tile, in place (s: S = Q_w Kᵀ, x when extended; dps: dP → dS, before
@@ -715,7 +741,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                 }
             }
 
-            // ---- Pᵀ and dSᵀ; the mask on boundary tiles only ----
+            // ---- Pᵀ and dSᵀ (before λ_i: the fast path's dQ takes it so, dK times λ_i below); the mask on
+            // boundary tiles only ----
             dkdv_scores<Score, kExt, T::kKvMTiles, kBetaStride<kBlockM>>(f, sc, sc_x, b, h, i0, jw, 0, key_j, lane, lse_sm,
                                                                          d_sm, lambda_sm, beta_tile, st_, dpt);
 
@@ -725,14 +752,21 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                 const uint32_t pa[4] = {M::pack(st_[2 * kp][0], st_[2 * kp][1]), M::pack(st_[2 * kp][2], st_[2 * kp][3]),
                                         M::pack(st_[2 * kp + 1][0], st_[2 * kp + 1][1]),
                                         M::pack(st_[2 * kp + 1][2], st_[2 * kp + 1][3])};
-                const uint32_t da[4] = {M::pack(dpt[2 * kp][0], dpt[2 * kp][1]), M::pack(dpt[2 * kp][2], dpt[2 * kp][3]),
-                                        M::pack(dpt[2 * kp + 1][0], dpt[2 * kp + 1][1]),
-                                        M::pack(dpt[2 * kp + 1][2], dpt[2 * kp + 1][3])};
-                if (fast) {  // dSᵀ [key][query] for accumulate_dq: each register's pair where it came from
+                uint32_t da[4] = {M::pack(dpt[2 * kp][0], dpt[2 * kp][1]), M::pack(dpt[2 * kp][2], dpt[2 * kp][3]),
+                                  M::pack(dpt[2 * kp + 1][0], dpt[2 * kp + 1][1]),
+                                  M::pack(dpt[2 * kp + 1][2], dpt[2 * kp + 1][3])};
+                if (fast) {  // dSᵀ [key][query] for accumulate_dq (λ_i there): each register's pair where it came from
 #pragma unroll
                     for (int reg = 0; reg < 4; ++reg) {
                         const frag::RowCol at = frag::a_pack_pos(lane, reg);
                         ds_sm[frag::ds_offset<kBlockM>(warp * 16 + at.row, kp * 16 + at.col) / 2] = da[reg];
+                    }
+                }
+                if constexpr (kExt) {
+                    if (f.ext.logn_train > 0) {  // dK_j = scale·Σ_i λ_i dS_ij q_i
+#pragma unroll
+                        for (int u = 0; u < 2; ++u)
+                            pack_times_lambda<M>(dpt[2 * kp + u], lambda_sm + (2 * kp + u) * 8, lane, da[2 * u], da[2 * u + 1]);
                     }
                 }
 #pragma unroll
@@ -753,7 +787,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
         if (fast) {
             if (lane == 0) live_sm[warp] = live;
             __syncthreads();  // every warp's dSᵀ and flag are in shared memory
-            accumulate_dq<T>(p, b, h, i0, smem_base + kDsAt, live_sm, smem_base, lane, warp);
+            accumulate_dq<T>(p, b, h, i0, smem_base + kDsAt, live_sm, smem_base, lane, warp,
+                             kExt && f.ext.logn_train > 0 ? lambda_sm : nullptr);
         }
     }
 
@@ -927,7 +962,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
             dq_scores<Score, kExt, T::kQNTiles>(f, sc, sc_x, b, h, row_i, w0, j0, lane, nl, dd, beta_tile, s, dps, lambda);
             if constexpr (kExt) {
                 // dBias = ∂L/∂x: through the warp's staging tile (β was read), then stored row by row with
-                // lanes along the keys; then dS·λ_i for dQ
+                // lanes along the keys (dS·λ_i for dQ: λ_i in the epilogue, dq_row_scale)
                 if (f.ext.dbias != nullptr) {
                     stage_acc_tile(beta_tile, dps, lane);
                     if (dbias_full) {
@@ -944,10 +979,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                         store_dbias_partial<kBlockN>(p, b, h, w0, j0, lane, beta_tile);
                     }
                 }
-#pragma unroll
-                for (int nt = 0; nt < T::kQNTiles; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) dps[nt][e] *= lambda[e >> 1];
             }
 
             // ---- dQ_w += dS K: dS's accumulators are the A operand (k = keys), K by ldmatrix.trans ----
@@ -973,8 +1004,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 
     if (dbias_full) zero_dbias_keys(f, b, h, w0, *dbias_next(), int(f.seq_k), lane);  // keys after the last tile
 
-    // ---- epilogue: dQ × scale through this warp's own Q rows in shared memory, 16-byte stores ----
-    const float mul[2] = {f.scale, f.scale};
+    // ---- epilogue: dQ × scale·λ_i through this warp's own Q rows in shared memory, 16-byte stores ----
+    const float mul[2] = {dq_row_scale<kExt>(f, row_i[0]), dq_row_scale<kExt>(f, row_i[1])};
     store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, f.head_dim, i0,
                        warp, lane, dq, mul, reinterpret_cast<Elem*>(smem_raw));
 }
@@ -1025,8 +1056,10 @@ struct BwdPairTraits {
     static constexpr int kKvDst = kKvPt + kKvDsBytes;
     static constexpr int kKvLive = kKvDst + kKvDsBytes;
     static constexpr int kKvSmemBytes = kKvLive + kWarps * 4;
-    // extended, after those: λ of a query tile, then one β staging tile per warp (its 16 keys × 16 queries)
-    static constexpr int kKvExtBytes = (kKvBlockM + kWarps * 16 * kBetaStride<16>) * 4;
+    // extended, after those: λ of a query tile, one β staging tile per warp (its 16 keys × 16 queries), then the
+    // fast path's dSᵀ before λ_i under log-n (the dSᵀ tile holds dSᵀ·λ_i for dK)
+    static constexpr int kKvExtDst = kKvSmemBytes + (kKvBlockM + kWarps * 16 * kBetaStride<16>) * 4;
+    static constexpr int kKvExtBytes = kKvExtDst + kKvDsBytes - kKvSmemBytes;
     // fast path (accumulate_dq on the dSᵀ tile): 16 query rows × kKvDqCols columns per warp
     static constexpr int kKvKeyGroups = kGroups;
     static constexpr int kKvQuerySplit = 2;  // warp (g, c) computes dS of key group g for queries 16c..
@@ -1153,7 +1186,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_pair_kernel
     float* beta_tile = lambda_sm + kBlockM + warp * 16 * kBetaStride<16>;
     uint32_t* pt_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvPt);
     uint32_t* dst_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvDst);
+    uint32_t* dq_ds_sm = reinterpret_cast<uint32_t*>(smem_raw + T::kKvExtDst);  // (extended, log-n, fast)
     int* live_sm = reinterpret_cast<int*>(smem_raw + T::kKvLive);
+    const bool fast = p.dq_accum != nullptr;
     const frag::RowCol fa = frag::ldsm_a(lane), fbt = frag::ldsm_bt(lane);
     const int key_j[2] = {jw + frag::acc_row(lane, 0), jw + frag::acc_row(lane, 2)};
     const int q_col0 = half * 16;   // this warp's queries in the tile
@@ -1204,14 +1239,31 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_pair_kernel
                                   dpt);
             dkdv_scores<Score, kExt, 2, kBetaStride<16>>(f, sc, sc_x, b, h, iw, jw, q_col0, key_j, lane, lse_sm, d_sm,
                                                          lambda_sm, beta_tile, st_, dpt);
-            // the 16-bit Pᵀ and dSᵀ the products take, each register's pair where it came from
+            // the 16-bit Pᵀ and dSᵀ the products take, each register's pair where it came from; under log-n
+            // dSᵀ·λ_i for dK, and for the fast path's dQ dSᵀ itself in a tile of its own
+            uint32_t da[4] = {M::pack(dpt[0][0], dpt[0][1]), M::pack(dpt[0][2], dpt[0][3]), M::pack(dpt[1][0], dpt[1][1]),
+                              M::pack(dpt[1][2], dpt[1][3])};
+            if constexpr (kExt) {
+                if (f.ext.logn_train > 0) {
+                    if (fast) {
+#pragma unroll
+                        for (int reg = 0; reg < 4; ++reg) {
+                            const frag::RowCol at = frag::a_pack_pos(lane, reg);
+                            dq_ds_sm[frag::ds_offset<kBlockM>(group * 16 + at.row, q_col0 + at.col) / 2] = da[reg];
+                        }
+                    }
+#pragma unroll
+                    for (int nt = 0; nt < 2; ++nt)
+                        pack_times_lambda<M>(dpt[nt], lambda_sm + q_col0 + nt * 8, lane, da[2 * nt], da[2 * nt + 1]);
+                }
+            }
 #pragma unroll
             for (int reg = 0; reg < 4; ++reg) {
                 const frag::RowCol at = frag::a_pack_pos(lane, reg);
                 const int nt = reg >> 1, e = (reg & 1) * 2;
                 const int off = frag::ds_offset<kBlockM>(group * 16 + at.row, q_col0 + at.col) / 2;
                 pt_sm[off] = M::pack(st_[nt][e], st_[nt][e + 1]);
-                dst_sm[off] = M::pack(dpt[nt][e], dpt[nt][e + 1]);
+                dst_sm[off] = da[reg];
             }
         }
         if (lane == 0) live_sm[warp] = live;
@@ -1238,7 +1290,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_pair_kernel
             }
         }
         // ---- fast path: dQ_tile += dS K, added to dq_accum with atomics ----
-        if (p.dq_accum != nullptr) accumulate_dq<T>(p, b, h, i0, smem_base + T::kKvDst, live_sm, smem_base, lane, warp);
+        if (fast) {
+            const bool logn = kExt && f.ext.logn_train > 0;
+            accumulate_dq<T>(p, b, h, i0, smem_base + (logn ? T::kKvExtDst : T::kKvDst), live_sm, smem_base, lane, warp,
+                             logn ? lambda_sm : nullptr);
+        }
     }
 
     // ---- epilogue: dK (× scale) and dV of keys 16·group.., columns c0.., through shared memory ----
@@ -1340,10 +1396,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_pair_kernel(c
                         store_dbias_partial<16>(p, b, h, w0, jw, lane, beta_tile);
                     }
                 }
-#pragma unroll
-                for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) dps[nt][e] *= lambda[e >> 1];
             }
 #pragma unroll
             for (int reg = 0; reg < 4; ++reg) {  // the 16-bit dS the product takes
@@ -1380,8 +1432,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_pair_kernel(c
 
     if (dbias_full && half == 0) zero_dbias_keys(f, b, h, w0, dbias_next, int(f.seq_k), lane);  // after the last tile
 
-    // ---- epilogue: dQ × scale, rows 16·group.., columns c0.., through shared memory where Q was ----
-    const float mul[2] = {f.scale, f.scale};
+    // ---- epilogue: dQ × scale·λ_i, rows 16·group.., columns c0.., through shared memory where Q was ----
+    const float mul[2] = {dq_row_scale<kExt>(f, row_i[0]), dq_row_scale<kExt>(f, row_i[1])};
     store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, f.head_dim, i0,
                        group, lane, dq, mul, reinterpret_cast<Elem*>(smem_raw), c0);
 }

@@ -44,11 +44,11 @@ namespace fsig::cuda {
 // The fast path's dQ share of a Hopper dK/dV kernel's warpgroup: dQ_tile += dS K over kSteps k16 steps from
 // step ks0 — dS [query][key] K-major at ds_at (a tile of kDsRows rows), K N-major at k_at (kKeyRows rows, from
 // the warpgroup's first column block) — into kCols columns, then added to dq_accum (add_dq_rows; this warp's
-// 16 rows from row0, columns from c0).
+// 16 rows from row0, columns from c0; times lam[r] for row row0 + r where given: log-n's λ_i).
 #if defined(FSIG_HAVE_WGMMA) || defined(FSIG_CUDA_EMULATION)  // (where the kernels' bodies have wgmma)
 template <class Elem, int kD, int kCols, int kSteps, int kDsRows, int kKeyRows>
 __device__ __forceinline__ void add_dq_wgmma(const BwdParams& p, int64_t b, int h, int row0, int c0, int lane,
-                                             uint32_t ds_at, uint32_t k_at, int ks0) {
+                                             uint32_t ds_at, uint32_t k_at, int ks0, const float* lam = nullptr) {
     float dq[kCols / 8][4];
 #pragma unroll
     for (int nt = 0; nt < kCols / 8; ++nt) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
@@ -61,7 +61,7 @@ __device__ __forceinline__ void add_dq_wgmma(const BwdParams& p, int64_t b, int 
     wgmma_commit();
     wgmma_wait<0>();
     wgmma_fence_operands(dq);
-    add_dq_rows<kD>(p, b, h, row0, c0, lane, dq);
+    add_dq_rows<kD>(p, b, h, row0, c0, lane, dq, lam);
 }
 #endif
 
@@ -270,6 +270,18 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
             }
         }
         uint32_t pa[T::kPSteps][4], da[T::kPSteps][4];
+        // fast path: dS [query][key] of k16 step kp for dS K, each 16-bit value of da[kp] where its key and query
+        // put it
+        auto store_ds = [&](int kp) {
+#pragma unroll
+            for (int u = 0; u < 2; ++u)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int query = (2 * kp + u) * 8 + frag::acc_col(lane, e), key = warp * 16 + frag::acc_row(lane, e);
+                    const uint32_t word = da[kp][2 * u + e / 2] >> (16 * (e % 2));
+                    *reinterpret_cast<uint16_t*>(smem + T::kDs + wg::offset<kBlockM>(query, key)) = uint16_t(word & 0xFFFFu);
+                }
+        };
 #pragma unroll
         for (int kp = 0; kp < T::kPSteps; ++kp) {
 #pragma unroll
@@ -280,8 +292,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
                     float nl = 0.f, dd = 0.f;
                     if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
                     if constexpr (kExt) {
-                        // x = λ_i·scale·q·k − slope·|δ_i − j| + β_j (−inf where disallowed); P, dS = ∂L/∂x,
-                        // then dS·λ_i for dK and dQ (the chain rule through x), as bwd_kernel.cuh
+                        // x = λ_i·scale·q·k − slope·|δ_i − j| + β_j (−inf where disallowed); P, dS = ∂L/∂x
+                        // (λ_i below for dK, in dq_accum for dQ: bwd_kernel.cuh's dq_row_scale)
                         const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
 #pragma unroll
                         for (int e = c; e < 4; e += 2) {
@@ -290,7 +302,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
                             float pr, ds;
                             probs_grads<Score>(x, dpt[nt][e], sc_x, kLog2e, nl, dd, pr, ds);
                             st[nt][e] = x == -INFINITY ? 0.f : pr;
-                            dpt[nt][e] = x == -INFINITY ? 0.f : ds * lambda;
+                            dpt[nt][e] = x == -INFINITY ? 0.f : ds;
                         }
                     } else {
 #pragma unroll
@@ -310,18 +322,21 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
             da[kp][1] = M::pack(dpt[2 * kp][2], dpt[2 * kp][3]);
             da[kp][2] = M::pack(dpt[2 * kp + 1][0], dpt[2 * kp + 1][1]);
             da[kp][3] = M::pack(dpt[2 * kp + 1][2], dpt[2 * kp + 1][3]);
+            if constexpr (kExt) {
+                if (f.ext.logn_train > 0) {  // dS for dQ as it is; dSᵀ·λ_i for dK
+                    if (fast) store_ds(kp);
+#pragma unroll
+                    for (int u = 0; u < 2; ++u)
+                        pack_times_lambda<M>(dpt[2 * kp + u], lambda_sm + (2 * kp + u) * 8, lane, da[kp][2 * u],
+                                             da[kp][2 * u + 1]);
+                }
+            }
         }
 
         // ---- dV_g += Pᵀ dO, dK_g += dSᵀ Q (k = query rows), Pᵀ and dSᵀ the A fragments ----
-        if (fast) {  // dS [query][key] for dS K: each 16-bit value where its key and query put it
+        if (fast && !(kExt && f.ext.logn_train > 0)) {
 #pragma unroll
-            for (int nt = 0; nt < T::kMTiles; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int query = nt * 8 + frag::acc_col(lane, e), key = warp * 16 + frag::acc_row(lane, e);
-                    const uint32_t word = e % 2 == 0 ? da[nt / 2][(nt % 2) * 2 + e / 2] : da[nt / 2][(nt % 2) * 2 + e / 2] >> 16;
-                    *reinterpret_cast<uint16_t*>(smem + T::kDs + wg::offset<kBlockM>(query, key)) = uint16_t(word & 0xFFFFu);
-                }
+            for (int kp = 0; kp < T::kPSteps; ++kp) store_ds(kp);
         }
         wgmma_fence_operands(dv);
         wgmma_fence_operands(dk);
@@ -345,8 +360,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         if (fast) {
             fence_proxy_async();  // this thread's dS stores, for wgmma ...
             __syncthreads();      // ... of both warpgroups
-            add_dq_wgmma<Elem, kD, T::kDqCols, T::kDqSteps, kBlockM, kBlockN>(p, b, h, i0 + (warp % 4) * 16, c0, lane,
-                                                                              opaque(ds_tile), opaque(k_dq), ks0);
+            add_dq_wgmma<Elem, kD, T::kDqCols, T::kDqSteps, kBlockM, kBlockN>(
+                p, b, h, i0 + (warp % 4) * 16, c0, lane, opaque(ds_tile), opaque(k_dq), ks0,
+                kExt && f.ext.logn_train > 0 ? lambda_sm + (warp % 4) * 16 : nullptr);
         }
     }
 
@@ -782,7 +798,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
                     float pr;
                     if constexpr (kExt) {
                         probs_grads<Score>(st[nt][e], dp[nt][e], sc_x, kLog2e, nl[e / 2], dd[e / 2], pr, dp[nt][e]);
-                        dp[nt][e] = st[nt][e] == -INFINITY ? 0.f : dp[nt][e] * lambda[e / 2];  // (chain rule: λ_i)
+                        if (st[nt][e] == -INFINITY) dp[nt][e] = 0.f;  // (λ_i in the epilogue: dq_row_scale)
                     } else {
                         probs_grads<Score>(st[nt][e], dp[nt][e], sc, f.scale_log2, nl[e / 2], dd[e / 2], pr, dp[nt][e]);
                     }
@@ -813,7 +829,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     cp_async_wait_all();  // (a block with no key tile still has Q's and dO's copies in flight)
     __syncthreads();      // every copy has landed and no wgmma still reads Q (at d = 128 a warp's staged rows
                           // overlap the other warpgroup's Q rows)
-    const float mul[2] = {f.scale, f.scale};
+    const float mul[2] = {dq_row_scale<kExt>(f, row_i[0]), dq_row_scale<kExt>(f, row_i[1])};
     store_acc_rows<kD>(static_cast<Elem*>(p.dq) + b * p.dq_batch + h * p.dq_head, p.dq_row, f.seq_q, f.head_dim, i0,
                        warp, lane, dq, mul, reinterpret_cast<Elem*>(smem));
 #elif defined(__CUDA_ARCH__)
