@@ -188,14 +188,14 @@ template <>
 struct BwdScore<ReluScore> {
     static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
         const float x = acc * c.scale;
-        p = fmaxf(x, 0.f) * c.factor;
+        p = relu_keep_nan(x) * c.factor;
         ds = x > 0.f ? c.factor * dp : 0.f;
     }
 };
 template <>
 struct BwdScore<Relu2Score> {
     static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
-        const float r = fmaxf(acc * c.scale, 0.f);
+        const float r = relu_keep_nan(acc * c.scale);
         p = r * r * c.factor;
         ds = 2.f * r * (c.factor * dp);
     }

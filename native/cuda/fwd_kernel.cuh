@@ -185,18 +185,21 @@ struct SigmoidScore {
     }
 #endif
 };
+// relu that keeps a NaN score NaN, as the CPU backend and the reference do (fmaxf returns 0 for it; no
+// comparison is true for NaN)
+__device__ __forceinline__ float relu_keep_nan(float x) { return x <= 0.f ? 0.f : x; }
 struct ReluScore {
     static constexpr bool kRowStats = false;
     static constexpr bool kApplyTile = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
-        return fmaxf(acc * c.scale, 0.f) * c.factor;
+        return relu_keep_nan(acc * c.scale) * c.factor;
     }
 };
 struct Relu2Score {
     static constexpr bool kRowStats = false;
     static constexpr bool kApplyTile = false;
     static __device__ __forceinline__ float apply(float acc, const ScoreConsts& c) {
-        const float r = fmaxf(acc * c.scale, 0.f);
+        const float r = relu_keep_nan(acc * c.scale);
         return r * r * c.factor;
     }
 };

@@ -378,11 +378,11 @@ struct Problem {
 };
 
 // A NaN in one query element makes that query's row of O NaN and leaves every other row finite, on both kernel
-// families (the sigmoid's tile form caps e^x with a comparison, since fminf would turn NaN into a finite σ).
-// Not relu and relu2: fmaxf(NaN, 0) = 0 there, so their row is finite where the CPU's is NaN (not yet mended).
+// families, under every score (the sigmoid's tile form caps e^x with a comparison and relu keeps NaN: fminf and
+// fmaxf would turn NaN into a number). The CPU's check: tests/test_nan_propagation.cpp.
 TEST(nan_propagates) {
     if (!g_cuda) return;
-    for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus, ref::kIdentity}) {
+    for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kRelu, ref::kRelu2, ref::kGelu, ref::kSoftplus, ref::kIdentity}) {
         Problem pr(64, ref::kBf16, score);
         const int64_t row = 5, d = pr.s.d, hq = pr.s.Hq;
         std::vector<float> qv = pr.q.host.load();
