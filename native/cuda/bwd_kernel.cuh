@@ -45,8 +45,8 @@
 // mask zeroes their P and dS.
 //
 // Extended kernels (kExt; fwd_kernel.cuh and ext_params.h): P and dS = ∂L/∂x are computed from
-// x = λ_i·scale·q·k + β_ij, zero where an extension disallows the element; dS·λ_i feeds dK and dQ (the
-// chain rule through x). dBias = ∂L/∂x is written by the dQ kernel, which owns every (b, h, i, j) of
+// x = λ_i·scale·q·k + β_ij, zero where an extension disallows the element; by the chain rule through x,
+// dSᵀ·λ_i feeds dK, and dQ takes dS with λ_i on its fp32 sum (dq_row_scale). dBias = ∂L/∂x is written by the dQ kernel, which owns every (b, h, i, j) of
 // its query tile: of the bias's full shape [B, Hq, Nq, Nk], each element once — dS where a warp
 // computes the tile (0 where masked), 0 for keys of tiles it skips; broadcast over B, Hq or Nq, as
 // fp32 partial sums in the caller's workspace that bwd_dbias_reduce.cu adds up (store_dbias_partial).
@@ -542,8 +542,9 @@ __device__ __forceinline__ void dkdv_scores(const FwdParams& f, const ScoreConst
 }
 
 // dQ_i = scale·λ_i·Σ_j dS_ij k_j: log-n's λ_i is a factor of the whole row of dQ, so the dQ products take
-// the 16-bit dS itself and λ_i goes with scale onto the fp32 sum at the end (the dQ kernels' epilogues, and
-// dq_convert after the fast path's atomics), as a framework's autograd does. Multiplying dS by λ_i before
+// the 16-bit dS itself and λ_i goes onto the fp32 sum, as a framework's autograd does: with scale in the dQ
+// kernels' epilogues (here), on the fast path onto each tile's fp32 partials before their atomics
+// (add_dq_rows' lam; dq_convert then multiplies by scale). Multiplying dS by λ_i before
 // its rounding gives the same error statistics but rounds a value the reference never forms; on one
 // dominant key its rounding alone then decides an element (127_alibilayout). dK keeps dSᵀ·λ_i: λ varies
 // along its sum.
@@ -567,14 +568,13 @@ __device__ __forceinline__ void pack_times_lambda(const float (&ds)[4], const fl
 // λ_i), for rows row_i (the thread's two, of the 16 from w0) × keys j0 + nt·8 + acc_col (kNTiles n8 tiles):
 // nl, dd are softmax's −LSE·log2e and D of the two rows, beta the warp's β staging tile (row stride
 // kBetaStride<kNTiles·8>). The mask on boundary tiles only; dS = 0 where an extension disallows the element.
-// λ of the two rows into lambda (1 without log-n).
 template <class Score, bool kExt, int kNTiles>
 __device__ __forceinline__ void dq_scores(const FwdParams& f, const ScoreConsts& sc, const ScoreConsts& sc_x,
                                           int64_t b, int h, const int (&row_i)[2], int w0, int j0, int lane,
                                           const float (&nl)[2], const float (&dd)[2], const float* beta,
-                                          float (&s)[kNTiles][4], float (&dps)[kNTiles][4], float (&lambda)[2]) {
+                                          float (&s)[kNTiles][4], float (&dps)[kNTiles][4]) {
     constexpr int kCols = kNTiles * 8;
-    if constexpr (kExt) extend_tile<kNTiles>(f, b, h, row_i, j0, lane, f.ext.elementwise ? beta : nullptr, s, lambda);
+    if constexpr (kExt) extend_tile<kNTiles>(f, b, h, row_i, j0, lane, f.ext.elementwise ? beta : nullptr, s);
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
@@ -958,11 +958,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
             }
 
             // ---- dS (into dps); the mask on boundary tiles only ----
-            float lambda[2] = {1.f, 1.f};
-            dq_scores<Score, kExt, T::kQNTiles>(f, sc, sc_x, b, h, row_i, w0, j0, lane, nl, dd, beta_tile, s, dps, lambda);
+            dq_scores<Score, kExt, T::kQNTiles>(f, sc, sc_x, b, h, row_i, w0, j0, lane, nl, dd, beta_tile, s, dps);
             if constexpr (kExt) {
                 // dBias = ∂L/∂x: through the warp's staging tile (β was read), then stored row by row with
-                // lanes along the keys (dS·λ_i for dQ: λ_i in the epilogue, dq_row_scale)
+                // lanes along the keys (dQ's λ_i: in the epilogue, dq_row_scale)
                 if (f.ext.dbias != nullptr) {
                     stage_acc_tile(beta_tile, dps, lane);
                     if (dbias_full) {
@@ -1028,7 +1027,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 // A warp none of whose elements is allowed writes no P or dS; its flag makes its pair skip that k-step.
 // Their tiles (64 keys or rows, 32 of the other) are smaller than the regular kernels', so at widths 64 and
 // 128 they serve GPUs that allow 99 KiB per block (sm_86, sm_89, sm_120), where the regular kernels need
-// 115-133 KiB (d = 64 extended) and 112-162 KiB (d = 128): the pairs 53-85 KiB (BwdSmemPlan picks).
+// 115-133 KiB (d = 64 extended) and 112-162 KiB (d = 128): the pairs 58-90 KiB (BwdSmemPlan picks).
 template <int kHeadDim_, class Elem_>
 struct BwdPairTraits {
     using Elem = Elem_;
@@ -1380,8 +1379,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_pair_kernel(c
         if (live) {
             float s[2][4], dps[2][4];
             pair_tile_products<T>(q_tile, tile_k, do_tile, tile_k + T::kQKeyBytes, group * 16, k_col0, lane, s, dps);
-            float lambda[2] = {1.f, 1.f};
-            dq_scores<Score, kExt, 2>(f, sc, sc_x, b, h, row_i, w0, jw, lane, nl, dd, beta_tile, s, dps, lambda);
+            dq_scores<Score, kExt, 2>(f, sc, sc_x, b, h, row_i, w0, jw, lane, nl, dd, beta_tile, s, dps);
             if constexpr (kExt) {
                 if (f.ext.dbias != nullptr) {  // dBias = ∂L/∂x through the staging tile, as attention_bwd_dq_kernel
                     stage_acc_tile(beta_tile, dps, lane);

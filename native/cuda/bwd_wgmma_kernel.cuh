@@ -293,7 +293,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
                     if constexpr (Score::kRowStats) nl = -lse_sm[col] * kLog2e, dd = d_sm[col];
                     if constexpr (kExt) {
                         // x = λ_i·scale·q·k − slope·|δ_i − j| + β_j (−inf where disallowed); P, dS = ∂L/∂x
-                        // (λ_i below for dK, in dq_accum for dQ: bwd_kernel.cuh's dq_row_scale)
+                        // (λ_i below for dK; for dQ on its fp32 partials, add_dq_wgmma's lam)
                         const float lambda = f.ext.logn_train > 0 ? lambda_sm[col] : 1.f;
 #pragma unroll
                         for (int e = c; e < 4; e += 2) {
@@ -772,11 +772,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
 
         // ---- dS (element (query row_i[e / 2], key j0 + col)), the mask on boundary tiles only; each k16
         // step's packed into the A fragments of dS K at once ----
-        float lambda[2] = {1.f, 1.f};
         if constexpr (kExt) {  // st = x = λ_i·scale·q·k − ALiBi + β_j, −inf where disallowed; dS = ∂L/∂x
             const int rows[2] = {opaque(row_i[0]), opaque(row_i[1])};
             const float* beta = f.ext.key_beta ? key_beta_sm + s * T::kKeyBetaSlots : nullptr;
-            extend_tile<T::kNTiles, 0>(f, b, opaque(h), rows, j0, lane, beta, st, lambda);
+            extend_tile<T::kNTiles, 0>(f, b, opaque(h), rows, j0, lane, beta, st);
         }
         const bool interior = tile_interior(f, w0, 16, j0, kBlockN);
         int col_lo[2] = {0, 0}, col_hi[2] = {kBlockN - 1, kBlockN - 1};

@@ -327,19 +327,16 @@ inline __device__ FSIG_NOINLINE bool stage_beta(const FwdParams& p, int64_t b, i
 
 // x = scale·acc of the thread's elements of a 16-row tile with the positions (λ, ALiBi) applied and,
 // when the call has element-wise extensions, β added from the warp's staging tile (nullptr: none; row
-// stride kBetaRowStride floats, 0 for one row of β that every row shares). Returns λ of the thread's two
-// rows (the backward scales dS by it).
+// stride kBetaRowStride floats, 0 for one row of β that every row shares).
 template <int kNTiles, int kBetaRowStride = kBetaStride<kNTiles * 8>>
 __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
-                                            int lane, const float* beta, float (&s)[kNTiles][4],
-                                            float (&lambda)[2]) {
+                                            int lane, const float* beta, float (&s)[kNTiles][4]) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         // positions relative to the lane's first column, so that an element's offset nt·8 + e is an
         // immediate (a float(column) per element, hoisted out of the tile loop, made the d = 128 kernels spill)
         const int lane_col = frag::acc_col(lane, 0);
         const ExtRow row = ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k);
-        lambda[r] = row.lambda;
         const int srow = frag::acc_row(lane, 2 * r);
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
@@ -601,10 +598,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
 
             // ---- mask: only tiles that cross a row's bounds or the end of the keys ----
             const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
-            if constexpr (kExt) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
-                float lambda[2];
-                extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s, lambda);
-            }
+            if constexpr (kExt)  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
+                extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s);
             score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s, row_max, row_sum, [&](int r, float factor) {
 #pragma unroll
                 for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][2 * r] *= factor, o[dt][2 * r + 1] *= factor;
@@ -724,10 +719,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wide_kernel(cons
                 }
             }
             const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
-            if constexpr (kExt) {
-                float lambda[2];
-                extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s, lambda);
-            }
+            if constexpr (kExt) extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s);
             score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s, row_max, row_sum, [&](int r, float factor) {
 #pragma unroll
                 for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][2 * r] *= factor, o[dt][2 * r + 1] *= factor;

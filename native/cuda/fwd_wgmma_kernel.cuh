@@ -202,9 +202,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
         const int j0 = nb * kBlockN;
         const int rows[2] = {opaque(row_i[0]), opaque(row_i[1])};
         if constexpr (kExt) {  // s = x: scale, λ, ALiBi and a key row's β (the rows' λ and slope made again
-            float lambda[2];    // per tile, as next_live)
-            extend_tile<T::kNTiles, 0>(p, b, opaque(h), rows, j0, lane, p.ext.key_beta ? key_beta_row(buf) : nullptr,
-                                       s, lambda);
+                               // per tile, as next_live)
+            extend_tile<T::kNTiles, 0>(p, b, opaque(h), rows, j0, lane, p.ext.key_beta ? key_beta_row(buf) : nullptr, s);
         }
         float rescale[2] = {1.f, 1.f};
         score_tile<Score, kExt>(p, sc, rows, j0, fwd_warp_interior(p, opaque(w0), j0, kBlockN), lane, s, row_max, row_sum,

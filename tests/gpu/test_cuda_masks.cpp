@@ -551,8 +551,8 @@ TEST(masks_numerics) {
 // and lands copies early or late, so an order-dependent sum (an atomic, a race) shows as other bits.
 // A device with 99 KiB of shared memory per block (sm_86/sm_89; on the emulator FSIG_EMU_SM=89): the
 // extended forward at d = 128 (98 KiB, the tightest fit) runs, and the extended backward at d = 128 and 64
-// on the pair kernels (the regular dK/dV kernel needs 115 KiB at d = 64 and 131 at 128; the pairs 53 and
-// 85 KiB at most) — ALiBi, every extension at once with a full-shaped dBias, and a broadcast dBias — each
+// on the pair kernels (the regular dK/dV kernel needs 115 KiB at d = 64 and 131 at 128; the pairs 58 and
+// 90 KiB at most) — ALiBi, every extension at once with a full-shaped dBias, and a broadcast dBias — each
 // agreeing with the reference by both paths. On a device with 128 KiB or more every extended kernel fits and
 // this has nothing to check.
 TEST(small_shared_memory) {

@@ -99,7 +99,7 @@ void refusals() {
 }
 
 // cuda:0's info: plausible values, the head dims its shared memory allows (the kernels need 99 KiB for the
-// forward up to d = 256 and the backward up to 128, masks included, and 149-162 KiB for the backward up to
+// forward up to d = 256 and the backward up to 128, masks included, and 154-162 KiB for the backward up to
 // 256; GPUs allow 99, 163 or 227 KiB), the FSIG_CUDA_SMEM_LIMIT_KIB cap, and on the emulator whether the
 // Hopper kernels run (its FSIG_EMU_SM, FSIG_EMU_PTX and the library's FSIG_CUDA_WGMMA say so)
 void device_info() {
