@@ -1,5 +1,5 @@
 // A NaN in the inputs stays NaN where the math puts it and nowhere else (the CPU backend's forward; the CUDA
-// kernels' check, NaN in Q, is test_cuda_forward's nan_propagates): one NaN element of Q makes its query row of
+// kernels' check is test_cuda_forward's nan_propagates): one NaN element of Q makes its query row of
 // O NaN under every score function, as the fp64 reference (and PyTorch's relu) would, and leaves the other rows
 // finite; one NaN element of K does the same to every row that may see its key. A min or max that drops a NaN
 // (relu as max(x, 0) did) shows here as a finite row.

@@ -377,34 +377,50 @@ struct Problem {
     }
 };
 
-// A NaN in one query element makes that query's row of O NaN and leaves every other row finite, on both kernel
-// families, under every score (the sigmoid's tile form caps e^x with a comparison and relu keeps NaN: fminf and
-// fmaxf would turn NaN into a number). The CPU's check: tests/test_nan_propagation.cpp.
+// A NaN in one query element makes that query's row of O NaN and leaves every other row finite, and a NaN in one
+// key element (causal, bottom-right) makes exactly the rows that may see that key NaN, on both kernel families,
+// under every score (the sigmoid's tile form caps e^x with a comparison and relu keeps NaN: fminf and fmaxf would
+// turn NaN into a number; softmax's row maximum passes over a NaN score, its exponential does not). The CPU's
+// check: tests/test_nan_propagation.cpp.
 TEST(nan_propagates) {
     if (!g_cuda) return;
-    for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kRelu, ref::kRelu2, ref::kGelu, ref::kSoftplus, ref::kIdentity}) {
-        Problem pr(64, ref::kBf16, score);
-        const int64_t row = 5, d = pr.s.d, hq = pr.s.Hq;
-        std::vector<float> qv = pr.q.host.load();
-        qv[size_t((row * hq + 0) * d + 3)] = std::numeric_limits<float>::quiet_NaN();  // [b 0, i 5, h 0, c 3]
-        pr.q.host.store(qv);
-        pr.q.upload();
-        const int st = pr.forward();
-        EXPECT(st == FSIG_OK, "nan %s: forward returned %d: %s", ref::score_name(score), st, fsig_last_error());
-        if (st != FSIG_OK) continue;
-        CUDA_OK(cudaDeviceSynchronize());
-        pr.out.download();
-        const std::vector<float> o = pr.out.host.load();
-        int64_t wrong = 0;
-        for (int64_t i = 0; i < pr.s.Nq; ++i)
-            for (int64_t h = 0; h < hq; ++h)
-                for (int64_t c = 0; c < d; ++c) {
-                    const float x = o[size_t((i * hq + h) * d + c)];
-                    wrong += (i == row && h == 0) ? !std::isnan(x) : !std::isfinite(x);
-                }
-        EXPECT(wrong == 0, "nan %s: %lld elements of O are not NaN in the NaN query's row or not finite elsewhere",
-               ref::score_name(score), (long long)wrong);
-    }
+    for (bool in_key : {false, true})
+        for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kRelu, ref::kRelu2, ref::kGelu, ref::kSoftplus, ref::kIdentity}) {
+            Problem pr(64, ref::kBf16, score);
+            const int64_t row = 5, key = 60, d = pr.s.d, hq = pr.s.Hq;
+            const float nan = std::numeric_limits<float>::quiet_NaN();
+            if (in_key) {
+                pr.s.causal = true, pr.p = tu::params_for(pr.s);
+                std::vector<float> kv = pr.k.host.load();
+                kv[size_t(key * pr.s.Hk * d + 5)] = nan;  // [b 0, j 60, kv head 0, c 5]
+                pr.k.host.store(kv);
+                pr.k.upload();
+            } else {
+                std::vector<float> qv = pr.q.host.load();
+                qv[size_t((row * hq + 0) * d + 3)] = nan;  // [b 0, i 5, h 0, c 3]
+                pr.q.host.store(qv);
+                pr.q.upload();
+            }
+            const char* where = in_key ? "key" : "query";
+            const int st = pr.forward();
+            EXPECT(st == FSIG_OK, "nan %s in a %s: forward returned %d: %s", ref::score_name(score), where, st,
+                   fsig_last_error());
+            if (st != FSIG_OK) continue;
+            CUDA_OK(cudaDeviceSynchronize());
+            pr.out.download();
+            const std::vector<float> o = pr.out.host.load();
+            const int64_t first_row = key - (pr.s.Nk - pr.s.Nq);  // the rows i ≥ j − (Nk − Nq) see key j
+            int64_t wrong = 0;
+            for (int64_t i = 0; i < pr.s.Nq; ++i)
+                for (int64_t h = 0; h < hq; ++h)
+                    for (int64_t c = 0; c < d; ++c) {
+                        const float x = o[size_t((i * hq + h) * d + c)];
+                        const bool nan_here = in_key ? i >= first_row : i == row && h == 0;
+                        wrong += nan_here ? !std::isnan(x) : !std::isfinite(x);
+                    }
+            EXPECT(wrong == 0, "nan %s in a %s: %lld elements of O are not NaN where they should be or not finite "
+                   "elsewhere", ref::score_name(score), where, (long long)wrong);
+        }
 }
 
 void expect_refusal(const char* what, int status, int expected, const char* word, Problem& pr) {
