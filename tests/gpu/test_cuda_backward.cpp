@@ -4,8 +4,9 @@
 // targeted cases (parameters off their defaults, width-0 and huge windows, rows that see no key,
 // big GQA groups, exact tile multiples, strided LSE); determinism (two runs, same bits); refusals
 // (which must write nothing); a created stream, CUDA-graph capture and the caller's current device;
-// finite differences of the library's own forward on tiny fp16 problems. Every numerics case runs both CUDA paths: the deterministic kernels (no workspace) and the fast
-// path (params.workspace: dQ by atomics), whose dK and dV must equal the deterministic ones bit for bit.
+// finite differences of the library's own forward on tiny fp16 problems; a NaN in dO reaching exactly the
+// gradients that depend on it (nan_dout). Every numerics case runs both CUDA paths: the deterministic
+// kernels (no workspace) and the fast path (params.workspace: dQ by atomics), whose dK and dV must equal the deterministic ones bit for bit.
 // out and lse come from ref64 (out rounded to the dtype), so the check isolates the backward (fp16 and bf16
 // only: their naive error dwarfs S's rounding, which a foreign LSE leaves in P; tests/numerics.cpp hands
 // the CPU backward the forward's own LSE, for fp32's sake).
@@ -28,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <future>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -505,6 +507,71 @@ TEST(determinism) {
         std::printf("  %s d%lld n%lld%s: 3 runs, same bits\n", ref::score_name(x.score), (long long)x.d, (long long)x.n,
                     x.causal ? " causal" : "");
     }
+}
+
+// One NaN at dO[0, row, 0, 3] (causal, GQA, every score, d = 64 and 128, both paths) reaches the gradients that
+// depend on it, as in the CPU's test_nan_propagation: the row's dQ (head 0) NaN and every other dQ row finite;
+// dK of the keys the row sees NaN (relu: left open, its gradient is 0 where the score is <= 0) and of the others
+// finite (a masked dS is 0, never 0 times a NaN D or dP); dV column 3 of the seen keys NaN, every other column
+// finite. Column 3 of an unseen key in a tile the row shares is left open: Pᵀ dO takes that P as 0, 0 · NaN.
+TEST(nan_dout) {
+    for (int64_t d : {64, 128})
+        for (int score = 0; score < ref::kScoreCount; ++score)
+            for (int64_t row : {3, 100}) {
+                Case c;
+                c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.Nq = 150, c.s.Nk = 200, c.s.d = d, c.s.score = score;
+                c.s.causal = true;
+                c.seed = 900 + uint64_t(score);
+                const ref::Spec& s = c.s;
+                const int64_t last_key = row + (s.Nk - s.Nq), col = 3;  // bottom-right causal: keys 0..last_key
+                Prepared in;
+                ref::Rng rng(c.seed);
+                in.q = ref::random_values(rng, s.q_elems(), c.dtype);
+                in.k = ref::random_values(rng, s.kv_elems(), c.dtype);
+                in.v = ref::random_values(rng, s.kv_elems(), c.dtype);
+                in.dout = ref::random_values(rng, s.q_elems(), c.dtype);
+                in.dout[size_t(row * s.Hq * d + col)] = std::numeric_limits<float>::quiet_NaN();
+                in.out.assign(s.q_elems(), 0.f);
+                in.lse.assign(s.lse_elems(), 0.f);
+                Run r(c, in);
+                if (r.softmax) {  // O and LSE of the library's forward
+                    const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(),
+                                      tl = r.lse.desc();
+                    REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
+                            fsig_last_error());
+                }
+                for (bool fast : {false, true}) {
+                    if (fast && !g_cuda) break;
+                    r.use_workspace(fast, s);
+                    r.poison_grads();
+                    const int st = r.backward();
+                    const std::string name = th::format("nan_dout %s d%lld row %lld (%s path)", ref::score_name(score),
+                                                        (long long)d, (long long)row, fast ? "fast" : "deterministic");
+                    EXPECT(st == FSIG_OK, "%s: backward returned %d: %s", name.c_str(), st, fsig_last_error());
+                    if (st != FSIG_OK) continue;
+                    sync_or_die(name);
+                    r.dq.download(), r.dk.download(), r.dv.download();
+                    const std::vector<float> dq = r.dq.host.load(), dk = r.dk.host.load(), dv = r.dv.host.load();
+                    int64_t wrong_dq = 0, wrong_dk = 0, wrong_dv = 0;
+                    for (int64_t i = 0; i < s.Nq; ++i)
+                        for (int64_t h = 0; h < s.Hq; ++h)
+                            for (int64_t e = 0; e < d; ++e) {
+                                const float x = dq[size_t((i * s.Hq + h) * d + e)];
+                                wrong_dq += i == row && h == 0 ? !std::isnan(x) : !std::isfinite(x);
+                            }
+                    for (int64_t j = 0; j < s.Nk; ++j)
+                        for (int64_t e = 0; e < d; ++e) {
+                            const float xk = dk[size_t(j * d + e)], xv = dv[size_t(j * d + e)];
+                            if (j > last_key) wrong_dk += !std::isfinite(xk);
+                            else if (score != ref::kRelu) wrong_dk += !std::isnan(xk);
+                            if (e != col) wrong_dv += !std::isfinite(xv);
+                            else if (j <= last_key) wrong_dv += !std::isnan(xv);
+                        }
+                    EXPECT(wrong_dq + wrong_dk + wrong_dv == 0,
+                           "%s: %lld elements of dQ, %lld of dK, %lld of dV NaN where they should be finite or the "
+                           "reverse", name.c_str(), (long long)wrong_dq, (long long)wrong_dk, (long long)wrong_dv);
+                }
+            }
 }
 
 // Finite differences on tiny fp16 problems, one per score (causal on every other): the directional
