@@ -2,9 +2,9 @@
 // kernels' check is test_cuda_forward's nan_propagates): one NaN element of Q makes its query row of
 // O NaN under every score function, as the fp64 reference (and PyTorch's relu) would, and leaves the other rows
 // finite; one NaN element of K does the same to every row that may see its key. A min or max that drops a NaN
-// (relu as max(x, 0) did) shows here as a finite row. In the backward one NaN element of dO reaches exactly the
-// gradients that depend on it; a masked element or skipped tile that multiplied it by zero would show as a NaN
-// elsewhere.
+// (relu as max(x, 0) did) shows here as a finite row. In the backward one NaN element of dO reaches the
+// gradients that depend on it and no other dQ or dK row: a masked dS computed from it instead of set to 0
+// would show as a NaN row elsewhere.
 #include <cmath>
 #include <cstdio>
 #include <limits>

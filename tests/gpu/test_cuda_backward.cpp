@@ -4,9 +4,10 @@
 // targeted cases (parameters off their defaults, width-0 and huge windows, rows that see no key,
 // big GQA groups, exact tile multiples, strided LSE); determinism (two runs, same bits); refusals
 // (which must write nothing); a created stream, CUDA-graph capture and the caller's current device;
-// finite differences of the library's own forward on tiny fp16 problems; a NaN in dO reaching exactly the
-// gradients that depend on it (nan_dout). Every numerics case runs both CUDA paths: the deterministic
-// kernels (no workspace) and the fast path (params.workspace: dQ by atomics), whose dK and dV must equal the deterministic ones bit for bit.
+// finite differences of the library's own forward on tiny fp16 problems; a NaN in dO reaching the gradients
+// that depend on it and no other dQ or dK row (nan_dout). Every numerics case runs both CUDA paths: the
+// deterministic kernels (no workspace) and the fast path (params.workspace: dQ by atomics), whose dK and dV
+// must equal the deterministic ones bit for bit.
 // out and lse come from ref64 (out rounded to the dtype), so the check isolates the backward (fp16 and bf16
 // only: their naive error dwarfs S's rounding, which a foreign LSE leaves in P; tests/numerics.cpp hands
 // the CPU backward the forward's own LSE, for fp32's sake).
