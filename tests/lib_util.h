@@ -3,6 +3,7 @@
 // check that nothing outside an output's view was written.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #if defined(__x86_64__)
@@ -114,6 +115,26 @@ inline void poison(const View& v) {
     const size_t es = esize(v.dtype), n = v.st->bytes / es;
     const uint32_t bits = poison_bits(v.dtype);
     for (size_t i = 0; i < n; ++i) std::memcpy(v.st->mem + i * es, &bits, es);
+}
+
+// What an element of an output must be where an input holds a NaN (test_nan_propagation, nan_dout)
+enum class Expect { kFinite, kNan, kEither };
+
+// Elements of a dense [1, n, heads, d] tensor x (View::load order) that break expect(row, head, column)
+template <class ExpectAt>
+int64_t count_unexpected(const std::vector<float>& x, int64_t n, int64_t heads, int64_t d, ExpectAt expect) {
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t h = 0; h < heads; ++h)
+            for (int64_t c = 0; c < d; ++c) {
+                const float e = x[size_t((i * heads + h) * d + c)];
+                switch (expect(i, h, c)) {
+                    case Expect::kFinite: wrong += !std::isfinite(e); break;
+                    case Expect::kNan: wrong += !std::isnan(e); break;
+                    case Expect::kEither: break;
+                }
+            }
+    return wrong;
 }
 
 // Elements of the storage outside the view must still hold the poison (no stray writes). Returns the

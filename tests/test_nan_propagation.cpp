@@ -34,7 +34,7 @@ struct Problem {
 
 // Random q, k, v in dtype with one NaN at q[0, nan_row, 0, 3] (nan_row ≥ 0) or k[0, nan_key, 0, 5], and the
 // forward's O and LSE; out is empty when the call failed.
-Problem forward_with_nan(const Spec& s, int dtype, int64_t nan_row, int64_t nan_key) {
+Problem forward_problem(const Spec& s, int dtype, int64_t nan_row, int64_t nan_key) {
     Rng rng(11 + uint64_t(s.score) * 7 + uint64_t(dtype));
     Problem pr{tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
                tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
@@ -63,33 +63,16 @@ Problem forward_with_nan(const Spec& s, int dtype, int64_t nan_row, int64_t nan_
 
 // O of the forward above in [B, N, H, d] order, or an empty vector when the call failed
 std::vector<float> forward_out_with_nan(const Spec& s, int dtype, int64_t nan_row, int64_t nan_key) {
-    const Problem pr = forward_with_nan(s, dtype, nan_row, nan_key);
+    const Problem pr = forward_problem(s, dtype, nan_row, nan_key);
     return pr.out.st ? pr.out.load() : std::vector<float>();
-}
-
-enum Expect { kFinite, kNan, kEither };
-
-// Elements of a [1, n, heads, d] tensor x that break expect(row, head, column)
-template <class ExpectAt>
-int64_t wrong_elements(const std::vector<float>& x, int64_t n, int64_t heads, int64_t d, ExpectAt expect) {
-    int64_t wrong = 0;
-    for (int64_t i = 0; i < n; ++i)
-        for (int64_t h = 0; h < heads; ++h)
-            for (int64_t c = 0; c < d; ++c) {
-                const float e = x[size_t((i * heads + h) * d + c)];
-                switch (expect(i, h, c)) {
-                    case kFinite: wrong += !std::isfinite(e); break;
-                    case kNan: wrong += !std::isnan(e); break;
-                    default: break;
-                }
-            }
-    return wrong;
 }
 
 // Elements of O that break the rule: NaN exactly in the rows (query, head) that nan_at says, finite elsewhere
 template <class NanAt>
 int64_t wrong_elements(const Spec& s, const std::vector<float>& o, NanAt nan_at) {
-    return wrong_elements(o, s.Nq, s.Hq, s.d, [&](int64_t i, int64_t h, int64_t) { return nan_at(i, h) ? kNan : kFinite; });
+    return tu::count_unexpected(o, s.Nq, s.Hq, s.d, [&](int64_t i, int64_t h, int64_t) {
+        return nan_at(i, h) ? tu::Expect::kNan : tu::Expect::kFinite;
+    });
 }
 
 }  // namespace
@@ -124,15 +107,16 @@ TEST(nan_key_makes_the_rows_that_see_it_nan) {
 // dS of it holds the NaN (dP, and softmax's D), and every other row is finite. dK: the keys the row sees are NaN,
 // the others finite (a masked dS is 0, not 0·dP). dV = Pᵀ dO: column 3 of the seen keys is NaN, every other
 // column finite. Left open: column 3 of a masked key that shares a kernel tile with the row, where the product
-// takes P = 0 times NaN (NaN by IEEE, as in FlashAttention's kernels and a matmul reference), and relu's dK of a
-// seen key whose score is ≤ 0: its gradient there is 0 (PyTorch's where-form; relu2's 2·max(x, 0)·dP is 0·NaN).
+// takes P = 0 times NaN (NaN by IEEE, as in FlashAttention's kernels and PyTorch's math backend), and under relu
+// and relu2 the dK and dV column 3 of a seen key whose score is ≤ 0, where P and the gradient are 0 and 0 times
+// NaN may give NaN (IEEE: relu2's 2·max(x, 0)·dP, the dense Pᵀ dO) or 0 (PyTorch's where-form: relu's dS).
 TEST(nan_dout_reaches_the_gradients_that_depend_on_it) {
     for (int dtype : {kFp32, kFp16, kBf16})
         for (int score : kScores)
             for (int64_t row : {0, 40, 76}) {
                 const Spec s = spec(score);
                 const int64_t last_key = row + (s.Nk - s.Nq), col = 3;  // bottom-right causal: keys 0..last_key
-                Problem pr = forward_with_nan(s, dtype, -1, -1);
+                Problem pr = forward_problem(s, dtype, -1, -1);  // (no NaN in Q or K)
                 if (!pr.out.st) continue;
                 tu::View dout = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
                          dq = tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
@@ -153,16 +137,27 @@ TEST(nan_dout_reaches_the_gradients_that_depend_on_it) {
                 EXPECT(st == FSIG_OK, "%s %s: backward returned %d: %s", score_name(score), dtype_name(dtype), st,
                        fsig_last_error());
                 if (st != FSIG_OK) continue;
-                const int64_t wrong_dq = wrong_elements(dq.load(), s.Nq, s.Hq, s.d, [&](int64_t i, int64_t h, int64_t) {
-                    return i == row && h == 0 ? kNan : kFinite;
+                using tu::Expect;
+                // seen key j: NaN, but where relu's or relu2's P is 0 (the score's sign from the stored inputs)
+                const std::vector<float> qv = pr.q.load(), kv = pr.k.load();
+                auto seen = [&](int64_t j) {
+                    if (score != kRelu && score != kRelu2) return Expect::kNan;
+                    double dot = 0;
+                    for (int64_t c = 0; c < s.d; ++c)
+                        dot += double(qv[size_t(row * s.Hq * s.d + c)]) * kv[size_t(j * s.d + c)];
+                    return dot > 0 ? Expect::kNan : Expect::kEither;
+                };
+                const int64_t wrong_dq =
+                    tu::count_unexpected(dq.load(), s.Nq, s.Hq, s.d, [&](int64_t i, int64_t h, int64_t) {
+                        return i == row && h == 0 ? Expect::kNan : Expect::kFinite;
+                    });
+                const int64_t wrong_dk = tu::count_unexpected(dk.load(), s.Nk, s.Hk, s.d, [&](int64_t j, int64_t, int64_t) {
+                    return j <= last_key ? seen(j) : Expect::kFinite;
                 });
-                const Expect seen_dk = score == kRelu ? kEither : kNan;
-                const int64_t wrong_dk = wrong_elements(dk.load(), s.Nk, s.Hk, s.d, [&](int64_t j, int64_t, int64_t) {
-                    return j <= last_key ? seen_dk : kFinite;
-                });
-                const int64_t wrong_dv = wrong_elements(dv.load(), s.Nk, s.Hk, s.d, [&](int64_t j, int64_t, int64_t c) {
-                    return c != col ? kFinite : j <= last_key ? kNan : kEither;
-                });
+                const int64_t wrong_dv =
+                    tu::count_unexpected(dv.load(), s.Nk, s.Hk, s.d, [&](int64_t j, int64_t, int64_t c) {
+                        return c != col ? Expect::kFinite : j <= last_key ? seen(j) : Expect::kEither;
+                    });
                 EXPECT(wrong_dq + wrong_dk + wrong_dv == 0,
                        "%s %s, NaN in dO row %lld: %lld elements of dQ, %lld of dK, %lld of dV NaN where they should "
                        "be finite or the reverse", score_name(score), dtype_name(dtype), (long long)row,

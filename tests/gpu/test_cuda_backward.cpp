@@ -87,14 +87,25 @@ struct Prepared {
     ref::Grads<float> gn;
 };
 
+// Random inputs of a case without references: out and lse left 0, for the library's forward to fill
+// (Run::forward_out_lse).
+Prepared random_inputs(const Case& c) {
+    const ref::Spec& s = c.s;
+    Prepared in;
+    ref::Rng rng(c.seed);
+    in.q = ref::random_values(rng, s.q_elems(), c.dtype);
+    in.k = ref::random_values(rng, s.kv_elems(), c.dtype);
+    in.v = ref::random_values(rng, s.kv_elems(), c.dtype);
+    in.dout = ref::random_values(rng, s.q_elems(), c.dtype);
+    in.out.assign(s.q_elems(), 0.f);
+    in.lse.assign(s.lse_elems(), 0.f);
+    return in;
+}
+
+// A case's random inputs with its references, out and lse from ref64
 Prepared prepare(const Case& c) {
     const ref::Spec& s = c.s;
-    Prepared r;
-    ref::Rng rng(c.seed);
-    r.q = ref::random_values(rng, s.q_elems(), c.dtype);
-    r.k = ref::random_values(rng, s.kv_elems(), c.dtype);
-    r.v = ref::random_values(rng, s.kv_elems(), c.dtype);
-    r.dout = ref::random_values(rng, s.q_elems(), c.dtype);
+    Prepared r = random_inputs(c);
     const std::vector<double> q64 = tu::to_double(r.q), k64 = tu::to_double(r.k), v64 = tu::to_double(r.v),
                               g64 = tu::to_double(r.dout);
     const ref::Forward<double> f64 = ref::forward64(s, q64.data(), k64.data(), v64.data());
@@ -152,6 +163,13 @@ struct Run {
         if (softmax) tl = lse.desc();
         return fsig_attention_backward(&p, &tq, &tk, &tv, pass_out ? &to : nullptr, &tdo, softmax ? &tl : nullptr,
                                        &tdq, &tdk, &tdv, stream);
+    }
+    // softmax: out and lse from the library's own forward (the pointwise scores' backward needs neither)
+    void forward_out_lse() const {
+        if (!softmax) return;
+        const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc();
+        REQUIRE(fsig_attention_forward(&p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
+                fsig_last_error());
     }
     std::vector<unsigned char> grad_bytes() const {
         dq.download(), dk.download(), dv.download();
@@ -466,16 +484,7 @@ TEST(determinism) {
         c.s.causal = x.causal;
         c.dtype = ref::kBf16;
         c.seed = 4242;
-        // inputs only (no reference needed): out and lse of the CUDA forward for softmax
-        Prepared in;
-        ref::Rng rng(c.seed);
-        in.q = ref::random_values(rng, c.s.q_elems(), c.dtype);
-        in.k = ref::random_values(rng, c.s.kv_elems(), c.dtype);
-        in.v = ref::random_values(rng, c.s.kv_elems(), c.dtype);
-        in.dout = ref::random_values(rng, c.s.q_elems(), c.dtype);
-        in.out.assign(c.s.q_elems(), 0.f);
-        in.lse.assign(c.s.lse_elems(), 0.f);
-        Run r(c, in);
+        Run r(c, random_inputs(c));  // (no reference needed)
         // deterministic 1 with a workspace given: the workspace must stay unused
         if (g_cuda) {
             r.workspace = gt::Workspace(r.p, r.q.desc());  // (sized while deterministic is still 0)
@@ -488,11 +497,7 @@ TEST(determinism) {
             std::printf("  %s d%lld: refused on this device, as expected\n", ref::score_name(x.score), (long long)x.d);
             continue;
         }
-        if (r.softmax) {
-            const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(), tl = r.lse.desc();
-            REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
-                    fsig_last_error());
-        }
+        r.forward_out_lse();
         r.poison_grads();
         REQUIRE(r.backward() == FSIG_OK, "backward: %s", fsig_last_error());
         sync_or_die("determinism");
@@ -510,11 +515,12 @@ TEST(determinism) {
     }
 }
 
-// One NaN at dO[0, row, 0, 3] (causal, GQA, every score, d = 64 and 128, both paths) reaches the gradients that
-// depend on it, as in the CPU's test_nan_propagation: the row's dQ (head 0) NaN and every other dQ row finite;
-// dK of the keys the row sees NaN (relu: left open, its gradient is 0 where the score is <= 0) and of the others
-// finite (a masked dS is 0, never 0 times a NaN D or dP); dV column 3 of the seen keys NaN, every other column
-// finite. Column 3 of an unseen key in a tile the row shares is left open: Pᵀ dO takes that P as 0, 0 · NaN.
+// One NaN at dO[0, row, 0, 3] (bf16, causal, GQA, every score, d = 64 and 128, both paths) reaches the
+// gradients that depend on it, as in the CPU's test_nan_propagation: the row's dQ (head 0) NaN and every other
+// dQ row finite; dK of the keys the row sees NaN and of the others finite (a masked dS is 0, never 0 times a NaN
+// D or dP); dV column 3 of the seen keys NaN, every other column finite. Left open as there: column 3 of an
+// unseen key in a tile the row shares (Pᵀ dO takes that P as 0, 0 · NaN), and under relu and relu2 a seen key
+// whose score is ≤ 0 (P and the gradient 0: 0 · NaN, NaN or 0 by the form).
 TEST(nan_dout) {
     for (int64_t d : {64, 128})
         for (int score = 0; score < ref::kScoreCount; ++score)
@@ -525,22 +531,10 @@ TEST(nan_dout) {
                 c.seed = 900 + uint64_t(score);
                 const ref::Spec& s = c.s;
                 const int64_t last_key = row + (s.Nk - s.Nq), col = 3;  // bottom-right causal: keys 0..last_key
-                Prepared in;
-                ref::Rng rng(c.seed);
-                in.q = ref::random_values(rng, s.q_elems(), c.dtype);
-                in.k = ref::random_values(rng, s.kv_elems(), c.dtype);
-                in.v = ref::random_values(rng, s.kv_elems(), c.dtype);
-                in.dout = ref::random_values(rng, s.q_elems(), c.dtype);
+                Prepared in = random_inputs(c);
                 in.dout[size_t(row * s.Hq * d + col)] = std::numeric_limits<float>::quiet_NaN();
-                in.out.assign(s.q_elems(), 0.f);
-                in.lse.assign(s.lse_elems(), 0.f);
                 Run r(c, in);
-                if (r.softmax) {  // O and LSE of the library's forward
-                    const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(),
-                                      tl = r.lse.desc();
-                    REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
-                            fsig_last_error());
-                }
+                r.forward_out_lse();
                 for (bool fast : {false, true}) {
                     if (fast && !g_cuda) break;
                     r.use_workspace(fast, s);
@@ -552,22 +546,26 @@ TEST(nan_dout) {
                     if (st != FSIG_OK) continue;
                     sync_or_die(name);
                     r.dq.download(), r.dk.download(), r.dv.download();
-                    const std::vector<float> dq = r.dq.host.load(), dk = r.dk.host.load(), dv = r.dv.host.load();
-                    int64_t wrong_dq = 0, wrong_dk = 0, wrong_dv = 0;
-                    for (int64_t i = 0; i < s.Nq; ++i)
-                        for (int64_t h = 0; h < s.Hq; ++h)
-                            for (int64_t e = 0; e < d; ++e) {
-                                const float x = dq[size_t((i * s.Hq + h) * d + e)];
-                                wrong_dq += i == row && h == 0 ? !std::isnan(x) : !std::isfinite(x);
-                            }
-                    for (int64_t j = 0; j < s.Nk; ++j)
-                        for (int64_t e = 0; e < d; ++e) {
-                            const float xk = dk[size_t(j * d + e)], xv = dv[size_t(j * d + e)];
-                            if (j > last_key) wrong_dk += !std::isfinite(xk);
-                            else if (score != ref::kRelu) wrong_dk += !std::isnan(xk);
-                            if (e != col) wrong_dv += !std::isfinite(xv);
-                            else if (j <= last_key) wrong_dv += !std::isnan(xv);
-                        }
+                    using tu::Expect;
+                    auto seen = [&](int64_t j) {  // as in test_nan_propagation
+                        if (score != ref::kRelu && score != ref::kRelu2) return Expect::kNan;
+                        double dot = 0;
+                        for (int64_t e = 0; e < d; ++e)
+                            dot += double(in.q[size_t(row * s.Hq * d + e)]) * in.k[size_t(j * d + e)];
+                        return dot > 0 ? Expect::kNan : Expect::kEither;
+                    };
+                    const int64_t wrong_dq =
+                        tu::count_unexpected(r.dq.host.load(), s.Nq, s.Hq, d, [&](int64_t i, int64_t h, int64_t) {
+                            return i == row && h == 0 ? Expect::kNan : Expect::kFinite;
+                        });
+                    const int64_t wrong_dk =
+                        tu::count_unexpected(r.dk.host.load(), s.Nk, s.Hk, d, [&](int64_t j, int64_t, int64_t) {
+                            return j <= last_key ? seen(j) : Expect::kFinite;
+                        });
+                    const int64_t wrong_dv =
+                        tu::count_unexpected(r.dv.host.load(), s.Nk, s.Hk, d, [&](int64_t j, int64_t, int64_t e) {
+                            return e != col ? Expect::kFinite : j <= last_key ? seen(j) : Expect::kEither;
+                        });
                     EXPECT(wrong_dq + wrong_dk + wrong_dv == 0,
                            "%s: %lld elements of dQ, %lld of dK, %lld of dV NaN where they should be finite or the "
                            "reverse", name.c_str(), (long long)wrong_dq, (long long)wrong_dk, (long long)wrong_dv);
@@ -594,14 +592,7 @@ TEST(finite_differences) {
         c.dtype = ref::kFp16;
         c.seed = 31000 + uint64_t(score);
         const ref::Spec& s = c.s;
-        ref::Rng rng(c.seed);
-        Prepared in;
-        in.q = ref::random_values(rng, s.q_elems(), c.dtype);
-        in.k = ref::random_values(rng, s.kv_elems(), c.dtype);
-        in.v = ref::random_values(rng, s.kv_elems(), c.dtype);
-        in.dout = ref::random_values(rng, s.q_elems(), c.dtype);
-        in.out.assign(s.q_elems(), 0.f);
-        in.lse.assign(s.lse_elems(), 0.f);
+        const Prepared in = random_inputs(c);
         // L at (q, k, v) by the library's forward
         auto loss = [&](const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v) -> double {
             const Tensor tq = with_values(make_layout(kContig, c.dtype, s.B, s.Nq, s.Hq, s.d), q),
@@ -622,11 +613,7 @@ TEST(finite_differences) {
         };
         // the gradients at (q, k, v): out and lse from the library's forward, then each path's backward
         Run r(c, in);
-        if (r.softmax) {
-            const fsig_tensor tq = r.q.desc(), tk = r.k.desc(), tv = r.v.desc(), to = r.out.desc(), tl = r.lse.desc();
-            REQUIRE(fsig_attention_forward(&r.p, &tq, &tk, &tv, &to, &tl, nullptr) == FSIG_OK, "forward: %s",
-                    fsig_last_error());
-        }
+        r.forward_out_lse();
         for (bool fast : {false, true}) {
             if (fast && !g_cuda) break;
             r.use_workspace(fast, s);
