@@ -117,7 +117,7 @@ inline void poison(const View& v) {
     for (size_t i = 0; i < n; ++i) std::memcpy(v.st->mem + i * es, &bits, es);
 }
 
-// What an element of an output must be where an input holds a NaN (test_nan_propagation, nan_dout)
+// What an element of an output must be where an input holds a NaN (test_nan_propagation; test_cuda_backward's nan_backward)
 enum class Expect { kFinite, kNan, kEither };
 
 // Elements of a dense [1, n, heads, d] tensor x (View::load order) that break expect(row, head, column)
@@ -135,6 +135,31 @@ int64_t count_unexpected(const std::vector<float>& x, int64_t n, int64_t heads, 
                 }
             }
     return wrong;
+}
+
+// Whether a NaN score reaches dS: softmax, sigmoid, gelu and softplus take S into dS; relu and relu2 do not
+// (0 where S is not > 0: the where-form, as PyTorch's autograd), identity neither (Nk^−α dP).
+inline bool ds_takes_nan_score(int score) {
+    return score != ref::kRelu && score != ref::kRelu2 && score != ref::kIdentity;
+}
+
+// What dK (dS·q) of each key j a row sees may be when dO of that row holds a NaN: NaN, but under relu and relu2
+// finite where S ≤ 0 (dS = 0 whatever dP); a score within rounding of 0 (|q·k| ≤ 1e-3 |q| |k|, which the
+// kernel's sum could put on either side) is open. q_row: d values; k: key j at j · k_stride.
+inline std::vector<Expect> seen_key_dk_after_nan_dout(int score, const float* q_row, const float* k, int64_t n_keys,
+                                                      int64_t k_stride, int64_t d) {
+    std::vector<Expect> e(size_t(n_keys), Expect::kNan);
+    if (score != ref::kRelu && score != ref::kRelu2) return e;
+    for (int64_t j = 0; j < n_keys; ++j) {
+        double dot = 0, qq = 0, kk = 0;
+        for (int64_t c = 0; c < d; ++c) {
+            const double a = q_row[c], b = k[j * k_stride + c];
+            dot += a * b, qq += a * a, kk += b * b;
+        }
+        if (std::fabs(dot) <= 1e-3 * std::sqrt(qq * kk)) e[size_t(j)] = Expect::kEither;
+        else if (dot < 0) e[size_t(j)] = Expect::kFinite;
+    }
+    return e;
 }
 
 // Elements of the storage outside the view must still hold the poison (no stray writes). Returns the

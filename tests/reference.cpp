@@ -400,8 +400,8 @@ public:
                     switch (s_.score) {
                         case kSoftmax: ds = p * (dp - D[r]); break;
                         case kSigmoid: ds = p * (R(1) - p) * dp; break;
-                        case kRelu: ds = (x > 0 ? factor_ : R(0)) * dp; break;
-                        case kRelu2: ds = R(2) * std::max(x, R(0)) * factor_ * dp; break;
+                        case kRelu: ds = x > 0 ? factor_ * dp : R(0); break;  // where-forms: 0 whatever dP
+                        case kRelu2: ds = x > 0 ? R(2) * x * factor_ * dp : R(0); break;
                         case kGelu: ds = gelu_grad(x) * factor_ * dp; break;
                         case kSoftplus: ds = sigmoid(x) * factor_ * dp; break;
                         default: ds = factor_ * dp; break;

@@ -195,9 +195,9 @@ struct BwdScore<ReluScore> {
 template <>
 struct BwdScore<Relu2Score> {
     static __device__ __forceinline__ void eval(float acc, float dp, const ScoreConsts& c, float& p, float& ds) {
-        const float r = relu_keep_nan(acc * c.scale);
+        const float x = acc * c.scale, r = relu_keep_nan(x);
         p = r * r * c.factor;
-        ds = 2.f * r * (c.factor * dp);
+        ds = x > 0.f ? 2.f * x * (c.factor * dp) : 0.f;  // where-form, as relu's: 0 where S <= 0 whatever dP
     }
 };
 // gelu′(x) = Φ(x) + x φ(x), φ(x) = exp(−x²/2)/√(2π): Φ and exp(−x²/2) as in GeluScore::apply, shared.
@@ -241,8 +241,10 @@ __device__ __forceinline__ void probs_grads(float acc, float dp, const ScoreCons
                                             float dd, float& p, float& ds) {
     if constexpr (Score::kRowStats) {
         // LSE = +inf (a row with no allowed key) gives P = 0; P <= 1 always, as on the CPU (an ulp of
-        // difference between the forward's S and this one must not push it past 1 where |S| is huge)
-        p = fminf(ex2(fmaf(acc, scale_log2, nl)), 1.f);
+        // difference between the forward's S and this one must not push it past 1 where |S| is huge). Not
+        // fminf: it would turn a NaN S or LSE into P = 1.
+        const float e = ex2(fmaf(acc, scale_log2, nl));
+        p = e > 1.f ? 1.f : e;
         ds = p * (dp - dd);
     } else {
         BwdScore<Score>::eval(acc, dp, c, p, ds);

@@ -457,7 +457,9 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, int64_t b, int h
             sum += __shfl_xor_sync(0xffffffffu, sum, 2);
             mul[r] = sum > 0.f ? 1.f / sum : 0.f;
             if (p.lse != nullptr && (lane & 3) == 0 && row_i[r] < p.seq_q) {
-                const float lse = sum > 0.f ? (row_max[r] + log2f(sum)) * 0.6931471805599453f : INFINITY;
+                // no allowed key: +inf (FA2's convention); a NaN score: a NaN sum and LSE (not +inf, which
+                // would tell the backward that the row sees no key)
+                const float lse = sum == 0.f ? INFINITY : (row_max[r] + log2f(sum)) * 0.6931471805599453f;
                 p.lse[b * p.lse_batch + h * p.lse_head + row_i[r] * p.lse_row] = lse;
             }
         }

@@ -4,8 +4,8 @@
 // targeted cases (parameters off their defaults, width-0 and huge windows, rows that see no key,
 // big GQA groups, exact tile multiples, strided LSE); determinism (two runs, same bits); refusals
 // (which must write nothing); a created stream, CUDA-graph capture and the caller's current device;
-// finite differences of the library's own forward on tiny fp16 problems; a NaN in dO reaching the gradients
-// that depend on it and no other dQ or dK row (nan_dout). Every numerics case runs both CUDA paths: the
+// finite differences of the library's own forward on tiny fp16 problems; a NaN in dO, Q or K reaching the
+// gradients that depend on it and no others (nan_backward). Every numerics case runs both CUDA paths: the
 // deterministic kernels (no workspace) and the fast path (params.workspace: dQ by atomics), whose dK and dV
 // must equal the deterministic ones bit for bit.
 // out and lse come from ref64 (out rounded to the dtype), so the check isolates the backward (fp16 and bf16
@@ -155,6 +155,12 @@ struct Run {
         p = workspace.attach(p);
     }
     void poison_grads() { poison(dq), poison(dk), poison(dv), workspace.fill_ff(); }
+    // one path's call: its workspace or none, the gradients poisoned first
+    int backward_on(bool fast, const ref::Spec& s) {
+        use_workspace(fast, s);
+        poison_grads();
+        return backward();
+    }
     int backward(void* stream = nullptr) const {
         const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tdo = dout.desc(), tdq = dq.desc(),
                           tdk = dk.desc(), tdv = dv.desc();
@@ -515,62 +521,94 @@ TEST(determinism) {
     }
 }
 
-// One NaN at dO[0, row, 0, 3] (bf16, causal, GQA, every score, d = 64 and 128, both paths) reaches the
-// gradients that depend on it, as in the CPU's test_nan_propagation: the row's dQ (head 0) NaN and every other
-// dQ row finite; dK of the keys the row sees NaN and of the others finite (a masked dS is 0, never 0 times a NaN
-// D or dP); dV column 3 of the seen keys NaN, every other column finite. Left open as there: column 3 of an
-// unseen key in a tile the row shares (Pᵀ dO takes that P as 0, 0 · NaN), and under relu and relu2 a seen key
-// whose score is ≤ 0 (P and the gradient 0: 0 · NaN, NaN or 0 by the form).
-TEST(nan_dout) {
-    for (int64_t d : {64, 128})
-        for (int score = 0; score < ref::kScoreCount; ++score)
-            for (int64_t row : {3, 100}) {
-                Case c;
-                c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.Nq = 150, c.s.Nk = 200, c.s.d = d, c.s.score = score;
-                c.s.causal = true;
-                c.seed = 900 + uint64_t(score);
-                const ref::Spec& s = c.s;
-                const int64_t last_key = row + (s.Nk - s.Nq), col = 3;  // bottom-right causal: keys 0..last_key
-                Prepared in = random_inputs(c);
-                in.dout[size_t(row * s.Hq * d + col)] = std::numeric_limits<float>::quiet_NaN();
-                Run r(c, in);
-                r.forward_out_lse();
-                for (bool fast : {false, true}) {
-                    if (fast && !g_cuda) break;
-                    r.use_workspace(fast, s);
-                    r.poison_grads();
-                    const int st = r.backward();
-                    const std::string name = th::format("nan_dout %s d%lld row %lld (%s path)", ref::score_name(score),
-                                                        (long long)d, (long long)row, fast ? "fast" : "deterministic");
-                    EXPECT(st == FSIG_OK, "%s: backward returned %d: %s", name.c_str(), st, fsig_last_error());
-                    if (st != FSIG_OK) continue;
-                    sync_or_die(name);
-                    r.dq.download(), r.dk.download(), r.dv.download();
-                    using tu::Expect;
-                    auto seen = [&](int64_t j) {  // as in test_nan_propagation
-                        if (score != ref::kRelu && score != ref::kRelu2) return Expect::kNan;
-                        double dot = 0;
-                        for (int64_t e = 0; e < d; ++e)
-                            dot += double(in.q[size_t(row * s.Hq * d + e)]) * in.k[size_t(j * d + e)];
-                        return dot > 0 ? Expect::kNan : Expect::kEither;
+// One NaN (bf16, causal, GQA, every score, d = 64 and 128 — 64 under --quick —, both paths) reaches the gradients
+// that depend on it, as in the CPU's test_nan_propagation, and no others. "Through dS": NaN where dS takes S
+// (tu::ds_takes_nan_score: softmax, sigmoid, gelu, softplus), finite under relu, relu2 and identity.
+// - in dO[0, row, 0, 3]: the row's dQ (head 0) NaN, every other dQ row finite; dK of the keys the row sees NaN
+//   (a masked dS is 0, never 0 times a NaN D or dP), but under relu and relu2 finite where the score is ≤ 0
+//   (tu::seen_key_dk_after_nan_dout), of the others finite; dV column 3 of the seen keys NaN (relu's P = 0
+//   too: 0 times NaN in the tile product), every other column finite.
+// - in q[0, row, 0, 3] (O and LSE from the forward): the row's dQ through dS, every other row finite; dK
+//   column 3 of the seen keys NaN (dS times the NaN), their other columns through dS, unseen keys finite; dV of
+//   the seen keys NaN (P is), of the others finite. (A softmax P clamped by fminf turned NaN into 1.)
+// - in k[0, key, 0, 5]: dQ column 5 of the rows that see the key NaN, their other columns through dS, other
+//   rows finite; pointwise scores: the key's dK through dS and its dV NaN, other keys finite; softmax: the NaN
+//   reaches each such row's LSE (as NaN: +inf would mean "no key") and D, so all of dK and dV is NaN.
+// Left open: a zero dS times the NaN where a tile is shared with the row (key) but the element is masked —
+// dV column 3 (dO), dK column 3 (q) of an unseen key, dQ column 5 (k) of a row that does not see the key.
+TEST(nan_backward) {
+    enum Source { kDout, kQuery, kKey };
+    static const char* kSourceNames[] = {"dO", "q", "k"};
+    using tu::Expect;
+    for (Source source : {kDout, kQuery, kKey})
+        for (int64_t d : {64, 128}) {
+            if (g_quick && d > 64) continue;
+            for (int score = 0; score < ref::kScoreCount; ++score)
+                for (int64_t at : {3, 100}) {  // dO's or q's row, or k's key
+                    Case c;
+                    c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.Nq = 150, c.s.Nk = 200, c.s.d = d, c.s.score = score;
+                    c.s.causal = true;
+                    c.seed = 900 + uint64_t(score);
+                    const ref::Spec& s = c.s;
+                    const int64_t shift = s.Nk - s.Nq;  // bottom-right causal: row i sees keys 0..i + shift
+                    const int64_t last_key = at + shift, first_row = std::max<int64_t>(0, at - shift);
+                    const int64_t col = source == kKey ? 5 : 3;
+                    Prepared in = random_inputs(c);
+                    std::vector<Expect> seen_dk;  // (a NaN in dO: before it is placed)
+                    if (source == kDout)
+                        seen_dk = tu::seen_key_dk_after_nan_dout(score, &in.q[size_t(at * s.Hq * d)], in.k.data(),
+                                                                 last_key + 1, s.Hk * d, d);
+                    std::vector<float>& poisoned = source == kDout ? in.dout : source == kQuery ? in.q : in.k;
+                    poisoned[size_t(at * (source == kKey ? s.Hk : s.Hq) * d + col)] =
+                        std::numeric_limits<float>::quiet_NaN();
+                    const bool softmax = score == ref::kSoftmax;
+                    const Expect through_ds = tu::ds_takes_nan_score(score) ? Expect::kNan : Expect::kFinite;
+                    auto expect_dq = [&](int64_t i, int64_t h, int64_t e) {
+                        if (source == kKey) {
+                            if (i < first_row) return e == col ? Expect::kEither : Expect::kFinite;
+                            return e == col ? Expect::kNan : through_ds;
+                        }
+                        if (i != at || h != 0) return Expect::kFinite;
+                        return source == kDout ? Expect::kNan : through_ds;
                     };
-                    const int64_t wrong_dq =
-                        tu::count_unexpected(r.dq.host.load(), s.Nq, s.Hq, d, [&](int64_t i, int64_t h, int64_t) {
-                            return i == row && h == 0 ? Expect::kNan : Expect::kFinite;
-                        });
-                    const int64_t wrong_dk =
-                        tu::count_unexpected(r.dk.host.load(), s.Nk, s.Hk, d, [&](int64_t j, int64_t, int64_t) {
-                            return j <= last_key ? seen(j) : Expect::kFinite;
-                        });
-                    const int64_t wrong_dv =
-                        tu::count_unexpected(r.dv.host.load(), s.Nk, s.Hk, d, [&](int64_t j, int64_t, int64_t e) {
-                            return e != col ? Expect::kFinite : j <= last_key ? seen(j) : Expect::kEither;
-                        });
-                    EXPECT(wrong_dq + wrong_dk + wrong_dv == 0,
-                           "%s: %lld elements of dQ, %lld of dK, %lld of dV NaN where they should be finite or the "
-                           "reverse", name.c_str(), (long long)wrong_dq, (long long)wrong_dk, (long long)wrong_dv);
+                    auto expect_dk = [&](int64_t j, int64_t, int64_t e) {
+                        if (source == kKey) {
+                            if (softmax) return Expect::kNan;
+                            return j == at ? through_ds : Expect::kFinite;
+                        }
+                        if (j > last_key) return source == kQuery && e == col ? Expect::kEither : Expect::kFinite;
+                        if (source == kDout) return seen_dk[size_t(j)];
+                        return e == col ? Expect::kNan : through_ds;
+                    };
+                    auto expect_dv = [&](int64_t j, int64_t, int64_t e) {
+                        if (source == kKey) return softmax || j == at ? Expect::kNan : Expect::kFinite;
+                        if (source == kQuery) return j <= last_key ? Expect::kNan : Expect::kFinite;
+                        if (e != col) return Expect::kFinite;
+                        return j <= last_key ? Expect::kNan : Expect::kEither;
+                    };
+                    Run r(c, in);
+                    r.forward_out_lse();
+                    for (bool fast : {false, true}) {
+                        if (fast && !g_cuda) break;
+                        const int st = r.backward_on(fast, s);
+                        const std::string name =
+                            th::format("nan_backward, NaN in %s at %lld, %s d%lld (%s path)", kSourceNames[source],
+                                       (long long)at, ref::score_name(score), (long long)d,
+                                       fast ? "fast" : "deterministic");
+                        EXPECT(st == FSIG_OK, "%s: backward returned %d: %s", name.c_str(), st, fsig_last_error());
+                        if (st != FSIG_OK) continue;
+                        sync_or_die(name);
+                        r.dq.download(), r.dk.download(), r.dv.download();
+                        const int64_t wrong_dq = tu::count_unexpected(r.dq.host.load(), s.Nq, s.Hq, d, expect_dq),
+                                      wrong_dk = tu::count_unexpected(r.dk.host.load(), s.Nk, s.Hk, d, expect_dk),
+                                      wrong_dv = tu::count_unexpected(r.dv.host.load(), s.Nk, s.Hk, d, expect_dv);
+                        EXPECT(wrong_dq + wrong_dk + wrong_dv == 0,
+                               "%s: %lld elements of dQ, %lld of dK, %lld of dV NaN where they should be finite or "
+                               "the reverse", name.c_str(), (long long)wrong_dq, (long long)wrong_dk,
+                               (long long)wrong_dv);
+                    }
                 }
-            }
+        }
 }
 
 // Finite differences on tiny fp16 problems, one per score (causal on every other): the directional
@@ -616,9 +654,7 @@ TEST(finite_differences) {
         r.forward_out_lse();
         for (bool fast : {false, true}) {
             if (fast && !g_cuda) break;
-            r.use_workspace(fast, s);
-            r.poison_grads();
-            REQUIRE(r.backward() == FSIG_OK, "backward: %s", fsig_last_error());
+            REQUIRE(r.backward_on(fast, s) == FSIG_OK, "backward: %s", fsig_last_error());
             sync_or_die("finite differences");
             std::string line;
             for (int which = 0; which < 3; ++which) {  // q, k, v

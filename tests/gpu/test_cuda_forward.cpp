@@ -380,8 +380,8 @@ struct Problem {
 // A NaN in one query element makes that query's row of O NaN and leaves every other row finite, and a NaN in one
 // key element (causal, bottom-right) makes exactly the rows that may see that key NaN, on both kernel families,
 // under every score (the sigmoid's tile form caps e^x with a comparison and relu keeps NaN: fminf and fmaxf would
-// turn NaN into a number; softmax's row maximum passes over a NaN score, its exponential does not). The CPU's
-// check: tests/test_nan_propagation.cpp.
+// turn NaN into a number; softmax's row maximum passes over a NaN score, its exponential does not, and the LSE of
+// such a row is NaN). The CPU's check: tests/test_nan_propagation.cpp.
 TEST(nan_propagates) {
     if (!g_cuda) return;
     for (bool in_key : {false, true})
@@ -407,19 +407,20 @@ TEST(nan_propagates) {
                    fsig_last_error());
             if (st != FSIG_OK) continue;
             CUDA_OK(cudaDeviceSynchronize());
-            pr.out.download();
-            const std::vector<float> o = pr.out.host.load();
+            pr.out.download(), pr.lse.download();
+            const std::vector<float> o = pr.out.host.load(), lse = pr.lse.host.load();  // lse: [1, Hq, Nq]
             const int64_t first_row = key - (pr.s.Nk - pr.s.Nq);  // the rows i ≥ j − (Nk − Nq) see key j
             int64_t wrong = 0;
             for (int64_t i = 0; i < pr.s.Nq; ++i)
-                for (int64_t h = 0; h < hq; ++h)
-                    for (int64_t c = 0; c < d; ++c) {
-                        const float x = o[size_t((i * hq + h) * d + c)];
-                        const bool nan_here = in_key ? i >= first_row : i == row && h == 0;
-                        wrong += nan_here ? !std::isnan(x) : !std::isfinite(x);
-                    }
-            EXPECT(wrong == 0, "nan %s in a %s: %lld elements of O are not NaN where they should be or not finite "
-                   "elsewhere", ref::score_name(score), where, (long long)wrong);
+                for (int64_t h = 0; h < hq; ++h) {
+                    const bool nan_here = in_key ? i >= first_row : i == row && h == 0;
+                    auto wrong_at = [&](float x) { return nan_here ? !std::isnan(x) : !std::isfinite(x); };
+                    for (int64_t c = 0; c < d; ++c) wrong += wrong_at(o[size_t((i * hq + h) * d + c)]);
+                    // softmax's LSE too: NaN, not +inf ("no allowed key", which the backward would take as P = 0)
+                    if (score == ref::kSoftmax) wrong += wrong_at(lse[size_t(h * pr.s.Nq + i)]);
+                }
+            EXPECT(wrong == 0, "nan %s in a %s: %lld elements of O (LSE) are not NaN where they should be or not "
+                   "finite elsewhere", ref::score_name(score), where, (long long)wrong);
         }
 }
 

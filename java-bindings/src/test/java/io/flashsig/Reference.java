@@ -118,7 +118,7 @@ final class Reference {
             case SOFTMAX -> throw new AssertionError();
             case SIGMOID -> pr * (1 - pr) * dp;
             case RELU -> x > 0 ? f * dp : 0;
-            case RELU2 -> 2 * Math.max(x, 0) * f * dp;
+            case RELU2 -> x > 0 ? 2 * x * f * dp : 0;  // where-forms, as the library: 0 whatever dP
             case GELU -> (0.5 * (1 + erf(x / Math.sqrt(2))) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI)) * f * dp;
             case SOFTPLUS -> sigmoid(x) * f * dp;
             case IDENTITY -> f * dp;

@@ -103,7 +103,7 @@ final class Ref {
         return switch (p.score) {
             case SIGMOID -> pr * (1 - pr);
             case RELU -> x > 0 ? f : 0;
-            case RELU2 -> 2 * Math.max(x, 0) * f;
+            case RELU2 -> x > 0 ? 2 * x * f : 0;
             case GELU -> (0.5 * (1 + erf(x / Math.sqrt(2))) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI)) * f;
             case SOFTPLUS -> 1 / (1 + Math.exp(-x)) * f;
             case IDENTITY -> f;
