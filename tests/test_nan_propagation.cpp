@@ -35,8 +35,8 @@ struct Problem {
     tu::View q, k, v, out, lse;
 };
 
-// Random q, k, v in dtype with one NaN at q[0, nan_row, 0, kQueryCol] (nan_row ≥ 0) or k[0, nan_key, 0, kKeyCol], and the
-// forward's O and LSE; out is empty when the call failed.
+// Random q, k, v in dtype with one NaN at q[0, nan_row, 0, kQueryCol] (nan_row ≥ 0) or k[0, nan_key, 0, kKeyCol],
+// and the forward's O and LSE; out is empty when the call failed.
 Problem forward_problem(const Spec& s, int dtype, int64_t nan_row, int64_t nan_key) {
     Rng rng(11 + uint64_t(s.score) * 7 + uint64_t(dtype));
     Problem pr{tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
@@ -177,8 +177,8 @@ TEST(nan_dout_reaches_the_gradients_that_depend_on_it) {
             }
 }
 
-// One NaN at q[0, row, 0, kQueryCol]. dV = Pᵀ dO: the keys the row sees are NaN (their P is), the others finite. dQ of
-// the row is NaN where dS takes the NaN score (ds_takes_nan_score) and finite where not; every other row
+// One NaN at q[0, row, 0, kQueryCol]. dV = Pᵀ dO: the keys the row sees are NaN (their P is), the others finite.
+// dQ of the row is NaN where dS takes the NaN score (tu::ds_takes_nan_score) and finite where not; every other row
 // finite. dK = dSᵀ Q: that column of the seen keys NaN under every score (the row's dS, finite or not, times the
 // NaN), their other columns as the row's dQ; unseen keys finite, but that column is left open (a masked dS is 0,
 // times the NaN where the key shares a tile with the row). (Softmax's P clamped to ≤ 1 by a min that drops a
@@ -224,7 +224,10 @@ TEST(nan_key_reaches_the_gradients_that_depend_on_it) {
                         if (i < first_row) return c == kKeyCol ? Expect::kEither : Expect::kFinite;
                         return c == kKeyCol ? Expect::kNan : through_ds;
                     },
-                    [&](int64_t j, int64_t) { return softmax ? Expect::kNan : j != key ? Expect::kFinite : through_ds; },
+                    [&](int64_t j, int64_t) {
+                        if (softmax) return Expect::kNan;
+                        return j == key ? through_ds : Expect::kFinite;
+                    },
                     [&](int64_t j, int64_t) { return softmax || j == key ? Expect::kNan : Expect::kFinite; });
             }
 }

@@ -410,15 +410,16 @@ TEST(nan_propagates) {
             pr.out.download(), pr.lse.download();
             const std::vector<float> o = pr.out.host.load(), lse = pr.lse.host.load();  // lse: [1, Hq, Nq]
             const int64_t first_row = key - (pr.s.Nk - pr.s.Nq);  // the rows i ≥ j − (Nk − Nq) see key j
-            int64_t wrong = 0;
-            for (int64_t i = 0; i < pr.s.Nq; ++i)
-                for (int64_t h = 0; h < hq; ++h) {
-                    const bool nan_here = in_key ? i >= first_row : i == row && h == 0;
-                    auto wrong_at = [&](float x) { return nan_here ? !std::isnan(x) : !std::isfinite(x); };
-                    for (int64_t c = 0; c < d; ++c) wrong += wrong_at(o[size_t((i * hq + h) * d + c)]);
-                    // softmax's LSE too: NaN, not +inf ("no allowed key", which the backward would take as P = 0)
-                    if (score == ref::kSoftmax) wrong += wrong_at(lse[size_t(h * pr.s.Nq + i)]);
-                }
+            auto expect = [&](int64_t i, int64_t h) {
+                const bool nan_here = in_key ? i >= first_row : i == row && h == 0;
+                return nan_here ? tu::Expect::kNan : tu::Expect::kFinite;
+            };
+            int64_t wrong = tu::count_unexpected(o, pr.s.Nq, hq, d,
+                                                 [&](int64_t i, int64_t h, int64_t) { return expect(i, h); });
+            // softmax's LSE too: NaN, not +inf ("no allowed key", which the backward would take as P = 0)
+            if (score == ref::kSoftmax)
+                wrong += tu::count_unexpected(lse, hq, pr.s.Nq, 1,
+                                              [&](int64_t h, int64_t i, int64_t) { return expect(i, h); });
             EXPECT(wrong == 0, "nan %s in a %s: %lld elements of O (LSE) are not NaN where they should be or not "
                    "finite elsewhere", ref::score_name(score), where, (long long)wrong);
         }
