@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -137,30 +138,147 @@ int64_t count_unexpected(const std::vector<float>& x, int64_t n, int64_t heads, 
     return wrong;
 }
 
-// Whether a NaN score reaches dS: softmax, sigmoid, gelu and softplus take S into dS; relu and relu2 do not
-// (0 where S is not > 0: the where-form, as PyTorch's autograd), identity neither (Nk^−α dP).
-inline bool ds_takes_nan_score(int score) {
-    return score != ref::kRelu && score != ref::kRelu2 && score != ref::kIdentity;
+// Where one NaN in an input must show in O, softmax's LSE, dQ, dK and dV, and where it must not
+// (test_nan_propagation on the CPU; test_cuda_forward's nan_propagates and test_cuda_backward's nan_backward).
+// The NaN is in q or dO at (row `at`, head 0, column `col`), or in k or v at (key `at`, column `col`); one kv
+// head (Hk = 1); the masks of s (causal, window) decide which (row, key) pairs are seen. Rules:
+// - a NaN score S reaches dS under softmax, sigmoid, gelu and softplus; relu and relu2 take dS = 0 where S is
+//   not > 0 (the where-form, as PyTorch's autograd), identity never reads S (`nan_s_to_ds`);
+// - a NaN dP reaches dS = f'(S)·dP under every score but where relu and relu2 have S ≤ 0 (dS = 0 whatever dP);
+//   a score within rounding of 0 (|q·k| ≤ 1e-3 |q| |k|, which a kernel's sum could put on either side) is open;
+// - softmax's row statistics spread a NaN over its row: LSE (a NaN score; +inf would mean "no allowed key") and
+//   D = rowsum(dO ∘ O) (a NaN in dO or O) make every dS of the row NaN;
+// - a masked dS or P is 0, never 0 times a NaN; but a tile product takes 0 times a NaN operand where a masked
+//   element shares a kernel tile with the NaN's row or key: those elements are open (kEither), as in
+//   FlashAttention's kernels and PyTorch's math backend — and seen elements with P = 0 (relu) are NaN.
+enum class NanIn { kDout, kQuery, kKey, kValue };
+
+inline const char* nan_in_name(NanIn source) {
+    switch (source) {
+        case NanIn::kDout: return "dO";
+        case NanIn::kQuery: return "q";
+        case NanIn::kKey: return "k";
+        case NanIn::kValue: return "v";
+    }
+    return "?";
 }
 
-// What dK (dS·q) of each key j a row sees may be when dO of that row holds a NaN: NaN, but under relu and relu2
-// finite where S ≤ 0 (dS = 0 whatever dP); a score within rounding of 0 (|q·k| ≤ 1e-3 |q| |k|, which the
-// kernel's sum could put on either side) is open. q_row: d values; k: key j at j · k_stride.
-inline std::vector<Expect> seen_key_dk_after_nan_dout(int score, const float* q_row, const float* k, int64_t n_keys,
-                                                      int64_t k_stride, int64_t d) {
-    std::vector<Expect> e(size_t(n_keys), Expect::kNan);
-    if (score != ref::kRelu && score != ref::kRelu2) return e;
-    for (int64_t j = 0; j < n_keys; ++j) {
+class NanRules {
+public:
+    // q, k: dense [1, Nq, Hq, d] and [1, Nk, 1, d] values without the NaN (they give relu's signs)
+    NanRules(NanIn source, const ref::Spec& s, int64_t at, int64_t col, const std::vector<float>& q,
+             const std::vector<float>& k)
+        : source_(source), s_(s), at_(at), col_(col),
+          softmax_(s.score == ref::kSoftmax),
+          nan_s_to_ds_(s.score != ref::kRelu && s.score != ref::kRelu2 && s.score != ref::kIdentity) {
+        if (s.Hk != 1 || s.B != 1) {
+            std::fprintf(stderr, "NanRules: B = 1 and Hk = 1 only\n");
+            std::abort();
+        }
+        // dS of the pairs whose dP holds the NaN: (row at, head 0) with every key (dO), every (row, head) with
+        // key at (v)
+        if (source == NanIn::kDout)
+            for (int64_t j = 0; j < s.Nk; ++j) nan_dp_ds_.push_back(nan_dp_to_ds(q, k, at, 0, j));
+        if (source == NanIn::kValue)
+            for (int64_t i = 0; i < s.Nq; ++i)
+                for (int64_t h = 0; h < s.Hq; ++h) nan_dp_ds_.push_back(nan_dp_to_ds(q, k, i, h, at));
+    }
+
+    Expect out(int64_t i, int64_t h, int64_t c) const {
+        switch (source_) {
+            case NanIn::kQuery: return is_nan_row(i, h) ? Expect::kNan : Expect::kFinite;
+            case NanIn::kKey: return sees(i, h, at_) ? Expect::kNan : Expect::kFinite;
+            case NanIn::kValue:
+                if (c != col_) return Expect::kFinite;
+                return sees(i, h, at_) ? Expect::kNan : Expect::kEither;
+            case NanIn::kDout: break;
+        }
+        return Expect::kFinite;
+    }
+    // softmax's LSE: its scores' NaN only
+    Expect lse(int64_t i, int64_t h) const {
+        if (source_ == NanIn::kQuery) return is_nan_row(i, h) ? Expect::kNan : Expect::kFinite;
+        if (source_ == NanIn::kKey) return sees(i, h, at_) ? Expect::kNan : Expect::kFinite;
+        return Expect::kFinite;
+    }
+
+    // dQ_i = Σ_j dS_ij k_j
+    Expect dq(int64_t i, int64_t h, int64_t c) const {
+        switch (source_) {
+            case NanIn::kDout: return is_nan_row(i, h) ? Expect::kNan : Expect::kFinite;
+            case NanIn::kQuery: return is_nan_row(i, h) ? through_s() : Expect::kFinite;
+            case NanIn::kKey:  // dS of the key times the NaN in its column, the NaN score in the rest
+                if (!sees(i, h, at_)) return c == col_ ? Expect::kEither : Expect::kFinite;
+                return c == col_ ? Expect::kNan : through_s();
+            case NanIn::kValue:  // dP of the key; softmax's D of a row whose O took 0 times the NaN is open
+                if (!sees(i, h, at_)) return softmax_ ? Expect::kEither : Expect::kFinite;
+                return softmax_ ? Expect::kNan : nan_dp_ds_[size_t(i * s_.Hq + h)];
+        }
+        return Expect::kFinite;
+    }
+    // dK_j = Σ_i dS_ij q_i
+    Expect dk(int64_t j, int64_t c) const {
+        switch (source_) {
+            case NanIn::kDout:
+                if (!sees(at_, 0, j)) return Expect::kFinite;
+                return nan_dp_ds_[size_t(j)];
+            case NanIn::kQuery:  // the row's dS times the NaN in its column, its NaN score in the rest
+                if (!sees(at_, 0, j)) return c == col_ ? Expect::kEither : Expect::kFinite;
+                return c == col_ ? Expect::kNan : through_s();
+            case NanIn::kKey:  // softmax: every key is seen by a row whose dS are all NaN (the last row sees all)
+                if (softmax_) return Expect::kNan;
+                return j == at_ ? through_s() : Expect::kFinite;
+            case NanIn::kValue: {
+                if (softmax_) return Expect::kNan;  // as for k, through D
+                if (j != at_) return Expect::kFinite;
+                Expect any = Expect::kFinite;  // NaN if one seen row's dS is
+                for (int64_t i = 0; i < s_.Nq; ++i)
+                    for (int64_t h = 0; h < s_.Hq; ++h) {
+                        if (!sees(i, h, at_)) continue;
+                        const Expect e = nan_dp_ds_[size_t(i * s_.Hq + h)];
+                        if (e == Expect::kNan) return Expect::kNan;
+                        if (e == Expect::kEither) any = Expect::kEither;
+                    }
+                return any;
+            }
+        }
+        return Expect::kFinite;
+    }
+    // dV_j = Σ_i P_ij dO_i (V itself never enters it)
+    Expect dv(int64_t j, int64_t c) const {
+        switch (source_) {
+            case NanIn::kDout:  // relu's P = 0 too: 0 times the NaN in the tile product
+                if (c != col_) return Expect::kFinite;
+                return sees(at_, 0, j) ? Expect::kNan : Expect::kEither;
+            case NanIn::kQuery: return sees(at_, 0, j) ? Expect::kNan : Expect::kFinite;
+            case NanIn::kKey: return softmax_ || j == at_ ? Expect::kNan : Expect::kFinite;
+            case NanIn::kValue: return Expect::kFinite;
+        }
+        return Expect::kFinite;
+    }
+
+private:
+    bool sees(int64_t i, int64_t h, int64_t j) const { return s_.allowed_at(0, h, i, j); }
+    bool is_nan_row(int64_t i, int64_t h) const { return i == at_ && h == 0; }
+    Expect through_s() const { return nan_s_to_ds_ ? Expect::kNan : Expect::kFinite; }
+    Expect nan_dp_to_ds(const std::vector<float>& q, const std::vector<float>& k, int64_t i, int64_t h,
+                        int64_t j) const {
+        if (s_.score != ref::kRelu && s_.score != ref::kRelu2) return Expect::kNan;
         double dot = 0, qq = 0, kk = 0;
-        for (int64_t c = 0; c < d; ++c) {
-            const double a = q_row[c], b = k[j * k_stride + c];
+        for (int64_t c = 0; c < s_.d; ++c) {
+            const double a = q[size_t((i * s_.Hq + h) * s_.d + c)], b = k[size_t(j * s_.d + c)];
             dot += a * b, qq += a * a, kk += b * b;
         }
-        if (std::fabs(dot) <= 1e-3 * std::sqrt(qq * kk)) e[size_t(j)] = Expect::kEither;
-        else if (dot < 0) e[size_t(j)] = Expect::kFinite;
+        if (std::fabs(dot) <= 1e-3 * std::sqrt(qq * kk)) return Expect::kEither;
+        return dot > 0 ? Expect::kNan : Expect::kFinite;
     }
-    return e;
-}
+
+    NanIn source_;
+    ref::Spec s_;
+    int64_t at_, col_;
+    bool softmax_, nan_s_to_ds_;
+    std::vector<Expect> nan_dp_ds_;
+};
 
 // Elements of the storage outside the view must still hold the poison (no stray writes). Returns the
 // number of changed elements.

@@ -521,87 +521,51 @@ TEST(determinism) {
     }
 }
 
-// One NaN (bf16, causal, GQA, every score, d = 64 and 128 — 64 under --quick —, both paths) reaches the gradients
-// that depend on it, as in the CPU's test_nan_propagation, and no others. "Through dS": NaN where dS takes S
-// (tu::ds_takes_nan_score: softmax, sigmoid, gelu, softplus), finite under relu, relu2 and identity.
-// - in dO[0, row, 0, 3]: the row's dQ (head 0) NaN, every other dQ row finite; dK of the keys the row sees NaN
-//   (a masked dS is 0, never 0 times a NaN D or dP), but under relu and relu2 finite where the score is ≤ 0
-//   (tu::seen_key_dk_after_nan_dout), of the others finite; dV column 3 of the seen keys NaN (relu's P = 0
-//   too: 0 times NaN in the tile product), every other column finite.
-// - in q[0, row, 0, 3] (O and LSE from the forward): the row's dQ through dS, every other row finite; dK
-//   column 3 of the seen keys NaN (dS times the NaN), their other columns through dS, unseen keys finite; dV of
-//   the seen keys NaN (P is), of the others finite. (A softmax P clamped by fminf turned NaN into 1.)
-// - in k[0, key, 0, 5]: dQ column 5 of the rows that see the key NaN, their other columns through dS, other
-//   rows finite; pointwise scores: the key's dK through dS and its dV NaN, other keys finite; softmax: the NaN
-//   reaches each such row's LSE (as NaN: +inf would mean "no key") and D, so all of dK and dV is NaN.
-// Left open: a zero dS times the NaN where a tile is shared with the row (key) but the element is masked —
-// dV column 3 (dO), dK column 3 (q) of an unseen key, dQ column 5 (k) of a row that does not see the key.
+// One NaN (bf16, causal, GQA, every score, d = 64 and 128 — 64 under --quick —, both paths) in dO, q, k or v
+// reaches the gradients that depend on it and no others, by the rules of the CPU's test_nan_propagation
+// (tu::NanRules: where a NaN score or dP reaches dS, softmax's LSE and D spreading it over a row, a masked dS
+// set to 0 and never 0 times a NaN, V's NaN never in dV). O and LSE come from the library's forward of the same
+// inputs. (A softmax P clamped by fminf turned a NaN into 1; an LSE of +inf for a NaN row gave P = 0.)
 TEST(nan_backward) {
-    enum Source { kDout, kQuery, kKey };
-    static const char* kSourceNames[] = {"dO", "q", "k"};
-    using tu::Expect;
-    for (Source source : {kDout, kQuery, kKey})
+    using tu::NanIn;
+    for (NanIn source : {NanIn::kDout, NanIn::kQuery, NanIn::kKey, NanIn::kValue})
         for (int64_t d : {64, 128}) {
             if (g_quick && d > 64) continue;
             for (int score = 0; score < ref::kScoreCount; ++score)
-                for (int64_t at : {3, 100}) {  // dO's or q's row, or k's key
+                for (int64_t at : {3, 100}) {  // dO's or q's row, or k's or v's key
                     Case c;
                     c.s.B = 1, c.s.Hq = 2, c.s.Hk = 1, c.s.Nq = 150, c.s.Nk = 200, c.s.d = d, c.s.score = score;
                     c.s.causal = true;
                     c.seed = 900 + uint64_t(score);
                     const ref::Spec& s = c.s;
-                    const int64_t shift = s.Nk - s.Nq;  // bottom-right causal: row i sees keys 0..i + shift
-                    const int64_t last_key = at + shift, first_row = std::max<int64_t>(0, at - shift);
-                    const int64_t col = source == kKey ? 5 : 3;
+                    const int64_t col = source == NanIn::kKey ? 5 : source == NanIn::kValue ? 7 : 3;
                     Prepared in = random_inputs(c);
-                    std::vector<Expect> seen_dk;  // (a NaN in dO: before it is placed)
-                    if (source == kDout)
-                        seen_dk = tu::seen_key_dk_after_nan_dout(score, &in.q[size_t(at * s.Hq * d)], in.k.data(),
-                                                                 last_key + 1, s.Hk * d, d);
-                    std::vector<float>& poisoned = source == kDout ? in.dout : source == kQuery ? in.q : in.k;
-                    poisoned[size_t(at * (source == kKey ? s.Hk : s.Hq) * d + col)] =
+                    const tu::NanRules rules(source, s, at, col, in.q, in.k);  // (from the inputs without the NaN)
+                    const auto dq_rule = [&](int64_t i, int64_t h, int64_t e) { return rules.dq(i, h, e); };
+                    const auto dk_rule = [&](int64_t j, int64_t, int64_t e) { return rules.dk(j, e); };
+                    const auto dv_rule = [&](int64_t j, int64_t, int64_t e) { return rules.dv(j, e); };
+                    const bool kv_source = source == NanIn::kKey || source == NanIn::kValue;
+                    std::vector<float>& poisoned = source == NanIn::kDout    ? in.dout
+                                                   : source == NanIn::kQuery ? in.q
+                                                   : source == NanIn::kKey   ? in.k : in.v;
+                    poisoned[size_t(at * (kv_source ? s.Hk : s.Hq) * d + col)] =
                         std::numeric_limits<float>::quiet_NaN();
-                    const bool softmax = score == ref::kSoftmax;
-                    const Expect through_ds = tu::ds_takes_nan_score(score) ? Expect::kNan : Expect::kFinite;
-                    auto expect_dq = [&](int64_t i, int64_t h, int64_t e) {
-                        if (source == kKey) {
-                            if (i < first_row) return e == col ? Expect::kEither : Expect::kFinite;
-                            return e == col ? Expect::kNan : through_ds;
-                        }
-                        if (i != at || h != 0) return Expect::kFinite;
-                        return source == kDout ? Expect::kNan : through_ds;
-                    };
-                    auto expect_dk = [&](int64_t j, int64_t, int64_t e) {
-                        if (source == kKey) {
-                            if (softmax) return Expect::kNan;
-                            return j == at ? through_ds : Expect::kFinite;
-                        }
-                        if (j > last_key) return source == kQuery && e == col ? Expect::kEither : Expect::kFinite;
-                        if (source == kDout) return seen_dk[size_t(j)];
-                        return e == col ? Expect::kNan : through_ds;
-                    };
-                    auto expect_dv = [&](int64_t j, int64_t, int64_t e) {
-                        if (source == kKey) return softmax || j == at ? Expect::kNan : Expect::kFinite;
-                        if (source == kQuery) return j <= last_key ? Expect::kNan : Expect::kFinite;
-                        if (e != col) return Expect::kFinite;
-                        return j <= last_key ? Expect::kNan : Expect::kEither;
-                    };
                     Run r(c, in);
                     r.forward_out_lse();
                     for (bool fast : {false, true}) {
                         if (fast && !g_cuda) break;
                         const int st = r.backward_on(fast, s);
                         const std::string name =
-                            th::format("nan_backward, NaN in %s at %lld, %s d%lld (%s path)", kSourceNames[source],
+                            th::format("nan_backward, NaN in %s at %lld, %s d%lld (%s path)", tu::nan_in_name(source),
                                        (long long)at, ref::score_name(score), (long long)d,
                                        fast ? "fast" : "deterministic");
                         EXPECT(st == FSIG_OK, "%s: backward returned %d: %s", name.c_str(), st, fsig_last_error());
                         if (st != FSIG_OK) continue;
                         sync_or_die(name);
                         r.dq.download(), r.dk.download(), r.dv.download();
-                        const int64_t wrong_dq = tu::count_unexpected(r.dq.host.load(), s.Nq, s.Hq, d, expect_dq),
-                                      wrong_dk = tu::count_unexpected(r.dk.host.load(), s.Nk, s.Hk, d, expect_dk),
-                                      wrong_dv = tu::count_unexpected(r.dv.host.load(), s.Nk, s.Hk, d, expect_dv);
+                        const int64_t wrong_dq = tu::count_unexpected(r.dq.host.load(), s.Nq, s.Hq, d, dq_rule),
+                                      wrong_dk = tu::count_unexpected(r.dk.host.load(), s.Nk, s.Hk, d, dk_rule),
+                                      wrong_dv = tu::count_unexpected(r.dv.host.load(), s.Nk, s.Hk, d, dv_rule);
                         EXPECT(wrong_dq + wrong_dk + wrong_dv == 0,
                                "%s: %lld elements of dQ, %lld of dK, %lld of dV NaN where they should be finite or "
                                "the reverse", name.c_str(), (long long)wrong_dq, (long long)wrong_dk,

@@ -377,51 +377,39 @@ struct Problem {
     }
 };
 
-// A NaN in one query element makes that query's row of O NaN and leaves every other row finite, and a NaN in one
-// key element (causal, bottom-right) makes exactly the rows that may see that key NaN, on both kernel families,
-// under every score (the sigmoid's tile form caps e^x with a comparison and relu keeps NaN: fminf and fmaxf would
-// turn NaN into a number; softmax's row maximum passes over a NaN score, its exponential does not, and the LSE of
-// such a row is NaN). The CPU's check: tests/test_nan_propagation.cpp.
+// One NaN in q, k or v (causal, bottom-right) shows in O and softmax's LSE exactly where the CPU's
+// test_nan_propagation wants it (tu::NanRules), on both kernel families, under every score: a NaN in q makes its
+// row NaN, one in k the rows that see the key, one in v that column of those rows. (The sigmoid's tile form caps
+// e^x with a comparison and relu keeps NaN: fminf and fmaxf would turn NaN into a number; softmax's row maximum
+// passes over a NaN score, its exponential does not, and the LSE of such a row is NaN, not +inf.)
 TEST(nan_propagates) {
     if (!g_cuda) return;
-    for (bool in_key : {false, true})
+    using tu::NanIn;
+    for (NanIn source : {NanIn::kQuery, NanIn::kKey, NanIn::kValue})
         for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kRelu, ref::kRelu2, ref::kGelu, ref::kSoftplus, ref::kIdentity}) {
             Problem pr(64, ref::kBf16, score);
-            const int64_t row = 5, key = 60, d = pr.s.d, hq = pr.s.Hq;
-            const float nan = std::numeric_limits<float>::quiet_NaN();
-            if (in_key) {
-                pr.s.causal = true, pr.p = tu::params_for(pr.s);
-                std::vector<float> kv = pr.k.host.load();
-                kv[size_t(key * pr.s.Hk * d + 5)] = nan;  // [b 0, j 60, kv head 0, c 5]
-                pr.k.host.store(kv);
-                pr.k.upload();
-            } else {
-                std::vector<float> qv = pr.q.host.load();
-                qv[size_t((row * hq + 0) * d + 3)] = nan;  // [b 0, i 5, h 0, c 3]
-                pr.q.host.store(qv);
-                pr.q.upload();
-            }
-            const char* where = in_key ? "key" : "query";
+            pr.s.causal = true, pr.p = tu::params_for(pr.s);
+            const int64_t at = source == NanIn::kQuery ? 5 : 60, col = source == NanIn::kKey ? 5 : 3, d = pr.s.d;
+            Tensor& poisoned = source == NanIn::kQuery ? pr.q : source == NanIn::kKey ? pr.k : pr.v;
+            const tu::NanRules rules(source, pr.s, at, col, pr.q.host.load(), pr.k.host.load());
+            std::vector<float> x = poisoned.host.load();
+            const int64_t row_elems = (source == NanIn::kQuery ? pr.s.Hq : pr.s.Hk) * d;
+            x[size_t(at * row_elems + col)] = std::numeric_limits<float>::quiet_NaN();
+            poisoned.host.store(x);
+            poisoned.upload();
             const int st = pr.forward();
-            EXPECT(st == FSIG_OK, "nan %s in a %s: forward returned %d: %s", ref::score_name(score), where, st,
-                   fsig_last_error());
+            EXPECT(st == FSIG_OK, "NaN in %s, %s: forward returned %d: %s", tu::nan_in_name(source),
+                   ref::score_name(score), st, fsig_last_error());
             if (st != FSIG_OK) continue;
             CUDA_OK(cudaDeviceSynchronize());
             pr.out.download(), pr.lse.download();
-            const std::vector<float> o = pr.out.host.load(), lse = pr.lse.host.load();  // lse: [1, Hq, Nq]
-            const int64_t first_row = key - (pr.s.Nk - pr.s.Nq);  // the rows i ≥ j − (Nk − Nq) see key j
-            auto expect = [&](int64_t i, int64_t h) {
-                const bool nan_here = in_key ? i >= first_row : i == row && h == 0;
-                return nan_here ? tu::Expect::kNan : tu::Expect::kFinite;
-            };
-            int64_t wrong = tu::count_unexpected(o, pr.s.Nq, hq, d,
-                                                 [&](int64_t i, int64_t h, int64_t) { return expect(i, h); });
-            // softmax's LSE too: NaN, not +inf ("no allowed key", which the backward would take as P = 0)
-            if (score == ref::kSoftmax)
-                wrong += tu::count_unexpected(lse, hq, pr.s.Nq, 1,
-                                              [&](int64_t h, int64_t i, int64_t) { return expect(i, h); });
-            EXPECT(wrong == 0, "nan %s in a %s: %lld elements of O (LSE) are not NaN where they should be or not "
-                   "finite elsewhere", ref::score_name(score), where, (long long)wrong);
+            int64_t wrong = tu::count_unexpected(pr.out.host.load(), pr.s.Nq, pr.s.Hq, d,
+                                                 [&](int64_t i, int64_t h, int64_t c) { return rules.out(i, h, c); });
+            if (score == ref::kSoftmax)  // lse: [1, Hq, Nq]
+                wrong += tu::count_unexpected(pr.lse.host.load(), pr.s.Hq, pr.s.Nq, 1,
+                                              [&](int64_t h, int64_t i, int64_t) { return rules.lse(i, h); });
+            EXPECT(wrong == 0, "NaN in %s, %s: %lld elements of O (LSE) NaN where they should be finite or the "
+                   "reverse", tu::nan_in_name(source), ref::score_name(score), (long long)wrong);
         }
 }
 
