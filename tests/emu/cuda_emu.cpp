@@ -261,6 +261,7 @@ struct State {
     uint64_t launches = 0;
     uint64_t wgmma_ops = 0;  // wgmma.mma_async issued (wgmma_operations)
     uint64_t wgmma_launches = 0;  // kernel launches that issued one or more (wgmma_kernel_launches)
+    WorkCounters work;
 };
 
 State& state() {
@@ -540,6 +541,25 @@ uint32_t shared_offset(const void* p) {
     return uint32_t(c - fsig::cuda::smem_raw);
 }
 
+// The shared-memory wavefronts of one ldmatrix .x4 (emu_counters.h): per 8 × 8 matrix, the most distinct
+// 16-byte rows in one bank quad (the same address twice is a broadcast, not a conflict)
+void count_ldmatrix(const Warp& x) {
+    WorkCounters& work = state().work;
+    ++work.ldmatrix_ops;
+    for (int m = 0; m < 4; ++m) {
+        uint32_t rows[8];
+        int distinct = 0;
+        for (int r = 0; r < 8; ++r) {
+            const uint32_t a = x.in_u[8 * m + r][0];
+            if (std::find(rows, rows + distinct, a) == rows + distinct) rows[distinct++] = a;
+        }
+        int in_quad[8] = {};
+        int fullest = 0;
+        for (int i = 0; i < distinct; ++i) fullest = std::max(fullest, ++in_quad[rows[i] / 16 % 8]);
+        work.ldmatrix_wavefronts += uint64_t(fullest);
+    }
+}
+
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (PTX ISA): lanes 8m..8m+7 hold the addresses of
 // rows 0..7 of 8x8 matrix m (16-byte aligned); register m of lane l gets, without .trans, row l/4,
 // elements 2(l%4) and 2(l%4)+1; with .trans, element l/4 of rows 2(l%4) and 2(l%4)+1 (lower half first).
@@ -553,6 +573,7 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans) {
     }
     w.in_u[lane][0] = addr;
     arrive(trans ? Op::kLdmatrixTrans : Op::kLdmatrix, kFullMask, __builtin_return_address(0), [trans](Warp& x) {
+        count_ldmatrix(x);
         auto elem = [&](int m, int row, int col) {
             uint16_t h;
             std::memcpy(&h, fsig::cuda::smem_raw + x.in_u[8 * m + row][0] + 2 * col, 2);
@@ -580,6 +601,7 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
     for (int i = 0; i < 4; ++i) w.in_u[lane][i] = a[i], w.in_f[lane][i] = d[i];
     w.in_u[lane][4] = b0, w.in_u[lane][5] = b1;
     arrive(bf16 ? Op::kMmaBf16 : Op::kMmaF16, kFullMask, __builtin_return_address(0), [bf16](Warp& x) {
+        state().work.tensor_flops += 2 * 16 * 8 * 16;
         double A[16][16], B[16][8], C[16][8];
         auto lo = [&](uint32_t u) { return double(half_bits_to_float(u & 0xFFFF, bf16)); };
         auto hi = [&](uint32_t u) { return double(half_bits_to_float(u >> 16, bf16)); };
@@ -622,6 +644,7 @@ void cp_async(uint32_t dst, const void* src, int bytes, int src_bytes) {
     }
     const Copy c{dst, src, bytes, src_bytes};
     State& s = state();
+    s.work.cp_async_bytes += uint64_t(src_bytes);
     // the copy lands now or once waited for (either is what the hardware may do)
     if (s.shuffle && (s.rng() & 1)) land(c);
     else me().issued.push_back(c);
@@ -890,6 +913,7 @@ void wgmma_commit() {
 
 uint64_t wgmma_operations() { return state().wgmma_ops; }
 uint64_t wgmma_kernel_launches() { return state().wgmma_launches; }
+WorkCounters work_counters() { return state().work; }
 
 void wgmma_wait(int pending) {
     Warpgroup* wg = warpgroup_of_me(Op::kWgmmaWait);
@@ -991,6 +1015,7 @@ void wgmma_mma(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_
         WgmmaOp& issued = *op;
         wg->ops.push_back(std::move(op));
         ++s.wgmma_ops;
+        s.work.tensor_flops += 2ull * 64 * uint64_t(n) * 16;
         issued.late = !(s.shuffle && (s.rng() & 1));
         if (!issued.late) {
             execute_through(*wg, wg->ops.size() - 1, first);

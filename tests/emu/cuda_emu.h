@@ -37,6 +37,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "emu_counters.h"
+
 #define __launch_bounds__(...)
 // A static __shared__ variable would become a per-thread local here: the kernels use the dynamic shared
 // memory only (native/cuda/launch.h: smem_raw), and this makes any other a compile error.
@@ -71,10 +73,6 @@ void wgmma_wait(int pending);
 void wgmma_mma(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b, bool bf16,
                bool accumulate);
 void fence_proxy_async();
-// wgmma.mma_async instructions issued so far (a test's proof that the Hopper kernels ran)
-uint64_t wgmma_operations();
-// kernel launches so far that issued wgmma.mma_async (which of a call's kernels ran on it)
-uint64_t wgmma_kernel_launches();
 
 // ---- launches (FSIG_LAUNCH in native/cuda/launch.h) ----
 cudaError_t submit(const void* kernel, dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,

@@ -79,7 +79,11 @@ void check_mma() {
     for (int i = 0; i < 256; ++i) a[i] = float((i * 7) % 11 - 5);
     for (int i = 0; i < 128; ++i) b[i] = float((i * 5) % 9 - 4), c[i] = float(i % 3);
     for (bool bf16 : {false, true}) {
+        const uint64_t flops_before = fsig::emu::work_counters().tensor_flops;
         EXPECT(run(mma_kernel, 32, 0, MmaArgs{a, b, c, d, bf16}) == cudaSuccess, "mma launch");
+        EXPECT(fsig::emu::work_counters().tensor_flops - flops_before == 2 * 16 * 8 * 16,
+               "one mma.sync m16n8k16 counted as %llu tensor FLOPs, not 4096",
+               (unsigned long long)(fsig::emu::work_counters().tensor_flops - flops_before));
         for (int r = 0; r < 16; ++r)
             for (int n = 0; n < 8; ++n) {
                 float want = c[r * 8 + n];
@@ -122,6 +126,34 @@ void check_ldmatrix() {
                   out[128 + l * 4 + m], trans);
         }
     cudaFree(out);
+}
+
+// ---- ldmatrix's shared-memory wavefronts (emu_counters.h): one per 8 × 8 matrix whose 8 rows lie in distinct
+// bank quads (16-byte address / 16 mod 8), one more per further distinct row in the fullest quad ----
+struct StrideArgs {
+    uint32_t row_stride;  // bytes between the rows of a matrix (0: all 8 rows at one address, a broadcast)
+};
+void ldsm_stride_kernel(StrideArgs p) {
+    const int lane = int(threadIdx.x);
+    uint32_t r[4];
+    fsig::cuda::ldsm_x4(r, uint32_t((lane / 8) * 2048 + (lane % 8) * p.row_stride));
+}
+
+void check_ldmatrix_wavefronts() {
+    // row stride -> wavefronts of one .x4: 16 B (8 quads), 64 B (2 quads, 4 rows each), 128 B (one quad), 0
+    const uint32_t strides[] = {16, 64, 128, 0, 144};
+    const uint64_t expected[] = {4, 16, 32, 4, 4};
+    for (int i = 0; i < 5; ++i) {
+        const fsig::emu::WorkCounters before = fsig::emu::work_counters();
+        EXPECT(run(ldsm_stride_kernel, 32, 8192, StrideArgs{strides[i]}) == cudaSuccess, "ldmatrix stride launch");
+        const fsig::emu::WorkCounters after = fsig::emu::work_counters();
+        EXPECT(after.ldmatrix_ops - before.ldmatrix_ops == 1, "one ldmatrix counted as %llu",
+               (unsigned long long)(after.ldmatrix_ops - before.ldmatrix_ops));
+        EXPECT(after.ldmatrix_wavefronts - before.ldmatrix_wavefronts == expected[i],
+               "ldmatrix with rows %u bytes apart: %llu wavefronts, want %llu", strides[i],
+               (unsigned long long)(after.ldmatrix_wavefronts - before.ldmatrix_wavefronts),
+               (unsigned long long)expected[i]);
+    }
 }
 
 // ---- cp.async: with FSIG_EMU_SEED=0 a copy lands at the wait, so a read before it sees the poison ----
@@ -449,7 +481,11 @@ void check_wgmma() {
                     for (bool zero_init : {false, true}) {
                         const unsigned seed = unsigned(n + k + bf16 * 7 + rs * 13 + zero_init * 29);
                         WgmmaCase w = make_wgmma_case(n, k, bf16, seed);
+                        const uint64_t flops_before = fsig::emu::work_counters().tensor_flops;
                         EXPECT(run_wgmma(w, rs, zero_init, kWgPlain) == cudaSuccess, "wgmma launch");
+                        EXPECT(fsig::emu::work_counters().tensor_flops - flops_before == uint64_t(2 * 64 * n * k),
+                               "wgmma m64n%dk16 x %d counted as %llu tensor FLOPs", n, k / 16,
+                               (unsigned long long)(fsig::emu::work_counters().tensor_flops - flops_before));
                         int bad = 0;
                         for (int r = 0; r < 64; ++r)
                             for (int c = 0; c < n; ++c) {
@@ -559,6 +595,7 @@ int main() {
     setenv("FSIG_EMU_SEED", "0", 1);  // fixed order, copies land at the wait (read before the emulator starts)
     check_mma();
     check_ldmatrix();
+    check_ldmatrix_wavefronts();
     check_cp_async_late();
     check_capture();
     check_detectors();
@@ -569,7 +606,8 @@ int main() {
         std::printf("%d check(s) failed\n", th::failures());
         return 1;
     }
-    std::printf("emulator self-check: tensor cores (f16, bf16; mma.sync and wgmma ss / rs_tb), ldmatrix, cp.async, "
+    std::printf("emulator self-check: tensor cores (f16, bf16; mma.sync and wgmma ss / rs_tb), ldmatrix and its bank "
+                "conflicts, cp.async, "
                 "capture, 9 detectors and 17 wgmma ones ok\n");
     return 0;
 }

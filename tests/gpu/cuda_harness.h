@@ -18,12 +18,7 @@
 #include "lib_util.h"
 
 #if defined(FSIG_TEST_ON_EMULATOR)
-// the SIMT emulator's counts of the wgmma.mma_async instructions issued so far and of the kernel launches
-// that issued any (tests/emu/cuda_emu.cpp)
-namespace fsig::emu {
-uint64_t wgmma_operations();
-uint64_t wgmma_kernel_launches();
-}
+#include "emu_counters.h"  // what the SIMT emulator counts (tests/emu)
 namespace gt {
 // Whether the library's Hopper (wgmma) kernels may run on the emulated device: an sm_90 (FSIG_EMU_SM=90)
 // running sm_90a code (not FSIG_EMU_PTX below 90), FSIG_CUDA_WGMMA 1 or require

@@ -1,0 +1,200 @@
+// The work the CUDA kernels do, counted by the SIMT emulator (tests/emu/emu_counters.h), where a GPU would
+// only show it as time: whether tiles that the masks leave empty are skipped (issue 9: "kernel tiles with no
+// allowed element are skipped, so time falls with density"), and whether ldmatrix reads shared memory without
+// bank conflicts. Right results do not show either: a kernel that computes a masked tile and zeroes it, or whose
+// swizzle misses a bank, passes every numerics test. Emulator only (test_cuda_work_emu); each test runs on the
+// kernel family the emulated device and FSIG_CUDA_WGMMA select (CTest: the mma.sync kernels as sm_80, the Hopper
+// kernels as sm_90 under require).
+//
+//   test_cuda_work_emu [--verbose] [test names...]
+//
+// What each check allows, and why (bf16, B = 1, H = 1, N = 1024, d 64 and 128):
+// - block-sparse layouts of 128 × 128 blocks — every kernel's tiles (forward 128 or 64 rows × 64 keys; dK/dV 128
+//   or 64 keys × 32 or 64 queries; dQ 128 or 64 rows × 64 keys) lie inside one block — with the same number of
+//   allowed blocks in every block row: tensor-core work ρ × dense exactly (± 1 %), and bytes cp.async reads
+//   from global memory ≤ ρ × dense + (1 − ρ) / (1 + N / 128) of dense (+ 1 %): each kernel's block reads its own
+//   tiles once whatever ρ (Q in the forward, K and V in the dK/dV kernel, Q and dO in the dQ kernel), the other
+//   side's N / 128 blocks per allowed block;
+// - causal (bottom-right, Nq = Nk): tensor-core work ≤ (1/2 + 128 / N) × not causal (the diagonal tiles);
+// - every ldmatrix of these calls: 4 wavefronts (conflict-free).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_harness.h"
+#include "flashsig.h"
+#include "harness.h"
+#include "lib_util.h"
+#include "reference.h"
+
+namespace {
+
+using gt::Tensor;
+using fsig::emu::WorkCounters;
+
+constexpr int64_t kN = 1024, kBlock = 128;
+
+WorkCounters operator-(const WorkCounters& a, const WorkCounters& b) {
+    WorkCounters c;
+    c.tensor_flops = a.tensor_flops - b.tensor_flops;
+    c.cp_async_bytes = a.cp_async_bytes - b.cp_async_bytes;
+    c.ldmatrix_ops = a.ldmatrix_ops - b.ldmatrix_ops;
+    c.ldmatrix_wavefronts = a.ldmatrix_wavefronts - b.ldmatrix_wavefronts;
+    return c;
+}
+
+// One problem's tensors on the (emulated) device: bf16 [1, N, 1, d] q, k, v, dO; O, LSE, gradients; a layout
+struct Problem {
+    int64_t d;
+    Tensor q, k, v, dout, out, dq, dk, dv, lse;
+    std::shared_ptr<void> layout, workspace;
+    int64_t workspace_bytes = 0;
+
+    explicit Problem(int64_t head_dim) : d(head_dim) {
+        ref::Rng rng(40 + uint64_t(d));
+        auto random = [&] {
+            const tu::View view = tu::make_view(ref::kBf16, tu::kContiguous, 1, kN, 1, d);
+            return gt::with_values(view, ref::random_values(rng, size_t(kN * d), ref::kBf16));
+        };
+        q = random(), k = random(), v = random(), dout = random();
+        for (Tensor* t : {&out, &dq, &dk, &dv}) *t = gt::mirror(tu::make_view(ref::kBf16, tu::kContiguous, 1, kN, 1, d));
+        lse = gt::mirror(tu::make_lse_view(tu::kContiguous, 1, 1, kN));
+        layout = gt::device_alloc(size_t((kN / kBlock) * (kN / kBlock)));
+    }
+
+    // The forward, the deterministic backward and the fast backward of p (layout: the allowed blocks, or
+    // empty for none), each call's work apart; false (reported) when a call fails.
+    bool run(fsig_attention_params p, const std::vector<unsigned char>& blocks, WorkCounters (&work)[3]) {
+        const int64_t n_blocks = kN / kBlock, lay_shape[3] = {1, n_blocks, n_blocks};
+        fsig_tensor tlay{};
+        if (!blocks.empty()) {
+            CUDA_OK(cudaMemcpy(layout.get(), blocks.data(), blocks.size(), cudaMemcpyHostToDevice));
+            tlay.data = layout.get(), tlay.dtype = FSIG_DTYPE_BOOL, tlay.ndim = 3;
+            tlay.device_type = FSIG_DEVICE_CUDA, tlay.capacity_bytes = int64_t(blocks.size());
+            for (int a = 0; a < 3; ++a) tlay.shape[a] = lay_shape[a];
+            tlay.strides[0] = n_blocks * n_blocks, tlay.strides[1] = n_blocks, tlay.strides[2] = 1;
+            p.sparse_block_m = kBlock, p.sparse_block_n = kBlock;
+        }
+        const fsig_tensor* lay = blocks.empty() ? nullptr : &tlay;
+        const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), to = out.desc(), tl = lse.desc(),
+                          tg = dout.desc(), tdq = dq.desc(), tdk = dk.desc(), tdv = dv.desc();
+        const fsig_tensor* lse_arg = p.score == FSIG_SCORE_SOFTMAX ? &tl : nullptr;
+        WorkCounters before = fsig::emu::work_counters();
+        const int st = fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse_arg, nullptr, nullptr, nullptr, lay,
+                                                 nullptr);
+        EXPECT(st == FSIG_OK, "forward: %s", fsig_last_error());
+        if (st != FSIG_OK) return false;
+        CUDA_OK(cudaDeviceSynchronize());
+        work[0] = fsig::emu::work_counters() - before;
+        for (int path = 1; path <= 2; ++path) {  // 1: deterministic, 2: fast (a workspace, dQ by atomics)
+            p.deterministic = path == 1;
+            p.workspace = nullptr, p.workspace_bytes = 0;
+            if (path == 2) {
+                int64_t bytes = 0;
+                const int wst = fsig_attention_backward_workspace_size(&p, &tq, &bytes);
+                EXPECT(wst == FSIG_OK, "workspace size: %s", fsig_last_error());
+                if (wst != FSIG_OK) return false;
+                if (bytes > workspace_bytes) workspace = gt::device_alloc(size_t(bytes)), workspace_bytes = bytes;
+                p.workspace = workspace.get(), p.workspace_bytes = bytes;
+            }
+            before = fsig::emu::work_counters();
+            const int bst = fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, lse_arg, &tdq, &tdk, &tdv,
+                                                       nullptr, nullptr, nullptr, lay, nullptr, nullptr);
+            EXPECT(bst == FSIG_OK, "backward (%s): %s", path == 1 ? "deterministic" : "fast", fsig_last_error());
+            if (bst != FSIG_OK) return false;
+            CUDA_OK(cudaDeviceSynchronize());
+            work[path] = fsig::emu::work_counters() - before;
+        }
+        return true;
+    }
+};
+
+const char* const kCallNames[3] = {"forward", "backward (deterministic)", "backward (fast)"};
+
+// Every ldmatrix of a call took 4 wavefronts
+void expect_no_bank_conflicts(const WorkCounters& w, const std::string& what) {
+    EXPECT(w.ldmatrix_wavefronts == 4 * w.ldmatrix_ops,
+           "%s: %llu ldmatrix .x4 took %llu shared-memory wavefronts, %llu more than without bank conflicts",
+           what.c_str(), (unsigned long long)w.ldmatrix_ops, (unsigned long long)w.ldmatrix_wavefronts,
+           (unsigned long long)(w.ldmatrix_wavefronts - 4 * w.ldmatrix_ops));
+}
+
+// A layout of n × n blocks with `per_row` allowed blocks in every block row, at random columns
+std::vector<unsigned char> layout_of(int64_t n, int64_t per_row, uint64_t seed) {
+    std::vector<unsigned char> blocks(size_t(n * n), 0);
+    std::mt19937_64 rng(seed);
+    std::vector<int64_t> cols(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) {
+        for (int64_t c = 0; c < n; ++c) cols[size_t(c)] = c;
+        std::shuffle(cols.begin(), cols.end(), rng);
+        for (int64_t c = 0; c < per_row; ++c) blocks[size_t(r * n + cols[size_t(c)])] = 1;
+    }
+    return blocks;
+}
+
+}  // namespace
+
+TEST(layout_work_follows_density) {
+    const int64_t n = kN / kBlock;
+    for (int64_t d : {64, 128}) {
+        Problem pr(d);
+        for (int score : {FSIG_SCORE_SOFTMAX, FSIG_SCORE_SIGMOID}) {
+            fsig_attention_params p = fsig_attention_params_default();
+            p.score = score;
+            WorkCounters dense[3];
+            if (!pr.run(p, layout_of(n, n, 1), dense)) continue;  // all blocks allowed: the extended kernels' dense work
+            for (int64_t per_row : {n / 2, n / 4, n / 8}) {
+                const double rho = double(per_row) / double(n);
+                // the tiles each kernel's block reads once whatever ρ — its own rows or keys — against the n
+                // tiles of the other side it reads per block when dense: at most 1 / (1 + n) of the dense reads
+                const double read_bound = rho + (1 - rho) / double(1 + n) + 0.01;
+                WorkCounters work[3];
+                if (!pr.run(p, layout_of(n, per_row, 2 + uint64_t(per_row)), work)) continue;
+                for (int c = 0; c < 3; ++c) {
+                    const std::string what = th::format("d %lld %s, density %.3g, %s", (long long)d,
+                                                        score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid", rho,
+                                                        kCallNames[c]);
+                    const double flops = double(work[c].tensor_flops) / double(dense[c].tensor_flops),
+                                 bytes = double(work[c].cp_async_bytes) / double(dense[c].cp_async_bytes);
+                    std::printf("  %-55s tensor work %.4f × dense, cp.async reads %.4f × dense, %llu ldmatrix\n",
+                                what.c_str(), flops, bytes, (unsigned long long)work[c].ldmatrix_ops);
+                    EXPECT(std::fabs(flops - rho) <= 0.01 * rho,
+                           "%s: tensor-core work %.4f × the dense layout's, not %.4f: tiles the layout leaves empty "
+                           "are computed (or allowed ones are not)", what.c_str(), flops, rho);
+                    EXPECT(bytes <= read_bound, "%s: %.4f × the dense layout's cp.async reads, above %.4f", what.c_str(),
+                           bytes, read_bound);
+                    expect_no_bank_conflicts(work[c], what);
+                }
+            }
+            for (int c = 0; c < 3; ++c)
+                expect_no_bank_conflicts(dense[c], th::format("d %lld all-ones layout, %s", (long long)d, kCallNames[c]));
+        }
+    }
+}
+
+TEST(causal_work_is_half) {
+    for (int64_t d : {64, 128}) {
+        Problem pr(d);
+        fsig_attention_params p = fsig_attention_params_default();
+        p.score = FSIG_SCORE_SIGMOID;
+        WorkCounters full[3], causal[3];
+        if (!pr.run(p, {}, full)) continue;
+        p.causal = 1;
+        if (!pr.run(p, {}, causal)) continue;
+        const double bound = 0.5 + double(kBlock) / double(kN);
+        for (int c = 0; c < 3; ++c) {
+            const std::string what = th::format("d %lld, %s", (long long)d, kCallNames[c]);
+            const double ratio = double(causal[c].tensor_flops) / double(full[c].tensor_flops);
+            std::printf("  %-40s causal tensor work %.4f × not causal\n", what.c_str(), ratio);
+            EXPECT(ratio <= bound, "%s: causal tensor-core work %.4f × not causal, above %.4f: tiles above the "
+                   "diagonal are computed", what.c_str(), ratio, bound);
+            expect_no_bank_conflicts(full[c], what + ", not causal");
+            expect_no_bank_conflicts(causal[c], what + ", causal");
+        }
+    }
+}
+
+int main(int argc, char** argv) { return gt::run_main(argc, argv, "kernels' work"); }
