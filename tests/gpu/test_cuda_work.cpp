@@ -15,7 +15,8 @@
 //   from global memory ≤ ρ × dense + (1 − ρ) / (1 + N / 128) of dense (+ 1 %): each kernel's block reads its own
 //   tiles once whatever ρ (Q in the forward, K and V in the dK/dV kernel, Q and dO in the dQ kernel), the other
 //   side's N / 128 blocks per allowed block;
-// - causal (bottom-right, Nq = Nk): tensor-core work ≤ (1/2 + 128 / N) × not causal (the diagonal tiles);
+// - causal (bottom-right, Nq = Nk): tensor-core work ≤ (1/2 + 128 / N) × not causal (the diagonal tiles); a
+//   sliding window likewise only the tiles that meet its band;
 // - every ldmatrix of these calls: 4 wavefronts (conflict-free).
 #include <algorithm>
 #include <cmath>
@@ -194,6 +195,30 @@ TEST(causal_work_is_half) {
                    "diagonal are computed", what.c_str(), ratio, bound);
             expect_no_bank_conflicts(full[c], what + ", not causal");
             expect_no_bank_conflicts(causal[c], what + ", causal");
+        }
+    }
+}
+
+// A sliding window (128 keys back, 64 ahead): only the tiles that meet the band. A tile of m rows and n keys
+// meets it for its rows' 193 keys plus m − 1 more, so at most (193 + 128 + 64) / N of the dense tiles (the
+// largest tiles, 128 × 64 either way round) — against ≈ 1 without skipping.
+TEST(window_work_follows_the_band) {
+    for (int64_t d : {64, 128}) {
+        Problem pr(d);
+        fsig_attention_params p = fsig_attention_params_default();
+        p.score = FSIG_SCORE_SIGMOID;
+        WorkCounters full[3], band[3];
+        if (!pr.run(p, {}, full)) continue;
+        p.window_left = 128, p.window_right = 64;
+        if (!pr.run(p, {}, band)) continue;
+        const double bound = double(193 + 128 + 64) / double(kN);
+        for (int c = 0; c < 3; ++c) {
+            const std::string what = th::format("d %lld, %s", (long long)d, kCallNames[c]);
+            const double ratio = double(band[c].tensor_flops) / double(full[c].tensor_flops);
+            std::printf("  %-40s window tensor work %.4f × no window\n", what.c_str(), ratio);
+            EXPECT(ratio <= bound, "%s: the window's tensor-core work is %.4f × no window's, above %.4f: tiles outside "
+                   "the band are computed", what.c_str(), ratio, bound);
+            expect_no_bank_conflicts(band[c], what + ", window");
         }
     }
 }
