@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -177,50 +178,46 @@ TEST(layout_work_follows_density) {
     }
 }
 
-TEST(causal_work_is_half) {
-    for (int64_t d : {64, 128, 256}) {
+namespace {
+
+// A mask's tensor-core work against none (sigmoid, no layout) at each head dim: at most `bound` of it, or the
+// kernels compute tiles the mask leaves empty; and no ldmatrix bank conflict either way
+template <class Mask>
+void expect_tiles_skipped(const char* mask_name, std::initializer_list<int64_t> dims, double bound, Mask mask) {
+    for (int64_t d : dims) {
         Problem pr(d);
         fsig_attention_params p = fsig_attention_params_default();
         p.score = FSIG_SCORE_SIGMOID;
-        WorkCounters full[3], causal[3];
-        if (!pr.run(p, {}, full)) continue;
-        p.causal = 1;
-        if (!pr.run(p, {}, causal)) continue;
-        const double bound = 0.5 + double(kBlock) / double(kN);
+        WorkCounters unmasked[3], masked[3];
+        if (!pr.run(p, {}, unmasked)) continue;
+        mask(p);
+        if (!pr.run(p, {}, masked)) continue;
         for (int c = 0; c < 3; ++c) {
             const std::string what = th::format("d %lld, %s", (long long)d, kCallNames[c]);
-            const double ratio = double(causal[c].tensor_flops) / double(full[c].tensor_flops);
-            std::printf("  %-40s causal tensor work %.4f × not causal\n", what.c_str(), ratio);
-            EXPECT(ratio <= bound, "%s: causal tensor-core work %.4f × not causal, above %.4f: tiles above the "
-                   "diagonal are computed", what.c_str(), ratio, bound);
-            expect_no_bank_conflicts(full[c], what + ", not causal");
-            expect_no_bank_conflicts(causal[c], what + ", causal");
+            const double ratio = double(masked[c].tensor_flops) / double(unmasked[c].tensor_flops);
+            std::printf("  %-40s %s: tensor work %.4f × unmasked\n", what.c_str(), mask_name, ratio);
+            EXPECT(ratio <= bound, "%s, %s: tensor-core work %.4f × unmasked, above %.4f: tiles the mask leaves "
+                   "empty are computed", what.c_str(), mask_name, ratio, bound);
+            expect_no_bank_conflicts(unmasked[c], what);
+            expect_no_bank_conflicts(masked[c], what + ", " + mask_name);
         }
     }
+}
+
+}  // namespace
+
+// Causal (bottom-right, Nq = Nk): half the tiles and the diagonal's
+TEST(causal_work_is_half) {
+    expect_tiles_skipped("causal", {64, 128, 256}, 0.5 + double(kBlock) / double(kN),
+                         [](fsig_attention_params& p) { p.causal = 1; });
 }
 
 // A sliding window (128 keys back, 64 ahead): only the tiles that meet the band. A tile of m rows and n keys
 // meets it for its rows' 193 keys plus m − 1 more, so at most (193 + 128 + 64) / N of the dense tiles (the
 // largest tiles, 128 × 64 either way round) — against ≈ 1 without skipping.
 TEST(window_work_follows_the_band) {
-    for (int64_t d : {64, 128}) {
-        Problem pr(d);
-        fsig_attention_params p = fsig_attention_params_default();
-        p.score = FSIG_SCORE_SIGMOID;
-        WorkCounters full[3], band[3];
-        if (!pr.run(p, {}, full)) continue;
-        p.window_left = 128, p.window_right = 64;
-        if (!pr.run(p, {}, band)) continue;
-        const double bound = double(193 + 128 + 64) / double(kN);
-        for (int c = 0; c < 3; ++c) {
-            const std::string what = th::format("d %lld, %s", (long long)d, kCallNames[c]);
-            const double ratio = double(band[c].tensor_flops) / double(full[c].tensor_flops);
-            std::printf("  %-40s window tensor work %.4f × no window\n", what.c_str(), ratio);
-            EXPECT(ratio <= bound, "%s: the window's tensor-core work is %.4f × no window's, above %.4f: tiles outside "
-                   "the band are computed", what.c_str(), ratio, bound);
-            expect_no_bank_conflicts(band[c], what + ", window");
-        }
-    }
+    expect_tiles_skipped("window", {64, 128}, double(193 + 128 + 64) / double(kN),
+                         [](fsig_attention_params& p) { p.window_left = 128, p.window_right = 64; });
 }
 
 // Linear attention (cosFormer, elu+1; causal and not; d = 64): twice the length, twice the work (issue 6: "each
