@@ -141,9 +141,9 @@ int64_t count_unexpected(const std::vector<float>& x, int64_t n, int64_t heads, 
 // Where one NaN in an input must show in O, softmax's LSE, dQ, dK and dV, and where it must not
 // (test_nan_propagation on the CPU; test_cuda_forward's nan_propagates and test_cuda_backward's nan_backward).
 // The NaN is in q or dO at (row `at`, head 0, column `col`), or in k or v at (key `at`, column `col`); one kv
-// head (Hk = 1); the masks of s (causal, window) decide which (row, key) pairs are seen. Rules:
+// head (Hk = 1); causal or not decides which (row, key) pairs are seen. Rules:
 // - a NaN score S reaches dS under softmax, sigmoid, gelu and softplus; relu and relu2 take dS = 0 where S is
-//   not > 0 (the where-form, as PyTorch's autograd), identity never reads S (`nan_s_to_ds`);
+//   not > 0 (the where-form; PyTorch's relu(S)² would pass a NaN S on), identity never reads S (`nan_s_to_ds`);
 // - a NaN dP reaches dS = f'(S)·dP under every score but where relu and relu2 have S ≤ 0 (dS = 0 whatever dP);
 //   a score within rounding of 0 (|q·k| ≤ 1e-3 |q| |k|, which a kernel's sum could put on either side) is open;
 // - softmax's row statistics spread a NaN over its row: LSE (a NaN score; +inf would mean "no allowed key") and
@@ -171,8 +171,10 @@ public:
         : source_(source), s_(s), at_(at), col_(col),
           softmax_(s.score == ref::kSoftmax),
           nan_s_to_ds_(s.score != ref::kRelu && s.score != ref::kRelu2 && s.score != ref::kIdentity) {
-        if (s.Hk != 1 || s.B != 1) {
-            std::fprintf(stderr, "NanRules: B = 1 and Hk = 1 only\n");
+        // (softmax's "every key" rules need a row that sees every key: bottom-right causal or none, Nk >= Nq;
+        // relu's signs need x = scale·q·k alone)
+        if (s.Hk != 1 || s.B != 1 || s.Nq > s.Nk || s.window_left >= 0 || s.window_right >= 0 || s.extended()) {
+            std::fprintf(stderr, "NanRules: B = 1, Hk = 1, Nq <= Nk, no window and no extension only\n");
             std::abort();
         }
         // dS of the pairs whose dP holds the NaN: (row at, head 0) with every key (dO), every (row, head) with
@@ -205,7 +207,13 @@ public:
     // dQ_i = Σ_j dS_ij k_j
     Expect dq(int64_t i, int64_t h, int64_t c) const {
         switch (source_) {
-            case NanIn::kDout: return is_nan_row(i, h) ? Expect::kNan : Expect::kFinite;
+            case NanIn::kDout: {  // NaN if one of the row's dS is (relu: a seen key with S > 0)
+                if (!is_nan_row(i, h)) return Expect::kFinite;
+                Expect any = Expect::kFinite;
+                for (int64_t j = 0; j < s_.Nk; ++j)
+                    if (sees(at_, 0, j)) any = worse(any, nan_dp_ds_[size_t(j)]);
+                return any;
+            }
             case NanIn::kQuery: return is_nan_row(i, h) ? through_s() : Expect::kFinite;
             case NanIn::kKey:  // dS of the key times the NaN in its column, the NaN score in the rest
                 if (!sees(i, h, at_)) return c == col_ ? Expect::kEither : Expect::kFinite;
@@ -233,12 +241,8 @@ public:
                 if (j != at_) return Expect::kFinite;
                 Expect any = Expect::kFinite;  // NaN if one seen row's dS is
                 for (int64_t i = 0; i < s_.Nq; ++i)
-                    for (int64_t h = 0; h < s_.Hq; ++h) {
-                        if (!sees(i, h, at_)) continue;
-                        const Expect e = nan_dp_ds_[size_t(i * s_.Hq + h)];
-                        if (e == Expect::kNan) return Expect::kNan;
-                        if (e == Expect::kEither) any = Expect::kEither;
-                    }
+                    for (int64_t h = 0; h < s_.Hq; ++h)
+                        if (sees(i, h, at_)) any = worse(any, nan_dp_ds_[size_t(i * s_.Hq + h)]);
                 return any;
             }
         }
@@ -261,6 +265,11 @@ private:
     bool sees(int64_t i, int64_t h, int64_t j) const { return s_.allowed_at(0, h, i, j); }
     bool is_nan_row(int64_t i, int64_t h) const { return i == at_ && h == 0; }
     Expect through_s() const { return nan_s_to_ds_ ? Expect::kNan : Expect::kFinite; }
+    // a sum's expectation from its terms': NaN if one term is, open if one may be, else finite
+    static Expect worse(Expect a, Expect b) {
+        if (a == Expect::kNan || b == Expect::kNan) return Expect::kNan;
+        return a == Expect::kEither || b == Expect::kEither ? Expect::kEither : Expect::kFinite;
+    }
     Expect nan_dp_to_ds(const std::vector<float>& q, const std::vector<float>& k, int64_t i, int64_t h,
                         int64_t j) const {
         if (s_.score != ref::kRelu && s_.score != ref::kRelu2) return Expect::kNan;
