@@ -73,7 +73,8 @@ void print_help() {
         "                   the union window u strided; GFLOP/s still counts the work without it\n"
         "  --device DEV     cpu|cuda (cpu)\n"
         "  --pass P         fwd|bwd|fwdbwd, a comma list, or all (fwd)\n"
-        "  --bwd-path P     CUDA backward: fast (a workspace, dQ by atomics), deterministic, or both (fast)\n"
+        "  --bwd-path P     CUDA backward: fast (a workspace, dQ by atomics), deterministic, or both (fast);\n"
+        "                   the linear scores, both directions: with a workspace (fast) or without (deterministic)\n"
         "  --threads N      CPU backend threads (library default: all CPUs of the process)\n"
         "  --warmup N       untimed runs first (1)\n"
         "  --iters N        timed runs (0 = as many as fit in --min-time, at least 3, at most 1000)\n"
@@ -517,8 +518,12 @@ struct Problem {
         params.window_right = c.wr;
         params.strided = c.strided;
         params.deterministic = c.deterministic;
-        int64_t ws_bytes = 0;  // the fast CUDA backward's workspace (0 on the CPU, or when deterministic)
-        if (bwd && fsig_attention_backward_workspace_size(&params, &tq, &ws_bytes) == FSIG_OK && ws_bytes > 0) {
+        // the fast CUDA backward's workspace (0 on the CPU, or when deterministic); the linear scores' in both
+        // directions (their segments' partial states), unless the deterministic path (without one) is asked for
+        const bool linear = c.score == FSIG_SCORE_COSFORMER || c.score == FSIG_SCORE_LINEAR_ELU;
+        int64_t ws_bytes = 0;
+        if ((bwd || linear) && !(linear && c.deterministic) &&
+            fsig_attention_backward_workspace_size(&params, &tq, &ws_bytes) == FSIG_OK && ws_bytes > 0) {
             workspace = Buffer(size_t(ws_bytes), c.cuda);
             params.workspace = workspace.dev, params.workspace_bytes = ws_bytes;
         }
@@ -878,7 +883,10 @@ int main(int argc, char** argv) {
                             for (int layout : o.layouts)
                                 for (int pass : o.passes)
                                     for (int bwd_path : o.bwd_paths) {
-                                        if (pass == kFwd && bwd_path != o.bwd_paths[0]) continue;  // no backward in it
+                                        // a forward has no backward path (the linear scores' takes the path's workspace or not)
+                                        const bool path_matters =
+                                            pass != kFwd || score == FSIG_SCORE_COSFORMER || score == FSIG_SCORE_LINEAR_ELU;
+                                        if (!path_matters && bwd_path != o.bwd_paths[0]) continue;
                                         Case c;
                                         c.score = score, c.dtype = dtype, c.causal = causal, c.pass = pass, c.d = d;
                                         c.Nq = o.seqs[si];
@@ -920,7 +928,7 @@ int main(int argc, char** argv) {
                                                     t.median_ms, t.min_ms, rate);
                                         if (show_strided) std::printf(" %8lld", (long long)strided);
                                         if (show_layout) std::printf("  %6s", kLayoutNames[layout]);
-                                        if (show_path && pass != kFwd) std::printf("  %s", bwd_path ? "deterministic" : "fast");
+                                        if (show_path && path_matters) std::printf("  %s", bwd_path ? "deterministic" : "fast");
                                         std::printf("\n");
                                         std::fflush(stdout);
                                         if (csv) {
@@ -930,7 +938,7 @@ int main(int argc, char** argv) {
                                                          (long long)c.Nq, (long long)c.Nk, (long long)d, causal, (long long)c.wl,
                                                          (long long)c.wr, kPassNames[pass], t.iters, t.median_ms, t.min_ms,
                                                          flops / 1e9, rate, (long long)strided,
-                                                         pass == kFwd ? "" : bwd_path ? "deterministic" : "fast",
+                                                         !path_matters ? "" : bwd_path ? "deterministic" : "fast",
                                                          kLayoutNames[layout]);
                                             std::fflush(csv);
                                         }

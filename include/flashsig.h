@@ -121,15 +121,17 @@ typedef struct fsig_attention_params {
     int64_t logn_train;       /* log-n scaling: S = scale * lambda_i * q.k (+ bias), lambda_i =
                                  max(1, ln n_i / ln logn_train), n_i = keys that causal and the window alone
                                  allow row i; 0 = off, else >= 2 */
-    /* ---- added in 0.3: the backward's workspace (a caller with an older struct has none) ---- */
+    /* ---- added in 0.3: the backward's (and the linear scores') workspace (a caller with an older struct has none) ---- */
     void* workspace;          /* CUDA backward: the fast path's (deterministic 0, no dbias) or a broadcast
-                                 dbias's (fsig_attention_backward_workspace_size_ex): device memory on q's
-                                 device, 16-byte aligned, at least fsig_attention_backward_workspace_size()
+                                 dbias's (fsig_attention_backward_workspace_size_ex); the linear scores'
+                                 forward and backward: the partial states of their segments. Device memory
+                                 on q's device, 16-byte aligned, at least fsig_attention_backward_workspace_size()
                                  bytes, sharing no byte with a tensor of the call or with another call in
                                  flight; its content on entry does not matter, on return it is undefined.
-                                 NULL: the deterministic kernels run instead. Used by the backward only
-                                 (every call checks that workspace and workspace_bytes come together); the
-                                 CPU and the linear scores need none and ignore it */
+                                 NULL: the deterministic kernels run instead (the linear scores: each segment
+                                 recomputes the state before it, more work on long sequences). Used by the
+                                 backward and the linear scores' forward (every call checks that workspace
+                                 and workspace_bytes come together); the CPU ignores it */
     int64_t workspace_bytes;  /* bytes at workspace; 0 when workspace is NULL */
 } fsig_attention_params;
 
@@ -145,7 +147,7 @@ FSIG_API int fsig_attention_params_init(fsig_attention_params* params);
 /* ---- attention --------------------------------------------------------------------------------- */
 /* O = P V with P the score of DESIGN.md §4. lse may be NULL; when given the score must be softmax.
  * On CUDA: fp16 and bf16, head dims that are multiples of 8 up to 256 (fsig_capabilities.cuda_head_dims);
- * the linear scores at head dims 64 and 128 only.
+ * the linear scores at head dims 64 and 128 only, and with params.workspace when given (see there).
  * stream: a cudaStream_t for CUDA tensors (NULL = default stream); must be NULL for CPU tensors. */
 FSIG_API int fsig_attention_forward(const fsig_attention_params* params,
                                     const fsig_tensor* q, const fsig_tensor* k, const fsig_tensor* v,
@@ -193,8 +195,11 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
 /* Bytes of params.workspace that the fast CUDA backward needs for this problem: B * Hq * Nq * w * 4 (an
  * fp32 dQ, w the width of the kernels that run head dim d: 64 for d <= 64, 128 for d <= 128, 256 for
  * d <= 256; no CUDA backward takes a larger d) for CUDA tensors and the softmax or pointwise scores with
- * params.deterministic 0; 0 when the call would not use a workspace (CPU tensors, deterministic, linear
- * scores). q is the call's q descriptor (its shape and device are read, its data pointer is not). It does
+ * params.deterministic 0; 0 when the call would not use a workspace (CPU tensors, deterministic). The
+ * linear scores on CUDA: 526 * (33 K + 32) * 4 whatever the shape (K = 2d cosFormer, d linear_elu; 17.8 MB
+ * at d = 128 cosFormer), for their forward and backward alike: the partial states of up to 526 thread
+ * blocks (the kernels split a sequence into segments only where fewer blocks would fill the GPU).
+ * q is the call's q descriptor (its shape and device are read, its data pointer is not). It does
  * not know the rest of the call: a backward with dbias runs the deterministic kernels and leaves the
  * workspace unused, and a dtype or head dim the CUDA kernels lack is refused by the call itself. */
 FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params* params, const fsig_tensor* q,

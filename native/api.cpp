@@ -12,6 +12,7 @@
 #include "cpu/linear.h"
 #include "cpu/thread_pool.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/linear_params.h"
 #include "flashsig.h"
 #include "float_mode.h"
 #include "internal.h"
@@ -414,12 +415,43 @@ bool dbias_workspace_bytes(int64_t batch, int64_t heads_q, int64_t seq_q, const 
     return true;
 }
 
-// params.workspace on CUDA: the fast backward's fp32 dQ when asked for (not deterministic) and possible
-// (attention scores, no dbias); the partial sums of a broadcast dbias, which need it. The workspace must
-// then be big enough, aligned and disjoint from every tensor of the call.
+// A workspace of at least `need` bytes: big enough, aligned and disjoint from every tensor of the call;
+// what the kernels get.
+int claim_workspace(const fsig_attention_params& params, int64_t need, const char* size_query,
+                    const Checked* const* tensors, int n, void** workspace, int64_t* workspace_bytes) {
+    if (params.workspace_bytes < need)
+        return fail(FSIG_ERROR_BUFFER_TOO_SMALL, "params.workspace_bytes is %lld but this call needs %lld (%s)",
+                    (long long)params.workspace_bytes, (long long)need, size_query);
+    if (reinterpret_cast<uintptr_t>(params.workspace) % 16 != 0)
+        return fail(FSIG_ERROR_MISALIGNED, "params.workspace (%p) must be 16-byte aligned", params.workspace);
+    Checked ws;
+    ws.name = "params.workspace";
+    ws.begin = reinterpret_cast<uintptr_t>(params.workspace);
+    ws.end = ws.begin + uintptr_t(need);
+    for (int i = 0; i < n; ++i) FSIG_CHECK(check_disjoint(ws, *tensors[i]));
+    *workspace = params.workspace;
+    *workspace_bytes = need;
+    return FSIG_OK;
+}
+
+// params.workspace of a linear-attention call on CUDA (forward or backward): the segments' partial states,
+// used when given.
+int check_linear_workspace(const fsig_attention_params& params, const Checked& q, const Problem& p,
+                           const Checked* const* tensors, int n, void** workspace, int64_t* workspace_bytes) {
+    if (q.device_type != FSIG_DEVICE_CUDA || params.workspace == nullptr) return FSIG_OK;
+    const int64_t need = cuda::lin::linear_workspace_bytes(p.head_dim, p.score == FSIG_SCORE_COSFORMER);
+    return claim_workspace(params, need, "fsig_attention_backward_workspace_size", tensors, n, workspace,
+                           workspace_bytes);
+}
+
+// params.workspace of a backward on CUDA: the fast backward's fp32 dQ when asked for (not deterministic) and
+// possible (attention scores, no dbias); the partial sums of a broadcast dbias, which need it; the linear
+// scores' partial states.
 int check_workspace(const fsig_attention_params& params, const Checked& q, const Checked* const* tensors, int n,
                     BackwardArgs* a) {
-    if (q.device_type != FSIG_DEVICE_CUDA || is_linear(a->p.score)) return FSIG_OK;
+    if (is_linear(a->p.score))
+        return check_linear_workspace(params, q, a->p, tensors, n, &a->workspace, &a->workspace_bytes);
+    if (q.device_type != FSIG_DEVICE_CUDA) return FSIG_OK;
     int64_t need = 0;
     if (a->has_dbias) {
         if (!dbias_workspace_bytes(a->p.batch, a->p.heads_q, a->p.seq_q, a->dbias.shape, &need))
@@ -437,20 +469,9 @@ int check_workspace(const fsig_attention_params& params, const Checked& q, const
         if (!workspace_bytes_needed(shape, &need))
             return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
     }
-    if (params.workspace_bytes < need)
-        return fail(FSIG_ERROR_BUFFER_TOO_SMALL,
-                    "params.workspace_bytes is %lld but this backward needs %lld (fsig_attention_backward_workspace_size%s)",
-                    (long long)params.workspace_bytes, (long long)need, a->has_dbias ? "_ex" : "");
-    if (reinterpret_cast<uintptr_t>(params.workspace) % 16 != 0)
-        return fail(FSIG_ERROR_MISALIGNED, "params.workspace (%p) must be 16-byte aligned", params.workspace);
-    Checked ws;
-    ws.name = "params.workspace";
-    ws.begin = reinterpret_cast<uintptr_t>(params.workspace);
-    ws.end = ws.begin + uintptr_t(need);
-    for (int i = 0; i < n; ++i) FSIG_CHECK(check_disjoint(ws, *tensors[i]));
-    a->workspace = params.workspace;
-    a->workspace_bytes = need;
-    return FSIG_OK;
+    return claim_workspace(params, need,
+                           a->has_dbias ? "fsig_attention_backward_workspace_size_ex" : "fsig_attention_backward_workspace_size",
+                           tensors, n, &a->workspace, &a->workspace_bytes);
 }
 
 // The device every tensor shares: which backend runs, or why none can.
@@ -663,6 +684,10 @@ int forward_impl(const fsig_attention_params* params, const fsig_tensor* qd, con
         if (a.has_lse) FSIG_CHECK(check_disjoint(lse, ext_in.t[e]));
     }
     FSIG_CHECK(check_backend(q, stream, a.p));
+    if (is_linear(a.p.score)) {  // the other scores' forward uses no workspace
+        const Checked* all[] = {&q, &k, &v, &out};
+        FSIG_CHECK(check_linear_workspace(*params, q, a.p, all, 4, &a.workspace, &a.workspace_bytes));
+    }
     a.q = q.view;
     a.k = k.view;
     a.v = v.view;
@@ -830,8 +855,10 @@ FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params*
     int64_t need = 0;
     if (!fsig::workspace_bytes_needed(q->shape, &need))
         return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
-    const bool uses = q->device_type == FSIG_DEVICE_CUDA && !p.deterministic && !fsig::is_linear(p.score);
-    *bytes = uses ? need : 0;
+    if (q->device_type != FSIG_DEVICE_CUDA) *bytes = 0;
+    else if (fsig::is_linear(p.score))
+        *bytes = fsig::cuda::lin::linear_workspace_bytes(q->shape[3], p.score == FSIG_SCORE_COSFORMER);
+    else *bytes = p.deterministic ? 0 : need;
     return FSIG_OK;
 }
 

@@ -78,6 +78,10 @@ struct ForwardArgs {
     TensorView q, k, v, out;
     bool has_lse = false;
     TensorView lse;  // fp32 [B, Hq, Nq]
+    // CUDA linear scores, checked by the C ABI layer: the segments' partial states (linear_params.h); NULL:
+    // each segment recomputes the state before it
+    void* workspace = nullptr;
+    int64_t workspace_bytes = 0;
 };
 
 struct BackwardArgs {
@@ -89,7 +93,8 @@ struct BackwardArgs {
     bool has_dbias = false;
     TensorView dbias;
     // CUDA, checked by the C ABI layer: the fast backward's fp32 dQ (B * Hq * Nq * w * 4 bytes, w the kernels' width 64, 128 or 256), or with a
-    // broadcast dbias its fp32 partial sums (dbias_row_groups); NULL: the deterministic kernels run
+    // broadcast dbias its fp32 partial sums (dbias_row_groups); NULL: the deterministic kernels run. The
+    // linear scores: as ForwardArgs::workspace
     void* workspace = nullptr;
     int64_t workspace_bytes = 0;
 };

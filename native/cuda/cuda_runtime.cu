@@ -457,6 +457,21 @@ const char* wgmma_unavailable(int device) {
 // index of the launcher tables (the width itself is 64 << index).
 int width_index(int64_t d) { return d <= 64 ? 0 : d <= 128 ? 1 : 2; }
 
+// params.workspace (when given): device memory of this device only (one query): atomics or partial sums
+// in managed or mapped host memory would cross the bus.
+int check_workspace_memory(const Message& m, void* workspace, int64_t bytes, int device) {
+    if (workspace == nullptr) return FSIG_OK;
+    cudaPointerAttributes attr;
+    if (cudaPointerGetAttributes(&attr, workspace) != cudaSuccess || attr.type != cudaMemoryTypeDevice ||
+        attr.device != device) {
+        cudaGetLastError();
+        return m.fail(FSIG_ERROR_INVALID_DEVICE,
+                      "params.workspace (%p) must be device memory of cuda:%d (cudaMalloc, fsig_cuda_malloc), "
+                      "not another device's, managed or host memory", workspace, device);
+    }
+    return check_pointer(m, "params.workspace", workspace, bytes, device);
+}
+
 }  // namespace
 
 int forward(const ForwardArgs& a, int device, void* stream, char* msg, size_t msg_size) {
@@ -529,20 +544,7 @@ int backward(const BackwardArgs& a, int device, void* stream, char* msg, size_t 
     if (int st = enter_device(m, guard, device, tensors, n_pointers); st != FSIG_OK) return st;
     const TensorView* dbias = a.has_dbias ? &a.dbias : nullptr;
     if (int st = check_extension_pointers(m, pr, dbias, device); st != FSIG_OK) return st;
-    if (a.workspace != nullptr) {
-        // device memory of this device only (one query): atomics into managed or mapped host memory would
-        // cross the bus
-        cudaPointerAttributes attr;
-        if (cudaPointerGetAttributes(&attr, a.workspace) != cudaSuccess || attr.type != cudaMemoryTypeDevice ||
-            attr.device != device) {
-            cudaGetLastError();
-            return m.fail(FSIG_ERROR_INVALID_DEVICE,
-                          "params.workspace (%p) must be device memory of cuda:%d (cudaMalloc, fsig_cuda_malloc), "
-                          "not another device's, managed or host memory", a.workspace, device);
-        }
-        if (int st = check_pointer(m, "params.workspace", a.workspace, a.workspace_bytes, device); st != FSIG_OK)
-            return st;
-    }
+    if (int st = check_workspace_memory(m, a.workspace, a.workspace_bytes, device); st != FSIG_OK) return st;
 
     BwdParams p{};
     p.f = make_params(pr, a.q, a.k, a.v, softmax ? a.out : a.q, softmax ? &a.lse : nullptr, dbias);
@@ -788,6 +790,7 @@ int linear_forward(const ForwardArgs& a, int64_t length, float epsilon, int devi
         if (int st = check_layout(m, t.name, *t.t); st != FSIG_OK) return st;
     DeviceGuard guard;
     if (int st = enter_device(m, guard, device, tensors, 4); st != FSIG_OK) return st;
+    if (int st = check_workspace_memory(m, a.workspace, a.workspace_bytes, device); st != FSIG_OK) return st;
     if (const cudaError_t e = launch_linear_forward(a, length, epsilon, static_cast<cudaStream_t>(stream));
         e != cudaSuccess)
         return launch_failure(m, e, pr.score == FSIG_SCORE_COSFORMER ? "cosformer forward" : "linear_elu forward",
@@ -808,6 +811,7 @@ int linear_backward(const BackwardArgs& a, int64_t length, float epsilon, int de
         if (int st = check_layout(m, t.name, *t.t); st != FSIG_OK) return st;
     DeviceGuard guard;
     if (int st = enter_device(m, guard, device, tensors, 7); st != FSIG_OK) return st;
+    if (int st = check_workspace_memory(m, a.workspace, a.workspace_bytes, device); st != FSIG_OK) return st;
     const char* which = "";
     if (const cudaError_t e = launch_linear_backward(a, length, epsilon, static_cast<cudaStream_t>(stream), &which);
         e != cudaSuccess) {

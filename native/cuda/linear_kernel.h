@@ -37,8 +37,9 @@
 // GQA: kDv/kDk columns are the queries of every head of the kv head's group, summed in the state and
 // in the chunk. Causal: forward-direction chunk t holds keys [tC, tC + C) and the queries whose δ_i
 // lies in that range (rows with δ_i < 0 see no key: 0); reverse-direction kernels visit the chunks last
-// to first. Segments: a block scans the chunks before its own range as state updates only, in the same
-// order as a block starting at chunk 0, so results do not depend on the segment count (bit for bit).
+// to first. Segments (several blocks along the sequence): the state before a segment's chunks is
+// recomputed by the block (no workspace) or added up from the other segments' partial sums in the
+// workspace (linear_params.h, Phase).
 // Every output element is written by exactly one thread of one block; every sum in a fixed order.
 #pragma once
 
@@ -112,6 +113,7 @@ struct Cfg {
     static constexpr int kRowMax = kScale + 4 * 4;              // [2][kC] fp32: |P| row maxima per column half
     static constexpr int kRowScale = kRowMax + 2 * kC * 4;      // [kC] fp32: 2^e of each row of P
     static constexpr int kBytes = kRowScale + kC * 4;
+    static constexpr int64_t kPartialFloats = partial_floats(K);  // one block's partial state in the workspace
     static_assert(K % 16 == 0, "features must fill whole k16 steps");
     static_assert(kShi % 16 == 0 && kSlo % 16 == 0 && kP % 16 == 0 && kUo % 16 == 0 && kB % 16 == 0,
                   "ldmatrix rows start on 16-byte boundaries");
@@ -699,12 +701,51 @@ FSIG_LIN_UNROLL
         if (st.rows) finalize(ch);
     };
 
+    // The workspace's partial state of segment `seg` of this block's (slice, head, batch).
+    auto partial_of = [&](int seg) {
+        return p.partials + (int64_t(blockIdx.x) - id.seg + seg) * G::kPartialFloats;
+    };
+    auto save_partial = [&]() {
+        float* dst = partial_of(id.seg);
+FSIG_LIN_UNROLL
+        for (int m = 0; m < kT; ++m)
+FSIG_LIN_UNROLL
+            for (int e = 0; e < 4; ++e) dst[(4 * m + e) * kThreads + tid] = sacc[m][e];
+        for (int k = tid; k < K; k += kThreads) dst[32 * K + k] = z[k];
+        if (tid < kU) dst[33 * K + tid] = w[tid];
+    };
+    // the state before this segment: the partials of segments [0, nparts) added in order
+    auto load_prefix = [&](int nparts) {
+        for (int s = 0; s < nparts; ++s) {
+            const float* src = partial_of(s);
+FSIG_LIN_UNROLL
+            for (int m = 0; m < kT; ++m)
+FSIG_LIN_UNROLL
+                for (int e = 0; e < 4; ++e) sacc[m][e] += src[(4 * m + e) * kThreads + tid];
+            for (int k = tid; k < K; k += kThreads) z[k] += src[32 * K + k];
+            if (tid < kU) w[tid] += src[33 * K + tid];
+        }
+    };
+
     __syncthreads();  // z
     if (p.causal) {
         const int nchunks = (p.seq_k + kC - 1) / kC;
         const int per_seg = (nchunks + p.nseg - 1) / p.nseg;
         const int t_begin = id.seg * per_seg, t_end = imin(nchunks, t_begin + per_seg);
         if (t_begin >= t_end) return;  // a trailing segment with no chunk (segment 0 always has one)
+        auto chunk_at = [&](int v, Chunk* ch) { causal_chunk(p, kRev ? nchunks - 1 - v : v, kRev, ch); };
+        if (p.phase == kPartial) {  // this segment's chunks as state updates; the last segment's sum is never read
+            if (id.seg + 1 == p.nseg) return;
+            for (int v = t_begin; v < t_end; ++v) {
+                Chunk ch;
+                chunk_at(v, &ch);
+                Step st;
+                st.update = true;
+                chunk_step(ch, st);
+            }
+            save_partial();
+            return;
+        }
         if (!kRev && id.seg == 0 && off < 0) {  // query rows with δ_i < 0: no key
             const int nzero = imin(-off, p.seq_q);
             if (Role == kFwd)
@@ -721,11 +762,14 @@ FSIG_LIN_UNROLL
                     store16<BF16>(p.dq.data, row_off(p.dq, b, e / Dm::QSlice, row_head) + slice * Dm::QSlice + e % Dm::QSlice,
                                   0.f);
         }
+        // kRecompute scans from chunk 0; kCombine starts at its own chunks from the partials before them
+        int v_first = 0;
+        if (p.phase == kCombine) load_prefix(id.seg), v_first = t_begin;
         // the state before chunk t_begin is published before the first chunk with rows
-        if (t_begin == 0) publish(true, false);
-        for (int v = 0; v < t_end; ++v) {
+        if (v_first == t_begin) publish(true, false);
+        for (int v = v_first; v < t_end; ++v) {
             Chunk ch;
-            causal_chunk(p, kRev ? nchunks - 1 - v : v, kRev, &ch);
+            chunk_at(v, &ch);
             Step st;
             st.rows = st.intra = v >= t_begin && ch.nr > 0;
             st.update = v + 1 < t_end;
@@ -734,18 +778,37 @@ FSIG_LIN_UNROLL
         }
         return;
     }
-    // non-causal: the whole state first, then this segment's row chunks
+    // non-causal: the whole state, then this segment's row chunks
     const int nrows = kRev ? p.seq_k : p.seq_q, ncols = kRev ? p.seq_q : p.seq_k;
+    auto column_chunk = [&](int c0) {
+        Chunk ch;
+        ch.c0 = c0, ch.nc = imin(kC, ncols - c0), ch.cpos0 = kRev ? c0 + off : c0;
+        return ch;
+    };
+    if (p.phase == kPartial) {  // this segment's share of the columns (possibly none: a zero partial)
+        const int ncc = (ncols + kC - 1) / kC, per_c = (ncc + p.nseg - 1) / p.nseg;
+        const int c_end = imin(ncc, (id.seg + 1) * per_c);
+        for (int t = id.seg * per_c; t < c_end; ++t) {
+            Step st;
+            st.update = true;
+            chunk_step(column_chunk(t * kC), st);
+        }
+        save_partial();
+        return;
+    }
     const int nrc = (nrows + kC - 1) / kC, per_seg = (nrc + p.nseg - 1) / p.nseg;
     const int t_begin = id.seg * per_seg, t_end = imin(nrc, t_begin + per_seg);
     if (t_begin >= t_end) return;
-    for (int c0 = 0; c0 < ncols; c0 += kC) {
-        Chunk ch;
-        ch.c0 = c0, ch.nc = imin(kC, ncols - c0), ch.cpos0 = kRev ? c0 + off : c0;
-        Step st;
-        st.update = true;
-        st.publish = c0 + kC >= ncols;
-        chunk_step(ch, st);
+    if (p.phase == kCombine) {
+        load_prefix(p.nseg);
+        publish(true, false);
+    } else {
+        for (int c0 = 0; c0 < ncols; c0 += kC) {
+            Step st;
+            st.update = true;
+            st.publish = c0 + kC >= ncols;
+            chunk_step(column_chunk(c0), st);
+        }
     }
     for (int t = t_begin; t < t_end; ++t) {
         Chunk ch;
@@ -778,14 +841,14 @@ __device__ __forceinline__ void reduce_row(const LinParams& p, int64_t row) {
 
 #endif  // FSIG_LIN_DEVICE_CODE
 
-// Segments per (slice, head, batch): enough thread blocks for a large GPU (≈ 264 = 2 per SM of an
+// Segments per (slice, head, batch): enough thread blocks for a large GPU (kTargetBlocks = 2 per SM of an
 // H100), at least 8 chunks per segment, at most 16 segments. A function of the problem alone.
 // rows: the row count of the kernel (Nq, or Nk for kDv/kDk); a non-causal segment recomputes the whole
 // state, a causal one the state before its chunks.
 FSIG_LIN_HD int choose_segments(const LinParams& p, int slices, int heads, int rows) {
     const int64_t base = int64_t(slices) * heads * p.batch;
     const int units = p.causal ? (p.seq_k + kC - 1) / kC : (rows + kC - 1) / kC;
-    int64_t want = (264 + base - 1) / base;
+    int64_t want = (kTargetBlocks + base - 1) / base;
     const int64_t cap = units / 8 > 1 ? units / 8 : 1;
     if (want > cap) want = cap;
     if (want > 16) want = 16;

@@ -27,15 +27,22 @@ __global__ void __launch_bounds__(kReduceThreads) linear_reduce_kernel(const Lin
     if (row < rows) reduce_row<D, COS>(p, row);
 }
 
-// One kernel with p.nseg segments as given (test_linear_emulation varies it; results must not change).
+// One kernel with p.nseg segments as given (test_linear_emulation varies it): with p.partials (the
+// workspace) and several segments two launches, kPartial then kCombine; else one, kRecompute.
 template <int Role, int D, bool COS, bool BF16>
-cudaError_t launch_segments(const LinParams& p, cudaStream_t stream) {
+cudaError_t launch_segments(LinParams p, cudaStream_t stream) {
     using G = Cfg<Role, D, COS>;
     const int64_t blocks = int64_t(p.nseg) * G::kSlices * block_heads<Role>(p) * p.batch;
     auto kernel = linear_kernel<Role, D, COS, BF16>;
     if (const cudaError_t e = allow_dynamic_smem(kernel, G::kBytes); e != cudaSuccess) return e;
-    FSIG_LAUNCH(kernel, unsigned(blocks), kThreads, G::kBytes, stream, p);
-    return cudaGetLastError();
+    auto run = [&](int phase) {
+        p.phase = phase;
+        FSIG_LAUNCH(kernel, unsigned(blocks), kThreads, G::kBytes, stream, p);
+        return cudaGetLastError();
+    };
+    if (p.partials == nullptr || p.nseg == 1) return run(kRecompute);
+    if (const cudaError_t e = run(kPartial); e != cudaSuccess) return e;
+    return run(kCombine);
 }
 
 template <int Role, int D, bool COS, bool BF16>

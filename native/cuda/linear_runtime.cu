@@ -43,6 +43,7 @@ int64_t linear_max_blocks(const Problem& pr) {
 cudaError_t launch_linear_forward(const ForwardArgs& a, int64_t length, float epsilon, cudaStream_t stream) {
     lin::LinParams p = linear_params(a.p, length, epsilon);
     p.q = tensor(a.q), p.k = tensor(a.k), p.v = tensor(a.v), p.out = tensor(a.out);
+    p.partials = static_cast<float*>(a.workspace);
     return launch(a.p, lin::kFwd, p, stream);
 }
 
@@ -51,6 +52,7 @@ cudaError_t launch_linear_backward(const BackwardArgs& a, int64_t length, float 
     lin::LinParams p = linear_params(a.p, length, epsilon);
     p.q = tensor(a.q), p.k = tensor(a.k), p.v = tensor(a.v), p.dout = tensor(a.dout);
     p.dq = tensor(a.dq), p.dk = tensor(a.dk), p.dv = tensor(a.dv);
+    p.partials = static_cast<float*>(a.workspace);  // each kernel of the sequence overwrites it
     static const struct {
         int role;
         const char* name;

@@ -21,7 +21,8 @@
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
 #   profile                ncu on the forward and backward kernels at d = 128, both kernel families
-#   bench_linear bench_masks   cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k; ALiBi
+#   bench_linear bench_masks   cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k (and
+#                          without the workspace: its segments then recompute their prefixes); ALiBi
 #                          overhead and block-sparse time vs density at 16k
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
@@ -162,7 +163,9 @@ step profile 120 bash -c 'ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/
 step bench_linear 120 bash -c '"$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 --seq 16384 --causal 1 \
   --score sigmoid --pass fwd --warmup 2 --iters 10 --csv "$1" && "$0" --device cuda --dtype bf16 --batch 1 \
   --heads 16 --d 128 --seq 8192,16384,32768,65536 --causal both --score cosformer,linear_elu --pass fwd,fwdbwd \
-  --warmup 2 --iters 10 --csv "$1"' "$bench" "$logs/bench_linear.csv"
+  --warmup 2 --iters 10 --csv "$1" && "$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 --seq 16384 \
+  --causal both --score cosformer --pass fwd,fwdbwd --bwd-path both --warmup 2 --iters 10 --csv "$1"' \
+  "$bench" "$logs/bench_linear.csv"
 # issue 9: ALiBi overhead and block-sparse time vs density at N = 16k, on the mma.sync and the wgmma kernels
 step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done' \
   "$build/benchmarks/cuda-masks-bench"

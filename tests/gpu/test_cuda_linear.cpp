@@ -1,8 +1,9 @@
 // cosFormer and elu+1 linear attention on CUDA tensors through the public C ABI, forward and backward,
 // against the fp64 quadratic form of tests/linear_reference.h under the DESIGN §6 rule: every
 // map × causal × MHA/GQA/MQA × fp16/bf16 × d 64/128, the lengths turning over ragged pairs (one chunk,
-// several, Nq < Nk, Nq > Nk); strided (padded) layouts; M and ε given; refusals that must write
-// nothing; a created stream, CUDA-graph capture and the caller's current device.
+// several, Nq < Nk, Nq > Nk); strided (padded) layouts; M and ε given; with and without a workspace
+// (params.workspace: the segments' partial states, NaN on entry); refusals that must write nothing; a
+// created stream, CUDA-graph capture and the caller's current device.
 //
 //   test_cuda_linear [--quick] [--device cpu] [--verbose] [name filters...]
 //
@@ -45,8 +46,21 @@ struct Case {
     lref::Spec s;
     int dtype = ref::kBf16;
     bool padded = false;
+    bool workspace = false;       // params.workspace from the size query, 0xFF (NaN) on entry
+    bool expect_partials = false;  // ... and the kernels must have used it (several segments, on a GPU)
     uint64_t seed = 1;
 };
+
+// The linear scores' workspace for p and q: the size query's (on CUDA the fixed size of the header), 0xFF
+// bytes on entry.
+gt::Workspace linear_workspace(const fsig_attention_params& p, const fsig_tensor& q, int64_t d, bool cosformer) {
+    gt::Workspace ws(p, q);
+    const int64_t want = g_cuda ? 526 * (33 * (cosformer ? 2 * d : d) + 32) * 4 : 0;
+    EXPECT(ws.bytes == want, "the workspace size query gave %lld bytes, the header says %lld", (long long)ws.bytes,
+           (long long)want);
+    ws.fill_ff();
+    return ws;
+}
 
 fsig_attention_params params_for(const lref::Spec& s) {
     fsig_attention_params p = fsig_attention_params_default();
@@ -85,9 +99,11 @@ bool run_case(const Case& c) {
     q.host.store(qf), k.host.store(kf), v.host.store(vf), g.host.store(gf);
     for (const Tensor* t : {&q, &k, &v, &g}) t->upload();
     for (const Tensor* t : {&out, &dq, &dk, &dv}) poison(*t);
-    const fsig_attention_params p = params_for(s);
+    fsig_attention_params p = params_for(s);
     const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc(), to = out.desc(), tdq = dq.desc(),
                       tdk = dk.desc(), tdv = dv.desc();
+    gt::Workspace ws;
+    if (c.workspace) ws = linear_workspace(p, tq, s.d, s.map == lref::kCosformer), p = ws.attach(p);
     int st = fsig_attention_forward(&p, &tq, &tk, &tv, &to, nullptr, nullptr);
     EXPECT(st == FSIG_OK, "%s: forward returned %d: %s", c.name.c_str(), st, fsig_last_error());
     if (st != FSIG_OK) return false;
@@ -96,6 +112,8 @@ bool run_case(const Case& c) {
     if (st != FSIG_OK) return false;
     synchronize_or_die(c.name);
     for (const Tensor* t : {&out, &dq, &dk, &dv}) t->download();
+    if (c.expect_partials && g_cuda)
+        EXPECT(ws.touched(), "%s: the kernels left the workspace unused (one segment each?)", c.name.c_str());
 
     const auto q64 = tu::to_double(qf), k64 = tu::to_double(kf), v64 = tu::to_double(vf), g64v = tu::to_double(gf);
     // the four references at once (each spreads over its (batch, kv head) units too): on one thread they
@@ -146,15 +164,17 @@ std::vector<Case> matrix_cases() {
                         const Shape sh = shapes[idx % 8];
                         c.s.B = 1 + idx % 2, c.s.Nq = sh.Nq, c.s.Nk = sh.Nk, c.s.Hq = heads[hh][0], c.s.Hk = heads[hh][1];
                         c.s.d = d, c.s.map = map, c.s.causal = causal;
-                        c.dtype = dtype, c.padded = idx % 5 == 3, c.seed = 1000 + idx;
-                        c.name = th::format("lin%02d_%s%s_%s_d%lld_%lldx%lld_%s%s", idx, map_name(map),
+                        c.dtype = dtype, c.padded = idx % 5 == 3, c.workspace = idx % 4 < 2, c.seed = 1000 + idx;
+                        c.name = th::format("lin%02d_%s%s_%s_d%lld_%lldx%lld_%s%s%s", idx, map_name(map),
                                             causal ? "_causal" : "", ref::dtype_name(dtype), (long long)d,
-                                            (long long)sh.Nq, (long long)sh.Nk, head_names[hh], c.padded ? "_padded8" : "");
+                                            (long long)sh.Nq, (long long)sh.Nk, head_names[hh], c.padded ? "_padded8" : "",
+                                            c.workspace ? "_workspace" : "");
                         ++idx;
                         if (g_quick && idx % 6 != 1) continue;
                         cases.push_back(c);
                     }
-    // M and ε given (ε binding on some rows), and a long causal case spanning many segments
+    // M and ε given (ε binding on some rows), and long cases spanning many segments (the partial states
+    // in a workspace; causal and not)
     for (int map = 0; map < 2; ++map) {
         Case c;
         c.s.B = 1, c.s.Nq = 200, c.s.Nk = 300, c.s.Hq = 2, c.s.Hk = 1, c.s.d = 64, c.s.map = map, c.s.causal = 1;
@@ -164,8 +184,11 @@ std::vector<Case> matrix_cases() {
         cases.push_back(c);
         Case l;
         l.s.B = 1, l.s.Nq = 2048, l.s.Nk = 2048, l.s.Hq = 2, l.s.Hk = 2, l.s.d = 128, l.s.map = map, l.s.causal = 1;
-        l.seed = 2100 + map, l.dtype = ref::kBf16;
-        l.name = th::format("long_%s_causal_2048", map_name(map));
+        l.seed = 2100 + map, l.dtype = ref::kBf16, l.workspace = l.expect_partials = true;
+        l.name = th::format("long_%s_causal_2048_workspace", map_name(map));
+        if (!g_quick) cases.push_back(l);
+        l.s.causal = 0, l.s.Nq = 1500, l.s.Hk = 1, l.seed = 2200 + map, l.dtype = ref::kFp16;
+        l.name = th::format("long_%s_1500x2048_mqa_workspace", map_name(map));
         if (!g_quick) cases.push_back(l);
     }
     return cases;
@@ -181,16 +204,19 @@ TEST(linear_numerics) {
     std::printf("  %d case(s), %d failed\n", ran, failed);
 }
 
-// A small problem on the device, with helpers for the stream / graph test.
+// A small problem on the device, with helpers for the stream / graph test: long enough for two segments
+// per kernel, whose partial states go through a workspace (two launches per kernel).
 struct Small {
+    static constexpr int64_t kNq = 600, kNk = 577;
     Case c;
     Tensor q, k, v, g, out, dq, dk, dv;
     fsig_attention_params p;
+    gt::Workspace ws;
     explicit Small(int dtype, int64_t d) {
-        c.s.B = 1, c.s.Nq = 100, c.s.Nk = 77, c.s.Hq = 4, c.s.Hk = 2, c.s.d = d, c.s.causal = 1, c.dtype = dtype;
-        q = mirror(layout(c, 100, 4)), g = mirror(layout(c, 100, 4)), out = mirror(layout(c, 100, 4));
-        dq = mirror(layout(c, 100, 4));
-        k = mirror(layout(c, 77, 2)), v = mirror(layout(c, 77, 2)), dk = mirror(layout(c, 77, 2)), dv = mirror(layout(c, 77, 2));
+        c.s.B = 1, c.s.Nq = kNq, c.s.Nk = kNk, c.s.Hq = 4, c.s.Hk = 2, c.s.d = d, c.s.causal = 1, c.dtype = dtype;
+        q = mirror(layout(c, kNq, 4)), g = mirror(layout(c, kNq, 4)), out = mirror(layout(c, kNq, 4));
+        dq = mirror(layout(c, kNq, 4));
+        k = mirror(layout(c, kNk, 2)), v = mirror(layout(c, kNk, 2)), dk = mirror(layout(c, kNk, 2)), dv = mirror(layout(c, kNk, 2));
         ref::Rng rng(99);
         q.host.store(ref::random_values(rng, c.s.q_elems(), dtype));
         k.host.store(ref::random_values(rng, c.s.kv_elems(), dtype));
@@ -198,9 +224,11 @@ struct Small {
         g.host.store(ref::random_values(rng, c.s.q_elems(), dtype));
         for (const Tensor* t : {&q, &k, &v, &g}) t->upload();
         p = params_for(c.s);
+        if (dtype != ref::kFp32 && d % 64 == 0) ws = linear_workspace(p, q.desc(), d, true), p = ws.attach(p);
     }
     void poison_outputs() {
         for (const Tensor* t : {&out, &dq, &dk, &dv}) poison(*t);
+        ws.fill_ff();
     }
     int call(cudaStream_t stream) {
         const fsig_tensor tq = q.desc(), tk = k.desc(), tv = v.desc(), tg = g.desc(), to = out.desc(), tdq = dq.desc(),
@@ -230,6 +258,7 @@ TEST(linear_streams_graphs_device) {
     REQUIRE(s.call(nullptr) == FSIG_OK, "default stream: %s", fsig_last_error());
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<unsigned char> want = s.all_bytes();
+    EXPECT(s.ws.touched(), "two segments per kernel left the workspace unused");
     CUDA_OK(cudaGetDevice(&after));
     EXPECT(before == after, "the current device changed from %d to %d", before, after);
     s.poison_outputs();
@@ -285,13 +314,17 @@ TEST(linear_refusals) {
         const char* what;
         int dtype;
         int64_t d;
-        int tweak;  // 0 none, 1 q row stride 4 elements off, 2 q base + 2 bytes
+        int tweak;  // 0 none, 1 q row stride 4 elements off, 2 q base + 2 bytes; the workspace: 3 16 bytes
+                    // short, 4 its base + 8 bytes, 5 q's memory
         int status;
         const char* word;
     } bads[] = {{"fp32", ref::kFp32, 64, 0, FSIG_ERROR_UNSUPPORTED, "fp32"},
                 {"head dim 96", ref::kFp16, 96, 0, FSIG_ERROR_UNSUPPORTED, "head_dim"},
                 {"head stride", ref::kBf16, 64, 1, FSIG_ERROR_INVALID_STRIDE, "multiples of 8"},
-                {"misaligned q", ref::kBf16, 64, 2, FSIG_ERROR_MISALIGNED, "16-byte"}};
+                {"misaligned q", ref::kBf16, 64, 2, FSIG_ERROR_MISALIGNED, "16-byte"},
+                {"short workspace", ref::kBf16, 64, 3, FSIG_ERROR_BUFFER_TOO_SMALL, "params.workspace_bytes"},
+                {"misaligned workspace", ref::kFp16, 64, 4, FSIG_ERROR_MISALIGNED, "params.workspace ("},
+                {"workspace on q", ref::kBf16, 128, 5, FSIG_ERROR_ALIASING, "params.workspace overlaps"}};
     for (const Bad& b : bads) {
         Small s(b.dtype, b.d);
         fsig_tensor tq = s.q.desc();
@@ -300,7 +333,10 @@ TEST(linear_refusals) {
         const fsig_tensor tk = s.k.desc(), tv = s.v.desc(), tg = s.g.desc(), to = s.out.desc(), tdq = s.dq.desc(),
                           tdk = s.dk.desc(), tdv = s.dv.desc();
         fsig_tensor to2 = to, tg2 = tg, tdq2 = tdq;
-        if (b.tweak) to2.shape[1] = tg2.shape[1] = tdq2.shape[1] = 50;
+        if (b.tweak == 1 || b.tweak == 2) to2.shape[1] = tg2.shape[1] = tdq2.shape[1] = 50;
+        if (b.tweak == 3) s.p.workspace_bytes -= 16;
+        if (b.tweak == 4) s.p.workspace = static_cast<char*>(s.p.workspace) + 8;  // (refused before its extent)
+        if (b.tweak == 5) s.p.workspace = s.q.dev.get();
         s.poison_outputs();
         const std::vector<unsigned char> poisoned = s.all_bytes();
         int st = fsig_attention_forward(&s.p, &tq, &tk, &tv, &to2, nullptr, nullptr);

@@ -6,8 +6,9 @@
 //
 // Against false confidence: the emulator runs blocks and threads in a random order and NaN-fills shared
 // memory per block; outputs are poisoned and the bytes around every view must stay poisoned; the segment
-// count is varied (results must be bit-identical for 1, 2, 3, 5 segments, and for a second schedule of
-// the same count), and a negative control (a wrong M) must break the rule.
+// count is varied (without a workspace results must be bit-identical for 1, 2, 3, 5 segments; with one,
+// whose content on entry is NaN, each count within the rule and a second schedule of the same count
+// bit-identical), and a negative control (a wrong M) must break the rule.
 //
 //   test_linear_emulation [--verbose] [name filters...]
 #include <algorithm>
@@ -96,6 +97,7 @@ struct Case {
     bool bf16 = false;
     bool padded = false;
     int nseg = 0;  // 0: choose_segments, as the launcher does
+    bool partials = false;  // a workspace: the segments' partial states (kPartial, kCombine)
     uint64_t seed = 1;
 };
 
@@ -127,6 +129,9 @@ template <int Role, int D, bool COS, bool BF16>
 void emulate_kernel(lin::LinParams p, int nseg) {
     using G = lin::Cfg<Role, D, COS>;
     p.nseg = nseg > 0 ? nseg : lin::choose_segments(p, G::kSlices, lin::block_heads<Role>(p), G::kReverse ? p.seq_k : p.seq_q);
+    const int64_t blocks = int64_t(p.nseg) * G::kSlices * lin::block_heads<Role>(p) * p.batch;
+    REQUIRE(p.nseg == 1 || blocks <= lin::kMaxSegmentedBlocks, "%lld blocks need more workspace than the size query gives",
+            (long long)blocks);
     cudaError_t e = lin::launch_segments<Role, D, COS, BF16>(p, nullptr);
     if (e == cudaSuccess) e = cudaDeviceSynchronize();
     REQUIRE(e == cudaSuccess, "kernel %d failed: %s", Role, cudaGetErrorString(e));
@@ -184,6 +189,11 @@ Result run(const Case& c, const Inputs& in, double angle_factor = 1.0) {
     const std::vector<uint16_t> q0 = t.q.mem, k0 = t.k.mem, v0 = t.v.mem, g0 = t.dout.mem;
     lin::LinParams p = params_of(c, t);
     p.angle *= angle_factor;
+    std::vector<float> workspace;  // its content on entry must not matter: NaN
+    if (c.partials) {
+        workspace.assign(size_t(lin::linear_workspace_bytes(c.s.d, c.s.map == lref::kCosformer) / 4), NAN);
+        p.partials = workspace.data();
+    }
     emulate(c, p, false);
     emulate(c, p, true);
     EXPECT(t.q.mem == q0 && t.k.mem == k0 && t.v.mem == v0 && t.dout.mem == g0, "%s: an input changed", c.name.c_str());
@@ -250,10 +260,11 @@ std::vector<Case> matrix() {
                     c.s.B = 1 + idx % 2, c.s.Nq = sh.Nq, c.s.Nk = sh.Nk, c.s.Hq = heads[hh][0], c.s.Hk = heads[hh][1];
                     c.s.d = d, c.s.map = map, c.s.causal = causal;
                     c.bf16 = bf, c.padded = idx % 4 == 1, c.seed = 300 + idx;
-                    c.nseg = idx % 5 == 2 ? 3 : 0;
-                    c.name = th::format("emu%02d_%s%s_d%d_%s_%lldx%lld_%s%s%s", idx, map_name(map), causal ? "_causal" : "",
+                    c.nseg = idx % 5 == 2 || idx % 5 == 4 ? 3 : 0;
+                    c.partials = idx % 5 == 4;
+                    c.name = th::format("emu%02d_%s%s_d%d_%s_%lldx%lld_%s%s%s%s", idx, map_name(map), causal ? "_causal" : "",
                                         d, bf ? "bf16" : "fp16", (long long)sh.Nq, (long long)sh.Nk, head_names[hh],
-                                        c.padded ? "_padded8" : "", c.nseg ? "_seg3" : "");
+                                        c.padded ? "_padded8" : "", c.nseg ? "_seg3" : "", c.partials ? "_partials" : "");
                     cases.push_back(c);
                 }
     return cases;
@@ -265,8 +276,8 @@ TEST(emulated_linear_matrix) {
     for (const Case& c : matrix()) check_case(c);
 }
 
-// Several segments per row of blocks: causal prefixes recomputed by each segment, non-causal full state;
-// M and ε given (ε binding on some rows).
+// Several segments per row of blocks: the state before each recomputed by the segment, or added up from
+// partial sums in a workspace; M and ε given (ε binding on some rows).
 TEST(emulated_linear_segments_and_options) {
     int idx = 0;
     for (int map = 0; map < 2; ++map)
@@ -276,6 +287,10 @@ TEST(emulated_linear_segments_and_options) {
             c.bf16 = idx % 2, c.nseg = 4, c.seed = 700 + idx;
             c.name = th::format("segments4_%s%s_300x290", map_name(map), causal ? "_causal" : "");
             check_case(c);
+            c.partials = true;
+            c.name += "_partials";
+            check_case(c);
+            c.partials = false;
             Case e = c;
             e.s.Nq = 40, e.s.Nk = 75, e.s.length = map == lref::kCosformer ? 200 : 0, e.nseg = 2;
             e.s.epsilon = map == lref::kCosformer ? 40.0 : 120.0;
@@ -341,36 +356,81 @@ TEST(emulated_linear_epsilon_rows) {
         }
 }
 
-// The segment count changes which block computes what, never a bit of the result; nor does the order in
-// which blocks and threads run (the emulator's schedule differs on every launch: a thread reading what
-// another writes without a barrier between them would make the result depend on it).
+bool same_bits(const Result& a, const Result& b) {
+    auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
+        return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+    };
+    return same(a.out, b.out) && same(a.dq, b.dq) && same(a.dk, b.dk) && same(a.dv, b.dv);
+}
+
+Case segment_case(int map, int causal, const char* what) {
+    Case c;
+    c.s.B = 1, c.s.Nq = 250, c.s.Nk = 230, c.s.Hq = 4, c.s.Hk = 2, c.s.d = 64, c.s.map = map, c.s.causal = causal;
+    c.bf16 = causal, c.seed = 800 + map * 2 + causal;
+    c.name = th::format("%s_%s%s", what, map_name(map), causal ? "_causal" : "");
+    return c;
+}
+
+// Without a workspace the segment count changes which block computes what, never a bit of the result;
+// nor does the order in which blocks and threads run (the emulator's schedule differs on every launch: a
+// thread reading what another writes without a barrier between them would make the result depend on it).
 TEST(emulated_linear_segment_count_independence) {
     for (int map = 0; map < 2; ++map)
         for (int causal = 0; causal < 2; ++causal) {
-            Case c;
-            c.s.B = 1, c.s.Nq = 250, c.s.Nk = 230, c.s.Hq = 4, c.s.Hk = 2, c.s.d = 64, c.s.map = map, c.s.causal = causal;
-            c.bf16 = causal, c.seed = 800 + map * 2 + causal;
-            c.name = th::format("segcount_%s%s", map_name(map), causal ? "_causal" : "");
+            Case c = segment_case(map, causal, "segcount");
             if (!selected(c.name)) continue;
             const Inputs in = inputs_of(c);
             c.nseg = 1;
             const Result r1 = run(c, in);
             for (int nseg : {2, 3, 5}) {
                 c.nseg = nseg;
-                const Result rn = run(c, in);
-                auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
-                    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-                };
-                EXPECT(same(r1.out, rn.out) && same(r1.dq, rn.dq) && same(r1.dk, rn.dk) && same(r1.dv, rn.dv),
-                       "%s: %d segments give other bits than 1", c.name.c_str(), nseg);
+                EXPECT(same_bits(r1, run(c, in)), "%s: %d segments give other bits than 1", c.name.c_str(), nseg);
             }
             c.nseg = 1;
-            const Result rr = run(c, in);
-            auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
-                return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+            EXPECT(same_bits(r1, run(c, in)), "%s: another schedule of the same launch gives other bits", c.name.c_str());
+        }
+}
+
+// With a workspace (NaN on entry) each segment count is within the rule, and the same count gives the same
+// bits under another schedule and another workspace content: the partials are added in a fixed order and
+// every value read from the workspace was written by the launch before.
+TEST(emulated_linear_partials) {
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal)
+            for (int nseg : {2, 3, 5}) {
+                Case c = segment_case(map, causal, "partials");
+                c.partials = true, c.nseg = nseg;
+                c.name += th::format("_seg%d", nseg);
+                if (!selected(c.name)) continue;
+                check_case(c);
+                const Inputs in = inputs_of(c);
+                EXPECT(same_bits(run(c, in), run(c, in)), "%s: another schedule gives other bits", c.name.c_str());
+            }
+}
+
+// The work the segments cost (tensor-core FLOPs as the emulator counts them, forward and backward), against
+// one segment: with a workspace the partial pass adds at most one state update per chunk, (nseg − 1)/nseg
+// of an update pass causal (an update is ≈ 1/4.3 of a chunk's products: ≤ 1 + 1/4.3 in all) and nothing
+// without causal; recomputing the state before each segment costs more as the count grows (printed).
+TEST(emulated_linear_partials_work) {
+    for (int map = 0; map < 2; ++map)
+        for (int causal = 0; causal < 2; ++causal) {
+            Case c = segment_case(map, causal, "partials_work");
+            c.s.Nq = c.s.Nk = 512;  // 16 chunks: 8 segments of 2
+            if (!selected(c.name)) continue;
+            const Inputs in = inputs_of(c);
+            auto work = [&](int nseg, bool partials) {
+                c.nseg = nseg, c.partials = partials;
+                const uint64_t before = fsig::emu::work_counters().tensor_flops;
+                run(c, in);
+                return double(fsig::emu::work_counters().tensor_flops - before);
             };
-            EXPECT(same(r1.out, rr.out) && same(r1.dq, rr.dq) && same(r1.dk, rr.dk) && same(r1.dv, rr.dv),
-                   "%s: another schedule of the same launch gives other bits", c.name.c_str());
+            const double one = work(1, false), with = work(8, true) / one, without = work(8, false) / one;
+            std::printf("  %-32s 8 segments: %.3f x the work of one with a workspace, %.3f x without\n", c.name.c_str(),
+                        with, without);
+            const double bound = causal ? 1.0 + 1.0 / 4.3 : 1.0;
+            EXPECT(with <= bound + 1e-9 && with >= 1.0, "%s: 8 segments with a workspace take %.3f x the work of one "
+                   "(expected 1 .. %.3f)", c.name.c_str(), with, bound);
         }
 }
 

@@ -917,7 +917,7 @@ void check_baselines(const std::vector<Case>& cases) {
             CHECK(st1 == FSIG_OK && std::strcmp(fsig_last_error(), "") == 0, "CPU backward with a workspace: %d \"%s\"",
                   st1, fsig_last_error());
         }
-        {  // the workspace size: 0 for CPU tensors and wherever the fast CUDA path does not apply
+        {  // the workspace size: 0 for CPU tensors and wherever the fast CUDA path does not apply (linear: fixed)
             fsig_attention_params p = fsig_attention_params_default();
             fsig_tensor q{};
             q.ndim = 4, q.dtype = FSIG_DTYPE_FP16, q.device_type = FSIG_DEVICE_CUDA;
@@ -938,9 +938,14 @@ void check_baselines(const std::vector<Case>& cases) {
             CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,
                   "workspace size when deterministic: %lld (%s)", (long long)bytes, fsig_last_error());
             p = fsig_attention_params_default();
+            // the linear scores: the partial states of up to 526 blocks, 33 K + 32 floats each (K = 2d, d),
+            // deterministic or not
             p.score = FSIG_SCORE_COSFORMER;
-            CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,
+            CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 526 * (33 * 128 + 32) * 4,
                   "workspace size of cosformer: %lld (%s)", (long long)bytes, fsig_last_error());
+            p.score = FSIG_SCORE_LINEAR_ELU, p.deterministic = 1;
+            CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 526 * (33 * 64 + 32) * 4,
+                  "workspace size of linear_elu: %lld (%s)", (long long)bytes, fsig_last_error());
             p = fsig_attention_params_default();
             q.device_type = FSIG_DEVICE_CPU;
             CHECK(fsig_attention_backward_workspace_size(&p, &q, &bytes) == FSIG_OK && bytes == 0,

@@ -35,7 +35,8 @@ import java.util.Objects;
  *
  * <p>Besides the tensors, the two things a call runs with: the {@link #stream(CudaStream) stream} of a
  * CUDA call, and the {@link #workspace(BackwardWorkspace) workspace} of the CUDA backward (the fast
- * path's, a broadcast dbias's; the forward ignores it), so that one {@code AttentionExtras}, built once,
+ * path's, a broadcast dbias's, the linear scores' in both directions; other forwards ignore it), so that one
+ * {@code AttentionExtras}, built once,
  * serves every call of a training step.
  */
 public final class AttentionExtras {
@@ -105,7 +106,8 @@ public final class AttentionExtras {
     /**
      * The workspace of the CUDA backward (see {@link BackwardWorkspace}; null = none: the deterministic
      * kernels run, and a broadcast dbias is refused). It must be on q's device; an empty one (CPU,
-     * deterministic spec without a broadcast dbias) changes nothing. The forward ignores it.
+     * deterministic spec without a broadcast dbias) changes nothing. The forward ignores it, except that of
+     * the linear scores (their segments' partial states).
      */
     public AttentionExtras workspace(BackwardWorkspace workspace) {
         return new AttentionExtras(alibi, bias, mask, blockLayout, stream, workspace);

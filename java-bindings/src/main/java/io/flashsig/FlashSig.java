@@ -129,7 +129,9 @@ public final class FlashSig {
      * {@link #forward(AttentionSpec, Tensor, Tensor, Tensor, Tensor, Tensor)} with the ALiBi slopes,
      * bias, mask and block layout of {@code extras} (each optional; see {@link AttentionExtras}); the
      * scalar options (block sizes, strided, log-n) come from {@code spec}. The extension tensors are on
-     * q's device (CPU or CUDA); {@code extras.stream()} queues a CUDA call on that stream.
+     * q's device (CPU or CUDA); {@code extras.stream()} queues a CUDA call on that stream. The linear scores
+     * on CUDA use {@code extras.workspace()} when given (their segments' partial states: less work on long
+     * sequences; see {@link BackwardWorkspace}); every other forward ignores it.
      */
     public static void forward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
                                Tensor lse) {
@@ -142,22 +144,36 @@ public final class FlashSig {
         usable(out, "out");
         if (lse != null) usable(lse, "lse");
         usableExtras(x);
+        // only the linear scores' forward uses a workspace (their segments' partial states)
+        BackwardWorkspace ws = spec.score().isLinear() ? x.workspace() : null;
+        if (ws != null) usableWorkspace(ws, q);
         writable(out, "out");
         if (lse != null) writable(lse, "lse");
         MemorySegment stream = streamOf(x);
-        boolean critical = critical(q, forwardFlops(q, k));
         int status;
-        if (critical || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(lse) || onHeap(x))) {
-            status = invokeForward(critical, spec, x, stream, q, k, v, out, lse, null);
+        if (ws == null || ws.byteSize() == 0) {
+            status = forwardCall(spec.nativeParams(), spec, x, stream, q, k, v, out, lse);
         } else {
-            Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
-            try (Arena scratch = Arena.ofConfined()) {
-                MemorySegment[] d = scratchCopies(scratch, args, FORWARD_OUTPUTS);
-                status = invokeForward(false, spec, x, stream, q, k, v, out, lse, d);
-                if (status == 0) copyBack(args, d, FORWARD_OUTPUTS);
+            synchronized (ws) { // the workspace's params slot, as in backward
+                status = forwardCall(ws.params(spec.nativeParams()), spec, x, stream, q, k, v, out, lse);
             }
         }
         if (status != 0) throw nativeError(status);
+    }
+
+    /** The forward with params {@code p} (the spec's, or a workspace's copy): in place, or by the copy path. */
+    private static int forwardCall(MemorySegment p, AttentionSpec spec, AttentionExtras x, MemorySegment stream,
+                                   Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse) {
+        boolean critical = critical(q, forwardFlops(q, k));
+        if (critical || !(onHeap(q) || onHeap(k) || onHeap(v) || onHeap(out) || onHeap(lse) || onHeap(x)))
+            return invokeForward(critical, p, spec, x, stream, q, k, v, out, lse, null);
+        Object[] args = {q, k, v, out, lse, x.alibi(), x.bias(), x.mask(), x.blockLayout()};
+        try (Arena scratch = Arena.ofConfined()) {
+            MemorySegment[] d = scratchCopies(scratch, args, FORWARD_OUTPUTS);
+            int status = invokeForward(false, p, spec, x, stream, q, k, v, out, lse, d);
+            if (status == 0) copyBack(args, d, FORWARD_OUTPUTS);
+            return status;
+        }
     }
 
     /**
@@ -172,7 +188,8 @@ public final class FlashSig {
      *
      * <p>On CUDA, {@code extras.workspace()} selects the fast backward (one dK/dV kernel adding dQ with
      * atomics; see {@link BackwardWorkspace}) unless the spec is deterministic or {@code dbias} is given;
-     * without it the two deterministic kernels run. The CPU ignores a workspace.
+     * without it the two deterministic kernels run. The linear scores use it for their segments' partial
+     * states (deterministic either way). The CPU ignores a workspace.
      */
     public static void backward(AttentionSpec spec, AttentionExtras extras, Tensor q, Tensor k, Tensor v, Tensor out,
                                 Tensor dout, Tensor lse, Tensor dq, Tensor dk, Tensor dv, Tensor dbias) {
@@ -214,7 +231,8 @@ public final class FlashSig {
      * Bytes of the workspace that the fast CUDA backward needs for problems like {@code q}'s under {@code spec}:
      * B·Hq·Nq·w·4 (an fp32 dQ, w = 64, 128 or 256: the narrowest kernel width ≥ d) for a CUDA q, a softmax or
      * pointwise score and a non-deterministic spec; 0 where a backward would use none (a CPU q, a deterministic
-     * spec, the linear scores). Reads q's shape, dtype and device only. See {@link BackwardWorkspace} and
+     * spec). The linear scores on CUDA: 526·(33K + 32)·4 bytes whatever the shape (K = 2d cosFormer, d
+     * elu+1; 17.8 MB at d = 128 cosFormer), which serves their forward too. Reads q's shape, dtype and device only. See {@link BackwardWorkspace} and
      * {@link Cuda#allocateBackwardWorkspace(Arena, AttentionSpec, Tensor)}. The same as
      * {@link #backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)} with {@code dbias} null.
      */
@@ -519,9 +537,9 @@ public final class FlashSig {
      * one and each handle is a constant at its call site, so a call allocates nothing and the JIT can
      * inline the downcall; {@code scratch} (the copy path) replaces every data segment, else null.
      */
-    private static int invokeForward(boolean critical, AttentionSpec spec, AttentionExtras x, MemorySegment stream,
-                                     Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, MemorySegment[] scratch) {
-        MemorySegment p = spec.nativeParams();
+    private static int invokeForward(boolean critical, MemorySegment p, AttentionSpec spec, AttentionExtras x,
+                                     MemorySegment stream, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
+                                     MemorySegment[] scratch) {
         MemorySegment qd = data(q, scratch, 0), kd = data(k, scratch, 1), vd = data(v, scratch, 2);
         MemorySegment outd = data(out, scratch, 3), lsed = data(lse, scratch, 4);
         MemorySegment alibid = data(x.alibi(), scratch, 5), biasd = data(x.bias(), scratch, 6);

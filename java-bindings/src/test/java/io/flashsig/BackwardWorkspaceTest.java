@@ -69,8 +69,11 @@ class BackwardWorkspaceTest {
             // the dtype and GQA do not change it: an fp32 dQ of q's shape
             assertEquals(fp32Dq, FlashSig.backwardWorkspaceBytes(AttentionSpec.softmax(),
                     foreignDeviceTensor(DType.FP16, shape)));
-            assertEquals(0, FlashSig.backwardWorkspaceBytes(AttentionSpec.of(Score.COSFORMER), dev));
-            assertEquals(0, FlashSig.backwardWorkspaceBytes(AttentionSpec.of(Score.LINEAR_ELU).causal(), dev));
+            // the linear scores: the partial states of up to 526 blocks, 33K + 32 floats each (K = 2d, d)
+            assertEquals(526L * (33 * 128 + 32) * 4, FlashSig.backwardWorkspaceBytes(AttentionSpec.of(Score.COSFORMER), dev));
+            assertEquals(526L * (33 * 64 + 32) * 4,
+                    FlashSig.backwardWorkspaceBytes(AttentionSpec.of(Score.LINEAR_ELU).causal().deterministic(true), dev));
+            assertEquals(0, FlashSig.backwardWorkspaceBytes(AttentionSpec.of(Score.COSFORMER), cpu));
             // q's data are not read: its arena may be closed
             Tensor closed;
             try (Arena a = Arena.ofConfined()) {

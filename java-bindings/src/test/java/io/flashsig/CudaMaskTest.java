@@ -326,7 +326,7 @@ class CudaMaskTest {
                         "params.workspace of " + need + " bytes", "fsig_attention_backward_workspace_size_ex");
                 expect(Status.BUFFER_TOO_SMALL, () -> FlashSig.backward(s, onDevice.workspace(short16), dev[0], dev[1],
                         dev[2], softmax ? out : null, dev[3], lse, grads[0], grads[1], grads[2], grads[3]),
-                        "params.workspace_bytes is " + (need - 16) + " but this backward needs " + need,
+                        "params.workspace_bytes is " + (need - 16) + " but this call needs " + need,
                         "fsig_attention_backward_workspace_size_ex");
             }
             for (int i = 0; i < 4; i++) Cuda.copy(grads[i], back[i], stream);

@@ -172,11 +172,26 @@ class CudaTest {
         roundTrip(AttentionSpec.of(Score.SOFTMAX), true, new long[] {2, 45, 2, 200});
     }
 
+    /**
+     * The linear scores with a workspace (the size query's: the segments' partial states) in both directions:
+     * long enough for two segments per kernel, causal cosFormer and non-causal elu+1 against the CPU.
+     */
+    @Test
+    void linearScoresWithAWorkspaceAgreeWithTheCpu() {
+        assumeTrue(gpu(), "no CUDA device: the device round trip is skipped");
+        roundTrip(AttentionSpec.of(Score.COSFORMER).causal(), false, new long[] {1, 600, 2, 64}, true);
+        roundTrip(AttentionSpec.of(Score.LINEAR_ELU), false, new long[] {1, 520, 2, 64}, true);
+    }
+
     private static void roundTrip(AttentionSpec spec, boolean alibi) {
-        roundTrip(spec, alibi, SHAPE);
+        roundTrip(spec, alibi, SHAPE, false);
     }
 
     private static void roundTrip(AttentionSpec spec, boolean alibi, long[] shape) {
+        roundTrip(spec, alibi, shape, false);
+    }
+
+    private static void roundTrip(AttentionSpec spec, boolean alibi, long[] shape, boolean workspace) {
         Random r = new Random(3);
         long[] lseShape = {shape[0], shape[2], shape[1]};
         try (Arena arena = Arena.ofConfined(); CudaStream stream = CudaStream.create(GPU)) {
@@ -191,6 +206,7 @@ class CudaTest {
             Tensor devLse = softmax ? Cuda.allocate(arena, DType.FP32, GPU, lseShape) : null;
             for (int i = 0; i < 4; i++) Cuda.copy(host[i], dev[i], stream);
             AttentionExtras onDevice = AttentionExtras.none().stream(stream), onCpu = AttentionExtras.none();
+            if (workspace) onDevice = onDevice.workspace(Cuda.allocateBackwardWorkspace(arena, spec, dev[0]));
             if (alibi) {
                 float[] slopes = FlashSig.alibiSlopes((int) shape[2]);
                 Tensor hostSlopes = Tensor.allocate(arena, DType.FP32, shape[2]);
