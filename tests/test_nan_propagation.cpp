@@ -57,6 +57,9 @@ struct Problem {
         Rng rng(11 + uint64_t(s.score) * 7 + uint64_t(dtype));
         std::vector<float> qv = normals(rng, s.q_elems()), kv = normals(rng, s.kv_elems()),
                            vv = normals(rng, s.kv_elems()), g = normals(rng, s.q_elems());
+        // as the library sees them: the rules' score signs (relu) come from the rounded values
+        for (std::vector<float>* x : {&qv, &kv, &vv, &g})
+            for (float& e : *x) e = ref::round_to(dtype, e);
         Problem pr{s, dtype, source, at,
                    tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
                    tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
