@@ -198,7 +198,9 @@ FSIG_API int fsig_attention_backward_buffers(const fsig_attention_params* params
  * params.deterministic 0; 0 when the call would not use a workspace (CPU tensors, deterministic). The
  * linear scores on CUDA: 526 * (33 K + 32) * 4 whatever the shape (K = 2d cosFormer, d linear_elu; 17.8 MB
  * at d = 128 cosFormer), for their forward and backward alike: the partial states of up to 526 thread
- * blocks (the kernels split a sequence into segments only where fewer blocks would fill the GPU).
+ * blocks (the kernels split a sequence into segments only where fewer blocks would fill the GPU). A
+ * workspace given to a linear call must have at least that size (earlier builds of 0.3 ignored it there), so
+ * one shared with other calls takes the larger of their sizes.
  * q is the call's q descriptor (its shape and device are read, its data pointer is not). It does
  * not know the rest of the call: a backward with dbias runs the deterministic kernels and leaves the
  * workspace unused, and a dtype or head dim the CUDA kernels lack is refused by the call itself. */

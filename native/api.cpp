@@ -284,7 +284,7 @@ int check_params(const fsig_attention_params* params_in, fsig_attention_params* 
                     (long long)params->workspace_bytes);
     if ((params->workspace == nullptr) != (params->workspace_bytes == 0))
         return fail(FSIG_ERROR_INVALID_PARAMS,
-                    "params.workspace is %p but params.workspace_bytes is %lld: give both (the fast CUDA backward's "
+                    "params.workspace is %p but params.workspace_bytes is %lld: give both (the CUDA workspace's "
                     "memory and its size) or neither",
                     params->workspace, (long long)params->workspace_bytes);
     FSIG_CHECK(check_extension_params(*params));
@@ -852,13 +852,17 @@ FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params*
     for (int i = 0; i < 4; ++i)
         if (q->shape[i] < 1)
             return fail(FSIG_ERROR_INVALID_SHAPE, "q.shape[%d] is %lld but must be >= 1", i, (long long)q->shape[i]);
+    *bytes = 0;
+    if (q->device_type != FSIG_DEVICE_CUDA) return FSIG_OK;
+    if (fsig::is_linear(p.score)) {  // (d is capped at the widest linear kernel's: a wider one is refused by the call)
+        const int64_t d = q->shape[3] < 128 ? q->shape[3] : 128;
+        *bytes = fsig::cuda::lin::linear_workspace_bytes(d, p.score == FSIG_SCORE_COSFORMER);
+        return FSIG_OK;
+    }
     int64_t need = 0;
     if (!fsig::workspace_bytes_needed(q->shape, &need))
         return fail(FSIG_ERROR_INVALID_SHAPE, "q's shape has more elements than int64 can count in workspace bytes");
-    if (q->device_type != FSIG_DEVICE_CUDA) *bytes = 0;
-    else if (fsig::is_linear(p.score))
-        *bytes = fsig::cuda::lin::linear_workspace_bytes(q->shape[3], p.score == FSIG_SCORE_COSFORMER);
-    else *bytes = p.deterministic ? 0 : need;
+    *bytes = p.deterministic ? 0 : need;
     return FSIG_OK;
 }
 
@@ -866,6 +870,7 @@ FSIG_API int fsig_attention_backward_workspace_size_ex(const fsig_attention_para
                                                        const fsig_tensor* dbias, int64_t* bytes) {
     FSIG_CHECK(fsig_attention_backward_workspace_size(params, q, bytes));
     if (dbias == nullptr) return FSIG_OK;
+    const int64_t without_dbias = *bytes;
     *bytes = 0;
     if (dbias->ndim != 4)
         return fail(FSIG_ERROR_INVALID_SHAPE, "dbias.ndim is %d but must be 4 ([B|1, Hq|1, Nq|1, Nk])", dbias->ndim);
@@ -877,7 +882,11 @@ FSIG_API int fsig_attention_backward_workspace_size_ex(const fsig_attention_para
                         (long long)dbias->shape[i], kDims[i], (long long)full[i]);
     if (dbias->shape[3] < 1)
         return fail(FSIG_ERROR_INVALID_SHAPE, "dbias.shape[3] (Nk) is %lld but must be >= 1", (long long)dbias->shape[3]);
-    if (q->device_type != FSIG_DEVICE_CUDA || fsig::is_linear(params->score)) return FSIG_OK;  // (no bias there)
+    if (q->device_type != FSIG_DEVICE_CUDA) return FSIG_OK;
+    if (fsig::is_linear(params->score)) {  // (they take no dbias: the call refuses one; the size is theirs)
+        *bytes = without_dbias;
+        return FSIG_OK;
+    }
     if (!fsig::dbias_workspace_bytes(full[0], full[1], full[2], dbias->shape, bytes))
         return fail(FSIG_ERROR_INVALID_SHAPE, "dbias's partial sums have more bytes than int64 can count");
     return FSIG_OK;

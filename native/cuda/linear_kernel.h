@@ -113,7 +113,10 @@ struct Cfg {
     static constexpr int kRowMax = kScale + 4 * 4;              // [2][kC] fp32: |P| row maxima per column half
     static constexpr int kRowScale = kRowMax + 2 * kC * 4;      // [kC] fp32: 2^e of each row of P
     static constexpr int kBytes = kRowScale + kC * 4;
-    static constexpr int64_t kPartialFloats = partial_floats(K);  // one block's partial state in the workspace
+    // one block's partial state in the workspace: S in the registers' fragment order, then z, then w
+    static constexpr int kPartialZ = 32 * K, kPartialW = kPartialZ + K;
+    static constexpr int64_t kPartialFloats = partial_floats(K);
+    static_assert(kPartialW + kU == kPartialFloats, "linear_params.h's partial_floats is this layout's size");
     static_assert(K % 16 == 0, "features must fill whole k16 steps");
     static_assert(kShi % 16 == 0 && kSlo % 16 == 0 && kP % 16 == 0 && kUo % 16 == 0 && kB % 16 == 0,
                   "ldmatrix rows start on 16-byte boundaries");
@@ -711,8 +714,9 @@ FSIG_LIN_UNROLL
         for (int m = 0; m < kT; ++m)
 FSIG_LIN_UNROLL
             for (int e = 0; e < 4; ++e) dst[(4 * m + e) * kThreads + tid] = sacc[m][e];
-        for (int k = tid; k < K; k += kThreads) dst[32 * K + k] = z[k];
-        if (tid < kU) dst[33 * K + tid] = w[tid];
+        if (G::kDen)
+            for (int k = tid; k < K; k += kThreads) dst[G::kPartialZ + k] = z[k];
+        if (G::kOffset && tid < kU) dst[G::kPartialW + tid] = w[tid];
     };
     // the state before this segment: the partials of segments [0, nparts) added in order
     auto load_prefix = [&](int nparts) {
@@ -722,8 +726,9 @@ FSIG_LIN_UNROLL
             for (int m = 0; m < kT; ++m)
 FSIG_LIN_UNROLL
                 for (int e = 0; e < 4; ++e) sacc[m][e] += src[(4 * m + e) * kThreads + tid];
-            for (int k = tid; k < K; k += kThreads) z[k] += src[32 * K + k];
-            if (tid < kU) w[tid] += src[33 * K + tid];
+            if (G::kDen)
+                for (int k = tid; k < K; k += kThreads) z[k] += src[G::kPartialZ + k];
+            if (G::kOffset && tid < kU) w[tid] += src[G::kPartialW + tid];
         }
     };
 
@@ -734,8 +739,8 @@ FSIG_LIN_UNROLL
         const int t_begin = id.seg * per_seg, t_end = imin(nchunks, t_begin + per_seg);
         if (t_begin >= t_end) return;  // a trailing segment with no chunk (segment 0 always has one)
         auto chunk_at = [&](int v, Chunk* ch) { causal_chunk(p, kRev ? nchunks - 1 - v : v, kRev, ch); };
-        if (p.phase == kPartial) {  // this segment's chunks as state updates; the last segment's sum is never read
-            if (id.seg + 1 == p.nseg) return;
+        if (p.phase == kPartial) {  // this segment's chunks as state updates (no later segment reads the last one's)
+            if (t_end == nchunks) return;
             for (int v = t_begin; v < t_end; ++v) {
                 Chunk ch;
                 chunk_at(v, &ch);
@@ -764,7 +769,10 @@ FSIG_LIN_UNROLL
         }
         // kRecompute scans from chunk 0; kCombine starts at its own chunks from the partials before them
         int v_first = 0;
-        if (p.phase == kCombine) load_prefix(id.seg), v_first = t_begin;
+        if (p.phase == kCombine) {
+            load_prefix(id.seg);
+            v_first = t_begin;
+        }
         // the state before chunk t_begin is published before the first chunk with rows
         if (v_first == t_begin) publish(true, false);
         for (int v = v_first; v < t_end; ++v) {
@@ -843,8 +851,8 @@ __device__ __forceinline__ void reduce_row(const LinParams& p, int64_t row) {
 
 // Segments per (slice, head, batch): enough thread blocks for a large GPU (kTargetBlocks = 2 per SM of an
 // H100), at least 8 chunks per segment, at most 16 segments. A function of the problem alone.
-// rows: the row count of the kernel (Nq, or Nk for kDv/kDk); a non-causal segment recomputes the whole
-// state, a causal one the state before its chunks.
+// rows: the row count of the kernel (Nq, or Nk for kDv/kDk). Without a workspace a non-causal segment
+// recomputes the whole state, a causal one the state before its chunks (linear_params.h, Phase).
 FSIG_LIN_HD int choose_segments(const LinParams& p, int slices, int heads, int rows) {
     const int64_t base = int64_t(slices) * heads * p.batch;
     const int units = p.causal ? (p.seq_k + kC - 1) / kC : (rows + kC - 1) / kC;

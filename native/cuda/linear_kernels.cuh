@@ -40,7 +40,8 @@ cudaError_t launch_segments(LinParams p, cudaStream_t stream) {
         FSIG_LAUNCH(kernel, unsigned(blocks), kThreads, G::kBytes, stream, p);
         return cudaGetLastError();
     };
-    if (p.partials == nullptr || p.nseg == 1) return run(kRecompute);
+    // (the workspace holds kMaxSegmentedBlocks partials: choose_segments never asks for more)
+    if (p.partials == nullptr || p.nseg == 1 || blocks > kMaxSegmentedBlocks) return run(kRecompute);
     if (const cudaError_t e = run(kPartial); e != cudaSuccess) return e;
     return run(kCombine);
 }

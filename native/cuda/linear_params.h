@@ -1,6 +1,6 @@
 // Parameters of the CUDA linear-attention kernels (cosFormer and elu+1, DESIGN.md §4): plain C++, shared
-// by the kernels (linear_kernel.h), their host side (linear_runtime.cu) and the CPU emulation test
-// (tests/gpu/test_linear_emulation.cpp).
+// by the kernels (linear_kernel.h), their host side (linear_runtime.cu), the C ABI layer's workspace size
+// (native/api.cpp) and the CPU emulation test (tests/gpu/test_linear_emulation.cpp).
 #pragma once
 
 #include <cstdint>

@@ -331,12 +331,12 @@ std::vector<Case> catalogue(const fsig_capabilities& caps) {
         "params.workspace_bytes is -16 but must be >= 0");
     add("workspace_bytes without workspace (backward)", kBwd, F32, RELU,
         [](Fx&, Call& c) { c.params.workspace_bytes = 4096; }, PARAMS,
-        "params.workspace is (nil) but params.workspace_bytes is 4096: give both (the fast CUDA backward's memory and "
+        "params.workspace is (nil) but params.workspace_bytes is 4096: give both (the CUDA workspace's memory and "
         "its size) or neither");
     add("workspace without workspace_bytes (forward)", kFwd, F32, SM,
         [](Fx& f, Call& c) { c.msg_ptr = c.params.workspace = f.block("ws", 64, false, FSIG_DTYPE_FP32)->payload; },
         PARAMS,
-        "params.workspace is {ptr} but params.workspace_bytes is 0: give both (the fast CUDA backward's memory and "
+        "params.workspace is {ptr} but params.workspace_bytes is 0: give both (the CUDA workspace's memory and "
         "its size) or neither");
     for (size_t at : {size_t(0), size_t(15)}) {
         add(fmt("newer header sets unknown byte %zu", psize + at), kFwd, F32, SM,
@@ -985,8 +985,9 @@ void check_baselines(const std::vector<Case>& cases) {
             CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, &dbias, &bytes) == FSIG_OK && bytes == 0,
                   "workspace size with dbias on the CPU: %lld (%s)", (long long)bytes, fsig_last_error());
             q.device_type = FSIG_DEVICE_CUDA;
-            p.score = FSIG_SCORE_COSFORMER;  // the linear scores take no bias: no workspace either
-            CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, &dbias, &bytes) == FSIG_OK && bytes == 0,
+            p.score = FSIG_SCORE_COSFORMER;  // the linear scores take no bias (the call refuses it): their own size
+            CHECK(fsig_attention_backward_workspace_size_ex(&p, &q, &dbias, &bytes) == FSIG_OK &&
+                      bytes == 526 * (33 * 128 + 32) * 4,
                   "workspace size with dbias for cosformer: %lld (%s)", (long long)bytes, fsig_last_error());
         }
         struct {

@@ -6,9 +6,9 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
- * Scratch memory for the fast CUDA backward (and for a broadcast bias gradient, and for the linear scores'
- * forward and backward; below): an fp32 dQ of B·Hq·Nq·w
- * floats (w = 64, 128 or 256: the narrowest kernel width ≥ d) in the memory of the call's device, into which one
+ * Scratch memory in the memory of the call's device for the fast CUDA backward (and for a broadcast bias
+ * gradient, and for the linear scores' forward and backward; below). For the fast backward it is an fp32 dQ of
+ * B·Hq·Nq·w floats (w = 64, 128 or 256: the narrowest kernel width ≥ d), into which one
  * dK/dV kernel adds each key tile's share of dQ with atomics (the header's {@code params.workspace}; DESIGN.md
  * §5). Without one, or with {@link AttentionSpec#deterministic(boolean) deterministic} specs, or when
  * {@code dbias} is asked for, the CUDA backward runs its two deterministic kernels instead. dK and dV are the
@@ -27,7 +27,8 @@ import java.lang.foreign.MemorySegment;
  * segments after it start from those sums, without one each segment recomputes the state before it (more
  * work as the sequence grows: 2.3× the minimum at 5 segments without causal). Their forward and backward both
  * use it; its size is fixed by the head dim and the score ({@link FlashSig#backwardWorkspaceBytes(AttentionSpec,
- * Tensor)}: at most 17.8 MB). Both ways are deterministic; their results differ in the last bits.
+ * Tensor)}: ≈ 17.8 MB at most). Both ways are deterministic; their results differ in the last bits. A workspace
+ * sized for another score's backward is refused by a linear call when it is smaller than that.
  *
  * <p>Allocate one once, outside the training loop, and pass it with every backward through
  * {@link AttentionExtras#workspace(BackwardWorkspace)}; a call then allocates nothing:
@@ -42,17 +43,17 @@ import java.lang.foreign.MemorySegment;
  *
  * <ul>
  * <li><b>Size.</b> {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor)}: B·Hq·Nq·w·4 for a CUDA q,
- * a softmax or pointwise score and a non-deterministic spec; the linear scores' fixed size above; 0 otherwise
- * (CPU tensors, deterministic specs). With a broadcast dbias,
+ * a softmax or pointwise score and a non-deterministic spec; 0 for CPU tensors and deterministic specs of those
+ * scores; the linear scores' fixed size above for a CUDA q, deterministic or not. With a broadcast dbias,
  * {@link FlashSig#backwardWorkspaceBytes(AttentionSpec, Tensor, Tensor)}: B·Hq·G·Nk·4, G = Nq when dbias
  * keeps Nq and ⌈Nq/16⌉ when it broadcasts Nq; 0 for a full-shaped dbias or CPU tensors. A larger
  * workspace serves smaller problems too, so one sized for the largest batch and sequence length — and,
  * where calls with and without dbias share it, the larger of the two sizes — serves them all
  * ({@link Cuda#allocateBackwardWorkspace(Arena, Device, long)}); a smaller one fails the call with
  * {@link FlashSigException.Status#BUFFER_TOO_SMALL} naming {@code params.workspace_bytes}.</li>
- * <li><b>Empty workspaces.</b> A workspace of 0 bytes (what a CPU device or a deterministic spec gets) is
- * accepted by every call and changes nothing: the call runs as without one. So code that runs on the CPU or
- * the GPU can allocate and pass a workspace either way.</li>
+ * <li><b>Empty workspaces.</b> A workspace of 0 bytes (what a CPU device or a deterministic softmax or pointwise
+ * spec gets) is accepted by every call and changes nothing: the call runs as without one. So code that runs on
+ * the CPU or the GPU can allocate and pass a workspace either way.</li>
  * <li><b>Device.</b> A workspace serves calls on its own device (q's): another device gives
  * {@link FlashSigException.Status#INVALID_DEVICE} naming {@code workspace}, before the native call.</li>
  * <li><b>Sharing.</b> Calls queued one after another on one stream may share a workspace (each call
