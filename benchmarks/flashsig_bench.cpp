@@ -522,7 +522,7 @@ struct Problem {
         // directions (their segments' partial states), unless the deterministic path (without one) is asked for
         const bool linear = c.score == FSIG_SCORE_COSFORMER || c.score == FSIG_SCORE_LINEAR_ELU;
         int64_t ws_bytes = 0;
-        if ((bwd || linear) && !(linear && c.deterministic) &&
+        if ((linear ? !c.deterministic : bwd) &&
             fsig_attention_backward_workspace_size(&params, &tq, &ws_bytes) == FSIG_OK && ws_bytes > 0) {
             workspace = Buffer(size_t(ws_bytes), c.cuda);
             params.workspace = workspace.dev, params.workspace_bytes = ws_bytes;

@@ -854,9 +854,8 @@ FSIG_API int fsig_attention_backward_workspace_size(const fsig_attention_params*
             return fail(FSIG_ERROR_INVALID_SHAPE, "q.shape[%d] is %lld but must be >= 1", i, (long long)q->shape[i]);
     *bytes = 0;
     if (q->device_type != FSIG_DEVICE_CUDA) return FSIG_OK;
-    if (fsig::is_linear(p.score)) {  // (d is capped at the widest linear kernel's: a wider one is refused by the call)
-        const int64_t d = q->shape[3] < 128 ? q->shape[3] : 128;
-        *bytes = fsig::cuda::lin::linear_workspace_bytes(d, p.score == FSIG_SCORE_COSFORMER);
+    if (fsig::is_linear(p.score)) {
+        *bytes = fsig::cuda::lin::linear_workspace_bytes(q->shape[3], p.score == FSIG_SCORE_COSFORMER);
         return FSIG_OK;
     }
     int64_t need = 0;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #endif
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -140,7 +141,8 @@ int64_t count_unexpected(const std::vector<float>& x, int64_t n, int64_t heads, 
 
 // Where one NaN in an input must show in O, softmax's LSE, dQ, dK and dV, and where it must not
 // (test_nan_propagation on the CPU; test_cuda_forward's nan_propagates and test_cuda_backward's nan_backward).
-// The NaN is in q or dO at (row `at`, head 0, column `col`), or in k or v at (key `at`, column `col`); one kv
+// The NaN is in q or dO at (row `at`, head 0, column(source)), or in k or v at (key `at`, column(source)): a
+// different column per input, so that a NaN found in the wrong column shows; place() puts it there. One kv
 // head (Hk = 1); causal or not decides which (row, key) pairs are seen. Rules:
 // - a NaN score S reaches dS under softmax, sigmoid, gelu and softplus; relu and relu2 take dS = 0 where S is
 //   not > 0 (the where-form; PyTorch's relu(S)² would pass a NaN S on), identity never reads S (`nan_s_to_ds`);
@@ -165,10 +167,11 @@ inline const char* nan_in_name(NanIn source) {
 
 class NanRules {
 public:
+    static int64_t column(NanIn source) { return source == NanIn::kKey ? 5 : source == NanIn::kValue ? 7 : 3; }
+
     // q, k: dense [1, Nq, Hq, d] and [1, Nk, 1, d] values without the NaN (they give relu's signs)
-    NanRules(NanIn source, const ref::Spec& s, int64_t at, int64_t col, const std::vector<float>& q,
-             const std::vector<float>& k)
-        : source_(source), s_(s), at_(at), col_(col),
+    NanRules(NanIn source, const ref::Spec& s, int64_t at, const std::vector<float>& q, const std::vector<float>& k)
+        : source_(source), s_(s), at_(at), col_(column(source)),
           softmax_(s.score == ref::kSoftmax),
           nan_s_to_ds_(s.score != ref::kRelu && s.score != ref::kRelu2 && s.score != ref::kIdentity) {
         // (softmax's "every key" rules need a row that sees every key: bottom-right causal or none, Nk >= Nq;
@@ -184,6 +187,12 @@ public:
         if (source == NanIn::kValue)
             for (int64_t i = 0; i < s.Nq; ++i)
                 for (int64_t h = 0; h < s.Hq; ++h) nan_dp_ds_.push_back(nan_dp_to_ds(q, k, i, h, at));
+    }
+
+    // The NaN into the source's dense values ([1, Nq, Hq, d] for q and dO, [1, Nk, 1, d] for k and v)
+    void place(std::vector<float>& values) const {
+        const bool kv = source_ == NanIn::kKey || source_ == NanIn::kValue;
+        values.at(size_t(at_ * (kv ? s_.Hk : s_.Hq) * s_.d + col_)) = std::numeric_limits<float>::quiet_NaN();
     }
 
     Expect out(int64_t i, int64_t h, int64_t c) const {

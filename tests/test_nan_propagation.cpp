@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <initializer_list>
-#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,16 +31,13 @@ Spec spec(int score) {
     return s;
 }
 
-// The NaN's column: a different one per input, so that a NaN found in the wrong column shows
-int64_t nan_column(NanIn source) { return source == NanIn::kKey ? 5 : source == NanIn::kValue ? 7 : 3; }
-
 std::vector<float> normals(Rng& rng, size_t n) {
     std::vector<float> x(n);
     for (float& e : x) e = float(rng.normal());
     return x;
 }
 
-// Random inputs in dtype with one NaN in `source` at `at` (head 0, nan_column), the forward's O and LSE, and
+// Random inputs in dtype with one NaN in `source` at `at` (head 0, NanRules::column), the forward's O and LSE, and
 // the rules (computed from the inputs without the NaN); out is empty when the forward failed.
 struct Problem {
     Spec s;
@@ -66,11 +62,8 @@ struct Problem {
                    tu::make_view(dtype, tu::kContiguous, s.B, s.Nk, s.Hk, s.d),
                    tu::make_view(dtype, tu::kContiguous, s.B, s.Nq, s.Hq, s.d),
                    tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq), {},
-                   tu::NanRules(source, s, at, nan_column(source), qv, kv)};
-        const int64_t row_elems = (source == NanIn::kKey || source == NanIn::kValue ? s.Hk : s.Hq) * s.d;
-        std::vector<float>& poisoned = source == NanIn::kDout ? g : source == NanIn::kQuery ? qv
-                                                                 : source == NanIn::kKey   ? kv : vv;
-        poisoned[size_t(at * row_elems + nan_column(source))] = std::numeric_limits<float>::quiet_NaN();
+                   tu::NanRules(source, s, at, qv, kv)};
+        pr.rules.place(source == NanIn::kDout ? g : source == NanIn::kQuery ? qv : source == NanIn::kKey ? kv : vv);
         pr.q.store(qv), pr.k.store(kv), pr.v.store(vv), pr.dout = std::move(g);
         tu::poison(pr.out), tu::poison(pr.lse);
         const fsig_attention_params p = tu::params_for(s);

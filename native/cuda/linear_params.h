@@ -39,11 +39,16 @@ constexpr int64_t kMaxSegmentedBlocks = 2 * kTargetBlocks - 2;
 // fp32 values of one block's partial state: S (K × 32, in the registers' fragment order), z (K), w (32).
 constexpr int64_t partial_floats(int64_t k) { return 33 * k + 32; }
 
+// The widest head dim of the linear kernels (linear_kernels.cuh instantiates 64 and 128).
+constexpr int64_t kMaxHeadDim = 128;
+
 // Bytes of the workspace that lets every kernel of a linear-attention call (forward or backward) use the
 // kPartial/kCombine scan: the largest K is the feature width (2d cosFormer, d elu+1). A function of the
-// head dim and the map alone (≤ 17.8 MB, at d = 128 cosFormer), so that q's shape need not be known.
+// head dim and the map alone (≤ 17.8 MB, at d = 128 cosFormer), so that q's shape need not be known. A
+// wider head dim counts as kMaxHeadDim: the call refuses it by its head dim, not by its workspace.
 constexpr int64_t linear_workspace_bytes(int64_t head_dim, bool cosformer) {
-    return kMaxSegmentedBlocks * partial_floats(cosformer ? 2 * head_dim : head_dim) * 4;
+    const int64_t d = head_dim < kMaxHeadDim ? head_dim : kMaxHeadDim;
+    return kMaxSegmentedBlocks * partial_floats(cosformer ? 2 * d : d) * 4;
 }
 
 struct LinParams {

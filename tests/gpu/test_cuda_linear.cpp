@@ -55,7 +55,8 @@ struct Case {
 // bytes on entry.
 gt::Workspace linear_workspace(const fsig_attention_params& p, const fsig_tensor& q, int64_t d, bool cosformer) {
     gt::Workspace ws(p, q);
-    const int64_t want = g_cuda ? 526 * (33 * (cosformer ? 2 * d : d) + 32) * 4 : 0;
+    const int64_t kd = d < 128 ? d : 128;  // (a wider head dim, refused by the call, is sized as 128)
+    const int64_t want = g_cuda ? 526 * (33 * (cosformer ? 2 * kd : kd) + 32) * 4 : 0;
     EXPECT(ws.bytes == want, "the workspace size query gave %lld bytes, the header says %lld", (long long)ws.bytes,
            (long long)want);
     ws.fill_ff();
@@ -306,8 +307,9 @@ TEST(linear_streams_graphs_device) {
     }
 }
 
-// Refused with a message naming the rule, nothing written: fp32, head dim 96, a stride not a multiple of
-// 8, a misaligned base.
+// Refused with a message naming the rule, nothing written: fp32, head dims 96 and 256 (the latter with the
+// workspace its size query gives: refused by its head dim, not by the workspace), a stride not a multiple of
+// 8, a misaligned base, a short, misaligned or overlapping workspace.
 TEST(linear_refusals) {
     if (!g_cuda) return;
     struct Bad {
@@ -320,6 +322,7 @@ TEST(linear_refusals) {
         const char* word;
     } bads[] = {{"fp32", ref::kFp32, 64, 0, FSIG_ERROR_UNSUPPORTED, "fp32"},
                 {"head dim 96", ref::kFp16, 96, 0, FSIG_ERROR_UNSUPPORTED, "head_dim"},
+                {"head dim 256", ref::kBf16, 256, 0, FSIG_ERROR_UNSUPPORTED, "head_dim"},
                 {"head stride", ref::kBf16, 64, 1, FSIG_ERROR_INVALID_STRIDE, "multiples of 8"},
                 {"misaligned q", ref::kBf16, 64, 2, FSIG_ERROR_MISALIGNED, "16-byte"},
                 {"short workspace", ref::kBf16, 64, 3, FSIG_ERROR_BUFFER_TOO_SMALL, "params.workspace_bytes"},
