@@ -21,9 +21,10 @@
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
 #   profile                ncu on the forward and backward kernels at d = 128, both kernel families
-#   bench_linear bench_masks   cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k (and
-#                          without the workspace: its segments then recompute their prefixes); ALiBi
-#                          overhead and block-sparse time vs density at 16k
+#   bench_linear           cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k (and
+#                          without the workspace: its segments then recompute their prefixes)
+#   profile_linear         ncu on the linear-attention kernels (cosFormer causal at 16k, both paths)
+#   bench_masks            ALiBi overhead and block-sparse time vs density at 16k
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
@@ -39,7 +40,7 @@ build=$(realpath -m "${1:-build-gpu}")
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward masks_wgmma sdpa bench_wgmma profile bench_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward masks_wgmma sdpa bench_wgmma profile bench_linear profile_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
 deadline=$((SECONDS + budget))
 [[ -n ${LOGS:-} ]] || rm -rf "$logs"  # this call's logs only (an earlier call's came back with it)
 mkdir -p "$out" "$logs"
@@ -166,6 +167,15 @@ step bench_linear 120 bash -c '"$0" --device cuda --dtype bf16 --batch 1 --heads
   --warmup 2 --iters 10 --csv "$1" && "$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 --seq 16384 \
   --causal both --score cosformer --pass fwd,fwdbwd --bwd-path both --warmup 2 --iters 10 --csv "$1"' \
   "$bench" "$logs/bench_linear.csv"
+# why cosFormer's forward ran 2.3-4.6x slower than predicted on the first run (benchmarks/NOTES.md): ncu on its
+# causal forward at 16k with the workspace (kPartial, kCombine) and without (one launch) — tensor-pipe use,
+# stall reasons (barriers? the operand loads?), occupancy — and on the backward's five kernels
+step profile_linear 90 bash -c 'ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -n 1)
+  [[ -n $ncu ]] || { echo "no ncu on this machine"; exit 77; }
+  "$ncu" --clock-control none -k "regex:linear_" --launch-count 20 --section SpeedOfLight \
+  --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+  --section LaunchStats --section SourceCounters "$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 \
+  --seq 16384 --causal 1 --score cosformer --pass fwd,fwdbwd --bwd-path both --warmup 0 --iters 1' "$bench"
 # issue 9: ALiBi overhead and block-sparse time vs density at N = 16k, on the mma.sync and the wgmma kernels
 step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done' \
   "$build/benchmarks/cuda-masks-bench"
