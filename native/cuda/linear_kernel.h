@@ -300,26 +300,35 @@ __host__ __device__ constexpr int source_groups(int kind) {
 }
 
 // Group g (8 elements, one 16-byte load: strides and bases are multiples of 8 elements, DESIGN §3) of
-// the source row of the operand row `kind` at index idx of head h, transformed and written into the
-// operand row dst (16-bit): features write φ(x)·sin θ at 8g and φ(x)·cos θ at D + 8g (cosFormer), the
-// q-dim slice's u the halves at 8g and QSlice + 8g; kQn, kGn are scaled by n1, kGs, kQq by n2 (fill_info).
-// valid = false: zeros.
-// info = that row's fill_info values at stride kC.
-template <int D, bool COS, bool BF16>
-__device__ __forceinline__ void stage8(const LinParams& p, int kind, int b, int h, int idx, int g, int slice,
-                                       const float* info, uint16_t* dst, bool valid) {
-    using Dm = Dims<D, COS>;
-    const bool feature = kind == kQf || kind == kQn || kind == kKf;
+// the source row of the operand row `kind` at index idx of head h, as raw 16-bit values; zeros where not
+// valid (nothing read). A thread fetches all its groups of a chunk before staging any (load in run_block),
+// so that their memory latencies overlap.
+template <int D, bool COS>
+__device__ __forceinline__ uint4 fetch8(const LinParams& p, int kind, int b, int h, int idx, int g, int slice,
+                                        bool valid) {
+    if (!valid) return make_uint4(0u, 0u, 0u, 0u);
     const bool qslice = kind == kKq || kind == kQq;
-    const bool mapped = feature || qslice;  // φ and the angles apply
     const LinTensor& t = kind == kKf || kind == kKq ? p.k
                          : kind == kV || kind == kVs ? p.v
                          : kind == kG || kind == kGn || kind == kGs ? p.dout
                                                                     : p.q;
-    const int col = 8 * g + (kind == kVs || kind == kGs ? slice * kValSlice : qslice ? slice * Dm::QSlice : 0);
+    const int col = 8 * g + (kind == kVs || kind == kGs ? slice * kValSlice : qslice ? slice * Dims<D, COS>::QSlice : 0);
+    return *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(t.data) + row_off(t, b, idx, h) + col);
+}
+
+// Group g of an operand row of kind `kind` from its fetched values `raw`, transformed and written into the
+// operand row dst (16-bit): features write φ(x)·sin θ at 8g and φ(x)·cos θ at D + 8g (cosFormer), the
+// q-dim slice's u the halves at 8g and QSlice + 8g; kQn, kGn are scaled by n1, kGs, kQq by n2 (fill_info).
+// valid = false: zeros (φ(0) is 1 for elu+1, so not from raw's zeros).
+// info = that row's fill_info values at stride kC.
+template <int D, bool COS, bool BF16>
+__device__ __forceinline__ void stage8(int kind, uint4 raw, int g, const float* info, uint16_t* dst, bool valid) {
+    using Dm = Dims<D, COS>;
+    const bool feature = kind == kQf || kind == kQn || kind == kKf;
+    const bool qslice = kind == kKq || kind == kQq;
+    const bool mapped = feature || qslice;  // φ and the angles apply
     float x[8];
     if (valid) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(t.data) + row_off(t, b, idx, h) + col);
         const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 FSIG_LIN_UNROLL
         for (int e = 0; e < 4; ++e) {
@@ -334,12 +343,12 @@ FSIG_LIN_UNROLL
         for (int e = 0; e < 8; ++e) x[e] = 0.f;
     }
     auto put = [&](int at, float factor) {
-        uint4 raw;
-        raw.x = uint32_t(to16<BF16>(x[0] * factor)) | uint32_t(to16<BF16>(x[1] * factor)) << 16;
-        raw.y = uint32_t(to16<BF16>(x[2] * factor)) | uint32_t(to16<BF16>(x[3] * factor)) << 16;
-        raw.z = uint32_t(to16<BF16>(x[4] * factor)) | uint32_t(to16<BF16>(x[5] * factor)) << 16;
-        raw.w = uint32_t(to16<BF16>(x[6] * factor)) | uint32_t(to16<BF16>(x[7] * factor)) << 16;
-        *reinterpret_cast<uint4*>(dst + at) = raw;
+        uint4 packed;
+        packed.x = uint32_t(to16<BF16>(x[0] * factor)) | uint32_t(to16<BF16>(x[1] * factor)) << 16;
+        packed.y = uint32_t(to16<BF16>(x[2] * factor)) | uint32_t(to16<BF16>(x[3] * factor)) << 16;
+        packed.z = uint32_t(to16<BF16>(x[4] * factor)) | uint32_t(to16<BF16>(x[5] * factor)) << 16;
+        packed.w = uint32_t(to16<BF16>(x[6] * factor)) | uint32_t(to16<BF16>(x[7] * factor)) << 16;
+        *reinterpret_cast<uint4*>(dst + at) = packed;
     };
     if (COS && mapped) {
         const int half = feature ? D : Dm::QSlice;
@@ -442,8 +451,17 @@ FSIG_LIN_UNROLL
     auto col_head = [&](int g) { return kRev ? row_head * p.group + g : row_head / p.group; };
 
     // Row and column information, then the 16-bit operand tiles (zero past the chunk's end, so that
-    // ragged rows and columns contribute exact zeros).
+    // ragged rows and columns contribute exact zeros). After fill_info, each thread fetches every 16-byte
+    // group it stages (groups tid, tid + kThreads, … of each operand), all in flight at once, then stages
+    // them. (Fetched and staged one at a time, as before, a chunk waited out up to 9 memory round trips in
+    // a row: each load came after the previous group's shared store. fill_info in between the fetch and
+    // the staging needed more than 255 registers in the cosFormer d = 128 kernels.)
     auto load = [&](const Chunk& ch, bool rows, bool cols, int g) {
+        constexpr int nA = source_groups<D, COS>(Kd::A), nB = source_groups<D, COS>(Kd::B),
+                      nU = source_groups<D, COS>(Kd::U);
+        constexpr int kPerA = (kC * nA + kThreads - 1) / kThreads, kPerB = (kC * nB + kThreads - 1) / kThreads,
+                      kPerU = (kC * nU + kThreads - 1) / kThreads;
+        const int hc = col_head(g);
         if (tid < kC) {
             if (rows && tid < ch.nr)
                 fill_info<D, COS>(p, rinfo, tid, ch.rpos0 + tid, needs_stats(Kd::A), b, ch.r0 + tid, row_head, rep);
@@ -451,26 +469,48 @@ FSIG_LIN_UNROLL
             const int c = tid - kC;
             if (c < ch.nc)
                 fill_info<D, COS>(p, cinfo, c, ch.cpos0 + c, needs_stats(Kd::B) || needs_stats(Kd::U), b, ch.c0 + c,
-                                  col_head(g), rep);
+                                  hc, rep);
         }
         __syncthreads();
-        constexpr int nA = source_groups<D, COS>(Kd::A), nB = source_groups<D, COS>(Kd::B),
-                      nU = source_groups<D, COS>(Kd::U);
-        if (rows)
-            for (int e = tid; e < kC * nA; e += kThreads) {
-                const int r = e / nA;
-                stage8<D, COS, BF16>(p, Kd::A, b, row_head, ch.r0 + r, e - r * nA, slice, rinfo + r, A + r * G::kLdK,
-                                     r < ch.nr);
-            }
-        const int hc = col_head(g);
+        uint4 ra[kPerA], rb[kPerB], ru[kPerU];
+        auto stage_rows = [&]() {
+            if (rows)
+FSIG_LIN_UNROLL
+                for (int i = 0; i < kPerA; ++i) {
+                    const int e = tid + i * kThreads, r = e / nA;
+                    if (e < kC * nA)
+                        stage8<D, COS, BF16>(Kd::A, ra[i], e - r * nA, rinfo + r, A + r * G::kLdK, r < ch.nr);
+                }
+        };
+FSIG_LIN_UNROLL
+        for (int i = 0; i < kPerA; ++i) {
+            const int e = tid + i * kThreads, r = e / nA;
+            ra[i] = fetch8<D, COS>(p, Kd::A, b, row_head, ch.r0 + r, e - r * nA, slice, rows && e < kC * nA && r < ch.nr);
+        }
+        // (cosFormer's kDv at d = 128 on sm_80 has no register left for the row groups beside the column ones)
+        constexpr bool kRowsFirst = Role == kDv && COS && D == 128;
+        if (kRowsFirst) stage_rows();
+FSIG_LIN_UNROLL
+        for (int i = 0; i < kPerB; ++i) {
+            const int e = tid + i * kThreads, c = e / nB;
+            rb[i] = fetch8<D, COS>(p, Kd::B, b, hc, ch.c0 + c, e - c * nB, slice, cols && e < kC * nB && c < ch.nc);
+        }
+FSIG_LIN_UNROLL
+        for (int i = 0; i < kPerU; ++i) {
+            const int e = tid + i * kThreads, c = e / nU;
+            ru[i] = fetch8<D, COS>(p, Kd::U, b, hc, ch.c0 + c, e - c * nU, slice, cols && e < kC * nU && c < ch.nc);
+        }
+        if (!kRowsFirst) stage_rows();
         if (cols) {
-            for (int e = tid; e < kC * nB; e += kThreads) {
-                const int c = e / nB;
-                stage8<D, COS, BF16>(p, Kd::B, b, hc, ch.c0 + c, e - c * nB, slice, cinfo + c, Bm + c * G::kLdK, c < ch.nc);
+FSIG_LIN_UNROLL
+            for (int i = 0; i < kPerB; ++i) {
+                const int e = tid + i * kThreads, c = e / nB;
+                if (e < kC * nB) stage8<D, COS, BF16>(Kd::B, rb[i], e - c * nB, cinfo + c, Bm + c * G::kLdK, c < ch.nc);
             }
-            for (int e = tid; e < kC * nU; e += kThreads) {
-                const int c = e / nU;
-                stage8<D, COS, BF16>(p, Kd::U, b, hc, ch.c0 + c, e - c * nU, slice, cinfo + c, U + c * G::kLdU, c < ch.nc);
+FSIG_LIN_UNROLL
+            for (int i = 0; i < kPerU; ++i) {
+                const int e = tid + i * kThreads, c = e / nU;
+                if (e < kC * nU) stage8<D, COS, BF16>(Kd::U, ru[i], e - c * nU, cinfo + c, U + c * G::kLdU, c < ch.nc);
             }
         }
         __syncthreads();
