@@ -34,6 +34,20 @@ struct RowCol {
     int row, col;
 };
 
+// A lane's ldmatrix row addresses (element offsets) at (rc.row + 16 i, rc.col + 16 j) of a swizzled
+// [rows][kCols] tile, j known at compile time (an index into base). The swizzle of such a point depends on
+// j mod 4 alone (16 i keeps row % 8; four steps of j move a whole 128-byte line), so four per-lane offsets
+// plus a constant give every address: the XOR is done four times, not per ldmatrix (the forward's SASS
+// spent ≈ 4.5 integer instructions on each of its 64 ldmatrix per key tile; native/cuda/NOTES.md).
+template <int kCols>
+struct SwizzledRows {
+    int base[4];
+    FSIG_FRAG_HD explicit SwizzledRows(RowCol rc) {
+        for (int j = 0; j < 4; ++j) base[j] = swizzle<kCols>(rc.row, 16 * j + rc.col);
+    }
+    FSIG_FRAG_HD int at(int i, int j) const { return base[j & 3] + 16 * i * kCols + 64 * (j >> 2); }
+};
+
 // Lane's ldmatrix.x4 row address for an A operand (16x16 at the origin of a row-major tile):
 // matrices (rows 0-7, cols 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) = a0..a3.
 // The same pattern with .trans gives B operands from a [k][n] tile (V): matrices (k 0-7, n 0-7),

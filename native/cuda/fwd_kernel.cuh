@@ -586,13 +586,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
             float s[T::kNTiles][4];
 #pragma unroll
             for (int nt = 0; nt < T::kNTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-            const frag::RowCol bk = frag::ldsm_b(lane);
+            const frag::SwizzledRows<kD> bk(frag::ldsm_b(lane));
 #pragma unroll
             for (int ks = 0; ks < T::kKSteps; ++ks) {
 #pragma unroll
                 for (int np = 0; np < T::kNTiles / 2; ++np) {
                     uint32_t kb[4];
-                    ldsm_x4(kb, tile_k + 2 * frag::swizzle<kD>(np * 16 + bk.row, ks * 16 + bk.col));
+                    ldsm_x4(kb, tile_k + 2 * bk.at(np, ks));
                     M::run(s[2 * np], qf[ks], kb[0], kb[1]);
                     M::run(s[2 * np + 1], qf[ks], kb[2], kb[3]);
                 }
@@ -608,7 +608,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
             });
 
             // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles ----
-            const frag::RowCol bv = frag::ldsm_bt(lane);
+            const frag::SwizzledRows<kD> bv(frag::ldsm_bt(lane));
 #pragma unroll
             for (int kp = 0; kp < T::kPSteps; ++kp) {
                 const uint32_t pa[4] = {M::pack(s[2 * kp][0], s[2 * kp][1]), M::pack(s[2 * kp][2], s[2 * kp][3]),
@@ -617,7 +617,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
 #pragma unroll
                 for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
                     uint32_t vb[4];
-                    ldsm_x4_trans(vb, tile_k + kTileBytes + 2 * frag::swizzle<kD>(kp * 16 + bv.row, dp * 16 + bv.col));
+                    ldsm_x4_trans(vb, tile_k + kTileBytes + 2 * bv.at(kp, dp));
                     M::run(o[2 * dp], pa, vb[0], vb[1]);
                     M::run(o[2 * dp + 1], pa, vb[2], vb[3]);
                 }
@@ -707,15 +707,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wide_kernel(cons
             // ---- S = Q Kᵀ, Q's fragment of each k-step from shared memory ----
 #pragma unroll
             for (int nt = 0; nt < T::kNTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-            const frag::RowCol bk = frag::ldsm_b(lane);
+            const frag::SwizzledRows<kD> bk(frag::ldsm_b(lane)), qrows(frag::RowCol{warp * 16 + qa.row, qa.col});
 #pragma unroll
             for (int ks = 0; ks < T::kKSteps; ++ks) {
                 uint32_t qf[4];
-                ldsm_x4(qf, q_tile + 2 * frag::swizzle<kD>(warp * 16 + qa.row, ks * 16 + qa.col));
+                ldsm_x4(qf, q_tile + 2 * qrows.at(0, ks));
 #pragma unroll
                 for (int np = 0; np < T::kNTiles / 2; ++np) {
                     uint32_t kb[4];
-                    ldsm_x4(kb, k_tile + 2 * frag::swizzle<kD>(np * 16 + bk.row, ks * 16 + bk.col));
+                    ldsm_x4(kb, k_tile + 2 * bk.at(np, ks));
                     M::run(s[2 * np], qf, kb[0], kb[1]);
                     M::run(s[2 * np + 1], qf, kb[2], kb[3]);
                 }
@@ -735,7 +735,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wide_kernel(cons
 
         if (warp_live) {
             // ---- O += P V ----
-            const frag::RowCol bv = frag::ldsm_bt(lane);
+            const frag::SwizzledRows<kD> bv(frag::ldsm_bt(lane));
 #pragma unroll
             for (int kp = 0; kp < T::kPSteps; ++kp) {
                 const uint32_t pa[4] = {M::pack(s[2 * kp][0], s[2 * kp][1]), M::pack(s[2 * kp][2], s[2 * kp][3]),
@@ -744,7 +744,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wide_kernel(cons
 #pragma unroll
                 for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
                     uint32_t vb[4];
-                    ldsm_x4_trans(vb, v_tile + 2 * frag::swizzle<kD>(kp * 16 + bv.row, dp * 16 + bv.col));
+                    ldsm_x4_trans(vb, v_tile + 2 * bv.at(kp, dp));
                     M::run(o[2 * dp], pa, vb[0], vb[1]);
                     M::run(o[2 * dp + 1], pa, vb[2], vb[3]);
                 }

@@ -220,6 +220,32 @@ void check_head_dim() {
     EXPECT(bad_out == 0, "d=%d: %d elements of the stored O tile are wrong", kD, bad_out);
 }
 
+// SwizzledRows (the kernels' ldmatrix addresses from four per-lane offsets) gives swizzle's offset at every
+// (row + 16 i, col + 16 j) the kernels read: each lane pattern, rows offset by a warp's 16 or a k-step's,
+// columns from 0 or from a warp's first column (the backward's c0: 16, 32, 64), every column step.
+template <int kD>
+void check_swizzled_rows() {
+    using fsig::cuda::frag::RowCol;
+    int wrong = 0, checked = 0;
+    for (int lane = 0; lane < 32; ++lane)
+        for (const RowCol rc : {fsig::cuda::frag::ldsm_a(lane), fsig::cuda::frag::ldsm_b(lane)})
+            for (int row0 : {0, 16, 80, 112})
+                for (int col0 : {0, 16, 32, 64}) {
+                    if (col0 >= kD) continue;
+                    const RowCol at{row0 + rc.row, col0 + rc.col};
+                    const fsig::cuda::frag::SwizzledRows<kD> rows(at);
+                    for (int i = 0; i < 8; ++i)
+                        for (int j = 0; (col0 + 16 * j) < kD; ++j, ++checked)
+                            wrong += rows.at(i, j) != swz<kD>(at.row + 16 * i, at.col + 16 * j);
+                }
+    EXPECT(wrong == 0, "d=%d: SwizzledRows differs from swizzle at %d of %d points", kD, wrong, checked);
+}
+TEST(swizzled_rows) {
+    check_swizzled_rows<64>();
+    check_swizzled_rows<128>();
+    check_swizzled_rows<256>();
+}
+
 TEST(fragment_layout_d64) { check_head_dim<64>(); }
 TEST(fragment_layout_d128) { check_head_dim<128>(); }
 
