@@ -354,6 +354,7 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
     constexpr int kD = T::kHeadDim, kNTiles = T::kKvDqCols / 8;
     const int rg = warp % T::kKvDqRowGroups, c0 = (warp / T::kKvDqRowGroups) * T::kKvDqCols;
     const frag::RowCol fat = frag::ldsm_at(lane), fbt = frag::ldsm_bt(lane);
+    const frag::SwizzledRows<kD> kt(frag::RowCol{fbt.row, c0 + fbt.col});
     float acc[kNTiles][4];
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt)
@@ -373,7 +374,7 @@ __device__ __forceinline__ void accumulate_dq(const BwdParams& p, int64_t b, int
 #pragma unroll
         for (int np = 0; np < kNTiles / 2; ++np) {
             uint32_t kb[4];
-            ldsm_x4_trans(kb, k_tile + 2 * frag::swizzle<kD>(ks * 16 + fbt.row, c0 + np * 16 + fbt.col));
+            ldsm_x4_trans(kb, k_tile + 2 * kt.at(ks, np));
             M::run(acc[2 * np], a, kb[0], kb[1]);
             M::run(acc[2 * np + 1], a, kb[2], kb[3]);
         }
@@ -730,10 +731,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                 uint32_t ka[4], va[4];
                 ldsm_x4(ka, smem_base + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
                 ldsm_x4(va, smem_base + T::kKvKeyBytes + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
+                const frag::SwizzledRows<kD> qrows(frag::RowCol{fb.row, ks * 16 + fb.col});
 #pragma unroll
                 for (int np = 0; np < kBlockM / 16; ++np) {
                     uint32_t qb[4], gb[4];
-                    const int off = 2 * frag::swizzle<kD>(np * 16 + fb.row, ks * 16 + fb.col);
+                    const int off = 2 * qrows.at(np, 0);
                     ldsm_x4(qb, q_tile + off);
                     M::run(st_[2 * np], ka, qb[0], qb[1]);
                     M::run(st_[2 * np + 1], ka, qb[2], qb[3]);
@@ -749,6 +751,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                                                                          d_sm, lambda_sm, beta_tile, st_, dpt);
 
             // ---- dV_w += Pᵀ dO, dK_w += dSᵀ Q: the accumulators are the A operands (k = query rows) ----
+            const frag::SwizzledRows<kD> gq(fbt);
 #pragma unroll
             for (int kp = 0; kp < kBlockM / 16; ++kp) {
                 const uint32_t pa[4] = {M::pack(st_[2 * kp][0], st_[2 * kp][1]), M::pack(st_[2 * kp][2], st_[2 * kp][3]),
@@ -774,7 +777,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
 #pragma unroll
                 for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
                     uint32_t gb[4], qb[4];
-                    const int off = 2 * frag::swizzle<kD>(kp * 16 + fbt.row, dp * 16 + fbt.col);
+                    const int off = 2 * gq.at(kp, dp);
                     ldsm_x4_trans(gb, do_tile + off);
                     M::run(dv[2 * dp], pa, gb[0], gb[1]);
                     M::run(dv[2 * dp + 1], pa, gb[2], gb[3]);
@@ -946,10 +949,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                 const int aoff = 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col);
                 ldsm_x4(qa, q_tile + aoff);
                 ldsm_x4(ga, do_tile + aoff);
+                const frag::SwizzledRows<kD> kv(frag::RowCol{fb.row, ks * 16 + fb.col});
 #pragma unroll
                 for (int np = 0; np < kBlockN / 16; ++np) {
                     uint32_t kb[4], vb[4];
-                    const int off = 2 * frag::swizzle<kD>(np * 16 + fb.row, ks * 16 + fb.col);
+                    const int off = 2 * kv.at(np, 0);
                     ldsm_x4(kb, tile_k + off);
                     M::run(s[2 * np], qa, kb[0], kb[1]);
                     M::run(s[2 * np + 1], qa, kb[2], kb[3]);
@@ -983,6 +987,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
             }
 
             // ---- dQ_w += dS K: dS's accumulators are the A operand (k = keys), K by ldmatrix.trans ----
+            const frag::SwizzledRows<kD> kt(fbt);
 #pragma unroll
             for (int kp = 0; kp < kBlockN / 16; ++kp) {
                 const uint32_t da[4] = {M::pack(dps[2 * kp][0], dps[2 * kp][1]), M::pack(dps[2 * kp][2], dps[2 * kp][3]),
@@ -991,7 +996,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
 #pragma unroll
                 for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
                     uint32_t kb[4];
-                    ldsm_x4_trans(kb, tile_k + 2 * frag::swizzle<kD>(kp * 16 + fbt.row, dp * 16 + fbt.col));
+                    ldsm_x4_trans(kb, tile_k + 2 * kt.at(kp, dp));
                     M::run(dq[2 * dp], da, kb[0], kb[1]);
                     M::run(dq[2 * dp + 1], da, kb[2], kb[3]);
                 }
