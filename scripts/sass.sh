@@ -15,6 +15,7 @@
 #   registers and spills (ptxas) and the instructions of the loop with the most HMMA (every path of the
 #   loop body counted once): total, HMMA, LDSM, MUFU, integer and fp32 ALU.
 set -euo pipefail
+(($# >= 2)) || { sed -n 9,17p "$0"; exit 2; }
 build=$(realpath "$1") src=$(realpath "$2") arch=${3:-sm_90a} filter=${4:-}
 unit=$(basename "$src" .cu)
 out=${OUT_SASS:-/tmp/$unit.$arch.sass}
@@ -22,20 +23,21 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/flashsig-nvdisasm
 nvdisasm=$cache/usr/bin/nvdisasm
 if [[ ! -x $nvdisasm ]]; then
   mkdir -p "$cache"
-  (cd "$cache" && apt-get download nvidia-cuda-toolkit >/dev/null 2>&1) ||
-    { echo "apt-get download nvidia-cuda-toolkit failed (Debian's non-free component needed)" >&2; exit 1; }
+  (cd "$cache" && apt-get download 'nvidia-cuda-toolkit=11.8.89~11.8.0-5~deb12u1' >/dev/null 2>&1) ||
+    { echo "apt-get download nvidia-cuda-toolkit 11.8 failed (Debian bookworm's non-free component needed)" >&2; exit 1; }
   dpkg -x "$cache"/nvidia-cuda-toolkit_*.deb "$cache" && rm -f "$cache"/nvidia-cuda-toolkit_*.deb
 fi
-flags=$build/CMakeFiles/flashsig.dir/flags.make
+flags=$build/CMakeFiles/flashsig.dir/flags.make  # (a Makefile-generator build)
+[[ -f $flags ]] || { echo "$flags missing: configure BUILD_DIR with the Unix Makefiles generator" >&2; exit 1; }
 defines=$(sed -n 's/^CUDA_DEFINES = //p' "$flags")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# shellcheck disable=SC2086  # the defines are words
 # this checkout's headers first, then the build's include paths (which name the tree it was configured from)
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck disable=SC2086  # the defines are words
 (cd "$build" && nvcc $defines -I"$root/native/cuda" -I"$root/include" \
   --options-file CMakeFiles/flashsig.dir/includes_CUDA.rsp -I"$build/cuda_gen" -O3 -DNDEBUG -arch="$arch" \
-  -std=c++17 -Xptxas=-v -x cu -cubin "$src" -o "$work/unit.cubin") 2>"$work/ptxas.log"
+  -std=c++17 -Xptxas=-v -x cu -cubin "$src" -o "$work/unit.cubin") 2>"$work/ptxas.log" || { cat "$work/ptxas.log" >&2; exit 1; }
 python3 - "$work/unit.cubin" "${arch:3:2}" <<'PY'
 import struct, sys
 elf = bytearray(open(sys.argv[1], 'rb').read())
@@ -60,7 +62,8 @@ for line in sass:
         kernels[name] = []
     elif name:
         kernels[name].append(line)
-integer = {'LOP3', 'LEA', 'IMAD', 'IADD3', 'SHF', 'SEL', 'ISETP', 'PRMT', 'MOV', 'IABS', 'LOP'}
+integer = {'LOP3', 'LEA', 'IMAD', 'IADD3', 'SHF', 'SEL', 'ISETP', 'PRMT', 'MOV', 'IABS', 'LOP', 'VIADD', 'IMNMX',
+           'ULOP3', 'ULEA', 'UIMAD', 'UIADD3', 'USHF', 'USEL', 'UISETP', 'UPRMT', 'UMOV'}
 floating = {'FFMA', 'FMUL', 'FADD', 'FMNMX', 'FSEL', 'FSETP', 'FCHK'}
 for name, body in kernels.items():
     if filt not in name:
@@ -82,7 +85,7 @@ for name, body in kernels.items():
             hmma = sum('HMMA' in x for x in ins[a:i + 1])
             if best is None or (hmma, i + 1 - a) > (best[2], best[1] - best[0]):
                 best = (a, i + 1, hmma)
-    regs, spill = usage.get(name, (0, 0))
+    regs, spill = usage.get(name, ('?', '?'))
     line = f"{name[:110]}\n    {regs} registers, {spill} bytes spilled"
     if best:
         ops = collections.Counter()

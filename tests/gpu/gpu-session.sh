@@ -21,6 +21,7 @@
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
 #   profile                ncu on the forward and backward kernels at d = 128, both kernel families
+#   linear                 the linear-attention device test (before its benchmarks: its loads changed unrun)
 #   bench_linear           cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k (and
 #                          without the workspace: its segments then recompute their prefixes)
 #   profile_linear         ncu on the linear-attention kernels (cosFormer causal at 16k, both paths)
@@ -28,7 +29,7 @@
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
-#   linear masks memory    the other device tests
+#   masks memory           the other device tests
 #   bench_bwd              fast vs deterministic backward at d = 64 and 128
 #   small_smem             the kernels of GPUs with 99 KiB per block (FSIG_CUDA_SMEM_LIMIT_KIB=99: the backward's
 #                          pair kernels at d <= 128, the compact 256-wide forward): their numerics, then their
@@ -40,7 +41,7 @@ build=$(realpath -m "${1:-build-gpu}")
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward masks_wgmma sdpa bench_wgmma profile bench_linear profile_linear bench_masks sdpa_d256 java linear masks memory bench_bwd small_smem sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward masks_wgmma sdpa bench_wgmma profile linear bench_linear profile_linear bench_masks sdpa_d256 java masks memory bench_bwd small_smem sanitizer} "
 deadline=$((SECONDS + budget))
 [[ -n ${LOGS:-} ]] || rm -rf "$logs"  # this call's logs only (an earlier call's came back with it)
 mkdir -p "$out" "$logs"
@@ -159,6 +160,8 @@ step profile 120 bash -c 'ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/
   --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats "$0" --device cuda \
   --dtype bf16 --batch 4 --heads 16 --d 128 --seq 4096 --score softmax,sigmoid --pass fwdbwd --bwd-path both \
   --warmup 0 --iters 1 || exit 1; done' "$bench"
+# the linear kernels' numerics on the device first (version 2.1 changed their loads without a GPU run)
+step linear 150 "$gpu/test_cuda_linear"
 # issue 6: linear growth at a fixed batch and head count (B = 1, H = 16) from 8k to 64k, and cosFormer against
 # the causal sigmoid forward at 16k
 step bench_linear 120 bash -c '"$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 --seq 16384 --causal 1 \
@@ -193,7 +196,6 @@ if [[ -x $carry/jdk/bin/java ]]; then
 else
   summary+=("$(printf '%-12s %-8s' java "no gpu-carry/ (scripts/gpu-carry.sh, then carry it)")")
 fi
-step linear 150 "$gpu/test_cuda_linear"
 step masks 150 "$gpu/test_cuda_masks"
 step memory 60 "$gpu/test_cuda_memory"
 step bench_bwd 90 "$bench" --device cuda --dtype bf16 --hidden 2048 --seq 4096 --d 64,128 --causal both \

@@ -222,7 +222,7 @@ void check_head_dim() {
 
 // SwizzledRows (the kernels' ldmatrix addresses from four per-lane offsets) gives swizzle's offset at every
 // (row + 16 i, col + 16 j) the kernels read: each lane pattern, rows offset by a warp's 16 or a k-step's,
-// columns from 0 or from a warp's first column (the backward's c0: 16, 32, 64), every column step.
+// columns from 0 or from a warp's first column (the backward's c0: 16 to 192), every column step.
 template <int kD>
 void check_swizzled_rows() {
     using fsig::cuda::frag::RowCol;
@@ -230,7 +230,7 @@ void check_swizzled_rows() {
     for (int lane = 0; lane < 32; ++lane)
         for (const RowCol rc : {fsig::cuda::frag::ldsm_a(lane), fsig::cuda::frag::ldsm_b(lane)})
             for (int row0 : {0, 16, 80, 112})
-                for (int col0 : {0, 16, 32, 64}) {
+                for (int col0 : {0, 16, 32, 48, 64, 96, 128, 192}) {
                     if (col0 >= kD) continue;
                     const RowCol at{row0 + rc.row, col0 + rc.col};
                     const fsig::cuda::frag::SwizzledRows<kD> rows(at);
