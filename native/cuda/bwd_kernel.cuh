@@ -731,11 +731,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dkdv_kernel(cons
                 uint32_t ka[4], va[4];
                 ldsm_x4(ka, smem_base + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
                 ldsm_x4(va, smem_base + T::kKvKeyBytes + 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col));
-                const frag::SwizzledRows<kD> qrows(frag::RowCol{fb.row, ks * 16 + fb.col});
+                // one column step: rows 16 np keep the swizzle of row fb.row
+                const int qrow0 = frag::swizzle<kD>(fb.row, ks * 16 + fb.col);
 #pragma unroll
                 for (int np = 0; np < kBlockM / 16; ++np) {
                     uint32_t qb[4], gb[4];
-                    const int off = 2 * qrows.at(np, 0);
+                    const int off = 2 * (qrow0 + 16 * np * kD);
                     ldsm_x4(qb, q_tile + off);
                     M::run(st_[2 * np], ka, qb[0], qb[1]);
                     M::run(st_[2 * np + 1], ka, qb[2], qb[3]);
@@ -949,11 +950,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_kernel(const 
                 const int aoff = 2 * frag::swizzle<kD>(warp * 16 + fa.row, ks * 16 + fa.col);
                 ldsm_x4(qa, q_tile + aoff);
                 ldsm_x4(ga, do_tile + aoff);
-                const frag::SwizzledRows<kD> kv(frag::RowCol{fb.row, ks * 16 + fb.col});
+                const int krow0 = frag::swizzle<kD>(fb.row, ks * 16 + fb.col);  // as qrow0 in the dK/dV kernel
 #pragma unroll
                 for (int np = 0; np < kBlockN / 16; ++np) {
                     uint32_t kb[4], vb[4];
-                    const int off = 2 * kv.at(np, 0);
+                    const int off = 2 * (krow0 + 16 * np * kD);
                     ldsm_x4(kb, tile_k + off);
                     M::run(s[2 * np], qa, kb[0], kb[1]);
                     M::run(s[2 * np + 1], qa, kb[2], kb[3]);

@@ -35,17 +35,20 @@ struct RowCol {
 };
 
 // A lane's ldmatrix row addresses (element offsets) at (rc.row + 16 i, rc.col + 16 j) of a swizzled
-// [rows][kCols] tile, j known at compile time (an index into base). The swizzle of such a point depends on
+// [rows][kCols] tile, j known at compile time (an index into base_). The swizzle of such a point depends on
 // j mod 4 alone (16 i keeps row % 8; four steps of j move a whole 128-byte line), so four per-lane offsets
 // plus a constant give every address: the XOR is done four times, not per ldmatrix (the forward's SASS
 // spent ≈ 4.5 integer instructions on each of its 64 ldmatrix per key tile; native/cuda/NOTES.md).
 template <int kCols>
-struct SwizzledRows {
-    int base[4];
-    FSIG_FRAG_HD explicit SwizzledRows(RowCol rc) {
-        for (int j = 0; j < 4; ++j) base[j] = swizzle<kCols>(rc.row, 16 * j + rc.col);
-    }
-    FSIG_FRAG_HD int at(int i, int j) const { return base[j & 3] + 16 * i * kCols + 64 * (j >> 2); }
+class SwizzledRows {
+public:
+    FSIG_FRAG_HD explicit SwizzledRows(RowCol rc)
+        : base_{swizzle<kCols>(rc.row, rc.col), swizzle<kCols>(rc.row, 16 + rc.col),
+                swizzle<kCols>(rc.row, 32 + rc.col), swizzle<kCols>(rc.row, 48 + rc.col)} {}
+    FSIG_FRAG_HD int at(int i, int j) const { return base_[j & 3] + 16 * i * kCols + 64 * (j >> 2); }
+
+private:
+    int base_[4];
 };
 
 // Lane's ldmatrix.x4 row address for an A operand (16x16 at the origin of a row-major tile):

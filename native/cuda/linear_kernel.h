@@ -54,9 +54,11 @@
 #include <cuda_fp16.h>
 #define FSIG_LIN_HD __host__ __device__ __forceinline__
 #define FSIG_LIN_UNROLL _Pragma("unroll")
+#define FSIG_LIN_UNROLL_1 _Pragma("unroll 1")
 #else
 #define FSIG_LIN_HD inline
 #define FSIG_LIN_UNROLL
+#define FSIG_LIN_UNROLL_1
 #endif
 
 #if defined(__CUDACC__) || defined(FSIG_CUDA_EMULATION)
@@ -117,7 +119,8 @@ struct Cfg {
     static constexpr int kPartialZ = 32 * K, kPartialW = kPartialZ + K;
     static constexpr int64_t kPartialFloats = partial_floats(K);
     static_assert(kPartialW + kU == kPartialFloats, "linear_params.h's partial_floats is this layout's size");
-    static_assert(K % 16 == 0, "features must fill whole k16 steps");
+    static_assert(K % 32 == 0, "features must fill whole k16 steps, and den's a·z takes 4 groups of 8 a row");
+    static_assert(kZ % 16 == 0 && kLdK % 8 == 0 && kLdC % 8 == 0, "den's 16-byte loads of z, A and P rows");
     static_assert(kShi % 16 == 0 && kSlo % 16 == 0 && kP % 16 == 0 && kUo % 16 == 0 && kB % 16 == 0,
                   "ldmatrix rows start on 16-byte boundaries");
     static_assert(kC == 32 && kThreads == 128 && kU == 32, "the warp mappings assume 4 warps, C = 32, 32 value columns");
@@ -197,6 +200,17 @@ FSIG_LIN_HD uint16_t to16(float f) {
 template <bool BF16>
 FSIG_LIN_HD float load16(const void* base, int64_t off) {
     return from16<BF16>(static_cast<const uint16_t*>(base)[off]);
+}
+
+// the 8 16-bit values of one 16-byte group (lower address in the low half of each word)
+template <bool BF16>
+FSIG_LIN_HD void unpack8(uint4 raw, float (&x)[8]) {
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+FSIG_LIN_UNROLL
+    for (int e = 0; e < 4; ++e) {
+        x[2 * e] = from16<BF16>(uint16_t(words[e] & 0xffffu));
+        x[2 * e + 1] = from16<BF16>(uint16_t(words[e] >> 16));
+    }
 }
 template <bool BF16>
 FSIG_LIN_HD void store16(void* base, int64_t off, float f) {
@@ -329,12 +343,7 @@ __device__ __forceinline__ void stage8(int kind, uint4 raw, int g, const float* 
     const bool mapped = feature || qslice;  // φ and the angles apply
     float x[8];
     if (valid) {
-        const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-FSIG_LIN_UNROLL
-        for (int e = 0; e < 4; ++e) {
-            x[2 * e] = from16<BF16>(uint16_t(words[e] & 0xffffu));
-            x[2 * e + 1] = from16<BF16>(uint16_t(words[e] >> 16));
-        }
+        unpack8<BF16>(raw, x);
         const float scale = kind == kQn || kind == kGn ? info[2 * kC] : kind == kGs || kind == kQq ? info[4 * kC] : 1.f;
 FSIG_LIN_UNROLL
         for (int e = 0; e < 8; ++e) x[e] = (mapped ? phi<COS>(x[e]) : x[e]) * scale;
@@ -359,6 +368,38 @@ FSIG_LIN_UNROLL
     }
 }
 
+// A thread's 16-byte groups of one operand of a chunk: groups e = tid + i·kThreads of its kC·n (row e / n,
+// group e mod n of that row).
+template <int D, bool COS>
+__host__ __device__ constexpr int groups_per_thread(int kind) {
+    return (kC * source_groups<D, COS>(kind) + kThreads - 1) / kThreads;
+}
+
+// Fetches them for the operand rows idx0 + r, r < count, of head h (zeros past count; nothing read unless
+// `enabled`).
+template <int D, bool COS, int kKind>
+__device__ __forceinline__ void fetch_groups(const LinParams& p, uint4 (&raw)[groups_per_thread<D, COS>(kKind)],
+                                             int tid, int b, int h, int idx0, int count, int slice, bool enabled) {
+    constexpr int n = source_groups<D, COS>(kKind);
+FSIG_LIN_UNROLL
+    for (int i = 0; i < groups_per_thread<D, COS>(kKind); ++i) {
+        const int e = tid + i * kThreads, r = e / n;
+        raw[i] = fetch8<D, COS>(p, kKind, b, h, idx0 + r, e - r * n, slice, enabled && e < kC * n && r < count);
+    }
+}
+
+// ... and stages them into the operand tile dst (row stride ld) with the rows' fill_info values `info`.
+template <int D, bool COS, bool BF16, int kKind>
+__device__ __forceinline__ void stage_groups(const uint4 (&raw)[groups_per_thread<D, COS>(kKind)], int tid,
+                                             const float* info, uint16_t* dst, int ld, int count) {
+    constexpr int n = source_groups<D, COS>(kKind);
+FSIG_LIN_UNROLL
+    for (int i = 0; i < groups_per_thread<D, COS>(kKind); ++i) {
+        const int e = tid + i * kThreads, r = e / n;
+        if (e < kC * n) stage8<D, COS, BF16>(kKind, raw[i], e - r * n, info + r, dst + r * ld, r < count);
+    }
+}
+
 // info[·kC + x] of row or column x: [0] sin θ, [1] cos θ; from the (b, i, h) replica `rep` when the side
 // needs them: [3] s, and 1/n as two factors, [2] n1 = 2^⌊e/2⌋ and [4] n2 = the rest (1/n = m·2^e). kDv and
 // kDk put n1 into one 16-bit operand and n2 into the other: 1/n alone would overflow fp16 where ε binds
@@ -366,16 +407,21 @@ FSIG_LIN_UNROLL
 template <int D, bool COS>
 __device__ __forceinline__ void fill_info(const LinParams& p, float* info, int x, int pos, bool stats, int b, int i,
                                           int h, int rep) {
-    if (COS) {  // θ = π · pos / 2M, |θ| ≤ π/2; sincospi needs no slow-path argument reduction (local memory)
-        const double half_turns = double(pos) * p.angle;
+    if (COS) {
+        // θ = π · pos / 2M, |θ| ≤ π/2. The argument is one fp64 product rounded to fp32 (half turns < 1/2:
+        // off by ≤ 2^-26, θ by ≤ 5e-8), sin and cos by sincospif (≤ 1 ulp, no slow-path reduction): absolute
+        // errors ≈ 1e-7, so a score moves by ≈ 1e-7·|φ(q)|·|φ(k)|, far below what rounding its 16-bit features
+        // does. fp64 sincospi put 32 DFMA and 10 DMUL (SASS) before every chunk step's first barrier.
+        const float half_turns = float(double(pos) * p.angle);
 #if defined(__CUDA_ARCH__)
-        double sn, cs;
-        sincospi(half_turns, &sn, &cs);
+        float sn, cs;
+        sincospif(half_turns, &sn, &cs);
 #else
-        const double sn = sin(3.14159265358979323846 * half_turns), cs = cos(3.14159265358979323846 * half_turns);
+        const float sn = float(std::sin(3.14159265358979323846 * double(half_turns))),
+                    cs = float(std::cos(3.14159265358979323846 * double(half_turns)));
 #endif
-        info[x] = float(sn);
-        info[kC + x] = float(cs);
+        info[x] = sn;
+        info[kC + x] = cs;
     }
     if (stats) {
         const float* st = stats_row(p, b, i, h) + rep * Dims<D, COS>::kRepFloats;
@@ -450,18 +496,18 @@ FSIG_LIN_UNROLL
 
     auto col_head = [&](int g) { return kRev ? row_head * p.group + g : row_head / p.group; };
 
-    // Row and column information, then the 16-bit operand tiles (zero past the chunk's end, so that
-    // ragged rows and columns contribute exact zeros). After fill_info, each thread fetches every 16-byte
-    // group it stages (groups tid, tid + kThreads, … of each operand), all in flight at once, then stages
-    // them. (Fetched and staged one at a time, as before, a chunk waited out up to 9 memory round trips in
-    // a row: each load came after the previous group's shared store. fill_info in between the fetch and
-    // the staging needed more than 255 registers in the cosFormer d = 128 kernels.)
+    // The 16-bit operand tiles (zero past the chunk's end, so that ragged rows and columns contribute exact
+    // zeros). Each thread first fetches every 16-byte group it stages, all in flight at once, then fills the
+    // row and column information (its sines, cosines and the backward's row statistics: their latency
+    // overlaps the fetches'), then stages after the barrier. (Fetched and staged one group at a time, as in
+    // version 2, a chunk waited out up to 9 memory round trips in a row.)
     auto load = [&](const Chunk& ch, bool rows, bool cols, int g) {
-        constexpr int nA = source_groups<D, COS>(Kd::A), nB = source_groups<D, COS>(Kd::B),
-                      nU = source_groups<D, COS>(Kd::U);
-        constexpr int kPerA = (kC * nA + kThreads - 1) / kThreads, kPerB = (kC * nB + kThreads - 1) / kThreads,
-                      kPerU = (kC * nU + kThreads - 1) / kThreads;
         const int hc = col_head(g);
+        uint4 ra[groups_per_thread<D, COS>(Kd::A)], rb[groups_per_thread<D, COS>(Kd::B)],
+            ru[groups_per_thread<D, COS>(Kd::U)];
+        fetch_groups<D, COS, Kd::A>(p, ra, tid, b, row_head, ch.r0, ch.nr, slice, rows);
+        fetch_groups<D, COS, Kd::B>(p, rb, tid, b, hc, ch.c0, ch.nc, slice, cols);
+        fetch_groups<D, COS, Kd::U>(p, ru, tid, b, hc, ch.c0, ch.nc, slice, cols);
         if (tid < kC) {
             if (rows && tid < ch.nr)
                 fill_info<D, COS>(p, rinfo, tid, ch.rpos0 + tid, needs_stats(Kd::A), b, ch.r0 + tid, row_head, rep);
@@ -472,46 +518,10 @@ FSIG_LIN_UNROLL
                                   hc, rep);
         }
         __syncthreads();
-        uint4 ra[kPerA], rb[kPerB], ru[kPerU];
-        auto stage_rows = [&]() {
-            if (rows)
-FSIG_LIN_UNROLL
-                for (int i = 0; i < kPerA; ++i) {
-                    const int e = tid + i * kThreads, r = e / nA;
-                    if (e < kC * nA)
-                        stage8<D, COS, BF16>(Kd::A, ra[i], e - r * nA, rinfo + r, A + r * G::kLdK, r < ch.nr);
-                }
-        };
-FSIG_LIN_UNROLL
-        for (int i = 0; i < kPerA; ++i) {
-            const int e = tid + i * kThreads, r = e / nA;
-            ra[i] = fetch8<D, COS>(p, Kd::A, b, row_head, ch.r0 + r, e - r * nA, slice, rows && e < kC * nA && r < ch.nr);
-        }
-        // (cosFormer's kDv at d = 128 on sm_80 has no register left for the row groups beside the column ones)
-        constexpr bool kRowsFirst = Role == kDv && COS && D == 128;
-        if (kRowsFirst) stage_rows();
-FSIG_LIN_UNROLL
-        for (int i = 0; i < kPerB; ++i) {
-            const int e = tid + i * kThreads, c = e / nB;
-            rb[i] = fetch8<D, COS>(p, Kd::B, b, hc, ch.c0 + c, e - c * nB, slice, cols && e < kC * nB && c < ch.nc);
-        }
-FSIG_LIN_UNROLL
-        for (int i = 0; i < kPerU; ++i) {
-            const int e = tid + i * kThreads, c = e / nU;
-            ru[i] = fetch8<D, COS>(p, Kd::U, b, hc, ch.c0 + c, e - c * nU, slice, cols && e < kC * nU && c < ch.nc);
-        }
-        if (!kRowsFirst) stage_rows();
+        if (rows) stage_groups<D, COS, BF16, Kd::A>(ra, tid, rinfo, A, G::kLdK, ch.nr);
         if (cols) {
-FSIG_LIN_UNROLL
-            for (int i = 0; i < kPerB; ++i) {
-                const int e = tid + i * kThreads, c = e / nB;
-                if (e < kC * nB) stage8<D, COS, BF16>(Kd::B, rb[i], e - c * nB, cinfo + c, Bm + c * G::kLdK, c < ch.nc);
-            }
-FSIG_LIN_UNROLL
-            for (int i = 0; i < kPerU; ++i) {
-                const int e = tid + i * kThreads, c = e / nU;
-                if (e < kC * nU) stage8<D, COS, BF16>(Kd::U, ru[i], e - c * nU, cinfo + c, U + c * G::kLdU, c < ch.nc);
-            }
+            stage_groups<D, COS, BF16, Kd::B>(rb, tid, cinfo, Bm, G::kLdK, ch.nc);
+            stage_groups<D, COS, BF16, Kd::U>(ru, tid, cinfo, U, G::kLdU, ch.nc);
         }
         __syncthreads();
     };
@@ -521,26 +531,39 @@ FSIG_LIN_UNROLL
     // this chunk and are not written here.
     auto products = [&](const Chunk& ch, bool inter, bool intra, bool update) {
         float pacc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        // A·S_lo in its own accumulators: with hi and lo into oacc, each k-step made two dependent mma in
+        // a chain of 2·kT (32 in cosFormer d = 128's kFwd, kStats, kDv; ≈ 30 cycles each by published
+        // microbenchmarks)
+        float olo[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
         if (inter || intra) {
+            // kFwd and kStats (den's registers) take 8 k-steps at a time: fully unrolled, ptxas hoisted enough
+            // fragments to spill the cosFormer d = 128 forward on sm_90a (8 bytes); 8 at a time in every role
+            // spilled kDv on sm_80 (24)
+            constexpr int kStepsAtOnce = G::kDen && kT > 8 ? 8 : kT;
+            static_assert(kT % kStepsAtOnce == 0, "the k-steps in whole groups");
+FSIG_LIN_UNROLL_1
+            for (int k0 = 0; k0 < kT; k0 += kStepsAtOnce) {
 FSIG_LIN_UNROLL
-            for (int ks = 0; ks < kT; ++ks) {
-                uint32_t a[4];
-                ldsm_x4(a, sA + 2 * ((16 * mt + fa.row) * G::kLdK + 16 * ks + fa.col));
-                if (intra) {
-                    uint32_t bb[4];
-                    ldsm_x4(bb, sB + 2 * ((16 * nh + fb.row) * G::kLdK + 16 * ks + fb.col));
-                    M::run(pacc[0], a, bb[0], bb[1]);
-                    M::run(pacc[1], a, bb[2], bb[3]);
-                }
-                if (inter) {
-                    const uint32_t s_off = 2 * ((16 * ks + fbt.row) * G::kLdU + 16 * nh + fbt.col);
-                    uint32_t hi[4], lo[4];
-                    ldsm_x4_trans(hi, sShi + s_off);
-                    ldsm_x4_trans(lo, sSlo + s_off);
-                    M::run(oacc[0], a, hi[0], hi[1]);
-                    M::run(oacc[1], a, hi[2], hi[3]);
-                    M::run(oacc[0], a, lo[0], lo[1]);
-                    M::run(oacc[1], a, lo[2], lo[3]);
+                for (int k1 = 0; k1 < kStepsAtOnce; ++k1) {
+                    const int ks = k0 + k1;
+                    uint32_t a[4];
+                    ldsm_x4(a, sA + 2 * ((16 * mt + fa.row) * G::kLdK + 16 * ks + fa.col));
+                    if (intra) {
+                        uint32_t bb[4];
+                        ldsm_x4(bb, sB + 2 * ((16 * nh + fb.row) * G::kLdK + 16 * ks + fb.col));
+                        M::run(pacc[0], a, bb[0], bb[1]);
+                        M::run(pacc[1], a, bb[2], bb[3]);
+                    }
+                    if (inter) {
+                        const uint32_t s_off = 2 * ((16 * ks + fbt.row) * G::kLdU + 16 * nh + fbt.col);
+                        uint32_t hi[4], lo[4];
+                        ldsm_x4_trans(hi, sShi + s_off);
+                        ldsm_x4_trans(lo, sSlo + s_off);
+                        M::run(oacc[0], a, hi[0], hi[1]);
+                        M::run(oacc[1], a, hi[2], hi[3]);
+                        M::run(olo[0], a, lo[0], lo[1]);
+                        M::run(olo[1], a, lo[2], lo[3]);
+                    }
                 }
             }
             if (inter) {
@@ -548,7 +571,7 @@ FSIG_LIN_UNROLL
                 for (int j = 0; j < 2; ++j)
 FSIG_LIN_UNROLL
                     for (int e = 0; e < 4; ++e) {
-                        oacc[j][e] *= scale[2 * nh + j];
+                        oacc[j][e] = (oacc[j][e] + olo[j][e]) * scale[2 * nh + j];
                         if (G::kOffset) {
                             const float sr = Role == kDq ? rinfo[3 * kC + 16 * mt + frag::acc_row(lane, e)] : 1.f;
                             oacc[j][e] -= sr * w[16 * nh + 8 * j + frag::acc_col(lane, e)];
@@ -577,11 +600,22 @@ FSIG_LIN_UNROLL
                 }
             }
         }
-        if (G::kDen && inter) {
+        if (G::kDen && inter) {  // a_r·z: 4 threads per row, 16-byte groups 4i + tid % 4, 4 partial sums
             const int r = tid >> 2;
-            float acc = 0.f;
-            for (int k = tid & 3; k < K; k += 4) acc += load16<BF16>(A, r * G::kLdK + k) * z[k];
-            den += acc;
+            float acc[4] = {0.f, 0.f, 0.f, 0.f};
+FSIG_LIN_UNROLL
+            for (int i = 0; i < K / 32; ++i) {
+                const int k = 8 * (4 * i + (tid & 3));
+                float a8[8];
+                unpack8<BF16>(*reinterpret_cast<const uint4*>(A + r * G::kLdK + k), a8);
+                const float4 z0 = *reinterpret_cast<const float4*>(z + k),
+                             z1 = *reinterpret_cast<const float4*>(z + k + 4);
+                acc[0] += a8[0] * z0.x + a8[4] * z1.x;
+                acc[1] += a8[1] * z0.y + a8[5] * z1.y;
+                acc[2] += a8[2] * z0.z + a8[6] * z1.z;
+                acc[3] += a8[3] * z0.w + a8[7] * z1.w;
+            }
+            den += (acc[0] + acc[1]) + (acc[2] + acc[3]);
         }
         if (update) {
             uint32_t ub[4];  // U rows 0..31, columns 8·warp..: b0, b1 of k-step 0, then of k-step 1
@@ -628,18 +662,24 @@ FSIG_LIN_UNROLL
             for (int j = 0; j < 2; ++j)
 FSIG_LIN_UNROLL
                 for (int e = 0; e < 4; ++e) oacc[j][e] += pu[j][e] * rowscale[16 * mt + frag::acc_row(lane, e)];
-            if (G::kDen) {
+            if (G::kDen) {  // rowsum P: 8 columns per thread
                 const int r = tid >> 2;
-                float acc = 0.f;
-                for (int c = tid & 3; c < kC; c += 4) acc += load16<BF16>(P, r * G::kLdC + c);
-                den += acc * rowscale[r];
+                float p8[8];
+                unpack8<BF16>(*reinterpret_cast<const uint4*>(P + r * G::kLdC + 8 * (tid & 3)), p8);
+                den += (((p8[0] + p8[1]) + (p8[2] + p8[3])) + ((p8[4] + p8[5]) + (p8[6] + p8[7]))) * rowscale[r];
             }
         }
-        if (G::kDen && update)
-            for (int k = tid; k < K; k += kThreads) {
-                float acc = 0.f;
-                for (int c = 0; c < kC; ++c) acc += load16<BF16>(Bm, c * G::kLdK + k);
-                z[k] += acc;
+        if (G::kDen && update)  // z += Σ_c b_c: two adjacent features per thread, one 32-bit load per row
+            for (int k = 2 * tid; k < K; k += 2 * kThreads) {
+                float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // [feature][row parity]: shorter add chains
+FSIG_LIN_UNROLL
+                for (int c = 0; c < kC; ++c) {
+                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(Bm + c * G::kLdK + k);
+                    acc[0][c & 1] += from16<BF16>(uint16_t(pair & 0xffffu));
+                    acc[1][c & 1] += from16<BF16>(uint16_t(pair >> 16));
+                }
+                z[k] += acc[0][0] + acc[0][1];
+                z[k + 1] += acc[1][0] + acc[1][1];
             }
         if (G::kOffset && update && tid < kU) {
             float acc = 0.f;

@@ -160,7 +160,7 @@ step profile 120 bash -c 'ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/
   --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats "$0" --device cuda \
   --dtype bf16 --batch 4 --heads 16 --d 128 --seq 4096 --score softmax,sigmoid --pass fwdbwd --bwd-path both \
   --warmup 0 --iters 1 || exit 1; done' "$bench"
-# the linear kernels' numerics on the device first (version 2.1 changed their loads without a GPU run)
+# the linear kernels' numerics on the device first (versions 2.1 and 2.2 changed them without a GPU run)
 step linear 150 "$gpu/test_cuda_linear"
 # issue 6: linear growth at a fixed batch and head count (B = 1, H = 16) from 8k to 64k, and cosFormer against
 # the causal sigmoid forward at 16k
