@@ -81,9 +81,19 @@ void core(const Spec& s, int dtype, const R* q, const R* k, const R* v, const R*
                 }
             }
         };
+        // fp64: φ of every element once, for the written-out quadratic form below
+        std::vector<double> phi_q, phi_k;
+        auto phi_rows = [&](const R* x, bool query, int64_t h, int64_t rows, std::vector<double>& f) {
+            f.resize(size_t(rows * s.d));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < s.d; ++c)
+                    f[size_t(r * s.d + c)] = phi(s.map, double(x[query ? ix.q(b, r, h, c) : ix.k(b, r, h, c)]));
+        };
         features(k, false, b, hk, s.Nk, fk.data());
+        if constexpr (sizeof(R) == sizeof(double)) phi_rows(k, false, hk, s.Nk, phi_k);
         for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
             features(q, true, b, h, s.Nq, fq.data());
+            if constexpr (sizeof(R) == sizeof(double)) phi_rows(q, true, h, s.Nq, phi_q);
             for (int64_t i = 0; i < s.Nq; ++i) {
                 R sum = 0;  // den, accumulated as a framework's rowsum (fp32 for the naive)
                 for (int64_t j = 0; j < s.Nk; ++j) {
@@ -93,8 +103,7 @@ void core(const Spec& s, int dtype, const R* q, const R* k, const R* v, const R*
                             // fp64: the quadratic form with the cosine of the difference, written out
                             double dot = 0;
                             for (int64_t c = 0; c < s.d; ++c)
-                                dot += phi(s.map, double(q[ix.q(b, i, h, c)])) *
-                                       phi(s.map, double(k[ix.k(b, j, hk, c)]));
+                                dot += phi_q[size_t(i * s.d + c)] * phi_k[size_t(j * s.d + c)];
                             const double w = s.map == kCosformer
                                                  ? std::cos(kPi * double(i + s.Nk - s.Nq - j) / (2 * M))
                                                  : 1.0;

@@ -202,15 +202,18 @@ FSIG_LIN_HD float load16(const void* base, int64_t off) {
     return from16<BF16>(static_cast<const uint16_t*>(base)[off]);
 }
 
-// the 8 16-bit values of one 16-byte group (lower address in the low half of each word)
+// the 2 16-bit values of one 32-bit word (the lower address in its low half)
+template <bool BF16>
+FSIG_LIN_HD void unpack2(uint32_t word, float& first, float& second) {
+    first = from16<BF16>(uint16_t(word & 0xffffu));
+    second = from16<BF16>(uint16_t(word >> 16));
+}
+// the 8 16-bit values of one 16-byte group
 template <bool BF16>
 FSIG_LIN_HD void unpack8(uint4 raw, float (&x)[8]) {
     const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 FSIG_LIN_UNROLL
-    for (int e = 0; e < 4; ++e) {
-        x[2 * e] = from16<BF16>(uint16_t(words[e] & 0xffffu));
-        x[2 * e + 1] = from16<BF16>(uint16_t(words[e] >> 16));
-    }
+    for (int e = 0; e < 4; ++e) unpack2<BF16>(words[e], x[2 * e], x[2 * e + 1]);
 }
 template <bool BF16>
 FSIG_LIN_HD void store16(void* base, int64_t off, float f) {
@@ -674,9 +677,10 @@ FSIG_LIN_UNROLL
                 float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // [feature][row parity]: shorter add chains
 FSIG_LIN_UNROLL
                 for (int c = 0; c < kC; ++c) {
-                    const uint32_t pair = *reinterpret_cast<const uint32_t*>(Bm + c * G::kLdK + k);
-                    acc[0][c & 1] += from16<BF16>(uint16_t(pair & 0xffffu));
-                    acc[1][c & 1] += from16<BF16>(uint16_t(pair >> 16));
+                    float first, second;
+                    unpack2<BF16>(*reinterpret_cast<const uint32_t*>(Bm + c * G::kLdK + k), first, second);
+                    acc[0][c & 1] += first;
+                    acc[1][c & 1] += second;
                 }
                 z[k] += acc[0][0] + acc[0][1];
                 z[k + 1] += acc[1][0] + acc[1][1];

@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -63,7 +64,9 @@ constexpr size_t kSharedMaxSm90 = 227 * 1024;
 alignas(128) unsigned char smem_raw[kSharedMaxSm90 + 4096];
 }  // namespace fsig::cuda
 
-// ---- fiber switching (x86-64 System V): callee-saved registers, MXCSR and the x87 control word ----
+// ---- fiber switching (x86-64 System V): the callee-saved registers. Every fiber of a block runs with the
+// floating-point control words run_block sets (no kernel changes them), so a switch leaves them alone
+// (loading both at every switch took ≈ 6 % of an emulated run) ----
 extern "C" void fsig_emu_switch(void** save_sp, void* load_sp);
 asm(R"(
     .text
@@ -77,14 +80,8 @@ fsig_emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $16, %rsp
-    stmxcsr 8(%rsp)
-    fnstcw (%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr 8(%rsp)
-    fldcw (%rsp)
-    addq $16, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -330,18 +327,13 @@ void prepare_fiber(Thread& t) {
         mprotect(m, page, PROT_NONE);  // overflow faults instead of corrupting a neighbour
         t.stack = static_cast<unsigned char*>(m) + page;
     }
-    // the first switch pops 6 zero registers and the control words, then returns into fiber_entry with
-    // the stack aligned as after a call
+    // the first switch pops 6 zero registers, then returns into fiber_entry with the stack aligned as
+    // after a call
     auto* top = reinterpret_cast<uint64_t*>(t.stack + kStackBytes);
     top[-1] = 0;
     top[-2] = reinterpret_cast<uint64_t>(&fiber_entry);
     for (int i = 3; i <= 8; ++i) top[-i] = 0;
-    auto* ctl = reinterpret_cast<uint32_t*>(top - 10);
-    ctl[0] = 0x037F;  // x87 control word (fnstcw stores 16 bits at 0(%rsp))
-    ctl[1] = 0;
-    ctl[2] = 0x1F80;  // MXCSR at 8(%rsp)
-    ctl[3] = 0;
-    t.sp = top - 10;
+    t.sp = top - 8;
     t.done = false;
     t.wait_gen = nullptr;
     t.issued.clear(), t.committed.clear();
@@ -366,9 +358,34 @@ void land(const Copy& c) {
     }
 }
 
+// The first byte from which shared memory is known to hold the poison: past a block that passed the check
+// at its end, the bytes it could not write
+size_t poisoned_from = 0;
+
+// The floating-point control words a GPU thread starts with, whatever the host thread's (MXCSR: round to
+// nearest, exceptions masked, no flush to zero; x87: the same), for the fibers of one block
+class DefaultControlWords {
+public:
+    DefaultControlWords() : mxcsr_(_mm_getcsr()) {
+        asm volatile("fnstcw %0" : "=m"(x87_));
+        const uint16_t x87 = 0x037F;
+        asm volatile("fldcw %0" ::"m"(x87));
+        _mm_setcsr(0x1F80);
+    }
+    ~DefaultControlWords() {
+        _mm_setcsr(mxcsr_);
+        asm volatile("fldcw %0" ::"m"(x87_));
+    }
+
+private:
+    unsigned mxcsr_;
+    uint16_t x87_ = 0;
+};
+
 void run_block(Launch& l) {
     State& s = state();
-    std::memset(fsig::cuda::smem_raw, 0xFF, sizeof fsig::cuda::smem_raw);
+    const DefaultControlWords control_words;
+    std::memset(fsig::cuda::smem_raw, 0xFF, poisoned_from > 0 ? poisoned_from : sizeof fsig::cuda::smem_raw);
     l.live = l.threads;
     l.bar_arrived = 0;
     for (Warp& w : l.warps) w.arrived = 0, w.op = Op::kNone;
@@ -410,11 +427,19 @@ void run_block(Launch& l) {
             s.sticky = cudaErrorLaunchFailure;
         }
     }
-    for (size_t b = l.smem_bytes; b < sizeof fsig::cuda::smem_raw; ++b)
-        if (fsig::cuda::smem_raw[b] != 0xFF) {
+    poisoned_from = 0;
+    const size_t words_from = (l.smem_bytes + 7) / 8 * 8;
+    for (size_t b = l.smem_bytes; b < sizeof fsig::cuda::smem_raw; b = b < words_from ? b + 1 : b + 8) {
+        uint64_t word = ~uint64_t{0};
+        if (b < words_from) word = fsig::cuda::smem_raw[b] | ~uint64_t{0xFF};
+        else std::memcpy(&word, fsig::cuda::smem_raw + b, 8);
+        if (word != ~uint64_t{0}) {
+            while (fsig::cuda::smem_raw[b] == 0xFF) ++b;
             fail("shared memory byte %zu was written, past the launch's %zu bytes", b, l.smem_bytes);
-            break;
+            return;
         }
+    }
+    poisoned_from = l.smem_bytes;
 }
 
 // A collective of the `width` threads of a warp (32) or warpgroup (128): every thread stores its inputs,
@@ -461,7 +486,7 @@ float half_bits_to_float(uint32_t h, bool bf16) {
         std::memcpy(&f, &u, 4);
         return f;
     }
-    return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+    return _cvtsh_ss(static_cast<unsigned short>(h));  // F16C (x86-64-v3): exact, as every fp16 is a float
 }
 
 bool in_shared(uint32_t addr, uint32_t bytes) {
@@ -574,16 +599,14 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans) {
     w.in_u[lane][0] = addr;
     arrive(trans ? Op::kLdmatrixTrans : Op::kLdmatrix, kFullMask, __builtin_return_address(0), [trans](Warp& x) {
         count_ldmatrix(x);
-        auto elem = [&](int m, int row, int col) {
-            uint16_t h;
-            std::memcpy(&h, fsig::cuda::smem_raw + x.in_u[8 * m + row][0] + 2 * col, 2);
-            return uint32_t(h);
-        };
+        uint16_t rows[4][8][8];  // [matrix][row][element]
+        for (int m = 0; m < 4; ++m)
+            for (int row = 0; row < 8; ++row) std::memcpy(rows[m][row], fsig::cuda::smem_raw + x.in_u[8 * m + row][0], 16);
         for (int i = 0; i < 32; ++i)
             for (int m = 0; m < 4; ++m) {
                 uint32_t lo, hi;
-                if (!trans) lo = elem(m, i / 4, 2 * (i % 4)), hi = elem(m, i / 4, 2 * (i % 4) + 1);
-                else lo = elem(m, 2 * (i % 4), i / 4), hi = elem(m, 2 * (i % 4) + 1, i / 4);
+                if (!trans) lo = rows[m][i / 4][2 * (i % 4)], hi = rows[m][i / 4][2 * (i % 4) + 1];
+                else lo = rows[m][2 * (i % 4)][i / 4], hi = rows[m][2 * (i % 4) + 1][i / 4];
                 x.out_u[i][m] = lo | hi << 16;
             }
     });
@@ -617,14 +640,23 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b
             C[g][2 * t] = x.in_f[i][0], C[g][2 * t + 1] = x.in_f[i][1];
             C[g + 8][2 * t] = x.in_f[i][2], C[g + 8][2 * t + 1] = x.in_f[i][3];
         }
+        // a row's 8 sums at once, each adding its products in k order
+        // (in two 4-wide vector values, so that the 8 sums stay in registers)
+        typedef double Half __attribute__((vector_size(4 * sizeof(double))));
+        auto half = [](const double* p) {
+            Half h;
+            std::memcpy(&h, p, sizeof h);
+            return h;
+        };
+        for (int row = 0; row < 16; ++row) {
+            Half lo = half(C[row]), hi = half(C[row] + 4);
+            for (int k = 0; k < 16; ++k) lo += A[row][k] * half(B[k]), hi += A[row][k] * half(B[k] + 4);
+            std::memcpy(C[row], &lo, sizeof lo), std::memcpy(C[row] + 4, &hi, sizeof hi);
+        }
         for (int i = 0; i < 32; ++i) {
             const int g = i / 4, t = i % 4;
-            for (int e = 0; e < 4; ++e) {
-                const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
-                double acc = C[row][col];
-                for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
-                x.out_f[i][e] = float(acc);
-            }
+            x.out_f[i][0] = float(C[g][2 * t]), x.out_f[i][1] = float(C[g][2 * t + 1]);
+            x.out_f[i][2] = float(C[g + 8][2 * t]), x.out_f[i][3] = float(C[g + 8][2 * t + 1]);
         }
     });
     for (int i = 0; i < 4; ++i) d[i] = w.out_f[lane][i];

@@ -5,7 +5,7 @@
 add_library(fsig_cuda_emu SHARED ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/cuda_emu.cpp)
 target_include_directories(fsig_cuda_emu PUBLIC ${CUDAToolkit_INCLUDE_DIRS} ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu)
 target_compile_definitions(fsig_cuda_emu PUBLIC FSIG_CUDA_EMULATION=1)
-target_compile_options(fsig_cuda_emu PRIVATE ${FSIG_WARNINGS} -O2)
+target_compile_options(fsig_cuda_emu PRIVATE ${FSIG_BASELINE_FLAGS} ${FSIG_WARNINGS} -O2)
 set_target_properties(fsig_cuda_emu PROPERTIES CXX_VISIBILITY_PRESET default VISIBILITY_INLINES_HIDDEN OFF
                       LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
 
