@@ -362,8 +362,8 @@ void land(const Copy& c) {
 // at its end, the bytes it could not write
 size_t poisoned_from = 0;
 
-// The floating-point control words a GPU thread starts with, whatever the host thread's (MXCSR: round to
-// nearest, exceptions masked, no flush to zero; x87: the same), for the fibers of one block
+// The floating-point control words of a GPU thread, whatever the host thread's, for the fibers of one block:
+// round to nearest, exceptions masked, no flush to zero (MXCSR 0x1F80, x87 0x037F)
 class DefaultControlWords {
 public:
     DefaultControlWords() : mxcsr_(_mm_getcsr()) {
