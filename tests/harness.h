@@ -11,9 +11,6 @@
 #include <functional>
 #include <string>
 #include <vector>
-#if defined(__GLIBC__)  // (defined by the C library headers above)
-#include <malloc.h>
-#endif
 
 namespace th {
 
@@ -67,18 +64,6 @@ inline std::string format(const char* fmt, ...) {
 
 // Runs the registered tests whose names contain any of the filters (all when none is given), except
 // those whose names contain an exclusion ("-name").
-// Freed memory stays in the heap for the next case, in every test executable (set before main): each case
-// allocates its tensors, and the reference its N × N scratch, afresh, and with glibc's defaults every large
-// block was a new mapping faulted in page by page (a third of a numerics run's time on this project's
-// 2-core VM). The library's own working buffers keep their cache (native/cpu/block_cache.h) either way.
-inline const bool freed_memory_kept = [] {
-#if defined(__GLIBC__)
-    mallopt(M_MMAP_THRESHOLD, 1 << 30);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-#endif
-    return true;
-}();
-
 inline int run_all(const std::vector<std::string>& filters) {
     int ran = 0, failed_tests = 0;
     bool any_inclusion = false;
