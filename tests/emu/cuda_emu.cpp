@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "cuda_emu.h"
+#include "../../native/float_mode.h"
 
 // ---- the driver's current context, per host thread as in CUDA: cuCtxGetCurrent / cuCtxSetCurrent, which
 // the library reaches through cudaGetDriverEntryPointByVersion. The runtime makes the device's primary
@@ -64,9 +65,9 @@ constexpr size_t kSharedMaxSm90 = 227 * 1024;
 alignas(128) unsigned char smem_raw[kSharedMaxSm90 + 4096];
 }  // namespace fsig::cuda
 
-// ---- fiber switching (x86-64 System V): the callee-saved registers. Every fiber of a block runs with the
-// floating-point control words run_block sets (no kernel changes them), so a switch leaves them alone
-// (loading both at every switch took ≈ 6 % of an emulated run) ----
+// ---- fiber switching (x86-64 System V): the callee-saved registers. Every fiber of a block runs in the
+// floating-point mode run_block sets (no kernel changes it, none uses x87), so a switch leaves MXCSR and the
+// x87 control word alone (loading both at every switch took ≈ 6 % of an emulated run) ----
 extern "C" void fsig_emu_switch(void** save_sp, void* load_sp);
 asm(R"(
     .text
@@ -362,29 +363,9 @@ void land(const Copy& c) {
 // end, the bytes it could not write; after a failed one, none
 size_t poisoned_from = sizeof fsig::cuda::smem_raw;
 
-// The floating-point control words of a GPU thread, whatever the host thread's, for the fibers of one block:
-// round to nearest, exceptions masked, no flush to zero (MXCSR 0x1F80, x87 0x037F)
-class DefaultControlWords {
-public:
-    DefaultControlWords() : mxcsr_(_mm_getcsr()) {
-        asm volatile("fnstcw %0" : "=m"(x87_));
-        const uint16_t x87 = 0x037F;
-        asm volatile("fldcw %0" ::"m"(x87));
-        _mm_setcsr(0x1F80);
-    }
-    ~DefaultControlWords() {
-        _mm_setcsr(mxcsr_);
-        asm volatile("fldcw %0" ::"m"(x87_));
-    }
-
-private:
-    unsigned mxcsr_;
-    uint16_t x87_ = 0;
-};
-
 void run_block(Launch& l) {
     State& s = state();
-    const DefaultControlWords control_words;
+    const DefaultFloatMode float_mode;  // a GPU thread's: round to nearest, no flush to zero
     std::memset(fsig::cuda::smem_raw, 0xFF, poisoned_from);
     l.live = l.threads;
     l.bar_arrived = 0;
@@ -427,17 +408,15 @@ void run_block(Launch& l) {
             s.sticky = cudaErrorLaunchFailure;
         }
     }
-    poisoned_from = sizeof fsig::cuda::smem_raw;
-    const size_t words_from = (l.smem_bytes + 7) / 8 * 8;
-    for (size_t b = l.smem_bytes; b < sizeof fsig::cuda::smem_raw; b = b < words_from ? b + 1 : b + 8) {
-        uint64_t word = ~uint64_t{0};
-        if (b < words_from) word = fsig::cuda::smem_raw[b] | ~uint64_t{0xFF};
-        else std::memcpy(&word, fsig::cuda::smem_raw + b, 8);
-        if (word != ~uint64_t{0}) {
-            while (fsig::cuda::smem_raw[b] == 0xFF) ++b;
-            fail("shared memory byte %zu was written, past the launch's %zu bytes", b, l.smem_bytes);
-            return;
-        }
+    // past the launch's size every byte is still the poison: the first is, and each equals the next
+    const unsigned char* past = fsig::cuda::smem_raw + l.smem_bytes;
+    const size_t past_bytes = sizeof fsig::cuda::smem_raw - l.smem_bytes;
+    if (past[0] != 0xFF || std::memcmp(past, past + 1, past_bytes - 1) != 0) {
+        const size_t b = size_t(std::find_if(past, past + past_bytes, [](unsigned char c) { return c != 0xFF; }) -
+                                fsig::cuda::smem_raw);
+        fail("shared memory byte %zu was written, past the launch's %zu bytes", b, l.smem_bytes);
+        poisoned_from = sizeof fsig::cuda::smem_raw;
+        return;
     }
     poisoned_from = l.smem_bytes;
 }
