@@ -1,8 +1,8 @@
 // The CUDA forward kernel (FlashAttention-2 design, DESIGN.md §5) for sm_80 and later (sm_90a runs
 // the same mma.sync code). Included by the generated units fwd[_ext]_<dtype>_hd<d>.cu, one per (dtype,
-// kernel width 64, 128 or 256, plain or extended), each instantiating the 7 score policies: 84 kernels, and
-// 28 more in the 256-wide units for GPUs with 99 KiB per block (FwdSmemPlan) — width 256:
-// attention_fwd_wide_kernel, Q in shared memory.
+// kernel width 64, 128 or 256, plain or extended), each instantiating the 7 score policies: 84 kernels, 28 more
+// tall ones in the plain units of widths 64 and 128, and 28 more in the 256-wide units for GPUs with 99 KiB per
+// block (FwdSmemPlan) — width 256: attention_fwd_wide_kernel, Q in shared memory.
 //
 // Contract: q [B, Nq, Hq, d], k/v [B, Nk, Hk, d], out [B, Nq, Hq, d] in fp16 or bf16, last-dim stride 1,
 // other strides multiples of 8 elements, base pointers 16-byte aligned (validated on the host, so every
@@ -12,13 +12,18 @@
 // divides by the row sum and writes LSE = ln Σ exp(S) (O = 0, LSE = +inf on a row with no allowed key).
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
-// of 8 warps per (query tile of 128 rows, head, batch); warp w owns rows 16w..16w+15, its Q fragments stay
-// in registers for the whole block. Key tiles of 64 rows stream through shared memory in two stages
-// (cp.async: tile t+1 loads while tile t computes). Per tile:
-// S (16 x 64 per warp) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the
+// of 8 warps per (query tile, head, batch). Regular kernel (extended calls, and plain calls with Nq <= 128 or
+// where the tall one does not fit): 128 rows, warp w owns rows 16w..16w+15, its Q fragments stay in registers
+// for the whole block. Tall kernel (plain calls with Nq > 128; FwdTallTraits): 256 rows, warp w owns two 16-row tiles,
+// 32w..32w+31, and every K and V fragment it reads serves both — 39 instead of 62.5 bytes of shared-memory reads
+// per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall forward") — with Q resident in
+// shared memory, read at each k-step.
+// Key tiles of 64 rows stream through shared memory in two stages (cp.async: tile t+1 loads while tile t
+// computes). Per tile and row tile:
+// S (16 x 64) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the
 // score policy applied to the accumulator registers, P packed to 16-bit in registers as the A operand
 // of O += P V (V fragments by ldmatrix.trans). Tiles no row of the block may see are never visited;
-// inside the range, a warp whose 16 rows see nothing of a tile skips it, and only boundary tiles
+// inside the range, a warp whose rows see nothing of a tile (or lie past Nq) skips it, and only boundary tiles
 // (ragged Nk, causal diagonal, window edges) evaluate the per-element mask. O is written once, staged
 // through shared memory as 16-byte stores.
 //
@@ -53,23 +58,29 @@ namespace fsig::cuda {
 
 // ---- tile configuration --------------------------------------------------------------------------
 // 128 x 64 tiles with 8 warps of 16 query rows: each K/V tile read from global memory serves 128
-// query rows (FA2's forward uses 128-row tiles for d = 64 and 128 as well). Registers per thread for
-// d = 128: Q 32 + O 64 + S 32; the compiler report is in native/cuda/NOTES.md. Shared memory: K and V
-// of two stages (d = 64: 32 KiB, d = 128: 64 KiB). The Q tile is first staged in stage 1 (it is as
-// large as one stage's K + V) and O is staged through the whole buffer at the end. d = 256 (kQInSmem):
-// the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
+// query rows. Registers per thread for d = 128: Q 32 + O 64 + S 32; the compiler report is in
+// native/cuda/NOTES.md. Shared memory: K and V of two stages (d = 64: 32 KiB, d = 128: 64 KiB). The Q tile
+// is first staged in stage 1 (it is as large as one stage's K + V) and O is staged through the K/V stages at
+// the end. Tall (kRowTiles 2, FA2's forward layout: 4 warps of 32 rows there, 8 here): 256 x 64 tiles, O 128 +
+// S 64 registers at d = 128, Q resident after the stages (d = 64: 64 KiB in all, d = 128: 128 KiB). d = 256
+// (kQInSmem): the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
 // kWarps_, kBlockN_: 4 and 32 give the 256-wide kernel of GPUs with 99 KiB per block (FwdSmemPlan).
-template <int kHeadDim_, class Elem_, int kWarps_ = 8, int kBlockN_ = 64>
+// kRowTiles_ = 2 gives the tall kernel of plain calls at widths 64 and 128 (FwdTallTraits below).
+template <int kHeadDim_, class Elem_, int kWarps_ = 8, int kBlockN_ = 64, int kRowTiles_ = 1>
 struct FwdTraits {
     using Elem = Elem_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kWarps = kWarps_;
     static constexpr int kThreads = kWarps * 32;
-    static constexpr int kBlockM = 16 * kWarps;
+    static constexpr int kRowTiles = kRowTiles_;  // m16 row tiles per warp, each K and V fragment used for all
+    static constexpr int kBlockM = 16 * kRowTiles * kWarps;
     static constexpr int kBlockN = kBlockN_;
     static constexpr int kChunks = kHeadDim / 8;           // 16-byte chunks per row
     static constexpr int kTileElems = kBlockN * kHeadDim;  // one K or V tile
-    static constexpr int kSmemElems = 4 * kTileElems;      // K0, V0, K1, V1
+    // two row tiles' Q fragments (64 registers at d = 128) would not fit beside their O and S: Q stays in
+    // shared memory after the stages, read by ldmatrix at each k-step of S = Q Kᵀ
+    static constexpr bool kQResident = kRowTiles > 1;
+    static constexpr int kSmemElems = 4 * kTileElems + (kQResident ? kBlockM * kHeadDim : 0);  // K0, V0, K1, V1[, Q]
     static constexpr int kSmemBytes = kSmemElems * 2;
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Q Kᵀ
@@ -79,8 +90,9 @@ struct FwdTraits {
     // and K and V get one buffer each (attention_fwd_wide_kernel)
     static constexpr bool kQInSmem = kHeadDim > 128;
     static_assert(kHeadDim % 64 == 0, "the swizzle needs rows of whole 128-byte lines");
-    static_assert(kBlockM * kHeadDim <= 2 * kTileElems, "the Q tile must fit in stage 1");
+    static_assert(kQResident || kBlockM * kHeadDim <= 2 * kTileElems, "the Q tile must fit in stage 1");
     static_assert(kBlockM * kHeadDim <= kSmemElems, "the O tile must fit in the buffer");
+    static_assert(!(kQResident && kQInSmem), "one place for Q: the 256-wide kernel has its own");
     static_assert((kBlockN * kChunks) % kThreads == 0 && (kBlockM * kChunks) % kThreads == 0,
                   "tile loads split evenly over the threads");
 };
@@ -501,7 +513,8 @@ template <class T, class Score, bool kExt>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __grid_constant__ FwdParams p) {
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
-    constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN;
+    constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN, kR = T::kRowTiles;
+    static_assert(!kExt || kR == 1, "the extensions stage β for one 16-row tile per warp");
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -522,19 +535,28 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
     auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane); };
     const int n_first = next_live(int(key_lo / kBlockN));
-    // this warp's rows and their key range (rows past Nq compute harmlessly on zero Q and are not stored)
-    const int w0 = i0 + warp * 16;
+    // this warp's rows [w0, w0 + 16·kR) and their key range (rows past Nq beside real ones compute harmlessly on
+    // zero Q and are not stored); row tile g holds rows w0 + 16g ..
+    const int w0 = i0 + warp * 16 * kR;
     const int warp_lo = int(first_key(p, w0));
-    const int warp_hi = int(last_key(p, min(int64_t(w0) + 15, p.seq_q - 1)));
-    // the two rows of this thread's accumulator elements
-    const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+    // (−1: a warp whose rows all lie past Nq sees no key and skips every tile)
+    const int warp_hi = w0 < p.seq_q ? int(last_key(p, min(int64_t(w0) + 16 * kR - 1, p.seq_q - 1))) : -1;
+    // the two rows of this thread's accumulator elements in row tile g: held across the loop by the regular
+    // kernel, recomputed where used by the tall one (it has no registers to hold them)
+    const int held_rows[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
+    auto rows_of = [&](int g, int (&rows)[2]) {
+        rows[0] = T::kQResident ? w0 + 16 * g + frag::acc_row(lane, 0) : held_rows[0];
+        rows[1] = T::kQResident ? w0 + 16 * g + frag::acc_row(lane, 2) : held_rows[1];
+    };
 
-    // ---- prologue: Q into stage 1, the first K/V tile into stage 0 ----
+    // ---- prologue: Q into stage 1 (resident: its own region after the stages), the first K/V tile into
+    // stage 0 ----
     // stage s: K at smem_base + s·kStageBytes, V kTileBytes after it (no arrays: a run-time index
     // into a register array would put it in local memory)
     constexpr uint32_t kTileBytes = 2u * T::kTileElems, kStageBytes = 2u * kTileBytes;
     const uint32_t stage1 = smem_base + kStageBytes;
-    load_tile<T, kBlockM>(stage1, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
+    const uint32_t q_tile = T::kQResident ? smem_base + 2 * kStageBytes : stage1;
+    load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
     if (n_first <= n_last) {
         load_tile<T, kBlockN>(smem_base, k, p.k_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
         load_tile<T, kBlockN>(smem_base + kTileBytes, v, p.v_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
@@ -543,20 +565,26 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     cp_async_wait_all();
     __syncthreads();
 
-    uint32_t qf[T::kKSteps][4];
-    {
-        const frag::RowCol a = frag::ldsm_a(lane);
+    // one row tile: Q's fragments in registers for the whole block; resident: read at each k-step
+    auto q_rows = [&](int ln) {
+        return frag::SwizzledRows<kD>(frag::RowCol{warp * 16 * kR + frag::ldsm_a(ln).row, frag::ldsm_a(ln).col});
+    };
+    uint32_t qf[T::kQResident ? 1 : T::kKSteps][4];
+    if constexpr (!T::kQResident) {
+        const frag::SwizzledRows<kD> qa = q_rows(lane);
 #pragma unroll
-        for (int ks = 0; ks < T::kKSteps; ++ks)
-            ldsm_x4(qf[ks], stage1 + 2 * frag::swizzle<kD>(warp * 16 + a.row, ks * 16 + a.col));
+        for (int ks = 0; ks < T::kKSteps; ++ks) ldsm_x4(qf[ks], q_tile + 2 * qa.at(0, ks));
+        __syncthreads();  // stage 1 is free for the second key tile
     }
-    __syncthreads();  // stage 1 is free for the second key tile
 
-    float o[T::kDTiles][4];
+    float o[kR][T::kDTiles][4];
 #pragma unroll
-    for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-    float row_max[2] = {-INFINITY, -INFINITY};  // log2 domain (softmax)
-    float row_sum[2] = {0.f, 0.f};              // this thread's columns only, until the end
+    for (int g = 0; g < kR; ++g)
+#pragma unroll
+        for (int dt = 0; dt < T::kDTiles; ++dt) o[g][dt][0] = o[g][dt][1] = o[g][dt][2] = o[g][dt][3] = 0.f;
+    float row_max[kR][2], row_sum[kR][2];  // log2 domain (softmax); this thread's columns only, until the end
+#pragma unroll
+    for (int g = 0; g < kR; ++g) row_max[g][0] = row_max[g][1] = -INFINITY, row_sum[g][0] = row_sum[g][1] = 0.f;
     const ScoreConsts sc = score_consts(p);
 
     // extended: this warp's β staging tile, after the K/V stages (FwdTraits::kSmemBytes); recomputed
@@ -569,9 +597,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     for (int nb = n_first, nb_next; nb <= n_last; nb = nb_next) {
         const int j0 = nb * kBlockN;
         nb_next = next_live(nb + 1);
-        if (nb_next <= n_last) {  // prefetch the next tile into the other stage (free since the last barrier)
-            load_tile<T, kBlockN>(next_k, k, p.k_row, nb_next * kBlockN, p.seq_k, p.head_dim, tid);
-            load_tile<T, kBlockN>(next_k + kTileBytes, v, p.v_row, nb_next * kBlockN, p.seq_k, p.head_dim, tid);
+        if (nb_next <= n_last) {  // prefetch the next tile into the other stage (free since the last barrier);
+            // tall: rolled loops, whose chunk addresses are not held across the tile loop
+            load_tile<T, kBlockN, T::kQResident>(next_k, k, p.k_row, nb_next * kBlockN, p.seq_k, p.head_dim, tid);
+            load_tile<T, kBlockN, T::kQResident>(next_k + kTileBytes, v, p.v_row, nb_next * kBlockN, p.seq_k,
+                                                 p.head_dim, tid);
         }
         cp_async_commit();
 
@@ -582,44 +612,75 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
             if (p.ext.elementwise && warp_live) warp_live = stage_beta<kBlockN>(p, b, h, w0, j0, lane, beta_tile());
         }
         if (warp_live) {
-            // ---- S = Q Kᵀ ----
-            float s[T::kNTiles][4];
+            // ---- S = Q Kᵀ: each K fragment serves every row tile ----
+            float s[kR][T::kNTiles][4];
 #pragma unroll
-            for (int nt = 0; nt < T::kNTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-            const frag::SwizzledRows<kD> bk(frag::ldsm_b(lane));
+            for (int g = 0; g < kR; ++g)
+#pragma unroll
+                for (int nt = 0; nt < T::kNTiles; ++nt) s[g][nt][0] = s[g][nt][1] = s[g][nt][2] = s[g][nt][3] = 0.f;
+            // tall: the ldmatrix offsets made per tile (opaque lane), not held across the loop in 12 registers
+            const int tile_lane = T::kQResident ? opaque(lane) : lane;
+            const frag::SwizzledRows<kD> bk(frag::ldsm_b(tile_lane)), qa = q_rows(tile_lane);
 #pragma unroll
             for (int ks = 0; ks < T::kKSteps; ++ks) {
+                uint32_t qs[kR][4];
+#pragma unroll
+                for (int g = 0; g < kR; ++g) {
+                    if constexpr (T::kQResident)
+                        ldsm_x4(qs[g], q_tile + 2 * qa.at(g, ks));
+                    else
+                        qs[g][0] = qf[ks][0], qs[g][1] = qf[ks][1], qs[g][2] = qf[ks][2], qs[g][3] = qf[ks][3];
+                }
 #pragma unroll
                 for (int np = 0; np < T::kNTiles / 2; ++np) {
                     uint32_t kb[4];
                     ldsm_x4(kb, tile_k + 2 * bk.at(np, ks));
-                    M::run(s[2 * np], qf[ks], kb[0], kb[1]);
-                    M::run(s[2 * np + 1], qf[ks], kb[2], kb[3]);
+#pragma unroll
+                    for (int g = 0; g < kR; ++g) {
+                        M::run(s[g][2 * np], qs[g], kb[0], kb[1]);
+                        M::run(s[g][2 * np + 1], qs[g], kb[2], kb[3]);
+                    }
                 }
             }
 
-            // ---- mask: only tiles that cross a row's bounds or the end of the keys ----
-            const bool interior = fwd_warp_interior(p, w0, j0, kBlockN);
-            if constexpr (kExt)  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
-                extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s);
-            score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s, row_max, row_sum, [&](int r, float factor) {
 #pragma unroll
-                for (int dt = 0; dt < T::kDTiles; ++dt) o[dt][2 * r] *= factor, o[dt][2 * r + 1] *= factor;
-            });
+            for (int g = 0; g < kR; ++g) {
+                // ---- mask: only tiles that cross a row's bounds or the end of the keys ----
+                const bool interior = fwd_warp_interior(p, w0 + 16 * g, j0, kBlockN);
+                int row_i[2];
+                rows_of(g, row_i);
+                if constexpr (kExt)  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
+                    extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s[g]);
+                score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
+                                        [&](int r, float factor) {
+#pragma unroll
+                                            for (int dt = 0; dt < T::kDTiles; ++dt)
+                                                o[g][dt][2 * r] *= factor, o[g][dt][2 * r + 1] *= factor;
+                                        });
+            }
 
-            // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles ----
-            const frag::SwizzledRows<kD> bv(frag::ldsm_bt(lane));
+            // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles; each
+            // V fragment serves every row tile ----
+            const frag::SwizzledRows<kD> bv(frag::ldsm_bt(tile_lane));
 #pragma unroll
             for (int kp = 0; kp < T::kPSteps; ++kp) {
-                const uint32_t pa[4] = {M::pack(s[2 * kp][0], s[2 * kp][1]), M::pack(s[2 * kp][2], s[2 * kp][3]),
-                                        M::pack(s[2 * kp + 1][0], s[2 * kp + 1][1]),
-                                        M::pack(s[2 * kp + 1][2], s[2 * kp + 1][3])};
+                uint32_t pa[kR][4];
+#pragma unroll
+                for (int g = 0; g < kR; ++g) {
+                    pa[g][0] = M::pack(s[g][2 * kp][0], s[g][2 * kp][1]);
+                    pa[g][1] = M::pack(s[g][2 * kp][2], s[g][2 * kp][3]);
+                    pa[g][2] = M::pack(s[g][2 * kp + 1][0], s[g][2 * kp + 1][1]);
+                    pa[g][3] = M::pack(s[g][2 * kp + 1][2], s[g][2 * kp + 1][3]);
+                }
 #pragma unroll
                 for (int dp = 0; dp < T::kDTiles / 2; ++dp) {
                     uint32_t vb[4];
                     ldsm_x4_trans(vb, tile_k + kTileBytes + 2 * bv.at(kp, dp));
-                    M::run(o[2 * dp], pa, vb[0], vb[1]);
-                    M::run(o[2 * dp + 1], pa, vb[2], vb[3]);
+#pragma unroll
+                    for (int g = 0; g < kR; ++g) {
+                        M::run(o[g][2 * dp], pa[g], vb[0], vb[1]);
+                        M::run(o[g][2 * dp + 1], pa[g], vb[2], vb[3]);
+                    }
                 }
             }
         }
@@ -630,10 +691,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     }
 
     // ---- epilogue: normalise (softmax), LSE, O through shared memory as 16-byte stores ----
-    float mul[2];
-    finish_rows<Score>(p, b, h, row_i, lane, row_max, row_sum, mul);
-    // every thread passed a barrier after its last read of K, V or Q: the buffer is free for O
-    store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, p.head_dim, i0, warp, lane, o, mul, smem);
+    // every thread passed a barrier after its last read of K, V or Q: the K/V stages are free for O
+#pragma unroll
+    for (int g = 0; g < kR; ++g) {
+        float mul[2];
+        int row_i[2];
+        rows_of(g, row_i);
+        finish_rows<Score>(p, b, h, row_i, lane, row_max[g], row_sum[g], mul);
+        store_acc_rows<kD, Elem>(out, p.o_row, p.seq_q, p.head_dim, i0, warp * kR + g, lane, o[g], mul, smem);
+    }
 }
 
 // The d = 256 forward (T::kQInSmem): the same block, warps, tiles and per-tile math as
@@ -783,13 +849,28 @@ constexpr int fwd_smem_bytes() {
     return T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
 }
 
-// The forward's kernel at a width on a device that allows `allowed` bytes per block: the regular one where it
-// fits; else, at 256 (128 KiB, extended 162), the compact one — 4 warps of 16 rows and 32-key tiles, 64 KiB
-// (extended 73) — which only the units whose regular kernel may not fit a 99 KiB GPU carry. The launcher and
-// the device query (cuda_runtime.cu) both follow it.
+// Plain calls at widths 64 and 128 (FA2's forward layout): 8 warps of two 16-row tiles (256 query rows a block),
+// each K and V fragment read by ldmatrix serving both: 39 instead of 62.5 bytes of ldmatrix per kFLOP
+// (native/cuda/NOTES.md, "The tall forward"); Q resident in shared memory. d = 64: 64 KiB, d = 128: 128 KiB.
+template <int kHeadDim, class Elem>
+using FwdTallTraits = FwdTraits<kHeadDim, Elem, 8, 64, 2>;
+
+// The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls at 64 and 128
+// with Nq > 128 take the tall kernel where it fits (at 64 always: 64 KiB), else the regular one; at 256 the
+// regular one where it fits, else (128 KiB, extended 162) the compact one — 4 warps of 16 rows and 32-key tiles,
+// 64 KiB (extended 73) — which only the units whose regular kernel may not fit a 99 KiB GPU carry. The launcher
+// and the device query (cuda_runtime.cu) both follow it.
 template <int kHeadDim, bool kExt>
 struct FwdSmemPlan {
     static constexpr int kRegular = fwd_smem_bytes<FwdTraits<kHeadDim, __half>, kExt>();
+    static constexpr bool kHasTall = !kExt && kHeadDim <= 128;
+    static constexpr int tall_bytes() {
+        if constexpr (kHasTall)
+            return fwd_smem_bytes<FwdTallTraits<kHeadDim, __half>, false>();
+        else
+            return 0;
+    }
+    static constexpr bool kTallFitsEvery = kHasTall && tall_bytes() <= kLeastSmemOptin;
     static constexpr bool kHasCompact = kRegular > kLeastSmemOptin;
     static constexpr int compact_bytes() {
         if constexpr (kHasCompact)
@@ -797,11 +878,14 @@ struct FwdSmemPlan {
         else
             return 0;
     }
-    static_assert(kRegular <= 163 * 1024, "shared memory of one block on sm_80");
+    static_assert(kRegular <= 163 * 1024 && tall_bytes() <= 163 * 1024, "shared memory of one block on sm_80");
     static_assert(!kHasCompact || (kHeadDim > 128 && compact_bytes() <= kLeastSmemOptin),
                   "the compact kernel (256 wide) fits every GPU");
+    static bool tall(int allowed) { return kHasTall && tall_bytes() <= allowed; }
     static bool compact(int allowed) { return kHasCompact && kRegular > allowed; }
-    static int most(int allowed) { return compact(allowed) ? compact_bytes() : kRegular; }
+    static int most(int allowed) {
+        return tall(allowed) ? tall_bytes() : compact(allowed) ? compact_bytes() : kRegular;
+    }
 };
 
 template <class T, class Score, bool kExt>
@@ -830,8 +914,10 @@ cudaError_t with_score_policy(int32_t score, const F& f) {
 
 template <class T, bool kExt>
 cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
-    // a layout the host judged constant over kFwdBlockM x kFwdBlockN tiles is so over these, which nest in them
-    static_assert(kFwdBlockM % T::kBlockM == 0 && kFwdBlockN % T::kBlockN == 0, "tiles inside the host's tiles");
+    // a layout (extended calls) the host judged constant over kFwdBlockM x kFwdBlockN tiles is so over these,
+    // which nest in them
+    static_assert(!kExt || (kFwdBlockM % T::kBlockM == 0 && kFwdBlockN % T::kBlockN == 0),
+                  "tiles inside the host's tiles");
     static_assert(T::kBlockM >= kFwdSmallBlockM, "the host checks the grid with the finer compact blocks");
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
@@ -846,8 +932,19 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
     using Plan = FwdSmemPlan<kHeadDim, kExt>;
     using T = FwdTraits<kHeadDim, Elem>;
     static_assert(T::kBlockM == kFwdBlockM && T::kBlockN == kFwdBlockN, "the host's tiles are these");
+    int allowed = 0;
+    if constexpr (Plan::kHasTall) {
+        // the tall kernel's 256-row blocks where there is more than one regular block of rows: at Nq <= 128 the
+        // regular kernel's one block computes half the rows the tall one would
+        if (params.seq_q > kFwdBlockM) {
+            if constexpr (!Plan::kTallFitsEvery) {
+                if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
+            }
+            if (Plan::kTallFitsEvery || Plan::tall(allowed))
+                return launch_fwd_tiles<FwdTallTraits<kHeadDim, Elem>, kExt>(params, stream);
+        }
+    }
     if constexpr (Plan::kHasCompact) {
-        int allowed = 0;
         if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
         if (Plan::compact(allowed)) return launch_fwd_tiles<FwdTraits<kHeadDim, Elem, 4, 32>, kExt>(params, stream);
     }

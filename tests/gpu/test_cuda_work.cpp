@@ -225,6 +225,39 @@ TEST(window_work_follows_the_band) {
                          [](fsig_attention_params& p) { p.window_left = 128, p.window_right = 64; });
 }
 
+// The forward's shared-memory reads per tensor-core FLOP (ldmatrix .x4: 512 bytes): a plain call at widths 64 and
+// 128 with Nq > 128 runs the tall kernel (8 warps of two 16-row tiles, each K and V fragment serving both; Q read at
+// each k-step) where its buffer fits the device — always at 64 (64 KiB), at 128 where 128 KiB per block are allowed
+// (not on a 99 KiB sm_89) — and the regular one (16 rows per warp) elsewhere, and at Nq <= 128 (one regular block).
+// Per warp and 64-key tile the tall kernel issues (2 + 4 + 4)·d/16 ldmatrix (Q of both row tiles, K, V: 320·d
+// bytes) for 2 × 2 products of 2·16·64·d FLOP (8192·d): 39.0625 bytes per kFLOP at either width; the regular one
+// (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q fragments, read once per block (d/16 per warp: 1/(8T)
+// more over T key tiles). Nq = Nk, a multiple of 64 (no ragged edge), not causal: the ratios are exact.
+TEST(forward_shared_reads_per_flop) {
+    int optin = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    for (int64_t n : {kN, int64_t(128)})
+        for (int64_t d : {64, 128}) {
+            Problem pr(d, n);
+            for (int score : {FSIG_SCORE_SOFTMAX, FSIG_SCORE_SIGMOID}) {
+                fsig_attention_params p = fsig_attention_params_default();
+                p.score = score;
+                WorkCounters work[3];
+                if (!pr.run(p, {}, work)) continue;
+                const bool tall = n > 128 && (d == 64 || optin >= 128 * 1024);
+                const double per_kflop = double(work[0].ldmatrix_ops) * 512.0 / (double(work[0].tensor_flops) / 1e3);
+                const std::string what = th::format("N %lld d %lld %s forward (%s kernel)", (long long)n, (long long)d,
+                                                    score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid",
+                                                    tall ? "tall" : "regular");
+                std::printf("  %-50s %.4f ldmatrix bytes per kFLOP\n", what.c_str(), per_kflop);
+                const double tiles = double(n / 64), expected = tall ? 39.0625 : 62.5 * (1 + 1 / (8 * tiles));
+                EXPECT(std::fabs(per_kflop - expected) <= 1e-9 * expected,
+                       "%s: %.4f bytes of ldmatrix per kFLOP, not %.4f", what.c_str(), per_kflop, expected);
+                expect_no_bank_conflicts(work[0], what);
+            }
+        }
+}
+
 namespace {
 
 const char* const kLinearCallNames[3] = {"forward (workspace)", "backward (no workspace)", "backward (workspace)"};
