@@ -12,12 +12,12 @@
 // divides by the row sum and writes LSE = ln Σ exp(S) (O = 0, LSE = +inf on a row with no allowed key).
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
-// of 8 warps per (query tile, head, batch). Regular kernel (extended calls, and plain calls with Nq <= 128 or
-// where the tall one does not fit): 128 rows, warp w owns rows 16w..16w+15, its Q fragments stay in registers
-// for the whole block. Tall kernel (plain calls with Nq > 128; FwdTallTraits): 256 rows, warp w owns two 16-row tiles,
-// 32w..32w+31, and every K and V fragment it reads serves both — 39 instead of 62.5 bytes of shared-memory reads
-// per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall forward") — with Q resident in
-// shared memory, read at each k-step.
+// of 8 warps per (query tile, head, batch). Regular kernel (extended calls, and plain calls with Nq <= 128, on a
+// grid of one wave or where the tall one does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its
+// Q fragments stay in registers for the whole block. Tall kernel (the other plain calls; FwdTallTraits): 256
+// rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves both — 39 instead
+// of 62.5 bytes of shared-memory reads per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall
+// forward") — with Q resident in shared memory, read at each k-step.
 // Key tiles of 64 rows stream through shared memory in two stages (cp.async: tile t+1 loads while tile t
 // computes). Per tile and row tile:
 // S (16 x 64) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the
@@ -45,6 +45,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "flashsig.h"
 #include "fragment.h"
@@ -855,8 +857,19 @@ constexpr int fwd_smem_bytes() {
 template <int kHeadDim, class Elem>
 using FwdTallTraits = FwdTraits<kHeadDim, Elem, 8, 64, 2>;
 
+// FSIG_CUDA_FWD_TALL=0 (read once): the regular kernel for every forward — the tall kernel's before and after on
+// one GPU (tests/gpu/gpu-session.sh, step bench_tall), and a way back while it has not run on a GPU
+inline bool fwd_tall_enabled() {
+    static const bool enabled = [] {
+        const char* e = std::getenv("FSIG_CUDA_FWD_TALL");
+        return e == nullptr || std::strcmp(e, "0") != 0;
+    }();
+    return enabled;
+}
+
 // The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls at 64 and 128
-// with Nq > 128 take the tall kernel where it fits (at 64 always: 64 KiB), else the regular one; at 256 the
+// with Nq > 128 take the tall kernel where it fits (at 64 always: 64 KiB) and the regular grid would exceed the
+// SM count (launch_fwd), else the regular one; at 256 the
 // regular one where it fits, else (128 KiB, extended 162) the compact one — 4 warps of 16 rows and 32-key tiles,
 // 64 KiB (extended 73) — which only the units whose regular kernel may not fit a 99 KiB GPU carry. The launcher
 // and the device query (cuda_runtime.cu) both follow it.
@@ -934,13 +947,19 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
     static_assert(T::kBlockM == kFwdBlockM && T::kBlockN == kFwdBlockN, "the host's tiles are these");
     int allowed = 0;
     if constexpr (Plan::kHasTall) {
-        // the tall kernel's 256-row blocks where there is more than one regular block of rows: at Nq <= 128 the
-        // regular kernel's one block computes half the rows the tall one would
-        if (params.seq_q > kFwdBlockM) {
+        // The tall kernel where the regular grid has more than one block of rows per head and more blocks than the
+        // GPU has SMs. A regular grid of one wave is done sooner by its twice as many blocks of half the rows (the
+        // tall kernel's ceiling is 1.33x the regular one's, not 2x), and at Nq <= 128 a tall block would compute
+        // half its rows for nothing.
+        if (params.seq_q > kFwdBlockM && fwd_tall_enabled()) {
+            int sms = 0;
+            if (const cudaError_t e = cached_device_attribute<cudaDevAttrMultiProcessorCount>(sms); e != cudaSuccess)
+                return e;
+            const int64_t regular_blocks = (params.seq_q + kFwdBlockM - 1) / kFwdBlockM * params.heads_q * params.batch;
             if constexpr (!Plan::kTallFitsEvery) {
                 if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
             }
-            if (Plan::kTallFitsEvery || Plan::tall(allowed))
+            if (regular_blocks > sms && (Plan::kTallFitsEvery || Plan::tall(allowed)))
                 return launch_fwd_tiles<FwdTallTraits<kHeadDim, Elem>, kExt>(params, stream);
         }
     }

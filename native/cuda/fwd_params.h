@@ -64,8 +64,8 @@ FSIG_HD int64_t last_key(const FwdParams& p, int64_t i) {
     return hi;
 }
 
-// The forward's (fwd_kernel.cuh) per-warp test that skips the per-element mask: every real row of the
-// warp's 16 (rows [w0, min(w0 + 16, Nq)); rows past Nq are computed on zero Q but never stored) may see
+// The forward's (fwd_kernel.cuh) per-row-tile test that skips the per-element mask: every real row of the
+// 16 from w0 (rows [w0, min(w0 + 16, Nq)); rows past Nq are computed on zero Q but never stored) may see
 // every key of [j0, j0 + cols), and all those keys exist. tests/gpu/test_bwd_index.cpp checks it against
 // an element scan and replays the forward's whole tile plan.
 FSIG_HD bool fwd_warp_interior(const FwdParams& p, int64_t w0, int64_t j0, int64_t cols) {

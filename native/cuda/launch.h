@@ -33,10 +33,26 @@ inline SmemShortfall& smem_shortfall() {
 // sm_86, sm_89 and sm_120; a kernel that needs more has a narrower fallback or is refused there
 constexpr int kLeastSmemOptin = 99 * 1024;
 
+// The current device's value of a (positive) device attribute, asked once per device: host queries, not stream
+// operations, made by launchers that choose between kernels
+template <cudaDeviceAttr kAttr>
+inline cudaError_t cached_device_attribute(int& value) {
+    constexpr int kCachedDevices = 64;
+    static std::atomic<int> cached[kCachedDevices] = {};  // 0: not asked yet
+    int device = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e != cudaSuccess) return e;
+    const bool cacheable = device >= 0 && device < kCachedDevices;
+    if (cacheable && (value = cached[device].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
+    e = cudaDeviceGetAttribute(&value, kAttr, device);
+    if (e != cudaSuccess) return e;
+    if (cacheable) cached[device].store(value, std::memory_order_relaxed);
+    return cudaSuccess;
+}
+
 // A device's opt-in shared memory per block as the library uses it: capped at FSIG_CUDA_SMEM_LIMIT_KIB KiB
 // where that is set (read once), so that a larger GPU takes the kernels a smaller one would (an H100 then
-// checks the 99 KiB GPUs' kernels, tests/gpu/gpu-session.sh); device_smem_optin: the current device's (host
-// queries, not stream operations; asked once per device: a launch with a fallback kernel needs it twice)
+// checks the 99 KiB GPUs' kernels, tests/gpu/gpu-session.sh); device_smem_optin: the current device's
 inline int capped_smem(int optin) {
     static const int cap = [] {
         const char* e = std::getenv("FSIG_CUDA_SMEM_LIMIT_KIB");
@@ -46,18 +62,9 @@ inline int capped_smem(int optin) {
     return optin < cap ? optin : cap;
 }
 inline cudaError_t device_smem_optin(int& allowed) {
-    constexpr int kCachedDevices = 64;
-    static std::atomic<int> cached[kCachedDevices] = {};  // 0: not asked yet
-    int device = 0;
-    cudaError_t e = cudaGetDevice(&device);
-    if (e != cudaSuccess) return e;
-    const bool cacheable = device >= 0 && device < kCachedDevices;
-    if (cacheable && (allowed = cached[device].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
-    e = cudaDeviceGetAttribute(&allowed, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (e != cudaSuccess) return e;
-    allowed = capped_smem(allowed);
-    if (cacheable) cached[device].store(allowed, std::memory_order_relaxed);
-    return cudaSuccess;
+    const cudaError_t e = cached_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(allowed);
+    if (e == cudaSuccess) allowed = capped_smem(allowed);
+    return e;
 }
 
 // Dynamic shared memory above 48 KiB needs the kernel's attribute raised (per function and device, not a

@@ -20,8 +20,8 @@
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN, FlashSig on
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
-#   bench_tall             the mma.sync forward at d = 128 on its tall kernel and, capped at 99 KiB of shared
-#                          memory, on the regular one: the tall kernel's gain in one run
+#   bench_tall             the mma.sync forward at d = 64 and 128 on its tall kernel and (FSIG_CUDA_FWD_TALL=0)
+#                          on the regular one: the tall kernel's gain in one run
 #   profile                ncu on the forward and backward kernels at d = 128, both kernel families
 #   linear                 the linear-attention device test (before its benchmarks: its loads changed unrun)
 #   bench_linear           cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k (and
@@ -152,11 +152,11 @@ step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; 
   --warmup 2 --iters 10 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \
   --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both --warmup 2 --iters 10 \
   --csv "$1$k.d256.csv" || exit 1; done' "$bench" "$logs/bench_wgmma"
-# the plain mma.sync forward at d = 128: the tall kernel (256-row blocks), then the regular one that GPUs with
-# 99 KiB per block take (native/cuda/NOTES.md, "The tall forward": predicted 1.1-1.3x)
-step bench_tall 60 bash -c 'for kib in 0 99; do echo "FSIG_CUDA_SMEM_LIMIT_KIB=$kib"; FSIG_CUDA_WGMMA=0 \
-  FSIG_CUDA_SMEM_LIMIT_KIB=$kib "$0" --device cuda --dtype bf16 --hidden 2048 --seq 4096,16384 --d 128 --causal both \
-  --score softmax,sigmoid --pass fwd --warmup 2 --iters 10 --csv "$1$kib.csv" || exit 1; done' "$bench" "$logs/bench_tall"
+# the plain mma.sync forward: the tall kernel (256-row blocks), then the regular one (native/cuda/NOTES.md, "The
+# tall forward": predicted 1.1-1.4x at N = 4k-16k)
+step bench_tall 60 bash -c 'for tall in 1 0; do echo "FSIG_CUDA_FWD_TALL=$tall"; FSIG_CUDA_WGMMA=0 \
+  FSIG_CUDA_FWD_TALL=$tall "$0" --device cuda --dtype bf16 --hidden 2048 --seq 4096,16384 --d 64,128 --causal both \
+  --score softmax,sigmoid --pass fwd --warmup 2 --iters 10 --csv "$1$tall.csv" || exit 1; done' "$bench" "$logs/bench_tall"
 # where the time goes (ncu, clocks left alone): the forward and both backward paths' kernels, d = 128, on each
 # kernel family — tensor-pipe use, stall reasons, occupancy, L2 atomics (the fast backward was no faster than
 # the deterministic one at d = 128 on the first run)

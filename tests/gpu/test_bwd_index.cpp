@@ -236,38 +236,43 @@ void replay_dq(const fsig::Problem& pr, Coverage& cov) {
         }
 }
 
-// attention_fwd_kernel's walk (fwd_kernel.cuh: kBlockM = 128 rows, 8 warps of 16 rows, key tiles of 64):
-// the dQ kernel's plan, but the per-element mask is skipped by fwd_warp_interior, which looks at the
-// warp's real rows only (rows past Nq are computed on zero Q and never stored), so the pieces given to
-// the coverage check are the real rows.
-void replay_fwd(const fsig::Problem& pr, Coverage& cov) {
+// attention_fwd_kernel's walk (fwd_kernel.cuh: 8 warps of row_tiles 16-row tiles — the regular kernel 1, 128-row
+// blocks; the tall kernel 2, 256-row blocks — key tiles of 64): the dQ kernel's plan, but a warp whose rows all
+// lie past Nq skips every tile, the warp's key range spans all its rows, and the per-element mask is skipped by
+// fwd_warp_interior per row tile, which looks at the tile's real rows only (rows past Nq beside real ones are
+// computed on zero Q and never stored), so the pieces given to the coverage check are the real rows.
+void replay_fwd(const fsig::Problem& pr, int64_t row_tiles, Coverage& cov) {
     const FwdParams f = params_of(pr);
-    constexpr int64_t kBlockM = 128, kBlockN = 64;
+    const int64_t block_m = 128 * row_tiles, warp_rows = 16 * row_tiles;
+    constexpr int64_t kBlockN = 64;
     for (int64_t h = 0; h < pr.heads_q; ++h)
-        for (int64_t i0 = 0; i0 < pr.seq_q; i0 += kBlockM) {
-            const int64_t i_end = i0 + kBlockM < pr.seq_q ? i0 + kBlockM : pr.seq_q;
+        for (int64_t i0 = 0; i0 < pr.seq_q; i0 += block_m) {
+            const int64_t i_end = i0 + block_m < pr.seq_q ? i0 + block_m : pr.seq_q;
             const int64_t key_lo = fsig::cuda::first_key(f, i0), key_hi = fsig::cuda::last_key(f, i_end - 1);
             const int64_t n_first = key_lo / kBlockN;
             const int64_t n_last = key_hi >= key_lo ? key_hi / kBlockN : n_first - 1;
             for (int64_t nb = 0; nb * kBlockN < pr.seq_k; ++nb) {
                 const int64_t j0 = nb * kBlockN;
                 for (int warp = 0; warp < 8; ++warp) {
-                    const int64_t w0 = i0 + warp * 16;
+                    const int64_t w0 = i0 + warp * warp_rows;
+                    const int64_t w_last = w0 + warp_rows - 1 < pr.seq_q - 1 ? w0 + warp_rows - 1 : pr.seq_q - 1;
                     const int64_t warp_lo = fsig::cuda::first_key(f, w0),
-                                  warp_hi = fsig::cuda::last_key(f, w0 + 15 < pr.seq_q - 1 ? w0 + 15 : pr.seq_q - 1);
+                                  warp_hi = w0 < pr.seq_q ? fsig::cuda::last_key(f, w_last) : -1;
                     const bool in_block = nb >= n_first && nb <= n_last;
                     const bool taken = in_block && warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi;
-                    const int64_t real_rows = pr.seq_q - w0 < 16 ? pr.seq_q - w0 : 16;
-                    if (real_rows <= 0) continue;
-                    const int64_t keys = pr.seq_k - j0 < kBlockN ? pr.seq_k - j0 : kBlockN;
-                    const bool interior = fsig::cuda::fwd_warp_interior(f, w0, j0, kBlockN);
-                    // an interior tile's keys must all exist (the kernel leaves keys past Nk unmasked there)
-                    if (taken && interior && keys < kBlockN && cov.ok) {
-                        EXPECT(false, "fwd: tile at key %lld taken as interior but only %lld of its keys exist",
-                               (long long)j0, (long long)keys);
-                        cov.ok = false;
+                    for (int64_t g = 0; g < row_tiles; ++g) {
+                        const int64_t t0 = w0 + 16 * g, real_rows = pr.seq_q - t0 < 16 ? pr.seq_q - t0 : 16;
+                        if (real_rows <= 0) continue;
+                        const int64_t keys = pr.seq_k - j0 < kBlockN ? pr.seq_k - j0 : kBlockN;
+                        const bool interior = fsig::cuda::fwd_warp_interior(f, t0, j0, kBlockN);
+                        // an interior tile's keys must all exist (the kernel leaves keys past Nk unmasked there)
+                        if (taken && interior && keys < kBlockN && cov.ok) {
+                            EXPECT(false, "fwd: tile at key %lld taken as interior but only %lld of its keys exist",
+                                   (long long)j0, (long long)keys);
+                            cov.ok = false;
+                        }
+                        cov.piece(h, t0, real_rows, j0, keys, taken, interior, "fwd");
                     }
-                    cov.piece(h, w0, real_rows, j0, keys, taken, interior, "fwd");
                 }
             }
         }
@@ -313,14 +318,15 @@ TEST(tile_plans_cover_every_allowed_pair_once) {
                             return;
                         }
                     }
-                    for (int fwd = 0; fwd < 2; ++fwd) {
+                    for (int plan = 0; plan < 3; ++plan) {  // dQ, the regular forward, the tall forward
+                        static const char* const kPlans[3] = {"dq", "fwd", "fwd tall"};
                         Coverage cov(pr);
-                        if (fwd) replay_fwd(pr, cov);
+                        if (plan) replay_fwd(pr, plan, cov);
                         else replay_dq(pr, cov);
-                        if (cov.ok) cov.expect_once(fwd ? "fwd" : "dq");
+                        if (cov.ok) cov.expect_once(kPlans[plan]);
                         if (!cov.ok) {
                             std::printf("  failing problem (%s): Nq %lld Nk %lld causal %d wl %lld wr %lld\n",
-                                        fwd ? "fwd" : "dq", (long long)nq, (long long)nk, m.causal, (long long)m.wl,
+                                        kPlans[plan], (long long)nq, (long long)nk, m.causal, (long long)m.wl,
                                         (long long)m.wr);
                             return;
                         }

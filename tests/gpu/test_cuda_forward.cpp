@@ -323,8 +323,9 @@ std::vector<Case> targeted_cases() {
         c.name = name_of("tail", int(cases.size()) - 1, c, 1);
     }
     // the tall kernel (plain calls, Nq > 128: a warp owns two 16-row tiles): at a left window of 20 the rows 64..79
-    // see all of key tile 64..127 and rows 80..95 do not, so the mask must follow each row tile, not the warp's
-    // first; the second block's rows 300..511 lie past Nq (those warps skip); in the quick set too
+    // see all of key tile 64..127 and rows 85..95 do not, so the mask must follow each row tile, not the warp's
+    // first; in the second block warp 1 holds rows 288..299 and past Nq, warps 2..7 only rows past Nq (they skip);
+    // in the quick set too
     for (int64_t d : {64, 128})
         add("tall", d == 64 ? ref::kSigmoid : ref::kSoftmax, ref::kBf16, d, 300, 300, false, 20, -1);
     if (g_quick) cases.erase(cases.begin() + quick, cases.begin() + widths);

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <initializer_list>
 #include <memory>
 #include <random>
@@ -72,9 +73,10 @@ struct Problem {
     }
 
     // The forward, the deterministic backward and the fast backward of p (layout: the allowed blocks, or
-    // empty for none), each call's work apart; false (reported) when a call fails. The linear scores: the
-    // forward with the workspace, the backward without it, then with it.
-    bool run(fsig_attention_params p, const std::vector<unsigned char>& blocks, WorkCounters (&work)[3]) {
+    // empty for none), each call's work apart (forward_only: the forward alone); false (reported) when a call
+    // fails. The linear scores: the forward with the workspace, the backward without it, then with it.
+    bool run(fsig_attention_params p, const std::vector<unsigned char>& blocks, WorkCounters (&work)[3],
+             bool forward_only = false) {
         const int64_t n_blocks = (n + kBlock - 1) / kBlock, lay_shape[3] = {1, n_blocks, n_blocks};
         fsig_tensor tlay{};
         if (!blocks.empty()) {
@@ -104,7 +106,7 @@ struct Problem {
         if (st != FSIG_OK) return false;
         CUDA_OK(cudaDeviceSynchronize());
         work[0] = fsig::emu::work_counters() - before;
-        for (int path = 1; path <= 2; ++path) {  // 1: deterministic, 2: fast (a workspace, dQ by atomics)
+        for (int path = 1; path <= 2 && !forward_only; ++path) {  // 1: deterministic, 2: fast (a workspace, dQ by atomics)
             p.deterministic = path == 1;
             p.workspace = nullptr, p.workspace_bytes = 0;
             if (path == 2) p.workspace = workspace.get(), p.workspace_bytes = bytes;
@@ -228,14 +230,16 @@ TEST(window_work_follows_the_band) {
 // The forward's shared-memory reads per tensor-core FLOP (ldmatrix .x4: 512 bytes): a plain call at widths 64 and
 // 128 with Nq > 128 runs the tall kernel (8 warps of two 16-row tiles, each K and V fragment serving both; Q read at
 // each k-step) where its buffer fits the device — always at 64 (64 KiB), at 128 where 128 KiB per block are allowed
-// (not on a 99 KiB sm_89) — and the regular one (16 rows per warp) elsewhere, and at Nq <= 128 (one regular block).
-// Per warp and 64-key tile the tall kernel issues (2 + 4 + 4)·d/16 ldmatrix (Q of both row tiles, K, V: 320·d
-// bytes) for 2 × 2 products of 2·16·64·d FLOP (8192·d): 39.0625 bytes per kFLOP at either width; the regular one
-// (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q fragments, read once per block (d/16 per warp: 1/(8T)
-// more over T key tiles). Nq = Nk, a multiple of 64 (no ragged edge), not causal: the ratios are exact.
+// (not on a 99 KiB sm_89, nor under FSIG_CUDA_SMEM_LIMIT_KIB=99) — and the regular one (16 rows per warp) elsewhere,
+// at Nq <= 128 (one regular block) and under FSIG_CUDA_FWD_TALL=0 (the emulated GPU has one SM, so every grid of
+// more than one block is more than a wave). Per warp and 64-key tile the tall kernel issues (2 + 4 + 4)·d/16
+// ldmatrix (Q of both row tiles, K, V: 320·d bytes) for 2 × 2 products of 2·16·64·d FLOP (8192·d): 39.0625 bytes
+// per kFLOP at either width; the regular one (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q
+// fragments, read once per block (d/16 per warp: 1/(8T) more over T key tiles). Nq = Nk, a multiple of 64 (no
+// ragged edge), not causal: the ratios are exact.
 TEST(forward_shared_reads_per_flop) {
-    int optin = 0;
-    CUDA_OK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    const char* tall_setting = std::getenv("FSIG_CUDA_FWD_TALL");
+    const bool tall_allowed = tall_setting == nullptr || std::string(tall_setting) != "0";
     for (int64_t n : {kN, int64_t(128)})
         for (int64_t d : {64, 128}) {
             Problem pr(d, n);
@@ -243,8 +247,8 @@ TEST(forward_shared_reads_per_flop) {
                 fsig_attention_params p = fsig_attention_params_default();
                 p.score = score;
                 WorkCounters work[3];
-                if (!pr.run(p, {}, work)) continue;
-                const bool tall = n > 128 && (d == 64 || optin >= 128 * 1024);
+                if (!pr.run(p, {}, work, true)) continue;
+                const bool tall = tall_allowed && n > 128 && (d == 64 || gt::shared_memory_optin() >= 128 * 1024);
                 const double per_kflop = double(work[0].ldmatrix_ops) * 512.0 / (double(work[0].tensor_flops) / 1e3);
                 const std::string what = th::format("N %lld d %lld %s forward (%s kernel)", (long long)n, (long long)d,
                                                     score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid",
