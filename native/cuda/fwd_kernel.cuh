@@ -956,11 +956,13 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
             if (const cudaError_t e = cached_device_attribute<cudaDevAttrMultiProcessorCount>(sms); e != cudaSuccess)
                 return e;
             const int64_t regular_blocks = (params.seq_q + kFwdBlockM - 1) / kFwdBlockM * params.heads_q * params.batch;
-            if constexpr (!Plan::kTallFitsEvery) {
-                if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
+            if (regular_blocks > sms) {
+                if constexpr (!Plan::kTallFitsEvery) {
+                    if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
+                }
+                if (Plan::kTallFitsEvery || Plan::tall(allowed))
+                    return launch_fwd_tiles<FwdTallTraits<kHeadDim, Elem>, kExt>(params, stream);
             }
-            if (regular_blocks > sms && (Plan::kTallFitsEvery || Plan::tall(allowed)))
-                return launch_fwd_tiles<FwdTallTraits<kHeadDim, Elem>, kExt>(params, stream);
         }
     }
     if constexpr (Plan::kHasCompact) {

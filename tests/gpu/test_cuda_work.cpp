@@ -106,7 +106,8 @@ struct Problem {
         if (st != FSIG_OK) return false;
         CUDA_OK(cudaDeviceSynchronize());
         work[0] = fsig::emu::work_counters() - before;
-        for (int path = 1; path <= 2 && !forward_only; ++path) {  // 1: deterministic, 2: fast (a workspace, dQ by atomics)
+        // 1: deterministic, 2: fast (a workspace, dQ by atomics)
+        for (int path = 1; path <= 2 && !forward_only; ++path) {
             p.deterministic = path == 1;
             p.workspace = nullptr, p.workspace_bytes = 0;
             if (path == 2) p.workspace = workspace.get(), p.workspace_bytes = bytes;
@@ -230,9 +231,9 @@ TEST(window_work_follows_the_band) {
 // The forward's shared-memory reads per tensor-core FLOP (ldmatrix .x4: 512 bytes): a plain call at widths 64 and
 // 128 with Nq > 128 runs the tall kernel (8 warps of two 16-row tiles, each K and V fragment serving both; Q read at
 // each k-step) where its buffer fits the device — always at 64 (64 KiB), at 128 where 128 KiB per block are allowed
-// (not on a 99 KiB sm_89, nor under FSIG_CUDA_SMEM_LIMIT_KIB=99) — and the regular one (16 rows per warp) elsewhere,
-// at Nq <= 128 (one regular block) and under FSIG_CUDA_FWD_TALL=0 (the emulated GPU has one SM, so every grid of
-// more than one block is more than a wave). Per warp and 64-key tile the tall kernel issues (2 + 4 + 4)·d/16
+// (not on a 99 KiB sm_89, nor under FSIG_CUDA_SMEM_LIMIT_KIB=99) and the regular grid exceeds the SM count (the
+// emulated GPU has one SM: every grid of more than one block) — and the regular one (16 rows per warp) elsewhere:
+// at Nq <= 128 (one regular block) and under FSIG_CUDA_FWD_TALL=0. Per warp and 64-key tile the tall kernel issues (2 + 4 + 4)·d/16
 // ldmatrix (Q of both row tiles, K, V: 320·d bytes) for 2 × 2 products of 2·16·64·d FLOP (8192·d): 39.0625 bytes
 // per kFLOP at either width; the regular one (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q
 // fragments, read once per block (d/16 per warp: 1/(8T) more over T key tiles). Nq = Nk, a multiple of 64 (no
