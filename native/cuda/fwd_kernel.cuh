@@ -1,7 +1,7 @@
 // The CUDA forward kernel (FlashAttention-2 design, DESIGN.md §5) for sm_80 and later (sm_90a runs
 // the same mma.sync code). Included by the generated units fwd[_ext]_<dtype>_hd<d>.cu, one per (dtype,
-// kernel width 64, 128 or 256, plain or extended), each instantiating the 7 score policies: 84 kernels, 28 more
-// tall ones in the plain units of widths 64 and 128, and 28 more in the 256-wide units for GPUs with 99 KiB per
+// kernel width 64, 128 or 256, plain or extended), each instantiating the 7 score policies: 84 kernels, 56 more
+// tall ones in the units of widths 64 and 128, and 28 more in the 256-wide units for GPUs with 99 KiB per
 // block (FwdSmemPlan) — width 256: attention_fwd_wide_kernel, Q in shared memory.
 //
 // Contract: q [B, Nq, Hq, d], k/v [B, Nk, Hk, d], out [B, Nq, Hq, d] in fp16 or bf16, last-dim stride 1,
@@ -12,9 +12,10 @@
 // divides by the row sum and writes LSE = ln Σ exp(S) (O = 0, LSE = +inf on a row with no allowed key).
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
-// of 8 warps per (query tile, head, batch). Regular kernel (extended calls, and plain calls with Nq <= 128, on a
-// grid of one wave or where the tall one does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its
-// Q fragments stay in registers for the whole block. Tall kernel (the other plain calls; FwdTallTraits): 256
+// of 8 warps per (query tile, head, batch). Regular kernel (calls with a bias, mask, layout or strided pattern,
+// and the others with Nq <= 128, on a grid of one wave or where the tall one does not fit: launch_fwd): 128 rows, warp w owns
+// rows 16w..16w+15, its Q fragments stay in registers for the whole block. Tall kernel (the other plain calls and
+// calls with positions only; FwdTallTraits): 256
 // rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves both — 39 instead
 // of 62.5 bytes of shared-memory reads per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall
 // forward") — with Q resident in shared memory, read at each k-step.
@@ -30,8 +31,9 @@
 // Extended kernels (kExt, chosen when the call has masks or positions, DESIGN §4): S becomes
 // x = λ_i·scale·q·k − slope·|δ_i − j| + β_ij, with β the bias tensor or −inf where the strided pattern,
 // the block layout, the mask tensor or a bias of −inf disallows the key (ext_params.h); the score is
-// applied to x and a masked element gets P = 0 explicitly. λ and ALiBi are applied in registers; β is
-// staged per warp and tile in shared memory by a rolled loop. Key tiles the layout or the strided
+// applied to x and a masked element gets P = 0 explicitly. λ and ALiBi are applied in registers (the tall
+// kernel reads λ of its rows from shared memory, staged once per block); β is staged per warp and tile in
+// shared memory by a rolled loop (the regular kernel only). Key tiles the layout or the strided
 // pattern leave empty for all the block's rows are never loaded; a warp whose β is all −inf skips the tile.
 //
 // Softmax is online in the log2 domain: m = running max of S·log2e, l = running Σ 2^(S·log2e − m); each
@@ -341,16 +343,20 @@ inline __device__ FSIG_NOINLINE bool stage_beta(const FwdParams& p, int64_t b, i
 
 // x = scale·acc of the thread's elements of a 16-row tile with the positions (λ, ALiBi) applied and,
 // when the call has element-wise extensions, β added from the warp's staging tile (nullptr: none; row
-// stride kBetaRowStride floats, 0 for one row of β that every row shares).
+// stride kBetaRowStride floats, 0 for one row of β that every row shares). lambda: λ of the thread's two rows
+// as the caller staged them (the tall forward), or nullptr: computed here.
 template <int kNTiles, int kBetaRowStride = kBetaStride<kNTiles * 8>>
 __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
-                                            int lane, const float* beta, float (&s)[kNTiles][4]) {
+                                            int lane, const float* beta, float (&s)[kNTiles][4],
+                                            const float* lambda = nullptr) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         // positions relative to the lane's first column, so that an element's offset nt·8 + e is an
         // immediate (a float(column) per element, hoisted out of the tile loop, made the d = 128 kernels spill)
         const int lane_col = frag::acc_col(lane, 0);
-        const ExtRow row = ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k);
+        const ExtRow row = lambda != nullptr
+                               ? ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k, lambda[r])
+                               : ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k);
         const int srow = frag::acc_row(lane, 2 * r);
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
@@ -516,7 +522,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN, kR = T::kRowTiles;
-    static_assert(!kExt || kR == 1, "the extensions stage β for one 16-row tile per warp");
+    // the tall kernel serves extended calls with positions only (λ, ALiBi: launch_fwd, ext_positions_only), so it
+    // stages no β and skips no tile by a layout or the strided pattern; it stages λ of its rows once, one per thread
+    constexpr bool kBeta = kExt && kR == 1, kStagedLambda = kExt && kR > 1;
+    static_assert(!kStagedLambda || T::kThreads == kBlockM, "a row's λ per thread");
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -535,7 +544,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
-    auto next_live = [&](int nb) { return next_live_key_tile<kExt, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane); };
+    auto next_live = [&](int nb) { return next_live_key_tile<kBeta, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane); };
     const int n_first = next_live(int(key_lo / kBlockN));
     // this warp's rows [w0, w0 + 16·kR) and their key range (rows past Nq beside real ones compute harmlessly on
     // zero Q and are not stored); row tile g holds rows w0 + 16g ..
@@ -563,9 +572,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         load_tile<T, kBlockN>(smem_base, k, p.k_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
         load_tile<T, kBlockN>(smem_base + kTileBytes, v, p.v_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
     }
+    // extended tall: λ of the block's rows after the K/V stages and Q (recomputed where used, as beta_tile)
+    auto block_lambda = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
+    if constexpr (kStagedLambda)
+        block_lambda()[tid] = logn_lambda(p.ext, int64_t(i0) + tid + p.seq_k - p.seq_q, p.seq_k);
     cp_async_commit();
     cp_async_wait_all();
-    __syncthreads();
+    __syncthreads();  // (also publishes λ)
 
     // one row tile: Q's fragments in registers for the whole block; resident: read at each k-step
     auto q_rows = [&](int ln) {
@@ -610,7 +623,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         // warp-uniform: skip a tile none of this warp's rows may see (P = 0 there changes nothing),
         // by the interval and, extended, by the element-wise extensions (β all −inf)
         bool warp_live = warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi;
-        if constexpr (kExt) {
+        if constexpr (kBeta) {
             if (p.ext.elementwise && warp_live) warp_live = stage_beta<kBlockN>(p, b, h, w0, j0, lane, beta_tile());
         }
         if (warp_live) {
@@ -651,8 +664,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                 const bool interior = fwd_warp_interior(p, w0 + 16 * g, j0, kBlockN);
                 int row_i[2];
                 rows_of(g, row_i);
-                if constexpr (kExt)  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
+                if constexpr (kBeta) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
                     extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s[g]);
+                } else if constexpr (kStagedLambda) {  // s = x: scale, λ, ALiBi
+                    const float lambda[2] = {block_lambda()[row_i[0] - i0], block_lambda()[row_i[1] - i0]};
+                    extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, nullptr, s[g], lambda);
+                }
                 score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
                                         [&](int r, float factor) {
 #pragma unroll
@@ -844,16 +861,18 @@ constexpr auto fwd_kernel_of() {
         return attention_fwd_kernel<T, Score, kExt>;
 }
 
-// Shared memory of a forward launch (bytes; the dtype does not change it): the K/V stages (at 256: Q, K and V),
-// and when extended one β staging tile per warp after them
+// Shared memory of a forward launch (bytes; the dtype does not change it): the K/V stages (at 256: Q, K and V; tall:
+// and Q), and when extended one β staging tile per warp after them (tall: λ of the block's rows instead)
 template <class T, bool kExt>
 constexpr int fwd_smem_bytes() {
-    return T::kSmemBytes + (kExt ? T::kWarps * 16 * kBetaStride<T::kBlockN> * 4 : 0);
+    constexpr int kExtBytes = T::kRowTiles > 1 ? T::kBlockM * 4 : T::kWarps * 16 * kBetaStride<T::kBlockN> * 4;
+    return T::kSmemBytes + (kExt ? kExtBytes : 0);
 }
 
-// Plain calls at widths 64 and 128 (FA2's forward layout): 8 warps of two 16-row tiles (256 query rows a block),
-// each K and V fragment read by ldmatrix serving both: 39 instead of 62.5 bytes of ldmatrix per kFLOP
-// (native/cuda/NOTES.md, "The tall forward"); Q resident in shared memory. d = 64: 64 KiB, d = 128: 128 KiB.
+// Plain calls, and extended calls with positions only (λ, ALiBi), at widths 64 and 128 (FA2's forward layout): 8
+// warps of two 16-row tiles (256 query rows a block), each K and V fragment read by ldmatrix serving both: 39
+// instead of 62.5 bytes of ldmatrix per kFLOP (native/cuda/NOTES.md, "The tall forward"); Q resident in shared
+// memory. d = 64: 64 KiB, d = 128: 128 KiB (extended: 1 KiB more for λ).
 template <int kHeadDim, class Elem>
 using FwdTallTraits = FwdTraits<kHeadDim, Elem, 8, 64, 2>;
 
@@ -867,19 +886,19 @@ inline bool fwd_tall_enabled() {
     return enabled;
 }
 
-// The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls at 64 and 128
-// with Nq > 128 take the tall kernel where it fits (at 64 always: 64 KiB) and the regular grid would exceed the
-// SM count (launch_fwd), else the regular one; at 256 the
+// The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls and calls with
+// positions only at 64 and 128 with Nq > 128 take the tall kernel where it fits (at 64 always: 64 or 65 KiB) and
+// the regular grid would exceed the SM count (launch_fwd), else the regular one; at 256 the
 // regular one where it fits, else (128 KiB, extended 162) the compact one — 4 warps of 16 rows and 32-key tiles,
 // 64 KiB (extended 73) — which only the units whose regular kernel may not fit a 99 KiB GPU carry. The launcher
 // and the device query (cuda_runtime.cu) both follow it.
 template <int kHeadDim, bool kExt>
 struct FwdSmemPlan {
     static constexpr int kRegular = fwd_smem_bytes<FwdTraits<kHeadDim, __half>, kExt>();
-    static constexpr bool kHasTall = !kExt && kHeadDim <= 128;
+    static constexpr bool kHasTall = kHeadDim <= 128;
     static constexpr int tall_bytes() {
         if constexpr (kHasTall)
-            return fwd_smem_bytes<FwdTallTraits<kHeadDim, __half>, false>();
+            return fwd_smem_bytes<FwdTallTraits<kHeadDim, __half>, kExt>();
         else
             return 0;
     }
@@ -896,8 +915,10 @@ struct FwdSmemPlan {
                   "the compact kernel (256 wide) fits every GPU");
     static bool tall(int allowed) { return kHasTall && tall_bytes() <= allowed; }
     static bool compact(int allowed) { return kHasCompact && kRegular > allowed; }
+    // (the regular kernel still serves some calls where the tall one fits; extended at 64 it is the larger)
     static int most(int allowed) {
-        return tall(allowed) ? tall_bytes() : compact(allowed) ? compact_bytes() : kRegular;
+        const int other = compact(allowed) ? compact_bytes() : kRegular;
+        return tall(allowed) && tall_bytes() > other ? tall_bytes() : other;
     }
 };
 
@@ -928,8 +949,8 @@ cudaError_t with_score_policy(int32_t score, const F& f) {
 template <class T, bool kExt>
 cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
     // a layout (extended calls) the host judged constant over kFwdBlockM x kFwdBlockN tiles is so over these,
-    // which nest in them
-    static_assert(!kExt || (kFwdBlockM % T::kBlockM == 0 && kFwdBlockN % T::kBlockN == 0),
+    // which nest in them (the tall kernel's extended calls have no layout)
+    static_assert(!kExt || T::kRowTiles > 1 || (kFwdBlockM % T::kBlockM == 0 && kFwdBlockN % T::kBlockN == 0),
                   "tiles inside the host's tiles");
     static_assert(T::kBlockM >= kFwdSmallBlockM, "the host checks the grid with the finer compact blocks");
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
@@ -950,8 +971,9 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
         // The tall kernel where the regular grid has more than one block of rows per head and more blocks than the
         // GPU has SMs. A regular grid of one wave is done sooner by its twice as many blocks of half the rows (the
         // tall kernel's ceiling is 1.33x the regular one's, not 2x), and at Nq <= 128 a tall block would compute
-        // half its rows for nothing.
-        if (params.seq_q > kFwdBlockM && fwd_tall_enabled()) {
+        // half its rows for nothing. Extended calls only with positions (λ, ALiBi): the tall kernel stages no β
+        // and skips no tile by a layout (one uniform over the host's 128-row tiles has no β either).
+        if (params.seq_q > kFwdBlockM && fwd_tall_enabled() && (!kExt || ext_positions_only(params.ext))) {
             int sms = 0;
             if (const cudaError_t e = cached_device_attribute<cudaDevAttrMultiProcessorCount>(sms); e != cudaSuccess)
                 return e;

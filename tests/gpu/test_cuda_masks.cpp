@@ -519,6 +519,37 @@ std::vector<Case> all_cases() {
                             s.causal ? "_causal" : "");
         cases.push_back(c);
     }
+    // positions only (λ, ALiBi) with Nq > 128: the mma.sync forward's tall kernel (256 rows, two 16-row tiles per
+    // warp, λ staged once per block), in the quick set too. λ that differs from row to row (causal with Nq ≈ Nk, no
+    // window — the sets above give most rows the same n_i) and rows on both sides of a block's and a warp's tiles.
+    struct Tall {
+        int score, dtype;
+        int64_t d, nq, nk, window_left, window_right;
+        bool causal, alibi, per_batch;
+        int64_t logn_train;
+    };
+    const Tall talls[] = {{ref::kSoftmax, ref::kBf16, 128, 300, 300, -1, -1, true, false, false, 16},
+                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8},
+                          {ref::kGelu, ref::kBf16, 104, 333, 400, 90, 20, false, true, true, 32},
+                          {ref::kRelu2, ref::kFp16, 128, 290, 150, 40, -1, false, false, false, 4}};
+    for (const Tall& t : talls) {
+        const int n = int(&t - talls);
+        Case c;
+        c.seed = 7100 + uint64_t(n);
+        ref::Spec& s = c.s;
+        s.B = 2, s.Hq = 4, s.Hk = 2, s.d = t.d, s.Nq = t.nq, s.Nk = t.nk, s.score = t.score, s.causal = t.causal;
+        s.window_left = t.window_left, s.window_right = t.window_right, s.logn_train = t.logn_train;
+        if (t.alibi) {
+            s.alibi_per_batch = t.per_batch;
+            for (int64_t h = 0; h < (t.per_batch ? s.B * s.Hq : s.Hq); ++h)
+                s.alibi_slopes.push_back(std::ldexp(1.0, -int(2 + h % 6)));
+        }
+        c.dtype = t.dtype;
+        c.name = th::format("t%02d_%s%s_%s_%s_d%lld_%lldx%lld%s", n, t.alibi ? "alibi" : "", t.logn_train ? "logn" : "",
+                            ref::score_name(t.score), ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq,
+                            (long long)s.Nk, s.causal ? "_causal" : "");
+        cases.push_back(c);
+    }
     return cases;
 }
 

@@ -57,7 +57,7 @@ WorkCounters operator-(const WorkCounters& a, const WorkCounters& b) {
 struct Problem {
     int64_t d, n;
     Tensor q, k, v, dout, out, dq, dk, dv, lse;
-    std::shared_ptr<void> layout, workspace;
+    std::shared_ptr<void> layout, workspace, slope;
     int64_t workspace_bytes = 0;
 
     explicit Problem(int64_t head_dim, int64_t length = kN) : d(head_dim), n(length) {
@@ -70,13 +70,25 @@ struct Problem {
         for (Tensor* t : {&out, &dq, &dk, &dv}) *t = gt::mirror(tu::make_view(ref::kBf16, tu::kContiguous, 1, n, 1, d));
         lse = gt::mirror(tu::make_lse_view(tu::kContiguous, 1, 1, n));
         layout = gt::device_alloc(size_t(((n + kBlock - 1) / kBlock) * ((n + kBlock - 1) / kBlock)));
+        const float slope_value = 0.125f;
+        slope = gt::device_alloc(sizeof slope_value);
+        CUDA_OK(cudaMemcpy(slope.get(), &slope_value, sizeof slope_value, cudaMemcpyHostToDevice));
+    }
+
+    // ALiBi slopes [Hq = 1] (fp32, on the device)
+    fsig_tensor alibi_slopes() const {
+        fsig_tensor t{};
+        t.data = slope.get(), t.dtype = FSIG_DTYPE_FP32, t.ndim = 1, t.device_type = FSIG_DEVICE_CUDA;
+        t.shape[0] = 1, t.strides[0] = 1, t.capacity_bytes = sizeof(float);
+        return t;
     }
 
     // The forward, the deterministic backward and the fast backward of p (layout: the allowed blocks, or
-    // empty for none), each call's work apart (forward_only: the forward alone); false (reported) when a call
-    // fails. The linear scores: the forward with the workspace, the backward without it, then with it.
+    // empty for none; alibi: ALiBi slopes or nullptr), each call's work apart (forward_only: the forward alone);
+    // false (reported) when a call fails. The linear scores: the forward with the workspace, the backward without
+    // it, then with it.
     bool run(fsig_attention_params p, const std::vector<unsigned char>& blocks, WorkCounters (&work)[3],
-             bool forward_only = false) {
+             bool forward_only = false, const fsig_tensor* alibi = nullptr) {
         const int64_t n_blocks = (n + kBlock - 1) / kBlock, lay_shape[3] = {1, n_blocks, n_blocks};
         fsig_tensor tlay{};
         if (!blocks.empty()) {
@@ -100,7 +112,7 @@ struct Problem {
         fsig_attention_params pf = p;
         if (linear) pf.workspace = workspace.get(), pf.workspace_bytes = bytes;
         WorkCounters before = fsig::emu::work_counters();
-        const int st = fsig_attention_forward_ex(&pf, &tq, &tk, &tv, &to, lse_arg, nullptr, nullptr, nullptr, lay,
+        const int st = fsig_attention_forward_ex(&pf, &tq, &tk, &tv, &to, lse_arg, alibi, nullptr, nullptr, lay,
                                                  nullptr);
         EXPECT(st == FSIG_OK, "forward: %s", fsig_last_error());
         if (st != FSIG_OK) return false;
@@ -113,7 +125,7 @@ struct Problem {
             if (path == 2) p.workspace = workspace.get(), p.workspace_bytes = bytes;
             before = fsig::emu::work_counters();
             const int bst = fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, lse_arg, &tdq, &tdk, &tdv,
-                                                       nullptr, nullptr, nullptr, lay, nullptr, nullptr);
+                                                       alibi, nullptr, nullptr, lay, nullptr, nullptr);
             EXPECT(bst == FSIG_OK, "backward (%s): %s", path == 1 ? "deterministic" : "fast", fsig_last_error());
             if (bst != FSIG_OK) return false;
             CUDA_OK(cudaDeviceSynchronize());
@@ -237,29 +249,37 @@ TEST(window_work_follows_the_band) {
 // ldmatrix (Q of both row tiles, K, V: 320·d bytes) for 2 × 2 products of 2·16·64·d FLOP (8192·d): 39.0625 bytes
 // per kFLOP at either width; the regular one (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q
 // fragments, read once per block (d/16 per warp: 1/(8T) more over T key tiles). Nq = Nk, a multiple of 64 (no
-// ragged edge), not causal: the ratios are exact.
+// ragged edge), not causal: the ratios are exact. Calls with positions only (ALiBi and log-n) take the same kernels,
+// the tall one with 1 KiB more (λ of its rows: 129 KiB at 128).
 TEST(forward_shared_reads_per_flop) {
     const char* tall_setting = std::getenv("FSIG_CUDA_FWD_TALL");
     const bool tall_allowed = tall_setting == nullptr || std::string(tall_setting) != "0";
     for (int64_t n : {kN, int64_t(128)})
         for (int64_t d : {64, 128}) {
             Problem pr(d, n);
-            for (int score : {FSIG_SCORE_SOFTMAX, FSIG_SCORE_SIGMOID}) {
-                fsig_attention_params p = fsig_attention_params_default();
-                p.score = score;
-                WorkCounters work[3];
-                if (!pr.run(p, {}, work, true)) continue;
-                const bool tall = tall_allowed && n > 128 && (d == 64 || gt::shared_memory_optin() >= 128 * 1024);
-                const double per_kflop = double(work[0].ldmatrix_ops) * 512.0 / (double(work[0].tensor_flops) / 1e3);
-                const std::string what = th::format("N %lld d %lld %s forward (%s kernel)", (long long)n, (long long)d,
-                                                    score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid",
-                                                    tall ? "tall" : "regular");
-                std::printf("  %-50s %.4f ldmatrix bytes per kFLOP\n", what.c_str(), per_kflop);
-                const double tiles = double(n / 64), expected = tall ? 39.0625 : 62.5 * (1 + 1 / (8 * tiles));
-                EXPECT(std::fabs(per_kflop - expected) <= 1e-9 * expected,
-                       "%s: %.4f bytes of ldmatrix per kFLOP, not %.4f", what.c_str(), per_kflop, expected);
-                expect_no_bank_conflicts(work[0], what);
-            }
+            const fsig_tensor slopes = pr.alibi_slopes();
+            for (int score : {FSIG_SCORE_SOFTMAX, FSIG_SCORE_SIGMOID})
+                for (bool positions : {false, true}) {
+                    fsig_attention_params p = fsig_attention_params_default();
+                    p.score = score;
+                    if (positions) p.logn_train = 256;
+                    WorkCounters work[3];
+                    if (!pr.run(p, {}, work, true, positions ? &slopes : nullptr)) continue;
+                    const int tall_bytes = (positions ? 129 : 128) * 1024;
+                    const bool tall =
+                        tall_allowed && n > 128 && (d == 64 || gt::shared_memory_optin() >= tall_bytes);
+                    const double per_kflop =
+                        double(work[0].ldmatrix_ops) * 512.0 / (double(work[0].tensor_flops) / 1e3);
+                    const std::string what =
+                        th::format("N %lld d %lld %s%s forward (%s kernel)", (long long)n, (long long)d,
+                                   score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid", positions ? " ALiBi log-n" : "",
+                                   tall ? "tall" : "regular");
+                    std::printf("  %-62s %.4f ldmatrix bytes per kFLOP\n", what.c_str(), per_kflop);
+                    const double tiles = double(n / 64), expected = tall ? 39.0625 : 62.5 * (1 + 1 / (8 * tiles));
+                    EXPECT(std::fabs(per_kflop - expected) <= 1e-9 * expected,
+                           "%s: %.4f bytes of ldmatrix per kFLOP, not %.4f", what.c_str(), per_kflop, expected);
+                    expect_no_bank_conflicts(work[0], what);
+                }
         }
 }
 
