@@ -162,21 +162,15 @@ FSIG_EXT_HD float logn_lambda(const ExtParams& e, int64_t diag, int64_t seq_k) {
     return l > 1.f ? l : 1.f;
 }
 
-// Row i of (b, h) for the key tile starting at j0 (seq_q, seq_k: the problem's lengths), its λ_i given (the
-// tall forward reads the λ it staged once per block: computed per tile, the interval and the log pushed that
-// kernel's d = 128 instances into 80-116 bytes of spills)
-FSIG_EXT_HD ExtRow ext_row(const ExtParams& e, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t seq_q,
-                           int64_t seq_k, float lambda) {
-    ExtRow r;
-    r.lambda = lambda;
-    r.slope = e.alibi != nullptr ? e.alibi[b * e.alibi_b + h * e.alibi_h] : 0.f;
-    r.dist0 = float(i + seq_k - seq_q - j0);
-    return r;
-}
-// ... with λ_i computed here
+// Row i of (b, h) for the key tile starting at j0 (seq_q, seq_k: the problem's lengths).
 FSIG_EXT_HD ExtRow ext_row(const ExtParams& e, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t seq_q,
                            int64_t seq_k) {
-    return ext_row(e, b, h, i, j0, seq_q, seq_k, logn_lambda(e, i + seq_k - seq_q, seq_k));
+    const int64_t diag = i + seq_k - seq_q;
+    ExtRow r;
+    r.lambda = logn_lambda(e, diag, seq_k);
+    r.slope = e.alibi != nullptr ? e.alibi[b * e.alibi_b + h * e.alibi_h] : 0.f;
+    r.dist0 = float(diag - j0);
+    return r;
 }
 
 // x = scale·q·k with the positions applied, dist = δ_i − j (no branch: slope 0 and λ 1 when off).

@@ -13,11 +13,11 @@
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
 // of 8 warps per (query tile, head, batch). Regular kernel (calls with a bias, mask, layout or strided pattern,
-// and the others with Nq <= 128, on a grid of one wave or where the tall one does not fit: launch_fwd): 128 rows, warp w owns
-// rows 16w..16w+15, its Q fragments stay in registers for the whole block. Tall kernel (the other plain calls and
-// calls with positions only; FwdTallTraits): 256
-// rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves both — 39 instead
-// of 62.5 bytes of shared-memory reads per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall
+// and the others with Nq <= 128, on a grid of one wave or where the tall one does not fit: launch_fwd): 128
+// rows, warp w owns rows 16w..16w+15, its Q fragments stay in registers for the whole block. Tall kernel (the
+// other plain calls and calls with positions only; FwdTallTraits): 256 rows, warp w owns two 16-row tiles,
+// 32w..32w+31, and every K and V fragment it reads serves both — 39 instead of 62.5 bytes of shared-memory reads
+// per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall
 // forward") — with Q resident in shared memory, read at each k-step.
 // Key tiles of 64 rows stream through shared memory in two stages (cp.async: tile t+1 loads while tile t
 // computes). Per tile and row tile:
@@ -66,10 +66,12 @@ namespace fsig::cuda {
 // native/cuda/NOTES.md. Shared memory: K and V of two stages (d = 64: 32 KiB, d = 128: 64 KiB). The Q tile
 // is first staged in stage 1 (it is as large as one stage's K + V) and O is staged through the K/V stages at
 // the end. Tall (kRowTiles 2, FA2's forward layout: 4 warps of 32 rows there, 8 here): 256 x 64 tiles, O 128 +
-// S 64 registers at d = 128, Q resident after the stages (d = 64: 64 KiB in all, d = 128: 128 KiB). d = 256
+// S 64 registers at d = 128, Q resident after the stages (d = 64: 64 KiB in all, d = 128: 128 KiB; extended 1 KiB
+// more for λ·scale per row). d = 256
 // (kQInSmem): the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
 // kWarps_, kBlockN_: 4 and 32 give the 256-wide kernel of GPUs with 99 KiB per block (FwdSmemPlan).
-// kRowTiles_ = 2 gives the tall kernel of plain calls at widths 64 and 128 (FwdTallTraits below).
+// kRowTiles_ = 2 gives the tall kernel of plain calls and calls with positions only at widths 64 and 128
+// (FwdTallTraits below).
 template <int kHeadDim_, class Elem_, int kWarps_ = 8, int kBlockN_ = 64, int kRowTiles_ = 1>
 struct FwdTraits {
     using Elem = Elem_;
@@ -343,20 +345,16 @@ inline __device__ FSIG_NOINLINE bool stage_beta(const FwdParams& p, int64_t b, i
 
 // x = scale·acc of the thread's elements of a 16-row tile with the positions (λ, ALiBi) applied and,
 // when the call has element-wise extensions, β added from the warp's staging tile (nullptr: none; row
-// stride kBetaRowStride floats, 0 for one row of β that every row shares). lambda: λ of the thread's two rows
-// as the caller staged them (the tall forward), or nullptr: computed here.
+// stride kBetaRowStride floats, 0 for one row of β that every row shares).
 template <int kNTiles, int kBetaRowStride = kBetaStride<kNTiles * 8>>
 __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
-                                            int lane, const float* beta, float (&s)[kNTiles][4],
-                                            const float* lambda = nullptr) {
+                                            int lane, const float* beta, float (&s)[kNTiles][4]) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         // positions relative to the lane's first column, so that an element's offset nt·8 + e is an
         // immediate (a float(column) per element, hoisted out of the tile loop, made the d = 128 kernels spill)
         const int lane_col = frag::acc_col(lane, 0);
-        const ExtRow row = lambda != nullptr
-                               ? ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k, lambda[r])
-                               : ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k);
+        const ExtRow row = ext_row(p.ext, b, h, row_i[r], j0 + lane_col, p.seq_q, p.seq_k);
         const int srow = frag::acc_row(lane, 2 * r);
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
@@ -368,6 +366,28 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
                 x0 += bb.x, x1 += bb.y;
             }
             s[nt][2 * r] = x0, s[nt][2 * r + 1] = x1;
+        }
+    }
+}
+
+// The tall kernel's positions (calls with no β): x·u = μ_i·acc − u·slope·|δ_i − j| of the thread's elements of a
+// 16-row tile, with μ_i = λ_i·scale·u as the kernel staged it once per block (mu: the thread's two rows) and u =
+// log2e for softmax, whose statistics then take the tile as it is (score_tile's kLog2Ready), 1 otherwise — the
+// regular kernel's extend_tile with the per-row factors folded: two operations per element fewer for softmax.
+template <int kNTiles>
+__device__ __forceinline__ void position_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
+                                              int lane, const float (&mu)[2], float u, float (&s)[kNTiles][4]) {
+    const float slope = p.ext.alibi != nullptr ? u * p.ext.alibi[b * p.ext.alibi_b + h * p.ext.alibi_h] : 0.f;
+    const int lane_col = frag::acc_col(lane, 0);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        // δ_i − j of the lane's first column (int32: rows and keys < 2^30, so every partial sum fits), an
+        // element's offset nt·8 + e then an immediate
+        const float dist0 = float(row_i[r] - j0 - lane_col + int(p.seq_k - p.seq_q));
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+            s[nt][2 * r] = ext_position_at(slope, mu[r], dist0 - float(nt * 8), s[nt][2 * r]);
+            s[nt][2 * r + 1] = ext_position_at(slope, mu[r], dist0 - float(nt * 8 + 1), s[nt][2 * r + 1]);
         }
     }
 }
@@ -391,11 +411,11 @@ __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int
 
 // The score on a warp's S tile (16 rows x kNTiles·8 keys from key j0; row_i: the thread's two rows) in
 // place: s holds q·k without the scale (plain) or x (extended: scale and extensions applied, −inf where
-// masked). Softmax runs its online statistics and calls rescale_o(r, factor) for each of the thread's two
-// rows (the caller scales O's row r by factor, now or once O is its own again); a pointwise score is
-// applied per element. Boundary tiles (interior false, a warp-uniform branch) then mask by the rows' key
+// masked; kLog2Ready: softmax's x already times log2e, by position_tile). Softmax runs its online statistics and
+// calls rescale_o(r, factor) for each of the thread's two rows (the caller scales O's row r by factor, now or once
+// O is its own again); a pointwise score is applied per element. Boundary tiles (interior false, a warp-uniform branch) then mask by the rows' key
 // intervals: −inf before softmax's statistics, 0 after a pointwise score.
-template <class Score, bool kExt, int kNTiles, class RescaleO>
+template <class Score, bool kExt, bool kLog2Ready = false, int kNTiles, class RescaleO>
 __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts& sc, const int (&row_i)[2], int j0,
                                            bool interior, int lane, float (&s)[kNTiles][4], float (&row_max)[2],
                                            float (&row_sum)[2], const RescaleO& rescale_o) {
@@ -418,10 +438,12 @@ __device__ __forceinline__ void score_tile(const FwdParams& p, const ScoreConsts
     };
     if constexpr (Score::kRowStats) {
         const float to_log2 = kExt ? kLog2e : p.scale_log2;
+        if constexpr (!kLog2Ready) {
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt)
+            for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) s[nt][e] *= to_log2;
+                for (int e = 0; e < 4; ++e) s[nt][e] *= to_log2;
+        }
         if (!interior) apply_mask(-INFINITY);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -523,7 +545,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN, kR = T::kRowTiles;
     // the tall kernel serves extended calls with positions only (λ, ALiBi: launch_fwd, ext_positions_only), so it
-    // stages no β and skips no tile by a layout or the strided pattern; it stages λ of its rows once, one per thread
+    // stages no β and skips no tile by a layout or the strided pattern; it stages λ·scale of its rows once, one per
+    // thread
     constexpr bool kBeta = kExt && kR == 1, kStagedLambda = kExt && kR > 1;
     static_assert(!kStagedLambda || T::kThreads == kBlockM, "a row's λ per thread");
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
@@ -572,13 +595,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         load_tile<T, kBlockN>(smem_base, k, p.k_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
         load_tile<T, kBlockN>(smem_base + kTileBytes, v, p.v_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
     }
-    // extended tall: λ of the block's rows after the K/V stages and Q (recomputed where used, as beta_tile)
-    auto block_lambda = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
+    // extended tall: μ_i = λ_i·scale·u of the block's rows (position_tile) after the K/V stages and Q (recomputed
+    // where used, as beta_tile)
+    constexpr float kPositionUnit = Score::kRowStats ? kLog2e : 1.f;
+    auto block_mu = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
     if constexpr (kStagedLambda)
-        block_lambda()[tid] = logn_lambda(p.ext, int64_t(i0) + tid + p.seq_k - p.seq_q, p.seq_k);
+        block_mu()[tid] =
+            logn_lambda(p.ext, int64_t(i0) + tid + p.seq_k - p.seq_q, p.seq_k) * p.scale * kPositionUnit;
     cp_async_commit();
     cp_async_wait_all();
-    __syncthreads();  // (also publishes λ)
+    __syncthreads();  // (also publishes μ)
 
     // one row tile: Q's fragments in registers for the whole block; resident: read at each k-step
     auto q_rows = [&](int ln) {
@@ -666,11 +692,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                 rows_of(g, row_i);
                 if constexpr (kBeta) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
                     extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s[g]);
-                } else if constexpr (kStagedLambda) {  // s = x: scale, λ, ALiBi
-                    const float lambda[2] = {block_lambda()[row_i[0] - i0], block_lambda()[row_i[1] - i0]};
-                    extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, nullptr, s[g], lambda);
+                } else if constexpr (kStagedLambda) {  // s = x·u: scale, λ, ALiBi
+                    const float mu[2] = {block_mu()[row_i[0] - i0], block_mu()[row_i[1] - i0]};
+                    position_tile<T::kNTiles>(p, b, h, row_i, j0, lane, mu, kPositionUnit, s[g]);
                 }
-                score_tile<Score, kExt>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
+                score_tile<Score, kExt, kStagedLambda>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
                                         [&](int r, float factor) {
 #pragma unroll
                                             for (int dt = 0; dt < T::kDTiles; ++dt)
@@ -876,14 +902,20 @@ constexpr int fwd_smem_bytes() {
 template <int kHeadDim, class Elem>
 using FwdTallTraits = FwdTraits<kHeadDim, Elem, 8, 64, 2>;
 
-// FSIG_CUDA_FWD_TALL=0 (read once): the regular kernel for every forward — the tall kernel's before and after on
-// one GPU (tests/gpu/gpu-session.sh, step bench_tall), and a way back while it has not run on a GPU
-inline bool fwd_tall_enabled() {
-    static const bool enabled = [] {
+// FSIG_CUDA_FWD_TALL (read once): 0 — the regular kernel for every forward (the tall kernel's before and after on
+// one GPU: tests/gpu/gpu-session.sh, steps bench_tall and bench_masks; a way back while it has not run on a GPU);
+// always — the tall kernel for every call it serves and fits, whatever Nq and the grid (the device tests, whose
+// grids hold fewer blocks than a GPU has SMs: gpu-session.sh, step tall_always); otherwise launch_fwd's rule.
+enum class FwdTall { kOff, kRule, kAlways };
+inline FwdTall fwd_tall_setting() {
+    static const FwdTall setting = [] {
         const char* e = std::getenv("FSIG_CUDA_FWD_TALL");
-        return e == nullptr || std::strcmp(e, "0") != 0;
+        return e == nullptr ? FwdTall::kRule
+               : std::strcmp(e, "0") == 0      ? FwdTall::kOff
+               : std::strcmp(e, "always") == 0 ? FwdTall::kAlways
+                                               : FwdTall::kRule;
     }();
-    return enabled;
+    return setting;
 }
 
 // The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls and calls with
@@ -948,6 +980,9 @@ cudaError_t with_score_policy(int32_t score, const F& f) {
 
 template <class T, bool kExt>
 cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
+    if constexpr (kExt && T::kRowTiles > 1) {  // (launch_fwd's rule; β would be dropped here)
+        if (!ext_positions_only(p.ext)) return cudaErrorInvalidValue;
+    }
     // a layout (extended calls) the host judged constant over kFwdBlockM x kFwdBlockN tiles is so over these,
     // which nest in them (the tall kernel's extended calls have no layout)
     static_assert(!kExt || T::kRowTiles > 1 || (kFwdBlockM % T::kBlockM == 0 && kFwdBlockN % T::kBlockN == 0),
@@ -971,14 +1006,19 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
         // The tall kernel where the regular grid has more than one block of rows per head and more blocks than the
         // GPU has SMs. A regular grid of one wave is done sooner by its twice as many blocks of half the rows (the
         // tall kernel's ceiling is 1.33x the regular one's, not 2x), and at Nq <= 128 a tall block would compute
-        // half its rows for nothing. Extended calls only with positions (λ, ALiBi): the tall kernel stages no β
-        // and skips no tile by a layout (one uniform over the host's 128-row tiles has no β either).
-        if (params.seq_q > kFwdBlockM && fwd_tall_enabled() && (!kExt || ext_positions_only(params.ext))) {
-            int sms = 0;
-            if (const cudaError_t e = cached_device_attribute<cudaDevAttrMultiProcessorCount>(sms); e != cudaSuccess)
-                return e;
-            const int64_t regular_blocks = (params.seq_q + kFwdBlockM - 1) / kFwdBlockM * params.heads_q * params.batch;
-            if (regular_blocks > sms) {
+        // half its rows for nothing (FSIG_CUDA_FWD_TALL=always: whatever the grid). Extended calls only with
+        // positions (λ, ALiBi): the tall kernel stages no β and skips no tile by a layout (one uniform over the
+        // host's 128-row tiles has no β either).
+        const FwdTall setting = fwd_tall_setting();
+        if (setting != FwdTall::kOff && (!kExt || ext_positions_only(params.ext))) {
+            bool tall = setting == FwdTall::kAlways;
+            if (!tall && params.seq_q > kFwdBlockM) {
+                int sms = 0;
+                const cudaError_t e = cached_device_attribute<cudaDevAttrMultiProcessorCount>(sms);
+                if (e != cudaSuccess) return e;
+                tall = (params.seq_q + kFwdBlockM - 1) / kFwdBlockM * params.heads_q * params.batch > sms;
+            }
+            if (tall) {
                 if constexpr (!Plan::kTallFitsEvery) {
                     if (const cudaError_t e = device_smem_optin(allowed); e != cudaSuccess) return e;
                 }

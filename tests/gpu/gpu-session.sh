@@ -20,6 +20,8 @@
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN, FlashSig on
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
+#   tall_always            the forward's quick set and the masks' positions on the tall kernel at every grid
+#                          (FSIG_CUDA_FWD_TALL=always: the tests' grids hold fewer blocks than the GPU has SMs)
 #   bench_tall             the mma.sync forward at d = 64 and 128 on its tall kernel and (FSIG_CUDA_FWD_TALL=0)
 #                          on the regular one: the tall kernel's gain in one run
 #   profile                ncu on the forward and backward kernels at d = 128, both kernel families
@@ -27,7 +29,8 @@
 #   bench_linear           cosFormer's growth 8k-64k and against the causal sigmoid forward at 16k (and
 #                          without the workspace: its segments then recompute their prefixes)
 #   profile_linear         ncu on the linear-attention kernels (cosFormer causal at 16k, both paths)
-#   bench_masks            ALiBi overhead and block-sparse time vs density at 16k
+#   bench_masks            ALiBi overhead and block-sparse time vs density at 16k (and the mma.sync kernels'
+#                          ALiBi without the tall kernel: its gain there)
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
@@ -43,7 +46,7 @@ build=$(realpath -m "${1:-build-gpu}")
 out=${OUT:-gpu-session-out}
 logs=${LOGS:-$build/session-logs}
 budget=${BUDGET:-540}
-steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward masks_wgmma sdpa bench_wgmma bench_tall profile linear bench_linear profile_linear bench_masks sdpa_d256 java masks memory bench_bwd small_smem sanitizer} "
+steps=" ${STEPS:-configure build graph_cold forward forward_wgmma backward_wgmma backward masks_wgmma sdpa bench_wgmma tall_always bench_tall profile linear bench_linear profile_linear bench_masks sdpa_d256 java masks memory bench_bwd small_smem sanitizer} "
 deadline=$((SECONDS + budget))
 [[ -n ${LOGS:-} ]] || rm -rf "$logs"  # this call's logs only (an earlier call's came back with it)
 mkdir -p "$out" "$logs"
@@ -154,6 +157,8 @@ step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; 
   --csv "$1$k.d256.csv" || exit 1; done' "$bench" "$logs/bench_wgmma"
 # the plain mma.sync forward: the tall kernel (256-row blocks), then the regular one (native/cuda/NOTES.md, "The
 # tall forward": predicted 1.1-1.4x at N = 4k-16k)
+step tall_always 90 env FSIG_CUDA_FWD_TALL=always bash -c '"$0/test_cuda_forward" --quick && \
+  "$0/test_cuda_masks" t0 _alibi_ _alibih_ _logn_ w00' "$gpu"
 step bench_tall 60 bash -c 'for tall in 1 0; do echo "FSIG_CUDA_FWD_TALL=$tall"; FSIG_CUDA_WGMMA=0 \
   FSIG_CUDA_FWD_TALL=$tall "$0" --device cuda --dtype bf16 --hidden 2048 --seq 4096,16384 --d 64,128 --causal both \
   --score softmax,sigmoid --pass fwd --warmup 2 --iters 10 --csv "$1$tall.csv" || exit 1; done' "$bench" "$logs/bench_tall"
@@ -187,7 +192,8 @@ step profile_linear 90 bash -c 'ncu=$(command -v ncu || ls /opt/nvidia/nsight-co
   --section LaunchStats --section SourceCounters "$0" --device cuda --dtype bf16 --batch 1 --heads 16 --d 128 \
   --seq 16384 --causal 1 --score cosformer --pass fwd,fwdbwd --bwd-path both --warmup 0 --iters 1' "$bench"
 # issue 9: ALiBi overhead and block-sparse time vs density at N = 16k, on the mma.sync and the wgmma kernels
-step bench_masks 120 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done' \
+step bench_masks 150 bash -c 'for k in 0 1; do echo "FSIG_CUDA_WGMMA=$k"; FSIG_CUDA_WGMMA=$k "$0" 16384 10 || exit 1; done
+  echo "FSIG_CUDA_WGMMA=0 FSIG_CUDA_FWD_TALL=0"; FSIG_CUDA_WGMMA=0 FSIG_CUDA_FWD_TALL=0 "$0" 16384 10' \
   "$build/benchmarks/cuda-masks-bench"
 # the 256-wide kernels against SDPA at d = 256
 step sdpa_d256 120 env PYTHONUNBUFFERED=1 python3 "$root/benchmarks/sdpa_compare.py" --bench "$bench" \

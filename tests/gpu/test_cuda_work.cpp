@@ -245,15 +245,16 @@ TEST(window_work_follows_the_band) {
 // each k-step) where its buffer fits the device — always at 64 (64 KiB), at 128 where 128 KiB per block are allowed
 // (not on a 99 KiB sm_89, nor under FSIG_CUDA_SMEM_LIMIT_KIB=99) and the regular grid exceeds the SM count (the
 // emulated GPU has one SM: every grid of more than one block) — and the regular one (16 rows per warp) elsewhere:
-// at Nq <= 128 (one regular block) and under FSIG_CUDA_FWD_TALL=0. Per warp and 64-key tile the tall kernel issues (2 + 4 + 4)·d/16
+// at Nq <= 128 (one regular block; not under FSIG_CUDA_FWD_TALL=always, whose tall blocks' warps past Nq skip
+// every tile) and under FSIG_CUDA_FWD_TALL=0. Per warp and 64-key tile the tall kernel issues (2 + 4 + 4)·d/16
 // ldmatrix (Q of both row tiles, K, V: 320·d bytes) for 2 × 2 products of 2·16·64·d FLOP (8192·d): 39.0625 bytes
 // per kFLOP at either width; the regular one (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q
 // fragments, read once per block (d/16 per warp: 1/(8T) more over T key tiles). Nq = Nk, a multiple of 64 (no
 // ragged edge), not causal: the ratios are exact. Calls with positions only (ALiBi and log-n) take the same kernels,
-// the tall one with 1 KiB more (λ of its rows: 129 KiB at 128).
+// the tall one with 1 KiB more (λ·scale of its rows: 129 KiB at 128).
 TEST(forward_shared_reads_per_flop) {
-    const char* tall_setting = std::getenv("FSIG_CUDA_FWD_TALL");
-    const bool tall_allowed = tall_setting == nullptr || std::string(tall_setting) != "0";
+    const char* tall_env = std::getenv("FSIG_CUDA_FWD_TALL");
+    const std::string tall_setting = tall_env == nullptr ? "" : tall_env;  // 0, always, or the grid rule
     for (int64_t n : {kN, int64_t(128)})
         for (int64_t d : {64, 128}) {
             Problem pr(d, n);
@@ -266,8 +267,8 @@ TEST(forward_shared_reads_per_flop) {
                     WorkCounters work[3];
                     if (!pr.run(p, {}, work, true, positions ? &slopes : nullptr)) continue;
                     const int tall_bytes = (positions ? 129 : 128) * 1024;
-                    const bool tall =
-                        tall_allowed && n > 128 && (d == 64 || gt::shared_memory_optin() >= tall_bytes);
+                    const bool tall = tall_setting != "0" && (n > 128 || tall_setting == "always") &&
+                                      (d == 64 || gt::shared_memory_optin() >= tall_bytes);
                     const double per_kflop =
                         double(work[0].ldmatrix_ops) * 512.0 / (double(work[0].tensor_flops) / 1e3);
                     const std::string what =
