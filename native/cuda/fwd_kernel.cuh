@@ -32,7 +32,7 @@
 // x = λ_i·scale·q·k − slope·|δ_i − j| + β_ij, with β the bias tensor or −inf where the strided pattern,
 // the block layout, the mask tensor or a bias of −inf disallows the key (ext_params.h); the score is
 // applied to x and a masked element gets P = 0 explicitly. λ and ALiBi are applied in registers (the tall
-// kernel reads λ of its rows from shared memory, staged once per block); β is staged per warp and tile in
+// kernel reads μ = λ·scale, ·log2e for softmax, of its rows from shared memory, staged once per block); β is staged per warp and tile in
 // shared memory by a rolled loop (the regular kernel only). Key tiles the layout or the strided
 // pattern leave empty for all the block's rows are never loaded; a warp whose β is all −inf skips the tile.
 //
@@ -67,7 +67,7 @@ namespace fsig::cuda {
 // is first staged in stage 1 (it is as large as one stage's K + V) and O is staged through the K/V stages at
 // the end. Tall (kRowTiles 2, FA2's forward layout: 4 warps of 32 rows there, 8 here): 256 x 64 tiles, O 128 +
 // S 64 registers at d = 128, Q resident after the stages (d = 64: 64 KiB in all, d = 128: 128 KiB; extended 1 KiB
-// more for λ·scale per row). d = 256
+// more for μ per row: position_tile). d = 256
 // (kQInSmem): the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
 // kWarps_, kBlockN_: 4 and 32 give the 256-wide kernel of GPUs with 99 KiB per block (FwdSmemPlan).
 // kRowTiles_ = 2 gives the tall kernel of plain calls and calls with positions only at widths 64 and 128
@@ -545,10 +545,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN, kR = T::kRowTiles;
     // the tall kernel serves extended calls with positions only (λ, ALiBi: launch_fwd, ext_positions_only), so it
-    // stages no β and skips no tile by a layout or the strided pattern; it stages λ·scale of its rows once, one per
-    // thread
+    // stages no β and skips no tile by a layout or the strided pattern; it stages μ of its rows once (position_tile),
+    // one per thread
     constexpr bool kBeta = kExt && kR == 1, kStagedLambda = kExt && kR > 1;
-    static_assert(!kStagedLambda || T::kThreads == kBlockM, "a row's λ per thread");
+    static_assert(!kStagedLambda || T::kThreads == kBlockM, "a row's μ per thread");
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -888,7 +888,7 @@ constexpr auto fwd_kernel_of() {
 }
 
 // Shared memory of a forward launch (bytes; the dtype does not change it): the K/V stages (at 256: Q, K and V; tall:
-// and Q), and when extended one β staging tile per warp after them (tall: λ of the block's rows instead)
+// and Q), and when extended one β staging tile per warp after them (tall: μ of the block's rows instead)
 template <class T, bool kExt>
 constexpr int fwd_smem_bytes() {
     constexpr int kExtBytes = T::kRowTiles > 1 ? T::kBlockM * 4 : T::kWarps * 16 * kBetaStride<T::kBlockN> * 4;
@@ -898,7 +898,7 @@ constexpr int fwd_smem_bytes() {
 // Plain calls, and extended calls with positions only (λ, ALiBi), at widths 64 and 128 (FA2's forward layout): 8
 // warps of two 16-row tiles (256 query rows a block), each K and V fragment read by ldmatrix serving both: 39
 // instead of 62.5 bytes of ldmatrix per kFLOP (native/cuda/NOTES.md, "The tall forward"); Q resident in shared
-// memory. d = 64: 64 KiB, d = 128: 128 KiB (extended: 1 KiB more for λ).
+// memory. d = 64: 64 KiB, d = 128: 128 KiB (extended: 1 KiB more for μ, position_tile).
 template <int kHeadDim, class Elem>
 using FwdTallTraits = FwdTraits<kHeadDim, Elem, 8, 64, 2>;
 

@@ -251,7 +251,7 @@ TEST(window_work_follows_the_band) {
 // per kFLOP at either width; the regular one (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q
 // fragments, read once per block (d/16 per warp: 1/(8T) more over T key tiles). Nq = Nk, a multiple of 64 (no
 // ragged edge), not causal: the ratios are exact. Calls with positions only (ALiBi and log-n) take the same kernels,
-// the tall one with 1 KiB more (λ·scale of its rows: 129 KiB at 128).
+// the tall one with 1 KiB more (μ = λ·scale of its rows: 129 KiB at 128).
 TEST(forward_shared_reads_per_flop) {
     const char* tall_env = std::getenv("FSIG_CUDA_FWD_TALL");
     const std::string tall_setting = tall_env == nullptr ? "" : tall_env;  // 0, always, or the grid rule
