@@ -162,13 +162,18 @@ FSIG_EXT_HD float logn_lambda(const ExtParams& e, int64_t diag, int64_t seq_k) {
     return l > 1.f ? l : 1.f;
 }
 
+// ALiBi's slope of (b, h): 0 without ALiBi
+FSIG_EXT_HD float ext_alibi_slope(const ExtParams& e, int64_t b, int64_t h) {
+    return e.alibi != nullptr ? e.alibi[b * e.alibi_b + h * e.alibi_h] : 0.f;
+}
+
 // Row i of (b, h) for the key tile starting at j0 (seq_q, seq_k: the problem's lengths).
 FSIG_EXT_HD ExtRow ext_row(const ExtParams& e, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t seq_q,
                            int64_t seq_k) {
     const int64_t diag = i + seq_k - seq_q;
     ExtRow r;
     r.lambda = logn_lambda(e, diag, seq_k);
-    r.slope = e.alibi != nullptr ? e.alibi[b * e.alibi_b + h * e.alibi_h] : 0.f;
+    r.slope = ext_alibi_slope(e, b, h);
     r.dist0 = float(diag - j0);
     return r;
 }

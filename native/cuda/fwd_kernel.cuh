@@ -377,7 +377,7 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
 template <int kNTiles>
 __device__ __forceinline__ void position_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
                                               int lane, const float (&mu)[2], float u, float (&s)[kNTiles][4]) {
-    const float slope = p.ext.alibi != nullptr ? u * p.ext.alibi[b * p.ext.alibi_b + h * p.ext.alibi_h] : 0.f;
+    const float slope = u * ext_alibi_slope(p.ext, b, h);
     const int lane_col = frag::acc_col(lane, 0);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -547,8 +547,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // the tall kernel serves extended calls with positions only (λ, ALiBi: launch_fwd, ext_positions_only), so it
     // stages no β and skips no tile by a layout or the strided pattern; it stages μ of its rows once (position_tile),
     // one per thread
-    constexpr bool kBeta = kExt && kR == 1, kStagedLambda = kExt && kR > 1;
-    static_assert(!kStagedLambda || T::kThreads == kBlockM, "a row's μ per thread");
+    constexpr bool kBeta = kExt && kR == 1, kPositionsOnly = kExt && kR > 1;
+    static_assert(!kPositionsOnly || T::kThreads == kBlockM, "a row's μ per thread");
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -599,7 +599,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // where used, as beta_tile)
     constexpr float kPositionUnit = Score::kRowStats ? kLog2e : 1.f;
     auto block_mu = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
-    if constexpr (kStagedLambda)
+    if constexpr (kPositionsOnly)
         block_mu()[tid] =
             logn_lambda(p.ext, int64_t(i0) + tid + p.seq_k - p.seq_q, p.seq_k) * p.scale * kPositionUnit;
     cp_async_commit();
@@ -692,11 +692,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                 rows_of(g, row_i);
                 if constexpr (kBeta) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
                     extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s[g]);
-                } else if constexpr (kStagedLambda) {  // s = x·u: scale, λ, ALiBi
+                } else if constexpr (kPositionsOnly) {  // s = x·u: scale, λ, ALiBi
                     const float mu[2] = {block_mu()[row_i[0] - i0], block_mu()[row_i[1] - i0]};
                     position_tile<T::kNTiles>(p, b, h, row_i, j0, lane, mu, kPositionUnit, s[g]);
                 }
-                score_tile<Score, kExt, kStagedLambda>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
+                score_tile<Score, kExt, kPositionsOnly>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
                                         [&](int r, float factor) {
 #pragma unroll
                                             for (int dt = 0; dt < T::kDTiles; ++dt)
