@@ -505,7 +505,7 @@ __device__ __forceinline__ void dkdv_scores(const FwdParams& f, const ScoreConst
     // element, hoisted out of the loop by the compiler, made the d = 128 kernels spill)
     float slope = 0.f, dist0[2] = {0.f, 0.f};
     if constexpr (kExt) {
-        if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + h * f.ext.alibi_h];
+        slope = ext_alibi_slope(f.ext, b, h);
         const int64_t d0 = int64_t(iw) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
         dist0[0] = float(d0 - key_j[0]);
         dist0[1] = float(d0 - key_j[1]);

@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
         float slope = 0.f, dist0[2] = {0.f, 0.f}, key_beta[2] = {0.f, 0.f};
         const float* lambda_sm = reinterpret_cast<const float*>(smem + T::kLambda);
         if constexpr (kExt) {
-            if (f.ext.alibi != nullptr) slope = f.ext.alibi[b * f.ext.alibi_b + h * f.ext.alibi_h];
+            slope = ext_alibi_slope(f.ext, b, h);
             const int64_t d0 = int64_t(i0) + f.seq_k - f.seq_q + frag::acc_col(lane, 0);
 #pragma unroll
             for (int r = 0; r < 2; ++r) {

@@ -290,4 +290,31 @@ FSIG_EXT_HD bool ext_tile_live(const ExtParams& e, int64_t h, int64_t i0, int64_
     return true;
 }
 
+// Whether every tile of `tile` rows (or keys), at multiples of its size, lies inside one layout block of
+// `block` (clamped to the length n): a whole multiple of the tile, or the whole length.
+FSIG_EXT_HD bool blocks_hold_tiles(int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; }
+
+// True when a forward kernel whose tiles are tile_m x tile_n needs no β: the block layout is the only
+// element-wise extension and every tile lies inside one of its blocks. Skipping the tiles the layout
+// leaves empty (ext_tile_live, exact for such a tile; ext_layout_rows_allow) then applies the layout in full.
+FSIG_EXT_HD bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
+                                         int64_t seq_k) {
+    return e.layout != nullptr && e.bias == nullptr && e.mask == nullptr && e.strided == 0 &&
+           blocks_hold_tiles(e.block_m, tile_m, seq_q) && blocks_hold_tiles(e.block_n, tile_n, seq_k);
+}
+
+// Whether the layout allows key j on any of rows [i0, i1] of head h (true without a layout): ext_tile_live of a
+// tile inside one key block, exact when the rows lie in one block row or in whole ones (ext_layout_tile_uniform).
+// i0, i1, j < 2^30 (kMaxCudaSeq), so the arithmetic is int32 (a 64-bit division is a call, whose saved registers
+// made the tall kernel spill); a block of 2^30 or more holds every row or key.
+FSIG_EXT_HD bool ext_layout_rows_allow(const ExtParams& e, int64_t h, int32_t i0, int32_t i1, int32_t j) {
+    if (e.layout == nullptr) return true;
+    const int32_t bm = int32_t(ext_min(e.block_m, int64_t(1) << 30));
+    const int32_t bn = int32_t(ext_min(e.block_n, int64_t(1) << 30));
+    const uint8_t* column = e.layout + h * e.layout_stride[0] + int64_t(j / bn) * e.layout_stride[2];
+    for (int32_t r = i0 / bm; r <= i1 / bm; ++r)
+        if (column[int64_t(r) * e.layout_stride[1]] != 0) return true;
+    return false;
+}
+
 }  // namespace fsig::cuda

@@ -12,12 +12,12 @@
 // divides by the row sum and writes LSE = ln Σ exp(S) (O = 0, LSE = +inf on a row with no allowed key).
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
-// of 8 warps per (query tile, head, batch). Regular kernel (calls with a bias, mask, layout or strided pattern,
-// and the others with Nq <= 128, on a grid of one wave or where the tall one does not fit: launch_fwd): 128
-// rows, warp w owns rows 16w..16w+15, its Q fragments stay in registers for the whole block. Tall kernel (the
-// other plain calls and calls with positions only; FwdTallTraits): 256 rows, warp w owns two 16-row tiles,
-// 32w..32w+31, and every K and V fragment it reads serves both — 39 instead of 62.5 bytes of shared-memory reads
-// per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall
+// of 8 warps per (query tile, head, batch). Regular kernel (calls with a bias, mask, strided pattern or a layout
+// finer than a warp's 32 rows × 64 keys, and the others with Nq <= 128, on a grid of one wave or where the tall one
+// does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its Q fragments stay in registers for the
+// whole block. Tall kernel (the other plain calls and extended calls without β: tall_serves_ext; FwdTallTraits):
+// 256 rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves both — 39 instead
+// of 62.5 bytes of shared-memory reads per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall
 // forward") — with Q resident in shared memory, read at each k-step.
 // Key tiles of 64 rows stream through shared memory in two stages (cp.async: tile t+1 loads while tile t
 // computes). Per tile and row tile:
@@ -70,8 +70,8 @@ namespace fsig::cuda {
 // more for μ per row: position_tile). d = 256
 // (kQInSmem): the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
 // kWarps_, kBlockN_: 4 and 32 give the 256-wide kernel of GPUs with 99 KiB per block (FwdSmemPlan).
-// kRowTiles_ = 2 gives the tall kernel of plain calls and calls with positions only at widths 64 and 128
-// (FwdTallTraits below).
+// kRowTiles_ = 2 gives the tall kernel of plain calls and of extended calls without β (positions, a block layout
+// constant over each warp's 32 rows: tall_serves_ext) at widths 64 and 128 (FwdTallTraits below).
 template <int kHeadDim_, class Elem_, int kWarps_ = 8, int kBlockN_ = 64, int kRowTiles_ = 1>
 struct FwdTraits {
     using Elem = Elem_;
@@ -544,11 +544,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN, kR = T::kRowTiles;
-    // the tall kernel serves extended calls with positions only (λ, ALiBi: launch_fwd, ext_positions_only), so it
-    // stages no β and skips no tile by a layout or the strided pattern; it stages μ of its rows once (position_tile),
-    // one per thread
-    constexpr bool kBeta = kExt && kR == 1, kPositionsOnly = kExt && kR > 1;
-    static_assert(!kPositionsOnly || T::kThreads == kBlockM, "a row's μ per thread");
+    // the tall kernel serves extended calls without β (tall_serves_ext: positions, and a block layout constant over
+    // each warp's rows and key tile, which its tile skipping applies), so it stages no β; it stages μ of its rows
+    // once (position_tile), one per thread
+    constexpr bool kBeta = kExt && kR == 1, kTallExt = kExt && kR > 1;
+    static_assert(!kTallExt || T::kThreads == kBlockM, "a row's μ per thread");
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -567,7 +567,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
-    auto next_live = [&](int nb) { return next_live_key_tile<kBeta, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane); };
+    // (tall: its layout is constant over each warp's rows and key tile, tall_serves_ext, so a tile is live where any
+    // of the block's block rows allows its one key block)
+    auto next_live = [&](int nb) {
+        if constexpr (kTallExt)
+            return p.ext.layout == nullptr ? nb : first_live_index(nb, n_last, lane, [&](int t) {
+                return ext_layout_rows_allow(p.ext, h, i0, i_end - 1, t * kBlockN);
+            });
+        return next_live_key_tile<kBeta, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane);
+    };
     const int n_first = next_live(int(key_lo / kBlockN));
     // this warp's rows [w0, w0 + 16·kR) and their key range (rows past Nq beside real ones compute harmlessly on
     // zero Q and are not stored); row tile g holds rows w0 + 16g ..
@@ -599,7 +607,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // where used, as beta_tile)
     constexpr float kPositionUnit = Score::kRowStats ? kLog2e : 1.f;
     auto block_mu = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
-    if constexpr (kPositionsOnly)
+    if constexpr (kTallExt)
         block_mu()[tid] =
             logn_lambda(p.ext, int64_t(i0) + tid + p.seq_k - p.seq_q, p.seq_k) * p.scale * kPositionUnit;
     cp_async_commit();
@@ -651,6 +659,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         bool warp_live = warp_lo <= j0 + kBlockN - 1 && warp_hi >= j0 && warp_lo <= warp_hi;
         if constexpr (kBeta) {
             if (p.ext.elementwise && warp_live) warp_live = stage_beta<kBlockN>(p, b, h, w0, j0, lane, beta_tile());
+        } else if constexpr (kTallExt) {  // the layout is one block's over the warp's rows and the tile: one entry
+            if (warp_live) warp_live = ext_layout_rows_allow(p.ext, h, w0, w0, j0);
         }
         if (warp_live) {
             // ---- S = Q Kᵀ: each K fragment serves every row tile ----
@@ -692,11 +702,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                 rows_of(g, row_i);
                 if constexpr (kBeta) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
                     extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s[g]);
-                } else if constexpr (kPositionsOnly) {  // s = x·u: scale, λ, ALiBi
+                } else if constexpr (kTallExt) {  // s = x·u: scale, λ, ALiBi
                     const float mu[2] = {block_mu()[row_i[0] - i0], block_mu()[row_i[1] - i0]};
                     position_tile<T::kNTiles>(p, b, h, row_i, j0, lane, mu, kPositionUnit, s[g]);
                 }
-                score_tile<Score, kExt, kPositionsOnly>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
+                score_tile<Score, kExt, kTallExt>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
                                         [&](int r, float factor) {
 #pragma unroll
                                             for (int dt = 0; dt < T::kDTiles; ++dt)
@@ -895,7 +905,7 @@ constexpr int fwd_smem_bytes() {
     return T::kSmemBytes + (kExt ? kExtBytes : 0);
 }
 
-// Plain calls, and extended calls with positions only (λ, ALiBi), at widths 64 and 128 (FA2's forward layout): 8
+// Plain calls, and extended calls without β (tall_serves_ext), at widths 64 and 128 (FA2's forward layout): 8
 // warps of two 16-row tiles (256 query rows a block), each K and V fragment read by ldmatrix serving both: 39
 // instead of 62.5 bytes of ldmatrix per kFLOP (native/cuda/NOTES.md, "The tall forward"); Q resident in shared
 // memory. d = 64: 64 KiB, d = 128: 128 KiB (extended: 1 KiB more for μ, position_tile).
@@ -918,9 +928,9 @@ inline FwdTall fwd_tall_setting() {
     return setting;
 }
 
-// The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls and calls with
-// positions only at 64 and 128 with Nq > 128 take the tall kernel where it fits (at 64 always: 64 or 65 KiB) and
-// the regular grid would exceed the SM count (launch_fwd), else the regular one; at 256 the
+// The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls and extended calls
+// without β (tall_serves_ext) at 64 and 128 with Nq > 128 take the tall kernel where it fits (at 64 always: 64 or
+// 65 KiB) and the regular grid would exceed the SM count (launch_fwd), else the regular one; at 256 the
 // regular one where it fits, else (128 KiB, extended 162) the compact one — 4 warps of 16 rows and 32-key tiles,
 // 64 KiB (extended 73) — which only the units whose regular kernel may not fit a 99 KiB GPU carry. The launcher
 // and the device query (cuda_runtime.cu) both follow it.
@@ -978,13 +988,25 @@ cudaError_t with_score_policy(int32_t score, const F& f) {
     }
 }
 
+// Rows of a warp of the tall kernel (its two m16 row tiles), aligned to them in the problem
+constexpr int kTallWarpRows = 32;
+
+// The extended calls the tall kernel serves: those without β — positions only (λ, ALiBi), or with a block layout
+// as the only element-wise extension, constant over every warp's 32 rows and key tile, so that skipping tiles (the
+// block's search over its 256 rows, then each warp by its layout entry) applies it in full
+inline bool tall_serves_ext(const FwdParams& p) {
+    return ext_positions_only(p.ext) || ext_layout_tile_uniform(p.ext, kTallWarpRows, kFwdBlockN, p.seq_q, p.seq_k);
+}
+
 template <class T, bool kExt>
 cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
     if constexpr (kExt && T::kRowTiles > 1) {  // (launch_fwd's rule; β would be dropped here)
-        if (!ext_positions_only(p.ext)) return cudaErrorInvalidValue;
+        static_assert(16 * T::kRowTiles == kTallWarpRows && T::kBlockN == kFwdBlockN,
+                      "the warp tiles tall_serves_ext judges");
+        if (!tall_serves_ext(p)) return cudaErrorInvalidValue;
     }
     // a layout (extended calls) the host judged constant over kFwdBlockM x kFwdBlockN tiles is so over these,
-    // which nest in them (the tall kernel's extended calls have no layout)
+    // which nest in them (the tall kernel judges its own: tall_serves_ext)
     static_assert(!kExt || T::kRowTiles > 1 || (kFwdBlockM % T::kBlockM == 0 && kFwdBlockN % T::kBlockN == 0),
                   "tiles inside the host's tiles");
     static_assert(T::kBlockM >= kFwdSmallBlockM, "the host checks the grid with the finer compact blocks");
@@ -1006,11 +1028,10 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
         // The tall kernel where the regular grid has more than one block of rows per head and more blocks than the
         // GPU has SMs. A regular grid of one wave is done sooner by its twice as many blocks of half the rows (the
         // tall kernel's ceiling is 1.33x the regular one's, not 2x), and at Nq <= 128 a tall block would compute
-        // half its rows for nothing (FSIG_CUDA_FWD_TALL=always: whatever the grid). Extended calls only with
-        // positions (λ, ALiBi): the tall kernel stages no β and skips no tile by a layout (one uniform over the
-        // host's 128-row tiles has no β either).
+        // half its rows for nothing (FSIG_CUDA_FWD_TALL=always: whatever the grid). Extended calls only without β
+        // (tall_serves_ext): positions, a block layout its warps' tile skipping applies.
         const FwdTall setting = fwd_tall_setting();
-        if (setting != FwdTall::kOff && (!kExt || ext_positions_only(params.ext))) {
+        if (setting != FwdTall::kOff && (!kExt || tall_serves_ext(params))) {
             bool tall = setting == FwdTall::kAlways;
             if (!tall && params.seq_q > kFwdBlockM) {
                 int sms = 0;

@@ -10,7 +10,7 @@
 namespace fsig::cuda {
 
 constexpr int kFwdBlockM = 128;       // query rows per thread block (FwdTraits::kBlockM, WgmmaFwdTraits::kBlockM;
-                                      // the tall kernel's: 256, for calls without a layout)
+                                      // the tall kernel's: 256, whose layouts are judged by its warps' 32 rows)
 constexpr int kFwdSmallBlockM = 64;   // ... of the 256-wide kernel on GPUs with 99 KiB per block (FwdSmemPlan);
                                       // the host checks the grid with these
 constexpr int kFwdBlockN = 64;        // keys per tile of the mma.sync kernels (FwdTraits::kBlockN)

@@ -54,19 +54,6 @@ inline void fill_ext(const Problem& pr, const TensorView* dbias, FwdParams* p) {
     if (pr.strided_with_window()) p->window_left = p->window_right = -1;
 }
 
-// Whether every tile of `tile` rows (or keys), at multiples of its size, lies inside one layout block of
-// `block` (clamped to the length n): a whole multiple of the tile, or the whole length.
-inline bool blocks_hold_tiles(int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; }
-
-// True when a forward kernel whose tiles are tile_m x tile_n needs no β: the block layout is the only
-// element-wise extension and every tile lies inside one of its blocks. Skipping the tiles the layout
-// leaves empty (ext_tile_live, exact for such a tile) then applies the layout in full.
-inline bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
-                                    int64_t seq_k) {
-    return e.layout != nullptr && e.bias == nullptr && e.mask == nullptr && e.strided == 0 &&
-           blocks_hold_tiles(e.block_m, tile_m, seq_q) && blocks_hold_tiles(e.block_n, tile_n, seq_k);
-}
-
 // True when, inside each of such a kernel's tiles, β depends on the key alone: no strided pattern, a bias
 // and a mask only if broadcast over the query rows (key padding; the C ABI layer gives every size-1
 // dimension stride 0), a layout only if each tile's rows lie in one of its block rows. The Hopper kernels

@@ -20,8 +20,9 @@
 #   sdpa                   benchmarks/sdpa_compare.py: fwd and fwd+bwd against SDPA flash and cuDNN, FlashSig on
 #                          the mma.sync and on the Hopper kernels
 #   bench_wgmma            both kernel families' TFLOP/s at d = 128 and 256: forward, both backward paths
-#   tall_always            the forward's quick set and the masks' positions on the tall kernel at every grid
-#                          (FSIG_CUDA_FWD_TALL=always: the tests' grids hold fewer blocks than the GPU has SMs)
+#   tall_always            the forward's quick set and the masks' positions and layouts on the tall kernel at
+#                          every grid (FSIG_CUDA_FWD_TALL=always: the tests' grids hold fewer blocks than the GPU
+#                          has SMs)
 #   bench_tall             the mma.sync forward at d = 64 and 128 on its tall kernel and (FSIG_CUDA_FWD_TALL=0)
 #                          on the regular one: the tall kernel's gain in one run
 #   profile                ncu on the forward and backward kernels at d = 128, both kernel families
@@ -30,7 +31,7 @@
 #                          without the workspace: its segments then recompute their prefixes)
 #   profile_linear         ncu on the linear-attention kernels (cosFormer causal at 16k, both paths)
 #   bench_masks            ALiBi overhead and block-sparse time vs density at 16k (and the mma.sync kernels'
-#                          ALiBi without the tall kernel: its gain there)
+#                          ALiBi and layouts without the tall kernel: its gain there)
 #   sdpa_d256              the 256-wide kernels against SDPA at d = 256, forward and forward + backward
 #   java                   the Java CUDA tests and the training example on the device, if gpu-carry/ (from
 #                          scripts/gpu-carry.sh) was carried: this machine has no Java of its own
@@ -155,9 +156,10 @@ step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; 
   --warmup 2 --iters 10 --csv "$1$k.csv" && FSIG_CUDA_WGMMA=$k "$0" --device cuda --dtype bf16 --hidden 2048 \
   --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both --warmup 2 --iters 10 \
   --csv "$1$k.d256.csv" || exit 1; done' "$bench" "$logs/bench_wgmma"
-# the tall forward's numerics on this GPU, whose SM count the tests' grids stay below (FSIG_CUDA_FWD_TALL=always)
+# the tall forward's numerics on this GPU, whose SM count the tests' grids stay below (FSIG_CUDA_FWD_TALL=always):
+# plain calls, positions, layouts it applies by skipping tiles
 step tall_always 90 env FSIG_CUDA_FWD_TALL=always bash -c '"$0/test_cuda_forward" --quick && \
-  "$0/test_cuda_masks" t0 _alibi_ _alibih_ _logn_ w00' "$gpu"
+  "$0/test_cuda_masks" t0 _alibi_ _alibih_ _logn_ w00 _layout_ _layoutruns_ _layouttiles_ _alibilayout_' "$gpu"
 # the plain mma.sync forward: the tall kernel (256-row blocks), then the regular one (native/cuda/NOTES.md, "The
 # tall forward": predicted 1.1-1.4x at N = 4k-16k)
 step bench_tall 60 bash -c 'for tall in 1 0; do echo "FSIG_CUDA_FWD_TALL=$tall"; FSIG_CUDA_WGMMA=0 \

@@ -519,23 +519,31 @@ std::vector<Case> all_cases() {
                             s.causal ? "_causal" : "");
         cases.push_back(c);
     }
-    // positions only (λ, ALiBi) with Nq > 128: the mma.sync forward's tall kernel (256 rows, two 16-row tiles per
-    // warp, λ staged once per block), in the quick set too. λ that differs from row to row (causal with Nq ≈ Nk, no
-    // window — the sets above give most rows the same n_i) and rows on both sides of a block's and a warp's tiles.
+    // calls without β (positions: λ, ALiBi; a block layout constant over a warp's 32 rows and 64 keys) with
+    // Nq > 128: the mma.sync forward's tall kernel (256 rows, two 16-row tiles per warp, λ staged once per block, the
+    // layout applied by skipping tiles: the block's over its rows, each warp's by its own block row), in the quick set
+    // too. λ that differs from row to row (causal with Nq ≈ Nk, no window — the sets above give most rows the same
+    // n_i), rows on both sides of a block's and a warp's tiles; layouts of 32 × 64 blocks (every warp its own block
+    // row: each warp skips tiles the others compute), 96 × 192 (block rows across a kernel block's edge), and one
+    // block row taller than Nq (block_m ≥ Nq).
     struct Tall {
         int score, dtype;
         int64_t d, nq, nk, window_left, window_right;
         bool causal, alibi, per_batch;
-        int64_t logn_train;
+        int64_t logn_train, block_m, block_n, layout_h;
     };
-    const Tall talls[] = {{ref::kSoftmax, ref::kBf16, 128, 300, 300, -1, -1, true, false, false, 16},
-                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8},
-                          {ref::kGelu, ref::kBf16, 104, 333, 400, 90, 20, false, true, true, 32},
-                          {ref::kRelu2, ref::kFp16, 128, 290, 150, 40, -1, false, false, false, 4}};
+    const Tall talls[] = {{ref::kSoftmax, ref::kBf16, 128, 300, 300, -1, -1, true, false, false, 16, 0, 0, 0},
+                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8, 0, 0, 0},
+                          {ref::kGelu, ref::kBf16, 104, 333, 400, 90, 20, false, true, true, 32, 0, 0, 0},
+                          {ref::kRelu2, ref::kFp16, 128, 290, 150, 40, -1, false, false, false, 4, 0, 0, 0},
+                          {ref::kSoftmax, ref::kBf16, 128, 300, 333, -1, -1, false, false, false, 0, 32, 64, 4},
+                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8, 96, 192, 1},
+                          {ref::kIdentity, ref::kBf16, 128, 290, 400, 60, 30, false, false, false, 0, 600, 128, 4}};
     for (const Tall& t : talls) {
         const int n = int(&t - talls);
         Case c;
         c.seed = 7100 + uint64_t(n);
+        ref::Rng rng(c.seed * 7919);
         ref::Spec& s = c.s;
         s.B = 2, s.Hq = 4, s.Hk = 2, s.d = t.d, s.Nq = t.nq, s.Nk = t.nk, s.score = t.score, s.causal = t.causal;
         s.window_left = t.window_left, s.window_right = t.window_right, s.logn_train = t.logn_train;
@@ -544,10 +552,16 @@ std::vector<Case> all_cases() {
             for (int64_t h = 0; h < (t.per_batch ? s.B * s.Hq : s.Hq); ++h)
                 s.alibi_slopes.push_back(std::ldexp(1.0, -int(2 + h % 6)));
         }
+        if (t.block_m > 0) {  // two blocks in three allowed
+            s.block_m = t.block_m, s.block_n = t.block_n, s.layout_h = t.layout_h;
+            const int64_t rows = (s.Nq + t.block_m - 1) / t.block_m, cols = (s.Nk + t.block_n - 1) / t.block_n;
+            for (int64_t i = 0; i < t.layout_h * rows * cols; ++i) s.layout.push_back(rng.below(3) != 0 ? 1 : 0);
+        }
         c.dtype = t.dtype;
-        c.name = th::format("t%02d_%s%s_%s_%s_d%lld_%lldx%lld%s", n, t.alibi ? "alibi" : "", t.logn_train ? "logn" : "",
-                            ref::score_name(t.score), ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq,
-                            (long long)s.Nk, s.causal ? "_causal" : "");
+        c.name = th::format("t%02d_%s%s%s_%s_%s_d%lld_%lldx%lld%s", n, t.alibi ? "alibi" : "",
+                            t.logn_train ? "logn" : "", t.block_m > 0 ? "layout" : "", ref::score_name(t.score),
+                            ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk,
+                            s.causal ? "_causal" : "");
         cases.push_back(c);
     }
     return cases;

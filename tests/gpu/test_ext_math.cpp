@@ -323,11 +323,12 @@ TEST(tile_skipping_never_drops_a_key) {
     EXPECT(live_tiles > 1000 && dead_tiles > 1000, "live %d, dead %d tiles", live_tiles, dead_tiles);
 }
 
-// The host's two rules for a forward kernel's tiles (host_params.h), checked against ext_beta itself on
-// every tile of random problems. Tile shapes: the kernels' (128 × 64, 128 × 128), the layout's own blocks,
-// half of them, and odd ones.
+// The host's two rules for a forward kernel's tiles (ext_params.h, host_params.h), checked against ext_beta itself
+// on every tile of random problems. Tile shapes: the kernels' (128 × 64, 128 × 128, the tall forward's warps'
+// 32 × 64), the layout's own blocks, half of them, and odd ones.
 //  - ext_layout_tile_uniform (a call runs without β): β is the same on every element of each tile — 0 on
-//    the tiles ext_tile_live keeps, −inf on those it skips — so the skipping alone applies the layout;
+//    the tiles ext_tile_live keeps, −inf on those it skips — so the skipping alone applies the layout; and
+//    ext_layout_rows_allow (the tall forward's test) gives ext_tile_live's answer there;
 //  - ext_key_beta (the Hopper forward stages one row of β per key tile): on every tile ext_tile_live
 //    keeps, β of each element equals β of the same key in the tile's first row (the row staged).
 TEST(forward_tile_rules) {
@@ -338,7 +339,8 @@ TEST(forward_tile_rules) {
         const ref::Spec& s = c.s;
         const ExtParams e = params_of(c.pr).ext;
         const int64_t bm = e.block_m > 0 ? e.block_m : 1 + rng.below(64), bn = e.block_n > 0 ? e.block_n : 1 + rng.below(64);
-        const int64_t shapes[][2] = {{128, 64}, {128, 128}, {bm, bn}, {bm % 2 == 0 ? bm / 2 : bm, bn % 2 == 0 ? bn / 2 : bn},
+        const int64_t shapes[][2] = {{128, 64}, {128, 128}, {32, 64}, {bm, bn},
+                                     {bm % 2 == 0 ? bm / 2 : bm, bn % 2 == 0 ? bn / 2 : bn},
                                      {1 + rng.below(150), 1 + rng.below(150)}};
         for (const auto& shape : shapes) {
             const int64_t tm = shape[0], tn = shape[1];
@@ -354,6 +356,15 @@ TEST(forward_tile_rules) {
                             const int64_t i1 = std::min(i0 + tm, s.Nq) - 1, j1 = std::min(j0 + tn, s.Nk) - 1;
                             const bool live = fsig::cuda::ext_tile_live(e, h, i0, i1, j0, j1, s.Nq, s.Nk);
                             skipped += no_beta && !live;
+                            // the tall forward's answers for such a tile: its rows' layout at its first key, and the
+                            // first row's alone (one warp's rows lie in one block row)
+                            const int32_t r0 = int32_t(i0), r1 = int32_t(i1), c0 = int32_t(j0);
+                            const bool rows = fsig::cuda::ext_layout_rows_allow(e, h, r0, r1, c0),
+                                       first_row = fsig::cuda::ext_layout_rows_allow(e, h, r0, r0, c0);
+                            if (no_beta && (rows != live || first_row != live) && bad++ < 3)
+                                EXPECT(false, "%s, tiles %lld x %lld: ext_layout_rows_allow at (%lld, %lld) h %lld "
+                                       "is not ext_tile_live's %d", s.describe().c_str(), (long long)tm, (long long)tn,
+                                       (long long)i0, (long long)j0, (long long)h, int(live));
                             if (key_beta && !live) continue;  // (never visited)
                             const fsig::cuda::ExtBetaRow first = fsig::cuda::ext_beta_row(e, b, h, i0, 0, s.Nq, s.Nk);
                             for (int64_t i = i0; i <= i1; ++i) {
