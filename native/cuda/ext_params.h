@@ -22,15 +22,18 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #define FSIG_EXT_HD __host__ __device__ __forceinline__
+#define FSIG_EXT_ROLLED _Pragma("unroll 1")  // a loop nvcc should not unroll (a rarely taken path: code size)
 #else
 #define FSIG_EXT_HD inline
+#define FSIG_EXT_ROLLED
 #endif
 
 namespace fsig::cuda {
 
 struct ExtParams {
     int32_t on;           // any extension: selects the extended instantiation on the host
-    int32_t elementwise;  // bias, mask, strided or layout: the kernels stage β (ext_beta) per tile
+    int32_t elementwise;  // bias, mask, strided or layout: the kernels stage β (ext_beta) per tile (the tall
+                          // forward never: tall_serves_ext)
     int32_t key_beta;     // (the Hopper forward, elementwise 0) β the same on every row of a tile: one row per tile
     // ALiBi: slope(b, h) = alibi[b·alibi_b + h·alibi_h] (fp32), nullptr = off
     const float* alibi;
@@ -303,18 +306,17 @@ FSIG_EXT_HD bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int
            blocks_hold_tiles(e.block_m, tile_m, seq_q) && blocks_hold_tiles(e.block_n, tile_n, seq_k);
 }
 
-// Whether the layout allows key j on any of rows [i0, i1] of head h (true without a layout): ext_tile_live of a
-// tile inside one key block, exact when the rows lie in one block row or in whole ones (ext_layout_tile_uniform).
-// i0, i1, j < 2^30 (kMaxCudaSeq), so the arithmetic is int32 (a 64-bit division is a call, whose saved registers
-// made the tall kernel spill); a block of 2^30 or more holds every row or key.
+// Whether the layout allows key j on any row of [i0, i1] of head h (true without a layout), exactly. On a tile for
+// which ext_layout_tile_uniform holds, the answer for the tile's first key and rows is the answer for each of its
+// elements (the tall forward's test: rows and keys < 2^30, so int32 — a 64-bit division is a call, whose saved
+// registers made that kernel spill). One load per block row in [i0, i1], none depending on another.
 FSIG_EXT_HD bool ext_layout_rows_allow(const ExtParams& e, int64_t h, int32_t i0, int32_t i1, int32_t j) {
     if (e.layout == nullptr) return true;
-    const int32_t bm = int32_t(ext_min(e.block_m, int64_t(1) << 30));
-    const int32_t bn = int32_t(ext_min(e.block_n, int64_t(1) << 30));
-    const uint8_t* column = e.layout + h * e.layout_stride[0] + int64_t(j / bn) * e.layout_stride[2];
-    for (int32_t r = i0 / bm; r <= i1 / bm; ++r)
-        if (column[int64_t(r) * e.layout_stride[1]] != 0) return true;
-    return false;
+    const uint8_t* column = e.layout + h * e.layout_stride[0] + int64_t(j / e.block_n) * e.layout_stride[2];
+    bool any = false;
+    FSIG_EXT_ROLLED
+    for (int32_t r = i0 / e.block_m; r <= i1 / e.block_m; ++r) any |= column[int64_t(r) * e.layout_stride[1]] != 0;
+    return any;
 }
 
 }  // namespace fsig::cuda

@@ -13,7 +13,7 @@
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
 // of 8 warps per (query tile, head, batch). Regular kernel (calls with a bias, mask, strided pattern or a layout
-// finer than a warp's 32 rows × 64 keys, and the others with Nq <= 128, on a grid of one wave or where the tall one
+// whose blocks are not multiples of 32 rows × 64 keys, and the others with Nq <= 128, on a grid of one wave or where the tall one
 // does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its Q fragments stay in registers for the
 // whole block. Tall kernel (the other plain calls and extended calls without β: tall_serves_ext; FwdTallTraits):
 // 256 rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves both — 39 instead
@@ -24,7 +24,8 @@
 // S (16 x 64) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the
 // score policy applied to the accumulator registers, P packed to 16-bit in registers as the A operand
 // of O += P V (V fragments by ldmatrix.trans). Tiles no row of the block may see are never visited;
-// inside the range, a warp whose rows see nothing of a tile (or lie past Nq) skips it, and only boundary tiles
+// inside the range, a warp whose rows see nothing of a tile (or lie past Nq, or, tall, whose block row the layout
+// leaves empty there) skips it, and only boundary tiles
 // (ragged Nk, causal diagonal, window edges) evaluate the per-element mask. O is written once, staged
 // through shared memory as 16-byte stores.
 //
@@ -71,7 +72,7 @@ namespace fsig::cuda {
 // (kQInSmem): the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
 // kWarps_, kBlockN_: 4 and 32 give the 256-wide kernel of GPUs with 99 KiB per block (FwdSmemPlan).
 // kRowTiles_ = 2 gives the tall kernel of plain calls and of extended calls without β (positions, a block layout
-// constant over each warp's 32 rows: tall_serves_ext) at widths 64 and 128 (FwdTallTraits below).
+// constant over each warp's 32 rows × 64 keys: tall_serves_ext) at widths 64 and 128 (FwdTallTraits below).
 template <int kHeadDim_, class Elem_, int kWarps_ = 8, int kBlockN_ = 64, int kRowTiles_ = 1>
 struct FwdTraits {
     using Elem = Elem_;
@@ -407,6 +408,17 @@ __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int
     return nb;
 }
 
+// The tall kernel's search (a layout constant over each warp's 32 rows and key tile: tall_serves_ext): the first key
+// tile from nb on (up to n_last, past it when none) that any block row of the block's rows [i0, i1] allows — exact
+// for them, since a tile lies in one key block; nb itself without a layout. A warp collective, as above.
+template <int kBlockN>
+__device__ __forceinline__ int next_layout_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last,
+                                                    int lane) {
+    if (p.ext.layout == nullptr) return nb;
+    return first_live_index(nb, n_last, lane,
+                            [&](int t) { return ext_layout_rows_allow(p.ext, h, i0, i1, t * kBlockN); });
+}
+
 // ---- one warp's tile: score, mask, softmax statistics; the epilogue (both forward kernels) ---------
 
 // The score on a warp's S tile (16 rows x kNTiles·8 keys from key j0; row_i: the thread's two rows) in
@@ -567,14 +579,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
-    // (tall: its layout is constant over each warp's rows and key tile, tall_serves_ext, so a tile is live where any
-    // of the block's block rows allows its one key block)
     auto next_live = [&](int nb) {
         if constexpr (kTallExt)
-            return p.ext.layout == nullptr ? nb : first_live_index(nb, n_last, lane, [&](int t) {
-                return ext_layout_rows_allow(p.ext, h, i0, i_end - 1, t * kBlockN);
-            });
-        return next_live_key_tile<kBeta, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane);
+            return next_layout_key_tile<kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane);
+        else
+            return next_live_key_tile<kBeta, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane);
     };
     const int n_first = next_live(int(key_lo / kBlockN));
     // this warp's rows [w0, w0 + 16·kR) and their key range (rows past Nq beside real ones compute harmlessly on

@@ -552,10 +552,11 @@ std::vector<Case> all_cases() {
             for (int64_t h = 0; h < (t.per_batch ? s.B * s.Hq : s.Hq); ++h)
                 s.alibi_slopes.push_back(std::ldexp(1.0, -int(2 + h % 6)));
         }
-        if (t.block_m > 0) {  // two blocks in three allowed
+        if (t.block_m > 0) {  // two blocks in three allowed; head 0's second block row none (rows with no key)
             s.block_m = t.block_m, s.block_n = t.block_n, s.layout_h = t.layout_h;
             const int64_t rows = (s.Nq + t.block_m - 1) / t.block_m, cols = (s.Nk + t.block_n - 1) / t.block_n;
-            for (int64_t i = 0; i < t.layout_h * rows * cols; ++i) s.layout.push_back(rng.below(3) != 0 ? 1 : 0);
+            for (int64_t i = 0; i < t.layout_h * rows * cols; ++i)
+                s.layout.push_back(i / cols != 1 && rng.below(3) != 0 ? 1 : 0);
         }
         c.dtype = t.dtype;
         c.name = th::format("t%02d_%s%s%s_%s_%s_d%lld_%lldx%lld%s", n, t.alibi ? "alibi" : "",

@@ -159,10 +159,13 @@ std::vector<unsigned char> layout_of(int64_t n, int64_t per_row, uint64_t seed) 
     return blocks;
 }
 
-// Whether the forward of a [1, n, 1, d] bf16 call runs the tall kernel (256 rows a block): at widths 64 and 128
-// with n > 128 (the emulated GPU has one SM, so every larger grid exceeds it) or under FSIG_CUDA_FWD_TALL=always,
-// not under =0, where its buffer fits the device (128 KiB at d = 128; extended calls 1 KiB more, μ of its rows)
+// Whether the forward of a [1, n, 1, d] bf16 call (plain, positions, or a 128 × 128 layout) runs the tall kernel
+// (256 rows a block): not where the Hopper kernels serve it (an emulated sm_90 with FSIG_CUDA_WGMMA); at widths 64
+// and 128 with n > 128 (the emulated GPU has one SM, so every larger grid exceeds it) or under
+// FSIG_CUDA_FWD_TALL=always, not under =0, where its buffer fits the device (128 KiB at d = 128; extended calls 1 KiB
+// more, μ of its rows)
 bool forward_runs_tall(int64_t n, int64_t d, bool extended) {
+    if (gt::emulated_hopper()) return false;
     const char* env = std::getenv("FSIG_CUDA_FWD_TALL");
     const std::string setting = env == nullptr ? "" : env;
     const int tall_bytes = (extended ? 129 : 128) * 1024;
@@ -222,6 +225,12 @@ TEST(layout_work_follows_density) {
                     const double bound = c == 0 && tall ? tall_read_bound : read_bound;
                     EXPECT(bytes <= bound, "%s: %.4f × the dense layout's cp.async reads, above %.4f", what.c_str(),
                            bytes, bound);
+                    if (c == 0 && tall) {  // (the union bound would pass the regular kernel too: it ran the tall one)
+                        const double per_kflop =
+                            double(work[c].ldmatrix_ops) * 512.0 / (double(work[c].tensor_flops) / 1e3);
+                        EXPECT(per_kflop == 39.0625, "%s: %.4f ldmatrix bytes per kFLOP, not the tall kernel's 39.0625",
+                               what.c_str(), per_kflop);
+                    }
                     expect_no_bank_conflicts(work[c], what);
                 }
             }

@@ -81,7 +81,9 @@ struct Case {
     fsig::Problem pr;
 };
 
-Case random_case(ref::Rng& rng, bool tiles_only) {
+// (tiles_only: no bias, mask, positions; tall_layout too: a layout of 32 × 64 multiples or blocks past the lengths,
+// no strided pattern — the calls the tall forward serves with a layout)
+Case random_case(ref::Rng& rng, bool tiles_only, bool tall_layout = false) {
     Case c;
     ref::Spec& s = c.s;
     s.B = 1 + rng.below(2);
@@ -99,6 +101,7 @@ Case random_case(ref::Rng& rng, bool tiles_only) {
     bool want_strided = rng.below(2) == 0, want_layout = rng.below(2) == 0;
     const bool want_logn = !tiles_only && rng.below(3) == 0;
     if (tiles_only && !want_strided && !want_layout) want_layout = true;
+    if (tall_layout) want_strided = false, want_layout = true;
 
     if (want_alibi) {
         s.alibi_per_batch = rng.below(2) == 0;
@@ -138,6 +141,10 @@ Case random_case(ref::Rng& rng, bool tiles_only) {
     if (want_layout) {
         s.block_m = 1 + rng.below(rng.below(2) == 0 ? 20 : 150);
         s.block_n = 1 + rng.below(rng.below(2) == 0 ? 20 : 150);
+        if (tall_layout) {
+            const int64_t rows[] = {32, 64, 96, 128, 160, 1000}, cols[] = {64, 128, 192, 1000};
+            s.block_m = rows[rng.below(6)], s.block_n = cols[rng.below(4)];
+        }
         s.layout_h = rng.below(2) == 0 ? 1 : s.Hq;
         const int64_t rows = (s.Nq + s.block_m - 1) / s.block_m, cols = (s.Nk + s.block_n - 1) / s.block_n;
         const int64_t density = 1 + rng.below(4);
@@ -356,12 +363,9 @@ TEST(forward_tile_rules) {
                             const int64_t i1 = std::min(i0 + tm, s.Nq) - 1, j1 = std::min(j0 + tn, s.Nk) - 1;
                             const bool live = fsig::cuda::ext_tile_live(e, h, i0, i1, j0, j1, s.Nq, s.Nk);
                             skipped += no_beta && !live;
-                            // the tall forward's answers for such a tile: its rows' layout at its first key, and the
-                            // first row's alone (one warp's rows lie in one block row)
-                            const int32_t r0 = int32_t(i0), r1 = int32_t(i1), c0 = int32_t(j0);
-                            const bool rows = fsig::cuda::ext_layout_rows_allow(e, h, r0, r1, c0),
-                                       first_row = fsig::cuda::ext_layout_rows_allow(e, h, r0, r0, c0);
-                            if (no_beta && (rows != live || first_row != live) && bad++ < 3)
+                            // the tall forward warp's test for such a tile: its first row's layout at its first key
+                            if (no_beta && fsig::cuda::ext_layout_rows_allow(e, h, int32_t(i0), int32_t(i0),
+                                                                             int32_t(j0)) != live && bad++ < 3)
                                 EXPECT(false, "%s, tiles %lld x %lld: ext_layout_rows_allow at (%lld, %lld) h %lld "
                                        "is not ext_tile_live's %d", s.describe().c_str(), (long long)tm, (long long)tn,
                                        (long long)i0, (long long)j0, (long long)h, int(live));
@@ -386,6 +390,38 @@ TEST(forward_tile_rules) {
     // each answer of the rules, and skipped tiles among the uniform ones, or this test proves nothing
     EXPECT(uniform > 100 && key_rows > 100 && neither > 100 && skipped > 100,
            "no β %d, key β %d, neither %d, skipped tiles %d", uniform, key_rows, neither, skipped);
+}
+
+// The tall forward's block search (fwd_kernel.cuh, next_layout_key_tile) on the calls it serves with a layout
+// (ext_layout_tile_uniform over its warps' 32 × 64 tiles): ext_layout_rows_allow over a block's 256 rows at a tile's
+// first key equals ext_tile_live of the 256 × 64 tile — exact there, since the tile spans at most 8 × 1 layout blocks
+// — so the block skips exactly the tiles none of its block rows allows.
+TEST(tall_forward_layout_search) {
+    ref::Rng rng(101);
+    int served = 0, live_tiles = 0, skipped = 0;
+    for (int n = 0; n < 600; ++n) {
+        const Case c = random_case(rng, true, true);
+        const ref::Spec& s = c.s;
+        const ExtParams e = params_of(c.pr).ext;
+        EXPECT(fsig::cuda::ext_layout_tile_uniform(e, 32, 64, s.Nq, s.Nk), "%s: blocks %lld x %lld not served",
+               s.describe().c_str(), (long long)s.block_m, (long long)s.block_n);
+        ++served;
+        int bad = 0;
+        for (int64_t h = 0; h < s.Hq; ++h)
+            for (int64_t i0 = 0; i0 < s.Nq; i0 += 256)
+                for (int64_t j0 = 0; j0 < s.Nk; j0 += 64) {
+                    const int64_t i1 = std::min(i0 + 256, s.Nq) - 1, j1 = std::min(j0 + 64, s.Nk) - 1;
+                    const bool live = fsig::cuda::ext_tile_live(e, h, i0, i1, j0, j1, s.Nq, s.Nk);
+                    const bool found = fsig::cuda::ext_layout_rows_allow(e, h, int32_t(i0), int32_t(i1), int32_t(j0));
+                    live_tiles += live, skipped += !live;
+                    if (found != live && bad++ < 3)
+                        EXPECT(false, "%s: the block search at rows [%lld, %lld], key %lld, head %lld says %d, "
+                               "ext_tile_live %d", s.describe().c_str(), (long long)i0, (long long)i1, (long long)j0,
+                               (long long)h, int(found), int(live));
+                }
+    }
+    EXPECT(live_tiles > 100 && skipped > 100, "%d layouts: live tiles %d, skipped %d: too few to prove anything",
+           served, live_tiles, skipped);
 }
 
 // With strided ∪ window the kernels' interval widens to causal alone; without it, it stays the
