@@ -13,12 +13,12 @@
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
 // of 8 warps per (query tile, head, batch). Regular kernel (calls with a bias, mask, strided pattern or a layout
-// whose blocks are not multiples of 32 rows × 64 keys, and the others with Nq <= 128, on a grid of one wave or where the tall one
-// does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its Q fragments stay in registers for the
-// whole block. Tall kernel (the other plain calls and extended calls without β: tall_serves_ext; FwdTallTraits):
-// 256 rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves both — 39 instead
-// of 62.5 bytes of shared-memory reads per kFLOP, which bound the regular kernel (native/cuda/NOTES.md, "The tall
-// forward") — with Q resident in shared memory, read at each k-step.
+// whose blocks are not multiples of 32 rows × 64 keys, and the others with Nq <= 128, on a grid of one wave or
+// where the tall one does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its Q fragments stay in
+// registers for the whole block. Tall kernel (the other plain calls and extended calls without β: tall_serves_ext;
+// FwdTallTraits): 256 rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves
+// both — 39 instead of 62.5 bytes of shared-memory reads per kFLOP, which bound the regular kernel
+// (native/cuda/NOTES.md, "The tall forward") — with Q resident in shared memory, read at each k-step.
 // Key tiles of 64 rows stream through shared memory in two stages (cp.async: tile t+1 loads while tile t
 // computes). Per tile and row tile:
 // S (16 x 64) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the

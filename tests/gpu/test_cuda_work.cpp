@@ -228,8 +228,9 @@ TEST(layout_work_follows_density) {
                     if (c == 0 && tall) {  // (the union bound would pass the regular kernel too: it ran the tall one)
                         const double per_kflop =
                             double(work[c].ldmatrix_ops) * 512.0 / (double(work[c].tensor_flops) / 1e3);
-                        EXPECT(per_kflop == 39.0625, "%s: %.4f ldmatrix bytes per kFLOP, not the tall kernel's 39.0625",
-                               what.c_str(), per_kflop);
+                        EXPECT(std::fabs(per_kflop - 39.0625) <= 1e-9 * 39.0625,
+                               "%s: %.4f ldmatrix bytes per kFLOP, not the tall kernel's 39.0625", what.c_str(),
+                               per_kflop);
                     }
                     expect_no_bank_conflicts(work[c], what);
                 }
