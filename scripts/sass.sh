@@ -13,7 +13,7 @@
 #     FILTER     only kernels whose mangled name contains it
 #   Writes SOURCE's SASS to $OUT_SASS (default /tmp/<unit>.<arch>.sass) and prints, per kernel, the
 #   registers and spills (ptxas) and the instructions of the loop with the most HMMA (every path of the
-#   loop body counted once): total, HMMA, LDSM, MUFU, integer and fp32 ALU.
+#   loop body counted once): total, HMMA, LDSM, MUFU, integer and fp32 ALU, local-memory loads and stores (spills).
 set -euo pipefail
 (($# >= 2)) || { sed -n 9,17p "$0"; exit 2; }
 build=$(realpath "$1") src=$(realpath "$2") arch=${3:-sm_90a} filter=${4:-}
@@ -93,6 +93,7 @@ for name, body in kernels.items():
             op = text.split()[1] if text.startswith('@') else text.split()[0]
             ops[op.split('.')[0]] += 1
         line += (f"; main loop {best[1] - best[0]} instructions: HMMA {ops['HMMA']}, LDSM {ops['LDSM']}, "
-                 f"MUFU {ops['MUFU']}, integer {sum(ops[k] for k in integer)}, fp32 {sum(ops[k] for k in floating)}")
+                 f"MUFU {ops['MUFU']}, integer {sum(ops[k] for k in integer)}, fp32 {sum(ops[k] for k in floating)}, "
+                 f"local {ops['LDL'] + ops['STL']}")
     print(line)
 PY

@@ -33,7 +33,7 @@ namespace fsig::cuda {
 struct ExtParams {
     int32_t on;           // any extension: selects the extended instantiation on the host
     int32_t elementwise;  // bias, mask, strided or layout: the kernels stage β (ext_beta) per tile (the tall
-                          // forward never: tall_serves_ext)
+                          // forward never per element: one row per key tile, ext_key_beta_at)
     int32_t key_beta;     // (the Hopper forward, elementwise 0) β the same on every row of a tile: one row per tile
     // ALiBi: slope(b, h) = alibi[b·alibi_b + h·alibi_h] (fp32), nullptr = off
     const float* alibi;
@@ -85,8 +85,7 @@ FSIG_EXT_HD float half_bits_to_float(uint16_t h) {
     return f;
 #endif
 }
-FSIG_EXT_HD float bf16_bits_to_float(uint16_t h) {
-    const uint32_t bits = uint32_t(h) << 16;
+FSIG_EXT_HD float fp32_bits_to_float(uint32_t bits) {
 #if defined(__CUDA_ARCH__)
     return __uint_as_float(bits);
 #else
@@ -95,6 +94,7 @@ FSIG_EXT_HD float bf16_bits_to_float(uint16_t h) {
     return f;
 #endif
 }
+FSIG_EXT_HD float bf16_bits_to_float(uint16_t h) { return fp32_bits_to_float(uint32_t(h) << 16); }
 FSIG_EXT_HD uint16_t float_to_half_bits(float x) {
 #if defined(__CUDA_ARCH__) || defined(FSIG_CUDA_EMULATION)  // (cuda_fp16.h's host versions)
     return __half_as_ushort(__float2half_rn(x));
@@ -143,12 +143,11 @@ FSIG_EXT_HD int64_t cw_last(const ExtParams& e, int64_t diag, int64_t seq_k) {
 // Everything element-wise (bias tensor, mask tensor, strided pattern, block layout) is one additive term
 //   β_ij = bias_ij, or −inf where a mask disallows (i, j)                  (ext_beta)
 // that a warp computes in a rolled loop into shared memory, lanes along the keys (coalesced reads of
-// the bias and mask rows), and adds from there: small code, whatever the number of elements per thread.
-
-// The call's extensions are positions only (λ, ALiBi): nothing element-wise, nothing a kernel skips tiles by
-FSIG_EXT_HD bool ext_positions_only(const ExtParams& e) {
-    return e.bias == nullptr && e.mask == nullptr && e.layout == nullptr && e.strided <= 0;
-}
+// the bias and mask rows), and adds from there: small code, whatever the number of elements per thread. Where β is
+// alike on every row (key padding: ext_beta_rows_alike) the tall forward and the Hopper kernels stage one row of it
+// per key tile instead: the tall forward without the layout, which its tiles of 32 rows apply by skipping
+// (ext_key_beta_at, ext_beta_by_key_rows); the Hopper kernels, with no warp test of their own, with it, from the
+// tile's first row (ext_beta; ext_key_beta, host_params.h).
 
 // Per row and key tile, in registers (positions only).
 struct ExtRow {
@@ -240,6 +239,18 @@ FSIG_EXT_HD bool strided_hit(const ExtParams& e, uint32_t n) {
     return n == q * uint32_t(e.strided);
 }
 
+// The bias tensor's element at (element offset) at as stored (fp32 bits, or 16 bits), and its value in fp32: two
+// steps, so that a kernel can load a value early and decode it where it is used (the tall forward's key rows)
+FSIG_EXT_HD uint32_t ext_bias_bits_at(const ExtParams& e, int64_t at) {
+    if (e.bias_dtype == FSIG_DTYPE_FP32) return static_cast<const uint32_t*>(e.bias)[at];
+    return static_cast<const uint16_t*>(e.bias)[at];
+}
+FSIG_EXT_HD float ext_bias_value(const ExtParams& e, uint32_t bits) {
+    if (e.bias_dtype == FSIG_DTYPE_FP32) return fp32_bits_to_float(bits);
+    return e.bias_dtype == FSIG_DTYPE_FP16 ? half_bits_to_float(uint16_t(bits)) : bf16_bits_to_float(uint16_t(bits));
+}
+FSIG_EXT_HD float ext_bias_at(const ExtParams& e, int64_t at) { return ext_bias_value(e, ext_bias_bits_at(e, at)); }
+
 // β of key j = j0 + c (c < 2^15, j < Nk, row i < Nq): the bias, or −inf where the strided pattern, the
 // block layout or the mask tensor disallows the key (a bias of −inf masks as well). 0 with none of them.
 // No branch depends on a value read, so the layout, mask and bias loads are in flight together (every
@@ -249,14 +260,38 @@ FSIG_EXT_HD float ext_beta(const ExtParams& e, const ExtBetaRow& r, int64_t j0, 
     bool allowed = !(e.strided > 0 && !strided_hit(e, uint32_t(c) + r.phase) && !(j >= r.w_lo && j <= r.w_hi));
     if (e.layout != nullptr) allowed &= e.layout[r.layout_off + (j / e.block_n) * e.layout_stride[2]] != 0;
     if (e.mask != nullptr) allowed &= e.mask[r.mask_off + j * e.mask_stride[3]] != 0;
-    float bias = 0.f;
-    if (e.bias != nullptr) {
-        const int64_t at = r.bias_off + j * e.bias_stride[3];
-        if (e.bias_dtype == FSIG_DTYPE_FP32) bias = static_cast<const float*>(e.bias)[at];
-        else if (e.bias_dtype == FSIG_DTYPE_FP16) bias = half_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
-        else bias = bf16_bits_to_float(static_cast<const uint16_t*>(e.bias)[at]);
-    }
+    const float bias = e.bias != nullptr ? ext_bias_at(e, r.bias_off + j * e.bias_stride[3]) : 0.f;
     return allowed ? bias : -INFINITY;
+}
+
+// β broadcast over the query rows, the block layout aside: no strided pattern, and a bias and a mask only if their
+// row stride is 0 (key padding; the C ABI layer gives every size-1 dimension stride 0)
+FSIG_EXT_HD bool ext_beta_rows_alike(const ExtParams& e) {
+    return e.strided <= 0 && (e.bias == nullptr || e.bias_stride[2] == 0) && (e.mask == nullptr || e.mask_stride[2] == 0);
+}
+
+// β of key j of (b, h) on every query row of a call whose β is alike on the rows (ext_beta_rows_alike), the block
+// layout left out: the bias, or −inf where the mask disallows the key or j >= Nk (0 with neither) — the tall
+// forward's row of β per key tile (its tile skipping applies the layout). In two steps, the loads
+// (ext_key_beta_load) and their value (ext_key_beta_value), so that the kernel can issue the loads a tile ahead.
+struct KeyBetaLoad {
+    uint32_t allowed;    // the mask's byte (1 without a mask, 0 past Nk)
+    uint32_t bias_bits;  // ext_bias_bits_at (0 without a bias)
+};
+FSIG_EXT_HD KeyBetaLoad ext_key_beta_load(const ExtParams& e, int64_t b, int64_t h, int64_t j, int64_t seq_k) {
+    KeyBetaLoad l{0, 0};
+    if (j < seq_k) {
+        l.allowed = e.mask != nullptr ? e.mask[b * e.mask_stride[0] + h * e.mask_stride[1] + j * e.mask_stride[3]] : 1;
+        if (e.bias != nullptr)
+            l.bias_bits = ext_bias_bits_at(e, b * e.bias_stride[0] + h * e.bias_stride[1] + j * e.bias_stride[3]);
+    }
+    return l;
+}
+FSIG_EXT_HD float ext_key_beta_value(const ExtParams& e, const KeyBetaLoad& l) {
+    return l.allowed == 0 ? -INFINITY : e.bias != nullptr ? ext_bias_value(e, l.bias_bits) : 0.f;
+}
+FSIG_EXT_HD float ext_key_beta_at(const ExtParams& e, int64_t b, int64_t h, int64_t j, int64_t seq_k) {
+    return ext_key_beta_value(e, ext_key_beta_load(e, b, h, j, seq_k));
 }
 
 // Layout blocks a tile may span before ext_tile_live stops reading them (every thread of a block reads
@@ -297,17 +332,30 @@ FSIG_EXT_HD bool ext_tile_live(const ExtParams& e, int64_t h, int64_t i0, int64_
 // `block` (clamped to the length n): a whole multiple of the tile, or the whole length.
 FSIG_EXT_HD bool blocks_hold_tiles(int64_t block, int64_t tile, int64_t n) { return block % tile == 0 || block >= n; }
 
+// Whether the call has a block layout and every tile_m x tile_n tile (at multiples of its size) lies inside one of
+// its blocks: skipping the tiles the layout leaves empty (ext_tile_live, exact for such a tile;
+// ext_layout_rows_allow) then applies the layout in full.
+FSIG_EXT_HD bool ext_layout_holds_tiles(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
+                                        int64_t seq_k) {
+    return e.layout != nullptr && blocks_hold_tiles(e.block_m, tile_m, seq_q) && blocks_hold_tiles(e.block_n, tile_n, seq_k);
+}
+
 // True when a forward kernel whose tiles are tile_m x tile_n needs no β: the block layout is the only
-// element-wise extension and every tile lies inside one of its blocks. Skipping the tiles the layout
-// leaves empty (ext_tile_live, exact for such a tile; ext_layout_rows_allow) then applies the layout in full.
+// element-wise extension and holds the tiles (ext_layout_holds_tiles).
 FSIG_EXT_HD bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
                                          int64_t seq_k) {
-    return e.layout != nullptr && e.bias == nullptr && e.mask == nullptr && e.strided == 0 &&
-           blocks_hold_tiles(e.block_m, tile_m, seq_q) && blocks_hold_tiles(e.block_n, tile_n, seq_k);
+    return e.bias == nullptr && e.mask == nullptr && e.strided <= 0 && ext_layout_holds_tiles(e, tile_m, tile_n, seq_q, seq_k);
+}
+
+// True when a kernel whose warps own tile_m x tile_n tiles can apply the call's element-wise extensions with one row
+// of β per key tile (ext_key_beta_at) and tile skipping: β alike on the rows (key padding) and a block layout, if
+// any, that holds the tiles (the tall forward: tall_serves_ext).
+FSIG_EXT_HD bool ext_beta_by_key_rows(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q, int64_t seq_k) {
+    return ext_beta_rows_alike(e) && (e.layout == nullptr || ext_layout_holds_tiles(e, tile_m, tile_n, seq_q, seq_k));
 }
 
 // Whether the layout allows key j on any row of [i0, i1] of head h (true without a layout), exactly. On a tile for
-// which ext_layout_tile_uniform holds, the answer for the tile's first key and rows is the answer for each of its
+// which ext_layout_holds_tiles holds, the answer for the tile's first key and rows is the answer for each of its
 // elements (the tall forward's test: rows and keys < 2^30, so int32 — a 64-bit division is a call, whose saved
 // registers made that kernel spill). One load per block row in [i0, i1], none depending on another.
 FSIG_EXT_HD bool ext_layout_rows_allow(const ExtParams& e, int64_t h, int32_t i0, int32_t i1, int32_t j) {

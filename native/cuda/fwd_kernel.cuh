@@ -12,10 +12,10 @@
 // divides by the row sum and writes LSE = ln Σ exp(S) (O = 0, LSE = +inf on a row with no allowed key).
 //
 // Algorithm (widths 64 and 128; the 256-wide kernel differs as attention_fwd_wide_kernel says). One block
-// of 8 warps per (query tile, head, batch). Regular kernel (calls with a bias, mask, strided pattern or a layout
-// whose blocks are not multiples of 32 rows × 64 keys, and the others with Nq <= 128, on a grid of one wave or
-// where the tall one does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its Q fragments stay in
-// registers for the whole block. Tall kernel (the other plain calls and extended calls without β: tall_serves_ext;
+// of 8 warps per (query tile, head, batch). Regular kernel (calls with a strided pattern, a bias or mask that differs
+// from row to row, or a layout whose blocks are not multiples of 32 rows × 64 keys, and the others with Nq <= 128, on
+// a grid of one wave or where the tall one does not fit: launch_fwd): 128 rows, warp w owns rows 16w..16w+15, its Q
+// fragments stay in registers for the whole block. Tall kernel (the other plain and extended calls: tall_serves_ext;
 // FwdTallTraits): 256 rows, warp w owns two 16-row tiles, 32w..32w+31, and every K and V fragment it reads serves
 // both — 39 instead of 62.5 bytes of shared-memory reads per kFLOP, which bound the regular kernel
 // (native/cuda/NOTES.md, "The tall forward") — with Q resident in shared memory, read at each k-step.
@@ -23,9 +23,9 @@
 // computes). Per tile and row tile:
 // S (16 x 64) = Q Kᵀ on tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate), the
 // score policy applied to the accumulator registers, P packed to 16-bit in registers as the A operand
-// of O += P V (V fragments by ldmatrix.trans). Tiles no row of the block may see are never visited;
-// inside the range, a warp whose rows see nothing of a tile (or lie past Nq, or, tall, whose block row the layout
-// leaves empty there) skips it, and only boundary tiles
+// of O += P V (V fragments by ldmatrix.trans). Tiles no row of the block may see (tall: nor its layout, nor its key
+// padding) are never visited; inside the range, a warp whose rows see nothing of a tile (or lie past Nq, or, tall,
+// whose block row the layout leaves empty there) skips it, and only boundary tiles
 // (ragged Nk, causal diagonal, window edges) evaluate the per-element mask. O is written once, staged
 // through shared memory as 16-byte stores.
 //
@@ -33,9 +33,12 @@
 // x = λ_i·scale·q·k − slope·|δ_i − j| + β_ij, with β the bias tensor or −inf where the strided pattern,
 // the block layout, the mask tensor or a bias of −inf disallows the key (ext_params.h); the score is
 // applied to x and a masked element gets P = 0 explicitly. λ and ALiBi are applied in registers (the tall
-// kernel reads μ = λ·scale, ·log2e for softmax, of its rows from shared memory, staged once per block); β is staged per warp and tile in
-// shared memory by a rolled loop (the regular kernel only). Key tiles the layout or the strided
-// pattern leave empty for all the block's rows are never loaded; a warp whose β is all −inf skips the tile.
+// kernel reads μ = λ·scale, ·log2e for softmax, of its rows from shared memory, staged once per block). The regular
+// kernel stages β per warp and tile in shared memory by a rolled loop; the tall one serves only calls whose β is
+// alike on every row (key padding) besides a layout it applies by skipping tiles, and for key padding (an instance
+// of its own, kKeyBeta) stages one row of β per key tile (ext_key_beta_at), two buffers beside μ, and never loads a
+// tile that row masks whole (scan_key_tiles). Key tiles the layout or the strided pattern leave empty for all the
+// block's rows are never loaded; a warp whose β is all −inf skips the tile.
 //
 // Softmax is online in the log2 domain: m = running max of S·log2e, l = running Σ 2^(S·log2e − m); each
 // thread keeps partial sums over its own columns (the 4 threads of a row share m, so the partial sums
@@ -68,11 +71,12 @@ namespace fsig::cuda {
 // is first staged in stage 1 (it is as large as one stage's K + V) and O is staged through the K/V stages at
 // the end. Tall (kRowTiles 2, FA2's forward layout: 4 warps of 32 rows there, 8 here): 256 x 64 tiles, O 128 +
 // S 64 registers at d = 128, Q resident after the stages (d = 64: 64 KiB in all, d = 128: 128 KiB; extended 1 KiB
-// more for μ per row: position_tile). d = 256
+// more for μ per row, position_tile, and with key padding 0.75 KiB more: two rows of β, the key tiles' bits). d = 256
 // (kQInSmem): the same 128 KiB hold one K, one V and Q for the whole block (attention_fwd_wide_kernel).
 // kWarps_, kBlockN_: 4 and 32 give the 256-wide kernel of GPUs with 99 KiB per block (FwdSmemPlan).
-// kRowTiles_ = 2 gives the tall kernel of plain calls and of extended calls without β (positions, a block layout
-// constant over each warp's 32 rows × 64 keys: tall_serves_ext) at widths 64 and 128 (FwdTallTraits below).
+// kRowTiles_ = 2 gives the tall kernel of plain calls and of extended calls without β per row (positions, key
+// padding, a block layout constant over each warp's 32 rows × 64 keys: tall_serves_ext) at widths 64 and 128
+// (FwdTallTraits below).
 template <int kHeadDim_, class Elem_, int kWarps_ = 8, int kBlockN_ = 64, int kRowTiles_ = 1>
 struct FwdTraits {
     using Elem = Elem_;
@@ -371,13 +375,15 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
     }
 }
 
-// The tall kernel's positions (calls with no β): x·u = μ_i·acc − u·slope·|δ_i − j| of the thread's elements of a
-// 16-row tile, with μ_i = λ_i·scale·u as the kernel staged it once per block (mu: the thread's two rows) and u =
-// log2e for softmax, whose statistics then take the tile as it is (score_tile's kLog2Ready), 1 otherwise — the
-// regular kernel's extend_tile with the per-row factors folded: two operations per element fewer for softmax.
-template <int kNTiles>
+// The tall kernel's extensions: x·u = μ_i·acc − u·slope·|δ_i − j| + u·β_j of the thread's elements of a 16-row tile,
+// with μ_i = λ_i·scale·u as the kernel staged it once per block (mu: the thread's two rows), u = log2e for softmax,
+// whose statistics then take the tile as it is (score_tile's kLog2Ready), 1 otherwise, and, kKeyBeta, β_j the key
+// tile's row of β alike on every row (key_beta: kBlockN floats from j0) — the regular kernel's extend_tile with the
+// per-row factors folded: two operations per element fewer for softmax.
+template <bool kKeyBeta, int kNTiles>
 __device__ __forceinline__ void position_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
-                                              int lane, const float (&mu)[2], float u, float (&s)[kNTiles][4]) {
+                                              int lane, const float (&mu)[2], float u, const float* key_beta,
+                                              float (&s)[kNTiles][4]) {
     const float slope = u * ext_alibi_slope(p.ext, b, h);
     const int lane_col = frag::acc_col(lane, 0);
 #pragma unroll
@@ -387,8 +393,13 @@ __device__ __forceinline__ void position_tile(const FwdParams& p, int64_t b, int
         const float dist0 = float(row_i[r] - j0 - lane_col + int(p.seq_k - p.seq_q));
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-            s[nt][2 * r] = ext_position_at(slope, mu[r], dist0 - float(nt * 8), s[nt][2 * r]);
-            s[nt][2 * r + 1] = ext_position_at(slope, mu[r], dist0 - float(nt * 8 + 1), s[nt][2 * r + 1]);
+            float x0 = ext_position_at(slope, mu[r], dist0 - float(nt * 8), s[nt][2 * r]);
+            float x1 = ext_position_at(slope, mu[r], dist0 - float(nt * 8 + 1), s[nt][2 * r + 1]);
+            if constexpr (kKeyBeta) {  // (one load per n8 tile and row: the lane's two keys, alike on every row)
+                const float2 beta = *reinterpret_cast<const float2*>(key_beta + nt * 8 + lane_col);
+                x0 = fmaf(u, beta.x, x0), x1 = fmaf(u, beta.y, x1);
+            }
+            s[nt][2 * r] = x0, s[nt][2 * r + 1] = x1;
         }
     }
 }
@@ -408,15 +419,47 @@ __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int
     return nb;
 }
 
-// The tall kernel's search (a layout constant over each warp's 32 rows and key tile: tall_serves_ext): the first key
-// tile from nb on (up to n_last, past it when none) that any block row of the block's rows [i0, i1] allows — exact
-// for them, since a tile lies in one key block; nb itself without a layout. A warp collective, as above.
+// Key padding on the tall kernel: words of one bit per key tile of a block's key range, from its first tile on;
+// tiles past 2048 of them (131072 keys) count as live (the row of β still masks their keys).
+constexpr int kKeyTileWords = 64;
+
+// Bit t − tile_lo of bits (tiles t from tile_lo to n_last, at most kKeyTileWords words) set where the row of β alike
+// on every row (ext_key_beta_at) allows a key of tile t: the tall forward's block search then never loads a tile the
+// padding masks whole. Warp w builds words w, w + kWarps, ..., 32 tiles each, two keys per lane, so every word has one
+// writer. Once per block; out of line (its loop's state stays out of the kernel's registers).
+template <int kWarps, int kBlockN>
+inline __device__ FSIG_NOINLINE void scan_key_tiles(const FwdParams& p, int64_t b, int h, int tile_lo, int n_last,
+                                                    int warp, int lane, uint32_t* bits) {
+    static_assert(kBlockN == 64, "a tile is two keys per lane");
+    const int words = min((n_last - tile_lo + 32) / 32, kKeyTileWords);  // (0 for an empty range: n_last = tile_lo − 1)
+    for (int word = warp; word < words; word += kWarps) {
+        uint32_t found = 0;
+#pragma unroll 4
+        for (int t = 0; t < 32; ++t) {
+            const int j = ((tile_lo + word * 32 + t) * kBlockN) + 2 * lane;  // (< Nk + 2^17 <= 2^30 + 2^17)
+            // (|: both keys' loads in flight together)
+            const bool allowed = (ext_key_beta_at(p.ext, b, h, j, p.seq_k) != -INFINITY) |
+                                 (ext_key_beta_at(p.ext, b, h, j + 1, p.seq_k) != -INFINITY);
+            if (__any_sync(0xffffffffu, allowed)) found |= 1u << t;
+        }
+        if (lane == 0) bits[word] = found;
+    }
+}
+
+// The tall kernel's search (a layout constant over each warp's 32 rows and key tile, key padding: tall_serves_ext):
+// the first key tile from nb on (up to n_last, past it when none) that any block row of the block's rows [i0, i1]
+// allows — exact for them, since a tile lies in one key block — and, with key padding (key_bits: scan_key_tiles'
+// bits from tile tile_lo on; nullptr without), whose row of β allows a key; nb itself with neither. A warp
+// collective, as above.
 template <int kBlockN>
-__device__ __forceinline__ int next_layout_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last,
-                                                    int lane) {
-    if (p.ext.layout == nullptr) return nb;
-    return first_live_index(nb, n_last, lane,
-                            [&](int t) { return ext_layout_rows_allow(p.ext, h, i0, i1, t * kBlockN); });
+__device__ __forceinline__ int next_tall_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last,
+                                                  int lane, const uint32_t* key_bits, int tile_lo) {
+    if (p.ext.layout == nullptr && key_bits == nullptr) return nb;
+    return first_live_index(nb, n_last, lane, [&](int t) {
+        const int r = t - tile_lo;
+        const bool keys = key_bits == nullptr || r >= kKeyTileWords * 32 || ((key_bits[r >> 5] >> (r & 31)) & 1u) != 0;
+        return keys && ext_layout_rows_allow(p.ext, h, i0, i1, t * kBlockN);
+    });
 }
 
 // ---- one warp's tile: score, mask, softmax statistics; the epilogue (both forward kernels) ---------
@@ -551,16 +594,19 @@ __device__ __forceinline__ void store_acc_rows(Elem* out, int64_t row_stride, in
     }
 }
 
-template <class T, class Score, bool kExt>
+// kKeyBeta (the tall kernel's extended calls with a bias or mask, key padding: tall_serves_ext): a row of β per key
+// tile, an instantiation of its own, so that calls without one keep their registers
+template <class T, class Score, bool kExt, bool kKeyBeta = false>
 __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __grid_constant__ FwdParams p) {
     using Elem = typename T::Elem;
     using M = Mma<Elem>;
     constexpr int kD = T::kHeadDim, kBlockM = T::kBlockM, kBlockN = T::kBlockN, kR = T::kRowTiles;
-    // the tall kernel serves extended calls without β (tall_serves_ext: positions, and a block layout constant over
-    // each warp's rows and key tile, which its tile skipping applies), so it stages no β; it stages μ of its rows
-    // once (position_tile), one per thread
+    // the tall kernel serves extended calls without β per row (tall_serves_ext: positions, key padding, and a block
+    // layout constant over each warp's rows and key tile, which its tile skipping applies), so it stages no β tile;
+    // it stages μ of its rows once (position_tile), one per thread, and kKeyBeta a row of β per key tile
     constexpr bool kBeta = kExt && kR == 1, kTallExt = kExt && kR > 1;
     static_assert(!kTallExt || T::kThreads == kBlockM, "a row's μ per thread");
+    static_assert(!kKeyBeta || kTallExt, "key rows of β on the tall extended kernel");
     Elem* smem = reinterpret_cast<Elem*>(smem_raw);
     const uint32_t smem_base = smem_addr(smem);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -579,13 +625,26 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // keys any row of the block may see; first/last_key are monotone in i
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    // extended tall (shared memory after the K/V stages and Q; recomputed where used, as beta_tile): μ_i =
+    // λ_i·scale·u of the block's rows (position_tile); with key padding (a bias or mask alike on every row:
+    // tall_serves_ext) two rows of a key tile's β, one per K/V stage, and one bit per key tile of the block's range
+    // from tile_lo on: whether that row of β allows any of the tile's keys (scan_key_tiles)
+    auto block_mu = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
+    auto key_beta_row = [&](uint32_t stage) { return block_mu() + kBlockM + (stage == smem_base ? 0 : kBlockN); };
+    auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(block_mu() + kBlockM + 2 * kBlockN); };
+    const int tile_lo = int(key_lo / kBlockN);
+    if constexpr (kKeyBeta) {
+        scan_key_tiles<T::kWarps, kBlockN>(p, b, h, tile_lo, n_last, warp, lane, key_tile_bits());
+        __syncthreads();
+    }
     auto next_live = [&](int nb) {
         if constexpr (kTallExt)
-            return next_layout_key_tile<kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane);
+            return next_tall_key_tile<kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane,
+                                               kKeyBeta ? key_tile_bits() : nullptr, tile_lo);
         else
             return next_live_key_tile<kBeta, kBlockN>(p, h, i0, i_end - 1, nb, n_last, lane);
     };
-    const int n_first = next_live(int(key_lo / kBlockN));
+    const int n_first = next_live(tile_lo);
     // this warp's rows [w0, w0 + 16·kR) and their key range (rows past Nq beside real ones compute harmlessly on
     // zero Q and are not stored); row tile g holds rows w0 + 16g ..
     const int w0 = i0 + warp * 16 * kR;
@@ -612,16 +671,24 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         load_tile<T, kBlockN>(smem_base, k, p.k_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
         load_tile<T, kBlockN>(smem_base + kTileBytes, v, p.v_row, n_first * kBlockN, p.seq_k, p.head_dim, tid);
     }
-    // extended tall: μ_i = λ_i·scale·u of the block's rows (position_tile) after the K/V stages and Q (recomputed
-    // where used, as beta_tile)
     constexpr float kPositionUnit = Score::kRowStats ? kLog2e : 1.f;
-    auto block_mu = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
-    if constexpr (kTallExt)
+    // key padding: β of key tile nb (keys j0 + tid, by the first kBlockN threads) for the buffer of the stage its K and
+    // V load into, in two steps — in the tile loop the loads issued before the previous tile's P V, their value
+    // stored after it, so that no warp waits for them at the barrier that publishes the row
+    auto load_key_beta = [&](int nb) {
+        return tid < kBlockN ? ext_key_beta_load(p.ext, b, h, int64_t(nb) * kBlockN + tid, p.seq_k) : KeyBetaLoad{};
+    };
+    auto store_key_beta = [&](const KeyBetaLoad& l, uint32_t stage) {
+        if (tid < kBlockN) key_beta_row(stage)[tid] = ext_key_beta_value(p.ext, l);
+    };
+    if constexpr (kTallExt) {
         block_mu()[tid] =
             logn_lambda(p.ext, int64_t(i0) + tid + p.seq_k - p.seq_q, p.seq_k) * p.scale * kPositionUnit;
+        if (kKeyBeta && n_first <= n_last) store_key_beta(load_key_beta(n_first), smem_base);
+    }
     cp_async_commit();
     cp_async_wait_all();
-    __syncthreads();  // (also publishes μ)
+    __syncthreads();  // (also publishes μ and β)
 
     // one row tile: Q's fragments in registers for the whole block; resident: read at each k-step
     auto q_rows = [&](int ln) {
@@ -662,6 +729,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                                                  p.head_dim, tid);
         }
         cp_async_commit();
+        // key padding: the next tile's β loaded before this one's P V (whose products hide the loads' latency, and
+        // which needs fewer registers than S), or at once by a warp that skips the tile
+        KeyBetaLoad next_beta{};
+        auto load_next_beta = [&] {
+            if (kKeyBeta && nb_next <= n_last) next_beta = load_key_beta(nb_next);
+        };
 
         // warp-uniform: skip a tile none of this warp's rows may see (P = 0 there changes nothing),
         // by the interval and, extended, by the element-wise extensions (β all −inf)
@@ -669,6 +742,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         if constexpr (kBeta) {
             if (p.ext.elementwise && warp_live) warp_live = stage_beta<kBlockN>(p, b, h, w0, j0, lane, beta_tile());
         } else if constexpr (kTallExt) {  // the layout is one block's over the warp's rows and the tile: one entry
+            // (key padding needs none: the block's search visits only tiles whose row of β allows a key)
             if (warp_live) warp_live = ext_layout_rows_allow(p.ext, h, w0, w0, j0);
         }
         if (warp_live) {
@@ -711,9 +785,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                 rows_of(g, row_i);
                 if constexpr (kBeta) {  // s = x: scale, λ, ALiBi, β (−inf where an extension masks)
                     extend_tile<T::kNTiles>(p, b, h, row_i, j0, lane, p.ext.elementwise ? beta_tile() : nullptr, s[g]);
-                } else if constexpr (kTallExt) {  // s = x·u: scale, λ, ALiBi
+                } else if constexpr (kTallExt) {  // s = x·u: scale, λ, ALiBi, key β
                     const float mu[2] = {block_mu()[row_i[0] - i0], block_mu()[row_i[1] - i0]};
-                    position_tile<T::kNTiles>(p, b, h, row_i, j0, lane, mu, kPositionUnit, s[g]);
+                    position_tile<kKeyBeta, T::kNTiles>(p, b, h, row_i, j0, lane, mu, kPositionUnit,
+                                                        key_beta_row(tile_k), s[g]);
                 }
                 score_tile<Score, kExt, kTallExt>(p, sc, row_i, j0, interior, lane, s[g], row_max[g], row_sum[g],
                                         [&](int r, float factor) {
@@ -723,6 +798,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                                         });
             }
 
+            load_next_beta();
             // ---- O += P V: P's accumulator layout is the A-operand layout of two adjacent n8 tiles; each
             // V fragment serves every row tile ----
             const frag::SwizzledRows<kD> bv(frag::ldsm_bt(tile_lane));
@@ -747,7 +823,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
                     }
                 }
             }
+        } else {
+            load_next_beta();
         }
+        // (its buffer's last reads were before the last barrier; read after the next)
+        if (kKeyBeta && nb_next <= n_last) store_key_beta(next_beta, next_k);
         cp_async_wait_all();  // the next tile has landed ...
         __syncthreads();      // ... for every thread, and nobody reads this stage any more
         const uint32_t t = tile_k;
@@ -898,26 +978,28 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wide_kernel(cons
 
 // ---- launch --------------------------------------------------------------------------------------
 
-template <class T, class Score, bool kExt>
+template <class T, class Score, bool kExt, bool kKeyBeta>
 constexpr auto fwd_kernel_of() {
     if constexpr (T::kQInSmem)
         return attention_fwd_wide_kernel<T, Score, kExt>;
     else
-        return attention_fwd_kernel<T, Score, kExt>;
+        return attention_fwd_kernel<T, Score, kExt, kKeyBeta>;
 }
 
 // Shared memory of a forward launch (bytes; the dtype does not change it): the K/V stages (at 256: Q, K and V; tall:
-// and Q), and when extended one β staging tile per warp after them (tall: μ of the block's rows instead)
-template <class T, bool kExt>
+// and Q), and when extended one β staging tile per warp after them (tall: μ of the block's rows instead, and with key
+// padding two rows of β and the key tiles' bits)
+template <class T, bool kExt, bool kKeyBeta = false>
 constexpr int fwd_smem_bytes() {
-    constexpr int kExtBytes = T::kRowTiles > 1 ? T::kBlockM * 4 : T::kWarps * 16 * kBetaStride<T::kBlockN> * 4;
+    constexpr int kExtBytes = T::kRowTiles > 1 ? (T::kBlockM + (kKeyBeta ? 2 * T::kBlockN + kKeyTileWords : 0)) * 4
+                                               : T::kWarps * 16 * kBetaStride<T::kBlockN> * 4;
     return T::kSmemBytes + (kExt ? kExtBytes : 0);
 }
 
-// Plain calls, and extended calls without β (tall_serves_ext), at widths 64 and 128 (FA2's forward layout): 8
-// warps of two 16-row tiles (256 query rows a block), each K and V fragment read by ldmatrix serving both: 39
+// Plain calls, and extended calls without β per row (tall_serves_ext), at widths 64 and 128 (FA2's forward layout):
+// 8 warps of two 16-row tiles (256 query rows a block), each K and V fragment read by ldmatrix serving both: 39
 // instead of 62.5 bytes of ldmatrix per kFLOP (native/cuda/NOTES.md, "The tall forward"); Q resident in shared
-// memory. d = 64: 64 KiB, d = 128: 128 KiB (extended: 1 KiB more for μ, position_tile).
+// memory. d = 64: 64 KiB, d = 128: 128 KiB (extended: 1 KiB more for μ, key padding 1.75 KiB: attention_fwd_kernel).
 template <int kHeadDim, class Elem>
 using FwdTallTraits = FwdTraits<kHeadDim, Elem, 8, 64, 2>;
 
@@ -938,8 +1020,8 @@ inline FwdTall fwd_tall_setting() {
 }
 
 // The forward's kernel at a width on a device that allows `allowed` bytes per block: plain calls and extended calls
-// without β (tall_serves_ext) at 64 and 128 with Nq > 128 take the tall kernel where it fits (at 64 always: 64 or
-// 65 KiB) and the regular grid would exceed the SM count (launch_fwd), else the regular one; at 256 the
+// without β per row (tall_serves_ext) at 64 and 128 with Nq > 128 take the tall kernel where it fits (at 64 always:
+// 64–65.75 KiB) and the regular grid would exceed the SM count (launch_fwd), else the regular one; at 256 the
 // regular one where it fits, else (128 KiB, extended 162) the compact one — 4 warps of 16 rows and 32-key tiles,
 // 64 KiB (extended 73) — which only the units whose regular kernel may not fit a 99 KiB GPU carry. The launcher
 // and the device query (cuda_runtime.cu) both follow it.
@@ -949,7 +1031,7 @@ struct FwdSmemPlan {
     static constexpr bool kHasTall = kHeadDim <= 128;
     static constexpr int tall_bytes() {
         if constexpr (kHasTall)
-            return fwd_smem_bytes<FwdTallTraits<kHeadDim, __half>, kExt>();
+            return fwd_smem_bytes<FwdTallTraits<kHeadDim, __half>, kExt, kExt>();  // (extended: the larger, kKeyBeta)
         else
             return 0;
     }
@@ -973,10 +1055,10 @@ struct FwdSmemPlan {
     }
 };
 
-template <class T, class Score, bool kExt>
+template <class T, class Score, bool kExt, bool kKeyBeta = false>
 cudaError_t launch_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
-    auto kernel = fwd_kernel_of<T, Score, kExt>();
-    constexpr int kSmem = fwd_smem_bytes<T, kExt>();
+    auto kernel = fwd_kernel_of<T, Score, kExt, kKeyBeta>();
+    constexpr int kSmem = fwd_smem_bytes<T, kExt, kKeyBeta>();
     if (const cudaError_t e = allow_dynamic_smem(kernel, kSmem); e != cudaSuccess) return e;
     FSIG_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(T::kThreads), kSmem, stream, p);
     return cudaGetLastError();
@@ -1000,16 +1082,17 @@ cudaError_t with_score_policy(int32_t score, const F& f) {
 // Rows of a warp of the tall kernel (its two m16 row tiles), aligned to them in the problem
 constexpr int kTallWarpRows = 32;
 
-// The extended calls the tall kernel serves: those without β — positions only (λ, ALiBi), or with a block layout
-// as the only element-wise extension, constant over every warp's 32 rows and key tile, so that skipping tiles (the
-// block's search over its 256 rows, then each warp by its layout entry) applies it in full
+// The extended calls the tall kernel serves: positions (λ, ALiBi); β alike on every row (ext_beta_rows_alike: a bias
+// and a mask broadcast over the query rows, key padding), one row per key tile; a block layout constant over every
+// warp's 32 rows and key tile, so that skipping tiles (the block's search over its 256 rows, then each warp by its
+// layout entry) applies it in full. Any of them together.
 inline bool tall_serves_ext(const FwdParams& p) {
-    return ext_positions_only(p.ext) || ext_layout_tile_uniform(p.ext, kTallWarpRows, kFwdBlockN, p.seq_q, p.seq_k);
+    return ext_beta_by_key_rows(p.ext, kTallWarpRows, kFwdBlockN, p.seq_q, p.seq_k);
 }
 
 template <class T, bool kExt>
 cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
-    if constexpr (kExt && T::kRowTiles > 1) {  // (launch_fwd's rule; β would be dropped here)
+    if constexpr (kExt && T::kRowTiles > 1) {  // (launch_fwd's rule; a β per row would be dropped here)
         static_assert(16 * T::kRowTiles == kTallWarpRows && T::kBlockN == kFwdBlockN,
                       "the warp tiles tall_serves_ext judges");
         if (!tall_serves_ext(p)) return cudaErrorInvalidValue;
@@ -1022,6 +1105,10 @@ cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
     p.m_blocks = int32_t((p.seq_q + T::kBlockM - 1) / T::kBlockM);
     const int64_t blocks = int64_t(p.m_blocks) * p.heads_q * p.batch;  // < 2^31, checked on the host
     return with_score_policy(p.score, [&](auto score) {
+        if constexpr (kExt && T::kRowTiles > 1) {  // key padding: the tall kernel's instance with rows of β
+            if (p.ext.bias != nullptr || p.ext.mask != nullptr)
+                return launch_score<T, decltype(score), kExt, true>(p, blocks, stream);
+        }
         return launch_score<T, decltype(score), kExt>(p, blocks, stream);
     });
 }
@@ -1037,8 +1124,8 @@ cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
         // The tall kernel where the regular grid has more than one block of rows per head and more blocks than the
         // GPU has SMs. A regular grid of one wave is done sooner by its twice as many blocks of half the rows (the
         // tall kernel's ceiling is 1.33x the regular one's, not 2x), and at Nq <= 128 a tall block would compute
-        // half its rows for nothing (FSIG_CUDA_FWD_TALL=always: whatever the grid). Extended calls only without β
-        // (tall_serves_ext): positions, a block layout its warps' tile skipping applies.
+        // half its rows for nothing (FSIG_CUDA_FWD_TALL=always: whatever the grid). Extended calls only without β per
+        // row (tall_serves_ext): positions, key padding, a block layout its warps' tile skipping applies.
         const FwdTall setting = fwd_tall_setting();
         if (setting != FwdTall::kOff && (!kExt || tall_serves_ext(params))) {
             bool tall = setting == FwdTall::kAlways;

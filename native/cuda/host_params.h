@@ -54,14 +54,12 @@ inline void fill_ext(const Problem& pr, const TensorView* dbias, FwdParams* p) {
     if (pr.strided_with_window()) p->window_left = p->window_right = -1;
 }
 
-// True when, inside each of such a kernel's tiles, β depends on the key alone: no strided pattern, a bias
-// and a mask only if broadcast over the query rows (key padding; the C ABI layer gives every size-1
-// dimension stride 0), a layout only if each tile's rows lie in one of its block rows. The Hopper kernels
-// then stage one row of β per key tile (ExtParams::key_beta), from the tile's first row.
+// True when, inside each of such a kernel's tiles, β depends on the key alone: β alike on the rows
+// (ext_beta_rows_alike: key padding), a layout only if each tile's rows lie in one of its block rows. The Hopper
+// kernels then stage one row of β per key tile (ExtParams::key_beta), from the tile's first row.
 inline bool ext_key_beta(const ExtParams& e, int64_t tile_m, int64_t seq_q) {
-    if (e.strided > 0 || !e.elementwise) return false;
     const bool layout_rows = e.layout == nullptr || blocks_hold_tiles(e.block_m, tile_m, seq_q);
-    return layout_rows && (e.bias == nullptr || e.bias_stride[2] == 0) && (e.mask == nullptr || e.mask_stride[2] == 0);
+    return e.elementwise && ext_beta_rows_alike(e) && layout_rows;
 }
 
 // The kernel parameters of q, k, v, out (lse, dbias when given), the problem and its extensions.

@@ -519,38 +519,71 @@ std::vector<Case> all_cases() {
                             s.causal ? "_causal" : "");
         cases.push_back(c);
     }
-    // calls without β (positions: λ, ALiBi; a block layout constant over a warp's 32 rows and 64 keys) with
-    // Nq > 128: the mma.sync forward's tall kernel (256 rows, two 16-row tiles per warp, λ staged once per block, the
-    // layout applied by skipping tiles: the block's over its rows, each warp's by its own block row), in the quick set
-    // too. λ that differs from row to row (causal with Nq ≈ Nk, no window — the sets above give most rows the same
-    // n_i), rows on both sides of a block's and a warp's tiles; layouts of 32 × 64 blocks (every warp its own block
-    // row: each warp skips tiles the others compute), 96 × 192 (block rows across a kernel block's edge), and one
-    // block row taller than Nq (block_m ≥ Nq).
+    // calls without β per row (positions: λ, ALiBi; a block layout constant over a warp's 32 rows and 64 keys; key
+    // padding, a bias or mask broadcast over the rows) with Nq > 128: the mma.sync forward's tall kernel (256 rows,
+    // two 16-row tiles per warp, λ staged once per block, one row of β per key tile, the layout applied by skipping
+    // tiles: the block's over its rows, each warp's by its own block row), in the quick set too. λ that differs from
+    // row to row (causal with Nq ≈ Nk, no window — the sets above give most rows the same n_i), rows on both sides of
+    // a block's and a warp's tiles; layouts of 32 × 64 blocks (every warp its own block row: each warp skips tiles the
+    // others compute), 96 × 192 (block rows across a kernel block's edge), and one block row taller than Nq (block_m ≥
+    // Nq); key padding (pad: 1 an fp32 bias [B, 1, 1, Nk], 2 a mask [B, 1, 1, Nk], 3 a bf16 bias [1, Hq, 1, Nk] and
+    // that mask) that masks whole key tiles inside and at the end of the keys (the block skips them, unloaded) but
+    // the last key (a ragged last tile live by it alone), and, with the mask, every key of batch 1 (rows with no key);
+    // t11: more key tiles than the block's bits cover (2048: tiles past them are computed, one of them masked whole;
+    // Nq = 40, so on the tall kernel only under FSIG_CUDA_FWD_TALL=always; not in the quick set).
     struct Tall {
         int score, dtype;
         int64_t d, nq, nk, window_left, window_right;
         bool causal, alibi, per_batch;
         int64_t logn_train, block_m, block_n, layout_h;
+        int pad;
     };
-    const Tall talls[] = {{ref::kSoftmax, ref::kBf16, 128, 300, 300, -1, -1, true, false, false, 16, 0, 0, 0},
-                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8, 0, 0, 0},
-                          {ref::kGelu, ref::kBf16, 104, 333, 400, 90, 20, false, true, true, 32, 0, 0, 0},
-                          {ref::kRelu2, ref::kFp16, 128, 290, 150, 40, -1, false, false, false, 4, 0, 0, 0},
-                          {ref::kSoftmax, ref::kBf16, 128, 300, 333, -1, -1, false, false, false, 0, 32, 64, 4},
-                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8, 96, 192, 1},
-                          {ref::kIdentity, ref::kBf16, 128, 290, 400, 60, 30, false, false, false, 0, 600, 128, 4}};
+    const Tall talls[] = {{ref::kSoftmax, ref::kBf16, 128, 300, 300, -1, -1, true, false, false, 16, 0, 0, 0, 0},
+                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8, 0, 0, 0, 0},
+                          {ref::kGelu, ref::kBf16, 104, 333, 400, 90, 20, false, true, true, 32, 0, 0, 0, 0},
+                          {ref::kRelu2, ref::kFp16, 128, 290, 150, 40, -1, false, false, false, 4, 0, 0, 0, 0},
+                          {ref::kSoftmax, ref::kBf16, 128, 300, 333, -1, -1, false, false, false, 0, 32, 64, 4, 0},
+                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, true, false, 8, 96, 192, 1, 0},
+                          {ref::kIdentity, ref::kBf16, 128, 290, 400, 60, 30, false, false, false, 0, 600, 128, 4, 0},
+                          {ref::kSoftmax, ref::kBf16, 128, 300, 333, -1, -1, false, true, false, 0, 0, 0, 0, 1},
+                          {ref::kSigmoid, ref::kFp16, 64, 520, 500, -1, -1, true, false, false, 8, 32, 64, 4, 2},
+                          {ref::kGelu, ref::kBf16, 128, 290, 400, 60, 30, false, true, true, 0, 0, 0, 0, 3},
+                          {ref::kSoftmax, ref::kFp16, 64, 257, 129, -1, -1, true, false, false, 0, 0, 0, 0, 3},
+                          {ref::kSoftmax, ref::kBf16, 64, 40, 2048 * 64 + 200, -1, -1, false, false, false, 0, 0, 0, 0,
+                           2}};
     for (const Tall& t : talls) {
         const int n = int(&t - talls);
+        if (g_quick && t.nk > 100000) continue;  // (t11, ≈ 30 s on the emulator: the full set and tall_always's)
         Case c;
         c.seed = 7100 + uint64_t(n);
         ref::Rng rng(c.seed * 7919);
         ref::Spec& s = c.s;
         s.B = 2, s.Hq = 4, s.Hk = 2, s.d = t.d, s.Nq = t.nq, s.Nk = t.nk, s.score = t.score, s.causal = t.causal;
+        if (s.Nk > 100000) s.B = 1, s.Hq = 2, s.Hk = 1;  // (t11: its length is the point, not its heads)
         s.window_left = t.window_left, s.window_right = t.window_right, s.logn_train = t.logn_train;
         if (t.alibi) {
             s.alibi_per_batch = t.per_batch;
             for (int64_t h = 0; h < (t.per_batch ? s.B * s.Hq : s.Hq); ++h)
                 s.alibi_slopes.push_back(std::ldexp(1.0, -int(2 + h % 6)));
+        }
+        // key padding: whole 64-key tiles masked at [64, 128) and from Nk − 100 on but the last key in batch 0, a
+        // quarter of the keys at random in batch 1 (bias) or all of them (mask)
+        auto padded = [&](int64_t b, int64_t j, bool mask) {
+            return b == 0 ? (j >= 64 && j < 128) || (j >= s.Nk - 100 && j != s.Nk - 1) : mask || rng.below(4) == 0;
+        };
+        if (t.pad == 1 || t.pad == 3) {
+            const bool per_head = t.pad == 3;
+            c.bias_dtype = per_head ? ref::kBf16 : ref::kFp32;
+            s.bias_b = per_head ? 1 : s.B, s.bias_h = per_head ? s.Hq : 1, s.bias_q = 1;
+            for (int64_t x = 0; x < s.bias_b * s.bias_h; ++x)
+                for (int64_t j = 0; j < s.Nk; ++j)
+                    s.bias.push_back(!per_head && padded(x, j, false) ? -INFINITY
+                                                                      : ref::round_to(c.bias_dtype, float(rng.normal())));
+        }
+        if (t.pad == 2 || t.pad == 3) {
+            s.mask_b = s.B, s.mask_h = 1, s.mask_q = 1;
+            for (int64_t b = 0; b < s.B; ++b)
+                for (int64_t j = 0; j < s.Nk; ++j) s.mask.push_back(padded(b, j, true) ? 0 : 1);
         }
         if (t.block_m > 0) {  // two blocks in three allowed; head 0's second block row none (rows with no key)
             s.block_m = t.block_m, s.block_n = t.block_n, s.layout_h = t.layout_h;
@@ -559,8 +592,9 @@ std::vector<Case> all_cases() {
                 s.layout.push_back(i / cols != 1 && rng.below(3) != 0 ? 1 : 0);
         }
         c.dtype = t.dtype;
-        c.name = th::format("t%02d_%s%s%s_%s_%s_d%lld_%lldx%lld%s", n, t.alibi ? "alibi" : "",
-                            t.logn_train ? "logn" : "", t.block_m > 0 ? "layout" : "", ref::score_name(t.score),
+        c.name = th::format("t%02d_%s%s%s%s_%s_%s_d%lld_%lldx%lld%s", n, t.alibi ? "alibi" : "",
+                            t.logn_train ? "logn" : "", t.block_m > 0 ? "layout" : "", t.pad > 0 ? "keypad" : "",
+                            ref::score_name(t.score),
                             ref::dtype_name(c.dtype), (long long)s.d, (long long)s.Nq, (long long)s.Nk,
                             s.causal ? "_causal" : "");
         cases.push_back(c);

@@ -85,11 +85,12 @@ struct Problem {
     }
 
     // The forward, the deterministic backward and the fast backward of p (layout: the allowed blocks, or
-    // empty for none; alibi: ALiBi slopes or nullptr), each call's work apart (forward_only: the forward alone);
-    // false (reported) when a call fails. The linear scores: the forward with the workspace, the backward without
+    // empty for none; alibi: ALiBi slopes or nullptr; mask, bias: the tensors or nullptr, no dBias), each call's
+    // work apart (forward_only: the forward alone); false (reported) when a call fails. The linear scores: the forward with the workspace, the backward without
     // it, then with it.
     bool run(fsig_attention_params p, const std::vector<unsigned char>& blocks, WorkCounters (&work)[3],
-             bool forward_only = false, const fsig_tensor* alibi = nullptr) {
+             bool forward_only = false, const fsig_tensor* alibi = nullptr, const fsig_tensor* mask = nullptr,
+             const fsig_tensor* bias = nullptr) {
         const int64_t n_blocks = (n + kBlock - 1) / kBlock, lay_shape[3] = {1, n_blocks, n_blocks};
         fsig_tensor tlay{};
         if (!blocks.empty()) {
@@ -113,8 +114,7 @@ struct Problem {
         fsig_attention_params pf = p;
         if (linear) pf.workspace = workspace.get(), pf.workspace_bytes = bytes;
         WorkCounters before = fsig::emu::work_counters();
-        const int st = fsig_attention_forward_ex(&pf, &tq, &tk, &tv, &to, lse_arg, alibi, nullptr, nullptr, lay,
-                                                 nullptr);
+        const int st = fsig_attention_forward_ex(&pf, &tq, &tk, &tv, &to, lse_arg, alibi, bias, mask, lay, nullptr);
         EXPECT(st == FSIG_OK, "forward: %s", fsig_last_error());
         if (st != FSIG_OK) return false;
         CUDA_OK(cudaDeviceSynchronize());
@@ -126,7 +126,7 @@ struct Problem {
             if (path == 2) p.workspace = workspace.get(), p.workspace_bytes = bytes;
             before = fsig::emu::work_counters();
             const int bst = fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, lse_arg, &tdq, &tdk, &tdv,
-                                                       alibi, nullptr, nullptr, lay, nullptr, nullptr);
+                                                       alibi, bias, mask, lay, nullptr, nullptr);
             EXPECT(bst == FSIG_OK, "backward (%s): %s", path == 1 ? "deterministic" : "fast", fsig_last_error());
             if (bst != FSIG_OK) return false;
             CUDA_OK(cudaDeviceSynchronize());
@@ -163,12 +163,13 @@ std::vector<unsigned char> layout_of(int64_t n, int64_t per_row, uint64_t seed) 
 // (256 rows a block): not where the Hopper kernels serve it (an emulated sm_90 with FSIG_CUDA_WGMMA); at widths 64
 // and 128 with n > 128 (the emulated GPU has one SM, so every larger grid exceeds it) or under
 // FSIG_CUDA_FWD_TALL=always, not under =0, where its buffer fits the device (128 KiB at d = 128; extended calls 1 KiB
-// more, μ of its rows)
+// more, μ of its rows, and with key padding two rows of β and the key tiles' bits: the launcher asks room for those
+// 1.75 KiB)
 bool forward_runs_tall(int64_t n, int64_t d, bool extended) {
     if (gt::emulated_hopper()) return false;
     const char* env = std::getenv("FSIG_CUDA_FWD_TALL");
     const std::string setting = env == nullptr ? "" : env;
-    const int tall_bytes = (extended ? 129 : 128) * 1024;
+    const int tall_bytes = 128 * 1024 + (extended ? 1024 + 512 + 256 : 0);
     return setting != "0" && (n > 128 || setting == "always") && (d == 64 || gt::shared_memory_optin() >= tall_bytes);
 }
 
@@ -294,7 +295,8 @@ TEST(window_work_follows_the_band) {
 // per kFLOP at either width; the regular one (4 + 4)·d/16 (256·d bytes) for 4096·d FLOP: 62.5, plus its Q
 // fragments, read once per block (d/16 per warp: 1/(8T) more over T key tiles). Nq = Nk, a multiple of 64 (no
 // ragged edge), not causal: the ratios are exact. Calls with positions only (ALiBi and log-n) take the same kernels,
-// the tall one with 1 KiB more (μ = λ·scale of its rows: 129 KiB at 128).
+// the tall one with 1 KiB more (μ = λ·scale of its rows: 129 KiB at 128), where 129.75 KiB fit (the launcher asks for
+// the key-padding instance's room for every extended call: one rule for both).
 TEST(forward_shared_reads_per_flop) {
     for (int64_t n : {kN, int64_t(128)})
         for (int64_t d : {64, 128}) {
@@ -321,6 +323,74 @@ TEST(forward_shared_reads_per_flop) {
                     expect_no_bank_conflicts(work[0], what);
                 }
         }
+}
+
+// Key padding (keys [128, 256) and from 600 on masked: 8 of the 16 key tiles hold an allowed key), as a boolean mask
+// [1, 1, 1, N] and as an fp32 bias [1, 1, 1, N] of 0 and −inf: the forward computes only those tiles — the tall kernel
+// (its block search skips a tile whose row of β is all −inf, unloaded) and the regular one (each warp's staged β)
+// alike: tensor work 1/2 of the unmasked call's, exactly; the tall kernel ran where it serves the call (39.0625
+// ldmatrix bytes per kFLOP) and read 5/9 of the unmasked call's bytes (in units of 128·d per block: Q 2 once, K and V
+// 1 per key tile, (2 + 8) / (2 + 16)). The backward's kernels (β staged per warp) skip those keys' tiles as well: at
+// most 1/2 + 1 % of the unmasked work. The mma.sync kernels (not run on the emulated Hopper, whose forward computes
+// every tile of its key range).
+TEST(key_padding_work_follows_length) {
+    std::vector<unsigned char> keys(static_cast<size_t>(kN));
+    std::vector<float> bias(static_cast<size_t>(kN));
+    for (int64_t j = 0; j < kN; ++j) {
+        keys[size_t(j)] = (j >= 128 && j < 256) || j >= 600 ? 0 : 1;
+        bias[size_t(j)] = keys[size_t(j)] != 0 ? 0.f : -INFINITY;
+    }
+    std::shared_ptr<void> mask_data = gt::device_alloc(keys.size()), bias_data = gt::device_alloc(bias.size() * 4);
+    CUDA_OK(cudaMemcpy(mask_data.get(), keys.data(), keys.size(), cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(bias_data.get(), bias.data(), bias.size() * 4, cudaMemcpyHostToDevice));
+    auto key_row = [](void* data, int dtype, int64_t bytes) {
+        fsig_tensor t{};
+        t.data = data, t.dtype = dtype, t.ndim = 4, t.device_type = FSIG_DEVICE_CUDA, t.capacity_bytes = bytes;
+        for (int a = 0; a < 4; ++a) t.shape[a] = a == 3 ? kN : 1, t.strides[a] = a == 3 ? 1 : kN;
+        return t;
+    };
+    const fsig_tensor mask = key_row(mask_data.get(), FSIG_DTYPE_BOOL, kN), fp32_bias = key_row(bias_data.get(),
+                                                                                                  FSIG_DTYPE_FP32, 4 * kN);
+    for (int64_t d : {64, 128}) {
+        Problem pr(d);
+        for (int score : {FSIG_SCORE_SOFTMAX, FSIG_SCORE_SIGMOID}) {
+            fsig_attention_params p = fsig_attention_params_default();
+            p.score = score;
+            WorkCounters unmasked[3];
+            if (!pr.run(p, {}, unmasked)) continue;
+            for (bool as_bias : {false, true}) {
+                WorkCounters masked[3];
+                if (!pr.run(p, {}, masked, false, nullptr, as_bias ? nullptr : &mask, as_bias ? &fp32_bias : nullptr))
+                    continue;
+                const bool tall = forward_runs_tall(kN, d, true);
+                for (int c = 0; c < 3; ++c) {
+                    const std::string what =
+                        th::format("d %lld %s, %s, %s", (long long)d, score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid",
+                                   as_bias ? "bias" : "mask", kCallNames[c]);
+                    const double ratio = double(masked[c].tensor_flops) / double(unmasked[c].tensor_flops);
+                    std::printf("  %-52s key padding: tensor work %.4f × unmasked%s\n", what.c_str(), ratio,
+                                c == 0 ? (tall ? " (tall kernel)" : " (regular kernel)") : "");
+                    if (c == 0)
+                        EXPECT(std::fabs(ratio - 0.5) <= 1e-9, "%s: tensor-core work %.4f × unmasked, not 0.5: key tiles "
+                               "the padding masks whole are computed (or others are not)", what.c_str(), ratio);
+                    else
+                        EXPECT(ratio <= 0.51, "%s: tensor-core work %.4f × unmasked, above 0.51", what.c_str(), ratio);
+                    expect_no_bank_conflicts(masked[c], what);
+                }
+                if (tall) {
+                    const double per_kflop =
+                        double(masked[0].ldmatrix_ops) * 512.0 / (double(masked[0].tensor_flops) / 1e3);
+                    EXPECT(std::fabs(per_kflop - 39.0625) <= 1e-9 * 39.0625,
+                           "d %lld %s: %.4f ldmatrix bytes per kFLOP, not the tall kernel's 39.0625", (long long)d,
+                           as_bias ? "bias" : "mask", per_kflop);
+                    const double reads = double(masked[0].cp_async_bytes) / double(unmasked[0].cp_async_bytes);
+                    EXPECT(std::fabs(reads - 5.0 / 9.0) <= 1e-9, "d %lld %s: the tall forward read %.4f × the unmasked "
+                           "call's bytes, not 5/9: it loads key tiles the padding masks whole", (long long)d,
+                           as_bias ? "bias" : "mask", reads);
+                }
+            }
+        }
+    }
 }
 
 namespace {

@@ -15,7 +15,8 @@
 //    never false on a tile with an allowed element (that would drop keys), and exact where it can be
 //    (a layout alone, or strided alone without a window);
 //  - the host's rules for the forward kernels' tiles: ext_layout_tile_uniform (a layout applied by tile
-//    skipping alone) and ext_key_beta (the Hopper forward staging one row of β per key tile).
+//    skipping alone), ext_key_beta (the Hopper forward staging one row of β per key tile) and
+//    ext_beta_by_key_rows (the tall forward's row of β per key tile, its layout applied by tile skipping).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -392,7 +393,7 @@ TEST(forward_tile_rules) {
            "no β %d, key β %d, neither %d, skipped tiles %d", uniform, key_rows, neither, skipped);
 }
 
-// The tall forward's block search (fwd_kernel.cuh, next_layout_key_tile) on the calls it serves with a layout
+// The tall forward's block search (fwd_kernel.cuh, next_tall_key_tile) on the calls it serves with a layout
 // (ext_layout_tile_uniform over its warps' 32 × 64 tiles): ext_layout_rows_allow over a block's 256 rows at a tile's
 // first key equals ext_tile_live of the 256 × 64 tile — exact there, since the tile spans at most 8 × 1 layout blocks
 // — so the block skips exactly the tiles none of its block rows allows.
@@ -422,6 +423,45 @@ TEST(tall_forward_layout_search) {
     }
     EXPECT(live_tiles > 100 && skipped > 100, "%d layouts: live tiles %d, skipped %d: too few to prove anything",
            kLayouts, live_tiles, skipped);
+}
+
+// The tall forward's row of β per key tile (fwd_kernel.cuh: tall_serves_ext is ext_beta_by_key_rows over its warps'
+// 32 × 64 tiles) on random calls it serves with a bias or a mask: on every warp tile its layout test allows
+// (ext_layout_rows_allow at the tile's first row and key), β of each element (ext_beta) equals ext_key_beta_at of its
+// key — the value staged for the whole block, layout left out; on every other tile each element is −inf.
+TEST(tall_forward_key_beta) {
+    ref::Rng rng(103);
+    int served = 0, tiles = 0, skipped = 0, masked = 0, bad = 0;
+    for (int n = 0; n < 4000 && served < 300; ++n) {
+        const Case c = random_case(rng, false, n % 2 == 0);
+        const ref::Spec& s = c.s;
+        const ExtParams e = params_of(c.pr).ext;
+        if (!fsig::cuda::ext_beta_by_key_rows(e, 32, 64, s.Nq, s.Nk) || (e.bias == nullptr && e.mask == nullptr)) continue;
+        ++served;
+        for (int64_t b = 0; b < s.B; ++b)
+            for (int64_t h = 0; h < s.Hq; ++h)
+                for (int64_t i0 = 0; i0 < s.Nq; i0 += 32)
+                    for (int64_t j0 = 0; j0 < s.Nk; j0 += 64) {
+                        const bool allowed =
+                            fsig::cuda::ext_layout_rows_allow(e, h, int32_t(i0), int32_t(i0), int32_t(j0));
+                        ++tiles, skipped += !allowed;
+                        for (int64_t i = i0; i < std::min(i0 + 32, s.Nq); ++i) {
+                            const fsig::cuda::ExtBetaRow row = fsig::cuda::ext_beta_row(e, b, h, i, 0, s.Nq, s.Nk);
+                            for (int64_t j = j0; j < std::min(j0 + 64, s.Nk); ++j) {
+                                const float beta = fsig::cuda::ext_beta(e, row, j0, int(j - j0));
+                                const float want = allowed ? fsig::cuda::ext_key_beta_at(e, b, h, j, s.Nk) : -INFINITY;
+                                masked += allowed && want == -INFINITY;
+                                if (!(beta == want) && bad++ < 3)
+                                    EXPECT(false, "%s: β(%lld, %lld) b %lld h %lld = %g, the tall kernel's %g",
+                                           s.describe().c_str(), (long long)i, (long long)j, (long long)b, (long long)h,
+                                           double(beta), double(want));
+                            }
+                        }
+                    }
+    }
+    // calls served, tiles the layout skips and keys the staged row masks, or this test proves nothing
+    EXPECT(served >= 300 && skipped > 100 && masked > 1000, "%d calls served with β, %d of %d tiles skipped, %d "
+           "masked keys on the others", served, skipped, tiles, masked);
 }
 
 // With strided ∪ window the kernels' interval widens to causal alone; without it, it stays the
