@@ -7,8 +7,8 @@
 // hidden and batch are for the emulator's smoke run, CTest cuda_masks_bench_emu).
 // Rows: plain (no extension: the plain kernels), ALiBi (the extended kernels, ALiBi alone), key padding (a boolean
 // mask [B, 1, 1, N]: all ones — the cost of its row of β per key tile — and its last quarter masked, whose key tiles
-// every warp skips: ≈ 3/4 of the time), an all-ones block layout (the extended kernels with nothing masked: their own overhead; with block_n = 64 on the
-// Hopper kernels, the mma.sync kernels' β staging too), then random layouts of
+// are never loaded: ≈ 3/4 of the time), an all-ones block layout (the extended kernels with nothing masked: their own
+// overhead; with block_n = 64 on the Hopper kernels, the mma.sync kernels' β staging too), then random layouts of
 // 128 × block_n blocks at densities 1/2 … 1/16. 128 × 128 blocks hold whole forward tiles of both kernel
 // families, so neither stages β (the tile skipping applies the layout); 128 × 64 are the mma.sync
 // kernels' tiles, which the Hopper kernels (FSIG_CUDA_WGMMA) leave to them. The targets: ALiBi <= 1.05×
@@ -174,7 +174,11 @@ int main(int argc, char** argv) {
             };
             const double fwd = time(false), fb = time(true);
             if (rho == -2) plain_fwd = fwd, plain_fb = fb;
-            const char* name = rho == -2 ? "plain" : rho == -1 ? "alibi" : rho == -3 ? "keypad none" : rho == -4 ? "keypad 1/4" : nullptr;
+            const char* name = rho == -2   ? "plain"
+                               : rho == -1 ? "alibi"
+                               : rho == -3 ? "keypad none"
+                               : rho == -4 ? "keypad 1/4"
+                                           : nullptr;
             char label[32];
             if (name == nullptr) std::snprintf(label, sizeof label, "layout %.4g", rho), name = label;
             std::printf("%-8s %-14s %10.4f %10.3f %8.1f %10.3f %5.3f/%5.3f\n", score == FSIG_SCORE_SIGMOID ? "sigmoid" : "softmax",

@@ -267,7 +267,8 @@ FSIG_EXT_HD float ext_beta(const ExtParams& e, const ExtBetaRow& r, int64_t j0, 
 // β broadcast over the query rows, the block layout aside: no strided pattern, and a bias and a mask only if their
 // row stride is 0 (key padding; the C ABI layer gives every size-1 dimension stride 0)
 FSIG_EXT_HD bool ext_beta_rows_alike(const ExtParams& e) {
-    return e.strided <= 0 && (e.bias == nullptr || e.bias_stride[2] == 0) && (e.mask == nullptr || e.mask_stride[2] == 0);
+    return e.strided <= 0 && (e.bias == nullptr || e.bias_stride[2] == 0) &&
+           (e.mask == nullptr || e.mask_stride[2] == 0);
 }
 
 // β of key j of (b, h) on every query row of a call whose β is alike on the rows (ext_beta_rows_alike), the block
@@ -337,20 +338,23 @@ FSIG_EXT_HD bool blocks_hold_tiles(int64_t block, int64_t tile, int64_t n) { ret
 // ext_layout_rows_allow) then applies the layout in full.
 FSIG_EXT_HD bool ext_layout_holds_tiles(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
                                         int64_t seq_k) {
-    return e.layout != nullptr && blocks_hold_tiles(e.block_m, tile_m, seq_q) && blocks_hold_tiles(e.block_n, tile_n, seq_k);
+    return e.layout != nullptr && blocks_hold_tiles(e.block_m, tile_m, seq_q) &&
+           blocks_hold_tiles(e.block_n, tile_n, seq_k);
 }
 
 // True when a forward kernel whose tiles are tile_m x tile_n needs no β: the block layout is the only
 // element-wise extension and holds the tiles (ext_layout_holds_tiles).
 FSIG_EXT_HD bool ext_layout_tile_uniform(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
                                          int64_t seq_k) {
-    return e.bias == nullptr && e.mask == nullptr && e.strided <= 0 && ext_layout_holds_tiles(e, tile_m, tile_n, seq_q, seq_k);
+    return e.bias == nullptr && e.mask == nullptr && e.strided <= 0 &&
+           ext_layout_holds_tiles(e, tile_m, tile_n, seq_q, seq_k);
 }
 
 // True when a kernel whose warps own tile_m x tile_n tiles can apply the call's element-wise extensions with one row
 // of β per key tile (ext_key_beta_at) and tile skipping: β alike on the rows (key padding) and a block layout, if
 // any, that holds the tiles (the tall forward: tall_serves_ext).
-FSIG_EXT_HD bool ext_beta_by_key_rows(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q, int64_t seq_k) {
+FSIG_EXT_HD bool ext_beta_by_key_rows(const ExtParams& e, int64_t tile_m, int64_t tile_n, int64_t seq_q,
+                                      int64_t seq_k) {
     return ext_beta_rows_alike(e) && (e.layout == nullptr || ext_layout_holds_tiles(e, tile_m, tile_n, seq_q, seq_k));
 }
 

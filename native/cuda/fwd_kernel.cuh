@@ -53,6 +53,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "flashsig.h"
 #include "fragment.h"
@@ -377,31 +378,46 @@ __device__ __forceinline__ void extend_tile(const FwdParams& p, int64_t b, int h
 
 // The tall kernel's extensions: x·u = μ_i·acc − u·slope·|δ_i − j| + u·β_j of the thread's elements of a 16-row tile,
 // with μ_i = λ_i·scale·u as the kernel staged it once per block (mu: the thread's two rows), u = log2e for softmax,
-// whose statistics then take the tile as it is (score_tile's kLog2Ready), 1 otherwise, and, kKeyBeta, β_j the key
-// tile's row of β alike on every row (key_beta: kBlockN floats from j0) — the regular kernel's extend_tile with the
-// per-row factors folded: two operations per element fewer for softmax.
+// whose statistics then take the tile as it is (score_tile's kLog2Ready), 1 otherwise, and, kKeyBeta, u·β_j from the
+// key tile's row of β alike on every row, staged times u (key_beta_u: kBlockN floats from j0) — the regular kernel's
+// extend_tile with the per-row factors folded: two operations per element fewer for softmax. With key padding and
+// without ALiBi (slope 0, the same for the whole block) the distance terms vanish: one FFMA per element, as the plain
+// kernel's scale is one FMUL.
 template <bool kKeyBeta, int kNTiles>
 __device__ __forceinline__ void position_tile(const FwdParams& p, int64_t b, int h, const int (&row_i)[2], int j0,
-                                              int lane, const float (&mu)[2], float u, const float* key_beta,
+                                              int lane, const float (&mu)[2], float u, const float* key_beta_u,
                                               float (&s)[kNTiles][4]) {
     const float slope = u * ext_alibi_slope(p.ext, b, h);
     const int lane_col = frag::acc_col(lane, 0);
+    auto positions = [&](auto alibi) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        // δ_i − j of the lane's first column (int32: rows and keys < 2^30, so every partial sum fits), an
-        // element's offset nt·8 + e then an immediate
-        const float dist0 = float(row_i[r] - j0 - lane_col + int(p.seq_k - p.seq_q));
+        for (int r = 0; r < 2; ++r) {
+            // δ_i − j of the lane's first column (int32: rows and keys < 2^30, so every partial sum fits), an
+            // element's offset nt·8 + e then an immediate
+            const float dist0 = float(row_i[r] - j0 - lane_col + int(p.seq_k - p.seq_q));
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-            float x0 = ext_position_at(slope, mu[r], dist0 - float(nt * 8), s[nt][2 * r]);
-            float x1 = ext_position_at(slope, mu[r], dist0 - float(nt * 8 + 1), s[nt][2 * r + 1]);
-            if constexpr (kKeyBeta) {  // (one load per n8 tile and row: the lane's two keys, alike on every row)
-                const float2 beta = *reinterpret_cast<const float2*>(key_beta + nt * 8 + lane_col);
-                x0 = fmaf(u, beta.x, x0), x1 = fmaf(u, beta.y, x1);
+            for (int nt = 0; nt < kNTiles; ++nt) {
+                float2 beta = make_float2(0.f, 0.f);
+                if constexpr (kKeyBeta)  // (one load per n8 tile and row: the lane's two keys, alike on every row)
+                    beta = *reinterpret_cast<const float2*>(key_beta_u + nt * 8 + lane_col);
+                float& x0 = s[nt][2 * r];
+                float& x1 = s[nt][2 * r + 1];
+                if constexpr (decltype(alibi)::value) {
+                    x0 = ext_position_at(slope, mu[r], dist0 - float(nt * 8), x0);
+                    x1 = ext_position_at(slope, mu[r], dist0 - float(nt * 8 + 1), x1);
+                    if constexpr (kKeyBeta) x0 += beta.x, x1 += beta.y;
+                } else if constexpr (kKeyBeta) {
+                    x0 = fmaf(x0, mu[r], beta.x), x1 = fmaf(x1, mu[r], beta.y);
+                } else {
+                    x0 *= mu[r], x1 *= mu[r];
+                }
             }
-            s[nt][2 * r] = x0, s[nt][2 * r + 1] = x1;
         }
-    }
+    };
+    if (!kKeyBeta || slope != 0.f)  // (the positions-only instance keeps one form: a second one spilled on sm_80)
+        positions(std::true_type{});
+    else
+        positions(std::false_type{});
 }
 
 // The first key tile from nb on (up to n_last, past it when none) that is not empty for rows [i0, i1]:
@@ -627,8 +643,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
     // extended tall (shared memory after the K/V stages and Q; recomputed where used, as beta_tile): μ_i =
     // λ_i·scale·u of the block's rows (position_tile); with key padding (a bias or mask alike on every row:
-    // tall_serves_ext) two rows of a key tile's β, one per K/V stage, and one bit per key tile of the block's range
-    // from tile_lo on: whether that row of β allows any of the tile's keys (scan_key_tiles)
+    // tall_serves_ext) two rows of a key tile's u·β, one per K/V stage, and one bit per key tile of the block's
+    // range from tile_lo on: whether that row of β allows any of the tile's keys (scan_key_tiles)
     auto block_mu = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
     auto key_beta_row = [&](uint32_t stage) { return block_mu() + kBlockM + (stage == smem_base ? 0 : kBlockN); };
     auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(block_mu() + kBlockM + 2 * kBlockN); };
@@ -679,7 +695,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
         return tid < kBlockN ? ext_key_beta_load(p.ext, b, h, int64_t(nb) * kBlockN + tid, p.seq_k) : KeyBetaLoad{};
     };
     auto store_key_beta = [&](const KeyBetaLoad& l, uint32_t stage) {
-        if (tid < kBlockN) key_beta_row(stage)[tid] = ext_key_beta_value(p.ext, l);
+        if (tid < kBlockN) key_beta_row(stage)[tid] = ext_key_beta_value(p.ext, l) * kPositionUnit;
     };
     if constexpr (kTallExt) {
         block_mu()[tid] =

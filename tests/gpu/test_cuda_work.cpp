@@ -86,8 +86,8 @@ struct Problem {
 
     // The forward, the deterministic backward and the fast backward of p (layout: the allowed blocks, or
     // empty for none; alibi: ALiBi slopes or nullptr; mask, bias: the tensors or nullptr, no dBias), each call's
-    // work apart (forward_only: the forward alone); false (reported) when a call fails. The linear scores: the forward with the workspace, the backward without
-    // it, then with it.
+    // work apart (forward_only: the forward alone); false (reported) when a call fails. The linear scores: the
+    // forward with the workspace, the backward without it, then with it.
     bool run(fsig_attention_params p, const std::vector<unsigned char>& blocks, WorkCounters (&work)[3],
              bool forward_only = false, const fsig_tensor* alibi = nullptr, const fsig_tensor* mask = nullptr,
              const fsig_tensor* bias = nullptr) {
