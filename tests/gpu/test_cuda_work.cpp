@@ -159,6 +159,20 @@ std::vector<unsigned char> layout_of(int64_t n, int64_t per_row, uint64_t seed) 
     return blocks;
 }
 
+// Bytes of ldmatrix (an .x4 reads 512) per kFLOP of tensor-core work: the tall forward's 39.0625, the regular one's
+// 62.5 and more (forward_shared_reads_per_flop)
+double ldmatrix_bytes_per_kflop(const WorkCounters& w) {
+    return double(w.ldmatrix_ops) * 512.0 / (double(w.tensor_flops) / 1e3);
+}
+constexpr double kTallLdmatrixPerKflop = 39.0625;
+
+// The forward call counted in w ran the tall kernel (bounds and ratios that the regular kernel would pass too)
+void expect_tall_forward_ran(const WorkCounters& w, const std::string& what) {
+    const double per_kflop = ldmatrix_bytes_per_kflop(w);
+    EXPECT(std::fabs(per_kflop - kTallLdmatrixPerKflop) <= 1e-9 * kTallLdmatrixPerKflop,
+           "%s: %.4f ldmatrix bytes per kFLOP, not the tall kernel's 39.0625", what.c_str(), per_kflop);
+}
+
 // Whether the forward of a [1, n, 1, d] bf16 call (plain, positions, or a 128 × 128 layout) runs the tall kernel
 // (256 rows a block): not where the Hopper kernels serve it (an emulated sm_90 with FSIG_CUDA_WGMMA); at widths 64
 // and 128 with n > 128 (the emulated GPU has one SM, so every larger grid exceeds it) or under
@@ -226,13 +240,8 @@ TEST(layout_work_follows_density) {
                     const double bound = c == 0 && tall ? tall_read_bound : read_bound;
                     EXPECT(bytes <= bound, "%s: %.4f × the dense layout's cp.async reads, above %.4f", what.c_str(),
                            bytes, bound);
-                    if (c == 0 && tall) {  // (the union bound would pass the regular kernel too: it ran the tall one)
-                        const double per_kflop =
-                            double(work[c].ldmatrix_ops) * 512.0 / (double(work[c].tensor_flops) / 1e3);
-                        EXPECT(std::fabs(per_kflop - 39.0625) <= 1e-9 * 39.0625,
-                               "%s: %.4f ldmatrix bytes per kFLOP, not the tall kernel's 39.0625", what.c_str(),
-                               per_kflop);
-                    }
+                    // (the union bound would pass the regular kernel too)
+                    if (c == 0 && tall) expect_tall_forward_ran(work[c], what);
                     expect_no_bank_conflicts(work[c], what);
                 }
             }
@@ -310,14 +319,13 @@ TEST(forward_shared_reads_per_flop) {
                     WorkCounters work[3];
                     if (!pr.run(p, {}, work, true, positions ? &slopes : nullptr)) continue;
                     const bool tall = forward_runs_tall(n, d, positions);
-                    const double per_kflop =
-                        double(work[0].ldmatrix_ops) * 512.0 / (double(work[0].tensor_flops) / 1e3);
+                    const double per_kflop = ldmatrix_bytes_per_kflop(work[0]);
                     const std::string what =
                         th::format("N %lld d %lld %s%s forward (%s kernel)", (long long)n, (long long)d,
                                    score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid", positions ? " ALiBi log-n" : "",
                                    tall ? "tall" : "regular");
                     std::printf("  %-62s %.4f ldmatrix bytes per kFLOP\n", what.c_str(), per_kflop);
-                    const double tiles = double(n / 64), expected = tall ? 39.0625 : 62.5 * (1 + 1 / (8 * tiles));
+                    const double tiles = double(n / 64), expected = tall ? kTallLdmatrixPerKflop : 62.5 * (1 + 1 / (8 * tiles));
                     EXPECT(std::fabs(per_kflop - expected) <= 1e-9 * expected,
                            "%s: %.4f bytes of ldmatrix per kFLOP, not %.4f", what.c_str(), per_kflop, expected);
                     expect_no_bank_conflicts(work[0], what);
@@ -378,11 +386,7 @@ TEST(key_padding_work_follows_length) {
                     expect_no_bank_conflicts(masked[c], what);
                 }
                 if (tall) {
-                    const double per_kflop =
-                        double(masked[0].ldmatrix_ops) * 512.0 / (double(masked[0].tensor_flops) / 1e3);
-                    EXPECT(std::fabs(per_kflop - 39.0625) <= 1e-9 * 39.0625,
-                           "d %lld %s: %.4f ldmatrix bytes per kFLOP, not the tall kernel's 39.0625", (long long)d,
-                           as_bias ? "bias" : "mask", per_kflop);
+                    expect_tall_forward_ran(masked[0], th::format("d %lld %s", (long long)d, as_bias ? "bias" : "mask"));
                     const double reads = double(masked[0].cp_async_bytes) / double(unmasked[0].cp_async_bytes);
                     EXPECT(std::fabs(reads - 5.0 / 9.0) <= 1e-9, "d %lld %s: the tall forward read %.4f × the unmasked "
                            "call's bytes, not 5/9: it loads key tiles the padding masks whole", (long long)d,
