@@ -418,14 +418,17 @@ struct DkdvBlock {
     __device__ __forceinline__ int head(int t) const { return hk * group + t / n_m; }
     __device__ __forceinline__ int row0(int t) const { return (m_first + t % n_m) * kBlockM; }
     // the first tile from t on (n_tiles when none) that the block layout or the strided pattern leave some
-    // element of: extended, empty tiles are never loaded; plain, t. A warp collective (every lane calls it);
-    // every warp gets the same answer.
+    // element of, and with key padding (head_bits: scan_key_rows' bits of the group's query heads over the block's
+    // keys; nullptr without) whose head's row of β allows one of the block's keys: extended, empty tiles are never
+    // loaded; plain, t. A warp collective (every lane calls it); every warp gets the same answer.
     template <bool kExt>
-    __device__ __forceinline__ int next_live(const FwdParams& f, int t, int lane) const {
+    __device__ __forceinline__ int next_live(const FwdParams& f, int t, int lane,
+                                             const uint32_t* head_bits = nullptr) const {
         if constexpr (kExt)
             return first_live_index(t, n_tiles - 1, lane, [&](int u) {
                 const int i0 = row0(u);
-                return ext_tile_live(f.ext, head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
+                return (head_bits == nullptr || key_row_live(head_bits, u / n_m)) &&
+                       ext_tile_live(f.ext, head(u), i0, min(int64_t(i0) + kBlockM, f.seq_q) - 1, j0,
                                      min(int64_t(j0) + kBlockN, f.seq_k) - 1, f.seq_q, f.seq_k);
             });
         return t;

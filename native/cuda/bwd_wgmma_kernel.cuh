@@ -85,8 +85,9 @@ struct WgmmaBwdTraits {
     static constexpr int kLse = kDs + kDsBytes;  // stage 0's, then stage 1's
     static constexpr int kDsum = kLse + 2 * kBlockM * 4;
     static constexpr int kLambda = kDsum + kBlockM * 4;     // extended: the tile's λ (log-n),
-    static constexpr int kKeyBeta = kLambda + kBlockM * 4;  // the keys' β of a tile, two buffers
-    static constexpr int kSmemBytes = kKeyBeta + 2 * kBlockN * 4 + 1024;  // 1 KiB of slack to align the base
+    static constexpr int kKeyBeta = kLambda + kBlockM * 4;  // the keys' β of a tile, two buffers,
+    static constexpr int kHeadBits = kKeyBeta + 2 * kBlockN * 4;  // key padding: the group's heads that see a key
+    static constexpr int kSmemBytes = kHeadBits + kKeyTileWords * 4 + 1024;  // 1 KiB of slack to align the base
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Sᵀ, dPᵀ
     static constexpr int kMTiles = kBlockM / 8;    // n8 tiles of Sᵀ (query columns)
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dK, dV
@@ -137,8 +138,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
     };
     // extended: query tiles the block layout leaves empty are never visited (a warp collective: every lane
     // calls it; the same answer in every warp). With a layout constant over every tile (the host then sends
-    // no β) this skipping is what applies it.
-    auto next_live = [&](int t) { return blk.template next_live<kExt>(f, t, lane); };
+    // no β) this skipping is what applies it. With key padding, nor are the tiles of a query head whose row of β
+    // masks all the block's keys (one bit per head of the group, scan_key_rows: a block of padding keys computes
+    // nothing and stores dK = dV = 0).
+    const bool key_padding = kExt && f.ext.key_beta && ext_key_padding(f.ext);
+    uint32_t* const head_bits = reinterpret_cast<uint32_t*>(smem + T::kHeadBits);
+    auto next_live = [&](int t) {
+        return blk.template next_live<kExt>(f, t, lane, key_padding ? head_bits : nullptr);
+    };
 
     // ---- prologue: K, V (resident), the first query tile ----
     const uint32_t k_tile = smem_base, v_tile = smem_base + T::kKeyBytes;
@@ -153,6 +160,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
             key_beta_sm[buf * kBlockN + tid] = j0 + tid < f.seq_k ? ext_beta(f.ext, row, j0, tid) : -INFINITY;
         }
     };
+    if (key_padding) {  // (while K and V load)
+        scan_key_rows<T::kThreads / 32, kBlockN>(f.ext, b, hk * blk.group, 1, j0, 0, blk.group, f.seq_k, warp, lane,
+                                                 head_bits);
+        __syncthreads();
+    }
     int t = next_live(0);
     if (t < n_tiles) load_query(t, smem_base + T::kStage0, smem_base + T::kLse), stage_key_beta(t, 0);
     cp_async_commit();
@@ -648,7 +660,11 @@ struct WgmmaDqTraits {
     static constexpr int kKeyBeta = kStage0 + 2 * kStageBytes;
     static constexpr int kKeyBetaSlots = kThreads / kWarpGroups;  // per β buffer: a thread of the first warpgroup each
     static constexpr int kKeyBetaBytes = 2 * kKeyBetaSlots * 4;
-    static constexpr int kSmemBytes = kKeyBeta + 1024;  // 1 KiB of slack to align the base (extended: + kKeyBetaBytes)
+    static constexpr int kSmemBytes = kKeyBeta + 1024;  // 1 KiB of slack to align the base (extended: + kExtBytes)
+    // key padding: one bit per key tile of the block's range and its first tile, after the β rows (from the
+    // unaligned base: its offset is then a constant)
+    static constexpr int kKeyBits = kSmemBytes + kKeyBetaBytes;
+    static constexpr int kExtBytes = kKeyBetaBytes + (kKeyTileWords + 1) * 4;
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S, dP per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of S, dP
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of dQ
@@ -659,7 +675,7 @@ struct WgmmaDqTraits {
                   "tile loads split evenly over the threads");
     static_assert(kBlockN <= kKeyBetaSlots, "a thread per key stages its β");
     static_assert(kBlockM * kHeadDim * 2 <= kDout, "store_acc_rows stages the dQ tile where Q was");
-    static_assert(kSmemBytes + kKeyBetaBytes <= 227 * 1024, "shared memory of one block on sm_90");
+    static_assert(kSmemBytes + kExtBytes <= 227 * 1024, "shared memory of one block on sm_90");
 };
 
 template <class T, class Score, bool kExt>
@@ -684,10 +700,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     const int i_end = int(min(int64_t(i0) + kBlockM, f.seq_q));
     const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    const int tile_lo = int(key_lo / kBlockN);
+    // extended: with key padding one bit per key tile of the range from tile_lo on, whether its row of β allows a
+    // key, and their origin (stage_key_tile_bits: a tile the padding masks whole is never loaded or computed)
+    auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(smem_raw + T::kKeyBits); };
     auto next_live = [&](int nb) {
-        return next_live_key_tile<kExt, kBlockN>(f, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane);
+        return next_live_key_tile<kExt, kBlockN>(f, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane,
+                                                 key_tile_bits(), int(key_tile_bits()[kKeyTileWords]));
     };
-    const int n_first = next_live(int(key_lo / kBlockN));
     const int w0 = i0 + warp * 16;  // this warp's rows (rows past Nq compute on zero Q, dO and are not stored)
     const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
 
@@ -710,6 +730,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     const uint32_t q_tile = smem_base, do_tile = smem_base + T::kDout;
     wg::load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, f.head_dim, tid);
     wg::load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, f.head_dim, tid);
+    if constexpr (kExt)  // (while Q and dO load)
+        stage_key_tile_bits<T::kThreads / 32, kBlockN>(f, f.ext.key_beta && ext_key_padding(f.ext), b, h, tile_lo,
+                                                       n_last, warp, lane, key_tile_bits());
+    const int n_first = next_live(tile_lo);
     if (n_first <= n_last) {
         wg::load_tile<T, kBlockN>(smem_base + T::kStage0, k, f.k_row, int64_t(n_first) * kBlockN, f.seq_k, f.head_dim, tid);
         wg::load_tile<T, kBlockN>(smem_base + T::kStage0 + T::kKeyBytes, v, f.v_row, int64_t(n_first) * kBlockN,
@@ -895,7 +919,7 @@ cudaError_t launch_bwd_dq_wgmma(const BwdParams& params, cudaStream_t stream) {
     const int64_t blocks = int64_t(p.f.m_blocks) * p.f.heads_q * p.f.batch;  // < 2^31, checked on the host
     return with_score_policy(p.f.score, [&](auto score) {
         return launch_sm90a(attention_bwd_dq_wgmma_kernel<T, decltype(score), kExt>,
-                            T::kSmemBytes + (kExt ? T::kKeyBetaBytes : 0), blocks, T::kThreads, stream, p);
+                            T::kSmemBytes + (kExt ? T::kExtBytes : 0), blocks, T::kThreads, stream, p);
     });
 }
 

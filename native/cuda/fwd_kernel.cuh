@@ -37,7 +37,7 @@
 // kernel stages β per warp and tile in shared memory by a rolled loop; the tall one serves only calls whose β is
 // alike on every row (key padding) besides a layout it applies by skipping tiles, and for key padding (an instance
 // of its own, kKeyBeta) stages one row of β per key tile (ext_key_beta_at), two buffers beside μ, and never loads a
-// tile that row masks whole (scan_key_tiles). Key tiles the layout or the strided pattern leave empty for all the
+// tile that row masks whole (scan_key_rows). Key tiles the layout or the strided pattern leave empty for all the
 // block's rows are never loaded; a warp whose β is all −inf skips the tile.
 //
 // Softmax is online in the log2 domain: m = running max of S·log2e, l = running Σ 2^(S·log2e − m); each
@@ -420,51 +420,82 @@ __device__ __forceinline__ void position_tile(const FwdParams& p, int64_t b, int
         positions(std::false_type{});
 }
 
-// The first key tile from nb on (up to n_last, past it when none) that is not empty for rows [i0, i1]:
-// extended, tiles the block layout or the strided pattern leave empty for every row are skipped without
-// being loaded (every thread gets the same answer); plain, nb itself. Forward and dQ kernel.
-// A warp collective (warp_search.h): call it with every lane.
-template <bool kExt, int kBlockN>
-__device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last,
-                                                  int lane) {
-    if constexpr (kExt)
-        return first_live_index(nb, n_last, lane, [&](int t) {
-            const int64_t j0 = int64_t(t) * kBlockN;
-            return ext_tile_live(p.ext, h, i0, i1, j0, min(j0 + kBlockN, p.seq_k) - 1, p.seq_q, p.seq_k);
-        });
-    return nb;
-}
-
-// Key padding on the tall kernel: words of one bit per key tile of a block's key range, from its first tile on;
-// tiles past 2048 of them (131072 keys) count as live (the row of β still masks their keys).
+// Key padding: words of one bit per row of β alike on the query rows (ext_key_beta_at) — a key tile of a block's
+// key range (the forward kernels, the Hopper dQ kernel) or a query head of a key tile's group (the Hopper dK/dV
+// kernel) —, from the range's first on; rows past 2048 of them (131072 keys of 64-key tiles) count as live (their β
+// still masks their keys).
 constexpr int kKeyTileWords = 64;
 
-// Bit t − tile_lo of bits (tiles t from tile_lo to n_last, at most kKeyTileWords words) set where the row of β alike
-// on every row (ext_key_beta_at) allows a key of tile t: the tall forward's block search then never loads a tile the
-// padding masks whole. Warp w builds words w, w + kWarps, ..., 32 tiles each, two keys per lane, so every word has one
-// writer. Once per block; out of line (its loop's state stays out of the kernel's registers).
-template <int kWarps, int kBlockN>
-inline __device__ FSIG_NOINLINE void scan_key_tiles(const FwdParams& p, int64_t b, int h, int tile_lo, int n_last,
-                                                    int warp, int lane, uint32_t* bits) {
-    static_assert(kBlockN == 64, "a tile is two keys per lane");
-    const int words = min((n_last - tile_lo + 32) / 32, kKeyTileWords);  // (0 for an empty range: n_last = tile_lo − 1)
+// Bit t of bits (t < count, at most kKeyTileWords words) set where the row of β of (b, h0 + t·h_step) allows one of
+// the kKeys keys from j0 + t·j_step: the kernels' searches then never load a tile that the padding masks whole.
+// Warp w builds words w, w + kWarps, ..., kKeys / 32 adjacent keys per lane, so every word has one writer. Once per
+// block; out of line (its loop's state stays out of the kernel's registers).
+template <int kWarps, int kKeys>
+inline __device__ FSIG_NOINLINE void scan_key_rows(const ExtParams& e, int64_t b, int h0, int h_step, int64_t j0,
+                                                   int j_step, int count, int64_t seq_k, int warp, int lane,
+                                                   uint32_t* bits) {
+    static_assert(kKeys % 32 == 0, "whole keys per lane");
+    constexpr int kPerLane = kKeys / 32;
+    const int words = min((max(count, 0) + 31) / 32, kKeyTileWords);
     for (int word = warp; word < words; word += kWarps) {
         uint32_t found = 0;
 #pragma unroll 4
         for (int t = 0; t < 32; ++t) {
-            const int j = ((tile_lo + word * 32 + t) * kBlockN) + 2 * lane;  // (< Nk + 2^17 <= 2^30 + 2^17)
-            // (|: both keys' loads in flight together)
-            const bool allowed = (ext_key_beta_at(p.ext, b, h, j, p.seq_k) != -INFINITY) |
-                                 (ext_key_beta_at(p.ext, b, h, j + 1, p.seq_k) != -INFINITY);
+            const int row = word * 32 + t;  // (rows past count: none of their keys is read, bit clear)
+            const int64_t h = h0 + int64_t(row) * h_step, j = j0 + int64_t(row) * j_step + kPerLane * lane;
+            bool allowed = false;
+            if (row < count) {
+#pragma unroll
+                for (int c = 0; c < kPerLane; ++c)  // (|: the keys' loads in flight together)
+                    allowed |= ext_key_beta_at(e, b, h, j + c, seq_k) != -INFINITY;
+            }
             if (__any_sync(0xffffffffu, allowed)) found |= 1u << t;
         }
         if (lane == 0) bits[word] = found;
     }
 }
 
+// The Hopper kernels' key-tile bits in shared memory: kKeyTileWords words of scan_key_rows over a block's key tiles
+// from tile_lo on where the call has key padding, then the first tile they describe (bits[kKeyTileWords]) — without
+// key padding an origin so far below every tile that each counts as live (key_row_live). Their search reads both
+// from there, holding neither a flag nor the origin in registers across the tile loop (at 255 registers those made
+// the gelu and softplus kernels spill). Every thread; a barrier publishes them.
+constexpr int kNoKeyBitsOrigin = -(1 << 30);
+template <int kWarps, int kBlockN>
+__device__ __forceinline__ void stage_key_tile_bits(const FwdParams& p, bool key_padding, int64_t b, int h,
+                                                    int tile_lo, int n_last, int warp, int lane, uint32_t* bits) {
+    if (key_padding)
+        scan_key_rows<kWarps, kBlockN>(p.ext, b, h, 0, int64_t(tile_lo) * kBlockN, kBlockN, n_last - tile_lo + 1,
+                                       p.seq_k, warp, lane, bits);
+    if (warp == 0 && lane == 0) bits[kKeyTileWords] = uint32_t(key_padding ? tile_lo : kNoKeyBitsOrigin);
+    __syncthreads();
+}
+
+// Whether row r of scan_key_rows' bits may allow a key: its bit, or r past the bits
+__device__ __forceinline__ bool key_row_live(const uint32_t* bits, int r) {
+    return r >= kKeyTileWords * 32 || ((bits[r >> 5] >> (r & 31)) & 1u) != 0;
+}
+
+// The first key tile from nb on (up to n_last, past it when none) that is not empty for rows [i0, i1]:
+// extended, tiles the block layout or the strided pattern leave empty for every row are skipped without
+// being loaded (every thread gets the same answer), and with key padding (key_bits: scan_key_rows' bits from tile
+// tile_lo on; nullptr without) tiles whose row of β masks every key; plain, nb itself. The regular forward and
+// the Hopper forward and dQ kernels. A warp collective (warp_search.h): call it with every lane.
+template <bool kExt, int kBlockN>
+__device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last,
+                                                  int lane, const uint32_t* key_bits = nullptr, int tile_lo = 0) {
+    if constexpr (kExt)
+        return first_live_index(nb, n_last, lane, [&](int t) {
+            const int64_t j0 = int64_t(t) * kBlockN;
+            return (key_bits == nullptr || key_row_live(key_bits, t - tile_lo)) &&
+                   ext_tile_live(p.ext, h, i0, i1, j0, min(j0 + kBlockN, p.seq_k) - 1, p.seq_q, p.seq_k);
+        });
+    return nb;
+}
+
 // The tall kernel's search (a layout constant over each warp's 32 rows and key tile, key padding: tall_serves_ext):
 // the first key tile from nb on (up to n_last, past it when none) that any block row of the block's rows [i0, i1]
-// allows — exact for them, since a tile lies in one key block — and, with key padding (key_bits: scan_key_tiles'
+// allows — exact for them, since a tile lies in one key block — and, with key padding (key_bits: scan_key_rows'
 // bits from tile tile_lo on; nullptr without), whose row of β allows a key; nb itself with neither. A warp
 // collective, as above.
 template <int kBlockN>
@@ -472,9 +503,8 @@ __device__ __forceinline__ int next_tall_key_tile(const FwdParams& p, int h, int
                                                   int lane, const uint32_t* key_bits, int tile_lo) {
     if (p.ext.layout == nullptr && key_bits == nullptr) return nb;
     return first_live_index(nb, n_last, lane, [&](int t) {
-        const int r = t - tile_lo;
-        const bool keys = key_bits == nullptr || r >= kKeyTileWords * 32 || ((key_bits[r >> 5] >> (r & 31)) & 1u) != 0;
-        return keys && ext_layout_rows_allow(p.ext, h, i0, i1, t * kBlockN);
+        return (key_bits == nullptr || key_row_live(key_bits, t - tile_lo)) &&
+               ext_layout_rows_allow(p.ext, h, i0, i1, t * kBlockN);
     });
 }
 
@@ -644,13 +674,14 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_kernel(const __g
     // extended tall (shared memory after the K/V stages and Q; recomputed where used, as beta_tile): μ_i =
     // λ_i·scale·u of the block's rows (position_tile); with key padding (a bias or mask alike on every row:
     // tall_serves_ext) two rows of a key tile's u·β, one per K/V stage, and one bit per key tile of the block's
-    // range from tile_lo on: whether that row of β allows any of the tile's keys (scan_key_tiles)
+    // range from tile_lo on: whether that row of β allows any of the tile's keys (scan_key_rows)
     auto block_mu = [&] { return reinterpret_cast<float*>(smem_raw + T::kSmemBytes); };
     auto key_beta_row = [&](uint32_t stage) { return block_mu() + kBlockM + (stage == smem_base ? 0 : kBlockN); };
     auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(block_mu() + kBlockM + 2 * kBlockN); };
     const int tile_lo = int(key_lo / kBlockN);
     if constexpr (kKeyBeta) {
-        scan_key_tiles<T::kWarps, kBlockN>(p, b, h, tile_lo, n_last, warp, lane, key_tile_bits());
+        scan_key_rows<T::kWarps, kBlockN>(p.ext, b, h, 0, int64_t(tile_lo) * kBlockN, kBlockN, n_last - tile_lo + 1,
+                                          p.seq_k, warp, lane, key_tile_bits());
         __syncthreads();
     }
     auto next_live = [&](int nb) {

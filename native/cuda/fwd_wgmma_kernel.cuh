@@ -122,12 +122,17 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     const int i_end = int(min(int64_t(i0) + kBlockM, p.seq_q));  // rows [i0, i_end) are real
     const int64_t key_lo = first_key(p, i0), key_hi = last_key(p, i_end - 1);
     const int n_last = int(key_hi >= key_lo ? key_hi / kBlockN : key_lo / kBlockN - 1);
+    const int tile_lo = int(key_lo / kBlockN);
+    // kExt: after the two key β buffers (key_beta_row), with key padding one bit per key tile of the block's range
+    // from tile_lo on, whether its row of β allows a key, and their origin (stage_key_tile_bits: a tile the padding
+    // masks whole is never loaded or computed)
+    auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(smem_raw + T::kSmemBytes + 2 * kBlockN * 4); };
     // the next tile from nb on that any row of the block may see (every thread gets the same answer);
     // (its loop invariants made again per tile: held across the loop they cost the d = 128 kernels spills)
     auto next_live = [&](int nb) {
-        return next_live_key_tile<kExt, kBlockN>(p, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane);
+        return next_live_key_tile<kExt, kBlockN>(p, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane,
+                                                 key_tile_bits(), int(key_tile_bits()[kKeyTileWords]));
     };
-    const int n_first = next_live(int(key_lo / kBlockN));
     // this warp's rows (rows past Nq compute on zero Q and are never stored)
     const int w0 = i0 + warp * 16;
     const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
@@ -145,6 +150,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     auto v_prev = [&] { return k_buffers + uint32_t(2 + (parity ^ 1)) * T::kTileBytes; };  // V_{t−1}
     auto v_free = [&] { return k_buffers + uint32_t(2 + parity) * T::kTileBytes; };   // V_{t−2}'s, then V_t's
     wg::load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
+    if constexpr (kExt)  // (while Q loads)
+        stage_key_tile_bits<T::kThreads / 32, kBlockN>(p, p.ext.key_beta && ext_key_padding(p.ext), b, h, tile_lo,
+                                                       n_last, warp, lane, key_tile_bits());
+    const int n_first = next_live(tile_lo);
     if (n_first <= n_last)
         wg::load_tile<T, kBlockN>(k_cur(), k, p.k_row, int64_t(n_first) * kBlockN, p.seq_k, p.head_dim, tid);
     cp_async_commit();
@@ -303,7 +312,8 @@ cudaError_t launch_sm90a(void (*kernel)(Params), int smem, int64_t blocks, int t
 
 template <class T, class Score, bool kExt>
 cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
-    constexpr int kSmem = T::kSmemBytes + (kExt ? 2 * T::kBlockN * 4 : 0);  // extended: two key β rows
+    // extended: two key β rows, the key tiles' bits and their first tile
+    constexpr int kSmem = T::kSmemBytes + (kExt ? 2 * T::kBlockN * 4 + (kKeyTileWords + 1) * 4 : 0);
     static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
     return launch_sm90a(attention_fwd_wgmma_kernel<T, Score, kExt>, kSmem, blocks, T::kThreads, stream, p);
 }

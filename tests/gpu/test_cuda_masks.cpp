@@ -530,7 +530,10 @@ std::vector<Case> all_cases() {
     // that mask) that masks whole key tiles inside and at the end of the keys (the block skips them, unloaded) but
     // the last key (a ragged last tile live by it alone), and, with the mask, every key of batch 1 (rows with no key);
     // t11: more key tiles than the block's bits cover (2048: tiles past them are computed, one of them masked whole;
-    // Nq = 40, so on the tall kernel only under FSIG_CUDA_FWD_TALL=always; not in the quick set).
+    // Nq = 40, so on the tall kernel only under FSIG_CUDA_FWD_TALL=always; not in the quick set); t12, t13 (pad 4): an
+    // fp32 bias [B, Hq, 1, Nk] whose every (b, h) has its own length, 90 keys shorter from one to the next (whole
+    // 128-key tiles masked for one head of a GQA group and not for the other: the Hopper dK/dV kernel's bits per
+    // head; the last (b, h) no key at all), on the Hopper kernels at d = 64 (forward, dK/dV, dQ) and d = 128.
     struct Tall {
         int score, dtype;
         int64_t d, nq, nk, window_left, window_right;
@@ -550,7 +553,9 @@ std::vector<Case> all_cases() {
                           {ref::kGelu, ref::kBf16, 128, 290, 400, 60, 30, false, true, true, 0, 0, 0, 0, 3},
                           {ref::kSoftmax, ref::kFp16, 64, 257, 129, -1, -1, true, false, false, 0, 0, 0, 0, 3},
                           {ref::kSoftmax, ref::kBf16, 64, 40, 2048 * 64 + 200, -1, -1, false, false, false, 0, 0, 0, 0,
-                           2}};
+                           2},
+                          {ref::kSoftmax, ref::kBf16, 64, 300, 700, -1, -1, false, false, false, 0, 0, 0, 0, 4},
+                          {ref::kSigmoid, ref::kFp16, 128, 260, 700, -1, -1, true, true, false, 0, 0, 0, 0, 4}};
     for (const Tall& t : talls) {
         const int n = int(&t - talls);
         if (g_quick && t.nk > 100000) continue;  // (t11, ≈ 30 s on the emulator: the full set and tall_always's)
@@ -579,6 +584,14 @@ std::vector<Case> all_cases() {
                 for (int64_t j = 0; j < s.Nk; ++j)
                     s.bias.push_back(!per_head && padded(x, j, false) ? -INFINITY
                                                                       : ref::round_to(c.bias_dtype, float(rng.normal())));
+        }
+        if (t.pad == 4) {
+            c.bias_dtype = ref::kFp32;
+            s.bias_b = s.B, s.bias_h = s.Hq, s.bias_q = 1;
+            for (int64_t x = 0; x < s.B * s.Hq; ++x) {
+                const int64_t length = x == s.B * s.Hq - 1 ? 0 : s.Nk - 90 * x;
+                for (int64_t j = 0; j < s.Nk; ++j) s.bias.push_back(j >= length ? -INFINITY : float(rng.normal()));
+            }
         }
         if (t.pad == 2 || t.pad == 3) {
             s.mask_b = s.B, s.mask_h = 1, s.mask_q = 1;
