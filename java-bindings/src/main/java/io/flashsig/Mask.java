@@ -8,6 +8,7 @@ import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import java.util.Objects;
 
+import static io.flashsig.FlashSigException.Status.INVALID_PARAMS;
 import static io.flashsig.FlashSigException.Status.INVALID_SHAPE;
 import static io.flashsig.FlashSigException.Status.NULL_ARGUMENT;
 
@@ -68,6 +69,29 @@ public final class Mask {
         byte[] b = new byte[data.length];
         for (int i = 0; i < data.length; i++) b[i] = data[i] ? (byte) 1 : 0;
         return of(b, shape);
+    }
+
+    /**
+     * The key-padding mask of a batch of sequences of unequal length, right-padded to {@code nk} keys: a
+     * contiguous host mask {@code [B, 1, 1, nk]} ({@code B = lengths.length}), off-heap, owned by {@code arena},
+     * in which key {@code j} of batch element {@code b} is allowed iff {@code j < lengths[b]}. Masked that way,
+     * a softmax call gives each element the output it would have over its own keys alone (a length of 0: rows
+     * with no key, O = 0). For a CUDA call, copy it to the device ({@link Cuda#allocateMask},
+     * {@link Cuda#copy(Mask, Mask, CudaStream)}). Left padding or other patterns: fill a mask of that shape.
+     */
+    public static Mask keyPadding(Arena arena, long nk, long... lengths) {
+        if (arena == null) throw new FlashSigException(NULL_ARGUMENT, "arena is null");
+        if (lengths == null) throw new FlashSigException(NULL_ARGUMENT, "lengths is null");
+        if (lengths.length == 0)
+            throw new FlashSigException(INVALID_SHAPE, "lengths is empty but must hold one length per batch element");
+        if (nk < 0) throw new FlashSigException(INVALID_SHAPE, "nk is " + nk + " but must be >= 0");
+        for (int b = 0; b < lengths.length; b++)
+            if (lengths[b] < 0 || lengths[b] > nk)
+                throw new FlashSigException(INVALID_PARAMS, "lengths[" + b + "] is " + lengths[b] + " but must be in [0, nk = "
+                        + nk + "]");
+        Mask mask = allocate(arena, lengths.length, 1, 1, nk);
+        for (int b = 0; b < lengths.length; b++) mask.segment.asSlice(b * nk, lengths[b]).fill((byte) 1);
+        return mask;
     }
 
     /** A view of any host segment, zero-copy. Strides are in elements (bytes). */

@@ -284,6 +284,59 @@ class MasksTest {
         return out.toFloatArray();
     }
 
+    /**
+     * Mask.keyPadding: key j of element b allowed iff j < lengths[b]; a masked softmax call gives each element the
+     * output of a call over its own keys alone (non-causal: the bottom-right alignment moves with Nk), and a length
+     * of 0 rows with no key (O = 0). Bad arguments are refused by name.
+     */
+    @Test
+    void keyPaddingIsEachSequenceAlone() {
+        long[] lengths = {NK, 33, 0, 1};
+        int batch = lengths.length;
+        Random r = new Random(12);
+        try (Arena arena = Arena.ofConfined()) {
+            Mask mask = Mask.keyPadding(arena, NK, lengths);
+            assertArrayEquals(new long[] {batch, 1, 1, NK}, mask.shape());
+            for (int b = 0; b < batch; b++)
+                for (int j = 0; j < NK; j++) assertEquals(j < lengths[b], mask.get(b, 0, 0, j), "mask[" + b + ", " + j + "]");
+            double[] q = TestSupport.randn(r, DType.FP32, batch * NQ * HQ * D);
+            double[] k = TestSupport.randn(r, DType.FP32, batch * NK * HK * D);
+            double[] v = TestSupport.randn(r, DType.FP32, batch * NK * HK * D);
+            Tensor out = TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32, null, batch, NQ, HQ, D);
+            FlashSig.forward(AttentionSpec.softmax(), AttentionExtras.none().mask(mask),
+                    TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32, q, batch, NQ, HQ, D),
+                    TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32, k, batch, NK, HK, D),
+                    TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32, v, batch, NK, HK, D), out, null);
+            float[] masked = out.toFloatArray();
+            int rowsOfOne = NQ * HQ * D, keysOfOne = NK * HK * D;
+            for (int b = 0; b < batch; b++) {
+                int n = (int) lengths[b];
+                double[] alone = new double[rowsOfOne];
+                if (n > 0) {
+                    Tensor o = TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32, null, 1, NQ, HQ, D);
+                    FlashSig.forward(AttentionSpec.softmax(), null,
+                            TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32,
+                                    Arrays.copyOfRange(q, b * rowsOfOne, (b + 1) * rowsOfOne), 1, NQ, HQ, D),
+                            TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32,
+                                    Arrays.copyOfRange(k, b * keysOfOne, b * keysOfOne + n * HK * D), 1, n, HK, D),
+                            TestSupport.tensor(Memory.OFF_HEAP, arena, DType.FP32,
+                                    Arrays.copyOfRange(v, b * keysOfOne, b * keysOfOne + n * HK * D), 1, n, HK, D), o, null);
+                    alone = TestSupport.toDoubles(o.toFloatArray());
+                }
+                assertNear("element " + b + " (length " + n + ")",
+                        Arrays.copyOfRange(masked, b * rowsOfOne, (b + 1) * rowsOfOne), alone, 2e-5);
+            }
+            assertMessage(Status.NULL_ARGUMENT, "arena is null", () -> Mask.keyPadding(null, NK, 3));
+            assertMessage(Status.NULL_ARGUMENT, "lengths is null", () -> Mask.keyPadding(arena, NK, (long[]) null));
+            assertMessage(Status.INVALID_SHAPE, "lengths is empty but must hold one length per batch element",
+                    () -> Mask.keyPadding(arena, NK));
+            assertMessage(Status.INVALID_SHAPE, "nk is -1 but must be >= 0", () -> Mask.keyPadding(arena, -1, 0));
+            assertMessage(Status.INVALID_PARAMS, "lengths[1] is 71 but must be in [0, nk = 70]",
+                    () -> Mask.keyPadding(arena, NK, 5, NK + 1));
+            assertMessage(Status.INVALID_PARAMS, "lengths[0] is -2 but must be in [0, nk = 70]", () -> Mask.keyPadding(arena, NK, -2));
+        }
+    }
+
     @Test
     void alibiSlopesHelper() {
         float[] s = FlashSig.alibiSlopes(8);
