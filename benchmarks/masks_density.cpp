@@ -7,9 +7,11 @@
 // fp32, B = 1, H = 8, d = 64, softmax, not causal; layout blocks 64 × 128 (one kernel tile each), random
 // with the given density (fixed seed); the median of `reps` forward and forward+backward runs per density.
 // A row "alibi" (no layout; ALiBi with the standard slopes) gives issue 9's other target: ALiBi's cost over
-// no bias (≤ 5 %).
+// no bias (≤ 5 %). Rows "pad mask", "pad bias": key padding, the last half of the keys masked by a mask [1, 1, 1, N]
+// or by an fp32 bias of −inf (both skip those key tiles: ≈ half the "no layout" time).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -74,12 +76,27 @@ int main(int argc, char** argv) {
     std::memset(&tslopes, 0, sizeof tslopes);
     tslopes.data = slopes.data(), tslopes.capacity_bytes = H * 4, tslopes.dtype = FSIG_DTYPE_FP32, tslopes.ndim = 1;
     tslopes.shape[0] = H, tslopes.strides[0] = 1;
+    // key padding: keys from N / 2 on masked, as a mask and as a bias of −inf, [1, 1, 1, N]
+    std::vector<unsigned char> pad_mask(static_cast<size_t>(N));
+    std::vector<float> pad_bias(static_cast<size_t>(N));
+    for (int64_t j = 0; j < N; ++j) pad_mask[size_t(j)] = j < N / 2, pad_bias[size_t(j)] = j < N / 2 ? 0.f : -INFINITY;
+    auto key_row = [&](void* data, int32_t dtype, int64_t bytes) {
+        fsig_tensor t;
+        std::memset(&t, 0, sizeof t);
+        t.data = data, t.capacity_bytes = bytes, t.dtype = dtype, t.ndim = 4;
+        for (int a = 0; a < 4; ++a) t.shape[a] = a == 3 ? N : 1, t.strides[a] = a == 3 ? 1 : N;
+        return t;
+    };
+    const fsig_tensor tpad_mask = key_row(pad_mask.data(), FSIG_DTYPE_BOOL, N),
+                      tpad_bias = key_row(pad_bias.data(), FSIG_DTYPE_FP32, 4 * N);
     std::printf("%-10s %10s %12s %12s %14s\n", "density", "blocks", "fwd ms", "fwd+bwd ms", "fwd GFLOP/s*");
-    // -1: no layout, -2: no layout and ALiBi
-    for (double density : {-1.0, -2.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.0}) {
+    // -1: no layout, -2: no layout and ALiBi, -3 / -4: key padding of half the keys by a mask / a bias
+    for (double density : {-1.0, -2.0, -3.0, -4.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.0}) {
         fsig_attention_params p = fsig_attention_params_default();
         const fsig_tensor* alibi = density == -2.0 ? &tslopes : nullptr;
-        int64_t allowed = rows * cols;
+        const fsig_tensor* mask = density == -3.0 ? &tpad_mask : nullptr;
+        const fsig_tensor* bias = density == -4.0 ? &tpad_bias : nullptr;
+        int64_t allowed = density <= -3.0 ? rows * cols / 2 : rows * cols;
         if (density >= 0) {
             std::mt19937 lr(7);
             std::uniform_real_distribution<double> u(0, 1);
@@ -91,13 +108,13 @@ int main(int argc, char** argv) {
         std::vector<double> tf, tb;
         for (int r = 0; r < reps; ++r) {
             auto t0 = std::chrono::steady_clock::now();
-            if (fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, &tl, alibi, nullptr, nullptr, lay, nullptr) != FSIG_OK) {
+            if (fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, &tl, alibi, bias, mask, lay, nullptr) != FSIG_OK) {
                 std::fprintf(stderr, "forward: %s\n", fsig_last_error());
                 return 1;
             }
             tf.push_back(seconds_since(t0));
             t0 = std::chrono::steady_clock::now();
-            if (fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, &tl, &tdq, &tdk, &tdv, alibi, nullptr, nullptr, lay,
+            if (fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, &tl, &tdq, &tdk, &tdv, alibi, bias, mask, lay,
                                            nullptr, nullptr) != FSIG_OK) {
                 std::fprintf(stderr, "backward: %s\n", fsig_last_error());
                 return 1;
@@ -109,7 +126,11 @@ int main(int argc, char** argv) {
         const double f = tf[tf.size() / 2], fb = tb[tb.size() / 2];
         // * work of the allowed blocks only: 4·B·H·(allowed elements)·d
         const double flops = 4.0 * double(B * H) * double(allowed) * double(bm * bn) * double(d);
-        const std::string name = density == -1.0 ? "no layout" : density == -2.0 ? "alibi" : std::to_string(density).substr(0, 6);
+        const std::string name = density == -1.0   ? "no layout"
+                                 : density == -2.0 ? "alibi"
+                                 : density == -3.0 ? "pad mask"
+                                 : density == -4.0 ? "pad bias"
+                                                   : std::to_string(density).substr(0, 6);
         std::printf("%-10s %10lld %12.1f %12.1f %14.1f\n", name.c_str(),
                     (long long)allowed, f * 1e3, fb * 1e3, f > 0 ? flops / f * 1e-9 : 0.0);
     }
