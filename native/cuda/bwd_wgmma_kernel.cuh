@@ -9,13 +9,15 @@
 // Extended dK/dV kernels (kExt, d = 64 only: at d = 128 they spill, native/cuda/NOTES.md): the positions (log-n
 // λ_i, ALiBi) in registers as bwd_kernel.cuh applies them, and no β per element — the host sends only calls
 // whose β is one row per key tile (key padding: ext_key_beta with 64-row tiles; staged in shared memory one
-// tile ahead) or none (a layout holding whole 64 × 128 tiles, applied by skipping the query tiles it
-// leaves empty).
+// tile ahead; the query tiles of a head whose row masks all the block's keys skipped, one bit per head of the
+// group scanned once per block) or none (a layout holding whole 64 × 128 tiles, applied by skipping the query
+// tiles it leaves empty).
 //
 // dK/dV algorithm. One block of 2 warpgroups (256 threads) per (key tile of 128 keys, kv head, batch); warpgroup
 // g owns keys 64g..64g+63 (warp w keys 16w..16w+15) and accumulates their dK and dV (64 × d each, fp32) in
 // registers. K and V stay in shared memory for the whole block; the block loops over every query head of
-// the group and every query tile of 64 rows that may see its keys (query_range), Q, dO (softmax: O and
+// the group (extended: that its padding leaves a key of the block) and every query tile of 64 rows that may see
+// its keys (query_range), Q, dO (softmax: O and
 // the LSE) streaming through two cp.async stages. Per tile, in the transposed orientation as bwd_kernel.cuh:
 //   Sᵀ = K_g Qᵀ and dPᵀ = V_g dOᵀ (64 keys × 64 queries): d / 16 wgmma m64n64k16 each, all operands read
 //     from shared memory (K-major);
@@ -33,7 +35,8 @@
 //
 // Shared memory (d = 128: 178 KiB, d = 64: 98 KiB), every tile in fwd_wgmma_kernel.cuh's 128-byte-swizzle
 // layout (wg::offset) at a 1024-byte boundary: K, V [128][d]; two stages of Q, dO, O [64][d]; dS [64][128];
-// the LSE of each stage and the tile's D (fp32, 64 each); extended: the tile's λ, two buffers of the keys' β.
+// the LSE of each stage and the tile's D (fp32, 64 each); extended: the tile's λ, two buffers of the keys' β and
+// the group's heads' bits (256 bytes, in every instance's size; 1 KiB of slack aligns the base).
 #pragma once
 
 #include "bwd_kernel.cuh"
@@ -141,7 +144,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_kernel(con
     // no β) this skipping is what applies it. With key padding, nor are the tiles of a query head whose row of β
     // masks all the block's keys (one bit per head of the group, scan_key_rows: a block of padding keys computes
     // nothing and stores dK = dV = 0).
-    const bool key_padding = kExt && f.ext.key_beta && ext_key_padding(f.ext);
+    const bool key_padding = kExt && ext_key_padding(f.ext);
     uint32_t* const head_bits = reinterpret_cast<uint32_t*>(smem + T::kHeadBits);
     auto next_live = [&](int t) {
         return blk.template next_live<kExt>(f, t, lane, key_padding ? head_bits : nullptr);
@@ -634,13 +637,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_wgmma_wide_kerne
 // both operands K-major from shared memory), dS in registers (the mask on boundary tiles, per warp), then
 // dQ_g += dS K (4 wgmma m64n<d>k16, dS from registers, K read N-major as the forward reads V). A fixed
 // loop order and no atomics: the same bits every run. Registers at d = 128: dQ 64, S and dP 32 each.
-// Shared memory: Q, dO [128][d], two stages of K, V [64][d] (d = 128: 129 KiB); extended: two key β rows.
+// Shared memory: Q, dO [128][d], two stages of K, V [64][d] (d = 128: 129 KiB); extended: two key β rows, the
+// key tiles' bits and their origin.
 // Width 256 (plain calls): key tiles of 32 (S, dP by m64n32k16, dQ by m64n256k16): dQ's 128 registers leave
 // room for 16 + 16 of S and dP, and Q, dO (128 KiB) room for two stages of 32-key K, V tiles (193 KiB).
 // Extended kernels (kExt): the positions (λ, ALiBi) in registers and β as one row per key tile, staged one
 // tile ahead, as the Hopper forward takes them — the host sends only calls whose β is the same on every
-// row of a 128 × 64 tile (key padding; a layout holding whole tiles, applied by skipping the key tiles it
-// leaves empty) and no dBias (bwd_kernel.cuh's dQ kernel owns it).
+// row of a 128 × 64 tile (key padding, whose key tiles masked whole are skipped as the forward skips them; a
+// layout holding whole tiles, applied by skipping the key tiles it leaves empty) and no dBias (bwd_kernel.cuh's dQ
+// kernel owns it).
 template <int kHeadDim_, class Elem_>
 struct WgmmaDqTraits {
     using Elem = Elem_;
@@ -695,7 +700,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     const Elem *q = blk.q, *dout = blk.dout, *k = blk.k, *v = blk.v;
 
     // int32 rows and keys, as in the forward (Nq, Nk <= kMaxCudaSeq); the key tiles any row may see, those a
-    // block layout leaves empty skipped (extended; a warp collective: every lane calls it)
+    // block layout or the key padding leaves empty skipped (extended; a warp collective: every lane calls it)
     const int i0 = m_block * kBlockM;
     const int i_end = int(min(int64_t(i0) + kBlockM, f.seq_q));
     const int64_t key_lo = first_key(f, i0), key_hi = last_key(f, i_end - 1);
@@ -705,8 +710,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     // key, and their origin (stage_key_tile_bits: a tile the padding masks whole is never loaded or computed)
     auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(smem_raw + T::kKeyBits); };
     auto next_live = [&](int nb) {
+        // (plain instances: no bits, never read past their shared memory)
         return next_live_key_tile<kExt, kBlockN>(f, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane,
-                                                 key_tile_bits(), int(key_tile_bits()[kKeyTileWords]));
+                                                 kExt ? key_tile_bits() : nullptr,
+                                                 kExt ? int(key_tile_bits()[kKeyTileWords]) : 0);
     };
     const int w0 = i0 + warp * 16;  // this warp's rows (rows past Nq compute on zero Q, dO and are not stored)
     const int row_i[2] = {w0 + frag::acc_row(lane, 0), w0 + frag::acc_row(lane, 2)};
@@ -731,7 +738,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_bwd_dq_wgmma_kernel(
     wg::load_tile<T, kBlockM>(q_tile, q, f.q_row, i0, f.seq_q, f.head_dim, tid);
     wg::load_tile<T, kBlockM>(do_tile, dout, p.do_row, i0, f.seq_q, f.head_dim, tid);
     if constexpr (kExt)  // (while Q and dO load)
-        stage_key_tile_bits<T::kThreads / 32, kBlockN>(f, f.ext.key_beta && ext_key_padding(f.ext), b, h, tile_lo,
+        stage_key_tile_bits<T::kThreads / 32, kBlockN>(f, ext_key_padding(f.ext), b, h, tile_lo,
                                                        n_last, warp, lane, key_tile_bits());
     const int n_first = next_live(tile_lo);
     if (n_first <= n_last) {

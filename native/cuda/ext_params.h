@@ -271,9 +271,9 @@ FSIG_EXT_HD bool ext_beta_rows_alike(const ExtParams& e) {
            (e.mask == nullptr || e.mask_stride[2] == 0);
 }
 
-// Whether a call whose β is alike on the rows has a bias or mask (key padding), whose key tiles the kernels that stage
-// one row of β per tile test once per block (scan_key_rows): a layout alone is applied by their tile search
-FSIG_EXT_HD bool ext_key_padding(const ExtParams& e) { return e.bias != nullptr || e.mask != nullptr; }
+// Whether a Hopper kernel's call (β one row per tile: key_beta) has a bias or mask — key padding, whose key tiles those
+// kernels test once per block (scan_key_rows); a layout alone is applied by their tile search
+FSIG_EXT_HD bool ext_key_padding(const ExtParams& e) { return e.key_beta && (e.bias != nullptr || e.mask != nullptr); }
 
 // β of key j of (b, h) on every query row of a call whose β is alike on the rows (ext_beta_rows_alike), the block
 // layout left out: the bias, or −inf where the mask disallows the key or j >= Nk (0 with neither) — the tall

@@ -471,7 +471,9 @@ __device__ __forceinline__ void stage_key_tile_bits(const FwdParams& p, bool key
     __syncthreads();
 }
 
-// Whether row r of scan_key_rows' bits may allow a key: its bit, or r past the bits
+// Whether row r of scan_key_rows' bits may allow a key: its bit, or r past the bits. A search without bits passes
+// nullptr (the tall kernel: a template instance of its own) or, in the Hopper kernels, an origin so low that every
+// r is past them (stage_key_tile_bits: read from shared memory, not held in registers)
 __device__ __forceinline__ bool key_row_live(const uint32_t* bits, int r) {
     return r >= kKeyTileWords * 32 || ((bits[r >> 5] >> (r & 31)) & 1u) != 0;
 }
@@ -479,8 +481,8 @@ __device__ __forceinline__ bool key_row_live(const uint32_t* bits, int r) {
 // The first key tile from nb on (up to n_last, past it when none) that is not empty for rows [i0, i1]:
 // extended, tiles the block layout or the strided pattern leave empty for every row are skipped without
 // being loaded (every thread gets the same answer), and with key padding (key_bits: scan_key_rows' bits from tile
-// tile_lo on; nullptr without) tiles whose row of β masks every key; plain, nb itself. The regular forward and
-// the Hopper forward and dQ kernels. A warp collective (warp_search.h): call it with every lane.
+// tile_lo on; nullptr without) tiles whose row of β masks every key; plain, nb itself. The forward and dQ kernels
+// (key bits: the Hopper ones). A warp collective (warp_search.h): call it with every lane.
 template <bool kExt, int kBlockN>
 __device__ __forceinline__ int next_live_key_tile(const FwdParams& p, int h, int i0, int i1, int nb, int n_last,
                                                   int lane, const uint32_t* key_bits = nullptr, int tile_lo = 0) {

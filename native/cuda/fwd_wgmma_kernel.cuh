@@ -12,8 +12,9 @@
 // applies it exactly; d = 256's 128 x 64 tiles nest in those); else, with no strided pattern, a bias and a
 // mask broadcast over the query rows (key padding) and a layout whose block rows hold whole tiles
 // (ext_key_beta, p.ext.key_beta), β of a key tile is one row of kBlockN floats, staged by the first
-// warpgroup for the next tile while this one computes (two buffers after the K and V ones). Other calls
-// take the mma.sync kernels.
+// warpgroup for the next tile while this one computes (two buffers after the K and V ones), and with a bias or
+// mask the key tiles it masks whole are never visited either (one bit per tile, scanned once per block:
+// stage_key_tile_bits). Other calls take the mma.sync kernels.
 //
 // Algorithm. One block of 2 warpgroups (256 threads) per (query tile of 128 rows, head, batch); warpgroup
 // g owns rows 64g..64g+63 and warp w rows 16w..16w+15, as in fwd_kernel.cuh. Q stays in shared memory for
@@ -31,7 +32,8 @@
 // hardware applies to address bits 4-6 from bits 7-9, so every tile starts 1024-byte aligned. In those
 // units one 8-row group is 1024 bytes (the stride-byte offset) and a k16 step is 32 bytes inside a row
 // (K-major Q and K); for V (N-major B: d contiguous) a k16 step is 16 rows, 2048 bytes, and the next 64
-// columns of d are one column block further (the leading-byte offset).
+// columns of d are one column block further (the leading-byte offset). Extended: after the 1 KiB of slack that
+// aligns them, two rows of key β (kBlockN floats each), the key tiles' bits and their origin (260 bytes).
 #pragma once
 
 #include "fwd_kernel.cuh"
@@ -130,8 +132,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     // the next tile from nb on that any row of the block may see (every thread gets the same answer);
     // (its loop invariants made again per tile: held across the loop they cost the d = 128 kernels spills)
     auto next_live = [&](int nb) {
+        // (plain instances: no bits, never read past their shared memory)
         return next_live_key_tile<kExt, kBlockN>(p, opaque(h), opaque(i0), opaque(i_end - 1), nb, n_last, lane,
-                                                 key_tile_bits(), int(key_tile_bits()[kKeyTileWords]));
+                                                 kExt ? key_tile_bits() : nullptr,
+                                                 kExt ? int(key_tile_bits()[kKeyTileWords]) : 0);
     };
     // this warp's rows (rows past Nq compute on zero Q and are never stored)
     const int w0 = i0 + warp * 16;
@@ -151,7 +155,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     auto v_free = [&] { return k_buffers + uint32_t(2 + parity) * T::kTileBytes; };   // V_{t−2}'s, then V_t's
     wg::load_tile<T, kBlockM>(q_tile, q, p.q_row, i0, p.seq_q, p.head_dim, tid);
     if constexpr (kExt)  // (while Q loads)
-        stage_key_tile_bits<T::kThreads / 32, kBlockN>(p, p.ext.key_beta && ext_key_padding(p.ext), b, h, tile_lo,
+        stage_key_tile_bits<T::kThreads / 32, kBlockN>(p, ext_key_padding(p.ext), b, h, tile_lo,
                                                        n_last, warp, lane, key_tile_bits());
     const int n_first = next_live(tile_lo);
     if (n_first <= n_last)

@@ -531,9 +531,10 @@ std::vector<Case> all_cases() {
     // the last key (a ragged last tile live by it alone), and, with the mask, every key of batch 1 (rows with no key);
     // t11: more key tiles than the block's bits cover (2048: tiles past them are computed, one of them masked whole;
     // Nq = 40, so on the tall kernel only under FSIG_CUDA_FWD_TALL=always; not in the quick set); t12, t13 (pad 4): an
-    // fp32 bias [B, Hq, 1, Nk] whose every (b, h) has its own length, 90 keys shorter from one to the next (whole
-    // 128-key tiles masked for one head of a GQA group and not for the other: the Hopper dK/dV kernel's bits per
-    // head; the last (b, h) no key at all), on the Hopper kernels at d = 64 (forward, dK/dV, dQ) and d = 128.
+    // fp32 bias [B, Hq, 1, Nk] whose every (b, h) has its own length, multiples of 90 keys short of Nk in a shuffled
+    // order (whole 128-key tiles masked for one head of a GQA group and not for the other: the Hopper dK/dV kernel's
+    // bits per head, read for the wrong head or batch by any index slip; the last (b, h) no key at all), on the
+    // Hopper kernels at d = 64 (forward, dK/dV, dQ) and d = 128.
     struct Tall {
         int score, dtype;
         int64_t d, nq, nk, window_left, window_right;
@@ -589,7 +590,7 @@ std::vector<Case> all_cases() {
             c.bias_dtype = ref::kFp32;
             s.bias_b = s.B, s.bias_h = s.Hq, s.bias_q = 1;
             for (int64_t x = 0; x < s.B * s.Hq; ++x) {
-                const int64_t length = x == s.B * s.Hq - 1 ? 0 : s.Nk - 90 * x;
+                const int64_t length = x == s.B * s.Hq - 1 ? 0 : s.Nk - 90 * ((3 * x + 1) % 8);
                 for (int64_t j = 0; j < s.Nk; ++j) s.bias.push_back(j >= length ? -INFINITY : float(rng.normal()));
             }
         }
