@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
         const fsig_tensor* alibi = density == -2.0 ? &tslopes : nullptr;
         const fsig_tensor* mask = density == -3.0 ? &tpad_mask : nullptr;
         const fsig_tensor* bias = density == -4.0 ? &tpad_bias : nullptr;
-        int64_t allowed = density <= -3.0 ? rows * cols / 2 : rows * cols;
+        int64_t allowed = density <= -3.0 ? rows * ((N / 2 + bn - 1) / bn) : rows * cols;
         if (density >= 0) {
             std::mt19937 lr(7);
             std::uniform_real_distribution<double> u(0, 1);

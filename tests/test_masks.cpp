@@ -337,6 +337,63 @@ TEST(fully_masked_rows) {
     }
 }
 
+// Key padding by a bias [B, 1, 1, Nk] of −inf past each element's length (0, 130 and 300 of 420 keys): whole key tiles
+// of it skipped (tile_empty reads the bias), the rest computed; every score, the bias in each dtype, alone and under
+// a mask with a row dimension, with its gradient. And a forward with NaN k at the keys the bias masks, in a key tile
+// that is computed (S = NaN there): the bias masks them as a mask would, so the output is the same bits as with those
+// k zero (the backward's dQ = dS·k still takes 0·NaN, as with a mask).
+TEST(key_padding_bias_skips_tiles) {
+    const int64_t lengths[3] = {0, 130, 300};
+    int idx = 0;
+    for (int score = 0; score < ref::kScoreCount; ++score)
+        for (bool row_mask : {false, true}) {
+            MCase c;
+            c.seed = 4100 + uint64_t(idx);
+            ref::Rng rng(c.seed * 17);
+            Spec& s = c.s;
+            s.B = 3, s.Nq = 70, s.Nk = 420, s.Hq = 2, s.Hk = 1, s.d = 32, s.score = score;
+            if (score == ref::kRelu || score == ref::kIdentity) s.alpha = 0.5;
+            c.dtype = idx % 3;
+            c.bias_dtype = idx % 2 == 0 ? c.dtype : int(ref::kFp32);  // (q's or fp32: the reference rounds dS to q's)
+            add_bias(s, rng, s.B, 1, 1, c.bias_dtype, 0.0);
+            for (int64_t b = 0; b < s.B; ++b)
+                for (int64_t j = lengths[b]; j < s.Nk; ++j) s.bias[size_t(b * s.Nk + j)] = -kInf;
+            if (row_mask) add_mask(s, rng, s.B, 1, s.Nq, 0.8);
+            s.want_dbias = true;
+            c.name = th::format("keypad_bias_%s_%s%s_%03d", ref::score_name(score), ref::dtype_name(c.bias_dtype),
+                                row_mask ? "_rowmask" : "", idx);
+            ++idx;
+            run_case(c);
+        }
+    for (int score : {int(ref::kSoftmax), int(ref::kSigmoid)}) {  // [1, 5, 1, 8] q, [1, 200, 1, 8] k and v
+        const int64_t nq = 5, nk = 200, d = 8, length = 150;
+        ref::Rng rng(77);
+        const std::vector<float> q = ref::random_values(rng, size_t(nq * d), ref::kFp32),
+                                 v = ref::random_values(rng, size_t(nk * d), ref::kFp32);
+        std::vector<float> k = ref::random_values(rng, size_t(nk * d), ref::kFp32), bias(size_t(nk), 0.f);
+        for (int64_t j = length; j < nk; ++j) bias[size_t(j)] = -kInf;
+        auto forward = [&](float padded_k) {
+            for (int64_t j = length; j < nk; ++j) std::fill_n(k.begin() + j * d, d, padded_k);
+            tu::View tq = tu::make_view(ref::kFp32, tu::kContiguous, 1, nq, 1, d),
+                     tk = tu::make_view(ref::kFp32, tu::kContiguous, 1, nk, 1, d),
+                     tv = tu::make_view(ref::kFp32, tu::kContiguous, 1, nk, 1, d),
+                     to = tu::make_view(ref::kFp32, tu::kContiguous, 1, nq, 1, d),
+                     tb = tu::make_view(ref::kFp32, tu::kContiguous, 1, 1, 1, nk);
+            tq.store(q), tk.store(k), tv.store(v), tb.store(bias);
+            fsig_attention_params p = fsig_attention_params_default();
+            p.score = score;
+            const fsig_tensor dq = tq.desc(), dk = tk.desc(), dv = tv.desc(), dout = to.desc(), db = tb.desc();
+            EXPECT(fsig_attention_forward_ex(&p, &dq, &dk, &dv, &dout, nullptr, nullptr, &db, nullptr, nullptr,
+                                             nullptr) == FSIG_OK, "forward: %s", fsig_last_error());
+            return to.load();
+        };
+        const std::vector<float> zero_k = forward(0.f), nan_k = forward(std::nanf(""));
+        EXPECT(std::memcmp(zero_k.data(), nan_k.data(), zero_k.size() * 4) == 0,
+               "%s: NaN k at keys a bias of -inf masks changed the output (first: %g against %g)",
+               ref::score_name(score), double(nan_k[0]), double(zero_k[0]));
+    }
+}
+
 // Block layouts at the extremes: all allowed (= no layout), none allowed, and a diagonal band.
 TEST(block_sparse_extremes) {
     int idx = 0;

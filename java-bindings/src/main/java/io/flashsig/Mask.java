@@ -75,8 +75,9 @@ public final class Mask {
      * The key-padding mask of a batch of sequences of unequal length, right-padded to {@code nk} keys: a
      * contiguous host mask {@code [B, 1, 1, nk]} ({@code B = lengths.length}), off-heap, owned by {@code arena},
      * in which key {@code j} of batch element {@code b} is allowed iff {@code j < lengths[b]}. Masked that way,
-     * a softmax call gives each element the output it would have over its own keys alone (a length of 0: rows
-     * with no key, O = 0). For a CUDA call, copy it to the device ({@link Cuda#allocateMask},
+     * a non-causal softmax call without window, ALiBi or log-n (which align on the padded Nk) gives each element
+     * the output it would have over its own keys alone (a length of 0: rows with no key, O = 0). For a CUDA call,
+     * copy it to the device ({@link Cuda#allocateMask},
      * {@link Cuda#copy(Mask, Mask, CudaStream)}). Left padding or other patterns: fill a mask of that shape.
      */
     public static Mask keyPadding(Arena arena, long nk, long... lengths) {
