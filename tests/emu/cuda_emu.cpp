@@ -365,7 +365,7 @@ size_t poisoned_from = sizeof fsig::cuda::smem_raw;
 
 void run_block(Launch& l) {
     State& s = state();
-    const DefaultFloatMode float_mode;  // a GPU thread's: round to nearest, no flush to zero
+    const IeeeFloatMode float_mode;  // a GPU thread's: round to nearest, no flush to zero
     std::memset(fsig::cuda::smem_raw, 0xFF, poisoned_from);
     l.live = l.threads;
     l.bar_arrived = 0;
