@@ -56,6 +56,11 @@ struct WgmmaFwdTraits {
     // Q, then two K and two V buffers (the pipeline in the header comment); 1 KiB of slack to align the
     // base to 1024 bytes
     static constexpr int kSmemBytes = kQBytes + 4 * kTileBytes + 1024;
+    // extended, from the unaligned base after those: two rows of key β, then the key tiles' bits and their origin
+    // (stage_key_tile_bits)
+    static constexpr int kKeyBetaBytes = 2 * kBlockN * 4;
+    static constexpr int kKeyBits = kSmemBytes + kKeyBetaBytes;
+    static constexpr int kExtBytes = kKeyBetaBytes + (kKeyTileWords + 1) * 4;
     static constexpr int kNTiles = kBlockN / 8;    // n8 tiles of S per warp
     static constexpr int kKSteps = kHeadDim / 16;  // k16 steps of Q Kᵀ
     static constexpr int kDTiles = kHeadDim / 8;   // n8 tiles of O per warp
@@ -128,7 +133,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) attention_fwd_wgmma_kernel(con
     // kExt: after the two key β buffers (key_beta_row), with key padding one bit per key tile of the block's range
     // from tile_lo on, whether its row of β allows a key, and their origin (stage_key_tile_bits: a tile the padding
     // masks whole is never loaded or computed)
-    auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(smem_raw + T::kSmemBytes + 2 * kBlockN * 4); };
+    auto key_tile_bits = [&] { return reinterpret_cast<uint32_t*>(smem_raw + T::kKeyBits); };
     // the next tile from nb on that any row of the block may see (every thread gets the same answer);
     // (its loop invariants made again per tile: held across the loop they cost the d = 128 kernels spills)
     auto next_live = [&](int nb) {
@@ -316,8 +321,7 @@ cudaError_t launch_sm90a(void (*kernel)(Params), int smem, int64_t blocks, int t
 
 template <class T, class Score, bool kExt>
 cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t stream) {
-    // extended: two key β rows, the key tiles' bits and their first tile
-    constexpr int kSmem = T::kSmemBytes + (kExt ? 2 * T::kBlockN * 4 + (kKeyTileWords + 1) * 4 : 0);
+    constexpr int kSmem = T::kSmemBytes + (kExt ? T::kExtBytes : 0);
     static_assert(kSmem <= 227 * 1024, "shared memory of one block on sm_90");
     return launch_sm90a(attention_fwd_wgmma_kernel<T, Score, kExt>, kSmem, blocks, T::kThreads, stream, p);
 }
