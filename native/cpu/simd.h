@@ -39,6 +39,9 @@ static inline vf vselect_nonneg(vf c, vf a, vf b) {
 }
 // x where x is NaN, else r
 static inline vf vkeep_nan(vf x, vf r) { return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); }
+static inline vf vzero_below(vf x, vf t) {  // 0 where |x| < t; NaN kept
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(vabs(x), t, _CMP_NLT_UQ), x);
+}
 // x where x is finite, else r
 static inline vf vfinite_or(vf x, vf r) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(vabs(x), _mm512_set1_ps(3.40282347e38f), _CMP_LE_OQ), r, x);
@@ -100,6 +103,7 @@ static inline vf vselect_nonneg(vf c, vf a, vf b) {
     return _mm256_blendv_ps(b, a, _mm256_cmp_ps(c, _mm256_setzero_ps(), _CMP_GE_OQ));
 }
 static inline vf vkeep_nan(vf x, vf r) { return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+static inline vf vzero_below(vf x, vf t) { return _mm256_and_ps(x, _mm256_cmp_ps(vabs(x), t, _CMP_NLT_UQ)); }
 static inline vf vfinite_or(vf x, vf r) {
     return _mm256_blendv_ps(r, x, _mm256_cmp_ps(vabs(x), _mm256_set1_ps(3.40282347e38f), _CMP_LE_OQ));
 }
@@ -156,6 +160,7 @@ static inline float vhsum(vf a) {
 static inline vf vselect_pos(vf a, vf b) { return vbslq_f32(vcgtq_f32(a, vzero()), b, vzero()); }
 static inline vf vselect_nonneg(vf c, vf a, vf b) { return vbslq_f32(vcgeq_f32(c, vzero()), a, b); }
 static inline vf vkeep_nan(vf x, vf r) { return vbslq_f32(vceqq_f32(x, x), r, x); }
+static inline vf vzero_below(vf x, vf t) { return vbslq_f32(vcltq_f32(vabsq_f32(x), t), vdupq_n_f32(0.f), x); }
 static inline vf vfinite_or(vf x, vf r) { return vbslq_f32(vcleq_f32(vabsq_f32(x), vdupq_n_f32(3.40282347e38f)), x, r); }
 static inline vf vpow2i(vf n) {
     vi e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
@@ -195,6 +200,18 @@ static inline vf vexp2(vf x) {
 
 static inline vf vexp(vf x) { return vexp2(vmul(x, vset(1.4426950408889634f))); }
 
+// 2^x for x >= lo (and NaN), 0 below lo (lo >= -126): no lane computes a subnormal number on the way
+static inline vf vexp2_above(vf x, vf lo) {
+    const vf e = vexp2(vmax(lo, x));  // (vmax gives its second operand, x, for a NaN)
+#if defined(__AVX512F__)
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), e);
+#elif defined(__aarch64__)
+    return vbslq_f32(vcltq_f32(x, lo), vdupq_n_f32(0.f), e);
+#else
+    return _mm256_and_ps(_mm256_cmp_ps(x, lo, _CMP_NLT_UQ), e);
+#endif
+}
+
 // log1p(u) for u in [0, 1] as u Q(u): Q a degree-8 least-squares fit of log1p(u)/u in Chebyshev
 // nodes (relative error < 2e-7 in fp32, exact at u = 0, no division).
 static inline vf vlog1p_unit(vf u) {
@@ -227,8 +244,8 @@ static inline vf vsoftplus_grad(vf x) {
 // erf). exp(-z^2) = exp(-x^2/2) is also the normal density's exponent, so the gradient shares the one
 // exp with the value. The coefficients carry the 1/2 of erfc/2; p carries the 1/sqrt2 of z.
 struct GeluParts { vf cdf, e; };  // Phi(x) and exp(-x^2/2)
-static inline GeluParts vgelu_parts(vf x) {
-    vf e = vexp2(vmul(vmul(x, x), vset(-0.72134752044448170f)));  // -log2(e)/2
+// Phi(x) from e = exp(-x^2/2), or for x < 0 e·2^k and then Phi(x)·2^k (the kernels' far rows)
+static inline vf vgelu_cdf(vf x, vf e) {
     vf t = vdiv(vset(1.f), vfma(vset(0.23164188826636040f), vabs(x), vset(1.f)));
     vf p = vset(0.5307027145f);
     p = vfma(p, t, vset(-0.7265760135f));
@@ -236,7 +253,12 @@ static inline GeluParts vgelu_parts(vf x) {
     p = vfma(p, t, vset(-0.1422483680f));
     p = vfma(p, t, vset(0.1274147960f));
     vf half_erfc = vmul(vmul(p, t), e);
-    return {vselect_nonneg(x, vsub(vset(1.f), half_erfc), half_erfc), e};
+    return vselect_nonneg(x, vsub(vset(1.f), half_erfc), half_erfc);
+}
+static constexpr float kGeluExp2 = -0.72134752044448170f;  // -log2(e)/2: exp(-x^2/2) = 2^(x^2 kGeluExp2)
+static inline GeluParts vgelu_parts(vf x) {
+    vf e = vexp2(vmul(vmul(x, x), vset(kGeluExp2)));
+    return {vgelu_cdf(x, e), e};
 }
 
 // gelu(x) = x Phi(x); gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
