@@ -825,6 +825,121 @@ TEST(alibi_far_weights_count) {
     }
 }
 
+// The backward's far tiles (probs_and_grads, far_tile_exponent: one 2^E per query tile × key tile): the same rows and
+// slope as alibi_far_weights_count, v_j up to 2^60 (≈ 1 / w_j of the last row), dO ±1 — so that dP = dO·v brings the
+// far keys' dS back to terms of size ~1 in dK and dQ — against fp64, per element, within 1e-4 of the sum of the
+// magnitudes of its terms, + 1e-16: the terms of weights (or gelu's e^(−x²/2)) below 2^-127, which the exp flushes,
+// are 0, and with |dP| up to 8·2^60 each is below 2^-64.
+// A tile's products not scaled back, or scaled by another tile's factor, miss by 2^27 or more.
+TEST(alibi_far_weights_backward) {
+    constexpr int64_t nq = 5, nk = 400, d = 8, heads = 1;
+    const double slope = 0.5, scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
+                 factor = 1.0 / double(nk);
+    std::vector<float> q(nq * d), k(nk * d), v(nk * d), dout(nq * d);
+    uint32_t state = 777;
+    auto uniform = [&] {  // [-0.5, 0.5)
+        state = state * 1664525u + 1013904223u;
+        return float(state >> 8) / float(1u << 24) - 0.5f;
+    };
+    for (float& x : q) x = uniform();
+    for (float& x : k) x = uniform();
+    for (float& x : dout) x = uniform() < 0 ? -1.f : 1.f;
+    auto x_at = [&](int64_t i, int64_t j) {
+        double s = 0;
+        for (int64_t c = 0; c < d; ++c) s += double(q[size_t(i * d + c)]) * double(k[size_t(j * d + c)]);
+        return s * scale - slope * double(std::llabs(i + nk - nq - j));
+    };
+    for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
+        // g(x) and g'(x) in fp64 (softmax: e^x; gelu: the kernels' Φ, as alibi_far_weights_count)
+        auto gelu_tail = [](double x) {
+            const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
+            double poly = 0.5307027145;
+            for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
+            return poly * t * std::exp(-0.5 * x * x);
+        };
+        auto weight = [&](double x) {
+            switch (score) {
+                case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x + sig_bias)));
+                case ref::kGelu: return factor * x * (x >= 0 ? 1.0 - gelu_tail(x) : gelu_tail(x));
+                case ref::kSoftplus: return factor * std::log1p(std::exp(x));
+                default: return std::exp(x);
+            }
+        };
+        auto slope_of = [&](double x) {
+            switch (score) {
+                case ref::kSigmoid: { const double sg = weight(x); return sg * (1.0 - sg); }
+                case ref::kGelu: return factor * ((x >= 0 ? 1.0 - gelu_tail(x) : gelu_tail(x)) +
+                                                  x * 0.39894228040143268 * std::exp(-0.5 * x * x));
+                case ref::kSoftplus: return factor / (1.0 + std::exp(-x));
+                default: return 0.0;
+            }
+        };
+        for (int64_t j = 0; j < nk; ++j) {
+            const double w = std::fabs(weight(x_at(nq - 1, j)));
+            const double mag = std::min(0x1p60, std::max(1.0, w > 0 ? 1.0 / w : 0x1p60));
+            for (int64_t c = 0; c < d; ++c) v[size_t(j * d + c)] = float(mag * (uniform() < 0 ? -1.0 : 1.0));
+        }
+        tu::View vq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+                 vk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
+                 vv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
+                 vo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+                 vdo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+                 vdq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+                 vdk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
+                 vdv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
+                 vlse = tu::make_lse_view(tu::kContiguous, 1, 1, nq), vslope = make_nd(FSIG_DTYPE_FP32, 1, &heads, 0);
+        vq.store(q), vk.store(k), vv.store(v), vdo.store(dout), vslope.store({float(slope)});
+        tu::poison(vo), tu::poison(vlse), tu::poison(vdq), tu::poison(vdk), tu::poison(vdv);
+        const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
+                          tl = vlse.desc(), tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc(), ts = vslope.desc();
+        const fsig_tensor* lse_arg = score == ref::kSoftmax ? &tl : nullptr;
+        fsig_attention_params p = fsig_attention_params_default();
+        p.score = score;
+        REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse_arg, &ts, nullptr, nullptr, nullptr, nullptr) ==
+                    FSIG_OK,
+                "%s", fsig_last_error());
+        REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, lse_arg, &tdq, &tdk, &tdv, &ts, nullptr,
+                                           nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
+                "%s", fsig_last_error());
+        const std::vector<float> dq = vdq.load(), dk = vdk.load(), dv = vdv.load();
+        // fp64: P, dP, dS per (i, j); the gradients and the sums of their terms' magnitudes
+        std::vector<double> dq_w(nq * d), dq_s(nq * d), dk_w(nk * d), dk_s(nk * d), dv_w(nk * d), dv_s(nk * d);
+        for (int64_t i = 0; i < nq; ++i) {
+            std::vector<double> P(static_cast<size_t>(nk)), dP(static_cast<size_t>(nk));
+            double top = -kInf, sum = 0;
+            for (int64_t j = 0; j < nk; ++j) top = std::max(top, x_at(i, j));
+            for (int64_t j = 0; j < nk; ++j) {
+                P[size_t(j)] = score == ref::kSoftmax ? std::exp(x_at(i, j) - top) : weight(x_at(i, j));
+                sum += P[size_t(j)];
+                double dp = 0;
+                for (int64_t c = 0; c < d; ++c) dp += double(dout[size_t(i * d + c)]) * double(v[size_t(j * d + c)]);
+                dP[size_t(j)] = dp;
+            }
+            double D = 0, D_size = 0;
+            if (score == ref::kSoftmax)
+                for (int64_t j = 0; j < nk; ++j) P[size_t(j)] /= sum, D += P[size_t(j)] * dP[size_t(j)], D_size += P[size_t(j)] * std::fabs(dP[size_t(j)]);
+            for (int64_t j = 0; j < nk; ++j) {
+                const double pj = P[size_t(j)], dpj = dP[size_t(j)];
+                const double ds = score == ref::kSoftmax ? pj * (dpj - D) : slope_of(x_at(i, j)) * dpj;
+                const double ds_size = score == ref::kSoftmax ? pj * (std::fabs(dpj) + D_size) : std::fabs(ds);
+                for (int64_t c = 0; c < d; ++c) {
+                    const double qc = q[size_t(i * d + c)], kc = k[size_t(j * d + c)], g = dout[size_t(i * d + c)];
+                    dv_w[size_t(j * d + c)] += pj * g, dv_s[size_t(j * d + c)] += std::fabs(pj * g);
+                    dk_w[size_t(j * d + c)] += scale * ds * qc, dk_s[size_t(j * d + c)] += scale * ds_size * std::fabs(qc);
+                    dq_w[size_t(i * d + c)] += scale * ds * kc, dq_s[size_t(i * d + c)] += scale * ds_size * std::fabs(kc);
+                }
+            }
+        }
+        auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& want,
+                         const std::vector<double>& size) {
+            for (size_t e = 0; e < got.size(); ++e)
+                EXPECT(std::fabs(double(got[e]) - want[e]) <= 1e-4 * size[e] + 1e-16, "%s: %s[%zu] = %.9g, fp64 %.9g (terms %.3g)",
+                       ref::score_name(score), what, e, double(got[e]), want[e], size[e]);
+        };
+        check("dq", dq, dq_w, dq_s), check("dk", dk, dk_w, dk_s), check("dv", dv, dv_w, dv_s);
+    }
+}
+
 // The fp64 reference's dBias and lambda against central differences (tiny fp64 cases), which
 // validates the formulas the library is checked against above.
 TEST(finite_differences) {
