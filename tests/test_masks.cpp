@@ -742,98 +742,108 @@ TEST(alibi_beyond_float_integers_backward) {
 // error is ~2e-5: x ≈ −200 in steps of 2^-16). Then one NaN in a far key's k: every row of O NaN (the key is
 // allowed to every row, README "NaN in, NaN out").
 TEST(alibi_far_weights_count) {
-    constexpr int64_t nq = 5, nk = 400, d = 8, heads = 1;
-    const double slope = 0.5, scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
-                 factor = 1.0 / double(nk);
-    std::vector<float> q(nq * d), k(nk * d), v(nk * d);
-    uint32_t state = 12345;
-    auto uniform = [&] {  // [-0.5, 0.5)
-        state = state * 1664525u + 1013904223u;
-        return float(state >> 8) / float(1u << 24) - 0.5f;
-    };
-    for (float& x : q) x = uniform();
-    for (float& x : k) x = uniform();
-    auto x_at = [&](int64_t i, int64_t j) {
-        double s = 0;
-        for (int64_t c = 0; c < d; ++c) s += double(q[size_t(i * d + c)]) * double(k[size_t(j * d + c)]);
-        return s * scale - slope * double(std::llabs(i + nk - nq - j));
-    };
-    for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
-        // g(x) in fp64 (softmax: e^x, normalised below)
-        auto weight = [&](double x) {
-            switch (score) {
-                case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x + sig_bias)));
-                case ref::kGelu: {  // the kernels' Φ (simd.h: Abramowitz & Stegun 7.1.26, whose relative error
-                                    // grows to 4 % by x = −14, where only values as large as these make it visible)
-                    const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
-                    double poly = 0.5307027145;
-                    for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
-                    const double tail = poly * t * std::exp(-0.5 * x * x);
-                    return factor * x * (x >= 0 ? 1.0 - tail : tail);
-                }
-                case ref::kSoftplus: return factor * std::log1p(std::exp(x));
-                default: return std::exp(x);
-            }
+    // (nq, the row v is made for, rows checked): the last rows, whose keys all come before them (softmax's running
+    // maximum then rises tile by tile: its far rows are not reached), and the first rows of a square call, whose far
+    // keys come after the near ones (softmax's far rows)
+    const struct { int64_t nq, design_row, checked; } layouts[] = {{5, 4, 5}, {400, 0, 6}};
+    for (const auto& layout : layouts) {
+        const int64_t nq = layout.nq;
+        constexpr int64_t nk = 400, d = 8, heads = 1;
+        const double slope = 0.5, scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
+                     factor = 1.0 / double(nk);
+        std::vector<float> q(nq * d), k(nk * d), v(nk * d);
+        uint32_t state = 12345;
+        auto uniform = [&] {  // [-0.5, 0.5)
+            state = state * 1664525u + 1013904223u;
+            return float(state >> 8) / float(1u << 24) - 0.5f;
         };
-        for (int64_t j = 0; j < nk; ++j) {
-            const double w = std::fabs(weight(x_at(nq - 1, j)));
-            const double mag = std::min(0x1p126, std::max(1.0, w > 0 ? 1.0 / w : 0x1p126));
-            for (int64_t c = 0; c < d; ++c) v[size_t(j * d + c)] = float(mag * (uniform() < 0 ? -1.0 : 1.0));
-        }
-        for (bool with_nan : {false, true}) {
-            std::vector<float> kk = k;
-            if (with_nan) kk[size_t(150 * d + 3)] = std::numeric_limits<float>::quiet_NaN();  // ~250 keys away
-            tu::View vq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                     vk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                     vv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                     vo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                     vslope = make_nd(FSIG_DTYPE_FP32, 1, &heads, 0);
-            vq.store(q), vk.store(kk), vv.store(v), vslope.store({float(slope)});
-            tu::poison(vo);
-            const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), ts = vslope.desc();
-            fsig_attention_params p = fsig_attention_params_default();
-            p.score = score;
-            REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, &ts, nullptr, nullptr, nullptr,
-                                              nullptr) == FSIG_OK,
-                    "%s", fsig_last_error());
-            const std::vector<float> out = vo.load();
-            for (int64_t i = 0; i < nq; ++i) {
-                std::vector<double> w(static_cast<size_t>(nk));
-                double top = -kInf, sum = 0;
-                for (int64_t j = 0; j < nk; ++j) top = std::max(top, x_at(i, j));
-                for (int64_t j = 0; j < nk; ++j) {
-                    w[size_t(j)] = score == ref::kSoftmax ? std::exp(x_at(i, j) - top) : weight(x_at(i, j));
-                    sum += w[size_t(j)];
+        for (float& x : q) x = uniform();
+        for (float& x : k) x = uniform();
+        auto x_at = [&](int64_t i, int64_t j) {
+            double s = 0;
+            for (int64_t c = 0; c < d; ++c) s += double(q[size_t(i * d + c)]) * double(k[size_t(j * d + c)]);
+            return s * scale - slope * double(std::llabs(i + nk - nq - j));
+        };
+        for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
+            // g(x) in fp64 (softmax: e^x, normalised below)
+            auto weight = [&](double x) {
+                switch (score) {
+                    case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x + sig_bias)));
+                    case ref::kGelu: {  // the kernels' Φ (simd.h: Abramowitz & Stegun 7.1.26, whose relative error
+                                        // grows to 4 % by x = −14, where only values as large as these make it visible)
+                        const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
+                        double poly = 0.5307027145;
+                        for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
+                        const double tail = poly * t * std::exp(-0.5 * x * x);
+                        return factor * x * (x >= 0 ? 1.0 - tail : tail);
+                    }
+                    case ref::kSoftplus: return factor * std::log1p(std::exp(x));
+                    default: return std::exp(x);
                 }
-                for (int64_t c = 0; c < d; ++c) {
-                    const double got = out[size_t(i * d + c)];
-                    if (with_nan) {
-                        EXPECT(std::isnan(got), "%s, NaN in key 150: row %lld col %lld = %g, want NaN",
-                               ref::score_name(score), (long long)i, (long long)c, got);
-                        continue;
-                    }
-                    double want = 0, size = 0;
+            };
+            for (int64_t j = 0; j < nk; ++j) {
+                const double w = std::fabs(weight(x_at(layout.design_row, j)));
+                const double mag = std::min(0x1p126, std::max(1.0, w > 0 ? 1.0 / w : 0x1p126));
+                for (int64_t c = 0; c < d; ++c) v[size_t(j * d + c)] = float(mag * (uniform() < 0 ? -1.0 : 1.0));
+            }
+            for (bool with_nan : {false, layout.nq == 5}) {
+                std::vector<float> kk = k;
+                if (with_nan) kk[size_t(150 * d + 3)] = std::numeric_limits<float>::quiet_NaN();  // ~250 keys away
+                tu::View vq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+                         vk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
+                         vv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
+                         vo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
+                         vslope = make_nd(FSIG_DTYPE_FP32, 1, &heads, 0);
+                vq.store(q), vk.store(kk), vv.store(v), vslope.store({float(slope)});
+                tu::poison(vo);
+                const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), ts = vslope.desc();
+                fsig_attention_params p = fsig_attention_params_default();
+                p.score = score;
+                REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, &ts, nullptr, nullptr, nullptr,
+                                                  nullptr) == FSIG_OK,
+                        "%s", fsig_last_error());
+                const std::vector<float> out = vo.load();
+                for (int64_t i = 0; i < layout.checked; ++i) {
+                    std::vector<double> w(static_cast<size_t>(nk));
+                    double top = -kInf, sum = 0;
+                    for (int64_t j = 0; j < nk; ++j) top = std::max(top, x_at(i, j));
                     for (int64_t j = 0; j < nk; ++j) {
-                        const double t = w[size_t(j)] * double(v[size_t(j * d + c)]) / (score == ref::kSoftmax ? sum : 1.0);
-                        want += t, size += std::fabs(t);
+                        w[size_t(j)] = score == ref::kSoftmax ? std::exp(x_at(i, j) - top) : weight(x_at(i, j));
+                        sum += w[size_t(j)];
                     }
-                    EXPECT(std::fabs(got - want) <= 1e-4 * size, "%s: row %lld col %lld = %.9g, fp64 %.9g (terms %.3g)",
-                           ref::score_name(score), (long long)i, (long long)c, got, want, size);
+                    for (int64_t c = 0; c < d; ++c) {
+                        const double got = out[size_t(i * d + c)];
+                        if (with_nan) {
+                            EXPECT(std::isnan(got), "%s, NaN in key 150: row %lld col %lld = %g, want NaN",
+                                   ref::score_name(score), (long long)i, (long long)c, got);
+                            continue;
+                        }
+                        double want = 0, size = 0;
+                        for (int64_t j = 0; j < nk; ++j) {
+                            const double t = w[size_t(j)] * double(v[size_t(j * d + c)]) / (score == ref::kSoftmax ? sum : 1.0);
+                            want += t, size += std::fabs(t);
+                        }
+                        EXPECT(std::fabs(got - want) <= 1e-4 * size, "%s: row %lld col %lld = %.9g, fp64 %.9g (terms %.3g)",
+                               ref::score_name(score), (long long)i, (long long)c, got, want, size);
+                    }
                 }
             }
         }
     }
 }
 
-// The backward's far tiles (probs_and_grads, far_tile_exponent: one 2^E per query tile × key tile): the same rows and
-// slope as alibi_far_weights_count, v_j up to 2^60 (≈ 1 / w_j of the last row), dO ±1 — so that dP = dO·v brings the
-// far keys' dS back to terms of size ~1 in dK and dQ — against fp64, per element, within 1e-4 of the sum of the
-// magnitudes of its terms, + 1e-16: the terms of weights (or gelu's e^(−x²/2)) below 2^-127, which the exp flushes,
-// are 0, and with |dP| up to 8·2^60 each is below 2^-64.
+// The backward's far tiles (probs_and_grads, far_tile_exponent: one 2^E per query tile × key tile): the last rows as in
+// alibi_far_weights_count, d = 192 (key tiles of 64) and slopes (1/4, gelu 1/16) such that the key tile 144–207 keys
+// before the last row is far with weights from 2^-52 (gelu 2^-60) down; v_j up to 2^60 (≈ 1 / w_j of the last row)
+// and dO ±1, so that dP = dO·v brings those keys' dS back to terms of size ~1 in dK and dQ. Against fp64, per element,
+// within 1e-4 of the sum of the magnitudes of its terms, + 1e-16: the terms of exponentials below 2^-127, which the
+// exp flushes, are 0, and with |dP| up to 192·2^60 each is below 2^-59 (dV's far terms are far smaller: checked only
+// against that slack).
 // A tile's products not scaled back, or scaled by another tile's factor, miss by 2^27 or more.
 TEST(alibi_far_weights_backward) {
-    constexpr int64_t nq = 5, nk = 400, d = 8, heads = 1;
-    const double slope = 0.5, scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
+    constexpr int64_t nq = 5, nk = 400, d = 192, heads = 1;  // (d > 128: key tiles of 64)
+    double slope = 0;
+    const double scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
                  factor = 1.0 / double(nk);
     std::vector<float> q(nq * d), k(nk * d), v(nk * d), dout(nq * d);
     uint32_t state = 777;
@@ -850,6 +860,7 @@ TEST(alibi_far_weights_backward) {
         return s * scale - slope * double(std::llabs(i + nk - nq - j));
     };
     for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
+        slope = score == ref::kGelu ? 0.0625 : 0.25;
         // g(x) and g'(x) in fp64 (softmax: e^x; gelu: the kernels' Φ, as alibi_far_weights_count)
         auto gelu_tail = [](double x) {
             const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
