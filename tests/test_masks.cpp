@@ -734,6 +734,30 @@ TEST(alibi_beyond_float_integers_backward) {
                (long long)i, double(dq[size_t(i)]), dq_want[i]);
 }
 
+// The far-weight tests' pieces (alibi_far_weights_count, alibi_far_weights_backward): uniform numbers in [-0.5, 0.5)
+// from a seed; x_ij = scale·q_i·k_j − slope·|δ_i − j| in fp64 ([nq][d] and [nk][d] rows); the tail of the kernels' Φ
+// for x < 0 (simd.h: Abramowitz & Stegun 7.1.26, whose relative error grows to 4 % by x = −14, where only values as
+// large as these tests' make it visible).
+struct Uniform {
+    uint32_t state;
+    float operator()() {
+        state = state * 1664525u + 1013904223u;
+        return float(state >> 8) / float(1u << 24) - 0.5f;
+    }
+};
+double alibi_x(const std::vector<float>& q, const std::vector<float>& k, int64_t d, int64_t nq, int64_t nk,
+               double scale, double slope, int64_t i, int64_t j) {
+    double s = 0;
+    for (int64_t c = 0; c < d; ++c) s += double(q[size_t(i * d + c)]) * double(k[size_t(j * d + c)]);
+    return s * scale - slope * double(std::llabs(i + nk - nq - j));
+}
+double kernel_gelu_tail(double x) {
+    const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
+    double poly = 0.5307027145;
+    for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
+    return poly * t * std::exp(-0.5 * x * x);
+}
+
 // Far rows (the CPU forward's far_exponent): ALiBi drives a row's weights far below 2^-126 (slope 0.5: e^-0.5 per
 // key), and values of up to 2^126 bring them back, so that every key within ~180 of the query row adds about as much
 // to O as a near one (v_j = ±1 / w_j of the last row, capped). A weight that the exp flushes (below 2^-127 unscaled,
@@ -752,31 +776,16 @@ TEST(alibi_far_weights_count) {
         const double slope = 0.5, scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
                      factor = 1.0 / double(nk);
         std::vector<float> q(nq * d), k(nk * d), v(nk * d);
-        uint32_t state = 12345;
-        auto uniform = [&] {  // [-0.5, 0.5)
-            state = state * 1664525u + 1013904223u;
-            return float(state >> 8) / float(1u << 24) - 0.5f;
-        };
+        Uniform uniform{12345};
         for (float& x : q) x = uniform();
         for (float& x : k) x = uniform();
-        auto x_at = [&](int64_t i, int64_t j) {
-            double s = 0;
-            for (int64_t c = 0; c < d; ++c) s += double(q[size_t(i * d + c)]) * double(k[size_t(j * d + c)]);
-            return s * scale - slope * double(std::llabs(i + nk - nq - j));
-        };
+        auto x_at = [&](int64_t i, int64_t j) { return alibi_x(q, k, d, nq, nk, scale, slope, i, j); };
         for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
             // g(x) in fp64 (softmax: e^x, normalised below)
             auto weight = [&](double x) {
                 switch (score) {
                     case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x + sig_bias)));
-                    case ref::kGelu: {  // the kernels' Φ (simd.h: Abramowitz & Stegun 7.1.26, whose relative error
-                                        // grows to 4 % by x = −14, where only values as large as these make it visible)
-                        const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
-                        double poly = 0.5307027145;
-                        for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
-                        const double tail = poly * t * std::exp(-0.5 * x * x);
-                        return factor * x * (x >= 0 ? 1.0 - tail : tail);
-                    }
+                    case ref::kGelu: return factor * x * (x >= 0 ? 1.0 - kernel_gelu_tail(x) : kernel_gelu_tail(x));
                     case ref::kSoftplus: return factor * std::log1p(std::exp(x));
                     default: return std::exp(x);
                 }
@@ -846,28 +855,15 @@ TEST(alibi_far_weights_backward) {
     const double scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
                  factor = 1.0 / double(nk);
     std::vector<float> q(nq * d), k(nk * d), v(nk * d), dout(nq * d);
-    uint32_t state = 777;
-    auto uniform = [&] {  // [-0.5, 0.5)
-        state = state * 1664525u + 1013904223u;
-        return float(state >> 8) / float(1u << 24) - 0.5f;
-    };
+    Uniform uniform{777};
     for (float& x : q) x = uniform();
     for (float& x : k) x = uniform();
     for (float& x : dout) x = uniform() < 0 ? -1.f : 1.f;
-    auto x_at = [&](int64_t i, int64_t j) {
-        double s = 0;
-        for (int64_t c = 0; c < d; ++c) s += double(q[size_t(i * d + c)]) * double(k[size_t(j * d + c)]);
-        return s * scale - slope * double(std::llabs(i + nk - nq - j));
-    };
+    auto x_at = [&](int64_t i, int64_t j) { return alibi_x(q, k, d, nq, nk, scale, slope, i, j); };
     for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
         slope = score == ref::kGelu ? 0.0625 : 0.25;
         // g(x) and g'(x) in fp64 (softmax: e^x; gelu: the kernels' Φ, as alibi_far_weights_count)
-        auto gelu_tail = [](double x) {
-            const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
-            double poly = 0.5307027145;
-            for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
-            return poly * t * std::exp(-0.5 * x * x);
-        };
+        auto gelu_tail = kernel_gelu_tail;
         auto weight = [&](double x) {
             switch (score) {
                 case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x + sig_bias)));
