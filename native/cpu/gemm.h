@@ -30,7 +30,7 @@ inline vf vload_b(const uint16_t* p) { return vload_bf16(p); }
 // is not finite (C and A·B of opposite signs beyond FLT_MAX / 2, or an inf in C) C·(1 − w_r) + A·B is
 // taken, which overflows only where the result does. With row_unscale, a row r whose row_unscale[r] = u is not 1
 // (the forward's far rows: A's row is P·2^E, u = 2^-E, and row_w[r] = w·2^E in A's scale, w < 2^-25 so that
-// 1 − w rounds to 1) gets C + (A·B − row_w[r]·C)·u, in fused multiply-adds whose operands and results are normal
+// 1 − w rounds to 1; the backward's far tiles: dV's and dK's key rows, u the tile's 2^-E, no row_w) gets C + (A·B − row_w[r]·C)·u, in fused multiply-adds whose operands and results are normal
 // numbers where C and A·B are: their tiny products by u are never a result of their own (no subnormal operand,
 // which costs an Intel core a microcode assist per instruction).
 // kRowForms: with row_w or row_unscale (their own instances, so that the plain sum's code stays as lean as it was).
