@@ -4,11 +4,13 @@
 // subnormal range, which separates ALiBi's arithmetic from the far keys' subnormal weights (benchmarks/NOTES.md,
 // "ALiBi on an Intel Xeon").
 //
-//   alibi-ab [N=2048] [slope_mul=1] [pairs=9] [threads=0]
+//   alibi-ab [N=2048] [slope_mul=1] [pairs=9] [threads=0] [fp32|bf16]
 //
-// fp32, B = 1, H = 8, d = 64, not causal; softmax, sigmoid, gelu, softplus.
+// B = 1, H = 8, d = 64, not causal; softmax, sigmoid, gelu, softplus; q, k, v, out, dout and the gradients in the
+// dtype given (the LSE and slopes fp32).
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,16 +21,34 @@
 
 namespace {
 
-// A dense row-major fp32 tensor over data
-fsig_tensor tensor(float* data, const std::vector<int64_t>& shape) {
+// A dense row-major tensor over data
+fsig_tensor tensor(void* data, int dtype, const std::vector<int64_t>& shape) {
     fsig_tensor t;
     std::memset(&t, 0, sizeof t);
-    t.data = data, t.dtype = FSIG_DTYPE_FP32, t.ndim = int32_t(shape.size());
+    t.data = data, t.dtype = dtype, t.ndim = int32_t(shape.size());
     int64_t stride = 1;
     for (int a = t.ndim - 1; a >= 0; --a) t.shape[a] = shape[size_t(a)], t.strides[a] = stride, stride *= shape[size_t(a)];
-    t.capacity_bytes = stride * 4;
+    t.capacity_bytes = stride * (dtype == FSIG_DTYPE_FP32 ? 4 : 2);
     return t;
 }
+
+// Storage for n elements of dtype: fp32 values as they are, bf16 values rounded to nearest even
+struct Buffer {
+    std::vector<uint32_t> words;
+    Buffer(const std::vector<float>& values, int dtype) : words((values.size() * (dtype == FSIG_DTYPE_FP32 ? 4 : 2) + 3) / 4) {
+        if (dtype == FSIG_DTYPE_FP32) {
+            std::memcpy(words.data(), values.data(), values.size() * 4);
+            return;
+        }
+        std::vector<uint16_t> half(values.size());
+        for (size_t i = 0; i < values.size(); ++i) {
+            uint32_t u;
+            std::memcpy(&u, &values[i], 4);
+            half[i] = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+        std::memcpy(words.data(), half.data(), half.size() * 2);
+    }
+};
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -41,23 +61,33 @@ int main(int argc, char** argv) {
     const int64_t N = argc > 1 ? std::atoll(argv[1]) : 2048, B = 1, H = 8, d = 64;
     const float slope_mul = argc > 2 ? float(std::atof(argv[2])) : 1.f;
     const int pairs = argc > 3 ? std::atoi(argv[3]) : 9;
-    if (N < 1 || pairs < 1 || fsig_set_num_threads(argc > 4 ? std::atoi(argv[4]) : 0) != FSIG_OK) return 2;
+    const bool bf16 = argc > 5 && std::strcmp(argv[5], "bf16") == 0;
+    if (N < 1 || pairs < 1 || fsig_set_num_threads(argc > 4 ? std::atoi(argv[4]) : 0) != FSIG_OK ||
+        (argc > 5 && !bf16 && std::strcmp(argv[5], "fp32") != 0))
+        return 2;
+    const int dt = bf16 ? FSIG_DTYPE_BF16 : FSIG_DTYPE_FP32;
     const size_t elems = size_t(B * N * H * d);
-    std::vector<float> q(elems), k(elems), v(elems), dout(elems), out(elems), dq(elems), dk(elems), dv(elems),
-        lse(static_cast<size_t>(B * H * N)), slopes(static_cast<size_t>(H));
+    std::vector<float> values[4], lse(static_cast<size_t>(B * H * N)), slopes(static_cast<size_t>(H));
     std::mt19937 rng(1);
     std::normal_distribution<float> normal;
-    for (auto* x : {&q, &k, &v, &dout})
-        for (float& e : *x) e = normal(rng);
+    for (auto& x : values) {
+        x.resize(elems);
+        for (float& e : x) e = normal(rng);
+    }
+    Buffer q(values[0], dt), k(values[1], dt), v(values[2], dt), dout(values[3], dt), out(values[0], dt),
+        dq(values[0], dt), dk(values[0], dt), dv(values[0], dt);
     fsig_alibi_slopes(int32_t(H), slopes.data());
     for (float& s : slopes) s *= slope_mul;
-    const fsig_tensor tq = tensor(q.data(), {B, N, H, d}), tk = tensor(k.data(), {B, N, H, d}),
-                      tv = tensor(v.data(), {B, N, H, d}), tg = tensor(dout.data(), {B, N, H, d}),
-                      to = tensor(out.data(), {B, N, H, d}), tdq = tensor(dq.data(), {B, N, H, d}),
-                      tdk = tensor(dk.data(), {B, N, H, d}), tdv = tensor(dv.data(), {B, N, H, d}),
-                      tl = tensor(lse.data(), {B, H, N}), ts = tensor(slopes.data(), {H});
-    std::printf("N=%lld B=%lld H=%lld d=%lld fp32, slopes x %g, threads %d, medians of %d interleaved pairs\n",
-                (long long)N, (long long)B, (long long)H, (long long)d, double(slope_mul), fsig_get_num_threads(), pairs);
+    const std::vector<int64_t> bnhd = {B, N, H, d};
+    const fsig_tensor tq = tensor(q.words.data(), dt, bnhd), tk = tensor(k.words.data(), dt, bnhd),
+                      tv = tensor(v.words.data(), dt, bnhd), tg = tensor(dout.words.data(), dt, bnhd),
+                      to = tensor(out.words.data(), dt, bnhd), tdq = tensor(dq.words.data(), dt, bnhd),
+                      tdk = tensor(dk.words.data(), dt, bnhd), tdv = tensor(dv.words.data(), dt, bnhd),
+                      tl = tensor(lse.data(), FSIG_DTYPE_FP32, {B, H, N}),
+                      ts = tensor(slopes.data(), FSIG_DTYPE_FP32, {H});
+    std::printf("N=%lld B=%lld H=%lld d=%lld %s, slopes x %g, threads %d, medians of %d interleaved pairs\n",
+                (long long)N, (long long)B, (long long)H, (long long)d, bf16 ? "bf16" : "fp32", double(slope_mul),
+                fsig_get_num_threads(), pairs);
     std::printf("%-9s %-7s %10s %10s %8s\n", "score", "pass", "plain ms", "alibi ms", "ratio");
     const struct {
         int score;

@@ -734,10 +734,26 @@ TEST(alibi_beyond_float_integers_backward) {
                (long long)i, double(dq[size_t(i)]), dq_want[i]);
 }
 
-// The far-weight tests' pieces (alibi_far_weights_count, alibi_far_weights_backward): uniform numbers in [-0.5, 0.5)
-// from a seed; x_ij = scale·q_i·k_j − slope·|δ_i − j| in fp64 ([nq][d] and [nk][d] rows); the tail of the kernels' Φ
-// for x < 0 (simd.h: Abramowitz & Stegun 7.1.26, whose relative error grows to 4 % by x = −14, where only values as
-// large as these tests' make it visible).
+// The far-weight tests (alibi_far_weights_count, alibi_far_weights_backward): ALiBi drives weights far below 2^-126
+// and values up to 1/w bring them back to terms of size ~1, so that a far weight flushed, not scaled back or scaled by
+// the wrong power of two shows. Each runs in three variants: fp32; bf16 storage (the bf16 sets' products: P and dS
+// rounded to 8 bits); fp32 GQA, two query heads (each its own q) on one kv head, with a key padding mask (every 7th
+// key) and log-n (λ = ln 400 / ln 64 ≈ 1.44, on q·k only). The bound is a fraction of the sum of the result's terms' magnitudes: fp32
+// 1e-4 (the weights' own error is ~2e-5: x ≈ −200 in steps of 2^-16), bf16 1e-2 (P, dS and the output rounded to
+// 2^-9; a far key tile of ~64 terms of size ~1 among ~180 off by a power of two still misses by ~4 %).
+struct FarVariant {
+    const char* name;
+    int dtype;
+    int64_t hq, hk;
+    bool key_mask;
+    int64_t logn_train;
+    double bound;
+};
+const FarVariant kFarVariants[] = {{"fp32", FSIG_DTYPE_FP32, 1, 1, false, 0, 1e-4},
+                                   {"bf16", FSIG_DTYPE_BF16, 1, 1, false, 0, 1e-2},
+                                   {"fp32 gqa mask logn", FSIG_DTYPE_FP32, 2, 1, true, 64, 1e-4}};
+
+// Uniform numbers in [-0.5, 0.5) from a seed.
 struct Uniform {
     uint32_t state;
     float operator()() {
@@ -745,205 +761,263 @@ struct Uniform {
         return float(state >> 8) / float(1u << 24) - 0.5f;
     }
 };
-double alibi_x(const std::vector<float>& q, const std::vector<float>& k, int64_t d, int64_t nq, int64_t nk,
-               double scale, double slope, int64_t i, int64_t j) {
-    double s = 0;
-    for (int64_t c = 0; c < d; ++c) s += double(q[size_t(i * d + c)]) * double(k[size_t(j * d + c)]);
-    return s * scale - slope * double(std::llabs(i + nk - nq - j));
-}
-double kernel_gelu_tail(double x) {
-    const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
-    double poly = 0.5307027145;
-    for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
-    return poly * t * std::exp(-0.5 * x * x);
-}
 
-// Far rows (the CPU forward's far_exponent): ALiBi drives a row's weights far below 2^-126 (slope 0.5: e^-0.5 per
-// key), and values of up to 2^126 bring them back, so that every key within ~180 of the query row adds about as much
-// to O as a near one (v_j = ±1 / w_j of the last row, capped). A weight that the exp flushes (below 2^-127 unscaled,
-// as it was before the rows were scaled), a row not scaled back, or a floor set in the wrong scale each leave out or
-// inflate terms of size ~1 among ~180; the bound is 1e-4 of the sum of the terms' magnitudes (the weights' own fp32
-// error is ~2e-5: x ≈ −200 in steps of 2^-16). Then one NaN in a far key's k: every row of O NaN (the key is
-// allowed to every row, README "NaN in, NaN out").
+// One far-weight problem (B = 1, BSHD): q and k uniform, as stored in the variant's dtype; v for the caller to design.
+// x(h, i, j) = scale·λ·q_i·k_j − slope·|δ_i − j| in fp64 (bottom-right aligned positions).
+struct FarProblem {
+    const FarVariant& var;
+    int64_t nq, nk, d;
+    double slope = 0;
+    std::vector<float> q, k, v;
+    Uniform uniform;
+
+    FarProblem(const FarVariant& variant, int64_t nq_, int64_t nk_, int64_t d_, uint32_t seed)
+        : var(variant), nq(nq_), nk(nk_), d(d_), q(size_t(nq * variant.hq * d)), k(size_t(nk * variant.hk * d)),
+          v(size_t(nk * variant.hk * d)), uniform{seed} {
+        for (float& x : q) x = uniform();
+        for (float& x : k) x = uniform();
+        q = view_of(nq, var.hq, q).load(), k = view_of(nk, var.hk, k).load();  // rounded to the dtype
+    }
+    tu::View view_of(int64_t n, int64_t heads, const std::vector<float>& values) const {
+        tu::View view = tu::make_view(var.dtype, tu::kContiguous, 1, n, heads, d);
+        view.store(values);
+        return view;
+    }
+    tu::View poisoned(int64_t n, int64_t heads) const {
+        tu::View view = tu::make_view(var.dtype, tu::kContiguous, 1, n, heads, d);
+        tu::poison(view);
+        return view;
+    }
+    int64_t kv_head(int64_t h) const { return h / (var.hq / var.hk); }
+    float& q_at(int64_t i, int64_t h, int64_t c) { return q[size_t((i * var.hq + h) * d + c)]; }
+    float& k_at(int64_t j, int64_t h, int64_t c) { return k[size_t((j * var.hk + kv_head(h)) * d + c)]; }
+    float& v_at(int64_t j, int64_t h, int64_t c) { return v[size_t((j * var.hk + kv_head(h)) * d + c)]; }
+    bool allowed(int64_t j) const { return !var.key_mask || j % 7 != 3; }
+    double scale() const { return 1.0 / std::sqrt(double(d)); }
+    double lambda() const {  // n_i counts the keys causal and window allow (DESIGN.md §4): all nk, the mask aside
+        return var.logn_train > 0 ? std::max(1.0, std::log(double(nk)) / std::log(double(var.logn_train))) : 1.0;
+    }
+    double x(int64_t h, int64_t i, int64_t j) {
+        double s = 0;
+        for (int64_t c = 0; c < d; ++c) s += double(q_at(i, h, c)) * double(k_at(j, h, c));
+        return s * scale() * lambda() - slope * double(std::llabs(i + nk - nq - j));
+    }
+    // v_j = ±min(cap, max(1, 1/|w_j|)) for the weights w_j of query head 0's row `row`, rounded to the dtype
+    template <class Weight>
+    void design_values(int64_t row, double cap, Weight weight) {
+        for (int64_t j = 0; j < nk; ++j) {
+            const double w = std::fabs(weight(x(0, row, j)));
+            const double mag = std::min(cap, std::max(1.0, w > 0 ? 1.0 / w : cap));
+            for (int64_t c = 0; c < d; ++c) v_at(j, 0, c) = float(mag * (uniform() < 0 ? -1.0 : 1.0));
+        }
+        v = view_of(nk, var.hk, v).load();
+    }
+    // the forward_ex/backward_ex extension tensors: the slopes (one per query head, all `slope`) and the mask
+    struct Extensions {
+        tu::View slopes;
+        Bytes mask;
+        fsig_tensor ts{};
+        bool has_mask = false;
+        const fsig_tensor* mask_t() const { return has_mask ? &mask.t : nullptr; }
+    };
+    Extensions extensions() const {
+        Extensions e;
+        e.slopes = make_nd(FSIG_DTYPE_FP32, 1, &var.hq, 0);
+        e.slopes.store(std::vector<float>(size_t(var.hq), float(slope)));
+        e.ts = e.slopes.desc();
+        if (var.key_mask) {
+            const int64_t shape[4] = {1, 1, 1, nk}, strides[4] = {nk, nk, nk, 1};
+            std::vector<unsigned char> keep(static_cast<size_t>(nk));
+            for (int64_t j = 0; j < nk; ++j) keep[size_t(j)] = allowed(j);
+            e.mask.make(4, shape, strides);
+            e.mask.store(keep);
+            e.has_mask = true;
+        }
+        return e;
+    }
+    fsig_attention_params params(int score) const {
+        fsig_attention_params p = fsig_attention_params_default();
+        p.score = score;
+        p.logn_train = var.logn_train;
+        return p;
+    }
+};
+
+// g(x) and g'(x) in fp64 as the kernels define them: softmax e^x (normalised by the caller), sigmoid with the bias
+// −ln Nk, gelu and softplus with the factor 1/Nk; gelu's Φ for x < 0 is the kernels' (simd.h: Abramowitz & Stegun
+// 7.1.26, whose relative error grows to 4 % by x = −14, where only values as large as these tests' make it visible).
+struct FarScore {
+    int score;
+    double nk;
+    static double gelu_tail(double x) {
+        const double t = 1.0 / (1.0 + 0.23164188826636040 * std::fabs(x));
+        double poly = 0.5307027145;
+        for (double c : {-0.7265760135, 0.7107068705, -0.1422483680, 0.1274147960}) poly = poly * t + c;
+        return poly * t * std::exp(-0.5 * x * x);
+    }
+    double weight(double x) const {
+        switch (score) {
+            case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x - std::log(nk))));
+            case ref::kGelu: return x * (x >= 0 ? 1.0 - gelu_tail(x) : gelu_tail(x)) / nk;
+            case ref::kSoftplus: return std::log1p(std::exp(x)) / nk;
+            default: return std::exp(x);
+        }
+    }
+    double derivative(double x) const {  // not softmax's
+        switch (score) {
+            case ref::kSigmoid: { const double sg = weight(x); return sg * (1.0 - sg); }
+            case ref::kGelu:
+                return ((x >= 0 ? 1.0 - gelu_tail(x) : gelu_tail(x)) + x * 0.39894228040143268 * std::exp(-0.5 * x * x)) / nk;
+            case ref::kSoftplus: return 1.0 / (1.0 + std::exp(-x)) / nk;
+            default: return 0.0;
+        }
+    }
+};
+constexpr int kFarScores[] = {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus};
+
+// Far rows (the CPU forward's far_exponent): slope 0.5 (e^-0.5 per key) and values of up to 2^126, so that every key
+// within ~180 of the designed row adds about as much to O as a near one. A weight that the exp flushes (below 2^-127
+// unscaled, as it was before the rows were scaled), a row not scaled back, or a floor set in the wrong scale each leave
+// out or inflate terms of size ~1 among ~180. Then one NaN in a far key's k: every row of O NaN (the key is allowed
+// to every row, README "NaN in, NaN out").
 TEST(alibi_far_weights_count) {
     // (nq, the row v is made for, rows checked): the last rows, whose keys all come before them (softmax's running
     // maximum then rises tile by tile: its far rows are not reached), and the first rows of a square call, whose far
     // keys come after the near ones (softmax's far rows)
     const struct { int64_t nq, design_row, checked; } layouts[] = {{5, 4, 5}, {400, 0, 6}};
-    for (const auto& layout : layouts) {
-        const int64_t nq = layout.nq;
-        constexpr int64_t nk = 400, d = 8, heads = 1;
-        const double slope = 0.5, scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
-                     factor = 1.0 / double(nk);
-        std::vector<float> q(nq * d), k(nk * d), v(nk * d);
-        Uniform uniform{12345};
-        for (float& x : q) x = uniform();
-        for (float& x : k) x = uniform();
-        auto x_at = [&](int64_t i, int64_t j) { return alibi_x(q, k, d, nq, nk, scale, slope, i, j); };
-        for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
-            // g(x) in fp64 (softmax: e^x, normalised below)
-            auto weight = [&](double x) {
-                switch (score) {
-                    case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x + sig_bias)));
-                    case ref::kGelu: return factor * x * (x >= 0 ? 1.0 - kernel_gelu_tail(x) : kernel_gelu_tail(x));
-                    case ref::kSoftplus: return factor * std::log1p(std::exp(x));
-                    default: return std::exp(x);
-                }
-            };
-            for (int64_t j = 0; j < nk; ++j) {
-                const double w = std::fabs(weight(x_at(layout.design_row, j)));
-                const double mag = std::min(0x1p126, std::max(1.0, w > 0 ? 1.0 / w : 0x1p126));
-                for (int64_t c = 0; c < d; ++c) v[size_t(j * d + c)] = float(mag * (uniform() < 0 ? -1.0 : 1.0));
-            }
-            for (bool with_nan : {false, layout.nq == 5}) {
-                std::vector<float> kk = k;
-                if (with_nan) kk[size_t(150 * d + 3)] = std::numeric_limits<float>::quiet_NaN();  // ~250 keys away
-                tu::View vq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                         vk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                         vv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                         vo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                         vslope = make_nd(FSIG_DTYPE_FP32, 1, &heads, 0);
-                vq.store(q), vk.store(kk), vv.store(v), vslope.store({float(slope)});
-                tu::poison(vo);
-                const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), ts = vslope.desc();
-                fsig_attention_params p = fsig_attention_params_default();
-                p.score = score;
-                REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, &ts, nullptr, nullptr, nullptr,
-                                                  nullptr) == FSIG_OK,
-                        "%s", fsig_last_error());
-                const std::vector<float> out = vo.load();
-                for (int64_t i = 0; i < layout.checked; ++i) {
-                    std::vector<double> w(static_cast<size_t>(nk));
-                    double top = -kInf, sum = 0;
-                    for (int64_t j = 0; j < nk; ++j) top = std::max(top, x_at(i, j));
-                    for (int64_t j = 0; j < nk; ++j) {
-                        w[size_t(j)] = score == ref::kSoftmax ? std::exp(x_at(i, j) - top) : weight(x_at(i, j));
-                        sum += w[size_t(j)];
-                    }
-                    for (int64_t c = 0; c < d; ++c) {
-                        const double got = out[size_t(i * d + c)];
-                        if (with_nan) {
-                            EXPECT(std::isnan(got), "%s, NaN in key 150: row %lld col %lld = %g, want NaN",
-                                   ref::score_name(score), (long long)i, (long long)c, got);
-                            continue;
+    for (const FarVariant& var : kFarVariants)
+        for (const auto& layout : layouts) {
+            FarProblem fp(var, layout.nq, 400, 8, 12345);
+            fp.slope = 0.5;
+            for (int score : kFarScores) {
+                const FarScore g{score, double(fp.nk)};
+                fp.design_values(layout.design_row, 0x1p126, [&](double x) { return g.weight(x); });
+                for (bool with_nan : {false, layout.nq == 5}) {
+                    std::vector<float> k_stored = fp.k;
+                    if (with_nan) k_stored[size_t(151 * var.hk * fp.d + 3)] = std::numeric_limits<float>::quiet_NaN();
+                    const tu::View vq = fp.view_of(fp.nq, var.hq, fp.q), vk = fp.view_of(fp.nk, var.hk, k_stored),
+                                   vv = fp.view_of(fp.nk, var.hk, fp.v), vo = fp.poisoned(fp.nq, var.hq);
+                    const FarProblem::Extensions ext = fp.extensions();
+                    const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc();
+                    const fsig_attention_params p = fp.params(score);
+                    REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, &ext.ts, nullptr, ext.mask_t(),
+                                                      nullptr, nullptr) == FSIG_OK,
+                            "%s", fsig_last_error());
+                    const std::vector<float> out = vo.load();
+                    for (int64_t h = 0; h < var.hq; ++h)
+                        for (int64_t i = 0; i < layout.checked; ++i) {
+                            std::vector<double> w(static_cast<size_t>(fp.nk), 0.0);
+                            double top = -kInf, sum = 0;
+                            for (int64_t j = 0; j < fp.nk; ++j)
+                                if (fp.allowed(j)) top = std::max(top, fp.x(h, i, j));
+                            for (int64_t j = 0; j < fp.nk; ++j)
+                                if (fp.allowed(j)) {
+                                    const double x = fp.x(h, i, j);
+                                    w[size_t(j)] = score == ref::kSoftmax ? std::exp(x - top) : g.weight(x);
+                                    sum += w[size_t(j)];
+                                }
+                            for (int64_t c = 0; c < fp.d; ++c) {
+                                const double got = out[size_t((i * var.hq + h) * fp.d + c)];
+                                if (with_nan) {
+                                    EXPECT(std::isnan(got), "%s %s, NaN in key 151: head %lld row %lld col %lld = %g, want NaN",
+                                           var.name, ref::score_name(score), (long long)h, (long long)i, (long long)c, got);
+                                    continue;
+                                }
+                                double want = 0, size = 0;
+                                for (int64_t j = 0; j < fp.nk; ++j) {
+                                    const double t = w[size_t(j)] * double(fp.v_at(j, h, c)) / (score == ref::kSoftmax ? sum : 1.0);
+                                    want += t, size += std::fabs(t);
+                                }
+                                EXPECT(std::fabs(got - want) <= var.bound * size,
+                                       "%s %s: head %lld row %lld col %lld = %.9g, fp64 %.9g (terms %.3g)", var.name,
+                                       ref::score_name(score), (long long)h, (long long)i, (long long)c, got, want, size);
+                            }
                         }
-                        double want = 0, size = 0;
-                        for (int64_t j = 0; j < nk; ++j) {
-                            const double t = w[size_t(j)] * double(v[size_t(j * d + c)]) / (score == ref::kSoftmax ? sum : 1.0);
-                            want += t, size += std::fabs(t);
-                        }
-                        EXPECT(std::fabs(got - want) <= 1e-4 * size, "%s: row %lld col %lld = %.9g, fp64 %.9g (terms %.3g)",
-                               ref::score_name(score), (long long)i, (long long)c, got, want, size);
-                    }
                 }
             }
         }
-    }
 }
 
 // The backward's far tiles (probs_and_grads, far_tile_exponent: one 2^E per query tile × key tile): the last rows as in
 // alibi_far_weights_count, d = 192 (key tiles of 64) and slopes (1/4, gelu 1/16) such that the key tile 144–207 keys
 // before the last row is far with weights from 2^-52 (gelu 2^-60) down; v_j up to 2^60 (≈ 1 / w_j of the last row)
 // and dO ±1, so that dP = dO·v brings those keys' dS back to terms of size ~1 in dK and dQ. Against fp64, per element,
-// within 1e-4 of the sum of the magnitudes of its terms, + 1e-16: the terms of exponentials below 2^-127, which the
-// exp flushes, are 0, and with |dP| up to 192·2^60 each is below 2^-59 (dV's far terms are far smaller: checked only
-// against that slack).
+// within the variant's bound of the sum of the magnitudes of its terms, + 1e-16: the terms of exponentials below
+// 2^-127, which the exp flushes, are 0, and with |dP| up to 192·2^60 each is below 2^-59 (dV's far terms are far
+// smaller: checked only against that slack).
 // A tile's products not scaled back, or scaled by another tile's factor, miss by 2^27 or more.
 TEST(alibi_far_weights_backward) {
-    constexpr int64_t nq = 5, nk = 400, d = 192, heads = 1;  // (d > 128: key tiles of 64)
-    double slope = 0;
-    const double scale = 1.0 / std::sqrt(double(d)), sig_bias = -std::log(double(nk)),
-                 factor = 1.0 / double(nk);
-    std::vector<float> q(nq * d), k(nk * d), v(nk * d), dout(nq * d);
-    Uniform uniform{777};
-    for (float& x : q) x = uniform();
-    for (float& x : k) x = uniform();
-    for (float& x : dout) x = uniform() < 0 ? -1.f : 1.f;
-    auto x_at = [&](int64_t i, int64_t j) { return alibi_x(q, k, d, nq, nk, scale, slope, i, j); };
-    for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
-        slope = score == ref::kGelu ? 0.0625 : 0.25;
-        // g(x) and g'(x) in fp64 (softmax: e^x; gelu: the kernels' Φ, as alibi_far_weights_count)
-        auto gelu_tail = kernel_gelu_tail;
-        auto weight = [&](double x) {
-            switch (score) {
-                case ref::kSigmoid: return 1.0 / (1.0 + std::exp(-(x + sig_bias)));
-                case ref::kGelu: return factor * x * (x >= 0 ? 1.0 - gelu_tail(x) : gelu_tail(x));
-                case ref::kSoftplus: return factor * std::log1p(std::exp(x));
-                default: return std::exp(x);
-            }
-        };
-        auto slope_of = [&](double x) {
-            switch (score) {
-                case ref::kSigmoid: { const double sg = weight(x); return sg * (1.0 - sg); }
-                case ref::kGelu: return factor * ((x >= 0 ? 1.0 - gelu_tail(x) : gelu_tail(x)) +
-                                                  x * 0.39894228040143268 * std::exp(-0.5 * x * x));
-                case ref::kSoftplus: return factor / (1.0 + std::exp(-x));
-                default: return 0.0;
-            }
-        };
-        for (int64_t j = 0; j < nk; ++j) {
-            const double w = std::fabs(weight(x_at(nq - 1, j)));
-            const double mag = std::min(0x1p60, std::max(1.0, w > 0 ? 1.0 / w : 0x1p60));
-            for (int64_t c = 0; c < d; ++c) v[size_t(j * d + c)] = float(mag * (uniform() < 0 ? -1.0 : 1.0));
-        }
-        tu::View vq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                 vk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                 vv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                 vo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                 vdo = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                 vdq = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nq, 1, d),
-                 vdk = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                 vdv = tu::make_view(FSIG_DTYPE_FP32, tu::kContiguous, 1, nk, 1, d),
-                 vlse = tu::make_lse_view(tu::kContiguous, 1, 1, nq), vslope = make_nd(FSIG_DTYPE_FP32, 1, &heads, 0);
-        vq.store(q), vk.store(k), vv.store(v), vdo.store(dout), vslope.store({float(slope)});
-        tu::poison(vo), tu::poison(vlse), tu::poison(vdq), tu::poison(vdk), tu::poison(vdv);
-        const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
-                          tl = vlse.desc(), tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc(), ts = vslope.desc();
-        const fsig_tensor* lse_arg = score == ref::kSoftmax ? &tl : nullptr;
-        fsig_attention_params p = fsig_attention_params_default();
-        p.score = score;
-        REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse_arg, &ts, nullptr, nullptr, nullptr, nullptr) ==
-                    FSIG_OK,
-                "%s", fsig_last_error());
-        REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, lse_arg, &tdq, &tdk, &tdv, &ts, nullptr,
-                                           nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
-                "%s", fsig_last_error());
-        const std::vector<float> dq = vdq.load(), dk = vdk.load(), dv = vdv.load();
-        // fp64: P, dP, dS per (i, j); the gradients and the sums of their terms' magnitudes
-        std::vector<double> dq_w(nq * d), dq_s(nq * d), dk_w(nk * d), dk_s(nk * d), dv_w(nk * d), dv_s(nk * d);
-        for (int64_t i = 0; i < nq; ++i) {
-            std::vector<double> P(static_cast<size_t>(nk)), dP(static_cast<size_t>(nk));
-            double top = -kInf, sum = 0;
-            for (int64_t j = 0; j < nk; ++j) top = std::max(top, x_at(i, j));
-            for (int64_t j = 0; j < nk; ++j) {
-                P[size_t(j)] = score == ref::kSoftmax ? std::exp(x_at(i, j) - top) : weight(x_at(i, j));
-                sum += P[size_t(j)];
-                double dp = 0;
-                for (int64_t c = 0; c < d; ++c) dp += double(dout[size_t(i * d + c)]) * double(v[size_t(j * d + c)]);
-                dP[size_t(j)] = dp;
-            }
-            double D = 0, D_size = 0;
-            if (score == ref::kSoftmax)
-                for (int64_t j = 0; j < nk; ++j) P[size_t(j)] /= sum, D += P[size_t(j)] * dP[size_t(j)], D_size += P[size_t(j)] * std::fabs(dP[size_t(j)]);
-            for (int64_t j = 0; j < nk; ++j) {
-                const double pj = P[size_t(j)], dpj = dP[size_t(j)];
-                const double ds = score == ref::kSoftmax ? pj * (dpj - D) : slope_of(x_at(i, j)) * dpj;
-                const double ds_size = score == ref::kSoftmax ? pj * (std::fabs(dpj) + D_size) : std::fabs(ds);
-                for (int64_t c = 0; c < d; ++c) {
-                    const double qc = q[size_t(i * d + c)], kc = k[size_t(j * d + c)], g = dout[size_t(i * d + c)];
-                    dv_w[size_t(j * d + c)] += pj * g, dv_s[size_t(j * d + c)] += std::fabs(pj * g);
-                    dk_w[size_t(j * d + c)] += scale * ds * qc, dk_s[size_t(j * d + c)] += scale * ds_size * std::fabs(qc);
-                    dq_w[size_t(i * d + c)] += scale * ds * kc, dq_s[size_t(i * d + c)] += scale * ds_size * std::fabs(kc);
+    for (const FarVariant& var : kFarVariants) {
+        FarProblem fp(var, 5, 400, 192, 777);
+        const int64_t nq = fp.nq, nk = fp.nk, d = fp.d, hq = var.hq, hk = var.hk;
+        std::vector<float> dout(size_t(nq * hq * d));
+        for (float& x : dout) x = fp.uniform() < 0 ? -1.f : 1.f;
+        for (int score : kFarScores) {
+            const FarScore g{score, double(nk)};
+            fp.slope = score == ref::kGelu ? 0.0625 : 0.25;
+            fp.design_values(nq - 1, 0x1p60, [&](double x) { return g.weight(x); });
+            const tu::View vq = fp.view_of(nq, hq, fp.q), vk = fp.view_of(nk, hk, fp.k), vv = fp.view_of(nk, hk, fp.v),
+                           vdo = fp.view_of(nq, hq, dout), vo = fp.poisoned(nq, hq), vdq = fp.poisoned(nq, hq),
+                           vdk = fp.poisoned(nk, hk), vdv = fp.poisoned(nk, hk);
+            tu::View vlse = tu::make_lse_view(tu::kContiguous, 1, hq, nq);
+            tu::poison(vlse);
+            const FarProblem::Extensions ext = fp.extensions();
+            const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
+                              tl = vlse.desc(), tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc();
+            const fsig_tensor* lse_arg = score == ref::kSoftmax ? &tl : nullptr;
+            const fsig_attention_params p = fp.params(score);
+            REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse_arg, &ext.ts, nullptr, ext.mask_t(), nullptr,
+                                              nullptr) == FSIG_OK,
+                    "%s", fsig_last_error());
+            REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, lse_arg, &tdq, &tdk, &tdv, &ext.ts, nullptr,
+                                               ext.mask_t(), nullptr, nullptr, nullptr) == FSIG_OK,
+                    "%s", fsig_last_error());
+            const std::vector<float> dq = vdq.load(), dk = vdk.load(), dv = vdv.load();
+            // fp64: P, dP, dS per (h, i, j); the gradients (BSHD) and the sums of their terms' magnitudes
+            std::vector<double> dq_w(dq.size()), dq_s(dq.size()), dk_w(dk.size()), dk_s(dk.size()), dv_w(dv.size()),
+                dv_s(dv.size());
+            const double sl = fp.scale() * fp.lambda();
+            for (int64_t h = 0; h < hq; ++h)
+                for (int64_t i = 0; i < nq; ++i) {
+                    std::vector<double> P(static_cast<size_t>(nk), 0.0), dP(static_cast<size_t>(nk), 0.0);
+                    double top = -kInf, sum = 0;
+                    for (int64_t j = 0; j < nk; ++j)
+                        if (fp.allowed(j)) top = std::max(top, fp.x(h, i, j));
+                    for (int64_t j = 0; j < nk; ++j) {
+                        if (!fp.allowed(j)) continue;
+                        const double x = fp.x(h, i, j);
+                        P[size_t(j)] = score == ref::kSoftmax ? std::exp(x - top) : g.weight(x);
+                        sum += P[size_t(j)];
+                        for (int64_t c = 0; c < d; ++c)
+                            dP[size_t(j)] += double(dout[size_t((i * hq + h) * d + c)]) * double(fp.v_at(j, h, c));
+                    }
+                    double D = 0, D_size = 0;
+                    if (score == ref::kSoftmax)
+                        for (int64_t j = 0; j < nk; ++j)
+                            P[size_t(j)] /= sum, D += P[size_t(j)] * dP[size_t(j)], D_size += P[size_t(j)] * std::fabs(dP[size_t(j)]);
+                    for (int64_t j = 0; j < nk; ++j) {
+                        if (!fp.allowed(j)) continue;
+                        const double pj = P[size_t(j)], dpj = dP[size_t(j)];
+                        const double ds = score == ref::kSoftmax ? pj * (dpj - D) : g.derivative(fp.x(h, i, j)) * dpj;
+                        const double ds_size = score == ref::kSoftmax ? pj * (std::fabs(dpj) + D_size) : std::fabs(ds);
+                        for (int64_t c = 0; c < d; ++c) {
+                            const size_t qe = size_t((i * hq + h) * d + c), ke = size_t((j * hk + fp.kv_head(h)) * d + c);
+                            const double qc = fp.q[qe], kc = fp.k[ke], gc = dout[qe];
+                            dv_w[ke] += pj * gc, dv_s[ke] += std::fabs(pj * gc);
+                            dk_w[ke] += sl * ds * qc, dk_s[ke] += sl * ds_size * std::fabs(qc);
+                            dq_w[qe] += sl * ds * kc, dq_s[qe] += sl * ds_size * std::fabs(kc);
+                        }
+                    }
                 }
-            }
+            auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& want,
+                             const std::vector<double>& size) {
+                for (size_t e = 0; e < got.size(); ++e)
+                    EXPECT(std::fabs(double(got[e]) - want[e]) <= var.bound * size[e] + 1e-16,
+                           "%s %s: %s[%zu] = %.9g, fp64 %.9g (terms %.3g)", var.name, ref::score_name(score), what, e,
+                           double(got[e]), want[e], size[e]);
+            };
+            check("dq", dq, dq_w, dq_s), check("dk", dk, dk_w, dk_s), check("dv", dv, dv_w, dv_s);
         }
-        auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& want,
-                         const std::vector<double>& size) {
-            for (size_t e = 0; e < got.size(); ++e)
-                EXPECT(std::fabs(double(got[e]) - want[e]) <= 1e-4 * size[e] + 1e-16, "%s: %s[%zu] = %.9g, fp64 %.9g (terms %.3g)",
-                       ref::score_name(score), what, e, double(got[e]), want[e], size[e]);
-        };
-        check("dq", dq, dq_w, dq_s), check("dk", dk, dk_w, dk_s), check("dv", dv, dv_w, dv_s);
     }
 }
 
