@@ -881,10 +881,12 @@ constexpr int kFarScores[] = {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSo
 // out or inflate terms of size ~1 among ~180. Then one NaN in a far key's k: every row of O NaN (the key is allowed
 // to every row, README "NaN in, NaN out").
 TEST(alibi_far_weights_count) {
-    // (nq, the row v is made for, rows checked): the last rows, whose keys all come before them (softmax's running
-    // maximum then rises tile by tile: its far rows are not reached), and the first rows of a square call, whose far
-    // keys come after the near ones (softmax's far rows)
-    const struct { int64_t nq, design_row, checked; } layouts[] = {{5, 4, 5}, {400, 0, 6}};
+    // (nq, the row v is made for, rows checked from, how many): the last rows, whose keys all come before them
+    // (softmax's running maximum then rises tile by tile: its far rows are not reached); the first rows of a square
+    // call, whose far keys come after the near ones (softmax's far rows); and rows 58–63 of Nq = 730 > Nk
+    // (bottom-right: every key 262 or more away; sigmoid's and softplus's weights below 2^-200 for the whole first
+    // query tile, which must not be skipped: kNothingLog2 is 2^-228), v = 2^126 bringing them to terms near 2^-77
+    const struct { int64_t nq, design_row, first, checked; } layouts[] = {{5, 4, 0, 5}, {400, 0, 0, 6}, {730, 63, 58, 6}};
     for (const FarVariant& var : kFarVariants)
         for (const auto& layout : layouts) {
             FarProblem fp(var, layout.nq, 400, 8, 12345);
@@ -905,7 +907,7 @@ TEST(alibi_far_weights_count) {
                             "%s", fsig_last_error());
                     const std::vector<float> out = vo.load();
                     for (int64_t h = 0; h < var.hq; ++h)
-                        for (int64_t i = 0; i < layout.checked; ++i) {
+                        for (int64_t i = layout.first; i < layout.first + layout.checked; ++i) {
                             std::vector<double> w(static_cast<size_t>(fp.nk), 0.0);
                             double top = -kInf, sum = 0;
                             for (int64_t j = 0; j < fp.nk; ++j)
@@ -1019,6 +1021,130 @@ TEST(alibi_far_weights_backward) {
             check("dq", dq, dq_w, dq_s), check("dk", dk, dk_w, dk_s), check("dv", dv, dv_w, dv_s);
         }
     }
+}
+
+// ALiBi's tiles that add nothing (kernels.inc kNothingLog2: every weight below 2^-228, so that the far rows' and tiles'
+// scaling sets every P and dS to 0) are skipped: the forward's P V (fp32 products), the backward's dV, dK and dQ
+// products. Slopes 1 and 1/2 over 600 keys leave most tiles so. Against fp64 (run_case, the §6 rule), forward and
+// backward; then the same call with one NaN in a far key's v (key 20, column 5), where the tiles holding that key
+// must be computed: O's column 5 NaN in every row that may see the key, dK's row 20 and dQ's rows that see it NaN,
+// and every other element the bits of the call without the NaN (a skipped tile adds what the computed one does) —
+// but where the tile products take 0 times the NaN (tu::NanRules: O's column 5 in rows that share a tile with the key
+// without seeing it; softmax's dQ in those rows, through D = rowsum(dO ∘ O)). Softmax's NaN rows of O make D, and
+// so every dS of theirs, NaN: dK NaN throughout (the last rows see every key), far tiles included.
+struct AlibiGrads {
+    std::vector<float> out, dq, dk, dv;
+};
+// forward, then backward with its O (where nan_o_row >= 0, with a NaN at that row, head 0, column 3)
+AlibiGrads alibi_call(const Spec& s, int dtype, const std::vector<float>& q, const std::vector<float>& k,
+                      const std::vector<float>& v, const std::vector<float>& dout, int64_t nan_o_row = -1) {
+    const bool softmax = s.score == ref::kSoftmax;
+    auto view = [&](int64_t n, int64_t heads, const std::vector<float>* values) {
+        tu::View x = tu::make_view(dtype, tu::kContiguous, s.B, n, heads, s.d);
+        if (values != nullptr) x.store(*values);
+        else tu::poison(x);
+        return x;
+    };
+    const tu::View vq = view(s.Nq, s.Hq, &q), vk = view(s.Nk, s.Hk, &k), vv = view(s.Nk, s.Hk, &v),
+                   vdo = view(s.Nq, s.Hq, &dout), vo = view(s.Nq, s.Hq, nullptr), vdq = view(s.Nq, s.Hq, nullptr),
+                   vdk = view(s.Nk, s.Hk, nullptr), vdv = view(s.Nk, s.Hk, nullptr);
+    tu::View vl = tu::make_lse_view(tu::kContiguous, s.B, s.Hq, s.Nq);
+    tu::poison(vl);
+    const Extras e = make_extras(s, dtype);
+    const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
+                      tl = vl.desc(), tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc();
+    const fsig_attention_params p = params_of(s);
+    const fsig_tensor* lse = softmax ? &tl : nullptr;
+    AlibiGrads r;
+    const bool forward_ok =
+        fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse, e.slopes_t(), nullptr, nullptr, nullptr, nullptr) == FSIG_OK;
+    if (forward_ok && nan_o_row >= 0) {
+        std::vector<float> o = vo.load();
+        o[size_t(nan_o_row * s.Hq * s.d + 3)] = std::numeric_limits<float>::quiet_NaN();
+        vo.store(o);
+    }
+    if (!forward_ok || fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, lse, &tdq, &tdk, &tdv, e.slopes_t(), nullptr, nullptr,
+                                   nullptr, nullptr, nullptr) != FSIG_OK) {
+        EXPECT(false, "%s", fsig_last_error());
+        return r;
+    }
+    r.out = vo.load(), r.dq = vdq.load(), r.dk = vdk.load(), r.dv = vdv.load();
+    return r;
+}
+
+TEST(alibi_skipped_tiles) {
+    constexpr int64_t kNanKey = 20, kNanCol = 5;
+    int idx = 0;
+    for (int dtype : {ref::kFp32, ref::kBf16})
+        for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus})
+            for (bool causal : {false, true}) {
+                MCase c;
+                Spec& s = c.s;
+                s.B = 1, s.Nq = 600, s.Nk = 600, s.Hq = 2, s.Hk = 1, s.d = 32, s.score = score, s.causal = causal;
+                s.alibi_slopes = {1.0, 0.5};
+                c.dtype = dtype;
+                c.seed = 4000 + uint64_t(idx++);
+                c.name = th::format("alibi_skipped_%s_%s%s", ref::dtype_name(dtype), ref::score_name(score),
+                                    causal ? "_causal" : "");
+                run_case(c);
+
+                ref::Rng rng(c.seed);
+                auto draw = [&](int64_t n) { return ref::random_values(rng, n, dtype); };
+                const std::vector<float> q = draw(s.q_elems()), k = draw(s.kv_elems()), dout = draw(s.q_elems());
+                std::vector<float> v = draw(s.kv_elems());
+                const AlibiGrads clean = alibi_call(s, dtype, q, k, v, dout);
+                v[size_t(kNanKey * s.Hk * s.d + kNanCol)] = std::numeric_limits<float>::quiet_NaN();
+                const AlibiGrads nan = alibi_call(s, dtype, q, k, v, dout);
+                if (clean.out.empty() || nan.out.empty()) continue;
+                // row i sees key 20 unless causal puts it after i (Nq = Nk: δ_i = i)
+                auto sees = [&](int64_t i) { return !causal || i >= kNanKey; };
+                const bool softmax = score == ref::kSoftmax;
+                auto same_bits = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+                int misses = 0;
+                enum Want { kSameBits, kNan, kOpen };
+                auto expect = [&](const char* what, const std::vector<float>& got, const std::vector<float>& base,
+                                  size_t e, Want want) {
+                    if (want == kOpen) return;
+                    const bool want_nan = want == kNan;
+                    const bool ok = want_nan ? std::isnan(got[e]) : same_bits(got[e], base[e]);
+                    if (!ok && ++misses <= 5)
+                        EXPECT(false, "%s: %s[%zu] = %.9g, want %s (%.9g without the NaN)", c.name.c_str(), what, e,
+                               double(got[e]), want_nan ? "NaN" : "its bits", double(base[e]));
+                };
+                for (int64_t i = 0; i < s.Nq; ++i)
+                    for (int64_t h = 0; h < s.Hq; ++h)
+                        for (int64_t col = 0; col < s.d; ++col) {
+                            const size_t e = size_t((i * s.Hq + h) * s.d + col);
+                            expect("out", nan.out, clean.out, e, col != kNanCol ? kSameBits : sees(i) ? kNan : kOpen);
+                            expect("dq", nan.dq, clean.dq, e, sees(i) ? kNan : softmax ? kOpen : kSameBits);
+                        }
+                for (int64_t j = 0; j < s.Nk; ++j)
+                    for (int64_t col = 0; col < s.d; ++col) {
+                        const size_t e = size_t(j * s.d + col);  // (Hk = 1)
+                        expect("dk", nan.dk, clean.dk, e, j == kNanKey || softmax ? kNan : kSameBits);
+                        expect("dv", nan.dv, clean.dv, e, kSameBits);
+                    }
+                EXPECT(misses == 0, "%s: %d elements wrong with the NaN", c.name.c_str(), misses);
+                if (!softmax) continue;
+                // softmax: a NaN in the O handed to the backward (row 300, head 0), so D of that row alone: its dS NaN
+                // in every tile, far ones too — dK NaN wherever the row sees, dQ's row NaN, the rest unchanged
+                v[size_t(kNanKey * s.Hk * s.d + kNanCol)] = v[size_t(kNanKey * s.Hk * s.d + kNanCol + 1)];
+                const AlibiGrads base = alibi_call(s, dtype, q, k, v, dout), nan_o = alibi_call(s, dtype, q, k, v, dout, 300);
+                if (base.out.empty() || nan_o.out.empty()) continue;
+                misses = 0;
+                for (int64_t i = 0; i < s.Nq; ++i)
+                    for (int64_t h = 0; h < s.Hq; ++h)
+                        for (int64_t col = 0; col < s.d; ++col)
+                            expect("dq (NaN in O)", nan_o.dq, base.dq, size_t((i * s.Hq + h) * s.d + col),
+                                   i == 300 && h == 0 ? kNan : kSameBits);
+                for (int64_t j = 0; j < s.Nk; ++j)
+                    for (int64_t col = 0; col < s.d; ++col) {
+                        const size_t e = size_t(j * s.d + col);
+                        expect("dk (NaN in O)", nan_o.dk, base.dk, e, !causal || j <= 300 ? kNan : kSameBits);
+                        expect("dv (NaN in O)", nan_o.dv, base.dv, e, kSameBits);
+                    }
+                EXPECT(misses == 0, "%s: %d elements wrong with the NaN in O", c.name.c_str(), misses);
+            }
 }
 
 // The fp64 reference's dBias and lambda against central differences (tiny fp64 cases), which
