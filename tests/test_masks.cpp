@@ -881,11 +881,11 @@ constexpr int kFarScores[] = {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSo
 // out or inflate terms of size ~1 among ~180. Then one NaN in a far key's k: every row of O NaN (the key is allowed
 // to every row, README "NaN in, NaN out").
 TEST(alibi_far_weights_count) {
-    // (nq, the row v is made for, rows checked from, how many): the last rows, whose keys all come before them
-    // (softmax's running maximum then rises tile by tile: its far rows are not reached); the first rows of a square
-    // call, whose far keys come after the near ones (softmax's far rows); and rows 58–63 of Nq = 730 > Nk
-    // (bottom-right: every key 262 or more away; sigmoid's and softplus's weights below 2^-200 for the whole first
-    // query tile, which must not be skipped: kNothingLog2 is 2^-228), v = 2^126 bringing them to terms near 2^-77
+    // (nq, the row v is made for, rows checked from, how many): the last rows, whose keys all come before them; the
+    // first rows of a square call, whose far keys come after the near ones (softmax's far rows, whichever order its
+    // key tiles take: forward_task visits ALiBi's near ones first); and rows 58–63 of Nq = 730 > Nk (bottom-right:
+    // every key 262 or more away; sigmoid's weights below 2^-200 for the whole first query tile, which must not be
+    // skipped: kNothingLog2 is 2^-228), v = 2^126 bringing them to terms near 2^-77
     const struct { int64_t nq, design_row, first, checked; } layouts[] = {{5, 4, 0, 5}, {400, 0, 0, 6}, {730, 63, 58, 6}};
     for (const FarVariant& var : kFarVariants)
         for (const auto& layout : layouts) {
@@ -1028,16 +1028,19 @@ TEST(alibi_far_weights_backward) {
 // products. Slopes 1 and 1/2 over 600 keys leave most tiles so. Against fp64 (run_case, the §6 rule), forward and
 // backward; then the same call with one NaN in a far key's v (key 20, column 5), where the tiles holding that key
 // must be computed: O's column 5 NaN in every row that may see the key, dK's row 20 and dQ's rows that see it NaN,
-// and every other element the bits of the call without the NaN (a skipped tile adds what the computed one does) —
+// and every other element the bits of the call without the NaN (a skipped tile adds what the computed one does); a
+// NaN in that key's k instead: O's rows that see it NaN, the others their bits —
 // but where the tile products take 0 times the NaN (tu::NanRules: O's column 5 in rows that share a tile with the key
 // without seeing it; softmax's dQ in those rows, through D = rowsum(dO ∘ O)). Softmax's NaN rows of O make D, and
 // so every dS of theirs, NaN: dK NaN throughout (the last rows see every key), far tiles included.
 struct AlibiGrads {
     std::vector<float> out, dq, dk, dv;
 };
-// forward, then backward with its O (where nan_o_row >= 0, with a NaN at that row, head 0, column 3)
+// forward, then backward with its O and LSE (where nan_row >= 0, with a NaN at that row, head 0: O's column 3, or
+// with nan_lse the LSE)
 AlibiGrads alibi_call(const Spec& s, int dtype, const std::vector<float>& q, const std::vector<float>& k,
-                      const std::vector<float>& v, const std::vector<float>& dout, int64_t nan_o_row = -1) {
+                      const std::vector<float>& v, const std::vector<float>& dout, int64_t nan_row = -1,
+                      bool nan_lse = false) {
     const bool softmax = s.score == ref::kSoftmax;
     auto view = [&](int64_t n, int64_t heads, const std::vector<float>* values) {
         tu::View x = tu::make_view(dtype, tu::kContiguous, s.B, n, heads, s.d);
@@ -1057,14 +1060,15 @@ AlibiGrads alibi_call(const Spec& s, int dtype, const std::vector<float>& q, con
     const fsig_tensor* lse = softmax ? &tl : nullptr;
     AlibiGrads r;
     const bool forward_ok =
-        fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse, e.slopes_t(), nullptr, nullptr, nullptr, nullptr) == FSIG_OK;
-    if (forward_ok && nan_o_row >= 0) {
-        std::vector<float> o = vo.load();
-        o[size_t(nan_o_row * s.Hq * s.d + 3)] = std::numeric_limits<float>::quiet_NaN();
-        vo.store(o);
+        fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, lse, e.slopes_t(), nullptr, e.mask_t(), nullptr, nullptr) == FSIG_OK;
+    if (forward_ok && nan_row >= 0) {
+        const tu::View& x = nan_lse ? vl : vo;
+        std::vector<float> values = x.load();
+        values[size_t(nan_lse ? nan_row : nan_row * s.Hq * s.d + 3)] = std::numeric_limits<float>::quiet_NaN();
+        x.store(values);
     }
-    if (!forward_ok || fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, lse, &tdq, &tdk, &tdv, e.slopes_t(), nullptr, nullptr,
-                                   nullptr, nullptr, nullptr) != FSIG_OK) {
+    if (!forward_ok || fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, lse, &tdq, &tdk, &tdv, e.slopes_t(),
+                                                  nullptr, e.mask_t(), nullptr, nullptr, nullptr) != FSIG_OK) {
         EXPECT(false, "%s", fsig_last_error());
         return r;
     }
@@ -1082,10 +1086,19 @@ TEST(alibi_skipped_tiles) {
                 Spec& s = c.s;
                 s.B = 1, s.Nq = 600, s.Nk = 600, s.Hq = 2, s.Hk = 1, s.d = 32, s.score = score, s.causal = causal;
                 s.alibi_slopes = {1.0, 0.5};
+                // fp32 causal calls also with a key padding mask (every 5th key from key 3; key 20 stays): its -inf
+                // scores must not keep a tile from being skipped, nor its keys be counted as seen
+                const bool padded = causal && dtype == ref::kFp32;
+                if (padded) {
+                    s.mask_b = s.mask_h = s.mask_q = 1;
+                    s.mask.resize(static_cast<size_t>(s.Nk));
+                    for (int64_t j = 0; j < s.Nk; ++j) s.mask[size_t(j)] = j % 5 != 3;
+                }
+                auto allowed = [&](int64_t j) { return !padded || j % 5 != 3; };
                 c.dtype = dtype;
                 c.seed = 4000 + uint64_t(idx++);
-                c.name = th::format("alibi_skipped_%s_%s%s", ref::dtype_name(dtype), ref::score_name(score),
-                                    causal ? "_causal" : "");
+                c.name = th::format("alibi_skipped_%s_%s%s%s", ref::dtype_name(dtype), ref::score_name(score),
+                                    causal ? "_causal" : "", padded ? "_padded" : "");
                 run_case(c);
 
                 ref::Rng rng(c.seed);
@@ -1099,9 +1112,11 @@ TEST(alibi_skipped_tiles) {
                 // row i sees key 20 unless causal puts it after i (Nq = Nk: δ_i = i)
                 auto sees = [&](int64_t i) { return !causal || i >= kNanKey; };
                 const bool softmax = score == ref::kSoftmax;
+                enum Want { kSameBits, kNan, kOpen };
+                // a key the mask hides: softmax's dS there is P·(dP − D) = 0 times a NaN D (as PyTorch's formula gives)
+                auto masked_softmax = [&](int64_t j, Want want) { return allowed(j) ? want : kOpen; };
                 auto same_bits = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
                 int misses = 0;
-                enum Want { kSameBits, kNan, kOpen };
                 auto expect = [&](const char* what, const std::vector<float>& got, const std::vector<float>& base,
                                   size_t e, Want want) {
                     if (want == kOpen) return;
@@ -1121,14 +1136,24 @@ TEST(alibi_skipped_tiles) {
                 for (int64_t j = 0; j < s.Nk; ++j)
                     for (int64_t col = 0; col < s.d; ++col) {
                         const size_t e = size_t(j * s.d + col);  // (Hk = 1)
-                        expect("dk", nan.dk, clean.dk, e, j == kNanKey || softmax ? kNan : kSameBits);
+                        expect("dk", nan.dk, clean.dk, e, j == kNanKey || softmax ? masked_softmax(j, kNan) : kSameBits);
                         expect("dv", nan.dv, clean.dv, e, kSameBits);
                     }
                 EXPECT(misses == 0, "%s: %d elements wrong with the NaN", c.name.c_str(), misses);
+                // the NaN in k instead (its S): O's rows that see key 20 NaN, the others their bits
+                v[size_t(kNanKey * s.Hk * s.d + kNanCol)] = v[size_t(kNanKey * s.Hk * s.d + kNanCol + 1)];
+                std::vector<float> k_nan = k;
+                k_nan[size_t(kNanKey * s.Hk * s.d + kNanCol)] = std::numeric_limits<float>::quiet_NaN();
+                const AlibiGrads base_k = alibi_call(s, dtype, q, k, v, dout), nan_k = alibi_call(s, dtype, q, k_nan, v, dout);
+                if (base_k.out.empty() || nan_k.out.empty()) continue;
+                misses = 0;
+                for (int64_t i = 0; i < s.Nq; ++i)
+                    for (int64_t e = i * s.Hq * s.d; e < (i + 1) * s.Hq * s.d; ++e)
+                        expect("out (NaN in k)", nan_k.out, base_k.out, size_t(e), sees(i) ? kNan : kSameBits);
+                EXPECT(misses == 0, "%s: %d elements wrong with the NaN in k", c.name.c_str(), misses);
                 if (!softmax) continue;
                 // softmax: a NaN in the O handed to the backward (row 300, head 0), so D of that row alone: its dS NaN
                 // in every tile, far ones too — dK NaN wherever the row sees, dQ's row NaN, the rest unchanged
-                v[size_t(kNanKey * s.Hk * s.d + kNanCol)] = v[size_t(kNanKey * s.Hk * s.d + kNanCol + 1)];
                 const AlibiGrads base = alibi_call(s, dtype, q, k, v, dout), nan_o = alibi_call(s, dtype, q, k, v, dout, 300);
                 if (base.out.empty() || nan_o.out.empty()) continue;
                 misses = 0;
@@ -1140,10 +1165,28 @@ TEST(alibi_skipped_tiles) {
                 for (int64_t j = 0; j < s.Nk; ++j)
                     for (int64_t col = 0; col < s.d; ++col) {
                         const size_t e = size_t(j * s.d + col);
-                        expect("dk (NaN in O)", nan_o.dk, base.dk, e, !causal || j <= 300 ? kNan : kSameBits);
+                        expect("dk (NaN in O)", nan_o.dk, base.dk, e, !causal || j <= 300 ? masked_softmax(j, kNan) : kSameBits);
                         expect("dv (NaN in O)", nan_o.dv, base.dv, e, kSameBits);
                     }
                 EXPECT(misses == 0, "%s: %d elements wrong with the NaN in O", c.name.c_str(), misses);
+                // a NaN in the LSE handed to the backward (row 300, head 0; D finite): that row's P NaN — dV and dK
+                // NaN wherever it sees, its dQ NaN, the rest unchanged
+                const AlibiGrads nan_l = alibi_call(s, dtype, q, k, v, dout, 300, true);
+                if (nan_l.out.empty()) continue;
+                misses = 0;
+                for (int64_t i = 0; i < s.Nq; ++i)
+                    for (int64_t h = 0; h < s.Hq; ++h)
+                        for (int64_t col = 0; col < s.d; ++col)
+                            expect("dq (NaN in LSE)", nan_l.dq, base.dq, size_t((i * s.Hq + h) * s.d + col),
+                                   i == 300 && h == 0 ? kNan : kSameBits);
+                for (int64_t j = 0; j < s.Nk; ++j)
+                    for (int64_t col = 0; col < s.d; ++col) {
+                        const size_t e = size_t(j * s.d + col);
+                        const Want seen = !causal || j <= 300 ? masked_softmax(j, kNan) : kSameBits;
+                        expect("dk (NaN in LSE)", nan_l.dk, base.dk, e, seen);
+                        expect("dv (NaN in LSE)", nan_l.dv, base.dv, e, seen);
+                    }
+                EXPECT(misses == 0, "%s: %d elements wrong with the NaN in the LSE", c.name.c_str(), misses);
             }
 }
 
