@@ -1087,7 +1087,7 @@ TEST(alibi_skipped_tiles) {
                 s.B = 1, s.Nq = 600, s.Nk = 600, s.Hq = 2, s.Hk = 1, s.d = 32, s.score = score, s.causal = causal;
                 s.alibi_slopes = {1.0, 0.5};
                 // fp32 causal calls also with a key padding mask (every 5th key from key 3; key 20 stays): its -inf
-                // scores must not keep a tile from being skipped, nor its keys be counted as seen
+                // scores, which no longer keep a tile from being skipped, against fp64 and the NaN rules
                 const bool padded = causal && dtype == ref::kFp32;
                 if (padded) {
                     s.mask_b = s.mask_h = s.mask_q = 1;

@@ -39,7 +39,8 @@ inline int64_t bf16_row_pitch(int32_t isa, int64_t head_dim) {
 }
 
 // Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
-constexpr int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? 128 : 64; }
+constexpr int64_t kMaxBlockN = 128;  // the most keys a tile holds (block_n_for)
+constexpr int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? kMaxBlockN : 64; }
 
 // The forward's K and V for the (batch, kv head) pairs [pair0, pair0 + count), packed once per wave
 // (every query tile of every head of a group reads all of its keys: packing them from the tensors each
