@@ -6,8 +6,8 @@
 //
 //   alibi-ab [N=2048] [slope_mul=1] [pairs=9] [threads=0] [fp32|bf16]
 //
-// B = 1, H = 8, d = 64, not causal; softmax, sigmoid, gelu, softplus; q, k, v, out, dout and the gradients in the
-// dtype given (the LSE and slopes fp32).
+// B = 1, H = 8, d = 64, not causal; softmax, sigmoid, gelu, softplus, relu, relu2; q, k, v, out, dout and the
+// gradients in the dtype given (the LSE and slopes fp32).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
         int score;
         const char* name;
     } scores[] = {{FSIG_SCORE_SOFTMAX, "softmax"}, {FSIG_SCORE_SIGMOID, "sigmoid"}, {FSIG_SCORE_GELU, "gelu"},
-                  {FSIG_SCORE_SOFTPLUS, "softplus"}};
+                  {FSIG_SCORE_SOFTPLUS, "softplus"}, {FSIG_SCORE_RELU, "relu"}, {FSIG_SCORE_RELU2, "relu2"}};
     for (const auto& s : scores)
         for (bool backward : {false, true}) {
             fsig_attention_params p = fsig_attention_params_default();

@@ -1024,8 +1024,8 @@ TEST(alibi_far_weights_backward) {
 }
 
 // ALiBi's tiles that add nothing (kernels.inc kNothingLog2: every weight below 2^-228, so that the far rows' and tiles'
-// scaling sets every P and dS to 0) are skipped: the forward's P V (fp32 products), the backward's dV, dK and dQ
-// products. Slopes 1 and 1/2 over 600 keys leave most tiles so. Against fp64 (run_case, the §6 rule), forward and
+// scaling sets every P and dS to 0; relu's and relu2's: every x <= 0) are skipped: the forward's P V, the backward's
+// dV, dK and dQ products. Slopes 1 and 1/2 over 600 keys leave most tiles so. Against fp64 (run_case, the §6 rule), forward and
 // backward; then the same call with one NaN in a far key's v (key 20, column 5), where the tiles holding that key
 // must be computed: O's column 5 NaN in every row that may see the key, dK's row 20 and dQ's rows that see it NaN,
 // and every other element the bits of the call without the NaN (a skipped tile adds what the computed one does); a
@@ -1080,7 +1080,7 @@ TEST(alibi_skipped_tiles) {
     constexpr int64_t kNanKey = 20, kNanCol = 5;
     int idx = 0;
     for (int dtype : {ref::kFp32, ref::kBf16})
-        for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus})
+        for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus, ref::kRelu, ref::kRelu2})
             for (bool causal : {false, true}) {
                 MCase c;
                 Spec& s = c.s;
@@ -1112,6 +1112,9 @@ TEST(alibi_skipped_tiles) {
                 // row i sees key 20 unless causal puts it after i (Nq = Nk: δ_i = i)
                 auto sees = [&](int64_t i) { return !causal || i >= kNanKey; };
                 const bool softmax = score == ref::kSoftmax;
+                // relu, relu2: dS = 0 where x <= 0 whatever dP (the where-form), so a NaN in dP reaches dQ and dK only
+                // through the pairs with x > 0 (tu::NanRules): open
+                const bool clipped = score == ref::kRelu || score == ref::kRelu2;
                 enum Want { kSameBits, kNan, kOpen };
                 // a key the mask hides: softmax's dS there is P·(dP − D) = 0 times a NaN D (as PyTorch's formula gives)
                 auto masked_softmax = [&](int64_t j, Want want) { return allowed(j) ? want : kOpen; };
@@ -1131,12 +1134,13 @@ TEST(alibi_skipped_tiles) {
                         for (int64_t col = 0; col < s.d; ++col) {
                             const size_t e = size_t((i * s.Hq + h) * s.d + col);
                             expect("out", nan.out, clean.out, e, col != kNanCol ? kSameBits : sees(i) ? kNan : kOpen);
-                            expect("dq", nan.dq, clean.dq, e, sees(i) ? kNan : softmax ? kOpen : kSameBits);
+                            expect("dq", nan.dq, clean.dq, e, sees(i) ? (clipped ? kOpen : kNan) : softmax ? kOpen : kSameBits);
                         }
                 for (int64_t j = 0; j < s.Nk; ++j)
                     for (int64_t col = 0; col < s.d; ++col) {
                         const size_t e = size_t(j * s.d + col);  // (Hk = 1)
-                        expect("dk", nan.dk, clean.dk, e, j == kNanKey || softmax ? masked_softmax(j, kNan) : kSameBits);
+                        expect("dk", nan.dk, clean.dk, e,
+                               j == kNanKey && clipped ? kOpen : j == kNanKey || softmax ? masked_softmax(j, kNan) : kSameBits);
                         expect("dv", nan.dv, clean.dv, e, kSameBits);
                     }
                 EXPECT(misses == 0, "%s: %d elements wrong with the NaN", c.name.c_str(), misses);
