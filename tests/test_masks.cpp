@@ -1156,41 +1156,30 @@ TEST(alibi_skipped_tiles) {
                         expect("out (NaN in k)", nan_k.out, base_k.out, size_t(e), sees(i) ? kNan : kSameBits);
                 EXPECT(misses == 0, "%s: %d elements wrong with the NaN in k", c.name.c_str(), misses);
                 if (!softmax) continue;
-                // softmax: a NaN in the O handed to the backward (row 300, head 0), so D of that row alone: its dS NaN
-                // in every tile, far ones too — dK NaN wherever the row sees, dQ's row NaN, the rest unchanged
-                const AlibiGrads base = alibi_call(s, dtype, q, k, v, dout), nan_o = alibi_call(s, dtype, q, k, v, dout, 300);
-                if (base.out.empty() || nan_o.out.empty()) continue;
-                misses = 0;
-                for (int64_t i = 0; i < s.Nq; ++i)
-                    for (int64_t h = 0; h < s.Hq; ++h)
-                        for (int64_t col = 0; col < s.d; ++col)
-                            expect("dq (NaN in O)", nan_o.dq, base.dq, size_t((i * s.Hq + h) * s.d + col),
-                                   i == 300 && h == 0 ? kNan : kSameBits);
-                for (int64_t j = 0; j < s.Nk; ++j)
-                    for (int64_t col = 0; col < s.d; ++col) {
-                        const size_t e = size_t(j * s.d + col);
-                        expect("dk (NaN in O)", nan_o.dk, base.dk, e, !causal || j <= 300 ? masked_softmax(j, kNan) : kSameBits);
-                        expect("dv (NaN in O)", nan_o.dv, base.dv, e, kSameBits);
-                    }
-                EXPECT(misses == 0, "%s: %d elements wrong with the NaN in O", c.name.c_str(), misses);
-                // a NaN in the LSE handed to the backward (row 300, head 0; D finite): that row's P NaN — dV and dK
-                // NaN wherever it sees, its dQ NaN, the rest unchanged
-                const AlibiGrads nan_l = alibi_call(s, dtype, q, k, v, dout, 300, true);
-                if (nan_l.out.empty()) continue;
-                misses = 0;
-                for (int64_t i = 0; i < s.Nq; ++i)
-                    for (int64_t h = 0; h < s.Hq; ++h)
-                        for (int64_t col = 0; col < s.d; ++col)
-                            expect("dq (NaN in LSE)", nan_l.dq, base.dq, size_t((i * s.Hq + h) * s.d + col),
-                                   i == 300 && h == 0 ? kNan : kSameBits);
-                for (int64_t j = 0; j < s.Nk; ++j)
-                    for (int64_t col = 0; col < s.d; ++col) {
-                        const size_t e = size_t(j * s.d + col);
-                        const Want seen = !causal || j <= 300 ? masked_softmax(j, kNan) : kSameBits;
-                        expect("dk (NaN in LSE)", nan_l.dk, base.dk, e, seen);
-                        expect("dv (NaN in LSE)", nan_l.dv, base.dv, e, seen);
-                    }
-                EXPECT(misses == 0, "%s: %d elements wrong with the NaN in the LSE", c.name.c_str(), misses);
+                // softmax: a NaN handed to the backward at row 300, head 0 — in O, so D of that row alone: its dS NaN
+                // in every tile, far ones too, dK NaN wherever the row sees; or in the LSE (D finite): that row's P
+                // NaN, dK and dV NaN wherever it sees. Its dQ row NaN, the rest unchanged either way.
+                const AlibiGrads base = alibi_call(s, dtype, q, k, v, dout);
+                if (base.out.empty()) continue;
+                for (bool in_lse : {false, true}) {
+                    const AlibiGrads got = alibi_call(s, dtype, q, k, v, dout, 300, in_lse);
+                    if (got.out.empty()) continue;
+                    const char* where = in_lse ? "the LSE" : "O";
+                    misses = 0;
+                    for (int64_t i = 0; i < s.Nq; ++i)
+                        for (int64_t h = 0; h < s.Hq; ++h)
+                            for (int64_t col = 0; col < s.d; ++col)
+                                expect("dq", got.dq, base.dq, size_t((i * s.Hq + h) * s.d + col),
+                                       i == 300 && h == 0 ? kNan : kSameBits);
+                    for (int64_t j = 0; j < s.Nk; ++j)
+                        for (int64_t col = 0; col < s.d; ++col) {
+                            const size_t e = size_t(j * s.d + col);
+                            const Want seen = !causal || j <= 300 ? masked_softmax(j, kNan) : kSameBits;
+                            expect("dk", got.dk, base.dk, e, seen);
+                            expect("dv", got.dv, base.dv, e, in_lse ? seen : kSameBits);
+                        }
+                    EXPECT(misses == 0, "%s: %d elements wrong with the NaN in %s", c.name.c_str(), misses, where);
+                }
             }
 }
 
