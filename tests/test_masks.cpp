@@ -1023,6 +1023,79 @@ TEST(alibi_far_weights_backward) {
     }
 }
 
+// The tiny floor (kernels.inc, tiny_floor_ok): a tile that is not far whose odd keys' exponentials (sigmoid's e^y,
+// softplus' e^x, gelu's e^(-x²/2)) lie between 2^-124 and 2^-121 — a bias puts them there, beside even keys of weight
+// ~2^-30 (so that the tile is not far) — and values of ±2^121 for those keys (±2^22 for the others: a span the bf16
+// products take), so that each adds terms of size ~1 to O, dK and dQ, the largest. The operands' bound must send such
+// a call to the exact weights: a floor taken regardless drops those terms. fp32 and bf16 (the bf16 sets' products), one
+// tile, d = 8, q and k small (|scale·q·k| < 0.03: the exponentials stay within 2^-124 .. 2^-121), the factor 1 (alpha
+// 0, sigmoid bias 0). Against fp64 per element, within the variant's bound (alibi_far_weights_count) of the sum of its
+// terms' magnitudes.
+TEST(tiny_floor_exact_for_large_values) {
+    const int64_t nq = 40, nk = 100, d = 8;
+    for (const FarVariant& var : {kFarVariants[0], kFarVariants[1]})  // fp32, bf16
+        for (int score : {ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
+            FarProblem fp(var, nq, nk, d, 4242);
+            for (float& x : fp.q) x *= 0.2f;
+            for (float& x : fp.k) x *= 0.2f;
+            fp.q = fp.view_of(nq, 1, fp.q).load(), fp.k = fp.view_of(nk, 1, fp.k).load();  // rounded to the dtype
+            const FarScore g{score, 1.0};  // (Nk = 1 in FarScore: the factor 1, sigmoid's bias 0)
+            const double x_tiny = score == ref::kGelu ? -13.03 : -84.9;  // exponential 2^-122.5
+            const double x_near = score == ref::kGelu ? -6.4 : -20.8;    // weight ~2^-30
+            std::vector<float> bias(size_t(nq * nk)), dout(size_t(nq * d));
+            for (int64_t i = 0; i < nq; ++i)
+                for (int64_t j = 0; j < nk; ++j) bias[size_t(i * nk + j)] = float(j % 2 == 1 ? x_tiny : x_near);
+            for (int64_t j = 0; j < nk; ++j)
+                for (int64_t c = 0; c < d; ++c)
+                    fp.v_at(j, 0, c) = float((j % 2 == 1 ? 0x1p121 : 0x1p22) * (fp.uniform() < 0 ? -1.0 : 1.0));
+            for (float& x : dout) x = fp.uniform() < 0 ? -1.f : 1.f;
+            const int64_t bias_shape[4] = {1, 1, nq, nk};
+            tu::View vb = make_nd(FSIG_DTYPE_FP32, 4, bias_shape, 0);
+            vb.store(bias);
+            const tu::View vq = fp.view_of(nq, 1, fp.q), vk = fp.view_of(nk, 1, fp.k), vv = fp.view_of(nk, 1, fp.v),
+                           vdo = fp.view_of(nq, 1, dout), vo = fp.poisoned(nq, 1), vdq = fp.poisoned(nq, 1),
+                           vdk = fp.poisoned(nk, 1), vdv = fp.poisoned(nk, 1);
+            const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
+                              tb = vb.desc(), tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc();
+            fsig_attention_params p = fp.params(score);
+            if (score == ref::kSigmoid) p.sigmoid_bias = 0.f;
+            else p.alpha = 0.f;
+            REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, nullptr, &tb, nullptr, nullptr, nullptr) ==
+                        FSIG_OK,
+                    "%s", fsig_last_error());
+            REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, nullptr, &tdq, &tdk, &tdv, nullptr, &tb,
+                                               nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
+                    "%s", fsig_last_error());
+            const std::vector<float> out = vo.load(), dq = vdq.load(), dk = vdk.load(), dv = vdv.load();
+            std::vector<double> o_w(out.size()), o_s(out.size()), dq_w(dq.size()), dq_s(dq.size()), dk_w(dk.size()),
+                dk_s(dk.size()), dv_w(dv.size()), dv_s(dv.size());
+            const double sc = fp.scale();
+            for (int64_t i = 0; i < nq; ++i)
+                for (int64_t j = 0; j < nk; ++j) {
+                    const double x = fp.x(0, i, j) + double(bias[size_t(i * nk + j)]), w = g.weight(x);
+                    double dp = 0;
+                    for (int64_t c = 0; c < d; ++c) dp += double(dout[size_t(i * d + c)]) * double(fp.v_at(j, 0, c));
+                    const double ds = g.derivative(x) * dp;
+                    for (int64_t c = 0; c < d; ++c) {
+                        const size_t qe = size_t(i * d + c), ke = size_t(j * d + c);
+                        const double terms[4] = {w * fp.v_at(j, 0, c), w * dout[qe], sc * ds * fp.q[qe], sc * ds * fp.k[ke]};
+                        o_w[qe] += terms[0], o_s[qe] += std::fabs(terms[0]);
+                        dv_w[ke] += terms[1], dv_s[ke] += std::fabs(terms[1]);
+                        dk_w[ke] += terms[2], dk_s[ke] += std::fabs(terms[2]);
+                        dq_w[qe] += terms[3], dq_s[qe] += std::fabs(terms[3]);
+                    }
+                }
+            auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& want,
+                             const std::vector<double>& size) {
+                for (size_t e = 0; e < got.size(); ++e)
+                    EXPECT(std::fabs(double(got[e]) - want[e]) <= var.bound * size[e] + 1e-30,
+                           "%s %s: %s[%zu] = %.9g, fp64 %.9g (terms %.3g)", var.name, ref::score_name(score), what, e,
+                           double(got[e]), want[e], size[e]);
+            };
+            check("out", out, o_w, o_s), check("dq", dq, dq_w, dq_s), check("dk", dk, dk_w, dk_s), check("dv", dv, dv_w, dv_s);
+        }
+}
+
 // ALiBi's tiles that add nothing (kernels.inc kNothingLog2: every weight below 2^-228, so that the far rows' and tiles'
 // scaling sets every P and dS to 0; relu's and relu2's: every x <= 0) are skipped: the forward's P V, the backward's
 // dV, dK and dQ products. Slopes 1 and 1/2 over 600 keys leave most tiles so. Against fp64 (run_case, the §6 rule), forward and

@@ -53,6 +53,8 @@ void panels_to_bf16(const float* src, int64_t n, int64_t d, int64_t d2, uint16_t
 
 // The smallest nonzero |x| of x[0, n) (n a multiple of W; NaN ignored, +inf when none): the operand
 // range the bf16 products must stay in (Bf16Range, kernel_table.h).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"  // (GCC 12's false positive on the reductions: simd.h, vhmax)
 inline float min_magnitude(const float* x, int64_t n) {
     vf lo = vset(std::numeric_limits<float>::infinity());
     for (int64_t c = 0; c < n; c += W) {
@@ -61,6 +63,7 @@ inline float min_magnitude(const float* x, int64_t n) {
     }
     return _mm512_reduce_min_ps(lo);
 }
+#pragma GCC diagnostic pop
 
 // Rows [r0, r0 + m) of bf16 tensor t times mul (a power of two) as bf16 rows [m][dp], zero-padded,
 // through a stack chunk of fp32 rows (pack_rows). Returns their smallest nonzero |x| (a product that

@@ -58,6 +58,8 @@ struct KvPack {
     float* v_mul;
     float* v_scaled_min;
     Bf16Range* range;
+    // per packed key tile its largest |v| (NaN ignored): the tiny floor's bound (kernels.inc, tiny_floor_ok)
+    float* v_max;
 };
 // block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the
 // panels need no padding.

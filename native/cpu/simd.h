@@ -27,8 +27,13 @@ static inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 static inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 static inline vf vabs(vf a) { return _mm512_abs_ps(a); }
 static inline vf vround(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// (GCC 12 warns that the undefined upper half of the reductions' extract is used uninitialized, wherever it inlines
+// them into a small function: a false positive)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 static inline float vhmax(vf a) { return _mm512_reduce_max_ps(a); }
 static inline float vhsum(vf a) { return _mm512_reduce_add_ps(a); }
+#pragma GCC diagnostic pop
 // a > 0 ? b : 0
 static inline vf vselect_pos(vf a, vf b) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), b);
@@ -200,16 +205,31 @@ static inline vf vexp2(vf x) {
 
 static inline vf vexp(vf x) { return vexp2(vmul(x, vset(1.4426950408889634f))); }
 
+// r where x is not below lo (x NaN included), else 0
+static inline vf vzero_where_below(vf x, vf lo, vf r) {
+#if defined(__AVX512F__)
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), r);
+#elif defined(__aarch64__)
+    return vbslq_f32(vcltq_f32(x, lo), vdupq_n_f32(0.f), r);
+#else
+    return _mm256_and_ps(_mm256_cmp_ps(x, lo, _CMP_NLT_UQ), r);
+#endif
+}
+
 // 2^x for x >= lo (and NaN), 0 below lo (lo >= -126): no lane computes a subnormal number on the way
 static inline vf vexp2_above(vf x, vf lo) {
-    const vf e = vexp2(vmax(lo, x));  // (vmax gives its second operand, x, for a NaN)
-#if defined(__AVX512F__)
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), e);
-#elif defined(__aarch64__)
-    return vbslq_f32(vcltq_f32(x, lo), vdupq_n_f32(0.f), e);
-#else
-    return _mm256_and_ps(_mm256_cmp_ps(x, lo, _CMP_NLT_UQ), e);
-#endif
+    return vzero_where_below(x, lo, vexp2(vmax(lo, x)));  // (vmax gives its second operand, x, for a NaN)
+}
+
+// The tiny floor (kTiny = true below): the exponentials that the sigmoid, softplus and gelu are made of (e^x, e^-|x|,
+// e^(-x^2/2)) set to 0 below 2^kTinyLog2, so that neither they nor the values and gradients made from them are
+// subnormal numbers (each instruction that meets one costs an Intel core a microcode assist); the values and
+// derivatives so dropped are below 2^-116 (times the softplus' and gelu's factor: kernels.inc, tiny_floor_ok).
+constexpr float kTinyLog2 = -120.f;
+template <bool kTiny>
+static inline vf vexp2_tiny(vf x) {
+    if constexpr (kTiny) return vexp2_above(x, vset(kTinyLog2));
+    else return vexp2(x);
 }
 
 // log1p(u) for u in [0, 1] as u Q(u): Q a degree-8 least-squares fit of log1p(u)/u in Chebyshev
@@ -227,15 +247,25 @@ static inline vf vlog1p_unit(vf u) {
     return vmul(u, q);
 }
 
-// sigmoid(x) = 1 / (1 + e^-x)
-static inline vf vsigmoid(vf x) { return vdiv(vset(1.f), vadd(vset(1.f), vexp(vsub(vzero(), x)))); }
+// sigmoid(x) = 1 / (1 + e^-x); kTiny: 0 where e^x < 2^kTinyLog2 (1 / (1 + e^-x) then below 2^-120)
+template <bool kTiny = false>
+static inline vf vsigmoid(vf x) {
+    const vf a = vmul(vsub(vzero(), x), vset(1.4426950408889634f));  // e^-x = 2^a
+    if constexpr (!kTiny) return vdiv(vset(1.f), vadd(vset(1.f), vexp2(a)));
+    // (vmin gives its second operand, a NaN a)
+    else return vzero_where_below(vsub(vzero(), a), vset(kTinyLog2),
+                                  vdiv(vset(1.f), vadd(vset(1.f), vexp2(vmin(vset(-kTinyLog2), a)))));
+}
 
 // softplus(x) = max(x, 0) + log1p(u) and sigmoid(x) = (x >= 0 ? 1 : u) / (1 + u), u = e^-|x|:
 // stable for every x, and the gradient shares the value's one exp.
-static inline vf vsoftplus_u(vf x) { return vexp(vsub(vzero(), vabs(x))); }
-static inline vf vsoftplus(vf x) { return vadd(vmax(x, vzero()), vlog1p_unit(vsoftplus_u(x))); }
+template <bool kTiny = false>
+static inline vf vsoftplus_u(vf x) { return vexp2_tiny<kTiny>(vmul(vsub(vzero(), vabs(x)), vset(1.4426950408889634f))); }
+template <bool kTiny = false>
+static inline vf vsoftplus(vf x) { return vadd(vmax(x, vzero()), vlog1p_unit(vsoftplus_u<kTiny>(x))); }
+template <bool kTiny = false>
 static inline vf vsoftplus_grad(vf x) {
-    vf u = vsoftplus_u(x);
+    vf u = vsoftplus_u<kTiny>(x);
     return vdiv(vselect_nonneg(x, vset(1.f), u), vadd(vset(1.f), u));
 }
 
@@ -243,7 +273,6 @@ static inline vf vsoftplus_grad(vf x) {
 // erfc(z) = t P(t) exp(-z^2), t = 1/(1 + p z) (Abramowitz & Stegun 7.1.26, |abs err| <= 1.5e-7 on
 // erf). exp(-z^2) = exp(-x^2/2) is also the normal density's exponent, so the gradient shares the one
 // exp with the value. The coefficients carry the 1/2 of erfc/2; p carries the 1/sqrt2 of z.
-struct GeluParts { vf cdf, e; };  // Phi(x) and exp(-x^2/2)
 // Phi(x) from e = exp(-x^2/2), or for x < 0 e·2^k and then Phi(x)·2^k (the kernels' far rows)
 static inline vf vgelu_cdf(vf x, vf e) {
     vf t = vdiv(vset(1.f), vfma(vset(0.23164188826636040f), vabs(x), vset(1.f)));
@@ -256,14 +285,14 @@ static inline vf vgelu_cdf(vf x, vf e) {
     return vselect_nonneg(x, vsub(vset(1.f), half_erfc), half_erfc);
 }
 static constexpr float kGeluExp2 = -0.72134752044448170f;  // -log2(e)/2: exp(-x^2/2) = 2^(x^2 kGeluExp2)
-static inline GeluParts vgelu_parts(vf x) {
-    vf e = vexp2(vmul(vmul(x, x), vset(kGeluExp2)));
-    return {vgelu_cdf(x, e), e};
-}
+template <bool kTiny = false>
+static inline vf vgelu_exp(vf x) { return vexp2_tiny<kTiny>(vmul(vmul(x, x), vset(kGeluExp2))); }  // exp(-x^2/2)
 
 // gelu(x) = x Phi(x); gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
-static inline vf vgelu(vf x) { return vmul(x, vgelu_parts(x).cdf); }
+template <bool kTiny = false>
+static inline vf vgelu(vf x) { return vmul(x, vgelu_cdf(x, vgelu_exp<kTiny>(x))); }
+template <bool kTiny = false>
 static inline vf vgelu_grad(vf x) {
-    GeluParts g = vgelu_parts(x);
-    return vfma(vmul(x, vset(0.39894228040143268f)), g.e, g.cdf);
+    const vf e = vgelu_exp<kTiny>(x);
+    return vfma(vmul(x, vset(0.39894228040143268f)), e, vgelu_cdf(x, e));
 }
