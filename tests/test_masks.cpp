@@ -1025,19 +1025,26 @@ TEST(alibi_far_weights_backward) {
 
 // The tiny floor (kernels.inc, tiny_floor_ok): a tile that is not far whose odd keys' exponentials (sigmoid's e^y,
 // softplus' e^x, gelu's e^(-x²/2)) lie between 2^-124 and 2^-121 — a bias puts them there, beside even keys of weight
-// ~2^-30 (so that the tile is not far) — and values of ±2^121 for those keys (±2^22 for the others: a span the bf16
-// products take), so that each adds terms of size ~1 to O, dK and dQ, the largest. The operands' bound must send such
-// a call to the exact weights: a floor taken regardless drops those terms. fp32 and bf16 (the bf16 sets' products), one
-// tile, d = 8, q and k small (|scale·q·k| < 0.03: the exponentials stay within 2^-124 .. 2^-121), the factor 1 (alpha
-// 0, sigmoid bias 0). Against fp64 per element, within the variant's bound (alibi_far_weights_count) of the sum of its
-// terms' magnitudes.
+// ~2^-30 (so that the tile is not far) — and one operand large enough that those keys add terms of size ~1: values of
+// ±2^121 on them (±2^22 on the others: a span the bf16 products take) to O, dK and dQ; or dO of ±2^121 to dV (values
+// ±2^-100, so that dP stays small); or q of up to 2^108 (k below 2^-113) to dK — the odd keys' dV and dK rows are
+// made of those terms alone. The operands' bound must send such a call to the exact weights: a floor taken regardless
+// drops those terms. fp32 (and bf16 for large values: the bf16 sets' products), 100 queries (two query tiles: the
+// forward's shared packing), 100 keys (one key tile), d = 8, |scale·q·k| < 0.03, with large q < 0.07 (the
+// exponentials stay within 2^-125 .. 2^-120), the factor 1 (alpha 0, sigmoid bias 0). Against fp64 per element, within the variant's bound
+// (alibi_far_weights_count) of the sum of its terms' magnitudes.
 TEST(tiny_floor_exact_for_large_values) {
-    const int64_t nq = 40, nk = 100, d = 8;
-    for (const FarVariant& var : {kFarVariants[0], kFarVariants[1]})  // fp32, bf16
+    const int64_t nq = 100, nk = 100, d = 8;
+    enum Large { kValues, kGradients, kQueries };
+    const struct { const FarVariant& var; Large large; } cases[] = {
+        {kFarVariants[0], kValues}, {kFarVariants[1], kValues}, {kFarVariants[0], kGradients}, {kFarVariants[0], kQueries}};
+    for (const auto& tc : cases)
         for (int score : {ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
+            const FarVariant& var = tc.var;
             FarProblem fp(var, nq, nk, d, 4242);
-            for (float& x : fp.q) x *= 0.2f;
-            for (float& x : fp.k) x *= 0.2f;
+            const float q_mul = tc.large == kQueries ? 0x1p109f : 0.2f, k_mul = tc.large == kQueries ? 0x1p-110f * 0.2f : 0.2f;
+            for (float& x : fp.q) x *= q_mul;
+            for (float& x : fp.k) x *= k_mul;
             fp.q = fp.view_of(nq, 1, fp.q).load(), fp.k = fp.view_of(nk, 1, fp.k).load();  // rounded to the dtype
             const FarScore g{score, 1.0};  // (Nk = 1 in FarScore: the factor 1, sigmoid's bias 0)
             const double x_tiny = score == ref::kGelu ? -13.03 : -84.9;  // exponential 2^-122.5
@@ -1046,9 +1053,11 @@ TEST(tiny_floor_exact_for_large_values) {
             for (int64_t i = 0; i < nq; ++i)
                 for (int64_t j = 0; j < nk; ++j) bias[size_t(i * nk + j)] = float(j % 2 == 1 ? x_tiny : x_near);
             for (int64_t j = 0; j < nk; ++j)
-                for (int64_t c = 0; c < d; ++c)
-                    fp.v_at(j, 0, c) = float((j % 2 == 1 ? 0x1p121 : 0x1p22) * (fp.uniform() < 0 ? -1.0 : 1.0));
-            for (float& x : dout) x = fp.uniform() < 0 ? -1.f : 1.f;
+                for (int64_t c = 0; c < d; ++c) {
+                    const double mag = tc.large == kGradients ? 0x1p-100 : tc.large != kValues ? 1.0 : j % 2 == 1 ? 0x1p121 : 0x1p22;
+                    fp.v_at(j, 0, c) = float(mag * (fp.uniform() < 0 ? -1.0 : 1.0));
+                }
+            for (float& x : dout) x = float((tc.large == kGradients ? 0x1p121 : 1.0) * (fp.uniform() < 0 ? -1.0 : 1.0));
             const int64_t bias_shape[4] = {1, 1, nq, nk};
             tu::View vb = make_nd(FSIG_DTYPE_FP32, 4, bias_shape, 0);
             vb.store(bias);

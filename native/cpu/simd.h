@@ -222,14 +222,16 @@ static inline vf vexp2_above(vf x, vf lo) {
 }
 
 // The tiny floor (kTiny = true below): the exponentials that the sigmoid, softplus and gelu are made of (e^x, e^-|x|,
-// e^(-x^2/2)) set to 0 below 2^kTinyLog2, so that neither they nor the values and gradients made from them are
-// subnormal numbers (each instruction that meets one costs an Intel core a microcode assist); the values and
-// derivatives so dropped are below 2^-116 (times the softplus' and gelu's factor: kernels.inc, tiny_floor_ok).
+// e^(-x^2/2)) set to 0 below 2^lo — sigmoid's lo is kTinyLog2; softplus' and gelu's (kernels.inc, Consts::tiny_lo)
+// kTinyLog2 less log2 of their factor where it is below 1 — so that neither they nor the values and gradients made
+// from them are subnormal numbers (each instruction that meets one costs an Intel core a microcode assist); the
+// values and derivatives so dropped are below 2^-120 and 2^-116 (times the factor where it exceeds 1: kernels.inc,
+// tiny_floor_ok).
 constexpr float kTinyLog2 = -120.f;
 template <bool kTiny>
-static inline vf vexp2_tiny(vf x) {
-    if constexpr (kTiny) return vexp2_above(x, vset(kTinyLog2));
-    else return vexp2(x);
+static inline vf vexp2_tiny(vf x, vf lo) {
+    if constexpr (kTiny) return vexp2_above(x, lo);
+    else return (void)lo, vexp2(x);
 }
 
 // log1p(u) for u in [0, 1] as u Q(u): Q a degree-8 least-squares fit of log1p(u)/u in Chebyshev
@@ -259,13 +261,16 @@ static inline vf vsigmoid(vf x) {
 
 // softplus(x) = max(x, 0) + log1p(u) and sigmoid(x) = (x >= 0 ? 1 : u) / (1 + u), u = e^-|x|:
 // stable for every x, and the gradient shares the value's one exp.
+// (kTiny: u below 2^lo set to 0)
 template <bool kTiny = false>
-static inline vf vsoftplus_u(vf x) { return vexp2_tiny<kTiny>(vmul(vsub(vzero(), vabs(x)), vset(1.4426950408889634f))); }
+static inline vf vsoftplus_u(vf x, vf lo = vzero()) {
+    return vexp2_tiny<kTiny>(vmul(vsub(vzero(), vabs(x)), vset(1.4426950408889634f)), lo);
+}
 template <bool kTiny = false>
-static inline vf vsoftplus(vf x) { return vadd(vmax(x, vzero()), vlog1p_unit(vsoftplus_u<kTiny>(x))); }
+static inline vf vsoftplus(vf x, vf lo = vzero()) { return vadd(vmax(x, vzero()), vlog1p_unit(vsoftplus_u<kTiny>(x, lo))); }
 template <bool kTiny = false>
-static inline vf vsoftplus_grad(vf x) {
-    vf u = vsoftplus_u<kTiny>(x);
+static inline vf vsoftplus_grad(vf x, vf lo = vzero()) {
+    vf u = vsoftplus_u<kTiny>(x, lo);
     return vdiv(vselect_nonneg(x, vset(1.f), u), vadd(vset(1.f), u));
 }
 
@@ -285,14 +290,15 @@ static inline vf vgelu_cdf(vf x, vf e) {
     return vselect_nonneg(x, vsub(vset(1.f), half_erfc), half_erfc);
 }
 static constexpr float kGeluExp2 = -0.72134752044448170f;  // -log2(e)/2: exp(-x^2/2) = 2^(x^2 kGeluExp2)
+// exp(-x^2/2) (kTiny: below 2^lo set to 0)
 template <bool kTiny = false>
-static inline vf vgelu_exp(vf x) { return vexp2_tiny<kTiny>(vmul(vmul(x, x), vset(kGeluExp2))); }  // exp(-x^2/2)
+static inline vf vgelu_exp(vf x, vf lo) { return vexp2_tiny<kTiny>(vmul(vmul(x, x), vset(kGeluExp2)), lo); }
 
 // gelu(x) = x Phi(x); gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
 template <bool kTiny = false>
-static inline vf vgelu(vf x) { return vmul(x, vgelu_cdf(x, vgelu_exp<kTiny>(x))); }
+static inline vf vgelu(vf x, vf lo = vzero()) { return vmul(x, vgelu_cdf(x, vgelu_exp<kTiny>(x, lo))); }
 template <bool kTiny = false>
-static inline vf vgelu_grad(vf x) {
-    const vf e = vgelu_exp<kTiny>(x);
+static inline vf vgelu_grad(vf x, vf lo = vzero()) {
+    const vf e = vgelu_exp<kTiny>(x, lo);
     return vfma(vmul(x, vset(0.39894228040143268f)), e, vgelu_cdf(x, e));
 }
