@@ -875,6 +875,15 @@ struct FarScore {
 };
 constexpr int kFarScores[] = {ref::kSoftmax, ref::kSigmoid, ref::kGelu, ref::kSoftplus};
 
+// Each element of got within bound times the magnitude of its fp64 sum's terms (size) of want, plus slack
+void expect_within_terms(const char* variant, int score, const char* what, const std::vector<float>& got,
+                         const std::vector<double>& want, const std::vector<double>& size, double bound, double slack) {
+    for (size_t e = 0; e < got.size(); ++e)
+        EXPECT(std::fabs(double(got[e]) - want[e]) <= bound * size[e] + slack,
+               "%s %s: %s[%zu] = %.9g, fp64 %.9g (terms %.3g)", variant, ref::score_name(score), what, e,
+               double(got[e]), want[e], size[e]);
+}
+
 // Far rows (the CPU forward's far_exponent): slope 0.5 (e^-0.5 per key) and values of up to 2^126, so that every key
 // within ~180 of the designed row adds about as much to O as a near one. A weight that the exp flushes (below 2^-127
 // unscaled, as it was before the rows were scaled), a row not scaled back, or a floor set in the wrong scale each leave
@@ -1011,14 +1020,9 @@ TEST(alibi_far_weights_backward) {
                         }
                     }
                 }
-            auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& want,
-                             const std::vector<double>& size) {
-                for (size_t e = 0; e < got.size(); ++e)
-                    EXPECT(std::fabs(double(got[e]) - want[e]) <= var.bound * size[e] + 1e-16,
-                           "%s %s: %s[%zu] = %.9g, fp64 %.9g (terms %.3g)", var.name, ref::score_name(score), what, e,
-                           double(got[e]), want[e], size[e]);
-            };
-            check("dq", dq, dq_w, dq_s), check("dk", dk, dk_w, dk_s), check("dv", dv, dv_w, dv_s);
+            expect_within_terms(var.name, score, "dq", dq, dq_w, dq_s, var.bound, 1e-16);
+            expect_within_terms(var.name, score, "dk", dk, dk_w, dk_s, var.bound, 1e-16);
+            expect_within_terms(var.name, score, "dv", dv, dv_w, dv_s, var.bound, 1e-16);
         }
     }
 }
@@ -1094,14 +1098,10 @@ TEST(tiny_floor_exact_for_large_values) {
                         dq_w[qe] += terms[3], dq_s[qe] += std::fabs(terms[3]);
                     }
                 }
-            auto check = [&](const char* what, const std::vector<float>& got, const std::vector<double>& want,
-                             const std::vector<double>& size) {
-                for (size_t e = 0; e < got.size(); ++e)
-                    EXPECT(std::fabs(double(got[e]) - want[e]) <= var.bound * size[e] + 1e-30,
-                           "%s %s: %s[%zu] = %.9g, fp64 %.9g (terms %.3g)", var.name, ref::score_name(score), what, e,
-                           double(got[e]), want[e], size[e]);
-            };
-            check("out", out, o_w, o_s), check("dq", dq, dq_w, dq_s), check("dk", dk, dk_w, dk_s), check("dv", dv, dv_w, dv_s);
+            expect_within_terms(var.name, score, "out", out, o_w, o_s, var.bound, 1e-30);
+            expect_within_terms(var.name, score, "dq", dq, dq_w, dq_s, var.bound, 1e-30);
+            expect_within_terms(var.name, score, "dk", dk, dk_w, dk_s, var.bound, 1e-30);
+            expect_within_terms(var.name, score, "dv", dv, dv_w, dv_s, var.bound, 1e-30);
         }
 }
 
