@@ -1027,6 +1027,54 @@ TEST(alibi_far_weights_backward) {
     }
 }
 
+// fp's forward and backward (one head) with an additive bias [1, 1, nq, nk] and the factor 1 (alpha 0, sigmoid bias
+// 0: FarScore{score, 1}); O, dQ, dK, dV against fp64 per element, within the variant's bound of the sum of their terms'
+// magnitudes (expect_within_terms)
+void check_far_bias_call(FarProblem& fp, int score, const std::vector<float>& bias, const std::vector<float>& dout) {
+    const FarVariant& var = fp.var;
+    const int64_t nq = fp.nq, nk = fp.nk, d = fp.d;
+    const FarScore g{score, 1.0};
+    const int64_t bias_shape[4] = {1, 1, nq, nk};
+    tu::View vb = make_nd(FSIG_DTYPE_FP32, 4, bias_shape, 0);
+    vb.store(bias);
+    const tu::View vq = fp.view_of(nq, 1, fp.q), vk = fp.view_of(nk, 1, fp.k), vv = fp.view_of(nk, 1, fp.v),
+                   vdo = fp.view_of(nq, 1, dout), vo = fp.poisoned(nq, 1), vdq = fp.poisoned(nq, 1),
+                   vdk = fp.poisoned(nk, 1), vdv = fp.poisoned(nk, 1);
+    const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(), tb = vb.desc(),
+                      tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc();
+    fsig_attention_params p = fp.params(score);
+    if (score == ref::kSigmoid) p.sigmoid_bias = 0.f;
+    else p.alpha = 0.f;
+    REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, nullptr, &tb, nullptr, nullptr, nullptr) == FSIG_OK,
+            "%s", fsig_last_error());
+    REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, nullptr, &tdq, &tdk, &tdv, nullptr, &tb, nullptr,
+                                       nullptr, nullptr, nullptr) == FSIG_OK,
+            "%s", fsig_last_error());
+    const std::vector<float> out = vo.load(), dq = vdq.load(), dk = vdk.load(), dv = vdv.load();
+    std::vector<double> o_w(out.size()), o_s(out.size()), dq_w(dq.size()), dq_s(dq.size()), dk_w(dk.size()),
+        dk_s(dk.size()), dv_w(dv.size()), dv_s(dv.size());
+    const double sc = fp.scale();
+    for (int64_t i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < nk; ++j) {
+            const double x = fp.x(0, i, j) + double(bias[size_t(i * nk + j)]), w = g.weight(x);
+            double dp = 0;
+            for (int64_t c = 0; c < d; ++c) dp += double(dout[size_t(i * d + c)]) * double(fp.v_at(j, 0, c));
+            const double ds = g.derivative(x) * dp;
+            for (int64_t c = 0; c < d; ++c) {
+                const size_t qe = size_t(i * d + c), ke = size_t(j * d + c);
+                const double terms[4] = {w * fp.v_at(j, 0, c), w * dout[qe], sc * ds * fp.q[qe], sc * ds * fp.k[ke]};
+                o_w[qe] += terms[0], o_s[qe] += std::fabs(terms[0]);
+                dv_w[ke] += terms[1], dv_s[ke] += std::fabs(terms[1]);
+                dk_w[ke] += terms[2], dk_s[ke] += std::fabs(terms[2]);
+                dq_w[qe] += terms[3], dq_s[qe] += std::fabs(terms[3]);
+            }
+        }
+    expect_within_terms(var.name, score, "out", out, o_w, o_s, var.bound, 1e-30);
+    expect_within_terms(var.name, score, "dq", dq, dq_w, dq_s, var.bound, 1e-30);
+    expect_within_terms(var.name, score, "dk", dk, dk_w, dk_s, var.bound, 1e-30);
+    expect_within_terms(var.name, score, "dv", dv, dv_w, dv_s, var.bound, 1e-30);
+}
+
 // The tiny floor (kernels.inc, tiny_floor_ok): a tile that is not far whose odd keys' exponentials (sigmoid's e^y,
 // softplus' e^x, gelu's e^(-x²/2)) lie between 2^-124 and 2^-121 — a bias puts them there, beside even keys of weight
 // ~2^-30 (so that the tile is not far) — and one operand large enough that those keys add terms of size ~1: values of
@@ -1050,7 +1098,6 @@ TEST(tiny_floor_exact_for_large_values) {
             for (float& x : fp.q) x *= q_mul;
             for (float& x : fp.k) x *= k_mul;
             fp.q = fp.view_of(nq, 1, fp.q).load(), fp.k = fp.view_of(nk, 1, fp.k).load();  // rounded to the dtype
-            const FarScore g{score, 1.0};  // (Nk = 1 in FarScore: the factor 1, sigmoid's bias 0)
             const double x_tiny = score == ref::kGelu ? -13.03 : -84.9;  // exponential 2^-122.5
             const double x_near = score == ref::kGelu ? -6.4 : -20.8;    // weight ~2^-30
             std::vector<float> bias(size_t(nq * nk)), dout(size_t(nq * d));
@@ -1062,46 +1109,35 @@ TEST(tiny_floor_exact_for_large_values) {
                     fp.v_at(j, 0, c) = float(mag * (fp.uniform() < 0 ? -1.0 : 1.0));
                 }
             for (float& x : dout) x = float((tc.large == kGradients ? 0x1p121 : 1.0) * (fp.uniform() < 0 ? -1.0 : 1.0));
-            const int64_t bias_shape[4] = {1, 1, nq, nk};
-            tu::View vb = make_nd(FSIG_DTYPE_FP32, 4, bias_shape, 0);
-            vb.store(bias);
-            const tu::View vq = fp.view_of(nq, 1, fp.q), vk = fp.view_of(nk, 1, fp.k), vv = fp.view_of(nk, 1, fp.v),
-                           vdo = fp.view_of(nq, 1, dout), vo = fp.poisoned(nq, 1), vdq = fp.poisoned(nq, 1),
-                           vdk = fp.poisoned(nk, 1), vdv = fp.poisoned(nk, 1);
-            const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
-                              tb = vb.desc(), tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc();
-            fsig_attention_params p = fp.params(score);
-            if (score == ref::kSigmoid) p.sigmoid_bias = 0.f;
-            else p.alpha = 0.f;
-            REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, nullptr, &tb, nullptr, nullptr, nullptr) ==
-                        FSIG_OK,
-                    "%s", fsig_last_error());
-            REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, nullptr, &tdq, &tdk, &tdv, nullptr, &tb,
-                                               nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
-                    "%s", fsig_last_error());
-            const std::vector<float> out = vo.load(), dq = vdq.load(), dk = vdk.load(), dv = vdv.load();
-            std::vector<double> o_w(out.size()), o_s(out.size()), dq_w(dq.size()), dq_s(dq.size()), dk_w(dk.size()),
-                dk_s(dk.size()), dv_w(dv.size()), dv_s(dv.size());
-            const double sc = fp.scale();
+            check_far_bias_call(fp, score, bias, dout);
+        }
+}
+
+// The backward's dQ accumulator sums each query tile's shares in the scale of the least far exponent E added so far
+// (kernels.inc, DqAccumulator::exps): far tiles first, a near tile after them (the sums scaled down), a tile whose every
+// share is far (scaled back when stored). A bias [Nq, Nk] sets x per query tile (64 rows) and key tile (128 keys):
+// weights ~2^-72 ("far", E ~65), ~2^-100 ("farther", E ~93) or x ~0 ("near"). Query tile 0: far, far, far; 1: far,
+// near, farther; 2 (two rows): farther, far, farther. Values 2^60 on key tile 0 and 2^40 on tile 2, 2^20 on tile 1,
+// so that the far shares are not lost beside the near ones; Nq = 130, Nk = 384 (whole key tiles: a ragged one is never
+// far in a bias call, its padding columns counting in the bound). fp32 and bf16, sigmoid, gelu, softplus, against
+// fp64 per element: a share or a sum left in the wrong scale misses by 2^28 or more.
+TEST(dq_far_shares_in_their_scale) {
+    const int64_t nq = 130, nk = 384, d = 16;
+    enum Kind { kNear, kFar, kFarther };
+    const Kind pattern[3][3] = {{kFar, kFar, kFar}, {kFar, kNear, kFarther}, {kFarther, kFar, kFarther}};
+    const double value_mag[3] = {0x1p60, 0x1p20, 0x1p40};
+    for (const FarVariant* var : {&kFarVariants[0], &kFarVariants[1]})
+        for (int score : {ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
+            FarProblem fp(*var, nq, nk, d, 515);
+            const bool gelu = score == ref::kGelu;
+            const double x_of[3] = {0.0, gelu ? -10.0 : -50.0, gelu ? -11.8 : -69.0};  // (weights ~1, 2^-72, 2^-100)
+            std::vector<float> bias(size_t(nq * nk)), dout(size_t(nq * d));
             for (int64_t i = 0; i < nq; ++i)
-                for (int64_t j = 0; j < nk; ++j) {
-                    const double x = fp.x(0, i, j) + double(bias[size_t(i * nk + j)]), w = g.weight(x);
-                    double dp = 0;
-                    for (int64_t c = 0; c < d; ++c) dp += double(dout[size_t(i * d + c)]) * double(fp.v_at(j, 0, c));
-                    const double ds = g.derivative(x) * dp;
-                    for (int64_t c = 0; c < d; ++c) {
-                        const size_t qe = size_t(i * d + c), ke = size_t(j * d + c);
-                        const double terms[4] = {w * fp.v_at(j, 0, c), w * dout[qe], sc * ds * fp.q[qe], sc * ds * fp.k[ke]};
-                        o_w[qe] += terms[0], o_s[qe] += std::fabs(terms[0]);
-                        dv_w[ke] += terms[1], dv_s[ke] += std::fabs(terms[1]);
-                        dk_w[ke] += terms[2], dk_s[ke] += std::fabs(terms[2]);
-                        dq_w[qe] += terms[3], dq_s[qe] += std::fabs(terms[3]);
-                    }
-                }
-            expect_within_terms(var.name, score, "out", out, o_w, o_s, var.bound, 1e-30);
-            expect_within_terms(var.name, score, "dq", dq, dq_w, dq_s, var.bound, 1e-30);
-            expect_within_terms(var.name, score, "dk", dk, dk_w, dk_s, var.bound, 1e-30);
-            expect_within_terms(var.name, score, "dv", dv, dv_w, dv_s, var.bound, 1e-30);
+                for (int64_t j = 0; j < nk; ++j) bias[size_t(i * nk + j)] = float(x_of[pattern[i / 64][j / 128]]);
+            for (int64_t j = 0; j < nk; ++j)
+                for (int64_t c = 0; c < d; ++c) fp.v_at(j, 0, c) = float(value_mag[j / 128] * (fp.uniform() < 0 ? -1.0 : 1.0));
+            for (float& x : dout) x = fp.uniform() < 0 ? -1.f : 1.f;
+            check_far_bias_call(fp, score, bias, dout);
         }
 }
 

@@ -262,23 +262,26 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
                                           : 2 * wave * pair_floats;
     const CachedBlock wave_rows(sizeof(float) * size_t(wave * pair_floats + bf16_floats));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
-    if (!wave_rows.floats() || !turns) return FSIG_ERROR_OUT_OF_MEMORY;
+    std::unique_ptr<int32_t[]> exps(new (std::nothrow) int32_t[size_t(wave * group * q_tiles)]);
+    if (!wave_rows.floats() || !turns || !exps) return FSIG_ERROR_OUT_OF_MEMORY;
     float* const dq_rows = wave_rows.floats();
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         std::memset(dq_rows, 0, sizeof(float) * size_t(count * pair_floats));
-        for (int64_t t = 0; t < count * group * q_tiles; ++t) turns[size_t(t)].store(0, std::memory_order_relaxed);
+        for (int64_t t = 0; t < count * group * q_tiles; ++t)
+            turns[size_t(t)].store(0, std::memory_order_relaxed), exps[size_t(t)] = kDqNoShare;
         float* const rest = dq_rows + wave * pair_floats;
         // bf16: the multipliers (floats), the transposed tiles, then Q and dO rows (slack at the very end)
         float* const muls = rest;
         uint16_t* const cols = reinterpret_cast<uint16_t*>(muls + 2 * wave * muls_pair);
         uint16_t* const bf16_q = cols + 2 * wave * cols_pair;
         const DqAccumulator acc =
-            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), pair0, bf16_q, bf16_q + wave * bf16_pair,
-                                      &range, amx ? cols : nullptr, amx ? cols + wave * cols_pair : nullptr,
-                                      amx ? muls : nullptr, amx ? muls + wave * muls_pair : nullptr}
-                      : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), pair0, nullptr, nullptr,
-                                      &range, nullptr, nullptr, nullptr, nullptr};
+            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), exps.get(), pair0, bf16_q,
+                                      bf16_q + wave * bf16_pair, &range, amx ? cols : nullptr,
+                                      amx ? cols + wave * cols_pair : nullptr, amx ? muls : nullptr,
+                                      amx ? muls + wave * muls_pair : nullptr}
+                      : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), exps.get(), pair0, nullptr,
+                                      nullptr, &range, nullptr, nullptr, nullptr, nullptr};
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;
             k.backward_pack_task(a, acc, pair / p.heads_k, pair % p.heads_k * group + rest % group, tile * kBlockM);

@@ -72,12 +72,17 @@ inline int64_t kv_v_tile_floats(int64_t head_dim) { return block_n_for(head_dim)
 // dim rounded up to the ISA's vector width (allocate for 16), zero past d: rows, the key tiles' dQ
 // shares summed in key-tile order; q_rows and dout_rows, Q·scale and dO packed once for the whole wave
 // (every key task reads every query tile of its pair: from these, not from the tensors). turns[slot][query
-// tile] = the key tiles of that query tile's range that have added so far.
+// tile] = the key tiles of that query tile's range that have added so far; exps[slot][query tile]: the tile's
+// rows hold dQ's sums times 2^exp, exp the least far exponent E (far_exponent) among the shares added so far
+// (kDqNoShare before the first), so that a query tile whose first key tiles are far (ALiBi's keys before it) sums
+// their shares P·2^E in their own scale, not as subnormal numbers (read and written by the task holding the turn).
+constexpr int32_t kDqNoShare = INT32_MAX;
 struct DqAccumulator {
     float* rows;
     float* q_rows;
     float* dout_rows;
     std::atomic<int32_t>* turns;
+    int32_t* exps;
     int64_t pair0;
     // bf16 products (KernelTable::bf16_products; else nullptr): Q times the power-of-two part of the scale
     // and dO as bf16 rows [slot][Nq][bf16_row_pitch] (and a tile's rows of slack past the last), in place
