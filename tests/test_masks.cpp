@@ -1032,6 +1032,8 @@ TEST(alibi_far_weights_backward) {
 // magnitudes (expect_within_terms)
 void check_far_bias_call(FarProblem& fp, int score, const std::vector<float>& bias, const std::vector<float>& dout) {
     const FarVariant& var = fp.var;
+    REQUIRE(var.hq == 1 && var.hk == 1 && !var.key_mask && var.logn_train == 0 && fp.slope == 0,
+            "check_far_bias_call: one head, no mask, log-n or slope");
     const int64_t nq = fp.nq, nk = fp.nk, d = fp.d;
     const FarScore g{score, 1.0};
     const int64_t bias_shape[4] = {1, 1, nq, nk};
@@ -1114,31 +1116,34 @@ TEST(tiny_floor_exact_for_large_values) {
 }
 
 // The backward's dQ accumulator sums each query tile's shares in the scale of the least far exponent E added so far
-// (kernels.inc, DqAccumulator::exps): far tiles first, a near tile after them (the sums scaled down), a tile whose every
-// share is far (scaled back when stored). A bias [Nq, Nk] sets x per query tile (64 rows) and key tile (128 keys):
-// weights ~2^-72 ("far", E ~65), ~2^-100 ("farther", E ~93) or x ~0 ("near"). Query tile 0: far, far, far; 1: far,
-// near, farther; 2 (two rows): farther, far, farther. Values 2^60 on key tile 0 and 2^40 on tile 2, 2^20 on tile 1,
-// so that the far shares are not lost beside the near ones; Nq = 130, Nk = 384 (whole key tiles: a ragged one is never
-// far in a bias call, its padding columns counting in the bound). fp32 and bf16, sigmoid, gelu, softplus, against
-// fp64 per element: a share or a sum left in the wrong scale misses by 2^28 or more.
+// (kernels.inc, DqAccumulator::exps). A bias [Nq, Nk] sets x per key tile (128 keys) — weights ~2^-72 ("far", E ~65),
+// ~2^-100 ("farther", E ~93) or x ~0 ("near") — the same for every query row, one call per pattern: far, far, far (the
+// sums kept in E's scale and scaled back when stored); far, near, farther (scaled down when the near share comes, the
+// farther one added times 2^-93); farther, far, farther (scaled from 93 to 65, stored from 65). The values' magnitude per
+// key tile about 1 over its weights (1 on the near tile), so that every share is of about the same size. Nq = 130 (a
+// ragged query tile), Nk = 384 (whole key tiles: a ragged one is never far in a bias call, its padding columns counting
+// in the bound). fp32 and bf16, sigmoid, gelu, softplus, against fp64 per element: a share left out, or a share or
+// the sums in the wrong scale, miss by far more than the bound.
 TEST(dq_far_shares_in_their_scale) {
     const int64_t nq = 130, nk = 384, d = 16;
     enum Kind { kNear, kFar, kFarther };
-    const Kind pattern[3][3] = {{kFar, kFar, kFar}, {kFar, kNear, kFarther}, {kFarther, kFar, kFarther}};
-    const double value_mag[3] = {0x1p60, 0x1p20, 0x1p40};
+    const Kind patterns[3][3] = {{kFar, kFar, kFar}, {kFar, kNear, kFarther}, {kFarther, kFar, kFarther}};
+    const double value_mag[3] = {1.0, 0x1p72, 0x1p100};  // (per Kind)
     for (const FarVariant* var : {&kFarVariants[0], &kFarVariants[1]})
-        for (int score : {ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
-            FarProblem fp(*var, nq, nk, d, 515);
-            const bool gelu = score == ref::kGelu;
-            const double x_of[3] = {0.0, gelu ? -10.0 : -50.0, gelu ? -11.8 : -69.0};  // (weights ~1, 2^-72, 2^-100)
-            std::vector<float> bias(size_t(nq * nk)), dout(size_t(nq * d));
-            for (int64_t i = 0; i < nq; ++i)
-                for (int64_t j = 0; j < nk; ++j) bias[size_t(i * nk + j)] = float(x_of[pattern[i / 64][j / 128]]);
-            for (int64_t j = 0; j < nk; ++j)
-                for (int64_t c = 0; c < d; ++c) fp.v_at(j, 0, c) = float(value_mag[j / 128] * (fp.uniform() < 0 ? -1.0 : 1.0));
-            for (float& x : dout) x = fp.uniform() < 0 ? -1.f : 1.f;
-            check_far_bias_call(fp, score, bias, dout);
-        }
+        for (const auto& pattern : patterns)
+            for (int score : {ref::kSigmoid, ref::kGelu, ref::kSoftplus}) {
+                FarProblem fp(*var, nq, nk, d, 515);
+                const bool gelu = score == ref::kGelu;
+                const double x_of[3] = {0.0, gelu ? -10.0 : -50.0, gelu ? -11.8 : -69.0};  // (per Kind)
+                std::vector<float> bias(size_t(nq * nk)), dout(size_t(nq * d));
+                for (int64_t i = 0; i < nq; ++i)
+                    for (int64_t j = 0; j < nk; ++j) bias[size_t(i * nk + j)] = float(x_of[pattern[j / 128]]);
+                for (int64_t j = 0; j < nk; ++j)
+                    for (int64_t c = 0; c < d; ++c)
+                        fp.v_at(j, 0, c) = float(value_mag[pattern[j / 128]] * (fp.uniform() < 0 ? -1.0 : 1.0));
+                for (float& x : dout) x = fp.uniform() < 0 ? -1.f : 1.f;
+                check_far_bias_call(fp, score, bias, dout);
+            }
 }
 
 // ALiBi's tiles that add nothing (kernels.inc kNothingLog2: every weight below 2^-228, so that the far rows' and tiles'
@@ -1343,21 +1348,26 @@ TEST(finite_differences) {
 // Bitwise the same results at 1, 2, 3 and 5 threads, dBias broadcast over batch, over heads and over Nq
 // (a key-padding bias [B, 1, 1, Nk], and [1, 1, 1, Nk]) included.
 TEST(thread_count_independence) {
-    for (int form = 0; form < 5; ++form) {
+    for (int form = 0; form < 6; ++form) {
         Spec s;
         s.B = 2, s.Nq = 150, s.Nk = 270, s.Hq = 4, s.Hk = 2, s.d = 40;
-        s.score = form == 1 || form == 4 ? ref::kSigmoid : ref::kSoftmax;
-        s.causal = form != 2;
+        s.score = form == 1 || form == 4 || form == 5 ? ref::kSigmoid : ref::kSoftmax;
+        s.causal = form != 2 && form != 5;
         ref::Rng rng(31 + uint64_t(form));
-        add_bias(s, rng, form == 0 || form == 4 ? 1 : s.B, form == 1 || form >= 3 ? 1 : s.Hq, form >= 3 ? 1 : s.Nq,
-                 ref::kFp32, 0.02);
-        add_alibi(s, false);
-        add_blocks(s, rng, 32, 64, true, 0.7);
-        add_mask(s, rng, s.B, 1, 1, 0.9);
-        s.logn_train = 32;
-        s.strided = form == 2 || form == 4 ? 4 : 0;
-        s.window_left = form == 2 || form == 4 ? 20 : -1;
-        s.want_dbias = true;
+        if (form == 5) {  // ALiBi alone, steep, no dbias: far tiles, near-first order and dQ's far-first sums
+            add_alibi(s, false);
+            for (double& slope : s.alibi_slopes) slope *= 4.0;
+        } else {
+            add_bias(s, rng, form == 0 || form == 4 ? 1 : s.B, form == 1 || form >= 3 ? 1 : s.Hq,
+                     form >= 3 ? 1 : s.Nq, ref::kFp32, 0.02);
+            add_alibi(s, false);
+            add_blocks(s, rng, 32, 64, true, 0.7);
+            add_mask(s, rng, s.B, 1, 1, 0.9);
+            s.logn_train = 32;
+            s.strided = form == 2 || form == 4 ? 4 : 0;
+            s.window_left = form == 2 || form == 4 ? 20 : -1;
+            s.want_dbias = true;
+        }
         std::vector<std::vector<unsigned char>> first;
         for (int threads : {1, 2, 3, 5, 8}) {
             REQUIRE(fsig_set_num_threads(threads) == FSIG_OK, "set threads");
@@ -1380,10 +1390,12 @@ TEST(thread_count_independence) {
                                               e.layout_t(), nullptr) == FSIG_OK,
                     "forward_ex: %s", fsig_last_error());
             REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tg, sm ? &tl : nullptr, &tdq, &tdk, &tdv, e.slopes_t(),
-                                               e.bias_t(), e.mask_t(), e.layout_t(), &e.tdb, nullptr) == FSIG_OK,
+                                               e.bias_t(), e.mask_t(), e.layout_t(), s.want_dbias ? &e.tdb : nullptr,
+                                               nullptr) == FSIG_OK,
                     "backward_ex: %s", fsig_last_error());
             std::vector<std::vector<unsigned char>> now = {tu::snapshot(out), tu::snapshot(lse), tu::snapshot(dq),
-                                                          tu::snapshot(dk), tu::snapshot(dv), tu::snapshot(e.dbias)};
+                                                          tu::snapshot(dk), tu::snapshot(dv)};
+            if (s.want_dbias) now.push_back(tu::snapshot(e.dbias));
             if (first.empty()) first = now;
             const char* names[] = {"out", "lse", "dq", "dk", "dv", "dbias"};
             for (size_t t = 0; t < now.size(); ++t)
