@@ -3,7 +3,7 @@
 // fp32 sums — 16 times the multiply-adds per cycle of the two AVX-512 FMA ports, at the same exactness
 // as vdpbf16ps (bf16_dot.h): the products of bf16 values are exact, only the fp32 sums round. Operands that
 // are bf16 values already (Q times the power-of-two part of the scale, K, V, dO) enter as they are;
-// operands computed in fp32 (P, dS) enter as two bf16 terms, hi + lo (split_bf16), which carry 15 bits of
+// operands computed in fp32 (P, dS) enter as two bf16 terms, hi + lo (split_bf16), which carry 16 bits of
 // each value where rounding it to bf16 kept 8: the §6 rule failed on short rows for the one rounding
 // (bf16_dot.h), and the two terms leave an error 128 times smaller. Like vdpbf16ps the instruction reads
 // subnormal operands as 0 and flushes subnormal results: for the tensors' operands the Bf16Range rule
@@ -61,20 +61,24 @@ class AmxScope {
     bool active_;
 };
 
-// x = hi + lo + e with |e| < 2^-15·|x| (and e = 0 for 0, ±inf and NaN): hi is x truncated to bf16 (never
-// rounded up to inf; a NaN stays a NaN, whose payload could lie in the dropped half alone), lo the rest
-// rounded to nearest even. Both are fp32 vectors whose values are bf16, ready for pair_bits / to_bf16.
-inline void split_bf16(vf x, vf& hi, vf& lo) {
-    const __m512i top = _mm512_set1_epi32(int(0xffff0000u));
-    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    const __m512i h = _mm512_mask_mov_epi32(_mm512_and_si512(_mm512_castps_si512(x), top), nan,
-                                            _mm512_set1_epi32(0x7fc00000));
-    hi = _mm512_castsi512_ps(h);
-    const __mmask16 finite = _mm512_cmp_ps_mask(vabs(x), vset(3.40282347e38f), _CMP_LE_OQ);
-    const __m512i rest = _mm512_castps_si512(_mm512_maskz_sub_ps(finite, x, hi));  // exact: x's low 16 bits
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(rest, 16), _mm512_set1_epi32(1));
-    lo = _mm512_castsi512_ps(
-        _mm512_and_si512(_mm512_add_epi32(rest, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), top));
+// a's and b's 16 values x each as x = hi + lo + e with |e| ≤ 2^-16·|x| (and e = 0 for 0, ±inf and NaN): hi is x
+// rounded to the nearest bf16 (even on a tie), lo the rest so rounded (vcvtne2ps2bf16; the bits' arithmetic this
+// replaces took 12 instructions a vector, this 4); hi and lo as 32 bf16 each, a's then b's. A NaN stays a NaN;
+// subnormal values, which the tile products read as 0, are 0 here too (so is lo where it would be one: |x| below
+// about 2^-110, an absolute loss below 2^-126, as the products' own); |x| at bf16's largest finite value or more
+// (none: callers scale by pow2_near_one or p_mul first) would give hi = ±inf, lo = 0.
+inline void split_bf16(vf a, vf b, __m512i& hi, __m512i& lo) {
+    hi = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    // each half of hi back in fp32 lanes (a bf16 is the upper half of its fp32), by one permute each
+    const __m512i from_a = _mm512_set_epi16(15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8, 0, 7, 0, 6, 0, 5, 0, 4, 0,
+                                            3, 0, 2, 0, 1, 0, 0, 0);
+    const __m512i from_b = _mm512_add_epi16(from_a, _mm512_set1_epi32(16 << 16));
+    const vf ha = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xaaaaaaaau, from_a, hi));
+    const vf hb = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xaaaaaaaau, from_b, hi));
+    // x − hi, exact; 0 where hi is ±inf or NaN (fpclass: QNaN, ±inf, SNaN)
+    const vf ra = _mm512_maskz_sub_ps(_mm512_knot(_mm512_fpclass_ps_mask(ha, 0x99)), a, ha);
+    const vf rb = _mm512_maskz_sub_ps(_mm512_knot(_mm512_fpclass_ps_mask(hb, 0x99)), b, hb);
+    lo = (__m512i)_mm512_cvtne2ps_pbh(rb, ra);
 }
 
 // The power of two that brings max_abs (the largest |x| of a tile or row of an operand) into [1, 2),
@@ -88,21 +92,12 @@ inline float pow2_near_one(float max_abs) {
     return std::ldexp(1.f, std::clamp(1 - e, -100, 100));
 }
 
-// 32 bf16 from two fp32 vectors whose values are bf16: a's 16 then b's 16
-inline __m512i bf16_of(vf a, vf b) {
-    const __m512i idx = _mm512_set_epi16(31 + 32, 29 + 32, 27 + 32, 25 + 32, 23 + 32, 21 + 32, 19 + 32, 17 + 32,
-                                         15 + 32, 13 + 32, 11 + 32, 9 + 32, 7 + 32, 5 + 32, 3 + 32, 1 + 32, 31, 29,
-                                         27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    return _mm512_permutex2var_epi16(_mm512_castps_si512(a), idx, _mm512_castps_si512(b));
-}
-
 // 2·W values, a's then b's, as 32 hi and 32 lo bf16 (split_bf16) at hi and lo
 inline void store_split(vf a, vf b, uint16_t* hi, uint16_t* lo) {
-    vf h0, l0, h1, l1;
-    split_bf16(a, h0, l0);
-    split_bf16(b, h1, l1);
-    _mm512_storeu_si512(hi, bf16_of(h0, h1));
-    _mm512_storeu_si512(lo, bf16_of(l0, l1));
+    __m512i h, l;
+    split_bf16(a, b, h, l);
+    _mm512_storeu_si512(hi, h);
+    _mm512_storeu_si512(lo, l);
 }
 
 // One row's x[c]·mul, c < n_valid (a multiple of W), as hi and lo bf16 rows (split_bf16) of n columns (a
@@ -149,11 +144,12 @@ void pair_rows(const float* src, int64_t lds, int64_t m, int64_t n_valid, int64_
                 _mm512_storeu_si512(hi + (k2 * ld + c) * 2, pair_bits(va, vb));
                 continue;
             }
-            vf ha, la, hb, lb;
-            split_bf16(va, ha, la);
-            split_bf16(vb, hb, lb);
-            _mm512_storeu_si512(hi + (k2 * ld + c) * 2, pair_bits(ha, hb));
-            _mm512_storeu_si512(lo + (k2 * ld + c) * 2, pair_bits(la, lb));
+            __m512i h, l;  // a's 16 then b's: interleaved into pairs
+            split_bf16(va, vb, h, l);
+            const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                                   6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+            _mm512_storeu_si512(hi + (k2 * ld + c) * 2, _mm512_permutexvar_epi16(pairs, h));
+            _mm512_storeu_si512(lo + (k2 * ld + c) * 2, _mm512_permutexvar_epi16(pairs, l));
         }
     }
 }

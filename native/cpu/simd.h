@@ -185,11 +185,17 @@ static inline void vstore_bf16(uint16_t* p, vf x) {
 #error "simd.h: no vector ISA (x86-64 with AVX2, or AArch64 with NEON)"
 #endif
 
-// 2^x, |rel err| ~ 1e-7; x = -inf or x < -127 gives 0, x > 128 gives inf, NaN stays NaN.
+// 2^x, |rel err| ~ 1e-7; x = -inf or x < -126.5 gives 0, NaN stays NaN; x ≥ 128 gives inf, and so does x in
+// [127.5, 128) but on AVX-512, whose last step scales without the overflowing 2^128 (there 2^x, finite).
 static inline vf vexp2(vf x) {
-    vf xc = vmin(vmax(x, vset(-127.f)), vset(128.f));
-    vf n = vround(xc);
-    vf f = vsub(xc, n);  // [-0.5, 0.5]
+#if defined(__AVX512F__)
+    // (vmax and vmin give their second operand, x, for a NaN: kept)
+    const vf xc = vmin(vset(129.f), vmax(vset(-127.f), x));
+#else
+    const vf xc = vmin(vmax(x, vset(-127.f)), vset(128.f));
+#endif
+    const vf n = vround(xc);
+    const vf f = vsub(xc, n);  // [-0.5, 0.5]
     // Taylor series of 2^f = e^(f ln2) to degree 7: truncation < 6e-9 on [-0.5, 0.5]
     vf p = vset(1.5252733804059841e-05f);
     p = vfma(p, f, vset(1.5403530393381606e-04f));
@@ -199,8 +205,14 @@ static inline vf vexp2(vf x) {
     p = vfma(p, f, vset(2.4022650695910071e-01f));
     p = vfma(p, f, vset(6.9314718055994531e-01f));
     p = vfma(p, f, vset(1.0f));
+#if defined(__AVX512F__)
+    // p·2^n in one instruction (vscalefps: the same rounding as p times the exact 2^n), 0 where n = -127, as vpow2i
+    // gives it (a NaN kept: the compare is unordered); n up to 129 overflows by itself
+    return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(n, vset(-127.f), _CMP_NEQ_UQ), p, n);
+#else
     vf r = vmul(p, vpow2i(n));
     return vkeep_nan(x, r);  // min/max above turned a NaN into a number
+#endif
 }
 
 static inline vf vexp(vf x) { return vexp2(vmul(x, vset(1.4426950408889634f))); }
