@@ -169,17 +169,19 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, Bf16Range& range) {
     if (shared && wave < pairs && wave * group * tiles < int64_t(workers)) shared = false, wave = pairs;
     const int64_t pair_floats = shared ? k_tiles * tile_floats : 0;
     const CachedBlock packed(shared ? sizeof(float) * size_t(wave * pair_floats) : 0);
-    // each packed key tile's largest |v| (KvPack::v_max); bf16 products also its smallest |k| (Bf16Range), its V's
-    // multiplier (AMX) and smallest scaled |v|
+    // each packed key tile's largest |v|, whether its V is finite and its largest ‖k‖ (KvPack::v_max, v_finite,
+    // k_norm); bf16 products also its smallest |k| (Bf16Range), its V's multiplier (AMX) and smallest scaled |v|
     const int64_t tile_stats = wave * k_tiles;
-    const CachedBlock stats(shared ? sizeof(float) * size_t((k.bf16_products(p) ? 4 : 1) * tile_stats) : 0);
+    const CachedBlock stats(shared ? sizeof(float) * size_t((k.bf16_products(p) ? 6 : 3) * tile_stats) : 0);
     if (shared && (!packed.floats() || !stats.floats())) return FSIG_ERROR_OUT_OF_MEMORY;
-    float* const bf16_stats = shared && k.bf16_products(p) ? stats.floats() + tile_stats : nullptr;
+    float* const bf16_stats = shared && k.bf16_products(p) ? stats.floats() + 3 * tile_stats : nullptr;
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         const KvPack kv{packed.floats(), shared ? packed.floats() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
                         pair0, bf16_stats, bf16_stats ? bf16_stats + tile_stats : nullptr,
-                        bf16_stats ? bf16_stats + 2 * tile_stats : nullptr, &range, stats.floats()};
+                        bf16_stats ? bf16_stats + 2 * tile_stats : nullptr, &range, stats.floats(),
+                        shared ? stats.floats() + tile_stats : nullptr,
+                        shared ? stats.floats() + 2 * tile_stats : nullptr};
         if (shared)
             parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
                 const int64_t pair = pair0 + t / k_tiles;

@@ -58,8 +58,13 @@ struct KvPack {
     float* v_mul;
     float* v_scaled_min;
     Bf16Range* range;
-    // per packed key tile its largest |v| (NaN ignored): the tiny floor's bound (kernels.inc, tiny_floor_ok)
+    // per packed key tile its largest |v| (NaN ignored): the tiny floor's bound (kernels.inc, tiny_floor_ok); and
+    // 1 where its V is finite, else 0 (a tile that adds nothing is skipped only then: once per wave, not per query tile)
     float* v_max;
+    float* v_finite;
+    // per packed key tile its largest ‖k_j‖ (inf or NaN where a k is not finite), in calls with ALiBi alone (kernels.inc,
+    // norm_bound_ok): with ‖q_i‖ it bounds every score of a tile before its product
+    float* k_norm;
 };
 // block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the
 // panels need no padding.
