@@ -1199,6 +1199,39 @@ AlibiGrads alibi_call(const Spec& s, int dtype, const std::vector<float>& q, con
     return r;
 }
 
+// The norm bound (kernels.inc, largest_norm): relu with q of size ~1e-24, whose squares lie below fp32's range, and
+// ALiBi slopes of the scores' own size (1e-26 a key), so that keys tens of tiles from the diagonal still score above
+// 0: a norm summed without scaling (0, or its floor 2^-100) finds those tiles adding nothing. Against fp64.
+TEST(norm_bound_tiny_rows) {
+    for (int64_t d : {int64_t(8), int64_t(64)}) {
+        FarProblem fp(kFarVariants[0], 160, 160, d, 4242);
+        fp.slope = 1e-26;
+        for (float& x : fp.q) x *= 1e-24f;
+        for (float& x : fp.v) x = fp.uniform();
+        const tu::View vq = fp.view_of(fp.nq, 1, fp.q), vk = fp.view_of(fp.nk, 1, fp.k), vv = fp.view_of(fp.nk, 1, fp.v),
+                       vo = fp.poisoned(fp.nq, 1);
+        const FarProblem::Extensions ext = fp.extensions();
+        const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc();
+        const fsig_attention_params p = fp.params(ref::kRelu);
+        REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, &ext.ts, nullptr, nullptr, nullptr, nullptr) ==
+                    FSIG_OK,
+                "%s", fsig_last_error());
+        std::vector<double> want(fp.q.size(), 0.0), size(fp.q.size(), 0.0);
+        int64_t positive = 0;
+        for (int64_t i = 0; i < fp.nq; ++i)
+            for (int64_t j = 0; j < fp.nk; ++j) {
+                const double w = std::max(0.0, fp.x(0, i, j)) / double(fp.nk);
+                positive += w > 0;
+                for (int64_t c = 0; c < d; ++c) {
+                    const double t = w * double(fp.v_at(j, 0, c));
+                    want[size_t(i * d + c)] += t, size[size_t(i * d + c)] += std::fabs(t);
+                }
+            }
+        EXPECT(positive >= 500, "d = %lld: %lld positive scores, want >= 500", (long long)d, (long long)positive);
+        expect_within_terms("fp32 tiny q", ref::kRelu, "out", vo.load(), want, size, 1e-4, 0.0);
+    }
+}
+
 TEST(alibi_skipped_tiles) {
     constexpr int64_t kNanKey = 20, kNanCol = 5;
     int idx = 0;

@@ -81,23 +81,6 @@ inline void split_bf16(vf a, vf b, __m512i& hi, __m512i& lo) {
     lo = (__m512i)_mm512_cvtne2ps_pbh(rb, ra);
 }
 
-// The power of two that brings max_abs (the largest |x| of a tile or row of an operand) into [1, 2),
-// within [2^-100, 2^100]; 1 for 0, inf and NaN. The tile products scale their operands by it: a
-// product is flushed only below 2^-126 of the largest, and the result is scaled back exactly
-// (unscale) — so subnormal tensor values and tiny P or dS lose nothing the fp32 products keep.
-inline float pow2_near_one(float max_abs) {
-    if (!(max_abs > 0.f) || !std::isfinite(max_abs)) return 1.f;
-    uint32_t bits;
-    std::memcpy(&bits, &max_abs, 4);
-    const int e = int(bits >> 23) - 126;  // max_abs in [2^(e-1), 2^e) (subnormal: below, and 2^100 either way)
-    return pow2i(std::clamp(1 - e, -100, 100));
-}
-// The same for max_abs = 2^y, without computing it (softmax's largest weight of a row of a tile)
-inline float pow2_near_one_log2(float y) {
-    if (!std::isfinite(y)) return 1.f;  // (2^y 0 or inf)
-    return pow2i(int(std::clamp(-std::floor(y), -100.f, 100.f)));
-}
-
 // 2·W values, a's then b's, as 32 hi and 32 lo bf16 (split_bf16) at hi and lo
 inline void store_split(vf a, vf b, uint16_t* hi, uint16_t* lo) {
     __m512i h, l;
