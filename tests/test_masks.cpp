@@ -1235,7 +1235,8 @@ TEST(norm_bound_tiny_rows) {
 // The norm bound where it is tight: every q and k a multiple of one vector u, so that s_ij = ‖q_i‖‖k_j‖·scale, with
 // heavy keys (‖k‖ 20× the others') at every third key (every lane of the panels, ragged last tiles); relu's tiles
 // whose least penalty lies within 30 % of their largest s (a bound of 0.7 times the norms would skip them) hold
-// positive scores that must be added.
+// positive scores that must be added, forward and backward. (No x lies near 0 at an integer distance, where relu's
+// derivative would jump with the rounding.)
 TEST(norm_bound_aligned_rows) {
     for (int variant = 0; variant < 2; ++variant)
         for (int64_t d : {int64_t(40), int64_t(64)}) {
@@ -1246,35 +1247,57 @@ TEST(norm_bound_aligned_rows) {
             for (double& x : u) x = 2.0 + fp.uniform(), uu += x * x;
             const double to_sixty = std::sqrt(60.0 / (uu * fp.scale()));  // s = 60 for a = b = 1
             for (int64_t i = 0; i < fp.nq; ++i)
-                for (int64_t c = 0; c < d; ++c) fp.q_at(i, 0, c) = float((i % 5 == 1 ? 0.7 : 1.0) * to_sixty * u[size_t(c)]);
+                for (int64_t c = 0; c < d; ++c) fp.q_at(i, 0, c) = float((i % 5 == 1 ? 0.73 : 1.0) * to_sixty * u[size_t(c)]);
             for (int64_t j = 0; j < fp.nk; ++j)
                 for (int64_t c = 0; c < d; ++c) fp.k_at(j, 0, c) = float((j % 3 == 0 ? 1.0 : 0.05) * to_sixty * u[size_t(c)]);
             for (float& x : fp.v) x = fp.uniform();
             fp.q = fp.view_of(fp.nq, 1, fp.q).load(), fp.k = fp.view_of(fp.nk, 1, fp.k).load();  // rounded to the dtype
             fp.v = fp.view_of(fp.nk, 1, fp.v).load();
+            std::vector<float> dout(fp.q.size());
+            for (float& x : dout) x = fp.uniform();
+            dout = fp.view_of(fp.nq, 1, dout).load();
             const tu::View vq = fp.view_of(fp.nq, 1, fp.q), vk = fp.view_of(fp.nk, 1, fp.k), vv = fp.view_of(fp.nk, 1, fp.v),
-                           vo = fp.poisoned(fp.nq, 1);
+                           vdo = fp.view_of(fp.nq, 1, dout), vo = fp.poisoned(fp.nq, 1), vdq = fp.poisoned(fp.nq, 1),
+                           vdk = fp.poisoned(fp.nk, 1), vdv = fp.poisoned(fp.nk, 1);
             const FarProblem::Extensions ext = fp.extensions();
-            const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc();
+            const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
+                              tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc();
             const fsig_attention_params p = fp.params(ref::kRelu);
             REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, &ext.ts, nullptr, nullptr, nullptr,
                                               nullptr) == FSIG_OK,
                     "%s", fsig_last_error());
-            std::vector<double> want(fp.q.size(), 0.0), size(fp.q.size(), 0.0);
+            REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, nullptr, &tdq, &tdk, &tdv, &ext.ts, nullptr,
+                                               nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
+                    "%s", fsig_last_error());
+            // fp64: out, and dQ, dK, dV (relu's where-form: dS = dP / Nk where x > 0), with their terms' magnitudes
+            std::vector<double> want(fp.q.size(), 0.0), size(fp.q.size(), 0.0), dq_w(fp.q.size(), 0.0),
+                dq_s(fp.q.size(), 0.0), dk_w(fp.k.size(), 0.0), dk_s(fp.k.size(), 0.0), dv_w(fp.k.size(), 0.0),
+                dv_s(fp.k.size(), 0.0);
             int64_t beyond = 0;  // positive scores whose penalty exceeds 0.7 of their s
             for (int64_t i = 0; i < fp.nq; ++i)
                 for (int64_t j = 0; j < fp.nk; ++j) {
                     const double x = fp.x(0, i, j), w = std::max(0.0, x) / double(fp.nk);
                     const double penalty = fp.slope * double(std::llabs(i + fp.nk - fp.nq - j));
                     beyond += x > 0 && penalty > 0.7 * (x + penalty);
+                    if (!(x > 0)) continue;
+                    double dp = 0;
+                    for (int64_t c = 0; c < d; ++c) dp += double(dout[size_t(i * d + c)]) * double(fp.v_at(j, 0, c));
+                    const double ds = dp / double(fp.nk) * fp.scale();
                     for (int64_t c = 0; c < d; ++c) {
+                        const size_t qe = size_t(i * d + c), ke = size_t(j * d + c);
                         const double t = w * double(fp.v_at(j, 0, c));
-                        want[size_t(i * d + c)] += t, size[size_t(i * d + c)] += std::fabs(t);
+                        want[qe] += t, size[qe] += std::fabs(t);
+                        dv_w[ke] += w * dout[qe], dv_s[ke] += std::fabs(w * dout[qe]);
+                        dk_w[ke] += ds * fp.q[qe], dk_s[ke] += std::fabs(ds * fp.q[qe]);
+                        dq_w[qe] += ds * fp.k[ke], dq_s[qe] += std::fabs(ds * fp.k[ke]);
                     }
                 }
             EXPECT(beyond >= 500, "d = %lld: %lld positive scores past 0.7 of the bound, want >= 500", (long long)d,
                    (long long)beyond);
             expect_within_terms(fp.var.name, ref::kRelu, "out", vo.load(), want, size, fp.var.bound, 0.0);
+            expect_within_terms(fp.var.name, ref::kRelu, "dq", vdq.load(), dq_w, dq_s, fp.var.bound, 1e-16);
+            expect_within_terms(fp.var.name, ref::kRelu, "dk", vdk.load(), dk_w, dk_s, fp.var.bound, 1e-16);
+            expect_within_terms(fp.var.name, ref::kRelu, "dv", vdv.load(), dv_w, dv_s, fp.var.bound, 1e-16);
         }
 }
 

@@ -265,7 +265,10 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
     const CachedBlock wave_rows(sizeof(float) * size_t(wave * pair_floats + bf16_floats));
     std::unique_ptr<std::atomic<int32_t>[]> turns(new (std::nothrow) std::atomic<int32_t>[size_t(wave * group * q_tiles)]);
     std::unique_ptr<int32_t[]> exps(new (std::nothrow) int32_t[size_t(wave * group * q_tiles)]);
-    if (!wave_rows.floats() || !turns || !exps) return FSIG_ERROR_OUT_OF_MEMORY;
+    std::unique_ptr<float[]> norms(new (std::nothrow) float[size_t(2 * wave * group * q_tiles)]);
+    if (!wave_rows.floats() || !turns || !exps || !norms) return FSIG_ERROR_OUT_OF_MEMORY;
+    float* const q_norms = norms.get();
+    float* const dout_norms = q_norms + wave * group * q_tiles;
     float* const dq_rows = wave_rows.floats();
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
@@ -278,11 +281,12 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
         uint16_t* const cols = reinterpret_cast<uint16_t*>(muls + 2 * wave * muls_pair);
         uint16_t* const bf16_q = cols + 2 * wave * cols_pair;
         const DqAccumulator acc =
-            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), exps.get(), pair0, bf16_q,
+            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), exps.get(), q_norms, dout_norms, pair0, bf16_q,
                                       bf16_q + wave * bf16_pair, &range, amx ? cols : nullptr,
                                       amx ? cols + wave * cols_pair : nullptr, amx ? muls : nullptr,
                                       amx ? muls + wave * muls_pair : nullptr}
-                      : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), exps.get(), pair0, nullptr,
+                      : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), exps.get(), q_norms,
+                                      dout_norms, pair0, nullptr,
                                       nullptr, &range, nullptr, nullptr, nullptr, nullptr};
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;

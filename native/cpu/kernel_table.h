@@ -88,6 +88,10 @@ struct DqAccumulator {
     float* dout_rows;
     std::atomic<int32_t>* turns;
     int32_t* exps;
+    // the norm bound (kernels.inc, norm_bound_ok), per [slot][query tile]: the largest ‖q_i·scale‖ and ‖dO_i‖ (inf
+    // where not taken)
+    float* q_norms;
+    float* dout_norms;
     int64_t pair0;
     // bf16 products (KernelTable::bf16_products; else nullptr): Q times the power-of-two part of the scale
     // and dO as bf16 rows [slot][Nq][bf16_row_pitch] (and a tile's rows of slack past the last), in place
