@@ -1301,6 +1301,50 @@ TEST(norm_bound_aligned_rows) {
         }
 }
 
+// Rows far for their scores, not their penalties: q_i = c·u, k_j = −c·u, so every x of the last row lies near
+// −85 (gelu: −12) while the slopes are small (0.04, 0.015) — tiles whose penalties alone never make a row far. The
+// row's weights (below 2^-120) must still be summed exactly: far_rows is called where a row's probe shows it not near.
+TEST(far_rows_for_their_scores) {
+    for (int score : {ref::kSigmoid, ref::kSoftplus, ref::kGelu}) {
+        const int64_t d = 64;
+        FarProblem fp(kFarVariants[0], 128, 256, d, 99);
+        fp.slope = score == ref::kGelu ? 0.015 : 0.04;
+        const double s0 = score == ref::kGelu ? 12.0 : 85.0;
+        std::vector<double> u(static_cast<size_t>(d));
+        double uu = 0;
+        for (double& x : u) x = 2.0 + fp.uniform(), uu += x * x;
+        const double c = std::sqrt(s0 / (uu * fp.scale()));
+        for (int64_t i = 0; i < fp.nq; ++i)
+            for (int64_t e = 0; e < d; ++e) fp.q_at(i, 0, e) = float(c * u[size_t(e)]);
+        for (int64_t j = 0; j < fp.nk; ++j)
+            for (int64_t e = 0; e < d; ++e) fp.k_at(j, 0, e) = float(-c * u[size_t(e)]);
+        fp.q = fp.view_of(fp.nq, 1, fp.q).load(), fp.k = fp.view_of(fp.nk, 1, fp.k).load();
+        const FarScore g{score, double(fp.nk)};
+        fp.design_values(fp.nq - 1, 0x1p126, [&](double x) { return g.weight(x); });
+        const tu::View vq = fp.view_of(fp.nq, 1, fp.q), vk = fp.view_of(fp.nk, 1, fp.k), vv = fp.view_of(fp.nk, 1, fp.v),
+                       vo = fp.poisoned(fp.nq, 1);
+        const FarProblem::Extensions ext = fp.extensions();
+        const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc();
+        const fsig_attention_params p = fp.params(score);
+        REQUIRE(fsig_attention_forward_ex(&p, &tq, &tk, &tv, &to, nullptr, &ext.ts, nullptr, nullptr, nullptr,
+                                          nullptr) == FSIG_OK,
+                "%s", fsig_last_error());
+        const std::vector<float> out = vo.load();
+        const int64_t i = fp.nq - 1;
+        std::vector<float> row_got(static_cast<size_t>(d));
+        std::vector<double> row_want(static_cast<size_t>(d), 0.0), row_size(static_cast<size_t>(d), 0.0);
+        for (int64_t e = 0; e < d; ++e) {
+            for (int64_t j = 0; j < fp.nk; ++j) {
+                const double t = g.weight(fp.x(0, i, j)) * double(fp.v_at(j, 0, e));
+                row_want[size_t(e)] += t, row_size[size_t(e)] += std::fabs(t);
+            }
+            row_got[size_t(e)] = out[size_t(i * d + e)];
+        }
+        EXPECT(row_size[0] > 0, "%s: the row's terms are 0", ref::score_name(score));
+        expect_within_terms("fp32 far scores", score, "out (last row)", row_got, row_want, row_size, 1e-4, 0.0);
+    }
+}
+
 TEST(alibi_skipped_tiles) {
     constexpr int64_t kNanKey = 20, kNanCol = 5;
     int idx = 0;
