@@ -1233,7 +1233,8 @@ TEST(norm_bound_tiny_rows) {
 }
 
 // The norm bound where it is tight: every q and k a multiple of one vector u, so that s_ij = ‖q_i‖‖k_j‖·scale, with
-// heavy keys (‖k‖ 20× the others') at every third key (every lane of the panels, ragged last tiles); relu's tiles
+// one heavy query row late in each tile (‖q‖ 3.2× the others') and heavy keys (20×) at one lane of each panel and
+// the last key (of a ragged tile), so that the norms must cover every row and lane; relu's tiles
 // whose least penalty lies within 30 % of their largest s (a bound of 0.7 times the norms would skip them) hold
 // positive scores that must be added, forward and backward. (No x lies near 0 at an integer distance, where relu's
 // derivative would jump with the rounding.)
@@ -1247,9 +1248,12 @@ TEST(norm_bound_aligned_rows) {
             for (double& x : u) x = 2.0 + fp.uniform(), uu += x * x;
             const double to_sixty = std::sqrt(60.0 / (uu * fp.scale()));  // s = 60 for a = b = 1
             for (int64_t i = 0; i < fp.nq; ++i)
-                for (int64_t c = 0; c < d; ++c) fp.q_at(i, 0, c) = float((i % 5 == 1 ? 0.73 : 1.0) * to_sixty * u[size_t(c)]);
+                for (int64_t c = 0; c < d; ++c) fp.q_at(i, 0, c) = float((i % 64 == 60 ? 1.0 : 0.31) * to_sixty * u[size_t(c)]);
+            // heavy keys at lane 1 of the panels of keys [128, 256), lane 29 elsewhere (a tile's first lanes alone miss
+            // them), and the last key
+            auto heavy_key = [&](int64_t j) { return j % 32 == (j >= 128 && j < 256 ? 1 : 29) || j == fp.nk - 1; };
             for (int64_t j = 0; j < fp.nk; ++j)
-                for (int64_t c = 0; c < d; ++c) fp.k_at(j, 0, c) = float((j % 3 == 0 ? 1.0 : 0.05) * to_sixty * u[size_t(c)]);
+                for (int64_t c = 0; c < d; ++c) fp.k_at(j, 0, c) = float((heavy_key(j) ? 1.0 : 0.05) * to_sixty * u[size_t(c)]);
             for (float& x : fp.v) x = fp.uniform();
             fp.q = fp.view_of(fp.nq, 1, fp.q).load(), fp.k = fp.view_of(fp.nk, 1, fp.k).load();  // rounded to the dtype
             fp.v = fp.view_of(fp.nk, 1, fp.v).load();
