@@ -175,13 +175,14 @@ int forward_with(const KernelTable& k, const ForwardArgs& a, Bf16Range& range) {
     const CachedBlock stats(shared ? sizeof(float) * size_t((k.bf16_products(p) ? 6 : 3) * tile_stats) : 0);
     if (shared && (!packed.floats() || !stats.floats())) return FSIG_ERROR_OUT_OF_MEMORY;
     float* const bf16_stats = shared && k.bf16_products(p) ? stats.floats() + 3 * tile_stats : nullptr;
+    const double norm_gate = k.norm_gate_penalty(p);
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
         const KvPack kv{packed.floats(), shared ? packed.floats() + wave * k_tiles * kv_k_tile_floats(p.head_dim) : nullptr,
                         pair0, bf16_stats, bf16_stats ? bf16_stats + tile_stats : nullptr,
                         bf16_stats ? bf16_stats + 2 * tile_stats : nullptr, &range, stats.floats(),
                         shared ? stats.floats() + tile_stats : nullptr,
-                        shared ? stats.floats() + 2 * tile_stats : nullptr};
+                        shared ? stats.floats() + 2 * tile_stats : nullptr, norm_gate};
         if (shared)
             parallel_for(count * k_tiles, workers, [&](int64_t t, int w) {
                 const int64_t pair = pair0 + t / k_tiles;
@@ -269,6 +270,7 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
     if (!wave_rows.floats() || !turns || !exps || !norms) return FSIG_ERROR_OUT_OF_MEMORY;
     float* const q_norms = norms.get();
     float* const dout_norms = q_norms + wave * group * q_tiles;
+    const double norm_gate = k.norm_gate_penalty(p);
     float* const dq_rows = wave_rows.floats();
     for (int64_t pair0 = 0; pair0 < pairs; pair0 += wave) {
         const int64_t count = std::min(wave, pairs - pair0);
@@ -281,12 +283,12 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
         uint16_t* const cols = reinterpret_cast<uint16_t*>(muls + 2 * wave * muls_pair);
         uint16_t* const bf16_q = cols + 2 * wave * cols_pair;
         const DqAccumulator acc =
-            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), exps.get(), q_norms, dout_norms, pair0, bf16_q,
+            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), exps.get(), q_norms, dout_norms, norm_gate, pair0, bf16_q,
                                       bf16_q + wave * bf16_pair, &range, amx ? cols : nullptr,
                                       amx ? cols + wave * cols_pair : nullptr, amx ? muls : nullptr,
                                       amx ? muls + wave * muls_pair : nullptr}
                       : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), exps.get(), q_norms,
-                                      dout_norms, pair0, nullptr,
+                                      dout_norms, norm_gate, pair0, nullptr,
                                       nullptr, &range, nullptr, nullptr, nullptr, nullptr};
         parallel_for(count * group * q_tiles, workers, [&](int64_t t, int) {
             const int64_t tile = t % q_tiles, rest = t / q_tiles, pair = pair0 + rest / group;

@@ -65,6 +65,8 @@ struct KvPack {
     // per packed key tile its largest ‖k_j‖ (inf or NaN where a k is not finite), in calls with ALiBi alone (kernels.inc,
     // norm_bound_ok): with ‖q_i‖ it bounds every score of a tile before its product
     float* k_norm;
+    // the least penalty at which a tile's norms may serve (kernels.inc, norm_gate_penalty), once per call
+    double norm_gate;
 };
 // block_n is a multiple of every ISA's panel width (16 or 32 keys; kernels.inc asserts it), so the
 // panels need no padding.
@@ -92,6 +94,7 @@ struct DqAccumulator {
     // where not taken)
     float* q_norms;
     float* dout_norms;
+    double norm_gate;  // as KvPack::norm_gate
     int64_t pair0;
     // bf16 products (KernelTable::bf16_products; else nullptr): Q times the power-of-two part of the scale
     // and dO as bf16 rows [slot][Nq][bf16_row_pitch] (and a tile's rows of slack past the last), in place
@@ -116,6 +119,8 @@ struct KernelTable {
     bool (*bf16_products)(const Problem& p);
     // floats of per-thread scratch that the tasks below need for this problem
     size_t (*scratch_floats)(const Problem& p);
+    // the norm bound's gate for this call (KvPack::norm_gate; inf where the bound does not apply)
+    double (*norm_gate_penalty)(const Problem& p);
     // one (batch, kv head, key tile) of kv's pairs: K panels and V rows of keys [j0, j0 + block_n) into kv
     void (*forward_pack_task)(const ForwardArgs& a, const KvPack& kv, int64_t b, int64_t hk, int64_t j0, float* scratch);
     // one (batch, query head, query tile): out rows [i0, i0 + kBlockM) and their LSE
