@@ -768,6 +768,7 @@ struct FarProblem {
     const FarVariant& var;
     int64_t nq, nk, d;
     double slope = 0;
+    std::vector<double> head_slopes;  // per query head, where given; else every head's is `slope`
     std::vector<float> q, k, v;
     Uniform uniform;
 
@@ -797,10 +798,11 @@ struct FarProblem {
     double lambda() const {  // n_i counts the keys causal and window allow (DESIGN.md §4): all nk, the mask aside
         return var.logn_train > 0 ? std::max(1.0, std::log(double(nk)) / std::log(double(var.logn_train))) : 1.0;
     }
+    double slope_of(int64_t h) const { return head_slopes.empty() ? slope : head_slopes[size_t(h)]; }
     double x(int64_t h, int64_t i, int64_t j) {
         double s = 0;
         for (int64_t c = 0; c < d; ++c) s += double(q_at(i, h, c)) * double(k_at(j, h, c));
-        return s * scale() * lambda() - slope * double(std::llabs(i + nk - nq - j));
+        return s * scale() * lambda() - slope_of(h) * double(std::llabs(i + nk - nq - j));
     }
     // v_j = ±min(cap, max(1, 1/|w_j|)) for the weights w_j of query head 0's row `row`, rounded to the dtype
     template <class Weight>
@@ -812,7 +814,7 @@ struct FarProblem {
         }
         v = view_of(nk, var.hk, v).load();
     }
-    // the forward_ex/backward_ex extension tensors: the slopes (one per query head, all `slope`) and the mask
+    // the forward_ex/backward_ex extension tensors: the slopes (one per query head, slope_of) and the mask
     struct Extensions {
         tu::View slopes;
         Bytes mask;
@@ -823,7 +825,9 @@ struct FarProblem {
     Extensions extensions() const {
         Extensions e;
         e.slopes = make_nd(FSIG_DTYPE_FP32, 1, &var.hq, 0);
-        e.slopes.store(std::vector<float>(size_t(var.hq), float(slope)));
+        std::vector<float> slopes(static_cast<size_t>(var.hq));
+        for (int64_t h = 0; h < var.hq; ++h) slopes[size_t(h)] = float(slope_of(h));
+        e.slopes.store(slopes);
         e.ts = e.slopes.desc();
         if (var.key_mask) {
             const int64_t shape[4] = {1, 1, 1, nk}, strides[4] = {nk, nk, nk, 1};
@@ -1234,34 +1238,39 @@ TEST(norm_bound_tiny_rows) {
 
 // The norm bound where it is tight: every q and k a multiple of one vector u, so that s_ij = ‖q_i‖‖k_j‖·scale, with
 // one heavy query row late in each tile (‖q‖ 3.2× the others') and heavy keys (20×) at one lane of each panel and
-// the last key (of a ragged tile), so that the norms must cover every row and lane; relu's tiles
-// whose least penalty lies within 30 % of their largest s (a bound of 0.7 times the norms would skip them) hold
-// positive scores that must be added, forward and backward. (No x lies near 0 at an integer distance, where relu's
-// derivative would jump with the rounding.)
+// the last key (lane 30 of the ragged tile's last panel), so that the norms must cover every row and lane; relu's
+// tiles whose least penalty lies within 30 % of their largest s (a bound of 0.7 times the norms would skip them)
+// hold positive scores that must be added, forward and backward. GQA: two query heads of one kv head, the second
+// with a smaller slope (a bound from the group's first slope would skip its tiles). (No x lies near 0 at an integer
+// distance, where relu's derivative would jump with the rounding.)
 TEST(norm_bound_aligned_rows) {
-    for (int variant = 0; variant < 2; ++variant)
+    const FarVariant gqa{"fp32 gqa", FSIG_DTYPE_FP32, 2, 1, false, 0, 1e-4};
+    for (const FarVariant* var : {&kFarVariants[0], &kFarVariants[1], &gqa})
         for (int64_t d : {int64_t(40), int64_t(64)}) {
-            FarProblem fp(kFarVariants[variant], 300, 290, d, 5151 + uint32_t(d));
-            fp.slope = 0.7;
+            FarProblem fp(*var, 300, 287, d, 5151 + uint32_t(d));
+            const int64_t hq = var->hq;
+            fp.head_slopes = hq == 1 ? std::vector<double>{0.7} : std::vector<double>{0.7, 0.27};
             std::vector<double> u(static_cast<size_t>(d));
             double uu = 0;
             for (double& x : u) x = 2.0 + fp.uniform(), uu += x * x;
             const double to_sixty = std::sqrt(60.0 / (uu * fp.scale()));  // s = 60 for a = b = 1
             for (int64_t i = 0; i < fp.nq; ++i)
-                for (int64_t c = 0; c < d; ++c) fp.q_at(i, 0, c) = float((i % 64 == 60 ? 1.0 : 0.31) * to_sixty * u[size_t(c)]);
-            // heavy keys at lane 1 of the panels of keys [128, 256), lane 29 elsewhere (a tile's first lanes alone miss
-            // them), and the last key
+                for (int64_t h = 0; h < hq; ++h)
+                    for (int64_t c = 0; c < d; ++c)
+                        fp.q_at(i, h, c) = float((i % 64 == 60 ? 1.0 : 0.31) * to_sixty * u[size_t(c)]);
+            // heavy keys at lane 1 of the panels of keys [128, 256), lane 29 elsewhere (a tile's or a panel's first
+            // lanes alone miss them), and the last key
             auto heavy_key = [&](int64_t j) { return j % 32 == (j >= 128 && j < 256 ? 1 : 29) || j == fp.nk - 1; };
             for (int64_t j = 0; j < fp.nk; ++j)
                 for (int64_t c = 0; c < d; ++c) fp.k_at(j, 0, c) = float((heavy_key(j) ? 1.0 : 0.05) * to_sixty * u[size_t(c)]);
             for (float& x : fp.v) x = fp.uniform();
-            fp.q = fp.view_of(fp.nq, 1, fp.q).load(), fp.k = fp.view_of(fp.nk, 1, fp.k).load();  // rounded to the dtype
+            fp.q = fp.view_of(fp.nq, hq, fp.q).load(), fp.k = fp.view_of(fp.nk, 1, fp.k).load();  // rounded to the dtype
             fp.v = fp.view_of(fp.nk, 1, fp.v).load();
             std::vector<float> dout(fp.q.size());
             for (float& x : dout) x = fp.uniform();
-            dout = fp.view_of(fp.nq, 1, dout).load();
-            const tu::View vq = fp.view_of(fp.nq, 1, fp.q), vk = fp.view_of(fp.nk, 1, fp.k), vv = fp.view_of(fp.nk, 1, fp.v),
-                           vdo = fp.view_of(fp.nq, 1, dout), vo = fp.poisoned(fp.nq, 1), vdq = fp.poisoned(fp.nq, 1),
+            dout = fp.view_of(fp.nq, hq, dout).load();
+            const tu::View vq = fp.view_of(fp.nq, hq, fp.q), vk = fp.view_of(fp.nk, 1, fp.k), vv = fp.view_of(fp.nk, 1, fp.v),
+                           vdo = fp.view_of(fp.nq, hq, dout), vo = fp.poisoned(fp.nq, hq), vdq = fp.poisoned(fp.nq, hq),
                            vdk = fp.poisoned(fp.nk, 1), vdv = fp.poisoned(fp.nk, 1);
             const FarProblem::Extensions ext = fp.extensions();
             const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
@@ -1273,35 +1282,39 @@ TEST(norm_bound_aligned_rows) {
             REQUIRE(fsig_attention_backward_ex(&p, &tq, &tk, &tv, &to, &tdo, nullptr, &tdq, &tdk, &tdv, &ext.ts, nullptr,
                                                nullptr, nullptr, nullptr, nullptr) == FSIG_OK,
                     "%s", fsig_last_error());
-            // fp64: out, and dQ, dK, dV (relu's where-form: dS = dP / Nk where x > 0), with their terms' magnitudes
+            // fp64: out, and dQ, dK, dV (relu's where-form: dS = dP / Nk where x > 0; dK, dV summed over the heads),
+            // with their terms' magnitudes
             std::vector<double> want(fp.q.size(), 0.0), size(fp.q.size(), 0.0), dq_w(fp.q.size(), 0.0),
                 dq_s(fp.q.size(), 0.0), dk_w(fp.k.size(), 0.0), dk_s(fp.k.size(), 0.0), dv_w(fp.k.size(), 0.0),
                 dv_s(fp.k.size(), 0.0);
-            int64_t beyond = 0;  // positive scores whose penalty exceeds 0.7 of their s
-            for (int64_t i = 0; i < fp.nq; ++i)
-                for (int64_t j = 0; j < fp.nk; ++j) {
-                    const double x = fp.x(0, i, j), w = std::max(0.0, x) / double(fp.nk);
-                    const double penalty = fp.slope * double(std::llabs(i + fp.nk - fp.nq - j));
-                    beyond += x > 0 && penalty > 0.7 * (x + penalty);
-                    if (!(x > 0)) continue;
-                    double dp = 0;
-                    for (int64_t c = 0; c < d; ++c) dp += double(dout[size_t(i * d + c)]) * double(fp.v_at(j, 0, c));
-                    const double ds = dp / double(fp.nk) * fp.scale();
-                    for (int64_t c = 0; c < d; ++c) {
-                        const size_t qe = size_t(i * d + c), ke = size_t(j * d + c);
-                        const double t = w * double(fp.v_at(j, 0, c));
-                        want[qe] += t, size[qe] += std::fabs(t);
-                        dv_w[ke] += w * dout[qe], dv_s[ke] += std::fabs(w * dout[qe]);
-                        dk_w[ke] += ds * fp.q[qe], dk_s[ke] += std::fabs(ds * fp.q[qe]);
-                        dq_w[qe] += ds * fp.k[ke], dq_s[qe] += std::fabs(ds * fp.k[ke]);
+            std::vector<int64_t> beyond(static_cast<size_t>(hq), 0);  // per head: positive scores past 0.7 of the bound
+            for (int64_t h = 0; h < hq; ++h)
+                for (int64_t i = 0; i < fp.nq; ++i)
+                    for (int64_t j = 0; j < fp.nk; ++j) {
+                        const double x = fp.x(h, i, j), w = std::max(0.0, x) / double(fp.nk);
+                        const double penalty = fp.slope_of(h) * double(std::llabs(i + fp.nk - fp.nq - j));
+                        beyond[size_t(h)] += x > 0 && penalty > 0.7 * (x + penalty);
+                        if (!(x > 0)) continue;
+                        const size_t q0 = size_t((i * hq + h) * d), k0 = size_t(j * d);
+                        double dp = 0;
+                        for (int64_t c = 0; c < d; ++c) dp += double(dout[q0 + size_t(c)]) * double(fp.v[k0 + size_t(c)]);
+                        const double ds = dp / double(fp.nk) * fp.scale();
+                        for (int64_t c = 0; c < d; ++c) {
+                            const size_t qe = q0 + size_t(c), ke = k0 + size_t(c);
+                            const double t = w * double(fp.v[ke]);
+                            want[qe] += t, size[qe] += std::fabs(t);
+                            dv_w[ke] += w * dout[qe], dv_s[ke] += std::fabs(w * dout[qe]);
+                            dk_w[ke] += ds * fp.q[qe], dk_s[ke] += std::fabs(ds * fp.q[qe]);
+                            dq_w[qe] += ds * fp.k[ke], dq_s[qe] += std::fabs(ds * fp.k[ke]);
+                        }
                     }
-                }
-            EXPECT(beyond >= 500, "d = %lld: %lld positive scores past 0.7 of the bound, want >= 500", (long long)d,
-                   (long long)beyond);
-            expect_within_terms(fp.var.name, ref::kRelu, "out", vo.load(), want, size, fp.var.bound, 0.0);
-            expect_within_terms(fp.var.name, ref::kRelu, "dq", vdq.load(), dq_w, dq_s, fp.var.bound, 1e-16);
-            expect_within_terms(fp.var.name, ref::kRelu, "dk", vdk.load(), dk_w, dk_s, fp.var.bound, 1e-16);
-            expect_within_terms(fp.var.name, ref::kRelu, "dv", vdv.load(), dv_w, dv_s, fp.var.bound, 1e-16);
+            for (int64_t h = 0; h < hq; ++h)
+                EXPECT(beyond[size_t(h)] >= 500, "%s, d = %lld, head %lld: %lld positive scores past 0.7 of the bound, want >= 500",
+                       var->name, (long long)d, (long long)h, (long long)beyond[size_t(h)]);
+            expect_within_terms(var->name, ref::kRelu, "out", vo.load(), want, size, var->bound, 0.0);
+            expect_within_terms(var->name, ref::kRelu, "dq", vdq.load(), dq_w, dq_s, var->bound, 1e-16);
+            expect_within_terms(var->name, ref::kRelu, "dk", vdk.load(), dk_w, dk_s, var->bound, 1e-16);
+            expect_within_terms(var->name, ref::kRelu, "dv", vdv.load(), dv_w, dv_s, var->bound, 1e-16);
         }
 }
 
