@@ -1,9 +1,11 @@
 // The interface between the CPU dispatcher (baseline ISA) and the per-ISA kernel translation units.
 // Each ISA unit fills one KernelTable; the dispatcher picks one at load time by CPUID.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 
 #include "../internal.h"
@@ -41,6 +43,31 @@ inline int64_t bf16_row_pitch(int32_t isa, int64_t head_dim) {
 // Keys per tile: 128 keeps K, V, S tiles of one task inside L2 up to d = 128; larger d halves it.
 constexpr int64_t kMaxBlockN = 128;  // the most keys a tile holds (block_n_for)
 constexpr int64_t block_n_for(int64_t head_dim) { return head_dim <= 128 ? kMaxBlockN : 64; }
+
+// Distances |i + Nk − Nq − j| between query rows and keys, for ALiBi's penalties (kernels.inc: the norm bound, its
+// gate, far tiles). The least over query rows [i0, i0 + m) and keys [j0, j0 + n):
+inline int64_t least_distance(const Problem& p, int64_t i0, int64_t m, int64_t j0, int64_t n) {
+    const int64_t diag_lo = i0 + p.seq_k - p.seq_q, diag_hi = diag_lo + m - 1;
+    return j0 > diag_hi ? j0 - diag_hi : diag_lo > j0 + n - 1 ? diag_lo - (j0 + n - 1) : 0;
+}
+// the largest over the same (at a corner)
+inline int64_t largest_distance(const Problem& p, int64_t i0, int64_t m, int64_t j0, int64_t n) {
+    const int64_t diag_lo = i0 + p.seq_k - p.seq_q, diag_hi = diag_lo + m - 1;
+    return std::max(std::max(std::abs(diag_lo - j0), std::abs(diag_lo - (j0 + n - 1))),
+                    std::max(std::abs(diag_hi - j0), std::abs(diag_hi - (j0 + n - 1))));
+}
+// The largest least distance between keys [j0, j0 + n) and a query tile (kBlockM rows from 0), and between query rows
+// [i0, i0 + m) and a key tile (block_n keys from 0): the largest penalty per unit slope that a norm bound of theirs
+// may meet. (The least distance is convex in a tile's position: largest at the first or last; tests/test_tile_reach.)
+inline int64_t query_tiles_reach(const Problem& p, int64_t j0, int64_t n) {
+    const int64_t last = (p.seq_q - 1) / kBlockM * kBlockM;
+    return std::max(least_distance(p, 0, std::min(kBlockM, p.seq_q), j0, n),
+                    least_distance(p, last, p.seq_q - last, j0, n));
+}
+inline int64_t key_tiles_reach(const Problem& p, int64_t i0, int64_t m) {
+    const int64_t bn = block_n_for(p.head_dim), last = (p.seq_k - 1) / bn * bn;
+    return std::max(least_distance(p, i0, m, 0, std::min(bn, p.seq_k)), least_distance(p, i0, m, last, p.seq_k - last));
+}
 
 // The forward's K and V for the (batch, kv head) pairs [pair0, pair0 + count), packed once per wave
 // (every query tile of every head of a group reads all of its keys: packing them from the tensors each
