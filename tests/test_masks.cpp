@@ -1264,14 +1264,16 @@ TEST(norm_bound_aligned_rows) {
             for (int64_t j = 0; j < fp.nk; ++j)
                 for (int64_t c = 0; c < d; ++c) fp.k_at(j, 0, c) = float((heavy_key(j) ? 1.0 : 0.05) * to_sixty * u[size_t(c)]);
             for (float& x : fp.v) x = fp.uniform();
-            fp.q = fp.view_of(fp.nq, hq, fp.q).load(), fp.k = fp.view_of(fp.nk, 1, fp.k).load();  // rounded to the dtype
+            fp.q = fp.view_of(fp.nq, hq, fp.q).load();  // rounded to the dtype
+            fp.k = fp.view_of(fp.nk, 1, fp.k).load();
             fp.v = fp.view_of(fp.nk, 1, fp.v).load();
             std::vector<float> dout(fp.q.size());
             for (float& x : dout) x = fp.uniform();
             dout = fp.view_of(fp.nq, hq, dout).load();
-            const tu::View vq = fp.view_of(fp.nq, hq, fp.q), vk = fp.view_of(fp.nk, 1, fp.k), vv = fp.view_of(fp.nk, 1, fp.v),
-                           vdo = fp.view_of(fp.nq, hq, dout), vo = fp.poisoned(fp.nq, hq), vdq = fp.poisoned(fp.nq, hq),
-                           vdk = fp.poisoned(fp.nk, 1), vdv = fp.poisoned(fp.nk, 1);
+            const tu::View vq = fp.view_of(fp.nq, hq, fp.q), vk = fp.view_of(fp.nk, 1, fp.k),
+                           vv = fp.view_of(fp.nk, 1, fp.v), vdo = fp.view_of(fp.nq, hq, dout),
+                           vo = fp.poisoned(fp.nq, hq), vdq = fp.poisoned(fp.nq, hq), vdk = fp.poisoned(fp.nk, 1),
+                           vdv = fp.poisoned(fp.nk, 1);
             const FarProblem::Extensions ext = fp.extensions();
             const fsig_tensor tq = vq.desc(), tk = vk.desc(), tv = vv.desc(), to = vo.desc(), tdo = vdo.desc(),
                               tdq = vdq.desc(), tdk = vdk.desc(), tdv = vdv.desc();
@@ -1297,7 +1299,8 @@ TEST(norm_bound_aligned_rows) {
                         if (!(x > 0)) continue;
                         const size_t q0 = size_t((i * hq + h) * d), k0 = size_t(j * d);
                         double dp = 0;
-                        for (int64_t c = 0; c < d; ++c) dp += double(dout[q0 + size_t(c)]) * double(fp.v[k0 + size_t(c)]);
+                        for (int64_t c = 0; c < d; ++c)
+                            dp += double(dout[q0 + size_t(c)]) * double(fp.v[k0 + size_t(c)]);
                         const double ds = dp / double(fp.nk) * fp.scale();
                         for (int64_t c = 0; c < d; ++c) {
                             const size_t qe = q0 + size_t(c), ke = k0 + size_t(c);
@@ -1309,8 +1312,9 @@ TEST(norm_bound_aligned_rows) {
                         }
                     }
             for (int64_t h = 0; h < hq; ++h)
-                EXPECT(beyond[size_t(h)] >= 500, "%s, d = %lld, head %lld: %lld positive scores past 0.7 of the bound, want >= 500",
-                       var->name, (long long)d, (long long)h, (long long)beyond[size_t(h)]);
+                EXPECT(beyond[size_t(h)] >= 500,
+                       "%s, d = %lld, head %lld: %lld positive scores past 0.7 of the bound, want >= 500", var->name,
+                       (long long)d, (long long)h, (long long)beyond[size_t(h)]);
             expect_within_terms(var->name, ref::kRelu, "out", vo.load(), want, size, var->bound, 0.0);
             expect_within_terms(var->name, ref::kRelu, "dq", vdq.load(), dq_w, dq_s, var->bound, 1e-16);
             expect_within_terms(var->name, ref::kRelu, "dk", vdk.load(), dk_w, dk_s, var->bound, 1e-16);

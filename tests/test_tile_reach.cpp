@@ -36,12 +36,12 @@ void check_shape(int64_t nq, int64_t nk, int64_t d) {
         for (int64_t kt = 0; kt < k_tiles; ++kt) {
             const int64_t i0 = qt * kBlockM, m = std::min(kBlockM, nq - i0), j0 = kt * bn, n = std::min(bn, nk - j0);
             const size_t t = size_t(qt * k_tiles + kt);
-            EXPECT(fsig::cpu::least_distance(p, i0, m, j0, n) == least[t], "%lldx%lld d %lld tile (%lld, %lld): least %lld, want %lld",
-                   (long long)nq, (long long)nk, (long long)d, (long long)qt, (long long)kt,
-                   (long long)fsig::cpu::least_distance(p, i0, m, j0, n), (long long)least[t]);
-            EXPECT(fsig::cpu::largest_distance(p, i0, m, j0, n) == largest[t], "%lldx%lld d %lld tile (%lld, %lld): largest %lld, want %lld",
-                   (long long)nq, (long long)nk, (long long)d, (long long)qt, (long long)kt,
-                   (long long)fsig::cpu::largest_distance(p, i0, m, j0, n), (long long)largest[t]);
+            const int64_t lo = fsig::cpu::least_distance(p, i0, m, j0, n);
+            const int64_t hi = fsig::cpu::largest_distance(p, i0, m, j0, n);
+            EXPECT(lo == least[t], "%lldx%lld d %lld tile (%lld, %lld): least %lld, want %lld", (long long)nq,
+                   (long long)nk, (long long)d, (long long)qt, (long long)kt, (long long)lo, (long long)least[t]);
+            EXPECT(hi == largest[t], "%lldx%lld d %lld tile (%lld, %lld): largest %lld, want %lld", (long long)nq,
+                   (long long)nk, (long long)d, (long long)qt, (long long)kt, (long long)hi, (long long)largest[t]);
             reach_of_key[size_t(kt)] = std::max(reach_of_key[size_t(kt)], least[t]);
             reach_of_query[size_t(qt)] = std::max(reach_of_query[size_t(qt)], least[t]);
         }
@@ -61,7 +61,8 @@ void check_shape(int64_t nq, int64_t nk, int64_t d) {
 TEST(edge_shapes) {
     for (int64_t d : {int64_t(64), int64_t(192)})
         for (int64_t nq : {int64_t(1), int64_t(63), int64_t(64), int64_t(65), int64_t(128), int64_t(300)})
-            for (int64_t nk : {int64_t(1), int64_t(64), int64_t(127), int64_t(128), int64_t(129), int64_t(287), int64_t(700)})
+            for (int64_t nk :
+                 {int64_t(1), int64_t(64), int64_t(127), int64_t(128), int64_t(129), int64_t(287), int64_t(700)})
                 check_shape(nq, nk, d);
 }
 

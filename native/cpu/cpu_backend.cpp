@@ -283,8 +283,8 @@ int backward_with(const KernelTable& k, const BackwardArgs& a, Bf16Range& range)
         uint16_t* const cols = reinterpret_cast<uint16_t*>(muls + 2 * wave * muls_pair);
         uint16_t* const bf16_q = cols + 2 * wave * cols_pair;
         const DqAccumulator acc =
-            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), exps.get(), q_norms, dout_norms, norm_gate, pair0, bf16_q,
-                                      bf16_q + wave * bf16_pair, &range, amx ? cols : nullptr,
+            bf16_rows ? DqAccumulator{dq_rows, nullptr, nullptr, turns.get(), exps.get(), q_norms, dout_norms,
+                                      norm_gate, pair0, bf16_q, bf16_q + wave * bf16_pair, &range, amx ? cols : nullptr,
                                       amx ? cols + wave * cols_pair : nullptr, amx ? muls : nullptr,
                                       amx ? muls + wave * muls_pair : nullptr}
                       : DqAccumulator{dq_rows, rest, rest + wave * pair_floats, turns.get(), exps.get(), q_norms,
