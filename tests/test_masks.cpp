@@ -8,12 +8,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "../native/cpu/kernel_table.h"
 #include "../native/cpu/strided.h"
+#include "../native/cpu/work_counters.h"
 #include "harness.h"
 #include "lib_util.h"
 
@@ -1470,6 +1473,120 @@ TEST(alibi_skipped_tiles) {
                         }
                     EXPECT(misses == 0, "%s: %d elements wrong with the NaN in %s", c.name.c_str(), misses, where);
                 }
+            }
+}
+
+// The tiles the norm bound skips (kernels.inc: norm_bound_ok, its gate norm_wanted and the reaches), counted by the
+// kernels (native/cpu/work_counters.h): a skip changes no result, so no test above sees a lost one. Steep slopes
+// (2 and 1, GQA) put most tile pairs far beyond any score: each allowed pair whose least penalty, less the product of
+// its tiles' largest ‖q_i·scale‖ and ‖k_j‖, exceeds 170 (e^-170 < 2^-245: every score adds nothing; softmax's less
+// also its rows' maxima, each at least −max‖q·scale‖·max‖k‖ at the diagonal key) must be skipped before its product,
+// forward and backward. Nq = Nk, or causal (the forward visits a row's key tiles from its diagonal's outward, so a
+// softmax row has its maximum before a far tile, on its left, is met). With log-n scaling the bound does not apply:
+// those tiles are then skipped after their product (far_rows, softmax's rows), which the last case checks.
+TEST(alibi_bound_skip_counts) {
+    struct Shape {
+        int64_t nq, nk;
+        bool causal;
+        int64_t window;  // -1: none
+        int64_t logn_train;
+    };
+    const Shape shapes[] = {{640, 640, false, -1, 0}, {640, 640, true, -1, 0}, {640, 640, false, 200, 0},
+                            {300, 650, true, -1, 0},  {640, 640, true, -1, 320}};
+    auto counters = [] {
+        std::vector<uint64_t> c(static_cast<size_t>(fsig::cpu::TileWork::kCount));
+        fsig_internal_cpu_work(c.data(), int(c.size()));
+        return c;
+    };
+    using W = fsig::cpu::TileWork;
+    // cpu_waves' budget leaves the forward's K and V unpacked: each task packs its own key tiles, without their norms,
+    // so the forward's far tiles are skipped after their products there
+    const bool packed_kv = std::getenv("FSIG_CPU_WAVE_FLOATS") == nullptr;
+    int idx = 0;
+    for (const Shape& sh : shapes)
+        for (int dtype : {ref::kFp32, ref::kBf16})
+            for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kRelu, ref::kRelu2, ref::kGelu, ref::kSoftplus}) {
+                Spec s;
+                s.B = 1, s.Nq = sh.nq, s.Nk = sh.nk, s.Hq = 2, s.Hk = 1, s.d = 64, s.score = score;
+                s.causal = sh.causal;
+                if (sh.window >= 0) s.window_left = s.window_right = sh.window;
+                s.logn_train = sh.logn_train;
+                s.alibi_slopes = {2.0, 1.0};
+                ref::Rng rng(7000 + uint64_t(idx++));
+                auto draw = [&](size_t n) { return ref::random_values(rng, n, dtype); };
+                const std::vector<float> q = draw(s.q_elems()), k = draw(s.kv_elems()), v = draw(s.kv_elems()),
+                                         dout = draw(s.q_elems());
+                const std::vector<uint64_t> before = counters();
+                if (alibi_call(s, dtype, q, k, v, dout).out.empty()) continue;
+                const std::vector<uint64_t> after = counters();
+                auto got = [&](W w) { return after[size_t(w)] - before[size_t(w)]; };
+
+                // the tiles the kernels must skip, from each element
+                const int64_t bm = fsig::cpu::kBlockM, bn = fsig::cpu::block_n_for(s.d);
+                const double scale = 1.0 / std::sqrt(double(s.d));
+                double lambda = 1.0;
+                for (int64_t i = 0; i < s.Nq; ++i) lambda = std::max(lambda, s.lambda(i));
+                auto norm = [&](const std::vector<float>& x, int64_t row, int64_t heads, int64_t h) {
+                    double sum = 0;
+                    for (int64_t c = 0; c < s.d; ++c) sum += double(x[size_t((row * heads + h) * s.d + c)]) *
+                                                             double(x[size_t((row * heads + h) * s.d + c)]);
+                    return std::sqrt(sum);
+                };
+                std::vector<double> k_norm(static_cast<size_t>(s.Nk));
+                double k_max = 0;
+                for (int64_t j = 0; j < s.Nk; ++j) k_max = std::max(k_max, k_norm[size_t(j)] = norm(k, j, s.Hk, 0));
+                int64_t far = 0, allowed_tiles = 0;
+                for (int64_t h = 0; h < s.Hq; ++h) {
+                    std::vector<double> q_norm(static_cast<size_t>(s.Nq));
+                    double q_max = 0;
+                    for (int64_t i = 0; i < s.Nq; ++i)
+                        q_max = std::max(q_max, q_norm[size_t(i)] = norm(q, i, s.Hq, h) * scale * lambda);
+                    const double row_floor = score == ref::kSoftmax ? q_max * k_max : 0.0;
+                    for (int64_t i0 = 0; i0 < s.Nq; i0 += bm)
+                        for (int64_t j0 = 0; j0 < s.Nk; j0 += bn) {
+                            bool any = false;
+                            int64_t least = INT64_MAX;
+                            double qn = 0, kn = 0;
+                            for (int64_t i = i0; i < std::min(i0 + bm, s.Nq); ++i) {
+                                qn = std::max(qn, q_norm[size_t(i)]);
+                                for (int64_t j = j0; j < std::min(j0 + bn, s.Nk); ++j) {
+                                    any = any || s.allowed(i, j);
+                                    least = std::min(least, int64_t(std::llabs(i + s.Nk - s.Nq - j)));
+                                }
+                            }
+                            for (int64_t j = j0; j < std::min(j0 + bn, s.Nk); ++j) kn = std::max(kn, k_norm[size_t(j)]);
+                            allowed_tiles += any;
+                            far += any && s.alibi_slopes[size_t(h)] * double(least) - qn * kn - row_floor > 170.0;
+                        }
+                }
+                const std::string name = th::format("%s %s %lldx%lld%s%s%s", ref::dtype_name(dtype), ref::score_name(score),
+                                                    (long long)s.Nq, (long long)s.Nk, s.causal ? " causal" : "",
+                                                    sh.window >= 0 ? " window" : "", sh.logn_train > 0 ? " logn" : "");
+                if (g_verbose)
+                    std::printf("  %s: %lld tiles, %lld far; forward %llu/%llu/%llu, backward %llu/%llu/%llu\n",
+                                name.c_str(), (long long)allowed_tiles, (long long)far,
+                                (unsigned long long)got(W::kForwardTiles), (unsigned long long)got(W::kForwardBoundSkips),
+                                (unsigned long long)got(W::kForwardNothingSkips),
+                                (unsigned long long)got(W::kBackwardTiles),
+                                (unsigned long long)got(W::kBackwardBoundSkips),
+                                (unsigned long long)got(W::kBackwardNothingSkips));
+                EXPECT(far >= 10, "%s: %lld of %lld tiles far: the case tests little", name.c_str(),
+                       (long long)far, (long long)allowed_tiles);
+                // (bf16 calls may run a second time with fp32 products: at least the call's tiles)
+                EXPECT(got(W::kForwardTiles) >= uint64_t(allowed_tiles) && got(W::kBackwardTiles) >= uint64_t(allowed_tiles),
+                       "%s: forward met %llu tiles, backward %llu, of %lld allowed", name.c_str(),
+                       (unsigned long long)got(W::kForwardTiles), (unsigned long long)got(W::kBackwardTiles),
+                       (long long)allowed_tiles);
+                const bool bound = sh.logn_train == 0;
+                const W fwd = bound && packed_kv ? W::kForwardBoundSkips : W::kForwardNothingSkips;
+                const W bwd = bound ? W::kBackwardBoundSkips : W::kBackwardNothingSkips;
+                EXPECT(got(fwd) >= uint64_t(far) && got(bwd) >= uint64_t(far),
+                       "%s: the forward skipped %llu tiles %s, the backward %llu %s; %lld are far", name.c_str(),
+                       (unsigned long long)got(fwd), fwd == W::kForwardBoundSkips ? "by the norm bound" : "after their product",
+                       (unsigned long long)got(bwd), bound ? "by the norm bound" : "after their product", (long long)far);
+                if (!bound)
+                    EXPECT(got(W::kForwardBoundSkips) == 0 && got(W::kBackwardBoundSkips) == 0,
+                           "%s: the norm bound skipped tiles under log-n scaling", name.c_str());
             }
 }
 

@@ -16,6 +16,7 @@
 #include "kernel_table.h"
 #include "linear.h"
 #include "thread_pool.h"
+#include "work_counters.h"
 
 namespace fsig::cpu {
 namespace {
@@ -495,3 +496,10 @@ int linear_backward(const BackwardArgs& a, const LinearOptions& o) {
 }
 
 }  // namespace fsig::cpu
+
+extern "C" int fsig_internal_cpu_work(uint64_t* counts, int count) {
+    using fsig::cpu::TileWork;
+    for (int i = 0; i < std::min(count, int(TileWork::kCount)); ++i)
+        counts[i] = fsig::cpu::g_tile_work[i].load(std::memory_order_relaxed);
+    return int(TileWork::kCount);
+}
