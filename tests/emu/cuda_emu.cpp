@@ -235,6 +235,10 @@ struct Launch {
     // see it (the contents at the last fence.proxy.async of any thread)
     std::vector<int16_t> unfenced_writer;
     std::vector<unsigned char> async_view;
+    // the scheduler's round: the threads in a random order, the place of the next one to run, and whether any ran
+    std::vector<int> order;
+    size_t next = 0;
+    bool progress = false;
 };
 
 struct Allocation {
@@ -295,13 +299,36 @@ void fail(const char* fmt, ...) {
     s.sticky = cudaErrorLaunchFailure;
 }
 
-// back to the scheduler until *gen moves past its current value
+bool runnable(const Thread& t) { return !t.done && (t.wait_gen == nullptr || *t.wait_gen != t.wait_value); }
+
+// The round's next thread that may run (nullptr: the round is over, or the launch failed)
+Thread* next_in_round(State& s, Launch& l) {
+    while (!l.failed && l.next < l.order.size()) {
+        Thread& t = s.threads[size_t(l.order[l.next++])];
+        if (!runnable(t)) continue;
+        t.wait_gen = nullptr;
+        l.progress = true;
+        return &t;
+    }
+    return nullptr;
+}
+
+// The running fiber (its stack pointer saved in *save_sp) hands over to the round's next thread itself, and to the
+// scheduler only at the round's end: one switch per thread and collective, not two (a fifth of an emulated run)
+void switch_onward(void** save_sp) {
+    State& s = state();
+    Thread* next = next_in_round(s, *s.launch);
+    s.current = next;
+    fsig_emu_switch(save_sp, next != nullptr ? next->sp : s.scheduler_sp);
+}
+
+// on to the next thread until *gen moves past its current value
 void block_on(const uint64_t* gen, const char* what) {
     Thread& t = me();
     t.wait_gen = gen;
     t.wait_value = *gen;
     t.wait_what = what;
-    fsig_emu_switch(&t.sp, state().scheduler_sp);
+    switch_onward(&t.sp);
 }
 
 [[noreturn]] void fiber_entry() {
@@ -316,7 +343,7 @@ void block_on(const uint64_t* gen, const char* what) {
     t.done = true;
     --l.live;
     if (l.bar_arrived > 0 && l.bar_arrived == l.live) l.bar_arrived = 0, ++l.bar_gen;
-    fsig_emu_switch(&t.sp, s.scheduler_sp);
+    switch_onward(&t.sp);
     die("a finished thread was resumed");
 }
 
@@ -342,8 +369,6 @@ void prepare_fiber(Thread& t) {
     t.accumulators.clear();
     t.unfenced_chunks.clear();
 }
-
-bool runnable(const Thread& t) { return !t.done && (t.wait_gen == nullptr || *t.wait_gen != t.wait_value); }
 
 // a landing copy writes through the generic proxy: on sm_90 its chunks wait for the thread's fence.proxy.async
 void land(const Copy& c) {
@@ -375,26 +400,22 @@ void run_block(Launch& l) {
         l.unfenced_writer.assign(sizeof fsig::cuda::smem_raw / 16, -1);
         l.async_view.assign(fsig::cuda::smem_raw, fsig::cuda::smem_raw + sizeof fsig::cuda::smem_raw);
     }
-    std::vector<int> order(size_t(l.threads));
+    l.order.resize(size_t(l.threads));
     for (int i = 0; i < l.threads; ++i) {
         s.threads[size_t(i)].tid = i;
         prepare_fiber(s.threads[size_t(i)]);
-        order[size_t(i)] = i;
+        l.order[size_t(i)] = i;
     }
     while (l.live > 0 && !l.failed) {
-        if (s.shuffle) std::shuffle(order.begin(), order.end(), s.rng);
-        bool progress = false;
-        for (int i : order) {
-            Thread& t = s.threads[size_t(i)];
-            if (!runnable(t)) continue;
-            t.wait_gen = nullptr;
-            s.current = &t;
-            fsig_emu_switch(&s.scheduler_sp, t.sp);
+        // each runnable thread once, in a random order, until it waits or ends (switch_onward)
+        if (s.shuffle) std::shuffle(l.order.begin(), l.order.end(), s.rng);
+        l.next = 0, l.progress = false;
+        if (Thread* first = next_in_round(s, l)) {
+            s.current = first;
+            fsig_emu_switch(&s.scheduler_sp, first->sp);
             s.current = nullptr;
-            progress = true;
-            if (l.failed) break;
         }
-        if (!progress && !l.failed) {
+        if (!l.progress && !l.failed) {
             for (int i = 0; i < l.threads; ++i) {
                 const Thread& t = s.threads[size_t(i)];
                 if (!t.done) {
