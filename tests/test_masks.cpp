@@ -1481,9 +1481,11 @@ TEST(alibi_skipped_tiles) {
 // (2 and 1, GQA) put most tile pairs far beyond any score: each allowed pair whose least penalty, less the product of
 // its tiles' largest ‖q_i·scale‖ and ‖k_j‖, exceeds 170 (e^-170 < 2^-245: every score adds nothing; softmax's less
 // also its rows' maxima, each at least −max‖q·scale‖·max‖k‖ at the diagonal key) must be skipped before its product,
-// forward and backward. Nq = Nk, or causal (the forward visits a row's key tiles from its diagonal's outward, so a
-// softmax row has its maximum before a far tile, on its left, is met). With log-n scaling the bound does not apply:
-// those tiles are then skipped after their product (far_rows, softmax's rows), which the last case checks.
+// forward and backward. Softmax's forward visits a query tile's key tiles from the one of its middle diagonal, then
+// those right of it, then those left of it backwards (near_first): with Nq = Nk a query tile's diagonals lie in that
+// one tile, and a causal call has no tile right of it, so each row has its maximum before any far tile is met (with
+// Nq ≠ Nk and no causal mask a row whose diagonal lies left of that tile would not). With log-n scaling the bound does
+// not apply: those tiles are then skipped after their product (far_rows, softmax's rows), which the last case checks.
 TEST(alibi_bound_skip_counts) {
     struct Shape {
         int64_t nq, nk;
@@ -1499,9 +1501,10 @@ TEST(alibi_bound_skip_counts) {
         return c;
     };
     using W = fsig::cpu::TileWork;
-    // cpu_waves' budget leaves the forward's K and V unpacked: each task packs its own key tiles, without their norms,
-    // so the forward's far tiles are skipped after their products there
-    const bool packed_kv = std::getenv("FSIG_CPU_WAVE_FLOATS") == nullptr;
+    // A wave budget (cpu_waves) too small for one (batch, kv head) pair's K and V leaves them unpacked: each forward
+    // task packs its own key tiles, without their norms, so the forward's far tiles are skipped after their products
+    // (cpu_backend.cpp, forward_with)
+    const char* wave_floats = std::getenv("FSIG_CPU_WAVE_FLOATS");
     int idx = 0;
     for (const Shape& sh : shapes)
         for (int dtype : {ref::kFp32, ref::kBf16})
@@ -1559,33 +1562,38 @@ TEST(alibi_bound_skip_counts) {
                             far += any && s.alibi_slopes[size_t(h)] * double(least) - qn * kn - row_floor > 170.0;
                         }
                 }
-                const std::string name = th::format("%s %s %lldx%lld%s%s%s", ref::dtype_name(dtype), ref::score_name(score),
-                                                    (long long)s.Nq, (long long)s.Nk, s.causal ? " causal" : "",
-                                                    sh.window >= 0 ? " window" : "", sh.logn_train > 0 ? " logn" : "");
+                const std::string name =
+                    th::format("%s %s %lldx%lld%s%s%s", ref::dtype_name(dtype), ref::score_name(score), (long long)s.Nq,
+                               (long long)s.Nk, s.causal ? " causal" : "", sh.window >= 0 ? " window" : "",
+                               sh.logn_train > 0 ? " logn" : "");
+                auto n = [&](W w) { return (unsigned long long)got(w); };
                 if (g_verbose)
                     std::printf("  %s: %lld tiles, %lld far; forward %llu/%llu/%llu, backward %llu/%llu/%llu\n",
-                                name.c_str(), (long long)allowed_tiles, (long long)far,
-                                (unsigned long long)got(W::kForwardTiles), (unsigned long long)got(W::kForwardBoundSkips),
-                                (unsigned long long)got(W::kForwardNothingSkips),
-                                (unsigned long long)got(W::kBackwardTiles),
-                                (unsigned long long)got(W::kBackwardBoundSkips),
-                                (unsigned long long)got(W::kBackwardNothingSkips));
-                EXPECT(far >= 10, "%s: %lld of %lld tiles far: the case tests little", name.c_str(),
-                       (long long)far, (long long)allowed_tiles);
-                // (bf16 calls may run a second time with fp32 products: at least the call's tiles)
-                EXPECT(got(W::kForwardTiles) >= uint64_t(allowed_tiles) && got(W::kBackwardTiles) >= uint64_t(allowed_tiles),
-                       "%s: forward met %llu tiles, backward %llu, of %lld allowed", name.c_str(),
-                       (unsigned long long)got(W::kForwardTiles), (unsigned long long)got(W::kBackwardTiles),
+                                name.c_str(), (long long)allowed_tiles, (long long)far, n(W::kForwardTiles),
+                                n(W::kForwardBoundSkips), n(W::kForwardNothingSkips), n(W::kBackwardTiles),
+                                n(W::kBackwardBoundSkips), n(W::kBackwardNothingSkips));
+                EXPECT(far >= 10, "%s: %lld of %lld tiles far: the case tests little", name.c_str(), (long long)far,
                        (long long)allowed_tiles);
+                // (bf16 calls may run a second time with fp32 products: at least the call's tiles)
+                const uint64_t tiles = uint64_t(allowed_tiles);
+                EXPECT(n(W::kForwardTiles) >= tiles && n(W::kBackwardTiles) >= tiles,
+                       "%s: forward met %llu tiles, backward %llu, of %lld allowed", name.c_str(), n(W::kForwardTiles),
+                       n(W::kBackwardTiles), (long long)allowed_tiles);
+                const int64_t kv_floats = (s.Nk + bn - 1) / bn *
+                                          (fsig::cpu::kv_k_tile_floats(s.d) + fsig::cpu::kv_v_tile_floats(s.d));
+                const bool packed_kv = wave_floats == nullptr || kv_floats <= std::atoll(wave_floats);
                 const bool bound = sh.logn_train == 0;
                 const W fwd = bound && packed_kv ? W::kForwardBoundSkips : W::kForwardNothingSkips;
                 const W bwd = bound ? W::kBackwardBoundSkips : W::kBackwardNothingSkips;
-                EXPECT(got(fwd) >= uint64_t(far) && got(bwd) >= uint64_t(far),
+                auto how = [](W w) {
+                    return w == W::kForwardBoundSkips || w == W::kBackwardBoundSkips ? "by the norm bound"
+                                                                                     : "after their product";
+                };
+                EXPECT(n(fwd) >= uint64_t(far) && n(bwd) >= uint64_t(far),
                        "%s: the forward skipped %llu tiles %s, the backward %llu %s; %lld are far", name.c_str(),
-                       (unsigned long long)got(fwd), fwd == W::kForwardBoundSkips ? "by the norm bound" : "after their product",
-                       (unsigned long long)got(bwd), bound ? "by the norm bound" : "after their product", (long long)far);
+                       n(fwd), how(fwd), n(bwd), how(bwd), (long long)far);
                 if (!bound)
-                    EXPECT(got(W::kForwardBoundSkips) == 0 && got(W::kBackwardBoundSkips) == 0,
+                    EXPECT(n(W::kForwardBoundSkips) == 0 && n(W::kBackwardBoundSkips) == 0,
                            "%s: the norm bound skipped tiles under log-n scaling", name.c_str());
             }
 }
