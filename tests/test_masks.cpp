@@ -1531,8 +1531,10 @@ TEST(alibi_bound_skip_counts) {
                 for (int64_t i = 0; i < s.Nq; ++i) lambda = std::max(lambda, s.lambda(i));
                 auto norm = [&](const std::vector<float>& x, int64_t row, int64_t heads, int64_t h) {
                     double sum = 0;
-                    for (int64_t c = 0; c < s.d; ++c) sum += double(x[size_t((row * heads + h) * s.d + c)]) *
-                                                             double(x[size_t((row * heads + h) * s.d + c)]);
+                    for (int64_t c = 0; c < s.d; ++c) {
+                        const double e = x[size_t((row * heads + h) * s.d + c)];
+                        sum += e * e;
+                    }
                     return std::sqrt(sum);
                 };
                 std::vector<double> k_norm(static_cast<size_t>(s.Nk));
