@@ -1,6 +1,6 @@
-// The launchers of the generated units bwd_{dkdv,dq}[_ext]_<dtype>_hd<d>.cu and bwd_wgmma[_ext]_<dtype>_hd<d>.cu
-// (one per kernel, kind, dtype and head dim; CMake writes them from native/cuda/bwd_instance.cu.in and
-// bwd_wgmma_instance.cu.in). Host code calls these; only the units see the kernels.
+// The launchers of the generated units bwd_{dkdv,dq}[_ext]_hd<d>.cu, bwd_wgmma[_ext]_hd<d>.cu and
+// bwd_dq_wgmma[_ext]_hd<d>.cu (one per kernel, kind and head dim, fp16 and bf16 in each; CMake writes them from
+// native/cuda/kernel_instance.cu.in). Host code calls these; only the units see the kernels.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,7 +28,7 @@ cudaError_t launch_bwd_dq_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd256(const BwdParams& p, cudaStream_t stream);
-// the extended kernels (masks and positions, p.f.ext.on), units bwd_{dkdv,dq}_ext_<dtype>_hd<d>.cu
+// the extended kernels (masks and positions, p.f.ext.on), units bwd_{dkdv,dq}_ext_hd<d>.cu
 cudaError_t launch_bwd_dkdv_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_ext_fp16_hd256(const BwdParams& p, cudaStream_t stream);
@@ -41,7 +41,7 @@ cudaError_t launch_bwd_dq_ext_fp16_hd256(const BwdParams& p, cudaStream_t stream
 cudaError_t launch_bwd_dq_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd256(const BwdParams& p, cudaStream_t stream);
-// the Hopper (wgmma, sm_90 only) dK/dV kernels, fast or deterministic path, units bwd_wgmma_<dtype>_hd<d>.cu
+// the Hopper (wgmma, sm_90 only) dK/dV kernels, fast or deterministic path, units bwd_wgmma_hd<d>.cu
 cudaError_t launch_bwd_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);
@@ -49,10 +49,10 @@ cudaError_t launch_bwd_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream)
 cudaError_t launch_bwd_wgmma_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd256(const BwdParams& p, cudaStream_t stream);
 // ... extended (positions, key padding, layouts constant over its tiles), d = 64 only, units
-// bwd_wgmma_ext_<dtype>_hd64.cu
+// bwd_wgmma_ext_hd64.cu
 cudaError_t launch_bwd_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
-// the Hopper dQ kernels of the deterministic path, units bwd_dq_wgmma[_ext]_<dtype>_hd<d>.cu
+// the Hopper dQ kernels of the deterministic path, units bwd_dq_wgmma[_ext]_hd<d>.cu
 cudaError_t launch_bwd_dq_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);

@@ -1,6 +1,6 @@
-// The launchers of the generated units fwd[_wgmma][_ext]_<dtype>_hd<d>.cu (one per dtype, head dim and kind;
-// CMake writes them from native/cuda/fwd_instance.cu.in and fwd_wgmma_instance.cu.in). Host code calls these;
-// only the units see the kernels.
+// The launchers of the generated units fwd[_wgmma][_ext]_hd<d>.cu (one per head dim and kind, fp16 and bf16 in
+// each; CMake writes them from native/cuda/kernel_instance.cu.in). Host code calls these; only the units see the
+// kernels.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,21 +23,21 @@ cudaError_t launch_fwd_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd256(const FwdParams& p, cudaStream_t stream);
-// the extended kernels (masks and positions, p.ext.on), units fwd_ext_<dtype>_hd<d>.cu
+// the extended kernels (masks and positions, p.ext.on), units fwd_ext_hd<d>.cu
 cudaError_t launch_fwd_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd256(const FwdParams& p, cudaStream_t stream);
-// the Hopper kernels (wgmma, sm_90 only), units fwd_wgmma_<dtype>_hd<d>.cu
+// the Hopper kernels (wgmma, sm_90 only), units fwd_wgmma_hd<d>.cu
 cudaError_t launch_fwd_wgmma_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd256(const FwdParams& p, cudaStream_t stream);
-// ... extended (positions; a layout constant over each tile), units fwd_wgmma_ext_<dtype>_hd<d>.cu
+// ... extended (positions; a layout constant over each tile), units fwd_wgmma_ext_hd<d>.cu
 cudaError_t launch_fwd_wgmma_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
