@@ -1492,29 +1492,30 @@ TEST(alibi_bound_skip_counts) {
         bool causal;
         int64_t window;  // -1: none
         int64_t logn_train;
+        int64_t hq;  // query heads (one kv head): 1 with one query tile leaves K and V unpacked (forward_with)
     };
-    const Shape shapes[] = {{640, 640, false, -1, 0}, {640, 640, true, -1, 0}, {640, 640, false, 200, 0},
-                            {300, 650, true, -1, 0},  {640, 640, true, -1, 320}};
+    const Shape shapes[] = {{640, 640, false, -1, 0, 2},  {640, 640, true, -1, 0, 2}, {640, 640, false, 200, 0, 2},
+                            {300, 650, true, -1, 0, 2},   {640, 640, true, -1, 320, 2}, {64, 1600, false, -1, 0, 1},
+                            {64, 1600, true, -1, 0, 1}};
     auto counters = [] {
         std::vector<uint64_t> c(static_cast<size_t>(fsig::cpu::TileWork::kCount));
         fsig_internal_cpu_work(c.data(), int(c.size()));
         return c;
     };
     using W = fsig::cpu::TileWork;
-    // A wave budget (cpu_waves) too small for one (batch, kv head) pair's K and V leaves them unpacked: each forward
-    // task packs its own key tiles, without their norms, so the forward's far tiles are skipped after their products
-    // (cpu_backend.cpp, forward_with)
-    const char* wave_floats = std::getenv("FSIG_CPU_WAVE_FLOATS");
+    // The forward's K and V packed once per wave and unpacked — one query tile of one head per kv head (the last two
+    // shapes), or a wave budget too small for one pair's K and V (cpu_waves) — both skip far tiles by the bound: the
+    // packed tiles carry their norms, a task that packs its own tiles takes their norms as it does
     int idx = 0;
     for (const Shape& sh : shapes)
         for (int dtype : {ref::kFp32, ref::kBf16})
             for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kRelu, ref::kRelu2, ref::kGelu, ref::kSoftplus}) {
                 Spec s;
-                s.B = 1, s.Nq = sh.nq, s.Nk = sh.nk, s.Hq = 2, s.Hk = 1, s.d = 64, s.score = score;
+                s.B = 1, s.Nq = sh.nq, s.Nk = sh.nk, s.Hq = sh.hq, s.Hk = 1, s.d = 64, s.score = score;
                 s.causal = sh.causal;
                 if (sh.window >= 0) s.window_left = s.window_right = sh.window;
                 s.logn_train = sh.logn_train;
-                s.alibi_slopes = {2.0, 1.0};
+                s.alibi_slopes = sh.hq == 2 ? std::vector<double>{2.0, 1.0} : std::vector<double>{2.0};
                 ref::Rng rng(7000 + uint64_t(idx++));
                 auto draw = [&](size_t n) { return ref::random_values(rng, n, dtype); };
                 const std::vector<float> q = draw(s.q_elems()), k = draw(s.kv_elems()), v = draw(s.kv_elems()),
@@ -1581,11 +1582,8 @@ TEST(alibi_bound_skip_counts) {
                 EXPECT(n(W::kForwardTiles) >= tiles && n(W::kBackwardTiles) >= tiles,
                        "%s: forward met %llu tiles, backward %llu, of %lld allowed", name.c_str(), n(W::kForwardTiles),
                        n(W::kBackwardTiles), (long long)allowed_tiles);
-                const int64_t kv_floats = (s.Nk + bn - 1) / bn *
-                                          (fsig::cpu::kv_k_tile_floats(s.d) + fsig::cpu::kv_v_tile_floats(s.d));
-                const bool packed_kv = wave_floats == nullptr || kv_floats <= std::atoll(wave_floats);
                 const bool bound = sh.logn_train == 0;
-                const W fwd = bound && packed_kv ? W::kForwardBoundSkips : W::kForwardNothingSkips;
+                const W fwd = bound ? W::kForwardBoundSkips : W::kForwardNothingSkips;
                 const W bwd = bound ? W::kBackwardBoundSkips : W::kBackwardNothingSkips;
                 auto how = [](W w) {
                     return w == W::kForwardBoundSkips || w == W::kBackwardBoundSkips ? "by the norm bound"
@@ -1597,6 +1595,36 @@ TEST(alibi_bound_skip_counts) {
                 if (!bound)
                     EXPECT(n(W::kForwardBoundSkips) == 0 && n(W::kBackwardBoundSkips) == 0,
                            "%s: the norm bound skipped tiles under log-n scaling", name.c_str());
+            }
+}
+
+// The forward's own-packed tiles (one query tile of one head per kv head: K and V not packed for the wave) are skipped
+// by the norm bound only where their V is finite: a NaN in a far key's V (key 5 of 1600, a penalty of 2 · 1531 or more)
+// must reach every row's output at its column (P V = 0 · NaN), every other column staying finite.
+TEST(alibi_far_nan_unpacked) {
+    constexpr int64_t kNanKey = 5, kNanCol = 3;
+    int idx = 0;
+    for (int dtype : {ref::kFp32, ref::kBf16})
+        for (int score : {ref::kSoftmax, ref::kSigmoid, ref::kRelu, ref::kRelu2, ref::kGelu, ref::kSoftplus})
+            for (bool causal : {false, true}) {
+                Spec s;
+                s.B = 1, s.Nq = 64, s.Nk = 1600, s.Hq = 1, s.Hk = 1, s.d = 64, s.score = score, s.causal = causal;
+                s.alibi_slopes = {2.0};
+                ref::Rng rng(7500 + uint64_t(idx++));
+                auto draw = [&](size_t n) { return ref::random_values(rng, n, dtype); };
+                const std::vector<float> q = draw(s.q_elems()), k = draw(s.kv_elems()), dout = draw(s.q_elems());
+                std::vector<float> v = draw(s.kv_elems());
+                v[size_t(kNanKey * s.d + kNanCol)] = std::numeric_limits<float>::quiet_NaN();
+                const AlibiGrads r = alibi_call(s, dtype, q, k, v, dout);
+                const std::string name = th::format("%s %s%s", ref::dtype_name(dtype), ref::score_name(score),
+                                                    causal ? " causal" : "");
+                REQUIRE(!r.out.empty(), "%s: the call failed", name.c_str());
+                int64_t wrong = 0;
+                for (int64_t i = 0; i < s.Nq; ++i)  // (bottom-right causal: every row sees keys up to 1536 + i)
+                    for (int64_t c = 0; c < s.d; ++c)
+                        wrong += std::isnan(r.out[size_t(i * s.d + c)]) != (c == kNanCol);
+                EXPECT(wrong == 0, "%s: %lld outputs of %lld with the wrong NaN-ness (want NaN at column %lld only)",
+                       name.c_str(), (long long)wrong, (long long)(s.Nq * s.d), (long long)kNanCol);
             }
 }
 
