@@ -1,6 +1,6 @@
 // The CUDA backend's host side: device queries, the checks only the CUDA kernels need, and the launch
-// of the forward kernels (fwd_kernel.cuh through the generated units fwd_<dtype>_hd<d>.cu) and of the
-// backward kernels (bwd_kernel.cuh through bwd_{dkdv,dq}_<dtype>_hd<d>.cu).
+// of the forward kernels (fwd_kernel.cuh through the generated units fwd[_ext]_hd<d>.cu) and of the
+// backward kernels (bwd_kernel.cuh through bwd_{dkdv,dq}[_ext]_hd<d>.cu).
 // cudaGetDeviceCount fails cleanly (no device / insufficient driver) without libcuda, so a library
 // built with CUDA still loads and runs its CPU backend on a machine with no GPU.
 #include <cuda.h>  // CUcontext, CUresult: types only (the driver is reached through the runtime's entry points)
@@ -347,7 +347,7 @@ int check_extension_pointers(const Message& m, const Problem& pr, const TensorVi
 using FwdLauncher = cudaError_t (*)(const FwdParams&, cudaStream_t);
 using BwdLauncher = cudaError_t (*)(const BwdParams&, cudaStream_t);
 
-// The generated units' launchers, by [extended][bf16][kernel width: 64, 128 (, 256: the forward)]
+// The generated units' launchers, by [extended][bf16][kernel width: 64, 128, 256]
 constexpr FwdLauncher kFwd[2][2][3] = {
     {{launch_fwd_fp16_hd64, launch_fwd_fp16_hd128, launch_fwd_fp16_hd256},
      {launch_fwd_bf16_hd64, launch_fwd_bf16_hd128, launch_fwd_bf16_hd256}},
