@@ -1477,15 +1477,16 @@ TEST(alibi_skipped_tiles) {
 }
 
 // The tiles the norm bound skips (kernels.inc: norm_bound_ok, its gate norm_wanted and the reaches), counted by the
-// kernels (native/cpu/work_counters.h): a skip changes no result, so no test above sees a lost one. Steep slopes
-// (2 and 1, GQA) put most tile pairs far beyond any score: each allowed pair whose least penalty, less the product of
-// its tiles' largest ‖q_i·scale‖ and ‖k_j‖, exceeds 170 (e^-170 < 2^-245: every score adds nothing; softmax's less
-// also its rows' maxima, each at least −max‖q·scale‖·max‖k‖ at the diagonal key) must be skipped before its product,
-// forward and backward. Softmax's forward visits a query tile's key tiles from the one of its middle diagonal, then
-// those right of it, then those left of it backwards (near_first): with Nq = Nk a query tile's diagonals lie in that
-// one tile, and a causal call has no tile right of it, so each row has its maximum before any far tile is met (with
-// Nq ≠ Nk and no causal mask a row whose diagonal lies left of that tile would not). With log-n scaling the bound does
-// not apply: those tiles are then skipped after their product (far_rows, softmax's rows), which the last case checks.
+// kernels (native/cpu/work_counters.h): a skip changes no result, so no test above sees a lost one. Steep slopes (2 and
+// 1 with GQA; 2 for one head) put most tile pairs far beyond any score: each allowed pair whose least penalty, less the
+// product of its tiles' largest ‖q_i·scale‖ and ‖k_j‖, exceeds 170 (e^-170 < 2^-245: every score adds nothing;
+// softmax's less also its rows' maxima, each at least −max‖q·scale‖·max‖k‖ at the diagonal key) must be skipped before
+// its product, forward and backward. Softmax's forward visits a query tile's key tiles from the one of its middle
+// diagonal, then those right of it, then those left of it backwards (near_first): with Nq = Nk a query tile's diagonals
+// lie in that one tile, and a causal call has no tile right of it, so each row has its maximum before any far tile is
+// met (with Nq ≠ Nk and no causal mask a row whose diagonal lies left of that tile would not; at 64 × 1600 the rows'
+// diagonals, keys 1536-1599, fill the last key tile). With log-n scaling the bound does not apply: those tiles are then
+// skipped after their product (far_rows, softmax's rows), which the last case checks.
 TEST(alibi_bound_skip_counts) {
     struct Shape {
         int64_t nq, nk;
@@ -1618,7 +1619,7 @@ TEST(alibi_far_nan_unpacked) {
                 const AlibiGrads r = alibi_call(s, dtype, q, k, v, dout);
                 const std::string name = th::format("%s %s%s", ref::dtype_name(dtype), ref::score_name(score),
                                                     causal ? " causal" : "");
-                REQUIRE(!r.out.empty(), "%s: the call failed", name.c_str());
+                if (r.out.empty()) continue;  // (alibi_call reported the failure)
                 int64_t wrong = 0;
                 for (int64_t i = 0; i < s.Nq; ++i)  // (bottom-right causal: every row sees keys up to 1536 + i)
                     for (int64_t c = 0; c < s.d; ++c)
