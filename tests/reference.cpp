@@ -109,6 +109,14 @@ bool Spec::allowed(int64_t i, int64_t j) const {
     return true;
 }
 
+void Spec::allowed_row(int64_t b, int64_t h, int64_t i, unsigned char* out) const {
+    if (strided > 0 || block_m > 0 || !mask.empty() || !bias.empty()) {
+        for (int64_t j = 0; j < Nk; ++j) out[j] = allowed_at(b, h, i, j);
+        return;
+    }
+    for (int64_t j = 0; j < Nk; ++j) out[j] = allowed(i, j);  // causal and window alone: allowed_at's answer
+}
+
 bool Spec::allowed_at(int64_t b, int64_t h, int64_t i, int64_t j) const {
     const int64_t diag = i + Nk - Nq;
     if (causal && j > diag) return false;
@@ -207,13 +215,14 @@ public:
         if constexpr (std::is_same_v<R, double>)
             return x;
         else
-            return round_to(dtype_, x);
+            return dtype_ == kFp32 ? x : round_to(dtype_, x);  // (fp32: no call per element)
     }
 
     // Per-task scratch: Q rows [r0, r1) of one head, its Kᵀ, V, Vᵀ, and S, P, dS of those rows.
     struct Head {
         int64_t r0 = 0, r1 = 0;
         std::vector<R> q, k, kt, v, vt, S, P, M2, lse;
+        std::vector<unsigned char> allowed;  // Spec::allowed_at of every (row, key), once per row
     };
 
     // S, P (and lse) of rows [r0, r1) of one (b, h); row i of the problem is row i − r0 here.
@@ -228,6 +237,8 @@ public:
         w.S.assign(m * Nk, R(0));
         w.P.assign(m * Nk, R(0));
         w.lse.assign(m, R(0));
+        w.allowed.resize(m * Nk);
+        for (int64_t i = r0; i < r1; ++i) s_.allowed_row(b, h, i, w.allowed.data() + (i - r0) * Nk);
         for (int64_t i = r0; i < r1; ++i)
             std::copy_n(q + ((b * Nq + i) * s_.Hq + h) * d, d, w.q.data() + (i - r0) * d);
         for (int64_t j = 0; j < Nk; ++j) {
@@ -253,17 +264,18 @@ public:
             if (ext_)
                 for (int64_t j = 0; j < Nk; ++j) Srow[j] = rnd(Srow[j] + R(s_.beta(b, h, i, j)));
             R* Prow = w.P.data() + r * Nk;
+            const unsigned char* allowed = w.allowed.data() + r * Nk;
             if (s_.score == kSoftmax) {
                 R mx = -std::numeric_limits<R>::infinity();
                 for (int64_t j = 0; j < Nk; ++j)
-                    if (s_.allowed_at(b, h, i, j)) mx = std::max(mx, Srow[j]);
+                    if (allowed[j]) mx = std::max(mx, Srow[j]);
                 if (mx == -std::numeric_limits<R>::infinity()) {  // no allowed key: O = 0, LSE = +inf
                     w.lse[r] = std::numeric_limits<R>::infinity();
                     continue;
                 }
                 R sum = 0;
                 for (int64_t j = 0; j < Nk; ++j)
-                    if (s_.allowed_at(b, h, i, j)) {
+                    if (allowed[j]) {
                         Prow[j] = std::exp(Srow[j] - mx);
                         sum += Prow[j];
                     }
@@ -272,7 +284,7 @@ public:
                 continue;
             }
             for (int64_t j = 0; j < Nk; ++j) {
-                if (!s_.allowed_at(b, h, i, j)) continue;
+                if (!allowed[j]) continue;
                 const R x = Srow[j];
                 R pv;
                 switch (s_.score) {
@@ -383,7 +395,6 @@ public:
             // dS (in M2) from dP = dO Vᵀ
             w.M2.assign(m * Nk, R(0));
             for (int64_t r = 0; r < m; ++r) {
-                const int64_t i = r0 + r;
                 R* row = w.M2.data() + r * Nk;
                 for (int64_t c = 0; c < d; ++c) {
                     const R g0 = dO[r * d + c];
@@ -391,7 +402,7 @@ public:
                     for (int64_t j = 0; j < Nk; ++j) row[j] += g0 * vt[j];
                 }
                 for (int64_t j = 0; j < Nk; ++j) {
-                    if (!s_.allowed_at(b, h, i, j)) {
+                    if (!w.allowed[r * Nk + j]) {
                         row[j] = 0;  // dS = 0 where masked
                         continue;
                     }

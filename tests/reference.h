@@ -59,6 +59,7 @@ struct Spec {
 
     // every mask of §4 (a bias of −inf included); allowed() is causal and window alone
     bool allowed_at(int64_t b, int64_t h, int64_t i, int64_t j) const;
+    void allowed_row(int64_t b, int64_t h, int64_t i, unsigned char* out) const;  // out[j] = allowed_at(b, h, i, j)
     double beta(int64_t b, int64_t h, int64_t i, int64_t j) const;  // ALiBi + bias
     double lambda(int64_t i) const;                                  // log-n factor (1 when off)
     size_t bias_elems() const { return size_t(bias_b * bias_h * bias_q * Nk); }
