@@ -11,8 +11,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,12 +28,73 @@ const char* dtype_name(int dtype);
 const char* score_name(int score);
 
 // ---- 16-bit float conversions (round to nearest even; NaN stays NaN, overflow goes to inf) ----
-uint16_t float_to_half(float f);
-float half_to_float(uint16_t h);
-uint16_t float_to_bf16(float f);
-float bf16_to_float(uint16_t h);
+// (inline: the naive 16-bit references round every intermediate, a call each took a tenth of a numerics test)
+inline uint16_t float_to_half(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN, quiet
+    if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: inf
+    const int exp = int(ax >> 23) - 127;
+    if (exp >= -14) {  // normal half: drop 13 mantissa bits, round half to even
+        uint32_t h = ((uint32_t(exp + 15) << 10) | ((ax >> 13) & 0x3ffu));
+        const uint32_t rest = ax & 0x1fffu;
+        if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is right
+        return uint16_t(sign | h);
+    }
+    if (exp < -25) return sign;  // below half the smallest subnormal: zero
+    // subnormal half: value = m · 2^-24 with m = round(mant · 2^(exp + 24))
+    const uint32_t mant = (ax & 0x7fffffu) | 0x800000u;  // 24 significant bits, value = mant · 2^(exp−23)
+    const int shift = -exp - 1;                          // 2^(exp−23) / 2^−24 = 2^(exp+1): shift right by −exp−1
+    uint32_t m = mant >> shift;
+    const uint32_t rest = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (m & 1u))) ++m;
+    return uint16_t(sign | m);
+}
+
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    float f;
+    if (exp == 0) {
+        f = std::ldexp(float(mant), -24);
+        uint32_t x;
+        std::memcpy(&x, &f, 4);
+        x |= sign;
+        std::memcpy(&f, &x, 4);
+        return f;
+    }
+    uint32_t x = exp == 31 ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112) << 23) | (mant << 13));
+    std::memcpy(&f, &x, 4);
+    return f;
+}
+
+inline uint16_t float_to_bf16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);  // NaN stays NaN (quiet)
+    const uint32_t rest = x & 0xffffu;
+    uint32_t h = x >> 16;
+    if (rest > 0x8000u || (rest == 0x8000u && (h & 1u))) ++h;  // overflow carries into inf, as it should
+    return uint16_t(h);
+}
+
+inline float bf16_to_float(uint16_t h) {
+    uint32_t x = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &x, 4);
+    return f;
+}
+
 // f rounded to the nearest value of dtype, returned as float (the identity for fp32).
-float round_to(int dtype, float f);
+inline float round_to(int dtype, float f) {
+    switch (dtype) {
+        case kFp16: return half_to_float(float_to_half(f));
+        case kBf16: return bf16_to_float(float_to_bf16(f));
+        default: return f;
+    }
+}
 
 // ---- one attention problem (the math of §4; no memory layout) ----
 struct Spec {
