@@ -49,6 +49,7 @@ void Spec::allowed_row(int64_t b, int64_t h, int64_t i, unsigned char* out) cons
     for (int64_t j = 0; j < Nk; ++j) out[j] = allowed(i, j);  // causal and window alone: allowed_at's answer
 }
 
+// (a new kind of mask here joins allowed_row's guard above too)
 bool Spec::allowed_at(int64_t b, int64_t h, int64_t i, int64_t j) const {
     const int64_t diag = i + Nk - Nq;
     if (causal && j > diag) return false;
