@@ -173,7 +173,7 @@ public:
         if constexpr (std::is_same_v<R, double>)
             return x;
         else
-            return dtype_ == kFp32 ? x : round_to(dtype_, x);  // (fp32: no call per element)
+            return round_to(dtype_, x);  // (inline: fp32 returns x)
     }
 
     // Per-task scratch: Q rows [r0, r1) of one head, its Kᵀ, V, Vᵀ, and S, P, dS of those rows.
