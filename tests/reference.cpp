@@ -176,10 +176,11 @@ public:
             return round_to(dtype_, x);  // (inline: fp32 returns x)
     }
 
-    // Per-task scratch: Q rows [r0, r1) of one head, its Kᵀ, V, Vᵀ, and S, P, dS of those rows.
+    // A task's scratch: Q rows [r0, r1) of one head, its K, Kᵀ, V, Vᵀ, and S, P, dS (M2) of those rows; the
+    // backward's dO, O, D and dQ row of them. One per worker, reused by its tasks (parallel_for).
     struct Head {
         int64_t r0 = 0, r1 = 0;
-        std::vector<R> q, k, kt, v, vt, S, P, M2, lse;
+        std::vector<R> q, k, kt, v, vt, S, P, M2, lse, dO, o, D, dq_acc;
         std::vector<unsigned char> allowed;  // Spec::allowed_at of every (row, key), once per row
     };
 
@@ -288,13 +289,14 @@ public:
         Forward<R> f;
         f.out.assign(s_.q_elems(), R(0));
         if (s_.score == kSoftmax) f.lse.assign(s_.lse_elems(), R(0));
-        const int64_t chunks = chunks_per_head();
-        parallel_for(s_.B * s_.Hq * chunks, [&](int64_t t) {
+        const int64_t chunks = chunks_per_head(), tasks = s_.B * s_.Hq * chunks;
+        std::vector<Head> scratch(parallel_threads(tasks, serial()));
+        parallel_for(tasks, [&](int64_t t, int64_t worker) {
             const int64_t b = t / (s_.Hq * chunks), h = t / chunks % s_.Hq;
             int64_t r0, r1;
             chunk_rows(t % chunks, chunks, &r0, &r1);
-            Head w;
-            std::vector<R> o;
+            Head& w = scratch[worker];
+            std::vector<R>& o = w.o;
             scores(q, k, v, b, h, r0, r1, w);
             pv(w, o);
             for (int64_t i = r0; i < r1; ++i) {
@@ -318,7 +320,8 @@ public:
         const int64_t tasks = s_.B * s_.Hq * chunks;
         std::vector<std::vector<R>> dk_part(tasks), dv_part(tasks);
         std::vector<R> ds_all(s_.want_dbias ? size_t(s_.B * s_.Hq * Nq * Nk) : 0);
-        parallel_for(tasks, [&](int64_t t) {
+        std::vector<Head> scratch(parallel_threads(tasks, serial()));
+        parallel_for(tasks, [&](int64_t t, int64_t worker) {
             const int64_t b = t / (s_.Hq * chunks), h = t / chunks % s_.Hq;
             int64_t r0, r1;
             chunk_rows(t % chunks, chunks, &r0, &r1);
@@ -327,8 +330,14 @@ public:
             std::vector<R>& dv_acc = dv_part[t];
             dk_acc.assign(Nk * d, R(0));
             dv_acc.assign(Nk * d, R(0));
-            std::vector<R> dO(m * d), o, D(m), dq_acc(d);
-            Head w;
+            Head& w = scratch[worker];
+            std::vector<R>& dO = w.dO;
+            std::vector<R>& o = w.o;
+            std::vector<R>& D = w.D;
+            std::vector<R>& dq_acc = w.dq_acc;
+            dO.resize(m * d);
+            D.resize(m);
+            dq_acc.resize(d);
             scores(q, k, v, b, h, r0, r1, w);
             for (int64_t i = r0; i < r1; ++i)
                 std::copy_n(dout + ((b * Nq + i) * s_.Hq + h) * d, d, dO.data() + (i - r0) * d);

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace ref {
@@ -208,20 +209,33 @@ private:
 // n normal values scaled by sigma and rounded to dtype (returned as float).
 std::vector<float> random_values(Rng& rng, size_t n, int dtype, double sigma = 1.0);
 
-// Runs fn(t) for t in [0, n) on up to hardware_concurrency threads (the fp64 references are the slow
-// part of the numerics tests); the caller makes the tasks independent, so results do not depend on the
-// thread count.
+// Threads parallel_for(n, fn, serial) runs on.
+inline int64_t parallel_threads(int64_t n, bool serial = false) {
+    return serial ? 1 : std::max<int64_t>(1, std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency())));
+}
+
+// Runs fn(t) or fn(t, worker) for t in [0, n) on parallel_threads(n, serial) threads (the fp64 references are
+// the slow part of the numerics tests); the caller makes the tasks independent, so results do not depend on the
+// thread count. Worker w runs t = w, w + threads, ... one after another, so scratch indexed by worker is reused
+// across its tasks: under ASan every large allocation is a fresh mapping, and per-task buffers had made page
+// faults a quarter of the sanitizer build's numerics time.
 template <class F>
 void parallel_for(int64_t n, F fn, bool serial = false) {
-    const int64_t threads = serial ? 1 : std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
+    const int64_t threads = parallel_threads(n, serial);
+    auto run = [&](int64_t t, int64_t worker) {
+        if constexpr (std::is_invocable_v<F&, int64_t, int64_t>)
+            fn(t, worker);
+        else
+            fn(t);
+    };
     if (threads <= 1) {
-        for (int64_t t = 0; t < n; ++t) fn(t);
+        for (int64_t t = 0; t < n; ++t) run(t, 0);
         return;
     }
     std::vector<std::thread> pool;
     for (int64_t w = 0; w < threads; ++w)
         pool.emplace_back([&, w] {
-            for (int64_t t = w; t < n; t += threads) fn(t);
+            for (int64_t t = w; t < n; t += threads) run(t, w);
         });
     for (auto& th : pool) th.join();
 }
