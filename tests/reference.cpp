@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 
@@ -158,6 +159,35 @@ void add_row_products(R* __restrict out, const R* __restrict a, const R* __restr
     }
 }
 
+// Buffers kept from one call to the next (every caller's, for the process's life, at the largest size asked):
+// under ASan each large allocation is a fresh mapping whose pages fault in again, a fifth of the sanitizer
+// build's masks tests. Callers on several threads each take their own.
+template <class T>
+class Kept {
+public:
+    std::vector<T> take(size_t n) {
+        std::vector<T> v;
+        {
+            const std::lock_guard<std::mutex> hold(lock_);
+            while (v.size() < n && !free_.empty()) {
+                v.push_back(std::move(free_.back()));
+                free_.pop_back();
+            }
+        }
+        v.resize(n);
+        return v;
+    }
+    void give(std::vector<T>& v) {
+        const std::lock_guard<std::mutex> hold(lock_);
+        for (T& x : v) free_.push_back(std::move(x));
+        v.clear();
+    }
+
+private:
+    std::mutex lock_;
+    std::vector<T> free_;
+};
+
 // R = double with dtype < 0: ref64. R = float: naive computation in dtype.
 template <class R>
 class Core {
@@ -290,7 +320,7 @@ public:
         f.out.assign(s_.q_elems(), R(0));
         if (s_.score == kSoftmax) f.lse.assign(s_.lse_elems(), R(0));
         const int64_t chunks = chunks_per_head(), tasks = s_.B * s_.Hq * chunks;
-        std::vector<Head> scratch(parallel_threads(tasks, serial()));
+        std::vector<Head> scratch = kept_heads().take(size_t(parallel_threads(tasks, serial())));
         parallel_for(tasks, [&](int64_t t, int64_t worker) {
             const int64_t b = t / (s_.Hq * chunks), h = t / chunks % s_.Hq;
             int64_t r0, r1;
@@ -305,6 +335,7 @@ public:
                 if (s_.score == kSoftmax) f.lse[(b * s_.Hq + h) * s_.Nq + i] = w.lse[i - r0];
             }
         }, serial());
+        kept_heads().give(scratch);
         return f;
     }
 
@@ -318,9 +349,9 @@ public:
         g.dk.assign(s_.kv_elems(), R(0));
         g.dv.assign(s_.kv_elems(), R(0));
         const int64_t tasks = s_.B * s_.Hq * chunks;
-        std::vector<std::vector<R>> dk_part(tasks), dv_part(tasks);
+        std::vector<std::vector<R>> dk_part = kept_rows().take(size_t(tasks)), dv_part = kept_rows().take(size_t(tasks));
         std::vector<R> ds_all(s_.want_dbias ? size_t(s_.B * s_.Hq * Nq * Nk) : 0);
-        std::vector<Head> scratch(parallel_threads(tasks, serial()));
+        std::vector<Head> scratch = kept_heads().take(size_t(parallel_threads(tasks, serial())));
         parallel_for(tasks, [&](int64_t t, int64_t worker) {
             const int64_t b = t / (s_.Hq * chunks), h = t / chunks % s_.Hq;
             int64_t r0, r1;
@@ -441,10 +472,22 @@ public:
             g.dbias.resize(acc.size());
             for (size_t e = 0; e < acc.size(); ++e) g.dbias[e] = rnd(acc[e]);
         }
+        kept_heads().give(scratch);
+        kept_rows().give(dk_part);
+        kept_rows().give(dv_part);
         return g;
     }
 
 private:
+    static Kept<Head>& kept_heads() {
+        static Kept<Head> k;
+        return k;
+    }
+    static Kept<std::vector<R>>& kept_rows() {
+        static Kept<std::vector<R>> k;
+        return k;
+    }
+
     const Spec& s_;
     int dtype_;
     R scale_, bias_, factor_;
