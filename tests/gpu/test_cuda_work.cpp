@@ -134,6 +134,27 @@ struct Problem {
         }
         return true;
     }
+
+    // run() of the plain call (default parameters but the score, no layout, mask or positions): its work depends on
+    // the width, length and score alone, not on the data, so one run serves every test of the process that asks
+    bool run_plain(int score, WorkCounters (&work)[3]) {
+        struct Plain {
+            int64_t d, n;
+            int score;
+            WorkCounters work[3];
+        };
+        static std::vector<Plain> done;
+        for (const Plain& x : done)
+            if (x.d == d && x.n == n && x.score == score) {
+                std::copy(x.work, x.work + 3, work);
+                return true;
+            }
+        fsig_attention_params p = fsig_attention_params_default();
+        p.score = score;
+        if (!run(p, {}, work)) return false;
+        done.push_back({d, n, score, {work[0], work[1], work[2]}});
+        return true;
+    }
 };
 
 const char* const kCallNames[3] = {"forward", "backward (deterministic)", "backward (fast)"};
@@ -262,7 +283,7 @@ void expect_tiles_skipped(const char* mask_name, std::initializer_list<int64_t> 
         fsig_attention_params p = fsig_attention_params_default();
         p.score = FSIG_SCORE_SIGMOID;
         WorkCounters unmasked[3], masked[3];
-        if (!pr.run(p, {}, unmasked)) continue;
+        if (!pr.run_plain(p.score, unmasked)) continue;
         mask(p);
         if (!pr.run(p, {}, masked)) continue;
         for (int c = 0; c < 3; ++c) {
@@ -366,7 +387,7 @@ TEST(key_padding_work_follows_length) {
             fsig_attention_params p = fsig_attention_params_default();
             p.score = score;
             WorkCounters unmasked[3];
-            if (!pr.run(p, {}, unmasked)) continue;
+            if (!pr.run_plain(score, unmasked)) continue;
             for (bool as_bias : {false, true}) {
                 WorkCounters masked[3];
                 if (!pr.run(p, {}, masked, false, nullptr, as_bias ? nullptr : &mask, as_bias ? &fp32_bias : nullptr))
