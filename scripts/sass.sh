@@ -8,7 +8,7 @@
 # mma.sync kernels and the linear-attention kernels. Analysis only; the build never needs it.
 #   scripts/sass.sh BUILD_DIR SOURCE.cu [ARCH] [FILTER]
 #     BUILD_DIR  a configured CMake build with CUDA (its flags and generated units are used)
-#     SOURCE.cu  a unit: native/cuda/linear_bf16.cu, or a generated one as BUILD_DIR/cuda_gen/fwd_hd128.cu
+#     SOURCE.cu  a unit: native/cuda/linear_bf16.cu, or a generated one as BUILD_DIR/cuda_gen/fwd.cu
 #     ARCH       sm_80 or sm_90a (default sm_90a; decoded as sm_90)
 #     FILTER     only kernels whose mangled name contains it
 #   Writes SOURCE's SASS to $OUT_SASS (default /tmp/<unit>.<arch>.sass) and prints, per kernel, the

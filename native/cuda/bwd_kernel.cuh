@@ -1,6 +1,6 @@
 // The CUDA backward kernels (FlashAttention-2 design with recomputation, DESIGN.md §5) for sm_80 and
-// later. Included by the generated units bwd_{dkdv,dq}[_ext]_hd<d>.cu, one per (kernel, head dim, plain or
-// extended), each instantiating the 7 score policies for fp16 and bf16: 2 × 2 × 3 × 2 × 7 = 168 kernels
+// later. Included by the generated units bwd_{dkdv,dq}[_ext].cu, one per (kernel, plain or extended)
+// with every head dim, each instantiating the 7 score policies for fp16 and bf16: 2 × 2 × 3 × 2 × 7 = 168 kernels
 // (widths 64 and 128 below; 256 in "the pair kernels"), plus the pair kernels at widths 64 and 128 in the
 // units whose kernels may not fit a 99 KiB GPU (70 more: BwdSmemPlan); the fast path is a run-time
 // branch of the dK/dV kernels (no further instantiations).

@@ -1,5 +1,5 @@
-// The launchers of the generated units bwd_{dkdv,dq}[_ext]_hd<d>.cu, bwd_wgmma[_ext]_hd<d>.cu and
-// bwd_dq_wgmma[_ext]_hd<d>.cu (one per kernel, kind and head dim, fp16 and bf16 in each; CMake writes them from
+// The launchers of the generated units bwd_{dkdv,dq}[_ext].cu, bwd_wgmma[_ext].cu and bwd_dq_wgmma[_ext].cu (one
+// per kind, plain or extended: every head dim it has, fp16 and bf16 in each; CMake writes them from
 // native/cuda/kernel_instance.cu.in). Host code calls these; only the units see the kernels.
 #pragma once
 
@@ -28,7 +28,7 @@ cudaError_t launch_bwd_dq_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_bf16_hd256(const BwdParams& p, cudaStream_t stream);
-// the extended kernels (masks and positions, p.f.ext.on), units bwd_{dkdv,dq}_ext_hd<d>.cu
+// the extended kernels (masks and positions, p.f.ext.on), units bwd_{dkdv,dq}_ext.cu
 cudaError_t launch_bwd_dkdv_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_ext_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dkdv_ext_fp16_hd256(const BwdParams& p, cudaStream_t stream);
@@ -41,18 +41,18 @@ cudaError_t launch_bwd_dq_ext_fp16_hd256(const BwdParams& p, cudaStream_t stream
 cudaError_t launch_bwd_dq_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_ext_bf16_hd256(const BwdParams& p, cudaStream_t stream);
-// the Hopper (wgmma, sm_90 only) dK/dV kernels, fast or deterministic path, units bwd_wgmma_hd<d>.cu
+// the Hopper (wgmma, sm_90 only) dK/dV kernels, fast or deterministic path, unit bwd_wgmma.cu
 cudaError_t launch_bwd_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_fp16_hd256(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_bf16_hd256(const BwdParams& p, cudaStream_t stream);
-// ... extended (positions, key padding, layouts constant over its tiles), d = 64 only, units
-// bwd_wgmma_ext_hd64.cu
+// ... extended (positions, key padding, layouts constant over its tiles), d = 64 only, unit
+// bwd_wgmma_ext.cu
 cudaError_t launch_bwd_wgmma_ext_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_wgmma_ext_bf16_hd64(const BwdParams& p, cudaStream_t stream);
-// the Hopper dQ kernels of the deterministic path, units bwd_dq_wgmma[_ext]_hd<d>.cu
+// the Hopper dQ kernels of the deterministic path, units bwd_dq_wgmma[_ext].cu
 cudaError_t launch_bwd_dq_wgmma_fp16_hd64(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_fp16_hd128(const BwdParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_dq_wgmma_bf16_hd64(const BwdParams& p, cudaStream_t stream);

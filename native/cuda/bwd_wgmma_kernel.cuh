@@ -1,6 +1,6 @@
 // The Hopper backward kernels (sm_90a): bwd_kernel.cuh's dK/dV and dQ kernels with their products on
-// warpgroup MMA (wgmma). Included by the generated units bwd_wgmma[_ext]_hd<d>.cu (dK/dV) and
-// bwd_dq_wgmma[_ext]_hd<d>.cu (dQ), each instantiating the 7 score policies; chosen on the host on an
+// warpgroup MMA (wgmma). Included by the generated units bwd_wgmma[_ext].cu (dK/dV) and
+// bwd_dq_wgmma[_ext].cu (dQ), each instantiating the 7 score policies; chosen on the host on an
 // sm_90 device when the library was built for sm_90a (cuda_runtime.cu). The dK/dV kernel serves both paths:
 // the fast one (it also adds dS K to the fp32 dQ workspace) and the deterministic one (then followed by the
 // dQ kernel below, or bwd_kernel.cuh's where this one does not serve), so that dK and dV are the same bits
@@ -888,7 +888,7 @@ cudaError_t launch_bwd_wgmma_wide(const BwdParams& params, cudaStream_t stream) 
 }
 
 // kExt: the extended kernels (p.f.ext.on, no β per element: the host's ext_key_beta or a layout constant
-// over every tile), generated in their own units bwd_wgmma_ext_hd<d>.cu; width 256: plain only
+// over every tile), generated in their own unit bwd_wgmma_ext.cu; width 256: plain only
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
     if constexpr (kHeadDim == 256) {
@@ -910,7 +910,7 @@ cudaError_t launch_bwd_wgmma(const BwdParams& params, cudaStream_t stream) {
 }
 
 // The deterministic path's dQ kernel (kExt: p.f.ext.on, β one row per 128 × 64 tile or none, no dBias: the
-// others keep bwd_kernel.cuh's), generated in the units bwd_dq_wgmma[_ext]_hd<d>.cu
+// others keep bwd_kernel.cuh's), generated in the units bwd_dq_wgmma[_ext].cu
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_bwd_dq_wgmma(const BwdParams& params, cudaStream_t stream) {
     using T = WgmmaDqTraits<kHeadDim, Elem>;

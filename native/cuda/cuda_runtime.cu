@@ -1,6 +1,6 @@
 // The CUDA backend's host side: device queries, the checks only the CUDA kernels need, and the launch
-// of the forward kernels (fwd_kernel.cuh through the generated units fwd[_ext]_hd<d>.cu) and of the
-// backward kernels (bwd_kernel.cuh through bwd_{dkdv,dq}[_ext]_hd<d>.cu).
+// of the forward kernels (fwd_kernel.cuh through the generated units fwd[_ext].cu) and of the
+// backward kernels (bwd_kernel.cuh through bwd_{dkdv,dq}[_ext].cu).
 // cudaGetDeviceCount fails cleanly (no device / insufficient driver) without libcuda, so a library
 // built with CUDA still loads and runs its CPU backend on a machine with no GPU.
 #include <cuda.h>  // CUcontext, CUresult: types only (the driver is reached through the runtime's entry points)

@@ -1,8 +1,8 @@
 // The CUDA forward kernel (FlashAttention-2 design, DESIGN.md §5) for sm_80 and later (sm_90a runs
-// the same mma.sync code). Included by the generated units fwd[_ext]_hd<d>.cu, one per (kernel width 64, 128
-// or 256, plain or extended), each instantiating the 7 score policies for fp16 and bf16: 84 kernels, 56 more
-// tall ones in the units of widths 64 and 128, and 28 more in the 256-wide units for GPUs with 99 KiB per
-// block (FwdSmemPlan) — width 256: attention_fwd_wide_kernel, Q in shared memory.
+// the same mma.sync code). Included by the generated units fwd.cu and fwd_ext.cu (plain, extended), each
+// instantiating the 7 score policies for fp16 and bf16 at kernel widths 64, 128 and 256: 84 kernels, 56 more
+// tall ones at widths 64 and 128, and 28 more at width 256 for GPUs with 99 KiB per block
+// (FwdSmemPlan) — width 256: attention_fwd_wide_kernel, Q in shared memory.
 //
 // Contract: q [B, Nq, Hq, d], k/v [B, Nk, Hk, d], out [B, Nq, Hq, d] in fp16 or bf16, last-dim stride 1,
 // other strides multiples of 8 elements, base pointers 16-byte aligned (validated on the host, so every
@@ -1162,7 +1162,7 @@ cudaError_t launch_fwd_tiles(FwdParams p, cudaStream_t stream) {
     });
 }
 
-// kExt: the extended kernels (p.ext.on), generated in their own units fwd_ext_hd<d>.cu
+// kExt: the extended kernels (p.ext.on), generated in their own unit fwd_ext.cu
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
     using Plan = FwdSmemPlan<kHeadDim, kExt>;

@@ -1,5 +1,5 @@
-// The launchers of the generated units fwd[_wgmma][_ext]_hd<d>.cu (one per head dim and kind, fp16 and bf16 in
-// each; CMake writes them from native/cuda/kernel_instance.cu.in). Host code calls these; only the units see the
+// The launchers of the generated units fwd[_wgmma][_ext].cu (one per kind, plain or extended: every head dim, fp16
+// and bf16 in each; CMake writes them from native/cuda/kernel_instance.cu.in). Host code calls these; only the units see the
 // kernels.
 #pragma once
 
@@ -23,21 +23,21 @@ cudaError_t launch_fwd_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_bf16_hd256(const FwdParams& p, cudaStream_t stream);
-// the extended kernels (masks and positions, p.ext.on), units fwd_ext_hd<d>.cu
+// the extended kernels (masks and positions, p.ext.on), unit fwd_ext.cu
 cudaError_t launch_fwd_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_ext_bf16_hd256(const FwdParams& p, cudaStream_t stream);
-// the Hopper kernels (wgmma, sm_90 only), units fwd_wgmma_hd<d>.cu
+// the Hopper kernels (wgmma, sm_90 only), unit fwd_wgmma.cu
 cudaError_t launch_fwd_wgmma_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_fp16_hd256(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_bf16_hd256(const FwdParams& p, cudaStream_t stream);
-// ... extended (positions; a layout constant over each tile), units fwd_wgmma_ext_hd<d>.cu
+// ... extended (positions; a layout constant over each tile), unit fwd_wgmma_ext.cu
 cudaError_t launch_fwd_wgmma_ext_fp16_hd64(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_ext_fp16_hd128(const FwdParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_wgmma_ext_bf16_hd64(const FwdParams& p, cudaStream_t stream);

@@ -1,5 +1,5 @@
 // The Hopper forward kernel (sm_90a): the FlashAttention-2 design of fwd_kernel.cuh with both products on
-// warpgroup MMA (wgmma) instead of mma.sync. Included by the generated units fwd_wgmma[_ext]_hd<d>.cu,
+// warpgroup MMA (wgmma) instead of mma.sync. Included by the generated units fwd_wgmma[_ext].cu,
 // each instantiating the 7 score policies, chosen on the host for an sm_90 device when the library was
 // built for sm_90a (cuda_runtime.cu). Same contract, same math and the same score, mask, softmax and
 // epilogue code as fwd_kernel.cuh.
@@ -326,7 +326,7 @@ cudaError_t launch_wgmma_score(const FwdParams& p, int64_t blocks, cudaStream_t 
     return launch_sm90a(attention_fwd_wgmma_kernel<T, Score, kExt>, kSmem, blocks, T::kThreads, stream, p);
 }
 
-// kExt: the extended kernels (p.ext.on, no β per row), generated in their own units fwd_wgmma_ext_hd<d>.cu
+// kExt: the extended kernels (p.ext.on, no β per row), generated in their own unit fwd_wgmma_ext.cu
 template <int kHeadDim, class Elem, bool kExt>
 cudaError_t launch_fwd_wgmma(const FwdParams& params, cudaStream_t stream) {
     using T = WgmmaFwdTraits<kHeadDim, Elem>;
