@@ -160,8 +160,9 @@ void add_row_products(R* __restrict out, const R* __restrict a, const R* __restr
 }
 
 // Buffers kept from one call to the next (every caller's, for the process's life, at the largest size asked):
-// under ASan each large allocation is a fresh mapping whose pages fault in again, a fifth of the sanitizer
-// build's masks tests. Callers on several threads each take their own.
+// under ASan each large allocation is a fresh mapping whose pages fault in again. test_masks under the sanitizers
+// (avx2): 44 s with fresh buffers per task, 41–43 s with one set per worker, 33–37 s with these kept (page faults
+// 1.72 M → 0.84 M). Callers on several threads each take their own.
 template <class T>
 class Kept {
 public:

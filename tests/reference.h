@@ -216,9 +216,8 @@ inline int64_t parallel_threads(int64_t n, bool serial = false) {
 
 // Runs fn(t) or fn(t, worker) for t in [0, n) on parallel_threads(n, serial) threads (the fp64 references are
 // the slow part of the numerics tests); the caller makes the tasks independent, so results do not depend on the
-// thread count. Worker w runs t = w, w + threads, ... one after another, so scratch indexed by worker is reused
-// across its tasks: under ASan every large allocation is a fresh mapping, and per-task buffers had made page
-// faults a quarter of the sanitizer build's numerics time.
+// thread count. Worker w runs t = w, w + threads, ... one after another, so scratch indexed by worker serves all
+// its tasks (reference.cpp, Kept: why).
 template <class F>
 void parallel_for(int64_t n, F fn, bool serial = false) {
     const int64_t threads = parallel_threads(n, serial);
