@@ -350,7 +350,8 @@ public:
         g.dk.assign(s_.kv_elems(), R(0));
         g.dv.assign(s_.kv_elems(), R(0));
         const int64_t tasks = s_.B * s_.Hq * chunks;
-        std::vector<std::vector<R>> dk_part = kept_rows().take(size_t(tasks)), dv_part = kept_rows().take(size_t(tasks));
+        std::vector<std::vector<R>> dk_part = kept_rows().take(size_t(tasks));
+        std::vector<std::vector<R>> dv_part = kept_rows().take(size_t(tasks));
         std::vector<R> ds_all(s_.want_dbias ? size_t(s_.B * s_.Hq * Nq * Nk) : 0);
         std::vector<Head> scratch = kept_heads().take(size_t(parallel_threads(tasks, serial())));
         parallel_for(tasks, [&](int64_t t, int64_t worker) {

@@ -1,6 +1,6 @@
 // The launchers of the generated units fwd[_wgmma][_ext].cu (one per kind, plain or extended: every head dim, fp16
-// and bf16 in each; CMake writes them from native/cuda/kernel_instance.cu.in). Host code calls these; only the units see the
-// kernels.
+// and bf16 in each; CMake writes them from native/cuda/kernel_instance.cu.in). Host code calls these; only the
+// units see the kernels.
 #pragma once
 
 #include <cuda_runtime.h>
