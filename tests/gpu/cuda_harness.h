@@ -37,6 +37,9 @@ namespace gt {
 inline bool g_cuda = true;  // false: --device cpu
 // the command line every GPU test takes (run_main)
 inline bool g_quick = false, g_verbose = false, g_list = false;
+// --forward-only: cases that run a backward after their forward check the forward alone (for runs whose setting
+// changes only the forward's kernels, FSIG_CUDA_FWD_TALL)
+inline bool g_forward_only = false;
 inline int g_device_count = 0;
 inline std::vector<std::string> g_filters;  // case filters (those naming a TEST select the test instead)
 
@@ -239,8 +242,8 @@ inline int setup_device(const char* what, int* device_count) {
     return 0;
 }
 
-// The main of every GPU test: [--quick] [--device cpu] [--list] [--verbose] [name filters...]; then the
-// device check (skip, exit 77, without one) and the tests — a filter that names a TEST selects it,
+// The main of every GPU test: [--quick] [--forward-only] [--device cpu] [--list] [--verbose] [name filters...];
+// then the device check (skip, exit 77, without one) and the tests — a filter that names a TEST selects it,
 // any other filters the cases inside the tests. what: the pass under test, for the skip message.
 inline int run_main(int argc, char** argv, const char* what) {
     // a line at a time into a log file too: a run cut off by a time limit still shows how far it got
@@ -248,11 +251,13 @@ inline int run_main(int argc, char** argv, const char* what) {
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--quick") g_quick = true;
+        else if (a == "--forward-only") g_forward_only = true;
         else if (a == "--verbose") g_verbose = true;
         else if (a == "--list") g_list = true;
         else if (a == "--device" && i + 1 < argc) g_cuda = std::string(argv[++i]) != "cpu";
         else if (a == "--help") {
-            std::printf("%s [--quick] [--device cpu] [--list] [--verbose] [name filters...]\n", argv[0]);
+            std::printf("%s [--quick] [--forward-only] [--device cpu] [--list] [--verbose] [name filters...]\n",
+                        argv[0]);
             return 0;
         } else g_filters.push_back(a);
     }
