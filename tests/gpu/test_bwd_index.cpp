@@ -11,6 +11,7 @@
 //  - the forward kernel's plan (fwd_kernel.cuh: the dQ kernel's walk with fwd_warp_interior, which looks
 //    at a warp's real rows only) the same way.
 // Over causal × window (both sides, one side, width 0, wider than the sequences) × many (Nq, Nk).
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -46,9 +47,25 @@ FwdParams params_of(const fsig::Problem& pr) {
     return f;
 }
 
-bool allowed(const fsig::Problem& p, int64_t i, int64_t j) {
-    return i >= 0 && i < p.seq_q && j >= 0 && j < p.seq_k && p.first_key(i) <= j && j <= p.last_key(i);
-}
+// The keys each row may see, from fsig::Problem's first_key/last_key once per problem (the scans below ask for
+// every element of every tile): (i, j) is allowed where both exist and j lies in [first_key(i), last_key(i)].
+struct Allowed {
+    int64_t seq_q, seq_k;
+    std::vector<int64_t> lo, hi;  // per row: the keys [lo, hi] that exist and it may see (lo > hi: none)
+    explicit Allowed(const fsig::Problem& p) : seq_q(p.seq_q), seq_k(p.seq_k) {
+        for (int64_t i = 0; i < seq_q; ++i) {
+            lo.push_back(std::max<int64_t>(p.first_key(i), 0));
+            hi.push_back(std::min<int64_t>(p.last_key(i), seq_k - 1));
+        }
+    }
+    bool operator()(int64_t i, int64_t j) const {
+        return i >= 0 && i < seq_q && j >= lo[size_t(i)] && j <= hi[size_t(i)];
+    }
+    // whether row i may see a key of [j_lo, j_hi]
+    bool reaches(int64_t i, int64_t j_lo, int64_t j_hi) const {
+        return i >= 0 && i < seq_q && std::max(j_lo, lo[size_t(i)]) <= std::min(j_hi, hi[size_t(i)]);
+    }
+};
 
 std::vector<Mask> masks() {
     std::vector<Mask> m;
@@ -81,6 +98,7 @@ TEST(query_range_matches_scan) {
             for (int64_t nk : kLens) {
                 const fsig::Problem pr = problem_of(nq, nk, m);
                 const FwdParams f = params_of(pr);
+                const Allowed allowed(pr);
                 for (int64_t j_lo = 0; j_lo < nk; j_lo += (j_lo < 20 ? 1 : 7))
                     for (int64_t width : {int64_t(1), int64_t(16), int64_t(128)}) {
                         const int64_t j_hi = j_lo + width - 1 < nk - 1 ? j_lo + width - 1 : nk - 1;
@@ -104,21 +122,20 @@ TEST(query_range_matches_scan) {
                         }
                         // and it contains every row that sees a key of the range
                         for (int64_t i = 0; i < nq; ++i)
-                            for (int64_t j = j_lo; j <= j_hi; ++j)
-                                if (allowed(pr, i, j) && (i < a || i > b)) {
-                                    EXPECT(false, "row %lld sees key %lld but lies outside query_range", (long long)i,
-                                           (long long)j);
-                                    return;
-                                }
+                            if (allowed.reaches(i, j_lo, j_hi) && (i < a || i > b)) {
+                                EXPECT(false, "row %lld sees a key of [%lld, %lld] but lies outside query_range",
+                                       (long long)i, (long long)j_lo, (long long)j_hi);
+                                return;
+                            }
                     }
             }
     std::printf("  %d key ranges checked\n", checked);
 }
 
-bool interior_scan(const fsig::Problem& p, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
+bool interior_scan(const Allowed& allowed, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
     for (int64_t i = i0; i < i0 + rows; ++i)
         for (int64_t j = j0; j < j0 + cols; ++j)
-            if (!allowed(p, i, j)) return false;
+            if (!allowed(i, j)) return false;
     return true;
 }
 
@@ -128,11 +145,12 @@ TEST(tile_interior_matches_scan) {
             for (int64_t nk : {int64_t(16), int64_t(65), int64_t(200)}) {
                 const fsig::Problem pr = problem_of(nq, nk, m);
                 const FwdParams f = params_of(pr);
+                const Allowed allowed(pr);
                 for (int64_t i0 = 0; i0 < nq; i0 += 16)
                     for (int64_t j0 = 0; j0 < nk; j0 += 16)
                         for (int64_t rows : {int64_t(16), int64_t(32)}) {
                             const bool got = fsig::cuda::tile_interior(f, i0, rows, j0, 16);
-                            EXPECT(got == interior_scan(pr, i0, rows, j0, 16),
+                            EXPECT(got == interior_scan(allowed, i0, rows, j0, 16),
                                    "tile_interior(%lld, %lld, %lld, 16) = %d (Nq %lld Nk %lld causal %d wl %lld wr %lld)",
                                    (long long)i0, (long long)rows, (long long)j0, got, (long long)nq, (long long)nk,
                                    m.causal, (long long)m.wl, (long long)m.wr);
@@ -143,16 +161,18 @@ TEST(tile_interior_matches_scan) {
 // Visits of each (query head, i, j) by one kernel's plan; checks skipped and interior tiles on the way.
 struct Coverage {
     const fsig::Problem& p;
+    const Allowed allowed;
     std::vector<int> visits;  // [h][i][j]
     bool ok = true;
-    explicit Coverage(const fsig::Problem& pr) : p(pr), visits(size_t(pr.heads_q * pr.seq_q * pr.seq_k), 0) {}
+    explicit Coverage(const fsig::Problem& pr)
+        : p(pr), allowed(pr), visits(size_t(pr.heads_q * pr.seq_q * pr.seq_k), 0) {}
 
     // one warp's (rows × keys) piece of one tile, taken (computed) or skipped
     void piece(int64_t h, int64_t i0, int64_t rows, int64_t j0, int64_t keys, bool taken, bool interior,
                const char* kernel) {
         for (int64_t i = i0; i < i0 + rows; ++i)
             for (int64_t j = j0; j < j0 + keys; ++j) {
-                const bool a = allowed(p, i, j);
+                const bool a = allowed(i, j);
                 if (!taken && a && ok) {
                     EXPECT(false, "%s: allowed (%lld, %lld) lies in a skipped tile", kernel, (long long)i, (long long)j);
                     ok = false;
@@ -170,7 +190,7 @@ struct Coverage {
             for (int64_t i = 0; i < p.seq_q && ok; ++i)
                 for (int64_t j = 0; j < p.seq_k && ok; ++j) {
                     const int n = visits[size_t((h * p.seq_q + i) * p.seq_k + j)];
-                    if (n != (allowed(p, i, j) ? 1 : 0)) {
+                    if (n != (allowed(i, j) ? 1 : 0)) {
                         EXPECT(false, "%s: (h %lld, i %lld, j %lld) visited %d times", kernel, (long long)h,
                                (long long)i, (long long)j, n);
                         ok = false;
@@ -284,12 +304,13 @@ TEST(fwd_warp_interior_matches_scan) {
             for (int64_t nk : {int64_t(16), int64_t(65), int64_t(200)}) {
                 const fsig::Problem pr = problem_of(nq, nk, m);
                 const FwdParams f = params_of(pr);
+                const Allowed allowed(pr);
                 for (int64_t w0 = 0; w0 < nq; w0 += 16)
                     for (int64_t j0 = 0; j0 < nk; j0 += 16)
                         for (int64_t cols : {int64_t(16), int64_t(64)}) {
                             const int64_t rows = nq - w0 < 16 ? nq - w0 : 16;
                             const bool got = fsig::cuda::fwd_warp_interior(f, w0, j0, cols);
-                            EXPECT(got == interior_scan(pr, w0, rows, j0, cols),
+                            EXPECT(got == interior_scan(allowed, w0, rows, j0, cols),
                                    "fwd_warp_interior(%lld, %lld, %lld) = %d (Nq %lld Nk %lld causal %d wl %lld wr %lld)",
                                    (long long)w0, (long long)j0, (long long)cols, got, (long long)nq, (long long)nk,
                                    m.causal, (long long)m.wl, (long long)m.wr);
