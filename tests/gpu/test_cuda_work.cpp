@@ -6,7 +6,9 @@
 // kernel family the emulated device and FSIG_CUDA_WGMMA select (CTest: the mma.sync kernels as sm_80, the Hopper
 // kernels as sm_90 under require).
 //
-//   test_cuda_work_emu [--verbose] [test names...]
+//   test_cuda_work_emu [--forward-only] [--verbose] [test names...]
+//
+// --forward-only: each call's forward alone is run and checked (for settings that change only the forward's kernel).
 //
 // What each check allows, and why (bf16, B = 1, H = 1, N = 1024, d 64 and 128; causal also 256):
 // - block-sparse layouts of 128 × 128 blocks — every kernel's tiles (forward 128 or 64 rows × 64 keys, the tall
@@ -52,6 +54,9 @@ WorkCounters operator-(const WorkCounters& a, const WorkCounters& b) {
     c.ldmatrix_wavefronts = a.ldmatrix_wavefronts - b.ldmatrix_wavefronts;
     return c;
 }
+
+// The calls of kCallNames that run and are checked: the forward alone under --forward-only
+int checked_calls() { return gt::g_forward_only ? 1 : 3; }
 
 // One problem's tensors on the (emulated) device: bf16 [1, n, 1, d] q, k, v, dO; O, LSE, gradients; a layout
 // of kBlock × kBlock blocks
@@ -120,7 +125,7 @@ struct Problem {
         CUDA_OK(cudaDeviceSynchronize());
         work[0] = fsig::emu::work_counters() - before;
         // 1: deterministic, 2: fast (a workspace, dQ by atomics)
-        for (int path = 1; path <= 2 && !forward_only; ++path) {
+        for (int path = 1; path < checked_calls() && !forward_only; ++path) {
             p.deterministic = path == 1;
             p.workspace = nullptr, p.workspace_bytes = 0;
             if (path == 2) p.workspace = workspace.get(), p.workspace_bytes = bytes;
@@ -247,7 +252,7 @@ TEST(layout_work_follows_density) {
                 const bool tall = forward_runs_tall(kN, d, true);
                 WorkCounters work[3];
                 if (!pr.run(p, blocks, work)) continue;
-                for (int c = 0; c < 3; ++c) {
+                for (int c = 0; c < checked_calls(); ++c) {
                     const std::string what = th::format("d %lld %s, density %.3g, %s", (long long)d,
                                                         score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid", rho,
                                                         kCallNames[c]);
@@ -266,7 +271,7 @@ TEST(layout_work_follows_density) {
                     expect_no_bank_conflicts(work[c], what);
                 }
             }
-            for (int c = 0; c < 3; ++c)
+            for (int c = 0; c < checked_calls(); ++c)
                 expect_no_bank_conflicts(dense[c], th::format("d %lld all-ones layout, %s", (long long)d, kCallNames[c]));
         }
     }
@@ -286,7 +291,7 @@ void expect_tiles_skipped(const char* mask_name, std::initializer_list<int64_t> 
         if (!pr.run_plain(p.score, unmasked)) continue;
         mask(p);
         if (!pr.run(p, {}, masked)) continue;
-        for (int c = 0; c < 3; ++c) {
+        for (int c = 0; c < checked_calls(); ++c) {
             const std::string what = th::format("d %lld, %s", (long long)d, kCallNames[c]);
             const double ratio = double(masked[c].tensor_flops) / double(unmasked[c].tensor_flops);
             std::printf("  %-40s %s: tensor work %.4f × unmasked\n", what.c_str(), mask_name, ratio);
@@ -393,7 +398,7 @@ TEST(key_padding_work_follows_length) {
                 if (!pr.run(p, {}, masked, false, nullptr, as_bias ? nullptr : &mask, as_bias ? &fp32_bias : nullptr))
                     continue;
                 const bool tall = forward_runs_tall(kN, d, true);
-                for (int c = 0; c < 3; ++c) {
+                for (int c = 0; c < checked_calls(); ++c) {
                     const std::string what =
                         th::format("d %lld %s, %s, %s", (long long)d, score == FSIG_SCORE_SOFTMAX ? "softmax" : "sigmoid",
                                    as_bias ? "bias" : "mask", kCallNames[c]);
@@ -439,7 +444,7 @@ void expect_linear_work_ratio(int64_t n, unsigned doubling, unsigned excess) {
             p.score = score, p.causal = causal;
             WorkCounters at_n[3], at_2n[3];
             if (!shorter.run(p, {}, at_n) || !longer.run(p, {}, at_2n)) continue;
-            for (int c = 0; c < 3; ++c) {
+            for (int c = 0; c < checked_calls(); ++c) {
                 const std::string what = th::format("%s%s, %s", score == FSIG_SCORE_COSFORMER ? "cosformer" : "linear_elu",
                                                     causal ? " causal" : "", kLinearCallNames[c]);
                 const double flops = double(at_2n[c].tensor_flops) / double(at_n[c].tensor_flops),
