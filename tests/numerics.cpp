@@ -1,9 +1,15 @@
 #include "numerics.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
 
 #include "harness.h"
 #include "lib_util.h"
@@ -26,6 +32,100 @@ int output_layout(int layout) { return layout == tu::kPackedQKV ? tu::kPadded : 
 bool check(const Case& c, const char* output, const View& v, const std::vector<double>& r64,
            const std::vector<float>& naive) {
     return tu::check_output(c.name, c.s.describe(), output, v, r64, naive);
+}
+
+// A case's references: fp64 and naive, forward and (where the case has one) backward
+struct References {
+    ref::Forward<double> f64;
+    ref::Forward<float> fn;
+    ref::Grads<double> g64;
+    ref::Grads<float> gn;
+};
+
+// The vectors of References in file order (the backward's only where it is held)
+template <class Fn>
+void each_vector(References& r, bool backward, Fn&& fn) {
+    fn(r.f64.out), fn(r.f64.lse), fn(r.fn.out), fn(r.fn.lse);
+    if (backward) fn(r.g64.dq), fn(r.g64.dk), fn(r.g64.dv), fn(r.gn.dq), fn(r.gn.dk), fn(r.gn.dv);
+}
+
+// References shared by the processes of one CTest run: the numerics tiers run once per CPU kernel set and float
+// mode on the same cases, and a run's time is the references' (≈ 80 % of numerics_ci_avx2's samples), not the
+// library's. FSIG_TEST_REFERENCE_CACHE names the directory (tests/CMakeLists.txt: its fixture empties it before
+// the run and removes it after, so no file outlives the binary that wrote it). A file is named by the case and a
+// hash of its spec and inputs, written whole under another name and renamed, so a reader finds it complete or
+// not at all; a missing or unreadable file means computing the references here.
+const char* reference_cache_dir() {
+    static const char* const dir = [] {
+        const char* e = std::getenv("FSIG_TEST_REFERENCE_CACHE");
+        if (e == nullptr || *e == '\0') return static_cast<const char*>(nullptr);
+        mkdir(e, 0755);  // (made by the first process to ask: the others find it)
+        return e;
+    }();
+    return dir;
+}
+
+uint64_t fnv1a(uint64_t h, const void* data, size_t bytes) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+std::string reference_file(const Case& c, std::initializer_list<const std::vector<float>*> inputs) {
+    const std::string spec = c.s.describe();
+    uint64_t h = fnv1a(0xcbf29ce484222325ull, spec.data(), spec.size());
+    h = fnv1a(h, &c.dtype, sizeof c.dtype);
+    for (const std::vector<float>* x : inputs) h = fnv1a(h, x->data(), x->size() * sizeof(float));
+    return th::format("%s/%s_%016llx%s.ref", reference_cache_dir(), c.name.c_str(), (unsigned long long)h,
+                      c.backward ? "_bwd" : "");
+}
+
+bool load_references(const std::string& path, bool backward, References& r) {
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) return false;
+    bool ok = true;
+    each_vector(r, backward, [&](auto& v) {
+        uint64_t n = 0;
+        ok = ok && std::fread(&n, sizeof n, 1, f) == 1 && n < (uint64_t(1) << 40);
+        if (ok) v.resize(size_t(n)), ok = n == 0 || std::fread(v.data(), sizeof v[0], v.size(), f) == v.size();
+    });
+    std::fclose(f);
+    return ok;
+}
+
+void store_references(const std::string& path, bool backward, References& r) {
+    const std::string partial = th::format("%s.%ld.partial", path.c_str(), long(getpid()));
+    FILE* f = std::fopen(partial.c_str(), "wb");
+    if (f == nullptr) return;  // (no cache: the other processes compute their own)
+    bool ok = true;
+    each_vector(r, backward, [&](auto& v) {
+        const uint64_t n = v.size();
+        ok = ok && std::fwrite(&n, sizeof n, 1, f) == 1 && (n == 0 || std::fwrite(v.data(), sizeof v[0], n, f) == n);
+    });
+    ok = std::fclose(f) == 0 && ok;
+    if (!ok || std::rename(partial.c_str(), path.c_str()) != 0) std::remove(partial.c_str());
+}
+
+// The references of case c on these inputs (the doubles are the same values as the floats): from the cache
+// where it holds them, else computed (and stored there)
+References references_of(const Case& c, const std::vector<float>& qf, const std::vector<float>& kf,
+                         const std::vector<float>& vf, const std::vector<float>& gf, const std::vector<double>& q,
+                         const std::vector<double>& k, const std::vector<double>& v, const std::vector<double>& g) {
+    References r;
+    const std::string path = reference_cache_dir() != nullptr ? reference_file(c, {&qf, &kf, &vf, &gf}) : "";
+    if (!path.empty() && load_references(path, c.backward, r)) return r;
+    const ref::Spec& s = c.s;
+    r.f64 = ref::forward64(s, q.data(), k.data(), v.data());
+    r.fn = ref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
+    if (c.backward) {
+        // (the O the library is handed: ref64's rounded to the dtype, reference.h)
+        const std::vector<float> out_in = tu::to_float_rounded(r.f64.out, c.dtype);
+        const std::vector<double> out64 = tu::to_double(out_in);
+        r.g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data(), out64.data());
+        r.gn = ref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), out_in.data(), gf.data());
+    }
+    if (!path.empty()) store_references(path, c.backward, r);
+    return r;
 }
 
 }  // namespace
@@ -63,9 +163,11 @@ bool run_case(const Case& c, bool verbose) {
     const std::vector<double> q = tu::to_double(qf), k = tu::to_double(kf), v = tu::to_double(vf),
                               g = tu::to_double(gf);
 
+    const References refs = references_of(c, qf, kf, vf, gf, q, k, v, g);
+    const ref::Forward<double>& f64 = refs.f64;
+    const ref::Forward<float>& fn = refs.fn;
+
     // ---- forward ----
-    const ref::Forward<double> f64 = ref::forward64(s, q.data(), k.data(), v.data());
-    const ref::Forward<float> fn = ref::forward_naive(s, c.dtype, qf.data(), kf.data(), vf.data());
     tu::QKV in = tu::make_qkv(c.dtype, c.layout, s);
     in.q.store(qf), in.k.store(kf), in.v.store(vf);
     View out = tu::make_view(c.dtype, output_layout(c.layout), s.B, s.Nq, s.Hq, s.d);
@@ -98,11 +200,9 @@ bool run_case(const Case& c, bool verbose) {
     // the forward did, so S's rounding cancels in P = exp(S - LSE) as it does in a naive softmax; against
     // an LSE from elsewhere P would keep it (fp32: |S| ~ 20 over d ~ 128 costs ~1e-5 in dV) ----
     if (c.backward) {
-        const std::vector<float> out_in = tu::to_float_rounded(f64.out, c.dtype);
-        const std::vector<double> out64 = tu::to_double(out_in);  // the O the library is handed (reference.h)
-        const ref::Grads<double> g64 = ref::backward64(s, q.data(), k.data(), v.data(), g.data(), out64.data());
-        const ref::Grads<float> gn =
-            ref::backward_naive(s, c.dtype, qf.data(), kf.data(), vf.data(), out_in.data(), gf.data());
+        const std::vector<float> out_in = tu::to_float_rounded(f64.out, c.dtype);  // the O the library is handed
+        const ref::Grads<double>& g64 = refs.g64;
+        const ref::Grads<float>& gn = refs.gn;
         const int ol = output_layout(c.layout);
         const bool pass_out = softmax || c.out_for_pointwise;
         View o_in, l_in;
