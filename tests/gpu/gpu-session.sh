@@ -157,10 +157,11 @@ step bench_wgmma 180 bash -c 'for k in 0 require; do echo "FSIG_CUDA_WGMMA=$k"; 
   --seq 4096,16384 --d 256 --causal both --score softmax,sigmoid --pass fwd,bwd --bwd-path both --warmup 2 --iters 10 \
   --csv "$1$k.d256.csv" || exit 1; done' "$bench" "$logs/bench_wgmma"
 # the tall forward's numerics on this GPU, whose SM count the tests' grids stay below (FSIG_CUDA_FWD_TALL=always):
-# plain calls, positions, layouts it applies by skipping tiles, key padding (a row of β per key tile)
+# plain calls, positions, layouts it applies by skipping tiles, key padding (a row of β per key tile); the masks
+# cases' forwards alone (the setting changes no backward kernel: step masks runs those)
 step tall_always 90 env FSIG_CUDA_FWD_TALL=always bash -c '"$0/test_cuda_forward" --quick && \
-  "$0/test_cuda_masks" t0 t1 _alibi_ _alibih_ _logn_ w00 _layout_ _layoutruns_ _layouttiles_ _alibilayout_ _keypad \
-  _padlayout_' "$gpu"
+  "$0/test_cuda_masks" --forward-only t0 t1 _alibi_ _alibih_ _logn_ w00 _layout_ _layoutruns_ _layouttiles_ \
+  _alibilayout_ _keypad _padlayout_' "$gpu"
 # the plain mma.sync forward: the tall kernel (256-row blocks), then the regular one (native/cuda/NOTES.md, "The
 # tall forward": predicted 1.1-1.4x at N = 4k-16k)
 step bench_tall 60 bash -c 'for tall in 1 0; do echo "FSIG_CUDA_FWD_TALL=$tall"; FSIG_CUDA_WGMMA=0 \
