@@ -37,8 +37,8 @@ namespace gt {
 inline bool g_cuda = true;  // false: --device cpu
 // the command line every GPU test takes (run_main)
 inline bool g_quick = false, g_verbose = false, g_list = false;
-// --forward-only: cases that run a backward after their forward check the forward alone (for runs whose setting
-// changes only the forward's kernels, FSIG_CUDA_FWD_TALL)
+// --forward-only: test_cuda_masks's cases and test_cuda_work's calls check the forward alone, for runs whose setting
+// changes only the forward's kernels (FSIG_CUDA_FWD_TALL); the other tests ignore it
 inline bool g_forward_only = false;
 inline int g_device_count = 0;
 inline std::vector<std::string> g_filters;  // case filters (those naming a TEST select the test instead)
